@@ -1,0 +1,1 @@
+//! Readers for recorded traffic: JSON lines and nginx access logs.
