@@ -4,8 +4,10 @@
 //! Every detector sees the same stream, one simulated second at a time, through [`Detector`].
 //! Seconds before the change have `t < 0`; the change lands at `t = 0`.
 
+pub mod harness;
 pub mod mannwhitney;
 pub mod peers;
+pub mod sim;
 
 use crate::core::{Arm, Histogram};
 

@@ -14,8 +14,8 @@ pub const PER_OCTAVE: f64 = 16.0;
 
 /// Index of the bucket holding `latency_ms`. Bucket `i >= 1` holds `[edge(i), edge(i+1))`.
 pub fn bucket_of(latency_ms: f64) -> usize {
-    if !(latency_ms > LOWEST_MS) {
-        // Also catches NaN: a latency we cannot place counts as fast, never as slow.
+    // A latency we cannot place (NaN) counts as fast, never as slow.
+    if latency_ms.is_nan() || latency_ms <= LOWEST_MS {
         return 0;
     }
     let i = ((latency_ms / LOWEST_MS).log2() * PER_OCTAVE).floor() as usize + 1;

@@ -1,0 +1,191 @@
+//! Runs guardian's core, the oracle and the peers over the same simulated deploys and scores
+//! them against the truth.
+
+use rayon::prelude::*;
+
+use super::sim::{Oracle, Run, Scenario, AFTER, BEFORE, ROUTES};
+use super::{Call, Cell, Detector};
+use crate::core::{Aggregate, DetectorSettings, Monitor, Verdict};
+
+/// Unix time the simulated change lands at; any value works, this one is readable.
+pub const CHANGE_AT: f64 = 1_764_000_000.0;
+const ROUTE_NAMES: [&str; 3] = ["/", "/search", "/checkout"];
+
+/// What guardian's core concluded on one deploy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GuardianCall {
+    /// Rolled back, this many seconds after the change.
+    Regressed(f64),
+    Healthy,
+    Inconclusive,
+}
+
+/// One deploy, scored.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub guardian: GuardianCall,
+    /// Seconds after the change when each detector rolled back (`None`: never).
+    pub oracle: Option<f64>,
+    pub peers: Vec<Option<f64>>,
+    pub onset: f64,
+    /// Bad requests served after the onset, by seconds since the change: excess errors over
+    /// the baseline truth for error regressions, requests served for latency ones.
+    pub bad_by_second: Vec<f64>,
+}
+
+impl Outcome {
+    pub fn bad_before(&self, decided: Option<f64>) -> f64 {
+        let last = self.bad_by_second.len().saturating_sub(1);
+        let i = decided.map_or(last, |d| (d.ceil() as usize).min(last));
+        self.bad_by_second.get(i).copied().unwrap_or(0.0)
+    }
+}
+
+/// Feeds one second of cells to guardian's core as pre-aggregated observations.
+pub fn feed(monitor: &mut Monitor, t: i64, cells: &[Cell]) {
+    let ts = CHANGE_AT + t as f64 + 0.5;
+    for cell in cells {
+        if cell.requests == 0 {
+            continue;
+        }
+        monitor.observe_aggregate(&Aggregate {
+            ts,
+            requests: u64::from(cell.requests),
+            errors: u64::from(cell.errors),
+            latency: Some(&cell.latency),
+            route: Some(ROUTE_NAMES[usize::from(cell.route) % ROUTE_NAMES.len()]),
+            arm: cell.arm,
+        });
+    }
+}
+
+/// Simulates one deploy and runs every detector over it.
+pub fn run_one(
+    scenario: Scenario,
+    seed: u64,
+    settings: &DetectorSettings,
+    mut peers: Vec<Box<dyn Detector>>,
+) -> Outcome {
+    let mut run = Run::new(scenario, seed);
+    let mut oracle = Oracle::new(&run, settings.alpha);
+    let mut monitor = Monitor::new(settings.clone());
+    let mut cells = Vec::with_capacity(ROUTES.len());
+    let mut peer_calls: Vec<Option<f64>> = vec![None; peers.len()];
+    let mut oracle_call = None;
+    let mut guardian = None;
+    let mut bad = 0.0;
+    let mut bad_by_second = Vec::with_capacity(AFTER as usize + 1);
+    let onset = run.onset().max(0);
+    for t in -BEFORE..AFTER {
+        if t == 0 {
+            monitor.change_landed(CHANGE_AT);
+        }
+        run.second(t, &mut cells);
+        if guardian.is_none() {
+            feed(&mut monitor, t, &cells);
+        }
+        for (peer, call) in peers.iter_mut().zip(peer_calls.iter_mut()) {
+            if call.is_none() && peer.second(t, &cells) == Call::Rollback && t >= 0 {
+                *call = Some((t + 1) as f64);
+            }
+        }
+        if t < 0 {
+            continue;
+        }
+        if oracle_call.is_none() && oracle.second(&run, t, &cells) {
+            oracle_call = Some((t + 1) as f64);
+        }
+        if guardian.is_none() {
+            match monitor.tick(CHANGE_AT + (t + 1) as f64) {
+                Verdict::Watching => {}
+                Verdict::Regressed => {
+                    let at = monitor
+                        .report()
+                        .and_then(|r| r.decided_at)
+                        .unwrap_or(CHANGE_AT + (t + 1) as f64);
+                    guardian = Some(GuardianCall::Regressed(at - CHANGE_AT));
+                }
+                Verdict::Healthy => guardian = Some(GuardianCall::Healthy),
+                Verdict::Inconclusive => guardian = Some(GuardianCall::Inconclusive),
+            }
+        }
+        if t >= onset {
+            bad += excess_bad(&run, t, &cells, scenario);
+        }
+        bad_by_second.push(bad);
+        let all_done = guardian.is_some() && oracle_call.is_some() && peer_calls.iter().all(Option::is_some);
+        if all_done {
+            break;
+        }
+    }
+    if guardian.is_none() {
+        monitor.tick(CHANGE_AT + AFTER as f64 + 1.0);
+        guardian = Some(match monitor.verdict() {
+            Some(Verdict::Healthy) => GuardianCall::Healthy,
+            _ => GuardianCall::Inconclusive,
+        });
+    }
+    Outcome {
+        guardian: guardian.unwrap_or(GuardianCall::Inconclusive),
+        oracle: oracle_call,
+        peers: peer_calls,
+        onset: onset as f64,
+        bad_by_second,
+    }
+}
+
+fn excess_bad(run: &Run, t: i64, cells: &[Cell], scenario: Scenario) -> f64 {
+    if scenario.regression.is_errors() || matches!(scenario.regression, super::sim::Regression::DelayedErrorRate(_)) {
+        cells
+            .iter()
+            .map(|c| {
+                let before = run.truth(t, usize::from(c.route), false);
+                let after = run.truth(t, usize::from(c.route), true);
+                f64::from(c.requests) * (after.error - before.error).max(0.0)
+            })
+            .sum()
+    } else if matches!(scenario.regression, super::sim::Regression::None) {
+        0.0
+    } else {
+        cells.iter().map(|c| f64::from(c.requests)).sum()
+    }
+}
+
+/// Runs `runs` deploys of a scenario in parallel, seeds `first_seed..`.
+pub fn run_many(
+    scenario: Scenario,
+    runs: u64,
+    first_seed: u64,
+    settings: &DetectorSettings,
+    peers: &(dyn Fn() -> Vec<Box<dyn Detector>> + Sync),
+) -> Vec<Outcome> {
+    (first_seed..first_seed + runs)
+        .into_par_iter()
+        .map(|seed| run_one(scenario, seed, settings, peers()))
+        .collect()
+}
+
+/// Median and 90th percentile of detection times, among the runs that detected.
+pub fn ttd_quantiles(times: &[f64]) -> Option<(f64, f64)> {
+    if times.is_empty() {
+        return None;
+    }
+    let mut v = times.to_vec();
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+    Some((q(0.5), q(0.9)))
+}
+
+/// Wilson 95% interval for a proportion.
+pub fn wilson(successes: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let z = 1.959_964;
+    let (k, n) = (successes as f64, n as f64);
+    let p = k / n;
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}

@@ -1,0 +1,88 @@
+//! The rolling baseline: the traffic of the last `baseline_secs`, kept as one tally per route per
+//! minute, so it is ready the moment a change lands.
+
+use std::collections::VecDeque;
+
+use super::tally::Tally;
+
+const SLOT_SECS: i64 = 60;
+
+#[derive(Clone, Debug)]
+struct Slot {
+    start: i64,
+    by_stratum: Vec<Tally>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RollingBaseline {
+    window_secs: i64,
+    slots: VecDeque<Slot>,
+}
+
+impl RollingBaseline {
+    pub fn new(window_secs: u32) -> Self {
+        RollingBaseline {
+            window_secs: i64::from(window_secs),
+            slots: VecDeque::new(),
+        }
+    }
+
+    /// The tally of `stratum` for the minute holding second `sec`. Observations older than the
+    /// window are dropped rather than stored.
+    pub fn tally_mut(&mut self, sec: i64, stratum: usize) -> Option<&mut Tally> {
+        let start = sec.div_euclid(SLOT_SECS) * SLOT_SECS;
+        let newest = self.slots.back().map(|s| s.start);
+        if newest.is_some_and(|n| start > n) || newest.is_none() {
+            self.slots.push_back(Slot {
+                start,
+                by_stratum: Vec::new(),
+            });
+            // One slot beyond the window, so a window ending mid-minute is still covered.
+            while self
+                .slots
+                .front()
+                .is_some_and(|s| s.start + SLOT_SECS <= start - self.window_secs)
+            {
+                self.slots.pop_front();
+            }
+        }
+        let slot = self.slots.iter_mut().rev().find(|s| s.start == start)?;
+        if slot.by_stratum.len() <= stratum {
+            slot.by_stratum.resize_with(stratum + 1, Tally::default);
+        }
+        Some(&mut slot.by_stratum[stratum])
+    }
+
+    /// Sums, per stratum, the minutes that overlap `[end - window, end)`.
+    pub fn snapshot(&self, end: f64, strata: usize) -> Vec<Tally> {
+        let mut out = vec![Tally::default(); strata];
+        let from = end - self.window_secs as f64;
+        for slot in &self.slots {
+            let (s, e) = (slot.start as f64, (slot.start + SLOT_SECS) as f64);
+            if e <= from || s >= end {
+                continue;
+            }
+            for (acc, t) in out.iter_mut().zip(slot.by_stratum.iter()) {
+                acc.merge(t);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_forgets_what_is_older_than_it() {
+        let mut b = RollingBaseline::new(600);
+        for sec in 0..3600 {
+            b.tally_mut(sec, 0).unwrap().add_request(sec % 100 == 0, Some(10.0));
+        }
+        let snap = b.snapshot(3600.0, 1);
+        assert_eq!(snap[0].requests, 600);
+        assert_eq!(snap[0].errors, 6);
+        assert!(b.slots.len() <= 12, "{} slots kept", b.slots.len());
+    }
+}

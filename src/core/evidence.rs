@@ -1,0 +1,223 @@
+//! The statistics: a one-sided, anytime-valid test that "bad events" (errors, slow requests)
+//! happen more often after a change than before it, beyond a tolerance.
+//!
+//! The test conditions on the total number of bad events, which removes the unknown base rate
+//! (Lindon & Malek's conditional e-process, as used for Netflix canaries). With `n_c, x_c` the
+//! requests and bad events on the control side (the baseline window, or the old arm) and
+//! `n_t, x_t` on the treatment side, the null hypothesis "the treatment's rate is at most `c`
+//! times the control's" makes each bad event a treatment event with probability at most
+//! `θ_c = c·n_t / (n_c + c·n_t)`. The likelihood ratio of ratio `r` against `c` is
+//!
+//! ```text
+//! ln LR_r = x_t·ln(r/c) + (x_t + x_c)·ln((n_c + c·n_t) / (n_c + r·n_t))
+//! ```
+//!
+//! and mixing it over a grid of ratios `r > c` gives an e-value that needs no guess of the
+//! effect size. In the concurrent design (old and new arms side by side) the ratio is applied
+//! to each second's counts and the log-ratios add up: that is an exact test martingale, immune
+//! to any traffic or error-rate drift common to both arms. In the before/after design the
+//! control is the frozen baseline window and the ratio is applied to the cumulative counts: at
+//! every fixed time its expectation under the null is exactly 1 whatever the base rate, and it
+//! carries the baseline's own sampling noise in the `x_c` term, so a small baseline makes the
+//! test slower instead of trigger-happy.
+//!
+//! Each second's gain in log-evidence is capped: a regression persists, a burst of errors from
+//! one misbehaving client does not, so a burst can add at most a few nats while a real
+//! regression keeps adding them. Capping a likelihood-ratio factor never raises its expectation,
+//! so the cap keeps the guarantee.
+
+/// Ratios (treatment rate over the null's limit) the mixture bets on, with their prior weights.
+/// Dense near small effects, where precision pays; sparse up to an outage of a rare-error service.
+pub const RATIO_GRID: [(f64, f64); 9] = [
+    (1.2, 0.15),
+    (1.5, 0.20),
+    (2.0, 0.20),
+    (3.0, 0.15),
+    (5.0, 0.10),
+    (10.0, 0.08),
+    (30.0, 0.05),
+    (100.0, 0.04),
+    (1000.0, 0.03),
+];
+
+/// Requests and bad events on one side of a comparison.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub requests: u64,
+    pub events: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: Counts) {
+        self.requests += other.requests;
+        self.events += other.events;
+    }
+
+    pub fn rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.events as f64 / self.requests as f64)
+    }
+}
+
+/// `ln LR_r` for a control/treatment pair against the null ratio `c` (see the module doc).
+/// Zero when either side has no requests: then the counts say nothing about the ratio.
+pub fn log_likelihood_ratio(control: Counts, treatment: Counts, c: f64, r: f64) -> f64 {
+    if control.requests == 0 || treatment.requests == 0 {
+        return 0.0;
+    }
+    let (nc, nt) = (control.requests as f64, treatment.requests as f64);
+    let total = (control.events + treatment.events) as f64;
+    let x_t = treatment.events as f64;
+    x_t * (r / c).ln() + total * ((nc + c * nt) / (nc + r * nt)).ln()
+}
+
+/// A mixture e-process over [`RATIO_GRID`], fed one log-likelihood-ratio increment per ratio
+/// per second.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MixtureEProcess {
+    log_lr: [f64; RATIO_GRID.len()],
+}
+
+impl Default for MixtureEProcess {
+    fn default() -> Self {
+        MixtureEProcess {
+            log_lr: [0.0; RATIO_GRID.len()],
+        }
+    }
+}
+
+impl MixtureEProcess {
+    /// Adds one second of evidence: `increments[j]` is that second's change in `ln LR` for the
+    /// j-th ratio of the grid; each gain is capped at `cap` nats.
+    pub fn add(&mut self, cap: f64, increments: &[f64; RATIO_GRID.len()]) {
+        for (slot, inc) in self.log_lr.iter_mut().zip(increments) {
+            *slot += inc.min(cap);
+        }
+    }
+
+    /// The e-value: the prior-weighted mean of the likelihood ratios.
+    pub fn e_value(&self) -> f64 {
+        self.log_lr
+            .iter()
+            .zip(RATIO_GRID.iter())
+            .map(|(l, &(_, w))| w * l.exp())
+            .sum()
+    }
+}
+
+/// The largest gain in log-evidence one second may bring, given how many bad events that
+/// second would hold if the null were true. At low traffic a burst of a handful of errors must
+/// not be able to prove a regression in one go; at high traffic such a burst is noise and the
+/// cap grows with the standard deviation of the count so it does not slow real detections.
+pub fn cap_for_second(base_cap: f64, expected_events: f64) -> f64 {
+    base_cap.max(2.5 * expected_events.max(0.0).sqrt())
+}
+
+/// An upper confidence bound on the treatment/control rate ratio, at level `confidence`, from
+/// the exact (Clopper-Pearson) bound on the share of bad events that fell on the treatment side.
+/// `None` when there were no bad events at all: then the counts bound no ratio.
+pub fn ratio_upper_bound(control: Counts, treatment: Counts, confidence: f64) -> Option<f64> {
+    let total = control.events + treatment.events;
+    if total == 0 || control.requests == 0 || treatment.requests == 0 {
+        return None;
+    }
+    let share = share_upper_bound(treatment.events, total, confidence);
+    if share >= 1.0 {
+        return Some(f64::INFINITY);
+    }
+    Some(share / (1.0 - share) * control.requests as f64 / treatment.requests as f64)
+}
+
+/// One-sided Clopper-Pearson upper bound for a binomial proportion (`x` of `n`).
+pub fn share_upper_bound(x: u64, n: u64, confidence: f64) -> f64 {
+    use statrs::distribution::{Beta, ContinuousCDF};
+    if x >= n {
+        return 1.0;
+    }
+    match Beta::new(x as f64 + 1.0, (n - x) as f64) {
+        Ok(beta) => beta.inverse_cdf(confidence),
+        Err(_) => 1.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(requests: u64, events: u64) -> Counts {
+        Counts { requests, events }
+    }
+
+    #[test]
+    fn prior_weights_sum_to_one() {
+        let total: f64 = RATIO_GRID.iter().map(|&(_, w)| w).sum();
+        assert!((total - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn no_data_is_no_evidence() {
+        assert_eq!(log_likelihood_ratio(counts(0, 0), counts(50, 3), 1.1, 2.0), 0.0);
+        assert_eq!(log_likelihood_ratio(counts(50, 3), counts(0, 0), 1.1, 2.0), 0.0);
+    }
+
+    #[test]
+    fn the_likelihood_ratio_is_the_conditional_binomial_one() {
+        let (c, r) = (1.1, 3.0);
+        let (ctl, trt) = (counts(1000, 12), counts(300, 9));
+        let theta = |k: f64| k * 300.0 / (1000.0 + k * 300.0);
+        let direct =
+            9.0 * (theta(r) / theta(c)).ln() + 12.0 * ((1.0 - theta(r)) / (1.0 - theta(c))).ln();
+        assert!((log_likelihood_ratio(ctl, trt, c, r) - direct).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_conditional_likelihood_ratio_has_expectation_one_under_the_null() {
+        // Given the total number of bad events, the treatment's share is binomial with
+        // probability theta_c under the null boundary: the expectation is exactly 1.
+        use statrs::distribution::{Binomial, Discrete};
+        let (nc, nt, total, c) = (2000u64, 700u64, 40u64, 1.1);
+        let theta_c = c * nt as f64 / (nc as f64 + c * nt as f64);
+        let binom = Binomial::new(theta_c, total).unwrap();
+        for &(r, _) in RATIO_GRID.iter() {
+            let expectation: f64 = (0..=total)
+                .map(|x| {
+                    let lr = log_likelihood_ratio(counts(nc, total - x), counts(nt, x), c, r);
+                    binom.pmf(x) * lr.exp()
+                })
+                .sum();
+            assert!((expectation - 1.0).abs() < 1e-9, "r = {r}: {expectation}");
+        }
+    }
+
+    #[test]
+    fn evidence_grows_with_excess_events_and_shrinks_without_them() {
+        let ctl = counts(10_000, 100);
+        let worse = log_likelihood_ratio(ctl, counts(1000, 40), 1.1, 3.0);
+        let same = log_likelihood_ratio(ctl, counts(1000, 10), 1.1, 3.0);
+        assert!(worse > 5.0, "{worse}");
+        assert!(same < 0.0, "{same}");
+    }
+
+    #[test]
+    fn a_capped_second_cannot_add_more_than_the_cap() {
+        let mut e = MixtureEProcess::default();
+        e.add(1.0, &[50.0; RATIO_GRID.len()]);
+        assert!((e.e_value() - 1f64.exp()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_cap_grows_with_the_expected_count() {
+        assert_eq!(cap_for_second(1.2, 0.1), 1.2);
+        assert!((cap_for_second(1.2, 4.0) - 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ratio_bounds_cover_the_observed_ratio() {
+        let ub = ratio_upper_bound(counts(10_000, 100), counts(10_000, 100), 0.95).unwrap();
+        assert!(ub > 1.0 && ub < 1.4, "{ub}");
+        assert_eq!(ratio_upper_bound(counts(10, 0), counts(10, 0), 0.95), None);
+        assert_eq!(
+            ratio_upper_bound(counts(10, 0), counts(10, 3), 0.95),
+            Some(f64::INFINITY)
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! The core's front door: feed it every observation, tell it when a change lands, and ask for
+//! the verdict. The baseline rolls continuously, so one is ready whenever a change lands.
+
+use super::baseline::RollingBaseline;
+use super::observation::{Aggregate, Request};
+use super::settings::DetectorSettings;
+use super::strata::Strata;
+use super::watch::{Report, Verdict, Watch};
+
+#[derive(Clone, Debug)]
+pub struct Monitor {
+    settings: DetectorSettings,
+    strata: Strata,
+    baseline: RollingBaseline,
+    watch: Option<Watch>,
+}
+
+impl Monitor {
+    pub fn new(settings: DetectorSettings) -> Monitor {
+        Monitor {
+            strata: Strata::new(settings.max_routes),
+            baseline: RollingBaseline::new(settings.baseline_secs),
+            watch: None,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &DetectorSettings {
+        &self.settings
+    }
+
+    /// Starts watching a change that landed at `change_at`: the baseline is frozen from the
+    /// traffic of the window before it. Observations from `change_at` on are judged against it.
+    pub fn change_landed(&mut self, change_at: f64) {
+        let baseline = self.baseline.snapshot(change_at, self.strata.len());
+        self.watch = Some(Watch::new(&self.settings, change_at, baseline));
+    }
+
+    pub fn observe_request(&mut self, r: &Request<'_>) {
+        let stratum = self.strata.id(r.route);
+        if let Some(tally) = self.tally_for(r.ts, stratum, r.arm) {
+            tally.add_request(r.error, r.latency_ms);
+        }
+    }
+
+    pub fn observe_aggregate(&mut self, a: &Aggregate<'_>) {
+        let stratum = self.strata.id(a.route);
+        if let Some(tally) = self.tally_for(a.ts, stratum, a.arm) {
+            tally.add_counts(a.requests, a.errors, a.latency);
+        }
+    }
+
+    fn tally_for(
+        &mut self,
+        ts: f64,
+        stratum: usize,
+        arm: Option<super::Arm>,
+    ) -> Option<&mut super::tally::Tally> {
+        if !ts.is_finite() {
+            return None;
+        }
+        match &mut self.watch {
+            Some(w) if ts >= w.change_at() => w.tally_for(ts, stratum, arm),
+            _ => self.baseline.tally_mut(ts.floor() as i64, stratum),
+        }
+    }
+
+    /// Lets traffic time pass to `now`: every second before it is judged. Returns the verdict.
+    pub fn tick(&mut self, now: f64) -> Verdict {
+        match &mut self.watch {
+            Some(w) => w.advance(now.floor() as i64),
+            None => Verdict::Watching,
+        }
+    }
+
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.watch.as_ref().map(Watch::verdict)
+    }
+
+    /// The evidence of the current watch.
+    pub fn report(&self) -> Option<Report> {
+        self.watch.as_ref().map(|w| w.report(Some(&self.strata)))
+    }
+}

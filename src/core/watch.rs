@@ -1,0 +1,665 @@
+//! Watching one change: the frozen baseline, the traffic since the change, one sequential test
+//! per signal, and the verdict with its evidence.
+//!
+//! Three signals, each a family of one-sided tests of "bad events" (see `evidence`):
+//! - errors: failed requests, against the error tolerance;
+//! - slow requests: slower than a threshold frozen from the baseline (its p99 by default) or an
+//!   SLO, against the same relative tolerance;
+//! - latency: at several baseline quantiles, the share of requests slower than the quantile
+//!   made `1 + latency_tolerance` times slower, against the baseline's share above the quantile
+//!   itself. That is a test of "no slower than the baseline plus tolerance" across the
+//!   distribution, not just at its tail.
+//!
+//! Each route is its own stratum. A signal's e-value mixes two alternatives: every route got
+//! worse by a common ratio (the product of the routes' likelihood ratios), and one route broke
+//! (each route's own likelihood ratio). Alpha is split across the signals by a union bound.
+
+use serde::Serialize;
+
+use super::evidence::{self, cap_for_second, Counts, MixtureEProcess, RATIO_GRID};
+use super::histogram::{self, buckets_for_ratio, Histogram};
+use super::observation::Arm;
+use super::settings::DetectorSettings;
+use super::strata::Strata;
+use super::tally::Tally;
+
+/// Share of a signal's evidence bet on "every route got worse"; the rest on "one route broke".
+const COMMON_WEIGHT: f64 = 0.8;
+
+/// Where a watch stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Still collecting evidence.
+    Watching,
+    /// The change made things worse.
+    Regressed,
+    /// The watch window ended and the evidence bounds any harm below the configured limits.
+    Healthy,
+    /// The watch window ended without enough data to say either.
+    Inconclusive,
+}
+
+/// How post-change traffic is compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Design {
+    /// After the change against the baseline window before it.
+    BeforeAfter,
+    /// The new arm against the old arm serving at the same time.
+    Concurrent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalKind {
+    Errors,
+    SlowRequests,
+    Latency,
+}
+
+/// One test: a kind of bad event counted per stratum against a null ratio.
+#[derive(Clone, Debug)]
+struct Test {
+    /// Quantile for latency tests, `None` for errors.
+    quantile: Option<f64>,
+    null_ratio: f64,
+    /// Per stratum: from which bucket a control-side request is a bad event (None: errors, or
+    /// not testable in this stratum).
+    control_from: Vec<Option<usize>>,
+    /// Same for the treatment side (the control threshold moved up by the tolerance).
+    treatment_from: Vec<Option<usize>>,
+    /// Strata that take part (a big enough baseline, a trusted threshold).
+    eligible: Vec<bool>,
+    common: MixtureEProcess,
+    per_stratum: Vec<MixtureEProcess>,
+    /// Before/after: last cumulative log-likelihood ratios per stratum, to take differences.
+    previous: Vec<[f64; RATIO_GRID.len()]>,
+}
+
+#[derive(Clone, Debug)]
+struct Signal {
+    kind: SignalKind,
+    alpha: f64,
+    tests: Vec<Test>,
+    e_value: f64,
+    strata_weighed: usize,
+}
+
+/// Per stratum, per side, what the watch has seen.
+#[derive(Clone, Debug, Default)]
+struct Sides {
+    control: Tally,
+    treatment: Tally,
+}
+
+#[derive(Clone, Debug)]
+pub struct Watch {
+    settings: DetectorSettings,
+    change_at: f64,
+    end_sec: i64,
+    baseline: Vec<Tally>,
+    design: Option<Design>,
+    signals: Vec<Signal>,
+    /// The second being filled, and what it holds per stratum.
+    open_sec: i64,
+    open: Vec<Sides>,
+    /// Everything since the change, per stratum.
+    seen: Vec<Sides>,
+    /// Requests without an arm label while comparing arms: not used, but reported.
+    unlabelled: u64,
+    verdict: Verdict,
+    decided_at: Option<f64>,
+}
+
+impl Watch {
+    /// Starts watching a change that landed at `change_at`, against `baseline` (per stratum).
+    pub fn new(settings: &DetectorSettings, change_at: f64, baseline: Vec<Tally>) -> Watch {
+        let shift = buckets_for_ratio(1.0 + settings.latency_tolerance);
+        let n = baseline.len();
+        let big_enough: Vec<bool> = baseline
+            .iter()
+            .map(|t| t.requests >= settings.min_baseline_requests)
+            .collect();
+        let errors = Test::new(
+            None,
+            1.0 + settings.error_tolerance,
+            vec![None; n],
+            vec![None; n],
+            big_enough.clone(),
+        );
+        let slow = {
+            let mut from = vec![None; n];
+            let mut eligible = vec![false; n];
+            for (s, t) in baseline.iter().enumerate() {
+                let b = match settings.slow_threshold_ms {
+                    Some(slo) => Some((histogram::bucket_of(slo) + 1).min(histogram::BUCKETS - 1)),
+                    None => t.latency.quantile_bucket(settings.slow_quantile),
+                };
+                if let Some(b) = b {
+                    from[s] = Some(b);
+                    eligible[s] = big_enough[s]
+                        && (settings.slow_threshold_ms.is_some()
+                            || t.latency.count_at_or_above(b) >= settings.min_baseline_tail);
+                }
+            }
+            Test::new(
+                Some(settings.slow_quantile),
+                1.0 + settings.error_tolerance,
+                from.clone(),
+                from,
+                eligible,
+            )
+        };
+        let latency_tests = settings
+            .latency_quantiles
+            .iter()
+            .map(|&q| {
+                let mut control = vec![None; n];
+                let mut treatment = vec![None; n];
+                let mut eligible = vec![false; n];
+                for (s, t) in baseline.iter().enumerate() {
+                    if let Some(b) = t.latency.quantile_bucket(q) {
+                        control[s] = Some(b);
+                        treatment[s] = Some((b + shift).min(histogram::BUCKETS - 1));
+                        eligible[s] = big_enough[s]
+                            && t.latency.count_at_or_above(b) >= settings.min_baseline_tail;
+                    }
+                }
+                Test::new(Some(q), 1.0, control, treatment, eligible)
+            })
+            .collect();
+        let split = settings.alpha_split;
+        let signals = vec![
+            Signal::new(SignalKind::Errors, settings.alpha * split.errors, vec![errors]),
+            Signal::new(SignalKind::SlowRequests, settings.alpha * split.slow, vec![slow]),
+            Signal::new(
+                SignalKind::Latency,
+                settings.alpha * split.latency,
+                latency_tests,
+            ),
+        ];
+        let start_sec = change_at.floor() as i64;
+        Watch {
+            settings: settings.clone(),
+            change_at,
+            end_sec: (change_at + f64::from(settings.watch_secs)).ceil() as i64,
+            baseline,
+            design: None,
+            signals,
+            open_sec: start_sec,
+            open: Vec::new(),
+            seen: Vec::new(),
+            unlabelled: 0,
+            verdict: Verdict::Watching,
+            decided_at: None,
+        }
+    }
+
+    pub fn change_at(&self) -> f64 {
+        self.change_at
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        self.verdict
+    }
+
+    pub fn decided_at(&self) -> Option<f64> {
+        self.decided_at
+    }
+
+    /// The tally of the open second that an observation at `ts` belongs in, after closing every
+    /// earlier second. `None` once decided, or for observations before the change.
+    pub fn tally_for(&mut self, ts: f64, stratum: usize, arm: Option<Arm>) -> Option<&mut Tally> {
+        if ts < self.change_at {
+            return None;
+        }
+        self.advance(ts.floor() as i64);
+        if self.verdict != Verdict::Watching {
+            return None;
+        }
+        let design = *self.design.get_or_insert(match arm {
+            Some(_) => Design::Concurrent,
+            None => Design::BeforeAfter,
+        });
+        if self.open.len() <= stratum {
+            self.open.resize_with(stratum + 1, Sides::default);
+        }
+        let sides = &mut self.open[stratum];
+        match (design, arm) {
+            (Design::BeforeAfter, _) | (Design::Concurrent, Some(Arm::Treatment)) => {
+                Some(&mut sides.treatment)
+            }
+            (Design::Concurrent, Some(Arm::Control)) => Some(&mut sides.control),
+            (Design::Concurrent, None) => {
+                self.unlabelled += 1;
+                None
+            }
+        }
+    }
+
+    /// Closes every second before `sec`. Returns the verdict afterwards.
+    pub fn advance(&mut self, sec: i64) -> Verdict {
+        while self.verdict == Verdict::Watching && self.open_sec < sec {
+            self.close_second();
+            self.open_sec += 1;
+            if self.verdict == Verdict::Watching && self.open_sec >= self.end_sec {
+                self.finish();
+            }
+        }
+        self.verdict
+    }
+
+    fn close_second(&mut self) {
+        let strata = self.open.len().max(self.seen.len());
+        if self.seen.len() < strata {
+            self.seen.resize_with(strata, Sides::default);
+        }
+        if self.open.iter().all(|s| s.control.is_empty() && s.treatment.is_empty()) {
+            return;
+        }
+        let design = self.design.unwrap_or(Design::BeforeAfter);
+        for (s, sides) in self.open.iter().enumerate() {
+            self.seen[s].control.merge(&sides.control);
+            self.seen[s].treatment.merge(&sides.treatment);
+        }
+        let base_cap = self.settings.max_evidence_per_second;
+        for signal in &mut self.signals {
+            for test in &mut signal.tests {
+                test.add_second(
+                    design,
+                    base_cap,
+                    &self.baseline,
+                    &self.open,
+                    &self.seen,
+                );
+            }
+            signal.update_e_value();
+            if signal.e_value >= 1.0 / signal.alpha && self.verdict == Verdict::Watching {
+                self.verdict = Verdict::Regressed;
+                self.decided_at = Some((self.open_sec + 1) as f64);
+            }
+        }
+        for sides in &mut self.open {
+            sides.control.clear();
+            sides.treatment.clear();
+        }
+    }
+
+    /// The window is over: healthy if the evidence bounds the harm, inconclusive otherwise.
+    fn finish(&mut self) {
+        let report = self.report(None);
+        let healthy = report.requests_after >= self.settings.min_requests_after
+            && report.signals.iter().all(|s| s.within_limits != Some(false))
+            && report
+                .signals
+                .iter()
+                .any(|s| s.signal == SignalKind::Errors && s.within_limits == Some(true));
+        self.verdict = if healthy {
+            Verdict::Healthy
+        } else {
+            Verdict::Inconclusive
+        };
+        self.decided_at = healthy.then_some(self.end_sec as f64);
+    }
+
+    /// The evidence so far; `strata` names the routes.
+    pub fn report(&self, strata: Option<&Strata>) -> Report {
+        let design = self.design.unwrap_or(Design::BeforeAfter);
+        let mut control = Tally::default();
+        let mut treatment = Tally::default();
+        let errors = &self.signals[0].tests[0];
+        for (s, sides) in self.seen.iter().enumerate() {
+            if !errors.eligible_in(design, s) {
+                continue;
+            }
+            match design {
+                Design::BeforeAfter => control.merge(&self.baseline[s]),
+                Design::Concurrent => control.merge(&sides.control),
+            }
+            treatment.merge(&sides.treatment);
+        }
+        let signals = self
+            .signals
+            .iter()
+            .map(|sig| sig.report(self, design, strata))
+            .collect();
+        Report {
+            verdict: self.verdict,
+            decided_at: self.decided_at,
+            design,
+            change_at: self.change_at,
+            watch_ends_at: self.end_sec as f64,
+            requests_before: control.requests,
+            requests_after: self.seen.iter().map(|s| s.treatment.requests).sum(),
+            unlabelled_requests: self.unlabelled,
+            signals,
+        }
+    }
+
+    fn control_tally(&self, design: Design, s: usize) -> Option<&Tally> {
+        match design {
+            Design::BeforeAfter => self.baseline.get(s),
+            Design::Concurrent => self.seen.get(s).map(|x| &x.control),
+        }
+    }
+}
+
+impl Test {
+    fn new(
+        quantile: Option<f64>,
+        null_ratio: f64,
+        control_from: Vec<Option<usize>>,
+        treatment_from: Vec<Option<usize>>,
+        eligible: Vec<bool>,
+    ) -> Test {
+        let n = eligible.len();
+        Test {
+            quantile,
+            null_ratio,
+            control_from,
+            treatment_from,
+            eligible,
+            common: MixtureEProcess::default(),
+            per_stratum: vec![MixtureEProcess::default(); n],
+            previous: vec![[0.0; RATIO_GRID.len()]; n],
+        }
+    }
+
+    /// Whether stratum `s` takes part. In the concurrent design errors need no baseline, and a
+    /// route first seen after the change still counts towards the common alternative.
+    fn eligible_in(&self, design: Design, s: usize) -> bool {
+        match self.eligible.get(s) {
+            Some(&e) => e,
+            None => design == Design::Concurrent && self.quantile.is_none(),
+        }
+    }
+
+    fn counts(&self, tally: &Tally, s: usize, side: Arm) -> Counts {
+        let from = match side {
+            Arm::Control => self.control_from.get(s).copied().flatten(),
+            Arm::Treatment => self.treatment_from.get(s).copied().flatten(),
+        };
+        match (self.quantile, from) {
+            (None, _) => tally.error_counts(),
+            (Some(_), Some(b)) => tally.slower_counts(b),
+            (Some(_), None) => Counts::default(),
+        }
+    }
+
+    fn add_second(
+        &mut self,
+        design: Design,
+        base_cap: f64,
+        baseline: &[Tally],
+        open: &[Sides],
+        seen: &[Sides],
+    ) {
+        let c = self.null_ratio;
+        let mut common = [0.0; RATIO_GRID.len()];
+        let mut expected_total = 0.0;
+        for (s, sides) in open.iter().enumerate() {
+            if sides.treatment.is_empty() && sides.control.is_empty() {
+                continue;
+            }
+            if !self.eligible_in(design, s) {
+                continue;
+            }
+            let treatment_now = self.counts(&sides.treatment, s, Arm::Treatment);
+            let (control_rate, increments) = match design {
+                Design::BeforeAfter => {
+                    let control = self.counts(&baseline[s], s, Arm::Control);
+                    let treatment = self.counts(&seen[s].treatment, s, Arm::Treatment);
+                    let mut inc = [0.0; RATIO_GRID.len()];
+                    for (j, &(m, _)) in RATIO_GRID.iter().enumerate() {
+                        let llr = evidence::log_likelihood_ratio(control, treatment, c, c * m);
+                        inc[j] = llr - self.previous[s][j];
+                        self.previous[s][j] = llr;
+                    }
+                    (control.rate(), inc)
+                }
+                Design::Concurrent => {
+                    let control_now = self.counts(&sides.control, s, Arm::Control);
+                    let control_seen = self.counts(&seen[s].control, s, Arm::Control);
+                    let mut inc = [0.0; RATIO_GRID.len()];
+                    for (j, &(m, _)) in RATIO_GRID.iter().enumerate() {
+                        inc[j] =
+                            evidence::log_likelihood_ratio(control_now, treatment_now, c, c * m);
+                    }
+                    (control_seen.rate(), inc)
+                }
+            };
+            let expected = c * control_rate.unwrap_or(0.0) * treatment_now.requests as f64;
+            expected_total += expected;
+            if let Some(e) = self.per_stratum.get_mut(s) {
+                e.add(cap_for_second(base_cap, expected), &increments);
+            }
+            for (acc, inc) in common.iter_mut().zip(increments) {
+                *acc += inc;
+            }
+        }
+        self.common
+            .add(cap_for_second(base_cap, expected_total), &common);
+    }
+
+    /// The e-value of this test: common alternative and one-route alternatives mixed.
+    fn e_value(&self, strata_weighed: usize) -> f64 {
+        if strata_weighed <= 1 {
+            return self.common.e_value();
+        }
+        let single: f64 = self
+            .per_stratum
+            .iter()
+            .zip(&self.eligible)
+            .filter(|(_, &e)| e)
+            .map(|(p, _)| p.e_value())
+            .sum();
+        COMMON_WEIGHT * self.common.e_value()
+            + (1.0 - COMMON_WEIGHT) * single / strata_weighed as f64
+    }
+}
+
+impl Signal {
+    fn new(kind: SignalKind, alpha: f64, tests: Vec<Test>) -> Signal {
+        // Fixed when the watch starts, so the mixture weights never depend on what follows.
+        let strata_weighed = tests
+            .iter()
+            .map(|t| t.eligible.iter().filter(|&&e| e).count())
+            .max()
+            .unwrap_or(0);
+        Signal {
+            kind,
+            alpha,
+            tests,
+            e_value: 1.0,
+            strata_weighed,
+        }
+    }
+
+    fn update_e_value(&mut self) {
+        // The mean of e-values is an e-value: levels of the latency test share one alpha.
+        let n = self.tests.len().max(1) as f64;
+        self.e_value = self
+            .tests
+            .iter()
+            .map(|t| t.e_value(self.strata_weighed))
+            .sum::<f64>()
+            / n;
+    }
+
+    fn report(&self, watch: &Watch, design: Design, strata: Option<&Strata>) -> SignalReport {
+        let settings = &watch.settings;
+        let mut levels = Vec::new();
+        let mut pooled = (Counts::default(), Counts::default());
+        let mut any_eligible = false;
+        for test in &self.tests {
+            let mut control = Counts::default();
+            let mut treatment = Counts::default();
+            let mut control_hist = Histogram::new();
+            let mut treatment_hist = Histogram::new();
+            for s in 0..watch.seen.len().max(watch.baseline.len()) {
+                if !test.eligible_in(design, s) {
+                    continue;
+                }
+                any_eligible = true;
+                if let Some(t) = watch.control_tally(design, s) {
+                    control.add(test.counts(t, s, Arm::Control));
+                    control_hist.merge(&t.latency);
+                }
+                if let Some(t) = watch.seen.get(s) {
+                    treatment.add(test.counts(&t.treatment, s, Arm::Treatment));
+                    treatment_hist.merge(&t.treatment.latency);
+                }
+            }
+            if self.kind != SignalKind::Latency {
+                pooled = (control, treatment);
+            }
+            if let Some(q) = test.quantile.filter(|_| self.kind == SignalKind::Latency) {
+                levels.push(LevelReport {
+                    quantile: q,
+                    baseline_ms: control_hist.quantile_ms(q),
+                    after_ms: treatment_hist.quantile_ms(q),
+                    baseline_share_slower: control.rate(),
+                    after_share_slower: treatment.rate(),
+                    e_value: test.e_value(self.strata_weighed),
+                });
+            }
+        }
+        let threshold_ms = match (self.kind, settings.slow_threshold_ms) {
+            (SignalKind::SlowRequests, Some(slo)) => Some(slo),
+            (SignalKind::SlowRequests, None) => {
+                let mut h = Histogram::new();
+                for t in &watch.baseline {
+                    h.merge(&t.latency);
+                }
+                h.quantile_ms(settings.slow_quantile)
+            }
+            _ => None,
+        };
+        let (control, treatment) = pooled;
+        let effect_ratio = match (control.rate(), treatment.rate()) {
+            (Some(b), Some(a)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        let ratio_upper =
+            evidence::ratio_upper_bound(control, treatment, settings.healthy_confidence);
+        let within_limits = if !any_eligible || self.kind == SignalKind::Latency {
+            None
+        } else if treatment.requests == 0 {
+            Some(false)
+        } else {
+            let ratio_ok = ratio_upper.is_some_and(|u| u <= settings.healthy_max_ratio);
+            let floor_ok = self.kind == SignalKind::Errors
+                && evidence::share_upper_bound(
+                    treatment.events,
+                    treatment.requests,
+                    settings.healthy_confidence,
+                ) <= settings.healthy_error_floor;
+            Some(ratio_ok || floor_ok)
+        };
+        let worst_route = if self.strata_weighed > 1 {
+            self.tests
+                .iter()
+                .flat_map(|t| t.per_stratum.iter().enumerate())
+                .map(|(s, e)| (s, e.e_value()))
+                .filter(|&(_, e)| e > 1.0)
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .and_then(|(s, _)| strata.map(|names| names.name(s).to_owned()))
+        } else {
+            None
+        };
+        SignalReport {
+            signal: self.kind,
+            regressed: self.e_value >= 1.0 / self.alpha,
+            e_value: self.e_value,
+            e_value_threshold: 1.0 / self.alpha,
+            alpha: self.alpha,
+            null_ratio: self.tests.first().map(|t| t.null_ratio).unwrap_or(1.0),
+            baseline: Side::from(control),
+            after: Side::from(treatment),
+            effect_ratio,
+            ratio_upper_bound: ratio_upper,
+            within_limits,
+            threshold_ms,
+            worst_route,
+            levels,
+        }
+    }
+}
+
+/// The verdict and everything it rests on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub verdict: Verdict,
+    /// Traffic time of the decision: when the evidence crossed the line, or when the window
+    /// ended for `healthy`. `None` while watching or when inconclusive.
+    pub decided_at: Option<f64>,
+    pub design: Design,
+    pub change_at: f64,
+    pub watch_ends_at: f64,
+    pub requests_before: u64,
+    pub requests_after: u64,
+    pub unlabelled_requests: u64,
+    pub signals: Vec<SignalReport>,
+}
+
+/// Requests and bad events on one side, and their rate.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Side {
+    pub requests: u64,
+    pub events: u64,
+    pub rate: Option<f64>,
+}
+
+impl From<Counts> for Side {
+    fn from(c: Counts) -> Side {
+        Side {
+            requests: c.requests,
+            events: c.events,
+            rate: c.rate(),
+        }
+    }
+}
+
+/// The evidence for one signal.
+#[derive(Clone, Debug, Serialize)]
+pub struct SignalReport {
+    pub signal: SignalKind,
+    pub regressed: bool,
+    /// Evidence against "no worse than the baseline plus tolerance"; the signal fires when it
+    /// reaches `e_value_threshold` = 1 / alpha.
+    pub e_value: f64,
+    pub e_value_threshold: f64,
+    pub alpha: f64,
+    /// The null hypothesis allows the after/before ratio of bad-event rates up to this.
+    pub null_ratio: f64,
+    /// Before the change (or on the old arm), pooled over the routes compared.
+    pub baseline: Side,
+    pub after: Side,
+    /// After/before ratio of bad-event rates.
+    pub effect_ratio: Option<f64>,
+    /// Upper confidence bound on that ratio (at `healthy_confidence`).
+    pub ratio_upper_bound: Option<f64>,
+    /// Whether the bound is within the limits a healthy verdict needs (`None`: not judged).
+    pub within_limits: Option<bool>,
+    /// For slow requests: the latency above which a request is slow.
+    pub threshold_ms: Option<f64>,
+    /// The route whose own evidence is strongest, if routes are compared separately.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worst_route: Option<String>,
+    /// For latency: one entry per quantile compared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<LevelReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LevelReport {
+    pub quantile: f64,
+    pub baseline_ms: Option<f64>,
+    pub after_ms: Option<f64>,
+    /// Share of baseline requests slower than the baseline quantile.
+    pub baseline_share_slower: Option<f64>,
+    /// Share of requests after the change slower than the quantile plus tolerance.
+    pub after_share_slower: Option<f64>,
+    pub e_value: f64,
+}
