@@ -162,53 +162,61 @@ impl<'a> Shift<'a> {
     }
 
     /// The shift where `z` crosses `target`, as R's `root()` finds it, to the exact jump.
+    ///
+    /// `z` is probed in order along the line: at `mu_min`, then on each open interval between
+    /// neighbouring jumps, then at `mu_max`. On every open interval no `x_i - mu` ties any `y_j`,
+    /// so sigma is the same on all of them and `z` moves only with `dz`, which never increases.
+    /// At the two ends `dz` is at its extreme and sigma is smallest (extra ties), so the end
+    /// probes continue the same non-increasing sequence.
     fn root(&self, target: f64, correct: bool) -> f64 {
-        // R's endpoint rules, evaluated at the endpoints themselves (where x_min - mu ties y_max).
-        if self.z(self.mu_min, correct) - target <= 0.0 {
-            return self.mu_min;
-        }
-        if self.z(self.mu_max, correct) - target >= 0.0 {
-            return self.mu_max;
-        }
         let g = &self.jumps;
-        let intervals = g.len() - 1;
-        if intervals == 0 {
-            return (self.mu_min + self.mu_max) / 2.0;
-        }
-        // Between two neighbouring jumps, no x_i - mu ties any y_j, so sigma is the same on every
-        // open interval and z there moves only with dz: it never increases with k.
-        let v = |k: usize| self.z((g[k - 1].1 + g[k].0) / 2.0, correct) - target;
-        // First open interval on which z is at or below the target.
-        let (mut lo, mut hi) = (1, intervals + 1);
-        while lo < hi {
-            let m = (lo + hi) / 2;
-            if v(m) <= 0.0 {
-                hi = m;
-            } else {
-                lo = m + 1;
-            }
-        }
-        let k = lo;
-        if k > intervals {
-            // Above the target on every open interval, below it at mu_max: it crosses there.
+        let last = g.len(); // probe index of mu_max; 1..last are the open intervals
+        let probe = |i: usize| {
+            let mu = match i {
+                0 => self.mu_min,
+                i if i == last => self.mu_max,
+                i => (g[i - 1].1 + g[i].0) / 2.0,
+            };
+            self.z(mu, correct) - target
+        };
+        // First probe at or below the target. R returns the end itself when z at the end is
+        // already past the target (its `f.lower <= 0` and `f.upper >= 0` rules); so do we.
+        let first = partition_point(0, last + 1, |i| probe(i) > 0.0);
+        if first > last {
             return self.mu_max;
         }
-        if v(k) < 0.0 {
-            // z drops through the target at the jump that opens interval k.
-            return if k == 1 { self.mu_min } else { g[k - 1].0 };
+        if probe(first) < 0.0 {
+            // z drops through the target at the jump just before this probe.
+            return match first {
+                0 | 1 => self.mu_min,
+                i if i == last => self.mu_max,
+                i => g[i - 1].0,
+            };
         }
-        // z equals the target from interval k on: take the middle of the whole flat stretch.
-        let (mut lo, mut hi) = (k, intervals);
-        while lo < hi {
-            let m = (lo + hi).div_ceil(2);
-            if v(m) >= 0.0 {
-                lo = m;
-            } else {
-                hi = m - 1;
-            }
-        }
-        (g[k - 1].1 + g[lo].0) / 2.0
+        // z equals the target from probe `first` to probe `end`: every point there is a root,
+        // and we take the middle of the stretch.
+        let end = partition_point(first, last + 1, |i| probe(i) >= 0.0) - 1;
+        let from = if first == 0 {
+            self.mu_min
+        } else {
+            g[first - 1].1
+        };
+        let to = if end == last { self.mu_max } else { g[end].0 };
+        (from + to) / 2.0
     }
+}
+
+/// The first index in `lo..hi` where `pred` turns false, for a `pred` true on a prefix.
+fn partition_point(mut lo: usize, mut hi: usize, pred: impl Fn(usize) -> bool) -> usize {
+    while lo < hi {
+        let m = lo + (hi - lo) / 2;
+        if pred(m) {
+            lo = m + 1;
+        } else {
+            hi = m;
+        }
+    }
+    lo
 }
 
 #[cfg(test)]
@@ -266,7 +274,10 @@ mod tests {
         let y: Vec<f64> = (0..60).map(|j| ((j * 5) % 13) as f64 * 0.4).collect();
         // R: -0.0000710430 2.0000363777, estimate 1.0999014574
         let r = wilcox_ci(&x, &y, 0.98).unwrap();
-        assert!(close(r.lower, 0.0, R_TOL) && close(r.upper, 2.0, R_TOL), "{r:?}");
+        assert!(
+            close(r.lower, 0.0, R_TOL) && close(r.upper, 2.0, R_TOL),
+            "{r:?}"
+        );
         assert!(close(r.estimate, 1.0999014574, R_TOL), "{r:?}");
         // R: conf.level=0.90 -> 0.3000655851 1.7000334496
         let r = wilcox_ci(&x, &y, 0.90).unwrap();
@@ -293,7 +304,10 @@ mod tests {
         let x = [0.0, 3.5, 7.0, 3.5, 7.0, 3.5, 7.0];
         let y = [1.5, 2.25, 4.0, 0.75, 3.5];
         let r = wilcox_ci(&x, &y, 0.95).unwrap();
-        assert!(close(r.lower, -0.5, R_TOL) && close(r.upper, 5.5, R_TOL), "{r:?}");
+        assert!(
+            close(r.lower, -0.5, R_TOL) && close(r.upper, 5.5, R_TOL),
+            "{r:?}"
+        );
         assert!(close(r.estimate, 2.7499823924, R_TOL), "{r:?}");
     }
 
@@ -303,7 +317,9 @@ mod tests {
         // 98.99992904170193. R prints the same. The true jumps are at 0 and 99. By hand: for
         // 0 < mu < 99 there are no ties, dz = 20, and z = 19.5 / sqrt(100*21/12) = 1.47 < 2.33.
         // At mu = 0 the 13 ones tie, dz = 35, and z = 3.06. So the lower bound is the jump at 0.
-        let e = [100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 1.0, 1.0, 1.0];
+        let e = [
+            100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 1.0, 1.0, 1.0,
+        ];
         let c = [1.0; 10];
         let r = mann_whitney_ci(&e, &c, 0.98).unwrap();
         assert_eq!(r.lower, 0.0);
@@ -336,9 +352,11 @@ mod tests {
         assert_eq!(mann_whitney_ci(&[3.0, 3.0], &[1.0, 1.0], 0.95), None);
         assert_eq!(mann_whitney_ci(&[1.0, f64::NAN], &[1.0, 2.0], 0.95), None);
         assert_eq!(mann_whitney_ci(&[1.0, 3.0], &[1.0, 2.0], 1.0), None);
-        // One observation a side is fine when they differ: the interval is the single difference.
-        let r = mann_whitney_ci(&[5.0], &[2.0], 0.95).unwrap();
-        assert_eq!((r.lower, r.estimate, r.upper), (3.0, 3.0, 3.0));
+        // One observation a side is two constant samples: R throws there too.
+        assert_eq!(mann_whitney_ci(&[5.0], &[2.0], 0.95), None);
+        // R: wilcox.test(c(5, 6), 2, conf.int=TRUE, exact=FALSE) -> CI [3, 4], estimate 3.5.
+        let r = mann_whitney_ci(&[5.0, 6.0], &[2.0], 0.95).unwrap();
+        assert_eq!((r.lower, r.estimate, r.upper), (3.0, 3.5, 4.0));
     }
 
     proptest! {
