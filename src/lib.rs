@@ -1,5 +1,6 @@
 //! guardian: decides whether a change made a service worse, and proves it.
 
 pub mod bench;
+pub mod config;
 pub mod core;
 pub mod input;
