@@ -1,0 +1,649 @@
+//! `guardian replay`: runs the decision core over recorded traffic around a change, with no side
+//! effects, and says what it would have decided and when.
+//!
+//! The recording is streamed one line at a time (memory stays flat however big it is) and
+//! reading stops as soon as the verdict is final. A recording that ends before the watch window
+//! does is `inconclusive`: missing data never makes a change healthy.
+
+use std::fmt::Write as _;
+use std::io::BufRead;
+use std::ops::ControlFlow;
+
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::core::{Design, Monitor, Report, SignalKind, SignalReport, Verdict};
+use crate::input::{self, Format, LineError};
+
+/// How far back in time an event may be, relative to the latest one seen, before the recording
+/// counts as unsorted. Logs written when requests end are a little out of order.
+pub const SORT_SLACK_SECS: f64 = 1.0;
+
+/// Why a replay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("the change time must be finite unix seconds, got {0}")]
+    ChangeAt(f64),
+    /// A line that could not be read, or that is out of order.
+    #[error(transparent)]
+    Line(#[from] LineError),
+}
+
+/// What a replay decided, and what it rests on.
+#[derive(Clone, Debug)]
+pub struct Replay {
+    /// Regressed, healthy or inconclusive; never watching.
+    pub verdict: Verdict,
+    /// Traffic time of the decision: when the evidence crossed the line, or when the watch
+    /// window ended for healthy. `None` when inconclusive.
+    pub decided_at: Option<f64>,
+    pub change_at: f64,
+    /// The core's evidence at the end. Its `verdict` is the core's own: `watching` when the
+    /// recording ended first.
+    pub report: Report,
+    /// Lines read, blank ones included; reading stops once the verdict is final.
+    pub lines_read: u64,
+    pub first_ts: Option<f64>,
+    pub last_ts: Option<f64>,
+    /// The recording ended before the watch window did, with the core still watching.
+    pub recording_ended_early: bool,
+    /// What a reader should know about how the verdict came about, in words.
+    pub notes: Vec<String>,
+}
+
+/// Replays the traffic read from `reader` (in `format`) around a change that landed at
+/// `change_at` (unix seconds), with the detector and input settings of `config`.
+pub fn replay<R: BufRead>(
+    reader: R,
+    format: Format,
+    change_at: f64,
+    config: &Config,
+) -> Result<Replay, ReplayError> {
+    if !change_at.is_finite() {
+        return Err(ReplayError::ChangeAt(change_at));
+    }
+    let error_status_min = config.input.error_status_min;
+    let mut monitor = Monitor::new(config.detector.clone());
+    let mut landed = false;
+    let mut first_ts = None;
+    let mut latest = f64::NEG_INFINITY;
+    let mut unsorted = None;
+
+    let read = input::for_each_event(reader, format, |event| {
+        let ts = event.ts;
+        if ts < latest - SORT_SLACK_SECS {
+            unsorted = Some((ts, latest));
+            return ControlFlow::Break(());
+        }
+        first_ts.get_or_insert(ts);
+        latest = latest.max(ts);
+        if !landed && ts >= change_at {
+            monitor.change_landed(change_at);
+            landed = true;
+        }
+        if landed && is_final(monitor.tick(ts)) {
+            return ControlFlow::Break(());
+        }
+        monitor.observe_request(&event.request(error_status_min));
+        ControlFlow::Continue(())
+    });
+    let lines_read = read?;
+    if let Some((ts, seen)) = unsorted {
+        return Err(LineError {
+            line: lines_read,
+            message: format!(
+                "events must be sorted by time: ts {ts} is earlier than {seen} seen before"
+            ),
+        }
+        .into());
+    }
+
+    if !landed {
+        monitor.change_landed(change_at);
+    }
+    let last_ts = first_ts.map(|_| latest);
+    if let Some(last) = last_ts {
+        monitor.tick(last);
+    }
+    let core_verdict = monitor.verdict().unwrap_or(Verdict::Watching);
+    let report = monitor
+        .report()
+        .expect("the change has landed, so there is a watch");
+    let recording_ended_early = core_verdict == Verdict::Watching;
+    let verdict = if recording_ended_early {
+        Verdict::Inconclusive
+    } else {
+        core_verdict
+    };
+
+    let mut replay = Replay {
+        verdict,
+        decided_at: report.decided_at,
+        change_at,
+        report,
+        lines_read,
+        first_ts,
+        last_ts,
+        recording_ended_early,
+        notes: Vec::new(),
+    };
+    replay.notes = notes(&replay, config);
+    Ok(replay)
+}
+
+fn is_final(v: Verdict) -> bool {
+    matches!(
+        v,
+        Verdict::Regressed | Verdict::Healthy | Verdict::Inconclusive
+    )
+}
+
+/// What the reader should know: gaps in the recording, and why a verdict is inconclusive.
+fn notes(r: &Replay, config: &Config) -> Vec<String> {
+    let d = &config.detector;
+    let mut notes = Vec::new();
+    let change_at = r.change_at;
+    match r.first_ts {
+        None => notes.push("the recording holds no requests".to_owned()),
+        Some(first) if first >= change_at => notes.push(
+            "the recording starts after the change, so there is no baseline to compare with"
+                .to_owned(),
+        ),
+        Some(first) if change_at - first < f64::from(d.baseline_secs) => notes.push(format!(
+            "the recording starts only {} before the change, so the baseline covers that \
+             instead of baseline_secs = {}",
+            duration(change_at - first),
+            d.baseline_secs
+        )),
+        Some(_) => {}
+    }
+    if r.recording_ended_early {
+        match r.last_ts {
+            Some(last) if last >= change_at => notes.push(format!(
+                "the recording ended {} after the change ({}), before the {} s watch window did; \
+                 missing data never makes a change healthy",
+                duration(last - change_at),
+                utc(last),
+                d.watch_secs
+            )),
+            Some(_) => notes.push(
+                "the recording ended before the change: there is no traffic after it to judge"
+                    .to_owned(),
+            ),
+            None => {}
+        }
+    } else if r.verdict == Verdict::Inconclusive {
+        let report = &r.report;
+        let errors = report
+            .signals
+            .iter()
+            .find(|s| s.signal == SignalKind::Errors);
+        if report.requests_after < d.min_requests_after {
+            notes.push(format!(
+                "only {} requests after the change; calling it healthy needs at least \
+                 min_requests_after = {}",
+                report.requests_after, d.min_requests_after
+            ));
+        }
+        if errors.is_some_and(|s| s.within_limits.is_none()) {
+            notes.push(format!(
+                "no route had the min_baseline_requests = {} requests before the change it \
+                 needs to be compared",
+                d.min_baseline_requests
+            ));
+        }
+        for s in report
+            .signals
+            .iter()
+            .filter(|s| s.within_limits == Some(false) && s.after.requests > 0)
+        {
+            notes.push(format!(
+                "{} could be up to {} the baseline's rate (at {}% confidence), more than \
+                 healthy_max_ratio = {}: not enough evidence to call the change healthy",
+                signal_name(s.signal),
+                s.ratio_upper_bound.map_or("?".to_owned(), ratio),
+                d.healthy_confidence * 100.0,
+                d.healthy_max_ratio
+            ));
+        }
+    }
+    if r.report.unlabelled_requests > 0 {
+        notes.push(format!(
+            "{} requests after the change had no arm label while others did, and were not used",
+            r.report.unlabelled_requests
+        ));
+    }
+    notes
+}
+
+impl Replay {
+    /// The verdict as the JSON output spells it.
+    pub fn verdict_name(&self) -> &'static str {
+        verdict_name(self.verdict)
+    }
+
+    /// The JSON object `guardian replay --json` prints.
+    pub fn to_json(&self) -> Value {
+        let r = &self.report;
+        let mut out = json!({
+            "verdict": self.verdict,
+            "decided_at": self.decided_at,
+            "decided_after_secs": self.decided_at.map(|t| t - self.change_at),
+            "change_at": self.change_at,
+            "watch_ends_at": r.watch_ends_at,
+            "design": r.design,
+            "requests_before": r.requests_before,
+            "requests_after": r.requests_after,
+            "lines_read": self.lines_read,
+            "signals": serde_json::to_value(&r.signals).unwrap_or(Value::Null),
+        });
+        if !self.notes.is_empty() {
+            out["note"] = Value::String(self.note());
+        }
+        out
+    }
+
+    /// The notes as one sentence-per-note paragraph.
+    pub fn note(&self) -> String {
+        let mut s = String::new();
+        for n in &self.notes {
+            if !s.is_empty() {
+                s.push(' ');
+            }
+            let mut chars = n.chars();
+            if let Some(c) = chars.next() {
+                s.extend(c.to_uppercase());
+                s.push_str(chars.as_str());
+            }
+            s.push('.');
+        }
+        s
+    }
+
+    /// A summary for a person: the verdict first, then when, then one line per signal.
+    pub fn render_text(&self) -> String {
+        let r = &self.report;
+        let mut out = String::new();
+        let change = utc(self.change_at);
+        let headline = match self.verdict {
+            Verdict::Regressed => {
+                format!("REGRESSED: the change at {change} made the service worse")
+            }
+            Verdict::Healthy => {
+                format!("HEALTHY: the change at {change} did not make the service measurably worse")
+            }
+            _ => format!(
+                "INCONCLUSIVE: cannot tell whether the change at {change} made the service worse"
+            ),
+        };
+        let _ = writeln!(out, "{headline}");
+        match (self.verdict, self.decided_at) {
+            (Verdict::Regressed, Some(t)) => {
+                let _ = writeln!(
+                    out,
+                    "Decided {} after the change, at {}.",
+                    duration(t - self.change_at),
+                    utc(t)
+                );
+            }
+            (Verdict::Healthy, Some(t)) => {
+                let _ = writeln!(
+                    out,
+                    "Decided when the watch window ended, {} after the change, at {}.",
+                    duration(t - self.change_at),
+                    utc(t)
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "Not decided.");
+            }
+        }
+        let compared = match r.design {
+            Design::BeforeAfter => format!(
+                "Compared {} requests before the change with {} after it.",
+                r.requests_before, r.requests_after
+            ),
+            Design::Concurrent => format!(
+                "Compared {} requests on the old version with {} on the new one, side by side.",
+                r.requests_before, r.requests_after
+            ),
+        };
+        let _ = writeln!(out, "{compared}");
+        for s in &r.signals {
+            let _ = writeln!(out, "  {}", signal_line(s, r));
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(out, "Note: {}", self.note());
+        }
+        let _ = writeln!(out, "({} lines read)", self.lines_read);
+        out
+    }
+}
+
+pub fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Watching => "watching",
+        Verdict::Regressed => "regressed",
+        Verdict::Healthy => "healthy",
+        Verdict::Inconclusive => "inconclusive",
+    }
+}
+
+fn signal_name(kind: SignalKind) -> &'static str {
+    match kind {
+        SignalKind::Errors => "errors",
+        SignalKind::SlowRequests => "slow requests",
+        SignalKind::Latency => "latency",
+    }
+}
+
+/// One signal on one line: before vs after, the ratio, the evidence against its threshold, and
+/// the counts it rests on.
+fn signal_line(s: &SignalReport, r: &Report) -> String {
+    let mut line = format!("{:<14} ", format!("{}:", signal_name(s.signal)));
+    let judged = s.baseline.requests > 0 || !s.levels.is_empty();
+    match s.signal {
+        SignalKind::Latency => {
+            let levels: Vec<String> = s
+                .levels
+                .iter()
+                .map(|l| {
+                    format!(
+                        "p{} {} -> {}",
+                        trim_float(l.quantile * 100.0),
+                        l.baseline_ms.map_or("-".to_owned(), ms),
+                        l.after_ms.map_or("-".to_owned(), ms)
+                    )
+                })
+                .collect();
+            if levels.is_empty() {
+                line.push_str("not compared (no route had enough latencies before the change)");
+            } else {
+                line.push_str(&levels.join(", "));
+            }
+        }
+        _ if !judged => {
+            line.push_str("not compared (no route had enough traffic before the change)");
+        }
+        _ => {
+            if let Some(t) = s.threshold_ms {
+                let _ = write!(line, "(slower than {}) ", ms(t));
+            }
+            let _ = write!(
+                line,
+                "{} -> {}",
+                s.baseline.rate.map_or("-".to_owned(), pct),
+                s.after.rate.map_or("-".to_owned(), pct)
+            );
+            if let Some(e) = s.effect_ratio {
+                let _ = write!(line, ", {}", ratio(e));
+            }
+        }
+    }
+    let verdict = if s.regressed { "  WORSE" } else { "" };
+    let _ = write!(
+        line,
+        "; e-value {} {} {}{}",
+        evalue(s.e_value),
+        if s.regressed { ">=" } else { "<" },
+        evalue(s.e_value_threshold),
+        verdict
+    );
+    let counts = match s.signal {
+        SignalKind::Latency => format!(
+            "{} requests before, {} after",
+            r.requests_before, r.requests_after
+        ),
+        _ => format!(
+            "{}/{} before, {}/{} after",
+            s.baseline.events, s.baseline.requests, s.after.events, s.after.requests
+        ),
+    };
+    let _ = write!(line, " [{counts}]");
+    if let Some(route) = &s.worst_route {
+        let _ = write!(line, "; worst route {route}");
+    }
+    line
+}
+
+/// Unix seconds as a UTC time a person reads.
+pub fn utc(ts: f64) -> String {
+    let secs = ts.floor();
+    let nanos = ((ts - secs) * 1e9).round().min(999_999_999.0) as u32;
+    match chrono::DateTime::from_timestamp(secs as i64, nanos) {
+        Some(t) => t.to_string(),
+        None => format!("{ts} (unix seconds)"),
+    }
+}
+
+/// Seconds, with minutes alongside when there are many.
+fn duration(secs: f64) -> String {
+    let s = secs.round() as i64;
+    if s.abs() < 120 {
+        format!("{} s", trim_float((secs * 10.0).round() / 10.0))
+    } else {
+        format!("{s} s ({} min {} s)", s / 60, s % 60)
+    }
+}
+
+fn pct(rate: f64) -> String {
+    let p = rate * 100.0;
+    if p == 0.0 {
+        "0%".to_owned()
+    } else if p < 0.1 {
+        format!("{p:.3}%")
+    } else {
+        format!("{p:.2}%")
+    }
+}
+
+fn ms(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.2} ms")
+    } else if v < 1000.0 {
+        format!("{v:.1} ms")
+    } else {
+        format!("{v:.0} ms")
+    }
+}
+
+fn ratio(r: f64) -> String {
+    if r.is_infinite() {
+        "unbounded".to_owned()
+    } else if r < 10.0 {
+        format!("{r:.2}x")
+    } else {
+        format!("{r:.1}x")
+    }
+}
+
+fn evalue(e: f64) -> String {
+    if !e.is_finite() {
+        format!("{e}")
+    } else if e >= 1e4 {
+        format!("{e:.1e}")
+    } else if e >= 100.0 {
+        format!("{e:.0}")
+    } else if e >= 1.0 {
+        format!("{e:.2}")
+    } else {
+        format!("{e:.3}")
+    }
+}
+
+fn trim_float(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    const CHANGE: f64 = 1_764_000_000.0;
+
+    /// `secs_before` and `secs_after` seconds of `per_sec` requests a second around the change,
+    /// with an error every `every`-th request, more after the change when `after_every` says so.
+    fn traffic(
+        secs_before: i64,
+        secs_after: i64,
+        per_sec: u32,
+        every: u32,
+        after_every: u32,
+    ) -> String {
+        let mut out = String::new();
+        let mut n = 0u32;
+        for sec in -secs_before..secs_after {
+            for i in 0..per_sec {
+                n += 1;
+                let ts = CHANGE + sec as f64 + f64::from(i) / f64::from(per_sec);
+                let every = if sec >= 0 { after_every } else { every };
+                let status = if n % every == 0 { 500 } else { 200 };
+                let latency = 20.0 + f64::from(n % 17) * 3.0;
+                let _ = writeln!(
+                    out,
+                    r#"{{"ts": {ts}, "status": {status}, "latency_ms": {latency}, "route": "/r{}"}}"#,
+                    n % 2
+                );
+            }
+        }
+        out
+    }
+
+    fn run(text: &str) -> Result<Replay, ReplayError> {
+        replay(
+            Cursor::new(text),
+            Format::JsonLines,
+            CHANGE,
+            &Config::default(),
+        )
+    }
+
+    #[test]
+    fn a_bad_deploy_is_caught_and_reading_stops() {
+        let text = traffic(1800, 600, 10, 100, 5);
+        let r = run(&text).unwrap();
+        assert_eq!(r.verdict, Verdict::Regressed);
+        let after = r.decided_at.unwrap() - CHANGE;
+        assert!(after > 0.0 && after < 120.0, "{after}");
+        assert!(r.lines_read < text.lines().count() as u64);
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+        let json = r.to_json();
+        assert_eq!(json["verdict"], "regressed");
+        assert_eq!(json["signals"][0]["signal"], "errors");
+        assert!(json.get("note").is_none());
+        let text = r.render_text();
+        assert!(
+            text.starts_with("REGRESSED: the change at 2025-11-24 16:00:00 UTC"),
+            "{text}"
+        );
+        assert!(text.contains("WORSE"), "{text}");
+    }
+
+    #[test]
+    fn steady_traffic_is_healthy_once_the_window_ends() {
+        let r = run(&traffic(1800, 1801, 5, 100, 100)).unwrap();
+        assert_eq!(r.verdict, Verdict::Healthy, "{}", r.render_text());
+        assert_eq!(r.decided_at, Some(CHANGE + 1800.0));
+        assert!(r.render_text().starts_with("HEALTHY"));
+    }
+
+    #[test]
+    fn a_recording_that_ends_early_is_inconclusive() {
+        let r = run(&traffic(1800, 300, 5, 100, 100)).unwrap();
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(r.recording_ended_early);
+        assert_eq!(r.decided_at, None);
+        let note = r.to_json()["note"].as_str().unwrap().to_owned();
+        assert!(
+            note.contains("ended") && note.contains("before the 1800 s watch window"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn no_traffic_after_the_change_is_inconclusive() {
+        let r = run(&traffic(600, 0, 5, 100, 100)).unwrap();
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(r.note().contains("ended before the change"), "{}", r.note());
+        assert!(
+            r.note().contains("starts only 600 s (10 min 0 s) before"),
+            "{}",
+            r.note()
+        );
+        let r = run("").unwrap();
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert_eq!(r.lines_read, 0);
+        assert!(r.note().contains("no requests"), "{}", r.note());
+    }
+
+    #[test]
+    fn unsorted_events_name_the_line() {
+        let text = "{\"ts\": 1764000200, \"status\": 200}\n\
+                    {\"ts\": 1764000199.5, \"status\": 200}\n\
+                    {\"ts\": 1764000100.5, \"status\": 200}\n";
+        match run(text) {
+            Err(ReplayError::Line(e)) => assert_eq!(
+                e.to_string(),
+                "line 3: events must be sorted by time: ts 1764000100.5 is earlier than \
+                 1764000200 seen before"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_errors() {
+        let text = "{\"ts\": 1764000200, \"status\": 200}\nnonsense\n";
+        match run(text) {
+            Err(ReplayError::Line(e)) => assert_eq!(e.line, 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_change_time_must_be_finite() {
+        let err = replay(
+            Cursor::new(""),
+            Format::JsonLines,
+            f64::NAN,
+            &Config::default(),
+        );
+        assert!(matches!(err, Err(ReplayError::ChangeAt(_))));
+    }
+
+    #[test]
+    fn error_status_min_comes_from_the_config() {
+        // 404s on every fifth request after the change: errors only if 4xx count.
+        let mut text = traffic(1800, 0, 10, 100, 100);
+        for i in 0..3000 {
+            let status = if i % 5 == 0 { 404 } else { 200 };
+            let _ = writeln!(
+                text,
+                r#"{{"ts": {}, "status": {status}, "latency_ms": 30, "route": "/r{}"}}"#,
+                CHANGE + f64::from(i) / 10.0,
+                i % 2
+            );
+        }
+        let mut config = Config::default();
+        assert_ne!(run(&text).unwrap().verdict, Verdict::Regressed);
+        config.input.error_status_min = 400;
+        let r = replay(Cursor::new(&text), Format::JsonLines, CHANGE, &config).unwrap();
+        assert_eq!(r.verdict, Verdict::Regressed);
+    }
+
+    #[test]
+    fn formatting_helpers() {
+        assert_eq!(utc(CHANGE + 47.0), "2025-11-24 16:00:47 UTC");
+        assert_eq!(duration(47.0), "47 s");
+        assert_eq!(duration(1800.0), "1800 s (30 min 0 s)");
+        assert_eq!(pct(0.0123), "1.23%");
+        assert_eq!(pct(0.0001), "0.010%");
+        assert_eq!(ms(123.456), "123.5 ms");
+        assert_eq!(evalue(123456.0), "1.2e5");
+        assert_eq!(evalue(166.666), "167");
+        assert_eq!(trim_float(50.0), "50");
+        assert_eq!(trim_float(99.9), "99.9");
+    }
+}
