@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::sim::{Oracle, Run, Scenario, AFTER, BEFORE, ROUTES};
 use super::{Call, Cell, Detector};
-use crate::core::{Aggregate, DetectorSettings, Monitor, Verdict};
+use crate::core::{Aggregate, DetectorSettings, Monitor, SignalKind, Verdict};
 
 /// Unix time the simulated change lands at; any value works, this one is readable.
 pub const CHANGE_AT: f64 = 1_764_000_000.0;
@@ -14,8 +14,8 @@ const ROUTE_NAMES: [&str; 3] = ["/", "/search", "/checkout"];
 /// What guardian's core concluded on one deploy.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum GuardianCall {
-    /// Rolled back, this many seconds after the change.
-    Regressed(f64),
+    /// Rolled back, this many seconds after the change, on the evidence of this signal.
+    Regressed(f64, SignalKind),
     Healthy,
     Inconclusive,
 }
@@ -99,11 +99,15 @@ pub fn run_one(
             match monitor.tick(CHANGE_AT + (t + 1) as f64) {
                 Verdict::Watching => {}
                 Verdict::Regressed => {
-                    let at = monitor
-                        .report()
+                    let report = monitor.report();
+                    let at = report
+                        .as_ref()
                         .and_then(|r| r.decided_at)
                         .unwrap_or(CHANGE_AT + (t + 1) as f64);
-                    guardian = Some(GuardianCall::Regressed(at - CHANGE_AT));
+                    let by = report
+                        .and_then(|r| r.signals.iter().find(|s| s.regressed).map(|s| s.signal))
+                        .unwrap_or(SignalKind::Errors);
+                    guardian = Some(GuardianCall::Regressed(at - CHANGE_AT, by));
                 }
                 Verdict::Healthy => guardian = Some(GuardianCall::Healthy),
                 Verdict::Inconclusive => guardian = Some(GuardianCall::Inconclusive),

@@ -28,13 +28,15 @@
 
 /// Ratios (treatment rate over the null's limit) the mixture bets on, with their prior weights.
 /// Dense near small effects, where precision pays; sparse up to an outage of a rare-error service.
-pub const RATIO_GRID: [(f64, f64); 9] = [
-    (1.2, 0.15),
-    (1.5, 0.20),
-    (2.0, 0.20),
-    (3.0, 0.15),
-    (5.0, 0.10),
-    (10.0, 0.08),
+pub const RATIO_GRID: [(f64, f64); 11] = [
+    (1.25, 0.10),
+    (1.5, 0.15),
+    (1.75, 0.13),
+    (2.0, 0.13),
+    (2.5, 0.12),
+    (3.0, 0.10),
+    (5.0, 0.08),
+    (10.0, 0.07),
     (30.0, 0.05),
     (100.0, 0.04),
     (1000.0, 0.03),
@@ -70,37 +72,55 @@ pub fn log_likelihood_ratio(control: Counts, treatment: Counts, c: f64, r: f64) 
     x_t * (r / c).ln() + total * ((nc + c * nt) / (nc + r * nt)).ln()
 }
 
-/// A mixture e-process over [`RATIO_GRID`], fed one log-likelihood-ratio increment per ratio
-/// per second.
+/// A mixture e-process over [`RATIO_GRID`] and over when the regression started.
+///
+/// A regression may begin well after the deploy (a leak, a cache that runs cold). A test started
+/// at the deploy would first have to climb out of the evidence it gathered against the null
+/// while nothing was wrong. So the e-value also bets, with small prior weights, on the test
+/// restarting at every later second: per ratio, `M_t = (M_{t-1} + w_t) · LR_t`, the weighted sum
+/// of the likelihood ratios started at each second (a Shiryaev-Roberts statistic with weights).
+/// Weights sum to at most one, so the mixture is still an e-process.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MixtureEProcess {
-    log_lr: [f64; RATIO_GRID.len()],
+    /// `ln M` per ratio; `-inf` until the first second.
+    log_m: [f64; RATIO_GRID.len()],
 }
 
 impl Default for MixtureEProcess {
     fn default() -> Self {
         MixtureEProcess {
-            log_lr: [0.0; RATIO_GRID.len()],
+            log_m: [f64::NEG_INFINITY; RATIO_GRID.len()],
         }
     }
 }
 
 impl MixtureEProcess {
     /// Adds one second of evidence: `increments[j]` is that second's change in `ln LR` for the
-    /// j-th ratio of the grid; each gain is capped at `cap` nats.
-    pub fn add(&mut self, cap: f64, increments: &[f64; RATIO_GRID.len()]) {
-        for (slot, inc) in self.log_lr.iter_mut().zip(increments) {
-            *slot += inc.min(cap);
+    /// j-th ratio of the grid; each gain is capped at `cap` nats. `start_weight` is the prior
+    /// weight of "the regression starts with this second".
+    pub fn add(&mut self, cap: f64, increments: &[f64; RATIO_GRID.len()], start_weight: f64) {
+        let ln_w = start_weight.ln();
+        for (slot, inc) in self.log_m.iter_mut().zip(increments) {
+            *slot = log_add_exp(*slot, ln_w) + inc.min(cap);
         }
     }
 
-    /// The e-value: the prior-weighted mean of the likelihood ratios.
+    /// The e-value: the prior-weighted mean over ratios.
     pub fn e_value(&self) -> f64 {
-        self.log_lr
+        self.log_m
             .iter()
             .zip(RATIO_GRID.iter())
             .map(|(l, &(_, w))| w * l.exp())
             .sum()
+    }
+}
+
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    if lo == f64::NEG_INFINITY {
+        hi
+    } else {
+        hi + (lo - hi).exp().ln_1p()
     }
 }
 
@@ -200,8 +220,23 @@ mod tests {
     #[test]
     fn a_capped_second_cannot_add_more_than_the_cap() {
         let mut e = MixtureEProcess::default();
-        e.add(1.0, &[50.0; RATIO_GRID.len()]);
+        e.add(1.0, &[50.0; RATIO_GRID.len()], 1.0);
         assert!((e.e_value() - 1f64.exp()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_late_start_recovers_from_evidence_gathered_before_it() {
+        // Ten minutes of mild evidence against, then strong evidence for.
+        let mut from_deploy_only = MixtureEProcess::default();
+        let mut with_restarts = MixtureEProcess::default();
+        for t in 0..660 {
+            let inc = if t < 600 { -0.05 } else { 0.5 };
+            from_deploy_only.add(10.0, &[inc; RATIO_GRID.len()], if t == 0 { 1.0 } else { 0.0 });
+            let w = if t == 0 { 0.8 } else { 0.2 / 1800.0 };
+            with_restarts.add(10.0, &[inc; RATIO_GRID.len()], w);
+        }
+        assert!(from_deploy_only.e_value() < 1.0);
+        assert!(with_restarts.e_value() > 1e6, "{}", with_restarts.e_value());
     }
 
     #[test]

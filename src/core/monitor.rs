@@ -33,7 +33,8 @@ impl Monitor {
     /// traffic of the window before it. Observations from `change_at` on are judged against it.
     pub fn change_landed(&mut self, change_at: f64) {
         let baseline = self.baseline.snapshot(change_at, self.strata.len());
-        self.watch = Some(Watch::new(&self.settings, change_at, baseline));
+        let dispersion = self.baseline.error_dispersion(change_at, &baseline);
+        self.watch = Some(Watch::new(&self.settings, change_at, baseline, dispersion));
     }
 
     pub fn observe_request(&mut self, r: &Request<'_>) {

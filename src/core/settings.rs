@@ -55,9 +55,9 @@ impl Default for DetectorSettings {
         DetectorSettings {
             alpha: 0.01,
             alpha_split: AlphaSplit {
-                errors: 0.5,
-                slow: 0.25,
-                latency: 0.25,
+                errors: 0.6,
+                slow: 0.2,
+                latency: 0.2,
             },
             baseline_secs: 1800,
             watch_secs: 1800,

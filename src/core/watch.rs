@@ -24,7 +24,10 @@ use super::strata::Strata;
 use super::tally::Tally;
 
 /// Share of a signal's evidence bet on "every route got worse"; the rest on "one route broke".
-const COMMON_WEIGHT: f64 = 0.8;
+const COMMON_WEIGHT: f64 = 0.85;
+/// Prior weight of "the regression starts with the deploy"; the rest is spread evenly over the
+/// later seconds of the watch window (delayed onsets).
+const IMMEDIATE_WEIGHT: f64 = 0.85;
 
 /// Where a watch stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -71,6 +74,8 @@ struct Test {
     treatment_from: Vec<Option<usize>>,
     /// Strata that take part (a big enough baseline, a trusted threshold).
     eligible: Vec<bool>,
+    /// Evidence is divided by this (quasi-Poisson), at least 1.
+    dispersion: f64,
     common: MixtureEProcess,
     per_stratum: Vec<MixtureEProcess>,
     /// Before/after: last cumulative log-likelihood ratios per stratum, to take differences.
@@ -108,26 +113,36 @@ pub struct Watch {
     seen: Vec<Sides>,
     /// Requests without an arm label while comparing arms: not used, but reported.
     unlabelled: u64,
+    /// Seconds before this one have had their start weight handed out.
+    weighted_until: Option<i64>,
     verdict: Verdict,
     decided_at: Option<f64>,
 }
 
 impl Watch {
     /// Starts watching a change that landed at `change_at`, against `baseline` (per stratum).
-    pub fn new(settings: &DetectorSettings, change_at: f64, baseline: Vec<Tally>) -> Watch {
+    /// `error_dispersion` (at least 1) discounts error evidence when the baseline's errors came
+    /// in bursts; see `RollingBaseline::error_dispersion`.
+    pub fn new(
+        settings: &DetectorSettings,
+        change_at: f64,
+        baseline: Vec<Tally>,
+        error_dispersion: f64,
+    ) -> Watch {
         let shift = buckets_for_ratio(1.0 + settings.latency_tolerance);
         let n = baseline.len();
         let big_enough: Vec<bool> = baseline
             .iter()
             .map(|t| t.requests >= settings.min_baseline_requests)
             .collect();
-        let errors = Test::new(
+        let mut errors = Test::new(
             None,
             1.0 + settings.error_tolerance,
             vec![None; n],
             vec![None; n],
             big_enough.clone(),
         );
+        errors.dispersion = error_dispersion.max(1.0);
         let slow = {
             let mut from = vec![None; n];
             let mut eligible = vec![false; n];
@@ -191,6 +206,7 @@ impl Watch {
             open: Vec::new(),
             seen: Vec::new(),
             unlabelled: 0,
+            weighted_until: None,
             verdict: Verdict::Watching,
             decided_at: None,
         }
@@ -264,11 +280,13 @@ impl Watch {
             self.seen[s].treatment.merge(&sides.treatment);
         }
         let base_cap = self.settings.max_evidence_per_second;
+        let start_weight = self.start_weight();
         for signal in &mut self.signals {
             for test in &mut signal.tests {
                 test.add_second(
                     design,
                     base_cap,
+                    start_weight,
                     &self.baseline,
                     &self.open,
                     &self.seen,
@@ -284,6 +302,22 @@ impl Watch {
             sides.control.clear();
             sides.treatment.clear();
         }
+    }
+
+    /// Prior weight of "the regression starts in the second being closed", including any
+    /// seconds skipped since the last one with traffic (starting in an empty second is the
+    /// same as starting in the next one).
+    fn start_weight(&mut self) -> f64 {
+        let first = self.change_at.floor() as i64;
+        let later = (1.0 - IMMEDIATE_WEIGHT) / f64::from(self.settings.watch_secs.max(1));
+        let from = self.weighted_until.unwrap_or(first);
+        let mut w = 0.0;
+        if from <= first {
+            w += IMMEDIATE_WEIGHT;
+        }
+        w += later * (self.open_sec - from.max(first + 1) + 1).max(0) as f64;
+        self.weighted_until = Some(self.open_sec + 1);
+        w
     }
 
     /// The window is over: healthy if the evidence bounds the harm, inconclusive otherwise.
@@ -360,6 +394,7 @@ impl Test {
             control_from,
             treatment_from,
             eligible,
+            dispersion: 1.0,
             common: MixtureEProcess::default(),
             per_stratum: vec![MixtureEProcess::default(); n],
             previous: vec![[0.0; RATIO_GRID.len()]; n],
@@ -391,6 +426,7 @@ impl Test {
         &mut self,
         design: Design,
         base_cap: f64,
+        start_weight: f64,
         baseline: &[Tally],
         open: &[Sides],
         seen: &[Sides],
@@ -429,17 +465,21 @@ impl Test {
                     (control_seen.rate(), inc)
                 }
             };
+            let increments = increments.map(|x| x / self.dispersion);
             let expected = c * control_rate.unwrap_or(0.0) * treatment_now.requests as f64;
             expected_total += expected;
             if let Some(e) = self.per_stratum.get_mut(s) {
-                e.add(cap_for_second(base_cap, expected), &increments);
+                e.add(cap_for_second(base_cap, expected), &increments, start_weight);
             }
             for (acc, inc) in common.iter_mut().zip(increments) {
                 *acc += inc;
             }
         }
-        self.common
-            .add(cap_for_second(base_cap, expected_total), &common);
+        self.common.add(
+            cap_for_second(base_cap, expected_total),
+            &common,
+            start_weight,
+        );
     }
 
     /// The e-value of this test: common alternative and one-route alternatives mixed.
@@ -582,6 +622,7 @@ impl Signal {
             within_limits,
             threshold_ms,
             worst_route,
+            dispersion: self.tests.first().map_or(1.0, |t| t.dispersion),
             levels,
         }
     }
@@ -647,6 +688,9 @@ pub struct SignalReport {
     /// The route whose own evidence is strongest, if routes are compared separately.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worst_route: Option<String>,
+    /// How much burstier than independent errors the baseline's errors were; the evidence is
+    /// divided by it.
+    pub dispersion: f64,
     /// For latency: one entry per quantile compared.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub levels: Vec<LevelReport>,
