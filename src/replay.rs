@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::io::BufRead;
 use std::ops::ControlFlow;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::config::Config;
 use crate::core::{Design, Monitor, Report, SignalKind, SignalReport, Verdict};
@@ -222,25 +222,23 @@ impl Replay {
         verdict_name(self.verdict)
     }
 
-    /// The JSON object `guardian replay --json` prints.
-    pub fn to_json(&self) -> Value {
+    /// The JSON object `guardian replay --json` prints, on one line, keys in reading order.
+    pub fn to_json(&self) -> String {
         let r = &self.report;
-        let mut out = json!({
-            "verdict": self.verdict,
-            "decided_at": self.decided_at,
-            "decided_after_secs": self.decided_at.map(|t| t - self.change_at),
-            "change_at": self.change_at,
-            "watch_ends_at": r.watch_ends_at,
-            "design": r.design,
-            "requests_before": r.requests_before,
-            "requests_after": r.requests_after,
-            "lines_read": self.lines_read,
-            "signals": serde_json::to_value(&r.signals).unwrap_or(Value::Null),
-        });
-        if !self.notes.is_empty() {
-            out["note"] = Value::String(self.note());
-        }
-        out
+        let out = JsonOut {
+            verdict: self.verdict,
+            decided_at: self.decided_at,
+            decided_after_secs: self.decided_at.map(|t| t - self.change_at),
+            change_at: self.change_at,
+            watch_ends_at: r.watch_ends_at,
+            design: r.design,
+            requests_before: r.requests_before,
+            requests_after: r.requests_after,
+            lines_read: self.lines_read,
+            note: (!self.notes.is_empty()).then(|| self.note()),
+            signals: &r.signals,
+        };
+        serde_json::to_string(&out).expect("the report serializes")
     }
 
     /// The notes as one sentence-per-note paragraph.
@@ -315,9 +313,35 @@ impl Replay {
         if !self.notes.is_empty() {
             let _ = writeln!(out, "Note: {}", self.note());
         }
-        let _ = writeln!(out, "({} lines read)", self.lines_read);
+        let _ = writeln!(
+            out,
+            "Read {} lines{}.",
+            self.lines_read,
+            if self.recording_ended_early || self.verdict == Verdict::Healthy {
+                ""
+            } else {
+                ", stopping once decided"
+            }
+        );
         out
     }
+}
+
+/// What `--json` prints. A struct rather than a map so the keys keep this order.
+#[derive(Serialize)]
+struct JsonOut<'a> {
+    verdict: Verdict,
+    decided_at: Option<f64>,
+    decided_after_secs: Option<f64>,
+    change_at: f64,
+    watch_ends_at: f64,
+    design: Design,
+    requests_before: u64,
+    requests_after: u64,
+    lines_read: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+    signals: &'a [SignalReport],
 }
 
 pub fn verdict_name(v: Verdict) -> &'static str {
@@ -340,19 +364,19 @@ fn signal_name(kind: SignalKind) -> &'static str {
 /// One signal on one line: before vs after, the ratio, the evidence against its threshold, and
 /// the counts it rests on.
 fn signal_line(s: &SignalReport, r: &Report) -> String {
-    let mut line = format!("{:<14} ", format!("{}:", signal_name(s.signal)));
-    let judged = s.baseline.requests > 0 || !s.levels.is_empty();
-    match s.signal {
+    let mut line = format!("{:<15}", format!("{}:", signal_name(s.signal)));
+    let counts = match s.signal {
         SignalKind::Latency => {
             let levels: Vec<String> = s
                 .levels
                 .iter()
                 .map(|l| {
+                    let show = |v: Option<f64>| v.map_or("-".to_owned(), ms_number);
                     format!(
-                        "p{} {} -> {}",
+                        "p{} {} -> {} ms",
                         trim_float(l.quantile * 100.0),
-                        l.baseline_ms.map_or("-".to_owned(), ms),
-                        l.after_ms.map_or("-".to_owned(), ms)
+                        show(l.baseline_ms),
+                        show(l.after_ms)
                     )
                 })
                 .collect();
@@ -361,56 +385,54 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
             } else {
                 line.push_str(&levels.join(", "));
             }
+            format!(
+                "{} requests before, {} after",
+                r.requests_before, r.requests_after
+            )
         }
-        _ if !judged => {
+        _ if s.baseline.requests == 0 => {
             line.push_str("not compared (no route had enough traffic before the change)");
+            format!("{} requests after", s.after.requests)
         }
         _ => {
             if let Some(t) = s.threshold_ms {
-                let _ = write!(line, "(slower than {}) ", ms(t));
+                let _ = write!(line, "slower than {} ms: ", ms_number(t));
             }
             let _ = write!(
                 line,
-                "{} -> {}",
+                "{} before -> {} after",
                 s.baseline.rate.map_or("-".to_owned(), pct),
                 s.after.rate.map_or("-".to_owned(), pct)
             );
             if let Some(e) = s.effect_ratio {
-                let _ = write!(line, ", {}", ratio(e));
+                let _ = write!(line, " ({})", ratio(e));
             }
+            format!(
+                "{} of {} requests before, {} of {} after",
+                s.baseline.events, s.baseline.requests, s.after.events, s.after.requests
+            )
         }
-    }
-    let verdict = if s.regressed { "  WORSE" } else { "" };
+    };
     let _ = write!(
         line,
-        "; e-value {} {} {}{}",
+        "; e-value {}, threshold {}",
         evalue(s.e_value),
-        if s.regressed { ">=" } else { "<" },
-        evalue(s.e_value_threshold),
-        verdict
+        evalue(s.e_value_threshold)
     );
-    let counts = match s.signal {
-        SignalKind::Latency => format!(
-            "{} requests before, {} after",
-            r.requests_before, r.requests_after
-        ),
-        _ => format!(
-            "{}/{} before, {}/{} after",
-            s.baseline.events, s.baseline.requests, s.after.events, s.after.requests
-        ),
-    };
-    let _ = write!(line, " [{counts}]");
-    if let Some(route) = &s.worst_route {
-        let _ = write!(line, "; worst route {route}");
+    if s.regressed {
+        line.push_str(": WORSE");
+        if let Some(route) = &s.worst_route {
+            let _ = write!(line, ", most on {route}");
+        }
     }
+    let _ = write!(line, "; {counts}");
     line
 }
 
 /// Unix seconds as a UTC time a person reads.
 pub fn utc(ts: f64) -> String {
-    let secs = ts.floor();
-    let nanos = ((ts - secs) * 1e9).round().min(999_999_999.0) as u32;
-    match chrono::DateTime::from_timestamp(secs as i64, nanos) {
+    // To the millisecond: an f64 of unix seconds holds no finer, and prints noise below it.
+    match chrono::DateTime::from_timestamp_millis((ts * 1000.0).round() as i64) {
         Some(t) => t.to_string(),
         None => format!("{ts} (unix seconds)"),
     }
@@ -437,13 +459,14 @@ fn pct(rate: f64) -> String {
     }
 }
 
-fn ms(v: f64) -> String {
+/// Milliseconds to a sensible precision, without the unit.
+fn ms_number(v: f64) -> String {
     if v < 10.0 {
-        format!("{v:.2} ms")
+        format!("{v:.2}")
     } else if v < 1000.0 {
-        format!("{v:.1} ms")
+        format!("{v:.1}")
     } else {
-        format!("{v:.0} ms")
+        format!("{v:.0}")
     }
 }
 
@@ -529,7 +552,7 @@ mod tests {
         assert!(after > 0.0 && after < 120.0, "{after}");
         assert!(r.lines_read < text.lines().count() as u64);
         assert!(r.notes.is_empty(), "{:?}", r.notes);
-        let json = r.to_json();
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(json["verdict"], "regressed");
         assert_eq!(json["signals"][0]["signal"], "errors");
         assert!(json.get("note").is_none());
@@ -555,7 +578,8 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Inconclusive);
         assert!(r.recording_ended_early);
         assert_eq!(r.decided_at, None);
-        let note = r.to_json()["note"].as_str().unwrap().to_owned();
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let note = json["note"].as_str().unwrap().to_owned();
         assert!(
             note.contains("ended") && note.contains("before the 1800 s watch window"),
             "{note}"
@@ -636,11 +660,12 @@ mod tests {
     #[test]
     fn formatting_helpers() {
         assert_eq!(utc(CHANGE + 47.0), "2025-11-24 16:00:47 UTC");
+        assert_eq!(utc(CHANGE + 0.95), "2025-11-24 16:00:00.950 UTC");
         assert_eq!(duration(47.0), "47 s");
         assert_eq!(duration(1800.0), "1800 s (30 min 0 s)");
         assert_eq!(pct(0.0123), "1.23%");
         assert_eq!(pct(0.0001), "0.010%");
-        assert_eq!(ms(123.456), "123.5 ms");
+        assert_eq!(ms_number(123.456), "123.5");
         assert_eq!(evalue(123456.0), "1.2e5");
         assert_eq!(evalue(166.666), "167");
         assert_eq!(trim_float(50.0), "50");
