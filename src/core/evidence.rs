@@ -256,3 +256,46 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_log_likelihood_ratio_is_finite(
+            nc in 0u64..1_000_000, xc_share in 0.0f64..1.0,
+            nt in 0u64..1_000_000, xt_share in 0.0f64..1.0,
+            j in 0usize..RATIO_GRID.len(), c in 1.0f64..2.0,
+        ) {
+            let control = Counts { requests: nc, events: (nc as f64 * xc_share) as u64 };
+            let treatment = Counts { requests: nt, events: (nt as f64 * xt_share) as u64 };
+            let llr = log_likelihood_ratio(control, treatment, c, c * RATIO_GRID[j].0);
+            prop_assert!(llr.is_finite());
+        }
+
+        #[test]
+        fn more_bad_events_after_the_change_never_weaken_the_evidence(
+            nc in 1u64..100_000, xc in 0u64..1_000, nt in 1u64..100_000, xt in 0u64..1_000,
+            j in 0usize..RATIO_GRID.len(),
+        ) {
+            let control = Counts { requests: nc, events: xc.min(nc) };
+            let r = 1.1 * RATIO_GRID[j].0;
+            let base = Counts { requests: nt, events: xt.min(nt) };
+            let more = Counts { requests: nt, events: (xt + 1).min(nt) };
+            prop_assert!(log_likelihood_ratio(control, more, 1.1, r)
+                >= log_likelihood_ratio(control, base, 1.1, r) - 1e-9);
+        }
+
+        #[test]
+        fn the_e_value_is_never_negative_or_nan(incs in proptest::collection::vec(-50.0f64..50.0, 1..200)) {
+            let mut e = MixtureEProcess::default();
+            for (i, x) in incs.iter().enumerate() {
+                e.add(1.2, &[*x; RATIO_GRID.len()], if i == 0 { 0.85 } else { 0.0001 });
+                let v = e.e_value();
+                prop_assert!(v.is_finite() && v >= 0.0, "{v}");
+            }
+        }
+    }
+}
