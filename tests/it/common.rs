@@ -1,0 +1,80 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// When the change in every sample landed: 2025-11-24 16:00:00 UTC.
+pub const CHANGE_AT: f64 = 1_764_000_000.0;
+
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn sample(name: &str) -> PathBuf {
+    root().join("testdata").join(name)
+}
+
+pub fn example_config() -> PathBuf {
+    root().join("config").join("guardian.toml")
+}
+
+/// Runs `guardian` with `args`.
+pub fn guardian(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(args)
+        .output()
+        .expect("the guardian binary runs")
+}
+
+/// Runs `guardian replay` on `events` with the example config, the samples' change time and
+/// `extra` arguments.
+pub fn replay(events: &Path, extra: &[&str]) -> Output {
+    let change_at = CHANGE_AT.to_string();
+    let config = example_config();
+    let mut args = vec![
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+        "--change-at",
+        &change_at,
+    ];
+    args.extend_from_slice(extra);
+    guardian(&args)
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The exit code, with both streams shown if the process was killed instead.
+pub fn code(out: &Output) -> i32 {
+    out.status
+        .code()
+        .unwrap_or_else(|| panic!("killed: {}\n{}", stdout(out), stderr(out)))
+}
+
+/// The one JSON object `--json` prints.
+pub fn json(out: &Output) -> serde_json::Value {
+    let text = stdout(out);
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "--json prints exactly one line:\n{text}\nstderr: {}",
+        stderr(out)
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Writes `text` to a file in a fresh temporary directory, kept alive by the returned guard.
+pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}

@@ -1,0 +1,8 @@
+//! Integration tests, one module per feature. The CLI tests run the real `guardian` binary on
+//! the samples shipped in `testdata/`; the scenario tests run the core over generated traffic
+//! and compare verdicts and evidence with the expectations in `tests/it/expected/`.
+
+mod common;
+mod config_file;
+mod replay_cli;
+mod scenarios;
