@@ -117,7 +117,8 @@ pub fn run_one(
             bad += excess_bad(&run, t, &cells, scenario);
         }
         bad_by_second.push(bad);
-        let all_done = guardian.is_some() && oracle_call.is_some() && peer_calls.iter().all(Option::is_some);
+        let all_done =
+            guardian.is_some() && oracle_call.is_some() && peer_calls.iter().all(Option::is_some);
         if all_done {
             break;
         }
@@ -139,7 +140,12 @@ pub fn run_one(
 }
 
 fn excess_bad(run: &Run, t: i64, cells: &[Cell], scenario: Scenario) -> f64 {
-    if scenario.regression.is_errors() || matches!(scenario.regression, super::sim::Regression::DelayedErrorRate(_)) {
+    if scenario.regression.is_errors()
+        || matches!(
+            scenario.regression,
+            super::sim::Regression::DelayedErrorRate(_)
+        )
+    {
         cells
             .iter()
             .map(|c| {

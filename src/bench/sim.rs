@@ -152,7 +152,9 @@ struct Burst {
 
 impl Run {
     pub fn new(scenario: Scenario, seed: u64) -> Run {
-        let mut rng = Pcg64Mcg::new(0xcafe_f00d_d15e_a5e5 ^ u128::from(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng = Pcg64Mcg::new(
+            0xcafe_f00d_d15e_a5e5 ^ u128::from(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
         let phase = rng.gen::<f64>() * 86_400.0;
         let onset = match scenario.regression {
             Regression::DelayedErrorRate(_) => rng.gen_range(300..=1500),
@@ -227,7 +229,10 @@ impl Run {
         cells.resize_with(ROUTES.len(), Cell::default);
         let clumps = self.scenario.nuisance.clumps();
         if clumps && self.burst.is_none() && self.rng.gen::<f64>() < 1.0 / 600.0 {
-            let size = 1.0 + Poisson::new(9.0).map(|p| p.sample(&mut self.rng)).unwrap_or(9.0);
+            let size = 1.0
+                + Poisson::new(9.0)
+                    .map(|p| p.sample(&mut self.rng))
+                    .unwrap_or(9.0);
             let secs = self.rng.gen_range(1..=4u32);
             self.burst = Some(Burst {
                 route: self.rng.gen_range(0..ROUTES.len()),
@@ -291,7 +296,9 @@ fn poisson(rng: &mut Pcg64Mcg, mean: f64) -> u64 {
     if mean <= 0.0 {
         return 0;
     }
-    Poisson::new(mean).map(|p| p.sample(rng) as u64).unwrap_or(0)
+    Poisson::new(mean)
+        .map(|p| p.sample(rng) as u64)
+        .unwrap_or(0)
 }
 
 fn binomial(rng: &mut Pcg64Mcg, n: u64, p: f64) -> u64 {
@@ -371,7 +378,8 @@ pub fn information_per_second(
         } else {
             0.0
         };
-        vs_baseline += after.rate * (kl_bernoulli(after.error, before.error) + kl_buckets(&p1, &p0));
+        vs_baseline +=
+            after.rate * (kl_bernoulli(after.error, before.error) + kl_buckets(&p1, &p0));
         vs_null += after.rate * (error_null + latency_null);
     }
     (vs_baseline, vs_null)

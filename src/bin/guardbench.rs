@@ -38,8 +38,12 @@ struct Args {
 }
 
 const PEERS: [&str; 3] = ["Flagger", "Argo", "Kayenta"];
-const FLAGGER_KNOBS: [f64; 12] = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0];
-const ARGO_KNOBS: [f64; 12] = [1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 40.0];
+const FLAGGER_KNOBS: [f64; 12] = [
+    1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0,
+];
+const ARGO_KNOBS: [f64; 12] = [
+    1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 40.0,
+];
 const KAYENTA_KNOBS: [f64; 8] = [0.98, 0.99, 0.995, 0.998, 0.999, 0.9999, 0.99999, 0.999999];
 
 fn peer(i: usize, knob: f64) -> Box<dyn Detector> {
@@ -114,7 +118,12 @@ fn main() {
     for &rps in &args.rps {
         let knobs = calibrate(rps, args.calibration, &settings, settings.alpha);
         let show = |k: Option<f64>| k.map_or("none reaches 1%".to_string(), |k| format!("{k}"));
-        println!("| {rps} rps | {} | {} | {} |", show(knobs[0]), show(knobs[1]), show(knobs[2]));
+        println!(
+            "| {rps} rps | {} | {} | {} |",
+            show(knobs[0]),
+            show(knobs[1]),
+            show(knobs[2])
+        );
         calibrated.push((rps, knobs));
     }
     let detectors_for = |rps: f64| {
@@ -142,19 +151,34 @@ fn main() {
         for &rps in &args.rps {
             let make = detectors_for(rps);
             for nuisance in Nuisance::ALL {
-                let s = Scenario { rps, nuisance, regression: Regression::None };
+                let s = Scenario {
+                    rps,
+                    nuisance,
+                    regression: Regression::None,
+                };
                 let out = run_many(s, args.nulls, 1, &settings, &make);
                 let n = out.len();
-                let fr = out.iter().filter(|o| matches!(o.guardian, GuardianCall::Regressed(..))).count();
-                let healthy = out.iter().filter(|o| o.guardian == GuardianCall::Healthy).count();
+                let fr = out
+                    .iter()
+                    .filter(|o| matches!(o.guardian, GuardianCall::Regressed(..)))
+                    .count();
+                let healthy = out
+                    .iter()
+                    .filter(|o| o.guardian == GuardianCall::Healthy)
+                    .count();
                 let (lo, hi) = wilson(fr, n);
                 let peers: Vec<String> = (0..6)
                     .map(|i| pct(out.iter().filter(|o| o.peers[i].is_some()).count(), n))
                     .collect();
                 println!(
                     "| {rps} rps | {} | **{}** | {:.1}-{:.1}% | {} / {} | {} |",
-                    nuisance.name(), pct(fr, n), 100.0 * lo, 100.0 * hi,
-                    pct(healthy, n), pct(n - fr - healthy, n), peers.join(" | ")
+                    nuisance.name(),
+                    pct(fr, n),
+                    100.0 * lo,
+                    100.0 * hi,
+                    pct(healthy, n),
+                    pct(n - fr - healthy, n),
+                    peers.join(" | ")
                 );
             }
         }
@@ -165,19 +189,35 @@ fn main() {
     println!("| traffic | regression | guardian | oracle | T* base | T* null | vs T*null | vs oracle | bad requests before decision (guardian / oracle) | Flagger | Argo | Kayenta | Flagger cal. | Argo cal. | Kayenta cal. |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let regressions = [
-        Regression::ErrorRate(1.25), Regression::ErrorRate(1.5), Regression::ErrorRate(2.0),
-        Regression::ErrorRate(3.0), Regression::ErrorRate(5.0), Regression::ErrorRate(20.0),
-        Regression::Outage, Regression::OneRouteBroken, Regression::Median(1.10),
-        Regression::Median(1.25), Regression::Median(1.5), Regression::TailOnly(0.06),
+        Regression::ErrorRate(1.25),
+        Regression::ErrorRate(1.5),
+        Regression::ErrorRate(2.0),
+        Regression::ErrorRate(3.0),
+        Regression::ErrorRate(5.0),
+        Regression::ErrorRate(20.0),
+        Regression::Outage,
+        Regression::OneRouteBroken,
+        Regression::Median(1.10),
+        Regression::Median(1.25),
+        Regression::Median(1.5),
+        Regression::TailOnly(0.06),
         Regression::DelayedErrorRate(3.0),
     ];
     for &rps in &args.rps {
         let make = detectors_for(rps);
         for regression in regressions {
-            if args.only.as_ref().is_some_and(|o| !regression.name().contains(o.as_str())) {
+            if args
+                .only
+                .as_ref()
+                .is_some_and(|o| !regression.name().contains(o.as_str()))
+            {
                 continue;
             }
-            let s = Scenario { rps, nuisance: Nuisance::Clean, regression };
+            let s = Scenario {
+                rps,
+                nuisance: Nuisance::Clean,
+                regression,
+            };
             let out = run_many(s, args.regressions, 1_000_001, &settings, &make);
             let guardian: Vec<Option<f64>> = out
                 .iter()
@@ -186,26 +226,39 @@ fn main() {
                     _ => None,
                 })
                 .collect();
-            let oracle: Vec<Option<f64>> = out.iter().map(|o| o.oracle.map(|t| t - o.onset)).collect();
+            let oracle: Vec<Option<f64>> =
+                out.iter().map(|o| o.oracle.map(|t| t - o.onset)).collect();
             let cell = |times: &[Option<f64>]| -> (String, Option<f64>) {
                 let hits: Vec<f64> = times.iter().flatten().copied().collect();
                 let q = ttd_quantiles(&hits);
                 let text = match q {
-                    Some((m, p90)) => format!("{} · {:.0} / {:.0}", pct(hits.len(), times.len()), m, p90),
+                    Some((m, p90)) => {
+                        format!("{} · {:.0} / {:.0}", pct(hits.len(), times.len()), m, p90)
+                    }
                     None => format!("{} · -", pct(0, times.len())),
                 };
                 (text, q.map(|q| q.0))
             };
             let (g_text, g_med) = cell(&guardian);
             let (o_text, o_med) = cell(&oracle);
-            let (i_base, i_null) = information_per_second(s, settings.error_tolerance, settings.latency_tolerance);
-            let tstar = |i: f64| if i > 0.0 { (1.0 / settings.alpha).ln() / i } else { f64::INFINITY };
+            let (i_base, i_null) =
+                information_per_second(s, settings.error_tolerance, settings.latency_tolerance);
+            let tstar = |i: f64| {
+                if i > 0.0 {
+                    (1.0 / settings.alpha).ln() / i
+                } else {
+                    f64::INFINITY
+                }
+            };
             let bad = |pick: &dyn Fn(&Outcome) -> Option<f64>| {
                 let mut v: Vec<f64> = out.iter().map(|o| o.bad_before(pick(o))).collect();
                 v.sort_by(f64::total_cmp);
                 v[v.len() / 2]
             };
-            let bad_g = bad(&|o| match o.guardian { GuardianCall::Regressed(t, _) => Some(t), _ => None });
+            let bad_g = bad(&|o| match o.guardian {
+                GuardianCall::Regressed(t, _) => Some(t),
+                _ => None,
+            });
             let bad_o = bad(&|o| o.oracle);
             let peers: Vec<String> = (0..6)
                 .map(|i| {
@@ -236,7 +289,10 @@ fn main() {
     println!("\n## Cost of the core\n");
     let (per_obs, per_sec) = core_cost(&settings);
     println!("| what | cost |\n|---|---|\n| one request observed (3 routes, 200 req/s) | {per_obs:.0} ns |\n| one second judged (3 routes, 200 req/s, all tests) | {per_sec:.1} µs |");
-    eprintln!("guardbench done in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "guardbench done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Nanoseconds per request fed to the core, and microseconds per second of traffic judged,

@@ -119,7 +119,9 @@ mod tests {
     fn the_window_forgets_what_is_older_than_it() {
         let mut b = RollingBaseline::new(600);
         for sec in 0..3600 {
-            b.tally_mut(sec, 0).unwrap().add_request(sec % 100 == 0, Some(10.0));
+            b.tally_mut(sec, 0)
+                .unwrap()
+                .add_request(sec % 100 == 0, Some(10.0));
         }
         let snap = b.snapshot(3600.0, 1);
         assert_eq!(snap[0].requests, 600);
@@ -132,10 +134,16 @@ mod tests {
         let mut steady = RollingBaseline::new(1800);
         let mut bursty = RollingBaseline::new(1800);
         for sec in 0..1800 {
-            steady.tally_mut(sec, 0).unwrap().add_request(sec % 50 == 0, None);
+            steady
+                .tally_mut(sec, 0)
+                .unwrap()
+                .add_request(sec % 50 == 0, None);
             // The same number of errors, all in three bursts.
             let burst = (sec / 600) * 600 + 5;
-            bursty.tally_mut(sec, 0).unwrap().add_request(sec >= burst && sec < burst + 12, None);
+            bursty
+                .tally_mut(sec, 0)
+                .unwrap()
+                .add_request(sec >= burst && sec < burst + 12, None);
         }
         let d_steady = steady.error_dispersion(1800.0, &steady.snapshot(1800.0, 1));
         let d_bursty = bursty.error_dispersion(1800.0, &bursty.snapshot(1800.0, 1));

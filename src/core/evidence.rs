@@ -175,8 +175,14 @@ mod tests {
 
     #[test]
     fn no_data_is_no_evidence() {
-        assert_eq!(log_likelihood_ratio(counts(0, 0), counts(50, 3), 1.1, 2.0), 0.0);
-        assert_eq!(log_likelihood_ratio(counts(50, 3), counts(0, 0), 1.1, 2.0), 0.0);
+        assert_eq!(
+            log_likelihood_ratio(counts(0, 0), counts(50, 3), 1.1, 2.0),
+            0.0
+        );
+        assert_eq!(
+            log_likelihood_ratio(counts(50, 3), counts(0, 0), 1.1, 2.0),
+            0.0
+        );
     }
 
     #[test]
@@ -231,7 +237,11 @@ mod tests {
         let mut with_restarts = MixtureEProcess::default();
         for t in 0..660 {
             let inc = if t < 600 { -0.05 } else { 0.5 };
-            from_deploy_only.add(10.0, &[inc; RATIO_GRID.len()], if t == 0 { 1.0 } else { 0.0 });
+            from_deploy_only.add(
+                10.0,
+                &[inc; RATIO_GRID.len()],
+                if t == 0 { 1.0 } else { 0.0 },
+            );
             let w = if t == 0 { 0.8 } else { 0.2 / 1800.0 };
             with_restarts.add(10.0, &[inc; RATIO_GRID.len()], w);
         }

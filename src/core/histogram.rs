@@ -199,9 +199,14 @@ mod tests {
 
     #[test]
     fn every_latency_lands_between_its_bucket_edges() {
-        for &ms in &[0.051, 0.3, 1.0, 12.5, 87.5, 499.0, 500.0, 10_000.0, 120_000.0] {
+        for &ms in &[
+            0.051, 0.3, 1.0, 12.5, 87.5, 499.0, 500.0, 10_000.0, 120_000.0,
+        ] {
             let b = bucket_of(ms);
-            assert!(lower_edge(b) <= ms && ms < upper_edge(b), "{ms} in bucket {b}");
+            assert!(
+                lower_edge(b) <= ms && ms < upper_edge(b),
+                "{ms} in bucket {b}"
+            );
         }
         assert_eq!(bucket_of(0.0), 0);
         assert_eq!(bucket_of(f64::NAN), 0);

@@ -186,8 +186,16 @@ impl Watch {
             .collect();
         let split = settings.alpha_split;
         let signals = vec![
-            Signal::new(SignalKind::Errors, settings.alpha * split.errors, vec![errors]),
-            Signal::new(SignalKind::SlowRequests, settings.alpha * split.slow, vec![slow]),
+            Signal::new(
+                SignalKind::Errors,
+                settings.alpha * split.errors,
+                vec![errors],
+            ),
+            Signal::new(
+                SignalKind::SlowRequests,
+                settings.alpha * split.slow,
+                vec![slow],
+            ),
             Signal::new(
                 SignalKind::Latency,
                 settings.alpha * split.latency,
@@ -271,7 +279,11 @@ impl Watch {
         if self.seen.len() < strata {
             self.seen.resize_with(strata, Sides::default);
         }
-        if self.open.iter().all(|s| s.control.is_empty() && s.treatment.is_empty()) {
+        if self
+            .open
+            .iter()
+            .all(|s| s.control.is_empty() && s.treatment.is_empty())
+        {
             return;
         }
         let design = self.design.unwrap_or(Design::BeforeAfter);
@@ -324,7 +336,10 @@ impl Watch {
     fn finish(&mut self) {
         let report = self.report(None);
         let healthy = report.requests_after >= self.settings.min_requests_after
-            && report.signals.iter().all(|s| s.within_limits != Some(false))
+            && report
+                .signals
+                .iter()
+                .all(|s| s.within_limits != Some(false))
             && report
                 .signals
                 .iter()
@@ -469,7 +484,11 @@ impl Test {
             let expected = c * control_rate.unwrap_or(0.0) * treatment_now.requests as f64;
             expected_total += expected;
             if let Some(e) = self.per_stratum.get_mut(s) {
-                e.add(cap_for_second(base_cap, expected), &increments, start_weight);
+                e.add(
+                    cap_for_second(base_cap, expected),
+                    &increments,
+                    start_weight,
+                );
             }
             for (acc, inc) in common.iter_mut().zip(increments) {
                 *acc += inc;
@@ -767,7 +786,16 @@ mod tests {
     fn watched(seed: u64, baseline_error: f64) -> (Monitor, Traffic) {
         let mut m = Monitor::new(DetectorSettings::default());
         let mut t = Traffic::new(seed);
-        t.feed(&mut m, T0 - 1800.0, 1800, 20, &["/"], &[None], |_, _| baseline_error, |_, _| 50.0);
+        t.feed(
+            &mut m,
+            T0 - 1800.0,
+            1800,
+            20,
+            &["/"],
+            &[None],
+            |_, _| baseline_error,
+            |_, _| 50.0,
+        );
         m.change_landed(T0);
         (m, t)
     }
@@ -789,9 +817,27 @@ mod tests {
     #[test]
     fn unchanged_traffic_is_healthy_only_once_the_window_is_over() {
         let (mut m, mut t) = watched(2, 0.01);
-        t.feed(&mut m, T0, 1799, 20, &["/"], &[None], |_, _| 0.01, |_, _| 50.0);
+        t.feed(
+            &mut m,
+            T0,
+            1799,
+            20,
+            &["/"],
+            &[None],
+            |_, _| 0.01,
+            |_, _| 50.0,
+        );
         assert_eq!(m.verdict(), Some(Verdict::Watching));
-        t.feed(&mut m, T0 + 1799.0, 2, 20, &["/"], &[None], |_, _| 0.01, |_, _| 50.0);
+        t.feed(
+            &mut m,
+            T0 + 1799.0,
+            2,
+            20,
+            &["/"],
+            &[None],
+            |_, _| 0.01,
+            |_, _| 50.0,
+        );
         assert_eq!(m.verdict(), Some(Verdict::Healthy));
         assert_eq!(m.report().unwrap().decided_at, Some(T0 + 1800.0));
     }
@@ -809,12 +855,30 @@ mod tests {
         let rate = |r: usize, _| if r == 0 { 0.002 } else { 0.05 };
         let mut m = Monitor::new(DetectorSettings::default());
         let mut t = Traffic::new(4);
-        t.feed(&mut m, T0 - 1800.0, 1800, 20, &routes, &[None], rate, |_, _| 40.0);
+        t.feed(
+            &mut m,
+            T0 - 1800.0,
+            1800,
+            20,
+            &routes,
+            &[None],
+            rate,
+            |_, _| 40.0,
+        );
         m.change_landed(T0);
         // After the change nearly all traffic goes to the error-prone, slower route.
         let routes_after = ["/costly", "/costly", "/costly", "/cheap"];
         let rate_after = |r: usize, _| if r == 3 { 0.002 } else { 0.05 };
-        t.feed(&mut m, T0, 1801, 20, &routes_after, &[None], rate_after, |_, _| 40.0);
+        t.feed(
+            &mut m,
+            T0,
+            1801,
+            20,
+            &routes_after,
+            &[None],
+            rate_after,
+            |_, _| 40.0,
+        );
         assert_eq!(m.verdict(), Some(Verdict::Healthy));
     }
 
@@ -827,8 +891,16 @@ mod tests {
         assert_eq!(m.verdict(), Some(Verdict::Watching));
         assert_eq!(m.report().unwrap().design, super::Design::Concurrent);
         // Now only the new arm fails more.
-        let worse = |_, arm| if arm == Some(Arm::Treatment) { 0.09 } else { 0.03 };
-        let decided = t.feed(&mut m, T0 + 600.0, 600, 40, &["/"], &arms, worse, |_, _| 50.0);
+        let worse = |_, arm| {
+            if arm == Some(Arm::Treatment) {
+                0.09
+            } else {
+                0.03
+            }
+        };
+        let decided = t.feed(&mut m, T0 + 600.0, 600, 40, &["/"], &arms, worse, |_, _| {
+            50.0
+        });
         assert_eq!(m.verdict(), Some(Verdict::Regressed));
         assert!(decided.unwrap() - T0 < 700.0);
     }
@@ -836,10 +908,32 @@ mod tests {
     #[test]
     fn a_slower_latency_distribution_is_caught_and_a_tolerated_one_is_not() {
         let (mut m, mut t) = watched(6, 0.01);
-        t.feed(&mut m, T0, 1801, 20, &["/"], &[None], |_, _| 0.01, |_, _| 51.0);
-        assert_eq!(m.verdict(), Some(Verdict::Healthy), "2% slower is within tolerance");
+        t.feed(
+            &mut m,
+            T0,
+            1801,
+            20,
+            &["/"],
+            &[None],
+            |_, _| 0.01,
+            |_, _| 51.0,
+        );
+        assert_eq!(
+            m.verdict(),
+            Some(Verdict::Healthy),
+            "2% slower is within tolerance"
+        );
         let (mut m, mut t) = watched(6, 0.01);
-        t.feed(&mut m, T0, 600, 20, &["/"], &[None], |_, _| 0.01, |_, _| 70.0);
+        t.feed(
+            &mut m,
+            T0,
+            600,
+            20,
+            &["/"],
+            &[None],
+            |_, _| 0.01,
+            |_, _| 70.0,
+        );
         assert_eq!(m.verdict(), Some(Verdict::Regressed));
         let report = m.report().unwrap();
         let latency = report.signals.iter().find(|s| s.regressed).unwrap();
@@ -856,12 +950,24 @@ mod tests {
             let mut m = Monitor::new(DetectorSettings::default());
             let mut t = Traffic::new(1000 + seed);
             let q = [0.002, 0.01, 0.05][seed as usize % 3];
-            t.feed(&mut m, T0 - 1800.0, 1800, 2, &["/"], &[None], |_, _| q, |_, _| 50.0);
+            t.feed(
+                &mut m,
+                T0 - 1800.0,
+                1800,
+                2,
+                &["/"],
+                &[None],
+                |_, _| q,
+                |_, _| 50.0,
+            );
             m.change_landed(T0);
             t.feed(&mut m, T0, 1801, 2, &["/"], &[None], |_, _| q, |_, _| 50.0);
             false_rollbacks += u32::from(m.verdict() == Some(Verdict::Regressed));
         }
         // alpha is 1%: 3 of 300 expected at most; 6 would be a clear excess.
-        assert!(false_rollbacks <= 6, "{false_rollbacks} false rollbacks in {runs}");
+        assert!(
+            false_rollbacks <= 6,
+            "{false_rollbacks} false rollbacks in {runs}"
+        );
     }
 }
