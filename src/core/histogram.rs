@@ -1,16 +1,17 @@
 //! Latency histograms with one fixed, log-spaced bucket layout shared by the whole program.
 //!
 //! One layout everywhere means a baseline, a post-change window and a simulator can be compared
-//! bucket for bucket, with no interpolation. Buckets grow by 2^(1/16) (about 4.4%), fine enough
-//! that a latency tolerance of a few percent can be applied by moving a threshold a whole number
-//! of buckets, and 360 of them span 0.05 ms to about 5 minutes.
+//! bucket for bucket, with no interpolation. Each bucket is sqrt(1.05) (about 2.5%) wider than
+//! the one before, so the default latency tolerance of 5% moves a threshold by exactly two
+//! buckets (a tolerance is always rounded up to whole buckets, never down), and 640 of them span
+//! 0.05 ms to about 5 minutes.
 
 /// Number of buckets in the shared layout.
-pub const BUCKETS: usize = 360;
+pub const BUCKETS: usize = 640;
 /// Lower edge of bucket 1, in milliseconds; bucket 0 holds everything faster.
 pub const LOWEST_MS: f64 = 0.05;
-/// Buckets per doubling of latency.
-pub const PER_OCTAVE: f64 = 16.0;
+/// Buckets per doubling of latency: ln 2 / ln sqrt(1.05).
+pub const PER_OCTAVE: f64 = 28.413_398_165_780_844;
 
 /// Index of the bucket holding `latency_ms`. Bucket `i >= 1` holds `[edge(i), edge(i+1))`.
 pub fn bucket_of(latency_ms: f64) -> usize {
@@ -49,7 +50,7 @@ pub fn buckets_for_ratio(ratio: f64) -> usize {
     (ratio.log2() * PER_OCTAVE - 1e-9).ceil() as usize
 }
 
-/// Counts per bucket. Dense: 360 counters, about 1.4 KiB.
+/// Counts per bucket. Dense: 640 counters, 2.5 KiB.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Histogram {
     counts: Box<[u32; BUCKETS]>,
@@ -223,7 +224,11 @@ mod tests {
             assert!(moved < r * (1.0 / PER_OCTAVE).exp2() + 1e-12);
         }
         assert_eq!(buckets_for_ratio(1.0), 0);
-        assert_eq!(buckets_for_ratio(2.0), 16);
+        assert_eq!(
+            buckets_for_ratio(1.05),
+            2,
+            "the default tolerance is exactly two buckets"
+        );
     }
 
     #[test]
