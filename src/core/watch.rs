@@ -616,12 +616,19 @@ impl Signal {
                 ) <= settings.healthy_error_floor;
             Some(ratio_ok || floor_ok)
         };
+        // Name a route only when its own evidence beats "every route got worse": in a
+        // site-wide outage no single route is to blame, and naming one would mislead.
         let worst_route = if self.strata_weighed > 1 {
             self.tests
                 .iter()
-                .flat_map(|t| t.per_stratum.iter().enumerate())
-                .map(|(s, e)| (s, e.e_value()))
-                .filter(|&(_, e)| e > 1.0)
+                .flat_map(|t| {
+                    let common = t.common.e_value();
+                    t.per_stratum
+                        .iter()
+                        .enumerate()
+                        .map(move |(s, e)| (s, e.e_value()))
+                        .filter(move |&(_, e)| e > 1.0 && e > common)
+                })
                 .max_by(|a, b| a.1.total_cmp(&b.1))
                 .and_then(|(s, _)| strata.map(|names| names.name(s).to_owned()))
         } else {
