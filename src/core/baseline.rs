@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use super::dispersion::{Bin, Dispersion, BIN_SECS};
 use super::tally::Tally;
 
 const SLOT_SECS: i64 = 60;
@@ -17,6 +18,8 @@ struct Slot {
 pub struct RollingBaseline {
     window_secs: i64,
     slots: VecDeque<Slot>,
+    /// Requests and errors per 10-second bin, all routes together.
+    bins: VecDeque<(i64, Bin)>,
 }
 
 impl RollingBaseline {
@@ -24,6 +27,7 @@ impl RollingBaseline {
         RollingBaseline {
             window_secs: i64::from(window_secs),
             slots: VecDeque::new(),
+            bins: VecDeque::new(),
         }
     }
 
@@ -71,45 +75,45 @@ impl RollingBaseline {
 }
 
 impl RollingBaseline {
-    /// How much more the error counts per minute vary than independent errors would (the
-    /// Pearson dispersion index, at least 1), over the minutes of `[end - window, end)`.
-    ///
-    /// Errors that come in bursts (one client retrying a failing call, a flapping dependency)
-    /// make every count less informative than a Poisson count; the tests divide their evidence
-    /// by this index, the quasi-Poisson correction, so a service whose baseline already shows
-    /// bursts needs proportionally more evidence. Capped at `MAX_DISPERSION` so a wild baseline
-    /// slows the tests down but never silences them.
-    pub fn error_dispersion(&self, end: f64, totals: &[Tally]) -> f64 {
+    /// Counts requests and errors (all routes together) in the 10-second bin of second `sec`,
+    /// for the dispersion index.
+    pub fn count(&mut self, sec: i64, requests: u64, errors: u64) {
+        let start = sec.div_euclid(BIN_SECS) * BIN_SECS;
+        if self.bins.back().map_or(true, |&(s, _)| start > s) {
+            self.bins.push_back((start, Bin::default()));
+            while self
+                .bins
+                .front()
+                .is_some_and(|&(s, _)| s + BIN_SECS <= start - self.window_secs)
+            {
+                self.bins.pop_front();
+            }
+        }
+        if let Some((_, bin)) = self.bins.iter_mut().rev().find(|(s, _)| *s == start) {
+            bin.requests += requests;
+            bin.errors += errors.min(requests);
+        }
+    }
+
+    /// The dispersion of error counts over the bins of `[end - window, end)`.
+    pub fn dispersion(&self, end: f64) -> Dispersion {
         let from = end - self.window_secs as f64;
-        let (mut pearson, mut terms) = (0.0, 0usize);
-        for slot in &self.slots {
-            let (s, e) = (slot.start as f64, (slot.start + SLOT_SECS) as f64);
-            if e <= from || s >= end {
+        let mut d = Dispersion::default();
+        let mut next = None;
+        for &(start, bin) in &self.bins {
+            if ((start + BIN_SECS) as f64) <= from || start as f64 >= end {
                 continue;
             }
-            for (t, total) in slot.by_stratum.iter().zip(totals) {
-                if total.requests == 0 || total.errors == 0 || t.requests == 0 {
-                    continue;
-                }
-                let expected = total.errors as f64 * t.requests as f64 / total.requests as f64;
-                let diff = t.errors as f64 - expected;
-                pearson += diff * diff / expected;
-                terms += 1;
+            if next.is_some_and(|n| n != start) {
+                // A stretch without traffic: do not compare across it.
+                d.push(Bin::default());
             }
+            d.push(bin);
+            next = Some(start + BIN_SECS);
         }
-        let strata = totals.iter().filter(|t| t.errors > 0).count();
-        if terms < strata + 5 {
-            return 1.0;
-        }
-        // Only a dispersion clearly above 1 counts: the index of independent errors scatters
-        // around 1 by about sqrt(2 / df), and discounting clean traffic would cost power.
-        let df = (terms - strata) as f64;
-        (pearson / df - 2.0 * (2.0 / df).sqrt()).clamp(1.0, MAX_DISPERSION)
+        d
     }
 }
-
-/// Largest dispersion index the tests divide their evidence by.
-pub const MAX_DISPERSION: f64 = 10.0;
 
 #[cfg(test)]
 mod tests {
@@ -130,24 +134,21 @@ mod tests {
     }
 
     #[test]
-    fn bursts_of_errors_raise_the_dispersion_and_steady_errors_do_not() {
-        let mut steady = RollingBaseline::new(1800);
-        let mut bursty = RollingBaseline::new(1800);
-        for sec in 0..1800 {
-            steady
-                .tally_mut(sec, 0)
-                .unwrap()
-                .add_request(sec % 50 == 0, None);
-            // The same number of errors, all in three bursts.
-            let burst = (sec / 600) * 600 + 5;
-            bursty
-                .tally_mut(sec, 0)
-                .unwrap()
-                .add_request(sec >= burst && sec < burst + 12, None);
+    fn bursts_in_the_window_raise_the_dispersion_and_older_ones_are_forgotten() {
+        let mut b = RollingBaseline::new(1800);
+        for sec in 0..3600 {
+            // Steady errors, and bursts of 12 every 10 minutes during the first half hour only.
+            let burst = if sec < 1800 && sec % 600 == 300 {
+                12
+            } else {
+                0
+            };
+            b.count(sec, 10, u64::from(sec % 50 == 0) + burst);
+            if sec == 1799 {
+                assert!(b.dispersion(1800.0).index() > 3.0);
+            }
         }
-        let d_steady = steady.error_dispersion(1800.0, &steady.snapshot(1800.0, 1));
-        let d_bursty = bursty.error_dispersion(1800.0, &bursty.snapshot(1800.0, 1));
-        assert!(d_steady < 1.5, "{d_steady}");
-        assert!(d_bursty > 5.0, "{d_bursty}");
+        assert_eq!(b.dispersion(3600.0).index(), 1.0);
+        assert!(b.bins.len() <= 182, "{} bins kept", b.bins.len());
     }
 }

@@ -2,6 +2,7 @@
 //! values; verdicts and their evidence come out as values.
 
 pub mod baseline;
+pub mod dispersion;
 pub mod evidence;
 pub mod histogram;
 pub mod monitor;
@@ -20,8 +21,9 @@ pub use watch::{Design, Report, SignalKind, SignalReport, Verdict};
 #[cfg(test)]
 mod tidy {
     /// The core's sources, read at compile time.
-    const SOURCES: [(&str, &str); 10] = [
+    const SOURCES: [(&str, &str); 11] = [
         ("baseline.rs", include_str!("baseline.rs")),
+        ("dispersion.rs", include_str!("dispersion.rs")),
         ("evidence.rs", include_str!("evidence.rs")),
         ("histogram.rs", include_str!("histogram.rs")),
         ("monitor.rs", include_str!("monitor.rs")),

@@ -2,9 +2,10 @@
 //! the verdict. The baseline rolls continuously, so one is ready whenever a change lands.
 
 use super::baseline::RollingBaseline;
-use super::observation::{Aggregate, Request};
+use super::observation::{Aggregate, Arm, Request};
 use super::settings::DetectorSettings;
 use super::strata::Strata;
+use super::tally::Tally;
 use super::watch::{Report, Verdict, Watch};
 
 #[derive(Clone, Debug)]
@@ -33,36 +34,49 @@ impl Monitor {
     /// traffic of the window before it. Observations from `change_at` on are judged against it.
     pub fn change_landed(&mut self, change_at: f64) {
         let baseline = self.baseline.snapshot(change_at, self.strata.len());
-        let dispersion = self.baseline.error_dispersion(change_at, &baseline);
+        let dispersion = self.baseline.dispersion(change_at);
         self.watch = Some(Watch::new(&self.settings, change_at, baseline, dispersion));
     }
 
     pub fn observe_request(&mut self, r: &Request<'_>) {
-        let stratum = self.strata.id(r.route);
-        if let Some(tally) = self.tally_for(r.ts, stratum, r.arm) {
-            tally.add_request(r.error, r.latency_ms);
-        }
+        self.record(r.ts, r.route, r.arm, 1, u64::from(r.error), |t| {
+            t.add_request(r.error, r.latency_ms)
+        });
     }
 
     pub fn observe_aggregate(&mut self, a: &Aggregate<'_>) {
-        let stratum = self.strata.id(a.route);
-        if let Some(tally) = self.tally_for(a.ts, stratum, a.arm) {
-            tally.add_counts(a.requests, a.errors, a.latency);
-        }
+        self.record(a.ts, a.route, a.arm, a.requests, a.errors, |t| {
+            t.add_counts(a.requests, a.errors, a.latency)
+        });
     }
 
-    fn tally_for(
+    /// Files an observation under the baseline or the watch, by its time.
+    fn record(
         &mut self,
         ts: f64,
-        stratum: usize,
-        arm: Option<super::Arm>,
-    ) -> Option<&mut super::tally::Tally> {
+        route: Option<&str>,
+        arm: Option<Arm>,
+        requests: u64,
+        errors: u64,
+        add: impl FnOnce(&mut Tally),
+    ) {
         if !ts.is_finite() {
-            return None;
+            return;
         }
+        let stratum = self.strata.id(route);
         match &mut self.watch {
-            Some(w) if ts >= w.change_at() => w.tally_for(ts, stratum, arm),
-            _ => self.baseline.tally_mut(ts.floor() as i64, stratum),
+            Some(w) if ts >= w.change_at() => {
+                if let Some(tally) = w.tally_for(ts, stratum, arm) {
+                    add(tally);
+                }
+            }
+            _ => {
+                let sec = ts.floor() as i64;
+                if let Some(tally) = self.baseline.tally_mut(sec, stratum) {
+                    add(tally);
+                    self.baseline.count(sec, requests, errors);
+                }
+            }
         }
     }
 
