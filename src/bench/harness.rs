@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::sim::{Oracle, Run, Scenario, AFTER, BEFORE, ROUTES};
 use super::{Call, Cell, Detector};
-use crate::core::{Aggregate, DetectorSettings, Monitor, SignalKind, Verdict};
+use crate::core::{Aggregate, Arm, DetectorSettings, Monitor, SignalKind, Verdict};
 
 /// Unix time the simulated change lands at; any value works, this one is readable.
 pub const CHANGE_AT: f64 = 1_764_000_000.0;
@@ -148,6 +148,7 @@ fn excess_bad(run: &Run, t: i64, cells: &[Cell], scenario: Scenario) -> f64 {
     {
         cells
             .iter()
+            .filter(|c| c.arm != Some(Arm::Control))
             .map(|c| {
                 let before = run.truth(t, usize::from(c.route), false);
                 let after = run.truth(t, usize::from(c.route), true);
@@ -157,7 +158,11 @@ fn excess_bad(run: &Run, t: i64, cells: &[Cell], scenario: Scenario) -> f64 {
     } else if matches!(scenario.regression, super::sim::Regression::None) {
         0.0
     } else {
-        cells.iter().map(|c| f64::from(c.requests)).sum()
+        cells
+            .iter()
+            .filter(|c| c.arm != Some(Arm::Control))
+            .map(|c| f64::from(c.requests))
+            .sum()
     }
 }
 

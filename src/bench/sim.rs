@@ -14,6 +14,7 @@ use statrs::distribution::{ContinuousCDF, Normal};
 
 use super::Cell;
 use crate::core::histogram::{self, BUCKETS, LOWEST_MS, PER_OCTAVE};
+use crate::core::Arm;
 
 /// Seconds of traffic before the change (the baseline) and after it (the watch window).
 pub const BEFORE: i64 = 1800;
@@ -44,6 +45,10 @@ pub enum Nuisance {
     LowTraffic,
     /// All of the above but low traffic, at once.
     Combined,
+    /// An incident outside the change (a dependency failing): for two minutes, at a random time
+    /// in the watch, every request on both versions fails five times as often. A before/after
+    /// comparison cannot tell it from a regression; a concurrent one can.
+    Incident,
 }
 
 impl Nuisance {
@@ -64,6 +69,7 @@ impl Nuisance {
             Nuisance::ClumpedErrors => "clumped errors",
             Nuisance::LowTraffic => "low traffic (x1/20)",
             Nuisance::Combined => "combined",
+            Nuisance::Incident => "incident on both versions",
         }
     }
 
@@ -123,6 +129,29 @@ pub struct Scenario {
     pub rps: f64,
     pub nuisance: Nuisance,
     pub regression: Regression,
+    /// After the change, old and new versions serve side by side, half the traffic each, and
+    /// requests carry their arm; only the new arm regresses.
+    pub concurrent: bool,
+}
+
+impl Scenario {
+    /// The whole service switches to the new version at the change.
+    pub fn before_after(rps: f64, nuisance: Nuisance, regression: Regression) -> Scenario {
+        Scenario {
+            rps,
+            nuisance,
+            regression,
+            concurrent: false,
+        }
+    }
+
+    /// Old and new serve side by side after the change.
+    pub fn concurrent(rps: f64, nuisance: Nuisance, regression: Regression) -> Scenario {
+        Scenario {
+            concurrent: true,
+            ..Scenario::before_after(rps, nuisance, regression)
+        }
+    }
 }
 
 /// The true state of one route at one second.
@@ -141,6 +170,7 @@ pub struct Run {
     rng: Pcg64Mcg,
     phase: f64,
     onset: i64,
+    incident_at: i64,
     burst: Option<Burst>,
 }
 
@@ -160,11 +190,13 @@ impl Run {
             Regression::DelayedErrorRate(_) => rng.gen_range(300..=1500),
             _ => 0,
         };
+        let incident_at = rng.gen_range(0..=1500);
         Run {
             scenario,
             rng,
             phase,
             onset,
+            incident_at,
             burst: None,
         }
     }
@@ -199,6 +231,11 @@ impl Run {
         } else {
             1.0
         };
+        if s.nuisance == Nuisance::Incident
+            && (self.incident_at..self.incident_at + 120).contains(&t)
+        {
+            drift *= 5.0;
+        }
         let mut truth = RouteTruth {
             rate: s.rps * traffic * share * load,
             error: BASE_ERROR_RATE * propensity * drift,
@@ -224,9 +261,14 @@ impl Run {
         truth
     }
 
-    /// Draws second `t` into `cells` (one per route, reused between calls).
+    /// Draws second `t` into `cells` (one per route and arm, reused between calls).
     pub fn second(&mut self, t: i64, cells: &mut Vec<Cell>) {
-        cells.resize_with(ROUTES.len(), Cell::default);
+        let arms: &[Option<Arm>] = if self.scenario.concurrent && t >= 0 {
+            &[Some(Arm::Control), Some(Arm::Treatment)]
+        } else {
+            &[None]
+        };
+        cells.resize_with(ROUTES.len() * arms.len(), Cell::default);
         let clumps = self.scenario.nuisance.clumps();
         if clumps && self.burst.is_none() && self.rng.gen::<f64>() < 1.0 / 600.0 {
             let size = 1.0
@@ -240,10 +282,12 @@ impl Run {
                 per_sec: size / f64::from(secs),
             });
         }
-        for (route, cell) in cells.iter_mut().enumerate() {
-            let truth = self.truth(t, route, true);
+        for (i, cell) in cells.iter_mut().enumerate() {
+            let (route, arm) = (i % ROUTES.len(), arms[i / ROUTES.len()]);
+            let mut truth = self.truth(t, route, arm != Some(Arm::Control));
+            truth.rate /= arms.len() as f64;
             cell.route = route as u8;
-            cell.arm = None;
+            cell.arm = arm;
             cell.latency.clear();
             let n = poisson(&mut self.rng, truth.rate);
             let errors = binomial(&mut self.rng, n, truth.error);
@@ -378,9 +422,14 @@ pub fn information_per_second(
         } else {
             0.0
         };
-        vs_baseline +=
-            after.rate * (kl_bernoulli(after.error, before.error) + kl_buckets(&p1, &p0));
-        vs_null += after.rate * (error_null + latency_null);
+        // In the concurrent design the new version serves half the traffic.
+        let rate = if scenario.concurrent {
+            after.rate / 2.0
+        } else {
+            after.rate
+        };
+        vs_baseline += rate * (kl_bernoulli(after.error, before.error) + kl_buckets(&p1, &p0));
+        vs_null += rate * (error_null + latency_null);
     }
     (vs_baseline, vs_null)
 }
@@ -419,7 +468,7 @@ impl Oracle {
         for cell in cells {
             let r = usize::from(cell.route);
             let before = run.truth(t, r, false);
-            let after = run.truth(t, r, true);
+            let after = run.truth(t, r, cell.arm != Some(Arm::Control));
             if after != before {
                 let (x, n) = (f64::from(cell.errors), f64::from(cell.requests));
                 if after.error != before.error {
@@ -451,11 +500,7 @@ mod tests {
 
     #[test]
     fn the_simulator_serves_what_the_scenario_says() {
-        let scenario = Scenario {
-            rps: 20.0,
-            nuisance: Nuisance::Clean,
-            regression: Regression::None,
-        };
+        let scenario = Scenario::before_after(20.0, Nuisance::Clean, Regression::None);
         let mut run = Run::new(scenario, 7);
         let mut cells = Vec::new();
         let (mut n, mut e) = (0u64, 0u64);
@@ -479,11 +524,7 @@ mod tests {
     #[test]
     fn bucket_probabilities_sum_to_one() {
         let run = Run::new(
-            Scenario {
-                rps: 1.0,
-                nuisance: Nuisance::Clean,
-                regression: Regression::None,
-            },
+            Scenario::before_after(1.0, Nuisance::Clean, Regression::None),
             1,
         );
         let total: f64 = bucket_probabilities(&run.truth(0, 1, false)).iter().sum();

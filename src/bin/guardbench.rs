@@ -74,11 +74,7 @@ fn as_shipped() -> Vec<Box<dyn Detector>> {
 /// the most sensitive such knob (knobs are ordered from most to least sensitive). `None` when
 /// even the least sensitive knob rolls back too often.
 fn calibrate(rps: f64, runs: u64, settings: &DetectorSettings, target: f64) -> Vec<Option<f64>> {
-    let scenario = Scenario {
-        rps,
-        nuisance: Nuisance::Combined,
-        regression: Regression::None,
-    };
+    let scenario = Scenario::before_after(rps, Nuisance::Combined, Regression::None);
     let all = || {
         (0..PEERS.len())
             .flat_map(|i| knobs(i).iter().map(move |&k| peer(i, k)))
@@ -151,35 +147,8 @@ fn main() {
         for &rps in &args.rps {
             let make = detectors_for(rps);
             for nuisance in Nuisance::ALL {
-                let s = Scenario {
-                    rps,
-                    nuisance,
-                    regression: Regression::None,
-                };
-                let out = run_many(s, args.nulls, 1, &settings, &make);
-                let n = out.len();
-                let fr = out
-                    .iter()
-                    .filter(|o| matches!(o.guardian, GuardianCall::Regressed(..)))
-                    .count();
-                let healthy = out
-                    .iter()
-                    .filter(|o| o.guardian == GuardianCall::Healthy)
-                    .count();
-                let (lo, hi) = wilson(fr, n);
-                let peers: Vec<String> = (0..6)
-                    .map(|i| pct(out.iter().filter(|o| o.peers[i].is_some()).count(), n))
-                    .collect();
-                println!(
-                    "| {rps} rps | {} | **{}** | {:.1}-{:.1}% | {} / {} | {} |",
-                    nuisance.name(),
-                    pct(fr, n),
-                    100.0 * lo,
-                    100.0 * hi,
-                    pct(healthy, n),
-                    pct(n - fr - healthy, n),
-                    peers.join(" | ")
-                );
+                let s = Scenario::before_after(rps, nuisance, Regression::None);
+                println!("{}", null_row(s, args.nulls, &settings, &make));
             }
         }
     }
@@ -213,78 +182,12 @@ fn main() {
             {
                 continue;
             }
-            let s = Scenario {
-                rps,
-                nuisance: Nuisance::Clean,
-                regression,
-            };
-            let out = run_many(s, args.regressions, 1_000_001, &settings, &make);
-            let guardian: Vec<Option<f64>> = out
-                .iter()
-                .map(|o| match o.guardian {
-                    GuardianCall::Regressed(t, _) => Some(t - o.onset),
-                    _ => None,
-                })
-                .collect();
-            let oracle: Vec<Option<f64>> =
-                out.iter().map(|o| o.oracle.map(|t| t - o.onset)).collect();
-            let cell = |times: &[Option<f64>]| -> (String, Option<f64>) {
-                let hits: Vec<f64> = times.iter().flatten().copied().collect();
-                let q = ttd_quantiles(&hits);
-                let text = match q {
-                    Some((m, p90)) => {
-                        format!("{} · {:.0} / {:.0}", pct(hits.len(), times.len()), m, p90)
-                    }
-                    None => format!("{} · -", pct(0, times.len())),
-                };
-                (text, q.map(|q| q.0))
-            };
-            let (g_text, g_med) = cell(&guardian);
-            let (o_text, o_med) = cell(&oracle);
-            let (i_base, i_null) =
-                information_per_second(s, settings.error_tolerance, settings.latency_tolerance);
-            let tstar = |i: f64| {
-                if i > 0.0 {
-                    (1.0 / settings.alpha).ln() / i
-                } else {
-                    f64::INFINITY
-                }
-            };
-            let bad = |pick: &dyn Fn(&Outcome) -> Option<f64>| {
-                let mut v: Vec<f64> = out.iter().map(|o| o.bad_before(pick(o))).collect();
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
-            let bad_g = bad(&|o| match o.guardian {
-                GuardianCall::Regressed(t, _) => Some(t),
-                _ => None,
-            });
-            let bad_o = bad(&|o| o.oracle);
-            let peers: Vec<String> = (0..6)
-                .map(|i| {
-                    // A rollback before the onset is a false one, not a detection.
-                    let times: Vec<Option<f64>> = out
-                        .iter()
-                        .map(|o| o.peers[i].map(|t| t - o.onset).filter(|&d| d >= 0.0))
-                        .collect();
-                    cell(&times).0
-                })
-                .collect();
-            let ratio = |a: Option<f64>, b: f64| match a {
-                Some(a) if b.is_finite() && b > 0.0 => format!("{:.2}", a / b),
-                _ => "-".into(),
-            };
-            println!(
-                "| {rps} rps | {} | **{g_text}** | {o_text} | {:.0} | {} | {} | {} | {:.0} / {:.0} | {} |",
-                regression.name(),
-                tstar(i_base),
-                if tstar(i_null).is_finite() { format!("{:.0}", tstar(i_null)) } else { "inf".into() },
-                ratio(g_med, tstar(i_null)),
-                ratio(g_med, o_med.unwrap_or(f64::NAN)),
-                bad_g, bad_o, peers.join(" | ")
-            );
+            let s = Scenario::before_after(rps, Nuisance::Clean, regression);
+            println!("{}", regression_row(s, args.regressions, &settings, &make));
         }
     }
+
+    concurrent_section(&args, &settings, &detectors_for(20.0));
 
     println!("\n## Cost of the core\n");
     let (per_obs, per_sec) = core_cost(&settings);
@@ -293,6 +196,158 @@ fn main() {
         "guardbench done in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+type Peers<'a> = dyn Fn() -> Vec<Box<dyn Detector>> + Sync + 'a;
+
+/// One row of the null table: false rollbacks of guardian and of each peer.
+fn null_row(s: Scenario, runs: u64, settings: &DetectorSettings, make: &Peers) -> String {
+    let out = run_many(s, runs, 1, settings, make);
+    let n = out.len();
+    let fr = out
+        .iter()
+        .filter(|o| matches!(o.guardian, GuardianCall::Regressed(..)))
+        .count();
+    let healthy = out
+        .iter()
+        .filter(|o| o.guardian == GuardianCall::Healthy)
+        .count();
+    let (lo, hi) = wilson(fr, n);
+    let peers: Vec<String> = (0..6)
+        .map(|i| pct(out.iter().filter(|o| o.peers[i].is_some()).count(), n))
+        .collect();
+    format!(
+        "| {} rps | {} | **{}** | {:.1}-{:.1}% | {} / {} | {} |",
+        s.rps,
+        s.nuisance.name(),
+        pct(fr, n),
+        100.0 * lo,
+        100.0 * hi,
+        pct(healthy, n),
+        pct(n - fr - healthy, n),
+        peers.join(" | ")
+    )
+}
+
+/// One row of the regression table: detection and time to detect of every detector.
+fn regression_row(s: Scenario, runs: u64, settings: &DetectorSettings, make: &Peers) -> String {
+    let out = run_many(s, runs, 1_000_001, settings, make);
+    let guardian: Vec<Option<f64>> = out
+        .iter()
+        .map(|o| match o.guardian {
+            GuardianCall::Regressed(t, _) => Some(t - o.onset),
+            _ => None,
+        })
+        .collect();
+    let oracle: Vec<Option<f64>> = out.iter().map(|o| o.oracle.map(|t| t - o.onset)).collect();
+    let cell = |times: &[Option<f64>]| -> (String, Option<f64>) {
+        let hits: Vec<f64> = times.iter().flatten().copied().collect();
+        let q = ttd_quantiles(&hits);
+        let text = match q {
+            Some((m, p90)) => {
+                format!("{} · {:.0} / {:.0}", pct(hits.len(), times.len()), m, p90)
+            }
+            None => format!("{} · -", pct(0, times.len())),
+        };
+        (text, q.map(|q| q.0))
+    };
+    let (g_text, g_med) = cell(&guardian);
+    let (o_text, o_med) = cell(&oracle);
+    let (i_base, i_null) =
+        information_per_second(s, settings.error_tolerance, settings.latency_tolerance);
+    let tstar = |i: f64| {
+        if i > 0.0 {
+            (1.0 / settings.alpha).ln() / i
+        } else {
+            f64::INFINITY
+        }
+    };
+    let bad = |pick: &dyn Fn(&Outcome) -> Option<f64>| {
+        let mut v: Vec<f64> = out.iter().map(|o| o.bad_before(pick(o))).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let bad_g = bad(&|o| match o.guardian {
+        GuardianCall::Regressed(t, _) => Some(t),
+        _ => None,
+    });
+    let bad_o = bad(&|o| o.oracle);
+    let peers: Vec<String> = (0..6)
+        .map(|i| {
+            // A rollback before the onset is a false one, not a detection.
+            let times: Vec<Option<f64>> = out
+                .iter()
+                .map(|o| o.peers[i].map(|t| t - o.onset).filter(|&d| d >= 0.0))
+                .collect();
+            cell(&times).0
+        })
+        .collect();
+    let ratio = |a: Option<f64>, b: f64| match a {
+        Some(a) if b.is_finite() && b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    };
+    format!(
+        "| {} rps | {} | **{g_text}** | {o_text} | {:.0} | {} | {} | {} | {:.0} / {:.0} | {} |",
+        s.rps,
+        s.regression.name(),
+        tstar(i_base),
+        if tstar(i_null).is_finite() {
+            format!("{:.0}", tstar(i_null))
+        } else {
+            "inf".into()
+        },
+        ratio(g_med, tstar(i_null)),
+        ratio(g_med, o_med.unwrap_or(f64::NAN)),
+        bad_g,
+        bad_o,
+        peers.join(" | ")
+    )
+}
+
+/// Old and new versions side by side: the design that cancels drift and incidents common to
+/// both, at 20 req/s.
+fn concurrent_section(args: &Args, settings: &DetectorSettings, make: &Peers) {
+    println!("\n## Concurrent design: old and new versions side by side\n");
+    println!("After the change, each route's traffic is split 50/50 between the old version (arm `control`) and the new one (arm `canary`); requests carry their arm and guardian compares the arms second by second. Only the new arm regresses. The incident family (every request on both versions fails 5x as often for two minutes, at a random time in the watch) is also run in the before/after design for contrast. Peers compare canary with control too. {} null deploys and {} regression deploys per cell, 20 req/s; peers calibrated as above for 20 req/s.\n", args.nulls, args.regressions);
+    println!("| traffic | nuisance | guardian | 95% CI | healthy / inconclusive | Flagger | Argo | Kayenta | Flagger cal. | Argo cal. | Kayenta cal. |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for nuisance in [
+        Nuisance::Clean,
+        Nuisance::Diurnal,
+        Nuisance::Incident,
+        Nuisance::Combined,
+    ] {
+        let s = Scenario::concurrent(20.0, nuisance, Regression::None);
+        println!(
+            "{}",
+            null_row(s, args.nulls, settings, make).replacen("20 rps", "20 rps, concurrent", 1)
+        );
+    }
+    let s = Scenario::before_after(20.0, Nuisance::Incident, Regression::None);
+    println!(
+        "{}",
+        null_row(s, args.nulls, settings, make).replacen("20 rps", "20 rps, before/after", 1)
+    );
+    println!();
+    println!("| traffic | regression | guardian | oracle | T* base | T* null | vs T*null | vs oracle | bad requests before decision (guardian / oracle) | Flagger | Argo | Kayenta | Flagger cal. | Argo cal. | Kayenta cal. |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for regression in [
+        Regression::ErrorRate(2.0),
+        Regression::ErrorRate(5.0),
+        Regression::Outage,
+        Regression::Median(1.25),
+        Regression::TailOnly(0.06),
+    ] {
+        let s = Scenario::concurrent(20.0, Nuisance::Clean, regression);
+        println!(
+            "{}",
+            regression_row(s, args.regressions, settings, make).replacen(
+                "20 rps",
+                "20 rps, concurrent",
+                1
+            )
+        );
+    }
 }
 
 /// Nanoseconds per request fed to the core, and microseconds per second of traffic judged,

@@ -81,6 +81,8 @@ struct Test {
     per_stratum: Vec<MixtureEProcess>,
     /// Before/after: last cumulative log-likelihood ratios per stratum, to take differences.
     previous: Vec<[f64; RATIO_GRID.len()]>,
+    /// Concurrent: per stratum, control and treatment counts not yet judged.
+    pending: Vec<(Counts, Counts)>,
 }
 
 #[derive(Clone, Debug)]
@@ -442,6 +444,7 @@ impl Test {
             common: MixtureEProcess::default(),
             per_stratum: vec![MixtureEProcess::default(); n],
             previous: vec![[0.0; RATIO_GRID.len()]; n],
+            pending: Vec::new(),
         }
     }
 
@@ -499,13 +502,25 @@ impl Test {
                     (control.rate(), inc)
                 }
                 Design::Concurrent => {
-                    let control_now = self.counts(&sides.control, s, Arm::Control);
-                    let control_seen = self.counts(&seen[s].control, s, Arm::Control);
-                    let mut inc = [0.0; RATIO_GRID.len()];
-                    for (j, &(m, _)) in RATIO_GRID.iter().enumerate() {
-                        inc[j] =
-                            evidence::log_likelihood_ratio(control_now, treatment_now, c, c * m);
+                    // A second in which one arm served nothing says nothing on its own; its
+                    // counts wait, and are judged with the next seconds until both arms have
+                    // served (when that happens depends on requests only, never on errors).
+                    if self.pending.len() <= s {
+                        self.pending
+                            .resize(s + 1, (Counts::default(), Counts::default()));
                     }
+                    let control_now = self.counts(&sides.control, s, Arm::Control);
+                    let pending = &mut self.pending[s];
+                    pending.0.add(control_now);
+                    pending.1.add(treatment_now);
+                    let mut inc = [0.0; RATIO_GRID.len()];
+                    if pending.0.requests > 0 && pending.1.requests > 0 {
+                        let (control, treatment) = std::mem::take(pending);
+                        for (j, &(m, _)) in RATIO_GRID.iter().enumerate() {
+                            inc[j] = evidence::log_likelihood_ratio(control, treatment, c, c * m);
+                        }
+                    }
+                    let control_seen = self.counts(&seen[s].control, s, Arm::Control);
                     (control_seen.rate(), inc)
                 }
             };
