@@ -38,10 +38,12 @@ impl Default for InputSettings {
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {}: {source}", path.display())]
+    // The causes are part of the message and deliberately not `#[source]`: error reporters
+    // print the chain of sources, and the user would read each cause twice.
+    #[error("cannot read {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The text is not TOML, or a value has the wrong type, or a key is unknown. The message is
     /// toml's, with its line and column.
@@ -56,11 +58,10 @@ pub enum ConfigError {
         problem: String,
     },
     /// Any of the above, in a named file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     InFile {
         path: PathBuf,
-        #[source]
-        source: Box<ConfigError>,
+        error: Box<ConfigError>,
     },
 }
 
@@ -85,13 +86,13 @@ impl Config {
     /// Reads, parses and validates a configuration file. Errors name the file.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Config::parse(&text).map_err(|e| ConfigError::InFile {
             path: path.to_owned(),
-            source: Box::new(e),
+            error: Box::new(e),
         })
     }
 }

@@ -27,6 +27,19 @@ pub enum ReplayError {
     /// A line that could not be read, or that is out of order.
     #[error(transparent)]
     Line(#[from] LineError),
+    /// The change time is not inside the recording, so there is nothing to compare: most
+    /// likely a wrong `--change-at`.
+    #[error(
+        "--change-at {change_at} ({}) is {where_} ({}): {why}",
+        utc(*change_at), utc(*at)
+    )]
+    ChangeOutside {
+        change_at: f64,
+        /// The first or last request's time.
+        at: f64,
+        where_: &'static str,
+        why: &'static str,
+    },
 }
 
 /// What a replay decided, and what it rests on.
@@ -98,10 +111,35 @@ pub fn replay<R: BufRead>(
         .into());
     }
 
+    let last_ts = first_ts.map(|_| latest);
+    if let (Some(first), Some(last)) = (first_ts, last_ts) {
+        let outside = if first >= change_at {
+            Some((
+                first,
+                "before the recording's first request",
+                "there is no traffic before the change to compare with",
+            ))
+        } else if !landed {
+            Some((
+                last,
+                "after the recording's last request",
+                "there is no traffic after the change to judge",
+            ))
+        } else {
+            None
+        };
+        if let Some((at, where_, why)) = outside {
+            return Err(ReplayError::ChangeOutside {
+                change_at,
+                at,
+                where_,
+                why,
+            });
+        }
+    }
     if !landed {
         monitor.change_landed(change_at);
     }
-    let last_ts = first_ts.map(|_| latest);
     if let Some(last) = last_ts {
         monitor.tick(last);
     }
@@ -145,10 +183,6 @@ fn notes(r: &Replay, config: &Config) -> Vec<String> {
     let change_at = r.change_at;
     match r.first_ts {
         None => notes.push("the recording holds no requests".to_owned()),
-        Some(first) if first >= change_at => notes.push(
-            "the recording starts after the change, so there is no baseline to compare with"
-                .to_owned(),
-        ),
         Some(first) if change_at - first < f64::from(d.baseline_secs) => notes.push(format!(
             "the recording starts only {} before the change, so the baseline covers that \
              instead of baseline_secs = {}",
@@ -160,17 +194,13 @@ fn notes(r: &Replay, config: &Config) -> Vec<String> {
     if r.recording_ended_early {
         match r.last_ts {
             Some(last) if last >= change_at => notes.push(format!(
-                "the recording ended {} after the change ({}), before the {} s watch window did; \
-                 missing data never makes a change healthy",
-                duration(last - change_at),
+                "the recording ended {:.3} s after the change ({}), before the {} s watch window \
+                 did; missing data never makes a change healthy",
+                last - change_at,
                 utc(last),
                 d.watch_secs
             )),
-            Some(_) => notes.push(
-                "the recording ended before the change: there is no traffic after it to judge"
-                    .to_owned(),
-            ),
-            None => {}
+            _ => {}
         }
     } else if r.verdict == Verdict::Inconclusive {
         let report = &r.report;
@@ -293,7 +323,7 @@ impl Replay {
                 );
             }
             _ => {
-                let _ = writeln!(out, "Not decided.");
+                let _ = writeln!(out, "No decision: not enough evidence either way.");
             }
         }
         let compared = match r.design {
@@ -317,10 +347,10 @@ impl Replay {
             out,
             "Read {} lines{}.",
             self.lines_read,
-            if self.recording_ended_early || self.verdict == Verdict::Healthy {
-                ""
-            } else {
-                ", stopping once decided"
+            match self.verdict {
+                _ if self.recording_ended_early => "",
+                Verdict::Regressed => ", stopping once decided",
+                _ => ", up to the end of the watch window",
             }
         );
         out
@@ -385,9 +415,10 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
             } else {
                 line.push_str(&levels.join(", "));
             }
+            let (before, after) = sides(r.design);
             format!(
-                "{} requests before, {} after",
-                r.requests_before, r.requests_after
+                "{} requests with a latency {before}, {} {after}",
+                s.baseline.requests, s.after.requests
             )
         }
         _ if s.baseline.requests == 0 => {
@@ -396,19 +427,29 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
         }
         _ => {
             if let Some(t) = s.threshold_ms {
-                let _ = write!(line, "slower than {} ms: ", ms_number(t));
+                if s.routes_compared > 1 {
+                    let _ = write!(
+                        line,
+                        "slower than each route's own threshold ({} ms pooled): ",
+                        ms_number(t)
+                    );
+                } else {
+                    let _ = write!(line, "slower than {} ms: ", ms_number(t));
+                }
             }
+            let (before, after) = sides(r.design);
             let _ = write!(
                 line,
-                "{} before -> {} after",
+                "{} {before} -> {} {after}",
                 s.baseline.rate.map_or("-".to_owned(), pct),
                 s.after.rate.map_or("-".to_owned(), pct)
             );
             if let Some(e) = s.effect_ratio {
                 let _ = write!(line, " ({})", ratio(e));
             }
+            let (before, after) = sides(r.design);
             format!(
-                "{} of {} requests before, {} of {} after",
+                "{} of {} requests {before}, {} of {} {after}",
                 s.baseline.events, s.baseline.requests, s.after.events, s.after.requests
             )
         }
@@ -427,6 +468,14 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
     }
     let _ = write!(line, "; {counts}");
     line
+}
+
+/// What the two sides of the comparison are called.
+fn sides(design: Design) -> (&'static str, &'static str) {
+    match design {
+        Design::BeforeAfter => ("before", "after"),
+        Design::Concurrent => ("on the old version", "on the new"),
+    }
 }
 
 /// Unix seconds as a UTC time a person reads.
@@ -587,15 +636,16 @@ mod tests {
     }
 
     #[test]
-    fn no_traffic_after_the_change_is_inconclusive() {
-        let r = run(&traffic(600, 0, 5, 100, 100)).unwrap();
-        assert_eq!(r.verdict, Verdict::Inconclusive);
-        assert!(r.note().contains("ended before the change"), "{}", r.note());
-        assert!(
-            r.note().contains("starts only 600 s (10 min 0 s) before"),
-            "{}",
-            r.note()
-        );
+    fn a_change_outside_the_recording_is_bad_input() {
+        match run(&traffic(600, 0, 5, 100, 100)) {
+            Err(e @ ReplayError::ChangeOutside { .. }) => {
+                assert!(
+                    e.to_string().contains("after the recording's last request"),
+                    "{e}"
+                )
+            }
+            other => panic!("expected ChangeOutside, got {other:?}"),
+        }
         let r = run("").unwrap();
         assert_eq!(r.verdict, Verdict::Inconclusive);
         assert_eq!(r.lines_read, 0);

@@ -386,19 +386,11 @@ impl Watch {
     /// The evidence so far; `strata` names the routes.
     pub fn report(&self, strata: Option<&Strata>) -> Report {
         let design = self.design.unwrap_or(Design::BeforeAfter);
-        let mut control = Tally::default();
-        let mut treatment = Tally::default();
-        let errors = &self.signals[0].tests[0];
-        for (s, sides) in self.seen.iter().enumerate() {
-            if !errors.eligible_in(design, s) {
-                continue;
-            }
-            match design {
-                Design::BeforeAfter => control.merge(&self.baseline[s]),
-                Design::Concurrent => control.merge(&sides.control),
-            }
-            treatment.merge(&sides.treatment);
-        }
+        // Everything seen on each side, whichever routes the signals could compare.
+        let requests_before = match design {
+            Design::BeforeAfter => self.baseline.iter().map(|t| t.requests).sum(),
+            Design::Concurrent => self.seen.iter().map(|s| s.control.requests).sum(),
+        };
         let signals = self
             .signals
             .iter()
@@ -410,7 +402,7 @@ impl Watch {
             design,
             change_at: self.change_at,
             watch_ends_at: self.end_sec as f64,
-            requests_before: control.requests,
+            requests_before,
             requests_after: self.seen.iter().map(|s| s.treatment.requests).sum(),
             unlabelled_requests: self.unlabelled,
             signals,
@@ -570,13 +562,15 @@ impl Signal {
             .map(|t| t.eligible.iter().filter(|&&e| e).count())
             .max()
             .unwrap_or(0);
-        Signal {
+        let mut signal = Signal {
             kind,
             alpha,
             tests,
-            e_value: 1.0,
+            e_value: 0.0,
             strata_weighed,
-        }
+        };
+        signal.update_e_value();
+        signal
     }
 
     fn update_e_value(&mut self) {
@@ -595,16 +589,20 @@ impl Signal {
         let mut levels = Vec::new();
         let mut pooled = (Counts::default(), Counts::default());
         let mut any_eligible = false;
+        let mut routes_compared = 0;
+        let mut medians = (Histogram::new(), Histogram::new());
         for test in &self.tests {
             let mut control = Counts::default();
             let mut treatment = Counts::default();
             let mut control_hist = Histogram::new();
             let mut treatment_hist = Histogram::new();
+            let mut routes = 0;
             for s in 0..watch.seen.len().max(watch.baseline.len()) {
                 if !test.eligible_in(design, s) {
                     continue;
                 }
                 any_eligible = true;
+                routes += 1;
                 if let Some(t) = watch.control_tally(design, s) {
                     control.add(test.counts(t, s, Arm::Control));
                     control_hist.merge(&t.latency);
@@ -614,8 +612,23 @@ impl Signal {
                     treatment_hist.merge(&t.treatment.latency);
                 }
             }
+            routes_compared = routes_compared.max(routes);
             if self.kind != SignalKind::Latency {
                 pooled = (control, treatment);
+            } else if levels.is_empty() {
+                // The latency signal's own sides: every request with a latency, on the routes
+                // its first level compares; its effect is the ratio of medians.
+                pooled = (
+                    Counts {
+                        requests: control_hist.total(),
+                        events: 0,
+                    },
+                    Counts {
+                        requests: treatment_hist.total(),
+                        events: 0,
+                    },
+                );
+                medians = (control_hist.clone(), treatment_hist.clone());
             }
             if let Some(q) = test.quantile.filter(|_| self.kind == SignalKind::Latency) {
                 levels.push(LevelReport {
@@ -640,12 +653,23 @@ impl Signal {
             _ => None,
         };
         let (control, treatment) = pooled;
-        let effect_ratio = match (control.rate(), treatment.rate()) {
-            (Some(b), Some(a)) if b > 0.0 => Some(a / b),
-            _ => None,
+        let (effect_ratio, ratio_upper) = if self.kind == SignalKind::Latency {
+            let ratio = match (medians.0.quantile_ms(0.5), medians.1.quantile_ms(0.5)) {
+                (Some(b), Some(a)) if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            (ratio, None)
+        } else {
+            let ratio = match (control.rate(), treatment.rate()) {
+                (Some(b), Some(a)) if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            (
+                ratio,
+                evidence::ratio_upper_bound(control, treatment, settings.healthy_confidence),
+            )
         };
-        let ratio_upper =
-            evidence::ratio_upper_bound(control, treatment, settings.healthy_confidence);
+        let regressed = self.e_value >= 1.0 / self.alpha;
         let within_limits = if !any_eligible || self.kind == SignalKind::Latency {
             None
         } else if treatment.requests == 0 {
@@ -662,7 +686,7 @@ impl Signal {
         };
         // Name a route only when its own evidence beats "every route got worse": in a
         // site-wide outage no single route is to blame, and naming one would mislead.
-        let worst_route = if self.strata_weighed > 1 {
+        let worst_route = if regressed && self.strata_weighed > 1 {
             self.tests
                 .iter()
                 .flat_map(|t| {
@@ -680,7 +704,7 @@ impl Signal {
         };
         SignalReport {
             signal: self.kind,
-            regressed: self.e_value >= 1.0 / self.alpha,
+            regressed,
             e_value: self.e_value,
             e_value_threshold: 1.0 / self.alpha,
             alpha: self.alpha,
@@ -692,6 +716,7 @@ impl Signal {
             within_limits,
             threshold_ms,
             worst_route,
+            routes_compared,
             dispersion: self.tests.first().map_or(1.0, |t| t.dispersion),
             levels,
         }
@@ -747,15 +772,19 @@ pub struct SignalReport {
     /// Before the change (or on the old arm), pooled over the routes compared.
     pub baseline: Side,
     pub after: Side,
-    /// After/before ratio of bad-event rates.
+    /// After/before ratio of bad-event rates (for latency: of median latencies).
     pub effect_ratio: Option<f64>,
     /// Upper confidence bound on that ratio (at `healthy_confidence`).
     pub ratio_upper_bound: Option<f64>,
     /// Whether the bound is within the limits a healthy verdict needs (`None`: not judged).
     pub within_limits: Option<bool>,
-    /// For slow requests: the latency above which a request is slow.
+    /// For slow requests: the latency above which a request is slow, pooled over routes (each
+    /// route is tested against its own baseline quantile).
     pub threshold_ms: Option<f64>,
-    /// The route whose own evidence is strongest, if routes are compared separately.
+    /// Routes this signal compares, each against its own baseline.
+    pub routes_compared: usize,
+    /// When the signal regressed: the route whose own evidence is strongest, if it beats "every
+    /// route got worse".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worst_route: Option<String>,
     /// How much burstier than independent errors the errors have been (baseline and watch so

@@ -136,12 +136,30 @@ pub fn for_each_event<R: BufRead>(
                 e.valid_up_to() + 1
             ),
         })?;
+        // Editors on some systems start a file with a byte-order mark; it is not data.
+        let text = if line == 1 {
+            text.trim_start_matches('\u{feff}')
+        } else {
+            text
+        };
         if text.trim().is_empty() {
             continue;
         }
         let parsed = match format {
-            Format::JsonLines => jsonl::parse_line(text),
-            Format::Nginx => nginx::parse_line(text),
+            Format::JsonLines => jsonl::parse_line(text).map_err(|message| {
+                if nginx::parse_line(text).is_ok() {
+                    format!("{message} (this looks like an nginx access log: use --format nginx)")
+                } else {
+                    message
+                }
+            }),
+            Format::Nginx => nginx::parse_line(text).map_err(|message| {
+                if text.trim_start().starts_with('{') {
+                    format!("{message} (this looks like JSON lines: use --format jsonl)")
+                } else {
+                    message
+                }
+            }),
         };
         let event = parsed.map_err(|message| LineError { line, message })?;
         if f(&event).is_break() {
@@ -162,6 +180,37 @@ pub(crate) fn quote(s: &str) -> String {
         end -= 1;
     }
     format!("{:?}…", &s[..end])
+}
+
+#[cfg(test)]
+mod format_hints {
+    use super::*;
+
+    fn first_error(text: &str, format: Format) -> String {
+        for_each_event(text.as_bytes(), format, |_| ControlFlow::Continue(()))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_wrong_format_is_named() {
+        let nginx = "203.0.113.9 - - [24/Nov/2025:16:00:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"curl\" 0.010\n";
+        assert!(first_error(nginx, Format::JsonLines).contains("use --format nginx"));
+        let json = "{\"ts\": 1764000000, \"status\": 200}\n";
+        assert!(first_error(json, Format::Nginx).contains("use --format jsonl"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_data() {
+        let text = "\u{feff}{\"ts\": 1764000000, \"status\": 200}\n";
+        let mut n = 0;
+        for_each_event(text.as_bytes(), Format::JsonLines, |_| {
+            n += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+    }
 }
 
 #[cfg(test)]
