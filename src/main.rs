@@ -38,6 +38,7 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(after_help = "Exit codes: 0 healthy, 1 regressed, 3 inconclusive, 2 bad input.")]
 struct ReplayArgs {
     /// Configuration file (TOML); config/guardian.toml lists every key and its default.
     #[arg(long, value_name = "FILE")]

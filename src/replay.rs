@@ -80,16 +80,20 @@ pub fn replay<R: BufRead>(
     let mut landed = false;
     let mut first_ts = None;
     let mut latest = f64::NEG_INFINITY;
+    let mut latest_line = 0;
     let mut unsorted = None;
 
-    let read = input::for_each_event(reader, format, |event| {
+    let read = input::for_each_event(reader, format, |line, event| {
         let ts = event.ts;
         if ts < latest - SORT_SLACK_SECS {
-            unsorted = Some((ts, latest));
+            unsorted = Some((ts, latest, latest_line));
             return ControlFlow::Break(());
         }
         first_ts.get_or_insert(ts);
-        latest = latest.max(ts);
+        if ts >= latest {
+            latest = ts;
+            latest_line = line;
+        }
         if !landed && ts >= change_at {
             monitor.change_landed(change_at);
             landed = true;
@@ -101,11 +105,11 @@ pub fn replay<R: BufRead>(
         ControlFlow::Continue(())
     });
     let lines_read = read?;
-    if let Some((ts, seen)) = unsorted {
+    if let Some((ts, seen, seen_line)) = unsorted {
         return Err(LineError {
             line: lines_read,
             message: format!(
-                "events must be sorted by time: ts {ts} is earlier than {seen} seen before"
+                "events must be sorted by time: ts {ts} is earlier than {seen} on line {seen_line}"
             ),
         }
         .into());
@@ -410,7 +414,9 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
                     )
                 })
                 .collect();
-            if levels.is_empty() {
+            if s.baseline.requests == 0 && s.after.requests == 0 {
+                line.push_str("no latencies in the recording");
+            } else if levels.is_empty() {
                 line.push_str("not compared (no route had enough latencies before the change)");
             } else {
                 line.push_str(&levels.join(", "));
@@ -661,7 +667,7 @@ mod tests {
             Err(ReplayError::Line(e)) => assert_eq!(
                 e.to_string(),
                 "line 3: events must be sorted by time: ts 1764000100.5 is earlier than \
-                 1764000200 seen before"
+                 1764000200 on line 1"
             ),
             other => panic!("{other:?}"),
         }

@@ -97,7 +97,7 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 pub fn for_each_event<R: BufRead>(
     mut reader: R,
     format: Format,
-    mut f: impl FnMut(&Event<'_>) -> ControlFlow<()>,
+    mut f: impl FnMut(u64, &Event<'_>) -> ControlFlow<()>,
 ) -> Result<u64, LineError> {
     // Bytes rather than a String so a line that is too long or not UTF-8 gets its own message
     // instead of whatever read_line would make of it.
@@ -162,7 +162,7 @@ pub fn for_each_event<R: BufRead>(
             }),
         };
         let event = parsed.map_err(|message| LineError { line, message })?;
-        if f(&event).is_break() {
+        if f(line, &event).is_break() {
             return Ok(line);
         }
     }
@@ -187,7 +187,7 @@ mod format_hints {
     use super::*;
 
     fn first_error(text: &str, format: Format) -> String {
-        for_each_event(text.as_bytes(), format, |_| ControlFlow::Continue(()))
+        for_each_event(text.as_bytes(), format, |_, _| ControlFlow::Continue(()))
             .unwrap_err()
             .to_string()
     }
@@ -204,7 +204,7 @@ mod format_hints {
     fn a_byte_order_mark_is_not_data() {
         let text = "\u{feff}{\"ts\": 1764000000, \"status\": 200}\n";
         let mut n = 0;
-        for_each_event(text.as_bytes(), Format::JsonLines, |_| {
+        for_each_event(text.as_bytes(), Format::JsonLines, |_, _| {
             n += 1;
             ControlFlow::Continue(())
         })
@@ -220,7 +220,7 @@ mod tests {
 
     fn collect(input: &str, format: Format) -> (Result<u64, LineError>, Vec<f64>) {
         let mut seen = Vec::new();
-        let result = for_each_event(Cursor::new(input), format, |e| {
+        let result = for_each_event(Cursor::new(input), format, |_, e| {
             seen.push(e.ts);
             ControlFlow::Continue(())
         });
@@ -299,7 +299,7 @@ mod tests {
     fn caller_can_stop_early() {
         let input = "{\"ts\": 1, \"status\": 200}\n{\"ts\": 2, \"status\": 200}\nnot json\n";
         let mut calls = 0;
-        let lines = for_each_event(Cursor::new(input), Format::JsonLines, |_| {
+        let lines = for_each_event(Cursor::new(input), Format::JsonLines, |_, _| {
             calls += 1;
             ControlFlow::Break(())
         })
@@ -311,7 +311,7 @@ mod tests {
     fn invalid_utf8_is_a_line_error() {
         let input: &[u8] = b"{\"ts\": 1, \"status\": 200}\n\xff\xfe\n";
         let err =
-            for_each_event(input, Format::JsonLines, |_| ControlFlow::Continue(())).unwrap_err();
+            for_each_event(input, Format::JsonLines, |_, _| ControlFlow::Continue(())).unwrap_err();
         assert_eq!(err.line, 2);
         assert!(err.message.contains("UTF-8"), "{}", err.message);
     }
@@ -322,8 +322,8 @@ mod tests {
         input.extend(std::iter::repeat(b'x').take(MAX_LINE_BYTES + 10));
         // A small buffer, so the limit is hit across many fills as with a real file.
         let reader = BufReader::with_capacity(4096, &input[..]);
-        let err =
-            for_each_event(reader, Format::JsonLines, |_| ControlFlow::Continue(())).unwrap_err();
+        let err = for_each_event(reader, Format::JsonLines, |_, _| ControlFlow::Continue(()))
+            .unwrap_err();
         assert_eq!(err.line, 2);
         assert!(err.message.contains("longer than"), "{}", err.message);
     }
@@ -356,7 +356,7 @@ mod tests {
                 }
             }
         }
-        let err = for_each_event(BufReader::new(Failing(0)), Format::JsonLines, |_| {
+        let err = for_each_event(BufReader::new(Failing(0)), Format::JsonLines, |_, _| {
             ControlFlow::Continue(())
         })
         .unwrap_err();

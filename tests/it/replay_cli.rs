@@ -148,7 +148,7 @@ fn unsorted_events_are_bad_input() {
     assert!(
         err.contains(
             "unsorted.jsonl: line 4: events must be sorted by time: ts 1764000100.5 is earlier \
-             than 1764000200 seen before"
+             than 1764000200 on line 2"
         ),
         "{err}"
     );
