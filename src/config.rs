@@ -17,6 +17,33 @@ use crate::core::{AlphaSplit, DetectorSettings};
 pub struct Config {
     pub detector: DetectorSettings,
     pub input: InputSettings,
+    /// How `guardian run` runs; `None` when the file has no `[daemon]` section (replay needs
+    /// none).
+    pub daemon: Option<DaemonSettings>,
+}
+
+/// How the daemon runs: where it keeps state, where it listens, what it watches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonSettings {
+    /// The service's name, in reports and alerts.
+    pub service: String,
+    /// Where the state database lives.
+    pub state_dir: PathBuf,
+    /// Address of the HTTP API; loopback unless the operator says otherwise.
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token every API request must carry.
+    pub token_file: PathBuf,
+    /// Access logs to follow.
+    pub logs: Vec<LogSource>,
+}
+
+/// One access log the daemon follows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogSource {
+    /// Stable name under which the reading position is saved.
+    pub name: String,
+    pub path: PathBuf,
+    pub format: crate::input::Format,
 }
 
 /// How log lines are read.
@@ -114,6 +141,26 @@ pub struct RawConfig {
     pub detector: RawDetector,
     #[serde(default)]
     pub input: RawInput,
+    pub daemon: Option<RawDaemon>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    pub service: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub logs: Vec<RawLog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub name: Option<String>,
+    pub path: Option<PathBuf>,
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,12 +201,65 @@ pub struct RawInput {
 
 const DETECTOR: &str = "detector";
 const INPUT: &str = "input";
+const DAEMON: &str = "daemon";
 
 impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         Ok(Config {
             detector: self.detector.validate()?,
             input: self.input.validate()?,
+            daemon: self.daemon.map(RawDaemon::validate).transpose()?,
+        })
+    }
+}
+
+impl RawDaemon {
+    pub fn validate(self) -> Result<DaemonSettings, ConfigError> {
+        let service = self.service.unwrap_or_else(|| "app".to_owned());
+        if service.trim().is_empty() {
+            return Err(ConfigError::invalid(DAEMON, "service", "must not be empty"));
+        }
+        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8707".to_owned());
+        let listen: std::net::SocketAddr = listen_text.parse().map_err(|e| {
+            ConfigError::invalid(
+                DAEMON,
+                "listen",
+                format!(
+                    "must be an address and port such as 127.0.0.1:8707, got {listen_text:?} ({e})"
+                ),
+            )
+        })?;
+        let mut logs = Vec::new();
+        for (i, log) in self.logs.into_iter().enumerate() {
+            let path = log.path.ok_or_else(|| {
+                ConfigError::invalid(DAEMON, "logs.path", format!("is missing in log {}", i + 1))
+            })?;
+            let format = match log.format.as_deref() {
+                None => crate::input::Format::JsonLines,
+                Some(f) => f.parse().map_err(|e| {
+                    ConfigError::invalid(DAEMON, "logs.format", format!("in log {}: {e}", i + 1))
+                })?,
+            };
+            let name = log.name.unwrap_or_else(|| path.display().to_string());
+            if logs.iter().any(|l: &LogSource| l.name == name) {
+                return Err(ConfigError::invalid(
+                    DAEMON,
+                    "logs.name",
+                    format!("{name:?} is used twice; each log needs its own name"),
+                ));
+            }
+            logs.push(LogSource { name, path, format });
+        }
+        Ok(DaemonSettings {
+            service,
+            state_dir: self
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/guardian")),
+            listen,
+            token_file: self
+                .token_file
+                .unwrap_or_else(|| PathBuf::from("/etc/guardian/token")),
+            logs,
         })
     }
 }
@@ -629,7 +729,9 @@ mod tests {
         let e = err("[detector]\nalpha_split = { errors = 0.5, slow = 0.25, latncy = 0.25 }");
         assert!(e.contains("`latncy`"), "{e}");
         let e = err("[daemon]\nport = 1");
-        assert!(e.contains("unknown field `daemon`"), "{e}");
+        assert!(e.contains("unknown field `port`"), "{e}");
+        let e = err("[deamon]\nport = 1");
+        assert!(e.contains("unknown field `deamon`"), "{e}");
         let e = err("[input]\nerror_status = 500");
         assert!(e.contains("`error_status`"), "{e}");
     }
@@ -661,5 +763,34 @@ mod tests {
         let good = dir.path().join("good.toml");
         std::fs::write(&good, "").unwrap();
         assert_eq!(Config::from_path(&good).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_daemon_section_is_optional_and_validated() {
+        assert_eq!(Config::parse("").unwrap().daemon, None);
+        let c = Config::parse(
+            "[daemon]\nservice = \"shop\"\nstate_dir = \"/tmp/g\"\n\
+             [[daemon.logs]]\npath = \"/var/log/nginx/access.log\"\nformat = \"nginx\"\n",
+        )
+        .unwrap()
+        .daemon
+        .unwrap();
+        assert_eq!(c.service, "shop");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8707");
+        assert_eq!(c.logs[0].name, "/var/log/nginx/access.log");
+        assert_eq!(c.logs[0].format, crate::input::Format::Nginx);
+        let e = err("[daemon]\nlisten = \"localhost\"\n");
+        assert!(
+            e.contains("[daemon] listen must be an address and port"),
+            "{e}"
+        );
+        let e = err("[daemon]\n[[daemon.logs]]\nformat = \"nginx\"\n");
+        assert!(e.contains("logs.path is missing in log 1"), "{e}");
+        let e = err("[daemon]\n[[daemon.logs]]\npath = \"a\"\nformat = \"csv\"\n");
+        assert!(e.contains("logs.format") && e.contains("csv"), "{e}");
+        let e = err("[daemon]\n[[daemon.logs]]\npath = \"a\"\n[[daemon.logs]]\npath = \"a\"\n");
+        assert!(e.contains("used twice"), "{e}");
+        let e = err("[daemon]\nlisten_on = \"x\"\n");
+        assert!(e.contains("listen_on"), "{e}");
     }
 }
