@@ -5,3 +5,4 @@ pub mod config;
 pub mod core;
 pub mod input;
 pub mod replay;
+pub mod store;

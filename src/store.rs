@@ -1,0 +1,1349 @@
+//! The daemon's durable state: one SQLite file under the state directory.
+//!
+//! - `changes`: every deploy guardian was told about, its state and the latest report.
+//! - `events`: the decision log. Every state transition appends a row in the same transaction
+//!   as the transition itself; rows are never updated or deleted (triggers refuse it).
+//! - `source_positions`: how far each traffic source has been read (file identity and offset).
+//!
+//! The store reads no clock: every write takes `now` (unix seconds) from the caller. Decisions
+//! are never rewritten: a change in a final state cannot move again.
+//!
+//! The schema is versioned with `PRAGMA user_version`: `MIGRATIONS[i]` takes the file from
+//! version `i` to `i + 1`, each in its own transaction. Append to the list, never edit an entry
+//! that has shipped.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// How long a statement waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many times `insert_change` draws a new id when the one drawn is taken (48-bit ids: a
+/// clash is already very unlikely; two in a row would mean the randomness is broken).
+const ID_ATTEMPTS: u32 = 4;
+
+/// Schema migrations, applied in order; the file's `user_version` is how many have been applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: changes, the decision log, source positions.
+    r#"
+    CREATE TABLE changes (
+        id          TEXT PRIMARY KEY,
+        commit_sha  TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('ai', 'human')),
+        pattern     TEXT,
+        summary     TEXT,
+        landed_at   REAL NOT NULL,  -- unix seconds
+        state       TEXT NOT NULL,
+        updated_at  REAL NOT NULL,
+        decided_at  REAL,
+        report      TEXT,           -- JSON of the core's Report, latest
+        note        TEXT
+    );
+    CREATE INDEX changes_by_landed_at ON changes (landed_at);
+    CREATE INDEX changes_by_state ON changes (state);
+
+    CREATE TABLE events (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        at         REAL NOT NULL,
+        change_id  TEXT REFERENCES changes (id),
+        kind       TEXT NOT NULL,
+        detail     TEXT NOT NULL    -- JSON
+    );
+    CREATE INDEX events_by_change ON events (change_id, seq);
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN
+        SELECT RAISE(ABORT, 'events are append-only');
+    END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+    BEGIN
+        SELECT RAISE(ABORT, 'events are append-only');
+    END;
+
+    CREATE TABLE source_positions (
+        name        TEXT PRIMARY KEY,
+        file_id     INTEGER NOT NULL,  -- u64 bit-cast to i64
+        offset      INTEGER NOT NULL,  -- u64 bit-cast to i64
+        updated_at  REAL NOT NULL
+    );
+    "#,
+];
+
+/// Event kinds written to the decision log.
+const EVENT_CHANGE_CREATED: &str = "change_created";
+const EVENT_STATE_CHANGED: &str = "state_changed";
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    // As elsewhere in the crate, causes are part of the message and deliberately not
+    // `#[source]`, so that error reporters do not print them twice.
+    /// SQLite failed while doing `doing` (e.g. "saving change chg_… state").
+    #[error("{doing}: {error}")]
+    Sqlite {
+        doing: String,
+        error: rusqlite::Error,
+    },
+    /// A report that is not JSON, or a stored value that cannot be read back.
+    #[error("{doing}: {error}")]
+    Json {
+        doing: String,
+        error: serde_json::Error,
+    },
+    #[error("no change with id {0}")]
+    NotFound(String),
+    /// The change has been decided; decisions are never rewritten.
+    #[error("change {id} is already {state}, a final state: decisions are never rewritten")]
+    FinalState { id: String, state: ChangeState },
+    /// The file was written by a newer guardian.
+    #[error(
+        "{}: schema version {found} is newer than this guardian knows ({known}); \
+         upgrade guardian or use another state directory",
+        path.display()
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    /// A stored value this version does not understand (e.g. an unknown state).
+    #[error("{0}")]
+    Corrupt(String),
+    /// An argument the store refuses (e.g. a time that is not finite).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Attaches what was being done to a SQLite error.
+trait Doing<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Doing<T> for rusqlite::Result<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|error| StoreError::Sqlite {
+            doing: what(),
+            error,
+        })
+    }
+}
+
+/// Who made a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Ai,
+    Human,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Ai => "ai",
+            ChangeKind::Human => "human",
+        }
+    }
+}
+
+impl fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ChangeKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ai" => Ok(ChangeKind::Ai),
+            "human" => Ok(ChangeKind::Human),
+            _ => Err(format!(
+                "unknown change kind {s:?}: expected \"ai\" or \"human\""
+            )),
+        }
+    }
+}
+
+/// Declares `ChangeState` from one line per state, so that adding a state (e.g. the rollback
+/// states) is one line here: its variant, the text stored and serialized, and whether it is
+/// final. The text must be the snake_case of the variant (serde uses that; a test checks).
+macro_rules! change_states {
+    ($($(#[$meta:meta])* $variant:ident = $text:literal, final = $final:literal;)*) => {
+        /// Where a change stands. Stored as text; serialized as the same text.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ChangeState {
+            $($(#[$meta])* $variant,)*
+        }
+
+        impl ChangeState {
+            /// Every state, in declaration order.
+            pub const ALL: &'static [ChangeState] = &[$(ChangeState::$variant,)*];
+
+            /// The text stored in the database and used in JSON.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ChangeState::$variant => $text,)*
+                }
+            }
+
+            /// A final state is a decision: the change never leaves it.
+            pub fn is_final(self) -> bool {
+                match self {
+                    $(ChangeState::$variant => $final,)*
+                }
+            }
+        }
+    };
+}
+
+change_states! {
+    /// Guardian is collecting evidence.
+    Watching = "watching", final = false;
+    /// The watch ended and the evidence bounds any harm below the limits.
+    Healthy = "healthy", final = true;
+    /// The change made things worse.
+    Regressed = "regressed", final = true;
+    /// The watch ended without enough evidence either way.
+    Inconclusive = "inconclusive", final = true;
+    /// A later change landed before this one was decided.
+    Superseded = "superseded", final = true;
+    /// The watch could not finish (e.g. the daemon was down through the window).
+    Interrupted = "interrupted", final = true;
+}
+
+impl ChangeState {
+    /// Whether a change in this state may move to `next`. The one place transitions are ruled.
+    pub fn may_become(self, _next: ChangeState) -> bool {
+        !self.is_final()
+    }
+}
+
+impl fmt::Display for ChangeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ChangeState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        ChangeState::ALL
+            .iter()
+            .copied()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("unknown change state {s:?}"))
+    }
+}
+
+/// A deploy guardian is told about.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewChange {
+    pub commit: String,
+    pub kind: ChangeKind,
+    pub pattern: Option<String>,
+    pub summary: Option<String>,
+    /// Unix seconds.
+    pub landed_at: f64,
+}
+
+/// A change as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChangeRecord {
+    pub id: String,
+    pub commit: String,
+    pub kind: ChangeKind,
+    pub pattern: Option<String>,
+    pub summary: Option<String>,
+    pub landed_at: f64,
+    pub state: ChangeState,
+    pub updated_at: f64,
+    pub decided_at: Option<f64>,
+    /// The latest report (the core's `Report`), as JSON.
+    pub report: Option<Value>,
+    pub note: Option<String>,
+}
+
+/// One row of the decision log.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EventRecord {
+    /// Position in the log, increasing, never reused.
+    pub seq: i64,
+    pub at: f64,
+    pub change_id: Option<String>,
+    /// `change_created` or `state_changed` so far.
+    pub kind: String,
+    pub detail: Value,
+}
+
+/// The state database. Not `Sync`: share it behind a mutex.
+pub struct Store {
+    conn: Connection,
+    /// For messages: the file, or `:memory:`.
+    path: PathBuf,
+    /// Random bytes drawn when the store was opened, and a counter: with the commit and the
+    /// landing time, what change ids are hashed from.
+    id_seed: [u8; 16],
+    id_counter: u64,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+const CHANGE_COLUMNS: &str = "id, commit_sha, kind, pattern, summary, landed_at, state, \
+                              updated_at, decided_at, report, note";
+
+impl Store {
+    /// Opens the state database at `path`, creating the file and its schema if needed and
+    /// bringing an older schema up to date. The directory must exist.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)
+            .doing(|| format!("opening state database {}", path.display()))?;
+        Store::setup(conn, path.to_path_buf(), true)
+    }
+
+    /// A store that lives in memory only, for tests.
+    pub fn open_in_memory() -> Result<Store> {
+        let conn = Connection::open_in_memory().doing(|| "opening in-memory store".to_string())?;
+        Store::setup(conn, PathBuf::from(":memory:"), false)
+    }
+
+    fn setup(conn: Connection, path: PathBuf, wal: bool) -> Result<Store> {
+        let shown = path.display().to_string();
+        let opening = || format!("opening state database {shown}");
+        conn.busy_timeout(BUSY_TIMEOUT).doing(opening)?;
+        // The first statement that reads the file: a file that is not SQLite fails here.
+        if wal {
+            conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+                row.get::<_, String>(0)
+            })
+            .doing(opening)?;
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .doing(opening)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .doing(opening)?;
+        let mut store = Store {
+            conn,
+            path,
+            id_seed: random_seed(),
+            id_counter: 0,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Applies the migrations the file has not seen, each in its own transaction. Taking the
+    /// write lock before reading the version keeps two processes from applying one twice.
+    fn migrate(&mut self) -> Result<()> {
+        let shown = self.path.display().to_string();
+        loop {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing(|| format!("migrating state database {shown}"))?;
+            let version: i64 = tx
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .doing(|| format!("reading schema version of {shown}"))?;
+            let applied = usize::try_from(version).map_err(|_| {
+                StoreError::Corrupt(format!("{shown}: negative schema version {version}"))
+            })?;
+            if applied > MIGRATIONS.len() {
+                return Err(StoreError::SchemaTooNew {
+                    path: self.path.clone(),
+                    found: version,
+                    known: MIGRATIONS.len(),
+                });
+            }
+            let Some(sql) = MIGRATIONS.get(applied) else {
+                return Ok(());
+            };
+            let next = applied + 1;
+            let doing = || format!("migrating {shown} to schema version {next}");
+            tx.execute_batch(sql).doing(doing)?;
+            tx.pragma_update(None, "user_version", next as i64)
+                .doing(doing)?;
+            tx.commit().doing(doing)?;
+        }
+    }
+
+    /// Where the store lives (`:memory:` for an in-memory store).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records a change guardian was told about, in state `watching`, with a new id, and logs
+    /// it. Returns the record as stored.
+    pub fn insert_change(&mut self, new: &NewChange, now: f64) -> Result<ChangeRecord> {
+        finite("landed_at", new.landed_at)?;
+        finite("now", now)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing(|| format!("recording change of commit {}", new.commit))?;
+        let mut id = None;
+        for _ in 0..ID_ATTEMPTS {
+            self.id_counter += 1;
+            let candidate = change_id(&self.id_seed, self.id_counter, new);
+            let taken = tx
+                .query_row("SELECT 1 FROM changes WHERE id = ?1", [&candidate], |_| {
+                    Ok(())
+                })
+                .optional()
+                .doing(|| format!("checking change id {candidate}"))?
+                .is_some();
+            if !taken {
+                id = Some(candidate);
+                break;
+            }
+        }
+        let id = id.ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "no free change id after {ID_ATTEMPTS} attempts: the id randomness is broken"
+            ))
+        })?;
+        let state = ChangeState::Watching;
+        let doing = || format!("saving new change {id}");
+        tx.execute(
+            "INSERT INTO changes (id, commit_sha, kind, pattern, summary, landed_at, state, \
+             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                id,
+                new.commit,
+                new.kind.as_str(),
+                new.pattern,
+                new.summary,
+                new.landed_at,
+                state.as_str(),
+                now
+            ],
+        )
+        .doing(doing)?;
+        let detail = serde_json::json!({
+            "commit": new.commit,
+            "kind": new.kind,
+            "pattern": new.pattern,
+            "summary": new.summary,
+            "landed_at": new.landed_at,
+            "state": state,
+        });
+        append_event(&tx, now, Some(&id), EVENT_CHANGE_CREATED, &detail).doing(doing)?;
+        tx.commit().doing(doing)?;
+        Ok(ChangeRecord {
+            id,
+            commit: new.commit.clone(),
+            kind: new.kind,
+            pattern: new.pattern.clone(),
+            summary: new.summary.clone(),
+            landed_at: new.landed_at,
+            state,
+            updated_at: now,
+            decided_at: None,
+            report: None,
+            note: None,
+        })
+    }
+
+    /// Moves a change to `state` and logs the transition, in one transaction. `report_json`,
+    /// `decided_at` and `note` replace the stored values when given and leave them as they are
+    /// when `None`. A change in a final state is never moved again (`FinalState`).
+    pub fn set_state(
+        &mut self,
+        id: &str,
+        state: ChangeState,
+        report_json: Option<&str>,
+        decided_at: Option<f64>,
+        note: Option<&str>,
+        now: f64,
+    ) -> Result<()> {
+        finite("now", now)?;
+        if let Some(t) = decided_at {
+            finite("decided_at", t)?;
+        }
+        let report = report_json
+            .map(|json| parse_report(json, || format!("saving change {id} state {state}")))
+            .transpose()?;
+        let doing = || format!("saving change {id} state {state}");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing(doing)?;
+        let from = current_state(&tx, id).doing(doing)??;
+        if !from.may_become(state) {
+            return Err(StoreError::FinalState {
+                id: id.to_string(),
+                state: from,
+            });
+        }
+        tx.execute(
+            "UPDATE changes SET state = ?2, report = COALESCE(?3, report), \
+             decided_at = COALESCE(?4, decided_at), note = COALESCE(?5, note), updated_at = ?6 \
+             WHERE id = ?1",
+            params![id, state.as_str(), report_json, decided_at, note, now],
+        )
+        .doing(doing)?;
+        let mut detail = serde_json::json!({
+            "from": from,
+            "to": state,
+            "decided_at": decided_at,
+            "note": note,
+        });
+        if let Some(report) = report {
+            detail["report"] = report;
+        }
+        append_event(&tx, now, Some(id), EVENT_STATE_CHANGED, &detail).doing(doing)?;
+        tx.commit().doing(doing)?;
+        Ok(())
+    }
+
+    /// Replaces the latest report of a change still being watched (evidence so far). Not a
+    /// transition, so not logged. A decided change keeps the report it was decided on.
+    pub fn update_report(&mut self, id: &str, report_json: &str, now: f64) -> Result<()> {
+        finite("now", now)?;
+        let doing = || format!("saving change {id} report");
+        parse_report(report_json, doing)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing(doing)?;
+        let state = current_state(&tx, id).doing(doing)??;
+        if state.is_final() {
+            return Err(StoreError::FinalState {
+                id: id.to_string(),
+                state,
+            });
+        }
+        tx.execute(
+            "UPDATE changes SET report = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, report_json, now],
+        )
+        .doing(doing)?;
+        tx.commit().doing(doing)?;
+        Ok(())
+    }
+
+    /// The change with this id, if there is one.
+    pub fn get_change(&self, id: &str) -> Result<Option<ChangeRecord>> {
+        let doing = || format!("reading change {id}");
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {CHANGE_COLUMNS} FROM changes WHERE id = ?1"
+            ))
+            .doing(doing)?;
+        let raw = stmt
+            .query_row([id], RawChange::from_row)
+            .optional()
+            .doing(doing)?;
+        raw.map(RawChange::into_record).transpose()
+    }
+
+    /// The `limit` changes that landed last, newest first (ties: last recorded first).
+    pub fn recent_changes(&self, limit: usize) -> Result<Vec<ChangeRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query_changes(
+            &format!(
+                "SELECT {CHANGE_COLUMNS} FROM changes \
+                 ORDER BY landed_at DESC, rowid DESC LIMIT ?1"
+            ),
+            [limit],
+            "reading recent changes",
+        )
+    }
+
+    /// Changes still being watched, oldest landing first.
+    pub fn watching(&self) -> Result<Vec<ChangeRecord>> {
+        self.query_changes(
+            &format!(
+                "SELECT {CHANGE_COLUMNS} FROM changes WHERE state = ?1 \
+                 ORDER BY landed_at, rowid"
+            ),
+            [ChangeState::Watching.as_str()],
+            "reading changes being watched",
+        )
+    }
+
+    fn query_changes(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        doing: &str,
+    ) -> Result<Vec<ChangeRecord>> {
+        let doing = || doing.to_string();
+        let mut stmt = self.conn.prepare_cached(sql).doing(doing)?;
+        let raws = stmt
+            .query_map(params, RawChange::from_row)
+            .doing(doing)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .doing(doing)?;
+        raws.into_iter().map(RawChange::into_record).collect()
+    }
+
+    /// The decision log of one change, in order.
+    pub fn events_for(&self, change_id: &str) -> Result<Vec<EventRecord>> {
+        let doing = || format!("reading events of change {change_id}");
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, at, change_id, kind, detail FROM events WHERE change_id = ?1 \
+                 ORDER BY seq",
+            )
+            .doing(doing)?;
+        let rows = stmt
+            .query_map([change_id], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, f64>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                ))
+            })
+            .doing(doing)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .doing(doing)?;
+        rows.into_iter()
+            .map(|(seq, at, change_id, kind, detail)| {
+                let detail = serde_json::from_str(&detail).map_err(|error| StoreError::Json {
+                    doing: format!("reading event {seq}"),
+                    error,
+                })?;
+                Ok(EventRecord {
+                    seq,
+                    at,
+                    change_id,
+                    kind,
+                    detail,
+                })
+            })
+            .collect()
+    }
+
+    /// Remembers how far source `name` has been read: which file (`file_id`, e.g. device and
+    /// inode) and the byte offset in it.
+    pub fn save_position(&mut self, name: &str, file_id: u64, offset: u64, now: f64) -> Result<()> {
+        finite("now", now)?;
+        self.conn
+            .execute(
+                "INSERT INTO source_positions (name, file_id, offset, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (name) DO UPDATE SET file_id = excluded.file_id, \
+                 offset = excluded.offset, updated_at = excluded.updated_at",
+                params![name, to_sql_u64(file_id), to_sql_u64(offset), now],
+            )
+            .doing(|| format!("saving position of source {name}"))?;
+        Ok(())
+    }
+
+    /// Where source `name` was last read up to: `(file_id, offset)`.
+    pub fn load_position(&self, name: &str) -> Result<Option<(u64, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT file_id, offset FROM source_positions WHERE name = ?1")
+            .doing(|| format!("reading position of source {name}"))?;
+        let position = stmt
+            .query_row([name], |row| {
+                Ok((
+                    from_sql_u64(row.get::<_, i64>(0)?),
+                    from_sql_u64(row.get::<_, i64>(1)?),
+                ))
+            })
+            .optional()
+            .doing(|| format!("reading position of source {name}"))?;
+        Ok(position)
+    }
+}
+
+/// A `changes` row as stored, before its text columns are parsed.
+struct RawChange {
+    id: String,
+    commit: String,
+    kind: String,
+    pattern: Option<String>,
+    summary: Option<String>,
+    landed_at: f64,
+    state: String,
+    updated_at: f64,
+    decided_at: Option<f64>,
+    report: Option<String>,
+    note: Option<String>,
+}
+
+impl RawChange {
+    /// Reads the columns in `CHANGE_COLUMNS` order.
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<RawChange> {
+        Ok(RawChange {
+            id: row.get(0)?,
+            commit: row.get(1)?,
+            kind: row.get(2)?,
+            pattern: row.get(3)?,
+            summary: row.get(4)?,
+            landed_at: row.get(5)?,
+            state: row.get(6)?,
+            updated_at: row.get(7)?,
+            decided_at: row.get(8)?,
+            report: row.get(9)?,
+            note: row.get(10)?,
+        })
+    }
+
+    fn into_record(self) -> Result<ChangeRecord> {
+        let id = self.id;
+        let kind = self
+            .kind
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("change {id}: {e}")))?;
+        let state = self
+            .state
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("change {id}: {e}")))?;
+        let report = self
+            .report
+            .map(|json| parse_report(&json, || format!("reading change {id} report")))
+            .transpose()?;
+        Ok(ChangeRecord {
+            id,
+            commit: self.commit,
+            kind,
+            pattern: self.pattern,
+            summary: self.summary,
+            landed_at: self.landed_at,
+            state,
+            updated_at: self.updated_at,
+            decided_at: self.decided_at,
+            report,
+            note: self.note,
+        })
+    }
+}
+
+/// The state of change `id` inside a transaction: `Ok(Err(NotFound))` when there is none.
+fn current_state(conn: &Connection, id: &str) -> rusqlite::Result<Result<ChangeState>> {
+    let text: Option<String> = conn
+        .query_row("SELECT state FROM changes WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    Ok(match text {
+        None => Err(StoreError::NotFound(id.to_string())),
+        Some(text) => text
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("change {id}: {e}"))),
+    })
+}
+
+fn append_event(
+    conn: &Connection,
+    at: f64,
+    change_id: Option<&str>,
+    kind: &str,
+    detail: &Value,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO events (at, change_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![at, change_id, kind, detail.to_string()],
+    )?;
+    Ok(())
+}
+
+fn parse_report(json: &str, doing: impl FnOnce() -> String) -> Result<Value> {
+    serde_json::from_str(json).map_err(|error| StoreError::Json {
+        doing: doing(),
+        error,
+    })
+}
+
+/// SQLite stores NaN as NULL and infinities are no time: refuse both.
+fn finite(what: &str, t: f64) -> Result<()> {
+    if t.is_finite() {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{what} must be finite unix seconds, got {t}"
+        )))
+    }
+}
+
+/// SQLite integers are i64: a u64 is stored with the same bits (values above `i64::MAX` read
+/// as negative in SQL, and come back unchanged).
+fn to_sql_u64(v: u64) -> i64 {
+    i64::from_ne_bytes(v.to_ne_bytes())
+}
+
+fn from_sql_u64(v: i64) -> u64 {
+    u64::from_ne_bytes(v.to_ne_bytes())
+}
+
+/// 16 random bytes: from the OS when it has them, else from std's per-process random hash keys.
+fn random_seed() -> [u8; 16] {
+    use std::io::Read;
+    let mut seed = [0u8; 16];
+    let from_os = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .is_ok();
+    if !from_os {
+        let a = RandomState::new().hash_one(0u8);
+        let b = RandomState::new().hash_one(1u8);
+        seed[..8].copy_from_slice(&a.to_le_bytes());
+        seed[8..].copy_from_slice(&b.to_le_bytes());
+    }
+    seed
+}
+
+/// `chg_` and 12 lowercase hex digits of SHA-256(seed, counter, commit, landed_at).
+fn change_id(seed: &[u8; 16], counter: u64, new: &NewChange) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(seed);
+    hasher.update(counter.to_le_bytes());
+    hasher.update((new.commit.len() as u64).to_le_bytes());
+    hasher.update(new.commit.as_bytes());
+    hasher.update(new.landed_at.to_bits().to_le_bytes());
+    let digest = hasher.finalize();
+    let mut id = String::with_capacity(16);
+    id.push_str("chg_");
+    for byte in &digest[..6] {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    const T0: f64 = 1_764_000_000.0;
+
+    fn change(commit: &str, landed_at: f64) -> NewChange {
+        NewChange {
+            commit: commit.to_string(),
+            kind: ChangeKind::Ai,
+            pattern: Some("retry-wrapper".to_string()),
+            summary: Some("wrap calls in retries".to_string()),
+            landed_at,
+        }
+    }
+
+    fn event_count(store: &Store) -> i64 {
+        store
+            .conn
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn creates_the_schema_and_reopens_with_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guardian.db");
+        let id = {
+            let mut store = Store::open(&path).unwrap();
+            let mode: String = store
+                .conn
+                .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+            let fk: i64 = store
+                .conn
+                .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(fk, 1);
+            let sync: i64 = store
+                .conn
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(sync, 2, "FULL");
+            let record = store
+                .insert_change(&change("abc123", T0), T0 + 1.0)
+                .unwrap();
+            store
+                .set_state(
+                    &record.id,
+                    ChangeState::Healthy,
+                    Some(r#"{"verdict":"healthy"}"#),
+                    Some(T0 + 600.0),
+                    None,
+                    T0 + 601.0,
+                )
+                .unwrap();
+            store.save_position("nginx", 42, 1234, T0 + 2.0).unwrap();
+            record.id
+        };
+        assert!(path.exists());
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let record = store.get_change(&id).unwrap().unwrap();
+        assert_eq!(record.commit, "abc123");
+        assert_eq!(record.kind, ChangeKind::Ai);
+        assert_eq!(record.state, ChangeState::Healthy);
+        assert_eq!(record.decided_at, Some(T0 + 600.0));
+        assert_eq!(record.updated_at, T0 + 601.0);
+        assert_eq!(
+            record.report,
+            Some(serde_json::json!({"verdict": "healthy"}))
+        );
+        assert_eq!(store.load_position("nginx").unwrap(), Some((42, 1234)));
+        assert_eq!(store.events_for(&id).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn refuses_a_schema_from_a_newer_guardian() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guardian.db");
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }));
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("newer"), "{message}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_sqlite_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.txt");
+        std::fs::write(
+            &path,
+            "this is not a database, just some text\n".repeat(100),
+        )
+        .unwrap();
+        let err = Store::open(&path).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("not a database"), "{message}");
+        // And the file is left alone.
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("this is not a database"));
+    }
+
+    #[test]
+    fn a_missing_directory_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("guardian.db");
+        let message = Store::open(&path).unwrap_err().to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+    }
+
+    #[test]
+    fn ids_are_unique_and_well_formed() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mut other = Store::open_in_memory().unwrap();
+        let mut ids = HashSet::new();
+        for i in 0..2000 {
+            // Same commit and time over and over: only the counter and seed tell them apart.
+            let new = change("abc123", T0);
+            for s in [&mut store, &mut other] {
+                let id = s.insert_change(&new, T0 + f64::from(i)).unwrap().id;
+                assert_eq!(id.len(), 16, "{id}");
+                assert!(id.starts_with("chg_"), "{id}");
+                assert!(
+                    id[4..]
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+                    "{id}"
+                );
+                assert!(ids.insert(id.clone()), "duplicate id {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn insert_returns_what_is_stored() {
+        let mut store = Store::open_in_memory().unwrap();
+        let new = NewChange {
+            commit: "deadbeef".to_string(),
+            kind: ChangeKind::Human,
+            pattern: None,
+            summary: None,
+            landed_at: T0,
+        };
+        let record = store.insert_change(&new, T0 + 5.0).unwrap();
+        assert_eq!(record.state, ChangeState::Watching);
+        assert_eq!(record.updated_at, T0 + 5.0);
+        assert_eq!(store.get_change(&record.id).unwrap(), Some(record.clone()));
+        assert_eq!(store.get_change("chg_000000000000").unwrap(), None);
+        assert_eq!(store.watching().unwrap(), vec![record]);
+    }
+
+    #[test]
+    fn transitions_and_the_refusal_to_leave_a_final_state() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store.insert_change(&change("a1", T0), T0).unwrap().id;
+        store
+            .update_report(&id, r#"{"verdict":"watching","e":1.5}"#, T0 + 10.0)
+            .unwrap();
+        // Watching to watching is allowed (e.g. a note), and keeps the report.
+        store
+            .set_state(
+                &id,
+                ChangeState::Watching,
+                None,
+                None,
+                Some("resumed"),
+                T0 + 20.0,
+            )
+            .unwrap();
+        let record = store.get_change(&id).unwrap().unwrap();
+        assert_eq!(record.report.unwrap()["e"], 1.5);
+        assert_eq!(record.note.as_deref(), Some("resumed"));
+
+        store
+            .set_state(
+                &id,
+                ChangeState::Regressed,
+                Some(r#"{"verdict":"regressed"}"#),
+                Some(T0 + 30.0),
+                Some("errors"),
+                T0 + 31.0,
+            )
+            .unwrap();
+        let decided = store.get_change(&id).unwrap().unwrap();
+        assert_eq!(decided.state, ChangeState::Regressed);
+        assert!(store.watching().unwrap().is_empty());
+
+        for next in ChangeState::ALL {
+            let err = store
+                .set_state(
+                    &id,
+                    *next,
+                    Some("{}"),
+                    Some(T0 + 99.0),
+                    Some("x"),
+                    T0 + 100.0,
+                )
+                .unwrap_err();
+            match &err {
+                StoreError::FinalState { id: got, state } => {
+                    assert_eq!(got, &id);
+                    assert_eq!(*state, ChangeState::Regressed);
+                }
+                other => panic!("expected FinalState, got {other:?}"),
+            }
+            assert!(err.to_string().contains("regressed"), "{err}");
+        }
+        let err = store.update_report(&id, "{}", T0 + 100.0).unwrap_err();
+        assert!(matches!(err, StoreError::FinalState { .. }), "{err:?}");
+        // Nothing moved.
+        assert_eq!(store.get_change(&id).unwrap().unwrap(), decided);
+        assert_eq!(store.events_for(&id).unwrap().len(), 3);
+
+        // Every final state is final.
+        for state in ChangeState::ALL.iter().filter(|s| s.is_final()) {
+            let id = store.insert_change(&change("b", T0), T0).unwrap().id;
+            store
+                .set_state(&id, *state, None, None, None, T0 + 1.0)
+                .unwrap();
+            let err = store
+                .set_state(&id, ChangeState::Watching, None, None, None, T0 + 2.0)
+                .unwrap_err();
+            assert!(matches!(err, StoreError::FinalState { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_ids_are_not_found() {
+        let mut store = Store::open_in_memory().unwrap();
+        let err = store
+            .set_state("chg_nope", ChangeState::Healthy, None, None, None, T0)
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::NotFound(id) if id == "chg_nope"),
+            "{err:?}"
+        );
+        let err = store.update_report("chg_nope", "{}", T0).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::NotFound(id) if id == "chg_nope"),
+            "{err:?}"
+        );
+        assert_eq!(event_count(&store), 0);
+    }
+
+    #[test]
+    fn reports_that_are_not_json_are_refused() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store.insert_change(&change("a", T0), T0).unwrap().id;
+        let err = store.update_report(&id, "{not json", T0).unwrap_err();
+        assert!(matches!(err, StoreError::Json { .. }), "{err:?}");
+        assert!(err.to_string().contains(&id), "{err}");
+        let err = store
+            .set_state(&id, ChangeState::Healthy, Some("nope"), None, None, T0)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Json { .. }), "{err:?}");
+        assert_eq!(
+            store.get_change(&id).unwrap().unwrap().state,
+            ChangeState::Watching
+        );
+    }
+
+    #[test]
+    fn times_must_be_finite() {
+        let mut store = Store::open_in_memory().unwrap();
+        assert!(matches!(
+            store.insert_change(&change("a", f64::NAN), T0),
+            Err(StoreError::Invalid(_))
+        ));
+        let id = store.insert_change(&change("a", T0), T0).unwrap().id;
+        assert!(matches!(
+            store.set_state(
+                &id,
+                ChangeState::Healthy,
+                None,
+                Some(f64::INFINITY),
+                None,
+                T0
+            ),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.save_position("x", 1, 2, f64::NAN),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn every_transition_appends_an_event() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store
+            .insert_change(&change("c0ffee", T0), T0 + 1.0)
+            .unwrap()
+            .id;
+        let other = store
+            .insert_change(&change("other", T0), T0 + 1.0)
+            .unwrap()
+            .id;
+        store.update_report(&id, r#"{"n":1}"#, T0 + 2.0).unwrap();
+        store
+            .set_state(
+                &id,
+                ChangeState::Inconclusive,
+                Some(r#"{"verdict":"inconclusive"}"#),
+                None,
+                Some("window ended"),
+                T0 + 3.0,
+            )
+            .unwrap();
+        let events = store.events_for(&id).unwrap();
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0].kind, EVENT_CHANGE_CREATED);
+        assert_eq!(events[0].at, T0 + 1.0);
+        assert_eq!(events[0].detail["commit"], "c0ffee");
+        assert_eq!(events[0].detail["state"], "watching");
+        assert_eq!(events[1].kind, EVENT_STATE_CHANGED);
+        assert_eq!(events[1].at, T0 + 3.0);
+        assert_eq!(events[1].change_id.as_deref(), Some(id.as_str()));
+        assert_eq!(events[1].detail["from"], "watching");
+        assert_eq!(events[1].detail["to"], "inconclusive");
+        assert_eq!(events[1].detail["note"], "window ended");
+        assert_eq!(events[1].detail["report"]["verdict"], "inconclusive");
+        assert!(events[0].seq < events[1].seq);
+        assert_eq!(store.events_for(&other).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_transition_whose_event_cannot_be_written_does_not_happen() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store.insert_change(&change("a", T0), T0).unwrap().id;
+        store
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER fail_events BEFORE INSERT ON events \
+                 BEGIN SELECT RAISE(ABORT, 'log unavailable'); END;",
+            )
+            .unwrap();
+        let err = store
+            .set_state(
+                &id,
+                ChangeState::Regressed,
+                Some("{}"),
+                Some(T0 + 1.0),
+                None,
+                T0 + 1.0,
+            )
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("saving change {id} state regressed")),
+            "{message}"
+        );
+        assert!(message.contains("log unavailable"), "{message}");
+        let record = store.get_change(&id).unwrap().unwrap();
+        assert_eq!(record.state, ChangeState::Watching);
+        assert_eq!(record.report, None);
+        assert_eq!(record.decided_at, None);
+        // Nor does a new change without its event.
+        assert!(store.insert_change(&change("b", T0), T0).is_err());
+        assert_eq!(store.recent_changes(10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn events_are_append_only() {
+        let mut store = Store::open_in_memory().unwrap();
+        store.insert_change(&change("a", T0), T0).unwrap();
+        assert!(store
+            .conn
+            .execute("UPDATE events SET kind = 'x'", [])
+            .is_err());
+        assert!(store.conn.execute("DELETE FROM events", []).is_err());
+        assert_eq!(event_count(&store), 1);
+    }
+
+    #[test]
+    fn positions_round_trip_including_the_full_u64_range() {
+        let mut store = Store::open_in_memory().unwrap();
+        assert_eq!(store.load_position("nginx").unwrap(), None);
+        let cases = [
+            (0, 0),
+            (1, 2),
+            (i64::MAX as u64, i64::MAX as u64),
+            (i64::MAX as u64 + 1, 7),
+            (u64::MAX, u64::MAX),
+            (0xdead_beef_0000_0001, u64::MAX - 1),
+        ];
+        for (i, (file_id, offset)) in cases.into_iter().enumerate() {
+            store
+                .save_position("nginx", file_id, offset, T0 + i as f64)
+                .unwrap();
+            assert_eq!(
+                store.load_position("nginx").unwrap(),
+                Some((file_id, offset))
+            );
+        }
+        store.save_position("jsonl", 5, 6, T0).unwrap();
+        assert_eq!(store.load_position("jsonl").unwrap(), Some((5, 6)));
+        assert_eq!(
+            store.load_position("nginx").unwrap(),
+            Some((0xdead_beef_0000_0001, u64::MAX - 1))
+        );
+    }
+
+    #[test]
+    fn recent_changes_are_newest_first() {
+        let mut store = Store::open_in_memory().unwrap();
+        // Recorded out of landing order; two land at the same time.
+        let b = store.insert_change(&change("b", T0 + 20.0), T0).unwrap().id;
+        let a = store.insert_change(&change("a", T0 + 10.0), T0).unwrap().id;
+        let d1 = store
+            .insert_change(&change("d1", T0 + 40.0), T0)
+            .unwrap()
+            .id;
+        let d2 = store
+            .insert_change(&change("d2", T0 + 40.0), T0)
+            .unwrap()
+            .id;
+        let c = store.insert_change(&change("c", T0 + 30.0), T0).unwrap().id;
+        let ids = |v: Vec<ChangeRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.recent_changes(10).unwrap()),
+            vec![d2.clone(), d1.clone(), c.clone(), b.clone(), a.clone()]
+        );
+        assert_eq!(
+            ids(store.recent_changes(2).unwrap()),
+            vec![d2.clone(), d1.clone()]
+        );
+        assert!(store.recent_changes(0).unwrap().is_empty());
+        assert_eq!(store.recent_changes(usize::MAX).unwrap().len(), 5);
+        store
+            .set_state(&c, ChangeState::Superseded, None, None, Some("by d1"), T0)
+            .unwrap();
+        assert_eq!(ids(store.watching().unwrap()), vec![a, b, d1, d2]);
+    }
+
+    #[test]
+    fn the_report_is_a_json_value_in_the_serialized_record() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store.insert_change(&change("a", T0), T0).unwrap().id;
+        let report = serde_json::json!({
+            "verdict": "regressed",
+            "decided_at": T0 + 12.5,
+            "signals": [{"signal": "errors", "regressed": true, "e_value": 123.25}],
+        });
+        store
+            .set_state(
+                &id,
+                ChangeState::Regressed,
+                Some(&report.to_string()),
+                Some(T0 + 12.5),
+                None,
+                T0 + 13.0,
+            )
+            .unwrap();
+        let record = store.get_change(&id).unwrap().unwrap();
+        let json: Value = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["report"], report);
+        assert_eq!(json["state"], "regressed");
+        assert_eq!(json["kind"], "ai");
+        assert_eq!(json["commit"], "a");
+        assert_eq!(json["decided_at"], T0 + 12.5);
+        // A change without a report serializes it as null.
+        let fresh = store.insert_change(&change("b", T0), T0).unwrap();
+        assert_eq!(serde_json::to_value(&fresh).unwrap()["report"], Value::Null);
+    }
+
+    #[test]
+    fn the_core_report_is_accepted() {
+        use crate::core::{DetectorSettings, Monitor};
+        let mut monitor = Monitor::new(DetectorSettings::default());
+        monitor.change_landed(T0);
+        let report = monitor.report().expect("a watch after change_landed");
+        let json = serde_json::to_string(&report).unwrap();
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store.insert_change(&change("a", T0), T0).unwrap().id;
+        store.update_report(&id, &json, T0 + 1.0).unwrap();
+        let record = store.get_change(&id).unwrap().unwrap();
+        assert_eq!(record.report.unwrap()["verdict"], "watching");
+    }
+
+    #[test]
+    fn states_and_kinds_read_back_as_they_are_written() {
+        for state in ChangeState::ALL {
+            assert_eq!(state.as_str().parse::<ChangeState>().unwrap(), *state);
+            assert_eq!(state.to_string(), state.as_str());
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                Value::String(state.as_str().to_string()),
+                "the text given to change_states! must be serde's snake_case"
+            );
+            let back: ChangeState =
+                serde_json::from_value(Value::String(state.as_str().into())).unwrap();
+            assert_eq!(back, *state);
+        }
+        assert!(ChangeState::Watching.may_become(ChangeState::Healthy));
+        assert!(!ChangeState::Watching.is_final());
+        assert!("rolled_back".parse::<ChangeState>().is_err());
+        for kind in [ChangeKind::Ai, ChangeKind::Human] {
+            assert_eq!(kind.as_str().parse::<ChangeKind>().unwrap(), kind);
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                Value::String(kind.to_string())
+            );
+        }
+        let new: NewChange = serde_json::from_str(
+            r#"{"commit":"abc","kind":"human","pattern":null,"summary":"x","landed_at":1.5}"#,
+        )
+        .unwrap();
+        assert_eq!(new.kind, ChangeKind::Human);
+    }
+}
