@@ -6,3 +6,4 @@ pub mod core;
 pub mod input;
 pub mod replay;
 pub mod store;
+pub mod tail;
