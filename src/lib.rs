@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod config;
 pub mod core;
+pub mod daemon;
 pub mod input;
 pub mod replay;
 pub mod store;

@@ -1,7 +1,8 @@
 //! The `guardian` command line.
 //!
-//! Exit codes (mapped once, in [`exit_code`]): 0 healthy, 1 regressed, 3 inconclusive, 2 bad
-//! input (bad arguments, bad config, unreadable file, bad line).
+//! Exit codes (mapped once, in [`exit_code`]): replay: 0 healthy, 1 regressed, 3 inconclusive,
+//! 2 bad input (bad arguments, bad config, unreadable file, bad line). run, notify, status: 0
+//! done, 2 bad input, 4 the daemon could not be reached or failed.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -20,6 +21,7 @@ const EXIT_HEALTHY: u8 = 0;
 const EXIT_REGRESSED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
 const EXIT_INCONCLUSIVE: u8 = 3;
+const EXIT_UNAVAILABLE: u8 = 4;
 
 /// Decides whether a change made a service worse, with anytime-valid sequential tests.
 #[derive(Parser)]
@@ -35,6 +37,62 @@ enum Command {
     /// Replays recorded traffic around a change and says what guardian would have decided,
     /// and when. No side effects.
     Replay(ReplayArgs),
+    /// Runs the daemon: follows the access logs, serves the API, watches each change.
+    Run(RunArgs),
+    /// Tells the daemon a change was just deployed; prints the change id.
+    Notify(NotifyArgs),
+    /// Shows the change being watched, recent verdicts and how the logs are read.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Stops cleanly on SIGTERM or Ctrl-C.")]
+struct RunArgs {
+    /// Configuration file with a [daemon] section.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+/// Where the daemon's API is and how to authenticate: from the config, or given directly.
+#[derive(Args)]
+struct ApiArgs {
+    /// Configuration file: the API address and token file come from its [daemon] section.
+    #[arg(long, value_name = "FILE", required_unless_present_all = ["api", "token_file"])]
+    config: Option<PathBuf>,
+    /// Base URL of the API, e.g. http://127.0.0.1:8707 (overrides the config).
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+    /// File holding the bearer token (overrides the config).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[command(after_help = "Exit codes: 0 notified, 2 bad input, 4 the daemon could not be reached.")]
+struct NotifyArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// The commit deployed, or a range A..B when several were deployed together.
+    #[arg(long)]
+    commit: String,
+    /// Who wrote the change.
+    #[arg(long, value_parser = ["ai", "human"], default_value = "human")]
+    kind: String,
+    /// The fix pattern, e.g. nil-check, timeout-bump.
+    #[arg(long)]
+    pattern: Option<String>,
+    /// One line on what the change does.
+    #[arg(long)]
+    summary: Option<String>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Print the daemon's JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -110,7 +168,220 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Replay(args) => run_replay(&args),
+        Command::Run(args) => run_daemon(&args),
+        Command::Notify(args) => run_notify(&args),
+        Command::Status(args) => run_status(&args),
     }
+}
+
+fn run_daemon(args: &RunArgs) -> Result<u8> {
+    let config = Config::from_path(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(guardian::daemon::run(config, shutdown_signal()));
+    match result {
+        Ok(()) => Ok(0),
+        Err(
+            e @ (guardian::daemon::DaemonError::NotConfigured
+            | guardian::daemon::DaemonError::Token(_)),
+        ) => {
+            eprintln!("guardian: {e}");
+            Ok(EXIT_BAD_INPUT)
+        }
+        Err(e) => {
+            eprintln!("guardian: {e}");
+            Ok(EXIT_UNAVAILABLE)
+        }
+    }
+}
+
+/// Completes on SIGTERM (systemd stopping the unit) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The API's base URL and token, from the flags or the config.
+fn api_target(args: &ApiArgs) -> Result<(String, String)> {
+    let daemon = match &args.config {
+        Some(path) => Some(
+            Config::from_path(path)?
+                .daemon
+                .with_context(|| format!("{} has no [daemon] section", path.display()))?,
+        ),
+        None => None,
+    };
+    let base = match (&args.api, &daemon) {
+        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (None, Some(d)) => format!("http://{}", d.listen),
+        (None, None) => anyhow::bail!("--api or --config is needed to find the daemon"),
+    };
+    let token_file = match (&args.token_file, &daemon) {
+        (Some(f), _) => f.clone(),
+        (None, Some(d)) => d.token_file.clone(),
+        (None, None) => anyhow::bail!("--token-file or --config is needed to authenticate"),
+    };
+    let token = guardian::daemon::engine::read_token(&token_file).map_err(anyhow::Error::msg)?;
+    Ok((base, token))
+}
+
+/// Calls the API; an HTTP error answer is shown with the daemon's own message.
+fn call(
+    request: ureq::Request,
+    token: &str,
+    body: Option<&serde_json::Value>,
+) -> std::result::Result<serde_json::Value, (u8, String)> {
+    let request = request
+        .set("Authorization", &format!("Bearer {token}"))
+        .timeout(std::time::Duration::from_secs(10));
+    let response = match body {
+        Some(b) => request.send_json(b.clone()),
+        None => request.call(),
+    };
+    match response {
+        Ok(r) => r.into_json().map_err(|e| {
+            (
+                EXIT_UNAVAILABLE,
+                format!("the daemon's answer is not JSON: {e}"),
+            )
+        }),
+        Err(ureq::Error::Status(code, r)) => {
+            let message = r
+                .into_json::<serde_json::Value>()
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let exit = if code < 500 {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_UNAVAILABLE
+            };
+            Err((
+                exit,
+                format!("the daemon refused the request ({code}): {message}"),
+            ))
+        }
+        Err(e) => Err((EXIT_UNAVAILABLE, format!("cannot reach the daemon: {e}"))),
+    }
+}
+
+fn run_notify(args: &NotifyArgs) -> Result<u8> {
+    let (base, token) = api_target(&args.api)?;
+    let body = serde_json::json!({
+        "commit": args.commit,
+        "kind": args.kind,
+        "pattern": args.pattern,
+        "summary": args.summary,
+    });
+    match call(
+        ureq::post(&format!("{base}/v1/changes")),
+        &token,
+        Some(&body),
+    ) {
+        Ok(v) => {
+            println!("{}", v["id"].as_str().unwrap_or_default());
+            Ok(0)
+        }
+        Err((code, message)) => {
+            eprintln!("guardian: {message}");
+            Ok(code)
+        }
+    }
+}
+
+fn run_status(args: &StatusArgs) -> Result<u8> {
+    let (base, token) = api_target(&args.api)?;
+    let status = match call(ureq::get(&format!("{base}/v1/status")), &token, None) {
+        Ok(v) => v,
+        Err((code, message)) => {
+            eprintln!("guardian: {message}");
+            return Ok(code);
+        }
+    };
+    if args.json {
+        println!("{status}");
+    } else {
+        print!("{}", render_status(&status));
+    }
+    Ok(0)
+}
+
+/// The status for a person: what is watched, what was decided, how the logs are read.
+fn render_status(s: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let now = s["now"].as_f64().unwrap_or(0.0);
+    let _ = writeln!(out, "service {}", s["service"].as_str().unwrap_or("?"));
+    match s.get("watching").filter(|w| !w.is_null()) {
+        Some(w) => {
+            let since = now - w["landed_at"].as_f64().unwrap_or(now);
+            let _ = writeln!(
+                out,
+                "watching {} (commit {}, {}) for {:.0} s",
+                w["id"].as_str().unwrap_or("?"),
+                w["commit"].as_str().unwrap_or("?"),
+                w["kind"].as_str().unwrap_or("?"),
+                since
+            );
+            if let Some(signals) = w["live"]["signals"].as_array() {
+                for sig in signals {
+                    let _ = writeln!(
+                        out,
+                        "  {:<14} e-value {:.3} of {:.0}",
+                        sig["signal"].as_str().unwrap_or("?"),
+                        sig["e_value"].as_f64().unwrap_or(0.0),
+                        sig["e_value_threshold"].as_f64().unwrap_or(0.0)
+                    );
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(out, "no change being watched");
+        }
+    }
+    let recent = s["recent"].as_array().cloned().unwrap_or_default();
+    if !recent.is_empty() {
+        let _ = writeln!(out, "recent changes:");
+        for c in recent {
+            let _ = writeln!(
+                out,
+                "  {}  {:<12}  commit {}  {}",
+                c["id"].as_str().unwrap_or("?"),
+                c["state"].as_str().unwrap_or("?"),
+                c["commit"].as_str().unwrap_or("?"),
+                c["note"].as_str().unwrap_or("")
+            );
+        }
+    }
+    for src in s["sources"].as_array().cloned().unwrap_or_default() {
+        let idle = src["idle_secs"]
+            .as_f64()
+            .map_or("nothing read yet".to_owned(), |i| {
+                format!("last line {i:.0} s ago")
+            });
+        let _ = writeln!(
+            out,
+            "log {}: {}, {}, {} bad lines",
+            src["name"].as_str().unwrap_or("?"),
+            if src["file_exists"].as_bool().unwrap_or(false) {
+                "present"
+            } else {
+                "missing"
+            },
+            idle,
+            src["bad_lines"].as_u64().unwrap_or(0)
+        );
+    }
+    out
 }
 
 fn run_replay(args: &ReplayArgs) -> Result<u8> {

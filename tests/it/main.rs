@@ -4,5 +4,6 @@
 
 mod common;
 mod config_file;
+mod daemon;
 mod replay_cli;
 mod scenarios;

@@ -1,0 +1,384 @@
+//! The daemon's state and what it does with it: follow the logs, feed the core, record changes
+//! and verdicts in the store. Synchronous and clock-free (`now` comes in), so the HTTP layer and
+//! the timer loop share it behind one mutex and tests drive it directly.
+
+use std::io::BufRead as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, DaemonSettings, LogSource};
+use crate::core::{Monitor, Report, Verdict};
+use crate::input::{self, Event, Format};
+use crate::store::{ChangeKind, ChangeRecord, ChangeState, NewChange, Store, StoreError};
+use crate::tail::{Position, TailStatus, Tailer};
+
+/// How often the evidence of a change being watched is written to the store.
+const REPORT_EVERY_SECS: f64 = 5.0;
+
+/// Why the daemon cannot do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read the log {path}: {message}")]
+    Log { path: String, message: String },
+}
+
+/// A deploy notification, as the API and `guardian notify` send it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    /// The commit (or range `A..B`) that was deployed.
+    pub commit: String,
+    #[serde(default = "default_kind")]
+    pub kind: ChangeKind,
+    pub pattern: Option<String>,
+    pub summary: Option<String>,
+}
+
+fn default_kind() -> ChangeKind {
+    ChangeKind::Human
+}
+
+impl ChangeRequest {
+    /// Refuses requests a person should fix, saying which field and why.
+    pub fn validate(&self) -> Result<(), String> {
+        let commit = self.commit.trim();
+        let is_rev =
+            |r: &str| (4..=64).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_hexdigit());
+        let ok = match commit.split_once("..") {
+            Some((a, b)) => is_rev(a) && is_rev(b),
+            None => is_rev(commit),
+        };
+        if !ok {
+            return Err(format!(
+                "\"commit\" must be a commit id (4 to 64 hex digits) or a range A..B of them, got {commit:?}"
+            ));
+        }
+        for (field, value, max) in [
+            ("pattern", &self.pattern, 64),
+            ("summary", &self.summary, 2000),
+        ] {
+            if value.as_ref().is_some_and(|v| v.chars().count() > max) {
+                return Err(format!("\"{field}\" must be at most {max} characters"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A change as the API shows it: the stored record, with the live evidence while watching.
+#[derive(Debug, Serialize)]
+pub struct ChangeView {
+    #[serde(flatten)]
+    pub record: ChangeRecord,
+    /// The evidence so far, while the change is being watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<Report>,
+}
+
+/// One followed log, and how reading it goes.
+struct Source {
+    settings: LogSource,
+    tailer: Tailer,
+    bad_lines: u64,
+    last_bad_line: Option<String>,
+    last_read_at: Option<f64>,
+}
+
+/// What `guardian status` shows of a log.
+#[derive(Debug, Serialize)]
+pub struct SourceStatus {
+    pub name: String,
+    #[serde(flatten)]
+    pub tail: TailStatus,
+    pub bad_lines: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_bad_line: Option<String>,
+    /// When lines last arrived (unix seconds), and how long ago.
+    pub last_read_at: Option<f64>,
+    pub idle_secs: Option<f64>,
+}
+
+/// What `guardian status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub service: String,
+    pub now: f64,
+    pub watching: Option<ChangeView>,
+    pub recent: Vec<ChangeRecord>,
+    pub sources: Vec<SourceStatus>,
+}
+
+pub struct Engine {
+    config: Config,
+    settings: DaemonSettings,
+    monitor: Monitor,
+    store: Store,
+    sources: Vec<Source>,
+    /// The change being watched, if any.
+    current: Option<String>,
+    report_written_at: f64,
+}
+
+impl Engine {
+    /// Opens the state in `settings.state_dir` and picks up where the last run stopped. Watches
+    /// that were in progress cannot be resumed yet (the core's state is not persisted): they
+    /// are closed as `interrupted`, never as healthy.
+    pub fn open(
+        config: &Config,
+        settings: &DaemonSettings,
+        now: f64,
+    ) -> Result<Engine, EngineError> {
+        let store = Store::open(&settings.state_dir.join("guardian.db"))?;
+        Engine::with_store(config, settings, store, now)
+    }
+
+    pub fn with_store(
+        config: &Config,
+        settings: &DaemonSettings,
+        mut store: Store,
+        now: f64,
+    ) -> Result<Engine, EngineError> {
+        for change in store.watching()? {
+            store.set_state(
+                &change.id,
+                ChangeState::Interrupted,
+                None,
+                None,
+                Some("guardian stopped during the watch; the verdict could not be completed"),
+                now,
+            )?;
+        }
+        let mut sources = Vec::new();
+        for log in &settings.logs {
+            let start = store
+                .load_position(&log.name)?
+                .map(|(file_id, offset)| Position { file_id, offset });
+            sources.push(Source {
+                settings: log.clone(),
+                tailer: Tailer::new(log.path.clone(), start),
+                bad_lines: 0,
+                last_bad_line: None,
+                last_read_at: None,
+            });
+        }
+        Ok(Engine {
+            config: config.clone(),
+            settings: settings.clone(),
+            monitor: Monitor::new(config.detector.clone()),
+            store,
+            sources,
+            current: None,
+            report_written_at: f64::NEG_INFINITY,
+        })
+    }
+
+    /// A change landed now: start watching it. A change still being watched is superseded:
+    /// its verdict can no longer be told apart from the new change's.
+    pub fn notify(
+        &mut self,
+        request: &ChangeRequest,
+        now: f64,
+    ) -> Result<ChangeRecord, EngineError> {
+        self.tick(now)?;
+        let record = self.store.insert_change(
+            &NewChange {
+                commit: request.commit.trim().to_owned(),
+                kind: request.kind,
+                pattern: request.pattern.clone(),
+                summary: request.summary.clone(),
+                landed_at: now,
+            },
+            now,
+        )?;
+        if let Some(previous) = self.current.replace(record.id.clone()) {
+            let report = self.monitor.report().map(|r| report_json(&r));
+            self.store.set_state(
+                &previous,
+                ChangeState::Superseded,
+                report.as_deref(),
+                None,
+                Some(&format!(
+                    "another change, {}, landed during the watch",
+                    record.id
+                )),
+                now,
+            )?;
+        }
+        self.monitor.change_landed(now);
+        self.report_written_at = now;
+        Ok(record)
+    }
+
+    /// Feeds requests reported by the app itself.
+    pub fn observe(&mut self, events: &[Event<'_>]) {
+        let min = self.config.input.error_status_min;
+        for e in events {
+            self.monitor.observe_request(&e.request(min));
+        }
+    }
+
+    /// Reads what the followed logs gained, feeds it to the core and saves the positions.
+    /// A bad line is counted and shown in the status; it never stops the daemon.
+    pub fn poll_logs(&mut self, now: f64) -> Result<usize, EngineError> {
+        let min = self.config.input.error_status_min;
+        let mut total = 0;
+        let mut lines = Vec::new();
+        for source in &mut self.sources {
+            lines.clear();
+            let position = source
+                .tailer
+                .poll(&mut lines)
+                .map_err(|e| EngineError::Log {
+                    path: source.settings.path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            if lines.is_empty() {
+                continue;
+            }
+            for line in &lines {
+                match parse(line, source.settings.format) {
+                    Ok(event) => self.monitor.observe_request(&event.request(min)),
+                    Err(message) => {
+                        source.bad_lines += 1;
+                        source.last_bad_line = Some(format!("{message}: {}", input::quote(line)));
+                    }
+                }
+            }
+            total += lines.len();
+            source.last_read_at = Some(now);
+            self.store.save_position(
+                &source.settings.name,
+                position.file_id,
+                position.offset,
+                now,
+            )?;
+        }
+        Ok(total)
+    }
+
+    /// Lets time pass to `now`: the core judges every second before it, and a verdict that
+    /// became final is recorded.
+    pub fn tick(&mut self, now: f64) -> Result<(), EngineError> {
+        let verdict = self.monitor.tick(now);
+        let Some(id) = self.current.clone() else {
+            return Ok(());
+        };
+        let state = match verdict {
+            Verdict::Watching => {
+                if now - self.report_written_at >= REPORT_EVERY_SECS {
+                    if let Some(report) = self.monitor.report() {
+                        self.store.update_report(&id, &report_json(&report), now)?;
+                    }
+                    self.report_written_at = now;
+                }
+                return Ok(());
+            }
+            Verdict::Regressed => ChangeState::Regressed,
+            Verdict::Healthy => ChangeState::Healthy,
+            Verdict::Inconclusive => ChangeState::Inconclusive,
+        };
+        let report = self.monitor.report();
+        let decided_at = report.as_ref().and_then(|r| r.decided_at);
+        self.store.set_state(
+            &id,
+            state,
+            report.as_ref().map(report_json).as_deref(),
+            decided_at,
+            None,
+            now,
+        )?;
+        self.current = None;
+        Ok(())
+    }
+
+    pub fn change(&self, id: &str) -> Result<Option<ChangeView>, EngineError> {
+        let Some(record) = self.store.get_change(id)? else {
+            return Ok(None);
+        };
+        let live = (self.current.as_deref() == Some(id))
+            .then(|| self.monitor.report())
+            .flatten();
+        Ok(Some(ChangeView { record, live }))
+    }
+
+    pub fn recent(&self, limit: usize) -> Result<Vec<ChangeRecord>, EngineError> {
+        Ok(self.store.recent_changes(limit)?)
+    }
+
+    pub fn status(&self, now: f64) -> Result<Status, EngineError> {
+        let watching = match &self.current {
+            Some(id) => self.change(id)?,
+            None => None,
+        };
+        Ok(Status {
+            service: self.settings.service.clone(),
+            now,
+            watching,
+            recent: self.store.recent_changes(10)?,
+            sources: self
+                .sources
+                .iter()
+                .map(|s| SourceStatus {
+                    name: s.settings.name.clone(),
+                    tail: s.tailer.status(),
+                    bad_lines: s.bad_lines,
+                    last_bad_line: s.last_bad_line.clone(),
+                    last_read_at: s.last_read_at,
+                    idle_secs: s.last_read_at.map(|t| (now - t).max(0.0)),
+                })
+                .collect(),
+        })
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.settings.state_dir
+    }
+}
+
+fn parse(line: &str, format: Format) -> Result<Event<'_>, String> {
+    let line = line.trim_start_matches('\u{feff}');
+    match format {
+        Format::JsonLines => input::jsonl::parse_line(line),
+        Format::Nginx => input::nginx::parse_line(line),
+    }
+}
+
+fn report_json(report: &Report) -> String {
+    serde_json::to_string(report).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// Parses a JSON array of observations as the JSON-lines reader would parse each line, naming
+/// the first bad element by its position.
+pub fn parse_observations(body: &[u8]) -> Result<Vec<Box<serde_json::value::RawValue>>, String> {
+    let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(body)
+        .map_err(|e| format!("the body must be a JSON array of observations: {e}"))?;
+    for (i, item) in items.iter().enumerate() {
+        input::jsonl::parse_line(item.get()).map_err(|e| format!("observation {i}: {e}"))?;
+    }
+    Ok(items)
+}
+
+/// Reads a token file: its first line, trimmed. An empty token is refused: an API that accepts
+/// an empty bearer token is an open API.
+pub fn read_token(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let mut first = String::new();
+    std::io::BufReader::new(file)
+        .read_line(&mut first)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let token = first.trim().to_owned();
+    if token.len() < 16 {
+        return Err(format!(
+            "the token in {} is too short ({} characters): use at least 16 random characters, \
+             e.g. `head -c 32 /dev/urandom | base64 > {}`",
+            path.display(),
+            token.len(),
+            path.display()
+        ));
+    }
+    Ok(token)
+}

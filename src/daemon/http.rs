@@ -1,0 +1,158 @@
+//! The HTTP API: deploy notifications, change states with their evidence, pushed observations
+//! and status. Every request needs the bearer token; without it nothing is read or changed.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::engine::{parse_observations, ChangeRequest, Engine};
+use crate::input;
+
+/// Largest request body accepted: notifications are small, pushed batches are bounded.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+#[derive(Clone)]
+pub struct Api {
+    pub engine: Arc<Mutex<Engine>>,
+    /// SHA-256 of the token: requests are compared by hash, in constant time.
+    pub token_hash: [u8; 32],
+    pub clock: fn() -> f64,
+}
+
+/// An error as the API answers it: a status and a sentence.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<super::engine::EngineError> for ApiError {
+    fn from(e: super::engine::EngineError) -> Self {
+        // Internal details stay in the daemon's log; the caller learns that it failed.
+        eprintln!("guardian: API request failed: {e}");
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: the request was not carried out (see the daemon's log)".into(),
+        )
+    }
+}
+
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/v1/changes", post(create_change).get(list_changes))
+        .route("/v1/changes/:id", get(get_change))
+        .route("/v1/observations", post(post_observations))
+        .route("/v1/status", get(status))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint: see README.md for the API".into(),
+            )
+        })
+        .layer(middleware::from_fn_with_state(api.clone(), authorize))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(api)
+}
+
+async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(hash_token);
+    match presented {
+        Some(hash) if constant_time_eq(&hash, &api.token_hash) => next.run(request).await,
+        Some(_) => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "the bearer token is not valid".into(),
+        )
+        .into_response(),
+        None => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing \"Authorization: Bearer <token>\" (the token is in the file named by \
+             [daemon] token_file)"
+                .into(),
+        )
+        .into_response(),
+    }
+}
+
+/// Compares two digests without an early exit, so timing says nothing about the token.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn lock(api: &Api) -> std::sync::MutexGuard<'_, Engine> {
+    // A panic while holding the lock leaves the engine as it was between two operations,
+    // which are each complete: keep serving rather than failing every request after it.
+    api.engine.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn create_change(State(api): State<Api>, body: Bytes) -> Result<Response, ApiError> {
+    let request: ChangeRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("bad change notification: {e}"),
+        )
+    })?;
+    request
+        .validate()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let record = lock(&api).notify(&request, (api.clock)())?;
+    let location = format!("/v1/changes/{}", record.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(record),
+    )
+        .into_response())
+}
+
+async fn get_change(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let view = lock(&api).change(&id)?;
+    match view {
+        Some(v) => Ok(Json(v).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no change with id {id:?}"),
+        )),
+    }
+}
+
+async fn list_changes(State(api): State<Api>) -> Result<Response, ApiError> {
+    Ok(Json(lock(&api).recent(50)?).into_response())
+}
+
+async fn post_observations(State(api): State<Api>, body: Bytes) -> Result<Response, ApiError> {
+    let items = parse_observations(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let events: Vec<input::Event<'_>> = items
+        .iter()
+        .filter_map(|raw| input::jsonl::parse_line(raw.get()).ok())
+        .collect();
+    lock(&api).observe(&events);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "accepted": events.len() })),
+    )
+        .into_response())
+}
+
+async fn status(State(api): State<Api>) -> Result<Response, ApiError> {
+    let now = (api.clock)();
+    Ok(Json(lock(&api).status(now)?).into_response())
+}

@@ -1,0 +1,115 @@
+//! `guardian run`: the daemon. Follows the access logs, serves the API, and every second lets
+//! the decision core judge the change being watched. This module is the loop and the clock;
+//! `engine` holds the state, `http` the API.
+
+pub mod engine;
+pub mod http;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use engine::{Engine, EngineError};
+
+/// How often the logs are read.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("the configuration has no [daemon] section: `guardian run` needs one (see config/guardian.toml)")]
+    NotConfigured,
+    #[error("cannot create the state directory {path}: {error}")]
+    StateDir { path: String, error: std::io::Error },
+    #[error("{0}")]
+    Token(String),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: String, error: std::io::Error },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the API server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Wall-clock unix seconds: the only clock the daemon reads.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Runs until `shutdown` completes, then stops cleanly: the API stops accepting, the logs are
+/// read one last time and their positions saved.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    let settings = config.daemon.clone().ok_or(DaemonError::NotConfigured)?;
+    std::fs::create_dir_all(&settings.state_dir).map_err(|error| DaemonError::StateDir {
+        path: settings.state_dir.display().to_string(),
+        error,
+    })?;
+    let token = engine::read_token(&settings.token_file).map_err(DaemonError::Token)?;
+    let engine = Arc::new(Mutex::new(Engine::open(&config, &settings, now())?));
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|error| DaemonError::Listen {
+            addr: settings.listen.to_string(),
+            error,
+        })?;
+    let addr = listener.local_addr().map_err(DaemonError::Serve)?;
+    eprintln!(
+        "guardian: watching {} ({} log{}), API listening on {addr}",
+        settings.service,
+        settings.logs.len(),
+        if settings.logs.len() == 1 { "" } else { "s" }
+    );
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let api = http::Api {
+        engine: engine.clone(),
+        token_hash: http::hash_token(&token),
+        clock: now,
+    };
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, http::router(api))
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+
+    let mut poll = tokio::time::interval(POLL_EVERY);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {
+                let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
+                let t = now();
+                e.poll_logs(t)?;
+                e.tick(t)?;
+            }
+            _ = stop_rx.wait_for(|stop| *stop) => break,
+        }
+    }
+    {
+        let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
+        let t = now();
+        e.poll_logs(t)?;
+        e.tick(t)?;
+    }
+    match server.await {
+        Ok(result) => result.map_err(DaemonError::Serve)?,
+        Err(join) => return Err(DaemonError::Serve(std::io::Error::other(join.to_string()))),
+    }
+    eprintln!("guardian: stopped");
+    Ok(())
+}
