@@ -21,8 +21,9 @@ const REPORT_EVERY_SECS: f64 = 5.0;
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot read the log {path}: {message}")]
-    Log { path: String, message: String },
+    /// The tailer's message names the file already.
+    #[error("{message}")]
+    Log { message: String },
 }
 
 /// A deploy notification, as the API and `guardian notify` send it.
@@ -232,7 +233,6 @@ impl Engine {
                 .tailer
                 .poll(&mut lines)
                 .map_err(|e| EngineError::Log {
-                    path: source.settings.path.display().to_string(),
                     message: e.to_string(),
                 })?;
             if lines.is_empty() {
