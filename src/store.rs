@@ -103,6 +103,13 @@ pub enum StoreError {
     /// The change has been decided; decisions are never rewritten.
     #[error("change {id} is already {state}, a final state: decisions are never rewritten")]
     FinalState { id: String, state: ChangeState },
+    /// The change is not final, but cannot go there from where it is.
+    #[error("change {id} is {from} and cannot become {to}")]
+    Transition {
+        id: String,
+        from: ChangeState,
+        to: ChangeState,
+    },
     /// The file was written by a newer guardian.
     #[error(
         "{}: schema version {found} is newer than this guardian knows ({known}); \
@@ -213,20 +220,38 @@ change_states! {
     Watching = "watching", final = false;
     /// The watch ended and the evidence bounds any harm below the limits.
     Healthy = "healthy", final = true;
-    /// The change made things worse.
-    Regressed = "regressed", final = true;
+    /// The change made things worse (and, when rollback is configured, is about to be reverted).
+    Regressed = "regressed", final = false;
     /// The watch ended without enough evidence either way.
     Inconclusive = "inconclusive", final = true;
     /// A later change landed before this one was decided.
     Superseded = "superseded", final = true;
     /// The watch could not finish (e.g. the daemon was down through the window).
     Interrupted = "interrupted", final = true;
+    /// Reverting the change and running the redeploy hook.
+    RollingBack = "rolling_back", final = false;
+    /// Reverted and redeployed; checking that the service is back to its baseline.
+    Verifying = "verifying", final = false;
+    /// Reverted, redeployed, and the service is back to its baseline.
+    RolledBack = "rolled_back", final = true;
+    /// Guardian could not finish on its own (a revert conflict, a failed hook, a rollback that
+    /// did not help, a restart mid-rollback): a person must look.
+    Escalated = "escalated", final = true;
 }
 
 impl ChangeState {
-    /// Whether a change in this state may move to `next`. The one place transitions are ruled.
-    pub fn may_become(self, _next: ChangeState) -> bool {
-        !self.is_final()
+    /// Whether a change in this state may move to `next`. The one place transitions are ruled:
+    /// a verdict is reached only from watching, a rollback only after a regression, and a final
+    /// state is never left. A state may "move" to itself to record a note or new evidence.
+    pub fn may_become(self, next: ChangeState) -> bool {
+        use ChangeState::*;
+        match self {
+            Watching => !matches!(next, RollingBack | Verifying | RolledBack | Escalated),
+            Regressed => matches!(next, Regressed | RollingBack | Escalated),
+            RollingBack => matches!(next, RollingBack | Verifying | Escalated),
+            Verifying => matches!(next, Verifying | RolledBack | Escalated),
+            _ => false,
+        }
     }
 }
 
@@ -484,10 +509,17 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing(doing)?;
         let from = current_state(&tx, id).doing(doing)??;
-        if !from.may_become(state) {
+        if from.is_final() {
             return Err(StoreError::FinalState {
                 id: id.to_string(),
                 state: from,
+            });
+        }
+        if !from.may_become(state) {
+            return Err(StoreError::Transition {
+                id: id.to_string(),
+                from,
+                to: state,
             });
         }
         tx.execute(
@@ -575,6 +607,28 @@ impl Store {
             ),
             [ChangeState::Watching.as_str()],
             "reading changes being watched",
+        )
+    }
+
+    /// Changes not yet in a final state (watching, or somewhere in a rollback), oldest first:
+    /// what a restart must pick up or hand to a person.
+    pub fn unfinished(&self) -> Result<Vec<ChangeRecord>> {
+        let open: Vec<&str> = ChangeState::ALL
+            .iter()
+            .filter(|s| !s.is_final())
+            .map(|s| s.as_str())
+            .collect();
+        let placeholders = (1..=open.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.query_changes(
+            &format!(
+                "SELECT {CHANGE_COLUMNS} FROM changes WHERE state IN ({placeholders}) \
+                 ORDER BY landed_at, rowid"
+            ),
+            rusqlite::params_from_iter(open),
+            "reading unfinished changes",
         )
     }
 
@@ -1013,15 +1067,15 @@ mod tests {
         store
             .set_state(
                 &id,
-                ChangeState::Regressed,
-                Some(r#"{"verdict":"regressed"}"#),
+                ChangeState::Healthy,
+                Some(r#"{"verdict":"healthy"}"#),
                 Some(T0 + 30.0),
                 Some("errors"),
                 T0 + 31.0,
             )
             .unwrap();
         let decided = store.get_change(&id).unwrap().unwrap();
-        assert_eq!(decided.state, ChangeState::Regressed);
+        assert_eq!(decided.state, ChangeState::Healthy);
         assert!(store.watching().unwrap().is_empty());
 
         for next in ChangeState::ALL {
@@ -1038,11 +1092,11 @@ mod tests {
             match &err {
                 StoreError::FinalState { id: got, state } => {
                     assert_eq!(got, &id);
-                    assert_eq!(*state, ChangeState::Regressed);
+                    assert_eq!(*state, ChangeState::Healthy);
                 }
                 other => panic!("expected FinalState, got {other:?}"),
             }
-            assert!(err.to_string().contains("regressed"), "{err}");
+            assert!(err.to_string().contains("healthy"), "{err}");
         }
         let err = store.update_report(&id, "{}", T0 + 100.0).unwrap_err();
         assert!(matches!(err, StoreError::FinalState { .. }), "{err:?}");
@@ -1050,12 +1104,42 @@ mod tests {
         assert_eq!(store.get_change(&id).unwrap().unwrap(), decided);
         assert_eq!(store.events_for(&id).unwrap().len(), 3);
 
-        // Every final state is final.
+        // A regression moves on only to a rollback or an escalation.
+        let id = store.insert_change(&change("r", T0), T0).unwrap().id;
+        store
+            .set_state(&id, ChangeState::Regressed, None, None, None, T0 + 1.0)
+            .unwrap();
+        let err = store
+            .set_state(&id, ChangeState::Healthy, None, None, None, T0 + 2.0)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Transition { .. }), "{err:?}");
+        for next in [
+            ChangeState::RollingBack,
+            ChangeState::Verifying,
+            ChangeState::RolledBack,
+        ] {
+            store
+                .set_state(&id, next, None, None, None, T0 + 3.0)
+                .unwrap();
+        }
+
+        // Every final state is final, reached along the shortest legal path.
         for state in ChangeState::ALL.iter().filter(|s| s.is_final()) {
             let id = store.insert_change(&change("b", T0), T0).unwrap().id;
-            store
-                .set_state(&id, *state, None, None, None, T0 + 1.0)
-                .unwrap();
+            let path: &[ChangeState] = match state {
+                ChangeState::RolledBack => &[
+                    ChangeState::Regressed,
+                    ChangeState::RollingBack,
+                    ChangeState::Verifying,
+                ],
+                ChangeState::Escalated => &[ChangeState::Regressed],
+                _ => &[],
+            };
+            for step in path.iter().chain([state]) {
+                store
+                    .set_state(&id, *step, None, None, None, T0 + 1.0)
+                    .unwrap();
+            }
             let err = store
                 .set_state(&id, ChangeState::Watching, None, None, None, T0 + 2.0)
                 .unwrap_err();
@@ -1332,7 +1416,11 @@ mod tests {
         }
         assert!(ChangeState::Watching.may_become(ChangeState::Healthy));
         assert!(!ChangeState::Watching.is_final());
-        assert!("rolled_back".parse::<ChangeState>().is_err());
+        assert!("rolled_backwards".parse::<ChangeState>().is_err());
+        assert!(ChangeState::Regressed.may_become(ChangeState::RollingBack));
+        assert!(!ChangeState::Regressed.may_become(ChangeState::Healthy));
+        assert!(!ChangeState::RolledBack.may_become(ChangeState::RollingBack));
+        assert!(!ChangeState::Watching.may_become(ChangeState::RolledBack));
         for kind in [ChangeKind::Ai, ChangeKind::Human] {
             assert_eq!(kind.as_str().parse::<ChangeKind>().unwrap(), kind);
             assert_eq!(

@@ -38,6 +38,15 @@ impl Monitor {
         self.watch = Some(Watch::new(&self.settings, change_at, baseline, dispersion));
     }
 
+    /// After a rollback landed at `at`: watch for `watch_secs` whether the service is back to
+    /// the baseline the regressed change was judged against. `healthy` at the end means it
+    /// recovered, `regressed` that the rollback did not help. Does nothing without a watch.
+    pub fn verify_recovery(&mut self, at: f64, watch_secs: u32) {
+        if let Some(w) = &self.watch {
+            self.watch = Some(w.recovery(at, watch_secs));
+        }
+    }
+
     pub fn observe_request(&mut self, r: &Request<'_>) {
         self.record(r.ts, r.route, r.arm, 1, u64::from(r.error), |t| {
             t.add_request(r.error, r.latency_ms)

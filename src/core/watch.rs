@@ -120,6 +120,8 @@ pub struct Watch {
     weighted_until: Option<i64>,
     /// Burstiness of errors, baseline and watch so far, and the bin being filled.
     dispersion: Dispersion,
+    /// The burstiness the baseline alone showed, for a recovery watch against the same baseline.
+    baseline_dispersion: Dispersion,
     bin: (i64, Bin),
     verdict: Verdict,
     decided_at: Option<f64>,
@@ -222,6 +224,7 @@ impl Watch {
             unlabelled: 0,
             weighted_until: None,
             bin: (start_sec.div_euclid(BIN_SECS), Bin::default()),
+            baseline_dispersion: dispersion.clone(),
             dispersion,
             verdict: Verdict::Watching,
             decided_at: None,
@@ -230,6 +233,22 @@ impl Watch {
 
     pub fn change_at(&self) -> f64 {
         self.change_at
+    }
+
+    /// A new watch of `watch_secs` from `at`, against this watch's baseline: after a rollback,
+    /// whether the service is back to what it was before the change (the traffic since the
+    /// change is not a baseline to go back to).
+    pub fn recovery(&self, at: f64, watch_secs: u32) -> Watch {
+        let settings = DetectorSettings {
+            watch_secs,
+            ..self.settings.clone()
+        };
+        Watch::new(
+            &settings,
+            at,
+            self.baseline.clone(),
+            self.baseline_dispersion.clone(),
+        )
     }
 
     pub fn verdict(&self) -> Verdict {

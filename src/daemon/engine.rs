@@ -142,15 +142,19 @@ impl Engine {
         mut store: Store,
         now: f64,
     ) -> Result<Engine, EngineError> {
-        for change in store.watching()? {
-            store.set_state(
-                &change.id,
-                ChangeState::Interrupted,
-                None,
-                None,
-                Some("guardian stopped during the watch; the verdict could not be completed"),
-                now,
-            )?;
+        for change in store.unfinished()? {
+            let (state, note) = match change.state {
+                ChangeState::Watching => (
+                    ChangeState::Interrupted,
+                    "guardian stopped during the watch; the verdict could not be completed",
+                ),
+                _ => (
+                    ChangeState::Escalated,
+                    "guardian stopped between the regression and the end of the rollback; \
+                     check whether the revert commit exists and the service recovered",
+                ),
+            };
+            store.set_state(&change.id, state, None, None, Some(note), now)?;
         }
         let mut sources = Vec::new();
         for log in &settings.logs {
