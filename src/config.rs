@@ -35,6 +35,22 @@ pub struct DaemonSettings {
     pub token_file: PathBuf,
     /// Access logs to follow.
     pub logs: Vec<LogSource>,
+    /// How to undo a change that made things worse; `None`: watch and record only.
+    pub rollback: Option<RollbackSettings>,
+}
+
+/// How guardian undoes a regressed change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RollbackSettings {
+    /// The git work tree the deploys come from; reverts are committed there.
+    pub repo: PathBuf,
+    /// Push the revert here (remote, branch) before redeploying, if set.
+    pub push: Option<(String, String)>,
+    /// The redeploy command, program first; run without a shell unless it is one.
+    pub hook: Vec<String>,
+    pub hook_timeout_secs: u32,
+    /// How long to watch after the redeploy to confirm the service recovered.
+    pub verify_secs: u32,
 }
 
 /// One access log the daemon follows.
@@ -153,6 +169,18 @@ pub struct RawDaemon {
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub logs: Vec<RawLog>,
+    pub rollback: Option<RawRollback>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollback {
+    pub repo: Option<PathBuf>,
+    pub push_remote: Option<String>,
+    pub push_branch: Option<String>,
+    pub hook: Option<Vec<String>>,
+    pub hook_timeout_secs: Option<i64>,
+    pub verify_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -250,7 +278,9 @@ impl RawDaemon {
             }
             logs.push(LogSource { name, path, format });
         }
+        let rollback = self.rollback.map(RawRollback::validate).transpose()?;
         Ok(DaemonSettings {
+            rollback,
             service,
             state_dir: self
                 .state_dir
@@ -379,6 +409,54 @@ impl RawInput {
             }
         };
         Ok(InputSettings { error_status_min })
+    }
+}
+
+impl RawRollback {
+    pub fn validate(self) -> Result<RollbackSettings, ConfigError> {
+        const SECTION: &str = "daemon.rollback";
+        let repo = self.repo.ok_or_else(|| {
+            ConfigError::invalid(
+                SECTION,
+                "repo",
+                "is missing: the git work tree to revert in",
+            )
+        })?;
+        let hook = self.hook.unwrap_or_default();
+        if hook.first().map_or(true, |p| p.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                SECTION,
+                "hook",
+                "must name the redeploy command, program first, e.g. [\"/usr/local/bin/redeploy\", \"--fast\"]",
+            ));
+        }
+        let push = match (self.push_remote, self.push_branch) {
+            (None, None) => None,
+            (Some(r), Some(b)) if !r.is_empty() && !b.is_empty() => Some((r, b)),
+            _ => {
+                return Err(ConfigError::invalid(
+                    SECTION,
+                    "push_remote",
+                    "and push_branch go together: set both to push the revert, or neither",
+                ))
+            }
+        };
+        let secs = |key: &'static str, v: Option<i64>, default: u32| match v {
+            None => Ok(default),
+            Some(n) if (1..=86_400).contains(&n) => Ok(n as u32),
+            Some(n) => Err(ConfigError::invalid(
+                SECTION,
+                key,
+                format!("must be whole seconds from 1 to 86400, got {n}"),
+            )),
+        };
+        Ok(RollbackSettings {
+            repo,
+            push,
+            hook,
+            hook_timeout_secs: secs("hook_timeout_secs", self.hook_timeout_secs, 300)?,
+            verify_secs: secs("verify_secs", self.verify_secs, 120)?,
+        })
     }
 }
 
@@ -792,5 +870,23 @@ mod tests {
         assert!(e.contains("used twice"), "{e}");
         let e = err("[daemon]\nlisten_on = \"x\"\n");
         assert!(e.contains("listen_on"), "{e}");
+        let r = Config::parse(
+            "[daemon]\n[daemon.rollback]\nrepo = \"/srv/app\"\nhook = [\"/bin/redeploy\"]\n",
+        )
+        .unwrap()
+        .daemon
+        .unwrap()
+        .rollback
+        .unwrap();
+        assert_eq!(
+            (r.hook_timeout_secs, r.verify_secs, r.push),
+            (300, 120, None)
+        );
+        let e = err("[daemon]\n[daemon.rollback]\nhook = [\"x\"]\n");
+        assert!(e.contains("[daemon.rollback] repo is missing"), "{e}");
+        let e = err("[daemon]\n[daemon.rollback]\nrepo = \"/a\"\nhook = []\n");
+        assert!(e.contains("hook must name the redeploy command"), "{e}");
+        let e = err("[daemon]\n[daemon.rollback]\nrepo = \"/a\"\nhook = [\"x\"]\npush_remote = \"origin\"\n");
+        assert!(e.contains("push_branch go together"), "{e}");
     }
 }

@@ -610,6 +610,27 @@ impl Store {
         )
     }
 
+    /// Appends an event about a change to the decision log (e.g. the commands a rollback ran and
+    /// what they printed). The log is append-only: there is no way to edit it.
+    pub fn record_event(
+        &mut self,
+        change_id: &str,
+        kind: &str,
+        detail: &Value,
+        now: f64,
+    ) -> Result<()> {
+        finite("now", now)?;
+        let doing = || format!("recording {kind} for change {change_id}");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing(doing)?;
+        current_state(&tx, change_id).doing(doing)??;
+        append_event(&tx, now, Some(change_id), kind, detail).doing(doing)?;
+        tx.commit().doing(doing)?;
+        Ok(())
+    }
+
     /// Changes not yet in a final state (watching, or somewhere in a rollback), oldest first:
     /// what a restart must pick up or hand to a person.
     pub fn unfinished(&self) -> Result<Vec<ChangeRecord>> {
