@@ -122,6 +122,8 @@ pub struct Watch {
     dispersion: Dispersion,
     /// The burstiness the baseline alone showed, for a recovery watch against the same baseline.
     baseline_dispersion: Dispersion,
+    /// A watch after a rollback: `healthy` at its end means "back near the baseline".
+    recovery: bool,
     bin: (i64, Bin),
     verdict: Verdict,
     decided_at: Option<f64>,
@@ -226,6 +228,7 @@ impl Watch {
             bin: (start_sec.div_euclid(BIN_SECS), Bin::default()),
             baseline_dispersion: dispersion.clone(),
             dispersion,
+            recovery: false,
             verdict: Verdict::Watching,
             decided_at: None,
         }
@@ -243,12 +246,14 @@ impl Watch {
             watch_secs,
             ..self.settings.clone()
         };
-        Watch::new(
+        let mut watch = Watch::new(
             &settings,
             at,
             self.baseline.clone(),
             self.baseline_dispersion.clone(),
-        )
+        );
+        watch.recovery = true;
+        watch
     }
 
     pub fn verdict(&self) -> Verdict {
@@ -385,15 +390,34 @@ impl Watch {
     /// The window is over: healthy if the evidence bounds the harm, inconclusive otherwise.
     fn finish(&mut self) {
         let report = self.report(None);
-        let healthy = report.requests_after >= self.settings.min_requests_after
-            && report
-                .signals
-                .iter()
-                .all(|s| s.within_limits != Some(false))
-            && report
-                .signals
-                .iter()
-                .any(|s| s.signal == SignalKind::Errors && s.within_limits == Some(true));
+        let enough = report.requests_after >= self.settings.min_requests_after;
+        let healthy = if self.recovery {
+            // After a rollback the question is narrower: is the service back near its
+            // baseline? A window of a minute or two cannot bound a rare error rate to within 2x
+            // with confidence, but it does show whether the regression is gone: the sequential
+            // tests found nothing worse during it, and no bad-event rate is more than
+            // `healthy_max_ratio` times the baseline's.
+            enough
+                && report.signals.iter().all(|s| {
+                    s.signal == SignalKind::Latency
+                        || s.effect_ratio
+                            .map_or(true, |r| r <= self.settings.healthy_max_ratio)
+                })
+                && report
+                    .signals
+                    .iter()
+                    .any(|s| s.signal == SignalKind::Errors && s.after.requests > 0)
+        } else {
+            enough
+                && report
+                    .signals
+                    .iter()
+                    .all(|s| s.within_limits != Some(false))
+                && report
+                    .signals
+                    .iter()
+                    .any(|s| s.signal == SignalKind::Errors && s.within_limits == Some(true))
+        };
         self.verdict = if healthy {
             Verdict::Healthy
         } else {
@@ -939,6 +963,20 @@ mod tests {
         );
         assert_eq!(m.verdict(), Some(Verdict::Healthy));
         assert_eq!(m.report().unwrap().decided_at, Some(T0 + 1800.0));
+    }
+
+    #[test]
+    fn after_a_rollback_recovery_is_confirmed_or_refused_by_the_traffic() {
+        for (after_rollback, expected) in [(0.01, Verdict::Healthy), (0.5, Verdict::Regressed)] {
+            let (mut m, mut t) = watched(8, 0.01);
+            t.feed(&mut m, T0, 30, 20, &["/"], &[None], |_, _| 0.6, |_, _| 50.0);
+            assert_eq!(m.verdict(), Some(Verdict::Regressed));
+            m.verify_recovery(T0 + 30.0, 60);
+            assert_eq!(m.verdict(), Some(Verdict::Watching));
+            let err = move |_: usize, _| after_rollback;
+            t.feed(&mut m, T0 + 30.0, 61, 20, &["/"], &[None], err, |_, _| 50.0);
+            assert_eq!(m.verdict(), Some(expected), "errors at {after_rollback}");
+        }
     }
 
     #[test]

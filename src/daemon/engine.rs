@@ -13,6 +13,8 @@ use crate::input::{self, Event, Format};
 use crate::store::{ChangeKind, ChangeRecord, ChangeState, NewChange, Store, StoreError};
 use crate::tail::{Position, TailStatus, Tailer};
 
+use super::rollback::{RollbackJob, RollbackReport};
+
 /// How often the evidence of a change being watched is written to the store.
 const REPORT_EVERY_SECS: f64 = 5.0;
 
@@ -21,6 +23,9 @@ const REPORT_EVERY_SECS: f64 = 5.0;
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A change cannot be taken now: a rollback is under way.
+    #[error("a rollback of {0} is under way; notify again once it is done (see guardian status)")]
+    Busy(String),
     /// The tailer's message names the file already.
     #[error("{message}")]
     Log { message: String },
@@ -112,14 +117,25 @@ pub struct Status {
     pub sources: Vec<SourceStatus>,
 }
 
+/// What the engine is doing about the latest change.
+#[derive(Clone, Debug, PartialEq)]
+enum Phase {
+    Idle,
+    /// Watching whether the change made things worse.
+    Watching(String),
+    /// The rollback job runs on another thread.
+    RollingBack(String),
+    /// Reverted and redeployed: watching whether the service is back to its baseline.
+    Verifying(String),
+}
+
 pub struct Engine {
     config: Config,
     settings: DaemonSettings,
     monitor: Monitor,
     store: Store,
     sources: Vec<Source>,
-    /// The change being watched, if any.
-    current: Option<String>,
+    phase: Phase,
     report_written_at: f64,
 }
 
@@ -175,7 +191,7 @@ impl Engine {
             monitor: Monitor::new(config.detector.clone()),
             store,
             sources,
-            current: None,
+            phase: Phase::Idle,
             report_written_at: f64::NEG_INFINITY,
         })
     }
@@ -198,7 +214,12 @@ impl Engine {
             },
             now,
         )?;
-        if let Some(previous) = self.current.replace(record.id.clone()) {
+        let previous = match std::mem::replace(&mut self.phase, Phase::Watching(record.id.clone()))
+        {
+            Phase::Watching(id) => Some(id),
+            _ => None,
+        };
+        if let Some(previous) = previous {
             let report = self.monitor.report().map(|r| report_json(&r));
             self.store.set_state(
                 &previous,
@@ -264,47 +285,147 @@ impl Engine {
     }
 
     /// Lets time pass to `now`: the core judges every second before it, and a verdict that
-    /// became final is recorded.
-    pub fn tick(&mut self, now: f64) -> Result<(), EngineError> {
+    /// became final is recorded. Returns the rollback to run when a change just regressed and
+    /// rollback is configured; the caller runs it off this lock and reports back with
+    /// [`Engine::rollback_finished`].
+    pub fn tick(&mut self, now: f64) -> Result<Option<RollbackJob>, EngineError> {
         let verdict = self.monitor.tick(now);
-        let Some(id) = self.current.clone() else {
-            return Ok(());
+        let (id, verifying) = match &self.phase {
+            Phase::Watching(id) => (id.clone(), false),
+            Phase::Verifying(id) => (id.clone(), true),
+            Phase::Idle | Phase::RollingBack(_) => return Ok(None),
         };
-        let state = match verdict {
-            Verdict::Watching => {
-                if now - self.report_written_at >= REPORT_EVERY_SECS {
-                    if let Some(report) = self.monitor.report() {
-                        self.store.update_report(&id, &report_json(&report), now)?;
-                    }
-                    self.report_written_at = now;
+        if verdict == Verdict::Watching {
+            if !verifying && now - self.report_written_at >= REPORT_EVERY_SECS {
+                if let Some(report) = self.monitor.report() {
+                    self.store.update_report(&id, &report_json(&report), now)?;
                 }
-                return Ok(());
+                self.report_written_at = now;
             }
+            return Ok(None);
+        }
+        let report = self.monitor.report();
+        let report_text = report.as_ref().map(report_json);
+        if verifying {
+            let (state, note) = match verdict {
+                Verdict::Healthy => (
+                    ChangeState::RolledBack,
+                    "reverted and redeployed; the service is back to its baseline".to_owned(),
+                ),
+                Verdict::Regressed => (
+                    ChangeState::Escalated,
+                    format!(
+                        "the revert did not help: after the redeploy the service is still worse \
+                         than before the change ({})",
+                        report.as_ref().map(reason).unwrap_or_default()
+                    ),
+                ),
+                _ => (
+                    ChangeState::Escalated,
+                    "reverted and redeployed, but recovery could not be confirmed: too little \
+                     traffic after the redeploy"
+                        .to_owned(),
+                ),
+            };
+            self.store.record_event(
+                &id,
+                "recovery_check",
+                &serde_json::json!({ "verdict": verdict, "report": report }),
+                now,
+            )?;
+            self.store
+                .set_state(&id, state, None, None, Some(&note), now)?;
+            self.phase = Phase::Idle;
+            return Ok(None);
+        }
+        let state = match verdict {
             Verdict::Regressed => ChangeState::Regressed,
             Verdict::Healthy => ChangeState::Healthy,
-            Verdict::Inconclusive => ChangeState::Inconclusive,
+            _ => ChangeState::Inconclusive,
         };
-        let report = self.monitor.report();
         let decided_at = report.as_ref().and_then(|r| r.decided_at);
+        self.store
+            .set_state(&id, state, report_text.as_deref(), decided_at, None, now)?;
+        self.phase = Phase::Idle;
+        if state != ChangeState::Regressed {
+            return Ok(None);
+        }
+        let Some(record) = self.store.get_change(&id)? else {
+            return Ok(None);
+        };
+        if self.settings.rollback.is_none() {
+            return Ok(None);
+        }
+        let why = report.as_ref().map(reason).unwrap_or_default();
         self.store.set_state(
             &id,
-            state,
-            report.as_ref().map(report_json).as_deref(),
-            decided_at,
+            ChangeState::RollingBack,
             None,
+            None,
+            Some(&format!("rolling back: {why}")),
             now,
         )?;
-        self.current = None;
+        self.phase = Phase::RollingBack(id.clone());
+        Ok(Some(RollbackJob {
+            change_id: id,
+            commit: record.commit,
+            reason: why,
+        }))
+    }
+
+    /// The rollback job ended. Redeployed: watch whether the service recovers. Otherwise a
+    /// person must take over.
+    pub fn rollback_finished(
+        &mut self,
+        id: &str,
+        report: &RollbackReport,
+        now: f64,
+    ) -> Result<(), EngineError> {
+        self.store.record_event(
+            id,
+            "rollback",
+            &serde_json::to_value(report).unwrap_or_default(),
+            now,
+        )?;
+        match &report.escalation {
+            Some(why) => {
+                self.store
+                    .set_state(id, ChangeState::Escalated, None, None, Some(why), now)?;
+                self.phase = Phase::Idle;
+            }
+            None => {
+                let verify = self
+                    .settings
+                    .rollback
+                    .as_ref()
+                    .map_or(120, |r| r.verify_secs);
+                let note = format!(
+                    "reverted in {} and redeployed; checking recovery for {verify} s",
+                    report.revert_commit.as_deref().unwrap_or("?")
+                );
+                self.store
+                    .set_state(id, ChangeState::Verifying, None, None, Some(&note), now)?;
+                self.monitor.verify_recovery(now, verify);
+                self.phase = Phase::Verifying(id.to_owned());
+            }
+        }
         Ok(())
+    }
+
+    pub fn rollback_settings(&self) -> Option<&crate::config::RollbackSettings> {
+        self.settings.rollback.as_ref()
     }
 
     pub fn change(&self, id: &str) -> Result<Option<ChangeView>, EngineError> {
         let Some(record) = self.store.get_change(id)? else {
             return Ok(None);
         };
-        let live = (self.current.as_deref() == Some(id))
-            .then(|| self.monitor.report())
-            .flatten();
+        let live = match &self.phase {
+            Phase::Watching(current) | Phase::Verifying(current) if current == id => {
+                self.monitor.report()
+            }
+            _ => None,
+        };
         Ok(Some(ChangeView { record, live }))
     }
 
@@ -313,9 +434,11 @@ impl Engine {
     }
 
     pub fn status(&self, now: f64) -> Result<Status, EngineError> {
-        let watching = match &self.current {
-            Some(id) => self.change(id)?,
-            None => None,
+        let watching = match &self.phase {
+            Phase::Idle => None,
+            Phase::Watching(id) | Phase::RollingBack(id) | Phase::Verifying(id) => {
+                self.change(id)?
+            }
         };
         Ok(Status {
             service: self.settings.service.clone(),
@@ -347,6 +470,35 @@ fn parse(line: &str, format: Format) -> Result<Event<'_>, String> {
     match format {
         Format::JsonLines => input::jsonl::parse_line(line),
         Format::Nginx => input::nginx::parse_line(line),
+    }
+}
+
+/// The regressed signals' evidence, in a line: what the revert commit and the hook are told.
+fn reason(report: &Report) -> String {
+    let parts: Vec<String> = report
+        .signals
+        .iter()
+        .filter(|s| s.regressed)
+        .map(|s| {
+            let rate = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.2}%", r * 100.0));
+            let effect = s
+                .effect_ratio
+                .map_or(String::new(), |e| format!(" ({e:.1}x)"));
+            format!(
+                "{:?} {} -> {}{effect}, e-value {:.0} >= {:.0}",
+                s.signal,
+                rate(s.baseline.rate),
+                rate(s.after.rate),
+                s.e_value,
+                s.e_value_threshold
+            )
+            .to_lowercase()
+        })
+        .collect();
+    if parts.is_empty() {
+        "the change made the service worse".to_owned()
+    } else {
+        parts.join("; ")
     }
 }
 

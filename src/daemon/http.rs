@@ -38,6 +38,9 @@ impl IntoResponse for ApiError {
 
 impl From<super::engine::EngineError> for ApiError {
     fn from(e: super::engine::EngineError) -> Self {
+        if let super::engine::EngineError::Busy(_) = e {
+            return ApiError(StatusCode::CONFLICT, e.to_string());
+        }
         // Internal details stay in the daemon's log; the caller learns that it failed.
         eprintln!("guardian: API request failed: {e}");
         ApiError(

@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod http;
+pub mod rollback;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,37 @@ pub enum DaemonError {
     Engine(#[from] EngineError),
     #[error("the API server failed: {0}")]
     Serve(std::io::Error),
+}
+
+/// Runs a rollback on a blocking thread (git and the hook take seconds to minutes) and reports
+/// its outcome to the engine.
+fn start_rollback(
+    engine: Arc<Mutex<Engine>>,
+    job: rollback::RollbackJob,
+    settings: crate::config::RollbackSettings,
+) {
+    eprintln!(
+        "guardian: {} regressed ({}); rolling back",
+        job.change_id, job.reason
+    );
+    tokio::task::spawn_blocking(move || {
+        let report = rollback::run(&settings, &job);
+        match &report.escalation {
+            Some(why) => eprintln!("guardian: {}: escalated: {why}", job.change_id),
+            None => eprintln!(
+                "guardian: {}: reverted in {} and redeployed; checking recovery",
+                job.change_id,
+                report.revert_commit.as_deref().unwrap_or("?")
+            ),
+        }
+        let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(err) = e.rollback_finished(&job.change_id, &report, now()) {
+            eprintln!(
+                "guardian: {}: cannot record the rollback: {err}",
+                job.change_id
+            );
+        }
+    });
 }
 
 /// Wall-clock unix seconds: the only clock the daemon reads.
@@ -92,10 +124,15 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = poll.tick() => {
-                let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
-                let t = now();
-                e.poll_logs(t)?;
-                e.tick(t)?;
+                let job = {
+                    let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
+                    let t = now();
+                    e.poll_logs(t)?;
+                    e.tick(t)?.zip(e.rollback_settings().cloned())
+                };
+                if let Some((job, settings)) = job {
+                    start_rollback(engine.clone(), job, settings);
+                }
             }
             _ = stop_rx.wait_for(|stop| *stop) => break,
         }
@@ -104,7 +141,9 @@ pub async fn run(
         let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
         let t = now();
         e.poll_logs(t)?;
-        e.tick(t)?;
+        // A rollback this last tick would start is not started while stopping: after the
+        // restart the change is escalated to a person, never silently dropped.
+        let _ = e.tick(t)?;
     }
     match server.await {
         Ok(result) => result.map_err(DaemonError::Serve)?,

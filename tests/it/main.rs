@@ -6,4 +6,5 @@ mod common;
 mod config_file;
 mod daemon;
 mod replay_cli;
+mod rollback;
 mod scenarios;

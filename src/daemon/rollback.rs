@@ -1,0 +1,142 @@
+//! Undoing a regressed change: revert it in the repository, push the revert if configured, run
+//! the redeploy hook. Synchronous (the daemon runs it on a blocking thread) and sequential:
+//! each step runs only if the one before it succeeded, and whatever fails is handed to a
+//! person, never retried blindly. Whether the service recovered is not judged here: the
+//! engine watches the traffic again.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::RollbackSettings;
+use crate::git::{Repo, RevertOutcome, RevertRequest};
+use crate::hook::{self, HookSpec, HookStatus};
+
+/// A rollback the engine asks for.
+#[derive(Clone, Debug)]
+pub struct RollbackJob {
+    pub change_id: String,
+    /// The commit or range that was deployed.
+    pub commit: String,
+    /// Why, in numbers: the regressed signals' evidence.
+    pub reason: String,
+}
+
+/// What happened, for the change's record and the post-mortem.
+#[derive(Clone, Debug, Serialize)]
+pub struct RollbackReport {
+    /// The revert commit, when there is one.
+    pub revert_commit: Option<String>,
+    /// `None` when every step succeeded and the service was redeployed; otherwise why a
+    /// person must take over.
+    pub escalation: Option<String>,
+    /// Each step, in order: what ran and how it ended.
+    pub steps: Vec<serde_json::Value>,
+}
+
+impl RollbackReport {
+    fn escalate(mut self, why: impl Into<String>) -> RollbackReport {
+        self.escalation = Some(why.into());
+        self
+    }
+}
+
+/// Reverts, pushes and redeploys. Idempotent for a change: the revert carries the change's
+/// intent, so a second run finds the first revert instead of making another.
+pub fn run(settings: &RollbackSettings, job: &RollbackJob) -> RollbackReport {
+    let mut report = RollbackReport {
+        revert_commit: None,
+        escalation: None,
+        steps: Vec::new(),
+    };
+    let repo = match Repo::open(&settings.repo) {
+        Ok(r) => r,
+        Err(e) => {
+            report
+                .steps
+                .push(json!({ "step": "open repository", "error": e.to_string() }));
+            return report.escalate(format!("cannot open the repository: {e}"));
+        }
+    };
+    let request = RevertRequest {
+        commits: job.commit.clone(),
+        change_id: job.change_id.clone(),
+        intent: format!("{}-revert", job.change_id),
+        reason: job.reason.clone(),
+        evidence_url: None,
+    };
+    let revert_commit = match repo.revert(&request) {
+        Ok(RevertOutcome::Reverted {
+            commit, commands, ..
+        }) => {
+            report.steps.push(json!({ "step": "git revert", "result": "reverted", "commit": commit, "commands": commands }));
+            commit
+        }
+        Ok(RevertOutcome::AlreadyDone { commit, commands }) => {
+            report.steps.push(json!({ "step": "git revert", "result": "already reverted", "commit": commit, "commands": commands }));
+            commit
+        }
+        Ok(RevertOutcome::Conflict {
+            files,
+            tree_restored,
+            commands,
+        }) => {
+            report.steps.push(json!({ "step": "git revert", "result": "conflict", "files": files, "tree_restored": tree_restored, "commands": commands }));
+            let tree = if tree_restored {
+                "the revert was aborted and the working tree is exactly as it was"
+            } else {
+                "the revert was aborted BUT THE WORKING TREE COULD NOT BE VERIFIED CLEAN"
+            };
+            return report.escalate(format!(
+                "reverting {} conflicts with later commits in {}; {tree}",
+                job.commit,
+                files.join(", ")
+            ));
+        }
+        Err(e) => {
+            report
+                .steps
+                .push(json!({ "step": "git revert", "error": e.to_string() }));
+            return report.escalate(format!("the revert failed: {e}"));
+        }
+    };
+    report.revert_commit = Some(revert_commit.clone());
+
+    if let Some((remote, branch)) = &settings.push {
+        match repo.push(remote, branch) {
+            Ok(command) => report.steps.push(json!({ "step": "git push", "remote": remote, "branch": branch, "result": "pushed", "command": command })),
+            Err(e) => {
+                report.steps.push(json!({ "step": "git push", "remote": remote, "branch": branch, "error": e.to_string() }));
+                return report.escalate(format!(
+                    "the revert {revert_commit} is committed but could not be pushed to {remote} {branch}: {e}"
+                ));
+            }
+        }
+    }
+
+    let mut spec = HookSpec::new(settings.hook.clone());
+    spec.timeout = Duration::from_secs(u64::from(settings.hook_timeout_secs));
+    spec.working_dir = Some(settings.repo.clone());
+    let env = vec![
+        ("GUARDIAN_CHANGE_ID".to_owned(), job.change_id.clone()),
+        ("GUARDIAN_COMMIT".to_owned(), job.commit.clone()),
+        ("GUARDIAN_REVERT_COMMIT".to_owned(), revert_commit.clone()),
+        ("GUARDIAN_REASON".to_owned(), job.reason.clone()),
+        (
+            "GUARDIAN_REPO".to_owned(),
+            settings.repo.display().to_string(),
+        ),
+        ("GUARDIAN_ATTEMPT".to_owned(), "1".to_owned()),
+    ];
+    let outcome = hook::run(&spec, &env);
+    let summary = outcome.summary();
+    let succeeded = matches!(outcome.status, HookStatus::Succeeded);
+    report.steps.push(json!({ "step": "redeploy hook", "command": settings.hook, "summary": summary, "outcome": outcome }));
+    if !succeeded {
+        return report.escalate(format!(
+            "the revert {revert_commit} is committed but the redeploy hook failed: {summary}"
+        ));
+    }
+    report
+}
