@@ -3,18 +3,20 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use super::dispersion::{Bin, Dispersion, BIN_SECS};
 use super::tally::Tally;
 
 const SLOT_SECS: i64 = 60;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Slot {
     start: i64,
     by_stratum: Vec<Tally>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RollingBaseline {
     window_secs: i64,
     slots: VecDeque<Slot>,

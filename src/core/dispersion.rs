@@ -12,19 +12,21 @@
 //! updated only when a bin completes, so the evidence of a second is always discounted by what
 //! was known before that second: that keeps the discounted test valid.
 
+use serde::{Deserialize, Serialize};
+
 /// Seconds per bin.
 pub const BIN_SECS: i64 = 10;
 /// Largest index the tests divide their evidence by: a wild history slows them, never silences.
 pub const MAX_DISPERSION: f64 = 10.0;
 
 /// Requests and errors in one bin.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bin {
     pub requests: u64,
     pub errors: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Dispersion {
     squares: f64,
     variance: f64,

@@ -43,7 +43,7 @@ pub const RATIO_GRID: [(f64, f64); 11] = [
 ];
 
 /// Requests and bad events on one side of a comparison.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub requests: u64,
     pub events: u64,
@@ -80,10 +80,40 @@ pub fn log_likelihood_ratio(control: Counts, treatment: Counts, c: f64, r: f64) 
 /// restarting at every later second: per ratio, `M_t = (M_{t-1} + w_t) · LR_t`, the weighted sum
 /// of the likelihood ratios started at each second (a Shiryaev-Roberts statistic with weights).
 /// Weights sum to at most one, so the mixture is still an e-process.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MixtureEProcess {
-    /// `ln M` per ratio; `-inf` until the first second.
+    /// `ln M` per ratio; `-inf` until the first second (saved as `null`: JSON has no infinity).
+    #[serde(with = "log_values")]
     log_m: [f64; RATIO_GRID.len()],
+}
+
+/// Saves log-values with `-inf` as `null`, since JSON cannot hold an infinity.
+mod log_values {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::RATIO_GRID;
+
+    pub fn serialize<S: Serializer>(v: &[f64; RATIO_GRID.len()], s: S) -> Result<S::Ok, S::Error> {
+        let finite: Vec<Option<f64>> = v.iter().map(|x| x.is_finite().then_some(*x)).collect();
+        finite.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<[f64; RATIO_GRID.len()], D::Error> {
+        let values: Vec<Option<f64>> = Vec::deserialize(d)?;
+        let mut out = [f64::NEG_INFINITY; RATIO_GRID.len()];
+        if values.len() != out.len() {
+            return Err(serde::de::Error::invalid_length(
+                values.len(),
+                &"one value per ratio",
+            ));
+        }
+        for (o, v) in out.iter_mut().zip(values) {
+            *o = v.unwrap_or(f64::NEG_INFINITY);
+        }
+        Ok(out)
+    }
 }
 
 impl Default for MixtureEProcess {

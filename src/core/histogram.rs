@@ -50,11 +50,46 @@ pub fn buckets_for_ratio(ratio: f64) -> usize {
     (ratio.log2() * PER_OCTAVE - 1e-9).ceil() as usize
 }
 
-/// Counts per bucket. Dense: 640 counters, 2.5 KiB.
-#[derive(Clone, PartialEq, Eq)]
+/// Counts per bucket. Dense: 640 counters, 2.5 KiB. Saved as its non-empty buckets.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "SparseHistogram", try_from = "SparseHistogram")]
 pub struct Histogram {
     counts: Box<[u32; BUCKETS]>,
     total: u64,
+}
+
+/// A histogram as saved: `(bucket, count)` for the buckets that are not empty.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SparseHistogram(Vec<(u16, u32)>);
+
+impl From<Histogram> for SparseHistogram {
+    fn from(h: Histogram) -> Self {
+        SparseHistogram(
+            h.counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(i, &c)| (i as u16, c))
+                .collect(),
+        )
+    }
+}
+
+impl TryFrom<SparseHistogram> for Histogram {
+    type Error = String;
+
+    fn try_from(s: SparseHistogram) -> Result<Self, String> {
+        let mut h = Histogram::new();
+        for (bucket, count) in s.0 {
+            if usize::from(bucket) >= BUCKETS {
+                return Err(format!(
+                    "bucket {bucket} is outside the layout of {BUCKETS}"
+                ));
+            }
+            h.add_to_bucket(usize::from(bucket), count);
+        }
+        Ok(h)
+    }
 }
 
 impl Default for Histogram {

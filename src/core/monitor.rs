@@ -8,7 +8,7 @@ use super::strata::Strata;
 use super::tally::Tally;
 use super::watch::{Report, Verdict, Watch};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Monitor {
     settings: DetectorSettings,
     strata: Strata,

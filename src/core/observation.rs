@@ -3,7 +3,7 @@
 use super::histogram::Histogram;
 
 /// Which side of a concurrent comparison a request was served by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Arm {
     /// The old version, serving beside the new one.
     Control,

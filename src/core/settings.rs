@@ -2,7 +2,7 @@
 //! (`config/guardian.toml` spells the same values out).
 
 /// How the core decides. Durations are in seconds.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DetectorSettings {
     /// Chance of rolling back a change that made nothing worse, per change.
     pub alpha: f64,
@@ -43,7 +43,7 @@ pub struct DetectorSettings {
 }
 
 /// Shares of alpha per test; see [`DetectorSettings::alpha_split`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AlphaSplit {
     pub errors: f64,
     pub slow: f64,

@@ -8,7 +8,7 @@ pub const UNROUTED: &str = "*";
 /// Name of the stratum shared by routes past the limit.
 pub const OVERFLOW: &str = "(other routes)";
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Strata {
     names: Vec<String>,
     by_name: HashMap<String, usize>,

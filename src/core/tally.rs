@@ -4,7 +4,7 @@
 use super::evidence::Counts;
 use super::histogram::Histogram;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Tally {
     pub requests: u64,
     pub errors: u64,

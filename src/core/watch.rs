@@ -14,7 +14,7 @@
 //! worse by a common ratio (the product of the routes' likelihood ratios), and one route broke
 //! (each route's own likelihood ratio). Alpha is split across the signals by a union bound.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::dispersion::{Bin, Dispersion, BIN_SECS};
 use super::evidence::{self, cap_for_second, Counts, MixtureEProcess, RATIO_GRID};
@@ -31,7 +31,7 @@ const COMMON_WEIGHT: f64 = 0.85;
 const IMMEDIATE_WEIGHT: f64 = 0.85;
 
 /// Where a watch stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Still collecting evidence.
@@ -45,7 +45,7 @@ pub enum Verdict {
 }
 
 /// How post-change traffic is compared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Design {
     /// After the change against the baseline window before it.
@@ -54,7 +54,7 @@ pub enum Design {
     Concurrent,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalKind {
     Errors,
@@ -63,7 +63,7 @@ pub enum SignalKind {
 }
 
 /// One test: a kind of bad event counted per stratum against a null ratio.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Test {
     /// Quantile for latency tests, `None` for errors.
     quantile: Option<f64>,
@@ -85,23 +85,26 @@ struct Test {
     pending: Vec<(Counts, Counts)>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Signal {
     kind: SignalKind,
     alpha: f64,
     tests: Vec<Test>,
+    /// Derived from the tests at every second; not saved (it may overflow to infinity, which
+    /// JSON cannot hold).
+    #[serde(skip)]
     e_value: f64,
     strata_weighed: usize,
 }
 
 /// Per stratum, per side, what the watch has seen.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Sides {
     control: Tally,
     treatment: Tally,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Watch {
     settings: DetectorSettings,
     change_at: f64,
@@ -977,6 +980,50 @@ mod tests {
             t.feed(&mut m, T0 + 30.0, 61, 20, &["/"], &[None], err, |_, _| 50.0);
             assert_eq!(m.verdict(), Some(expected), "errors at {after_rollback}");
         }
+    }
+
+    #[test]
+    fn a_saved_and_restored_watch_decides_exactly_as_the_uninterrupted_one() {
+        let (mut m, mut t) = watched(9, 0.01);
+        t.feed(
+            &mut m,
+            T0,
+            120,
+            20,
+            &["/"],
+            &[None],
+            |_, _| 0.01,
+            |_, _| 50.0,
+        );
+        let saved = serde_json::to_string(&m).unwrap();
+        let mut restored: Monitor = serde_json::from_str(&saved).unwrap();
+        let mut t2 = Traffic::new(99);
+        let mut t1 = Traffic::new(99);
+        let worse = |_: usize, _| 0.04;
+        let a = t1.feed(
+            &mut m,
+            T0 + 120.0,
+            600,
+            20,
+            &["/"],
+            &[None],
+            worse,
+            |_, _| 50.0,
+        );
+        let b = t2.feed(
+            &mut restored,
+            T0 + 120.0,
+            600,
+            20,
+            &["/"],
+            &[None],
+            worse,
+            |_, _| 50.0,
+        );
+        assert_eq!(m.verdict(), Some(Verdict::Regressed));
+        assert_eq!(a, b);
+        assert_eq!(restored.verdict(), m.verdict());
+        drop(t);
     }
 
     #[test]

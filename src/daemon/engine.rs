@@ -15,8 +15,23 @@ use crate::tail::{Position, TailStatus, Tailer};
 
 use super::rollback::{RollbackJob, RollbackReport};
 
-/// How often the evidence of a change being watched is written to the store.
+/// How often the evidence of a change being watched is written to the store, and the core's
+/// state saved so a restart resumes the watch.
 const REPORT_EVERY_SECS: f64 = 5.0;
+/// The core's saved state, beside the database.
+const SNAPSHOT_FILE: &str = "core-state.json";
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// The core's state and the log positions it corresponds to, saved together so that after a
+/// restart the lines read since are read again, exactly once, into the same state.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    saved_at: f64,
+    phase: Phase,
+    monitor: Monitor,
+    positions: Vec<(String, Position)>,
+}
 
 /// Why the daemon cannot do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +133,7 @@ pub struct Status {
 }
 
 /// What the engine is doing about the latest change.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Phase {
     Idle,
     /// Watching whether the change made things worse.
@@ -158,7 +173,23 @@ impl Engine {
         mut store: Store,
         now: f64,
     ) -> Result<Engine, EngineError> {
+        let snapshot = load_snapshot(&settings.state_dir, &config.detector);
+        let resumed = match &snapshot {
+            Some(Snapshot {
+                phase: Phase::Watching(id),
+                ..
+            }) if store
+                .get_change(id)?
+                .is_some_and(|c| c.state == ChangeState::Watching) =>
+            {
+                Some(id.clone())
+            }
+            _ => None,
+        };
         for change in store.unfinished()? {
+            if Some(&change.id) == resumed.as_ref() {
+                continue;
+            }
             let (state, note) = match change.state {
                 ChangeState::Watching => (
                     ChangeState::Interrupted,
@@ -172,11 +203,29 @@ impl Engine {
             };
             store.set_state(&change.id, state, None, None, Some(note), now)?;
         }
+        let (monitor, phase, saved_positions) = match snapshot {
+            Some(snap) => {
+                let phase = match resumed {
+                    Some(id) => Phase::Watching(id),
+                    None => Phase::Idle,
+                };
+                (snap.monitor, phase, Some(snap.positions))
+            }
+            None => (Monitor::new(config.detector.clone()), Phase::Idle, None),
+        };
         let mut sources = Vec::new();
         for log in &settings.logs {
-            let start = store
-                .load_position(&log.name)?
-                .map(|(file_id, offset)| Position { file_id, offset });
+            // The snapshot's position goes with the snapshot's state; without one, the last
+            // saved position (the state starts empty, so nothing is counted twice either way).
+            let start = match &saved_positions {
+                Some(positions) => positions
+                    .iter()
+                    .find(|(name, _)| name == &log.name)
+                    .map(|(_, p)| *p),
+                None => store
+                    .load_position(&log.name)?
+                    .map(|(file_id, offset)| Position { file_id, offset }),
+            };
             sources.push(Source {
                 settings: log.clone(),
                 tailer: Tailer::new(log.path.clone(), start),
@@ -188,12 +237,35 @@ impl Engine {
         Ok(Engine {
             config: config.clone(),
             settings: settings.clone(),
-            monitor: Monitor::new(config.detector.clone()),
+            monitor,
             store,
             sources,
-            phase: Phase::Idle,
+            phase,
             report_written_at: f64::NEG_INFINITY,
         })
+    }
+
+    /// Saves the core's state and the log positions it goes with (atomically: a crash leaves
+    /// the previous snapshot or this one, never half of one). A rollback in flight is not
+    /// resumable: it is saved as idle, and a restart escalates the change to a person.
+    pub fn save_snapshot(&self, now: f64) -> std::io::Result<()> {
+        let phase = match &self.phase {
+            Phase::Watching(id) => Phase::Watching(id.clone()),
+            _ => Phase::Idle,
+        };
+        let snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            saved_at: now,
+            phase,
+            monitor: self.monitor.clone(),
+            positions: self
+                .sources
+                .iter()
+                .map(|s| (s.settings.name.clone(), s.tailer.status().position))
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
+        write_atomically(&self.settings.state_dir.join(SNAPSHOT_FILE), &bytes)
     }
 
     /// A change landed now: start watching it. A change still being watched is superseded:
@@ -234,7 +306,8 @@ impl Engine {
             )?;
         }
         self.monitor.change_landed(now);
-        self.report_written_at = now;
+        // Saved at once, so that a restart from now on resumes this watch.
+        self.checkpoint(now);
         Ok(record)
     }
 
@@ -290,6 +363,11 @@ impl Engine {
     /// [`Engine::rollback_finished`].
     pub fn tick(&mut self, now: f64) -> Result<Option<RollbackJob>, EngineError> {
         let verdict = self.monitor.tick(now);
+        if now - self.report_written_at >= REPORT_EVERY_SECS
+            && !matches!(self.phase, Phase::Watching(_))
+        {
+            self.checkpoint(now);
+        }
         let (id, verifying) = match &self.phase {
             Phase::Watching(id) => (id.clone(), false),
             Phase::Verifying(id) => (id.clone(), true),
@@ -300,7 +378,7 @@ impl Engine {
                 if let Some(report) = self.monitor.report() {
                     self.store.update_report(&id, &report_json(&report), now)?;
                 }
-                self.report_written_at = now;
+                self.checkpoint(now);
             }
             return Ok(None);
         }
@@ -412,6 +490,18 @@ impl Engine {
         Ok(())
     }
 
+    /// Saves the snapshot; a failure is logged, not fatal: the watch goes on, and only a
+    /// restart would lose it (which then ends as `interrupted`, never healthy).
+    fn checkpoint(&mut self, now: f64) {
+        if let Err(e) = self.save_snapshot(now) {
+            eprintln!(
+                "guardian: cannot save the core's state in {}: {e}",
+                self.settings.state_dir.display()
+            );
+        }
+        self.report_written_at = now;
+    }
+
     pub fn rollback_settings(&self) -> Option<&crate::config::RollbackSettings> {
         self.settings.rollback.as_ref()
     }
@@ -463,6 +553,46 @@ impl Engine {
     pub fn state_dir(&self) -> &Path {
         &self.settings.state_dir
     }
+}
+
+/// The saved snapshot, if there is one this guardian can use. One written with other detector
+/// settings is not used: its evidence was weighed by other rules.
+fn load_snapshot(dir: &Path, settings: &crate::core::DetectorSettings) -> Option<Snapshot> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice::<Snapshot>(&bytes) {
+        Ok(s) if s.version == SNAPSHOT_VERSION && s.monitor.settings() == settings => Some(s),
+        Ok(_) => {
+            eprintln!(
+                "guardian: {} was saved with other settings or by another version; starting afresh",
+                path.display()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!(
+                "guardian: cannot read {}: {e}; starting afresh",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Writes a file so that a crash leaves either the old content or the new, never a mix: a
+/// temporary file in the same directory, flushed to disk, renamed over the old one, and the
+/// directory flushed so the rename itself survives a power loss.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn parse(line: &str, format: Format) -> Result<Event<'_>, String> {

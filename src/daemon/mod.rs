@@ -144,6 +144,9 @@ pub async fn run(
         // A rollback this last tick would start is not started while stopping: after the
         // restart the change is escalated to a person, never silently dropped.
         let _ = e.tick(t)?;
+        if let Err(err) = e.save_snapshot(t) {
+            eprintln!("guardian: cannot save the core's state: {err}");
+        }
     }
     match server.await {
         Ok(result) => result.map_err(DaemonError::Serve)?,

@@ -317,17 +317,25 @@ fn bad_api_requests_get_clear_errors() {
 }
 
 #[test]
-fn a_restart_during_a_watch_is_recorded_and_never_healthy() {
-    let d = Daemon::start(300, 60);
+fn a_watch_resumes_after_kill_9_and_still_catches_the_regression() {
+    let d = Daemon::start(300, 600);
+    let errors = Arc::new(AtomicU32::new(10));
+    let traffic = Traffic::start(&d.log, errors.clone());
+    thread::sleep(Duration::from_secs(1));
     let id = d.notify("abc1234");
+    thread::sleep(Duration::from_secs(2));
     let d = d.restart();
     let (code, change) = d.get(&format!("/v1/changes/{id}"));
     assert_eq!(code, 200);
-    assert_eq!(change["state"], "interrupted", "{change}");
-    assert!(change["note"]
-        .as_str()
-        .unwrap()
-        .contains("stopped during the watch"));
+    assert_eq!(
+        change["state"], "watching",
+        "the watch is resumed, not lost: {change}"
+    );
+    // The baseline came back with it: a regression now is still judged against it.
+    errors.store(950, Ordering::Relaxed);
+    let change = d.wait_for_verdict(&id, 30);
+    assert_eq!(change["state"], "regressed", "{change}");
+    drop(traffic);
 }
 
 #[test]
