@@ -8,5 +8,6 @@ pub mod git;
 pub mod hook;
 pub mod input;
 pub mod replay;
+pub mod sdnotify;
 pub mod store;
 pub mod tail;
