@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod git;
 pub mod hook;
 pub mod input;
+pub mod mail;
 pub mod replay;
 pub mod sdnotify;
 pub mod store;
