@@ -4,6 +4,7 @@ pub mod bench;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod demo;
 pub mod git;
 pub mod hook;
 pub mod input;

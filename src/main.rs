@@ -43,6 +43,20 @@ enum Command {
     Notify(NotifyArgs),
     /// Shows the change being watched, recent verdicts and how the logs are read.
     Status(StatusArgs),
+    /// The whole story in about a minute and a half: a tiny app, traffic, a bad AI fix, and
+    /// guardian catching it, reverting it, redeploying and checking recovery. Needs only git.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Where to build the demo's repository, app and state (default: a temporary directory,
+    /// removed at the end).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Keep the temporary directory to look around afterwards.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Args)]
@@ -171,6 +185,13 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Run(args) => run_daemon(&args),
         Command::Notify(args) => run_notify(&args),
         Command::Status(args) => run_status(&args),
+        Command::Demo(args) => match guardian::demo::run(args.dir, args.keep) {
+            Ok(()) => Ok(0),
+            Err(e) => {
+                eprintln!("guardian demo: {e}");
+                Ok(EXIT_UNAVAILABLE)
+            }
+        },
     }
 }
 
@@ -180,7 +201,11 @@ fn run_daemon(args: &RunArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(guardian::daemon::run(config, shutdown_signal()));
+    let result = runtime.block_on(guardian::daemon::run(
+        config,
+        Some(args.config.clone()),
+        shutdown_signal(),
+    ));
     match result {
         Ok(()) => Ok(0),
         Err(

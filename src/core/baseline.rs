@@ -33,6 +33,10 @@ impl RollingBaseline {
         }
     }
 
+    pub fn set_window(&mut self, window_secs: u32) {
+        self.window_secs = i64::from(window_secs);
+    }
+
     /// The tally of `stratum` for the minute holding second `sec`. Observations older than the
     /// window are dropped rather than stored.
     pub fn tally_mut(&mut self, sec: i64, stratum: usize) -> Option<&mut Tally> {

@@ -26,6 +26,14 @@ impl Monitor {
         }
     }
 
+    /// New settings, for the next watch: a watch in progress keeps the rules it started with
+    /// (its evidence was weighed by them), and the baseline keeps what it holds, counted over
+    /// the new window from now on.
+    pub fn reconfigure(&mut self, settings: DetectorSettings) {
+        self.baseline.set_window(settings.baseline_secs);
+        self.settings = settings;
+    }
+
     pub fn settings(&self) -> &DetectorSettings {
         &self.settings
     }

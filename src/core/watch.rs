@@ -1023,7 +1023,6 @@ mod tests {
         assert_eq!(m.verdict(), Some(Verdict::Regressed));
         assert_eq!(a, b);
         assert_eq!(restored.verdict(), m.verdict());
-        drop(t);
     }
 
     #[test]

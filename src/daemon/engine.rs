@@ -502,6 +502,41 @@ impl Engine {
         self.report_written_at = now;
     }
 
+    /// Applies a reloaded configuration. The detector's rules apply from the next change on;
+    /// rollback settings at once. What needs a restart (the logs, the API address, the state
+    /// directory, the token) is named in the returned list and left as it was.
+    pub fn reload(&mut self, config: &Config) -> Vec<&'static str> {
+        let Some(new) = &config.daemon else {
+            return vec!["the [daemon] section is gone (kept the running one)"];
+        };
+        let mut needs_restart = Vec::new();
+        if new.logs != self.settings.logs {
+            needs_restart.push("[daemon] logs");
+        }
+        if new.listen != self.settings.listen {
+            needs_restart.push("[daemon] listen");
+        }
+        if new.state_dir != self.settings.state_dir {
+            needs_restart.push("[daemon] state_dir");
+        }
+        if new.token_file != self.settings.token_file {
+            needs_restart.push("[daemon] token_file");
+        }
+        self.settings = DaemonSettings {
+            logs: self.settings.logs.clone(),
+            listen: self.settings.listen,
+            state_dir: self.settings.state_dir.clone(),
+            token_file: self.settings.token_file.clone(),
+            ..new.clone()
+        };
+        self.config = Config {
+            daemon: Some(self.settings.clone()),
+            ..config.clone()
+        };
+        self.monitor.reconfigure(config.detector.clone());
+        needs_restart
+    }
+
     pub fn rollback_settings(&self) -> Option<&crate::config::RollbackSettings> {
         self.settings.rollback.as_ref()
     }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::sdnotify;
 use engine::{Engine, EngineError};
 
 /// How often the logs are read.
@@ -31,6 +32,38 @@ pub enum DaemonError {
     Engine(#[from] EngineError),
     #[error("the API server failed: {0}")]
     Serve(std::io::Error),
+}
+
+/// Tells systemd (when it supervises us) how we are; outside systemd this does nothing.
+fn report_to_systemd(result: std::io::Result<bool>) {
+    if let Err(e) = result {
+        eprintln!("guardian: cannot notify systemd: {e}");
+    }
+}
+
+/// SIGHUP: read the configuration file again. A file that does not parse or validate is
+/// refused with its message, and the running configuration stays.
+fn reload(engine: &Arc<Mutex<Engine>>, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        eprintln!("guardian: SIGHUP: no configuration file to reload");
+        return;
+    };
+    match Config::from_path(path) {
+        Err(e) => eprintln!("guardian: SIGHUP: kept the running configuration: {e}"),
+        Ok(config) => {
+            let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
+            let needs_restart = e.reload(&config);
+            if needs_restart.is_empty() {
+                eprintln!("guardian: SIGHUP: reloaded {}", path.display());
+            } else {
+                eprintln!(
+                    "guardian: SIGHUP: reloaded {}; restart to apply changes to {}",
+                    path.display(),
+                    needs_restart.join(", ")
+                );
+            }
+        }
+    }
 }
 
 /// Runs a rollback on a blocking thread (git and the hook take seconds to minutes) and reports
@@ -64,6 +97,14 @@ fn start_rollback(
     });
 }
 
+/// Where the API of a daemon running in this process listens, once it does (for `guardian
+/// demo`, which runs the daemon in-process).
+static ANNOUNCED: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
+
+pub fn announced_address() -> Option<std::net::SocketAddr> {
+    ANNOUNCED.get().copied()
+}
+
 /// Wall-clock unix seconds: the only clock the daemon reads.
 pub fn now() -> f64 {
     SystemTime::now()
@@ -74,8 +115,11 @@ pub fn now() -> f64 {
 
 /// Runs until `shutdown` completes, then stops cleanly: the API stops accepting, the logs are
 /// read one last time and their positions saved.
+/// `config_path`, when given, is re-read on SIGHUP: a bad file is refused with a message and the
+/// running configuration kept.
 pub async fn run(
     config: Config,
+    config_path: Option<std::path::PathBuf>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let settings = config.daemon.clone().ok_or(DaemonError::NotConfigured)?;
@@ -93,6 +137,7 @@ pub async fn run(
             error,
         })?;
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
+    let _ = ANNOUNCED.set(addr);
     eprintln!(
         "guardian: watching {} ({} log{}), API listening on {addr}",
         settings.service,
@@ -121,8 +166,18 @@ pub async fn run(
 
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(DaemonError::Serve)?;
+    report_to_systemd(sdnotify::ready());
+    let watchdog_every = sdnotify::watchdog_interval().map(|i| i / 2);
+    let mut watchdog_sent = std::time::Instant::now();
     loop {
         tokio::select! {
+            _ = hangup.recv() => {
+                report_to_systemd(sdnotify::reloading());
+                reload(&engine, config_path.as_deref());
+                report_to_systemd(sdnotify::ready());
+            }
             _ = poll.tick() => {
                 let job = {
                     let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,10 +188,16 @@ pub async fn run(
                 if let Some((job, settings)) = job {
                     start_rollback(engine.clone(), job, settings);
                 }
+                // Only a loop that just read the logs and judged a second proves it is alive.
+                if watchdog_every.is_some_and(|every| watchdog_sent.elapsed() >= every) {
+                    report_to_systemd(sdnotify::watchdog());
+                    watchdog_sent = std::time::Instant::now();
+                }
             }
             _ = stop_rx.wait_for(|stop| *stop) => break,
         }
     }
+    report_to_systemd(sdnotify::stopping());
     {
         let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
         let t = now();

@@ -375,3 +375,41 @@ fn run_without_a_daemon_section_says_what_is_missing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("[daemon]"), "{err}");
 }
+
+#[test]
+fn sighup_reloads_and_a_bad_config_is_refused_without_stopping() {
+    let mut d = Daemon::start(300, 10);
+    let pid = d.child.id().to_string();
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, "[detector]\nalpha = 7\n").unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "SIGHUP with a bad config stopped the daemon"
+    );
+    let (code, _) = d.get("/v1/status");
+    assert_eq!(code, 200);
+    std::fs::write(
+        &d.config,
+        good.replace("watch_secs = 300", "watch_secs = 600"),
+    )
+    .unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    thread::sleep(Duration::from_millis(500));
+    assert!(d.child.try_wait().unwrap().is_none());
+    // The new watch window applies to the next change.
+    let id = d.notify("abc1234");
+    let (_, change) = d.get(&format!("/v1/changes/{id}"));
+    let ends = change["live"]["watch_ends_at"].as_f64().unwrap();
+    let landed = change["landed_at"].as_f64().unwrap();
+    assert!((ends - landed - 600.0).abs() < 2.0, "{change}");
+}

@@ -5,6 +5,7 @@
 mod common;
 mod config_file;
 mod daemon;
+mod demo;
 mod replay_cli;
 mod rollback;
 mod scenarios;

@@ -1,0 +1,406 @@
+//! `guardian demo`: the whole story on one machine in about a minute, with nothing installed.
+//!
+//! A throw-away git repository holds a tiny app's configuration; the app (served by this same
+//! binary) serves HTTP and writes an access log; a client drives traffic at it; guardian runs as
+//! the real daemon on that log. Then an "AI fix" lands that breaks the app, guardian notices,
+//! reverts it in the repository, runs the redeploy hook (a script that deploys what the
+//! repository holds), and checks that the service recovered. Everything runs for real: only the
+//! timings are shortened (a one-minute baseline, a short recovery check).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+
+use crate::config::Config;
+use crate::daemon;
+
+/// What the demo app serves, read from its deployed configuration file.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct AppBehaviour {
+    error_rate: f64,
+    latency_ms: u64,
+}
+
+fn read_behaviour(path: &Path) -> Option<AppBehaviour> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: toml::Value = toml::from_str(&text).ok()?;
+    Some(AppBehaviour {
+        error_rate: value.get("error_rate")?.as_float()?,
+        latency_ms: value.get("latency_ms")?.as_integer()?.max(0) as u64,
+    })
+}
+
+struct App {
+    behaviour: Mutex<AppBehaviour>,
+    log: Mutex<std::fs::File>,
+    served: AtomicU64,
+}
+
+/// The app: fails a share of requests and writes one JSON line per request, as an app behind
+/// a proxy would have its access log written.
+async fn serve(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
+    let b = *app.behaviour.lock().unwrap_or_else(|p| p.into_inner());
+    let n = app.served.fetch_add(1, Ordering::Relaxed);
+    // A fixed pseudo-random sequence: the demo tells the same story every time.
+    let draw = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(b.latency_ms)).await;
+    let status = if draw < b.error_rate { 500 } else { 200 };
+    let line = format!(
+        "{{\"ts\": {:.3}, \"status\": {status}, \"latency_ms\": {:.1}, \"route\": \"/cart\"}}\n",
+        daemon::now(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    let _ = app
+        .log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .write_all(line.as_bytes());
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    (code, if status == 200 { "ok\n" } else { "error\n" })
+}
+
+/// When the demo started: every line it prints says how far into the story it is.
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn say(text: &str) {
+    let elapsed = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    println!("[{elapsed:>5.1} s] {text}");
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "-c",
+            "user.name=demo developer",
+            "-c",
+            "user.email=dev@example.com",
+        ])
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run git (is it installed?): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+const GOOD: &str =
+    "# The demo app's behaviour: what share of requests fail, how long each takes.\n\
+                    error_rate = 0.01\nlatency_ms = 5\n";
+const BAD: &str = "# The demo app's behaviour: what share of requests fail, how long each takes.\n\
+                   # Fix: validate cart items strictly (rejects legacy item ids).\n\
+                   error_rate = 0.45\nlatency_ms = 5\n";
+
+/// Runs the demo in `dir` (a new temporary directory when `None`), removing it at the end
+/// unless `keep`.
+pub fn run(dir: Option<PathBuf>, keep: bool) -> Result<(), String> {
+    START.get_or_init(Instant::now);
+    let temporary = dir.is_none();
+    let root = dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "guardian-demo-{}-{}",
+            std::process::id(),
+            daemon::now() as u64
+        ))
+    });
+    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    let repo = root.join("app");
+    let live = root.join("live");
+    std::fs::create_dir_all(&repo).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&live).map_err(|e| e.to_string())?;
+    say(&format!("workspace: {}", root.display()));
+
+    // The repository the deploys come from, and the deployed copy the app serves.
+    git(&repo, &["init", "-q", "-b", "main"])?;
+    std::fs::write(repo.join("app.toml"), GOOD).map_err(|e| e.to_string())?;
+    git(&repo, &["add", "app.toml"])?;
+    git(&repo, &["commit", "-q", "-m", "app: first release"])?;
+    std::fs::copy(repo.join("app.toml"), live.join("app.toml")).map_err(|e| e.to_string())?;
+    let hook = root.join("redeploy.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\n# The redeploy hook: deploy what the repository holds.\nset -e\n\
+         cp \"$GUARDIAN_REPO/app.toml\" \"$DEMO_LIVE/app.toml\"\n\
+         echo \"deployed $(git -C \"$GUARDIAN_REPO\" rev-parse --short HEAD)\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    std::env::set_var("DEMO_LIVE", &live);
+    let token = random_token()?;
+    std::fs::write(root.join("token"), &token).map_err(|e| e.to_string())?;
+    let log = root.join("access.jsonl");
+    std::fs::write(&log, "").map_err(|e| e.to_string())?;
+    let config_text = format!(
+        "[detector]\nbaseline_secs = 60\nwatch_secs = 300\n\n\
+         [daemon]\nservice = \"demo shop\"\nstate_dir = {:?}\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n\
+         [[daemon.logs]]\nname = \"app\"\npath = {:?}\nformat = \"jsonl\"\n\n\
+         [daemon.rollback]\nrepo = {:?}\nhook = [\"sh\", {:?}]\nhook_timeout_secs = 30\nverify_secs = 15\n",
+        root.join("state"),
+        root.join("token"),
+        log,
+        repo,
+        hook
+    );
+    std::fs::write(root.join("guardian.toml"), &config_text).map_err(|e| e.to_string())?;
+    let config = Config::parse(&config_text).map_err(|e| e.to_string())?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let result = runtime.block_on(story(&root, &repo, &live, &log, config, &token));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    if keep || !temporary {
+        say(&format!("kept everything in {}", root.display()));
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+        say("removed the workspace (use --keep to look around afterwards)");
+    }
+    result
+}
+
+/// A bearer token for the demo's API, from the OS's randomness.
+fn random_token() -> Result<String, String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn story(
+    root: &Path,
+    repo: &Path,
+    live: &Path,
+    log: &Path,
+    config: Config,
+    token: &str,
+) -> Result<(), String> {
+    // The app, reloading its deployed configuration when it changes.
+    let app = Arc::new(App {
+        behaviour: Mutex::new(read_behaviour(&live.join("app.toml")).ok_or("bad app.toml")?),
+        log: Mutex::new(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(log)
+                .map_err(|e| e.to_string())?,
+        ),
+        served: AtomicU64::new(0),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let app_addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    let router = Router::new().fallback(get(serve)).with_state(app.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut app_stop = stop_rx.clone();
+    let app_server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = app_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let reload_app = app.clone();
+    let live_config = live.join("app.toml");
+    let mut reload_stop = stop_rx.clone();
+    let reloader = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = reload_stop.wait_for(|s| *s) => break,
+            }
+            if let Some(b) = read_behaviour(&live_config) {
+                let mut current = reload_app
+                    .behaviour
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if *current != b {
+                    *current = b;
+                    say(&format!("app: now serving error_rate = {}", b.error_rate));
+                }
+            }
+        }
+    });
+    say(&format!(
+        "app serving on http://{app_addr}, writing its access log to {}",
+        log.display()
+    ));
+
+    // A client: 50 requests a second.
+    let driving = Arc::new(AtomicBool::new(true));
+    let drive = driving.clone();
+    let client = std::thread::spawn(move || {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .build();
+        let url = format!("http://{app_addr}/cart");
+        let mut next = Instant::now();
+        while drive.load(Ordering::Relaxed) {
+            let _ = agent.get(&url).call();
+            next += Duration::from_millis(20);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    });
+
+    // guardian itself, the real daemon, on that log.
+    let mut daemon_stop = stop_rx.clone();
+    let guardian = tokio::spawn(daemon::run(config, None, async move {
+        let _ = daemon_stop.wait_for(|s| *s).await;
+    }));
+    let api = wait_for_api().await?;
+    say(&format!("guardian running, API on {api}"));
+    say("building a baseline: one minute of normal traffic (about 1% errors)...");
+    tokio::time::sleep(Duration::from_secs(62)).await;
+
+    // The "AI fix" that breaks the app, deployed and announced.
+    std::fs::write(repo.join("app.toml"), BAD).map_err(|e| e.to_string())?;
+    git(
+        repo,
+        &["commit", "-q", "-am", "Fix: validate cart items strictly"],
+    )?;
+    let bad = git(repo, &["rev-parse", "HEAD"])?;
+    std::fs::copy(repo.join("app.toml"), live.join("app.toml")).map_err(|e| e.to_string())?;
+    let body = serde_json::json!({"commit": bad, "kind": "ai", "pattern": "input-validation",
+        "summary": "validate cart items strictly"});
+    let change: serde_json::Value = tokio::task::spawn_blocking({
+        let (api, token) = (api.clone(), token.to_owned());
+        move || {
+            ureq::post(&format!("{api}/v1/changes"))
+                .set("Authorization", &format!("Bearer {token}"))
+                .send_json(body)
+                .map_err(|e| e.to_string())?
+                .into_json::<serde_json::Value>()
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let id = change["id"].as_str().unwrap_or_default().to_owned();
+    say(&format!(
+        "deployed an AI fix, commit {}, and told guardian: change {id}",
+        &bad[..7]
+    ));
+
+    // Follow the change until guardian is done with it.
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let final_change = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let c = get_change(&api, token, &id).await?;
+        let state = c["state"].as_str().unwrap_or("?").to_owned();
+        if state != last {
+            let note = c["note"].as_str().unwrap_or("");
+            say(&format!(
+                "guardian: {state}{}{note}",
+                if note.is_empty() { "" } else { ": " }
+            ));
+            last = state.clone();
+        }
+        if ["rolled_back", "escalated", "healthy", "inconclusive"].contains(&state.as_str())
+            || Instant::now() > deadline
+        {
+            break c;
+        }
+    };
+    driving.store(false, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || client.join()).await;
+
+    println!();
+    println!("{}", explain(&final_change, repo)?);
+    println!("Where to look next:");
+    println!(
+        "  the revert:          git -C {} log -2 --stat",
+        repo.display()
+    );
+    println!(
+        "  guardian's record:   guardian status --api {api} --token-file {}",
+        root.join("token").display()
+    );
+    println!(
+        "  the state database:  {}",
+        root.join("state/guardian.db").display()
+    );
+    println!(
+        "  the config it ran:   {}",
+        root.join("guardian.toml").display()
+    );
+
+    let _ = stop_tx.send(true);
+    let _ = guardian.await;
+    let _ = app_server.await;
+    let _ = reloader.await;
+    Ok(())
+}
+
+/// The API's address, once the in-process daemon is listening.
+async fn wait_for_api() -> Result<String, String> {
+    for _ in 0..100 {
+        if let Some(addr) = daemon::announced_address() {
+            return Ok(format!("http://{addr}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("guardian did not start within 10 s".into())
+}
+
+async fn get_change(api: &str, token: &str, id: &str) -> Result<serde_json::Value, String> {
+    let (url, auth) = (format!("{api}/v1/changes/{id}"), format!("Bearer {token}"));
+    tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .set("Authorization", &auth)
+            .call()
+            .map_err(|e| e.to_string())?
+            .into_json::<serde_json::Value>()
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// What happened, in a few lines a person reads.
+fn explain(change: &serde_json::Value, repo: &Path) -> Result<String, String> {
+    let mut out = String::new();
+    let state = change["state"].as_str().unwrap_or("?");
+    out.push_str(&format!("Outcome: {state}\n"));
+    if let Some(signals) = change["report"]["signals"].as_array() {
+        for s in signals.iter().filter(|s| s["regressed"] == true) {
+            let pct = |v: &serde_json::Value| {
+                v.as_f64()
+                    .map_or("-".into(), |r| format!("{:.2}%", r * 100.0))
+            };
+            out.push_str(&format!(
+                "  evidence: {} {} before -> {} after ({:.1}x), e-value {:.0} >= {:.0}, decided {:.0} s after the change\n",
+                s["signal"].as_str().unwrap_or("?"),
+                pct(&s["baseline"]["rate"]),
+                pct(&s["after"]["rate"]),
+                s["effect_ratio"].as_f64().unwrap_or(0.0),
+                s["e_value"].as_f64().unwrap_or(0.0),
+                s["e_value_threshold"].as_f64().unwrap_or(0.0),
+                change["decided_at"].as_f64().unwrap_or(0.0) - change["landed_at"].as_f64().unwrap_or(0.0),
+            ));
+        }
+    }
+    let head = git(repo, &["log", "-1", "--format=%h %s%n%n%b"])?;
+    out.push_str("  the repository's last commit, made by guardian:\n");
+    for line in head.lines() {
+        out.push_str(&format!("    {line}\n"));
+    }
+    Ok(out)
+}
