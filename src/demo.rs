@@ -346,6 +346,30 @@ async fn story(
     let _ = guardian.await;
     let _ = app_server.await;
     let _ = reloader.await;
+
+    // The alert, as guardian renders it for the on-call engineer. The demo has no SMTP server,
+    // so it is printed (with [daemon.mail] configured, the daemon queues and sends it).
+    let store =
+        crate::store::Store::open(&root.join("state/guardian.db")).map_err(|e| e.to_string())?;
+    if let Some(record) = store.get_change(&id).map_err(|e| e.to_string())? {
+        let rollback = store
+            .events_for(&id)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .rev()
+            .find(|e| e.kind == "rollback")
+            .map(|e| e.detail);
+        let email = crate::mail::render_alert("demo shop", &record, rollback.as_ref());
+        println!();
+        println!("The alert email guardian sends (the demo prints it; configure [daemon.mail] to send it):");
+        println!("----------------------------------------------------------------------");
+        println!(
+            "Subject: {}\nMessage-ID: {}\n",
+            email.subject, email.message_id
+        );
+        println!("{}", email.text_body);
+        println!("----------------------------------------------------------------------");
+    }
     Ok(())
 }
 

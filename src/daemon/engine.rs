@@ -130,6 +130,8 @@ pub struct Status {
     pub watching: Option<ChangeView>,
     pub recent: Vec<ChangeRecord>,
     pub sources: Vec<SourceStatus>,
+    /// Alert emails queued and not yet accepted by the SMTP server.
+    pub pending_emails: usize,
 }
 
 /// What the engine is doing about the latest change.
@@ -202,6 +204,12 @@ impl Engine {
                 ),
             };
             store.set_state(&change.id, state, None, None, Some(note), now)?;
+            if let (ChangeState::Escalated, Some(mail)) = (state, &settings.mail) {
+                if let Some(record) = store.get_change(&change.id)? {
+                    let email = crate::mail::render_alert(&settings.service, &record, None);
+                    crate::mail::enqueue(&mut store, mail, Some(&change.id), &email, now)?;
+                }
+            }
         }
         let (monitor, phase, saved_positions) = match snapshot {
             Some(snap) => {
@@ -432,6 +440,8 @@ impl Engine {
             return Ok(None);
         };
         if self.settings.rollback.is_none() {
+            // Nothing to undo it with: a person must know now.
+            self.alert(&id, now)?;
             return Ok(None);
         }
         let why = report.as_ref().map(reason).unwrap_or_default();
@@ -470,6 +480,7 @@ impl Engine {
                 self.store
                     .set_state(id, ChangeState::Escalated, None, None, Some(why), now)?;
                 self.phase = Phase::Idle;
+                self.alert(id, now)?;
             }
             None => {
                 let verify = self
@@ -488,6 +499,36 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Queues the alert email for a change that reached `state`, when mail is configured. The
+    /// outbox is durable: the email is sent by the delivery loop, retried until it goes.
+    fn alert(&mut self, id: &str, now: f64) -> Result<(), EngineError> {
+        let Some(mail) = self.settings.mail.clone() else {
+            return Ok(());
+        };
+        let Some(record) = self.store.get_change(id)? else {
+            return Ok(());
+        };
+        let email = self.render_alert(&record)?;
+        crate::mail::enqueue(&mut self.store, &mail, Some(id), &email, now)?;
+        Ok(())
+    }
+
+    /// The alert email for a change as it stands, with what its rollback ran.
+    pub fn render_alert(&self, record: &ChangeRecord) -> Result<crate::mail::Email, EngineError> {
+        let rollback = self
+            .store
+            .events_for(&record.id)?
+            .into_iter()
+            .rev()
+            .find(|e| e.kind == "rollback")
+            .map(|e| e.detail);
+        Ok(crate::mail::render_alert(
+            &self.settings.service,
+            record,
+            rollback.as_ref(),
+        ))
     }
 
     /// Saves the snapshot; a failure is logged, not fatal: the watch goes on, and only a
@@ -521,6 +562,9 @@ impl Engine {
         }
         if new.token_file != self.settings.token_file {
             needs_restart.push("[daemon] token_file");
+        }
+        if new.mail != self.settings.mail {
+            needs_restart.push("[daemon.mail]");
         }
         self.settings = DaemonSettings {
             logs: self.settings.logs.clone(),
@@ -570,6 +614,7 @@ impl Engine {
             now,
             watching,
             recent: self.store.recent_changes(10)?,
+            pending_emails: self.store.pending_emails()?,
             sources: self
                 .sources
                 .iter()

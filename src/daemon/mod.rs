@@ -16,6 +16,8 @@ use engine::{Engine, EngineError};
 
 /// How often the logs are read.
 const POLL_EVERY: Duration = Duration::from_millis(250);
+/// How often queued alert emails are tried.
+const MAIL_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,37 @@ pub enum DaemonError {
     Engine(#[from] EngineError),
     #[error("the API server failed: {0}")]
     Serve(std::io::Error),
+    #[error("[daemon.mail]: {0}")]
+    Mail(String),
+}
+
+/// Sends the alert emails that are due, on a blocking thread with a database connection of its
+/// own, so a slow SMTP server never holds up the API or the watch. One pass at a time.
+fn deliver_mail(
+    state_dir: &std::path::Path,
+    mailer: Arc<crate::mail::Mailer>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    if busy.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let db = state_dir.join("guardian.db");
+    tokio::task::spawn_blocking(move || {
+        match crate::store::Store::open(&db) {
+            Ok(mut store) => {
+                let stats = crate::mail::deliver_due(&mut store, &mailer, now());
+                for e in &stats.errors {
+                    eprintln!("guardian: mail: {e}");
+                }
+                if stats.sent > 0 {
+                    eprintln!("guardian: mail: sent {} alert email(s)", stats.sent);
+                }
+            }
+            Err(e) => eprintln!("guardian: mail: cannot open the outbox: {e}"),
+        }
+        busy.store(false, Ordering::Release);
+    });
 }
 
 /// Tells systemd (when it supervises us) how we are; outside systemd this does nothing.
@@ -170,9 +203,22 @@ pub async fn run(
         .map_err(DaemonError::Serve)?;
     report_to_systemd(sdnotify::ready());
     let watchdog_every = sdnotify::watchdog_interval().map(|i| i / 2);
+    let mailer = match &settings.mail {
+        Some(m) => Some(Arc::new(
+            crate::mail::Mailer::new(m).map_err(|e| DaemonError::Mail(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let mut mail_tick = tokio::time::interval(MAIL_EVERY);
+    let mailing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut watchdog_sent = std::time::Instant::now();
     loop {
         tokio::select! {
+            _ = mail_tick.tick(), if mailer.is_some() => {
+                if let Some(m) = &mailer {
+                    deliver_mail(&settings.state_dir, m.clone(), mailing.clone());
+                }
+            }
             _ = hangup.recv() => {
                 report_to_systemd(sdnotify::reloading());
                 reload(&engine, config_path.as_deref());

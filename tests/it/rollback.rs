@@ -61,8 +61,45 @@ struct World {
     writer: Option<thread::JoinHandle<()>>,
 }
 
+/// A real SMTP server on loopback that keeps what it receives.
+#[derive(Clone, Default)]
+struct Inbox {
+    mails: Arc<std::sync::Mutex<Vec<String>>>,
+    current: Vec<u8>,
+}
+
+impl mailin_embedded::Handler for Inbox {
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.current.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> mailin_embedded::Response {
+        let mail = String::from_utf8_lossy(&std::mem::take(&mut self.current)).into_owned();
+        self.mails.lock().unwrap().push(mail);
+        mailin_embedded::response::OK
+    }
+}
+
+fn smtp_server() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let inbox = Inbox::default();
+    let mails = inbox.mails.clone();
+    thread::spawn(move || {
+        let mut server = mailin_embedded::Server::new(inbox);
+        server.with_name("mx.test").with_tcp_listener(listener);
+        let _ = server.serve();
+    });
+    (addr, mails)
+}
+
 impl World {
     fn new(hook: &str, hook_timeout_secs: u32) -> World {
+        World::with_mail(hook, hook_timeout_secs, None)
+    }
+
+    fn with_mail(hook: &str, hook_timeout_secs: u32, smtp: Option<std::net::SocketAddr>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("app");
         std::fs::create_dir(&repo).unwrap();
@@ -90,10 +127,19 @@ impl World {
         }
         std::fs::write(&log, history).unwrap();
 
+        let mail = match smtp {
+            Some(addr) => format!(
+                "\n[daemon.mail]\nfrom = \"guardian@example.com\"\nto = [\"oncall@example.com\"]\n\
+                 smtp_host = \"{}\"\nsmtp_port = {}\nsecurity = \"none\"\n",
+                addr.ip(),
+                addr.port()
+            ),
+            None => String::new(),
+        };
         let config = dir.path().join("guardian.toml");
         std::fs::write(
             &config,
-            format!(
+            mail + &format!(
                 "[detector]\nbaseline_secs = 600\nwatch_secs = 300\n\n\
                  [daemon]\nstate_dir = {state:?}\nlisten = \"127.0.0.1:0\"\ntoken_file = {token:?}\n\n\
                  [[daemon.logs]]\npath = {log:?}\n\n\
@@ -218,7 +264,8 @@ impl Drop for World {
 
 #[test]
 fn a_bad_deploy_is_reverted_redeployed_and_verified() {
-    let w = World::new("cp \"$GUARDIAN_REPO/mode\" \"$LIVE\"", 30);
+    let (smtp, inbox) = smtp_server();
+    let w = World::with_mail("cp \"$GUARDIAN_REPO/mode\" \"$LIVE\"", 30, Some(smtp));
     thread::sleep(Duration::from_secs(1));
     let (bad, id) = w.deploy("broken");
     let change = w.settle(&id, 60);
