@@ -422,6 +422,7 @@ impl Engine {
             self.store
                 .set_state(&id, state, None, None, Some(&note), now)?;
             self.phase = Phase::Idle;
+            self.alert(&id, now)?;
             return Ok(None);
         }
         let state = match verdict {

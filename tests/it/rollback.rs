@@ -165,6 +165,8 @@ impl World {
         let (tx, rx) = std::sync::mpsc::channel();
         thread::spawn(move || {
             for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Shown when a test fails: what the daemon said.
+                eprintln!("daemon: {l}");
                 if let Some(addr) = l.split("API listening on ").nth(1) {
                     let _ = tx.send(addr.trim().to_owned());
                 }
@@ -290,6 +292,26 @@ fn a_bad_deploy_is_reverted_redeployed_and_verified() {
             .contains("back to its baseline"),
         "{change}"
     );
+    // The alert reached the on-call engineer, with the evidence and what guardian did.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mail = loop {
+        if let Some(m) = inbox.lock().unwrap().first().cloned() {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no alert email arrived");
+        thread::sleep(Duration::from_millis(200));
+    };
+    let unfolded = mail.replace("=\r\n", "").replace("\r\n", "\n");
+    assert!(unfolded.contains("Subject:"), "{unfolded}");
+    assert!(
+        unfolded.contains(&bad[..10]),
+        "the commit is named: {unfolded}"
+    );
+    assert!(
+        unfolded.contains("git revert"),
+        "the undo of the undo is explained: {unfolded}"
+    );
+    assert!(unfolded.contains('%'), "the rates are there: {unfolded}");
 }
 
 #[test]
