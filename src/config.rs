@@ -37,6 +37,8 @@ pub struct DaemonSettings {
     pub logs: Vec<LogSource>,
     /// How to undo a change that made things worse; `None`: watch and record only.
     pub rollback: Option<RollbackSettings>,
+    /// What an `inconclusive` verdict at the end of a watch leads to, per change kind.
+    pub on_inconclusive: OnInconclusive,
     /// How to email the on-call engineer; `None`: no email.
     pub mail: Option<MailSettings>,
 }
@@ -90,6 +92,33 @@ impl fmt::Display for MailSecurity {
 pub struct MailAuth {
     pub username: String,
     pub password_file: PathBuf,
+}
+
+/// What an `inconclusive` verdict leads to. It is never treated as healthy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InconclusivePolicy {
+    /// Record it; nothing else.
+    Record,
+    /// Watch one more window against the same baseline, then apply `Escalate`.
+    Extend,
+    /// Email the on-call engineer (with `[daemon.mail]`).
+    Escalate,
+}
+
+/// The policy per change kind: AI changes default to `escalate`, human ones to `record`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnInconclusive {
+    pub ai: InconclusivePolicy,
+    pub human: InconclusivePolicy,
+}
+
+impl Default for OnInconclusive {
+    fn default() -> Self {
+        OnInconclusive {
+            ai: InconclusivePolicy::Escalate,
+            human: InconclusivePolicy::Record,
+        }
+    }
 }
 
 /// How guardian undoes a regressed change.
@@ -224,6 +253,14 @@ pub struct RawDaemon {
     pub logs: Vec<RawLog>,
     pub rollback: Option<RawRollback>,
     pub mail: Option<RawMail>,
+    pub on_inconclusive: Option<RawOnInconclusive>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnInconclusive {
+    pub ai: Option<String>,
+    pub human: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,7 +387,26 @@ impl RawDaemon {
         }
         let rollback = self.rollback.map(RawRollback::validate).transpose()?;
         let mail = self.mail.map(RawMail::validate).transpose()?;
+        let defaults = OnInconclusive::default();
+        let policy =
+            |key: &'static str, v: Option<String>, d: InconclusivePolicy| match v.as_deref() {
+                None => Ok(d),
+                Some("record") => Ok(InconclusivePolicy::Record),
+                Some("extend") => Ok(InconclusivePolicy::Extend),
+                Some("escalate") => Ok(InconclusivePolicy::Escalate),
+                Some(other) => Err(ConfigError::invalid(
+                    "daemon.on_inconclusive",
+                    key,
+                    format!("must be \"record\", \"extend\" or \"escalate\", got {other:?}"),
+                )),
+            };
+        let raw = self.on_inconclusive.unwrap_or_default();
+        let on_inconclusive = OnInconclusive {
+            ai: policy("ai", raw.ai, defaults.ai)?,
+            human: policy("human", raw.human, defaults.human)?,
+        };
         Ok(DaemonSettings {
+            on_inconclusive,
             rollback,
             mail,
             service,
@@ -1107,6 +1163,14 @@ mod tests {
         assert!(e.contains("used twice"), "{e}");
         let e = err("[daemon]\nlisten_on = \"x\"\n");
         assert!(e.contains("listen_on"), "{e}");
+        let d = Config::parse("[daemon]\non_inconclusive = { human = \"extend\" }\n")
+            .unwrap()
+            .daemon
+            .unwrap();
+        assert_eq!(d.on_inconclusive.human, InconclusivePolicy::Extend);
+        assert_eq!(d.on_inconclusive.ai, InconclusivePolicy::Escalate);
+        let e = err("[daemon]\non_inconclusive = { ai = \"ignore\" }\n");
+        assert!(e.contains("[daemon.on_inconclusive] ai must be"), "{e}");
         let r = Config::parse(
             "[daemon]\n[daemon.rollback]\nrepo = \"/srv/app\"\nhook = [\"/bin/redeploy\"]\n",
         )

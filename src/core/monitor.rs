@@ -55,6 +55,14 @@ impl Monitor {
         }
     }
 
+    /// Watches the current change for another `watch_secs` from `at`, against the same
+    /// baseline: when a window ended without enough evidence either way.
+    pub fn extend_watch(&mut self, at: f64) {
+        if let Some(w) = &self.watch {
+            self.watch = Some(w.extension(at));
+        }
+    }
+
     pub fn observe_request(&mut self, r: &Request<'_>) {
         self.record(r.ts, r.route, r.arm, 1, u64::from(r.error), |t| {
             t.add_request(r.error, r.latency_ms)

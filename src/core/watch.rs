@@ -241,6 +241,16 @@ impl Watch {
         self.change_at
     }
 
+    /// Another window from `at`, against the same baseline and by the same rules.
+    pub fn extension(&self, at: f64) -> Watch {
+        Watch::new(
+            &self.settings,
+            at,
+            self.baseline.clone(),
+            self.baseline_dispersion.clone(),
+        )
+    }
+
     /// A new watch of `watch_secs` from `at`, against this watch's baseline: after a rollback,
     /// whether the service is back to what it was before the change (the traffic since the
     /// change is not a baseline to go back to).

@@ -147,6 +147,8 @@ enum Phase {
 }
 
 pub struct Engine {
+    /// Changes whose watch was already extended once.
+    extended: Vec<String>,
     config: Config,
     settings: DaemonSettings,
     monitor: Monitor,
@@ -243,6 +245,7 @@ impl Engine {
             });
         }
         Ok(Engine {
+            extended: Vec::new(),
             config: config.clone(),
             settings: settings.clone(),
             monitor,
@@ -430,6 +433,11 @@ impl Engine {
             Verdict::Healthy => ChangeState::Healthy,
             _ => ChangeState::Inconclusive,
         };
+        if state == ChangeState::Inconclusive {
+            return self
+                .inconclusive(&id, report_text.as_deref(), now)
+                .map(|()| None);
+        }
         let decided_at = report.as_ref().and_then(|r| r.decided_at);
         self.store
             .set_state(&id, state, report_text.as_deref(), decided_at, None, now)?;
@@ -498,6 +506,48 @@ impl Engine {
                 self.monitor.verify_recovery(now, verify);
                 self.phase = Phase::Verifying(id.to_owned());
             }
+        }
+        Ok(())
+    }
+
+    /// A window ended without enough evidence either way: apply the policy for the change's
+    /// kind. Never healthy.
+    fn inconclusive(
+        &mut self,
+        id: &str,
+        report: Option<&str>,
+        now: f64,
+    ) -> Result<(), EngineError> {
+        use crate::config::InconclusivePolicy;
+        let kind = self.store.get_change(id)?.map(|c| c.kind);
+        let policy = match kind {
+            Some(ChangeKind::Ai) => self.settings.on_inconclusive.ai,
+            _ => self.settings.on_inconclusive.human,
+        };
+        if policy == InconclusivePolicy::Extend && !self.extended.iter().any(|e| e == id) {
+            self.extended.push(id.to_owned());
+            self.store.set_state(
+                id,
+                ChangeState::Watching,
+                report,
+                None,
+                Some("not enough evidence in the first window; watching one more"),
+                now,
+            )?;
+            self.monitor.extend_watch(now);
+            return Ok(());
+        }
+        let escalate = policy != InconclusivePolicy::Record;
+        let note = if escalate {
+            "not enough evidence either way by the end of the watch; a person should look"
+        } else {
+            "not enough evidence either way by the end of the watch"
+        };
+        self.store
+            .set_state(id, ChangeState::Inconclusive, report, None, Some(note), now)?;
+        self.phase = Phase::Idle;
+        if escalate {
+            self.alert(id, now)?;
         }
         Ok(())
     }
@@ -748,4 +798,53 @@ pub fn read_token(path: &Path) -> Result<String, String> {
         ));
     }
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::InconclusivePolicy;
+
+    const T0: f64 = 1_764_000_000.0;
+
+    fn engine(dir: &Path, policy: InconclusivePolicy) -> Engine {
+        let mut config = Config::parse(&format!(
+            "[detector]\nwatch_secs = 10\nmin_requests_after = 1000000\n\
+             [daemon]\nstate_dir = {dir:?}\n"
+        ))
+        .unwrap();
+        let settings = config.daemon.as_mut().unwrap();
+        settings.on_inconclusive.human = policy;
+        let settings = settings.clone();
+        Engine::with_store(&config, &settings, Store::open_in_memory().unwrap(), T0).unwrap()
+    }
+
+    fn request(kind: &str) -> ChangeRequest {
+        serde_json::from_str(&format!(r#"{{"commit": "abc1234", "kind": "{kind}"}}"#)).unwrap()
+    }
+
+    #[test]
+    fn an_inconclusive_watch_is_extended_once_then_closed_never_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = engine(dir.path(), InconclusivePolicy::Extend);
+        let id = e.notify(&request("human"), T0).unwrap().id;
+        e.tick(T0 + 11.0).unwrap();
+        let c = e.change(&id).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::Watching);
+        assert!(c.note.unwrap().contains("one more"));
+        e.tick(T0 + 23.0).unwrap();
+        let c = e.change(&id).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::Inconclusive);
+    }
+
+    #[test]
+    fn an_inconclusive_ai_change_is_escalated_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = engine(dir.path(), InconclusivePolicy::Record);
+        let id = e.notify(&request("ai"), T0).unwrap().id;
+        e.tick(T0 + 11.0).unwrap();
+        let c = e.change(&id).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::Inconclusive);
+        assert!(c.note.unwrap().contains("a person should look"));
+    }
 }
