@@ -51,6 +51,65 @@ pub struct Email {
     pub message_id: String,
 }
 
+/// The daily digest of changes that stayed healthy during the UTC day starting at `day_start`
+/// (unix seconds), instead of one email each. `None` when there were none.
+pub fn render_digest(service: &str, day_start: f64, healthy: &[ChangeRecord]) -> Option<Email> {
+    if healthy.is_empty() {
+        return None;
+    }
+    let day = chrono::DateTime::from_timestamp(day_start as i64, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| format!("{day_start}"));
+    let mut body = format!(
+        "{} change{} to {service} stayed healthy on {day} (UTC). Nothing needs doing.\n\n",
+        healthy.len(),
+        if healthy.len() == 1 { "" } else { "s" }
+    );
+    for c in healthy {
+        let errors = c
+            .report
+            .as_ref()
+            .and_then(|r| r["signals"].as_array())
+            .and_then(|s| s.iter().find(|s| s["signal"] == "errors"))
+            .map(|s| {
+                let pct = |v: &Value| {
+                    v.as_f64()
+                        .map_or("-".to_owned(), |r| format!("{:.2}%", r * 100.0))
+                };
+                format!(
+                    "errors {} -> {}, bounded below {}x",
+                    pct(&s["baseline"]["rate"]),
+                    pct(&s["after"]["rate"]),
+                    s["ratio_upper_bound"]
+                        .as_f64()
+                        .map_or("-".to_owned(), |u| format!("{u:.2}"))
+                )
+            })
+            .unwrap_or_default();
+        body.push_str(&format!(
+            "  {}  commit {}  {}{}  {}\n      {}\n",
+            c.id,
+            &c.commit[..c.commit.len().min(10)],
+            c.kind.as_str(),
+            c.pattern
+                .as_deref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default(),
+            c.summary.as_deref().unwrap_or(""),
+            errors
+        ));
+    }
+    body.push_str("\n-- \nSent by guardian: a digest of healthy changes, once a day.\n");
+    Some(Email {
+        subject: format!(
+            "[guardian] {service}: {} healthy change(s) on {day}",
+            healthy.len()
+        ),
+        text_body: body,
+        message_id: format!("<digest.{day}@guardian>"),
+    })
+}
+
 /// The Message-ID of the email about `change_id` reaching `state`: the same every time, so a
 /// resend after a crash is recognisably the same email (and the outbox keeps one).
 pub fn message_id(change_id: &str, state: &str) -> String {

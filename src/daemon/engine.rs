@@ -149,6 +149,8 @@ enum Phase {
 pub struct Engine {
     /// Changes whose watch was already extended once.
     extended: Vec<String>,
+    /// The UTC day whose digest was last queued (days since the epoch).
+    digest_day: Option<i64>,
     config: Config,
     settings: DaemonSettings,
     monitor: Monitor,
@@ -246,6 +248,7 @@ impl Engine {
         }
         Ok(Engine {
             extended: Vec::new(),
+            digest_day: None,
             config: config.clone(),
             settings: settings.clone(),
             monitor,
@@ -442,6 +445,15 @@ impl Engine {
         self.store
             .set_state(&id, state, report_text.as_deref(), decided_at, None, now)?;
         self.phase = Phase::Idle;
+        if state == ChangeState::Healthy
+            && self
+                .settings
+                .mail
+                .as_ref()
+                .is_some_and(|m| !m.digest_healthy)
+        {
+            self.alert(&id, now)?;
+        }
         if state != ChangeState::Regressed {
             return Ok(None);
         }
@@ -506,6 +518,36 @@ impl Engine {
                 self.monitor.verify_recovery(now, verify);
                 self.phase = Phase::Verifying(id.to_owned());
             }
+        }
+        Ok(())
+    }
+
+    /// Once a UTC day has ended, queues the digest of the changes that stayed healthy during
+    /// it (when mail is configured and healthy changes are digested). Idempotent: the digest's
+    /// Message-ID is the day's, so asking twice queues one email.
+    pub fn queue_digest(&mut self, now: f64) -> Result<(), EngineError> {
+        let Some(mail) = self.settings.mail.clone().filter(|m| m.digest_healthy) else {
+            return Ok(());
+        };
+        let today = (now / 86_400.0).floor() as i64;
+        if self.digest_day == Some(today) {
+            return Ok(());
+        }
+        self.digest_day = Some(today);
+        let day_start = (today - 1) as f64 * 86_400.0;
+        let healthy: Vec<ChangeRecord> = self
+            .store
+            .recent_changes(1000)?
+            .into_iter()
+            .filter(|c| {
+                c.state == ChangeState::Healthy
+                    && c.decided_at
+                        .is_some_and(|d| d >= day_start && d < day_start + 86_400.0)
+            })
+            .collect();
+        if let Some(email) = crate::mail::render_digest(&self.settings.service, day_start, &healthy)
+        {
+            crate::mail::enqueue(&mut self.store, &mail, None, &email, now)?;
         }
         Ok(())
     }
@@ -835,6 +877,42 @@ mod tests {
         e.tick(T0 + 23.0).unwrap();
         let c = e.change(&id).unwrap().unwrap().record;
         assert_eq!(c.state, ChangeState::Inconclusive);
+    }
+
+    #[test]
+    fn healthy_changes_go_into_one_digest_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(&format!(
+            "[daemon]\nstate_dir = {:?}\n[daemon.mail]\nfrom = \"g@example.com\"\n\
+             to = [\"oncall@example.com\"]\nsmtp_host = \"127.0.0.1\"\nsecurity = \"none\"\n",
+            dir.path()
+        ))
+        .unwrap();
+        let settings = config.daemon.clone().unwrap();
+        let mut e =
+            Engine::with_store(&config, &settings, Store::open_in_memory().unwrap(), T0).unwrap();
+        let id = e.notify(&request("human"), T0).unwrap().id;
+        e.store
+            .set_state(
+                &id,
+                ChangeState::Healthy,
+                None,
+                Some(T0 + 1800.0),
+                None,
+                T0 + 1800.0,
+            )
+            .unwrap();
+        let next_day = ((T0 + 1800.0) / 86_400.0).floor() * 86_400.0 + 86_400.0 + 60.0;
+        e.queue_digest(next_day).unwrap();
+        e.queue_digest(next_day + 5.0).unwrap();
+        assert_eq!(e.store.pending_emails().unwrap(), 1);
+        let email = crate::mail::render_digest(
+            "app",
+            next_day - 86_460.0,
+            &[e.store.get_change(&id).unwrap().unwrap()],
+        )
+        .unwrap();
+        assert!(email.text_body.contains(&id) && email.subject.contains("healthy"));
     }
 
     #[test]

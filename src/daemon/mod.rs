@@ -215,6 +215,9 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = mail_tick.tick(), if mailer.is_some() => {
+                if let Err(err) = engine.lock().unwrap_or_else(|p| p.into_inner()).queue_digest(now()) {
+                    eprintln!("guardian: mail: cannot queue the daily digest: {err}");
+                }
                 if let Some(m) = &mailer {
                     deliver_mail(&settings.state_dir, m.clone(), mailing.clone());
                 }
