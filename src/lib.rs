@@ -10,6 +10,7 @@ pub mod hook;
 pub mod input;
 pub mod mail;
 pub mod replay;
+pub mod scrape;
 pub mod sdnotify;
 pub mod store;
 pub mod tail;
