@@ -39,6 +39,8 @@ pub struct DaemonSettings {
     pub rollback: Option<RollbackSettings>,
     /// What an `inconclusive` verdict at the end of a watch leads to, per change kind.
     pub on_inconclusive: OnInconclusive,
+    /// The app's own Prometheus endpoints to scrape.
+    pub scrapes: Vec<ScrapeTarget>,
     /// How to email the on-call engineer; `None`: no email.
     pub mail: Option<MailSettings>,
 }
@@ -92,6 +94,52 @@ impl fmt::Display for MailSecurity {
 pub struct MailAuth {
     pub username: String,
     pub password_file: PathBuf,
+}
+
+/// One Prometheus endpoint guardian scrapes, and which series count as what.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScrapeTarget {
+    pub name: String,
+    pub spec: crate::scrape::ScrapeSpec,
+    pub interval_secs: u32,
+}
+
+/// Reads `name{label=pattern,...}`: a series name and label patterns, where `.` in a pattern
+/// matches any one character (`code=5..`) and anything else matches itself.
+fn selector(key: &'static str, text: &str) -> Result<crate::scrape::Matcher, ConfigError> {
+    use crate::scrape::{LabelMatch, Matcher};
+    let bad = |why: &str| {
+        ConfigError::invalid(
+            "daemon.scrapes",
+            key,
+            format!("{why} in {text:?}: write name{{label=pattern,...}}, e.g. http_requests_total{{code=5..}}"),
+        )
+    };
+    let text = text.trim();
+    let (name, labels) = match text.split_once('{') {
+        None => (text, ""),
+        Some((n, rest)) => (n, rest.strip_suffix('}').ok_or_else(|| bad("a missing }"))?),
+    };
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    if !valid(name) {
+        return Err(bad("a bad series name"));
+    }
+    let mut m = Matcher::new(name);
+    for pair in labels.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (label, value) = pair
+            .split_once('=')
+            .ok_or_else(|| bad("a label without ="))?;
+        let value = value.trim().trim_matches('"');
+        if !valid(label.trim()) {
+            return Err(bad("a bad label name"));
+        }
+        m = m.with(label.trim(), LabelMatch::pattern(value));
+    }
+    Ok(m)
 }
 
 /// What an `inconclusive` verdict leads to. It is never treated as healthy.
@@ -254,6 +302,21 @@ pub struct RawDaemon {
     pub rollback: Option<RawRollback>,
     pub mail: Option<RawMail>,
     pub on_inconclusive: Option<RawOnInconclusive>,
+    #[serde(default)]
+    pub scrapes: Vec<RawScrape>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScrape {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub requests: Option<String>,
+    pub errors: Option<String>,
+    pub latency: Option<String>,
+    pub route_label: Option<String>,
+    pub latency_unit_ms: Option<f64>,
+    pub interval_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -405,7 +468,64 @@ impl RawDaemon {
             ai: policy("ai", raw.ai, defaults.ai)?,
             human: policy("human", raw.human, defaults.human)?,
         };
+        let mut scrapes = Vec::new();
+        for (i, raw) in self.scrapes.into_iter().enumerate() {
+            let url = raw.url.ok_or_else(|| {
+                ConfigError::invalid(
+                    "daemon.scrapes",
+                    "url",
+                    format!("is missing in scrape {}", i + 1),
+                )
+            })?;
+            if !url.starts_with("http://") {
+                return Err(ConfigError::invalid(
+                    "daemon.scrapes",
+                    "url",
+                    format!("must be a plain http:// URL (the app's /metrics on this host), got {url:?}"),
+                ));
+            }
+            let requests = selector(
+                "requests",
+                raw.requests.as_deref().unwrap_or("http_requests_total"),
+            )?;
+            let errors = selector(
+                "errors",
+                raw.errors
+                    .as_deref()
+                    .unwrap_or("http_requests_total{code=5..}"),
+            )?;
+            let latency = raw
+                .latency
+                .as_deref()
+                .map(|l| selector("latency", l))
+                .transpose()?;
+            let interval_secs = match raw.interval_secs {
+                None => 10,
+                Some(n) if (1..=3600).contains(&n) => n as u32,
+                Some(n) => {
+                    return Err(ConfigError::invalid(
+                        "daemon.scrapes",
+                        "interval_secs",
+                        format!("must be whole seconds from 1 to 3600, got {n}"),
+                    ))
+                }
+            };
+            scrapes.push(ScrapeTarget {
+                name: raw.name.unwrap_or_else(|| url.clone()),
+                spec: crate::scrape::ScrapeSpec {
+                    url,
+                    requests,
+                    errors,
+                    latency,
+                    route_label: raw.route_label,
+                    latency_unit_ms: raw.latency_unit_ms.unwrap_or(1000.0),
+                    timeout: std::time::Duration::from_secs(u64::from(interval_secs.min(10))),
+                },
+                interval_secs,
+            });
+        }
         Ok(DaemonSettings {
+            scrapes,
             on_inconclusive,
             rollback,
             mail,

@@ -122,6 +122,19 @@ pub struct SourceStatus {
     pub idle_secs: Option<f64>,
 }
 
+/// What `guardian status` shows of a Prometheus target.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ScrapeStatus {
+    pub name: String,
+    pub url: String,
+    /// When the last scrape succeeded, and how long ago.
+    pub last_ok_at: Option<f64>,
+    pub age_secs: Option<f64>,
+    /// Why the last scrape failed, when it did: that interval is missing data, never zero.
+    pub last_error: Option<String>,
+    pub failures: u64,
+}
+
 /// What `guardian status` shows.
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -130,6 +143,7 @@ pub struct Status {
     pub watching: Option<ChangeView>,
     pub recent: Vec<ChangeRecord>,
     pub sources: Vec<SourceStatus>,
+    pub scrapes: Vec<ScrapeStatus>,
     /// Alert emails queued and not yet accepted by the SMTP server.
     pub pending_emails: usize,
 }
@@ -151,6 +165,7 @@ pub struct Engine {
     extended: Vec<String>,
     /// The UTC day whose digest was last queued (days since the epoch).
     digest_day: Option<i64>,
+    scrapes: Vec<ScrapeStatus>,
     config: Config,
     settings: DaemonSettings,
     monitor: Monitor,
@@ -249,6 +264,15 @@ impl Engine {
         Ok(Engine {
             extended: Vec::new(),
             digest_day: None,
+            scrapes: settings
+                .scrapes
+                .iter()
+                .map(|t| ScrapeStatus {
+                    name: t.name.clone(),
+                    url: t.spec.url.clone(),
+                    ..ScrapeStatus::default()
+                })
+                .collect(),
             config: config.clone(),
             settings: settings.clone(),
             monitor,
@@ -323,6 +347,32 @@ impl Engine {
         // Saved at once, so that a restart from now on resumes this watch.
         self.checkpoint(now);
         Ok(record)
+    }
+
+    /// What a scrape of target `name` brought: counts per interval fed to the core, or a
+    /// failure recorded (missing data: nothing is fed, so it can never read as zero errors).
+    pub fn scraped(
+        &mut self,
+        name: &str,
+        result: Result<crate::scrape::ScrapeResult, String>,
+        now: f64,
+    ) {
+        let Some(status) = self.scrapes.iter_mut().find(|s| s.name == name) else {
+            return;
+        };
+        match result {
+            Ok(r) => {
+                for interval in &r.intervals {
+                    self.monitor.observe_aggregate(&interval.aggregate());
+                }
+                status.last_ok_at = Some(now);
+                status.last_error = None;
+            }
+            Err(e) => {
+                status.failures += 1;
+                status.last_error = Some(e);
+            }
+        }
     }
 
     /// Feeds requests reported by the app itself.
@@ -708,6 +758,14 @@ impl Engine {
             watching,
             recent: self.store.recent_changes(10)?,
             pending_emails: self.store.pending_emails()?,
+            scrapes: self
+                .scrapes
+                .iter()
+                .map(|s| ScrapeStatus {
+                    age_secs: s.last_ok_at.map(|t| (now - t).max(0.0)),
+                    ..s.clone()
+                })
+                .collect(),
             sources: self
                 .sources
                 .iter()

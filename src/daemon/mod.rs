@@ -36,6 +36,42 @@ pub enum DaemonError {
     Serve(std::io::Error),
     #[error("[daemon.mail]: {0}")]
     Mail(String),
+    #[error("[daemon.scrapes]: {0}")]
+    Scrape(String),
+}
+
+/// One Prometheus target and its scraper, which keeps the previous counts between scrapes.
+struct ScrapeJob {
+    name: String,
+    every: f64,
+    next: f64,
+    scraper: Arc<Mutex<crate::scrape::Scraper>>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Scrapes on a blocking thread (an HTTP request with a timeout), then hands the counts to the
+/// engine. A slow target skips a turn rather than piling requests up.
+fn start_scrape(engine: Arc<Mutex<Engine>>, job: &ScrapeJob) {
+    use std::sync::atomic::Ordering;
+    if job.busy.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (name, scraper, busy) = (job.name.clone(), job.scraper.clone(), job.busy.clone());
+    tokio::task::spawn_blocking(move || {
+        let result = scraper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .scrape(now())
+            .map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            eprintln!("guardian: scrape {name}: {e} (no data for this interval)");
+        }
+        engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .scraped(&name, result, now());
+        busy.store(false, Ordering::Release);
+    });
 }
 
 /// Sends the alert emails that are due, on a blocking thread with a database connection of its
@@ -210,6 +246,18 @@ pub async fn run(
         None => None,
     };
     let mut mail_tick = tokio::time::interval(MAIL_EVERY);
+    let mut scrapers = Vec::new();
+    for target in &settings.scrapes {
+        let scraper = crate::scrape::Scraper::new(target.spec.clone())
+            .map_err(|e| DaemonError::Scrape(e.to_string()))?;
+        scrapers.push(ScrapeJob {
+            name: target.name.clone(),
+            every: f64::from(target.interval_secs),
+            next: 0.0,
+            scraper: Arc::new(Mutex::new(scraper)),
+            busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        });
+    }
     let mailing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut watchdog_sent = std::time::Instant::now();
     loop {
@@ -228,6 +276,13 @@ pub async fn run(
                 report_to_systemd(sdnotify::ready());
             }
             _ = poll.tick() => {
+                let t = now();
+                for job in &mut scrapers {
+                    if t >= job.next {
+                        job.next = t + job.every;
+                        start_scrape(engine.clone(), job);
+                    }
+                }
                 let job = {
                     let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
                     let t = now();

@@ -9,3 +9,4 @@ mod demo;
 mod replay_cli;
 mod rollback;
 mod scenarios;
+mod scrape;
