@@ -387,6 +387,25 @@ fn render_status(s: &serde_json::Value) -> String {
             );
         }
     }
+    for t in s["scrapes"].as_array().cloned().unwrap_or_default() {
+        let _ = writeln!(
+            out,
+            "scrape {}: {}{}",
+            t["name"].as_str().unwrap_or("?"),
+            t["age_secs"]
+                .as_f64()
+                .map_or("no successful scrape yet".to_owned(), |a| format!(
+                    "last success {a:.0} s ago"
+                )),
+            t["last_error"]
+                .as_str()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(n) = s["pending_emails"].as_u64().filter(|&n| n > 0) {
+        let _ = writeln!(out, "alert emails waiting to be sent: {n}");
+    }
     for src in s["sources"].as_array().cloned().unwrap_or_default() {
         let idle = src["idle_secs"]
             .as_f64()
