@@ -201,11 +201,12 @@ fn run_daemon(args: &RunArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(guardian::daemon::run(
-        config,
-        Some(args.config.clone()),
-        shutdown_signal(),
-    ));
+    let result = runtime.block_on(async {
+        // Registered before anything else, so a SIGTERM that arrives while the daemon starts
+        // is a clean stop rather than the default disposition's kill.
+        let shutdown = shutdown_signal().map_err(guardian::daemon::DaemonError::Signals)?;
+        guardian::daemon::run(config, Some(args.config.clone()), shutdown).await
+    });
     match result {
         Ok(()) => Ok(0),
         Err(
@@ -222,17 +223,18 @@ fn run_daemon(args: &RunArgs) -> Result<u8> {
     }
 }
 
-/// Completes on SIGTERM (systemd stopping the unit) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// A future that completes on SIGTERM (systemd stopping the unit) or SIGINT (Ctrl-C); both
+/// handlers are installed when this is called, not when the future is first polled.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 /// The API's base URL and token, from the flags or the config.

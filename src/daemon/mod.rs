@@ -38,6 +38,8 @@ pub enum DaemonError {
     Mail(String),
     #[error("[daemon.scrapes]: {0}")]
     Scrape(String),
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 /// One Prometheus target and its scraper, which keeps the previous counts between scrapes.
@@ -192,6 +194,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let settings = config.daemon.clone().ok_or(DaemonError::NotConfigured)?;
+    // Installed first: a SIGHUP while starting must not take the default action (exit).
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(DaemonError::Signals)?;
     std::fs::create_dir_all(&settings.state_dir).map_err(|error| DaemonError::StateDir {
         path: settings.state_dir.display().to_string(),
         error,
@@ -235,8 +240,6 @@ pub async fn run(
 
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(DaemonError::Serve)?;
     report_to_systemd(sdnotify::ready());
     let watchdog_every = sdnotify::watchdog_interval().map(|i| i / 2);
     let mailer = match &settings.mail {

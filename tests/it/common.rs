@@ -78,3 +78,36 @@ pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&path, text).unwrap();
     (dir, path)
 }
+
+/// Starts `guardian run --config <config>` with `envs` added, and returns the process and the
+/// API's base URL once the daemon says where it listens. What the daemon logs is echoed to the
+/// test's output (shown when a test fails).
+pub fn spawn_daemon(config: &Path, envs: &[(&str, &Path)]) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_guardian"));
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("the guardian binary runs");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("daemon: {line}");
+            if let Some(addr) = line.split("API listening on ").nth(1) {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the daemon says where it listens");
+    (child, format!("http://{addr}"))
+}

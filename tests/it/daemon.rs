@@ -2,9 +2,9 @@
 //! over loopback, `guardian notify`, and signals.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -65,27 +65,10 @@ impl Daemon {
     }
 
     fn spawn(dir: tempfile::TempDir, config: PathBuf, log: PathBuf) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_guardian"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = l.split("API listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the daemon says where it listens");
+        let (child, api) = super::common::spawn_daemon(&config, &[]);
         Daemon {
             child,
-            api: format!("http://{addr}"),
+            api,
             config,
             log,
             dir: Some(dir),

@@ -7,9 +7,9 @@
 //! service recovers only if the revert really happened and the hook really ran.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -154,25 +154,7 @@ impl World {
         )
         .unwrap();
 
-        let mut daemon = Command::new(env!("CARGO_BIN_EXE_guardian"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("LIVE", &live)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = daemon.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // Shown when a test fails: what the daemon said.
-                eprintln!("daemon: {l}");
-                if let Some(addr) = l.split("API listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        let (daemon, api) = super::common::spawn_daemon(&config, &[("LIVE", &live)]);
 
         // The app: 20 requests a second, failing nearly always while `broken` is deployed.
         let stop = Arc::new(AtomicBool::new(false));
@@ -201,7 +183,7 @@ impl World {
             log,
             config,
             daemon,
-            api: format!("http://{addr}"),
+            api,
             stop,
             writer: Some(writer),
         }

@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -79,26 +78,7 @@ fn a_regression_seen_only_through_prometheus_counters_is_caught() {
         ),
     )
     .unwrap();
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_guardian"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = daemon.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("daemon: {l}");
-            if let Some(addr) = l.split("API listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_owned());
-            }
-        }
-    });
-    let api = format!(
-        "http://{}",
-        rx.recv_timeout(Duration::from_secs(30)).unwrap()
-    );
+    let (mut daemon, api) = super::common::spawn_daemon(&config, &[]);
     let get = |path: &str| -> Value {
         ureq::get(&format!("{api}{path}"))
             .set("Authorization", &format!("Bearer {TOKEN}"))
