@@ -2,9 +2,10 @@
 //! the daemon following the access log of an "app" whose behaviour is whatever is deployed, a
 //! bad commit notified, and then the revert, the redeploy and the recovery check.
 //!
-//! The app here is the traffic writer below: each request reads the deployed `mode` file and
-//! fails when it says `broken`. The hook deploys by copying `mode` from the repository, so the
-//! service recovers only if the revert really happened and the hook really ran.
+//! The app is a real HTTP server with a real client driving it: each request reads the deployed
+//! `mode` file, fails when it says `broken`, and is written to the access log guardian follows.
+//! The hook deploys by copying `mode` from the repository, so the service recovers only if the
+//! revert really happened and the hook really ran; an SMTP server on loopback receives the alert.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -49,6 +50,38 @@ fn commit_mode(repo: &Path, mode: &str, message: &str) -> String {
     git(repo, &["rev-parse", "HEAD"])
 }
 
+/// The app, for real over HTTP: each request reads the deployed `mode`, fails (nearly always)
+/// when it says `broken`, and is logged as a JSON line, the way a proxy logs it.
+fn serve_app(log: PathBuf, live: PathBuf) -> std::net::SocketAddr {
+    use std::io::{BufRead as _, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut file = OpenOptions::new().append(true).open(&log).unwrap();
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let broken = std::fs::read_to_string(&live).unwrap_or_default().trim() == "broken";
+            let fail = if broken { i % 20 != 0 } else { i % 100 == 0 };
+            let status = if fail { 500 } else { 200 };
+            let _ = writeln!(
+                file,
+                "{{\"ts\": {:.3}, \"status\": {status}, \"latency_ms\": 30}}",
+                now()
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    addr
+}
+
 struct World {
     dir: tempfile::TempDir,
     repo: PathBuf,
@@ -57,6 +90,8 @@ struct World {
     config: PathBuf,
     daemon: Child,
     api: String,
+    /// The app's address.
+    app: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
     writer: Option<thread::JoinHandle<()>>,
 }
@@ -156,23 +191,18 @@ impl World {
 
         let (daemon, api) = super::common::spawn_daemon(&config, &[("LIVE", &live)]);
 
-        // The app: 20 requests a second, failing nearly always while `broken` is deployed.
+        // The app: an HTTP server that serves whatever is deployed (failing nearly always
+        // while `broken` is), writing one access-log line per request; and a client sending it
+        // 20 requests a second.
+        let app = serve_app(log.clone(), live.clone());
         let stop = Arc::new(AtomicBool::new(false));
-        let (stop2, log2, live2) = (stop.clone(), log.clone(), live.clone());
+        let stop2 = stop.clone();
         let writer = thread::spawn(move || {
-            let mut file = OpenOptions::new().append(true).open(&log2).unwrap();
-            let mut i = 0u32;
+            let agent = ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(2))
+                .build();
             while !stop2.load(Ordering::Relaxed) {
-                let broken = std::fs::read_to_string(&live2).unwrap_or_default().trim() == "broken";
-                let fail = if broken { i % 20 != 0 } else { i % 100 == 0 };
-                let status = if fail { 500 } else { 200 };
-                writeln!(
-                    file,
-                    "{{\"ts\": {:.3}, \"status\": {status}, \"latency_ms\": 30}}",
-                    now()
-                )
-                .unwrap();
-                i += 1;
+                let _ = agent.get(&format!("http://{app}/cart")).call();
                 thread::sleep(Duration::from_millis(50));
             }
         });
@@ -184,6 +214,7 @@ impl World {
             config,
             daemon,
             api,
+            app,
             stop,
             writer: Some(writer),
         }
@@ -265,8 +296,19 @@ fn a_bad_deploy_is_reverted_redeployed_and_verified() {
         std::fs::read_to_string(w.repo.join("mode")).unwrap().trim(),
         "ok"
     );
-    // The hook really deployed it: the app serves the good version again.
+    // The hook really deployed it: the app serves good responses again.
     assert_eq!(std::fs::read_to_string(&w.live).unwrap().trim(), "ok");
+    let good = (0..20)
+        .filter(|_| {
+            ureq::get(&format!("http://{}/cart", w.app))
+                .call()
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .count();
+    assert!(
+        good >= 18,
+        "only {good} of 20 requests succeeded after the rollback"
+    );
     assert!(
         change["note"]
             .as_str()
