@@ -427,7 +427,11 @@ pub fn fetch(spec: &ScrapeSpec) -> Result<String, ScrapeError> {
             } else {
                 ScrapeError::Transport {
                     url: url(),
-                    message: t.to_string(),
+                    // ureq's message starts with the URL, which the error already names.
+                    message: t.kind().to_string()
+                        + &std::error::Error::source(&t)
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default(),
                 }
             });
         }

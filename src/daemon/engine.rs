@@ -365,10 +365,17 @@ impl Engine {
                 for interval in &r.intervals {
                     self.monitor.observe_aggregate(&interval.aggregate());
                 }
+                if status.last_error.is_some() {
+                    eprintln!("guardian: scrape {name}: working again");
+                }
                 status.last_ok_at = Some(now);
                 status.last_error = None;
             }
             Err(e) => {
+                // Said once when it starts failing (or fails differently), not every interval.
+                if status.last_error.as_ref() != Some(&e) {
+                    eprintln!("guardian: scrape {name}: {e} (no data until it works again)");
+                }
                 status.failures += 1;
                 status.last_error = Some(e);
             }

@@ -65,9 +65,6 @@ fn start_scrape(engine: Arc<Mutex<Engine>>, job: &ScrapeJob) {
             .unwrap_or_else(|p| p.into_inner())
             .scrape(now())
             .map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            eprintln!("guardian: scrape {name}: {e} (no data for this interval)");
-        }
         engine
             .lock()
             .unwrap_or_else(|p| p.into_inner())
