@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DaemonSettings, LogSource};
 use crate::core::{Monitor, Report, Verdict};
-use crate::input::{self, Event, Format};
+use crate::input::{self, Event};
 use crate::store::{ChangeKind, ChangeRecord, ChangeState, NewChange, Store, StoreError};
 use crate::tail::{Position, TailStatus, Tailer};
 
@@ -408,7 +408,7 @@ impl Engine {
                 continue;
             }
             for line in &lines {
-                match parse(line, source.settings.format) {
+                match input::parse_line(line, source.settings.format) {
                     Ok(event) => self.monitor.observe_request(&event.request(min)),
                     Err(message) => {
                         source.bad_lines += 1;
@@ -833,14 +833,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn parse(line: &str, format: Format) -> Result<Event<'_>, String> {
-    let line = line.trim_start_matches('\u{feff}');
-    match format {
-        Format::JsonLines => input::jsonl::parse_line(line),
-        Format::Nginx => input::nginx::parse_line(line),
-    }
-}
-
 /// The regressed signals' evidence, in a line: what the revert commit and the hook are told.
 fn reason(report: &Report) -> String {
     let parts: Vec<String> = report
@@ -872,17 +864,6 @@ fn reason(report: &Report) -> String {
 
 fn report_json(report: &Report) -> String {
     serde_json::to_string(report).unwrap_or_else(|_| "null".to_owned())
-}
-
-/// Parses a JSON array of observations as the JSON-lines reader would parse each line, naming
-/// the first bad element by its position.
-pub fn parse_observations(body: &[u8]) -> Result<Vec<Box<serde_json::value::RawValue>>, String> {
-    let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(body)
-        .map_err(|e| format!("the body must be a JSON array of observations: {e}"))?;
-    for (i, item) in items.iter().enumerate() {
-        input::jsonl::parse_line(item.get()).map_err(|e| format!("observation {i}: {e}"))?;
-    }
-    Ok(items)
 }
 
 /// Reads a token file: its first line, trimmed. An empty token is refused: an API that accepts

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::engine::{parse_observations, ChangeRequest, Engine};
+use super::engine::{ChangeRequest, Engine};
 use crate::input;
 
 /// Largest request body accepted: notifications are small, pushed batches are bounded.
@@ -142,11 +142,22 @@ async fn list_changes(State(api): State<Api>) -> Result<Response, ApiError> {
 }
 
 async fn post_observations(State(api): State<Api>, body: Bytes) -> Result<Response, ApiError> {
-    let items = parse_observations(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    let events: Vec<input::Event<'_>> = items
+    // Each element is read as the JSON-lines reader reads a line; the first bad one refuses the
+    // whole batch, so a partly applied batch never happens.
+    let bad = |e: String| ApiError(StatusCode::BAD_REQUEST, e);
+    let items: Vec<Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(&body).map_err(|e| {
+            bad(format!(
+                "the body must be a JSON array of observations: {e}"
+            ))
+        })?;
+    let events = items
         .iter()
-        .filter_map(|raw| input::jsonl::parse_line(raw.get()).ok())
-        .collect();
+        .enumerate()
+        .map(|(i, raw)| {
+            input::jsonl::parse_line(raw.get()).map_err(|e| bad(format!("observation {i}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     lock(&api).observe(&events);
     Ok((
         StatusCode::ACCEPTED,

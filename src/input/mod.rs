@@ -136,35 +136,36 @@ pub fn for_each_event<R: BufRead>(
                 e.valid_up_to() + 1
             ),
         })?;
-        // Editors on some systems start a file with a byte-order mark; it is not data.
-        let text = if line == 1 {
-            text.trim_start_matches('\u{feff}')
-        } else {
-            text
-        };
         if text.trim().is_empty() {
             continue;
         }
-        let parsed = match format {
-            Format::JsonLines => jsonl::parse_line(text).map_err(|message| {
-                if nginx::parse_line(text).is_ok() {
-                    format!("{message} (this looks like an nginx access log: use --format nginx)")
-                } else {
-                    message
-                }
-            }),
-            Format::Nginx => nginx::parse_line(text).map_err(|message| {
-                if text.trim_start().starts_with('{') {
-                    format!("{message} (this looks like JSON lines: use --format jsonl)")
-                } else {
-                    message
-                }
-            }),
-        };
-        let event = parsed.map_err(|message| LineError { line, message })?;
+        let event = parse_line(text, format).map_err(|message| LineError { line, message })?;
         if f(line, &event).is_break() {
             return Ok(line);
         }
+    }
+}
+
+/// Reads one line in `format`. A line that fails but reads in the other format says so, since
+/// a wrong `--format` (or `format =`) is the likeliest mistake.
+pub fn parse_line(text: &str, format: Format) -> Result<Event<'_>, String> {
+    // Editors on some systems start a file with a byte-order mark; it is not data.
+    let text = text.trim_start_matches('\u{feff}');
+    match format {
+        Format::JsonLines => jsonl::parse_line(text).map_err(|message| {
+            if nginx::parse_line(text).is_ok() {
+                format!("{message} (this looks like an nginx access log: use --format nginx)")
+            } else {
+                message
+            }
+        }),
+        Format::Nginx => nginx::parse_line(text).map_err(|message| {
+            if text.trim_start().starts_with('{') {
+                format!("{message} (this looks like JSON lines: use --format jsonl)")
+            } else {
+                message
+            }
+        }),
     }
 }
 
