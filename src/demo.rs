@@ -102,10 +102,10 @@ fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
 
 const GOOD: &str =
     "# The demo app's behaviour: what share of requests fail, how long each takes.\n\
-                    error_rate = 0.01\nlatency_ms = 5\n";
+                    error_rate = 0.01\nlatency_ms = 10\n";
 const BAD: &str = "# The demo app's behaviour: what share of requests fail, how long each takes.\n\
                    # Fix: validate cart items strictly (rejects legacy item ids).\n\
-                   error_rate = 0.45\nlatency_ms = 5\n";
+                   error_rate = 0.45\nlatency_ms = 10\n";
 
 /// Runs the demo in `dir` (a new temporary directory when `None`), removing it at the end
 /// unless `keep`.

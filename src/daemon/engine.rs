@@ -20,6 +20,8 @@ use super::rollback::{RollbackJob, RollbackReport};
 const REPORT_EVERY_SECS: f64 = 5.0;
 /// The core's saved state, beside the database.
 const SNAPSHOT_FILE: &str = "core-state.json";
+/// Seconds after the redeploy hook returns before the recovery check counts traffic.
+const RECOVERY_SETTLE_SECS: f64 = 3.0;
 const SNAPSHOT_VERSION: u32 = 1;
 
 /// The core's state and the log positions it corresponds to, saved together so that after a
@@ -572,7 +574,10 @@ impl Engine {
                 );
                 self.store
                     .set_state(id, ChangeState::Verifying, None, None, Some(&note), now)?;
-                self.monitor.verify_recovery(now, verify);
+                // The hook returning is not the new version serving: traffic from the first
+                // seconds after it still shows the old one, so the check starts a little later.
+                self.monitor
+                    .verify_recovery(now + RECOVERY_SETTLE_SECS, verify);
                 self.phase = Phase::Verifying(id.to_owned());
             }
         }
