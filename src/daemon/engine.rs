@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DaemonSettings, LogSource};
-use crate::core::{Monitor, Report, Verdict};
+use crate::core::{Monitor, Report, SignalKind, Verdict};
 use crate::input::{self, Event};
 use crate::store::{ChangeKind, ChangeRecord, ChangeState, NewChange, Store, StoreError};
 use crate::tail::{Position, TailStatus, Tailer};
@@ -473,9 +473,13 @@ impl Engine {
                 ),
                 _ => (
                     ChangeState::Escalated,
-                    "reverted and redeployed, but recovery could not be confirmed: too little \
-                     traffic after the redeploy"
-                        .to_owned(),
+                    format!(
+                        "reverted and redeployed, but recovery could not be confirmed: {}",
+                        report
+                            .as_ref()
+                            .map(unconfirmed_recovery)
+                            .unwrap_or_else(|| "no traffic after the redeploy".to_owned())
+                    ),
                 ),
             };
             self.store.record_event(
@@ -839,6 +843,33 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The regressed signals' evidence, in a line: what the revert commit and the hook are told.
+/// Why a recovery watch ended without confirming recovery, in words for the alert.
+fn unconfirmed_recovery(report: &Report) -> String {
+    let errors = report
+        .signals
+        .iter()
+        .find(|s| s.signal == SignalKind::Errors);
+    match errors {
+        _ if report.requests_after == 0 => "no traffic after the redeploy".to_owned(),
+        Some(s) if s.after.requests > 0 => {
+            let rate = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.2}%", r * 100.0));
+            format!(
+                "{} requests after the redeploy; errors {} before the change, {} after the \
+                 redeploy{}, not clearly back",
+                report.requests_after,
+                rate(s.baseline.rate),
+                rate(s.after.rate),
+                s.ratio_upper_bound
+                    .map_or(String::new(), |b| format!(" (up to {b:.1}x the baseline)")),
+            )
+        }
+        _ => format!(
+            "too little traffic after the redeploy ({} requests)",
+            report.requests_after
+        ),
+    }
+}
+
 fn reason(report: &Report) -> String {
     let parts: Vec<String> = report
         .signals
