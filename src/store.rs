@@ -97,6 +97,53 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'emails are never deleted from the outbox');
     END;
     "#,
+    // 3: the trust gate. Proposals (changes submitted instead of deployed, with the policy's
+    // decision), one-time approval links, and the traffic series behind post-mortem charts.
+    r#"
+    CREATE TABLE proposals (
+        id            TEXT PRIMARY KEY,
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL,
+        proposer      TEXT NOT NULL,          -- the role that submitted it
+        kind          TEXT NOT NULL CHECK (kind IN ('ai', 'human')),
+        pattern       TEXT NOT NULL,
+        summary       TEXT NOT NULL,
+        issue_url     TEXT,
+        tests_run     INTEGER NOT NULL,       -- 0/1, as the proposer claims
+        base_sha      TEXT NOT NULL,          -- the commit the patch applies to
+        claimed_sha   TEXT,                   -- the commit in the proposer's repository
+        patch         TEXT NOT NULL,          -- git format-patch output, as received
+        diff_hash     TEXT NOT NULL,          -- sha256 of the patch
+        decision      TEXT NOT NULL CHECK (decision IN ('deny', 'needs_approval', 'auto')),
+        assessment    TEXT NOT NULL,          -- JSON: rules fired, risk factors, diff facts
+        shadow        INTEGER NOT NULL,       -- 0/1: decided but never acted on
+        state         TEXT NOT NULL,
+        decided_by    TEXT,                   -- who approved or rejected
+        decided_note  TEXT,
+        approved_hash TEXT,                   -- the diff_hash an approval bound to
+        change_id     TEXT REFERENCES changes (id),
+        note          TEXT
+    );
+    CREATE INDEX proposals_by_created_at ON proposals (created_at);
+    CREATE INDEX proposals_by_pattern ON proposals (pattern, created_at);
+
+    CREATE TABLE approval_links (
+        token_hash  TEXT PRIMARY KEY,          -- sha256 of the secret in the link
+        proposal_id TEXT NOT NULL REFERENCES proposals (id),
+        action      TEXT NOT NULL CHECK (action IN ('approve', 'reject')),
+        diff_hash   TEXT NOT NULL,
+        expires_at  REAL NOT NULL,
+        used_at     REAL
+    );
+
+    CREATE TABLE series (
+        at          INTEGER PRIMARY KEY,       -- start of a 10-second bin, unix seconds
+        requests    INTEGER NOT NULL,
+        errors      INTEGER NOT NULL,
+        p50_ms      REAL,
+        p99_ms      REAL
+    );
+    "#,
 ];
 
 /// Event kinds written to the decision log.
@@ -361,7 +408,7 @@ pub struct OutboxEmail {
 
 /// The state database. Not `Sync`: share it behind a mutex.
 pub struct Store {
-    conn: Connection,
+    pub(crate) conn: Connection,
     /// For messages: the file, or `:memory:`.
     path: PathBuf,
     /// Random bytes drawn when the store was opened, and a counter: with the commit and the
