@@ -143,6 +143,9 @@ const MIGRATIONS: &[&str] = &[
         p50_ms      REAL,
         p99_ms      REAL
     );
+
+    -- An alert can carry an HTML alternative (the post-mortem with its chart).
+    ALTER TABLE outbox ADD COLUMN html TEXT;
     "#,
 ];
 
