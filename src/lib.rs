@@ -5,6 +5,7 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod demo;
+pub mod gate;
 pub mod git;
 pub mod hook;
 pub mod input;

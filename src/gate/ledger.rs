@@ -1,0 +1,277 @@
+//! Trust per fix pattern, earned from the record. The ledger is not stored anywhere it could be
+//! edited: it is computed, every time, from the proposals and the verdicts on the changes they
+//! became (both in the audited store). A pattern starts needing approval, may deploy alone once
+//! enough changes a person approved stayed healthy, and loses that at once on a rollback.
+
+use serde::Serialize;
+
+/// The fix patterns an agent can claim. `other` is never checked against the diff, so it is
+/// never trusted to deploy alone.
+pub const PATTERNS: [&str; 5] = [
+    "nil-check",
+    "timeout-bump",
+    "retry-wrap",
+    "feature-flag-off",
+    "other",
+];
+
+/// How one proposal ended, as far as trust is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The policy denied it.
+    Denied,
+    /// Waiting for a person, or decided in shadow mode and never deployed.
+    NotDeployed,
+    /// A person rejected it.
+    Rejected,
+    /// Deployed and still being watched, or its watch ended without a verdict.
+    Deployed,
+    /// Deployed and the watch found it healthy.
+    Healthy,
+    /// Deployed and it made things worse (rolled back, or would have been in shadow mode).
+    Regressed,
+}
+
+/// One proposal, as the ledger reads it.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub pattern: String,
+    /// When it was proposed (unix seconds); entries are read in this order.
+    pub at: f64,
+    /// A person approved it (as opposed to deploying alone, or never being decided).
+    pub approved: bool,
+    pub outcome: Outcome,
+}
+
+/// Whether a pattern may deploy without a person.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    NeedsApproval,
+    Auto,
+}
+
+/// One pattern's record and where it stands.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PatternTrust {
+    pub pattern: String,
+    pub level: Level,
+    pub proposals: u32,
+    pub denied: u32,
+    pub approved: u32,
+    pub rejected: u32,
+    pub deployed: u32,
+    pub healthy: u32,
+    pub rollbacks: u32,
+    /// Approved changes that stayed healthy since the last rollback: what promotion counts.
+    pub earned: u32,
+    pub needed: u32,
+    pub last_rollback_at: Option<f64>,
+    /// Why the pattern is where it is, in one sentence.
+    pub why: String,
+}
+
+/// The ledger: every known pattern, plus any other pattern that has been proposed.
+pub fn ledger(entries: &[Entry], promote_after: u32) -> Vec<PatternTrust> {
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.at.total_cmp(&b.at));
+    let mut patterns: Vec<String> = PATTERNS.iter().map(|p| (*p).to_owned()).collect();
+    for e in &sorted {
+        if !patterns.contains(&e.pattern) {
+            patterns.push(e.pattern.clone());
+        }
+    }
+    patterns
+        .into_iter()
+        .map(|pattern| {
+            let mut t = PatternTrust {
+                level: Level::NeedsApproval,
+                proposals: 0,
+                denied: 0,
+                approved: 0,
+                rejected: 0,
+                deployed: 0,
+                healthy: 0,
+                rollbacks: 0,
+                earned: 0,
+                needed: promote_after,
+                last_rollback_at: None,
+                why: String::new(),
+                pattern,
+            };
+            for e in sorted.iter().filter(|e| e.pattern == t.pattern) {
+                t.proposals += 1;
+                t.approved += u32::from(e.approved);
+                match e.outcome {
+                    Outcome::Denied => t.denied += 1,
+                    Outcome::Rejected => t.rejected += 1,
+                    Outcome::NotDeployed => {}
+                    Outcome::Deployed => t.deployed += 1,
+                    Outcome::Healthy => {
+                        t.deployed += 1;
+                        t.healthy += 1;
+                        t.earned += u32::from(e.approved);
+                    }
+                    Outcome::Regressed => {
+                        t.deployed += 1;
+                        t.rollbacks += 1;
+                        t.earned = 0;
+                        t.last_rollback_at = Some(e.at);
+                    }
+                }
+            }
+            let promotable = t.pattern != "other" && PATTERNS.contains(&t.pattern.as_str());
+            if promotable && t.earned >= promote_after {
+                t.level = Level::Auto;
+            }
+            t.why = why(&t, promotable);
+            t
+        })
+        .collect()
+}
+
+fn why(t: &PatternTrust, promotable: bool) -> String {
+    if !promotable {
+        return format!(
+            "\"{}\" cannot be checked against the diff, so it always needs approval",
+            t.pattern
+        );
+    }
+    let since = if t.rollbacks > 0 {
+        " since its last rollback"
+    } else {
+        ""
+    };
+    match t.level {
+        Level::Auto => format!(
+            "{} approved changes stayed healthy{since} (promotion needs {}); a rollback demotes it",
+            t.earned, t.needed
+        ),
+        Level::NeedsApproval if t.rollbacks > 0 && t.earned == 0 => format!(
+            "demoted by a rollback; needs {} approved changes that stay healthy to deploy alone",
+            t.needed
+        ),
+        Level::NeedsApproval => format!(
+            "{} of {} approved changes that stayed healthy{since}",
+            t.earned, t.needed
+        ),
+    }
+}
+
+/// The pattern's standing in the ledger (a pattern never seen needs approval).
+pub fn level_of(ledger: &[PatternTrust], pattern: &str) -> Level {
+    ledger
+        .iter()
+        .find(|t| t.pattern == pattern)
+        .map_or(Level::NeedsApproval, |t| t.level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pattern: &str, at: f64, approved: bool, outcome: Outcome) -> Entry {
+        Entry {
+            pattern: pattern.into(),
+            at,
+            approved,
+            outcome,
+        }
+    }
+
+    fn healthy_approved(pattern: &str, n: usize, from: f64) -> Vec<Entry> {
+        (0..n)
+            .map(|i| entry(pattern, from + i as f64, true, Outcome::Healthy))
+            .collect()
+    }
+
+    fn standing(entries: &[Entry], pattern: &str) -> PatternTrust {
+        ledger(entries, 10)
+            .into_iter()
+            .find(|t| t.pattern == pattern)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_pattern_needs_approval() {
+        let t = standing(&[], "nil-check");
+        assert_eq!(t.level, Level::NeedsApproval);
+        assert_eq!(t.why, "0 of 10 approved changes that stayed healthy");
+    }
+
+    #[test]
+    fn ten_approved_healthy_changes_promote_a_pattern_and_nine_do_not() {
+        let nine = healthy_approved("timeout-bump", 9, 0.0);
+        assert_eq!(standing(&nine, "timeout-bump").level, Level::NeedsApproval);
+        let ten = healthy_approved("timeout-bump", 10, 0.0);
+        let t = standing(&ten, "timeout-bump");
+        assert_eq!(t.level, Level::Auto);
+        assert_eq!((t.approved, t.healthy, t.earned), (10, 10, 10));
+        // Other patterns earn nothing from it.
+        assert_eq!(standing(&ten, "nil-check").level, Level::NeedsApproval);
+    }
+
+    #[test]
+    fn changes_that_deployed_alone_or_were_never_deployed_earn_nothing() {
+        let mut entries = healthy_approved("retry-wrap", 5, 0.0);
+        entries.extend(
+            (0..5).map(|i| entry("retry-wrap", 10.0 + f64::from(i), false, Outcome::Healthy)),
+        );
+        entries.extend((0..5).map(|i| {
+            entry(
+                "retry-wrap",
+                20.0 + f64::from(i),
+                true,
+                Outcome::NotDeployed,
+            )
+        }));
+        let t = standing(&entries, "retry-wrap");
+        assert_eq!(t.earned, 5);
+        assert_eq!(t.level, Level::NeedsApproval);
+    }
+
+    #[test]
+    fn a_rollback_demotes_at_once_and_the_record_starts_again() {
+        let mut entries = healthy_approved("nil-check", 12, 0.0);
+        entries.push(entry("nil-check", 100.0, false, Outcome::Regressed));
+        let t = standing(&entries, "nil-check");
+        assert_eq!(t.level, Level::NeedsApproval);
+        assert_eq!(
+            (t.rollbacks, t.earned, t.last_rollback_at),
+            (1, 0, Some(100.0))
+        );
+        assert!(t.why.starts_with("demoted by a rollback"), "{}", t.why);
+        entries.extend(healthy_approved("nil-check", 10, 200.0));
+        let t = standing(&entries, "nil-check");
+        assert_eq!(t.level, Level::Auto);
+        assert!(t.why.contains("since its last rollback"), "{}", t.why);
+    }
+
+    #[test]
+    fn order_is_by_time_not_by_how_the_entries_arrive() {
+        let mut entries = healthy_approved("nil-check", 10, 200.0);
+        entries.insert(0, entry("nil-check", 100.0, true, Outcome::Regressed));
+        assert_eq!(standing(&entries, "nil-check").level, Level::Auto);
+        entries.push(entry("nil-check", 300.0, true, Outcome::Regressed));
+        assert_eq!(standing(&entries, "nil-check").level, Level::NeedsApproval);
+    }
+
+    #[test]
+    fn other_and_unknown_patterns_never_deploy_alone() {
+        for p in ["other", "refactor-everything"] {
+            let t = standing(&healthy_approved(p, 50, 0.0), p);
+            assert_eq!(t.level, Level::NeedsApproval, "{p}");
+            assert!(t.why.contains("cannot be checked"), "{}", t.why);
+        }
+    }
+
+    #[test]
+    fn denials_and_rejections_are_counted_but_do_not_reset_the_record() {
+        let mut entries = healthy_approved("feature-flag-off", 10, 0.0);
+        entries.push(entry("feature-flag-off", 50.0, false, Outcome::Denied));
+        entries.push(entry("feature-flag-off", 51.0, false, Outcome::Rejected));
+        let t = standing(&entries, "feature-flag-off");
+        assert_eq!((t.denied, t.rejected, t.proposals), (1, 1, 12));
+        assert_eq!(t.level, Level::Auto);
+    }
+}
