@@ -13,5 +13,6 @@ pub mod mail;
 pub mod replay;
 pub mod scrape;
 pub mod sdnotify;
+pub mod series;
 pub mod store;
 pub mod tail;
