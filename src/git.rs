@@ -821,6 +821,120 @@ fn collect(rx: Option<mpsc::Receiver<Vec<u8>>>) -> String {
     }
 }
 
+/// A proposal to apply: the diff as data, and the commit message guardian writes for it.
+#[derive(Debug, Clone)]
+pub struct ApplyRequest {
+    /// A `git diff` of the whole change (what `guardian propose` sends).
+    pub patch: String,
+    /// Marks the commit so that applying twice finds the first commit (like a revert's).
+    pub intent: String,
+    /// The commit message; its last paragraph is its trailers, to which the intent is added.
+    pub message: String,
+}
+
+/// What applying a proposal did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ApplyOutcome {
+    /// A new commit carrying the change is HEAD.
+    Applied {
+        commit: String,
+        commands: Vec<CommandRecord>,
+    },
+    /// A commit carrying this intent is already on the branch: nothing done.
+    AlreadyDone {
+        commit: String,
+        commands: Vec<CommandRecord>,
+    },
+    /// The diff does not apply to HEAD; the tree was put back (`tree_restored` says whether
+    /// that was verified).
+    DoesNotApply {
+        reason: String,
+        tree_restored: bool,
+        commands: Vec<CommandRecord>,
+    },
+}
+
+impl Repo {
+    /// Applies a proposal's diff to HEAD as one new commit, exactly once per `req.intent`.
+    /// The diff is data: `git apply` (which refuses paths outside the tree and paths that go
+    /// through a symlink) under the same hardening as every command here, never `git am` with
+    /// the proposer's hooks or config. Refuses a dirty tree or an operation in progress, like
+    /// `revert`; a diff that does not apply leaves the tree exactly as it was.
+    pub fn apply_patch(&self, req: &ApplyRequest) -> Result<ApplyOutcome, GitError> {
+        validate_intent(&req.intent).map_err(GitError::InvalidRequest)?;
+        let mut s = Session::new(self);
+        self.check_config(&mut s)?;
+        if let Some(commit) = s.find_revert(&req.intent)? {
+            return Ok(ApplyOutcome::AlreadyDone {
+                commit,
+                commands: s.log,
+            });
+        }
+        let state = s.state_paths()?;
+        if let Some(operation) = state.in_progress() {
+            return Err(GitError::OperationInProgress {
+                path: self.path.clone(),
+                operation,
+            });
+        }
+        let dirty = self.tracked_changes(&mut s)?;
+        if !dirty.is_empty() {
+            return Err(GitError::DirtyTree {
+                path: self.path.clone(),
+                files: dirty,
+            });
+        }
+        let original_head = s.head()?;
+        let identity = s.identity_args()?;
+        let apply = ["apply", "--index", "--whitespace=nowarn", "-"];
+        let raw = s.run(
+            apply,
+            Some(req.patch.as_bytes().to_vec()),
+            self.command_timeout,
+        )?;
+        if !raw.success() {
+            let reason = clip(first_nonempty(&raw.stderr, &raw.stdout), ERROR_OUTPUT_LIMIT);
+            let tree_restored = s.restore(&original_head, &state);
+            return Ok(ApplyOutcome::DoesNotApply {
+                reason,
+                tree_restored,
+                commands: s.log,
+            });
+        }
+        let message = format!(
+            "{}\n{TRAILER_INTENT}: {}\n",
+            req.message.trim_end(),
+            req.intent
+        );
+        let mut args = identity;
+        args.extend(
+            [
+                "commit",
+                "--no-verify",
+                "--no-gpg-sign",
+                "--cleanup=whitespace",
+                "-F",
+                "-",
+            ]
+            .map(String::from),
+        );
+        if let Err(e) = s.ok(&args, Some(message.into_bytes())) {
+            let tree_restored = s.restore(&original_head, &state);
+            return Ok(ApplyOutcome::DoesNotApply {
+                reason: e.to_string(),
+                tree_restored,
+                commands: s.log,
+            });
+        }
+        let commit = s.head()?;
+        Ok(ApplyOutcome::Applied {
+            commit,
+            commands: s.log,
+        })
+    }
+}
+
 impl<'r> Session<'r> {
     fn new(repo: &'r Repo) -> Self {
         Session {
@@ -1507,6 +1621,61 @@ mod tests {
 
     fn read(dir: &Path, file: &str) -> String {
         fs::read_to_string(dir.join(file)).unwrap()
+    }
+
+    fn apply_request(patch: String) -> ApplyRequest {
+        ApplyRequest {
+            patch,
+            intent: "prp_0123456789ab-deploy".into(),
+            message: "Fix: bump the timeout\n\nGuardian-Proposal: prp_0123456789ab\n".into(),
+        }
+    }
+
+    #[test]
+    fn a_proposal_is_applied_as_one_commit_once() {
+        let (_tmp, dir) = init();
+        commit(&dir, "a.txt", "timeout = 5\n", "base");
+        let head = git(&dir, &["rev-parse", "HEAD"]);
+        std::fs::write(dir.join("a.txt"), "timeout = 10\n").unwrap();
+        let patch = git(&dir, &["diff", "--full-index"]);
+        git(&dir, &["checkout", "--", "a.txt"]);
+        let repo = Repo::open(&dir).unwrap();
+        let req = apply_request(format!("{patch}\n"));
+        let commit = match repo.apply_patch(&req).unwrap() {
+            ApplyOutcome::Applied { commit, .. } => commit,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(read(&dir, "a.txt"), "timeout = 10\n");
+        assert_eq!(git(&dir, &["rev-parse", "HEAD^"]), head);
+        assert_eq!(
+            trailers(&dir, TRAILER_INTENT),
+            ["prp_0123456789ab-deploy".to_string()]
+        );
+        assert!(matches!(
+            repo.apply_patch(&req).unwrap(),
+            ApplyOutcome::AlreadyDone { commit: c, .. } if c == commit
+        ));
+        assert_eq!(count(&dir), 2);
+    }
+
+    #[test]
+    fn a_diff_that_does_not_apply_or_escapes_the_tree_leaves_it_as_it_was() {
+        let (_tmp, dir) = init();
+        commit(&dir, "a.txt", "one\n", "base");
+        let head = git(&dir, &["rev-parse", "HEAD"]);
+        let repo = Repo::open(&dir).unwrap();
+        let stale =
+            "diff --git a/a.txt b/a.txt\n--- a/a.txt\n+++ b/a.txt\n@@ -1 +1 @@\n-two\n+three\n";
+        let escape = "diff --git a/../evil b/../evil\nnew file mode 100644\n--- /dev/null\n+++ b/../evil\n@@ -0,0 +1 @@\n+x\n";
+        for patch in [stale, escape] {
+            match repo.apply_patch(&apply_request(patch.into())).unwrap() {
+                ApplyOutcome::DoesNotApply { tree_restored, .. } => assert!(tree_restored),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(git(&dir, &["rev-parse", "HEAD"]), head);
+            assert_eq!(read(&dir, "a.txt"), "one\n");
+        }
+        assert!(!dir.parent().unwrap().join("evil").exists());
     }
 
     #[test]
