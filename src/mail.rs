@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
-use lettre::message::Mailbox;
+use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
@@ -38,7 +38,7 @@ pub const FIRST_RETRY_SECS: f64 = 30.0;
 pub const MAX_RETRY_SECS: f64 = 30.0 * 60.0;
 
 /// Lines of the redeploy hook's output shown, per stream.
-const OUTPUT_TAIL_LINES: usize = 20;
+pub(crate) const OUTPUT_TAIL_LINES: usize = 20;
 /// Characters of one output line shown.
 const OUTPUT_LINE_CHARS: usize = 300;
 
@@ -49,6 +49,9 @@ pub struct Email {
     pub text_body: String,
     /// The Message-ID header, angle brackets included.
     pub message_id: String,
+    /// An HTML alternative (the post-mortem with its chart), sent with the text as
+    /// multipart/alternative; the text alone must still say everything that matters.
+    pub html: Option<String>,
 }
 
 /// The daily digest of changes that stayed healthy during the UTC day starting at `day_start`
@@ -107,6 +110,7 @@ pub fn render_digest(service: &str, day_start: f64, healthy: &[ChangeRecord]) ->
         ),
         text_body: body,
         message_id: format!("<digest.{day}@guardian>"),
+        html: None,
     })
 }
 
@@ -214,12 +218,38 @@ pub fn render_alert(service: &str, change: &ChangeRecord, rollback: Option<&Valu
         subject,
         text_body: body,
         message_id: message_id(&change.id, change.state.as_str()),
+        html: None,
     }
+}
+
+/// [`render_alert`] with the rendered post-mortem (`crate::postmortem::Postmortem::html`) as
+/// the HTML alternative. The text part stays the whole alert, plus one line saying where the
+/// post-mortem is, for mail clients that show only text.
+pub fn render_alert_with_postmortem(
+    service: &str,
+    change: &ChangeRecord,
+    rollback: Option<&Value>,
+    postmortem_html: Option<String>,
+) -> Email {
+    let mut email = render_alert(service, change, rollback);
+    if postmortem_html.is_some() {
+        let line = format!(
+            "Post-mortem: in this email's HTML part, or guardian postmortem {} --config <your \
+             guardian.toml>\n",
+            change.id
+        );
+        match email.text_body.find("Change id: ") {
+            Some(at) => email.text_body.insert_str(at, &line),
+            None => email.text_body.push_str(&line),
+        }
+    }
+    email.html = postmortem_html;
+    email
 }
 
 /// The few words after the service in the subject: "rolled back", "escalated: revert
 /// conflicts", "regressed".
-fn state_label(change: &ChangeRecord, rollback: Option<&Value>) -> String {
+pub(crate) fn state_label(change: &ChangeRecord, rollback: Option<&Value>) -> String {
     match change.state {
         ChangeState::RolledBack => "rolled back".to_owned(),
         ChangeState::Escalated => format!("escalated: {}", escalation_cause(change, rollback)),
@@ -231,7 +261,7 @@ fn state_label(change: &ChangeRecord, rollback: Option<&Value>) -> String {
 }
 
 /// Why a rollback was handed to a person, in a few words.
-fn escalation_cause(change: &ChangeRecord, rollback: Option<&Value>) -> &'static str {
+pub(crate) fn escalation_cause(change: &ChangeRecord, rollback: Option<&Value>) -> &'static str {
     if let Some(rollback) = rollback.filter(|r| !r["escalation"].is_null()) {
         for step in steps(rollback) {
             let failed = step.get("error").is_some();
@@ -265,7 +295,7 @@ fn escalation_cause(change: &ChangeRecord, rollback: Option<&Value>) -> &'static
 }
 
 /// The first paragraph: what happened and what guardian did about it.
-fn headline(
+pub(crate) fn headline(
     service: &str,
     change: &ChangeRecord,
     rollback: Option<&Value>,
@@ -331,7 +361,7 @@ fn headline(
 }
 
 /// The regressed signals in a phrase: "errors 0.50% -> 6.20% (12.4x)".
-fn regression_summary(report: &Value) -> String {
+pub(crate) fn regression_summary(report: &Value) -> String {
     signals(report)
         .filter(|s| s["regressed"].as_bool() == Some(true))
         .map(|s| {
@@ -639,7 +669,12 @@ fn commands(w: &mut String, list: &Value) {
     }
 }
 
-fn undo_the_undo(w: &mut String, change: &ChangeRecord, rollback: Option<&Value>, revert: &str) {
+pub(crate) fn undo_the_undo(
+    w: &mut String,
+    change: &ChangeRecord,
+    rollback: Option<&Value>,
+    revert: &str,
+) {
     let push = rollback.and_then(|r| {
         steps(r)
             .find(|s| s["step"] == "git push" && s.get("error").is_none())
@@ -694,7 +729,7 @@ fn undo_the_undo(w: &mut String, change: &ChangeRecord, rollback: Option<&Value>
     );
 }
 
-fn by_hand(w: &mut String, change: &ChangeRecord) {
+pub(crate) fn by_hand(w: &mut String, change: &ChangeRecord) {
     let _ = writeln!(
         w,
         "  To revert by hand, in the deploy repository:\n    \
@@ -713,15 +748,15 @@ fn field(w: &mut String, name: &str, value: &str) {
     let _ = writeln!(w, "  {:<11} {}", format!("{name}:"), printable(value));
 }
 
-fn steps(rollback: &Value) -> impl Iterator<Item = &Value> {
+pub(crate) fn steps(rollback: &Value) -> impl Iterator<Item = &Value> {
     rollback["steps"].as_array().into_iter().flatten()
 }
 
-fn signals(report: &Value) -> impl Iterator<Item = &Value> {
+pub(crate) fn signals(report: &Value) -> impl Iterator<Item = &Value> {
     report["signals"].as_array().into_iter().flatten()
 }
 
-fn signal_name(s: &Value) -> &str {
+pub(crate) fn signal_name(s: &Value) -> &str {
     match s["signal"].as_str() {
         Some("errors") => "errors",
         Some("slow_requests") => "slow requests",
@@ -731,7 +766,7 @@ fn signal_name(s: &Value) -> &str {
     }
 }
 
-fn signal_title(s: &Value) -> String {
+pub(crate) fn signal_title(s: &Value) -> String {
     match s["signal"].as_str() {
         Some("errors") => "Errors (share of failed requests)".to_owned(),
         Some("slow_requests") => match s["threshold_ms"].as_f64() {
@@ -743,7 +778,7 @@ fn signal_title(s: &Value) -> String {
     }
 }
 
-fn string_list(v: &Value) -> Vec<String> {
+pub(crate) fn string_list(v: &Value) -> Vec<String> {
     v.as_array()
         .into_iter()
         .flatten()
@@ -752,7 +787,7 @@ fn string_list(v: &Value) -> Vec<String> {
 }
 
 /// The first 10 characters of each commit (of both ends of a range).
-fn short_commit(commit: &str) -> String {
+pub(crate) fn short_commit(commit: &str) -> String {
     let short = |c: &str| c.trim().chars().take(10).collect::<String>();
     match commit.split_once("..") {
         Some((a, b)) => format!("{}..{}", short(a), short(b)),
@@ -761,7 +796,7 @@ fn short_commit(commit: &str) -> String {
 }
 
 /// Unix seconds as a UTC date, with the seconds themselves for grepping logs.
-fn when(t: f64) -> String {
+pub(crate) fn when(t: f64) -> String {
     let whole = t.floor();
     match chrono::DateTime::from_timestamp(whole as i64, 0) {
         Some(d) if t.is_finite() => {
@@ -771,7 +806,7 @@ fn when(t: f64) -> String {
     }
 }
 
-fn secs(d: f64) -> String {
+pub(crate) fn secs(d: f64) -> String {
     if !d.is_finite() {
         "?".to_owned()
     } else if d < 120.0 {
@@ -781,7 +816,7 @@ fn secs(d: f64) -> String {
     }
 }
 
-fn percent(rate: Option<f64>) -> String {
+pub(crate) fn percent(rate: Option<f64>) -> String {
     match rate {
         None => "-".to_owned(),
         Some(r) if r > 0.0 && r < 0.0001 => format!("{:.4}%", r * 100.0),
@@ -789,7 +824,7 @@ fn percent(rate: Option<f64>) -> String {
     }
 }
 
-fn ratio(r: f64) -> String {
+pub(crate) fn ratio(r: f64) -> String {
     if r >= 100.0 {
         format!("{r:.0}x")
     } else if r >= 10.0 {
@@ -799,7 +834,7 @@ fn ratio(r: f64) -> String {
     }
 }
 
-fn ms(v: Option<f64>) -> String {
+pub(crate) fn ms(v: Option<f64>) -> String {
     match v {
         None => "-".to_owned(),
         Some(v) if v >= 100.0 => format!("{v:.0} ms"),
@@ -808,7 +843,7 @@ fn ms(v: Option<f64>) -> String {
 }
 
 /// An e-value or threshold: plain when it reads well, scientific when huge.
-fn number(v: Option<f64>) -> String {
+pub(crate) fn number(v: Option<f64>) -> String {
     match v {
         None => "?".to_owned(),
         Some(v) if !v.is_finite() => v.to_string(),
@@ -818,7 +853,7 @@ fn number(v: Option<f64>) -> String {
     }
 }
 
-fn count(v: Option<u64>) -> String {
+pub(crate) fn count(v: Option<u64>) -> String {
     let Some(v) = v else { return "?".to_owned() };
     let digits = v.to_string();
     let mut out = String::new();
@@ -831,14 +866,14 @@ fn count(v: Option<u64>) -> String {
     out
 }
 
-fn trim_number(v: f64) -> String {
+pub(crate) fn trim_number(v: f64) -> String {
     let text = format!("{v:.1}");
     text.strip_suffix(".0").map(str::to_owned).unwrap_or(text)
 }
 
 /// The last `n` non-empty lines, control characters (e.g. colour codes) made visible as `?`,
 /// each cut to a readable length.
-fn tail(text: &str, n: usize) -> Vec<String> {
+pub(crate) fn tail(text: &str, n: usize) -> Vec<String> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..]
         .iter()
@@ -854,20 +889,20 @@ fn tail(text: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
         .collect()
 }
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
 
 /// A command as one might type it: words with spaces or quotes are single-quoted.
-fn shell_line(words: &[String]) -> String {
+pub(crate) fn shell_line(words: &[String]) -> String {
     words
         .iter()
         .map(|w| {
@@ -1007,7 +1042,6 @@ impl Mailer {
             .from(self.from.clone())
             .subject(one_line(&email.subject))
             .message_id(Some(email.message_id.clone()))
-            .header(ContentType::TEXT_PLAIN)
             .header(AutoSubmitted);
         for address in to {
             let mailbox: Mailbox = address
@@ -1015,9 +1049,17 @@ impl Mailer {
                 .map_err(|e| bad(format!("recipient {address:?}: {e}")))?;
             builder = builder.to(mailbox);
         }
-        builder
-            .body(email.text_body.clone())
-            .map_err(|e| bad(e.to_string()))
+        match &email.html {
+            // Text first, HTML last: a client shows the last alternative it can display.
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+                email.text_body.clone(),
+                html.clone(),
+            )),
+            None => builder
+                .header(ContentType::TEXT_PLAIN)
+                .body(email.text_body.clone()),
+        }
+        .map_err(|e| bad(e.to_string()))
     }
 }
 
@@ -1066,11 +1108,12 @@ pub fn enqueue(
     email: &Email,
     now: f64,
 ) -> Result<bool, StoreError> {
-    store.enqueue_email(
+    store.enqueue_email_html(
         change_id,
         &email.message_id,
         &email.subject,
         &email.text_body,
+        email.html.as_deref(),
         &settings.to,
         now,
     )
@@ -1112,6 +1155,7 @@ pub fn deliver_due(store: &mut Store, mailer: &Mailer, now: f64) -> DeliveryStat
             subject: queued.subject,
             text_body: queued.body,
             message_id: queued.message_id,
+            html: queued.html,
         };
         match mailer.send_to(&email, &queued.to) {
             Ok(()) => {
@@ -1594,6 +1638,66 @@ mod tests {
             .text_body
             .push_str(".dot at the start\n..two dots\n.\n");
         email
+    }
+
+    #[test]
+    fn an_alert_with_a_post_mortem_goes_through_the_outbox_as_text_and_html() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let collector = Collector::default();
+        let inbox = collector.inbox.clone();
+        serve(listener, collector);
+        let settings = settings(addr);
+        let mailer = Mailer::new(&settings).unwrap();
+        let mut store = Store::open_in_memory().unwrap();
+
+        let record = change(
+            ChangeState::RolledBack,
+            "reverted and redeployed; the service is back to its baseline",
+            Some(regressed_report()),
+        );
+        let plain = render_alert("shop", &record, Some(&rollback_report()));
+        let html = "<!DOCTYPE html><html><body><h1>Post-mortem</h1><svg></svg></body></html>";
+        let email = render_alert_with_postmortem(
+            "shop",
+            &record,
+            Some(&rollback_report()),
+            Some(html.to_owned()),
+        );
+        // The text is the whole alert, plus one line saying where the post-mortem is.
+        let pointer = format!(
+            "Post-mortem: in this email's HTML part, or guardian postmortem {} --config <your \
+             guardian.toml>\n",
+            record.id
+        );
+        assert!(email.text_body.contains(&pointer), "{}", email.text_body);
+        assert_eq!(email.text_body.replacen(&pointer, "", 1), plain.text_body);
+        assert_eq!(email.html.as_deref(), Some(html));
+        assert_eq!(
+            render_alert_with_postmortem("shop", &record, Some(&rollback_report()), None),
+            plain
+        );
+
+        assert!(enqueue(&mut store, &settings, None, &email, T0).unwrap());
+        let queued = store.get_email(&email.message_id).unwrap().unwrap();
+        assert_eq!(queued.html.as_deref(), Some(html));
+        let stats = deliver_due(&mut store, &mailer, T0);
+        assert_eq!((stats.sent, stats.failed), (1, 0), "{stats:?}");
+
+        let got = wait_for(&inbox, 1, Duration::from_secs(10));
+        assert_eq!(got.len(), 1);
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&got[0].data)
+            .unwrap();
+        let content_type = mail_parser::MimeHeaders::content_type(&parsed).unwrap();
+        assert_eq!(
+            (content_type.ctype(), content_type.subtype()),
+            ("multipart", Some("alternative"))
+        );
+        let text = parsed.body_text(0).unwrap().replace("\r\n", "\n");
+        assert_eq!(text.trim_end(), email.text_body.trim_end());
+        let received_html = parsed.body_html(0).unwrap().replace("\r\n", "\n");
+        assert_eq!(received_html.trim_end(), html);
     }
 
     #[test]

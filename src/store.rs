@@ -407,6 +407,8 @@ pub struct OutboxEmail {
     pub last_error: Option<String>,
     /// When the server accepted it; `None` while queued.
     pub sent_at: Option<f64>,
+    /// The HTML alternative sent with the text (the post-mortem), if any.
+    pub html: Option<String>,
 }
 
 /// The state database. Not `Sync`: share it behind a mutex.
@@ -427,7 +429,7 @@ impl fmt::Debug for Store {
 }
 
 const OUTBOX_COLUMNS: &str = "message_id, change_id, subject, body, recipients, created_at, \
-                              attempts, next_attempt_at, last_attempt_at, last_error, sent_at";
+                              attempts, next_attempt_at, last_attempt_at, last_error, sent_at, html";
 
 const CHANGE_COLUMNS: &str = "id, commit_sha, kind, pattern, summary, landed_at, state, \
                               updated_at, decided_at, report, note";
@@ -821,6 +823,21 @@ impl Store {
         to: &[String],
         now: f64,
     ) -> Result<bool> {
+        self.enqueue_email_html(change_id, message_id, subject, body, None, to, now)
+    }
+
+    /// [`Store::enqueue_email`] with an HTML alternative to send with the text body.
+    #[allow(clippy::too_many_arguments)]
+    pub fn enqueue_email_html(
+        &mut self,
+        change_id: Option<&str>,
+        message_id: &str,
+        subject: &str,
+        body: &str,
+        html: Option<&str>,
+        to: &[String],
+        now: f64,
+    ) -> Result<bool> {
         finite("now", now)?;
         if message_id.trim().is_empty() {
             return Err(StoreError::Invalid("an email needs a Message-ID".into()));
@@ -845,9 +862,9 @@ impl Store {
         let added = tx
             .execute(
                 "INSERT INTO outbox (message_id, change_id, subject, body, recipients, \
-                 created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+                 created_at, next_attempt_at, html) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) \
                  ON CONFLICT (message_id) DO NOTHING",
-                params![message_id, change_id, subject, body, recipients, now],
+                params![message_id, change_id, subject, body, recipients, now, html],
             )
             .doing(doing)?
             > 0;
@@ -1005,6 +1022,7 @@ impl Store {
                         last_attempt_at: row.get(8)?,
                         last_error: row.get(9)?,
                         sent_at: row.get(10)?,
+                        html: row.get(11)?,
                     },
                     row.get::<_, String>(4)?,
                 ))
@@ -1809,6 +1827,7 @@ mod tests {
                 last_attempt_at: None,
                 last_error: None,
                 sent_at: None,
+                html: None,
             }
         );
         let queued: Vec<_> = store
