@@ -43,6 +43,35 @@ pub struct DaemonSettings {
     pub scrapes: Vec<ScrapeTarget>,
     /// How to email the on-call engineer; `None`: no email.
     pub mail: Option<MailSettings>,
+    /// The trust gate (proposals, approvals, shadow mode); `None`: no proposals accepted.
+    pub gate: Option<GateSettings>,
+}
+
+/// The trust gate: where the sandbox policy is, who may approve, and what runs in shadow mode.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateSettings {
+    /// The sandbox policy, a file the agent cannot write; read at start and on SIGHUP.
+    pub policy_file: PathBuf,
+    /// The agent's token: it may propose and read, nothing else.
+    pub agent_token_file: Option<PathBuf>,
+    /// People who may approve or reject proposals, by name, each with their own token.
+    pub approvers: Vec<(String, PathBuf)>,
+    /// Decide and record everything, deploy and revert nothing.
+    pub shadow: bool,
+    /// Shadow mode for these patterns only (when `shadow` is off).
+    pub shadow_patterns: Vec<String>,
+    /// How long an approval link in an email stays valid.
+    pub approval_link_secs: u32,
+    /// Where approval links point (the API as the approver's browser reaches it), if links are
+    /// to be sent at all.
+    pub approval_base_url: Option<String>,
+}
+
+impl GateSettings {
+    /// Whether a proposal or change of this pattern is only decided and recorded.
+    pub fn is_shadow(&self, pattern: Option<&str>) -> bool {
+        self.shadow || pattern.is_some_and(|p| self.shadow_patterns.iter().any(|s| s == p))
+    }
 }
 
 /// How guardian emails the on-call engineer.
@@ -304,6 +333,82 @@ pub struct RawDaemon {
     pub on_inconclusive: Option<RawOnInconclusive>,
     #[serde(default)]
     pub scrapes: Vec<RawScrape>,
+    pub gate: Option<RawGate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGate {
+    pub policy_file: Option<PathBuf>,
+    pub agent_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub approvers: std::collections::BTreeMap<String, PathBuf>,
+    pub shadow: Option<bool>,
+    #[serde(default)]
+    pub shadow_patterns: Vec<String>,
+    pub approval_link_secs: Option<i64>,
+    pub approval_base_url: Option<String>,
+}
+
+impl RawGate {
+    pub fn validate(self) -> Result<GateSettings, ConfigError> {
+        const SECTION: &str = "daemon.gate";
+        let policy_file = self.policy_file.ok_or_else(|| {
+            ConfigError::invalid(
+                SECTION,
+                "policy_file",
+                "is missing: the sandbox policy (see config/policy.toml)",
+            )
+        })?;
+        for name in self.approvers.keys() {
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+            if !ok {
+                return Err(ConfigError::invalid(
+                    SECTION,
+                    "approvers",
+                    format!(
+                        "{name:?} is not a usable approver name: letters, digits, - _ . @, \
+                         at most 64"
+                    ),
+                ));
+            }
+        }
+        let approval_link_secs = match self.approval_link_secs {
+            None => 86_400,
+            Some(n) if (60..=7 * 86_400).contains(&n) => n as u32,
+            Some(n) => {
+                return Err(ConfigError::invalid(
+                    SECTION,
+                    "approval_link_secs",
+                    format!("must be from 60 seconds to 7 days (604800), got {n}"),
+                ))
+            }
+        };
+        if let Some(url) = &self.approval_base_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::invalid(
+                    SECTION,
+                    "approval_base_url",
+                    format!("must be an http(s) URL, got {url:?}"),
+                ));
+            }
+        }
+        Ok(GateSettings {
+            policy_file,
+            agent_token_file: self.agent_token_file,
+            approvers: self.approvers.into_iter().collect(),
+            shadow: self.shadow.unwrap_or(false),
+            shadow_patterns: self.shadow_patterns,
+            approval_link_secs,
+            approval_base_url: self
+                .approval_base_url
+                .map(|u| u.trim_end_matches('/').to_owned()),
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -450,6 +555,7 @@ impl RawDaemon {
         }
         let rollback = self.rollback.map(RawRollback::validate).transpose()?;
         let mail = self.mail.map(RawMail::validate).transpose()?;
+        let gate = self.gate.map(RawGate::validate).transpose()?;
         let defaults = OnInconclusive::default();
         let policy =
             |key: &'static str, v: Option<String>, d: InconclusivePolicy| match v.as_deref() {
@@ -525,6 +631,7 @@ impl RawDaemon {
             });
         }
         Ok(DaemonSettings {
+            gate,
             scrapes,
             on_inconclusive,
             rollback,

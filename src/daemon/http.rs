@@ -1,5 +1,7 @@
 //! The HTTP API: deploy notifications, change states with their evidence, pushed observations
-//! and status. Every request needs the bearer token; without it nothing is read or changed.
+//! and status. Every request needs a bearer token; without one nothing is read or changed. The
+//! token says who is asking (`gate::roles::Role`), and each endpoint checks that role against
+//! what it does before doing anything.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,11 +11,12 @@ use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::engine::{ChangeRequest, Engine};
+use crate::gate::roles::{Action, Role};
 use crate::input;
 
 /// Largest request body accepted: notifications are small, pushed batches are bounded.
@@ -22,8 +25,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct Api {
     pub engine: Arc<Mutex<Engine>>,
-    /// SHA-256 of the token: requests are compared by hash, in constant time.
-    pub token_hash: [u8; 32],
+    /// SHA-256 of each token and whose it is: requests are compared by hash, in constant time.
+    pub tokens: Vec<([u8; 32], Role)>,
     pub clock: fn() -> f64,
 }
 
@@ -71,16 +74,19 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
 }
 
-async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Response {
+async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(hash_token);
-    match presented {
-        Some(hash) if constant_time_eq(&hash, &api.token_hash) => next.run(request).await,
-        Some(_) => ApiError(
+    match presented.map(|hash| role_of(&api.tokens, &hash)) {
+        Some(Some(role)) => {
+            request.extensions_mut().insert(role);
+            next.run(request).await
+        }
+        Some(None) => ApiError(
             StatusCode::UNAUTHORIZED,
             "the bearer token is not valid".into(),
         )
@@ -95,6 +101,37 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
     }
 }
 
+/// Whose token this is. Every token is compared, whichever matches, so timing says nothing
+/// about which one (or how much of one) was right.
+fn role_of(tokens: &[([u8; 32], Role)], presented: &[u8; 32]) -> Option<Role> {
+    let mut found = None;
+    for (hash, role) in tokens {
+        if constant_time_eq(hash, presented) {
+            found = Some(role.clone());
+        }
+    }
+    found
+}
+
+/// Refuses, with 403 and a sentence, what this role may not do.
+pub fn allow(role: &Role, action: Action) -> Result<(), ApiError> {
+    if role.may(action) {
+        return Ok(());
+    }
+    let what = match action {
+        Action::Read => "read guardian's state",
+        Action::Propose => "submit proposals",
+        Action::Decide => "approve or reject proposals",
+        Action::Notify => "notify deploys",
+        Action::Observe => "push observations",
+        Action::Pause => "pause or resume unattended deploys",
+    };
+    Err(ApiError(
+        StatusCode::FORBIDDEN,
+        format!("the {role} token may not {what}"),
+    ))
+}
+
 /// Compares two digests without an early exit, so timing says nothing about the token.
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -106,7 +143,12 @@ fn lock(api: &Api) -> std::sync::MutexGuard<'_, Engine> {
     api.engine.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn create_change(State(api): State<Api>, body: Bytes) -> Result<Response, ApiError> {
+async fn create_change(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    allow(&role, Action::Notify)?;
     let request: ChangeRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -126,7 +168,12 @@ async fn create_change(State(api): State<Api>, body: Bytes) -> Result<Response, 
         .into_response())
 }
 
-async fn get_change(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_change(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    allow(&role, Action::Read)?;
     let view = lock(&api).change(&id)?;
     match view {
         Some(v) => Ok(Json(v).into_response()),
@@ -137,11 +184,20 @@ async fn get_change(State(api): State<Api>, Path(id): Path<String>) -> Result<Re
     }
 }
 
-async fn list_changes(State(api): State<Api>) -> Result<Response, ApiError> {
+async fn list_changes(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+) -> Result<Response, ApiError> {
+    allow(&role, Action::Read)?;
     Ok(Json(lock(&api).recent(50)?).into_response())
 }
 
-async fn post_observations(State(api): State<Api>, body: Bytes) -> Result<Response, ApiError> {
+async fn post_observations(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    allow(&role, Action::Observe)?;
     // Each element is read as the JSON-lines reader reads a line; the first bad one refuses the
     // whole batch, so a partly applied batch never happens.
     let bad = |e: String| ApiError(StatusCode::BAD_REQUEST, e);
@@ -166,7 +222,11 @@ async fn post_observations(State(api): State<Api>, body: Bytes) -> Result<Respon
         .into_response())
 }
 
-async fn status(State(api): State<Api>) -> Result<Response, ApiError> {
+async fn status(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+) -> Result<Response, ApiError> {
+    allow(&role, Action::Read)?;
     let now = (api.clock)();
     Ok(Json(lock(&api).status(now)?).into_response())
 }

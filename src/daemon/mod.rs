@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::Config;
+use crate::config::{Config, DaemonSettings};
 use crate::sdnotify;
 use engine::{Engine, EngineError};
 
@@ -174,6 +174,36 @@ pub fn announced_address() -> Option<std::net::SocketAddr> {
 }
 
 /// Wall-clock unix seconds: the only clock the daemon reads.
+/// Every API token and whose it is: the operator's (`token_file`), the agent's and each
+/// approver's. Two roles sharing a token would let one act as the other: refused.
+fn read_tokens(
+    settings: &DaemonSettings,
+) -> Result<Vec<([u8; 32], crate::gate::roles::Role)>, String> {
+    use crate::gate::roles::Role;
+    let mut files = vec![(settings.token_file.clone(), Role::Admin)];
+    if let Some(gate) = &settings.gate {
+        if let Some(agent) = &gate.agent_token_file {
+            files.push((agent.clone(), Role::Agent));
+        }
+        for (name, file) in &gate.approvers {
+            files.push((file.clone(), Role::Approver(name.clone())));
+        }
+    }
+    let mut tokens: Vec<([u8; 32], Role, std::path::PathBuf)> = Vec::new();
+    for (file, role) in files {
+        let hash = http::hash_token(&engine::read_token(&file)?);
+        if let Some((_, other, other_file)) = tokens.iter().find(|(h, _, _)| *h == hash) {
+            return Err(format!(
+                "{} ({role}) holds the same token as {} ({other}): each role needs its own",
+                file.display(),
+                other_file.display()
+            ));
+        }
+        tokens.push((hash, role, file));
+    }
+    Ok(tokens.into_iter().map(|(h, r, _)| (h, r)).collect())
+}
+
 pub fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -198,7 +228,7 @@ pub async fn run(
         path: settings.state_dir.display().to_string(),
         error,
     })?;
-    let token = engine::read_token(&settings.token_file).map_err(DaemonError::Token)?;
+    let tokens = read_tokens(&settings).map_err(DaemonError::Token)?;
     let engine = Arc::new(Mutex::new(Engine::open(&config, &settings, now())?));
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -223,7 +253,7 @@ pub async fn run(
     });
     let api = http::Api {
         engine: engine.clone(),
-        token_hash: http::hash_token(&token),
+        tokens,
         clock: now,
     };
     let mut server_stop = stop_rx.clone();
