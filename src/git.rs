@@ -602,6 +602,93 @@ impl Repo {
         })
     }
 
+    /// The symlinks in `base`'s tree at or above each of `paths`, as (path, target): what the
+    /// trust gate needs to see where a patch's paths really lead. Reads the tree only
+    /// (`ls-tree`, `cat-file blob`, no filters, no checkout), with literal pathspecs.
+    pub fn symlinks_along(
+        &self,
+        base: &str,
+        paths: &[String],
+    ) -> Result<Vec<(String, String)>, GitError> {
+        /// Prefixes per `ls-tree` call, to stay far below the argument-length limit.
+        const CHUNK: usize = 500;
+        /// Symlink targets longer than this are not paths (PATH_MAX is 4096).
+        const MAX_TARGET: usize = 4096;
+        let mut prefixes: Vec<String> = Vec::new();
+        for path in paths {
+            if path.is_empty()
+                || path.starts_with('/')
+                || path.chars().any(char::is_control)
+                || path
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == "..")
+            {
+                return Err(GitError::InvalidRequest(format!(
+                    "{path:?} is not a repository path"
+                )));
+            }
+            let mut prefix = String::new();
+            for component in path.split('/') {
+                if !prefix.is_empty() {
+                    prefix.push('/');
+                }
+                prefix.push_str(component);
+                prefixes.push(prefix.clone());
+            }
+        }
+        prefixes.sort();
+        prefixes.dedup();
+        let mut s = Session::new(self);
+        self.check_config(&mut s)?;
+        if base.is_empty() || base.starts_with('-') || base.chars().any(char::is_control) {
+            return Err(GitError::InvalidRequest(format!(
+                "{base:?} is not a commit"
+            )));
+        }
+        let commit = s.resolve(base)?;
+        let mut links = Vec::new();
+        for chunk in prefixes.chunks(CHUNK) {
+            let mut args = vec![
+                "--literal-pathspecs".to_string(),
+                "ls-tree".to_string(),
+                "-z".to_string(),
+                "--full-tree".to_string(),
+                commit.clone(),
+                "--".to_string(),
+            ];
+            args.extend(chunk.iter().cloned());
+            let out = s.ok(&args, None)?;
+            for entry in out.split('\0').filter(|e| !e.is_empty()) {
+                let Some((meta, path)) = entry.split_once('\t') else {
+                    return Err(s.unexpected(&args, format!("no tab in {:?}", clip(entry, 200))));
+                };
+                let mut fields = meta.split(' ');
+                let (mode, object) = (fields.next(), fields.nth(1));
+                // ls-tree also lists a directory's entries when it descends into it for a
+                // longer pathspec: only the asked-for prefixes count.
+                if mode != Some("120000")
+                    || prefixes.binary_search_by(|p| p.as_str().cmp(path)).is_err()
+                {
+                    continue;
+                }
+                let Some(object) = object.filter(|o| is_full_sha(o)) else {
+                    return Err(
+                        s.unexpected(&args, format!("no object id in {:?}", clip(entry, 200)))
+                    );
+                };
+                let target = s.ok(["cat-file", "blob", object], None)?;
+                if target.len() > MAX_TARGET {
+                    return Err(s.unexpected(
+                        ["cat-file", "blob", object],
+                        format!("the symlink {path:?} has a {}-byte target", target.len()),
+                    ));
+                }
+                links.push((path.to_string(), target));
+            }
+        }
+        Ok(links)
+    }
+
     /// `git push <remote> HEAD:refs/heads/<branch>` (never forced), killed
     /// after the push timeout. Returns the command's record.
     pub fn push(&self, remote: &str, branch: &str) -> Result<CommandRecord, GitError> {
@@ -2193,6 +2280,67 @@ mod tests {
         assert!(text.contains("git rev-parse"), "{text}");
         assert!(text.contains(&repo.path().display().to_string()), "{text}");
         assert!(!text.ends_with('\n'));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_along_lists_the_links_at_or_above_each_path() {
+        let (_tmp, dir) = init();
+        fs::create_dir_all(dir.join("migrations")).unwrap();
+        fs::create_dir_all(dir.join("src/deep")).unwrap();
+        fs::write(dir.join("migrations/1.sql"), "CREATE TABLE t (x int);\n").unwrap();
+        std::os::unix::fs::symlink("../migrations", dir.join("src/util")).unwrap();
+        std::os::unix::fs::symlink("../../etc", dir.join("src/deep/up")).unwrap();
+        std::os::unix::fs::symlink("x", dir.join(":(glob)*")).unwrap();
+        fs::write(dir.join("src/a.rs"), "fn main() {}\n").unwrap();
+        git(&dir, &["add", "."]);
+        git(&dir, &["commit", "-q", "-m", "base"]);
+        let base = git(&dir, &["rev-parse", "HEAD"]);
+        // Links added after the base do not count.
+        std::os::unix::fs::symlink("a.rs", dir.join("src/later")).unwrap();
+        git(&dir, &["add", "."]);
+        git(&dir, &["commit", "-q", "-m", "later"]);
+
+        let repo = Repo::open(&dir).unwrap();
+        let paths = |ps: &[&str]| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let links = repo
+            .symlinks_along(
+                &base,
+                &paths(&[
+                    "src/util/x.sql",
+                    "src/a.rs",
+                    "src/deep/up/passwd",
+                    "src/later",
+                ]),
+            )
+            .unwrap();
+        assert_eq!(
+            links,
+            [
+                ("src/deep/up".to_string(), "../../etc".to_string()),
+                ("src/util".to_string(), "../migrations".to_string()),
+            ]
+        );
+        assert_eq!(
+            repo.symlinks_along("HEAD", &paths(&["src/later"])).unwrap(),
+            [("src/later".to_string(), "a.rs".to_string())]
+        );
+        // Pathspec magic is read literally: only the file of that name.
+        assert_eq!(
+            repo.symlinks_along(&base, &paths(&[":(glob)*"])).unwrap(),
+            [(":(glob)*".to_string(), "x".to_string())]
+        );
+        assert_eq!(repo.symlinks_along(&base, &[]).unwrap(), []);
+        for bad in ["../x", "/etc", "a//b", "a/./b"] {
+            assert!(matches!(
+                repo.symlinks_along(&base, &paths(&[bad])),
+                Err(GitError::InvalidRequest(_))
+            ));
+        }
+        assert!(repo.symlinks_along("--all", &paths(&["a"])).is_err());
+        assert!(repo
+            .symlinks_along("no-such-commit", &paths(&["a"]))
+            .is_err());
     }
 
     #[test]

@@ -16,3 +16,4 @@ pub mod sdnotify;
 pub mod series;
 pub mod store;
 pub mod tail;
+pub mod trust;

@@ -6,6 +6,7 @@ mod common;
 mod config_file;
 mod daemon;
 mod demo;
+mod policy;
 mod replay_cli;
 mod rollback;
 mod scenarios;

@@ -1,0 +1,865 @@
+//! Checks of the fix pattern an agent claims against the diff itself, where a diff can show it:
+//! a "timeout bump" that changes more than numbers is not one. Pure: a diff in, a verdict with a
+//! reason a person can read out.
+//!
+//! The checks are conservative (a mismatch denies the proposal) but written so that the real
+//! thing passes: `timeout: 5s` -> `timeout: 10s`, `TIMEOUT_MS = 500` -> `TIMEOUT_MS = 2000`, a
+//! Go `if x == nil { return }` inserted before a dereference. `other` is never checked, and for
+//! that reason never trusted to deploy alone.
+
+use serde::{Deserialize, Serialize};
+
+use super::diff::{Diff, FileDiff, FileStatus, HunkLine, LineKind};
+
+/// The fix patterns an agent can claim (the same names as `gate::ledger::PATTERNS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pattern {
+    NilCheck,
+    TimeoutBump,
+    RetryWrap,
+    FeatureFlagOff,
+    Other,
+}
+
+impl Pattern {
+    pub const ALL: [Pattern; 5] = [
+        Pattern::NilCheck,
+        Pattern::TimeoutBump,
+        Pattern::RetryWrap,
+        Pattern::FeatureFlagOff,
+        Pattern::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pattern::NilCheck => "nil-check",
+            Pattern::TimeoutBump => "timeout-bump",
+            Pattern::RetryWrap => "retry-wrap",
+            Pattern::FeatureFlagOff => "feature-flag-off",
+            Pattern::Other => "other",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Pattern> {
+        Pattern::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The verdict on a claimed pattern.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum PatternCheck {
+    /// The diff is what the pattern says.
+    Consistent { pattern: Pattern },
+    /// It is not; `reason` names the file and line.
+    Mismatch { pattern: Pattern, reason: String },
+    /// `other`: nothing to check against.
+    NotChecked,
+}
+
+impl PatternCheck {
+    pub fn is_mismatch(&self) -> bool {
+        matches!(self, PatternCheck::Mismatch { .. })
+    }
+}
+
+/// How many characters of a line a reason quotes.
+const QUOTE_CHARS: usize = 60;
+/// A nil check may drop at most this many lines it does not keep.
+const NIL_CHECK_MAX_DROPPED: usize = 3;
+
+/// Checks `diff` against the claimed `pattern`.
+pub fn check(pattern: Pattern, diff: &Diff) -> PatternCheck {
+    let result = match pattern {
+        Pattern::Other => return PatternCheck::NotChecked,
+        Pattern::TimeoutBump => timeout_bump(diff),
+        Pattern::NilCheck => nil_check(diff),
+        Pattern::RetryWrap => retry_wrap(diff),
+        Pattern::FeatureFlagOff => feature_flag_off(diff),
+    };
+    match result {
+        Ok(()) => PatternCheck::Consistent { pattern },
+        Err(why) => PatternCheck::Mismatch {
+            pattern,
+            reason: format!("claimed {pattern}, but {why}"),
+        },
+    }
+}
+
+fn quote(text: &str) -> String {
+    let t = text.trim();
+    let mut out: String = t.chars().take(QUOTE_CHARS).collect();
+    if t.chars().count() > QUOTE_CHARS {
+        out.push_str("...");
+    }
+    format!("`{out}`")
+}
+
+/// `path:line` of a hunk line (its new line number, or the old one for a removal).
+fn at(file: &FileDiff, line: &HunkLine) -> String {
+    let n = line.new_line.or(line.old_line).unwrap_or(0);
+    format!("{}:{n}", file.path())
+}
+
+/// The files a pattern that edits code in place may touch: modified text files.
+fn only_modified(diff: &Diff, allow_added: bool) -> Result<(), String> {
+    if diff.files.is_empty() {
+        return Err("the patch changes nothing".to_owned());
+    }
+    for f in &diff.files {
+        let ok_status =
+            f.status == FileStatus::Modified || (allow_added && f.status == FileStatus::Added);
+        if !ok_status {
+            return Err(format!(
+                "{} is {} (it only edits existing files)",
+                f.path(),
+                f.status
+            ));
+        }
+        if f.binary {
+            return Err(format!("{} is a binary change", f.path()));
+        }
+        if f.is_symlink() {
+            return Err(format!("{} is a symlink", f.path()));
+        }
+    }
+    Ok(())
+}
+
+/// The runs of removed-then-added lines in each hunk, as (removed, added).
+fn blocks(file: &FileDiff) -> Vec<(Vec<&HunkLine>, Vec<&HunkLine>)> {
+    let mut out = Vec::new();
+    for hunk in &file.hunks {
+        let mut removed = Vec::new();
+        let mut added = Vec::new();
+        for line in &hunk.lines {
+            match line.kind {
+                LineKind::Context => {
+                    if !removed.is_empty() || !added.is_empty() {
+                        out.push((std::mem::take(&mut removed), std::mem::take(&mut added)));
+                    }
+                }
+                LineKind::Removed => {
+                    if !added.is_empty() {
+                        out.push((std::mem::take(&mut removed), std::mem::take(&mut added)));
+                    }
+                    removed.push(line);
+                }
+                LineKind::Added => added.push(line),
+            }
+        }
+        if !removed.is_empty() || !added.is_empty() {
+            out.push((removed, added));
+        }
+    }
+    out
+}
+
+/// Each block replaces lines one for one: pairs of (removed, added).
+fn pairs<'f>(file: &'f FileDiff, what: &str) -> Result<Vec<(&'f HunkLine, &'f HunkLine)>, String> {
+    let mut out = Vec::new();
+    for (removed, added) in blocks(file) {
+        if removed.len() != added.len() {
+            let first = added.first().or(removed.first()).copied();
+            let place = first
+                .map(|l| at(file, l))
+                .unwrap_or_else(|| file.path().to_owned());
+            return Err(format!(
+                "{place} removes {} and adds {} lines: {what} edits existing lines one for one",
+                removed.len(),
+                added.len()
+            ));
+        }
+        out.extend(removed.into_iter().zip(added));
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Token {
+    Word(String),
+    /// Digits (with `.` and `_`) and the letters right after them (`10s`, `500ms`, `5u64`).
+    Number(String, String),
+    Punct(char),
+}
+
+/// Splits a line into words, numbers and punctuation; whitespace is dropped.
+fn tokens(text: &str) -> Vec<Token> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c.is_ascii_digit() {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == '_')
+            {
+                i += 1;
+            }
+            let digits: String = chars[start..i].iter().collect();
+            let unit_start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            out.push(Token::Number(digits, chars[unit_start..i].iter().collect()));
+        } else if c.is_alphanumeric() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            out.push(Token::Word(chars[start..i].iter().collect()));
+        } else {
+            out.push(Token::Punct(c));
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Suffixes of a number that make it a duration.
+const DURATION_UNITS: [&str; 16] = [
+    "", "ns", "us", "µs", "ms", "s", "sec", "secs", "m", "min", "mins", "h", "hr", "hrs", "d",
+    "msec",
+];
+
+/// Identifiers that name a time unit, which a timeout bump may switch between
+/// (`Duration::from_secs(5)` -> `Duration::from_millis(7500)`, `time.Second` -> `time.Millisecond`).
+const UNIT_WORDS: [&str; 20] = [
+    "from_secs",
+    "from_millis",
+    "from_micros",
+    "from_nanos",
+    "from_secs_f64",
+    "from_secs_f32",
+    "second",
+    "seconds",
+    "millisecond",
+    "milliseconds",
+    "microsecond",
+    "microseconds",
+    "nanosecond",
+    "nanoseconds",
+    "minute",
+    "minutes",
+    "hour",
+    "hours",
+    "millis",
+    "secs",
+];
+
+fn is_unit_word(w: &str) -> bool {
+    UNIT_WORDS.contains(&w.to_ascii_lowercase().as_str())
+}
+
+/// Words that say a line is about time.
+const TIME_WORDS: [&str; 20] = [
+    "timeout",
+    "time_out",
+    "deadline",
+    "ttl",
+    "delay",
+    "interval",
+    "wait",
+    "duration",
+    "expir",
+    "keepalive",
+    "keep_alive",
+    "latency",
+    "sleep",
+    "grace",
+    "period",
+    "_ms",
+    "millis",
+    "seconds",
+    "secs",
+    "msec",
+];
+
+fn mentions_time(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    TIME_WORDS.iter().any(|w| lower.contains(w))
+        || tokens(text).iter().any(|t| match t {
+            Token::Number(_, unit) => !unit.is_empty() && DURATION_UNITS.contains(&unit.as_str()),
+            Token::Word(w) => is_unit_word(w),
+            Token::Punct(_) => false,
+        })
+}
+
+/// Every change is a one-for-one line edit that differs only in numeric literals (and a
+/// duration unit), on lines about time, and at least one number changes.
+fn timeout_bump(diff: &Diff) -> Result<(), String> {
+    only_modified(diff, false)?;
+    let mut changed_numbers = 0;
+    for file in &diff.files {
+        for (old, new) in pairs(file, "a timeout bump")? {
+            let (a, b) = (tokens(&old.text), tokens(&new.text));
+            let more = || {
+                format!(
+                    "{} changes more than a number: {} -> {}",
+                    at(file, new),
+                    quote(&old.text),
+                    quote(&new.text)
+                )
+            };
+            if a.len() != b.len() {
+                return Err(more());
+            }
+            for (x, y) in a.iter().zip(&b) {
+                match (x, y) {
+                    (Token::Number(n1, u1), Token::Number(n2, u2)) => {
+                        let units_ok = u1 == u2
+                            || (DURATION_UNITS.contains(&u1.as_str())
+                                && DURATION_UNITS.contains(&u2.as_str()));
+                        if !units_ok {
+                            return Err(more());
+                        }
+                        if n1 != n2 || u1 != u2 {
+                            changed_numbers += 1;
+                        }
+                    }
+                    (Token::Word(w1), Token::Word(w2))
+                        if w1 == w2 || (is_unit_word(w1) && is_unit_word(w2)) => {}
+                    _ if x == y => {}
+                    _ => return Err(more()),
+                }
+            }
+            if !mentions_time(&old.text) && !mentions_time(&new.text) {
+                return Err(format!(
+                    "{} changes a number on a line that is not about time: {} -> {}",
+                    at(file, new),
+                    quote(&old.text),
+                    quote(&new.text)
+                ));
+            }
+        }
+    }
+    if changed_numbers == 0 {
+        return Err("no number changes".to_owned());
+    }
+    Ok(())
+}
+
+/// Comment lines do not count as code (a guard in a comment guards nothing).
+fn is_comment(text: &str) -> bool {
+    let t = text.trim_start();
+    ["//", "#", "/*", "* ", "--"]
+        .iter()
+        .any(|c| t.starts_with(c))
+        || t == "*"
+}
+
+/// What an added line may contain to count as a nil/None/null guard.
+const GUARDS: [&str; 36] = [
+    "== nil",
+    "!= nil",
+    "is None",
+    "is not None",
+    "== None",
+    "!= None",
+    "None =>",
+    "== null",
+    "!= null",
+    "=== null",
+    "!== null",
+    "== undefined",
+    "!= undefined",
+    "=== undefined",
+    "!== undefined",
+    "?.",
+    "??",
+    "&.",
+    "?:",
+    "if let Some",
+    "let Some(",
+    "let Ok(",
+    ".is_none()",
+    ".is_some()",
+    ".is_null()",
+    "Option<",
+    "Optional",
+    "isNull",
+    "nonNull",
+    "requireNonNull",
+    ".nil?",
+    "isNil",
+    "is_nil",
+    "IS NULL",
+    "IS NOT NULL",
+    "if not ",
+];
+
+fn is_guard(text: &str) -> bool {
+    !is_comment(text) && GUARDS.iter().any(|g| text.contains(g))
+}
+
+fn squash(text: &str) -> String {
+    text.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// Adds at least one guard, and removes little or nothing: every removed line is kept (perhaps
+/// re-indented inside the guard), except at most one per guard added, and at most three.
+fn nil_check(diff: &Diff) -> Result<(), String> {
+    only_modified(diff, false)?;
+    let mut guards = 0;
+    let mut dropped: Vec<String> = Vec::new();
+    for file in &diff.files {
+        let added: Vec<String> = file.added_lines().map(|l| squash(&l.text)).collect();
+        guards += file.added_lines().filter(|l| is_guard(&l.text)).count();
+        for line in file.removed_lines() {
+            let s = squash(&line.text);
+            if !s.is_empty() && !added.contains(&s) {
+                dropped.push(format!("{} {}", at(file, line), quote(&line.text)));
+            }
+        }
+    }
+    if guards == 0 {
+        return Err(
+            "no added line tests for nil, None or null (looked for `== nil`, `is None`, `!= null`, \
+             `?.`, `if let Some`, `.is_none()`, `Option<` ...)"
+                .to_owned(),
+        );
+    }
+    if dropped.len() > guards.min(NIL_CHECK_MAX_DROPPED) {
+        return Err(format!(
+            "it removes {} lines it does not keep ({}): a nil check adds a guard and removes \
+             little or nothing",
+            dropped.len(),
+            dropped
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Words that say a line is about retrying.
+const RETRY_WORDS: [&str; 6] = [
+    "retry", "retries", "backoff", "attempt", "tries", "tenacity",
+];
+
+/// The heart of a statement, as it would appear once wrapped: without the assignment in front,
+/// `return`, and the trailing `;`, `,` or `?`, and with no whitespace.
+fn core(text: &str) -> String {
+    let mut t = text.trim();
+    for prefix in ["return ", "await "] {
+        t = t.strip_prefix(prefix).unwrap_or(t);
+    }
+    if let Some((lhs, rhs)) = t.split_once(" := ").or_else(|| t.split_once(" = ")) {
+        let simple = lhs.split_whitespace().all(|w| {
+            w.chars()
+                .all(|c| c.is_alphanumeric() || "_:<>&,()[]*.".contains(c))
+        });
+        if simple && !lhs.contains('(') || lhs.starts_with("let ") || lhs.starts_with("var ") {
+            t = rhs;
+        }
+    }
+    let t = t.trim_end_matches([';', ',', '?', ' ']);
+    squash(t)
+}
+
+/// Added lines mention a retry, and every removed line is kept, wrapped, among the added ones.
+fn retry_wrap(diff: &Diff) -> Result<(), String> {
+    only_modified(diff, true)?;
+    let mentions = diff.files.iter().flat_map(|f| f.added_lines()).any(|l| {
+        let lower = l.text.to_lowercase();
+        !is_comment(&l.text) && RETRY_WORDS.iter().any(|w| lower.contains(w))
+    });
+    if !mentions {
+        return Err("no added line mentions a retry, backoff or attempts".to_owned());
+    }
+    for file in &diff.files {
+        let added: Vec<String> = file.added_lines().map(|l| squash(&l.text)).collect();
+        for line in file.removed_lines() {
+            let c = core(&line.text);
+            if c.is_empty() {
+                continue;
+            }
+            if !added.iter().any(|a| a.contains(&c)) {
+                return Err(format!(
+                    "{} is removed and not kept inside the retry: {}",
+                    at(file, line),
+                    quote(&line.text)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+const CONFIG_EXTENSIONS: [&str; 12] = [
+    "toml",
+    "yaml",
+    "yml",
+    "json",
+    "json5",
+    "ini",
+    "env",
+    "conf",
+    "cfg",
+    "properties",
+    "hcl",
+    "flags",
+];
+const CONFIG_DIRS: [&str; 8] = [
+    "flags",
+    "feature_flags",
+    "feature-flags",
+    "features",
+    "toggles",
+    "config",
+    "configs",
+    "settings",
+];
+const ON: [&str; 6] = ["true", "yes", "on", "enabled", "enable", "1"];
+const OFF: [&str; 6] = ["false", "no", "off", "disabled", "disable", "0"];
+
+fn is_flag_file(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let ext_ok = name
+        .rsplit_once('.')
+        .is_some_and(|(_, ext)| CONFIG_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+        || name.starts_with(".env");
+    let dir_ok = path
+        .split('/')
+        .rev()
+        .skip(1)
+        .any(|c| CONFIG_DIRS.contains(&c.to_ascii_lowercase().as_str()));
+    ext_ok || dir_ok
+}
+
+/// The text of a token, for comparing words and numbers alike.
+fn word(t: &Token) -> Option<String> {
+    match t {
+        Token::Word(w) => Some(w.to_ascii_lowercase()),
+        Token::Number(n, u) => Some(format!("{n}{u}").to_ascii_lowercase()),
+        Token::Punct(_) => None,
+    }
+}
+
+/// Only flag or config files change, each change a one-for-one line edit in which values flip
+/// from on to off and nothing else changes.
+fn feature_flag_off(diff: &Diff) -> Result<(), String> {
+    only_modified(diff, false)?;
+    let mut flips = 0;
+    for file in &diff.files {
+        if !is_flag_file(file.path()) {
+            return Err(format!(
+                "{} is not a flag or config file (a {}, or a file under flags/, config/ ...)",
+                file.path(),
+                CONFIG_EXTENSIONS[..10].join("/")
+            ));
+        }
+        for (old, new) in pairs(file, "a flag flip")? {
+            let (a, b) = (tokens(&old.text), tokens(&new.text));
+            let more = || {
+                format!(
+                    "{} changes more than an on/off value: {} -> {}",
+                    at(file, new),
+                    quote(&old.text),
+                    quote(&new.text)
+                )
+            };
+            if a.len() != b.len() {
+                return Err(more());
+            }
+            for (x, y) in a.iter().zip(&b) {
+                if x == y {
+                    continue;
+                }
+                match (word(x), word(y)) {
+                    (Some(on), Some(off))
+                        if ON.contains(&on.as_str()) && OFF.contains(&off.as_str()) =>
+                    {
+                        flips += 1
+                    }
+                    (Some(_), Some(_)) if word(x) == word(y) => {}
+                    (Some(from), Some(to))
+                        if OFF.contains(&from.as_str()) || ON.contains(&to.as_str()) =>
+                    {
+                        return Err(format!(
+                            "{} turns something on, not off: {} -> {}",
+                            at(file, new),
+                            quote(&old.text),
+                            quote(&new.text)
+                        ))
+                    }
+                    _ => return Err(more()),
+                }
+            }
+        }
+    }
+    if flips == 0 {
+        return Err("no value flips from on to off".to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::diff::parse;
+
+    /// A one-file patch replacing `old` lines with `new` lines at line 10 of `path`.
+    fn edit(path: &str, old: &[&str], new: &[&str]) -> Diff {
+        let mut p = format!(
+            "diff --git a/{path} b/{path}\nindex 1111111..2222222 100644\n--- a/{path}\n+++ b/{path}\n@@ -9,{} +9,{} @@\n ctx\n",
+            old.len() + 1,
+            new.len() + 1
+        );
+        for l in old {
+            p.push_str(&format!("-{l}\n"));
+        }
+        for l in new {
+            p.push_str(&format!("+{l}\n"));
+        }
+        parse(&p).unwrap()
+    }
+
+    fn reason(pattern: Pattern, diff: &Diff) -> String {
+        match check(pattern, diff) {
+            PatternCheck::Mismatch { reason, .. } => reason,
+            other => panic!("expected a mismatch for {pattern}, got {other:?}"),
+        }
+    }
+
+    fn consistent(pattern: Pattern, diff: &Diff) {
+        assert_eq!(
+            check(pattern, diff),
+            PatternCheck::Consistent { pattern },
+            "{diff:#?}"
+        );
+    }
+
+    #[test]
+    fn real_timeout_bumps_pass() {
+        for (old, new) in [
+            ("    timeout: 5s", "    timeout: 10s"),
+            (
+                "const TIMEOUT_MS: u64 = 500;",
+                "const TIMEOUT_MS: u64 = 2000;",
+            ),
+            ("TIMEOUT_MS = 500", "TIMEOUT_MS   =   2000"),
+            (
+                "let client = Client::new().timeout(Duration::from_secs(5));",
+                "let client = Client::new().timeout(Duration::from_millis(7500));",
+            ),
+            (
+                "\tctx, cancel := context.WithTimeout(ctx, 2*time.Second)",
+                "\tctx, cancel := context.WithTimeout(ctx, 5*time.Second)",
+            ),
+            ("  read_timeout = \"1.5s\"", "  read_timeout = \"3s\""),
+            ("proxy_read_timeout 30;", "proxy_read_timeout 60;"),
+        ] {
+            consistent(Pattern::TimeoutBump, &edit("src/client.rs", &[old], &[new]));
+        }
+    }
+
+    #[test]
+    fn a_timeout_bump_that_changes_more_than_a_number_is_not_one() {
+        let d = edit(
+            "src/client.rs",
+            &["    timeout: 5s,"],
+            &["    timeout: 10s, verify_tls: false,"],
+        );
+        let r = reason(Pattern::TimeoutBump, &d);
+        assert!(
+            r.starts_with("claimed timeout-bump, but src/client.rs:10 changes more than a number"),
+            "{r}"
+        );
+        assert!(r.contains("verify_tls"), "{r}");
+
+        let d = edit(
+            "src/a.rs",
+            &["timeout = 5"],
+            &["timeout = 5", "retries = 9"],
+        );
+        assert!(reason(Pattern::TimeoutBump, &d).contains("removes 1 and adds 2 lines"));
+
+        let d = edit(
+            "src/a.rs",
+            &["max_connections = 10"],
+            &["max_connections = 1000"],
+        );
+        assert!(reason(Pattern::TimeoutBump, &d).contains("not about time"));
+
+        let d = edit("src/a.rs", &["timeout = 5"], &["timeout = -5"]);
+        assert!(reason(Pattern::TimeoutBump, &d).contains("changes more than a number"));
+
+        let d = edit("src/a.rs", &["timeout = 5"], &["timeout = 0x5"]);
+        assert!(reason(Pattern::TimeoutBump, &d).contains("changes more than a number"));
+    }
+
+    #[test]
+    fn a_pure_addition_is_not_a_timeout_bump() {
+        let d = edit("src/a.rs", &[], &["timeout = 5"]);
+        assert!(reason(Pattern::TimeoutBump, &d).contains("removes 0 and adds 1"));
+    }
+
+    #[test]
+    fn real_nil_checks_pass() {
+        consistent(
+            Pattern::NilCheck,
+            &edit(
+                "handler.go",
+                &[],
+                &[
+                    "\tif user.Profile == nil {",
+                    "\t\treturn \"\", ErrNoProfile",
+                    "\t}",
+                ],
+            ),
+        );
+        consistent(
+            Pattern::NilCheck,
+            &edit(
+                "src/cart.rs",
+                &["    let item = cart.items.get(id).unwrap();"],
+                &[
+                    "    let Some(item) = cart.items.get(id) else {",
+                    "        return Err(CartError::Missing(id));",
+                    "    };",
+                ],
+            ),
+        );
+        consistent(
+            Pattern::NilCheck,
+            &edit(
+                "app/views.py",
+                &["    return order.customer.name"],
+                &[
+                    "    if order.customer is None:",
+                    "        return \"\"",
+                    "    return order.customer.name",
+                ],
+            ),
+        );
+    }
+
+    #[test]
+    fn a_nil_check_without_a_guard_or_that_rewrites_code_is_not_one() {
+        let d = edit("src/a.go", &["\tx := f()"], &["\tx := g()"]);
+        assert!(reason(Pattern::NilCheck, &d).contains("no added line tests for nil"));
+
+        let d = edit("src/a.go", &[], &["\t// if x == nil we crash"]);
+        assert!(
+            reason(Pattern::NilCheck, &d).contains("no added line tests for nil"),
+            "a comment guards nothing"
+        );
+
+        let d = edit(
+            "src/a.go",
+            &["\ta := 1", "\tb := 2", "\tc := 3", "\td := 4"],
+            &["\tif x == nil {", "\t\treturn", "\t}"],
+        );
+        let r = reason(Pattern::NilCheck, &d);
+        assert!(r.contains("removes 4 lines it does not keep"), "{r}");
+        assert!(r.contains("src/a.go:10"), "{r}");
+    }
+
+    #[test]
+    fn a_real_retry_wrap_passes_and_a_rewrite_does_not() {
+        consistent(
+            Pattern::RetryWrap,
+            &edit(
+                "src/pay.rs",
+                &["    let resp = client.charge(&order).await?;"],
+                &[
+                    "    let resp = retry(Backoff::default(), 3, || async {",
+                    "        client.charge(&order).await",
+                    "    }).await?;",
+                ],
+            ),
+        );
+        let d = edit(
+            "src/pay.rs",
+            &["    let resp = client.charge(&order).await?;"],
+            &["    let resp = retry(3, || client.refund(&order)).await?;"],
+        );
+        let r = reason(Pattern::RetryWrap, &d);
+        assert!(r.contains("src/pay.rs:10 is removed and not kept"), "{r}");
+
+        let d = edit("src/pay.rs", &["    a()"], &["    loop { a() }"]);
+        assert!(reason(Pattern::RetryWrap, &d).contains("no added line mentions a retry"));
+    }
+
+    #[test]
+    fn a_flag_turned_off_in_a_config_file_passes() {
+        consistent(
+            Pattern::FeatureFlagOff,
+            &edit(
+                "config/flags/checkout.toml",
+                &["new_checkout = true"],
+                &["new_checkout = false"],
+            ),
+        );
+        consistent(
+            Pattern::FeatureFlagOff,
+            &edit(
+                "deploy/values.yaml",
+                &["  recommendations: { enabled: yes }"],
+                &["  recommendations: { enabled: no }"],
+            ),
+        );
+    }
+
+    #[test]
+    fn a_flag_change_elsewhere_or_turning_things_on_is_not_flag_off() {
+        let d = edit(
+            "src/checkout.rs",
+            &["const NEW: bool = true;"],
+            &["const NEW: bool = false;"],
+        );
+        assert!(reason(Pattern::FeatureFlagOff, &d)
+            .contains("src/checkout.rs is not a flag or config file"));
+
+        let d = edit(
+            "config/flags.toml",
+            &["new_checkout = false"],
+            &["new_checkout = true"],
+        );
+        assert!(reason(Pattern::FeatureFlagOff, &d).contains("turns something on"));
+
+        let d = edit("config/flags.toml", &["url = \"a\""], &["url = \"b\""]);
+        assert!(reason(Pattern::FeatureFlagOff, &d).contains("changes more than an on/off value"));
+
+        let d = edit(
+            "config/flags.toml",
+            &["a = true"],
+            &["a = false", "b = false"],
+        );
+        assert!(reason(Pattern::FeatureFlagOff, &d).contains("removes 1 and adds 2"));
+    }
+
+    #[test]
+    fn other_is_never_checked_and_new_files_are_not_edits() {
+        let d = edit("src/a.rs", &["x"], &["y"]);
+        assert_eq!(check(Pattern::Other, &d), PatternCheck::NotChecked);
+        let added = parse(
+            "diff --git a/src/t.rs b/src/t.rs\nnew file mode 100644\nindex 0000000..1111111\n--- /dev/null\n+++ b/src/t.rs\n@@ -0,0 +1 @@\n+timeout = 5\n",
+        )
+        .unwrap();
+        assert!(reason(Pattern::TimeoutBump, &added).contains("src/t.rs is added"));
+    }
+
+    #[test]
+    fn pattern_names_round_trip() {
+        for p in Pattern::ALL {
+            assert_eq!(Pattern::parse(p.as_str()), Some(p));
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
+        }
+        assert_eq!(Pattern::parse("Timeout-Bump"), None);
+    }
+}
