@@ -15,6 +15,9 @@ use crate::tail::{Position, TailStatus, Tailer};
 
 use super::rollback::{RollbackJob, RollbackReport};
 
+mod gate;
+pub use gate::{load_policy, DeployJob, DeployReport, ProposalRequest, ProposalView};
+
 /// How often the evidence of a change being watched is written to the store, and the core's
 /// state saved so a restart resumes the watch.
 const REPORT_EVERY_SECS: f64 = 5.0;
@@ -23,6 +26,10 @@ const SNAPSHOT_FILE: &str = "core-state.json";
 /// Seconds after the redeploy hook returns before the recovery check counts traffic.
 const RECOVERY_SETTLE_SECS: f64 = 3.0;
 const SNAPSHOT_VERSION: u32 = 1;
+/// How late traffic may arrive for the post-mortem series before its bin is written.
+const SERIES_LATENESS_SECS: f64 = 30.0;
+/// How long the post-mortem series is kept.
+const SERIES_KEEP_SECS: i64 = 14 * 86_400;
 
 /// The core's state and the log positions it corresponds to, saved together so that after a
 /// restart the lines read since are read again, exactly once, into the same state.
@@ -46,6 +53,20 @@ pub enum EngineError {
     /// The tailer's message names the file already.
     #[error("{message}")]
     Log { message: String },
+    /// A request a person should fix; the message names the field.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request does not fit where things are (e.g. a proposal already decided).
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller may not do this (e.g. approve their own proposal).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The configuration (e.g. the policy file) cannot be used; the message names it.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A deploy notification, as the API and `guardian notify` send it.
@@ -58,6 +79,9 @@ pub struct ChangeRequest {
     pub kind: ChangeKind,
     pub pattern: Option<String>,
     pub summary: Option<String>,
+    /// The proposal this deploy carries out (shadow mode: the team deploys, guardian watches).
+    #[serde(default)]
+    pub proposal: Option<String>,
 }
 
 fn default_kind() -> ChangeKind {
@@ -148,6 +172,10 @@ pub struct Status {
     pub scrapes: Vec<ScrapeStatus>,
     /// Alert emails queued and not yet accepted by the SMTP server.
     pub pending_emails: usize,
+    /// The proposal being deployed, if one is.
+    pub deploying: Option<String>,
+    /// Proposals waiting for a person.
+    pub proposals_waiting: usize,
 }
 
 /// What the engine is doing about the latest change.
@@ -160,6 +188,8 @@ enum Phase {
     RollingBack(String),
     /// Reverted and redeployed: watching whether the service is back to its baseline.
     Verifying(String),
+    /// An approved proposal is being applied and redeployed on another thread.
+    Deploying(String),
 }
 
 pub struct Engine {
@@ -175,6 +205,10 @@ pub struct Engine {
     sources: Vec<Source>,
     phase: Phase,
     report_written_at: f64,
+    /// The sandbox policy, when the trust gate is configured.
+    policy: Option<gate::LoadedPolicy>,
+    /// Traffic in 10-second bins, for post-mortem charts.
+    series: crate::series::SeriesBins,
 }
 
 impl Engine {
@@ -263,7 +297,23 @@ impl Engine {
                 last_read_at: None,
             });
         }
+        let policy = match &settings.gate {
+            Some(g) => Some(load_policy(&g.policy_file).map_err(EngineError::Config)?),
+            None => None,
+        };
+        if let Some(p) = &policy {
+            store.audit(
+                "guardian",
+                "policy_loaded",
+                None,
+                None,
+                &serde_json::json!({ "policy_sha256": p.sha256 }),
+                now,
+            )?;
+        }
         Ok(Engine {
+            policy,
+            series: crate::series::SeriesBins::new(SERIES_LATENESS_SECS),
             extended: Vec::new(),
             digest_day: None,
             scrapes: settings
@@ -316,6 +366,24 @@ impl Engine {
         now: f64,
     ) -> Result<ChangeRecord, EngineError> {
         self.tick(now)?;
+        match &self.phase {
+            Phase::RollingBack(id) | Phase::Verifying(id) => {
+                return Err(EngineError::Busy(id.clone()))
+            }
+            Phase::Deploying(id) => {
+                return Err(EngineError::Busy(format!("proposal {id} (a deploy)")))
+            }
+            Phase::Idle | Phase::Watching(_) => {}
+        }
+        if let Some(p) = &request.proposal {
+            let proposal = self.store.get_proposal(p)?;
+            if proposal.change_id.is_some() {
+                return Err(EngineError::Conflict(format!(
+                    "proposal {p} was already deployed as {}",
+                    proposal.change_id.unwrap_or_default()
+                )));
+            }
+        }
         let record = self.store.insert_change(
             &NewChange {
                 commit: request.commit.trim().to_owned(),
@@ -345,6 +413,9 @@ impl Engine {
                 now,
             )?;
         }
+        if let Some(p) = &request.proposal {
+            self.store.link_proposal(p, &record.id, "admin", now)?;
+        }
         self.monitor.change_landed(now);
         // Saved at once, so that a restart from now on resumes this watch.
         self.checkpoint(now);
@@ -365,7 +436,10 @@ impl Engine {
         match result {
             Ok(r) => {
                 for interval in &r.intervals {
-                    self.monitor.observe_aggregate(&interval.aggregate());
+                    let a = interval.aggregate();
+                    self.series
+                        .observe_counts(a.ts, a.requests, a.errors, a.latency);
+                    self.monitor.observe_aggregate(&a);
                 }
                 if status.last_error.is_some() {
                     eprintln!("guardian: scrape {name}: working again");
@@ -388,7 +462,9 @@ impl Engine {
     pub fn observe(&mut self, events: &[Event<'_>]) {
         let min = self.config.input.error_status_min;
         for e in events {
-            self.monitor.observe_request(&e.request(min));
+            let r = e.request(min);
+            self.series.observe_request(r.ts, r.error, r.latency_ms);
+            self.monitor.observe_request(&r);
         }
     }
 
@@ -411,7 +487,11 @@ impl Engine {
             }
             for line in &lines {
                 match input::parse_line(line, source.settings.format) {
-                    Ok(event) => self.monitor.observe_request(&event.request(min)),
+                    Ok(event) => {
+                        let r = event.request(min);
+                        self.series.observe_request(r.ts, r.error, r.latency_ms);
+                        self.monitor.observe_request(&r);
+                    }
                     Err(message) => {
                         source.bad_lines += 1;
                         source.last_bad_line = Some(format!("{message}: {}", input::quote(line)));
@@ -436,6 +516,14 @@ impl Engine {
     /// [`Engine::rollback_finished`].
     pub fn tick(&mut self, now: f64) -> Result<Option<RollbackJob>, EngineError> {
         let verdict = self.monitor.tick(now);
+        let closed = self.series.take_closed(now);
+        if !closed.is_empty() {
+            self.store.append_series(&closed)?;
+            if closed.iter().any(|p| p.at % 3600 == 0) {
+                self.store
+                    .prune_series(now.floor() as i64 - SERIES_KEEP_SECS)?;
+            }
+        }
         if now - self.report_written_at >= REPORT_EVERY_SECS
             && !matches!(self.phase, Phase::Watching(_))
         {
@@ -444,7 +532,7 @@ impl Engine {
         let (id, verifying) = match &self.phase {
             Phase::Watching(id) => (id.clone(), false),
             Phase::Verifying(id) => (id.clone(), true),
-            Phase::Idle | Phase::RollingBack(_) => return Ok(None),
+            Phase::Idle | Phase::RollingBack(_) | Phase::Deploying(_) => return Ok(None),
         };
         if verdict == Verdict::Watching {
             if !verifying && now - self.report_written_at >= REPORT_EVERY_SECS {
@@ -525,6 +613,22 @@ impl Engine {
         };
         if self.settings.rollback.is_none() {
             // Nothing to undo it with: a person must know now.
+            self.alert(&id, now)?;
+            return Ok(None);
+        }
+        if self.is_shadow(record.pattern.as_deref()) {
+            // Shadow mode: what guardian would have done goes on the record, and nothing is
+            // done. A person still hears of it.
+            self.store.record_event(
+                &id,
+                "shadow_rollback",
+                &serde_json::json!({
+                    "would_revert": record.commit,
+                    "then": "push (if configured), the redeploy hook, a recovery check",
+                    "why": report.as_ref().map(reason).unwrap_or_default(),
+                }),
+                now,
+            )?;
             self.alert(&id, now)?;
             return Ok(None);
         }
@@ -705,7 +809,7 @@ impl Engine {
     /// Applies a reloaded configuration. The detector's rules apply from the next change on;
     /// rollback settings at once. What needs a restart (the logs, the API address, the state
     /// directory, the token) is named in the returned list and left as it was.
-    pub fn reload(&mut self, config: &Config) -> Vec<&'static str> {
+    pub fn reload(&mut self, config: &Config, now: f64) -> Vec<&'static str> {
         let Some(new) = &config.daemon else {
             return vec!["the [daemon] section is gone (kept the running one)"];
         };
@@ -737,7 +841,44 @@ impl Engine {
             ..config.clone()
         };
         self.monitor.reconfigure(config.detector.clone());
+        let tokens = |g: &Option<crate::config::GateSettings>| {
+            g.as_ref()
+                .map(|g| (g.agent_token_file.clone(), g.approvers.clone()))
+        };
+        if tokens(&new.gate) != tokens(&self.settings.gate) {
+            needs_restart.push("[daemon.gate] tokens");
+        }
+        self.reload_policy(now);
         needs_restart
+    }
+
+    /// Reads the policy file again. A policy that cannot be read or is not valid is refused
+    /// with a message and the running one kept; a new one goes on the audit trail.
+    fn reload_policy(&mut self, now: f64) {
+        let Some(gate) = &self.settings.gate else {
+            self.policy = None;
+            return;
+        };
+        match load_policy(&gate.policy_file) {
+            Ok(p) => {
+                if self.policy.as_ref().map(|old| &old.sha256) != Some(&p.sha256) {
+                    eprintln!(
+                        "guardian: policy {} loaded (sha256 {})",
+                        gate.policy_file.display(),
+                        p.sha256
+                    );
+                    let detail = serde_json::json!({ "policy_sha256": p.sha256 });
+                    if let Err(e) =
+                        self.store
+                            .audit("guardian", "policy_loaded", None, None, &detail, now)
+                    {
+                        eprintln!("guardian: cannot record the new policy: {e}");
+                    }
+                }
+                self.policy = Some(p);
+            }
+            Err(e) => eprintln!("guardian: {e}; keeping the policy already loaded"),
+        }
     }
 
     pub fn rollback_settings(&self) -> Option<&crate::config::RollbackSettings> {
@@ -763,7 +904,7 @@ impl Engine {
 
     pub fn status(&self, now: f64) -> Result<Status, EngineError> {
         let watching = match &self.phase {
-            Phase::Idle => None,
+            Phase::Idle | Phase::Deploying(_) => None,
             Phase::Watching(id) | Phase::RollingBack(id) | Phase::Verifying(id) => {
                 self.change(id)?
             }
@@ -773,6 +914,16 @@ impl Engine {
             now,
             watching,
             recent: self.store.recent_changes(10)?,
+            deploying: match &self.phase {
+                Phase::Deploying(id) => Some(id.clone()),
+                _ => None,
+            },
+            proposals_waiting: self
+                .store
+                .recent_proposals(200)?
+                .iter()
+                .filter(|p| p.state == crate::gate::proposals::ProposalState::Pending)
+                .count(),
             pending_emails: self.store.pending_emails()?,
             scrapes: self
                 .scrapes

@@ -15,7 +15,7 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::engine::{ChangeRequest, Engine};
+use super::engine::{ChangeRequest, Engine, ProposalRequest};
 use crate::gate::roles::{Action, Role};
 use crate::input;
 
@@ -41,8 +41,16 @@ impl IntoResponse for ApiError {
 
 impl From<super::engine::EngineError> for ApiError {
     fn from(e: super::engine::EngineError) -> Self {
-        if let super::engine::EngineError::Busy(_) = e {
-            return ApiError(StatusCode::CONFLICT, e.to_string());
+        use super::engine::EngineError as E;
+        let status = match &e {
+            E::Busy(_) | E::Conflict(_) => Some(StatusCode::CONFLICT),
+            E::BadRequest(_) => Some(StatusCode::BAD_REQUEST),
+            E::Forbidden(_) => Some(StatusCode::FORBIDDEN),
+            E::NotFound(_) => Some(StatusCode::NOT_FOUND),
+            _ => None,
+        };
+        if let Some(status) = status {
+            return ApiError(status, e.to_string());
         }
         // Internal details stay in the daemon's log; the caller learns that it failed.
         eprintln!("guardian: API request failed: {e}");
@@ -63,6 +71,11 @@ pub fn router(api: Api) -> Router {
         .route("/v1/changes/:id", get(get_change))
         .route("/v1/observations", post(post_observations))
         .route("/v1/status", get(status))
+        .route("/v1/proposals", post(create_proposal).get(list_proposals))
+        .route("/v1/proposals/:id", get(get_proposal))
+        .route("/v1/proposals/:id/approve", post(approve_proposal))
+        .route("/v1/proposals/:id/reject", post(reject_proposal))
+        .route("/v1/trust", get(trust))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -229,4 +242,116 @@ async fn status(
     allow(&role, Action::Read)?;
     let now = (api.clock)();
     Ok(Json(lock(&api).status(now)?).into_response())
+}
+
+async fn create_proposal(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    allow(&role, Action::Propose)?;
+    let request: ProposalRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad proposal: {e}")))?;
+    let record = lock(&api).propose(&role, &request, (api.clock)())?;
+    let location = format!("/v1/proposals/{}", record.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(record),
+    )
+        .into_response())
+}
+
+async fn list_proposals(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+) -> Result<Response, ApiError> {
+    allow(&role, Action::Read)?;
+    Ok(Json(lock(&api).proposals(100)?).into_response())
+}
+
+async fn get_proposal(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    allow(&role, Action::Read)?;
+    Ok(Json(lock(&api).proposal(&id)?).into_response())
+}
+
+/// A person's decision on a proposal: the diff's hash they decided on, and why.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionRequest {
+    diff_sha256: String,
+    #[serde(default)]
+    why: Option<String>,
+}
+
+async fn decide(
+    api: Api,
+    role: Role,
+    id: String,
+    body: Bytes,
+    approve: bool,
+) -> Result<Response, ApiError> {
+    allow(&role, Action::Decide)?;
+    let request: DecisionRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("bad decision: {e} (send {{\"diff_sha256\": ..., \"why\": ...}})"),
+        )
+    })?;
+    let why = request
+        .why
+        .as_deref()
+        .map(str::trim)
+        .filter(|w| !w.is_empty());
+    if !approve && why.is_none() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "a rejection needs \"why\"".into(),
+        ));
+    }
+    if why.is_some_and(|w| w.chars().count() > 2000) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "\"why\" must be at most 2000 characters".into(),
+        ));
+    }
+    let record = lock(&api).decide(
+        &role,
+        &id,
+        approve,
+        request.diff_sha256.trim(),
+        why,
+        (api.clock)(),
+    )?;
+    Ok(Json(record).into_response())
+}
+
+async fn approve_proposal(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    decide(api, role, id, body, true).await
+}
+
+async fn reject_proposal(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    decide(api, role, id, body, false).await
+}
+
+async fn trust(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+) -> Result<Response, ApiError> {
+    allow(&role, Action::Read)?;
+    Ok(Json(lock(&api).trust()?).into_response())
 }

@@ -2,6 +2,7 @@
 //! the decision core judge the change being watched. This module is the loop and the clock;
 //! `engine` holds the state, `http` the API.
 
+pub mod deploy;
 pub mod engine;
 pub mod http;
 pub mod rollback;
@@ -120,7 +121,7 @@ fn reload(engine: &Arc<Mutex<Engine>>, path: Option<&std::path::Path>) {
         Err(e) => eprintln!("guardian: SIGHUP: kept the running configuration: {e}"),
         Ok(config) => {
             let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
-            let needs_restart = e.reload(&config);
+            let needs_restart = e.reload(&config, now());
             if needs_restart.is_empty() {
                 eprintln!("guardian: SIGHUP: reloaded {}", path.display());
             } else {
@@ -160,6 +161,24 @@ fn start_rollback(
             eprintln!(
                 "guardian: {}: cannot record the rollback: {err}",
                 job.change_id
+            );
+        }
+    });
+}
+
+fn start_deploy(
+    engine: Arc<Mutex<Engine>>,
+    job: engine::DeployJob,
+    settings: crate::config::RollbackSettings,
+) {
+    eprintln!("guardian: deploying proposal {}", job.proposal_id);
+    tokio::task::spawn_blocking(move || {
+        let report = deploy::run(&settings, &job);
+        let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(err) = e.deploy_finished(&job, &report, now()) {
+            eprintln!(
+                "guardian: {}: cannot record the deploy: {err}",
+                job.proposal_id
             );
         }
     });
@@ -313,14 +332,22 @@ pub async fn run(
                         start_scrape(engine.clone(), job);
                     }
                 }
-                let job = {
+                let (job, deploy) = {
                     let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
                     let t = now();
                     e.poll_logs(t)?;
-                    e.tick(t)?.zip(e.rollback_settings().cloned())
+                    let job = e.tick(t)?.zip(e.rollback_settings().cloned());
+                    let deploy = match job {
+                        Some(_) => None,
+                        None => e.next_deploy(t)?.zip(e.rollback_settings().cloned()),
+                    };
+                    (job, deploy)
                 };
                 if let Some((job, settings)) = job {
                     start_rollback(engine.clone(), job, settings);
+                }
+                if let Some((job, settings)) = deploy {
+                    start_deploy(engine.clone(), job, settings);
                 }
                 // Only a loop that just read the logs and judged a second proves it is alive.
                 if watchdog_every.is_some_and(|every| watchdog_sent.elapsed() >= every) {

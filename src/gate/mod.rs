@@ -2,4 +2,5 @@
 //! trusted (`ledger`). Both are pure.
 
 pub mod ledger;
+pub mod proposals;
 pub mod roles;

@@ -1,0 +1,596 @@
+//! The engine's side of the trust gate: a proposal comes in, is judged by the policy
+//! (`trust::assess`, pure) against the ledger and the moment, stored with its decision, decided
+//! by a person when it needs one, then deployed from guardian's own clone and watched like any
+//! change. In shadow mode everything is decided and recorded and nothing is done.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{Engine, EngineError, Phase};
+use crate::gate::ledger::{self, Level, PatternTrust};
+use crate::gate::proposals::{NewProposal, ProposalError, ProposalRecord, ProposalState};
+use crate::gate::roles::Role;
+use crate::store::{ChangeKind, NewChange};
+use crate::trust::{self, Decision, Pattern, Policy};
+
+/// Largest patch accepted: an AI fix is small; the policy's limits are far below this.
+pub const MAX_PATCH_BYTES: usize = 512 * 1024;
+/// How far back recent regressions count against a proposal.
+const RECENT_SECS: f64 = 86_400.0;
+
+/// A proposal as the API and `guardian propose` send it: the change as a diff, never as a
+/// checkout to run.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalRequest {
+    /// The fix pattern claimed: nil-check, timeout-bump, retry-wrap, feature-flag-off, other.
+    pub pattern: String,
+    /// One line on what it fixes.
+    pub summary: String,
+    #[serde(default)]
+    pub issue_url: Option<String>,
+    /// Whether the proposer ran the tests.
+    #[serde(default)]
+    pub tests_run: bool,
+    /// The commit the diff applies to (in guardian's own clone).
+    pub base: String,
+    /// The commit in the proposer's repository, for the record.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// `git diff --full-index --binary BASE COMMIT`.
+    pub patch: String,
+    #[serde(default = "ai")]
+    pub kind: ChangeKind,
+}
+
+fn ai() -> ChangeKind {
+    ChangeKind::Ai
+}
+
+impl ProposalRequest {
+    /// Refuses what a person should fix, naming the field.
+    fn validate(&self) -> Result<Pattern, String> {
+        let pattern = Pattern::parse(self.pattern.trim()).ok_or_else(|| {
+            format!(
+                "\"pattern\" must be one of {}, got {:?}",
+                Pattern::ALL.map(|p| p.as_str()).join(", "),
+                self.pattern
+            )
+        })?;
+        let summary = self.summary.trim();
+        if summary.is_empty() || summary.chars().count() > 2000 {
+            return Err("\"summary\" must be 1 to 2000 characters".to_owned());
+        }
+        let is_sha =
+            |s: &str| (7..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_sha(self.base.trim()) {
+            return Err(format!(
+                "\"base\" must be a commit id (7 to 64 hex digits), got {:?}",
+                self.base
+            ));
+        }
+        if let Some(c) = &self.commit {
+            if !is_sha(c.trim()) {
+                return Err(format!(
+                    "\"commit\" must be a commit id (7 to 64 hex digits), got {c:?}"
+                ));
+            }
+        }
+        if let Some(url) = &self.issue_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2000 {
+                return Err(format!("\"issue_url\" must be an http(s) URL, got {url:?}"));
+            }
+        }
+        if self.patch.len() > MAX_PATCH_BYTES {
+            return Err(format!(
+                "\"patch\" is {} bytes; at most {MAX_PATCH_BYTES} are accepted",
+                self.patch.len()
+            ));
+        }
+        Ok(pattern)
+    }
+}
+
+/// A proposal with its diff, for a person deciding on it.
+#[derive(Debug, Serialize)]
+pub struct ProposalView {
+    #[serde(flatten)]
+    pub record: ProposalRecord,
+    pub patch: String,
+}
+
+/// A deploy the engine asks for: apply, push, redeploy.
+#[derive(Clone, Debug)]
+pub struct DeployJob {
+    pub proposal_id: String,
+    pub patch: String,
+    pub intent: String,
+    pub message: String,
+}
+
+/// What a deploy did.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeployReport {
+    /// The commit that carries the proposal, once applied.
+    pub commit: Option<String>,
+    /// `None` when applied and redeployed; otherwise why not.
+    pub failure: Option<String>,
+    /// Whether the service may now be running the change (the hook ran, or was started).
+    pub maybe_deployed: bool,
+    pub steps: Vec<serde_json::Value>,
+}
+
+/// The policy file's text and what it says, read at start and on reload.
+pub struct LoadedPolicy {
+    pub policy: Policy,
+    pub sha256: String,
+}
+
+/// Reads and checks the policy file; the message names the file and the key.
+pub fn load_policy(path: &std::path::Path) -> Result<LoadedPolicy, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the policy file {}: {e}", path.display()))?;
+    let policy = Policy::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(LoadedPolicy {
+        policy,
+        sha256: hex(&Sha256::digest(text.as_bytes())),
+    })
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl From<ProposalError> for EngineError {
+    fn from(e: ProposalError) -> Self {
+        match e {
+            ProposalError::Store(s) => EngineError::Store(s),
+            ProposalError::NotFound(id) => {
+                EngineError::NotFound(format!("no proposal with id {id:?}"))
+            }
+            ProposalError::Conflict(m) => EngineError::Conflict(m),
+            ProposalError::Forbidden(m) => EngineError::Forbidden(m),
+        }
+    }
+}
+
+impl Engine {
+    fn gate_policy(&self) -> Result<&LoadedPolicy, EngineError> {
+        self.policy.as_ref().ok_or_else(|| {
+            EngineError::BadRequest(
+                "this guardian takes no proposals: its config has no [daemon.gate] section"
+                    .to_owned(),
+            )
+        })
+    }
+
+    pub(super) fn is_shadow(&self, pattern: Option<&str>) -> bool {
+        self.settings
+            .gate
+            .as_ref()
+            .is_some_and(|g| g.is_shadow(pattern))
+    }
+
+    /// The trust ledger as it stands: every pattern, its record, and why it is where it is.
+    pub fn trust(&self) -> Result<Vec<PatternTrust>, EngineError> {
+        let entries = self.store.ledger_entries()?;
+        let (promote_after, human_only) = match &self.policy {
+            Some(p) => (
+                p.policy.trust.promote_after,
+                p.policy
+                    .trust
+                    .human_only
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect(),
+            ),
+            None => (u32::MAX, Vec::new()),
+        };
+        let mut ledger = ledger::ledger(&entries, promote_after);
+        for t in &mut ledger {
+            if human_only.contains(&t.pattern.as_str()) {
+                t.level = Level::NeedsApproval;
+                t.why = format!("the policy says \"{}\" always needs a person", t.pattern);
+            }
+        }
+        Ok(ledger)
+    }
+
+    /// Judges a proposal and stores it with the decision. Denied proposals are final; those
+    /// needing approval wait for a person; `auto` ones are queued for deploy (in shadow mode:
+    /// recorded as what would have happened).
+    pub fn propose(
+        &mut self,
+        role: &Role,
+        request: &ProposalRequest,
+        now: f64,
+    ) -> Result<ProposalRecord, EngineError> {
+        let pattern = request.validate().map_err(EngineError::BadRequest)?;
+        let loaded = self.gate_policy()?;
+        let policy_sha256 = loaded.sha256.clone();
+        let diff = trust::diff::parse(&request.patch)
+            .map_err(|e| EngineError::BadRequest(format!("\"patch\": {e}")))?;
+        let base = request.base.trim().to_owned();
+        let symlinks =
+            match &self.settings.rollback {
+                Some(r) => {
+                    let repo = crate::git::Repo::open(&r.repo).map_err(|e| {
+                        EngineError::BadRequest(format!("cannot read guardian's clone: {e}"))
+                    })?;
+                    let paths: Vec<String> = diff.facts().paths.into_iter().collect();
+                    repo.symlinks_along(&base, &paths).map_err(|e| {
+                        EngineError::BadRequest(format!(
+                            "\"base\" {base} cannot be read in guardian's clone {} (fetch it \
+                         first?): {e}",
+                            r.repo.display()
+                        ))
+                    })?
+                }
+                None => return Err(EngineError::BadRequest(
+                    "proposals need [daemon.rollback] repo: guardian's own clone to apply them in"
+                        .to_owned(),
+                )),
+            };
+        let ledger = self.trust()?;
+        let standing = ledger.iter().find(|t| t.pattern == pattern.as_str());
+        let loaded = self.gate_policy()?;
+        let context = trust::Context {
+            now: now.floor() as i64,
+            pattern_trusted: standing.is_some_and(|t| {
+                loaded.policy.promoted(pattern, t.earned) && t.level == Level::Auto
+            }),
+            track_record: trust::TrackRecord {
+                approved: standing.map_or(0, |t| t.approved),
+                healthy: standing.map_or(0, |t| t.healthy),
+                rollbacks: standing.map_or(0, |t| t.rollbacks),
+            },
+            recent_rollbacks: self.store.regressions_since(now - RECENT_SECS)?,
+            error_budget_remaining: None,
+            traffic_ratio: self.traffic_ratio(now),
+        };
+        let facts = trust::ProposalFacts {
+            service: self.settings.service.clone(),
+            pattern,
+            tests_run: request.tests_run,
+        };
+        let mut assessment = trust::assess(&loaded.policy, &facts, &diff, &symlinks, &context);
+        if request.kind == ChangeKind::Human && assessment.decision == Decision::Auto {
+            // The ledger is about AI patterns; a person's change proposed here still gets a
+            // second person.
+            assessment.decision = Decision::NeedsApproval;
+        }
+        let shadow = self.is_shadow(Some(pattern.as_str()));
+        let state = match (assessment.decision, shadow) {
+            (Decision::Deny, _) => ProposalState::Denied,
+            (Decision::NeedsApproval, _) => ProposalState::Pending,
+            (Decision::Auto, false) => ProposalState::Approved,
+            (Decision::Auto, true) => ProposalState::Shadow,
+        };
+        let mut assessment_json = serde_json::to_value(&assessment).unwrap_or_default();
+        assessment_json["policy_sha256"] = json!(policy_sha256);
+        if shadow {
+            assessment_json["shadow"] = json!(match assessment.decision {
+                Decision::Deny => "would deny",
+                Decision::NeedsApproval => "would wait for a person's approval",
+                Decision::Auto => "would deploy without a person",
+            });
+        }
+        let record = self.store.insert_proposal(
+            &NewProposal {
+                proposer: role.actor(),
+                kind: request.kind,
+                pattern: pattern.as_str().to_owned(),
+                summary: request.summary.trim().to_owned(),
+                issue_url: request.issue_url.clone(),
+                tests_run: request.tests_run,
+                base_sha: base,
+                claimed_sha: request.commit.as_ref().map(|c| c.trim().to_owned()),
+                patch: request.patch.clone(),
+                diff_hash: hex(&Sha256::digest(request.patch.as_bytes())),
+                decision: assessment.decision.as_str().to_owned(),
+                assessment: assessment_json,
+                shadow,
+                state,
+            },
+            now,
+        )?;
+        if record.state == ProposalState::Pending {
+            self.ask_for_approval(&record, now)?;
+        }
+        Ok(record)
+    }
+
+    /// A person approves or rejects a proposal, bound to the diff they saw.
+    pub fn decide(
+        &mut self,
+        role: &Role,
+        id: &str,
+        approve: bool,
+        diff_sha256: &str,
+        why: Option<&str>,
+        now: f64,
+    ) -> Result<ProposalRecord, EngineError> {
+        self.gate_policy()?;
+        let record =
+            self.store
+                .decide_proposal(id, approve, &role.actor(), diff_sha256, why, now)?;
+        if approve && record.shadow {
+            // Shadow mode: the approval is on the record (it counts once the team deploys the
+            // change and notifies it with this proposal), but guardian deploys nothing.
+            return Ok(self.store.advance_proposal(
+                id,
+                ProposalState::Shadow,
+                None,
+                Some("approved; shadow mode: guardian does not deploy it"),
+                json!({}),
+                now,
+            )?);
+        }
+        Ok(record)
+    }
+
+    pub fn proposals(&self, limit: usize) -> Result<Vec<ProposalRecord>, EngineError> {
+        Ok(self.store.recent_proposals(limit)?)
+    }
+
+    pub fn proposal(&self, id: &str) -> Result<ProposalView, EngineError> {
+        let record = self.store.get_proposal(id)?;
+        Ok(ProposalView {
+            patch: record.patch.clone(),
+            record,
+        })
+    }
+
+    /// The next approved proposal to deploy, when nothing else is going on: one change at a
+    /// time, so each verdict is about one change.
+    pub fn next_deploy(&mut self, now: f64) -> Result<Option<DeployJob>, EngineError> {
+        if self.phase != Phase::Idle || self.settings.rollback.is_none() {
+            return Ok(None);
+        }
+        let Some(p) = self.store.approved_proposals()?.into_iter().next() else {
+            return Ok(None);
+        };
+        if p.state == ProposalState::Deploying {
+            // A deploy was under way when guardian stopped: whether the hook ran is unknown.
+            self.store.advance_proposal(
+                &p.id,
+                ProposalState::DeployFailed,
+                None,
+                Some("guardian stopped during the deploy; check the clone and the service"),
+                json!({}),
+                now,
+            )?;
+            return Ok(None);
+        }
+        self.store.advance_proposal(
+            &p.id,
+            ProposalState::Deploying,
+            None,
+            None,
+            json!({ "base": p.base_sha, "diff_sha256": p.diff_hash }),
+            now,
+        )?;
+        self.phase = Phase::Deploying(p.id.clone());
+        let approval = match &p.decided_by {
+            Some(by) => format!("Approved by {by} for diff sha256 {}.", p.diff_hash),
+            None => format!(
+                "Deployed without a person: the policy scored it {} and the pattern is trusted.",
+                p.assessment["risk"]["score"]
+            ),
+        };
+        Ok(Some(DeployJob {
+            intent: format!("{}-deploy", p.id),
+            message: format!(
+                "{}\n\nProposed by {} as {} ({}). {approval}\n\nGuardian-Proposal: {}\n",
+                first_line(&p.summary),
+                p.proposer,
+                p.pattern,
+                p.id,
+                p.id
+            ),
+            proposal_id: p.id,
+            patch: p.patch,
+        }))
+    }
+
+    /// The deploy job ended. Deployed: watch it like any change. Otherwise a person must know.
+    pub fn deploy_finished(
+        &mut self,
+        job: &DeployJob,
+        report: &DeployReport,
+        now: f64,
+    ) -> Result<(), EngineError> {
+        self.phase = Phase::Idle;
+        let detail = serde_json::to_value(report).unwrap_or_default();
+        let p = self.store.get_proposal(&job.proposal_id)?;
+        match (&report.commit, &report.failure) {
+            (Some(commit), None) => {
+                let record = self.store.insert_change(
+                    &NewChange {
+                        commit: commit.clone(),
+                        kind: p.kind.parse().unwrap_or(ChangeKind::Ai),
+                        pattern: Some(p.pattern.clone()),
+                        summary: Some(p.summary.clone()),
+                        landed_at: now,
+                    },
+                    now,
+                )?;
+                self.store.advance_proposal(
+                    &p.id,
+                    ProposalState::Deployed,
+                    Some(&record.id),
+                    Some(&format!("deployed as {commit}; watching as {}", record.id)),
+                    detail,
+                    now,
+                )?;
+                self.phase = Phase::Watching(record.id.clone());
+                self.monitor.change_landed(now);
+                self.checkpoint(now);
+            }
+            (_, failure) => {
+                let why = failure
+                    .clone()
+                    .unwrap_or_else(|| "no commit was made".into());
+                let record = self.store.advance_proposal(
+                    &p.id,
+                    ProposalState::DeployFailed,
+                    None,
+                    Some(&why),
+                    detail,
+                    now,
+                )?;
+                eprintln!("guardian: {}: deploy failed: {why}", p.id);
+                let subject = format!(
+                    "[guardian] {}: deploy of {} FAILED — {}",
+                    self.settings.service,
+                    p.id,
+                    first_line(&p.summary)
+                );
+                let state_now = if report.maybe_deployed {
+                    format!(
+                        "ACTION NEEDED: {} is committed in guardian's clone and the redeploy hook \
+                         ran but failed, so what the service runs now is unknown. guardian is \
+                         not watching it. Check the service, then revert {} or notify it.",
+                        report.commit.as_deref().unwrap_or("the commit"),
+                        report.commit.as_deref().unwrap_or("it")
+                    )
+                } else {
+                    "Nothing was deployed: the clone and the service are as they were.".to_owned()
+                };
+                let body = format!(
+                    "{state_now}\n\nProposal {}: {}\nWhy it failed: {why}\n\n{}",
+                    p.id,
+                    p.summary,
+                    proposal_text(&record)
+                );
+                self.mail_proposal(&p.id, "deploy_failed", subject, body, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues an email about a proposal (when mail is configured), with its own Message-ID.
+    fn mail_proposal(
+        &mut self,
+        id: &str,
+        what: &str,
+        subject: String,
+        body: String,
+        now: f64,
+    ) -> Result<(), EngineError> {
+        let Some(mail) = self.settings.mail.clone() else {
+            return Ok(());
+        };
+        let email = crate::mail::Email {
+            subject,
+            text_body: format!(
+                "{body}\n-- \nSent by guardian, watching {}.\n",
+                self.settings.service
+            ),
+            message_id: format!("<{id}.{what}@guardian>"),
+            html: None,
+        };
+        crate::mail::enqueue(&mut self.store, &mail, None, &email, now)?;
+        Ok(())
+    }
+
+    /// Asks the approvers (the alert recipients) to look at a proposal that needs a person.
+    fn ask_for_approval(&mut self, p: &ProposalRecord, now: f64) -> Result<(), EngineError> {
+        let subject = format!(
+            "[guardian] {}: approval needed for {} ({}) — {}",
+            self.settings.service,
+            p.id,
+            p.pattern,
+            first_line(&p.summary)
+        );
+        let body = format!(
+            "A change written by {} waits for a person's decision.\n\n{}\n\
+             To see the diff:   guardian proposals {} --token-file <your token>\n\
+             To approve it:     guardian approve {} --diff {} --token-file <your token>\n\
+             To reject it:      guardian reject {} --why \"...\" --token-file <your token>\n\
+             The approval binds to this diff (sha256 {}); a changed diff needs a new one.\n",
+            p.kind,
+            proposal_text(p),
+            p.id,
+            p.id,
+            p.diff_hash,
+            p.id,
+            p.diff_hash
+        );
+        self.mail_proposal(&p.id, "approval_needed", subject, body, now)
+    }
+
+    /// Requests in the last ten minutes against the average ten minutes of the day before:
+    /// how busy the service is now compared with usual. `None` without a day of history.
+    fn traffic_ratio(&self, now: f64) -> Option<f64> {
+        let now = now.floor() as i64;
+        let recent: u64 = self
+            .store
+            .series_between(now - 600, now)
+            .ok()?
+            .iter()
+            .map(|p| p.requests)
+            .sum();
+        let day = self.store.series_between(now - 86_400, now - 600).ok()?;
+        if day.len() < 360 {
+            return None;
+        }
+        let per_bin = day.iter().map(|p| p.requests).sum::<u64>() as f64 / day.len() as f64;
+        (per_bin > 0.0).then(|| recent as f64 / (per_bin * 60.0))
+    }
+}
+
+/// A proposal in plain text: the decision and its reasons, the risk factors, the diff's size.
+fn proposal_text(p: &ProposalRecord) -> String {
+    let a = &p.assessment;
+    let mut out = format!(
+        "Proposal:  {}\nPattern:   {} (proposed by {})\nSummary:   {}\nDecision:  {}{}\n",
+        p.id,
+        p.pattern,
+        p.proposer,
+        p.summary,
+        p.decision,
+        if p.shadow { " (shadow mode)" } else { "" }
+    );
+    if let Some(url) = &p.issue_url {
+        out.push_str(&format!("Issue:     {url}\n"));
+    }
+    for rule in a["rules"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  - {} ({}): {}\n",
+            rule["rule"].as_str().unwrap_or_default(),
+            rule["effect"].as_str().unwrap_or_default(),
+            rule["message"].as_str().unwrap_or_default()
+        ));
+    }
+    out.push_str(&format!("Risk:      {}/100\n", a["risk"]["score"]));
+    for f in a["risk"]["factors"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {:>+4}  {}: {}\n",
+            f["points"].as_i64().unwrap_or(0),
+            f["name"].as_str().unwrap_or_default(),
+            f["why"].as_str().unwrap_or_default()
+        ));
+    }
+    let facts = &a["facts"];
+    out.push_str(&format!(
+        "Diff:      {} file(s), +{} -{}: {}\n",
+        facts["files"],
+        facts["lines_added"],
+        facts["lines_removed"],
+        facts["paths"]
+            .as_array()
+            .map(|ps| ps
+                .iter()
+                .filter_map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
+    ));
+    out
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default().trim()
+}

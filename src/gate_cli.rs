@@ -1,0 +1,299 @@
+//! The trust gate's commands: `propose`, `proposals`, `approve`, `reject`, `trust`. Thin
+//! clients of the daemon's API; which of them a caller may use is decided by the token it
+//! presents, never here.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::{api_target, call, ApiArgs, EXIT_BAD_INPUT};
+
+/// `guardian propose` exits with this when the policy denied the proposal.
+const EXIT_DENIED: u8 = 1;
+
+#[derive(Args)]
+#[command(
+    after_help = "Exit codes: 0 accepted (auto, or waiting for approval), 1 denied by the \
+                        policy, 2 bad input, 4 the daemon could not be reached."
+)]
+pub struct ProposeArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The repository holding the change. Only read, under the same hardening as guardian's
+    /// own git commands (no hooks, no command-running config); the diff is sent as data.
+    #[arg(long, value_name = "PATH")]
+    pub repo: PathBuf,
+    /// The commit with the fix.
+    #[arg(long)]
+    pub commit: String,
+    /// The commit the fix applies to, as deployed (default: the commit's parent).
+    #[arg(long)]
+    pub base: Option<String>,
+    /// The fix pattern: nil-check, timeout-bump, retry-wrap, feature-flag-off, other.
+    #[arg(long)]
+    pub pattern: String,
+    /// One line on what it fixes.
+    #[arg(long)]
+    pub summary: String,
+    /// The issue it fixes (e.g. the Sentry issue URL).
+    #[arg(long, value_name = "URL")]
+    pub issue: Option<String>,
+    /// The tests were run and passed.
+    #[arg(long)]
+    pub tests_run: bool,
+    /// Who wrote the change.
+    #[arg(long, value_parser = ["ai", "human"], default_value = "ai")]
+    pub kind: String,
+    /// Print the daemon's JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ProposalsArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Show this proposal in full, with its diff.
+    pub id: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "The approval binds to the diff's SHA-256: if the proposal's diff is not \
+                        the one shown, it is refused. Exit codes: 0 done, 2 refused or bad \
+                        input, 4 the daemon could not be reached."
+)]
+pub struct DecideArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The proposal, e.g. prp_0123456789ab.
+    pub id: String,
+    /// The SHA-256 of the diff being decided on (default: the one the daemon shows now,
+    /// printed before deciding).
+    #[arg(long, value_name = "SHA256")]
+    pub diff: Option<String>,
+    /// Why (required to reject).
+    #[arg(long)]
+    pub why: Option<String>,
+}
+
+#[derive(Args)]
+pub struct TrustArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints the daemon's refusal and returns its exit code.
+fn refused((code, message): (u8, String)) -> Result<u8> {
+    eprintln!("guardian: {message}");
+    Ok(code)
+}
+
+pub fn propose(args: &ProposeArgs) -> Result<u8> {
+    let (base_url, token) = api_target(&args.api)?;
+    let repo = guardian::git::Repo::open(&args.repo)
+        .map_err(|e| anyhow::anyhow!("--repo {}: {e}", args.repo.display()))?;
+    let base = args
+        .base
+        .clone()
+        .unwrap_or_else(|| format!("{}^", args.commit));
+    let (base, commit, patch) = repo
+        .diff_between(&base, &args.commit)
+        .map_err(|e| anyhow::anyhow!("cannot read the change from {}: {e}", args.repo.display()))?;
+    if patch.trim().is_empty() {
+        eprintln!("guardian: {base}..{commit} changes nothing; there is nothing to propose");
+        return Ok(EXIT_BAD_INPUT);
+    }
+    let body = json!({
+        "pattern": args.pattern,
+        "summary": args.summary,
+        "issue_url": args.issue,
+        "tests_run": args.tests_run,
+        "base": base,
+        "commit": commit,
+        "patch": patch,
+        "kind": args.kind,
+    });
+    let answer = match call(
+        ureq::post(&format!("{base_url}/v1/proposals")),
+        &token,
+        Some(&body),
+    ) {
+        Ok(v) => v,
+        Err(e) => return refused(e),
+    };
+    if args.json {
+        println!("{answer}");
+    } else {
+        print!("{}", render_proposal(&answer));
+    }
+    Ok(if answer["decision"] == "deny" {
+        EXIT_DENIED
+    } else {
+        0
+    })
+}
+
+pub fn proposals(args: &ProposalsArgs) -> Result<u8> {
+    let (base, token) = api_target(&args.api)?;
+    let url = match &args.id {
+        Some(id) => format!("{base}/v1/proposals/{id}"),
+        None => format!("{base}/v1/proposals"),
+    };
+    let answer = match call(ureq::get(&url), &token, None) {
+        Ok(v) => v,
+        Err(e) => return refused(e),
+    };
+    if args.json {
+        println!("{answer}");
+    } else if args.id.is_some() {
+        print!("{}", render_proposal(&answer));
+        if let Some(patch) = answer["patch"].as_str() {
+            println!("\n{patch}");
+        }
+    } else {
+        let list = answer.as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            println!("no proposals yet");
+        }
+        for p in &list {
+            println!(
+                "{}  {:<14} {:<15} {:<16} risk {:>3}  {}",
+                text(&p["id"]),
+                text(&p["state"]),
+                text(&p["decision"]),
+                text(&p["pattern"]),
+                p["assessment"]["risk"]["score"],
+                text(&p["summary"])
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn decide(args: &DecideArgs, approve: bool) -> Result<u8> {
+    let (base, token) = api_target(&args.api)?;
+    if !approve && args.why.as_deref().map_or(true, |w| w.trim().is_empty()) {
+        eprintln!("guardian: --why is required to reject: the agent and the record need a reason");
+        return Ok(EXIT_BAD_INPUT);
+    }
+    let diff = match &args.diff {
+        Some(d) => d.clone(),
+        None => {
+            let p = match call(
+                ureq::get(&format!("{base}/v1/proposals/{}", args.id)),
+                &token,
+                None,
+            ) {
+                Ok(v) => v,
+                Err(e) => return refused(e),
+            };
+            print!("{}", render_proposal(&p));
+            text(&p["diff_hash"])
+        }
+    };
+    let verb = if approve { "approve" } else { "reject" };
+    let answer = match call(
+        ureq::post(&format!("{base}/v1/proposals/{}/{verb}", args.id)),
+        &token,
+        Some(&json!({ "diff_sha256": diff, "why": args.why })),
+    ) {
+        Ok(v) => v,
+        Err(e) => return refused(e),
+    };
+    println!(
+        "{}: {} by {} (diff sha256 {})",
+        text(&answer["id"]),
+        text(&answer["state"]),
+        text(&answer["decided_by"]),
+        diff
+    );
+    Ok(0)
+}
+
+pub fn trust(args: &TrustArgs) -> Result<u8> {
+    let (base, token) = api_target(&args.api)?;
+    let answer = match call(ureq::get(&format!("{base}/v1/trust")), &token, None) {
+        Ok(v) => v,
+        Err(e) => return refused(e),
+    };
+    if args.json {
+        println!("{answer}");
+        return Ok(0);
+    }
+    println!(
+        "{:<18} {:<15} {:>9} {:>8} {:>8} {:>7} {:>9}  why",
+        "pattern", "level", "proposed", "approved", "deployed", "healthy", "rollbacks"
+    );
+    for t in answer.as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<18} {:<15} {:>9} {:>8} {:>8} {:>7} {:>9}  {}",
+            text(&t["pattern"]),
+            text(&t["level"]),
+            t["proposals"],
+            t["approved"],
+            t["deployed"],
+            t["healthy"],
+            t["rollbacks"],
+            text(&t["why"])
+        );
+    }
+    Ok(0)
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+/// A proposal for a person: the decision first, then why, then what the diff does.
+fn render_proposal(p: &Value) -> String {
+    let mut out = format!(
+        "{}: {} ({}){}\n  pattern {} by {}: {}\n  diff sha256 {}\n",
+        text(&p["id"]),
+        text(&p["decision"]),
+        text(&p["state"]),
+        if p["shadow"] == true {
+            " [shadow mode: nothing is deployed]"
+        } else {
+            ""
+        },
+        text(&p["pattern"]),
+        text(&p["proposer"]),
+        text(&p["summary"]),
+        text(&p["diff_hash"]),
+    );
+    let a = &p["assessment"];
+    for rule in a["rules"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "  {} {}: {}\n",
+            if rule["effect"] == "deny" {
+                "DENY"
+            } else {
+                "needs approval"
+            },
+            text(&rule["rule"]),
+            text(&rule["message"])
+        ));
+    }
+    out.push_str(&format!("  risk {}/100\n", a["risk"]["score"]));
+    for f in a["risk"]["factors"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "    {:>+4}  {}: {}\n",
+            f["points"].as_i64().unwrap_or(0),
+            text(&f["name"]),
+            text(&f["why"])
+        ));
+    }
+    let facts = &a["facts"];
+    out.push_str(&format!(
+        "  diff: {} file(s), +{} -{}\n",
+        facts["files"], facts["lines_added"], facts["lines_removed"]
+    ));
+    out
+}
