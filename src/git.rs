@@ -943,6 +943,34 @@ pub enum ApplyOutcome {
 }
 
 impl Repo {
+    /// The change from `base` to `commit` as one diff that `apply_patch` takes, and both
+    /// commits' full ids. Read under the same hardening as every command here: no external
+    /// diff drivers or text conversions from the repository's config run.
+    pub fn diff_between(
+        &self,
+        base: &str,
+        commit: &str,
+    ) -> Result<(String, String, String), GitError> {
+        let mut s = Session::new(self);
+        self.check_config(&mut s)?;
+        let base = s.resolve(base)?;
+        let commit = s.resolve(commit)?;
+        let args = [
+            "diff",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--no-color",
+            "--full-index",
+            "--binary",
+            "--find-renames",
+            base.as_str(),
+            commit.as_str(),
+            "--",
+        ];
+        let patch = s.ok(args, None)?;
+        Ok((base, commit, patch))
+    }
+
     /// Applies a proposal's diff to HEAD as one new commit, exactly once per `req.intent`.
     /// The diff is data: `git apply` (which refuses paths outside the tree and paths that go
     /// through a symlink) under the same hardening as every command here, never `git am` with

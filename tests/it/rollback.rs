@@ -20,14 +20,14 @@ use serde_json::Value;
 
 const TOKEN: &str = "rollback-token-0123456789";
 
-fn now() -> f64 {
+pub(super) fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
 }
 
-fn git(repo: &Path, args: &[&str]) -> String {
+pub(super) fn git(repo: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
@@ -52,7 +52,7 @@ fn commit_mode(repo: &Path, mode: &str, message: &str) -> String {
 
 /// The app, for real over HTTP: each request reads the deployed `mode`, fails (nearly always)
 /// when it says `broken`, and is logged as a JSON line, the way a proxy logs it.
-fn serve_app(log: PathBuf, live: PathBuf) -> std::net::SocketAddr {
+pub(super) fn serve_app(log: PathBuf, live: PathBuf) -> std::net::SocketAddr {
     use std::io::{BufRead as _, BufReader};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -116,7 +116,7 @@ impl mailin_embedded::Handler for Inbox {
     }
 }
 
-fn smtp_server() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+pub(super) fn smtp_server() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let inbox = Inbox::default();

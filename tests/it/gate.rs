@@ -1,0 +1,609 @@
+//! The trust gate, for real: the daemon with a sandbox policy, one token per role, guardian's
+//! own clone of the app, an agent working in its own clone and proposing with `guardian
+//! propose`, people deciding with `guardian approve`/`reject`, the redeploy hook, the app's
+//! traffic, and the ledger.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use guardian::gate::proposals::{NewProposal, ProposalState};
+use guardian::store::{ChangeKind, ChangeState, NewChange, Store};
+use serde_json::{json, Value};
+
+use super::rollback::{git, now, serve_app};
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+const AGENT: &str = "agent-token-0123456789abcdef";
+const ALICE: &str = "alice-token-0123456789abcdef";
+
+/// The app's behaviour is `src/settings.txt`: a timeout under 100 ms breaks it. The hook
+/// deploys by turning what the clone says into what the app serves.
+const HOOK: &str = "if grep -Eq '^timeout_ms = [0-9]{1,2}$' \"$GUARDIAN_REPO/src/settings.txt\"; \
+                    then echo broken > \"$LIVE\"; else echo ok > \"$LIVE\"; fi";
+
+const POLICY: &str = r#"
+[paths]
+allow = ["src/**"]
+deny = ["migrations/**", "**/auth/**"]
+[limits]
+max_files = 5
+max_lines = 40
+[content]
+new_dependencies = "deny"
+schema_changes = "deny"
+[risk]
+auto_below = 50
+[trust]
+promote_after = 10
+"#;
+
+struct Gate {
+    dir: tempfile::TempDir,
+    /// guardian's own clone: what is deployed.
+    repo: PathBuf,
+    /// The agent's clone, where it writes fixes.
+    agent_repo: PathBuf,
+    config: PathBuf,
+    api: String,
+    daemon: Child,
+    stop: Arc<AtomicBool>,
+    writer: Option<thread::JoinHandle<()>>,
+}
+
+impl Gate {
+    /// `healthy_record`: how many approved, healthy timeout bumps the ledger starts with.
+    fn start(healthy_record: usize, with_traffic: bool) -> Gate {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("app");
+        std::fs::create_dir_all(repo.join("src")).unwrap();
+        std::fs::create_dir_all(repo.join("migrations")).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("src/settings.txt"), "timeout_ms = 500\n").unwrap();
+        std::fs::write(
+            repo.join("migrations/001.sql"),
+            "CREATE TABLE t (id int);\n",
+        )
+        .unwrap();
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-q", "-m", "first release"]);
+        let agent_repo = dir.path().join("agent");
+        git(
+            dir.path(),
+            &[
+                "clone",
+                "-q",
+                repo.to_str().unwrap(),
+                agent_repo.to_str().unwrap(),
+            ],
+        );
+        let live = dir.path().join("live-mode");
+        std::fs::write(&live, "ok\n").unwrap();
+        let hook = dir.path().join("redeploy.sh");
+        std::fs::write(&hook, format!("#!/bin/sh\nset -e\n{HOOK}\n")).unwrap();
+        for (name, token) in [
+            ("token", ADMIN),
+            ("agent.token", AGENT),
+            ("alice.token", ALICE),
+        ] {
+            std::fs::write(dir.path().join(name), token).unwrap();
+        }
+        std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+
+        let log = dir.path().join("access.jsonl");
+        let t0 = now();
+        let mut history = String::new();
+        for i in 0..12_000 {
+            let ts = t0 - 600.0 + f64::from(i) / 20.0;
+            let status = if i % 100 == 0 { 500 } else { 200 };
+            history.push_str(&format!(
+                "{{\"ts\": {ts:.3}, \"status\": {status}, \"latency_ms\": 30}}\n"
+            ));
+        }
+        std::fs::write(&log, history).unwrap();
+
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        seed_ledger(&state.join("guardian.db"), healthy_record, t0 - 86_400.0);
+
+        let config = dir.path().join("guardian.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[detector]\nbaseline_secs = 600\nwatch_secs = 300\n\n\
+                 [daemon]\nservice = \"shop\"\nstate_dir = {state:?}\nlisten = \"127.0.0.1:0\"\n\
+                 token_file = {admin:?}\n\n\
+                 [[daemon.logs]]\npath = {log:?}\n\n\
+                 [daemon.rollback]\nrepo = {repo:?}\nhook = [\"sh\", {hook:?}]\n\
+                 hook_timeout_secs = 30\nverify_secs = 8\n\n\
+                 [daemon.gate]\npolicy_file = {policy:?}\nagent_token_file = {agent:?}\n\
+                 approvers = {{ alice = {alice:?} }}\n",
+                admin = dir.path().join("token"),
+                agent = dir.path().join("agent.token"),
+                alice = dir.path().join("alice.token"),
+                policy = dir.path().join("policy.toml"),
+            ),
+        )
+        .unwrap();
+        let (daemon, api) = super::common::spawn_daemon(&config, &[("LIVE", &live)]);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = with_traffic.then(|| {
+            let app = serve_app(log.clone(), live.clone());
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(2))
+                    .build();
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = agent.get(&format!("http://{app}/cart")).call();
+                    thread::sleep(Duration::from_millis(50));
+                }
+            })
+        });
+        Gate {
+            dir,
+            repo,
+            agent_repo,
+            config,
+            api,
+            daemon,
+            stop,
+            writer,
+        }
+    }
+
+    fn token_file(&self, token: &str) -> PathBuf {
+        let name = match token {
+            ADMIN => "token",
+            AGENT => "agent.token",
+            _ => "alice.token",
+        };
+        self.dir.path().join(name)
+    }
+
+    /// The agent commits a fix in its own clone: `file` gets `content`.
+    fn agent_commits(&self, file: &str, content: &str, message: &str) -> String {
+        let path = self.agent_repo.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        git(&self.agent_repo, &["add", "-A"]);
+        git(&self.agent_repo, &["commit", "-q", "-m", message]);
+        git(&self.agent_repo, &["rev-parse", "HEAD"])
+    }
+
+    /// The agent starts its next fix from what is deployed (guardian's clone is its origin).
+    fn agent_syncs(&self) {
+        git(&self.agent_repo, &["fetch", "-q", "origin"]);
+        git(&self.agent_repo, &["reset", "-q", "--hard", "origin/main"]);
+    }
+
+    /// `guardian <args> --api .. --token-file ..` as the holder of `token`.
+    fn cli(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_guardian"))
+            .args(args)
+            .args(["--api", &self.api, "--token-file"])
+            .arg(self.token_file(token))
+            .output()
+            .unwrap()
+    }
+
+    fn propose(&self, commit: &str, pattern: &str, summary: &str) -> Output {
+        self.cli(
+            AGENT,
+            &[
+                "propose",
+                "--repo",
+                self.agent_repo.to_str().unwrap(),
+                "--commit",
+                commit,
+                "--pattern",
+                pattern,
+                "--summary",
+                summary,
+                "--tests-run",
+                "--json",
+            ],
+        )
+    }
+
+    fn call(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = ureq::request(method, &format!("{}{path}", self.api));
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let res = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        match res {
+            Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (code, v) = self.call(Some(ADMIN), "GET", path, None);
+        assert_eq!(code, 200, "{path}: {v}");
+        v
+    }
+
+    /// Polls `path` until `done` holds, for at most `secs`.
+    fn wait_for(&self, path: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.get(path);
+            if done(&v) || Instant::now() > deadline {
+                return v;
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn pattern(&self, name: &str) -> Value {
+        self.get("/v1/trust")
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["pattern"] == name)
+            .cloned()
+            .unwrap()
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// The team's record before the test: `n` timeout bumps an approver approved, deployed and
+/// found healthy, a day ago.
+fn seed_ledger(db: &Path, n: usize, at: f64) {
+    let mut store = Store::open(db).unwrap();
+    for i in 0..n {
+        let t = at + i as f64 * 60.0;
+        let p = store
+            .insert_proposal(
+                &NewProposal {
+                    proposer: "agent".into(),
+                    kind: ChangeKind::Ai,
+                    pattern: "timeout-bump".into(),
+                    summary: format!("bump timeout {i}"),
+                    issue_url: None,
+                    tests_run: true,
+                    base_sha: "0".repeat(40),
+                    claimed_sha: None,
+                    patch: format!("patch {i}"),
+                    diff_hash: format!("{i:064}"),
+                    decision: "needs_approval".into(),
+                    assessment: json!({}),
+                    shadow: false,
+                    state: ProposalState::Pending,
+                },
+                t,
+            )
+            .unwrap();
+        store
+            .decide_proposal(&p.id, true, "approver:alice", &p.diff_hash, None, t + 1.0)
+            .unwrap();
+        store
+            .advance_proposal(
+                &p.id,
+                ProposalState::Deploying,
+                None,
+                None,
+                json!({}),
+                t + 2.0,
+            )
+            .unwrap();
+        let change = store
+            .insert_change(
+                &NewChange {
+                    commit: format!("{i:040x}"),
+                    kind: ChangeKind::Ai,
+                    pattern: Some("timeout-bump".into()),
+                    summary: None,
+                    landed_at: t + 3.0,
+                },
+                t + 3.0,
+            )
+            .unwrap();
+        store
+            .advance_proposal(
+                &p.id,
+                ProposalState::Deployed,
+                Some(&change.id),
+                None,
+                json!({}),
+                t + 3.0,
+            )
+            .unwrap();
+        store
+            .set_state(
+                &change.id,
+                ChangeState::Healthy,
+                None,
+                Some(t + 50.0),
+                None,
+                t + 50.0,
+            )
+            .unwrap();
+    }
+}
+
+fn stdout_json(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn a_trusted_fix_deploys_alone_regresses_is_rolled_back_and_its_pattern_demoted() {
+    let g = Gate::start(10, true);
+    assert_eq!(
+        g.pattern("timeout-bump")["level"],
+        "auto",
+        "10 approved healthy bumps"
+    );
+    thread::sleep(Duration::from_secs(1));
+
+    // The agent's "timeout bump" that in fact breaks the app.
+    let bad = g.agent_commits("src/settings.txt", "timeout_ms = 5\n", "Lower the timeout");
+    let out = g.propose(&bad, "timeout-bump", "lower the checkout timeout");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let proposal = stdout_json(&out);
+    assert_eq!(proposal["decision"], "auto", "{proposal}");
+    let id = proposal["id"].as_str().unwrap().to_owned();
+
+    // guardian applies it in its own clone, redeploys and watches it.
+    let p = g.wait_for(&format!("/v1/proposals/{id}"), 30, |p| {
+        p["state"] != "approved" && p["state"] != "deploying"
+    });
+    assert_eq!(p["state"], "deployed", "{p}");
+    let change_id = p["change_id"].as_str().unwrap().to_owned();
+    let deployed = git(&g.repo, &["log", "-1", "--format=%B", "HEAD"]);
+    assert!(
+        deployed.contains(&format!("Guardian-Proposal: {id}")),
+        "{deployed}"
+    );
+
+    // The app breaks; guardian reverts its own deploy and checks recovery.
+    let change = g.wait_for(&format!("/v1/changes/{change_id}"), 90, |c| {
+        !["watching", "regressed", "rolling_back", "verifying"]
+            .contains(&c["state"].as_str().unwrap_or(""))
+    });
+    assert_eq!(change["state"], "rolled_back", "{change}");
+    assert_eq!(
+        std::fs::read_to_string(g.repo.join("src/settings.txt")).unwrap(),
+        "timeout_ms = 500\n"
+    );
+
+    // The ledger demoted the pattern at once.
+    let t = g.pattern("timeout-bump");
+    assert_eq!(t["level"], "needs_approval", "{t}");
+    assert_eq!(t["rollbacks"], 1, "{t}");
+    assert!(
+        t["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("demoted by a rollback"),
+        "{t}"
+    );
+
+    // The next bump, a good one, now waits for a person.
+    g.agent_syncs();
+    let good = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 700\n",
+        "Raise the timeout",
+    );
+    let next = stdout_json(&g.propose(&good, "timeout-bump", "raise the checkout timeout"));
+    assert_eq!(next["decision"], "needs_approval", "{next}");
+    assert!(
+        next["assessment"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule"] == "trust.not_promoted"),
+        "{next}"
+    );
+
+    // Every step is on the audit trail, intact.
+    let verify = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["audit", "verify", "--config"])
+        .arg(&g.config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+#[test]
+fn a_proposal_needing_approval_is_deployed_only_for_the_diff_a_person_approved() {
+    let g = Gate::start(0, false);
+    let fix = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 800\n",
+        "Raise the timeout",
+    );
+    let out = g.propose(&fix, "timeout-bump", "raise the timeout");
+    let p = stdout_json(&out);
+    assert_eq!(p["decision"], "needs_approval", "{p}");
+    let id = p["id"].as_str().unwrap().to_owned();
+    let hash = p["diff_hash"].as_str().unwrap().to_owned();
+    let approve = format!("/v1/proposals/{id}/approve");
+
+    // The agent cannot approve its own change, with the right hash or not.
+    let (code, body) = g.call(
+        Some(AGENT),
+        "POST",
+        &approve,
+        Some(json!({ "diff_sha256": hash })),
+    );
+    assert_eq!(code, 403, "{body}");
+    // An approval of another diff is refused and changes nothing.
+    let other = "0".repeat(64);
+    let (code, body) = g.call(
+        Some(ALICE),
+        "POST",
+        &approve,
+        Some(json!({ "diff_sha256": other })),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains(&hash), "{body}");
+    assert_eq!(g.get(&format!("/v1/proposals/{id}"))["state"], "pending");
+
+    // Alice approves what she saw, with the CLI.
+    let out = g.cli(ALICE, &["approve", &id, "--diff", &hash]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = g.wait_for(&format!("/v1/proposals/{id}"), 30, |p| {
+        p["state"] == "deployed"
+    });
+    assert_eq!(p["state"], "deployed", "{p}");
+    assert_eq!(p["decided_by"], "approver:alice");
+    assert_eq!(
+        std::fs::read_to_string(g.repo.join("src/settings.txt")).unwrap(),
+        "timeout_ms = 800\n"
+    );
+
+    // Replaying the approval does nothing.
+    let (code, body) = g.call(
+        Some(ALICE),
+        "POST",
+        &approve,
+        Some(json!({ "diff_sha256": hash })),
+    );
+    assert_eq!(code, 409, "{body}");
+}
+
+#[test]
+fn a_proposal_touching_a_forbidden_area_is_denied_with_the_rule_that_fired() {
+    let g = Gate::start(0, false);
+    let sneaky = g.agent_commits(
+        "migrations/002.sql",
+        "ALTER TABLE t ADD COLUMN x int;\n",
+        "Fix: add the missing column",
+    );
+    let out = g.propose(&sneaky, "nil-check", "add the missing column");
+    assert_eq!(out.status.code(), Some(1), "denied exits 1");
+    let p = stdout_json(&out);
+    assert_eq!(p["decision"], "deny");
+    assert_eq!(p["state"], "denied");
+    let rules: Vec<&str> = p["assessment"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert!(rules.contains(&"paths.deny"), "{rules:?}");
+    // Nothing was applied.
+    assert!(!g.repo.join("migrations/002.sql").exists());
+}
+
+#[test]
+fn each_role_may_do_only_what_it_is_for() {
+    let g = Gate::start(0, false);
+    let fix = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 900\n",
+        "Raise the timeout",
+    );
+    let p = stdout_json(&g.propose(&fix, "timeout-bump", "raise the timeout"));
+    let id = p["id"].as_str().unwrap().to_owned();
+    let head = git(&g.repo, &["rev-parse", "HEAD"]);
+    let proposal = json!({
+        "pattern": "timeout-bump", "summary": "x", "base": head, "patch": "not a diff"
+    });
+    let decision = json!({ "diff_sha256": "0".repeat(64), "why": "no" });
+    let calls: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", "/v1/status".into(), None),
+        ("GET", "/v1/changes".into(), None),
+        ("GET", "/v1/proposals".into(), None),
+        ("GET", format!("/v1/proposals/{id}"), None),
+        ("GET", "/v1/trust".into(), None),
+        ("POST", "/v1/proposals".into(), Some(proposal)),
+        (
+            "POST",
+            format!("/v1/proposals/{id}/reject"),
+            Some(decision.clone()),
+        ),
+        (
+            "POST",
+            format!("/v1/proposals/{id}/approve"),
+            Some(decision),
+        ),
+        (
+            "POST",
+            "/v1/changes".into(),
+            Some(json!({ "commit": "zz" })),
+        ),
+        (
+            "POST",
+            "/v1/observations".into(),
+            Some(json!("not an array")),
+        ),
+    ];
+    // What each role gets: 403 means refused for the role, before the request is looked at;
+    // 400 and 409 mean the role may, and the (deliberately bad) request itself was refused.
+    let expected: [(Option<&str>, [u16; 10]); 4] = [
+        (None, [401; 10]),
+        (
+            Some(AGENT),
+            [200, 200, 200, 200, 200, 400, 403, 403, 403, 403],
+        ),
+        (
+            Some(ALICE),
+            [200, 200, 200, 200, 200, 403, 409, 409, 403, 403],
+        ),
+        (
+            Some(ADMIN),
+            [200, 200, 200, 200, 200, 400, 409, 409, 400, 400],
+        ),
+    ];
+    for (token, codes) in expected {
+        for ((method, path, body), want) in calls.iter().zip(codes) {
+            let (got, answer) = g.call(token, method, path, body.clone());
+            assert_eq!(got, want, "{token:?} {method} {path}: {answer}");
+        }
+    }
+    // A wrong token is no token.
+    let (code, _) = g.call(Some("not-a-token-at-all-0000"), "GET", "/v1/status", None);
+    assert_eq!(code, 401);
+    // Nothing the refused calls tried happened.
+    assert_eq!(g.get(&format!("/v1/proposals/{id}"))["state"], "pending");
+}
