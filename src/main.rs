@@ -2,7 +2,8 @@
 //!
 //! Exit codes (mapped once, in [`exit_code`]): replay: 0 healthy, 1 regressed, 3 inconclusive,
 //! 2 bad input (bad arguments, bad config, unreadable file, bad line). run, notify, status: 0
-//! done, 2 bad input, 4 the daemon could not be reached or failed.
+//! done, 2 bad input, 4 the daemon could not be reached or failed. audit verify: 0 intact, 2
+//! chain broken, 3 checkpoint mismatch or truncation, 4 bad signature, 1 could not check.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -46,6 +47,81 @@ enum Command {
     /// The whole story in about a minute and a half: a tiny app, traffic, a bad AI fix, and
     /// guardian catching it, reverting it, redeploying and checking recovery. Needs only git.
     Demo(DemoArgs),
+    /// Checks, exports and vouches for the audit trail, the hash-chained record of everything
+    /// guardian decided and did. Reads the state database, never writes it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walks the whole chain; names each record edited, removed, reordered or cut off, and
+    /// each checkpoint whose signature or contents do not hold. Safe while the daemon runs.
+    #[command(
+        after_help = "Exit codes: 0 intact, 2 chain broken (a record edited, removed or \
+                      reordered), 3 a checkpoint does not match or the log was truncated, \
+                      4 a bad signature, 1 could not check at all."
+    )]
+    Verify(AuditVerifyArgs),
+    /// Writes the records as JSON lines, oldest first, with their hashes.
+    Export(AuditExportArgs),
+    /// Prints the public key that verifies checkpoints; keep it where this host cannot write.
+    Pubkey(AuditPubkeyArgs),
+}
+
+/// Where the state database is: from the config, or given directly.
+#[derive(Args)]
+struct AuditSource {
+    /// Configuration file: the state database is in the state_dir of its [daemon] section.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "db",
+        conflicts_with = "db"
+    )]
+    config: Option<PathBuf>,
+    /// The state database itself (guardian.db in the state directory).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct AuditVerifyArgs {
+    #[command(flatten)]
+    source: AuditSource,
+    /// A checkpoint kept off this host (a file holding the note from an alert email, or the
+    /// whole email); detects a log cut short or rewritten since. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Vec<PathBuf>,
+    /// The public key you kept (as `guardian audit pubkey` printed it), or a file holding it.
+    /// Without it, signatures are checked with the key on this host.
+    #[arg(long, value_name = "KEY|FILE")]
+    pubkey: Option<String>,
+}
+
+#[derive(Args)]
+struct AuditExportArgs {
+    #[command(flatten)]
+    source: AuditSource,
+    /// Only records from this time on: unix seconds or RFC 3339 (2026-11-26T03:00:00Z).
+    #[arg(long, value_name = "WHEN", value_parser = guardian::audit::parse_since)]
+    since: Option<f64>,
+}
+
+#[derive(Args)]
+struct AuditPubkeyArgs {
+    /// Configuration file: the key is audit-signing.key in the state_dir of its [daemon]
+    /// section.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "key",
+        conflicts_with = "key"
+    )]
+    config: Option<PathBuf>,
+    /// The signing key file itself.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -185,6 +261,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Run(args) => run_daemon(&args),
         Command::Notify(args) => run_notify(&args),
         Command::Status(args) => run_status(&args),
+        Command::Audit(command) => run_audit(&command),
         Command::Demo(args) => match guardian::demo::run(args.dir, args.keep) {
             Ok(()) => Ok(0),
             Err(e) => {
@@ -193,6 +270,111 @@ fn run(cli: Cli) -> Result<u8> {
             }
         },
     }
+}
+
+/// `guardian audit verify` when it could not check at all (no database, unreadable
+/// checkpoint): distinct from the codes that report tampering.
+const EXIT_AUDIT_UNCHECKED: u8 = 1;
+
+fn run_audit(command: &AuditCommand) -> Result<u8> {
+    match command {
+        AuditCommand::Verify(args) => match audit_verify(args) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                eprintln!("guardian audit verify: cannot check: {e:#}");
+                Ok(EXIT_AUDIT_UNCHECKED)
+            }
+        },
+        AuditCommand::Export(args) => {
+            let (db, _) = audit_paths(&args.source)?;
+            let conn = guardian::audit::open_read_only(&db)?;
+            let mut stdout = io::stdout().lock();
+            match guardian::audit::export(&conn, args.since.unwrap_or(0.0), &mut stdout) {
+                // A reader that stopped listening (`| head`) is not an error.
+                Err(guardian::audit::AuditError::Io { error, .. })
+                    if error.kind() == io::ErrorKind::BrokenPipe => {}
+                other => {
+                    other?;
+                }
+            }
+            let _ = stdout.flush();
+            Ok(0)
+        }
+        AuditCommand::Pubkey(args) => {
+            let path = match (&args.key, &args.config) {
+                (Some(key), _) => key.clone(),
+                (None, Some(config)) => {
+                    guardian::audit::default_key_file(&daemon_section(config)?.state_dir)
+                }
+                (None, None) => anyhow::bail!("--config or --key is needed to find the key"),
+            };
+            if !path.exists() {
+                anyhow::bail!(
+                    "no signing key at {} yet: the daemon makes it at its first checkpoint",
+                    path.display()
+                );
+            }
+            let key = guardian::audit::load_signing_key(&path)?;
+            println!(
+                "{}",
+                guardian::audit::verifier_key_text(&key.verifying_key())
+            );
+            Ok(0)
+        }
+    }
+}
+
+fn daemon_section(config: &Path) -> Result<guardian::config::DaemonSettings> {
+    Config::from_path(config)?
+        .daemon
+        .with_context(|| format!("{} has no [daemon] section", config.display()))
+}
+
+/// The state database, and the signing key file beside it.
+fn audit_paths(source: &AuditSource) -> Result<(PathBuf, PathBuf)> {
+    let state_dir = match (&source.db, &source.config) {
+        (Some(db), _) => {
+            let dir = db.parent().unwrap_or(Path::new("."));
+            return Ok((db.clone(), guardian::audit::default_key_file(dir)));
+        }
+        (None, Some(config)) => daemon_section(config)?.state_dir,
+        (None, None) => anyhow::bail!("--config or --db is needed to find the state database"),
+    };
+    Ok((
+        state_dir.join("guardian.db"),
+        guardian::audit::default_key_file(&state_dir),
+    ))
+}
+
+fn audit_verify(args: &AuditVerifyArgs) -> Result<u8> {
+    use guardian::audit::{Checkpoint, KeySource, VerifyOptions};
+    let (db, key_file) = audit_paths(&args.source)?;
+    let key = match &args.pubkey {
+        Some(given) => {
+            let text = if Path::new(given).is_file() {
+                std::fs::read_to_string(given).with_context(|| format!("cannot read {given}"))?
+            } else {
+                given.clone()
+            };
+            Some((
+                guardian::audit::parse_verifier_key(&text)?,
+                KeySource::Given,
+            ))
+        }
+        // The key on this host, if this user may read it; else each checkpoint's own.
+        None => guardian::audit::load_signing_key(&key_file)
+            .ok()
+            .map(|k| (k.verifying_key(), KeySource::KeyFile(key_file.clone()))),
+    };
+    let mut kept = Vec::new();
+    for path in &args.checkpoint {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        kept.push(Checkpoint::parse(&text).with_context(|| path.display().to_string())?);
+    }
+    let verification = guardian::audit::verify(&db, &VerifyOptions { key, kept })?;
+    print!("{}", verification.render());
+    Ok(verification.exit_code())
 }
 
 fn run_daemon(args: &RunArgs) -> Result<u8> {

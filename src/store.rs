@@ -147,7 +147,30 @@ const MIGRATIONS: &[&str] = &[
     -- An alert can carry an HTML alternative (the post-mortem with its chart).
     ALTER TABLE outbox ADD COLUMN html TEXT;
     "#,
+    // 4: the decision log becomes the audit chain: who caused each record, what it is about
+    // when that is not a change, and the hash chain (see `src/audit.rs`). The rows already
+    // there are chained by `chain_existing_events` in the same transaction, with the update
+    // trigger dropped for that step only and then created again.
+    r#"
+    ALTER TABLE events ADD COLUMN actor TEXT;
+    ALTER TABLE events ADD COLUMN subject TEXT;
+    ALTER TABLE events ADD COLUMN prev_hash BLOB;
+    ALTER TABLE events ADD COLUMN hash BLOB;
+    CREATE INDEX events_by_kind ON events (kind, seq);
+    DROP TRIGGER events_no_update;
+    "#,
 ];
+
+/// The schema version that brought the audit chain (`guardian audit verify` needs it).
+pub const AUDIT_SCHEMA_VERSION: i64 = 4;
+
+/// The update trigger on `events`, as migration 1 made it (migration 4 drops it while it
+/// chains the existing rows, then makes it again).
+const EVENTS_NO_UPDATE: &str = "
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN
+        SELECT RAISE(ABORT, 'events are append-only');
+    END;";
 
 /// Event kinds written to the decision log.
 const EVENT_CHANGE_CREATED: &str = "change_created";
@@ -502,6 +525,9 @@ impl Store {
             let next = applied + 1;
             let doing = || format!("migrating {shown} to schema version {next}");
             tx.execute_batch(sql).doing(doing)?;
+            if next as i64 == AUDIT_SCHEMA_VERSION {
+                chain_existing_events(&tx).doing(doing)?;
+            }
             tx.pragma_update(None, "user_version", next as i64)
                 .doing(doing)?;
             tx.commit().doing(doing)?;
@@ -730,6 +756,172 @@ impl Store {
         append_event(&tx, now, Some(change_id), kind, detail).doing(doing)?;
         tx.commit().doing(doing)?;
         Ok(())
+    }
+
+    /// Appends a record to the audit chain that is not a change's state transition: a
+    /// proposal and the policy's decision, an approval, a policy load, an email. `actor` is
+    /// who caused it (`guardian` for the daemon's own decisions, `agent`, `approver:<name>`,
+    /// `admin`), never taken from the payload; `subject` names what it is about when that is
+    /// not a change (e.g. a proposal id); `change_id`, when given, must be a known change.
+    /// Returns the record's seq. To record a state change with it, write both in one
+    /// transaction: the store's own methods do.
+    pub fn audit(
+        &mut self,
+        actor: &str,
+        kind: &str,
+        subject: Option<&str>,
+        change_id: Option<&str>,
+        detail: &Value,
+        now: f64,
+    ) -> Result<u64> {
+        finite("now", now)?;
+        if actor.trim().is_empty() || kind.trim().is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "an audit record needs an actor and a kind, got actor {actor:?} and kind {kind:?}"
+            )));
+        }
+        let doing = || {
+            let about = change_id.or(subject).unwrap_or("nothing in particular");
+            format!("recording {kind} by {actor} about {about}")
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing(doing)?;
+        if let Some(id) = change_id {
+            current_state(&tx, id).doing(doing)??;
+        }
+        let seq = append_record(
+            &tx,
+            now,
+            actor,
+            kind,
+            subject,
+            change_id,
+            &detail.to_string(),
+        )
+        .doing(doing)?;
+        tx.commit().doing(doing)?;
+        Ok(seq as u64)
+    }
+
+    /// Signs a checkpoint of the whole audit chain as it stands (its size and the hash of its
+    /// last record) and records it as the next record (kind `audit_checkpoint`), in one
+    /// transaction. `origin` is `audit::origin_for(service)`.
+    pub fn checkpoint(
+        &mut self,
+        key: &ed25519_dalek::SigningKey,
+        origin: &str,
+        now: f64,
+    ) -> Result<crate::audit::Checkpoint> {
+        finite("now", now)?;
+        if origin.is_empty() || origin.contains(['\n', '\r']) {
+            return Err(StoreError::Invalid(format!(
+                "a checkpoint origin is one non-empty line, got {origin:?}"
+            )));
+        }
+        let doing = || "signing an audit checkpoint".to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing(doing)?;
+        let last: Option<(i64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .doing(doing)?;
+        let (size, head) = match last {
+            None => (0, crate::audit::GENESIS),
+            Some((seq, hash)) => (
+                seq as u64,
+                hash.try_into().map_err(|_| {
+                    StoreError::Corrupt(format!(
+                        "record {seq} has no 32-byte hash: run guardian audit verify"
+                    ))
+                })?,
+            ),
+        };
+        let mut checkpoint = crate::audit::Checkpoint::sign(key, origin, size, head);
+        let note = checkpoint.note_text();
+        let detail = serde_json::json!({
+            "origin": origin,
+            "size": size,
+            "head": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, head),
+            "public_key": crate::audit::verifier_key_text(&key.verifying_key()),
+            "note": note,
+        });
+        let seq = append_record(
+            &tx,
+            now,
+            crate::audit::ACTOR_GUARDIAN,
+            crate::audit::CHECKPOINT_KIND,
+            None,
+            None,
+            &detail.to_string(),
+        )
+        .doing(doing)?;
+        tx.commit().doing(doing)?;
+        checkpoint.recorded = Some((seq as u64, now));
+        Ok(checkpoint)
+    }
+
+    /// Makes a checkpoint when one is due: records were added since the last checkpoint
+    /// (or there is none yet) and at least `every_secs` have passed since it. Cheap when
+    /// nothing is due: two indexed reads.
+    pub fn checkpoint_if_due(
+        &mut self,
+        key: &ed25519_dalek::SigningKey,
+        origin: &str,
+        now: f64,
+        every_secs: f64,
+    ) -> Result<Option<crate::audit::Checkpoint>> {
+        finite("now", now)?;
+        let last_seq: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0))
+            .doing(|| "reading the audit chain's length".to_string())?;
+        let Some(last_seq) = last_seq else {
+            return Ok(None);
+        };
+        if let Some((seq, at)) = self.latest_checkpoint()?.and_then(|c| c.recorded) {
+            if seq as i64 >= last_seq || now - at < every_secs {
+                return Ok(None);
+            }
+        }
+        self.checkpoint(key, origin, now).map(Some)
+    }
+
+    /// The last checkpoint recorded in the audit chain, to put in an alert email.
+    pub fn latest_checkpoint(&self) -> Result<Option<crate::audit::Checkpoint>> {
+        let doing = || "reading the latest audit checkpoint".to_string();
+        let row: Option<(i64, f64, String)> = self
+            .conn
+            .query_row(
+                "SELECT seq, at, detail FROM events WHERE kind = ?1 ORDER BY seq DESC LIMIT 1",
+                [crate::audit::CHECKPOINT_KIND],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .doing(doing)?;
+        let Some((seq, at, detail)) = row else {
+            return Ok(None);
+        };
+        let detail: Value = serde_json::from_str(&detail).map_err(|error| StoreError::Json {
+            doing: format!("reading checkpoint record {seq}"),
+            error,
+        })?;
+        let mut checkpoint = detail["note"]
+            .as_str()
+            .ok_or_else(|| StoreError::Corrupt(format!("checkpoint record {seq} has no note")))
+            .and_then(|note| {
+                crate::audit::Checkpoint::parse(note)
+                    .map_err(|e| StoreError::Corrupt(format!("checkpoint record {seq}: {e}")))
+            })?;
+        checkpoint.recorded = Some((seq as u64, at));
+        Ok(Some(checkpoint))
     }
 
     /// Changes not yet in a final state (watching, or somewhere in a rollback), oldest first:
@@ -1154,6 +1346,7 @@ fn current_state(conn: &Connection, id: &str) -> rusqlite::Result<Result<ChangeS
     })
 }
 
+/// Appends one of the daemon's own records (actor `guardian`) about a change.
 fn append_event(
     conn: &Connection,
     at: f64,
@@ -1161,11 +1354,119 @@ fn append_event(
     kind: &str,
     detail: &Value,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO events (at, change_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![at, change_id, kind, detail.to_string()],
+    append_record(
+        conn,
+        at,
+        crate::audit::ACTOR_GUARDIAN,
+        kind,
+        None,
+        change_id,
+        &detail.to_string(),
     )?;
     Ok(())
+}
+
+/// Appends a record to the audit chain: the next seq, linked to the last record's hash. The
+/// caller holds an IMMEDIATE transaction, so no other writer comes between the read of the
+/// last record and the insert. Returns the new record's seq.
+pub(crate) fn append_record(
+    conn: &Connection,
+    at: f64,
+    actor: &str,
+    kind: &str,
+    subject: Option<&str>,
+    change_id: Option<&str>,
+    detail: &str,
+) -> rusqlite::Result<i64> {
+    let last: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let (seq, prev) = match last {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, crate::audit::GENESIS.to_vec()),
+    };
+    let hash = crate::audit::record_hash(
+        seq,
+        &prev,
+        &crate::audit::RecordFields {
+            at,
+            kind: kind.as_bytes(),
+            change_id: change_id.map(str::as_bytes),
+            subject: subject.map(str::as_bytes),
+            actor: Some(actor.as_bytes()),
+            detail: detail.as_bytes(),
+        },
+    );
+    conn.execute(
+        "INSERT INTO events (seq, at, change_id, kind, detail, actor, subject, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            seq,
+            at,
+            change_id,
+            kind,
+            detail,
+            actor,
+            subject,
+            prev,
+            &hash[..]
+        ],
+    )?;
+    Ok(seq)
+}
+
+/// Migration 4's Rust step: gives every record written before the chain existed the actor
+/// `guardian` and its place in the chain, in seq order, hashing the bytes as stored. Runs
+/// while the update trigger is dropped, and makes it again.
+fn chain_existing_events(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::types::ValueRef;
+    /// seq, at, change_id, kind, detail: the bytes as stored.
+    type Stored = (i64, f64, Option<Vec<u8>>, Vec<u8>, Vec<u8>);
+    let rows: Vec<Stored> = {
+        let mut stmt =
+            conn.prepare("SELECT seq, at, change_id, kind, detail FROM events ORDER BY seq")?;
+        let bytes = |v: ValueRef<'_>| -> Option<Vec<u8>> {
+            match v {
+                ValueRef::Text(t) | ValueRef::Blob(t) => Some(t.to_vec()),
+                _ => None,
+            }
+        };
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                bytes(row.get_ref(2)?),
+                bytes(row.get_ref(3)?).unwrap_or_default(),
+                bytes(row.get_ref(4)?).unwrap_or_default(),
+            ))
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut prev = crate::audit::GENESIS.to_vec();
+    for (seq, at, change_id, kind, detail) in rows {
+        let hash = crate::audit::record_hash(
+            seq,
+            &prev,
+            &crate::audit::RecordFields {
+                at,
+                kind: &kind,
+                change_id: change_id.as_deref(),
+                subject: None,
+                actor: Some(crate::audit::ACTOR_GUARDIAN.as_bytes()),
+                detail: &detail,
+            },
+        );
+        conn.execute(
+            "UPDATE events SET actor = ?2, prev_hash = ?3, hash = ?4 WHERE seq = ?1",
+            params![seq, crate::audit::ACTOR_GUARDIAN, prev, &hash[..]],
+        )?;
+        prev = hash.to_vec();
+    }
+    conn.execute_batch(EVENTS_NO_UPDATE)
 }
 
 fn parse_report(json: &str, doing: impl FnOnce() -> String) -> Result<Value> {
@@ -1651,6 +1952,196 @@ mod tests {
             .is_err());
         assert!(store.conn.execute("DELETE FROM events", []).is_err());
         assert_eq!(event_count(&store), 1);
+    }
+
+    fn audit_key() -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[3; 32])
+    }
+
+    fn verify(store: &Store) -> crate::audit::Verification {
+        crate::audit::verify_connection(&store.conn, &crate::audit::VerifyOptions::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn every_record_is_chained_to_the_one_before() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store.insert_change(&change("a", T0), T0).unwrap().id;
+        store
+            .set_state(
+                &id,
+                ChangeState::Healthy,
+                None,
+                Some(T0 + 1.0),
+                None,
+                T0 + 1.0,
+            )
+            .unwrap();
+        let seq = store
+            .audit(
+                "agent",
+                "proposal_received",
+                Some("prop_1"),
+                None,
+                &serde_json::json!({"summary": "retry"}),
+                T0 + 2.0,
+            )
+            .unwrap();
+        assert_eq!(seq, 3);
+        type Chained = (i64, String, Option<String>, Vec<u8>, Vec<u8>);
+        let rows: Vec<Chained> = store
+            .conn
+            .prepare("SELECT seq, actor, subject, prev_hash, hash FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].3, crate::audit::GENESIS.to_vec());
+        for pair in rows.windows(2) {
+            assert_eq!(
+                pair[1].3, pair[0].4,
+                "record {} links to {}",
+                pair[1].0, pair[0].0
+            );
+        }
+        assert_eq!(rows[0].1, "guardian");
+        assert_eq!(rows[2].1, "agent");
+        assert_eq!(rows[2].2.as_deref(), Some("prop_1"));
+        let v = verify(&store);
+        assert!(v.intact(), "{}", v.render());
+        assert_eq!(v.records, 3);
+        // The chain is not a second log: the change's events are the same rows.
+        assert_eq!(store.events_for(&id).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn audit_records_need_an_actor_a_kind_and_a_known_change() {
+        let mut store = Store::open_in_memory().unwrap();
+        let detail = serde_json::json!({});
+        assert!(matches!(
+            store.audit(" ", "x", None, None, &detail, T0),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.audit("admin", "", None, None, &detail, T0),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.audit("admin", "x", None, None, &detail, f64::NAN),
+            Err(StoreError::Invalid(_))
+        ));
+        let err = store
+            .audit("admin", "x", None, Some("chg_nope"), &detail, T0)
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::NotFound(i) if i == "chg_nope"),
+            "{err:?}"
+        );
+        assert_eq!(event_count(&store), 0);
+    }
+
+    #[test]
+    fn an_upgraded_database_chains_the_records_it_already_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guardian.db");
+        // A file at schema version 3 with a decision log, as the last guardian left it.
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute_batch(
+                "INSERT INTO changes (id, commit_sha, kind, landed_at, state, updated_at) \
+                 VALUES ('chg_000000000001', 'abc', 'ai', 1.5, 'watching', 1.5); \
+                 INSERT INTO events (at, change_id, kind, detail) \
+                 VALUES (1.5, 'chg_000000000001', 'change_created', '{\"commit\":\"abc\"}'); \
+                 INSERT INTO events (at, change_id, kind, detail) \
+                 VALUES (2.25, NULL, 'email_queued', '{ \"odd\" : 1 }');",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        let v = verify(&store);
+        assert!(v.intact(), "{}", v.render());
+        assert_eq!(v.records, 2);
+        // New records follow on; the log is still append-only.
+        store
+            .audit(
+                "admin",
+                "policy_loaded",
+                None,
+                None,
+                &serde_json::json!({}),
+                T0,
+            )
+            .unwrap();
+        let v = verify(&store);
+        assert!(v.intact(), "{}", v.render());
+        assert_eq!(v.records, 3);
+        assert!(store
+            .conn
+            .execute("UPDATE events SET actor = 'x'", [])
+            .is_err());
+        assert!(store.conn.execute("DELETE FROM events", []).is_err());
+    }
+
+    #[test]
+    fn checkpoints_are_signed_recorded_and_due_only_after_new_records() {
+        let mut store = Store::open_in_memory().unwrap();
+        let key = audit_key();
+        let origin = crate::audit::origin_for("shop");
+        // Nothing to vouch for yet.
+        assert_eq!(
+            store.checkpoint_if_due(&key, &origin, T0, 60.0).unwrap(),
+            None
+        );
+        assert_eq!(store.latest_checkpoint().unwrap(), None);
+        store.insert_change(&change("a", T0), T0).unwrap();
+        store.insert_change(&change("b", T0), T0).unwrap();
+        let first = store
+            .checkpoint_if_due(&key, &origin, T0 + 1.0, 60.0)
+            .unwrap()
+            .expect("the first checkpoint is due at once");
+        assert_eq!(first.size, 2);
+        assert_eq!(first.recorded, Some((3, T0 + 1.0)));
+        assert!(first.signed_by(&key.verifying_key()));
+        assert_eq!(store.latest_checkpoint().unwrap(), Some(first.clone()));
+        let note = first.note_text();
+        assert!(note.starts_with("guardian/shop/audit\n2\n"), "{note}");
+        // Not due again: nothing new, then something new but too soon.
+        assert_eq!(
+            store
+                .checkpoint_if_due(&key, &origin, T0 + 999.0, 60.0)
+                .unwrap(),
+            None
+        );
+        store.insert_change(&change("c", T0), T0 + 2.0).unwrap();
+        assert_eq!(
+            store
+                .checkpoint_if_due(&key, &origin, T0 + 30.0, 60.0)
+                .unwrap(),
+            None
+        );
+        let second = store
+            .checkpoint_if_due(&key, &origin, T0 + 61.0, 60.0)
+            .unwrap()
+            .unwrap();
+        // It covers the first checkpoint's record too.
+        assert_eq!(second.size, 4);
+        assert_eq!(second.recorded.map(|r| r.0), Some(5));
+        let v = verify(&store);
+        assert!(v.intact(), "{}", v.render());
+        assert_eq!(v.good_checkpoints, 2);
+        assert_eq!(v.signed_up_to, 4);
+        assert!(matches!(
+            store.checkpoint(&key, "two\nlines", T0),
+            Err(StoreError::Invalid(_))
+        ));
     }
 
     #[test]
