@@ -182,6 +182,30 @@ fn pairs<'f>(file: &'f FileDiff, what: &str) -> Result<Vec<(&'f HunkLine, &'f Hu
     Ok(out)
 }
 
+/// Up to `n` context lines right above `line` in its hunk, nearest first: where a nested key's
+/// parent (`timeouts:` above `read: 5`) is.
+fn context_above<'f>(
+    file: &'f FileDiff,
+    line: &HunkLine,
+    n: usize,
+) -> impl Iterator<Item = &'f str> {
+    let hunk = file
+        .hunks
+        .iter()
+        .find(|h| h.lines.iter().any(|l| l.patch_line == line.patch_line));
+    let before: Vec<&'f str> = hunk
+        .map(|h| {
+            h.lines
+                .iter()
+                .take_while(|l| l.patch_line != line.patch_line)
+                .filter(|l| l.kind == LineKind::Context)
+                .map(|l| l.text.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    before.into_iter().rev().take(n)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Token {
     Word(String),
@@ -333,7 +357,10 @@ fn timeout_bump(diff: &Diff) -> Result<(), String> {
                     _ => return Err(more()),
                 }
             }
-            if !mentions_time(&old.text) && !mentions_time(&new.text) {
+            let about_time = mentions_time(&old.text)
+                || mentions_time(&new.text)
+                || context_above(file, old, 3).any(mentions_time);
+            if !about_time {
                 return Err(format!(
                     "{} changes a number on a line that is not about time: {} -> {}",
                     at(file, new),
@@ -462,7 +489,7 @@ fn core(text: &str) -> String {
             w.chars()
                 .all(|c| c.is_alphanumeric() || "_:<>&,()[]*.".contains(c))
         });
-        if simple && !lhs.contains('(') || lhs.starts_with("let ") || lhs.starts_with("var ") {
+        if (simple && !lhs.contains('(')) || lhs.starts_with("let ") || lhs.starts_with("var ") {
             t = rhs;
         }
     }
@@ -700,6 +727,19 @@ mod tests {
 
         let d = edit("src/a.rs", &["timeout = 5"], &["timeout = 0x5"]);
         assert!(reason(Pattern::TimeoutBump, &d).contains("changes more than a number"));
+    }
+
+    #[test]
+    fn a_nested_key_is_about_time_when_its_parent_says_so() {
+        let patch = "diff --git a/config/app.yaml b/config/app.yaml\nindex 1111111..2222222 100644\n--- a/config/app.yaml\n+++ b/config/app.yaml\n@@ -1,3 +1,3 @@\n http:\n   timeouts:\n-    read: 5\n+    read: 10\n";
+        consistent(Pattern::TimeoutBump, &parse(patch).unwrap());
+        let far = patch
+            .replace(
+                "   timeouts:\n",
+                "   timeouts:\n   a: 1\n   b: 2\n   c: 3\n",
+            )
+            .replace("-1,3 +1,3", "-1,6 +1,6");
+        assert!(reason(Pattern::TimeoutBump, &parse(&far).unwrap()).contains("not about time"));
     }
 
     #[test]

@@ -481,3 +481,64 @@ fn resolve_follows_links_in_order() {
     assert_eq!(join("src", "../../x"), None);
     assert_eq!(join(".", "x/./y/../z"), Some("x/z".into()));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn component() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => Just("src".to_owned()),
+            2 => Just("auth".to_owned()),
+            2 => Just("migrations".to_owned()),
+            2 => Just("lib".to_owned()),
+            3 => Just("a.rs".to_owned()),
+            2 => Just("..".to_owned()),
+            1 => Just(".".to_owned()),
+        ]
+    }
+
+    fn rel_path(max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(component(), 1..max).prop_map(|c| c.join("/"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever the paths and symlinks: no panic, a literally denied path is always a deny,
+        /// and `auto` only ever comes with no rule at all.
+        #[test]
+        fn assess_denies_what_the_globs_deny_and_never_panics(
+            paths in proptest::collection::vec(rel_path(4), 1..4),
+            links in proptest::collection::vec((rel_path(3), rel_path(4)), 0..4),
+            now in 0i64..4_000_000_000,
+        ) {
+            let mut patch = String::new();
+            for p in &paths {
+                patch.push_str(&edit(p, &["timeout = 5"], &["timeout = 6"]));
+            }
+            let Ok(diff) = diff::parse(&patch) else {
+                // Only paths with `.`/`..` components are refused.
+                prop_assert!(paths.iter().any(|p| p.split('/').any(|c| c == "." || c == "..")));
+                return Ok(());
+            };
+            let policy = example();
+            let a = assess(
+                &policy,
+                &proposal(Pattern::TimeoutBump),
+                &diff,
+                &links,
+                &Context { now, ..trusted() },
+            );
+            for p in &paths {
+                if matches!(policy.paths.check(p), PathVerdict::Denied(_)) {
+                    prop_assert_eq!(a.decision, Decision::Deny);
+                }
+            }
+            if a.decision == Decision::Auto {
+                prop_assert!(a.rules.is_empty());
+            }
+            prop_assert!(a.risk.score <= 100);
+        }
+    }
+}

@@ -396,3 +396,54 @@ fn a_series_of_commits_is_judged_as_one_change() {
     let a = assess(&fx, &patch, Pattern::TimeoutBump);
     assert_denied(&a, "paths.deny", "src/payments/stripe.rs matches");
 }
+
+#[test]
+fn odd_names_read_back_exactly_as_git_wrote_them() {
+    let fx = Fixture::new();
+    let names = [
+        "src/a b/c d.rs",
+        "src/café.rs",
+        "src/x b/y b/z.rs",
+        "src/quote\"d.rs",
+        "src/tab\tname.rs",
+    ];
+    for name in names {
+        fx.write(name, "timeout = 5\n");
+    }
+    fx.commit("odd names");
+    git(&fx.dir, &["mv", "src/x b/y b/z.rs", "src/x b/y b/w.rs"]);
+    for name in [names[0], names[1], names[3]] {
+        let text = fs::read_to_string(fx.dir.join(name)).unwrap();
+        fx.write(name, &text.replace('5', "6"));
+    }
+    fx.commit("edit them");
+    let range = "HEAD~1..HEAD";
+    let patch = git(&fx.dir, &["format-patch", "-M", "--stdout", range]);
+    let d = diff::parse(&patch).unwrap_or_else(|e| panic!("{e}\n{patch}"));
+    let mut paths = d.facts().paths;
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "src/a b/c d.rs",
+            "src/café.rs",
+            "src/quote\"d.rs",
+            "src/x b/y b/w.rs",
+            "src/x b/y b/z.rs",
+        ]
+    );
+    // A name with a control character is refused, naming the line.
+    fx.write("src/tab\tname.rs", "timeout = 6\n");
+    fx.commit("tab");
+    let patch = git(&fx.dir, &["format-patch", "--stdout", "HEAD~1..HEAD"]);
+    let e = diff::parse(&patch).unwrap_err();
+    assert!(e.to_string().contains("control character"), "{e}");
+    assert!(
+        patch
+            .lines()
+            .nth(e.line - 1)
+            .unwrap()
+            .starts_with("diff --git"),
+        "{e}"
+    );
+}
