@@ -66,7 +66,12 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 }
 
 pub fn router(api: Api) -> Router {
-    Router::new()
+    // Approval links from the email carry their own one-time credential: no bearer token.
+    let links = Router::new()
+        .route("/v1/links/:secret", get(link_page).post(use_link))
+        .layer(DefaultBodyLimit::max(4096))
+        .with_state(api.clone());
+    let authed = Router::new()
         .route("/v1/changes", post(create_change).get(list_changes))
         .route("/v1/changes/:id", get(get_change))
         .route("/v1/observations", post(post_observations))
@@ -84,7 +89,8 @@ pub fn router(api: Api) -> Router {
         })
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(api)
+        .with_state(api);
+    links.merge(authed)
 }
 
 async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> Response {
@@ -354,4 +360,93 @@ async fn trust(
 ) -> Result<Response, ApiError> {
     allow(&role, Action::Read)?;
     Ok(Json(lock(&api).trust()?).into_response())
+}
+
+/// Text made safe inside HTML.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <meta name=\"referrer\" content=\"no-referrer\"></head>\
+         <body style=\"font-family: sans-serif; max-width: 60em; margin: 2em auto\">\
+         <h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+fn link_error(e: super::engine::EngineError) -> Response {
+    let api = ApiError::from(e);
+    page(
+        api.0,
+        "This link cannot be used",
+        &format!("<p>{}</p>", escape(&api.1)),
+    )
+}
+
+/// The page an approval link opens: what would be decided, and a button to do it. Opening it
+/// decides nothing (mail scanners open links); only the button's POST does.
+async fn link_page(State(api): State<Api>, Path(secret): Path<String>) -> Response {
+    let now = (api.clock)();
+    let (grant, view) = match lock(&api).link_page(&secret, now) {
+        Ok(x) => x,
+        Err(e) => return link_error(e),
+    };
+    let p = &view.record;
+    let body = format!(
+        "<p><b>{action}</b> proposal <code>{id}</code> ({pattern}, proposed by {proposer}): \
+         {summary}</p><p>Decision of the policy: <b>{decision}</b>, risk {risk}/100. \
+         This link is for the diff with SHA-256 <code>{hash}</code> only, works once, and \
+         expires at {expires}.</p>\
+         <form method=\"post\"><button type=\"submit\">{action} this diff</button></form>\
+         <h2>The diff</h2><pre>{patch}</pre>",
+        action = if grant.action == "approve" {
+            "Approve"
+        } else {
+            "Reject"
+        },
+        id = escape(&p.id),
+        pattern = escape(&p.pattern),
+        proposer = escape(&p.proposer),
+        summary = escape(&p.summary),
+        decision = escape(&p.decision),
+        risk = p.assessment["risk"]["score"],
+        hash = escape(&grant.diff_hash),
+        expires = escape(&crate::mail::when(grant.expires_at)),
+        patch = escape(&view.patch),
+    );
+    page(StatusCode::OK, &format!("guardian: {}", p.id), &body)
+}
+
+async fn use_link(State(api): State<Api>, Path(secret): Path<String>) -> Response {
+    let now = (api.clock)();
+    let result = lock(&api).use_link(&secret, now);
+    match result {
+        Ok(p) => page(
+            StatusCode::OK,
+            &format!("guardian: {} is {}", p.id, p.state),
+            &format!(
+                "<p>Recorded on the audit trail as decided by {} for the diff with SHA-256 \
+                 <code>{}</code>.</p>",
+                escape(p.decided_by.as_deref().unwrap_or("?")),
+                escape(&p.diff_hash)
+            ),
+        ),
+        Err(e) => link_error(e),
+    }
 }

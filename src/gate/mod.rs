@@ -2,5 +2,6 @@
 //! trusted (`ledger`). Both are pure.
 
 pub mod ledger;
+pub mod links;
 pub mod proposals;
 pub mod roles;

@@ -57,6 +57,11 @@ struct Gate {
 impl Gate {
     /// `healthy_record`: how many approved, healthy timeout bumps the ledger starts with.
     fn start(healthy_record: usize, with_traffic: bool) -> Gate {
+        Gate::start_with(healthy_record, with_traffic, "")
+    }
+
+    /// `extra` is appended to the config, right after the `[daemon.gate]` keys.
+    fn start_with(healthy_record: usize, with_traffic: bool, extra: &str) -> Gate {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("app");
         std::fs::create_dir_all(repo.join("src")).unwrap();
@@ -120,7 +125,7 @@ impl Gate {
                  [daemon.rollback]\nrepo = {repo:?}\nhook = [\"sh\", {hook:?}]\n\
                  hook_timeout_secs = 30\nverify_secs = 8\n\n\
                  [daemon.gate]\npolicy_file = {policy:?}\nagent_token_file = {agent:?}\n\
-                 approvers = {{ alice = {alice:?} }}\n",
+                 approvers = {{ alice = {alice:?} }}\n{extra}",
                 admin = dir.path().join("token"),
                 agent = dir.path().join("agent.token"),
                 alice = dir.path().join("alice.token"),
@@ -606,4 +611,72 @@ fn each_role_may_do_only_what_it_is_for() {
     assert_eq!(code, 401);
     // Nothing the refused calls tried happened.
     assert_eq!(g.get(&format!("/v1/proposals/{id}"))["state"], "pending");
+}
+
+#[test]
+fn an_approval_link_in_the_email_decides_once_for_that_diff() {
+    let (smtp, inbox) = super::rollback::smtp_server();
+    let mail = format!(
+        "approval_base_url = \"http://guardian.example\"\n\n[daemon.mail]\n\
+         from = \"guardian@example.com\"\nto = [\"oncall@example.com\"]\n\
+         smtp_host = \"{}\"\nsmtp_port = {}\nsecurity = \"none\"\n",
+        smtp.ip(),
+        smtp.port()
+    );
+    let g = Gate::start_with(0, false, &mail);
+    let fix = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 600\n",
+        "Raise the timeout",
+    );
+    let p = stdout_json(&g.propose(&fix, "timeout-bump", "raise the timeout"));
+    let id = p["id"].as_str().unwrap().to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let email = loop {
+        let found = inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| m.contains(&id))
+            .cloned();
+        if let Some(m) = found {
+            break m.replace("=\r\n", "").replace("\r\n", "\n");
+        }
+        assert!(Instant::now() < deadline, "no approval email arrived");
+        thread::sleep(Duration::from_millis(200));
+    };
+    let link = |action: &str| -> String {
+        let url = email
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(&format!("{action}:")))
+            .map(str::trim)
+            .find(|u| u.starts_with("http://guardian.example/v1/links/"))
+            .unwrap_or_else(|| panic!("no {action} link in:\n{email}"));
+        url.replace("http://guardian.example", &g.api)
+    };
+    let (approve, reject) = (link("approve"), link("reject"));
+
+    // Opening the link (as a mail scanner would) shows the diff and decides nothing.
+    let page = ureq::get(&approve).call().unwrap().into_string().unwrap();
+    assert!(page.contains("timeout_ms = 600"), "{page}");
+    assert_eq!(g.get(&format!("/v1/proposals/{id}"))["state"], "pending");
+
+    // The button decides, once.
+    let done = ureq::post(&approve).call().unwrap().into_string().unwrap();
+    assert!(done.contains("approved"), "{done}");
+    let p = g.wait_for(&format!("/v1/proposals/{id}"), 30, |p| {
+        p["state"] == "deployed"
+    });
+    assert_eq!(p["decided_by"], "approver:email-link", "{p}");
+    for used in [&approve, &reject] {
+        match ureq::post(used).call() {
+            Err(ureq::Error::Status(409, _)) => {}
+            other => panic!("{used}: {other:?}"),
+        }
+    }
+    match ureq::get(&format!("{}/v1/links/{}", g.api, "f".repeat(64))).call() {
+        Err(ureq::Error::Status(403, _)) => {}
+        other => panic!("a made-up link: {other:?}"),
+    }
 }

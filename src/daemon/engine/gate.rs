@@ -330,6 +330,33 @@ impl Engine {
         Ok(record)
     }
 
+    /// What an approval link would do, for the page that asks to confirm it.
+    pub fn link_page(
+        &self,
+        secret: &str,
+        now: f64,
+    ) -> Result<(crate::gate::links::LinkGrant, ProposalView), EngineError> {
+        let grant = self.store.peek_approval_link(secret, now)?;
+        let view = self.proposal(&grant.proposal_id)?;
+        Ok((grant, view))
+    }
+
+    /// Uses an approval link from the email: once, before it expires, for the diff it was
+    /// made for.
+    pub fn use_link(&mut self, secret: &str, now: f64) -> Result<ProposalRecord, EngineError> {
+        let grant = self.store.use_approval_link(secret, now)?;
+        let role = Role::Approver("email-link".to_owned());
+        let why = (grant.action == "reject").then_some("rejected from the approval email");
+        self.decide(
+            &role,
+            &grant.proposal_id,
+            grant.action == "approve",
+            &grant.diff_hash,
+            why,
+            now,
+        )
+    }
+
     pub fn proposals(&self, limit: usize) -> Result<Vec<ProposalRecord>, EngineError> {
         Ok(self.store.recent_proposals(limit)?)
     }
@@ -518,7 +545,25 @@ impl Engine {
             p.id,
             p.diff_hash
         );
-        self.mail_proposal(&p.id, "approval_needed", subject, body, now)
+        let links = match self.settings.gate.as_ref().and_then(|g| {
+            g.approval_base_url
+                .clone()
+                .map(|url| (url, g.approval_link_secs))
+        }) {
+            Some((url, secs)) => {
+                let expires = now + f64::from(secs);
+                let (approve, reject) =
+                    self.store
+                        .create_approval_links(&p.id, &p.diff_hash, expires)?;
+                format!(
+                    "\nOr with one click (each link works once, for this diff only, until {}):\n  \
+                     approve: {url}/v1/links/{approve}\n  reject:  {url}/v1/links/{reject}\n",
+                    crate::mail::when(expires)
+                )
+            }
+            None => String::new(),
+        };
+        self.mail_proposal(&p.id, "approval_needed", subject, body + &links, now)
     }
 
     /// Requests in the last ten minutes against the average ten minutes of the day before:
