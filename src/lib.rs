@@ -11,6 +11,7 @@ pub mod git;
 pub mod hook;
 pub mod input;
 pub mod mail;
+pub mod postmortem;
 pub mod replay;
 pub mod scrape;
 pub mod sdnotify;

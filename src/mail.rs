@@ -514,7 +514,7 @@ fn evidence(w: &mut String, report: &Value) {
     }
 }
 
-fn what_guardian_did(w: &mut String, change: &ChangeRecord, rollback: Option<&Value>) {
+pub(crate) fn what_guardian_did(w: &mut String, change: &ChangeRecord, rollback: Option<&Value>) {
     let Some(rollback) = rollback else {
         let text = match change.state {
             ChangeState::Regressed => {

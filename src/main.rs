@@ -47,6 +47,9 @@ enum Command {
     /// The whole story in about a minute and a half: a tiny app, traffic, a bad AI fix, and
     /// guardian catching it, reverting it, redeploying and checking recovery. Needs only git.
     Demo(DemoArgs),
+    /// Writes the post-mortem of a change: what happened, what guardian did, the evidence,
+    /// and a chart of the traffic around it. Markdown by default. Reads the state database.
+    Postmortem(PostmortemArgs),
     /// Checks, exports and vouches for the audit trail, the hash-chained record of everything
     /// guardian decided and did. Reads the state database, never writes it.
     #[command(subcommand)]
@@ -122,6 +125,31 @@ struct AuditPubkeyArgs {
     /// The signing key file itself.
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[command(after_help = "Exit codes: 0 written, 2 no such change or bad input.")]
+struct PostmortemArgs {
+    /// The change id, e.g. chg_2ffca327b9c1 (guardian status lists them).
+    id: String,
+    /// Configuration file: the state database is in the state_dir of its [daemon] section,
+    /// and the service's name comes from it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "db",
+        conflicts_with = "db"
+    )]
+    config: Option<PathBuf>,
+    /// The state database itself (guardian.db in the state directory).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// A self-contained HTML page with the chart inline, as the alert email carries it.
+    #[arg(long, conflicts_with = "svg")]
+    html: bool,
+    /// Only the chart, as SVG.
+    #[arg(long)]
+    svg: bool,
 }
 
 #[derive(Args)]
@@ -261,6 +289,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Run(args) => run_daemon(&args),
         Command::Notify(args) => run_notify(&args),
         Command::Status(args) => run_status(&args),
+        Command::Postmortem(args) => run_postmortem(&args),
         Command::Audit(command) => run_audit(&command),
         Command::Demo(args) => match guardian::demo::run(args.dir, args.keep) {
             Ok(()) => Ok(0),
@@ -610,6 +639,44 @@ fn render_status(s: &serde_json::Value) -> String {
         );
     }
     out
+}
+
+fn run_postmortem(args: &PostmortemArgs) -> Result<u8> {
+    let (db, service) = match (&args.db, &args.config) {
+        (Some(db), _) => (db.clone(), "the service".to_owned()),
+        (None, Some(path)) => {
+            let daemon = Config::from_path(path)?
+                .daemon
+                .with_context(|| format!("{} has no [daemon] section", path.display()))?;
+            (daemon.state_dir.join("guardian.db"), daemon.service)
+        }
+        (None, None) => anyhow::bail!("--config or --db is needed to find the state database"),
+    };
+    // Opening a path that does not exist would create an empty database there.
+    if !db.is_file() {
+        anyhow::bail!("no state database at {}", db.display());
+    }
+    let store = guardian::store::Store::open(&db)?;
+    let input = guardian::postmortem::load(&store, &service, &args.id)?
+        .with_context(|| format!("no change with id {:?} in {}", args.id, db.display()))?;
+    let postmortem = guardian::postmortem::Postmortem::new(input);
+    let text = if args.svg {
+        postmortem.svg()
+    } else if args.html {
+        postmortem.html()
+    } else {
+        postmortem.markdown()
+    };
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write the post-mortem to standard output")
+        }
+        _ => Ok(0),
+    }
 }
 
 fn run_replay(args: &ReplayArgs) -> Result<u8> {
