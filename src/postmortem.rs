@@ -1284,18 +1284,18 @@ fn html_block(out: &mut String, block: &Block, svg: &str) {
 
 /// Width and height of the SVG, in pixels.
 pub const CHART_WIDTH: f64 = 720.0;
-pub const CHART_HEIGHT: f64 = 420.0;
+pub const CHART_HEIGHT: f64 = 432.0;
 /// The plotting area, shared by both panels horizontally.
 pub const PLOT_LEFT: f64 = 64.0;
 pub const PLOT_RIGHT: f64 = 700.0;
 /// Vertical extent of the two panels.
-const ERRORS_TOP: f64 = 96.0;
-const ERRORS_BOTTOM: f64 = 216.0;
-const LATENCY_TOP: f64 = 244.0;
-const LATENCY_BOTTOM: f64 = 364.0;
+const ERRORS_TOP: f64 = 108.0;
+const ERRORS_BOTTOM: f64 = 228.0;
+const LATENCY_TOP: f64 = 256.0;
+const LATENCY_BOTTOM: f64 = 376.0;
 /// Marker labels sit in rows above the panels.
-const LABEL_ROWS: usize = 4;
-const LABEL_ROW_TOP: f64 = 36.0;
+const LABEL_ROWS: usize = 5;
+const LABEL_ROW_TOP: f64 = 34.0;
 const LABEL_ROW_HEIGHT: f64 = 13.0;
 /// Approximate width of one character of the 11 px labels.
 const CHAR_WIDTH: f64 = 6.2;
@@ -1645,16 +1645,19 @@ fn marker_lines(s: &mut String, markers: &[Marker], from: i64, to: i64) {
         } else {
             (x, "start")
         };
-        let row = (0..LABEL_ROWS)
-            .find(|&r| row_end[r] + 4.0 <= left)
-            .unwrap_or_else(|| {
-                (0..LABEL_ROWS)
+        let (row, left, anchor) = match (0..LABEL_ROWS).find(|&r| row_end[r] + 4.0 <= left) {
+            Some(row) => (row, left, anchor),
+            None => {
+                // Every row is taken here: the label goes after the shortest row's last one.
+                let row = (0..LABEL_ROWS)
                     .min_by(|&a, &b| row_end[a].total_cmp(&row_end[b]))
-                    .unwrap_or(0)
-            });
+                    .unwrap_or(0);
+                (row, row_end[row] + 4.0, "start")
+            }
+        };
         row_end[row] = left + width;
         let label_y = LABEL_ROW_TOP + LABEL_ROW_HEIGHT * row as f64;
-        let text_x = if anchor == "end" { x - 2.0 } else { x + 2.0 };
+        let text_x = if anchor == "end" { x - 2.0 } else { left + 2.0 };
         let _ = writeln!(
             s,
             "<line class=\"marker\" data-label=\"{}\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" \
@@ -1993,6 +1996,49 @@ mod tests {
         // Every label is shown, as text.
         for (label, _) in want {
             assert!(svg.contains(&format!(">{label}</text>")), "{label}");
+        }
+    }
+
+    #[test]
+    fn marker_labels_never_overlap_however_close_the_events() {
+        let at = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 900.0, 901.0];
+        let markers: Vec<Marker> = at
+            .iter()
+            .enumerate()
+            .map(|(i, &dt)| Marker {
+                at: T0 + dt,
+                label: format!("event number {i}"),
+            })
+            .collect();
+        let svg = chart(&[], &markers, T - 600, T + 902);
+        check_xml(&svg).unwrap();
+        // (left, right, y) of each label, from its x, anchor and length.
+        let boxes: Vec<(f64, f64, String)> = svg
+            .lines()
+            .filter(|l| l.contains("class=\"marker\""))
+            .map(|l| {
+                let text = &l[l.find("<text").unwrap()..];
+                let attr = |name: &str| {
+                    let start = text.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+                    text[start..start + text[start..].find('"').unwrap()].to_owned()
+                };
+                let x: f64 = attr("x").parse().unwrap();
+                let width = "event number 0".len() as f64 * CHAR_WIDTH;
+                let left = if attr("text-anchor") == "end" {
+                    x - width
+                } else {
+                    x
+                };
+                (left, left + width, attr("y"))
+            })
+            .collect();
+        assert_eq!(boxes.len(), at.len());
+        for (i, a) in boxes.iter().enumerate() {
+            assert!(a.0 >= 0.0 && a.1 <= CHART_WIDTH, "{a:?} is off the chart");
+            for b in &boxes[i + 1..] {
+                let apart = a.2 != b.2 || a.1 <= b.0 || b.1 <= a.0;
+                assert!(apart, "{a:?} overlaps {b:?}");
+            }
         }
     }
 

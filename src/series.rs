@@ -237,6 +237,21 @@ impl SeriesBins {
         self.closed.drain(..).collect()
     }
 
+    /// Every bin, the open ones too, for a daemon that is stopping: what it saw of the bins
+    /// still open would otherwise be lost. A bin handed out early may get more traffic after a
+    /// restart; the store adds that to it ([`Store::append_series`]).
+    pub fn take_all(&mut self) -> Vec<SeriesPoint> {
+        let open = std::mem::take(&mut self.open);
+        if let Some(&last) = open.keys().next_back() {
+            let end = last.saturating_add(BIN_SECS);
+            self.closed_before = Some(self.closed_before.map_or(end, |c| c.max(end)));
+        }
+        for (at, bin) in open {
+            self.push_closed(bin.close(at));
+        }
+        self.closed.drain(..).collect()
+    }
+
     /// Requests that could not be counted in their bin: arrived after it was handed out, at a
     /// time that is not a number or an hour ahead of `now`, or pushed out by the memory bound.
     pub fn dropped(&self) -> u64 {
@@ -435,6 +450,23 @@ mod tests {
             got.iter().map(|p| (p.at, p.requests, p.errors)).collect();
         assert_eq!(counts, [(T, 7, 3), (T + 10, 4, 4)]);
         assert!(got[0].p50_ms.is_some() && got[1].p50_ms.is_none());
+    }
+
+    #[test]
+    fn a_stopping_daemon_takes_the_open_bins_too() {
+        let mut s = bins();
+        s.observe_request(T0 + 1.0, false, None);
+        s.observe_request(T0 + 12.0, true, None);
+        assert!(
+            s.take_closed(T0 + 13.0).is_empty(),
+            "both bins are still open"
+        );
+        let all: Vec<(i64, u64)> = s.take_all().iter().map(|p| (p.at, p.requests)).collect();
+        assert_eq!(all, [(T, 1), (T + 10, 1)]);
+        assert_eq!(s.open_bins(), 0);
+        s.observe_request(T0 + 13.0, false, None);
+        assert_eq!(s.dropped(), 1, "a bin handed out does not change");
+        assert!(s.take_all().is_empty());
     }
 
     #[test]
