@@ -283,10 +283,23 @@ fn check_paths(policy: &Policy, diff: &Diff, symlinks: &[(String, String)], hits
         .iter()
         .map(|(p, t)| (p.trim_end_matches('/').to_owned(), t.clone()))
         .collect();
+    // The symlinks the patch creates or changes, with their targets: written out, or carried
+    // by a rename or copy of a link (whose relative target now starts somewhere else).
+    let mut created: BTreeMap<&str, String> = BTreeMap::new();
     for f in &diff.files {
-        if let (Some(path), Some(target)) = (&f.new_path, f.symlink_target()) {
-            links.insert(path.clone(), target.to_owned());
+        let Some(path) = f.new_path.as_deref() else {
+            continue;
+        };
+        let carried = match (f.status, f.old_path.as_deref()) {
+            (FileStatus::Renamed | FileStatus::Copied, Some(old)) => links.get(old).cloned(),
+            _ => None,
+        };
+        if let Some(target) = f.symlink_target().map(str::to_owned).or(carried) {
+            created.insert(path, target);
         }
+    }
+    for (path, target) in &created {
+        links.insert((*path).to_owned(), target.clone());
     }
 
     let mut seen = std::collections::BTreeSet::new();
@@ -309,7 +322,9 @@ fn check_paths(policy: &Policy, diff: &Diff, symlinks: &[(String, String)], hits
                     ),
                 ),
             }
-            match resolve(path, &links) {
+            // A symlink the patch edits or deletes is written itself, not its target (the
+            // target it gets is checked below).
+            match resolve(path, &links, !f.is_symlink()) {
                 Resolved::Inside(real, via) if real != path => {
                     if let Some(why) = not_allowed(policy, &real) {
                         hits.deny(
@@ -329,31 +344,29 @@ fn check_paths(policy: &Policy, diff: &Diff, symlinks: &[(String, String)], hits
                 ),
             }
         }
-        // A new or changed symlink must itself point somewhere allowed.
-        if let (Some(path), Some(target)) = (&f.new_path, f.symlink_target()) {
-            let pointed = if target.starts_with('/') {
-                None
-            } else {
-                join(diff::parent(path), target)
-            };
-            match pointed.map(|p| (resolve(&p, &links), p)) {
-                None | Some((Resolved::Outside(_), _)) => hits.deny(
-                    "paths.symlink",
-                    format!("the new symlink {path} -> {target} points outside the repository"),
-                ),
-                Some((Resolved::Loop, _)) => hits.deny(
-                    "paths.symlink",
-                    format!("the new symlink {path} -> {target} is part of a loop"),
-                ),
-                Some((Resolved::Inside(real, _), _)) => {
-                    if let Some(why) = not_allowed(policy, &real) {
-                        hits.deny(
-                            "paths.symlink",
-                            format!(
-                                "the new symlink {path} -> {target} points to {real}, which {why}"
-                            ),
-                        );
-                    }
+    }
+    // A new or changed symlink must itself point somewhere allowed.
+    for (path, target) in &created {
+        let pointed = if target.starts_with('/') {
+            None
+        } else {
+            join(diff::parent(path), target)
+        };
+        match pointed.map(|p| (resolve(&p, &links, true), p)) {
+            None | Some((Resolved::Outside(_), _)) => hits.deny(
+                "paths.symlink",
+                format!("the new symlink {path} -> {target} points outside the repository"),
+            ),
+            Some((Resolved::Loop, _)) => hits.deny(
+                "paths.symlink",
+                format!("the new symlink {path} -> {target} is part of a loop"),
+            ),
+            Some((Resolved::Inside(real, _), _)) => {
+                if let Some(why) = not_allowed(policy, &real) {
+                    hits.deny(
+                        "paths.symlink",
+                        format!("the new symlink {path} -> {target} points to {real}, which {why}"),
+                    );
                 }
             }
         }
@@ -415,13 +428,17 @@ fn join(base: &str, rel: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
-/// Follows symlinked components of `path` (every one, the last included) to the real path.
-fn resolve(path: &str, links: &BTreeMap<String, String>) -> Resolved {
+/// Follows symlinked components of `path` to the real path: every directory, and the last
+/// component too when `follow_last`.
+fn resolve(path: &str, links: &BTreeMap<String, String>, follow_last: bool) -> Resolved {
     let mut current = path.to_owned();
     let mut via: Vec<String> = Vec::new();
     'restart: for _ in 0..=MAX_SYMLINK_HOPS {
         let parts: Vec<&str> = current.split('/').filter(|c| !c.is_empty()).collect();
         for i in 0..parts.len() {
+            if i + 1 == parts.len() && !follow_last {
+                break;
+            }
             let prefix = parts[..=i].join("/");
             if let Some(target) = links.get(&prefix) {
                 via.push(format!("{prefix} -> {target}"));

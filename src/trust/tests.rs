@@ -233,6 +233,42 @@ fn a_symlink_the_patch_adds_is_followed_too() {
 }
 
 #[test]
+fn deleting_a_symlink_into_a_forbidden_area_touches_the_link_not_its_target() {
+    let patch = "diff --git a/src/old b/src/old\ndeleted file mode 120000\nindex 1111111..0000000\n--- a/src/old\n+++ /dev/null\n@@ -1 +0,0 @@\n-../migrations\n\\ No newline at end of file\n";
+    let a = judge(
+        patch,
+        Pattern::Other,
+        &[("src/old", "../migrations")],
+        &trusted(),
+    );
+    assert!(fired(&a, Effect::Deny).is_empty(), "{:#?}", a.rules);
+    // A regular file at the same place is followed.
+    let a = judge(
+        &timeout_bump("src/old"),
+        Pattern::TimeoutBump,
+        &[("src/old", "../migrations")],
+        &trusted(),
+    );
+    assert_denied(&a, "paths.symlink", "src/old is really migrations");
+}
+
+#[test]
+fn a_renamed_symlink_is_judged_where_its_target_now_leads() {
+    let patch = "diff --git a/src/x/link b/src/link\nsimilarity index 100%\nrename from src/x/link\nrename to src/link\n";
+    let links = [("src/x/link", "../../lib/ok")];
+    let a = judge(patch, Pattern::Other, &links, &trusted());
+    assert_denied(
+        &a,
+        "paths.symlink",
+        "the new symlink src/link -> ../../lib/ok points outside the repository",
+    );
+    // Where it was, it pointed at allowed ground.
+    let stay = "diff --git a/src/x/link b/src/x/link2\nsimilarity index 100%\nrename from src/x/link\nrename to src/x/link2\n";
+    let a = judge(stay, Pattern::Other, &links, &trusted());
+    assert!(fired(&a, Effect::Deny).is_empty(), "{:#?}", a.rules);
+}
+
+#[test]
 fn symlinks_out_of_the_repository_or_in_loops_are_denied() {
     let patch = timeout_bump("src/ext/client.rs");
     let a = judge(
@@ -471,11 +507,11 @@ fn resolve_follows_links_in_order() {
         .map(|(p, t)| (p.to_string(), t.to_string()))
         .collect();
     assert_eq!(
-        resolve("a/x", &links),
+        resolve("a/x", &links, true),
         Resolved::Inside("e/x".into(), "a -> b/c, b -> d, d/c -> ../e".into())
     );
     assert_eq!(
-        resolve("z/x", &links),
+        resolve("z/x", &links, true),
         Resolved::Inside("z/x".into(), String::new())
     );
     assert_eq!(join("src", "../../x"), None);
