@@ -592,6 +592,12 @@ impl Verification {
                 self.findings.len(),
                 self.records
             );
+            let _ = writeln!(
+                out,
+                "The records named were changed outside guardian, by someone with write access \
+                 to the state database. Keep the file as it is (copy it with sqlite3's .backup), \
+                 distrust those records, and compare with an export or a backup from before."
+            );
         }
         match &self.key_source {
             KeySource::Given => {}
@@ -792,6 +798,8 @@ fn walk(conn: &Connection, options: &VerifyOptions) -> Result<Verification, Audi
 
     let mut findings = Vec::new();
     let mut moved_rows = std::collections::HashSet::new();
+    // For each moved record, the position it was written at.
+    let mut written_at = std::collections::HashMap::new();
     let mut searches = 0;
     let mut checkpoint_rows = Vec::new();
     let mut stmt = conn
@@ -840,6 +848,7 @@ fn walk(conn: &Connection, options: &VerifyOptions) -> Result<Verification, Audi
                     match written_as {
                         Some(original) => {
                             moved_rows.insert(seq);
+                            written_at.insert(seq, original);
                             findings.push(Finding {
                                 kind: FindingKind::Reordered,
                                 seq: Some(seq as u64),
@@ -1038,6 +1047,7 @@ fn walk(conn: &Connection, options: &VerifyOptions) -> Result<Verification, Audi
         }
     }
 
+    let findings = merge_shifted_runs(findings, &written_at);
     let key_source = match &options.key {
         Some((_, source)) => source.clone(),
         None => KeySource::Recorded,
@@ -1052,6 +1062,52 @@ fn walk(conn: &Connection, options: &VerifyOptions) -> Result<Verification, Audi
         key_source,
         findings,
     })
+}
+
+/// Folds a run of consecutive records all moved by the same offset (what inserting or removing
+/// a record and renumbering the rest does) into one finding, instead of one per record.
+fn merge_shifted_runs(
+    findings: Vec<Finding>,
+    written_at: &std::collections::HashMap<i64, i64>,
+) -> Vec<Finding> {
+    let offset = |f: &Finding| -> Option<(i64, i64)> {
+        let seq = f.seq? as i64;
+        (f.kind == FindingKind::Reordered).then(|| (seq, written_at[&seq] - seq))
+    };
+    let mut out: Vec<Finding> = Vec::with_capacity(findings.len());
+    // The current run: index in `out` of its first finding, its last seq, its offset.
+    let mut run: Option<(usize, i64, i64)> = None;
+    for f in findings {
+        match (offset(&f), run) {
+            (Some((seq, off)), Some((first, last, run_off)))
+                if seq == last + 1 && off == run_off =>
+            {
+                run = Some((first, seq, off));
+                let start = out[first].seq.unwrap_or(0) as i64;
+                let (n, direction, cause) = if off > 0 {
+                    (off, "later", "removed")
+                } else {
+                    (-off, "earlier", "inserted")
+                };
+                out[first].message = format!(
+                    "records {start} to {seq} were each written {n} position{} {direction} \
+                     (as {} to {}): records before them were {cause} and the rest renumbered",
+                    if n == 1 { "" } else { "s" },
+                    start + off,
+                    seq + off
+                );
+            }
+            (Some((seq, off)), _) => {
+                run = Some((out.len(), seq, off));
+                out.push(f);
+            }
+            (None, _) => {
+                run = None;
+                out.push(f);
+            }
+        }
+    }
+    out
 }
 
 /// Whether a (correctly signed) checkpoint matches the stored hash of the record it ends at.

@@ -158,6 +158,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events ADD COLUMN hash BLOB;
     CREATE INDEX events_by_kind ON events (kind, seq);
     DROP TRIGGER events_no_update;
+    -- A row written around the store (no hash) would break the chain for every row after it.
+    CREATE TRIGGER events_chained BEFORE INSERT ON events WHEN NEW.hash IS NULL
+    BEGIN
+        SELECT RAISE(ABORT, 'events are appended through the store, which chains them');
+    END;
     "#,
 ];
 
@@ -2088,6 +2093,19 @@ mod tests {
             .execute("UPDATE events SET actor = 'x'", [])
             .is_err());
         assert!(store.conn.execute("DELETE FROM events", []).is_err());
+        // Nor can a row be slipped in without its place in the chain.
+        let err = store
+            .conn
+            .execute(
+                "INSERT INTO events (at, kind, detail) VALUES (1.0, 'forged', '{}')",
+                [],
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("appended through the store"),
+            "{err}"
+        );
+        assert_eq!(event_count(&store), 3);
     }
 
     #[test]

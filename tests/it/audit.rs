@@ -287,6 +287,19 @@ fn an_edited_kind_or_actor_is_named_by_its_record() {
         found(&log.verify(true)),
         [(FindingKind::Edited, Some(PROPOSAL))]
     );
+
+    let log = build();
+    // The verdict backdated by an hour.
+    log.attacker()
+        .execute(
+            "UPDATE events SET at = at - 3600 WHERE seq = ?1",
+            [REGRESSED],
+        )
+        .unwrap();
+    assert_eq!(
+        found(&log.verify(true)),
+        [(FindingKind::Edited, Some(REGRESSED))]
+    );
 }
 
 #[test]
@@ -324,6 +337,39 @@ fn a_removed_record_with_the_rest_renumbered_is_still_caught() {
     );
     assert!(
         v.findings[0].message.contains("was written as record 9"),
+        "{}",
+        v.findings[0].message
+    );
+}
+
+#[test]
+fn a_record_slipped_into_the_middle_is_caught() {
+    let log = build();
+    let conn = log.attacker();
+    // Make room after the rollback command and forge a record there, correctly chained to
+    // the one before it: everything after has moved one position on.
+    conn.execute_batch(&format!(
+        "UPDATE events SET seq = -seq WHERE seq > {COMMAND};
+         UPDATE events SET seq = 1 - seq WHERE seq < 0;
+         INSERT INTO events (seq, at, kind, change_id, detail, actor, prev_hash, hash)
+             SELECT {PROPOSAL}, at, 'rollback_command', change_id, '{{\"command\":\"ls\"}}',
+                    'guardian', hash, x'00' FROM events WHERE seq = {COMMAND};"
+    ))
+    .unwrap();
+    rehash(&conn, PROPOSAL, PROPOSAL);
+    let v = log.verify(false);
+    assert_eq!(
+        found(&v),
+        [
+            (FindingKind::Reordered, Some(PROPOSAL + 1)),
+            (FindingKind::CheckpointMismatch, Some(CHECKPOINT + 1)),
+        ]
+    );
+    assert!(
+        v.findings[0].message.starts_with(
+            "records 5 to 10 were each written 1 position earlier (as 4 to 9): records before \
+             them were inserted"
+        ),
         "{}",
         v.findings[0].message
     );
