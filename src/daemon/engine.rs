@@ -28,6 +28,8 @@ const RECOVERY_SETTLE_SECS: f64 = 3.0;
 const SNAPSHOT_VERSION: u32 = 1;
 /// How late traffic may arrive for the post-mortem series before its bin is written.
 const SERIES_LATENESS_SECS: f64 = 30.0;
+/// How often the audit trail gets a signed checkpoint while records are being added.
+const AUDIT_CHECKPOINT_EVERY_SECS: f64 = 15.0 * 60.0;
 /// How long the post-mortem series is kept.
 const SERIES_KEEP_SECS: i64 = 14 * 86_400;
 
@@ -209,6 +211,9 @@ pub struct Engine {
     policy: Option<gate::LoadedPolicy>,
     /// Traffic in 10-second bins, for post-mortem charts.
     series: crate::series::SeriesBins,
+    /// Signs the audit trail's checkpoints; `audit_origin` names the log in them.
+    audit_key: ed25519_dalek::SigningKey,
+    audit_origin: String,
 }
 
 impl Engine {
@@ -311,7 +316,13 @@ impl Engine {
                 now,
             )?;
         }
+        let audit_key = crate::audit::load_or_create_signing_key(&crate::audit::default_key_file(
+            &settings.state_dir,
+        ))
+        .map_err(|e| EngineError::Config(e.to_string()))?;
         Ok(Engine {
+            audit_key,
+            audit_origin: crate::audit::origin_for(&settings.service),
             policy,
             series: crate::series::SeriesBins::new(SERIES_LATENESS_SECS),
             extended: Vec::new(),
@@ -516,6 +527,12 @@ impl Engine {
     /// [`Engine::rollback_finished`].
     pub fn tick(&mut self, now: f64) -> Result<Option<RollbackJob>, EngineError> {
         let verdict = self.monitor.tick(now);
+        self.store.checkpoint_if_due(
+            &self.audit_key,
+            &self.audit_origin,
+            now,
+            AUDIT_CHECKPOINT_EVERY_SECS,
+        )?;
         let closed = self.series.take_closed(now);
         if !closed.is_empty() {
             self.store.append_series(&closed)?;
@@ -773,9 +790,30 @@ impl Engine {
         let Some(record) = self.store.get_change(id)? else {
             return Ok(());
         };
-        let email = self.render_alert(&record)?;
+        let mut email = self.render_alert(&record)?;
+        email.text_body = self.with_checkpoint(&email.text_body, now)?;
         crate::mail::enqueue(&mut self.store, &mail, Some(id), &email, now)?;
         Ok(())
+    }
+
+    /// An email's text with a fresh signed checkpoint of the audit trail before its signature:
+    /// every email takes a copy of the log's state off the host, so a later rewrite or
+    /// truncation of what it covers is detected (`guardian audit verify --checkpoint`).
+    fn with_checkpoint(&mut self, text: &str, now: f64) -> Result<String, EngineError> {
+        let note = self
+            .store
+            .checkpoint(&self.audit_key, &self.audit_origin, now)?
+            .note_text();
+        let block = format!(
+            "Audit checkpoint\n----------------\n  Keep this email: the signed state of guardian's audit trail as it \
+             sent it.\n  Check the trail against it with: guardian audit verify --config <guardian.toml> \
+             --checkpoint <file with the lines below>\n\n{}\n",
+            note.trim_end()
+        );
+        Ok(match text.rfind("\n-- \n") {
+            Some(at) => format!("{}\n{block}{}", &text[..at], &text[at..]),
+            None => format!("{text}\n{block}"),
+        })
     }
 
     /// The alert email for a change as it stands, with what its rollback ran.

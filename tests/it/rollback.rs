@@ -336,6 +336,30 @@ fn a_bad_deploy_is_reverted_redeployed_and_verified() {
         "the undo of the undo is explained: {unfolded}"
     );
     assert!(unfolded.contains('%'), "the rates are there: {unfolded}");
+
+    // The email took a signed checkpoint of the audit trail off the host, and the trail on the
+    // host still matches it.
+    let parsed = mail_parser::MessageParser::default()
+        .parse(mail.as_bytes())
+        .expect("the alert parses as an email");
+    let text = parsed.body_text(0).expect("a text body").into_owned();
+    assert!(text.contains("Audit checkpoint"), "{text}");
+    let kept = w.dir.path().join("kept-checkpoint.txt");
+    std::fs::write(&kept, &text).unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["audit", "verify", "--config"])
+        .arg(&w.config)
+        .arg("--checkpoint")
+        .arg(&kept)
+        .output()
+        .unwrap();
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }
 
 #[test]

@@ -509,12 +509,13 @@ impl Engine {
         let Some(mail) = self.settings.mail.clone() else {
             return Ok(());
         };
+        let text = format!(
+            "{body}\n-- \nSent by guardian, watching {}.\n",
+            self.settings.service
+        );
         let email = crate::mail::Email {
             subject,
-            text_body: format!(
-                "{body}\n-- \nSent by guardian, watching {}.\n",
-                self.settings.service
-            ),
+            text_body: self.with_checkpoint(&text, now)?,
             message_id: format!("<{id}.{what}@guardian>"),
             html: None,
         };
