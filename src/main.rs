@@ -13,6 +13,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+mod gate_cli;
+
 use guardian::config::Config;
 use guardian::core::Verdict;
 use guardian::input::Format;
@@ -44,6 +46,17 @@ enum Command {
     Notify(NotifyArgs),
     /// Shows the change being watched, recent verdicts and how the logs are read.
     Status(StatusArgs),
+    /// Submits a change for the trust gate instead of deploying it; prints the decision
+    /// (deny, needs_approval or auto) and why.
+    Propose(gate_cli::ProposeArgs),
+    /// Lists proposals, or shows one with its diff and the policy's reasons.
+    Proposals(gate_cli::ProposalsArgs),
+    /// Approves a proposal (bound to the exact diff shown); needs an approver's token.
+    Approve(gate_cli::DecideArgs),
+    /// Rejects a proposal, with --why; needs an approver's token.
+    Reject(gate_cli::DecideArgs),
+    /// Shows the trust ledger: each fix pattern's record and whether it may deploy alone.
+    Trust(gate_cli::TrustArgs),
     /// The whole story in about a minute and a half: a tiny app, traffic, a bad AI fix, and
     /// guardian catching it, reverting it, redeploying and checking recovery. Needs only git.
     Demo(DemoArgs),
@@ -202,6 +215,10 @@ struct NotifyArgs {
     /// One line on what the change does.
     #[arg(long)]
     summary: Option<String>,
+    /// The proposal this deploy carries out (shadow mode: you deploy, guardian watches and
+    /// keeps the record).
+    #[arg(long, value_name = "ID")]
+    proposal: Option<String>,
 }
 
 #[derive(Args)]
@@ -289,6 +306,11 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Run(args) => run_daemon(&args),
         Command::Notify(args) => run_notify(&args),
         Command::Status(args) => run_status(&args),
+        Command::Propose(args) => gate_cli::propose(&args),
+        Command::Proposals(args) => gate_cli::proposals(&args),
+        Command::Approve(args) => gate_cli::decide(&args, true),
+        Command::Reject(args) => gate_cli::decide(&args, false),
+        Command::Trust(args) => gate_cli::trust(&args),
         Command::Postmortem(args) => run_postmortem(&args),
         Command::Audit(command) => run_audit(&command),
         Command::Demo(args) => match guardian::demo::run(args.dir, args.keep) {
@@ -519,6 +541,7 @@ fn run_notify(args: &NotifyArgs) -> Result<u8> {
         "kind": args.kind,
         "pattern": args.pattern,
         "summary": args.summary,
+        "proposal": args.proposal,
     });
     match call(
         ureq::post(&format!("{base}/v1/changes")),

@@ -7,6 +7,7 @@ mod common;
 mod config_file;
 mod daemon;
 mod demo;
+mod gate;
 mod policy;
 mod postmortem;
 mod replay_cli;
