@@ -573,7 +573,7 @@ fn check_content(policy: &Policy, diff: &Diff, hits: &mut Hits) {
                     format!("{path} is a new manifest or lock file"),
                 );
             }
-            let removed: Vec<String> = f
+            let removed: std::collections::HashSet<String> = f
                 .removed_lines()
                 .filter_map(|l| entry_key(&l.text))
                 .collect();

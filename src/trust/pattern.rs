@@ -75,8 +75,35 @@ const QUOTE_CHARS: usize = 60;
 /// A nil check may drop at most this many lines it does not keep.
 const NIL_CHECK_MAX_DROPPED: usize = 3;
 
+/// A change with more added and removed lines than this is not a fix pattern, and is not read
+/// line by line (which keeps the checks linear-time bounded on any patch).
+pub const MAX_CHECKED_LINES: usize = 2000;
+
 /// Checks `diff` against the claimed `pattern`.
 pub fn check(pattern: Pattern, diff: &Diff) -> PatternCheck {
+    if pattern == Pattern::Other {
+        return PatternCheck::NotChecked;
+    }
+    let lines: usize = diff
+        .files
+        .iter()
+        .flat_map(|f| f.hunks.iter())
+        .map(|h| {
+            h.lines
+                .iter()
+                .filter(|l| l.kind != LineKind::Context)
+                .count()
+        })
+        .sum();
+    if lines > MAX_CHECKED_LINES {
+        return PatternCheck::Mismatch {
+            pattern,
+            reason: format!(
+                "claimed {pattern}, but the change adds and removes {lines} lines; a fix \
+                 pattern is never that large (at most {MAX_CHECKED_LINES} are checked)"
+            ),
+        };
+    }
     let result = match pattern {
         Pattern::Other => return PatternCheck::NotChecked,
         Pattern::TimeoutBump => timeout_bump(diff),
@@ -189,21 +216,26 @@ fn context_above<'f>(
     line: &HunkLine,
     n: usize,
 ) -> impl Iterator<Item = &'f str> {
-    let hunk = file
-        .hunks
-        .iter()
-        .find(|h| h.lines.iter().any(|l| l.patch_line == line.patch_line));
-    let before: Vec<&'f str> = hunk
-        .map(|h| {
-            h.lines
+    /// How far back to look past added and removed lines.
+    const REACH: usize = 64;
+    let mut before: Vec<&'f str> = Vec::new();
+    for h in &file.hunks {
+        // Lines of a hunk are in patch order.
+        if let Ok(i) = h
+            .lines
+            .binary_search_by_key(&line.patch_line, |l| l.patch_line)
+        {
+            before = h.lines[i.saturating_sub(REACH)..i]
                 .iter()
-                .take_while(|l| l.patch_line != line.patch_line)
+                .rev()
                 .filter(|l| l.kind == LineKind::Context)
+                .take(n)
                 .map(|l| l.text.as_str())
-                .collect()
-        })
-        .unwrap_or_default();
-    before.into_iter().rev().take(n)
+                .collect();
+            break;
+        }
+    }
+    before.into_iter()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -440,7 +472,8 @@ fn nil_check(diff: &Diff) -> Result<(), String> {
     let mut guards = 0;
     let mut dropped: Vec<String> = Vec::new();
     for file in &diff.files {
-        let added: Vec<String> = file.added_lines().map(|l| squash(&l.text)).collect();
+        let added: std::collections::HashSet<String> =
+            file.added_lines().map(|l| squash(&l.text)).collect();
         guards += file.added_lines().filter(|l| is_guard(&l.text)).count();
         for line in file.removed_lines() {
             let s = squash(&line.text);
@@ -892,6 +925,18 @@ mod tests {
         )
         .unwrap();
         assert!(reason(Pattern::TimeoutBump, &added).contains("src/t.rs is added"));
+    }
+
+    #[test]
+    fn a_huge_change_is_not_a_fix_pattern() {
+        let old: Vec<String> = (0..1001).map(|i| format!("timeout_{i} = 5")).collect();
+        let new: Vec<String> = (0..1001).map(|i| format!("timeout_{i} = 6")).collect();
+        let old: Vec<&str> = old.iter().map(String::as_str).collect();
+        let new: Vec<&str> = new.iter().map(String::as_str).collect();
+        let d = edit("src/a.rs", &old, &new);
+        assert!(reason(Pattern::TimeoutBump, &d).contains("adds and removes 2002 lines"));
+        let d = edit("src/a.rs", &old[..1000], &new[..1000]);
+        consistent(Pattern::TimeoutBump, &d);
     }
 
     #[test]
