@@ -1316,10 +1316,8 @@ pub fn chart_x(at: f64, from: i64, to: i64) -> f64 {
 /// as labelled vertical lines across both. Bins missing from `points` are gaps in the lines.
 pub fn chart(points: &[SeriesPoint], markers: &[Marker], from: i64, to: i64) -> String {
     let to = to.max(from + BIN_SECS);
-    let points: Vec<&SeriesPoint> = points
-        .iter()
-        .filter(|p| p.at >= from && p.at < to && p.requests > 0)
-        .collect();
+    let merged = merge_bins(points, from, to);
+    let points: Vec<&SeriesPoint> = merged.iter().collect();
     let x = |at: f64| chart_x(at, from, to);
     let mut s = String::new();
     let _ = write!(
@@ -1421,6 +1419,35 @@ pub fn chart(points: &[SeriesPoint], markers: &[Marker], from: i64, to: i64) -> 
     marker_lines(&mut s, markers, from, to);
     s.push_str("</svg>\n");
     s
+}
+
+/// The points in `[from, to)` with traffic, in time order, one per bin: a bin given twice
+/// (stored, and still open in the daemon) has its counts added and the larger part's
+/// quantiles, as the store merges them.
+fn merge_bins(points: &[SeriesPoint], from: i64, to: i64) -> Vec<SeriesPoint> {
+    let mut sorted: Vec<&SeriesPoint> = points
+        .iter()
+        .filter(|p| p.at >= from && p.at < to && p.requests > 0)
+        .collect();
+    sorted.sort_by_key(|p| p.at);
+    let mut out: Vec<SeriesPoint> = Vec::with_capacity(sorted.len());
+    for p in sorted {
+        match out.last_mut() {
+            Some(last) if last.at == p.at => {
+                if p.requests > last.requests {
+                    last.p50_ms = p.p50_ms.or(last.p50_ms);
+                    last.p99_ms = p.p99_ms.or(last.p99_ms);
+                } else {
+                    last.p50_ms = last.p50_ms.or(p.p50_ms);
+                    last.p99_ms = last.p99_ms.or(p.p99_ms);
+                }
+                last.requests = last.requests.saturating_add(p.requests);
+                last.errors = last.errors.saturating_add(p.errors).min(last.requests);
+            }
+            _ => out.push(p.clone()),
+        }
+    }
+    out
 }
 
 /// The middle of a bin: where its point is drawn.
@@ -2109,6 +2136,41 @@ mod tests {
         assert_eq!(lone.matches("<circle class=\"errors\"").count(), 1);
         assert!(!lone.contains("<polyline"));
         assert!(lone.contains(">no latency data for this period</text>"));
+    }
+
+    #[test]
+    fn points_out_of_order_or_given_twice_are_one_line() {
+        let p = |at: i64, requests: u64, p50: f64| SeriesPoint {
+            at,
+            requests,
+            errors: 1,
+            p50_ms: Some(p50),
+            p99_ms: None,
+        };
+        // Stored bins, and the daemon's live snapshot overlapping the last one.
+        let points = [
+            p(T + 20, 10, 5.0),
+            p(T, 10, 5.0),
+            p(T + 10, 10, 5.0),
+            p(T + 20, 30, 9.0),
+        ];
+        assert_eq!(
+            merge_bins(&points, T - 600, T + 600),
+            [
+                p(T, 10, 5.0),
+                p(T + 10, 10, 5.0),
+                SeriesPoint {
+                    errors: 2,
+                    ..p(T + 20, 40, 9.0)
+                }
+            ]
+        );
+        let svg = chart(&points, &[], T - 600, T + 600);
+        assert_eq!(
+            svg.matches("<polyline class=\"errors\"").count(),
+            1,
+            "{svg}"
+        );
     }
 
     #[test]

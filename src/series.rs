@@ -64,6 +64,10 @@ struct OpenBin {
 
 impl OpenBin {
     fn close(self, at: i64) -> SeriesPoint {
+        self.point(at)
+    }
+
+    fn point(&self, at: i64) -> SeriesPoint {
         let quantile = |p| self.latency.as_ref().and_then(|h| h.quantile_ms(p));
         SeriesPoint {
             at,
@@ -235,6 +239,19 @@ impl SeriesBins {
             }
         }
         self.closed.drain(..).collect()
+    }
+
+    /// What the bins not yet handed out hold so far (closed ones waiting, and open ones as they
+    /// stand), oldest first, without handing anything out: for a chart drawn now, e.g. the
+    /// alert's post-mortem, whose last minute is not in the store yet. None of these bins is
+    /// in the store, so they can be added to what `Store::series_between` returns.
+    pub fn snapshot(&self) -> Vec<SeriesPoint> {
+        self.closed
+            .iter()
+            .cloned()
+            .chain(self.open.iter().map(|(&at, bin)| bin.point(at)))
+            .filter(|p| p.requests > 0)
+            .collect()
     }
 
     /// Every bin, the open ones too, for a daemon that is stopping: what it saw of the bins
@@ -461,6 +478,13 @@ mod tests {
             s.take_closed(T0 + 13.0).is_empty(),
             "both bins are still open"
         );
+        let seen: Vec<(i64, u64)> = s.snapshot().iter().map(|p| (p.at, p.requests)).collect();
+        assert_eq!(
+            seen,
+            [(T, 1), (T + 10, 1)],
+            "a snapshot shows the open bins"
+        );
+        assert_eq!(s.open_bins(), 2, "and leaves them open");
         let all: Vec<(i64, u64)> = s.take_all().iter().map(|p| (p.at, p.requests)).collect();
         assert_eq!(all, [(T, 1), (T + 10, 1)]);
         assert_eq!(s.open_bins(), 0);
