@@ -1657,7 +1657,13 @@ mod tests {
             Some(regressed_report()),
         );
         let plain = render_alert("shop", &record, Some(&rollback_report()));
-        let html = "<!DOCTYPE html><html><body><h1>Post-mortem</h1><svg></svg></body></html>";
+        // A chart's polyline is one line far longer than SMTP allows (998 characters).
+        let html = format!(
+            "<!DOCTYPE html><html><body><h1>Post-mortem \u{2014} caf\u{e9}</h1><svg><polyline \
+             points=\"{}\"/></svg></body></html>",
+            "100.5,200.5 ".repeat(500).trim_end()
+        );
+        let html = html.as_str();
         let email = render_alert_with_postmortem(
             "shop",
             &record,
