@@ -581,9 +581,12 @@ impl Verification {
         if self.intact() {
             let _ = writeln!(
                 out,
-                "audit trail intact: {} records, {head}; {} checkpoints, signatures vouch for \
+                "audit trail intact: {} records, {head}; {} checkpoint{}, signatures vouch for \
                  records 1 to {}",
-                self.records, self.good_checkpoints, self.signed_up_to
+                self.records,
+                self.good_checkpoints,
+                if self.good_checkpoints == 1 { "" } else { "s" },
+                self.signed_up_to
             );
         } else {
             let _ = writeln!(
@@ -1198,26 +1201,35 @@ pub fn export(conn: &Connection, since: f64, out: &mut dyn Write) -> Result<u64,
         let at: Option<f64> = r.get(1).ok();
         let hash_hex = |i: usize| r.get_ref(i).ok().and_then(blob).map(|b| hex(&b));
         let detail = text(6).unwrap_or_default();
-        let head = serde_json::json!({
-            "seq": seq,
-            "at": at,
-            "time": at.and_then(rfc3339),
-            "actor": text(5),
-            "kind": text(2),
-            "change_id": text(3),
-            "subject": text(4),
-            "prev_hash": hash_hex(7),
-            "hash": hash_hex(8),
-        });
-        let mut line = head.to_string();
-        line.pop(); // the closing brace: the detail goes in as stored
         let raw_ok = !detail.contains(['\n', '\r'])
             && serde_json::from_str::<serde::de::IgnoredAny>(&detail).is_ok();
-        if raw_ok {
-            let _ = write!(line, ",\"detail\":{detail}}}");
+        // The detail goes in as stored when it is one line of JSON, so the line carries the
+        // exact bytes that were hashed; anything else (tampered) goes in as a string.
+        let detail = if raw_ok {
+            detail
         } else {
-            let _ = write!(line, ",\"detail\":{}}}", serde_json::Value::String(detail));
+            serde_json::Value::String(detail).to_string()
+        };
+        // Keys in reading order rather than serde_json's alphabetical one.
+        let fields: [(&str, serde_json::Value); 7] = [
+            ("seq", seq.into()),
+            ("time", at.and_then(rfc3339).into()),
+            ("at", at.into()),
+            ("actor", text(5).into()),
+            ("kind", text(2).into()),
+            ("change_id", text(3).into()),
+            ("subject", text(4).into()),
+        ];
+        let mut line = String::from("{");
+        for (name, value) in fields {
+            let _ = write!(line, "\"{name}\":{value},");
         }
+        let _ = write!(
+            line,
+            "\"detail\":{detail},\"prev_hash\":{},\"hash\":{}}}",
+            serde_json::Value::from(hash_hex(7)),
+            serde_json::Value::from(hash_hex(8))
+        );
         line.push('\n');
         out.write_all(line.as_bytes())
             .map_err(|error| AuditError::Io {

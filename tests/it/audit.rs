@@ -674,6 +674,11 @@ fn the_cli_verifies_exports_and_prints_the_key() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len() as u64, LAST);
+    assert!(
+        stdout(&all).lines().all(|l| l.starts_with("{\"seq\":")),
+        "one object per line, seq first:\n{}",
+        stdout(&all)
+    );
     assert_eq!(lines[0]["seq"], CREATED);
     assert_eq!(lines[0]["actor"], "guardian");
     assert_eq!(lines[0]["detail"]["commit"], "aaa");
