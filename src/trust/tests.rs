@@ -578,3 +578,31 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_megabyte_patch_is_judged_quickly_and_denied_for_its_size() {
+    let body: Vec<String> = (0..20)
+        .map(|i| format!("timeout_{i} = 5 // padding padding"))
+        .collect();
+    let body: Vec<&str> = body.iter().map(String::as_str).collect();
+    let patch: String = (0..1000)
+        .map(|i| edit(&format!("src/m{i}/f.rs"), &body, &body))
+        .collect();
+    assert!(patch.len() > 1_000_000, "{}", patch.len());
+    let started = std::time::Instant::now();
+    let a = judge(
+        &patch,
+        Pattern::TimeoutBump,
+        &[("src/m7", "../migrations")],
+        &trusted(),
+    );
+    assert_denied(&a, "limits.max_files", "touches 1000 files");
+    assert_denied(&a, "paths.symlink", "src/m7/f.rs is really migrations/f.rs");
+    assert!(a.rules.len() < 60, "capped per rule: {}", a.rules.len());
+    // Generous: it takes milliseconds; this only catches a quadratic slip.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
