@@ -171,6 +171,33 @@ fn the_post_mortem_of_a_rollback_is_written_from_the_state_database() {
         .starts_with("# Post-mortem: the service: rolled back \u{2014} commit 8f5cdf6d89\n"));
     assert!(markdown.contains("| 16:00:22 | +22.5 s | Recovered."));
 
+    // With the config: the database is found in its state_dir, the service named from it.
+    let config = dir.path().join("guardian.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nservice = \"shop\"\nstate_dir = {:?}\nlisten = \"127.0.0.1:0\"\n\
+             token_file = {:?}\n\n[[daemon.logs]]\nname = \"access\"\npath = {:?}\n\
+             format = \"jsonl\"\n",
+            dir.path(),
+            dir.path().join("token"),
+            dir.path().join("access.jsonl"),
+        ),
+    )
+    .unwrap();
+    let out = guardian(&["postmortem", &id, "--config", config.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let named = stdout(&out);
+    assert!(
+        named.starts_with("# Post-mortem: shop: rolled back"),
+        "{named}"
+    );
+    assert!(
+        named.contains("Commit 8f5cdf6d89 made shop worse"),
+        "{named}"
+    );
+    assert_eq!(named.lines().count(), markdown.lines().count());
+
     let out = guardian(&["postmortem", &id, "--db", db_arg, "--svg"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let svg = stdout(&out);
