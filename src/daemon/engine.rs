@@ -825,10 +825,17 @@ impl Engine {
             .rev()
             .find(|e| e.kind == "rollback")
             .map(|e| e.detail);
-        Ok(crate::mail::render_alert(
+        // Anything but a healthy change gets its post-mortem, chart included, as the HTML part.
+        let postmortem = match record.state {
+            ChangeState::Healthy => None,
+            _ => crate::gate::story::postmortem(&self.store, &self.settings.service, &record.id)?
+                .map(|pm| pm.html()),
+        };
+        Ok(crate::mail::render_alert_with_postmortem(
             &self.settings.service,
             record,
             rollback.as_ref(),
+            postmortem,
         ))
     }
 

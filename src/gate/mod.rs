@@ -5,3 +5,4 @@ pub mod ledger;
 pub mod links;
 pub mod proposals;
 pub mod roles;
+pub mod story;

@@ -315,6 +315,18 @@ impl Store {
         get(&self.conn, id)
     }
 
+    /// The proposal a change carries out, if it came through the gate.
+    pub fn proposal_for_change(&self, change_id: &str) -> Result<Option<ProposalRecord>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM proposals WHERE change_id = ?1"),
+                [change_id],
+                from_row,
+            )
+            .optional()
+            .map_err(sql(format!("reading the proposal of change {change_id}")))
+    }
+
     /// The newest proposals first.
     pub fn recent_proposals(&self, limit: usize) -> Result<Vec<ProposalRecord>> {
         let mut stmt = self

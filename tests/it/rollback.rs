@@ -343,6 +343,10 @@ fn a_bad_deploy_is_reverted_redeployed_and_verified() {
         .parse(mail.as_bytes())
         .expect("the alert parses as an email");
     let text = parsed.body_text(0).expect("a text body").into_owned();
+    // It carries the post-mortem, with the chart of the traffic around the change.
+    let html = parsed.body_html(0).expect("an HTML part").into_owned();
+    assert!(html.contains("<svg"), "{html}");
+    assert!(html.contains(&id), "{html}");
     assert!(text.contains("Audit checkpoint"), "{text}");
     let kept = w.dir.path().join("kept-checkpoint.txt");
     std::fs::write(&kept, &text).unwrap();

@@ -1,0 +1,91 @@
+//! The whole story of a change for its post-mortem: what the store knows about the change
+//! (`postmortem::load`), plus, when it came through the gate, what was claimed, what the diff
+//! really did and what the policy decided.
+
+use crate::postmortem::{self, Claim, DiffFacts, DiffFile, PolicyDecision, RiskFactor, RuleFired};
+use crate::store::{Store, StoreError};
+
+use super::proposals::ProposalRecord;
+
+/// The post-mortem of `change_id`, or `None` when there is no such change.
+pub fn postmortem(
+    store: &Store,
+    service: &str,
+    change_id: &str,
+) -> Result<Option<postmortem::Postmortem>, StoreError> {
+    let Some(mut input) = postmortem::load(store, service, change_id)? else {
+        return Ok(None);
+    };
+    let proposal = store
+        .proposal_for_change(change_id)
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    if let Some(p) = proposal {
+        input.claim = Some(Claim {
+            kind: Some(p.kind.clone()),
+            pattern: Some(p.pattern.clone()),
+            summary: Some(p.summary.clone()),
+            issue_url: p.issue_url.clone(),
+            tests_run: Some(p.tests_run),
+        });
+        input.diff = diff_facts(&p);
+        input.policy = Some(policy_decision(&p));
+    }
+    Ok(Some(postmortem::Postmortem::new(input)))
+}
+
+/// What the stored patch really changes, read again with the policy's own parser.
+fn diff_facts(p: &ProposalRecord) -> Option<DiffFacts> {
+    let diff = crate::trust::diff::parse(&p.patch).ok()?;
+    let files = diff
+        .files
+        .iter()
+        .map(|f| DiffFile {
+            path: f.path().to_owned(),
+            old_path: f
+                .old_path
+                .clone()
+                .filter(|old| f.new_path.as_ref().is_some_and(|new| new != old)),
+            status: f.status.to_string(),
+            added: f.added_lines().count() as u64,
+            removed: f.removed_lines().count() as u64,
+            binary: f.binary,
+        })
+        .collect();
+    Some(DiffFacts {
+        files,
+        commits: diff.commits,
+    })
+}
+
+fn policy_decision(p: &ProposalRecord) -> PolicyDecision {
+    let a = &p.assessment;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    PolicyDecision {
+        decision: p.decision.clone(),
+        risk_score: a["risk"]["score"].as_i64(),
+        auto_below: None,
+        factors: a["risk"]["factors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| RiskFactor {
+                name: text(&f["name"]),
+                points: f["points"].as_i64().unwrap_or(0),
+                why: text(&f["why"]),
+            })
+            .collect(),
+        rules: a["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| RuleFired {
+                rule: text(&r["rule"]),
+                effect: text(&r["effect"]),
+                message: text(&r["message"]),
+            })
+            .collect(),
+        pattern_mismatch: (a["pattern_check"]["result"] == "mismatch")
+            .then(|| text(&a["pattern_check"]["reason"])),
+        approved_by: p.approved_hash.as_ref().and(p.decided_by.clone()),
+    }
+}
