@@ -1324,7 +1324,8 @@ pub fn chart(points: &[SeriesPoint], markers: &[Marker], from: i64, to: i64) -> 
         s,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_WIDTH}\" \
          height=\"{CHART_HEIGHT}\" viewBox=\"0 0 {CHART_WIDTH} {CHART_HEIGHT}\" \
-         font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\" role=\"img\">\n\
+         font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\" role=\"img\" \
+         style=\"max-width:100%;height:auto\">\n\
          <title>Error rate and latency around the change</title>\n\
          <rect x=\"0\" y=\"0\" width=\"{CHART_WIDTH}\" height=\"{CHART_HEIGHT}\" fill=\"#ffffff\"/>\n"
     );
