@@ -65,6 +65,9 @@ pub struct GateSettings {
     /// Where approval links point (the API as the approver's browser reaches it), if links are
     /// to be sent at all.
     pub approval_base_url: Option<String>,
+    /// Stricter tolerances for AI changes than `[detector]` gives everyone, if set.
+    pub ai_error_tolerance: Option<f64>,
+    pub ai_latency_tolerance: Option<f64>,
 }
 
 impl GateSettings {
@@ -348,6 +351,8 @@ pub struct RawGate {
     pub shadow_patterns: Vec<String>,
     pub approval_link_secs: Option<i64>,
     pub approval_base_url: Option<String>,
+    pub ai_error_tolerance: Option<f64>,
+    pub ai_latency_tolerance: Option<f64>,
 }
 
 impl RawGate {
@@ -397,7 +402,24 @@ impl RawGate {
                 ));
             }
         }
+        for (key, v) in [
+            ("ai_error_tolerance", self.ai_error_tolerance),
+            ("ai_latency_tolerance", self.ai_latency_tolerance),
+        ] {
+            if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                return Err(ConfigError::invalid(
+                    SECTION,
+                    key,
+                    format!(
+                        "must be a fraction from 0 to 1 (0.05 tolerates 5% worse), got {}",
+                        v.unwrap_or_default()
+                    ),
+                ));
+            }
+        }
         Ok(GateSettings {
+            ai_error_tolerance: self.ai_error_tolerance,
+            ai_latency_tolerance: self.ai_latency_tolerance,
             policy_file,
             agent_token_file: self.agent_token_file,
             approvers: self.approvers.into_iter().collect(),

@@ -41,9 +41,16 @@ impl Monitor {
     /// Starts watching a change that landed at `change_at`: the baseline is frozen from the
     /// traffic of the window before it. Observations from `change_at` on are judged against it.
     pub fn change_landed(&mut self, change_at: f64) {
+        let settings = self.settings.clone();
+        self.change_landed_with(change_at, &settings);
+    }
+
+    /// Like [`Monitor::change_landed`], judged by `settings` instead of the monitor's own (an
+    /// AI change may get stricter tolerances than a person's).
+    pub fn change_landed_with(&mut self, change_at: f64, settings: &DetectorSettings) {
         let baseline = self.baseline.snapshot(change_at, self.strata.len());
         let dispersion = self.baseline.dispersion(change_at);
-        self.watch = Some(Watch::new(&self.settings, change_at, baseline, dispersion));
+        self.watch = Some(Watch::new(settings, change_at, baseline, dispersion));
     }
 
     /// After a rollback landed at `at`: watch for `watch_secs` whether the service is back to

@@ -427,10 +427,26 @@ impl Engine {
         if let Some(p) = &request.proposal {
             self.store.link_proposal(p, &record.id, "admin", now)?;
         }
-        self.monitor.change_landed(now);
+        self.watch_change(request.kind, now);
         // Saved at once, so that a restart from now on resumes this watch.
         self.checkpoint(now);
         Ok(record)
+    }
+
+    /// Starts the watch of a change that landed now; an AI change is judged with the gate's
+    /// stricter tolerances when they are set.
+    fn watch_change(&mut self, kind: ChangeKind, now: f64) {
+        let gate = self.settings.gate.as_ref();
+        let mut settings = self.monitor.settings().clone();
+        if kind == ChangeKind::Ai {
+            if let Some(t) = gate.and_then(|g| g.ai_error_tolerance) {
+                settings.error_tolerance = t;
+            }
+            if let Some(t) = gate.and_then(|g| g.ai_latency_tolerance) {
+                settings.latency_tolerance = t;
+            }
+        }
+        self.monitor.change_landed_with(now, &settings);
     }
 
     /// What a scrape of target `name` brought: counts per interval fed to the core, or a

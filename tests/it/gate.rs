@@ -538,6 +538,28 @@ fn a_proposal_touching_a_forbidden_area_is_denied_with_the_rule_that_fired() {
     assert!(rules.contains(&"paths.deny"), "{rules:?}");
     // Nothing was applied.
     assert!(!g.repo.join("migrations/002.sql").exists());
+
+    // A patch that climbs out of the tree is denied on the record, not just refused.
+    let head = git(&g.repo, &["rev-parse", "HEAD"]);
+    let climb =
+        "diff --git a/src/../../etc/cron.d/x b/src/../../etc/cron.d/x\nnew file mode 100644\n\
+                 --- /dev/null\n+++ b/src/../../etc/cron.d/x\n@@ -0,0 +1 @@\n+* * * * * root sh\n";
+    let (code, p) = g.call(
+        Some(AGENT),
+        "POST",
+        "/v1/proposals",
+        Some(json!({ "pattern": "nil-check", "summary": "fix", "base": head, "patch": climb })),
+    );
+    assert_eq!(code, 201, "{p}");
+    assert_eq!(p["state"], "denied", "{p}");
+    assert_eq!(p["assessment"]["rules"][0]["rule"], "diff.refused", "{p}");
+    assert!(
+        p["assessment"]["rules"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(".."),
+        "{p}"
+    );
 }
 
 #[test]
@@ -551,9 +573,8 @@ fn each_role_may_do_only_what_it_is_for() {
     let p = stdout_json(&g.propose(&fix, "timeout-bump", "raise the timeout"));
     let id = p["id"].as_str().unwrap().to_owned();
     let head = git(&g.repo, &["rev-parse", "HEAD"]);
-    let proposal = json!({
-        "pattern": "timeout-bump", "summary": "x", "base": head, "patch": "not a diff"
-    });
+    // Missing its patch: a bad request for whoever may propose.
+    let proposal = json!({ "pattern": "timeout-bump", "summary": "x", "base": head });
     let decision = json!({ "diff_sha256": "0".repeat(64), "why": "no" });
     let calls: Vec<(&str, String, Option<Value>)> = vec![
         ("GET", "/v1/status".into(), None),

@@ -209,8 +209,13 @@ impl Engine {
         let pattern = request.validate().map_err(EngineError::BadRequest)?;
         let loaded = self.gate_policy()?;
         let policy_sha256 = loaded.sha256.clone();
-        let diff = trust::diff::parse(&request.patch)
-            .map_err(|e| EngineError::BadRequest(format!("\"patch\": {e}")))?;
+        let diff = match trust::diff::parse(&request.patch) {
+            Ok(d) => d,
+            // A patch the parser refuses is refused for what it tries (a path out of the tree,
+            // a header that disagrees with itself, ...): a denied proposal on the record, not
+            // just a bad request.
+            Err(e) => return self.deny_unreadable(role, request, pattern, &e.to_string(), now),
+        };
         let base = request.base.trim().to_owned();
         let symlinks =
             match &self.settings.rollback {
@@ -299,6 +304,44 @@ impl Engine {
             self.ask_for_approval(&record, now)?;
         }
         Ok(record)
+    }
+
+    fn deny_unreadable(
+        &mut self,
+        role: &Role,
+        request: &ProposalRequest,
+        pattern: Pattern,
+        problem: &str,
+        now: f64,
+    ) -> Result<ProposalRecord, EngineError> {
+        let policy_sha256 = self.gate_policy()?.sha256.clone();
+        let assessment = json!({
+            "decision": "deny",
+            "rules": [{ "rule": "diff.refused", "effect": "deny", "message": problem }],
+            "risk": { "score": 100, "factors": [] },
+            "pattern_check": { "result": "not_checked" },
+            "facts": {},
+            "policy_sha256": policy_sha256,
+        });
+        Ok(self.store.insert_proposal(
+            &NewProposal {
+                proposer: role.actor(),
+                kind: request.kind,
+                pattern: pattern.as_str().to_owned(),
+                summary: request.summary.trim().to_owned(),
+                issue_url: request.issue_url.clone(),
+                tests_run: request.tests_run,
+                base_sha: request.base.trim().to_owned(),
+                claimed_sha: request.commit.as_ref().map(|c| c.trim().to_owned()),
+                patch: request.patch.clone(),
+                diff_hash: hex(&Sha256::digest(request.patch.as_bytes())),
+                decision: "deny".to_owned(),
+                assessment,
+                shadow: self.is_shadow(Some(pattern.as_str())),
+                state: ProposalState::Denied,
+            },
+            now,
+        )?)
     }
 
     /// A person approves or rejects a proposal, bound to the diff they saw.
@@ -452,7 +495,7 @@ impl Engine {
                     now,
                 )?;
                 self.phase = Phase::Watching(record.id.clone());
-                self.monitor.change_landed(now);
+                self.watch_change(record.kind, now);
                 self.checkpoint(now);
             }
             (_, failure) => {
