@@ -680,9 +680,10 @@ fn run_postmortem(args: &PostmortemArgs) -> Result<u8> {
         anyhow::bail!("no state database at {}", db.display());
     }
     let store = guardian::store::Store::open(&db)?;
-    let input = guardian::postmortem::load(&store, &service, &args.id)?
+    // Through the gate's story, so a change that came as a proposal shows what was claimed,
+    // what the diff did and what the policy decided.
+    let postmortem = guardian::gate::story::postmortem(&store, &service, &args.id, Vec::new())?
         .with_context(|| format!("no change with id {:?} in {}", args.id, db.display()))?;
-    let postmortem = guardian::postmortem::Postmortem::new(input);
     let text = if args.svg {
         postmortem.svg()
     } else if args.html {

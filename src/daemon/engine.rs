@@ -349,6 +349,13 @@ impl Engine {
     /// Saves the core's state and the log positions it goes with (atomically: a crash leaves
     /// the previous snapshot or this one, never half of one). A rollback in flight is not
     /// resumable: it is saved as idle, and a restart escalates the change to a person.
+    /// Stores the traffic bins still open (at shutdown: they would be lost otherwise).
+    pub fn flush_series(&mut self) -> Result<(), EngineError> {
+        let points = self.series.take_all();
+        self.store.append_series(&points)?;
+        Ok(())
+    }
+
     pub fn save_snapshot(&self, now: f64) -> std::io::Result<()> {
         let phase = match &self.phase {
             Phase::Watching(id) => Phase::Watching(id.clone()),
@@ -844,8 +851,13 @@ impl Engine {
         // Anything but a healthy change gets its post-mortem, chart included, as the HTML part.
         let postmortem = match record.state {
             ChangeState::Healthy => None,
-            _ => crate::gate::story::postmortem(&self.store, &self.settings.service, &record.id)?
-                .map(|pm| pm.html()),
+            _ => crate::gate::story::postmortem(
+                &self.store,
+                &self.settings.service,
+                &record.id,
+                self.series.snapshot(),
+            )?
+            .map(|pm| pm.html()),
         };
         Ok(crate::mail::render_alert_with_postmortem(
             &self.settings.service,

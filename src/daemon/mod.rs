@@ -366,6 +366,9 @@ pub async fn run(
         // A rollback this last tick would start is not started while stopping: after the
         // restart the change is escalated to a person, never silently dropped.
         let _ = e.tick(t)?;
+        if let Err(err) = e.flush_series() {
+            eprintln!("guardian: cannot store the last traffic bins: {err}");
+        }
         if let Err(err) = e.save_snapshot(t) {
             eprintln!("guardian: cannot save the core's state: {err}");
         }

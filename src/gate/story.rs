@@ -7,15 +7,19 @@ use crate::store::{Store, StoreError};
 
 use super::proposals::ProposalRecord;
 
-/// The post-mortem of `change_id`, or `None` when there is no such change.
+/// The post-mortem of `change_id`, or `None` when there is no such change. `recent` is
+/// traffic not stored yet (the daemon's open bins): an alert sent seconds after the incident
+/// needs it to show the incident at all.
 pub fn postmortem(
     store: &Store,
     service: &str,
     change_id: &str,
+    recent: Vec<crate::series::SeriesPoint>,
 ) -> Result<Option<postmortem::Postmortem>, StoreError> {
     let Some(mut input) = postmortem::load(store, service, change_id)? else {
         return Ok(None);
     };
+    input.series.extend(recent);
     let proposal = store
         .proposal_for_change(change_id)
         .map_err(|e| StoreError::Invalid(e.to_string()))?;

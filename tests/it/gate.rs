@@ -438,6 +438,25 @@ fn a_trusted_fix_deploys_alone_regresses_is_rolled_back_and_its_pattern_demoted(
         "{next}"
     );
 
+    // The post-mortem tells the story: what the agent claimed, what the diff did, the policy.
+    let pm = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["postmortem", &change_id, "--config"])
+        .arg(&g.config)
+        .output()
+        .unwrap();
+    let pm = String::from_utf8_lossy(&pm.stdout);
+    for needle in [
+        "lower the checkout timeout",
+        "timeout-bump",
+        "src/settings.txt",
+        "auto",
+    ] {
+        assert!(
+            pm.contains(needle),
+            "{needle:?} missing from the post-mortem:\n{pm}"
+        );
+    }
+
     // Every step is on the audit trail, intact.
     let verify = Command::new(env!("CARGO_BIN_EXE_guardian"))
         .args(["audit", "verify", "--config"])
@@ -700,4 +719,86 @@ fn an_approval_link_in_the_email_decides_once_for_that_diff() {
         Err(ureq::Error::Status(403, _)) => {}
         other => panic!("a made-up link: {other:?}"),
     }
+}
+
+#[test]
+fn in_shadow_mode_everything_is_decided_and_recorded_and_nothing_is_done() {
+    let g = Gate::start_with(10, true, "shadow = true\n");
+    thread::sleep(Duration::from_secs(1));
+    let head = git(&g.repo, &["rev-parse", "HEAD"]);
+    let bad = g.agent_commits("src/settings.txt", "timeout_ms = 5\n", "Lower the timeout");
+    let p = stdout_json(&g.propose(&bad, "timeout-bump", "lower the timeout"));
+    assert_eq!(p["decision"], "auto", "{p}");
+    assert_eq!(p["state"], "shadow", "{p}");
+    assert_eq!(
+        p["assessment"]["shadow"], "would deploy without a person",
+        "{p}"
+    );
+    let id = p["id"].as_str().unwrap().to_owned();
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        git(&g.repo, &["rev-parse", "HEAD"]),
+        head,
+        "nothing deployed"
+    );
+
+    // The team deploys it their way and tells guardian which proposal it carries out.
+    git(
+        &g.repo,
+        &["fetch", "-q", g.agent_repo.to_str().unwrap(), "main"],
+    );
+    git(&g.repo, &["merge", "-q", "--ff-only", "FETCH_HEAD"]);
+    std::fs::write(g.dir.path().join("live-mode"), "broken\n").unwrap();
+    let out = g.cli(
+        ADMIN,
+        &[
+            "notify",
+            "--commit",
+            &bad,
+            "--kind",
+            "ai",
+            "--pattern",
+            "timeout-bump",
+            "--proposal",
+            &id,
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let change_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+
+    // guardian finds the regression, records the rollback it would have done, does none.
+    let change = g.wait_for(&format!("/v1/changes/{change_id}"), 60, |c| {
+        c["state"] != "watching"
+    });
+    assert_eq!(change["state"], "regressed", "{change}");
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        git(&g.repo, &["rev-parse", "HEAD"]),
+        bad,
+        "nothing reverted"
+    );
+    let export = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["audit", "export", "--config"])
+        .arg(&g.config)
+        .output()
+        .unwrap();
+    let trail = String::from_utf8_lossy(&export.stdout);
+    let would = trail
+        .lines()
+        .find(|l| l.contains("shadow_rollback"))
+        .unwrap_or_else(|| panic!("no shadow_rollback on the trail:\n{trail}"));
+    assert!(would.contains(&bad), "{would}");
+
+    // The track record counts it all the same: the pattern is demoted.
+    let t = g.pattern("timeout-bump");
+    assert_eq!(
+        (t["level"].as_str(), t["rollbacks"].as_u64()),
+        (Some("needs_approval"), Some(1)),
+        "{t}"
+    );
 }
