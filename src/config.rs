@@ -1166,6 +1166,27 @@ mod tests {
     }
 
     #[test]
+    fn the_example_daemon_section_is_valid_once_uncommented() {
+        let example = include_str!("../config/guardian.toml");
+        let (replay, daemon) = example
+            .split_once("# [daemon]")
+            .expect("the example has a commented [daemon] section");
+        let uncommented: String = std::iter::once("[daemon]")
+            .chain(daemon.lines().skip(1).map(|l| {
+                l.strip_prefix("# ")
+                    .unwrap_or(l.strip_prefix('#').unwrap_or(l))
+            }))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = Config::parse(&format!("{replay}\n{uncommented}")).unwrap();
+        let daemon = config.daemon.expect("a [daemon] section");
+        assert!(daemon.rollback.is_some() && daemon.mail.is_some());
+        let gate = daemon.gate.expect("a [daemon.gate] section");
+        assert_eq!(gate.approvers.len(), 1);
+        assert!(!gate.shadow);
+    }
+
+    #[test]
     fn the_example_config_spells_out_the_defaults() {
         let example = include_str!("../config/guardian.toml");
         let parsed = Config::parse(example).unwrap();

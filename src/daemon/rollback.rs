@@ -128,6 +128,7 @@ pub fn run(settings: &RollbackSettings, job: &RollbackJob) -> RollbackReport {
             settings.repo.display().to_string(),
         ),
         ("GUARDIAN_ATTEMPT".to_owned(), "1".to_owned()),
+        ("GUARDIAN_ACTION".to_owned(), "rollback".to_owned()),
     ];
     let outcome = hook::run(&spec, &env);
     let summary = outcome.summary();
