@@ -297,3 +297,40 @@ fn render_proposal(p: &Value) -> String {
     ));
     out
 }
+
+#[derive(Args)]
+#[command(
+    after_help = "Watches and rollbacks go on while paused; approved proposals wait. \
+                        Needs the operator's token."
+)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Why (required to pause: it goes on the audit trail).
+    #[arg(long)]
+    pub why: Option<String>,
+}
+
+/// `guardian pause` / `guardian resume`: the operator's switch for deploys of proposals.
+pub fn pause(args: &PauseArgs, paused: bool) -> Result<u8> {
+    let (base, token) = api_target(&args.api)?;
+    let path = if paused { "pause" } else { "resume" };
+    let answer = match call(
+        ureq::post(&format!("{base}/v1/{path}")),
+        &token,
+        Some(&json!({ "why": args.why })),
+    ) {
+        Ok(v) => v,
+        Err(e) => return refused(e),
+    };
+    if answer["paused"] == true {
+        println!(
+            "deploys of proposals are paused by {}: {}",
+            text(&answer["by"]),
+            text(&answer["why"])
+        );
+    } else {
+        println!("deploys of proposals resume");
+    }
+    Ok(0)
+}

@@ -57,6 +57,10 @@ enum Command {
     Reject(gate_cli::DecideArgs),
     /// Shows the trust ledger: each fix pattern's record and whether it may deploy alone.
     Trust(gate_cli::TrustArgs),
+    /// Stops guardian deploying proposals (the operator's switch); --why is recorded.
+    Pause(gate_cli::PauseArgs),
+    /// Lets guardian deploy proposals again.
+    Resume(gate_cli::PauseArgs),
     /// The whole story in about a minute and a half: a tiny app, traffic, a bad AI fix, and
     /// guardian catching it, reverting it, redeploying and checking recovery. Needs only git.
     Demo(DemoArgs),
@@ -311,6 +315,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Approve(args) => gate_cli::decide(&args, true),
         Command::Reject(args) => gate_cli::decide(&args, false),
         Command::Trust(args) => gate_cli::trust(&args),
+        Command::Pause(args) => gate_cli::pause(&args, true),
+        Command::Resume(args) => gate_cli::pause(&args, false),
         Command::Postmortem(args) => run_postmortem(&args),
         Command::Audit(command) => run_audit(&command),
         Command::Demo(args) => match guardian::demo::run(args.dir, args.keep) {

@@ -178,6 +178,8 @@ pub struct Status {
     pub deploying: Option<String>,
     /// Proposals waiting for a person.
     pub proposals_waiting: usize,
+    /// Deploys of proposals are paused: by whom, why, since when.
+    pub deploys_paused: Option<(String, String, f64)>,
 }
 
 /// What the engine is doing about the latest change.
@@ -991,6 +993,7 @@ impl Engine {
                 Phase::Deploying(id) => Some(id.clone()),
                 _ => None,
             },
+            deploys_paused: self.store.gate_paused()?,
             proposals_waiting: self
                 .store
                 .recent_proposals(200)?

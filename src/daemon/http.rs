@@ -81,6 +81,8 @@ pub fn router(api: Api) -> Router {
         .route("/v1/proposals/:id/approve", post(approve_proposal))
         .route("/v1/proposals/:id/reject", post(reject_proposal))
         .route("/v1/trust", get(trust))
+        .route("/v1/pause", post(pause))
+        .route("/v1/resume", post(resume))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -449,4 +451,59 @@ async fn use_link(State(api): State<Api>, Path(secret): Path<String>) -> Respons
         ),
         Err(e) => link_error(e),
     }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PauseRequest {
+    #[serde(default)]
+    why: Option<String>,
+}
+
+async fn switch(api: Api, role: Role, body: Bytes, paused: bool) -> Result<Response, ApiError> {
+    allow(&role, Action::Pause)?;
+    let request: PauseRequest = if body.is_empty() {
+        PauseRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("bad request: {e} (send {{\"why\": ...}})"),
+            )
+        })?
+    };
+    let why = request
+        .why
+        .as_deref()
+        .map(str::trim)
+        .filter(|w| !w.is_empty());
+    if paused && why.is_none() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "pausing needs \"why\": it goes on the audit trail".into(),
+        ));
+    }
+    let state = lock(&api).pause(&role, paused, why, (api.clock)())?;
+    Ok(Json(json!({
+        "paused": state.is_some(),
+        "by": state.as_ref().map(|s| &s.0),
+        "why": state.as_ref().map(|s| &s.1),
+    }))
+    .into_response())
+}
+
+async fn pause(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    switch(api, role, body, true).await
+}
+
+async fn resume(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    switch(api, role, body, false).await
 }

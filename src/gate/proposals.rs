@@ -464,6 +464,32 @@ impl Store {
         Ok(record)
     }
 
+    /// Whether unattended deploys are paused: the latest pause or resume on the audit trail
+    /// decides, so the switch survives restarts and its history is the trail itself. Returns
+    /// who paused, why and when.
+    pub fn gate_paused(&self) -> Result<Option<(String, String, f64)>> {
+        let last: Option<(String, String, String, f64)> = self
+            .conn
+            .query_row(
+                "SELECT kind, actor, detail, at FROM events \
+                 WHERE kind IN ('gate_paused', 'gate_resumed') ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(sql("reading whether deploys are paused"))?;
+        Ok(match last {
+            Some((kind, actor, detail, at)) if kind == "gate_paused" => {
+                let why = serde_json::from_str::<Value>(&detail)
+                    .ok()
+                    .and_then(|d| d["why"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                Some((actor, why, at))
+            }
+            _ => None,
+        })
+    }
+
     /// Proposals approved or `auto` and not yet deployed, oldest first.
     pub fn approved_proposals(&self) -> Result<Vec<ProposalRecord>> {
         let mut stmt = self

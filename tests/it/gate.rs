@@ -622,22 +622,23 @@ fn each_role_may_do_only_what_it_is_for() {
             "/v1/observations".into(),
             Some(json!("not an array")),
         ),
+        ("POST", "/v1/pause".into(), Some(json!({ "why": "" }))),
     ];
     // What each role gets: 403 means refused for the role, before the request is looked at;
     // 400 and 409 mean the role may, and the (deliberately bad) request itself was refused.
-    let expected: [(Option<&str>, [u16; 10]); 4] = [
-        (None, [401; 10]),
+    let expected: [(Option<&str>, [u16; 11]); 4] = [
+        (None, [401; 11]),
         (
             Some(AGENT),
-            [200, 200, 200, 200, 200, 400, 403, 403, 403, 403],
+            [200, 200, 200, 200, 200, 400, 403, 403, 403, 403, 403],
         ),
         (
             Some(ALICE),
-            [200, 200, 200, 200, 200, 403, 409, 409, 403, 403],
+            [200, 200, 200, 200, 200, 403, 409, 409, 403, 403, 403],
         ),
         (
             Some(ADMIN),
-            [200, 200, 200, 200, 200, 400, 409, 409, 400, 400],
+            [200, 200, 200, 200, 200, 400, 409, 409, 400, 400, 400],
         ),
     ];
     for (token, codes) in expected {
@@ -801,4 +802,43 @@ fn in_shadow_mode_everything_is_decided_and_recorded_and_nothing_is_done() {
         (Some("needs_approval"), Some(1)),
         "{t}"
     );
+}
+
+#[test]
+fn while_deploys_are_paused_an_approved_proposal_waits() {
+    let g = Gate::start(0, false);
+    let out = g.cli(ADMIN, &["pause", "--why", "incident in progress"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("incident in progress"));
+    let out = g.cli(AGENT, &["resume"]);
+    assert_eq!(out.status.code(), Some(2), "the agent cannot resume");
+
+    let fix = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 650\n",
+        "Raise the timeout",
+    );
+    let p = stdout_json(&g.propose(&fix, "timeout-bump", "raise the timeout"));
+    let id = p["id"].as_str().unwrap().to_owned();
+    let hash = p["diff_hash"].as_str().unwrap().to_owned();
+    let out = g.cli(ALICE, &["approve", &id, "--diff", &hash]);
+    assert_eq!(out.status.code(), Some(0));
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(g.get(&format!("/v1/proposals/{id}"))["state"], "approved");
+    assert_eq!(
+        g.get("/v1/status")["deploys_paused"][1],
+        "incident in progress"
+    );
+
+    let out = g.cli(ADMIN, &["resume"]);
+    assert_eq!(out.status.code(), Some(0));
+    let p = g.wait_for(&format!("/v1/proposals/{id}"), 30, |p| {
+        p["state"] == "deployed"
+    });
+    assert_eq!(p["state"], "deployed", "{p}");
 }

@@ -412,10 +412,32 @@ impl Engine {
         })
     }
 
+    /// Stops (`paused = true`) or resumes guardian deploying proposals; approved ones wait.
+    /// Watches and rollbacks go on: the switch is about what guardian ships, not what it undoes.
+    pub fn pause(
+        &mut self,
+        role: &Role,
+        paused: bool,
+        why: Option<&str>,
+        now: f64,
+    ) -> Result<Option<(String, String, f64)>, EngineError> {
+        let kind = if paused {
+            "gate_paused"
+        } else {
+            "gate_resumed"
+        };
+        self.store
+            .audit(&role.actor(), kind, None, None, &json!({ "why": why }), now)?;
+        Ok(self.store.gate_paused()?)
+    }
+
     /// The next approved proposal to deploy, when nothing else is going on: one change at a
-    /// time, so each verdict is about one change.
+    /// time, so each verdict is about one change. Nothing while deploys are paused.
     pub fn next_deploy(&mut self, now: f64) -> Result<Option<DeployJob>, EngineError> {
         if self.phase != Phase::Idle || self.settings.rollback.is_none() {
+            return Ok(None);
+        }
+        if self.settings.gate.is_some() && self.store.gate_paused()?.is_some() {
             return Ok(None);
         }
         let Some(p) = self.store.approved_proposals()?.into_iter().next() else {
