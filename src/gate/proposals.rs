@@ -601,3 +601,120 @@ fn outcome(proposal_state: &str, change_state: Option<&str>, regressed: bool) ->
         _ => Outcome::NotDeployed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: f64 = 1_764_000_000.0;
+
+    fn pending(store: &mut Store, proposer: &str) -> ProposalRecord {
+        store
+            .insert_proposal(
+                &NewProposal {
+                    proposer: proposer.into(),
+                    kind: crate::store::ChangeKind::Ai,
+                    pattern: "nil-check".into(),
+                    summary: "guard a missing cart".into(),
+                    issue_url: None,
+                    tests_run: true,
+                    base_sha: "a".repeat(40),
+                    claimed_sha: None,
+                    patch: "diff --git a/x b/x".into(),
+                    diff_hash: "d".repeat(64),
+                    decision: "needs_approval".into(),
+                    assessment: json!({ "risk": { "score": 40 } }),
+                    shadow: false,
+                    state: ProposalState::Pending,
+                },
+                T0,
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn an_approval_is_for_the_diff_it_names_and_counts_once() {
+        let mut store = Store::open_in_memory().unwrap();
+        let p = pending(&mut store, "agent");
+        let other = "e".repeat(64);
+        let err = store
+            .decide_proposal(&p.id, true, "approver:alice", &other, None, T0 + 1.0)
+            .unwrap_err();
+        assert!(matches!(err, ProposalError::Conflict(_)), "{err}");
+        assert_eq!(
+            store.get_proposal(&p.id).unwrap().state,
+            ProposalState::Pending
+        );
+
+        let approved = store
+            .decide_proposal(&p.id, true, "approver:alice", &p.diff_hash, None, T0 + 2.0)
+            .unwrap();
+        assert_eq!(approved.state, ProposalState::Approved);
+        assert_eq!(
+            approved.approved_hash.as_deref(),
+            Some(p.diff_hash.as_str())
+        );
+        let replay = store
+            .decide_proposal(&p.id, true, "approver:bob", &p.diff_hash, None, T0 + 3.0)
+            .unwrap_err();
+        assert!(replay.to_string().contains("by approver:alice"), "{replay}");
+    }
+
+    #[test]
+    fn whoever_proposed_cannot_decide() {
+        let mut store = Store::open_in_memory().unwrap();
+        let p = pending(&mut store, "admin");
+        let err = store
+            .decide_proposal(&p.id, true, "admin", &p.diff_hash, None, T0 + 1.0)
+            .unwrap_err();
+        assert!(matches!(err, ProposalError::Forbidden(_)), "{err}");
+    }
+
+    #[test]
+    fn guardian_moves_a_proposal_only_forward() {
+        let mut store = Store::open_in_memory().unwrap();
+        let p = pending(&mut store, "agent");
+        let early = store
+            .advance_proposal(&p.id, ProposalState::Deploying, None, None, json!({}), T0)
+            .unwrap_err();
+        assert!(
+            early
+                .to_string()
+                .contains("pending and cannot become deploying"),
+            "{early}"
+        );
+        store
+            .decide_proposal(&p.id, false, "approver:alice", &p.diff_hash, Some("no"), T0)
+            .unwrap();
+        let late = store
+            .advance_proposal(&p.id, ProposalState::Deploying, None, None, json!({}), T0)
+            .unwrap_err();
+        assert!(matches!(late, ProposalError::Conflict(_)), "{late}");
+    }
+
+    #[test]
+    fn every_step_is_on_the_audit_trail_with_who_took_it() {
+        let mut store = Store::open_in_memory().unwrap();
+        let p = pending(&mut store, "agent");
+        store
+            .decide_proposal(&p.id, true, "approver:alice", &p.diff_hash, None, T0 + 1.0)
+            .unwrap();
+        let trail: Vec<(String, String)> = store
+            .conn
+            .prepare("SELECT kind, actor FROM events WHERE subject = ?1 ORDER BY seq")
+            .unwrap()
+            .query_map([&p.id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let expected = [
+            ("proposal_submitted", "agent"),
+            ("policy_decision", "guardian"),
+            ("proposal_approved", "approver:alice"),
+        ];
+        assert_eq!(
+            trail,
+            expected.map(|(k, a)| (k.to_owned(), a.to_owned())).to_vec()
+        );
+    }
+}
