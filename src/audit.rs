@@ -36,7 +36,7 @@
 //!
 //! # Wiring it into the daemon
 //!
-//! ```ignore
+//! ```text
 //! // Once, at start-up (creates the key, 0600, the first time):
 //! let key_file = guardian::audit::default_key_file(&settings.state_dir);
 //! let key = guardian::audit::load_or_create_signing_key(&key_file)?;
