@@ -505,30 +505,15 @@ impl Repo {
     pub fn revert(&self, req: &RevertRequest) -> Result<RevertOutcome, GitError> {
         validate_request(req).map_err(GitError::InvalidRequest)?;
         let mut s = Session::new(self);
-        self.check_config(&mut s)?;
-
-        if let Some(commit) = s.find_revert(&req.intent)? {
-            return Ok(RevertOutcome::AlreadyDone {
-                commit,
-                commands: s.log,
-            });
-        }
-
-        let state = s.state_paths()?;
-        if let Some(operation) = state.in_progress() {
-            return Err(GitError::OperationInProgress {
-                path: self.path.clone(),
-                operation,
-            });
-        }
-        let dirty = self.tracked_changes(&mut s)?;
-        if !dirty.is_empty() {
-            return Err(GitError::DirtyTree {
-                path: self.path.clone(),
-                files: dirty,
-            });
-        }
-        let original_head = s.head()?;
+        let (state, original_head) = match self.prepare(&mut s, &req.intent)? {
+            Prepared::Done(commit) => {
+                return Ok(RevertOutcome::AlreadyDone {
+                    commit,
+                    commands: s.log,
+                })
+            }
+            Prepared::Ready { state, head } => (state, head),
+        };
 
         let (commits, range_label) = s.resolve_commits(&req.commits)?;
         let infos = s.commit_infos(&commits)?;
@@ -908,6 +893,42 @@ fn collect(rx: Option<mpsc::Receiver<Vec<u8>>>) -> String {
     }
 }
 
+/// Where a commit-making operation (revert, apply) stands before it touches anything.
+enum Prepared {
+    /// A commit carrying the intent is already on the branch.
+    Done(String),
+    /// Clean and idle: go ahead from `head`.
+    Ready { state: StatePaths, head: String },
+}
+
+impl Repo {
+    /// The checks every commit-making operation starts with: the repository's config may not
+    /// run commands, the intent may already be done, and nothing may be in progress or
+    /// uncommitted (refused without touching anything).
+    fn prepare(&self, s: &mut Session, intent: &str) -> Result<Prepared, GitError> {
+        self.check_config(s)?;
+        if let Some(commit) = s.find_revert(intent)? {
+            return Ok(Prepared::Done(commit));
+        }
+        let state = s.state_paths()?;
+        if let Some(operation) = state.in_progress() {
+            return Err(GitError::OperationInProgress {
+                path: self.path.clone(),
+                operation,
+            });
+        }
+        let dirty = self.tracked_changes(s)?;
+        if !dirty.is_empty() {
+            return Err(GitError::DirtyTree {
+                path: self.path.clone(),
+                files: dirty,
+            });
+        }
+        let head = s.head()?;
+        Ok(Prepared::Ready { state, head })
+    }
+}
+
 /// A proposal to apply: the diff as data, and the commit message guardian writes for it.
 #[derive(Debug, Clone)]
 pub struct ApplyRequest {
@@ -979,28 +1000,15 @@ impl Repo {
     pub fn apply_patch(&self, req: &ApplyRequest) -> Result<ApplyOutcome, GitError> {
         validate_intent(&req.intent).map_err(GitError::InvalidRequest)?;
         let mut s = Session::new(self);
-        self.check_config(&mut s)?;
-        if let Some(commit) = s.find_revert(&req.intent)? {
-            return Ok(ApplyOutcome::AlreadyDone {
-                commit,
-                commands: s.log,
-            });
-        }
-        let state = s.state_paths()?;
-        if let Some(operation) = state.in_progress() {
-            return Err(GitError::OperationInProgress {
-                path: self.path.clone(),
-                operation,
-            });
-        }
-        let dirty = self.tracked_changes(&mut s)?;
-        if !dirty.is_empty() {
-            return Err(GitError::DirtyTree {
-                path: self.path.clone(),
-                files: dirty,
-            });
-        }
-        let original_head = s.head()?;
+        let (state, original_head) = match self.prepare(&mut s, &req.intent)? {
+            Prepared::Done(commit) => {
+                return Ok(ApplyOutcome::AlreadyDone {
+                    commit,
+                    commands: s.log,
+                })
+            }
+            Prepared::Ready { state, head } => (state, head),
+        };
         let identity = s.identity_args()?;
         let apply = ["apply", "--index", "--whitespace=nowarn", "-"];
         let raw = s.run(
