@@ -14,7 +14,7 @@ use guardian::gate::proposals::{NewProposal, ProposalState};
 use guardian::store::{ChangeKind, ChangeState, NewChange, Store};
 use serde_json::{json, Value};
 
-use super::rollback::{git, now, serve_app};
+use super::rollback::{drive, git, now, serve_app, write_healthy_history};
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const AGENT: &str = "agent-token-0123456789abcdef";
@@ -99,16 +99,8 @@ impl Gate {
         std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
 
         let log = dir.path().join("access.jsonl");
+        write_healthy_history(&log);
         let t0 = now();
-        let mut history = String::new();
-        for i in 0..12_000 {
-            let ts = t0 - 600.0 + f64::from(i) / 20.0;
-            let status = if i % 100 == 0 { 500 } else { 200 };
-            history.push_str(&format!(
-                "{{\"ts\": {ts:.3}, \"status\": {status}, \"latency_ms\": 30}}\n"
-            ));
-        }
-        std::fs::write(&log, history).unwrap();
 
         let state = dir.path().join("state");
         std::fs::create_dir_all(&state).unwrap();
@@ -136,19 +128,8 @@ impl Gate {
         let (daemon, api) = super::common::spawn_daemon(&config, &[("LIVE", &live)]);
 
         let stop = Arc::new(AtomicBool::new(false));
-        let writer = with_traffic.then(|| {
-            let app = serve_app(log.clone(), live.clone());
-            let stop = stop.clone();
-            thread::spawn(move || {
-                let agent = ureq::AgentBuilder::new()
-                    .timeout(Duration::from_secs(2))
-                    .build();
-                while !stop.load(Ordering::Relaxed) {
-                    let _ = agent.get(&format!("http://{app}/cart")).call();
-                    thread::sleep(Duration::from_millis(50));
-                }
-            })
-        });
+        let writer =
+            with_traffic.then(|| drive(serve_app(log.clone(), live.clone()), stop.clone()));
         Gate {
             dir,
             repo,

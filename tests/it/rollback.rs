@@ -52,6 +52,33 @@ fn commit_mode(repo: &Path, mode: &str, message: &str) -> String {
 
 /// The app, for real over HTTP: each request reads the deployed `mode`, fails (nearly always)
 /// when it says `broken`, and is logged as a JSON line, the way a proxy logs it.
+/// Ten minutes of healthy traffic (1% errors, 20 requests a second) before now: the baseline.
+pub(super) fn write_healthy_history(log: &Path) {
+    let t0 = now();
+    let mut history = String::new();
+    for i in 0..12_000 {
+        let ts = t0 - 600.0 + f64::from(i) / 20.0;
+        let status = if i % 100 == 0 { 500 } else { 200 };
+        history.push_str(&format!(
+            "{{\"ts\": {ts:.3}, \"status\": {status}, \"latency_ms\": 30}}\n"
+        ));
+    }
+    std::fs::write(log, history).unwrap();
+}
+
+/// A client sending the app 20 requests a second until `stop`.
+pub(super) fn drive(app: std::net::SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build();
+        while !stop.load(Ordering::Relaxed) {
+            let _ = agent.get(&format!("http://{app}/cart")).call();
+            thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
 pub(super) fn serve_app(log: PathBuf, live: PathBuf) -> std::net::SocketAddr {
     use std::io::{BufRead as _, BufReader};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -149,18 +176,8 @@ impl World {
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, TOKEN).unwrap();
 
-        // Ten minutes of healthy history as the baseline.
         let log = dir.path().join("access.jsonl");
-        let t0 = now();
-        let mut history = String::new();
-        for i in 0..12_000 {
-            let ts = t0 - 600.0 + f64::from(i) / 20.0;
-            let status = if i % 100 == 0 { 500 } else { 200 };
-            history.push_str(&format!(
-                "{{\"ts\": {ts:.3}, \"status\": {status}, \"latency_ms\": 30}}\n"
-            ));
-        }
-        std::fs::write(&log, history).unwrap();
+        write_healthy_history(&log);
 
         let mail = match smtp {
             Some(addr) => format!(
@@ -196,16 +213,7 @@ impl World {
         // 20 requests a second.
         let app = serve_app(log.clone(), live.clone());
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let writer = thread::spawn(move || {
-            let agent = ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(2))
-                .build();
-            while !stop2.load(Ordering::Relaxed) {
-                let _ = agent.get(&format!("http://{app}/cart")).call();
-                thread::sleep(Duration::from_millis(50));
-            }
-        });
+        let writer = drive(app, stop.clone());
         World {
             dir,
             repo,
