@@ -57,11 +57,12 @@ struct Gate {
 impl Gate {
     /// `healthy_record`: how many approved, healthy timeout bumps the ledger starts with.
     fn start(healthy_record: usize, with_traffic: bool) -> Gate {
-        Gate::start_with(healthy_record, with_traffic, "")
+        Gate::start_with(healthy_record, with_traffic, "", "")
     }
 
-    /// `extra` is appended to the config, right after the `[daemon.gate]` keys.
-    fn start_with(healthy_record: usize, with_traffic: bool, extra: &str) -> Gate {
+    /// `extra` is appended to the config, right after the `[daemon.gate]` keys; `risk` to the
+    /// policy's `[risk]` section.
+    fn start_with(healthy_record: usize, with_traffic: bool, extra: &str, risk: &str) -> Gate {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("app");
         std::fs::create_dir_all(repo.join("src")).unwrap();
@@ -96,7 +97,8 @@ impl Gate {
         ] {
             std::fs::write(dir.path().join(name), token).unwrap();
         }
-        std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+        let policy = POLICY.replace("auto_below = 50\n", &format!("auto_below = 50\n{risk}\n"));
+        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
 
         let log = dir.path().join("access.jsonl");
         write_healthy_history(&log);
@@ -330,6 +332,38 @@ fn seed_ledger(db: &Path, n: usize, at: f64) {
                 t + 50.0,
             )
             .unwrap();
+    }
+}
+
+/// A `[daemon.mail]` section sending to the SMTP server at `smtp`.
+fn mail_config(smtp: std::net::SocketAddr) -> String {
+    format!(
+        "\n[daemon.mail]\nfrom = \"guardian@example.com\"\nto = [\"oncall@example.com\"]\n\
+         smtp_host = \"{}\"\nsmtp_port = {}\nsecurity = \"none\"\n",
+        smtp.ip(),
+        smtp.port()
+    )
+}
+
+/// The first email containing `needle` (waiting up to 30 s), quoted-printable soft breaks
+/// undone.
+fn wait_for_mail(inbox: &Arc<std::sync::Mutex<Vec<String>>>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| m.contains(needle))
+            .cloned();
+        if let Some(m) = found {
+            return m.replace("=\r\n", "").replace("\r\n", "\n");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no email with {needle:?} arrived"
+        );
+        thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -639,13 +673,10 @@ fn each_role_may_do_only_what_it_is_for() {
 fn an_approval_link_in_the_email_decides_once_for_that_diff() {
     let (smtp, inbox) = super::rollback::smtp_server();
     let mail = format!(
-        "approval_base_url = \"http://guardian.example\"\n\n[daemon.mail]\n\
-         from = \"guardian@example.com\"\nto = [\"oncall@example.com\"]\n\
-         smtp_host = \"{}\"\nsmtp_port = {}\nsecurity = \"none\"\n",
-        smtp.ip(),
-        smtp.port()
+        "approval_base_url = \"http://guardian.example\"\n{}",
+        mail_config(smtp)
     );
-    let g = Gate::start_with(0, false, &mail);
+    let g = Gate::start_with(0, false, &mail, "");
     let fix = g.agent_commits(
         "src/settings.txt",
         "timeout_ms = 600\n",
@@ -654,20 +685,7 @@ fn an_approval_link_in_the_email_decides_once_for_that_diff() {
     let p = stdout_json(&g.propose(&fix, "timeout-bump", "raise the timeout"));
     let id = p["id"].as_str().unwrap().to_owned();
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let email = loop {
-        let found = inbox
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|m| m.contains(&id))
-            .cloned();
-        if let Some(m) = found {
-            break m.replace("=\r\n", "").replace("\r\n", "\n");
-        }
-        assert!(Instant::now() < deadline, "no approval email arrived");
-        thread::sleep(Duration::from_millis(200));
-    };
+    let email = wait_for_mail(&inbox, &id);
     let link = |action: &str| -> String {
         let url = email
             .lines()
@@ -705,7 +723,7 @@ fn an_approval_link_in_the_email_decides_once_for_that_diff() {
 
 #[test]
 fn in_shadow_mode_everything_is_decided_and_recorded_and_nothing_is_done() {
-    let g = Gate::start_with(10, true, "shadow = true\n");
+    let g = Gate::start_with(10, true, "shadow = true\n", "");
     thread::sleep(Duration::from_secs(1));
     let head = git(&g.repo, &["rev-parse", "HEAD"]);
     let bad = g.agent_commits("src/settings.txt", "timeout_ms = 5\n", "Lower the timeout");
@@ -822,4 +840,80 @@ fn while_deploys_are_paused_an_approved_proposal_waits() {
         p["state"] == "deployed"
     });
     assert_eq!(p["state"], "deployed", "{p}");
+}
+
+#[test]
+fn the_full_path_from_proposal_to_post_mortem_email() {
+    // A trusted pattern, but the file it touches is critical: a person must approve.
+    let (smtp, inbox) = super::rollback::smtp_server();
+    let g = Gate::start_with(
+        10,
+        true,
+        &mail_config(smtp),
+        "critical = [{ glob = \"src/settings.txt\", weight = 60 }]",
+    );
+    assert_eq!(g.pattern("timeout-bump")["level"], "auto");
+    thread::sleep(Duration::from_secs(1));
+
+    let bad = g.agent_commits("src/settings.txt", "timeout_ms = 5\n", "Lower the timeout");
+    let p = stdout_json(&g.propose(&bad, "timeout-bump", "lower the checkout timeout"));
+    assert_eq!(p["decision"], "needs_approval", "{p}");
+    let rules: Vec<&str> = p["assessment"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["risk.auto_below"], "{p}");
+    let id = p["id"].as_str().unwrap().to_owned();
+    let hash = p["diff_hash"].as_str().unwrap().to_owned();
+    wait_for_mail(&inbox, &format!("approval needed for {id}"));
+
+    // Alice approves; guardian deploys, the app breaks, guardian rolls back.
+    let out = g.cli(ALICE, &["approve", &id, "--diff", &hash]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = g.wait_for(&format!("/v1/proposals/{id}"), 30, |p| {
+        p["state"] == "deployed"
+    });
+    let change_id = p["change_id"].as_str().unwrap().to_owned();
+    let change = g.wait_for(&format!("/v1/changes/{change_id}"), 90, |c| {
+        !["watching", "regressed", "rolling_back", "verifying"]
+            .contains(&c["state"].as_str().unwrap_or(""))
+    });
+    assert_eq!(change["state"], "rolled_back", "{change}");
+
+    // The ledger demoted the pattern at once.
+    let t = g.pattern("timeout-bump");
+    assert_eq!(
+        (t["level"].as_str(), t["rollbacks"].as_u64()),
+        (Some("needs_approval"), Some(1)),
+        "{t}"
+    );
+
+    // The rollback email carries the post-mortem: the story, the claim against the diff, the
+    // policy's decision, the chart, and a checkpoint of the audit trail.
+    let raw = wait_for_mail(&inbox, &format!("{change_id}.rolled_back"));
+    let parsed = mail_parser::MessageParser::default()
+        .parse(raw.as_bytes())
+        .expect("the alert parses");
+    let html = parsed.body_html(0).expect("an HTML part").into_owned();
+    for needle in [
+        "<svg",
+        "lower the checkout timeout",
+        "timeout-bump",
+        "src/settings.txt",
+        "approver:alice",
+    ] {
+        assert!(
+            html.contains(needle),
+            "{needle:?} missing from the post-mortem:\n{html}"
+        );
+    }
+    let text = parsed.body_text(0).expect("a text part").into_owned();
+    assert!(text.contains("Audit checkpoint"), "{text}");
 }
