@@ -68,6 +68,9 @@ pub struct GateSettings {
     /// Stricter tolerances for AI changes than `[detector]` gives everyone, if set.
     pub ai_error_tolerance: Option<f64>,
     pub ai_latency_tolerance: Option<f64>,
+    /// The error rate the service's SLO allows (e.g. 0.001 for 99.9%): how much of the error
+    /// budget is left goes into the risk score. `None`: the budget is unknown.
+    pub slo_error_rate: Option<f64>,
 }
 
 impl GateSettings {
@@ -353,6 +356,7 @@ pub struct RawGate {
     pub approval_base_url: Option<String>,
     pub ai_error_tolerance: Option<f64>,
     pub ai_latency_tolerance: Option<f64>,
+    pub slo_error_rate: Option<f64>,
 }
 
 impl RawGate {
@@ -417,7 +421,17 @@ impl RawGate {
                 ));
             }
         }
+        if let Some(v) = self.slo_error_rate {
+            if !(v > 0.0 && v < 1.0) {
+                return Err(ConfigError::invalid(
+                    SECTION,
+                    "slo_error_rate",
+                    format!("must be a fraction between 0 and 1 (0.001 for 99.9%), got {v}"),
+                ));
+            }
+        }
         Ok(GateSettings {
+            slo_error_rate: self.slo_error_rate,
             ai_error_tolerance: self.ai_error_tolerance,
             ai_latency_tolerance: self.ai_latency_tolerance,
             policy_file,

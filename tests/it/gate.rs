@@ -849,7 +849,7 @@ fn the_full_path_from_proposal_to_post_mortem_email() {
     let g = Gate::start_with(
         10,
         true,
-        &mail_config(smtp),
+        &format!("slo_error_rate = 0.001\n{}", mail_config(smtp)),
         "critical = [{ glob = \"src/settings.txt\", weight = 60 }]",
     );
     assert_eq!(g.pattern("timeout-bump")["level"], "auto");
@@ -865,6 +865,15 @@ fn the_full_path_from_proposal_to_post_mortem_email() {
         .map(|r| r["rule"].as_str().unwrap())
         .collect();
     assert_eq!(rules, ["risk.auto_below"], "{p}");
+    // The baseline's 1% errors are ten times what a 99.9% SLO allows.
+    let budget = p["assessment"]["risk"]["factors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "error_budget")
+        .cloned()
+        .unwrap();
+    assert_eq!(budget["why"], "error budget exhausted", "{p}");
     let id = p["id"].as_str().unwrap().to_owned();
     let hash = p["diff_hash"].as_str().unwrap().to_owned();
     wait_for_mail(&inbox, &format!("approval needed for {id}"));

@@ -251,7 +251,7 @@ impl Engine {
                 rollbacks: standing.map_or(0, |t| t.rollbacks),
             },
             recent_rollbacks: self.store.regressions_since(now - RECENT_SECS)?,
-            error_budget_remaining: None,
+            error_budget_remaining: self.error_budget_remaining(now),
             traffic_ratio: self.traffic_ratio(now),
         };
         let facts = trust::ProposalFacts {
@@ -630,6 +630,17 @@ impl Engine {
             None => String::new(),
         };
         self.mail_proposal(&p.id, "approval_needed", subject, body + &links, now)
+    }
+
+    /// How much of the error budget is left over the traffic guardian has kept (up to 14
+    /// days): 1 - errors / (requests x the SLO's error rate). `None` without an SLO or traffic.
+    fn error_budget_remaining(&self, now: f64) -> Option<f64> {
+        let slo = self.settings.gate.as_ref()?.slo_error_rate?;
+        let now = now.floor() as i64;
+        let series = self.store.series_between(now - 14 * 86_400, now).ok()?;
+        let requests: u64 = series.iter().map(|p| p.requests).sum();
+        let errors: u64 = series.iter().map(|p| p.errors).sum();
+        (requests > 0).then(|| 1.0 - errors as f64 / (requests as f64 * slo))
     }
 
     /// Requests in the last ten minutes against the average ten minutes of the day before:
