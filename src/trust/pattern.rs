@@ -389,9 +389,11 @@ fn timeout_bump(diff: &Diff) -> Result<(), String> {
                     _ => return Err(more()),
                 }
             }
+            // The line itself, or the key it is nested under (a sibling line about time says
+            // nothing about this one: `require_auth: 1` under `timeout: 5s` is not a timeout).
             let about_time = mentions_time(&old.text)
                 || mentions_time(&new.text)
-                || context_above(file, old, 3).any(mentions_time);
+                || enclosing_line(file, old).is_some_and(mentions_time);
             if !about_time {
                 return Err(format!(
                     "{} changes a number on a line that is not about time: {} -> {}",
@@ -400,12 +402,87 @@ fn timeout_bump(diff: &Diff) -> Result<(), String> {
                     quote(&new.text)
                 ));
             }
+            // A bump raises the time, within reason: a timeout cut to nothing, or raised a
+            // thousandfold, is another change wearing this one's name.
+            for (before, after) in durations(&a).into_iter().zip(durations(&b)) {
+                let bumped = before > 0.0 && after > before && after <= MAX_BUMP * before;
+                if !bumped && before != after {
+                    return Err(format!(
+                        "{} does not raise a time by a factor of more than 1 and at most \
+                         {MAX_BUMP}: {} -> {}",
+                        at(file, new),
+                        quote(&old.text),
+                        quote(&new.text)
+                    ));
+                }
+            }
         }
     }
     if changed_numbers == 0 {
         return Err("no number changes".to_owned());
     }
     Ok(())
+}
+
+/// The most a timeout bump may multiply a time by.
+const MAX_BUMP: f64 = 100.0;
+
+/// Each number of a line as a duration in seconds, in the unit its suffix or the line's unit
+/// word gives (`500ms`, `Duration::from_millis(500)`, `2*time.Second`); a bare number counts as
+/// is (both sides of a bump are in the same unit then).
+fn durations(line: &[Token]) -> Vec<f64> {
+    let word_unit = line.iter().find_map(|t| match t {
+        Token::Word(w) => unit_word_seconds(w),
+        _ => None,
+    });
+    line.iter()
+        .filter_map(|t| match t {
+            Token::Number(digits, unit) => {
+                let n: f64 = digits.replace('_', "").parse().ok()?;
+                let scale = suffix_seconds(unit).or(word_unit).unwrap_or(1.0);
+                Some(n * scale)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn suffix_seconds(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" | "msec" => 1e-3,
+        "s" | "sec" | "secs" => 1.0,
+        "m" | "min" | "mins" => 60.0,
+        "h" | "hr" | "hrs" => 3600.0,
+        "d" => 86_400.0,
+        _ => return None,
+    })
+}
+
+fn unit_word_seconds(word: &str) -> Option<f64> {
+    Some(match word.to_ascii_lowercase().as_str() {
+        "from_secs" | "from_secs_f64" | "from_secs_f32" | "second" | "seconds" | "secs" => 1.0,
+        "from_millis" | "millisecond" | "milliseconds" | "millis" => 1e-3,
+        "from_micros" | "microsecond" | "microseconds" => 1e-6,
+        "from_nanos" | "nanosecond" | "nanoseconds" => 1e-9,
+        "minute" | "minutes" => 60.0,
+        "hour" | "hours" => 3600.0,
+        _ => return None,
+    })
+}
+
+/// The line this one is nested under: the nearest context line above it that is indented
+/// less (a YAML or TOML parent key, an enclosing block). `None` for a line at the left margin.
+fn enclosing_line<'f>(file: &'f FileDiff, line: &HunkLine) -> Option<&'f str> {
+    let indent = |t: &str| t.len() - t.trim_start().len();
+    let own = indent(&line.text);
+    if own == 0 {
+        return None;
+    }
+    context_above(file, line, usize::MAX)
+        .filter(|t| !t.trim().is_empty())
+        .find(|t| indent(t) < own)
 }
 
 /// Comment lines do not count as code (a guard in a comment guards nothing).
@@ -773,6 +850,43 @@ mod tests {
             )
             .replace("-1,3 +1,3", "-1,6 +1,6");
         assert!(reason(Pattern::TimeoutBump, &parse(&far).unwrap()).contains("not about time"));
+    }
+
+    #[test]
+    fn a_sibling_about_time_does_not_make_a_line_a_timeout() {
+        let patch = "diff --git a/config/flags/app.yaml b/config/flags/app.yaml\nindex 1111111..2222222 100644\n--- a/config/flags/app.yaml\n+++ b/config/flags/app.yaml\n@@ -1,3 +1,3 @@\n timeout: 5s\n max_connections: 100\n-require_auth: 1\n+require_auth: 0\n";
+        let r = reason(Pattern::TimeoutBump, &parse(patch).unwrap());
+        assert!(r.contains("not about time"), "{r}");
+    }
+
+    #[test]
+    fn a_timeout_bump_raises_the_time_within_reason() {
+        for (old, new) in [
+            (
+                "let t = interval_secs.min(10);",
+                "let t = interval_secs.min(0);",
+            ),
+            (
+                "let t = interval_secs.min(10);",
+                "let t = interval_secs.min(1);",
+            ),
+            (
+                "let t = interval_secs.min(10);",
+                "let t = interval_secs.min(10000000000);",
+            ),
+            ("timeout: 5s", "timeout: 500ms"),
+            (
+                "timeout(Duration::from_secs(5))",
+                "timeout(Duration::from_millis(500))",
+            ),
+        ] {
+            let r = reason(Pattern::TimeoutBump, &edit("src/a.rs", &[old], &[new]));
+            assert!(r.contains("does not raise a time"), "{old} -> {new}: {r}");
+        }
+        consistent(
+            Pattern::TimeoutBump,
+            &edit("src/a.rs", &["timeout: 5s"], &["timeout: 2m"]),
+        );
     }
 
     #[test]
