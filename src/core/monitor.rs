@@ -62,6 +62,12 @@ impl Monitor {
         }
     }
 
+    /// The change's watch is over and nothing more will be asked of it: traffic goes to the
+    /// rolling baseline again, so the next change is judged against the traffic just before it.
+    pub fn end_watch(&mut self) {
+        self.watch = None;
+    }
+
     /// Watches the current change for another `watch_secs` from `at`, against the same
     /// baseline: when a window ended without enough evidence either way.
     pub fn extend_watch(&mut self, at: f64) {

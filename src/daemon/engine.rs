@@ -551,6 +551,11 @@ impl Engine {
     /// rollback is configured; the caller runs it off this lock and reports back with
     /// [`Engine::rollback_finished`].
     pub fn tick(&mut self, now: f64) -> Result<Option<RollbackJob>, EngineError> {
+        if self.phase == Phase::Idle {
+            // The last change is decided and done with (a rollback keeps its watch until the
+            // recovery check, which reuses its baseline): traffic builds the baseline again.
+            self.monitor.end_watch();
+        }
         let verdict = self.monitor.tick(now);
         self.store.checkpoint_if_due(
             &self.audit_key,
@@ -1222,6 +1227,62 @@ mod tests {
         )
         .unwrap();
         assert!(email.text_body.contains(&id) && email.subject.contains("healthy"));
+    }
+
+    /// Feeds `secs` seconds of traffic from `from` at 20 requests a second, ticking each second.
+    fn traffic(e: &mut Engine, from: f64, secs: u32, error_rate: f64) {
+        for sec in 0..secs {
+            let t = from + f64::from(sec);
+            let lines: Vec<String> = (0..20)
+                .map(|i| {
+                    let failed = f64::from(i) < error_rate * 20.0;
+                    let status = if failed { 500 } else { 200 };
+                    let ts = t + f64::from(i) / 20.0;
+                    format!(r#"{{"ts": {ts}, "status": {status}, "latency_ms": 20}}"#)
+                })
+                .collect();
+            let events: Vec<_> = lines
+                .iter()
+                .map(|l| crate::input::parse_line(l, crate::input::Format::JsonLines).unwrap())
+                .collect();
+            e.observe(&events);
+            e.tick(t + 1.0).unwrap();
+        }
+    }
+
+    #[test]
+    fn each_change_is_judged_against_the_traffic_just_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(&format!(
+            "[detector]\nbaseline_secs = 300\nwatch_secs = 60\n[daemon]\nstate_dir = {:?}\n",
+            dir.path()
+        ))
+        .unwrap();
+        let settings = config.daemon.clone().unwrap();
+        let mut e =
+            Engine::with_store(&config, &settings, Store::open_in_memory().unwrap(), T0).unwrap();
+        traffic(&mut e, T0 - 300.0, 300, 0.05);
+        let first = e.notify(&request("human"), T0).unwrap().id;
+        traffic(&mut e, T0, 120, 0.05);
+        assert!(e
+            .store
+            .get_change(&first)
+            .unwrap()
+            .unwrap()
+            .state
+            .is_final());
+        // Long after the first watch ended, a second change breaks things.
+        traffic(&mut e, T0 + 120.0, 400, 0.05);
+        let second = e.notify(&request("human"), T0 + 520.0).unwrap().id;
+        traffic(&mut e, T0 + 520.0, 30, 0.5);
+        let c = e.change(&second).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::Regressed, "{:?}", c.note);
+        let report = c.report.unwrap();
+        let before = report["requests_before"].as_u64().unwrap();
+        assert!(
+            before >= 5000,
+            "the baseline is the 5 minutes before: {before} requests"
+        );
     }
 
     #[test]
