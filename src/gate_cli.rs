@@ -63,7 +63,7 @@ pub struct ProposalsArgs {
 
 #[derive(Args)]
 #[command(
-    after_help = "The approval binds to the diff's SHA-256: if the proposal's diff is not \
+    after_help = "A decision binds to the diff's SHA-256: if the proposal's diff is not \
                         the one shown, it is refused. Exit codes: 0 done, 2 refused or bad \
                         input, 4 the daemon could not be reached."
 )]
@@ -76,7 +76,7 @@ pub struct DecideArgs {
     /// printed before deciding).
     #[arg(long, value_name = "SHA256")]
     pub diff: Option<String>,
-    /// Why (required to reject).
+    /// Why: recorded with the decision (a rejection must say it).
     #[arg(long)]
     pub why: Option<String>,
 }
@@ -140,7 +140,24 @@ pub fn propose(args: &ProposeArgs) -> Result<u8> {
     })
 }
 
+/// A proposal id as guardian makes them (`prp_` and 12 hex digits), or why not.
+fn proposal_id(id: &str) -> Result<&str, String> {
+    let ok =
+        id.len() == 16 && id.starts_with("prp_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(id)
+    } else {
+        Err(format!(
+            "{id:?} is not a proposal id (prp_ and 12 hex digits; guardian proposals lists them)"
+        ))
+    }
+}
+
 pub fn proposals(args: &ProposalsArgs) -> Result<u8> {
+    if let Some(Err(e)) = args.id.as_deref().map(proposal_id) {
+        eprintln!("guardian: {e}");
+        return Ok(EXIT_BAD_INPUT);
+    }
     let (base, token) = api_target(&args.api)?;
     let url = match &args.id {
         Some(id) => format!("{base}/v1/proposals/{id}"),
@@ -163,13 +180,17 @@ pub fn proposals(args: &ProposalsArgs) -> Result<u8> {
             println!("no proposals yet");
         }
         for p in &list {
+            let state = match p["change_state"].as_str() {
+                Some(change) => format!("{} ({change})", text(&p["state"])),
+                None => text(&p["state"]),
+            };
             println!(
-                "{}  {:<14} {:<15} {:<16} risk {:>3}  {}",
+                "{}  {:<24} {:<15} {:<16} risk {:>3}  {}",
                 text(&p["id"]),
-                text(&p["state"]),
+                state,
                 text(&p["decision"]),
                 text(&p["pattern"]),
-                p["assessment"]["risk"]["score"],
+                p["assessment"]["risk"]["score"].as_u64().unwrap_or(0),
                 text(&p["summary"])
             );
         }
@@ -178,6 +199,10 @@ pub fn proposals(args: &ProposalsArgs) -> Result<u8> {
 }
 
 pub fn decide(args: &DecideArgs, approve: bool) -> Result<u8> {
+    if let Err(e) = proposal_id(&args.id) {
+        eprintln!("guardian: {e}");
+        return Ok(EXIT_BAD_INPUT);
+    }
     let (base, token) = api_target(&args.api)?;
     if !approve && args.why.as_deref().map_or(true, |w| w.trim().is_empty()) {
         eprintln!("guardian: --why is required to reject: the agent and the record need a reason");
@@ -208,11 +233,16 @@ pub fn decide(args: &DecideArgs, approve: bool) -> Result<u8> {
         Err(e) => return refused(e),
     };
     println!(
-        "{}: {} by {} (diff sha256 {})",
+        "{}: {} by {} (diff sha256 {}){}",
         text(&answer["id"]),
-        text(&answer["state"]),
+        if approve { "approved" } else { "rejected" },
         text(&answer["decided_by"]),
-        diff
+        diff,
+        match text(&answer["state"]).as_str() {
+            "shadow" => "; shadow mode: guardian will not deploy it",
+            "approved" => "; guardian deploys it next",
+            _ => "",
+        }
     );
     Ok(0)
 }
@@ -232,15 +262,16 @@ pub fn trust(args: &TrustArgs) -> Result<u8> {
         "pattern", "level", "proposed", "approved", "deployed", "healthy", "rollbacks"
     );
     for t in answer.as_array().cloned().unwrap_or_default() {
+        let n = |key: &str| t[key].as_u64().unwrap_or(0);
         println!(
             "{:<18} {:<15} {:>9} {:>8} {:>8} {:>7} {:>9}  {}",
             text(&t["pattern"]),
             text(&t["level"]),
-            t["proposals"],
-            t["approved"],
-            t["deployed"],
-            t["healthy"],
-            t["rollbacks"],
+            n("proposals"),
+            n("approved"),
+            n("deployed"),
+            n("healthy"),
+            n("rollbacks"),
             text(&t["why"])
         );
     }

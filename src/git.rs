@@ -938,6 +938,11 @@ pub struct ApplyRequest {
     pub intent: String,
     /// The commit message; its last paragraph is its trailers, to which the intent is added.
     pub message: String,
+    /// The commit the diff was made (and judged, and approved) against, and the paths it
+    /// touches: if any of them differs between that commit and HEAD, the diff would land in a
+    /// tree no one looked at, and it is not applied.
+    pub base: Option<String>,
+    pub paths: Vec<String>,
 }
 
 /// What applying a proposal did.
@@ -1009,6 +1014,38 @@ impl Repo {
             }
             Prepared::Ready { state, head } => (state, head),
         };
+        if let Some(base) = &req.base {
+            let base = s.resolve(base)?;
+            if base != original_head {
+                let mut args = vec![
+                    "diff".to_owned(),
+                    "--quiet".to_owned(),
+                    "--no-ext-diff".to_owned(),
+                    "--no-textconv".to_owned(),
+                    base.clone(),
+                    original_head.clone(),
+                    "--".to_owned(),
+                ];
+                args.extend(req.paths.iter().map(|p| format!(":(literal){p}")));
+                let raw = s.run(&args, None, self.command_timeout)?;
+                match raw.status {
+                    Some(0) => {}
+                    Some(1) => {
+                        return Ok(ApplyOutcome::DoesNotApply {
+                            reason: format!(
+                                "files it touches changed between its base {} and HEAD {}: \
+                                 propose it again on the current deploy branch",
+                                short(&base),
+                                short(&original_head)
+                            ),
+                            tree_restored: true,
+                            commands: s.log,
+                        })
+                    }
+                    _ => return Err(s.failed(&args, &raw)),
+                }
+            }
+        }
         let identity = s.identity_args()?;
         let apply = ["apply", "--index", "--whitespace=nowarn", "-"];
         let raw = s.run(
@@ -1749,6 +1786,8 @@ mod tests {
     fn apply_request(patch: String) -> ApplyRequest {
         ApplyRequest {
             patch,
+            base: None,
+            paths: Vec::new(),
             intent: "prp_0123456789ab-deploy".into(),
             message: "Fix: bump the timeout\n\nGuardian-Proposal: prp_0123456789ab\n".into(),
         }
@@ -1779,6 +1818,42 @@ mod tests {
             ApplyOutcome::AlreadyDone { commit: c, .. } if c == commit
         ));
         assert_eq!(count(&dir), 2);
+    }
+
+    #[test]
+    fn a_diff_is_not_applied_where_its_files_changed_since_its_base() {
+        let (_tmp, dir) = init();
+        let base = commit(&dir, "a.txt", "timeout = 5\n", "base");
+        std::fs::write(dir.join("a.txt"), "timeout = 10\n").unwrap();
+        let patch = git(&dir, &["diff", "--full-index"]);
+        git(&dir, &["checkout", "--", "a.txt"]);
+        // Someone else's change to another file: the diff still lands where it was judged.
+        commit(&dir, "b.txt", "other\n", "unrelated");
+        let repo = Repo::open(&dir).unwrap();
+        let mut req = apply_request(format!("{patch}\n"));
+        req.base = Some(base.clone());
+        req.paths = vec!["a.txt".into()];
+        assert!(matches!(
+            repo.apply_patch(&req).unwrap(),
+            ApplyOutcome::Applied { .. }
+        ));
+        // A change to the file itself since the base: refused, tree untouched.
+        let (_tmp2, dir2) = init();
+        let base = commit(&dir2, "a.txt", "timeout = 5\nretries = 1\n", "base");
+        std::fs::write(dir2.join("a.txt"), "timeout = 10\nretries = 1\n").unwrap();
+        let patch = git(&dir2, &["diff", "--full-index"]);
+        git(&dir2, &["checkout", "--", "a.txt"]);
+        let moved = commit(&dir2, "a.txt", "timeout = 5\nretries = 3\n", "later");
+        let mut req = apply_request(format!("{patch}\n"));
+        req.base = Some(base);
+        req.paths = vec!["a.txt".into()];
+        match Repo::open(&dir2).unwrap().apply_patch(&req).unwrap() {
+            ApplyOutcome::DoesNotApply { reason, .. } => {
+                assert!(reason.contains("changed between its base"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(git(&dir2, &["rev-parse", "HEAD"]), moved);
     }
 
     #[test]

@@ -29,7 +29,7 @@ const EXIT_UNAVAILABLE: u8 = 4;
 /// Decides whether a change made a service worse, with anytime-valid sequential tests.
 #[derive(Parser)]
 #[command(name = "guardian", version, about)]
-#[command(after_help = "Exit codes: 0 healthy, 1 regressed, 3 inconclusive, 2 bad input.")]
+#[command(after_help = "Each command's exit codes are in its --help.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -450,7 +450,10 @@ fn run_daemon(args: &RunArgs) -> Result<u8> {
         Ok(()) => Ok(0),
         Err(
             e @ (guardian::daemon::DaemonError::NotConfigured
-            | guardian::daemon::DaemonError::Token(_)),
+            | guardian::daemon::DaemonError::Token(_)
+            | guardian::daemon::DaemonError::Engine(
+                guardian::daemon::engine::EngineError::Config(_),
+            )),
         ) => {
             eprintln!("guardian: {e}");
             Ok(EXIT_BAD_INPUT)
@@ -487,6 +490,9 @@ fn api_target(args: &ApiArgs) -> Result<(String, String)> {
         None => None,
     };
     let base = match (&args.api, &daemon) {
+        (Some(url), _) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+            anyhow::bail!("--api must be a URL such as http://127.0.0.1:8707, got {url:?}")
+        }
         (Some(url), _) => url.trim_end_matches('/').to_owned(),
         (None, Some(d)) => format!("http://{}", d.listen),
         (None, None) => anyhow::bail!("--api or --config is needed to find the daemon"),
@@ -591,9 +597,13 @@ fn render_status(s: &serde_json::Value) -> String {
     match s.get("watching").filter(|w| !w.is_null()) {
         Some(w) => {
             let since = now - w["landed_at"].as_f64().unwrap_or(now);
+            let doing = match w["state"].as_str() {
+                Some("verifying") => "checking the recovery after rolling back",
+                _ => "watching",
+            };
             let _ = writeln!(
                 out,
-                "watching {} (commit {}, {}) for {:.0} s",
+                "{doing} {} (commit {}, {}) for {:.0} s",
                 w["id"].as_str().unwrap_or("?"),
                 w["commit"].as_str().unwrap_or("?"),
                 w["kind"].as_str().unwrap_or("?"),
@@ -613,6 +623,27 @@ fn render_status(s: &serde_json::Value) -> String {
         }
         None => {
             let _ = writeln!(out, "no change being watched");
+        }
+    }
+    if let Some(p) = s["deploys_paused"].as_array() {
+        let _ = writeln!(
+            out,
+            "DEPLOYS OF PROPOSALS ARE PAUSED by {}: {} (guardian resume lets them go)",
+            p.first().and_then(|v| v.as_str()).unwrap_or("?"),
+            p.get(1).and_then(|v| v.as_str()).unwrap_or("")
+        );
+    }
+    if let Some(id) = s["deploying"].as_str() {
+        let _ = writeln!(out, "deploying proposal {id}");
+    }
+    match s["proposals_waiting"].as_u64() {
+        Some(0) | None => {}
+        Some(n) => {
+            let _ = writeln!(
+                out,
+                "{n} proposal{} waiting for a person (guardian proposals)",
+                if n == 1 { "" } else { "s" }
+            );
         }
     }
     let recent = s["recent"].as_array().cloned().unwrap_or_default();

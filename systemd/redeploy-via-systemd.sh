@@ -1,7 +1,8 @@
 #!/bin/sh
 # guardian's redeploy hook when guardian runs under systemd/guardian.service.
 #
-# guardian runs this after committing a revert ([daemon.rollback] hook). It asks systemd,
+# guardian runs this after committing a revert or applying an approved proposal
+# ([daemon.rollback] hook; GUARDIAN_ACTION says which). It asks systemd,
 # over D-Bus, to run app-redeploy.service, waits for it to finish, and exits with its
 # status: 0 when the deploy succeeded, non-zero otherwise. guardian then judges recovery
 # from the traffic, not from this status alone.
@@ -24,7 +25,10 @@ export PATH
 
 unit=app-redeploy.service
 
-echo "guardian: starting $unit (revert ${GUARDIAN_REVERT_COMMIT:-unknown} of ${GUARDIAN_COMMIT:-unknown}, attempt ${GUARDIAN_ATTEMPT:-1})"
+case "${GUARDIAN_ACTION:-rollback}" in
+    deploy) echo "guardian: starting $unit (deploy of ${GUARDIAN_COMMIT:-unknown}, proposal ${GUARDIAN_PROPOSAL_ID:-unknown})" ;;
+    *) echo "guardian: starting $unit (revert ${GUARDIAN_REVERT_COMMIT:-unknown} of ${GUARDIAN_COMMIT:-unknown}, attempt ${GUARDIAN_ATTEMPT:-1})" ;;
+esac
 # --no-ask-password: never wait for an interactive polkit agent; without the polkit rule the
 # start is refused at once ("Access denied"), which is the error to see.
 # --wait: also wait until the unit is inactive again; for a oneshot unit start already

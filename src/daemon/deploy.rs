@@ -36,6 +36,8 @@ pub fn run(settings: &RollbackSettings, job: &DeployJob) -> DeployReport {
         patch: job.patch.clone(),
         intent: job.intent.clone(),
         message: job.message.clone(),
+        base: Some(job.base.clone()),
+        paths: job.paths.clone(),
     };
     let commit = match repo.apply_patch(&request) {
         Ok(ApplyOutcome::Applied { commit, commands }) => {

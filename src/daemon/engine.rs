@@ -395,15 +395,31 @@ impl Engine {
             }
             Phase::Idle | Phase::Watching(_) => {}
         }
+        let mut request = request.clone();
         if let Some(p) = &request.proposal {
             let proposal = self.store.get_proposal(p)?;
-            if proposal.change_id.is_some() {
+            if let Some(change) = &proposal.change_id {
                 return Err(EngineError::Conflict(format!(
-                    "proposal {p} was already deployed as {}",
-                    proposal.change_id.unwrap_or_default()
+                    "proposal {p} was already deployed as {change}"
                 )));
             }
+            // The change is the proposal's: its pattern and kind, which its track record is
+            // about, are the proposal's too.
+            if request
+                .pattern
+                .as_ref()
+                .is_some_and(|pat| *pat != proposal.pattern)
+            {
+                return Err(EngineError::Conflict(format!(
+                    "proposal {p} is a {}, not a {}",
+                    proposal.pattern,
+                    request.pattern.unwrap_or_default()
+                )));
+            }
+            request.pattern = Some(proposal.pattern.clone());
+            request.kind = proposal.kind.parse().unwrap_or(ChangeKind::Ai);
         }
+        let request = &request;
         let record = self.store.insert_change(
             &NewChange {
                 commit: request.commit.trim().to_owned(),

@@ -135,10 +135,12 @@ fn role_of(tokens: &[([u8; 32], Role)], presented: &[u8; 32]) -> Option<Role> {
 }
 
 /// Refuses, with 403 and a sentence, what this role may not do.
-pub fn allow(role: &Role, action: Action) -> Result<(), ApiError> {
+pub fn allow(api: &Api, role: &Role, action: Action) -> Result<(), ApiError> {
     if role.may(action) {
         return Ok(());
     }
+    // On the record: an agent trying to approve its own change is worth knowing about.
+    lock(api).refused(role, &format!("{action:?}"), (api.clock)());
     let what = match action {
         Action::Read => "read guardian's state",
         Action::Propose => "submit proposals",
@@ -169,7 +171,7 @@ async fn create_change(
     Extension(role): Extension<Role>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    allow(&role, Action::Notify)?;
+    allow(&api, &role, Action::Notify)?;
     let request: ChangeRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -194,7 +196,7 @@ async fn get_change(
     Extension(role): Extension<Role>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    allow(&role, Action::Read)?;
+    allow(&api, &role, Action::Read)?;
     let view = lock(&api).change(&id)?;
     match view {
         Some(v) => Ok(Json(v).into_response()),
@@ -209,7 +211,7 @@ async fn list_changes(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
 ) -> Result<Response, ApiError> {
-    allow(&role, Action::Read)?;
+    allow(&api, &role, Action::Read)?;
     Ok(Json(lock(&api).recent(50)?).into_response())
 }
 
@@ -218,7 +220,7 @@ async fn post_observations(
     Extension(role): Extension<Role>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    allow(&role, Action::Observe)?;
+    allow(&api, &role, Action::Observe)?;
     // Each element is read as the JSON-lines reader reads a line; the first bad one refuses the
     // whole batch, so a partly applied batch never happens.
     let bad = |e: String| ApiError(StatusCode::BAD_REQUEST, e);
@@ -247,7 +249,7 @@ async fn status(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
 ) -> Result<Response, ApiError> {
-    allow(&role, Action::Read)?;
+    allow(&api, &role, Action::Read)?;
     let now = (api.clock)();
     Ok(Json(lock(&api).status(now)?).into_response())
 }
@@ -257,7 +259,7 @@ async fn create_proposal(
     Extension(role): Extension<Role>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    allow(&role, Action::Propose)?;
+    allow(&api, &role, Action::Propose)?;
     let request: ProposalRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad proposal: {e}")))?;
     let record = lock(&api).propose(&role, &request, (api.clock)())?;
@@ -274,7 +276,7 @@ async fn list_proposals(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
 ) -> Result<Response, ApiError> {
-    allow(&role, Action::Read)?;
+    allow(&api, &role, Action::Read)?;
     Ok(Json(lock(&api).proposals(100)?).into_response())
 }
 
@@ -283,7 +285,7 @@ async fn get_proposal(
     Extension(role): Extension<Role>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    allow(&role, Action::Read)?;
+    allow(&api, &role, Action::Read)?;
     Ok(Json(lock(&api).proposal(&id)?).into_response())
 }
 
@@ -303,7 +305,7 @@ async fn decide(
     body: Bytes,
     approve: bool,
 ) -> Result<Response, ApiError> {
-    allow(&role, Action::Decide)?;
+    allow(&api, &role, Action::Decide)?;
     let request: DecisionRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -360,7 +362,7 @@ async fn trust(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
 ) -> Result<Response, ApiError> {
-    allow(&role, Action::Read)?;
+    allow(&api, &role, Action::Read)?;
     Ok(Json(lock(&api).trust()?).into_response())
 }
 
@@ -461,7 +463,7 @@ struct PauseRequest {
 }
 
 async fn switch(api: Api, role: Role, body: Bytes, paused: bool) -> Result<Response, ApiError> {
-    allow(&role, Action::Pause)?;
+    allow(&api, &role, Action::Pause)?;
     let request: PauseRequest = if body.is_empty() {
         PauseRequest::default()
     } else {

@@ -127,6 +127,8 @@ pub struct ProposalRecord {
     pub decided_note: Option<String>,
     pub approved_hash: Option<String>,
     pub change_id: Option<String>,
+    /// Where the change it became stands now (`healthy`, `rolled_back`, ...).
+    pub change_state: Option<String>,
     pub note: Option<String>,
     /// The patch itself is not shown in listings; `patch` fetches it.
     #[serde(skip)]
@@ -157,7 +159,8 @@ fn sql(doing: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> ProposalErro
 
 const COLUMNS: &str = "id, created_at, updated_at, proposer, kind, pattern, summary, issue_url, \
      tests_run, base_sha, claimed_sha, patch, diff_hash, decision, assessment, shadow, state, \
-     decided_by, decided_note, approved_hash, change_id, note";
+     decided_by, decided_note, approved_hash, change_id, note, \
+     (SELECT state FROM changes WHERE changes.id = proposals.change_id)";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<ProposalRecord> {
     let state: String = row.get(16)?;
@@ -191,6 +194,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<ProposalRecord> {
         approved_hash: row.get(19)?,
         change_id: row.get(20)?,
         note: row.get(21)?,
+        change_state: row.get(22)?,
     })
 }
 
@@ -377,7 +381,7 @@ impl Store {
         if !diff_hash.eq_ignore_ascii_case(&p.diff_hash) {
             return Err(ProposalError::Conflict(format!(
                 "proposal {id}'s diff is sha256 {}, not the {diff_hash} this decision was made \
-                 on: look at the diff again (guardian proposals show {id})",
+                 on: look at the diff again (guardian proposals {id})",
                 p.diff_hash
             )));
         }

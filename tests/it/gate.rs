@@ -667,6 +667,24 @@ fn each_role_may_do_only_what_it_is_for() {
     assert_eq!(code, 401);
     // Nothing the refused calls tried happened.
     assert_eq!(g.get(&format!("/v1/proposals/{id}"))["state"], "pending");
+    // And each refusal is on the audit trail, with who tried what.
+    let export = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["audit", "export", "--config"])
+        .arg(&g.config)
+        .output()
+        .unwrap();
+    let trail = String::from_utf8_lossy(&export.stdout);
+    let refusals: Vec<&str> = trail
+        .lines()
+        .filter(|l| l.contains("access_refused"))
+        .collect();
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains("\"agent\"") && l.contains("Decide")),
+        "{trail}"
+    );
+    assert_eq!(refusals.len(), 4 + 5, "{trail}");
 }
 
 #[test]

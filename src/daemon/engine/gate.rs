@@ -104,6 +104,9 @@ pub struct ProposalView {
 #[derive(Clone, Debug)]
 pub struct DeployJob {
     pub proposal_id: String,
+    /// The commit the diff was judged against, and the paths it touches.
+    pub base: String,
+    pub paths: Vec<String>,
     pub patch: String,
     pub intent: String,
     pub message: String,
@@ -207,6 +210,13 @@ impl Engine {
         now: f64,
     ) -> Result<ProposalRecord, EngineError> {
         let pattern = request.validate().map_err(EngineError::BadRequest)?;
+        // Who wrote the change is the token's to say: the agent's changes are AI changes
+        // (stricter tolerances, escalation when inconclusive), whatever the request claims.
+        let mut request = request.clone();
+        if *role == Role::Agent {
+            request.kind = ChangeKind::Ai;
+        }
+        let request = &request;
         let loaded = self.gate_policy()?;
         let policy_sha256 = loaded.sha256.clone();
         let diff = match trust::diff::parse(&request.patch) {
@@ -400,6 +410,18 @@ impl Engine {
         )
     }
 
+    /// Records a request refused for the caller's role. A failure to record it is logged:
+    /// the refusal itself stands either way.
+    pub fn refused(&mut self, role: &Role, action: &str, now: f64) {
+        let detail = json!({ "action": action });
+        if let Err(e) = self
+            .store
+            .audit(&role.actor(), "access_refused", None, None, &detail, now)
+        {
+            eprintln!("guardian: cannot record a refused {action} by {role}: {e}");
+        }
+    }
+
     pub fn proposals(&self, limit: usize) -> Result<Vec<ProposalRecord>, EngineError> {
         Ok(self.store.recent_proposals(limit)?)
     }
@@ -471,7 +493,12 @@ impl Engine {
                 p.assessment["risk"]["score"]
             ),
         };
+        let paths = trust::diff::parse(&p.patch)
+            .map(|d| d.facts().paths)
+            .unwrap_or_default();
         Ok(Some(DeployJob {
+            base: p.base_sha.clone(),
+            paths,
             intent: format!("{}-deploy", p.id),
             message: format!(
                 "{}\n\nProposed by {} as {} ({}). {approval}\n\nGuardian-Proposal: {}\n",
