@@ -544,12 +544,66 @@ const DAEMON: &str = "daemon";
 
 impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
-        Ok(Config {
+        let config = Config {
             detector: self.detector.validate()?,
             input: self.input.validate()?,
             daemon: self.daemon.map(RawDaemon::validate).transpose()?,
-        })
+        };
+        if let Some(gate) = config.daemon.as_ref().and_then(|d| d.gate.as_ref()) {
+            check_gate_against_detector(gate, &config.detector)?;
+        }
+        Ok(config)
     }
+}
+
+/// What `[daemon.gate]` says that only makes sense next to `[detector]` and the patterns: a
+/// misspelled shadow pattern would leave the real one deploying for real, and an "AI
+/// tolerance" looser than everyone's would make AI changes the less watched ones.
+fn check_gate_against_detector(
+    gate: &GateSettings,
+    detector: &DetectorSettings,
+) -> Result<(), ConfigError> {
+    const SECTION: &str = "daemon.gate";
+    let known = crate::gate::ledger::PATTERNS;
+    if let Some(bad) = gate
+        .shadow_patterns
+        .iter()
+        .find(|p| !known.contains(&p.as_str()))
+    {
+        return Err(ConfigError::invalid(
+            SECTION,
+            "shadow_patterns",
+            format!(
+                "{bad:?} is not a fix pattern; they are {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    for (key, ai, everyone) in [
+        (
+            "ai_error_tolerance",
+            gate.ai_error_tolerance,
+            detector.error_tolerance,
+        ),
+        (
+            "ai_latency_tolerance",
+            gate.ai_latency_tolerance,
+            detector.latency_tolerance,
+        ),
+    ] {
+        if ai.is_some_and(|t| t > everyone) {
+            return Err(ConfigError::invalid(
+                SECTION,
+                key,
+                format!(
+                    "is {}, looser than the {everyone} [detector] gives every change: AI changes \
+                     may be watched more strictly, not less",
+                    ai.unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl RawDaemon {
@@ -1177,6 +1231,30 @@ mod tests {
             Config::default()
         );
         assert_eq!(Config::default().input.error_status_min, 500);
+    }
+
+    #[test]
+    fn the_gate_refuses_an_unknown_shadow_pattern_and_a_looser_ai_tolerance() {
+        let gate = |body: &str| {
+            err(&format!(
+                "[daemon]\nstate_dir = \"/tmp\"\n[daemon.gate]\npolicy_file = \"/p\"\n{body}"
+            ))
+        };
+        let e = gate("shadow_patterns = [\"nil-chek\"]");
+        assert!(
+            e.contains("shadow_patterns") && e.contains("nil-chek"),
+            "{e}"
+        );
+        let e = gate("ai_error_tolerance = 0.5");
+        assert!(
+            e.contains("ai_error_tolerance") && e.contains("looser"),
+            "{e}"
+        );
+        let ok = Config::parse(
+            "[daemon]\n[daemon.gate]\npolicy_file = \"/p\"\nai_error_tolerance = 0.05\n\
+             shadow_patterns = [\"nil-check\"]\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]
