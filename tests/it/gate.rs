@@ -20,9 +20,9 @@ const ADMIN: &str = "admin-token-0123456789abcdef";
 const AGENT: &str = "agent-token-0123456789abcdef";
 const ALICE: &str = "alice-token-0123456789abcdef";
 
-/// The app's behaviour is `src/settings.txt`: a timeout under 100 ms breaks it. The hook
-/// deploys by turning what the clone says into what the app serves.
-const HOOK: &str = "if grep -Eq '^timeout_ms = [0-9]{1,2}$' \"$GUARDIAN_REPO/src/settings.txt\"; \
+/// The app's behaviour is `src/settings.txt`: a timeout of 1000 ms or more ties up its workers
+/// and breaks it. The hook deploys by turning what the clone says into what the app serves.
+const HOOK: &str = "if grep -Eq '^timeout_ms = [0-9]{4,}$' \"$GUARDIAN_REPO/src/settings.txt\"; \
                     then echo broken > \"$LIVE\"; else echo ok > \"$LIVE\"; fi";
 
 const POLICY: &str = r#"
@@ -388,8 +388,12 @@ fn a_trusted_fix_deploys_alone_regresses_is_rolled_back_and_its_pattern_demoted(
     thread::sleep(Duration::from_secs(1));
 
     // The agent's "timeout bump" that in fact breaks the app.
-    let bad = g.agent_commits("src/settings.txt", "timeout_ms = 5\n", "Lower the timeout");
-    let out = g.propose(&bad, "timeout-bump", "lower the checkout timeout");
+    let bad = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 5000\n",
+        "Raise the timeout a lot",
+    );
+    let out = g.propose(&bad, "timeout-bump", "raise the checkout timeout a lot");
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -461,7 +465,7 @@ fn a_trusted_fix_deploys_alone_regresses_is_rolled_back_and_its_pattern_demoted(
         .unwrap();
     let pm = String::from_utf8_lossy(&pm.stdout);
     for needle in [
-        "lower the checkout timeout",
+        "raise the checkout timeout a lot",
         "timeout-bump",
         "src/settings.txt",
         "auto",
@@ -744,8 +748,12 @@ fn in_shadow_mode_everything_is_decided_and_recorded_and_nothing_is_done() {
     let g = Gate::start_with(10, true, "shadow = true\n", "");
     thread::sleep(Duration::from_secs(1));
     let head = git(&g.repo, &["rev-parse", "HEAD"]);
-    let bad = g.agent_commits("src/settings.txt", "timeout_ms = 5\n", "Lower the timeout");
-    let p = stdout_json(&g.propose(&bad, "timeout-bump", "lower the timeout"));
+    let bad = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 5000\n",
+        "Raise the timeout a lot",
+    );
+    let p = stdout_json(&g.propose(&bad, "timeout-bump", "raise the timeout a lot"));
     assert_eq!(p["decision"], "auto", "{p}");
     assert_eq!(p["state"], "shadow", "{p}");
     assert_eq!(
@@ -873,8 +881,12 @@ fn the_full_path_from_proposal_to_post_mortem_email() {
     assert_eq!(g.pattern("timeout-bump")["level"], "auto");
     thread::sleep(Duration::from_secs(1));
 
-    let bad = g.agent_commits("src/settings.txt", "timeout_ms = 5\n", "Lower the timeout");
-    let p = stdout_json(&g.propose(&bad, "timeout-bump", "lower the checkout timeout"));
+    let bad = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 5000\n",
+        "Raise the timeout a lot",
+    );
+    let p = stdout_json(&g.propose(&bad, "timeout-bump", "raise the checkout timeout a lot"));
     assert_eq!(p["decision"], "needs_approval", "{p}");
     let rules: Vec<&str> = p["assessment"]["rules"]
         .as_array()
@@ -931,7 +943,7 @@ fn the_full_path_from_proposal_to_post_mortem_email() {
     let html = parsed.body_html(0).expect("an HTML part").into_owned();
     for needle in [
         "<svg",
-        "lower the checkout timeout",
+        "raise the checkout timeout a lot",
         "timeout-bump",
         "src/settings.txt",
         "approver:alice",
