@@ -211,6 +211,17 @@ fn read_tokens(
     let mut tokens: Vec<([u8; 32], Role, std::path::PathBuf)> = Vec::new();
     for (file, role) in files {
         let hash = http::hash_token(&engine::read_token(&file)?);
+        if let Ok(meta) = std::fs::metadata(&file) {
+            use std::os::unix::fs::PermissionsExt as _;
+            if meta.permissions().mode() & 0o077 != 0 {
+                eprintln!(
+                    "guardian: warning: {} ({role}'s token) can be read by other users \
+                     (mode {:o}); chmod 600 it, or hand it over as a systemd credential",
+                    file.display(),
+                    meta.permissions().mode() & 0o777
+                );
+            }
+        }
         if let Some((_, other, other_file)) = tokens.iter().find(|(h, _, _)| *h == hash) {
             return Err(format!(
                 "{} ({role}) holds the same token as {} ({other}): each role needs its own",

@@ -148,8 +148,9 @@ fn why(t: &PatternTrust, promotable: bool) -> String {
             t.earned, t.needed
         ),
         Level::NeedsApproval if t.rollbacks > 0 && t.earned == 0 => format!(
-            "demoted by a rollback; needs {} approved changes that stay healthy to deploy alone",
-            t.needed
+            "demoted by a rollback; needs {} approved change{} that stay healthy to deploy alone",
+            t.needed,
+            if t.needed == 1 { "" } else { "s" }
         ),
         Level::NeedsApproval => format!(
             "{} of {} approved changes that stayed healthy{since}",
