@@ -1067,19 +1067,7 @@ impl Repo {
             req.message.trim_end(),
             req.intent
         );
-        let mut args = identity;
-        args.extend(
-            [
-                "commit",
-                "--no-verify",
-                "--no-gpg-sign",
-                "--cleanup=whitespace",
-                "-F",
-                "-",
-            ]
-            .map(String::from),
-        );
-        if let Err(e) = s.ok(&args, Some(message.into_bytes())) {
+        if let Err(e) = s.commit(&identity, &message) {
             let tree_restored = s.restore(&original_head, &state);
             return Ok(ApplyOutcome::DoesNotApply {
                 reason: e.to_string(),
@@ -1430,6 +1418,12 @@ impl<'r> Session<'r> {
             _ => return Err(self.failed(diff, &raw)),
         }
 
+        self.commit(identity, message)?;
+        Ok(Applied::Committed)
+    }
+
+    /// Commits the index with `message`, skipping the repository's hooks and signing.
+    fn commit(&mut self, identity: &[String], message: &str) -> Result<String, GitError> {
         let mut args = identity.to_vec();
         args.extend(
             [
@@ -1442,8 +1436,7 @@ impl<'r> Session<'r> {
             ]
             .map(String::from),
         );
-        self.ok(&args, Some(message.as_bytes().to_vec()))?;
-        Ok(Applied::Committed)
+        self.ok(&args, Some(message.as_bytes().to_vec()))
     }
 
     /// Puts HEAD, index and work tree back to `original_head` after a failed

@@ -1015,12 +1015,7 @@ impl Engine {
                 _ => None,
             },
             deploys_paused: self.store.gate_paused()?,
-            proposals_waiting: self
-                .store
-                .recent_proposals(200)?
-                .iter()
-                .filter(|p| p.state == crate::gate::proposals::ProposalState::Pending)
-                .count(),
+            proposals_waiting: self.store.pending_proposals()?,
             pending_emails: self.store.pending_emails()?,
             scrapes: self
                 .scrapes

@@ -7,8 +7,8 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
-use super::proposals::ProposalError;
-use crate::store::{Store, StoreError};
+use super::proposals::{sql, ProposalError};
+use crate::store::Store;
 
 /// What a valid link lets its holder do.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,15 +25,6 @@ fn hash(secret: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn sql(doing: &str) -> impl FnOnce(rusqlite::Error) -> ProposalError + '_ {
-    move |error| {
-        ProposalError::Store(StoreError::Sqlite {
-            doing: doing.to_owned(),
-            error,
-        })
-    }
 }
 
 /// A secret no one can guess: 32 bytes from the OS's generator, as hex.

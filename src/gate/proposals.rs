@@ -152,7 +152,8 @@ pub enum ProposalError {
 
 type Result<T, E = ProposalError> = std::result::Result<T, E>;
 
-fn sql(doing: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> ProposalError {
+/// Attaches what was being done to a SQLite error.
+pub(super) fn sql(doing: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> ProposalError {
     let doing = doing.into();
     move |error| ProposalError::Store(StoreError::Sqlite { doing, error })
 }
@@ -333,17 +334,37 @@ impl Store {
 
     /// The newest proposals first.
     pub fn recent_proposals(&self, limit: usize) -> Result<Vec<ProposalRecord>> {
+        self.select_proposals(
+            "ORDER BY created_at DESC, id LIMIT ?1",
+            [limit as i64],
+            "listing proposals",
+        )
+    }
+
+    /// Proposals waiting for a person.
+    pub fn pending_proposals(&self) -> Result<usize> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM proposals WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql("counting pending proposals"))
+    }
+
+    /// `SELECT` of whole proposals, `tail` being the `WHERE`/`ORDER BY` part.
+    fn select_proposals(
+        &self,
+        tail: &str,
+        params: impl rusqlite::Params,
+        doing: &str,
+    ) -> Result<Vec<ProposalRecord>> {
         let mut stmt = self
             .conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM proposals ORDER BY created_at DESC, id LIMIT ?1"
-            ))
-            .map_err(sql("listing proposals"))?;
-        let rows = stmt
-            .query_map([limit as i64], from_row)
-            .map_err(sql("listing proposals"))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sql("listing proposals"))
+            .prepare(&format!("SELECT {COLUMNS} FROM proposals {tail}"))
+            .map_err(sql(doing))?;
+        let rows = stmt.query_map(params, from_row).map_err(sql(doing))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sql(doing))
     }
 
     /// A person approves or rejects a proposal. `diff_hash` is the diff they looked at: an
@@ -496,18 +517,11 @@ impl Store {
 
     /// Proposals approved or `auto` and not yet deployed, oldest first.
     pub fn approved_proposals(&self) -> Result<Vec<ProposalRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM proposals WHERE state IN ('approved', 'deploying') \
-                 ORDER BY created_at, id"
-            ))
-            .map_err(sql("listing approved proposals"))?;
-        let rows = stmt
-            .query_map([], from_row)
-            .map_err(sql("listing approved proposals"))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sql("listing approved proposals"))
+        self.select_proposals(
+            "WHERE state IN ('approved', 'deploying') ORDER BY created_at, id",
+            [],
+            "listing approved proposals",
+        )
     }
 
     /// Every proposal as the trust ledger reads it: its pattern, whether a person approved it,

@@ -179,6 +179,24 @@ impl Gate {
             .unwrap()
     }
 
+    /// `guardian <args> --config ..`: the commands that read the state database directly.
+    fn on_host(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_guardian"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
+    }
+
+    /// Waits (up to 90 s) for a change to leave the watch and the rollback behind.
+    fn settle(&self, change_id: &str) -> Value {
+        self.wait_for(&format!("/v1/changes/{change_id}"), 90, |c| {
+            !["watching", "regressed", "rolling_back", "verifying"]
+                .contains(&c["state"].as_str().unwrap_or(""))
+        })
+    }
+
     fn propose(&self, commit: &str, pattern: &str, summary: &str) -> Output {
         self.cli(
             AGENT,
@@ -417,10 +435,7 @@ fn a_trusted_fix_deploys_alone_regresses_is_rolled_back_and_its_pattern_demoted(
     );
 
     // The app breaks; guardian reverts its own deploy and checks recovery.
-    let change = g.wait_for(&format!("/v1/changes/{change_id}"), 90, |c| {
-        !["watching", "regressed", "rolling_back", "verifying"]
-            .contains(&c["state"].as_str().unwrap_or(""))
-    });
+    let change = g.settle(&change_id);
     assert_eq!(change["state"], "rolled_back", "{change}");
     assert_eq!(
         std::fs::read_to_string(g.repo.join("src/settings.txt")).unwrap(),
@@ -458,11 +473,7 @@ fn a_trusted_fix_deploys_alone_regresses_is_rolled_back_and_its_pattern_demoted(
     );
 
     // The post-mortem tells the story: what the agent claimed, what the diff did, the policy.
-    let pm = Command::new(env!("CARGO_BIN_EXE_guardian"))
-        .args(["postmortem", &change_id, "--config"])
-        .arg(&g.config)
-        .output()
-        .unwrap();
+    let pm = g.on_host(&["postmortem", &change_id]);
     let pm = String::from_utf8_lossy(&pm.stdout);
     for needle in [
         "raise the checkout timeout a lot",
@@ -477,11 +488,7 @@ fn a_trusted_fix_deploys_alone_regresses_is_rolled_back_and_its_pattern_demoted(
     }
 
     // Every step is on the audit trail, intact.
-    let verify = Command::new(env!("CARGO_BIN_EXE_guardian"))
-        .args(["audit", "verify", "--config"])
-        .arg(&g.config)
-        .output()
-        .unwrap();
+    let verify = g.on_host(&["audit", "verify"]);
     assert_eq!(
         verify.status.code(),
         Some(0),
@@ -672,11 +679,7 @@ fn each_role_may_do_only_what_it_is_for() {
     // Nothing the refused calls tried happened.
     assert_eq!(g.get(&format!("/v1/proposals/{id}"))["state"], "pending");
     // And each refusal is on the audit trail, with who tried what.
-    let export = Command::new(env!("CARGO_BIN_EXE_guardian"))
-        .args(["audit", "export", "--config"])
-        .arg(&g.config)
-        .output()
-        .unwrap();
+    let export = g.on_host(&["audit", "export"]);
     let trail = String::from_utf8_lossy(&export.stdout);
     let refusals: Vec<&str> = trail
         .lines()
@@ -808,11 +811,7 @@ fn in_shadow_mode_everything_is_decided_and_recorded_and_nothing_is_done() {
         bad,
         "nothing reverted"
     );
-    let export = Command::new(env!("CARGO_BIN_EXE_guardian"))
-        .args(["audit", "export", "--config"])
-        .arg(&g.config)
-        .output()
-        .unwrap();
+    let export = g.on_host(&["audit", "export"]);
     let trail = String::from_utf8_lossy(&export.stdout);
     let would = trail
         .lines()
@@ -920,10 +919,7 @@ fn the_full_path_from_proposal_to_post_mortem_email() {
         p["state"] == "deployed"
     });
     let change_id = p["change_id"].as_str().unwrap().to_owned();
-    let change = g.wait_for(&format!("/v1/changes/{change_id}"), 90, |c| {
-        !["watching", "regressed", "rolling_back", "verifying"]
-            .contains(&c["state"].as_str().unwrap_or(""))
-    });
+    let change = g.settle(&change_id);
     assert_eq!(change["state"], "rolled_back", "{change}");
 
     // The ledger demoted the pattern at once.

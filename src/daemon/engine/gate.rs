@@ -90,6 +90,26 @@ impl ProposalRequest {
         }
         Ok(pattern)
     }
+
+    /// The proposal as submitted, by `role`: denied until the policy says otherwise.
+    fn as_submitted(&self, role: &Role, pattern: Pattern) -> NewProposal {
+        NewProposal {
+            proposer: role.actor(),
+            kind: self.kind,
+            pattern: pattern.as_str().to_owned(),
+            summary: self.summary.trim().to_owned(),
+            issue_url: self.issue_url.clone(),
+            tests_run: self.tests_run,
+            base_sha: self.base.trim().to_owned(),
+            claimed_sha: self.commit.as_ref().map(|c| c.trim().to_owned()),
+            patch: self.patch.clone(),
+            diff_hash: hex(&Sha256::digest(self.patch.as_bytes())),
+            decision: Decision::Deny.as_str().to_owned(),
+            assessment: serde_json::Value::Null,
+            shadow: false,
+            state: ProposalState::Denied,
+        }
+    }
 }
 
 /// A proposal with its diff, for a person deciding on it.
@@ -293,20 +313,11 @@ impl Engine {
         }
         let record = self.store.insert_proposal(
             &NewProposal {
-                proposer: role.actor(),
-                kind: request.kind,
-                pattern: pattern.as_str().to_owned(),
-                summary: request.summary.trim().to_owned(),
-                issue_url: request.issue_url.clone(),
-                tests_run: request.tests_run,
-                base_sha: base,
-                claimed_sha: request.commit.as_ref().map(|c| c.trim().to_owned()),
-                patch: request.patch.clone(),
-                diff_hash: hex(&Sha256::digest(request.patch.as_bytes())),
                 decision: assessment.decision.as_str().to_owned(),
                 assessment: assessment_json,
                 shadow,
                 state,
+                ..request.as_submitted(role, pattern)
             },
             now,
         )?;
@@ -335,20 +346,9 @@ impl Engine {
         });
         Ok(self.store.insert_proposal(
             &NewProposal {
-                proposer: role.actor(),
-                kind: request.kind,
-                pattern: pattern.as_str().to_owned(),
-                summary: request.summary.trim().to_owned(),
-                issue_url: request.issue_url.clone(),
-                tests_run: request.tests_run,
-                base_sha: request.base.trim().to_owned(),
-                claimed_sha: request.commit.as_ref().map(|c| c.trim().to_owned()),
-                patch: request.patch.clone(),
-                diff_hash: hex(&Sha256::digest(request.patch.as_bytes())),
-                decision: "deny".to_owned(),
                 assessment,
                 shadow: self.is_shadow(Some(pattern.as_str())),
-                state: ProposalState::Denied,
+                ..request.as_submitted(role, pattern)
             },
             now,
         )?)
