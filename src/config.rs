@@ -509,6 +509,7 @@ pub struct RawDetector {
     pub alpha_split: Option<RawAlphaSplit>,
     pub baseline_secs: Option<i64>,
     pub watch_secs: Option<i64>,
+    pub deploy_guard_secs: Option<i64>,
     pub error_tolerance: Option<f64>,
     pub latency_tolerance: Option<f64>,
     pub slow_quantile: Option<f64>,
@@ -747,6 +748,17 @@ impl RawDetector {
             alpha_split: validate_split(self.alpha_split, d.alpha_split)?,
             baseline_secs: seconds("baseline_secs", self.baseline_secs, d.baseline_secs)?,
             watch_secs: seconds("watch_secs", self.watch_secs, d.watch_secs)?,
+            deploy_guard_secs: match self.deploy_guard_secs {
+                None => d.deploy_guard_secs,
+                Some(n) if (0..=3600).contains(&n) => n as u32,
+                Some(n) => {
+                    return Err(ConfigError::invalid(
+                        DETECTOR,
+                        "deploy_guard_secs",
+                        format!("must be whole seconds from 0 to 3600, got {n}"),
+                    ))
+                }
+            },
             error_tolerance: non_negative(
                 "error_tolerance",
                 self.error_tolerance,

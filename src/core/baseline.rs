@@ -1,5 +1,13 @@
-//! The rolling baseline: the traffic of the last `baseline_secs`, kept as one tally per route per
-//! minute, so it is ready the moment a change lands.
+//! The service's recent traffic, from which each change's baseline is drawn: one tally per route
+//! per minute and requests and errors per 10-second bin, kept whatever is happening (before,
+//! during and after watches), together with the spans that are not known-good.
+//!
+//! A baseline is "the service as it was just before the change": the most recent
+//! `baseline_secs` of minutes that are not excluded, ending before the change's deploy began.
+//! What is excluded is decided by the monitor: a deploy window (the restart's own 502s are
+//! neither baseline nor watch), the traffic of a change that regressed, a recovery that did not
+//! come. Everything else, including the traffic watched after a healthy change, is baseline for
+//! the next one, so back-to-back changes each get a full baseline.
 
 use std::collections::VecDeque;
 
@@ -8,12 +16,55 @@ use serde::{Deserialize, Serialize};
 use super::dispersion::{Bin, Dispersion, BIN_SECS};
 use super::tally::Tally;
 
-const SLOT_SECS: i64 = 60;
+/// Seconds per slot. A minute keeps memory low; what it costs is that a span is excluded in
+/// whole minutes, so a deploy window takes up to two minutes of baseline with it.
+pub const SLOT_SECS: i64 = 60;
+/// Known-good time kept beyond `baseline_secs`, so a deploy window announced late (its start is
+/// only known when the change is notified) still finds a full baseline before it.
+const SLACK_SECS: i64 = 600;
+/// History is never kept longer than this many baseline windows, however much is excluded.
+const MAX_WINDOWS: i64 = 4;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Slot {
     start: i64,
     by_stratum: Vec<Tally>,
+}
+
+/// A span of traffic time, `[from, to)`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Span {
+    pub from: f64,
+    pub to: f64,
+}
+
+impl Span {
+    fn overlaps(&self, from: f64, to: f64) -> bool {
+        self.from < to && from < self.to
+    }
+}
+
+/// What a change is judged against: the tallies per stratum, the burstiness of their errors,
+/// and where they come from.
+#[derive(Clone, Debug, Default)]
+pub struct Baseline {
+    pub tallies: Vec<Tally>,
+    pub dispersion: Dispersion,
+    pub window: BaselineWindow,
+}
+
+/// Where a baseline comes from: the minutes it covers (quiet minutes included, excluded ones
+/// not), from the earliest to the latest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BaselineWindow {
+    /// Start of the earliest minute used (`None`: there was no traffic to use).
+    pub from: Option<f64>,
+    /// End of the latest minute used.
+    pub to: Option<f64>,
+    /// Seconds of known-good time the baseline covers.
+    pub covered_secs: f64,
+    /// Seconds between `from` and `to` left out as not known-good.
+    pub excluded_secs: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -22,6 +73,17 @@ pub struct RollingBaseline {
     slots: VecDeque<Slot>,
     /// Requests and errors per 10-second bin, all routes together.
     bins: VecDeque<(i64, Bin)>,
+    /// Spans that are not known-good, in time order, never overlapping.
+    #[serde(default)]
+    excluded: Vec<Span>,
+    /// The earliest minute the history speaks for: before it, nothing is known (not even that
+    /// it was quiet).
+    #[serde(default)]
+    horizon: Option<i64>,
+    /// While a change is watched, the start of its deploy: a full baseline before it is kept,
+    /// in case the change regresses and its traffic is excluded.
+    #[serde(default)]
+    pin: Option<f64>,
 }
 
 impl RollingBaseline {
@@ -30,6 +92,9 @@ impl RollingBaseline {
             window_secs: i64::from(window_secs),
             slots: VecDeque::new(),
             bins: VecDeque::new(),
+            excluded: Vec::new(),
+            horizon: None,
+            pin: None,
         }
     }
 
@@ -37,87 +102,202 @@ impl RollingBaseline {
         self.window_secs = i64::from(window_secs);
     }
 
-    /// The tally of `stratum` for the minute holding second `sec`. Observations older than the
-    /// window are dropped rather than stored.
-    pub fn tally_mut(&mut self, sec: i64, stratum: usize) -> Option<&mut Tally> {
+    /// Counts one observation at second `sec`: `add` is applied to the tally of `stratum` for
+    /// that minute, and `requests`/`errors` go to its 10-second bin. Observations older than the
+    /// history are dropped.
+    pub fn record(
+        &mut self,
+        sec: i64,
+        stratum: usize,
+        requests: u64,
+        errors: u64,
+        add: impl FnOnce(&mut Tally),
+    ) {
         let start = sec.div_euclid(SLOT_SECS) * SLOT_SECS;
-        let newest = self.slots.back().map(|s| s.start);
-        if newest.is_some_and(|n| start > n) || newest.is_none() {
-            self.slots.push_back(Slot {
-                start,
-                by_stratum: Vec::new(),
-            });
-            // One slot beyond the window, so a window ending mid-minute is still covered.
-            while self
-                .slots
-                .front()
-                .is_some_and(|s| s.start + SLOT_SECS <= start - self.window_secs)
-            {
-                self.slots.pop_front();
+        if self.horizon.is_some_and(|h| start < h) {
+            return;
+        }
+        match self.slots.iter().rposition(|s| s.start <= start) {
+            Some(i) if self.slots[i].start == start => {}
+            found => {
+                let at = found.map_or(0, |i| i + 1);
+                let newest = at == self.slots.len();
+                self.slots.insert(
+                    at,
+                    Slot {
+                        start,
+                        by_stratum: Vec::new(),
+                    },
+                );
+                self.horizon.get_or_insert(start);
+                if newest {
+                    self.prune(start);
+                }
             }
         }
-        let slot = self.slots.iter_mut().rev().find(|s| s.start == start)?;
+        let Some(i) = self.slots.iter().rposition(|s| s.start == start) else {
+            return;
+        };
+        let slot = &mut self.slots[i];
         if slot.by_stratum.len() <= stratum {
             slot.by_stratum.resize_with(stratum + 1, Tally::default);
         }
-        Some(&mut slot.by_stratum[stratum])
+        add(&mut slot.by_stratum[stratum]);
+        self.count(sec, requests, errors);
     }
 
-    /// Sums, per stratum, the minutes that overlap `[end - window, end)`.
-    pub fn snapshot(&self, end: f64, strata: usize) -> Vec<Tally> {
-        let mut out = vec![Tally::default(); strata];
-        let from = end - self.window_secs as f64;
-        for slot in &self.slots {
-            let (s, e) = (slot.start as f64, (slot.start + SLOT_SECS) as f64);
-            if e <= from || s >= end {
-                continue;
-            }
-            for (acc, t) in out.iter_mut().zip(slot.by_stratum.iter()) {
-                acc.merge(t);
-            }
-        }
-        out
-    }
-}
-
-impl RollingBaseline {
-    /// Counts requests and errors (all routes together) in the 10-second bin of second `sec`,
-    /// for the dispersion index.
-    pub fn count(&mut self, sec: i64, requests: u64, errors: u64) {
-        let start = sec.div_euclid(BIN_SECS) * BIN_SECS;
-        if self.bins.back().map_or(true, |&(s, _)| start > s) {
-            self.bins.push_back((start, Bin::default()));
-            while self
-                .bins
-                .front()
-                .is_some_and(|&(s, _)| s + BIN_SECS <= start - self.window_secs)
-            {
-                self.bins.pop_front();
-            }
-        }
-        if let Some((_, bin)) = self.bins.iter_mut().rev().find(|(s, _)| *s == start) {
-            bin.requests += requests;
-            bin.errors += errors.min(requests);
-        }
+    /// Keeps a full baseline before `at` (a watched change's deploy start), or stops keeping one.
+    pub fn pin(&mut self, at: Option<f64>) {
+        self.pin = at.filter(|t| t.is_finite());
     }
 
-    /// The dispersion of error counts over the bins of `[end - window, end)`.
-    pub fn dispersion(&self, end: f64) -> Dispersion {
-        let from = end - self.window_secs as f64;
-        let mut d = Dispersion::default();
+    /// Marks `[from, to)` as not known-good: no baseline will include it.
+    pub fn exclude(&mut self, from: f64, to: f64) {
+        if from.is_nan() || to.is_nan() || from >= to {
+            return;
+        }
+        let mut span = Span { from, to };
+        self.excluded.retain(|s| {
+            if s.from <= span.to && span.from <= s.to {
+                span.from = span.from.min(s.from);
+                span.to = span.to.max(s.to);
+                false
+            } else {
+                true
+            }
+        });
+        let at = self.excluded.partition_point(|s| s.from < span.from);
+        self.excluded.insert(at, span);
+    }
+
+    /// The spans excluded so far that the history still covers.
+    pub fn excluded(&self) -> &[Span] {
+        &self.excluded
+    }
+
+    fn is_excluded(&self, start: i64) -> bool {
+        let (from, to) = (start as f64, (start + SLOT_SECS) as f64);
+        self.excluded.iter().any(|s| s.overlaps(from, to))
+    }
+
+    /// The baseline of a change whose deploy began at `end`: the most recent minutes that end
+    /// by then and are not excluded, until they cover `baseline_secs`.
+    pub fn baseline(&self, end: f64, strata: usize) -> Baseline {
+        let minutes = self.minutes_before(end);
+        let mut tallies = vec![Tally::default(); strata];
+        let mut dispersion = Dispersion::default();
+        let mut window = BaselineWindow::default();
+        if let (Some(&first), Some(&last)) = (minutes.first(), minutes.last()) {
+            window.from = Some(first as f64);
+            window.to = Some((last + SLOT_SECS) as f64);
+            window.covered_secs = (minutes.len() as i64 * SLOT_SECS) as f64;
+            window.excluded_secs =
+                ((last + SLOT_SECS - first) as f64 - window.covered_secs).max(0.0);
+        }
+        let mut slots = self.slots.iter().peekable();
+        for &m in &minutes {
+            while slots.next_if(|s| s.start < m).is_some() {}
+            if let Some(slot) = slots.next_if(|s| s.start == m) {
+                for (acc, t) in tallies.iter_mut().zip(&slot.by_stratum) {
+                    acc.merge(t);
+                }
+            }
+        }
         let mut next = None;
+        let mut used = minutes.iter().peekable();
         for &(start, bin) in &self.bins {
-            if ((start + BIN_SECS) as f64) <= from || start as f64 >= end {
+            let minute = start.div_euclid(SLOT_SECS) * SLOT_SECS;
+            while used.next_if(|&&m| m < minute).is_some() {}
+            if used.peek() != Some(&&minute) {
                 continue;
             }
             if next.is_some_and(|n| n != start) {
-                // A stretch without traffic: do not compare across it.
-                d.push(Bin::default());
+                // A stretch without traffic, or left out: do not compare across it.
+                dispersion.push(Bin::default());
             }
-            d.push(bin);
+            dispersion.push(bin);
             next = Some(start + BIN_SECS);
         }
-        d
+        Baseline {
+            tallies,
+            dispersion,
+            window,
+        }
+    }
+
+    /// The minutes a baseline ending at `end` uses, oldest first.
+    fn minutes_before(&self, end: f64) -> Vec<i64> {
+        let Some(horizon) = self.horizon else {
+            return Vec::new();
+        };
+        if !end.is_finite() {
+            return Vec::new();
+        }
+        let needed = (self.window_secs + SLOT_SECS - 1)
+            .div_euclid(SLOT_SECS)
+            .max(1) as usize;
+        let mut m = (end.floor() as i64).div_euclid(SLOT_SECS) * SLOT_SECS - SLOT_SECS;
+        let mut out = Vec::with_capacity(needed);
+        while m >= horizon && out.len() < needed {
+            if !self.is_excluded(m) {
+                out.push(m);
+            }
+            m -= SLOT_SECS;
+        }
+        out.reverse();
+        out
+    }
+
+    /// Forgets what no baseline can need any more, now that the newest minute is `newest`: older
+    /// than `baseline_secs` of known-good time plus slack before the newest minute, or before
+    /// the pinned time if that is earlier (at most a few windows further back).
+    fn prune(&mut self, newest: i64) {
+        let keep_good = self.window_secs + SLACK_SECS;
+        let anchor = match self.pin {
+            Some(p) => newest.min((p.floor() as i64).div_euclid(SLOT_SECS) * SLOT_SECS),
+            None => newest,
+        };
+        let oldest_allowed = anchor - MAX_WINDOWS * self.window_secs.max(SLOT_SECS);
+        let mut good = 0;
+        let mut m = anchor;
+        let mut keep_from = oldest_allowed;
+        while m > oldest_allowed {
+            if !self.is_excluded(m) {
+                good += SLOT_SECS;
+                if good >= keep_good {
+                    keep_from = m;
+                    break;
+                }
+            }
+            m -= SLOT_SECS;
+        }
+        while self.slots.front().is_some_and(|s| s.start < keep_from) {
+            self.slots.pop_front();
+        }
+        while self.bins.front().is_some_and(|&(s, _)| s < keep_from) {
+            self.bins.pop_front();
+        }
+        self.excluded.retain(|s| s.to > keep_from as f64);
+        if self.horizon.is_some_and(|h| h < keep_from) {
+            self.horizon = Some(keep_from);
+        }
+    }
+
+    /// Counts requests and errors (all routes together) in the 10-second bin of second `sec`,
+    /// for the dispersion index.
+    fn count(&mut self, sec: i64, requests: u64, errors: u64) {
+        let start = sec.div_euclid(BIN_SECS) * BIN_SECS;
+        let i = match self.bins.iter().rposition(|&(s, _)| s <= start) {
+            Some(i) if self.bins[i].0 == start => i,
+            found => {
+                let at = found.map_or(0, |i| i + 1);
+                self.bins.insert(at, (start, Bin::default()));
+                at
+            }
+        };
+        let bin = &mut self.bins[i].1;
+        bin.requests += requests;
+        bin.errors += errors.min(requests);
     }
 }
 
@@ -125,22 +305,117 @@ impl RollingBaseline {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_window_forgets_what_is_older_than_it() {
-        let mut b = RollingBaseline::new(600);
-        for sec in 0..3600 {
-            b.tally_mut(sec, 0)
-                .unwrap()
-                .add_request(sec % 100 == 0, Some(10.0));
-        }
-        let snap = b.snapshot(3600.0, 1);
-        assert_eq!(snap[0].requests, 600);
-        assert_eq!(snap[0].errors, 6);
-        assert!(b.slots.len() <= 12, "{} slots kept", b.slots.len());
+    fn request(b: &mut RollingBaseline, sec: i64, error: bool) {
+        b.record(sec, 0, 1, u64::from(error), |t| {
+            t.add_request(error, Some(10.0))
+        });
     }
 
     #[test]
-    fn bursts_in_the_window_raise_the_dispersion_and_older_ones_are_forgotten() {
+    fn the_baseline_is_the_last_window_before_the_deploy() {
+        let mut b = RollingBaseline::new(600);
+        for sec in 0..3600 {
+            request(&mut b, sec, sec % 100 == 0);
+        }
+        let base = b.baseline(3600.0, 1);
+        assert_eq!(base.tallies[0].requests, 600);
+        assert_eq!(base.tallies[0].errors, 6);
+        assert_eq!(base.window.from, Some(3000.0));
+        assert_eq!(base.window.to, Some(3600.0));
+        assert_eq!(base.window.covered_secs, 600.0);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_the_window_and_its_slack() {
+        let mut b = RollingBaseline::new(600);
+        for sec in 0..36_000 {
+            request(&mut b, sec, false);
+        }
+        let kept = (600 + SLACK_SECS) / SLOT_SECS + 1;
+        assert!(b.slots.len() as i64 <= kept, "{} slots kept", b.slots.len());
+        assert!(
+            b.bins.len() as i64 <= kept * 6,
+            "{} bins kept",
+            b.bins.len()
+        );
+    }
+
+    #[test]
+    fn excluded_minutes_are_skipped_and_older_ones_take_their_place() {
+        let mut b = RollingBaseline::new(600);
+        for sec in 0..3600 {
+            // A burst of errors in 3300..3330: the deploy's restart.
+            request(&mut b, sec, (3300..3330).contains(&sec));
+        }
+        b.exclude(3300.0, 3330.0);
+        let base = b.baseline(3300.0, 1);
+        assert_eq!(base.tallies[0].errors, 0);
+        assert_eq!(base.tallies[0].requests, 600);
+        assert_eq!(base.window.to, Some(3300.0));
+        // Later, a baseline that ends after the window skips its minute and reaches back.
+        let base = b.baseline(3600.0, 1);
+        assert_eq!(base.tallies[0].errors, 0);
+        assert_eq!(base.window.covered_secs, 600.0);
+        assert_eq!(base.window.from, Some(2940.0));
+        assert_eq!(base.window.excluded_secs, 60.0);
+    }
+
+    #[test]
+    fn history_reaches_further_back_to_keep_a_full_window_of_known_good_time() {
+        let mut b = RollingBaseline::new(600);
+        for sec in 0..1800 {
+            request(&mut b, sec, false);
+        }
+        b.pin(Some(1800.0));
+        for sec in 1800..3000 {
+            request(&mut b, sec, false);
+        }
+        // The change regressed and was rolled back: 15 minutes that are not known-good, and
+        // known to be only now.
+        b.exclude(1800.0, 2700.0);
+        b.pin(None);
+        let base = b.baseline(3000.0, 1);
+        assert_eq!(base.window.covered_secs, 600.0, "{:?}", base.window);
+        assert_eq!(base.window.from, Some(1500.0));
+        assert_eq!(base.window.excluded_secs, 900.0);
+        for sec in 3000..4000 {
+            request(&mut b, sec, false);
+        }
+        let base = b.baseline(4000.0, 1);
+        assert_eq!(base.window.covered_secs, 600.0);
+        assert_eq!(base.window.from, Some(3360.0));
+    }
+
+    #[test]
+    fn minutes_before_anything_was_seen_do_not_count_as_covered() {
+        let mut b = RollingBaseline::new(1800);
+        for sec in 1000..1300 {
+            request(&mut b, sec, false);
+        }
+        let base = b.baseline(1300.0, 1);
+        assert_eq!(base.window.from, Some(960.0));
+        assert_eq!(base.window.covered_secs, 300.0);
+        assert!(RollingBaseline::new(60)
+            .baseline(10.0, 1)
+            .window
+            .from
+            .is_none());
+    }
+
+    #[test]
+    fn late_observations_land_in_their_own_minute() {
+        let mut b = RollingBaseline::new(600);
+        request(&mut b, 0, false);
+        request(&mut b, 200, false);
+        // Late, for a minute that had no slot yet.
+        request(&mut b, 70, true);
+        let base = b.baseline(300.0, 1);
+        assert_eq!(base.tallies[0].requests, 3);
+        assert_eq!(base.tallies[0].errors, 1);
+    }
+
+    #[test]
+    fn bursts_in_the_window_raise_the_dispersion_and_excluded_ones_do_not() {
         let mut b = RollingBaseline::new(1800);
         for sec in 0..3600 {
             // Steady errors, and bursts of 12 every 10 minutes during the first half hour only.
@@ -149,12 +424,32 @@ mod tests {
             } else {
                 0
             };
-            b.count(sec, 10, u64::from(sec % 50 == 0) + burst);
+            let errors = u64::from(sec % 50 == 0) + burst;
+            b.record(sec, 0, 10, errors, |t| t.add_counts(10, errors, None));
             if sec == 1799 {
-                assert!(b.dispersion(1800.0).index() > 3.0);
+                assert!(b.baseline(1800.0, 1).dispersion.index() > 3.0);
             }
         }
-        assert_eq!(b.dispersion(3600.0).index(), 1.0);
-        assert!(b.bins.len() <= 182, "{} bins kept", b.bins.len());
+        assert_eq!(b.baseline(3600.0, 1).dispersion.index(), 1.0);
+        for at in [300.0, 900.0, 1500.0] {
+            b.exclude(at - 5.0, at + 5.0);
+        }
+        assert_eq!(b.baseline(1800.0, 1).dispersion.index(), 1.0);
+    }
+
+    #[test]
+    fn overlapping_exclusions_merge() {
+        let mut b = RollingBaseline::new(600);
+        b.exclude(10.0, 20.0);
+        b.exclude(30.0, 40.0);
+        b.exclude(15.0, 35.0);
+        b.exclude(50.0, 50.0);
+        assert_eq!(
+            b.excluded(),
+            &[Span {
+                from: 10.0,
+                to: 40.0
+            }]
+        );
     }
 }

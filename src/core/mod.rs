@@ -12,8 +12,9 @@ pub mod strata;
 pub mod tally;
 pub mod watch;
 
+pub use baseline::{BaselineWindow, Span};
 pub use histogram::Histogram;
-pub use monitor::Monitor;
+pub use monitor::{BaselinePreview, DeployWindow, Landing, Monitor, RouteBaseline};
 pub use observation::{Aggregate, Arm, Request};
 pub use settings::{AlphaSplit, DetectorSettings};
 pub use watch::{Design, Report, SignalKind, SignalReport, Verdict};

@@ -1,12 +1,61 @@
 //! The core's front door: feed it every observation, tell it when a change lands, and ask for
-//! the verdict. The baseline rolls continuously, so one is ready whenever a change lands.
+//! the verdict. Traffic is kept continuously, so a baseline is ready whenever a change lands.
+//!
+//! What joins the baseline of later changes: everything but the deploy windows (the restart's
+//! own failures), the traffic of a change that regressed (until it was rolled back), and a
+//! recovery that did not come. A healthy change's watched traffic is the next change's baseline.
 
-use super::baseline::RollingBaseline;
+use serde::{Deserialize, Serialize};
+
+use super::baseline::{BaselineWindow, RollingBaseline};
 use super::observation::{Aggregate, Arm, Request};
 use super::settings::DetectorSettings;
 use super::strata::Strata;
 use super::tally::Tally;
 use super::watch::{Report, Verdict, Watch};
+
+/// A change as the core needs it: when it landed (the new version serving) and, if known, when
+/// its deploy began. The time between is neither baseline nor watch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Landing {
+    pub at: f64,
+    pub deploy_started_at: Option<f64>,
+}
+
+impl Landing {
+    /// A change that landed at `at`, its deploy's start unknown.
+    pub fn at(at: f64) -> Landing {
+        Landing {
+            at,
+            deploy_started_at: None,
+        }
+    }
+}
+
+/// The deploy window of a change: from when its deploy began (or, not knowing, the guard
+/// interval before it) to when it landed.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeployWindow {
+    pub from: f64,
+    pub to: f64,
+    /// The deploy's start was given; otherwise `from` is the guard interval before the change.
+    pub given: bool,
+}
+
+/// The baseline a change landing now would be judged against.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BaselinePreview {
+    pub window: BaselineWindow,
+    pub routes: Vec<RouteBaseline>,
+}
+
+/// One route's share of a baseline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteBaseline {
+    pub route: String,
+    pub requests: u64,
+    pub errors: u64,
+}
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Monitor {
@@ -38,34 +87,69 @@ impl Monitor {
         &self.settings
     }
 
-    /// Starts watching a change that landed at `change_at`: the baseline is frozen from the
-    /// traffic of the window before it. Observations from `change_at` on are judged against it.
+    /// Starts watching a change that landed at `change_at`, its deploy's start unknown.
     pub fn change_landed(&mut self, change_at: f64) {
         let settings = self.settings.clone();
-        self.change_landed_with(change_at, &settings);
+        self.change_landed_with(Landing::at(change_at), &settings);
     }
 
-    /// Like [`Monitor::change_landed`], judged by `settings` instead of the monitor's own (an
-    /// AI change may get stricter tolerances than a person's).
-    pub fn change_landed_with(&mut self, change_at: f64, settings: &DetectorSettings) {
-        let baseline = self.baseline.snapshot(change_at, self.strata.len());
-        let dispersion = self.baseline.dispersion(change_at);
-        self.watch = Some(Watch::new(settings, change_at, baseline, dispersion));
+    /// Starts watching a change, judged by `settings` instead of the monitor's own (an AI
+    /// change may get stricter tolerances than a person's). Its deploy window is excluded from
+    /// every baseline; its own baseline is the known-good traffic before that window. A watch
+    /// still under way ends here (superseded), by the same rules as [`Monitor::end_watch`].
+    pub fn change_landed_with(&mut self, landing: Landing, settings: &DetectorSettings) {
+        let window = self.deploy_window(landing, settings);
+        self.end_watch(window.from);
+        self.baseline.exclude(window.from, window.to);
+        let baseline = self.baseline.baseline(window.from, self.strata.len());
+        self.baseline.pin(Some(window.from));
+        self.watch = Some(Watch::new(settings, window, baseline));
+    }
+
+    fn deploy_window(&self, landing: Landing, settings: &DetectorSettings) -> DeployWindow {
+        let at = landing.at;
+        match landing.deploy_started_at.filter(|d| d.is_finite()) {
+            Some(started) => DeployWindow {
+                from: started.min(at),
+                to: at,
+                given: true,
+            },
+            None => DeployWindow {
+                from: at - f64::from(settings.deploy_guard_secs),
+                to: at,
+                given: false,
+            },
+        }
     }
 
     /// After a rollback landed at `at`: watch for `watch_secs` whether the service is back to
     /// the baseline the regressed change was judged against. `healthy` at the end means it
-    /// recovered, `regressed` that the rollback did not help. Does nothing without a watch.
+    /// recovered, `regressed` that the rollback did not help. The regressed change's traffic,
+    /// up to `at`, never joins a baseline. Does nothing without a watch.
     pub fn verify_recovery(&mut self, at: f64, watch_secs: u32) {
         if let Some(w) = &self.watch {
+            self.baseline.exclude(w.deploy_window().from, at);
             self.watch = Some(w.recovery(at, watch_secs));
         }
     }
 
-    /// The change's watch is over and nothing more will be asked of it: traffic goes to the
-    /// rolling baseline again, so the next change is judged against the traffic just before it.
-    pub fn end_watch(&mut self) {
-        self.watch = None;
+    /// The change's watch is over at `now` and nothing more will be asked of it: traffic goes
+    /// only to the history again. What the watch saw joins later baselines unless the change
+    /// regressed, or the service did not recover from its rollback.
+    pub fn end_watch(&mut self, now: f64) {
+        let Some(w) = self.watch.take() else {
+            return;
+        };
+        self.baseline.pin(None);
+        let known_good = if w.is_recovery() {
+            w.verdict() == Verdict::Healthy
+        } else {
+            w.verdict() != Verdict::Regressed
+        };
+        if !known_good {
+            self.baseline
+                .exclude(w.deploy_window().from, now.max(w.change_at()));
+        }
     }
 
     /// Watches the current change for another `watch_secs` from `at`, against the same
@@ -88,7 +172,7 @@ impl Monitor {
         });
     }
 
-    /// Files an observation under the baseline or the watch, by its time.
+    /// Files an observation in the history and, from its change on, in the watch.
     fn record(
         &mut self,
         ts: f64,
@@ -96,26 +180,23 @@ impl Monitor {
         arm: Option<Arm>,
         requests: u64,
         errors: u64,
-        add: impl FnOnce(&mut Tally),
+        add: impl Fn(&mut Tally),
     ) {
         if !ts.is_finite() {
             return;
         }
         let stratum = self.strata.id(route);
-        match &mut self.watch {
-            Some(w) if ts >= w.change_at() => {
+        if let Some(w) = &mut self.watch {
+            if ts >= w.change_at() {
                 if let Some(tally) = w.tally_for(ts, stratum, arm) {
                     add(tally);
                 }
             }
-            _ => {
-                let sec = ts.floor() as i64;
-                if let Some(tally) = self.baseline.tally_mut(sec, stratum) {
-                    add(tally);
-                    self.baseline.count(sec, requests, errors);
-                }
-            }
         }
+        // The old version's requests beside a canary are the service as it was; the canary's
+        // are the change's, and join the history only as part of the whole.
+        self.baseline
+            .record(ts.floor() as i64, stratum, requests, errors, add);
     }
 
     /// Lets traffic time pass to `now`: every second before it is judged. Returns the verdict.
@@ -133,5 +214,163 @@ impl Monitor {
     /// The evidence of the current watch.
     pub fn report(&self) -> Option<Report> {
         self.watch.as_ref().map(|w| w.report(Some(&self.strata)))
+    }
+
+    /// The baseline a change whose deploy began at `deploy_started_at` would be judged against:
+    /// what `guardian status` and `notify` show, so a thin baseline is seen before it matters.
+    pub fn baseline_preview(&self, deploy_started_at: f64) -> BaselinePreview {
+        let b = self.baseline.baseline(deploy_started_at, self.strata.len());
+        BaselinePreview {
+            window: b.window,
+            routes: route_baselines(&b.tallies, &self.strata),
+        }
+    }
+}
+
+/// Per route, what a baseline holds; routes with no requests are left out.
+pub(crate) fn route_baselines(tallies: &[Tally], strata: &Strata) -> Vec<RouteBaseline> {
+    tallies
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.requests > 0)
+        .map(|(s, t)| RouteBaseline {
+            route: strata.name(s).to_owned(),
+            requests: t.requests,
+            errors: t.errors,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Request;
+
+    const T0: f64 = 1_764_000_000.0;
+
+    fn settings() -> DetectorSettings {
+        DetectorSettings {
+            baseline_secs: 600,
+            watch_secs: 300,
+            ..DetectorSettings::default()
+        }
+    }
+
+    /// `rps` requests a second on one route from `from` for `secs`, failing when `fails(t)`.
+    fn traffic(m: &mut Monitor, from: f64, secs: u32, rps: u32, fails: impl Fn(f64) -> bool) {
+        for s in 0..secs {
+            for i in 0..rps {
+                let ts = from + f64::from(s) + f64::from(i) / f64::from(rps);
+                m.observe_request(&Request {
+                    ts,
+                    error: fails(ts),
+                    latency_ms: Some(20.0),
+                    route: Some("/"),
+                    arm: None,
+                });
+            }
+            m.tick(from + f64::from(s) + 1.0);
+        }
+    }
+
+    #[test]
+    fn a_restart_burst_just_before_the_change_is_not_in_its_baseline() {
+        let mut m = Monitor::new(settings());
+        traffic(&mut m, T0 - 900.0, 897, 20, |_| false);
+        // The restart: 3 s of 502s, then the notification.
+        traffic(&mut m, T0 - 3.0, 3, 20, |_| true);
+        m.change_landed(T0);
+        let r = m.report().unwrap();
+        assert_eq!(r.signals[0].baseline.events, 0);
+        let window = r.deploy_window.unwrap();
+        assert_eq!(
+            (window.from, window.to, window.given),
+            (T0 - 60.0, T0, false)
+        );
+    }
+
+    #[test]
+    fn a_given_deploy_start_excludes_the_whole_deploy() {
+        let mut m = Monitor::new(settings());
+        traffic(&mut m, T0 - 900.0, 780, 20, |_| false);
+        // A slow rolling restart: two minutes of scattered failures.
+        traffic(&mut m, T0 - 120.0, 120, 20, |ts| (ts as i64) % 3 == 0);
+        m.change_landed_with(
+            Landing {
+                at: T0,
+                deploy_started_at: Some(T0 - 120.0),
+            },
+            &settings(),
+        );
+        let r = m.report().unwrap();
+        assert_eq!(r.signals[0].baseline.events, 0);
+        assert!(r.deploy_window.unwrap().given);
+        assert_eq!(r.baseline_window.covered_secs, 600.0);
+    }
+
+    #[test]
+    fn a_healthy_change_is_the_next_ones_baseline() {
+        let mut m = Monitor::new(settings());
+        traffic(&mut m, T0 - 900.0, 900, 20, |_| false);
+        m.change_landed(T0);
+        traffic(&mut m, T0, 301, 20, |_| false);
+        assert_eq!(m.verdict(), Some(Verdict::Healthy));
+        m.end_watch(T0 + 301.0);
+        // Back to back: the next change lands seconds after the verdict.
+        traffic(&mut m, T0 + 301.0, 5, 20, |_| false);
+        m.change_landed(T0 + 306.0);
+        let r = m.report().unwrap();
+        assert_eq!(r.baseline_window.covered_secs, 600.0);
+        assert!(
+            r.requests_before >= 600 * 20 - 20 * 60,
+            "{}",
+            r.requests_before
+        );
+        assert!(r.baseline_window.from.unwrap() < T0 - 60.0);
+    }
+
+    #[test]
+    fn a_regressed_change_never_joins_a_baseline_and_its_recovery_does_once_confirmed() {
+        let mut m = Monitor::new(settings());
+        traffic(&mut m, T0 - 900.0, 900, 20, |_| false);
+        m.change_landed(T0);
+        traffic(&mut m, T0, 30, 20, |ts| (ts * 20.0) as i64 % 2 == 0);
+        assert_eq!(m.verdict(), Some(Verdict::Regressed));
+        traffic(&mut m, T0 + 30.0, 10, 20, |ts| (ts * 20.0) as i64 % 2 == 0);
+        m.verify_recovery(T0 + 40.0, 60);
+        traffic(&mut m, T0 + 40.0, 61, 20, |_| false);
+        assert_eq!(m.verdict(), Some(Verdict::Healthy));
+        m.end_watch(T0 + 101.0);
+        m.change_landed(T0 + 200.0);
+        let r = m.report().unwrap();
+        assert_eq!(r.signals[0].baseline.events, 0, "the bad change's errors");
+        assert_eq!(r.baseline_window.covered_secs, 600.0);
+    }
+
+    #[test]
+    fn a_recovery_that_did_not_come_is_not_a_baseline() {
+        let mut m = Monitor::new(settings());
+        traffic(&mut m, T0 - 900.0, 900, 20, |_| false);
+        m.change_landed(T0);
+        let half = |ts: f64| (ts * 20.0) as i64 % 2 == 0;
+        traffic(&mut m, T0, 30, 20, half);
+        m.verify_recovery(T0 + 30.0, 60);
+        traffic(&mut m, T0 + 30.0, 61, 20, half);
+        assert_eq!(m.verdict(), Some(Verdict::Regressed));
+        m.end_watch(T0 + 91.0);
+        traffic(&mut m, T0 + 91.0, 120, 20, |_| false);
+        m.change_landed(T0 + 211.0);
+        assert_eq!(m.report().unwrap().signals[0].baseline.events, 0);
+    }
+
+    #[test]
+    fn the_preview_shows_what_a_change_would_be_judged_against() {
+        let mut m = Monitor::new(settings());
+        traffic(&mut m, T0 - 300.0, 300, 2, |_| false);
+        let p = m.baseline_preview(T0);
+        assert_eq!(p.window.covered_secs, 300.0);
+        assert_eq!(p.routes.len(), 1);
+        assert_eq!(p.routes[0].route, "/");
+        assert_eq!(p.routes[0].requests, 600);
     }
 }

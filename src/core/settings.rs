@@ -13,6 +13,10 @@ pub struct DetectorSettings {
     pub baseline_secs: u32,
     /// How long a change is watched before it can be called healthy.
     pub watch_secs: u32,
+    /// When a change does not say when its deploy began, the seconds just before it are taken
+    /// as its deploy window: a restart's failed requests there are neither baseline nor watch.
+    #[serde(default = "default_deploy_guard_secs")]
+    pub deploy_guard_secs: u32,
     /// A change may raise the error rate (and the slow-request rate) by this relative amount
     /// before it counts as worse: 0.10 means 1.00% -> 1.10% is tolerated.
     pub error_tolerance: f64,
@@ -42,6 +46,10 @@ pub struct DetectorSettings {
     pub healthy_error_floor: f64,
 }
 
+fn default_deploy_guard_secs() -> u32 {
+    60
+}
+
 /// Shares of alpha per test; see [`DetectorSettings::alpha_split`].
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AlphaSplit {
@@ -61,6 +69,7 @@ impl Default for DetectorSettings {
             },
             baseline_secs: 1800,
             watch_secs: 1800,
+            deploy_guard_secs: default_deploy_guard_secs(),
             error_tolerance: 0.10,
             latency_tolerance: 0.05,
             slow_quantile: 0.99,

@@ -16,9 +16,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::baseline::{Baseline, BaselineWindow};
 use super::dispersion::{Bin, Dispersion, BIN_SECS};
 use super::evidence::{self, cap_for_second, Counts, MixtureEProcess, RATIO_GRID};
 use super::histogram::{self, buckets_for_ratio, Histogram};
+use super::monitor::{route_baselines, DeployWindow, RouteBaseline};
 use super::observation::Arm;
 use super::settings::DetectorSettings;
 use super::strata::Strata;
@@ -108,6 +110,13 @@ struct Sides {
 pub struct Watch {
     settings: DetectorSettings,
     change_at: f64,
+    /// The change's deploy window, excluded from every baseline. `None` in a watch saved
+    /// before windows were kept.
+    #[serde(default)]
+    deploy: Option<DeployWindow>,
+    /// Where the baseline comes from.
+    #[serde(default)]
+    baseline_window: BaselineWindow,
     end_sec: i64,
     baseline: Vec<Tally>,
     design: Option<Design>,
@@ -136,15 +145,16 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Starts watching a change that landed at `change_at`, against `baseline` (per stratum).
-    /// `dispersion` holds the baseline's error bins; the watch keeps adding its own, and error
-    /// evidence is discounted by the index (see `dispersion`).
-    pub fn new(
-        settings: &DetectorSettings,
-        change_at: f64,
-        baseline: Vec<Tally>,
-        dispersion: Dispersion,
-    ) -> Watch {
+    /// Starts watching a change that landed at the end of its deploy `window`, against
+    /// `baseline`. The baseline's dispersion holds its error bins; the watch keeps adding its
+    /// own, and error evidence is discounted by the index (see `dispersion`).
+    pub fn new(settings: &DetectorSettings, window: DeployWindow, baseline: Baseline) -> Watch {
+        let change_at = window.to;
+        let Baseline {
+            tallies: baseline,
+            dispersion,
+            window: baseline_window,
+        } = baseline;
         let shift = buckets_for_ratio(1.0 + settings.latency_tolerance);
         let n = baseline.len();
         let big_enough: Vec<bool> = baseline
@@ -222,6 +232,8 @@ impl Watch {
         Watch {
             settings: settings.clone(),
             change_at,
+            deploy: Some(window),
+            baseline_window,
             end_sec: (change_at + f64::from(settings.watch_secs)).ceil() as i64,
             baseline,
             design: None,
@@ -245,14 +257,42 @@ impl Watch {
         self.change_at
     }
 
+    /// The change's deploy window (empty for a watch saved before windows were kept).
+    pub fn deploy_window(&self) -> DeployWindow {
+        self.deploy.unwrap_or(DeployWindow {
+            from: self.change_at,
+            to: self.change_at,
+            given: false,
+        })
+    }
+
+    pub fn is_recovery(&self) -> bool {
+        self.recovery
+    }
+
+    /// The baseline this watch was started with, to start another against it.
+    fn same_baseline(&self) -> Baseline {
+        Baseline {
+            tallies: self.baseline.clone(),
+            dispersion: self.baseline_dispersion.clone(),
+            window: self.baseline_window,
+        }
+    }
+
     /// Another window from `at`, against the same baseline and by the same rules.
     pub fn extension(&self, at: f64) -> Watch {
-        Watch::new(
-            &self.settings,
-            at,
-            self.baseline.clone(),
-            self.baseline_dispersion.clone(),
-        )
+        let mut watch = Watch::new(&self.settings, self.window_from(at), self.same_baseline());
+        watch.deploy = self.deploy;
+        watch
+    }
+
+    /// A window that starts at `at` with no deploy of its own.
+    fn window_from(&self, at: f64) -> DeployWindow {
+        DeployWindow {
+            from: at,
+            to: at,
+            given: true,
+        }
     }
 
     /// A new watch of `watch_secs` from `at`, against this watch's baseline: after a rollback,
@@ -263,12 +303,7 @@ impl Watch {
             watch_secs,
             ..self.settings.clone()
         };
-        let mut watch = Watch::new(
-            &settings,
-            at,
-            self.baseline.clone(),
-            self.baseline_dispersion.clone(),
-        );
+        let mut watch = Watch::new(&settings, self.window_from(at), self.same_baseline());
         watch.recovery = true;
         watch.harm = self
             .report(None)
@@ -490,6 +525,9 @@ impl Watch {
             design,
             change_at: self.change_at,
             watch_ends_at: self.end_sec as f64,
+            deploy_window: self.deploy,
+            baseline_window: self.baseline_window,
+            baseline_routes: strata.map_or_else(Vec::new, |s| route_baselines(&self.baseline, s)),
             requests_before,
             requests_after: self.seen.iter().map(|s| s.treatment.requests).sum(),
             unlabelled_requests: self.unlabelled,
@@ -821,6 +859,12 @@ pub struct Report {
     pub design: Design,
     pub change_at: f64,
     pub watch_ends_at: f64,
+    /// The change's deploy window, left out of both sides.
+    pub deploy_window: Option<DeployWindow>,
+    /// Where the baseline comes from (before/after design).
+    pub baseline_window: BaselineWindow,
+    /// The baseline per route (before/after design).
+    pub baseline_routes: Vec<RouteBaseline>,
     pub requests_before: u64,
     pub requests_after: u64,
     pub unlabelled_requests: u64,

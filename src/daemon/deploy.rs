@@ -17,6 +17,7 @@ pub fn run(settings: &RollbackSettings, job: &DeployJob) -> DeployReport {
         commit: None,
         failure: None,
         maybe_deployed: false,
+        hook_started_at: None,
         steps: Vec::new(),
     };
     let fail = |mut r: DeployReport, why: String| {
@@ -91,6 +92,10 @@ pub fn run(settings: &RollbackSettings, job: &DeployJob) -> DeployReport {
         ),
         ("GUARDIAN_ACTION".to_owned(), "deploy".to_owned()),
     ];
+    report.hook_started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs_f64());
     let outcome = hook::run(&spec, &env);
     let summary = outcome.summary();
     report.maybe_deployed = true;

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DaemonSettings, LogSource};
-use crate::core::{Monitor, Report, SignalKind, Verdict};
+use crate::core::{Landing, Monitor, Report, SignalKind, Verdict};
 use crate::input::{self, Event};
 use crate::store::{ChangeKind, ChangeRecord, ChangeState, NewChange, Store, StoreError};
 use crate::tail::{Position, TailStatus, Tailer};
@@ -84,7 +84,17 @@ pub struct ChangeRequest {
     /// The proposal this deploy carries out (shadow mode: the team deploys, guardian watches).
     #[serde(default)]
     pub proposal: Option<String>,
+    /// When the deploy began, unix seconds: the traffic from then to the notification (the
+    /// restart) is neither baseline nor watch. Without it, `deploy_guard_secs` before.
+    #[serde(default)]
+    pub deploy_started_at: Option<f64>,
 }
+
+/// How long before its notification a deploy may have begun: longer is far likelier a wrong
+/// time than a deploy, and would leave no baseline before it.
+pub const MAX_DEPLOY_SECS: f64 = 6.0 * 3600.0;
+/// A deploy start this far after the notification is the two clocks disagreeing a little.
+const DEPLOY_CLOCK_SLACK_SECS: f64 = 5.0;
 
 fn default_kind() -> ChangeKind {
     ChangeKind::Human
@@ -114,6 +124,36 @@ impl ChangeRequest {
             }
         }
         Ok(())
+    }
+
+    /// The change's landing at `now`, with its deploy's start checked against `now`.
+    pub fn landing(&self, now: f64) -> Result<Landing, String> {
+        let Some(started) = self.deploy_started_at else {
+            return Ok(Landing::at(now));
+        };
+        if !started.is_finite() {
+            return Err(format!(
+                "\"deploy_started_at\" must be unix seconds, got {started}"
+            ));
+        }
+        if started > now + DEPLOY_CLOCK_SLACK_SECS {
+            return Err(format!(
+                "\"deploy_started_at\" {started} is {:.0} s after now ({now:.0}): a deploy \
+                 starts before it is notified",
+                started - now
+            ));
+        }
+        if started < now - MAX_DEPLOY_SECS {
+            return Err(format!(
+                "\"deploy_started_at\" {started} is {:.0} s before now ({now:.0}), more than \
+                 the {MAX_DEPLOY_SECS:.0} s a deploy may take; is it in seconds?",
+                now - started
+            ));
+        }
+        Ok(Landing {
+            at: now,
+            deploy_started_at: Some(started.min(now)),
+        })
     }
 }
 
@@ -385,6 +425,7 @@ impl Engine {
         request: &ChangeRequest,
         now: f64,
     ) -> Result<ChangeRecord, EngineError> {
+        let landing = request.landing(now).map_err(EngineError::BadRequest)?;
         self.tick(now)?;
         match &self.phase {
             Phase::RollingBack(id) | Phase::Verifying(id) => {
@@ -452,7 +493,7 @@ impl Engine {
         if let Some(p) = &request.proposal {
             self.store.link_proposal(p, &record.id, "admin", now)?;
         }
-        self.watch_change(request.kind, now);
+        self.watch_change(request.kind, landing);
         // Saved at once, so that a restart from now on resumes this watch.
         self.checkpoint(now);
         Ok(record)
@@ -460,7 +501,7 @@ impl Engine {
 
     /// Starts the watch of a change that landed now; an AI change is judged with the gate's
     /// stricter tolerances when they are set.
-    fn watch_change(&mut self, kind: ChangeKind, now: f64) {
+    fn watch_change(&mut self, kind: ChangeKind, landing: Landing) {
         let gate = self.settings.gate.as_ref();
         let mut settings = self.monitor.settings().clone();
         if kind == ChangeKind::Ai {
@@ -471,7 +512,7 @@ impl Engine {
                 settings.latency_tolerance = t;
             }
         }
-        self.monitor.change_landed_with(now, &settings);
+        self.monitor.change_landed_with(landing, &settings);
     }
 
     /// What a scrape of target `name` brought: counts per interval fed to the core, or a
@@ -570,7 +611,7 @@ impl Engine {
         if self.phase == Phase::Idle {
             // The last change is decided and done with (a rollback keeps its watch until the
             // recovery check, which reuses its baseline): traffic builds the baseline again.
-            self.monitor.end_watch();
+            self.monitor.end_watch(now);
         }
         let verdict = self.monitor.tick(now);
         self.store.checkpoint_if_due(

@@ -141,6 +141,9 @@ pub struct DeployReport {
     pub failure: Option<String>,
     /// Whether the service may now be running the change (the hook ran, or was started).
     pub maybe_deployed: bool,
+    /// When the redeploy hook started, unix seconds: the deploy window begins there.
+    #[serde(default)]
+    pub hook_started_at: Option<f64>,
     pub steps: Vec<serde_json::Value>,
 }
 
@@ -544,7 +547,14 @@ impl Engine {
                     now,
                 )?;
                 self.phase = Phase::Watching(record.id.clone());
-                self.watch_change(record.kind, now);
+                // The hook's restart is the deploy window: neither baseline nor watch.
+                self.watch_change(
+                    record.kind,
+                    crate::core::Landing {
+                        at: now,
+                        deploy_started_at: report.hook_started_at.filter(|&t| t <= now),
+                    },
+                );
                 self.checkpoint(now);
             }
             (_, failure) => {
