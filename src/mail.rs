@@ -340,11 +340,13 @@ pub(crate) fn headline(
         ),
         ChangeState::Healthy => format!(
             "Commit {short} on {service} is healthy: the watch ended and the evidence bounds any \
-             harm below the configured limits."
+             harm below the configured limits.{}",
+            not_judged(change)
         ),
         ChangeState::Inconclusive => format!(
             "Commit {short} on {service}: the watch ended without enough evidence either way; \
-             guardian did nothing."
+             guardian did nothing.{}",
+            not_judged(change)
         ),
         ChangeState::Superseded => format!(
             "Commit {short} on {service} was superseded: another change landed before it was \
@@ -358,6 +360,42 @@ pub(crate) fn headline(
             format!("Commit {short} on {service} is being watched; nothing decided yet.")
         }
     }
+}
+
+/// " Not judged: ..." for a headline, when the verdict does not rest on every signal.
+fn not_judged(change: &ChangeRecord) -> String {
+    change
+        .report
+        .as_ref()
+        .and_then(|r| r["not_judged"].as_str())
+        .map(|n| format!(" Not judged: {n}."))
+        .unwrap_or_default()
+}
+
+/// Where a signal stands, in a word or two: never "not worse" for a signal that was not
+/// compared, or that does not count towards the verdict.
+pub(crate) fn signal_standing(s: &Value) -> &'static str {
+    if s["regressed"].as_bool() == Some(true) {
+        "WORSE"
+    } else if s["routes_compared"].as_u64() == Some(0) {
+        "not compared"
+    } else if s["left_out"].as_bool() == Some(true) {
+        "left out: too few in the baseline"
+    } else {
+        match s["within_limits"].as_bool() {
+            Some(true) => "within limits",
+            Some(false) => "not worse yet, not shown within limits",
+            None => "not worse",
+        }
+    }
+}
+
+/// Why a signal was not compared, as the report says (older reports did not say).
+pub(crate) fn not_compared_reason(s: &Value) -> String {
+    s["not_compared"]
+        .as_str()
+        .unwrap_or("no route had enough baseline traffic for this signal")
+        .to_owned()
 }
 
 /// The regressed signals in a phrase: "errors 0.50% -> 6.20% (12.4x)".
@@ -416,23 +454,23 @@ fn evidence(w: &mut String, report: &Value) {
     for s in signals(report) {
         any = true;
         w.push('\n');
-        let verdict = if s["regressed"].as_bool() == Some(true) {
-            "WORSE"
-        } else {
-            match s["within_limits"].as_bool() {
-                Some(true) => "within limits",
-                Some(false) => "not worse yet, not shown within limits",
-                None => "not worse",
-            }
-        };
+        let verdict = signal_standing(s);
         let mut title = format!("  {}: {verdict}", signal_title(s));
         if let Some(route) = s["worst_route"].as_str() {
             let _ = write!(title, " (worst route: {route})");
         }
         let _ = writeln!(w, "{title}");
         if s["routes_compared"].as_u64() == Some(0) {
-            w.push_str("    not compared: no route had enough baseline traffic for this signal\n");
+            let _ = writeln!(w, "    not compared: {}", not_compared_reason(s));
             continue;
+        }
+        if s["left_out"].as_bool() == Some(true) {
+            let _ = writeln!(
+                w,
+                "    left out of the healthy verdict: only {} in the baseline, too few to ever \
+                 bound the harm (its test still runs and can call a regression)",
+                count(s["thin"]["baseline_events"].as_u64())
+            );
         }
         if s["signal"] == "latency" {
             if let Some(r) = s["effect_ratio"].as_f64() {

@@ -223,6 +223,16 @@ struct NotifyArgs {
     /// keeps the record).
     #[arg(long, value_name = "ID")]
     proposal: Option<String>,
+    /// When the deploy began, in unix seconds (`date +%s` at the start of the hook): the
+    /// traffic from then to now (the restart) is neither baseline nor watch. Without it, the
+    /// daemon's deploy_guard_secs before now.
+    #[arg(
+        long,
+        value_name = "UNIX_SECONDS",
+        value_parser = parse_change_at,
+        allow_hyphen_values = true
+    )]
+    deploy_started_at: Option<f64>,
 }
 
 #[derive(Args)]
@@ -243,14 +253,28 @@ struct ReplayArgs {
     /// Recorded traffic, one request per line, sorted by time; "-" reads standard input.
     #[arg(long, value_name = "FILE")]
     events: PathBuf,
-    /// When the change landed, in unix seconds (fractions allowed).
+    /// When the change landed, in unix seconds (fractions allowed). Give it once per change to
+    /// replay a day and its deploys: each is judged in turn, as the daemon would.
+    #[arg(
+        long,
+        value_name = "UNIX_SECONDS",
+        value_parser = parse_change_at,
+        allow_hyphen_values = true,
+        required = true
+    )]
+    change_at: Vec<f64>,
+    /// When the deploy of the --change-at before it began: the traffic between (the restart)
+    /// is neither baseline nor watch. Without it, deploy_guard_secs before the change.
     #[arg(
         long,
         value_name = "UNIX_SECONDS",
         value_parser = parse_change_at,
         allow_hyphen_values = true
     )]
-    change_at: f64,
+    deploy_started_at: Vec<f64>,
+    /// Each change with its deploy start, paired by position on the command line.
+    #[arg(skip)]
+    changes: Vec<replay::ChangeSpec>,
     /// Layout of the events file: JSON lines, or nginx combined with $request_time appended.
     #[arg(long, value_name = "jsonl|nginx", default_value = "jsonl", value_parser = parse_format)]
     format: Format,
@@ -287,7 +311,7 @@ fn parse_format(s: &str) -> Result<Format, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_cli() {
         Ok(cli) => cli,
         Err(e) => {
             // Usage errors exit with 2 (bad input); --help and --version with 0.
@@ -302,6 +326,56 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_BAD_INPUT)
         }
     }
+}
+
+/// The command line, with what clap's derive cannot say by itself: which --deploy-started-at
+/// belongs to which --change-at (the one before it).
+fn parse_cli() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let (Command::Replay(args), Some(m)) =
+        (&mut cli.command, matches.subcommand_matches("replay"))
+    {
+        args.changes = paired_changes(m, args).map_err(|message| {
+            Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message)
+        })?;
+    }
+    Ok(cli)
+}
+
+fn paired_changes(
+    m: &clap::ArgMatches,
+    args: &ReplayArgs,
+) -> Result<Vec<replay::ChangeSpec>, String> {
+    let positions =
+        |id: &str| -> Vec<usize> { m.indices_of(id).map(|i| i.collect()).unwrap_or_default() };
+    let at = positions("change_at");
+    let mut changes: Vec<replay::ChangeSpec> = args
+        .change_at
+        .iter()
+        .map(|&at| replay::ChangeSpec {
+            at,
+            deploy_started_at: None,
+        })
+        .collect();
+    for (&started, i) in args
+        .deploy_started_at
+        .iter()
+        .zip(positions("deploy_started_at"))
+    {
+        let owner = at.iter().rposition(|&j| j < i).ok_or_else(|| {
+            format!("--deploy-started-at {started} must follow the --change-at it belongs to")
+        })?;
+        let change = &mut changes[owner];
+        if change.deploy_started_at.replace(started).is_some() {
+            return Err(format!(
+                "two --deploy-started-at for the change at {}; give one after each --change-at",
+                change.at
+            ));
+        }
+    }
+    Ok(changes)
 }
 
 fn run(cli: Cli) -> Result<u8> {
@@ -554,6 +628,7 @@ fn run_notify(args: &NotifyArgs) -> Result<u8> {
         "pattern": args.pattern,
         "summary": args.summary,
         "proposal": args.proposal,
+        "deploy_started_at": args.deploy_started_at,
     });
     match call(
         ureq::post(&format!("{base}/v1/changes")),
@@ -561,7 +636,9 @@ fn run_notify(args: &NotifyArgs) -> Result<u8> {
         Some(&body),
     ) {
         Ok(v) => {
+            // The id alone on stdout, for scripts; what it is judged against on stderr.
             println!("{}", v["id"].as_str().unwrap_or_default());
+            eprint!("{}", render_baseline(&v["live"]));
             Ok(0)
         }
         Err((code, message)) => {
@@ -588,6 +665,79 @@ fn run_status(args: &StatusArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// The baseline a change is judged against, for a person: how much known-good time, how many
+/// requests per route, what was left out, and a warning when it is thin. From a report (or a
+/// status's `baseline_now`), whose keys it reads.
+fn render_baseline(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let (window, routes, notes) = if v.get("baseline_window").is_some() {
+        (
+            &v["baseline_window"],
+            &v["baseline_routes"],
+            &v["baseline_notes"],
+        )
+    } else {
+        (&v["window"], &v["routes"], &v["notes"])
+    };
+    if window.is_null() {
+        return out;
+    }
+    let covered = window["covered_secs"].as_f64().unwrap_or(0.0);
+    let routes_json = routes.as_array().cloned().unwrap_or_default();
+    let total: u64 = routes_json
+        .iter()
+        .filter_map(|r| r["requests"].as_u64())
+        .sum();
+    let routes: Vec<String> = routes_json
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["route"].as_str().unwrap_or("?"),
+                r["requests"].as_u64().unwrap_or(0)
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "baseline: {:.0} min of known-good traffic, {total} requests{}",
+        covered / 60.0,
+        if routes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", routes.join(", "))
+        }
+    );
+    if let Some(excluded) = window["excluded_secs"].as_f64().filter(|&e| e > 0.0) {
+        let _ = writeln!(
+            out,
+            "  {:.0} min in between left out (earlier deploys or incidents)",
+            excluded / 60.0
+        );
+    }
+    if let Some(w) = v.get("deploy_window").filter(|w| !w.is_null()) {
+        let (from, to) = (
+            w["from"].as_f64().unwrap_or(0.0),
+            w["to"].as_f64().unwrap_or(0.0),
+        );
+        let _ = writeln!(
+            out,
+            "  deploy window: the {:.0} s before the change are in neither side{}",
+            to - from,
+            if w["given"].as_bool() == Some(true) {
+                ""
+            } else {
+                " (no --deploy-started-at: deploy_guard_secs)"
+            }
+        );
+    }
+    for note in notes.as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  WARNING: {}", note.as_str().unwrap_or("?"));
+    }
+    out
+}
+
 /// The status for a person: what is watched, what was decided, how the logs are read.
 fn render_status(s: &serde_json::Value) -> String {
     use std::fmt::Write as _;
@@ -609,6 +759,7 @@ fn render_status(s: &serde_json::Value) -> String {
                 w["kind"].as_str().unwrap_or("?"),
                 since
             );
+            out.push_str(&render_baseline(&w["live"]));
             if let Some(signals) = w["live"]["signals"].as_array() {
                 for sig in signals {
                     let _ = writeln!(
@@ -622,7 +773,11 @@ fn render_status(s: &serde_json::Value) -> String {
             }
         }
         None => {
-            let _ = writeln!(out, "no change being watched");
+            let _ = writeln!(
+                out,
+                "no change being watched; a change notified now gets this"
+            );
+            out.push_str(&render_baseline(&s["baseline_now"]));
         }
     }
     if let Some(p) = s["deploys_paused"].as_array() {
@@ -743,13 +898,25 @@ fn run_postmortem(args: &PostmortemArgs) -> Result<u8> {
 fn run_replay(args: &ReplayArgs) -> Result<u8> {
     let config = Config::from_path(&args.config)?;
     let reader = open_events(&args.events)?;
-    let outcome = replay::replay(reader, args.format, args.change_at, &config)
+    let outcomes = replay::replay_changes(reader, args.format, &args.changes, &config)
         .with_context(|| args.events.display().to_string())?;
-    let text = if args.json {
-        format!("{}\n", outcome.to_json())
-    } else {
-        outcome.render_text()
-    };
+    let mut text = String::new();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if args.json {
+            text.push_str(&outcome.to_json());
+            text.push('\n');
+        } else {
+            if outcomes.len() > 1 {
+                text.push_str(&format!(
+                    "{}Change {} of {}\n",
+                    if i > 0 { "\n" } else { "" },
+                    i + 1,
+                    outcomes.len()
+                ));
+            }
+            text.push_str(&outcome.render_text());
+        }
+    }
     let mut stdout = io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
@@ -761,7 +928,7 @@ fn run_replay(args: &ReplayArgs) -> Result<u8> {
         }
         _ => {}
     }
-    Ok(exit_code(&outcome))
+    Ok(exit_code(&outcomes))
 }
 
 fn open_events(path: &Path) -> Result<Box<dyn BufRead>> {
@@ -775,11 +942,15 @@ fn open_events(path: &Path) -> Result<Box<dyn BufRead>> {
     Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
 }
 
-fn exit_code(outcome: &Replay) -> u8 {
-    match outcome.verdict {
-        Verdict::Healthy => EXIT_HEALTHY,
-        Verdict::Regressed => EXIT_REGRESSED,
-        Verdict::Inconclusive | Verdict::Watching => EXIT_INCONCLUSIVE,
+/// The worst verdict decides: any change regressed, else any not shown healthy, else healthy.
+fn exit_code(outcomes: &[Replay]) -> u8 {
+    let verdicts = || outcomes.iter().map(|o| o.verdict);
+    if verdicts().any(|v| v == Verdict::Regressed) {
+        EXIT_REGRESSED
+    } else if verdicts().all(|v| v == Verdict::Healthy) {
+        EXIT_HEALTHY
+    } else {
+        EXIT_INCONCLUSIVE
     }
 }
 

@@ -187,6 +187,16 @@ pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
         at: change.landed_at,
         label: "deploy".into(),
     }];
+    let given = change
+        .report
+        .as_ref()
+        .is_some_and(|r| r["deploy_window"]["given"].as_bool() == Some(true));
+    if let Some((from, _)) = deploy_window(change).filter(|_| given) {
+        out.push(Marker {
+            at: from,
+            label: "deploy began".into(),
+        });
+    }
     let decided_at = change
         .report
         .as_ref()
@@ -247,6 +257,14 @@ pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
     out
 }
 
+/// The change's deploy window, `[from, to)`, as its report recorded it: left out of both the
+/// baseline and the watch, shaded on the chart.
+pub fn deploy_window(change: &ChangeRecord) -> Option<(f64, f64)> {
+    let w = &change.report.as_ref()?["deploy_window"];
+    let (from, to) = (w["from"].as_f64()?, w["to"].as_f64()?);
+    (from.is_finite() && to.is_finite() && from < to).then_some((from, to))
+}
+
 /// A post-mortem, rendered three ways.
 #[derive(Clone, Debug)]
 pub struct Postmortem {
@@ -302,6 +320,7 @@ impl Postmortem {
         chart(
             &self.input.series,
             &markers(&self.input.change, &self.input.events),
+            deploy_window(&self.input.change),
             from,
             to,
         )
@@ -838,11 +857,7 @@ fn evidence(doc: &mut Vec<Block>, report: &Value) {
         let verdict = if worse {
             strong("WORSE")
         } else {
-            t(match s["within_limits"].as_bool() {
-                Some(true) => "within limits",
-                Some(false) => "not worse yet, not shown within limits",
-                None => "not worse",
-            })
+            t(mail::signal_standing(s))
         };
         let mut name = mail::signal_title(s);
         if let Some(route) = s["worst_route"].as_str() {
@@ -852,7 +867,7 @@ fn evidence(doc: &mut Vec<Block>, report: &Value) {
             (
                 "-".to_owned(),
                 "-".to_owned(),
-                "not compared: no route had enough baseline traffic".to_owned(),
+                format!("not compared: {}", mail::not_compared_reason(s)),
             )
         } else if s["signal"] == "latency" {
             let levels: Vec<&Value> = s["levels"].as_array().into_iter().flatten().collect();
@@ -1314,7 +1329,13 @@ pub fn chart_x(at: f64, from: i64, to: i64) -> f64 {
 
 /// Two panels sharing the time axis: error rate in %, and p50/p99 latency in ms; the markers
 /// as labelled vertical lines across both. Bins missing from `points` are gaps in the lines.
-pub fn chart(points: &[SeriesPoint], markers: &[Marker], from: i64, to: i64) -> String {
+pub fn chart(
+    points: &[SeriesPoint],
+    markers: &[Marker],
+    window: Option<(f64, f64)>,
+    from: i64,
+    to: i64,
+) -> String {
     let to = to.max(from + BIN_SECS);
     let merged = merge_bins(points, from, to);
     let points: Vec<&SeriesPoint> = merged.iter().collect();
@@ -1330,6 +1351,18 @@ pub fn chart(points: &[SeriesPoint], markers: &[Marker], from: i64, to: i64) -> 
          <rect x=\"0\" y=\"0\" width=\"{CHART_WIDTH}\" height=\"{CHART_HEIGHT}\" fill=\"#ffffff\"/>\n"
     );
     legend(&mut s);
+    if let Some((start, end)) = window.filter(|&(a, b)| a < b && b > from as f64) {
+        // Drawn first, under the lines: the deploy's own restart, in neither side.
+        let (left, right) = (x(start.max(from as f64)), x(end.min(to as f64)));
+        let _ = writeln!(
+            s,
+            "<rect class=\"deploy-window\" x=\"{left:.1}\" y=\"{ERRORS_TOP:.1}\" \
+             width=\"{:.1}\" height=\"{:.1}\" fill=\"#9e9e9e\" fill-opacity=\"0.25\">\
+             <title>Deploy window: left out of both the baseline and the watch</title></rect>",
+            (right - left).max(1.0),
+            LATENCY_BOTTOM - ERRORS_TOP
+        );
+    }
 
     // Error rate, in percent.
     let rates: Vec<(f64, f64)> = points
@@ -2038,7 +2071,7 @@ mod tests {
                 label: format!("event number {i}"),
             })
             .collect();
-        let svg = chart(&[], &markers, T - 600, T + 902);
+        let svg = chart(&[], &markers, None, T - 600, T + 902);
         check_xml(&svg).unwrap();
         // (left, right, y) of each label, from its x, anchor and length.
         let boxes: Vec<(f64, f64, String)> = svg
@@ -2130,6 +2163,7 @@ mod tests {
                 p99_ms: None,
             }],
             &[],
+            None,
             T - 600,
             T + 600,
         );
@@ -2166,7 +2200,7 @@ mod tests {
                 }
             ]
         );
-        let svg = chart(&points, &[], T - 600, T + 600);
+        let svg = chart(&points, &[], None, T - 600, T + 600);
         assert_eq!(
             svg.matches("<polyline class=\"errors\"").count(),
             1,
@@ -2208,6 +2242,7 @@ mod tests {
                 at: f64::NAN,
                 label: "<b>".into(),
             }],
+            Some((f64::NAN, f64::INFINITY)),
             T + 600,
             T,
         );

@@ -12,7 +12,10 @@ use std::ops::ControlFlow;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::core::{Design, Monitor, Report, SignalKind, SignalReport, Verdict};
+use crate::core::{
+    BaselineWindow, DeployWindow, Design, Landing, Monitor, Report, RouteBaseline, SignalKind,
+    SignalReport, Verdict,
+};
 use crate::input::{self, Format, LineError};
 
 /// How far back in time an event may be, relative to the latest one seen, before the recording
@@ -24,6 +27,16 @@ pub const SORT_SLACK_SECS: f64 = 1.0;
 pub enum ReplayError {
     #[error("the change time must be finite unix seconds, got {0}")]
     ChangeAt(f64),
+    #[error("no change to judge: give --change-at")]
+    NoChange,
+    #[error("two changes at the same time, {0}: give each --change-at once")]
+    SameTime(f64),
+    /// A deploy start that is not before its change.
+    #[error(
+        "--deploy-started-at {started} for the change at {change_at} must be unix seconds no \
+         later than the change"
+    )]
+    DeployStart { change_at: f64, started: f64 },
     /// A line that could not be read, or that is out of order.
     #[error(transparent)]
     Line(#[from] LineError),
@@ -42,11 +55,14 @@ pub enum ReplayError {
     },
 }
 
-/// What a replay decided, and what it rests on.
+/// What a replay decided about one change, and what it rests on.
 #[derive(Clone, Debug)]
 pub struct Replay {
     /// Regressed, healthy or inconclusive; never watching.
     pub verdict: Verdict,
+    /// Another change landed before this one was decided: its verdict could no longer be told
+    /// apart from the next change's (`verdict` is then `inconclusive`).
+    pub superseded: bool,
     /// Traffic time of the decision: when the evidence crossed the line, or when the watch
     /// window ended for healthy. `None` when inconclusive.
     pub decided_at: Option<f64>,
@@ -54,7 +70,7 @@ pub struct Replay {
     /// The core's evidence at the end. Its `verdict` is the core's own: `watching` when the
     /// recording ended first.
     pub report: Report,
-    /// Lines read, blank ones included; reading stops once the verdict is final.
+    /// Lines read, blank ones included, when this change's verdict was reached (or at the end).
     pub lines_read: u64,
     pub first_ts: Option<f64>,
     pub last_ts: Option<f64>,
@@ -62,6 +78,13 @@ pub struct Replay {
     pub recording_ended_early: bool,
     /// What a reader should know about how the verdict came about, in words.
     pub notes: Vec<String>,
+}
+
+/// A change to replay: when it landed and, if known, when its deploy began.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChangeSpec {
+    pub at: f64,
+    pub deploy_started_at: Option<f64>,
 }
 
 /// Replays the traffic read from `reader` (in `format`) around a change that landed at
@@ -72,12 +95,41 @@ pub fn replay<R: BufRead>(
     change_at: f64,
     config: &Config,
 ) -> Result<Replay, ReplayError> {
-    if !change_at.is_finite() {
-        return Err(ReplayError::ChangeAt(change_at));
-    }
+    let change = ChangeSpec {
+        at: change_at,
+        deploy_started_at: None,
+    };
+    let mut all = replay_changes(reader, format, &[change], config)?;
+    Ok(all.remove(0))
+}
+
+/// Replays a recording with several changes in it (a day and its deploys), judging each in
+/// turn as the daemon would without rollback configured: each against the known-good traffic
+/// before its deploy (earlier healthy changes included, deploy windows and regressed changes
+/// not), a change still watched when the next lands is superseded, an inconclusive window is
+/// extended when `[daemon.on_inconclusive]` says so for human changes. Recorded traffic cannot
+/// show what a rollback would have changed, so none is simulated. One result per change, in
+/// time order.
+pub fn replay_changes<R: BufRead>(
+    reader: R,
+    format: Format,
+    changes: &[ChangeSpec],
+    config: &Config,
+) -> Result<Vec<Replay>, ReplayError> {
+    let changes = check_changes(changes)?;
+    let extend = config
+        .daemon
+        .as_ref()
+        .is_some_and(|d| d.on_inconclusive.human == crate::config::InconclusivePolicy::Extend);
     let error_status_min = config.input.error_status_min;
-    let mut monitor = Monitor::new(config.detector.clone());
-    let mut landed = false;
+    let mut run = Run {
+        monitor: Monitor::new(config.detector.clone()),
+        changes: &changes,
+        landed: 0,
+        extended: false,
+        results: Vec::with_capacity(changes.len()),
+        extend,
+    };
     let mut first_ts = None;
     let mut latest = f64::NEG_INFINITY;
     let mut latest_line = 0;
@@ -94,14 +146,11 @@ pub fn replay<R: BufRead>(
             latest = ts;
             latest_line = line;
         }
-        if !landed && ts >= change_at {
-            monitor.change_landed(change_at);
-            landed = true;
-        }
-        if landed && is_final(monitor.tick(ts)) {
+        if run.advance(ts, line) {
             return ControlFlow::Break(());
         }
-        monitor.observe_request(&event.request(error_status_min));
+        run.monitor
+            .observe_request(&event.request(error_status_min));
         ControlFlow::Continue(())
     });
     let lines_read = read?;
@@ -117,14 +166,17 @@ pub fn replay<R: BufRead>(
 
     let last_ts = first_ts.map(|_| latest);
     if let (Some(first), Some(last)) = (first_ts, last_ts) {
-        let outside = if first >= change_at {
+        let outside = if first >= changes[0].at {
             Some((
+                changes[0].at,
                 first,
                 "before the recording's first request",
                 "there is no traffic before the change to compare with",
             ))
-        } else if !landed {
+        } else if run.landed < changes.len() {
+            // Every change up to the last request has landed: the next one is after it.
             Some((
+                changes[run.landed].at,
                 last,
                 "after the recording's last request",
                 "there is no traffic after the change to judge",
@@ -132,7 +184,7 @@ pub fn replay<R: BufRead>(
         } else {
             None
         };
-        if let Some((at, where_, why)) = outside {
+        if let Some((change_at, at, where_, why)) = outside {
             return Err(ReplayError::ChangeOutside {
                 change_at,
                 at,
@@ -141,36 +193,160 @@ pub fn replay<R: BufRead>(
             });
         }
     }
-    if !landed {
-        monitor.change_landed(change_at);
+    match last_ts {
+        Some(last) => run.judge(last, lines_read),
+        // No requests at all: nothing to judge any change on.
+        None => {
+            while run.landed < changes.len() {
+                run.land(lines_read);
+                run.finish(Verdict::Watching, lines_read);
+            }
+        }
     }
-    if let Some(last) = last_ts {
-        monitor.tick(last);
+    if run.results.len() < changes.len() {
+        let verdict = run.monitor.verdict().unwrap_or(Verdict::Watching);
+        run.finish(verdict, lines_read);
     }
-    let core_verdict = monitor.verdict().unwrap_or(Verdict::Watching);
-    let report = monitor
-        .report()
-        .expect("the change has landed, so there is a watch");
-    let recording_ended_early = core_verdict == Verdict::Watching;
-    let verdict = if recording_ended_early {
-        Verdict::Inconclusive
-    } else {
-        core_verdict
-    };
+    Ok(run
+        .results
+        .into_iter()
+        .map(|(mut r, ended_early)| {
+            r.first_ts = first_ts;
+            r.last_ts = last_ts;
+            r.recording_ended_early = ended_early;
+            r.notes = notes(&r, config);
+            r
+        })
+        .collect())
+}
 
-    let mut replay = Replay {
-        verdict,
-        decided_at: report.decided_at,
-        change_at,
-        report,
-        lines_read,
-        first_ts,
-        last_ts,
-        recording_ended_early,
-        notes: Vec::new(),
-    };
-    replay.notes = notes(&replay, config);
-    Ok(replay)
+/// The changes in time order, each with a finite time and a deploy that began before it.
+fn check_changes(changes: &[ChangeSpec]) -> Result<Vec<ChangeSpec>, ReplayError> {
+    if changes.is_empty() {
+        return Err(ReplayError::NoChange);
+    }
+    for c in changes {
+        if !c.at.is_finite() {
+            return Err(ReplayError::ChangeAt(c.at));
+        }
+        if let Some(d) = c.deploy_started_at {
+            if !d.is_finite() || d > c.at {
+                return Err(ReplayError::DeployStart {
+                    change_at: c.at,
+                    started: d,
+                });
+            }
+        }
+    }
+    let mut sorted = changes.to_vec();
+    sorted.sort_by(|a, b| a.at.total_cmp(&b.at));
+    if let Some(w) = sorted.windows(2).find(|w| w[0].at == w[1].at) {
+        return Err(ReplayError::SameTime(w[0].at));
+    }
+    Ok(sorted)
+}
+
+/// The replay's state between events: the core, which changes have landed, what was decided.
+struct Run<'a> {
+    monitor: Monitor,
+    changes: &'a [ChangeSpec],
+    /// How many changes have landed.
+    landed: usize,
+    /// The current change's window was extended once already.
+    extended: bool,
+    /// Per change decided so far: the result, and whether the recording ended first.
+    results: Vec<(Replay, bool)>,
+    extend: bool,
+}
+
+impl Run<'_> {
+    /// Lets time pass to `ts` (an event about to be observed): changes due by then land, the
+    /// current watch is judged. True when every change is decided and reading can stop.
+    fn advance(&mut self, ts: f64, line: u64) -> bool {
+        while self.landed < self.changes.len() && self.changes[self.landed].at <= ts {
+            let at = self.changes[self.landed].at;
+            self.judge(at, line);
+            self.land(line);
+        }
+        if self.landed > 0 {
+            self.judge(ts, line);
+        }
+        self.results.len() == self.changes.len()
+    }
+
+    /// Lands the next change; a watch still under way is superseded by it.
+    fn land(&mut self, line: u64) {
+        if self.results.len() < self.landed {
+            self.finish(Verdict::Inconclusive, line);
+            if let Some((r, _)) = self.results.last_mut() {
+                r.superseded = true;
+            }
+        }
+        let c = self.changes[self.landed];
+        let settings = self.monitor.settings().clone();
+        self.monitor.change_landed_with(
+            Landing {
+                at: c.at,
+                deploy_started_at: c.deploy_started_at,
+            },
+            &settings,
+        );
+        self.landed += 1;
+        self.extended = false;
+    }
+
+    /// Judges the current change up to `now`; records its verdict when it is final.
+    fn judge(&mut self, now: f64, line: u64) {
+        if self.results.len() >= self.landed {
+            return;
+        }
+        let verdict = self.monitor.tick(now);
+        if verdict == Verdict::Inconclusive && self.extend && !self.extended {
+            let end = self
+                .monitor
+                .report()
+                .map_or(now, |r| r.watch_ends_at.min(now));
+            self.monitor.extend_watch(end);
+            self.extended = true;
+            self.monitor.tick(now);
+            return;
+        }
+        if is_final(verdict) {
+            self.finish(verdict, line);
+        }
+    }
+
+    /// Records the current change's result and ends its watch.
+    fn finish(&mut self, core_verdict: Verdict, line: u64) {
+        let Some(report) = self.monitor.report() else {
+            return;
+        };
+        let ended_early = core_verdict == Verdict::Watching;
+        let verdict = if ended_early {
+            Verdict::Inconclusive
+        } else {
+            core_verdict
+        };
+        let end = report.decided_at.unwrap_or(report.watch_ends_at);
+        self.results.push((
+            Replay {
+                verdict,
+                superseded: false,
+                decided_at: report.decided_at,
+                change_at: report.change_at,
+                report,
+                lines_read: line,
+                first_ts: None,
+                last_ts: None,
+                recording_ended_early: false,
+                notes: Vec::new(),
+            },
+            ended_early,
+        ));
+        if !ended_early {
+            self.monitor.end_watch(end);
+        }
+    }
 }
 
 fn is_final(v: Verdict) -> bool {
@@ -219,17 +395,13 @@ fn notes(r: &Replay, config: &Config) -> Vec<String> {
                 report.requests_after, d.min_requests_after
             ));
         }
-        if errors.is_some_and(|s| s.within_limits.is_none()) {
-            notes.push(format!(
-                "no route had the min_baseline_requests = {} requests before the change it \
-                 needs to be compared",
-                d.min_baseline_requests
-            ));
+        if let Some(why) = errors.and_then(|s| s.not_compared.as_ref()) {
+            notes.push(format!("errors were not compared: {why}"));
         }
         for s in report
             .signals
             .iter()
-            .filter(|s| s.within_limits == Some(false) && s.after.requests > 0)
+            .filter(|s| s.within_limits == Some(false) && s.after.requests > 0 && !s.left_out)
         {
             notes.push(format!(
                 "{} could be up to {} the baseline's rate (at {}% confidence), more than \
@@ -240,6 +412,9 @@ fn notes(r: &Replay, config: &Config) -> Vec<String> {
                 d.healthy_max_ratio
             ));
         }
+    }
+    if !r.superseded {
+        notes.extend(r.report.baseline_notes.iter().cloned());
     }
     if r.report.unlabelled_requests > 0 {
         notes.push(format!(
@@ -253,23 +428,31 @@ fn notes(r: &Replay, config: &Config) -> Vec<String> {
 impl Replay {
     /// The verdict as the JSON output spells it.
     pub fn verdict_name(&self) -> &'static str {
-        verdict_name(self.verdict)
+        if self.superseded {
+            "superseded"
+        } else {
+            verdict_name(self.verdict)
+        }
     }
 
     /// The JSON object `guardian replay --json` prints, on one line, keys in reading order.
     pub fn to_json(&self) -> String {
         let r = &self.report;
         let out = JsonOut {
-            verdict: self.verdict,
+            verdict: self.verdict_name(),
             decided_at: self.decided_at,
             decided_after_secs: self.decided_at.map(|t| t - self.change_at),
             change_at: self.change_at,
+            deploy_window: r.deploy_window,
             watch_ends_at: r.watch_ends_at,
             design: r.design,
+            baseline: &r.baseline_window,
+            baseline_routes: &r.baseline_routes,
             requests_before: r.requests_before,
             requests_after: r.requests_after,
             lines_read: self.lines_read,
             note: (!self.notes.is_empty()).then(|| self.note()),
+            not_judged: r.scope_note(),
             signals: &r.signals,
         };
         serde_json::to_string(&out).expect("the report serializes")
@@ -298,6 +481,9 @@ impl Replay {
         let mut out = String::new();
         let change = utc(self.change_at);
         let headline = match self.verdict {
+            _ if self.superseded => format!(
+                "SUPERSEDED: another change landed before the change at {change} was decided"
+            ),
             Verdict::Regressed => {
                 format!("REGRESSED: the change at {change} made the service worse")
             }
@@ -341,8 +527,14 @@ impl Replay {
             ),
         };
         let _ = writeln!(out, "{compared}");
+        if r.design == Design::BeforeAfter {
+            let _ = writeln!(out, "{}", baseline_line(r));
+        }
         for s in &r.signals {
             let _ = writeln!(out, "  {}", signal_line(s, r));
+        }
+        if let Some(scope) = r.scope_note() {
+            let _ = writeln!(out, "Not part of the verdict: {scope}.");
         }
         if !self.notes.is_empty() {
             let _ = writeln!(out, "Note: {}", self.note());
@@ -364,17 +556,24 @@ impl Replay {
 /// What `--json` prints. A struct rather than a map so the keys keep this order.
 #[derive(Serialize)]
 struct JsonOut<'a> {
-    verdict: Verdict,
+    verdict: &'static str,
     decided_at: Option<f64>,
     decided_after_secs: Option<f64>,
     change_at: f64,
+    /// Left out of both sides: the deploy's restart.
+    deploy_window: Option<DeployWindow>,
     watch_ends_at: f64,
     design: Design,
+    baseline: &'a BaselineWindow,
+    baseline_routes: &'a [RouteBaseline],
     requests_before: u64,
     requests_after: u64,
     lines_read: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<String>,
+    /// Signals the verdict does not rest on, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_judged: Option<String>,
     signals: &'a [SignalReport],
 }
 
@@ -414,8 +613,10 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
                     )
                 })
                 .collect();
-            if s.baseline.requests == 0 && s.after.requests == 0 {
+            if s.baseline.requests == 0 && s.after.requests == 0 && s.not_compared.is_none() {
                 line.push_str("no latencies in the recording");
+            } else if let Some(why) = &s.not_compared {
+                let _ = write!(line, "not compared ({why})");
             } else if levels.is_empty() {
                 line.push_str("not compared (no route had enough latencies before the change)");
             } else {
@@ -427,8 +628,12 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
                 s.baseline.requests, s.after.requests
             )
         }
-        _ if s.baseline.requests == 0 => {
-            line.push_str("not compared (no route had enough traffic before the change)");
+        _ if s.not_compared.is_some() || s.baseline.requests == 0 => {
+            let why = s
+                .not_compared
+                .as_deref()
+                .unwrap_or("no traffic before the change");
+            let _ = write!(line, "not compared ({why})");
             format!("{} requests after", s.after.requests)
         }
         _ => {
@@ -471,8 +676,46 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
         if let Some(route) = &s.worst_route {
             let _ = write!(line, ", most on {route}");
         }
+    } else if s.left_out {
+        line.push_str("; left out of the healthy verdict (too few in the baseline)");
     }
     let _ = write!(line, "; {counts}");
+    line
+}
+
+/// Where the baseline came from and what was left out of it.
+fn baseline_line(r: &Report) -> String {
+    let b = &r.baseline_window;
+    let mut line = match (b.from, b.to) {
+        (Some(from), Some(to)) => format!(
+            "Baseline: {} of known-good traffic, {} to {}",
+            duration(b.covered_secs),
+            utc(from),
+            utc(to)
+        ),
+        _ => "Baseline: no traffic before the change".to_owned(),
+    };
+    if b.excluded_secs > 0.0 {
+        let _ = write!(
+            line,
+            " ({} in between left out: earlier deploys or incidents)",
+            duration(b.excluded_secs)
+        );
+    }
+    if let Some(w) = r.deploy_window.filter(|w| w.to > w.from) {
+        let _ = write!(
+            line,
+            "; deploy window {} to {} left out of both sides{}",
+            utc(w.from),
+            utc(w.to),
+            if w.given {
+                ""
+            } else {
+                " (deploy_guard_secs before the change)"
+            }
+        );
+    }
+    line.push('.');
     line
 }
 

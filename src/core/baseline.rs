@@ -1,9 +1,10 @@
 //! The service's recent traffic, from which each change's baseline is drawn: one tally per route
-//! per minute and requests and errors per 10-second bin, kept whatever is happening (before,
+//! per slot (a thirtieth of the baseline window, 10 s to a minute) and requests and errors per
+//! 10-second bin, kept whatever is happening (before,
 //! during and after watches), together with the spans that are not known-good.
 //!
 //! A baseline is "the service as it was just before the change": the most recent
-//! `baseline_secs` of minutes that are not excluded, ending before the change's deploy began.
+//! `baseline_secs` of slots that are not excluded, ending before the change's deploy began.
 //! What is excluded is decided by the monitor: a deploy window (the restart's own 502s are
 //! neither baseline nor watch), the traffic of a change that regressed, a recovery that did not
 //! come. Everything else, including the traffic watched after a healthy change, is baseline for
@@ -16,9 +17,12 @@ use serde::{Deserialize, Serialize};
 use super::dispersion::{Bin, Dispersion, BIN_SECS};
 use super::tally::Tally;
 
-/// Seconds per slot. A minute keeps memory low; what it costs is that a span is excluded in
-/// whole minutes, so a deploy window takes up to two minutes of baseline with it.
-pub const SLOT_SECS: i64 = 60;
+/// Slots per baseline window, about: the slot is the baseline's thirtieth (10 s to a minute),
+/// so memory stays the same whatever the window, and a span excluded in whole slots (a deploy
+/// window takes up to two with it) costs a few percent of any baseline.
+const SLOTS_PER_WINDOW: i64 = 30;
+/// Slot widths: multiples of the dispersion bin, dividing a minute.
+const SLOT_WIDTHS: [i64; 4] = [60, 30, 20, 10];
 /// Known-good time kept beyond `baseline_secs`, so a deploy window announced late (its start is
 /// only known when the change is notified) still finds a full baseline before it.
 const SLACK_SECS: i64 = 600;
@@ -53,13 +57,13 @@ pub struct Baseline {
     pub window: BaselineWindow,
 }
 
-/// Where a baseline comes from: the minutes it covers (quiet minutes included, excluded ones
-/// not), from the earliest to the latest.
+/// Where a baseline comes from: the slots it covers (quiet ones included, excluded ones not),
+/// from the earliest to the latest.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BaselineWindow {
-    /// Start of the earliest minute used (`None`: there was no traffic to use).
+    /// Start of the earliest slot used (`None`: there was no traffic to use).
     pub from: Option<f64>,
-    /// End of the latest minute used.
+    /// End of the latest slot used.
     pub to: Option<f64>,
     /// Seconds of known-good time the baseline covers.
     pub covered_secs: f64,
@@ -70,13 +74,16 @@ pub struct BaselineWindow {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RollingBaseline {
     window_secs: i64,
+    /// Seconds per slot, fixed when the history starts.
+    #[serde(default = "minute")]
+    slot_secs: i64,
     slots: VecDeque<Slot>,
     /// Requests and errors per 10-second bin, all routes together.
     bins: VecDeque<(i64, Bin)>,
     /// Spans that are not known-good, in time order, never overlapping.
     #[serde(default)]
     excluded: Vec<Span>,
-    /// The earliest minute the history speaks for: before it, nothing is known (not even that
+    /// The earliest slot the history speaks for: before it, nothing is known (not even that
     /// it was quiet).
     #[serde(default)]
     horizon: Option<i64>,
@@ -86,9 +93,19 @@ pub struct RollingBaseline {
     pin: Option<f64>,
 }
 
+fn minute() -> i64 {
+    60
+}
+
 impl RollingBaseline {
     pub fn new(window_secs: u32) -> Self {
+        let target = i64::from(window_secs) / SLOTS_PER_WINDOW;
+        let slot_secs = SLOT_WIDTHS
+            .into_iter()
+            .find(|&w| w <= target)
+            .unwrap_or(BIN_SECS);
         RollingBaseline {
+            slot_secs,
             window_secs: i64::from(window_secs),
             slots: VecDeque::new(),
             bins: VecDeque::new(),
@@ -103,7 +120,7 @@ impl RollingBaseline {
     }
 
     /// Counts one observation at second `sec`: `add` is applied to the tally of `stratum` for
-    /// that minute, and `requests`/`errors` go to its 10-second bin. Observations older than the
+    /// that slot, and `requests`/`errors` go to its 10-second bin. Observations older than the
     /// history are dropped.
     pub fn record(
         &mut self,
@@ -113,7 +130,7 @@ impl RollingBaseline {
         errors: u64,
         add: impl FnOnce(&mut Tally),
     ) {
-        let start = sec.div_euclid(SLOT_SECS) * SLOT_SECS;
+        let start = sec.div_euclid(self.slot_secs) * self.slot_secs;
         if self.horizon.is_some_and(|h| start < h) {
             return;
         }
@@ -176,26 +193,26 @@ impl RollingBaseline {
     }
 
     fn is_excluded(&self, start: i64) -> bool {
-        let (from, to) = (start as f64, (start + SLOT_SECS) as f64);
+        let (from, to) = (start as f64, (start + self.slot_secs) as f64);
         self.excluded.iter().any(|s| s.overlaps(from, to))
     }
 
-    /// The baseline of a change whose deploy began at `end`: the most recent minutes that end
+    /// The baseline of a change whose deploy began at `end`: the most recent slots that end
     /// by then and are not excluded, until they cover `baseline_secs`.
     pub fn baseline(&self, end: f64, strata: usize) -> Baseline {
-        let minutes = self.minutes_before(end);
+        let used = self.slots_before(end);
         let mut tallies = vec![Tally::default(); strata];
         let mut dispersion = Dispersion::default();
         let mut window = BaselineWindow::default();
-        if let (Some(&first), Some(&last)) = (minutes.first(), minutes.last()) {
+        if let (Some(&first), Some(&last)) = (used.first(), used.last()) {
             window.from = Some(first as f64);
-            window.to = Some((last + SLOT_SECS) as f64);
-            window.covered_secs = (minutes.len() as i64 * SLOT_SECS) as f64;
+            window.to = Some((last + self.slot_secs) as f64);
+            window.covered_secs = (used.len() as i64 * self.slot_secs) as f64;
             window.excluded_secs =
-                ((last + SLOT_SECS - first) as f64 - window.covered_secs).max(0.0);
+                ((last + self.slot_secs - first) as f64 - window.covered_secs).max(0.0);
         }
         let mut slots = self.slots.iter().peekable();
-        for &m in &minutes {
+        for &m in &used {
             while slots.next_if(|s| s.start < m).is_some() {}
             if let Some(slot) = slots.next_if(|s| s.start == m) {
                 for (acc, t) in tallies.iter_mut().zip(&slot.by_stratum) {
@@ -204,11 +221,11 @@ impl RollingBaseline {
             }
         }
         let mut next = None;
-        let mut used = minutes.iter().peekable();
+        let mut in_use = used.iter().peekable();
         for &(start, bin) in &self.bins {
-            let minute = start.div_euclid(SLOT_SECS) * SLOT_SECS;
-            while used.next_if(|&&m| m < minute).is_some() {}
-            if used.peek() != Some(&&minute) {
+            let slot = start.div_euclid(self.slot_secs) * self.slot_secs;
+            while in_use.next_if(|&&m| m < slot).is_some() {}
+            if in_use.peek() != Some(&&slot) {
                 continue;
             }
             if next.is_some_and(|n| n != start) {
@@ -225,51 +242,52 @@ impl RollingBaseline {
         }
     }
 
-    /// The minutes a baseline ending at `end` uses, oldest first.
-    fn minutes_before(&self, end: f64) -> Vec<i64> {
+    /// The slots a baseline ending at `end` uses, oldest first.
+    fn slots_before(&self, end: f64) -> Vec<i64> {
         let Some(horizon) = self.horizon else {
             return Vec::new();
         };
         if !end.is_finite() {
             return Vec::new();
         }
-        let needed = (self.window_secs + SLOT_SECS - 1)
-            .div_euclid(SLOT_SECS)
+        let needed = (self.window_secs + self.slot_secs - 1)
+            .div_euclid(self.slot_secs)
             .max(1) as usize;
-        let mut m = (end.floor() as i64).div_euclid(SLOT_SECS) * SLOT_SECS - SLOT_SECS;
+        let mut m =
+            (end.floor() as i64).div_euclid(self.slot_secs) * self.slot_secs - self.slot_secs;
         let mut out = Vec::with_capacity(needed);
         while m >= horizon && out.len() < needed {
             if !self.is_excluded(m) {
                 out.push(m);
             }
-            m -= SLOT_SECS;
+            m -= self.slot_secs;
         }
         out.reverse();
         out
     }
 
-    /// Forgets what no baseline can need any more, now that the newest minute is `newest`: older
-    /// than `baseline_secs` of known-good time plus slack before the newest minute, or before
+    /// Forgets what no baseline can need any more, now that the newest slot is `newest`: older
+    /// than `baseline_secs` of known-good time plus slack before the newest slot, or before
     /// the pinned time if that is earlier (at most a few windows further back).
     fn prune(&mut self, newest: i64) {
         let keep_good = self.window_secs + SLACK_SECS;
         let anchor = match self.pin {
-            Some(p) => newest.min((p.floor() as i64).div_euclid(SLOT_SECS) * SLOT_SECS),
+            Some(p) => newest.min((p.floor() as i64).div_euclid(self.slot_secs) * self.slot_secs),
             None => newest,
         };
-        let oldest_allowed = anchor - MAX_WINDOWS * self.window_secs.max(SLOT_SECS);
+        let oldest_allowed = anchor - MAX_WINDOWS * self.window_secs.max(self.slot_secs);
         let mut good = 0;
         let mut m = anchor;
         let mut keep_from = oldest_allowed;
         while m > oldest_allowed {
             if !self.is_excluded(m) {
-                good += SLOT_SECS;
+                good += self.slot_secs;
                 if good >= keep_good {
                     keep_from = m;
                     break;
                 }
             }
-            m -= SLOT_SECS;
+            m -= self.slot_secs;
         }
         while self.slots.front().is_some_and(|s| s.start < keep_from) {
             self.slots.pop_front();
@@ -331,7 +349,7 @@ mod tests {
         for sec in 0..36_000 {
             request(&mut b, sec, false);
         }
-        let kept = (600 + SLACK_SECS) / SLOT_SECS + 1;
+        let kept = (600 + SLACK_SECS) / b.slot_secs + 1;
         assert!(b.slots.len() as i64 <= kept, "{} slots kept", b.slots.len());
         assert!(
             b.bins.len() as i64 <= kept * 6,
@@ -341,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn excluded_minutes_are_skipped_and_older_ones_take_their_place() {
+    fn excluded_slots_are_skipped_and_older_ones_take_their_place() {
         let mut b = RollingBaseline::new(600);
         for sec in 0..3600 {
             // A burst of errors in 3300..3330: the deploy's restart.
@@ -352,12 +370,13 @@ mod tests {
         assert_eq!(base.tallies[0].errors, 0);
         assert_eq!(base.tallies[0].requests, 600);
         assert_eq!(base.window.to, Some(3300.0));
-        // Later, a baseline that ends after the window skips its minute and reaches back.
+        // Later, a baseline that ends after the window skips its slot and reaches back.
         let base = b.baseline(3600.0, 1);
         assert_eq!(base.tallies[0].errors, 0);
         assert_eq!(base.window.covered_secs, 600.0);
-        assert_eq!(base.window.from, Some(2940.0));
-        assert_eq!(base.window.excluded_secs, 60.0);
+        // 20-second slots for a 10-minute window: the two the burst touched are left out.
+        assert_eq!(base.window.from, Some(2960.0));
+        assert_eq!(base.window.excluded_secs, 40.0);
     }
 
     #[test]
@@ -383,11 +402,11 @@ mod tests {
         }
         let base = b.baseline(4000.0, 1);
         assert_eq!(base.window.covered_secs, 600.0);
-        assert_eq!(base.window.from, Some(3360.0));
+        assert_eq!(base.window.from, Some(3400.0));
     }
 
     #[test]
-    fn minutes_before_anything_was_seen_do_not_count_as_covered() {
+    fn slots_before_anything_was_seen_do_not_count_as_covered() {
         let mut b = RollingBaseline::new(1800);
         for sec in 1000..1300 {
             request(&mut b, sec, false);
@@ -403,11 +422,11 @@ mod tests {
     }
 
     #[test]
-    fn late_observations_land_in_their_own_minute() {
+    fn late_observations_land_in_their_own_slot() {
         let mut b = RollingBaseline::new(600);
         request(&mut b, 0, false);
         request(&mut b, 200, false);
-        // Late, for a minute that had no slot yet.
+        // Late, for a slot that had none yet.
         request(&mut b, 70, true);
         let base = b.baseline(300.0, 1);
         assert_eq!(base.tallies[0].requests, 3);
@@ -435,6 +454,14 @@ mod tests {
             b.exclude(at - 5.0, at + 5.0);
         }
         assert_eq!(b.baseline(1800.0, 1).dispersion.index(), 1.0);
+    }
+
+    #[test]
+    fn a_slot_is_about_a_thirtieth_of_the_window() {
+        assert_eq!(RollingBaseline::new(1800).slot_secs, 60);
+        assert_eq!(RollingBaseline::new(600).slot_secs, 20);
+        assert_eq!(RollingBaseline::new(60).slot_secs, 10);
+        assert_eq!(RollingBaseline::new(86_400).slot_secs, 60);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct DeployWindow {
 pub struct BaselinePreview {
     pub window: BaselineWindow,
     pub routes: Vec<RouteBaseline>,
+    /// What makes it thin, in words; empty when it is not.
+    pub notes: Vec<String>,
 }
 
 /// One route's share of a baseline.
@@ -114,8 +116,10 @@ impl Monitor {
                 to: at,
                 given: true,
             },
+            // Never more than a tenth of the baseline: a short baseline (a demo, a test) keeps
+            // most of itself, and a restart is seconds anyway.
             None => DeployWindow {
-                from: at - f64::from(settings.deploy_guard_secs),
+                from: at - f64::from(settings.deploy_guard_secs.min(settings.baseline_secs / 10)),
                 to: at,
                 given: false,
             },
@@ -216,13 +220,17 @@ impl Monitor {
         self.watch.as_ref().map(|w| w.report(Some(&self.strata)))
     }
 
-    /// The baseline a change whose deploy began at `deploy_started_at` would be judged against:
-    /// what `guardian status` and `notify` show, so a thin baseline is seen before it matters.
-    pub fn baseline_preview(&self, deploy_started_at: f64) -> BaselinePreview {
-        let b = self.baseline.baseline(deploy_started_at, self.strata.len());
+    /// The baseline a change landing at `now` (its deploy's start unknown) would be judged
+    /// against, with what makes it thin: what `guardian status` shows, so a thin baseline is
+    /// seen before it matters.
+    pub fn baseline_preview(&self, now: f64) -> BaselinePreview {
+        let window = self.deploy_window(Landing::at(now), &self.settings);
+        let baseline = self.baseline.baseline(window.from, self.strata.len());
+        let report = Watch::new(&self.settings, window, baseline).report(Some(&self.strata));
         BaselinePreview {
-            window: b.window,
-            routes: route_baselines(&b.tallies, &self.strata),
+            window: report.baseline_window,
+            routes: report.baseline_routes,
+            notes: report.baseline_notes,
         }
     }
 }
@@ -368,9 +376,14 @@ mod tests {
         let mut m = Monitor::new(settings());
         traffic(&mut m, T0 - 300.0, 300, 2, |_| false);
         let p = m.baseline_preview(T0);
-        assert_eq!(p.window.covered_secs, 300.0);
+        // The last minute is the guard: the deploy may be under way.
+        assert_eq!(p.window.covered_secs, 240.0);
         assert_eq!(p.routes.len(), 1);
         assert_eq!(p.routes[0].route, "/");
-        assert_eq!(p.routes[0].requests, 600);
+        assert_eq!(p.routes[0].requests, 480);
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        assert!(p.notes[0].contains("covers 4 min"), "{}", p.notes[0]);
+        traffic(&mut m, T0, 900, 2, |_| false);
+        assert!(m.baseline_preview(T0 + 900.0).notes.is_empty());
     }
 }

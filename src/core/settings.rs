@@ -15,6 +15,7 @@ pub struct DetectorSettings {
     pub watch_secs: u32,
     /// When a change does not say when its deploy began, the seconds just before it are taken
     /// as its deploy window: a restart's failed requests there are neither baseline nor watch.
+    /// Never more than a tenth of `baseline_secs`.
     #[serde(default = "default_deploy_guard_secs")]
     pub deploy_guard_secs: u32,
     /// A change may raise the error rate (and the slow-request rate) by this relative amount

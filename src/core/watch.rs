@@ -492,6 +492,7 @@ impl Watch {
                 && report
                     .signals
                     .iter()
+                    .filter(|s| !s.left_out)
                     .all(|s| s.within_limits != Some(false))
                 && report
                     .signals
@@ -514,12 +515,19 @@ impl Watch {
             Design::BeforeAfter => self.baseline.iter().map(|t| t.requests).sum(),
             Design::Concurrent => self.seen.iter().map(|s| s.control.requests).sum(),
         };
-        let signals = self
+        let signals: Vec<SignalReport> = self
             .signals
             .iter()
             .map(|sig| sig.report(self, design, strata))
             .collect();
-        Report {
+        let baseline_routes = strata.map_or_else(Vec::new, |s| route_baselines(&self.baseline, s));
+        let baseline_notes = match design {
+            Design::BeforeAfter if !self.recovery => {
+                self.baseline_notes(&baseline_routes, &signals)
+            }
+            _ => Vec::new(),
+        };
+        let mut report = Report {
             verdict: self.verdict,
             decided_at: self.decided_at,
             design,
@@ -527,12 +535,80 @@ impl Watch {
             watch_ends_at: self.end_sec as f64,
             deploy_window: self.deploy,
             baseline_window: self.baseline_window,
-            baseline_routes: strata.map_or_else(Vec::new, |s| route_baselines(&self.baseline, s)),
+            baseline_routes,
+            baseline_notes,
             requests_before,
             requests_after: self.seen.iter().map(|s| s.treatment.requests).sum(),
             unlabelled_requests: self.unlabelled,
             signals,
+            not_judged: None,
+        };
+        report.not_judged = report.scope_note();
+        report
+    }
+
+    /// Why the baseline may not carry the judgement, in words: too short, routes too small to
+    /// compare, signals too thin to ever bound the harm.
+    fn baseline_notes(&self, routes: &[RouteBaseline], signals: &[SignalReport]) -> Vec<String> {
+        let settings = &self.settings;
+        let mut notes = Vec::new();
+        let wanted = f64::from(settings.baseline_secs);
+        let covered = self.baseline_window.covered_secs;
+        if covered + 60.0 < wanted {
+            notes.push(format!(
+                "the baseline covers {} of known-good traffic, not the {} of baseline_secs: \
+                 guardian has not seen more since it started or since the last incident",
+                minutes(covered),
+                minutes(wanted)
+            ));
         }
+        let min = settings.min_baseline_requests;
+        let small: Vec<&RouteBaseline> = routes.iter().filter(|r| r.requests < min).collect();
+        let errors_compared = signals
+            .iter()
+            .any(|s| s.signal == SignalKind::Errors && s.routes_compared > 0);
+        if !errors_compared {
+            notes.push(format!(
+                "no route has the min_baseline_requests = {min} requests in its baseline that \
+                 comparing it needs: this change cannot be judged on errors"
+            ));
+        } else if !small.is_empty() {
+            let total: u64 = routes.iter().map(|r| r.requests).sum();
+            let left: u64 = small.iter().map(|r| r.requests).sum();
+            let named: Vec<String> = small
+                .iter()
+                .take(5)
+                .map(|r| format!("{} ({})", r.route, r.requests))
+                .collect();
+            notes.push(format!(
+                "{} route{} with fewer than {min} baseline requests {} not compared: {}{}                  ({:.0}% of the baseline's traffic)",
+                small.len(),
+                if small.len() == 1 { "" } else { "s" },
+                if small.len() == 1 { "is" } else { "are" },
+                named.join(", "),
+                if small.len() > 5 { ", ..." } else { "" },
+                100.0 * left as f64 / total.max(1) as f64
+            ));
+        }
+        for s in signals {
+            let Some(thin) = s.thin else { continue };
+            let then = if thin.baseline_events >= settings.min_baseline_tail {
+                "the signal still calls a regression, but counts towards a healthy verdict \
+                 only while its data lean towards harm"
+            } else {
+                "the signal still calls a regression, and with fewer than min_baseline_tail of \
+                 them the change cannot be called healthy"
+            };
+            notes.push(format!(
+                "{}: the baseline holds only {} of them, too few to ever bound the harm under \
+                 {}x (at best {:.2}x): {then}",
+                signal_words(s.signal),
+                thin.baseline_events,
+                settings.healthy_max_ratio,
+                thin.best_bound
+            ));
+        }
+        notes
     }
 
     fn control_tally(&self, design: Design, s: usize) -> Option<&Tally> {
@@ -540,6 +616,15 @@ impl Watch {
             Design::BeforeAfter => self.baseline.get(s),
             Design::Concurrent => self.seen.get(s).map(|x| &x.control),
         }
+    }
+}
+
+/// A duration for a person: whole minutes, or seconds when under two minutes.
+fn minutes(secs: f64) -> String {
+    if secs < 120.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{:.0} min", secs / 60.0)
     }
 }
 
@@ -796,13 +881,32 @@ impl Signal {
             )
         };
         let regressed = self.e_value >= 1.0 / self.alpha;
+        let thin = match (self.kind, design, watch.recovery) {
+            (SignalKind::SlowRequests, Design::BeforeAfter, false) if any_eligible => {
+                thin_signal(settings, &watch.baseline_window, control)
+            }
+            _ => None,
+        };
+        // Left out only while the data favour "no worse" over harm at the limit: the
+        // likelihood of the ratio being the null's (1 + tolerance) beats its being
+        // `healthy_max_ratio`. With about 11 baseline events, 86% of clean changes pass and 1
+        // in 70 of threefold regressions; most of those the sequential test calls anyway.
+        let null_ratio = self.tests.first().map_or(1.0, |t| t.null_ratio);
+        let harm_favoured = evidence::log_likelihood_ratio(
+            control,
+            treatment,
+            null_ratio,
+            settings.healthy_max_ratio,
+        ) >= 0.0;
+        let left_out =
+            thin.is_some_and(|t| t.baseline_events >= settings.min_baseline_tail) && !harm_favoured;
         let within_limits = if !any_eligible || self.kind == SignalKind::Latency {
             None
         } else if treatment.requests == 0 {
             Some(false)
         } else {
             let ratio_ok = ratio_upper.is_some_and(|u| u <= settings.healthy_max_ratio);
-            let floor_ok = self.kind == SignalKind::Errors
+            let floor_ok = has_floor(self.kind, settings)
                 && evidence::share_upper_bound(
                     treatment.events,
                     treatment.requests,
@@ -828,6 +932,21 @@ impl Signal {
         } else {
             None
         };
+        let not_compared = (!any_eligible).then(|| match (self.kind, design) {
+            (SignalKind::Errors, _) => format!(
+                "no route had min_baseline_requests = {} requests before the change",
+                settings.min_baseline_requests
+            ),
+            (SignalKind::SlowRequests, _) if settings.slow_threshold_ms.is_some() => format!(
+                "no route had min_baseline_requests = {} requests before the change",
+                settings.min_baseline_requests
+            ),
+            _ => format!(
+                "no route had {} requests before the change with min_baseline_tail = {} of them \
+                 above its threshold",
+                settings.min_baseline_requests, settings.min_baseline_tail
+            ),
+        });
         SignalReport {
             signal: self.kind,
             regressed,
@@ -845,8 +964,77 @@ impl Signal {
             routes_compared,
             dispersion: self.tests.first().map_or(1.0, |t| t.dispersion),
             levels,
+            not_compared,
+            thin,
+            left_out,
         }
     }
+}
+
+/// Whether a signal's bad-event rate passes on its own merit below `healthy_error_floor`:
+/// errors, and requests missing an SLO (a threshold set by people, not a quantile of the
+/// baseline, whose share is 1% by construction).
+fn has_floor(kind: SignalKind, settings: &DetectorSettings) -> bool {
+    match kind {
+        SignalKind::Errors => true,
+        SignalKind::SlowRequests => settings.slow_threshold_ms.is_some(),
+        SignalKind::Latency => false,
+    }
+}
+
+/// Whether a secondary signal is too thin to ever bound the harm, and by how much.
+///
+/// A signal whose baseline holds few bad events can never bound the harm under
+/// `healthy_max_ratio`, however clean the change: the baseline's own uncertainty keeps the
+/// bound above it. Such a signal would turn every clean change into `inconclusive` (and, for an
+/// AI change, a page at night). So when even the best case cannot get there (the watch window
+/// seeing the baseline's traffic at exactly the baseline's rate), the signal is thin: it is
+/// left out of the healthy verdict, with the reason, as long as its own data favour "no worse"
+/// over "as bad as the limit" (the likelihood ratio of `healthy_max_ratio` against the null
+/// ratio below 1). It is never left out of anything else: its sequential test runs all through
+/// the watch and still calls `regressed`; and when its data lean towards harm the verdict stays
+/// `inconclusive`, so a regression too small for the sequential test is not waved through as
+/// healthy. Nor is it left out with fewer than `min_baseline_tail` bad events
+/// in its baseline (possible with an SLO threshold): there even the e-value cannot tell a clean
+/// change from a threefold regression (1 in 5 of those would pass), so the change stays
+/// `inconclusive`. Errors, the primary signal, are never left out.
+fn thin_signal(
+    settings: &DetectorSettings,
+    window: &BaselineWindow,
+    control: Counts,
+) -> Option<Thin> {
+    if window.covered_secs <= 0.0 || control.requests == 0 {
+        return None;
+    }
+    let expected_requests =
+        control.requests as f64 * f64::from(settings.watch_secs) / window.covered_secs;
+    let expected = Counts {
+        requests: expected_requests.round() as u64,
+        events: (expected_requests * control.events as f64 / control.requests as f64).round()
+            as u64,
+    };
+    let best = evidence::ratio_upper_bound(control, expected, settings.healthy_confidence)
+        .unwrap_or(f64::INFINITY);
+    let floor_reachable = has_floor(SignalKind::SlowRequests, settings)
+        && evidence::share_upper_bound(
+            expected.events,
+            expected.requests,
+            settings.healthy_confidence,
+        ) <= settings.healthy_error_floor;
+    (best > settings.healthy_max_ratio && !floor_reachable).then_some(Thin {
+        baseline_events: control.events,
+        best_bound: best,
+    })
+}
+
+/// A signal too thin to ever bound the harm under `healthy_max_ratio`.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Thin {
+    /// Bad events in the baseline the signal compares against.
+    pub baseline_events: u64,
+    /// The bound the signal would reach at best, seeing the baseline's rate all through the
+    /// watch window: above `healthy_max_ratio`.
+    pub best_bound: f64,
 }
 
 /// The verdict and everything it rests on.
@@ -865,10 +1053,51 @@ pub struct Report {
     pub baseline_window: BaselineWindow,
     /// The baseline per route (before/after design).
     pub baseline_routes: Vec<RouteBaseline>,
+    /// What makes the baseline thin, in words, for the person reading: empty when it is not.
+    pub baseline_notes: Vec<String>,
     pub requests_before: u64,
     pub requests_after: u64,
     pub unlabelled_requests: u64,
     pub signals: Vec<SignalReport>,
+    /// What the verdict does not rest on, in words (see [`Report::scope_note`]).
+    pub not_judged: Option<String>,
+}
+
+impl Report {
+    /// What the verdict does not rest on, in words: signals not compared and signals left out
+    /// of a healthy verdict, each with why. `None` when every signal was compared and counts.
+    /// A headline that says "not worse" without it would claim more than was checked.
+    pub fn scope_note(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .signals
+            .iter()
+            .filter_map(|s| {
+                let name = signal_words(s.signal);
+                if let Some(why) = &s.not_compared {
+                    Some(format!("{name} not compared ({why})"))
+                } else if s.left_out {
+                    let thin = s.thin?;
+                    Some(format!(
+                        "{name} compared but left out of the healthy verdict (only {} in the \
+                         baseline: no bound under the limit was possible)",
+                        thin.baseline_events
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+/// A signal's name in a sentence.
+pub fn signal_words(kind: SignalKind) -> &'static str {
+    match kind {
+        SignalKind::Errors => "errors",
+        SignalKind::SlowRequests => "slow requests",
+        SignalKind::Latency => "latency",
+    }
 }
 
 /// Requests and bad events on one side, and their rate.
@@ -925,6 +1154,14 @@ pub struct SignalReport {
     /// For latency: one entry per quantile compared.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub levels: Vec<LevelReport>,
+    /// Why the signal was not compared at all (no route qualified); `None` when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_compared: Option<String>,
+    /// Set when the signal is compared but its baseline is too thin to ever bound the harm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thin: Option<Thin>,
+    /// Thin, and its data favour "no worse": it does not count towards a healthy verdict.
+    pub left_out: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -1232,6 +1469,102 @@ mod tests {
         let report = m.report().unwrap();
         let latency = report.signals.iter().find(|s| s.regressed).unwrap();
         assert_ne!(latency.signal, super::SignalKind::Errors);
+    }
+
+    /// Half an hour before and after a change, `rps` requests a second (on average), 5% of
+    /// them failing; latencies log-normal around 50 ms, of which a share `slow_after` is five
+    /// times slower after the change.
+    fn thin_watch(seed: u64, settings: DetectorSettings, rps: f64, slow_after: f64) -> Monitor {
+        let mut m = Monitor::new(settings);
+        let mut rng = Pcg64Mcg::seed_from_u64(seed);
+        for tenth in -18_000..18_010 {
+            let ts = T0 + f64::from(tenth) / 10.0;
+            if tenth == 0 {
+                m.change_landed(T0);
+            }
+            if rng.gen::<f64>() < rps / 10.0 {
+                let z: f64 = rng.sample(rand_distr::StandardNormal);
+                let mut latency_ms = 50.0 * (0.5 * z).exp();
+                if tenth >= 0 && rng.gen::<f64>() < slow_after {
+                    latency_ms *= 5.0;
+                }
+                m.observe_request(&Request {
+                    ts,
+                    error: rng.gen::<f64>() < 0.05,
+                    latency_ms: Some(latency_ms),
+                    route: Some("/"),
+                    arm: None,
+                });
+            }
+            if tenth >= 0 && tenth % 10 == 9 && m.tick(ts + 0.1) != Verdict::Watching {
+                break;
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn a_signal_too_thin_to_ever_bound_the_harm_does_not_block_a_clean_change() {
+        // 0.6 req/s: about 11 requests above the baseline's p99 (when fewer than 10, the signal
+        // is not compared at all), so even a perfect watch could not bound the slow-request
+        // ratio under 2x. The signal is left out of the healthy verdict (it still watches for
+        // a regression), and says so.
+        let (mut compared, mut healthy) = (0, 0);
+        for seed in 0..40 {
+            let m = thin_watch(seed, DetectorSettings::default(), 0.6, 0.0);
+            let report = m.report().unwrap();
+            let slow = &report.signals[1];
+            if slow.routes_compared == 0 {
+                assert!(report
+                    .not_judged
+                    .unwrap()
+                    .contains("slow requests not compared"));
+                continue;
+            }
+            compared += 1;
+            let thin = slow.thin.expect("too thin to bound");
+            assert!(thin.best_bound > 2.0);
+            if m.verdict() == Some(Verdict::Healthy) {
+                // Without the rule, none would be.
+                assert!(slow.left_out);
+                assert!(report.not_judged.unwrap().contains("left out"));
+                healthy += 1;
+            }
+        }
+        assert!(compared >= 20, "{compared}");
+        assert!(
+            healthy * 10 >= compared * 6,
+            "{healthy} of {compared} clean changes healthy"
+        );
+    }
+
+    #[test]
+    fn a_thin_signal_whose_evidence_leans_to_harm_keeps_the_change_from_healthy() {
+        // 3% of requests five times slower: about three times as many past the old p99. Too
+        // few at times for the sequential test, never waved through as healthy when compared.
+        for seed in 0..40 {
+            let m = thin_watch(100 + seed, DetectorSettings::default(), 0.6, 0.03);
+            let report = m.report().unwrap();
+            if report.signals[1].routes_compared > 0 {
+                assert_ne!(m.verdict(), Some(Verdict::Healthy), "seed {seed}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_slo_missed_by_almost_no_one_passes_on_its_own_merit() {
+        // An SLO of 400 ms that about one request in 30,000 misses: a handful in the baseline,
+        // no ratio bound possible, but the share missing it is bounded far below 0.1%.
+        let settings = DetectorSettings {
+            slow_threshold_ms: Some(400.0),
+            ..DetectorSettings::default()
+        };
+        let m = thin_watch(7, settings, 20.0, 0.0);
+        assert_eq!(m.verdict(), Some(Verdict::Healthy));
+        let report = m.report().unwrap();
+        let slow = &report.signals[1];
+        assert!(slow.thin.is_none() && !slow.left_out);
+        assert_eq!(slow.within_limits, Some(true));
     }
 
     #[test]

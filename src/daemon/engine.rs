@@ -209,6 +209,8 @@ pub struct Status {
     pub service: String,
     pub now: f64,
     pub watching: Option<ChangeView>,
+    /// The baseline a change notified now would be judged against, and what makes it thin.
+    pub baseline_now: crate::core::BaselinePreview,
     pub recent: Vec<ChangeRecord>,
     pub sources: Vec<SourceStatus>,
     pub scrapes: Vec<ScrapeStatus>,
@@ -1050,6 +1052,7 @@ impl Engine {
             service: self.settings.service.clone(),
             now,
             watching,
+            baseline_now: self.monitor.baseline_preview(now),
             recent: self.store.recent_changes(10)?,
             deploying: match &self.phase {
                 Phase::Deploying(id) => Some(id.clone()),

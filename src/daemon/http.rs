@@ -15,7 +15,7 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::engine::{ChangeRequest, Engine, ProposalRequest};
+use super::engine::{ChangeRequest, ChangeView, Engine, ProposalRequest};
 use crate::gate::roles::{Action, Role};
 use crate::input;
 
@@ -181,12 +181,19 @@ async fn create_change(
     request
         .validate()
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    let record = lock(&api).notify(&request, (api.clock)())?;
-    let location = format!("/v1/changes/{}", record.id);
+    let view = {
+        let mut engine = lock(&api);
+        let record = engine.notify(&request, (api.clock)())?;
+        // With the live report, which says what baseline the change is judged against.
+        engine
+            .change(&record.id)?
+            .unwrap_or(ChangeView { record, live: None })
+    };
+    let location = format!("/v1/changes/{}", view.record.id);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(record),
+        Json(view),
     )
         .into_response())
 }
