@@ -426,12 +426,47 @@ impl Checkpoint {
                 recorded: None,
             });
         }
-        Err(AuditError::Parse(
-            "no checkpoint found: expected the lines `guardian/<service>/audit`, the size, \
-             the head hash, a blank line and `— guardian <signature>`, as in the alert emails"
-                .into(),
-        ))
+        Err(AuditError::Parse(NO_CHECKPOINT.into()))
     }
+
+    /// Finds the checkpoint in a file as a person keeps it: the bare note, a note with text
+    /// around it, or a whole email as it was delivered (headers, quoted-printable or base64,
+    /// multipart, even forwarded as an attachment), read with `mail-parser`.
+    pub fn find(bytes: &[u8]) -> Result<Checkpoint, AuditError> {
+        let direct = Checkpoint::parse(&String::from_utf8_lossy(bytes));
+        if direct.is_ok() {
+            return direct;
+        }
+        match mail_parser::MessageParser::default().parse(bytes) {
+            Some(message) => in_message(&message).unwrap_or(direct),
+            None => direct,
+        }
+    }
+}
+
+/// What `Checkpoint::parse` says when the text holds no note at all.
+const NO_CHECKPOINT: &str = "no checkpoint found: expected the lines `guardian/<service>/audit`, \
+     the size, the head hash, a blank line and `— guardian <signature>`, as in the alert emails";
+
+/// The checkpoint in the first text part of `message` (or of a message inside it) that holds
+/// one; `None` when none does. A note that is there but malformed is an error, not skipped.
+fn in_message(message: &mail_parser::Message<'_>) -> Option<Result<Checkpoint, AuditError>> {
+    use mail_parser::PartType;
+    for part in &message.parts {
+        let found = match &part.body {
+            PartType::Text(text) | PartType::Html(text) => Checkpoint::parse(text),
+            PartType::Message(inner) => match in_message(inner) {
+                Some(found) => found,
+                None => continue,
+            },
+            _ => continue,
+        };
+        match found {
+            Err(AuditError::Parse(m)) if m == NO_CHECKPOINT => continue,
+            other => return Some(other),
+        }
+    }
+    None
 }
 
 fn note_body(origin: &str, size: u64, head: &[u8; 32]) -> String {

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::ledger::{Entry, Outcome};
+use super::ledger::{Entry, Outcome, Tally};
 use crate::store::{Store, StoreError};
 
 /// Where a proposal is.
@@ -158,9 +158,17 @@ pub(super) fn sql(doing: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> P
     move |error| ProposalError::Store(StoreError::Sqlite { doing, error })
 }
 
+/// The columns `from_row` reads, the patch included.
 const COLUMNS: &str = "id, created_at, updated_at, proposer, kind, pattern, summary, issue_url, \
      tests_run, base_sha, claimed_sha, patch, diff_hash, decision, assessment, shadow, state, \
      decided_by, decided_note, approved_hash, change_id, note, \
+     (SELECT state FROM changes WHERE changes.id = proposals.change_id)";
+
+/// The same columns with the patch left out (empty): listings do not show it, and a patch may
+/// be half a megabyte.
+const LIST_COLUMNS: &str = "id, created_at, updated_at, proposer, kind, pattern, summary, \
+     issue_url, tests_run, base_sha, claimed_sha, '' AS patch, diff_hash, decision, assessment, \
+     shadow, state, decided_by, decided_note, approved_hash, change_id, note, \
      (SELECT state FROM changes WHERE changes.id = proposals.change_id)";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<ProposalRecord> {
@@ -238,6 +246,116 @@ fn audit(
     .map(|_| ())
 }
 
+/// Where a proposal is counted in `proposal_tally`: its pattern, state, outcome (`None` before
+/// it is first counted) and whether a person approved it.
+#[derive(Clone, Debug, PartialEq)]
+struct TallyKey {
+    pattern: String,
+    state: String,
+    outcome: Option<String>,
+    approved: bool,
+}
+
+fn tally_key(conn: &Connection, id: &str) -> rusqlite::Result<TallyKey> {
+    conn.query_row(
+        "SELECT pattern, state, outcome, approved_hash IS NOT NULL FROM proposals WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(TallyKey {
+                pattern: r.get(0)?,
+                state: r.get(1)?,
+                outcome: r.get(2)?,
+                approved: r.get(3)?,
+            })
+        },
+    )
+}
+
+/// Recomputes proposal `id`'s outcome from its state and its change's, stores it, and moves
+/// the proposal in the tally from where it was counted (`before`: its key as [`tally_key`]
+/// read it before the caller changed the row). Runs inside the caller's transaction, so the
+/// tally never disagrees with the rows it counts. Looks at one proposal and the events of one
+/// change (by index): its cost does not grow with the record.
+fn retally(conn: &Connection, id: &str, before: &TallyKey) -> rusqlite::Result<()> {
+    let (pattern, state, approved, change_state, regressed): (
+        String,
+        String,
+        bool,
+        Option<String>,
+        bool,
+    ) = conn.query_row(
+        "SELECT p.pattern, p.state, p.approved_hash IS NOT NULL, c.state, \
+         EXISTS (SELECT 1 FROM events e INDEXED BY events_by_change \
+           WHERE e.change_id = p.change_id AND e.kind = 'state_changed' \
+           AND json_extract(e.detail, '$.to') = 'regressed') \
+         FROM proposals p LEFT JOIN changes c ON c.id = p.change_id WHERE p.id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
+    let outcome = outcome(&state, change_state.as_deref(), regressed).as_str();
+    let after = TallyKey {
+        pattern,
+        state,
+        outcome: Some(outcome.to_owned()),
+        approved,
+    };
+    if *before == after {
+        return Ok(());
+    }
+    if let Some(counted) = &before.outcome {
+        let key = params![before.pattern, before.state, counted, before.approved];
+        conn.execute(
+            "UPDATE proposal_tally SET n = n - 1 \
+             WHERE pattern = ?1 AND state = ?2 AND outcome = ?3 AND approved = ?4",
+            key,
+        )?;
+        conn.execute(
+            "DELETE FROM proposal_tally \
+             WHERE pattern = ?1 AND state = ?2 AND outcome = ?3 AND approved = ?4 AND n <= 0",
+            key,
+        )?;
+    }
+    conn.execute(
+        "INSERT INTO proposal_tally (pattern, state, outcome, approved, n) \
+         VALUES (?1, ?2, ?3, ?4, 1) \
+         ON CONFLICT (pattern, state, outcome, approved) DO UPDATE SET n = n + 1",
+        params![after.pattern, after.state, outcome, after.approved],
+    )?;
+    if before.outcome.as_deref() != Some(outcome) {
+        conn.execute(
+            "UPDATE proposals SET outcome = ?2 WHERE id = ?1",
+            params![id, outcome],
+        )?;
+    }
+    Ok(())
+}
+
+/// A change moved: the proposal it carries out (if any) is counted again.
+pub(crate) fn retally_change(conn: &Connection, change_id: &str) -> rusqlite::Result<()> {
+    let ids: Vec<String> = conn
+        .prepare_cached("SELECT id FROM proposals WHERE change_id = ?1")?
+        .query_map([change_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in ids {
+        let before = tally_key(conn, &id)?;
+        retally(conn, &id, &before)?;
+    }
+    Ok(())
+}
+
+/// Migration 5's Rust step: counts every proposal already stored, once.
+pub(crate) fn tally_existing(conn: &Connection) -> rusqlite::Result<()> {
+    let ids: Vec<String> = conn
+        .prepare("SELECT id FROM proposals WHERE outcome IS NULL ORDER BY rowid")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in ids {
+        let before = tally_key(conn, &id)?;
+        retally(conn, &id, &before)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Stores a submitted proposal with the policy's decision, and audits both.
     pub fn insert_proposal(&mut self, new: &NewProposal, now: f64) -> Result<ProposalRecord> {
@@ -282,6 +400,9 @@ impl Store {
             ],
         )
         .map_err(sql(format!("storing proposal {id}")))?;
+        tally_key(&tx, &id)
+            .and_then(|before| retally(&tx, &id, &before))
+            .map_err(sql(format!("counting proposal {id}")))?;
         let submitted = json!({
             "kind": new.kind.as_str(),
             "pattern": new.pattern,
@@ -332,36 +453,106 @@ impl Store {
             .map_err(sql(format!("reading the proposal of change {change_id}")))
     }
 
-    /// The newest proposals first.
+    /// The newest proposals first, without their patches. Walks the index on `created_at`
+    /// from its end: the cost is the `limit`, not the number of proposals.
     pub fn recent_proposals(&self, limit: usize) -> Result<Vec<ProposalRecord>> {
         self.select_proposals(
-            "ORDER BY created_at DESC, id LIMIT ?1",
-            [limit as i64],
+            LIST_COLUMNS,
+            "ORDER BY created_at DESC, rowid DESC LIMIT ?1",
+            [i64::try_from(limit).unwrap_or(i64::MAX)],
             "listing proposals",
         )
     }
 
-    /// Proposals waiting for a person.
+    /// Proposals waiting for a person, from the tally.
     pub fn pending_proposals(&self) -> Result<usize> {
         self.conn
             .query_row(
-                "SELECT COUNT(*) FROM proposals WHERE state = 'pending'",
+                "SELECT COALESCE(SUM(n), 0) FROM proposal_tally WHERE state = 'pending'",
                 [],
                 |r| r.get(0),
             )
             .map_err(sql("counting pending proposals"))
     }
 
-    /// `SELECT` of whole proposals, `tail` being the `WHERE`/`ORDER BY` part.
+    /// Each pattern's tally for the trust ledger: counts from `proposal_tally`, then, per
+    /// pattern, its last rollback and the approved healthy changes since, through the index on
+    /// (pattern, outcome). What it reads grows with the patterns and the healthy changes since
+    /// a pattern's last rollback (each took a watch window to earn), never with the number of
+    /// proposals denied or waiting.
+    pub fn ledger_tally(&self) -> Result<Vec<(String, Tally)>> {
+        let doing = "reading the trust ledger";
+        let rows: Vec<(String, String, bool, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT pattern, outcome, approved, SUM(n) FROM proposal_tally \
+                 GROUP BY pattern, outcome, approved ORDER BY pattern",
+            )
+            .map_err(sql(doing))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(sql(doing))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql(doing))?;
+        let mut tallies: Vec<(String, Tally)> = Vec::new();
+        for (pattern, outcome, approved, n) in rows {
+            let outcome = Outcome::parse(&outcome).ok_or_else(|| {
+                ProposalError::Store(StoreError::Corrupt(format!(
+                    "the proposal tally holds an unknown outcome {outcome:?}"
+                )))
+            })?;
+            if tallies.last().map(|(p, _)| p) != Some(&pattern) {
+                tallies.push((pattern, Tally::default()));
+            }
+            if let Some((_, t)) = tallies.last_mut() {
+                t.count(outcome, approved, u32::try_from(n).unwrap_or(0));
+            }
+        }
+        for (pattern, t) in &mut tallies {
+            let last: Option<(f64, String)> = if t.rollbacks > 0 {
+                self.conn
+                    .prepare_cached(
+                        "SELECT created_at, id FROM proposals \
+                         WHERE pattern = ?1 AND outcome = 'regressed' \
+                         ORDER BY created_at DESC, id DESC LIMIT 1",
+                    )
+                    .and_then(|mut st| {
+                        st.query_row([pattern.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()
+                    })
+                    .map_err(sql(doing))?
+            } else {
+                None
+            };
+            t.last_rollback_at = last.as_ref().map(|(at, _)| *at);
+            if t.healthy > 0 {
+                let (at, id) = last.unwrap_or((f64::NEG_INFINITY, String::new()));
+                let earned: i64 = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM proposals \
+                         WHERE pattern = ?1 AND outcome = 'healthy' \
+                         AND (created_at > ?2 OR (created_at = ?2 AND id > ?3)) \
+                         AND approved_hash IS NOT NULL",
+                    )
+                    .and_then(|mut st| st.query_row(params![pattern.as_str(), at, id], |r| r.get(0)))
+                    .map_err(sql(doing))?;
+                t.earned = u32::try_from(earned).unwrap_or(0);
+            }
+        }
+        Ok(tallies)
+    }
+
+    /// `SELECT` of proposals, `tail` being the `WHERE`/`ORDER BY` part.
     fn select_proposals(
         &self,
+        columns: &str,
         tail: &str,
         params: impl rusqlite::Params,
         doing: &str,
     ) -> Result<Vec<ProposalRecord>> {
         let mut stmt = self
             .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM proposals {tail}"))
+            .prepare_cached(&format!("SELECT {columns} FROM proposals {tail}"))
             .map_err(sql(doing))?;
         let rows = stmt.query_map(params, from_row).map_err(sql(doing))?;
         rows.collect::<rusqlite::Result<_>>().map_err(sql(doing))
@@ -411,6 +602,7 @@ impl Store {
         } else {
             ProposalState::Rejected
         };
+        let before = tally_key(&tx, id).map_err(sql(format!("deciding proposal {id}")))?;
         tx.execute(
             "UPDATE proposals SET state = ?2, decided_by = ?3, decided_note = ?4, \
              approved_hash = ?5, updated_at = ?6 WHERE id = ?1",
@@ -424,6 +616,7 @@ impl Store {
             ],
         )
         .map_err(sql(format!("deciding proposal {id}")))?;
+        retally(&tx, id, &before).map_err(sql(format!("counting proposal {id}")))?;
         let kind = if approve {
             "proposal_approved"
         } else {
@@ -467,12 +660,14 @@ impl Store {
                 p.state
             )));
         }
+        let before = tally_key(&tx, id).map_err(sql(format!("updating proposal {id}")))?;
         tx.execute(
             "UPDATE proposals SET state = ?2, change_id = COALESCE(?3, change_id), \
              note = COALESCE(?4, note), updated_at = ?5 WHERE id = ?1",
             params![id, to.as_str(), change_id, note, now],
         )
         .map_err(sql(format!("updating proposal {id}")))?;
+        retally(&tx, id, &before).map_err(sql(format!("counting proposal {id}")))?;
         audit(
             &tx,
             now,
@@ -518,6 +713,7 @@ impl Store {
     /// Proposals approved or `auto` and not yet deployed, oldest first.
     pub fn approved_proposals(&self) -> Result<Vec<ProposalRecord>> {
         self.select_proposals(
+            COLUMNS,
             "WHERE state IN ('approved', 'deploying') ORDER BY created_at, id",
             [],
             "listing approved proposals",
@@ -527,12 +723,15 @@ impl Store {
     /// Every proposal as the trust ledger reads it: its pattern, whether a person approved it,
     /// and how the change it became ended. Changes notified for a proposal (shadow mode: the
     /// team deploys, guardian only watches) count the same as changes guardian deployed.
+    /// Reads every proposal: the definition [`Store::ledger_tally`] is checked against, not
+    /// what a request should run.
     pub fn ledger_entries(&self) -> Result<Vec<Entry>> {
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT p.pattern, p.created_at, p.state, p.approved_hash IS NOT NULL, c.state, \
-                 EXISTS (SELECT 1 FROM events e WHERE e.change_id = p.change_id \
+                 EXISTS (SELECT 1 FROM events e INDEXED BY events_by_change \
+                   WHERE e.change_id = p.change_id \
                    AND e.kind = 'state_changed' AND json_extract(e.detail, '$.to') = 'regressed') \
                  FROM proposals p LEFT JOIN changes c ON c.id = p.change_id \
                  ORDER BY p.created_at, p.id",
@@ -573,11 +772,13 @@ impl Store {
                 "proposal {id} was already deployed as change {existing}"
             )));
         }
+        let before = tally_key(&tx, id).map_err(sql(format!("linking proposal {id}")))?;
         tx.execute(
             "UPDATE proposals SET change_id = ?2, updated_at = ?3 WHERE id = ?1",
             params![id, change_id, now],
         )
         .map_err(sql(format!("linking proposal {id}")))?;
+        retally(&tx, id, &before).map_err(sql(format!("counting proposal {id}")))?;
         audit(
             &tx,
             now,
