@@ -395,7 +395,12 @@ impl RawLimits {
         Ok(Limits {
             reads_per_sec: rate("reads_per_sec", self.reads_per_sec, d.reads_per_sec, 10_000)?,
             reads_burst: rate("reads_burst", self.reads_burst, d.reads_burst, 100_000)?,
-            writes_per_min: rate("writes_per_min", self.writes_per_min, d.writes_per_min, 60_000)?,
+            writes_per_min: rate(
+                "writes_per_min",
+                self.writes_per_min,
+                d.writes_per_min,
+                60_000,
+            )?,
             writes_burst: rate("writes_burst", self.writes_burst, d.writes_burst, 100_000)?,
         })
     }

@@ -149,7 +149,9 @@ mod tests {
 
     #[test]
     fn disruptive_characters_are_the_controls_and_bidi_ones() {
-        for c in ['\n', '\r', '\u{1b}', '\u{85}', '\u{202e}', '\u{2067}', '\u{200f}'] {
+        for c in [
+            '\n', '\r', '\u{1b}', '\u{85}', '\u{202e}', '\u{2067}', '\u{200f}',
+        ] {
             assert!(is_disruptive(c), "{c:?}");
         }
         for c in ['\t', 'a', '\u{200d}', '\u{301}'] {

@@ -17,8 +17,8 @@ use super::rollback::{RollbackJob, RollbackReport};
 
 mod gate;
 pub use gate::{
-    link_page, load_policy, proposal_view, trust_ledger, DeployJob, DeployReport,
-    ProposalRequest, ProposalView, TrustRules,
+    link_page, load_policy, proposal_view, trust_ledger, DeployJob, DeployReport, ProposalRequest,
+    ProposalView, TrustRules,
 };
 
 /// How often the evidence of a change being watched is written to the store, and the core's

@@ -432,8 +432,12 @@ async fn post_observations(
     let bad = EngineError::BadRequest;
     let accepted = with_engine(&api, move |e| {
         // Parsed before the lock is taken, so a large batch holds it only while it is fed.
-        let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(&body)
-            .map_err(|e| bad(format!("the body must be a JSON array of observations: {e}")))?;
+        let items: Vec<Box<serde_json::value::RawValue>> =
+            serde_json::from_slice(&body).map_err(|e| {
+                bad(format!(
+                    "the body must be a JSON array of observations: {e}"
+                ))
+            })?;
         let events = items
             .iter()
             .enumerate()

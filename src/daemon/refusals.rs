@@ -176,7 +176,11 @@ mod tests {
         assert!(r.note("approver:alice", decide(), T0 + 1.0).is_some());
         assert!(r.note("agent", Refusal::RateLimited, T0 + 2.0).is_none());
         let due = r.due(T0 + 100.0);
-        assert_eq!(due.len(), 1, "alice's window counted only its first refusal");
+        assert_eq!(
+            due.len(),
+            1,
+            "alice's window counted only its first refusal"
+        );
         assert_eq!(due[0].actor, "agent");
         assert!(r.drain().is_empty());
     }

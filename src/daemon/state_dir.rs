@@ -17,8 +17,8 @@ pub fn prepare(dir: &Path) -> Result<Vec<String>, String> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| format!("cannot create the state directory {shown}: {e}"))?;
-    let meta =
-        std::fs::metadata(dir).map_err(|e| format!("cannot read the state directory {shown}: {e}"))?;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| format!("cannot read the state directory {shown}: {e}"))?;
     if !meta.is_dir() {
         return Err(format!("the state directory {shown} is not a directory"));
     }
@@ -31,8 +31,8 @@ pub fn prepare(dir: &Path) -> Result<Vec<String>, String> {
         ));
     }
     let mut changed = Vec::new();
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("cannot list the state directory {shown}: {e}"))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot list the state directory {shown}: {e}"))?;
     for entry in entries.flatten() {
         let path = entry.path();
         // Not followed: a link's target is not guardian's to change.
@@ -84,9 +84,15 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let err = prepare(&dir).unwrap_err();
         assert!(err.contains("mode 755"), "{err}");
-        assert!(err.ends_with(&format!("chmod 700 {}", dir.display())), "{err}");
+        assert!(
+            err.ends_with(&format!("chmod 700 {}", dir.display())),
+            "{err}"
+        );
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o710)).unwrap();
-        assert!(prepare(&dir).is_err(), "entering is enough to read a known file name");
+        assert!(
+            prepare(&dir).is_err(),
+            "entering is enough to read a known file name"
+        );
     }
 
     #[test]

@@ -165,7 +165,14 @@ impl Store {
             tx.execute(
                 "INSERT INTO approval_links (token_hash, link_id, proposal_id, action, diff_hash, \
                  expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![hash(&key.secret(&id)), id, proposal_id, action, diff_hash, expires_at],
+                params![
+                    hash(&key.secret(&id)),
+                    id,
+                    proposal_id,
+                    action,
+                    diff_hash,
+                    expires_at
+                ],
             )
             .map_err(sql("making approval links"))?;
             ids.push(id);

@@ -534,7 +534,9 @@ impl Store {
                          AND (created_at > ?2 OR (created_at = ?2 AND id > ?3)) \
                          AND approved_hash IS NOT NULL",
                     )
-                    .and_then(|mut st| st.query_row(params![pattern.as_str(), at, id], |r| r.get(0)))
+                    .and_then(|mut st| {
+                        st.query_row(params![pattern.as_str(), at, id], |r| r.get(0))
+                    })
                     .map_err(sql(doing))?;
                 t.earned = u32::try_from(earned).unwrap_or(0);
             }
@@ -827,6 +829,28 @@ mod tests {
 
     const T0: f64 = 1_764_000_000.0;
 
+    impl ProposalRecord {
+        /// The proposal as it would be submitted again.
+        fn into_new(self) -> NewProposal {
+            NewProposal {
+                proposer: self.proposer,
+                kind: crate::store::ChangeKind::Ai,
+                pattern: self.pattern,
+                summary: self.summary,
+                issue_url: self.issue_url,
+                tests_run: self.tests_run,
+                base_sha: self.base_sha,
+                claimed_sha: self.claimed_sha,
+                patch: self.patch,
+                diff_hash: self.diff_hash,
+                decision: self.decision,
+                assessment: self.assessment,
+                shadow: self.shadow,
+                state: self.state,
+            }
+        }
+    }
+
     fn pending(store: &mut Store, proposer: &str) -> ProposalRecord {
         store
             .insert_proposal(
@@ -935,5 +959,198 @@ mod tests {
             trail,
             expected.map(|(k, a)| (k.to_owned(), a.to_owned())).to_vec()
         );
+    }
+
+    /// Drives a store through `steps` random operations of every kind the gate makes, at
+    /// times that often tie, and checks after each that the tally's ledger is the fold's.
+    fn tally_agrees_with_the_fold(seed: u64, steps: usize) {
+        use crate::gate::ledger;
+        use crate::store::{ChangeState, NewChange};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
+        let mut store = Store::open_in_memory().unwrap();
+        let patterns = [
+            "nil-check",
+            "timeout-bump",
+            "retry-wrap",
+            "other",
+            "made-up",
+        ];
+        let mut ids: Vec<String> = Vec::new();
+        for step in 0..steps {
+            let t = T0 + (step / 3) as f64;
+            let pick = |rng: &mut rand_pcg::Pcg64Mcg, ids: &[String]| {
+                (!ids.is_empty()).then(|| ids[rng.gen_range(0..ids.len())].clone())
+            };
+            match rng.gen_range(0..6) {
+                0 | 1 => {
+                    let state = [
+                        ProposalState::Denied,
+                        ProposalState::Pending,
+                        ProposalState::Approved,
+                        ProposalState::Shadow,
+                    ][rng.gen_range(0..4)];
+                    let p = store
+                        .insert_proposal(
+                            &NewProposal {
+                                pattern: patterns[rng.gen_range(0..patterns.len())].into(),
+                                state,
+                                ..pending(&mut Store::open_in_memory().unwrap(), "agent").into_new()
+                            },
+                            t,
+                        )
+                        .unwrap();
+                    ids.push(p.id);
+                }
+                2 => {
+                    if let Some(id) = pick(&mut rng, &ids) {
+                        let hash = "d".repeat(64);
+                        let _ = store.decide_proposal(&id, rng.gen(), "approver:a", &hash, None, t);
+                    }
+                }
+                3 => {
+                    if let Some(id) = pick(&mut rng, &ids) {
+                        let p = store.get_proposal(&id).unwrap();
+                        let change = |store: &mut Store| {
+                            store
+                                .insert_change(
+                                    &NewChange {
+                                        commit: "abc".into(),
+                                        kind: crate::store::ChangeKind::Ai,
+                                        pattern: None,
+                                        summary: None,
+                                        landed_at: t,
+                                    },
+                                    t,
+                                )
+                                .unwrap()
+                                .id
+                        };
+                        match p.state {
+                            ProposalState::Approved => {
+                                store
+                                    .advance_proposal(
+                                        &id,
+                                        ProposalState::Deploying,
+                                        None,
+                                        None,
+                                        json!({}),
+                                        t,
+                                    )
+                                    .unwrap();
+                            }
+                            ProposalState::Deploying if rng.gen_bool(0.8) => {
+                                let c = change(&mut store);
+                                store
+                                    .advance_proposal(
+                                        &id,
+                                        ProposalState::Deployed,
+                                        Some(&c),
+                                        None,
+                                        json!({}),
+                                        t,
+                                    )
+                                    .unwrap();
+                            }
+                            ProposalState::Deploying => {
+                                store
+                                    .advance_proposal(
+                                        &id,
+                                        ProposalState::DeployFailed,
+                                        None,
+                                        None,
+                                        json!({}),
+                                        t,
+                                    )
+                                    .unwrap();
+                            }
+                            ProposalState::Shadow if p.change_id.is_none() => {
+                                let c = change(&mut store);
+                                store.link_proposal(&id, &c, "admin", t).unwrap();
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {
+                    // A change moves: healthy, inconclusive, or regressed and on through a rollback.
+                    let Some(id) = pick(&mut rng, &ids) else {
+                        continue;
+                    };
+                    let Some(c) = store.get_proposal(&id).unwrap().change_id else {
+                        continue;
+                    };
+                    let now = store.get_change(&c).unwrap().unwrap().state;
+                    let next = match now {
+                        ChangeState::Watching => [
+                            ChangeState::Healthy,
+                            ChangeState::Regressed,
+                            ChangeState::Inconclusive,
+                        ][rng.gen_range(0..3)],
+                        ChangeState::Regressed => ChangeState::RollingBack,
+                        ChangeState::RollingBack => ChangeState::Verifying,
+                        ChangeState::Verifying => ChangeState::RolledBack,
+                        _ => continue,
+                    };
+                    store.set_state(&c, next, None, None, None, t).unwrap();
+                }
+            }
+            let from_tally = ledger::standing(&store.ledger_tally().unwrap(), 3);
+            let from_fold = ledger::ledger(&store.ledger_entries().unwrap(), 3);
+            assert_eq!(from_tally, from_fold, "seed {seed}, step {step}");
+            assert_eq!(
+                store.pending_proposals().unwrap(),
+                store
+                    .recent_proposals(usize::MAX)
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p.state == ProposalState::Pending)
+                    .count()
+            );
+        }
+    }
+
+    #[test]
+    fn the_tally_always_gives_the_ledger_the_whole_record_gives() {
+        for seed in 0..12 {
+            tally_agrees_with_the_fold(seed, 250);
+        }
+    }
+
+    #[test]
+    fn an_upgraded_database_tallies_the_proposals_it_already_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guardian.db");
+        {
+            let mut store = Store::open(&path).unwrap();
+            let p = pending(&mut store, "agent");
+            store
+                .decide_proposal(&p.id, true, "approver:alice", &p.diff_hash, None, T0)
+                .unwrap();
+            pending(&mut store, "agent");
+            // As schema version 4 left it: no outcome, no tally.
+            store
+                .conn
+                .execute_batch(
+                    "UPDATE proposals SET outcome = NULL; DELETE FROM proposal_tally; \
+                     PRAGMA user_version = 4;",
+                )
+                .unwrap();
+            store
+                .conn
+                .execute_batch(
+                    "DROP TABLE proposal_tally; DROP INDEX proposals_by_state; \
+                     DROP INDEX proposals_by_change; DROP INDEX proposals_by_outcome; \
+                     DROP INDEX approval_links_by_id; ALTER TABLE proposals DROP COLUMN outcome; \
+                     ALTER TABLE approval_links DROP COLUMN link_id; \
+                     ALTER TABLE outbox DROP COLUMN links;",
+                )
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.pending_proposals().unwrap(), 1);
+        let tally = store.ledger_tally().unwrap();
+        assert_eq!(tally.len(), 1);
+        assert_eq!((tally[0].1.proposals, tally[0].1.approved), (2, 1));
     }
 }

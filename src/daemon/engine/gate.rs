@@ -102,7 +102,9 @@ impl ProposalRequest {
             }
         }
         if let Some(url) = &self.issue_url {
-            let plain = !url.chars().any(|c| c.is_whitespace() || crate::display::is_unsafe(c));
+            let plain = !url
+                .chars()
+                .any(|c| c.is_whitespace() || crate::display::is_unsafe(c));
             if !(url.starts_with("https://") || url.starts_with("http://"))
                 || url.len() > 2000
                 || !plain
@@ -218,10 +220,7 @@ pub fn trust_ledger(
 }
 
 /// A proposal with its diff, read from `store`.
-pub fn proposal_view(
-    store: &crate::store::Store,
-    id: &str,
-) -> Result<ProposalView, EngineError> {
+pub fn proposal_view(store: &crate::store::Store, id: &str) -> Result<ProposalView, EngineError> {
     let record = store.get_proposal(id)?;
     Ok(ProposalView {
         patch: record.patch.clone(),
@@ -728,14 +727,7 @@ impl Engine {
             }
             None => (String::new(), Vec::new()),
         };
-        self.mail_proposal(
-            &p.id,
-            "approval_needed",
-            subject,
-            body + &links,
-            &ids,
-            now,
-        )
+        self.mail_proposal(&p.id, "approval_needed", subject, body + &links, &ids, now)
     }
 
     /// How much of the error budget is left over the traffic guardian has kept (up to 14
