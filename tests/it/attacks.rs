@@ -38,6 +38,8 @@ struct Setup {
     seed: Option<Box<dyn FnOnce(&mut Store)>>,
     /// Environment for the daemon.
     envs: Vec<(&'static str, PathBuf)>,
+    /// Ten minutes of healthy traffic in the access log before the daemon starts.
+    history: bool,
 }
 
 /// A guardian with the gate: its own clone of the app, the agent's clone, a token per role.
@@ -92,6 +94,14 @@ impl Guardian {
         std::fs::create_dir_all(repo.join("src")).unwrap();
         git(&repo, &["init", "-q", "-b", "main"]);
         std::fs::write(repo.join("src/settings.txt"), "timeout_ms = 500\n").unwrap();
+        // What the app serves: `broken` makes it fail; the hook deploys it to `live-mode`.
+        std::fs::write(repo.join("mode"), "ok\n").unwrap();
+        std::fs::write(dir.path().join("live-mode"), "ok\n").unwrap();
+        std::fs::write(
+            dir.path().join("redeploy.sh"),
+            "#!/bin/sh\nset -e\ncp \"$GUARDIAN_REPO/mode\" \"$LIVE\"\n",
+        )
+        .unwrap();
         git(&repo, &["add", "."]);
         git(&repo, &["commit", "-q", "-m", "first release"]);
         let agent_repo = dir.path().join("agent");
@@ -118,7 +128,11 @@ impl Guardian {
         }
         std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
         let log = dir.path().join("access.jsonl");
-        std::fs::write(&log, "").unwrap();
+        if setup.history {
+            super::rollback::write_healthy_history(&log);
+        } else {
+            std::fs::write(&log, "").unwrap();
+        }
         let state = dir.path().join("state");
         if let Some(seed) = setup.seed.take() {
             std::fs::DirBuilder::new()
@@ -136,7 +150,7 @@ impl Guardian {
                  [daemon]\nservice = \"shop\"\nstate_dir = {state:?}\nlisten = \"127.0.0.1:0\"\n\
                  token_file = {admin:?}\n\n\
                  [[daemon.logs]]\npath = {log:?}\n\n\
-                 [daemon.rollback]\nrepo = {repo:?}\nhook = [\"true\"]\n\
+                 [daemon.rollback]\nrepo = {repo:?}\nhook = [\"sh\", {hook:?}]\n\
                  hook_timeout_secs = 30\nverify_secs = 8\n\n\
                  [daemon.gate]\npolicy_file = {policy:?}\nagent_token_file = {agent:?}\n\
                  approvers = {{ alice = {alice:?} }}\n{extra}",
@@ -144,6 +158,7 @@ impl Guardian {
                 agent = dir.path().join("agent.token"),
                 alice = dir.path().join("alice.token"),
                 policy = dir.path().join("policy.toml"),
+                hook = dir.path().join("redeploy.sh"),
                 extra = setup.extra,
             ),
         )
@@ -162,6 +177,7 @@ impl Guardian {
     fn start(mut setup: Setup) -> Guardian {
         let mut g = Guardian::prepare(&mut setup);
         let mut command = run_by_hand(&g.config);
+        command.env("LIVE", g.dir.path().join("live-mode"));
         for (k, v) in &setup.envs {
             command.env(k, v);
         }
@@ -892,4 +908,189 @@ fn the_checkpoint_in_an_email_as_delivered_verifies_the_audit_trail() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmarks: ignored by default, they print the figures recorded in BENCHMARKS.md.
+//   cargo test --release --test it attacks::bench -- --ignored --nocapture --test-threads 1
+
+/// Seconds from the first bad request to guardian's revert commit, for a bad deploy made now.
+fn time_to_revert(g: &Guardian) -> f64 {
+    let bad = {
+        std::fs::write(g.repo.join("mode"), "broken\n").unwrap();
+        git(&g.repo, &["commit", "-qam", "a bad deploy"]);
+        git(&g.repo, &["rev-parse", "HEAD"])
+    };
+    std::fs::write(g.dir.path().join("live-mode"), "broken\n").unwrap();
+    let first_bad = Instant::now();
+    let (code, _, change) = g.call(
+        ADMIN,
+        "POST",
+        "/v1/changes",
+        Some(&json!({ "commit": bad })),
+    );
+    assert_eq!(code, 201, "{change}");
+    let deadline = first_bad + Duration::from_secs(180);
+    loop {
+        if git(&g.repo, &["rev-parse", "HEAD"]) != bad {
+            let secs = first_bad.elapsed().as_secs_f64();
+            // Wait for the recovery check, so the next measurement starts from a quiet state.
+            let id = change["id"].as_str().unwrap();
+            let end = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < end {
+                let (_, _, c) = g.call(ADMIN, "GET", &format!("/v1/changes/{id}"), None);
+                if ["rolled_back", "escalated"].contains(&c["state"].as_str().unwrap_or("")) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(250));
+            }
+            return secs;
+        }
+        assert!(Instant::now() < deadline, "no revert within 180 s");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn audit_size(g: &Guardian) -> (i64, i64) {
+    let db = rusqlite::Connection::open_with_flags(
+        g.state.join("guardian.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    db.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(detail)), 0) FROM events",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+#[test]
+#[ignore = "benchmark (about 3 minutes): prints the figures in BENCHMARKS.md"]
+fn bench_64_agent_clients_flooding_for_60_s() {
+    let watchdog = Watchdog::new();
+    let g = Guardian::start(Setup {
+        seed: Some(long_record(2000)),
+        envs: watchdog.envs(),
+        history: true,
+        ..Setup::default()
+    });
+    let app = super::rollback::serve_app(
+        g.dir.path().join("access.jsonl"),
+        g.dir.path().join("live-mode"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = super::rollback::drive(app, stop.clone());
+    thread::sleep(Duration::from_secs(3));
+
+    let quiet_start = Instant::now();
+    let quiet = time_to_revert(&g);
+    let quiet_silence = watchdog.longest_silence(quiet_start, Instant::now());
+
+    let fix = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 800\n",
+        "Raise the timeout",
+    );
+    let proposal = Arc::new(g.proposal_body(&fix, "raise the checkout timeout"));
+    let (records_before, bytes_before) = audit_size(&g);
+    let refusals_before = g.refusals().len();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(60);
+    let clients: Vec<_> = (0..64)
+        .map(|i| {
+            let (api, proposal) = (g.api.clone(), proposal.clone());
+            thread::spawn(move || {
+                let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
+                let mut n = i;
+                while Instant::now() < deadline {
+                    let (code, _, _) = match n % 4 {
+                        0 => call(&api, AGENT, "GET", "/v1/trust", None),
+                        1 => call(&api, AGENT, "GET", "/v1/proposals", None),
+                        2 => call(&api, AGENT, "GET", "/v1/status", None),
+                        _ => call(&api, AGENT, "POST", "/v1/proposals", Some(&proposal)),
+                    };
+                    *codes.entry(code).or_default() += 1;
+                    n += 1;
+                }
+                codes
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(20));
+    let flooded = time_to_revert(&g);
+    let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
+    for c in clients {
+        for (code, n) in c.join().unwrap() {
+            *codes.entry(code).or_default() += n;
+        }
+    }
+    let end = Instant::now();
+    let silence = watchdog.longest_silence(start, end);
+    let (records_after, bytes_after) = audit_size(&g);
+    let refusal_records = g.refusals().len() - refusals_before;
+    stop.store(true, Ordering::Relaxed);
+    let _ = traffic.join();
+
+    let total: u64 = codes.values().sum();
+    println!(
+        "64 agent clients, {:.0} s, 2,000 proposals on record:",
+        (end - start).as_secs_f64()
+    );
+    println!(
+        "  requests answered       {total} ({:.0}/s): {codes:?}",
+        total as f64 / (end - start).as_secs_f64()
+    );
+    println!(
+        "  longest loop silence    {:.2} s (quiet: {:.2} s; a ping is due every 1 s)",
+        silence.as_secs_f64(),
+        quiet_silence.as_secs_f64()
+    );
+    println!("  bad deploy to revert    {flooded:.2} s (quiet: {quiet:.2} s)");
+    println!(
+        "  audit trail growth      {} records, {} bytes of detail ({refusal_records} of them refusal records)",
+        records_after - records_before,
+        bytes_after - bytes_before
+    );
+    assert!(
+        silence < Duration::from_secs(2) + quiet_silence,
+        "a tick was late by more than 1 s"
+    );
+    assert!(
+        flooded < quiet + 1.0,
+        "the rollback was late by more than 1 s"
+    );
+}
+
+#[test]
+#[ignore = "benchmark (about 10 minutes, mostly seeding): prints the figures in BENCHMARKS.md"]
+fn bench_reads_at_10_1000_and_100000_proposals() {
+    println!(
+        "{:>9}  {:>22}  {:>22}  {:>22}",
+        "proposals", "GET /v1/trust", "GET /v1/status", "GET /v1/proposals"
+    );
+    for n in [10, 1_000, 100_000] {
+        let g = Guardian::start(Setup {
+            seed: Some(long_record(n)),
+            ..Setup::default()
+        });
+        let mut row = format!("{n:>9}");
+        for path in ["/v1/trust", "/v1/status", "/v1/proposals"] {
+            let mut times: Vec<f64> = (0..200)
+                .map(|_| {
+                    let t = Instant::now();
+                    let (code, _, _) = g.call(ADMIN, "GET", path, None);
+                    assert_eq!(code, 200);
+                    t.elapsed().as_secs_f64() * 1000.0
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            row.push_str(&format!(
+                "  {:>9.2} ms p50 {:>6.2} p99",
+                times[times.len() / 2],
+                times[times.len() * 99 / 100]
+            ));
+        }
+        println!("{row}");
+    }
 }
