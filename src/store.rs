@@ -185,6 +185,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX proposals_by_state ON proposals (state, created_at);
     CREATE INDEX proposals_by_change ON proposals (change_id) WHERE change_id IS NOT NULL;
     CREATE INDEX proposals_by_outcome ON proposals (pattern, outcome, created_at, id);
+    CREATE INDEX proposals_earning ON proposals (pattern, created_at, id, outcome, approved_hash)
+        WHERE outcome = 'healthy' AND approved_hash IS NOT NULL;
     ALTER TABLE approval_links ADD COLUMN link_id TEXT;
     CREATE UNIQUE INDEX approval_links_by_id ON approval_links (link_id);
     ALTER TABLE outbox ADD COLUMN links TEXT;  -- JSON array of the approval link ids in the body

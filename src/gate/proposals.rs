@@ -475,11 +475,10 @@ impl Store {
             .map_err(sql("counting pending proposals"))
     }
 
-    /// Each pattern's tally for the trust ledger: counts from `proposal_tally`, then, per
-    /// pattern, its last rollback and the approved healthy changes since, through the index on
-    /// (pattern, outcome). What it reads grows with the patterns and the healthy changes since
-    /// a pattern's last rollback (each took a watch window to earn), never with the number of
-    /// proposals denied or waiting.
+    /// Each pattern's tally for the trust ledger: counts from `proposal_tally`, then, for a
+    /// pattern that was ever rolled back, its last rollback (an index seek) and the approved
+    /// healthy changes since (counted in a partial index of those alone: each took a watch
+    /// window to earn). Never anything that grows with the proposals denied or waiting.
     pub fn ledger_tally(&self) -> Result<Vec<(String, Tally)>> {
         let doing = "reading the trust ledger";
         let rows: Vec<(String, String, bool, i64)> = self
@@ -494,6 +493,8 @@ impl Store {
             .collect::<rusqlite::Result<_>>()
             .map_err(sql(doing))?;
         let mut tallies: Vec<(String, Tally)> = Vec::new();
+        // Per pattern (in `tallies` order): approved changes that stayed healthy, in all.
+        let mut earning: Vec<u32> = Vec::new();
         for (pattern, outcome, approved, n) in rows {
             let outcome = Outcome::parse(&outcome).ok_or_else(|| {
                 ProposalError::Store(StoreError::Corrupt(format!(
@@ -502,12 +503,17 @@ impl Store {
             })?;
             if tallies.last().map(|(p, _)| p) != Some(&pattern) {
                 tallies.push((pattern, Tally::default()));
+                earning.push(0);
             }
-            if let Some((_, t)) = tallies.last_mut() {
-                t.count(outcome, approved, u32::try_from(n).unwrap_or(0));
+            let n = u32::try_from(n).unwrap_or(0);
+            if let (Some((_, t)), Some(e)) = (tallies.last_mut(), earning.last_mut()) {
+                t.count(outcome, approved, n);
+                if approved && outcome == Outcome::Healthy {
+                    *e += n;
+                }
             }
         }
-        for (pattern, t) in &mut tallies {
+        for ((pattern, t), earning) in tallies.iter_mut().zip(earning) {
             let last: Option<(f64, String)> = if t.rollbacks > 0 {
                 self.conn
                     .prepare_cached(
@@ -524,22 +530,28 @@ impl Store {
                 None
             };
             t.last_rollback_at = last.as_ref().map(|(at, _)| *at);
-            if t.healthy > 0 {
-                let (at, id) = last.unwrap_or((f64::NEG_INFINITY, String::new()));
-                let earned: i64 = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT COUNT(*) FROM proposals \
-                         WHERE pattern = ?1 AND outcome = 'healthy' \
-                         AND (created_at > ?2 OR (created_at = ?2 AND id > ?3)) \
-                         AND approved_hash IS NOT NULL",
-                    )
-                    .and_then(|mut st| {
-                        st.query_row(params![pattern.as_str(), at, id], |r| r.get(0))
-                    })
-                    .map_err(sql(doing))?;
-                t.earned = u32::try_from(earned).unwrap_or(0);
-            }
+            t.earned = match last {
+                // Never rolled back: every approved healthy change counts, and the tally has them.
+                None => earning,
+                // Those after the last rollback, counted in the partial index that holds only
+                // approved healthy changes (the index alone answers: no row is read).
+                Some((at, id)) if earning > 0 => {
+                    let earned: i64 = self
+                        .conn
+                        .prepare_cached(
+                            "SELECT COUNT(*) FROM proposals INDEXED BY proposals_earning \
+                             WHERE outcome = 'healthy' AND approved_hash IS NOT NULL \
+                             AND pattern = ?1 \
+                             AND (created_at > ?2 OR (created_at = ?2 AND id > ?3))",
+                        )
+                        .and_then(|mut st| {
+                            st.query_row(params![pattern.as_str(), at, id], |r| r.get(0))
+                        })
+                        .map_err(sql(doing))?;
+                    u32::try_from(earned).unwrap_or(0)
+                }
+                Some(_) => 0,
+            };
         }
         Ok(tallies)
     }
@@ -1141,7 +1153,8 @@ mod tests {
                 .execute_batch(
                     "DROP TABLE proposal_tally; DROP INDEX proposals_by_state; \
                      DROP INDEX proposals_by_change; DROP INDEX proposals_by_outcome; \
-                     DROP INDEX approval_links_by_id; ALTER TABLE proposals DROP COLUMN outcome; \
+                     DROP INDEX approval_links_by_id; DROP INDEX proposals_earning; \
+                     ALTER TABLE proposals DROP COLUMN outcome; \
                      ALTER TABLE approval_links DROP COLUMN link_id; \
                      ALTER TABLE outbox DROP COLUMN links;",
                 )

@@ -29,13 +29,16 @@ const POLICY: &str = "[paths]\nallow = [\"src/**\"]\ndeny = [\"migrations/**\"]\
                       [content]\nnew_dependencies = \"deny\"\nschema_changes = \"deny\"\n\
                       [risk]\nauto_below = 50\n[trust]\npromote_after = 10\n";
 
+/// Writes a record into a new state database before the daemon starts.
+type Seed = Box<dyn FnOnce(&mut Store)>;
+
 /// What a test sets up besides the defaults.
 #[derive(Default)]
 struct Setup {
     /// Lines appended to the configuration, after the `[daemon.gate]` keys.
     extra: String,
     /// The record a long-running guardian would have, stored before it starts.
-    seed: Option<Box<dyn FnOnce(&mut Store)>>,
+    seed: Option<Seed>,
     /// Environment for the daemon.
     envs: Vec<(&'static str, PathBuf)>,
     /// Ten minutes of healthy traffic in the access log before the daemon starts.
@@ -380,13 +383,18 @@ fn wait_for_raw_mail(inbox: &Arc<Mutex<Vec<String>>>, needle: &str) -> String {
 }
 
 /// A guardian's record after months of work: `n` proposals, most denied, one in ten approved,
-/// deployed and found healthy.
-fn long_record(n: usize) -> Box<dyn FnOnce(&mut Store)> {
+/// deployed and found healthy (but, with `rollback`, the one half way, which regressed).
+fn long_record(n: usize, rollback: bool) -> Seed {
     Box::new(move |store: &mut Store| {
         let at = now() - 30.0 * 86_400.0;
         for i in 0..n {
             let t = at + i as f64;
             let healthy = i % 10 == 0;
+            let verdict = if rollback && i == n / 20 * 10 {
+                ChangeState::Regressed
+            } else {
+                ChangeState::Healthy
+            };
             let p = store
                 .insert_proposal(
                     &NewProposal {
@@ -444,7 +452,7 @@ fn long_record(n: usize) -> Box<dyn FnOnce(&mut Store)> {
                 )
                 .unwrap();
             store
-                .set_state(&change.id, ChangeState::Healthy, None, Some(t), None, t)
+                .set_state(&change.id, verdict, None, Some(t), None, t)
                 .unwrap();
         }
     })
@@ -517,7 +525,7 @@ impl Drop for Watchdog {
 fn an_agent_flooding_reads_and_proposals_gets_429s_and_the_decision_loop_keeps_its_pace() {
     let watchdog = Watchdog::new();
     let g = Guardian::start(Setup {
-        seed: Some(long_record(2000)),
+        seed: Some(long_record(2000, false)),
         envs: watchdog.envs(),
         ..Setup::default()
     });
@@ -970,7 +978,7 @@ fn audit_size(g: &Guardian) -> (i64, i64) {
 fn bench_64_agent_clients_flooding_for_60_s() {
     let watchdog = Watchdog::new();
     let g = Guardian::start(Setup {
-        seed: Some(long_record(2000)),
+        seed: Some(long_record(2000, false)),
         envs: watchdog.envs(),
         history: true,
         ..Setup::default()
@@ -1069,9 +1077,11 @@ fn bench_reads_at_10_1000_and_100000_proposals() {
         "{:>9}  {:>22}  {:>22}  {:>22}",
         "proposals", "GET /v1/trust", "GET /v1/status", "GET /v1/proposals"
     );
+    // One in ten proposals approved and healthy, the rest denied; one rollback half way, so
+    // the ledger also counts what each pattern earned since.
     for n in [10, 1_000, 100_000] {
         let g = Guardian::start(Setup {
-            seed: Some(long_record(n)),
+            seed: Some(long_record(n, true)),
             ..Setup::default()
         });
         let mut row = format!("{n:>9}");
