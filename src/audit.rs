@@ -426,12 +426,47 @@ impl Checkpoint {
                 recorded: None,
             });
         }
-        Err(AuditError::Parse(
-            "no checkpoint found: expected the lines `guardian/<service>/audit`, the size, \
-             the head hash, a blank line and `— guardian <signature>`, as in the alert emails"
-                .into(),
-        ))
+        Err(AuditError::Parse(NO_CHECKPOINT.into()))
     }
+
+    /// Finds the checkpoint in a file as a person keeps it: the bare note, a note with text
+    /// around it, or a whole email as it was delivered (headers, quoted-printable or base64,
+    /// multipart, even forwarded as an attachment), read with `mail-parser`.
+    pub fn find(bytes: &[u8]) -> Result<Checkpoint, AuditError> {
+        let direct = Checkpoint::parse(&String::from_utf8_lossy(bytes));
+        if direct.is_ok() {
+            return direct;
+        }
+        match mail_parser::MessageParser::default().parse(bytes) {
+            Some(message) => in_message(&message).unwrap_or(direct),
+            None => direct,
+        }
+    }
+}
+
+/// What `Checkpoint::parse` says when the text holds no note at all.
+const NO_CHECKPOINT: &str = "no checkpoint found: expected the lines `guardian/<service>/audit`, \
+     the size, the head hash, a blank line and `— guardian <signature>`, as in the alert emails";
+
+/// The checkpoint in the first text part of `message` (or of a message inside it) that holds
+/// one; `None` when none does. A note that is there but malformed is an error, not skipped.
+fn in_message(message: &mail_parser::Message<'_>) -> Option<Result<Checkpoint, AuditError>> {
+    use mail_parser::PartType;
+    for part in &message.parts {
+        let found = match &part.body {
+            PartType::Text(text) | PartType::Html(text) => Checkpoint::parse(text),
+            PartType::Message(inner) => match in_message(inner) {
+                Some(found) => found,
+                None => continue,
+            },
+            _ => continue,
+        };
+        match found {
+            Err(AuditError::Parse(m)) if m == NO_CHECKPOINT => continue,
+            other => return Some(other),
+        }
+    }
+    None
 }
 
 fn note_body(origin: &str, size: u64, head: &[u8; 32]) -> String {
@@ -1274,6 +1309,47 @@ pub fn parse_since(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_is_found_in_an_email_however_it_travelled() {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let note = Checkpoint::sign(&key, "guardian/shop/audit", 7, [9; 32]).note_text();
+        let body = format!("Rolled back.\r\n\r\nAudit checkpoint\r\n{note}\r\n-- \r\nguardian\r\n");
+        let encoded = BASE64.encode(body.as_bytes());
+        let lines: Vec<&str> = encoded
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let email = format!(
+            "From: g@example.com\r\nTo: o@example.com\r\nSubject: rolled back\r\n\
+             MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n\
+             --b\r\nContent-Type: text/html\r\n\r\n<p>the post-mortem</p>\r\n--b--\r\n",
+            lines.join("\r\n")
+        );
+        assert!(
+            Checkpoint::parse(&email).is_err(),
+            "base64 hides it from a plain search"
+        );
+        let found = Checkpoint::find(email.as_bytes()).unwrap();
+        assert!(found.signed_by(&key.verifying_key()));
+        assert_eq!(found.size, 7);
+        // Forwarded as an attachment, inside another email.
+        let forwarded = format!(
+            "From: a@example.com\r\nTo: b@example.com\r\nSubject: Fwd\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\n--o\r\n\
+             Content-Type: text/plain\r\n\r\nsee the attached alert\r\n--o\r\n\
+             Content-Type: message/rfc822\r\n\r\n{email}\r\n--o--\r\n"
+        );
+        assert_eq!(Checkpoint::find(forwarded.as_bytes()).unwrap().size, 7);
+        // The bare note still works, and an email without one says what was looked for.
+        assert_eq!(Checkpoint::find(note.as_bytes()).unwrap().size, 7);
+        let none = "From: a@example.com\r\nSubject: x\r\n\r\nnothing here\r\n";
+        let err = Checkpoint::find(none.as_bytes()).unwrap_err().to_string();
+        assert!(err.starts_with("no checkpoint found"), "{err}");
+    }
 
     fn key(byte: u8) -> SigningKey {
         SigningKey::from_bytes(&[byte; 32])

@@ -45,6 +45,34 @@ pub struct DaemonSettings {
     pub mail: Option<MailSettings>,
     /// The trust gate (proposals, approvals, shadow mode); `None`: no proposals accepted.
     pub gate: Option<GateSettings>,
+    /// How fast each token other than the operator's may call the API.
+    pub limits: Limits,
+}
+
+/// Per-token request rates (`[daemon.limits]`): the agent's and each approver's token has a
+/// bucket for reads and one for writes, so no token can keep guardian busy. The operator's
+/// token is not limited: it carries deploy notifications and pushed observations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Reads (every `GET`) a token may make per second, on average ...
+    pub reads_per_sec: u32,
+    /// ... and at once after a quiet spell.
+    pub reads_burst: u32,
+    /// Writes (proposals, decisions, link uses) a token may make per minute, on average ...
+    pub writes_per_min: u32,
+    /// ... and at once.
+    pub writes_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            reads_per_sec: 10,
+            reads_burst: 30,
+            writes_per_min: 12,
+            writes_burst: 10,
+        }
+    }
 }
 
 /// The trust gate: where the sandbox policy is, who may approve, and what runs in shadow mode.
@@ -340,6 +368,42 @@ pub struct RawDaemon {
     #[serde(default)]
     pub scrapes: Vec<RawScrape>,
     pub gate: Option<RawGate>,
+    pub limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub reads_per_sec: Option<i64>,
+    pub reads_burst: Option<i64>,
+    pub writes_per_min: Option<i64>,
+    pub writes_burst: Option<i64>,
+}
+
+impl RawLimits {
+    pub fn validate(self) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let rate = |key: &'static str, v: Option<i64>, default: u32, max: i64| match v {
+            None => Ok(default),
+            Some(n) if (1..=max).contains(&n) => Ok(n as u32),
+            Some(n) => Err(ConfigError::invalid(
+                "daemon.limits",
+                key,
+                format!("must be a whole number from 1 to {max}, got {n}"),
+            )),
+        };
+        Ok(Limits {
+            reads_per_sec: rate("reads_per_sec", self.reads_per_sec, d.reads_per_sec, 10_000)?,
+            reads_burst: rate("reads_burst", self.reads_burst, d.reads_burst, 100_000)?,
+            writes_per_min: rate(
+                "writes_per_min",
+                self.writes_per_min,
+                d.writes_per_min,
+                60_000,
+            )?,
+            writes_burst: rate("writes_burst", self.writes_burst, d.writes_burst, 100_000)?,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -647,6 +711,7 @@ impl RawDaemon {
         let rollback = self.rollback.map(RawRollback::validate).transpose()?;
         let mail = self.mail.map(RawMail::validate).transpose()?;
         let gate = self.gate.map(RawGate::validate).transpose()?;
+        let limits = self.limits.unwrap_or_default().validate()?;
         let defaults = OnInconclusive::default();
         let policy =
             |key: &'static str, v: Option<String>, d: InconclusivePolicy| match v.as_deref() {
@@ -723,6 +788,7 @@ impl RawDaemon {
         }
         Ok(DaemonSettings {
             gate,
+            limits,
             scrapes,
             on_inconclusive,
             rollback,

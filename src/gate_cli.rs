@@ -91,7 +91,7 @@ pub struct TrustArgs {
 
 /// Prints the daemon's refusal and returns its exit code.
 fn refused((code, message): (u8, String)) -> Result<u8> {
-    eprintln!("guardian: {message}");
+    eprintln!("guardian: {}", guardian::display::line(&message));
     Ok(code)
 }
 
@@ -172,7 +172,7 @@ pub fn proposals(args: &ProposalsArgs) -> Result<u8> {
     } else if args.id.is_some() {
         print!("{}", render_proposal(&answer));
         if let Some(patch) = answer["patch"].as_str() {
-            println!("\n{patch}");
+            println!("\n{}", guardian::display::block(patch));
         }
     } else {
         let list = answer.as_array().cloned().unwrap_or_default();
@@ -181,7 +181,7 @@ pub fn proposals(args: &ProposalsArgs) -> Result<u8> {
         }
         for p in &list {
             let state = match p["change_state"].as_str() {
-                Some(change) => format!("{} ({change})", text(&p["state"])),
+                Some(_) => format!("{} ({})", text(&p["state"]), text(&p["change_state"])),
                 None => text(&p["state"]),
             };
             println!(
@@ -278,8 +278,11 @@ pub fn trust(args: &TrustArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// A value from the daemon as one line a person can trust: strings come from outside (the
+/// agent's summary, git's messages), so control and invisible characters are shown escaped.
 fn text(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+    let raw = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    guardian::display::line(&raw).into_owned()
 }
 
 /// A proposal for a person: the decision first, then why, then what the diff does.

@@ -6,6 +6,7 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod demo;
+pub mod display;
 pub mod gate;
 pub mod git;
 pub mod hook;

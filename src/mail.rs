@@ -96,9 +96,9 @@ pub fn render_digest(service: &str, day_start: f64, healthy: &[ChangeRecord]) ->
             c.kind.as_str(),
             c.pattern
                 .as_deref()
-                .map(|p| format!(" ({p})"))
+                .map(|p| format!(" ({})", printable(p)))
                 .unwrap_or_default(),
-            c.summary.as_deref().unwrap_or(""),
+            printable(c.summary.as_deref().unwrap_or("")),
             errors
         ));
     }
@@ -927,16 +927,13 @@ pub(crate) fn tail(text: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Outside text (a summary, a note, a line of output) as one visible line.
 pub(crate) fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
-        .collect()
+    crate::display::line(s).into_owned()
 }
 
 pub(crate) fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::display::line(s).into_owned()
 }
 
 /// A command as one might type it: words with spaces or quotes are single-quoted.
@@ -985,6 +982,8 @@ pub struct Mailer {
     to: Vec<String>,
     /// `host:port (security)`, for messages.
     server: String,
+    /// Fills approval links into emails as they are sent (`gate::links`).
+    link_key: Option<crate::gate::links::LinkKey>,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -1041,7 +1040,14 @@ impl Mailer {
             from,
             to: settings.to.clone(),
             server: format!("{host}:{} ({})", settings.smtp_port, settings.security),
+            link_key: None,
         })
+    }
+
+    /// The key approval links are derived from: emails that hold links are sent with them.
+    pub fn with_link_key(mut self, key: crate::gate::links::LinkKey) -> Mailer {
+        self.link_key = Some(key);
+        self
     }
 
     /// The configured recipients: what to queue an email for.
@@ -1146,12 +1152,28 @@ pub fn enqueue(
     email: &Email,
     now: f64,
 ) -> Result<bool, StoreError> {
+    enqueue_with_links(store, settings, change_id, email, &[], now)
+}
+
+/// [`enqueue`] for an email holding approval links: `links` are the ids whose placeholders
+/// (`gate::links::placeholder`) the body holds; their secrets are filled in when it is sent.
+pub fn enqueue_with_links(
+    store: &mut Store,
+    settings: &MailSettings,
+    change_id: Option<&str>,
+    email: &Email,
+    links: &[String],
+    now: f64,
+) -> Result<bool, StoreError> {
+    // Every email passes here: whatever outside text a renderer let through reaches no mail
+    // client as a control or invisible character.
     store.enqueue_email_html(
         change_id,
         &email.message_id,
-        &email.subject,
-        &email.text_body,
+        &crate::display::line(&email.subject),
+        &crate::display::block(&email.text_body),
         email.html.as_deref(),
+        links,
         &settings.to,
         now,
     )
@@ -1189,13 +1211,25 @@ pub fn deliver_due(store: &mut Store, mailer: &Mailer, now: f64) -> DeliveryStat
         }
     };
     for queued in due {
+        let text_body = match (&mailer.link_key, queued.links.is_empty()) {
+            (_, true) => Ok(queued.body),
+            (Some(key), false) => Ok(crate::gate::links::fill(&queued.body, &queued.links, key)),
+            (None, false) => Err(MailError::Setup(format!(
+                "email {} holds approval links and this mailer has no link key to fill them in",
+                queued.message_id
+            ))),
+        };
         let email = Email {
             subject: queued.subject,
-            text_body: queued.body,
+            text_body: text_body.as_ref().cloned().unwrap_or_default(),
             message_id: queued.message_id,
             html: queued.html,
         };
-        match mailer.send_to(&email, &queued.to) {
+        let sent = match text_body {
+            Ok(_) => mailer.send_to(&email, &queued.to),
+            Err(e) => Err(e),
+        };
+        match sent {
             Ok(()) => {
                 stats.sent += 1;
                 if let Err(e) = store.mark_sent(&email.message_id, now) {
@@ -1440,7 +1474,7 @@ mod tests {
             "2. git push to origin main: pushed",
             "3. redeploy hook: exit 0 after 3.2 s",
             "$ /usr/local/bin/redeploy --env 'prod west'",
-            "| ?[32mdeployed?[0m 9c8d7e6f5a to 3 hosts",
+            "| \\x1b[32mdeployed\\x1b[0m 9c8d7e6f5a to 3 hosts",
             &format!("Revert commit: {REVERT}"),
         ] {
             assert!(body.contains(text), "missing {text:?} in\n{body}");

@@ -499,9 +499,9 @@ fn audit_verify(args: &AuditVerifyArgs) -> Result<u8> {
     };
     let mut kept = Vec::new();
     for path in &args.checkpoint {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        kept.push(Checkpoint::parse(&text).with_context(|| path.display().to_string())?);
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        kept.push(Checkpoint::find(&bytes).with_context(|| path.display().to_string())?);
     }
     let verification = guardian::audit::verify(&db, &VerifyOptions { key, kept })?;
     print!("{}", verification.render());
@@ -525,6 +525,7 @@ fn run_daemon(args: &RunArgs) -> Result<u8> {
         Err(
             e @ (guardian::daemon::DaemonError::NotConfigured
             | guardian::daemon::DaemonError::Token(_)
+            | guardian::daemon::DaemonError::StateDir(_)
             | guardian::daemon::DaemonError::Engine(
                 guardian::daemon::engine::EngineError::Config(_),
             )),
@@ -613,7 +614,10 @@ fn call(
             };
             Err((
                 exit,
-                format!("the daemon refused the request ({code}): {message}"),
+                format!(
+                    "the daemon refused the request ({code}): {}",
+                    guardian::display::line(&message)
+                ),
             ))
         }
         Err(e) => Err((EXIT_UNAVAILABLE, format!("cannot reach the daemon: {e}"))),
@@ -741,9 +745,12 @@ fn render_baseline(v: &serde_json::Value) -> String {
 /// The status for a person: what is watched, what was decided, how the logs are read.
 fn render_status(s: &serde_json::Value) -> String {
     use std::fmt::Write as _;
+    // Every string in the status may come from outside (a summary, a note with git's output,
+    // a bad log line, a scrape error): shown as one visible line each.
+    let t = |v: &serde_json::Value| guardian::display::line(v.as_str().unwrap_or("?")).into_owned();
     let mut out = String::new();
     let now = s["now"].as_f64().unwrap_or(0.0);
-    let _ = writeln!(out, "service {}", s["service"].as_str().unwrap_or("?"));
+    let _ = writeln!(out, "service {}", t(&s["service"]));
     match s.get("watching").filter(|w| !w.is_null()) {
         Some(w) => {
             let since = now - w["landed_at"].as_f64().unwrap_or(now);
@@ -754,9 +761,9 @@ fn render_status(s: &serde_json::Value) -> String {
             let _ = writeln!(
                 out,
                 "{doing} {} (commit {}, {}) for {:.0} s",
-                w["id"].as_str().unwrap_or("?"),
-                w["commit"].as_str().unwrap_or("?"),
-                w["kind"].as_str().unwrap_or("?"),
+                t(&w["id"]),
+                t(&w["commit"]),
+                t(&w["kind"]),
                 since
             );
             out.push_str(&render_baseline(&w["live"]));
@@ -765,7 +772,7 @@ fn render_status(s: &serde_json::Value) -> String {
                     let _ = writeln!(
                         out,
                         "  {:<14} e-value {:.3} of {:.0}",
-                        sig["signal"].as_str().unwrap_or("?"),
+                        t(&sig["signal"]),
                         sig["e_value"].as_f64().unwrap_or(0.0),
                         sig["e_value_threshold"].as_f64().unwrap_or(0.0)
                     );
@@ -784,12 +791,12 @@ fn render_status(s: &serde_json::Value) -> String {
         let _ = writeln!(
             out,
             "DEPLOYS OF PROPOSALS ARE PAUSED by {}: {} (guardian resume lets them go)",
-            p.first().and_then(|v| v.as_str()).unwrap_or("?"),
-            p.get(1).and_then(|v| v.as_str()).unwrap_or("")
+            guardian::display::line(p.first().and_then(|v| v.as_str()).unwrap_or("?")),
+            guardian::display::line(p.get(1).and_then(|v| v.as_str()).unwrap_or(""))
         );
     }
     if let Some(id) = s["deploying"].as_str() {
-        let _ = writeln!(out, "deploying proposal {id}");
+        let _ = writeln!(out, "deploying proposal {}", guardian::display::line(id));
     }
     match s["proposals_waiting"].as_u64() {
         Some(0) | None => {}
@@ -808,26 +815,26 @@ fn render_status(s: &serde_json::Value) -> String {
             let _ = writeln!(
                 out,
                 "  {}  {:<12}  commit {}  {}",
-                c["id"].as_str().unwrap_or("?"),
-                c["state"].as_str().unwrap_or("?"),
-                c["commit"].as_str().unwrap_or("?"),
-                c["note"].as_str().unwrap_or("")
+                t(&c["id"]),
+                t(&c["state"]),
+                t(&c["commit"]),
+                guardian::display::line(c["note"].as_str().unwrap_or(""))
             );
         }
     }
-    for t in s["scrapes"].as_array().cloned().unwrap_or_default() {
+    for target in s["scrapes"].as_array().cloned().unwrap_or_default() {
         let _ = writeln!(
             out,
             "scrape {}: {}{}",
-            t["name"].as_str().unwrap_or("?"),
-            t["age_secs"]
+            t(&target["name"]),
+            target["age_secs"]
                 .as_f64()
                 .map_or("no successful scrape yet".to_owned(), |a| format!(
                     "last success {a:.0} s ago"
                 )),
-            t["last_error"]
+            target["last_error"]
                 .as_str()
-                .map(|e| format!("; last error: {e}"))
+                .map(|e| format!("; last error: {}", guardian::display::line(e)))
                 .unwrap_or_default()
         );
     }
@@ -843,7 +850,7 @@ fn render_status(s: &serde_json::Value) -> String {
         let _ = writeln!(
             out,
             "log {}: {}, {}, {} bad lines",
-            src["name"].as_str().unwrap_or("?"),
+            t(&src["name"]),
             if src["file_exists"].as_bool().unwrap_or(false) {
                 "present"
             } else {

@@ -1005,10 +1005,7 @@ fn actions(
 const MD_SPECIAL: &str = "\\`*[]<&~";
 
 fn md_text(s: &str, in_table: bool) -> String {
-    let chars: Vec<char> = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let chars: Vec<char> = crate::display::line(s).chars().collect();
     let mut out = String::with_capacity(s.len());
     for (i, &c) in chars.iter().enumerate() {
         let word = |j: Option<usize>| {
@@ -1046,10 +1043,7 @@ fn md_line_start(s: String) -> String {
 }
 
 fn md_code_span(s: &str, in_table: bool) -> String {
-    let s: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let s = crate::display::line(s).into_owned();
     let s = if in_table { s.replace('|', "\\|") } else { s };
     let fence = "`".repeat(longest_run(&s, '`') + 1);
     if s.starts_with('`') || s.ends_with('`') || s.trim().is_empty() {
@@ -1161,17 +1155,9 @@ fn md_code_safe_id(id: &str) -> String {
         .collect()
 }
 
-/// Control characters (colour codes) made visible as `?`, lines and tabs kept.
+/// Control and invisible characters (colour codes, `\r`) made visible, lines and tabs kept.
 fn printable_block(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                '?'
-            } else {
-                c
-            }
-        })
-        .collect()
+    crate::display::block(text).into_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1189,16 +1175,16 @@ const PRE_STYLE: &str = "background:#f6f8fa;border:1px solid #d0d7de;padding:8px
 const CODE_STYLE: &str = "background:#f6f8fa;padding:0 3px;font-size:12px";
 
 /// Escapes text for HTML and SVG (element content and quoted attributes).
+/// Control and invisible characters are shown as escapes first (`crate::display`).
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+    for c in crate::display::block(s).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' && c != '\t' => out.push('?'),
             c => out.push(c),
         }
     }

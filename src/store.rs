@@ -164,7 +164,37 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'events are appended through the store, which chains them');
     END;
     "#,
+    // 5: reads that cost the same however long the record grows. Each proposal's outcome as the
+    // trust ledger reads it, and a tally of proposals by pattern, state, outcome and approval,
+    // both kept in the same transaction as every write that changes them (`gate::proposals`);
+    // indexes for the deploy queue, the ledger and a change's proposal. And approval links
+    // whose secret is stored nowhere: each link has an id, its secret is derived from the id
+    // with a key kept in a file, and the outbox holds the email with the id, filled in when
+    // it is sent (`gate::links`). The existing proposals are tallied by
+    // `gate::proposals::tally_existing` in the same transaction.
+    r#"
+    ALTER TABLE proposals ADD COLUMN outcome TEXT;
+    CREATE TABLE proposal_tally (
+        pattern   TEXT NOT NULL,
+        state     TEXT NOT NULL,
+        outcome   TEXT NOT NULL,
+        approved  INTEGER NOT NULL,   -- 0/1: a person approved it
+        n         INTEGER NOT NULL,
+        PRIMARY KEY (pattern, state, outcome, approved)
+    ) WITHOUT ROWID;
+    CREATE INDEX proposals_by_state ON proposals (state, created_at);
+    CREATE INDEX proposals_by_change ON proposals (change_id) WHERE change_id IS NOT NULL;
+    CREATE INDEX proposals_by_outcome ON proposals (pattern, outcome, created_at, id);
+    CREATE INDEX proposals_earning ON proposals (pattern, created_at, id, outcome, approved_hash)
+        WHERE outcome = 'healthy' AND approved_hash IS NOT NULL;
+    ALTER TABLE approval_links ADD COLUMN link_id TEXT;
+    CREATE UNIQUE INDEX approval_links_by_id ON approval_links (link_id);
+    ALTER TABLE outbox ADD COLUMN links TEXT;  -- JSON array of the approval link ids in the body
+    "#,
 ];
+
+/// The schema version that brought the proposal tally.
+const TALLY_SCHEMA_VERSION: i64 = 5;
 
 /// The schema version that brought the audit chain (`guardian audit verify` needs it).
 pub const AUDIT_SCHEMA_VERSION: i64 = 4;
@@ -437,6 +467,8 @@ pub struct OutboxEmail {
     pub sent_at: Option<f64>,
     /// The HTML alternative sent with the text (the post-mortem), if any.
     pub html: Option<String>,
+    /// The approval links in the body, by id: their secrets are filled in when it is sent.
+    pub links: Vec<String>,
 }
 
 /// The state database. Not `Sync`: share it behind a mutex.
@@ -457,18 +489,67 @@ impl fmt::Debug for Store {
 }
 
 const OUTBOX_COLUMNS: &str = "message_id, change_id, subject, body, recipients, created_at, \
-                              attempts, next_attempt_at, last_attempt_at, last_error, sent_at, html";
+                              attempts, next_attempt_at, last_attempt_at, last_error, sent_at, html, \
+                              links";
 
 const CHANGE_COLUMNS: &str = "id, commit_sha, kind, pattern, summary, landed_at, state, \
                               updated_at, decided_at, report, note";
 
 impl Store {
     /// Opens the state database at `path`, creating the file and its schema if needed and
-    /// bringing an older schema up to date. The directory must exist.
+    /// bringing an older schema up to date. The directory must exist. A new file is made
+    /// readable by its owner only (whatever the umask), and SQLite gives its WAL and shared
+    /// memory files the database's mode: it holds approvals and the record.
     pub fn open(path: &Path) -> Result<Store> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match created {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StoreError::Invalid(format!(
+                    "cannot create the state database {}: {e}",
+                    path.display()
+                )))
+            }
+        }
         let conn = Connection::open(path)
             .doing(|| format!("opening state database {}", path.display()))?;
         Store::setup(conn, path.to_path_buf(), true)
+    }
+
+    /// Opens the state database for reading only, beside the daemon's own connection (the
+    /// database is in WAL mode, so reading never waits for a writer nor holds one up). No
+    /// migration is run: the file must already be at this guardian's schema.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        use rusqlite::OpenFlags;
+        let shown = path.display().to_string();
+        let opening = || format!("opening state database {shown} to read");
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .doing(opening)?;
+        conn.busy_timeout(BUSY_TIMEOUT).doing(opening)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .doing(opening)?;
+        if version != MIGRATIONS.len() as i64 {
+            return Err(StoreError::Invalid(format!(
+                "{shown} is at schema version {version}, this guardian reads version {}",
+                MIGRATIONS.len()
+            )));
+        }
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+            id_seed: random_seed(),
+            id_counter: 0,
+        })
     }
 
     /// A store that lives in memory only, for tests.
@@ -532,6 +613,9 @@ impl Store {
             tx.execute_batch(sql).doing(doing)?;
             if next as i64 == AUDIT_SCHEMA_VERSION {
                 chain_existing_events(&tx).doing(doing)?;
+            }
+            if next as i64 == TALLY_SCHEMA_VERSION {
+                crate::gate::proposals::tally_existing(&tx).doing(doing)?;
             }
             tx.pragma_update(None, "user_version", next as i64)
                 .doing(doing)?;
@@ -671,6 +755,8 @@ impl Store {
             detail["report"] = report;
         }
         append_event(&tx, now, Some(id), EVENT_STATE_CHANGED, &detail).doing(doing)?;
+        // The proposal this change carries out counts differently in the ledger now.
+        crate::gate::proposals::retally_change(&tx, id).doing(doing)?;
         tx.commit().doing(doing)?;
         Ok(())
     }
@@ -1020,10 +1106,12 @@ impl Store {
         to: &[String],
         now: f64,
     ) -> Result<bool> {
-        self.enqueue_email_html(change_id, message_id, subject, body, None, to, now)
+        self.enqueue_email_html(change_id, message_id, subject, body, None, &[], to, now)
     }
 
-    /// [`Store::enqueue_email`] with an HTML alternative to send with the text body.
+    /// [`Store::enqueue_email`] with an HTML alternative to send with the text body, and the
+    /// ids of the approval links whose secrets are filled into the body when it is sent
+    /// (`gate::links`): the secrets themselves are never stored.
     #[allow(clippy::too_many_arguments)]
     pub fn enqueue_email_html(
         &mut self,
@@ -1032,6 +1120,7 @@ impl Store {
         subject: &str,
         body: &str,
         html: Option<&str>,
+        links: &[String],
         to: &[String],
         now: f64,
     ) -> Result<bool> {
@@ -1056,12 +1145,20 @@ impl Store {
         if let Some(id) = change_id {
             current_state(&tx, id).doing(doing)??;
         }
+        let links = (!links.is_empty())
+            .then(|| serde_json::to_string(links))
+            .transpose()
+            .map_err(|error| StoreError::Json {
+                doing: doing(),
+                error,
+            })?;
         let added = tx
             .execute(
                 "INSERT INTO outbox (message_id, change_id, subject, body, recipients, \
-                 created_at, next_attempt_at, html) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) \
+                 created_at, next_attempt_at, html, links) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8) \
                  ON CONFLICT (message_id) DO NOTHING",
-                params![message_id, change_id, subject, body, recipients, now, html],
+                params![message_id, change_id, subject, body, recipients, now, html, links],
             )
             .doing(doing)?
             > 0;
@@ -1220,19 +1317,28 @@ impl Store {
                         last_error: row.get(9)?,
                         sent_at: row.get(10)?,
                         html: row.get(11)?,
+                        links: Vec::new(),
                     },
                     row.get::<_, String>(4)?,
+                    row.get::<_, Option<String>>(12)?,
                 ))
             })
             .doing(doing)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .doing(doing)?;
         rows.into_iter()
-            .map(|(mut email, recipients)| {
+            .map(|(mut email, recipients, links)| {
                 email.to = serde_json::from_str(&recipients).map_err(|error| StoreError::Json {
                     doing: format!("reading recipients of email {}", email.message_id),
                     error,
                 })?;
+                if let Some(links) = links {
+                    email.links =
+                        serde_json::from_str(&links).map_err(|error| StoreError::Json {
+                            doing: format!("reading the links of email {}", email.message_id),
+                            error,
+                        })?;
+                }
                 Ok(email)
             })
             .collect()
@@ -2337,6 +2443,7 @@ mod tests {
                 last_error: None,
                 sent_at: None,
                 html: None,
+                links: vec![],
             }
         );
         let queued: Vec<_> = store

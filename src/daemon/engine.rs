@@ -16,7 +16,10 @@ use crate::tail::{Position, TailStatus, Tailer};
 use super::rollback::{RollbackJob, RollbackReport};
 
 mod gate;
-pub use gate::{load_policy, DeployJob, DeployReport, ProposalRequest, ProposalView};
+pub use gate::{
+    link_page, load_policy, proposal_view, trust_ledger, DeployJob, DeployReport, ProposalRequest,
+    ProposalView, TrustRules,
+};
 
 /// How often the evidence of a change being watched is written to the store, and the core's
 /// state saved so a restart resumes the watch.
@@ -122,6 +125,9 @@ impl ChangeRequest {
             if value.as_ref().is_some_and(|v| v.chars().count() > max) {
                 return Err(format!("\"{field}\" must be at most {max} characters"));
             }
+            if let Some(v) = value {
+                gate::one_line(field, v.trim())?;
+            }
         }
         Ok(())
     }
@@ -209,8 +215,9 @@ pub struct Status {
     pub service: String,
     pub now: f64,
     pub watching: Option<ChangeView>,
-    /// The baseline a change notified now would be judged against, and what makes it thin.
-    pub baseline_now: crate::core::BaselinePreview,
+    /// When nothing is watched: the baseline a change notified now would be judged against,
+    /// and what makes it thin.
+    pub baseline_now: Option<crate::core::BaselinePreview>,
     pub recent: Vec<ChangeRecord>,
     pub sources: Vec<SourceStatus>,
     pub scrapes: Vec<ScrapeStatus>,
@@ -222,6 +229,46 @@ pub struct Status {
     pub proposals_waiting: usize,
     /// Deploys of proposals are paused: by whom, why, since when.
     pub deploys_paused: Option<(String, String, f64)>,
+}
+
+/// What `guardian status` shows that lives in the engine's memory (see
+/// [`Engine::live_status`]).
+#[derive(Debug)]
+pub struct LiveStatus {
+    pub service: String,
+    pub now: f64,
+    /// The change watched (or being rolled back, or checked), with its evidence so far.
+    pub watching: Option<(String, Option<Report>)>,
+    pub baseline_now: Option<crate::core::BaselinePreview>,
+    pub deploying: Option<String>,
+    pub sources: Vec<SourceStatus>,
+    pub scrapes: Vec<ScrapeStatus>,
+}
+
+impl LiveStatus {
+    /// The whole status: this, and what `store` holds. Each read is by index or from a
+    /// tally, so its cost does not grow with the record.
+    pub fn complete(self, store: &Store) -> Result<Status, EngineError> {
+        let watching = match self.watching {
+            None => None,
+            Some((id, live)) => store
+                .get_change(&id)?
+                .map(|record| ChangeView { record, live }),
+        };
+        Ok(Status {
+            service: self.service,
+            now: self.now,
+            watching,
+            baseline_now: self.baseline_now,
+            recent: store.recent_changes(10)?,
+            deploying: self.deploying,
+            deploys_paused: store.gate_paused()?,
+            proposals_waiting: store.pending_proposals()?,
+            pending_emails: store.pending_emails()?,
+            scrapes: self.scrapes,
+            sources: self.sources,
+        })
+    }
 }
 
 /// What the engine is doing about the latest change.
@@ -258,6 +305,8 @@ pub struct Engine {
     /// Signs the audit trail's checkpoints; `audit_origin` names the log in them.
     audit_key: ed25519_dalek::SigningKey,
     audit_origin: String,
+    /// Derives the secrets of approval links (`gate::links`).
+    link_key: crate::gate::links::LinkKey,
 }
 
 impl Engine {
@@ -364,7 +413,12 @@ impl Engine {
             &settings.state_dir,
         ))
         .map_err(|e| EngineError::Config(e.to_string()))?;
+        let link_key = crate::gate::links::LinkKey::load_or_create(
+            &crate::gate::links::LinkKey::file(&settings.state_dir),
+        )
+        .map_err(|e| EngineError::Config(e.to_string()))?;
         Ok(Engine {
+            link_key,
             audit_key,
             audit_origin: crate::audit::origin_for(&settings.service),
             policy,
@@ -1028,12 +1082,7 @@ impl Engine {
         let Some(record) = self.store.get_change(id)? else {
             return Ok(None);
         };
-        let live = match &self.phase {
-            Phase::Watching(current) | Phase::Verifying(current) if current == id => {
-                self.monitor.report()
-            }
-            _ => None,
-        };
+        let live = self.live_report(id);
         Ok(Some(ChangeView { record, live }))
     }
 
@@ -1042,25 +1091,40 @@ impl Engine {
     }
 
     pub fn status(&self, now: f64) -> Result<Status, EngineError> {
+        self.live_status(now).complete(&self.store)
+    }
+
+    /// The evidence so far of change `id`, when it is the one being watched (or checked for
+    /// recovery). In memory only: cheap under the engine's lock.
+    pub fn live_report(&self, id: &str) -> Option<Report> {
+        match &self.phase {
+            Phase::Watching(current) | Phase::Verifying(current) if current == id => {
+                self.monitor.report()
+            }
+            _ => None,
+        }
+    }
+
+    /// The half of the status that lives in memory: taken under the engine's lock in
+    /// microseconds; [`LiveStatus::complete`] reads the rest from the database, off the lock.
+    pub fn live_status(&self, now: f64) -> LiveStatus {
         let watching = match &self.phase {
             Phase::Idle | Phase::Deploying(_) => None,
             Phase::Watching(id) | Phase::RollingBack(id) | Phase::Verifying(id) => {
-                self.change(id)?
+                Some((id.clone(), self.live_report(id)))
             }
         };
-        Ok(Status {
+        let watching_none = watching.is_none();
+        LiveStatus {
             service: self.settings.service.clone(),
             now,
             watching,
-            baseline_now: self.monitor.baseline_preview(now),
-            recent: self.store.recent_changes(10)?,
+            // Only when nothing is watched: a watched change's report has its own baseline.
+            baseline_now: watching_none.then(|| self.monitor.baseline_preview(now)),
             deploying: match &self.phase {
                 Phase::Deploying(id) => Some(id.clone()),
                 _ => None,
             },
-            deploys_paused: self.store.gate_paused()?,
-            proposals_waiting: self.store.pending_proposals()?,
-            pending_emails: self.store.pending_emails()?,
             scrapes: self
                 .scrapes
                 .iter()
@@ -1081,7 +1145,7 @@ impl Engine {
                     idle_secs: s.last_read_at.map(|t| (now - t).max(0.0)),
                 })
                 .collect(),
-        })
+        }
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -1121,7 +1185,14 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Owner only, whatever the umask: the state directory's files are private.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }

@@ -5,7 +5,9 @@
 pub mod deploy;
 pub mod engine;
 pub mod http;
+pub mod refusals;
 pub mod rollback;
+pub mod state_dir;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -25,8 +27,9 @@ const MAIL_EVERY: Duration = Duration::from_secs(5);
 pub enum DaemonError {
     #[error("the configuration has no [daemon] section: `guardian run` needs one (see config/guardian.toml)")]
     NotConfigured,
-    #[error("cannot create the state directory {path}: {error}")]
-    StateDir { path: String, error: std::io::Error },
+    /// The state directory cannot be made or is not private; the message says how to fix it.
+    #[error("{0}")]
+    StateDir(String),
     #[error("{0}")]
     Token(String),
     #[error("cannot listen on {addr}: {error}")]
@@ -254,10 +257,9 @@ pub async fn run(
     // Installed first: a SIGHUP while starting must not take the default action (exit).
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(DaemonError::Signals)?;
-    std::fs::create_dir_all(&settings.state_dir).map_err(|error| DaemonError::StateDir {
-        path: settings.state_dir.display().to_string(),
-        error,
-    })?;
+    for change in state_dir::prepare(&settings.state_dir).map_err(DaemonError::StateDir)? {
+        eprintln!("guardian: {change}");
+    }
     let tokens = read_tokens(&settings).map_err(DaemonError::Token)?;
     let engine = Arc::new(Mutex::new(Engine::open(&config, &settings, now())?));
 
@@ -281,10 +283,18 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let refusals = Arc::new(refusals::Refusals::default());
     let api = http::Api {
         engine: engine.clone(),
-        tokens,
+        tokens: Arc::new(
+            tokens
+                .into_iter()
+                .map(|(hash, role)| http::Token::new(hash, role, &settings.limits))
+                .collect(),
+        ),
         clock: now,
+        reads: Arc::new(http::Reads::new(settings.state_dir.join("guardian.db"))),
+        refusals: refusals.clone(),
     };
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
@@ -300,9 +310,17 @@ pub async fn run(
     report_to_systemd(sdnotify::ready());
     let watchdog_every = sdnotify::watchdog_interval().map(|i| i / 2);
     let mailer = match &settings.mail {
-        Some(m) => Some(Arc::new(
-            crate::mail::Mailer::new(m).map_err(|e| DaemonError::Mail(e.to_string()))?,
-        )),
+        Some(m) => {
+            let links = crate::gate::links::LinkKey::load_or_create(
+                &crate::gate::links::LinkKey::file(&settings.state_dir),
+            )
+            .map_err(|e| DaemonError::Mail(e.to_string()))?;
+            Some(Arc::new(
+                crate::mail::Mailer::new(m)
+                    .map_err(|e| DaemonError::Mail(e.to_string()))?
+                    .with_link_key(links),
+            ))
+        }
         None => None,
     };
     let mut mail_tick = tokio::time::interval(MAIL_EVERY);
@@ -346,6 +364,7 @@ pub async fn run(
                 let (job, deploy) = {
                     let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
                     let t = now();
+                    e.record_refusals(&refusals.due(t), t);
                     e.poll_logs(t)?;
                     let job = e.tick(t)?.zip(e.rollback_settings().cloned());
                     let deploy = match job {
@@ -373,6 +392,7 @@ pub async fn run(
     {
         let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
         let t = now();
+        e.record_refusals(&refusals.drain(), t);
         e.poll_logs(t)?;
         // A rollback this last tick would start is not started while stopping: after the
         // restart the change is escalated to a person, never silently dropped.

@@ -1,7 +1,12 @@
 //! Trust per fix pattern, earned from the record. The ledger is not stored anywhere it could be
-//! edited: it is computed, every time, from the proposals and the verdicts on the changes they
-//! became (both in the audited store). A pattern starts needing approval, may deploy alone once
-//! enough changes a person approved stayed healthy, and loses that at once on a rollback.
+//! edited: it is computed from the proposals and the verdicts on the changes they became (both
+//! in the audited store). A pattern starts needing approval, may deploy alone once enough
+//! changes a person approved stayed healthy, and loses that at once on a rollback.
+//!
+//! Two ways to the same [`Tally`] per pattern: [`tally`] folds every entry (the definition),
+//! and the store reads it from counts it keeps in the same transaction as each write
+//! (`Store::ledger_tally`), at a cost that does not grow with the number of proposals.
+//! [`standing`] turns tallies into the ledger; the store's tests check both ways agree.
 
 use serde::Serialize;
 
@@ -16,7 +21,7 @@ pub const PATTERNS: [&str; 5] = [
 ];
 
 /// How one proposal ended, as far as trust is concerned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// The policy denied it.
     Denied,
@@ -30,6 +35,101 @@ pub enum Outcome {
     Healthy,
     /// Deployed and it made things worse (rolled back, or would have been in shadow mode).
     Regressed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Denied,
+        Outcome::NotDeployed,
+        Outcome::Rejected,
+        Outcome::Deployed,
+        Outcome::Healthy,
+        Outcome::Regressed,
+    ];
+
+    /// As stored (`proposals.outcome`, `proposal_tally.outcome`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Denied => "denied",
+            Outcome::NotDeployed => "not_deployed",
+            Outcome::Rejected => "rejected",
+            Outcome::Deployed => "deployed",
+            Outcome::Healthy => "healthy",
+            Outcome::Regressed => "regressed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+}
+
+/// One pattern's record in numbers: what [`standing`] needs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tally {
+    pub proposals: u32,
+    pub denied: u32,
+    pub approved: u32,
+    pub rejected: u32,
+    pub deployed: u32,
+    pub healthy: u32,
+    pub rollbacks: u32,
+    /// Approved changes that stayed healthy since the last rollback.
+    pub earned: u32,
+    pub last_rollback_at: Option<f64>,
+}
+
+impl Tally {
+    /// Counts `n` proposals that ended `outcome` (and were approved by a person or not). Not
+    /// `earned` nor `last_rollback_at`, which depend on the order of events.
+    pub fn count(&mut self, outcome: Outcome, approved: bool, n: u32) {
+        self.proposals += n;
+        if approved {
+            self.approved += n;
+        }
+        match outcome {
+            Outcome::Denied => self.denied += n,
+            Outcome::Rejected => self.rejected += n,
+            Outcome::NotDeployed => {}
+            Outcome::Deployed => self.deployed += n,
+            Outcome::Healthy => {
+                self.deployed += n;
+                self.healthy += n;
+            }
+            Outcome::Regressed => {
+                self.deployed += n;
+                self.rollbacks += n;
+            }
+        }
+    }
+}
+
+/// The tally of each pattern proposed, by folding every entry in time order: the definition
+/// the store's counts must agree with.
+pub fn tally(entries: &[Entry]) -> Vec<(String, Tally)> {
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.at.total_cmp(&b.at));
+    let mut tallies: Vec<(String, Tally)> = Vec::new();
+    for e in sorted {
+        let at = match tallies.iter().position(|(p, _)| *p == e.pattern) {
+            Some(i) => i,
+            None => {
+                tallies.push((e.pattern.clone(), Tally::default()));
+                tallies.len() - 1
+            }
+        };
+        let t = &mut tallies[at].1;
+        t.count(e.outcome, e.approved, 1);
+        match e.outcome {
+            Outcome::Healthy => t.earned += u32::from(e.approved),
+            Outcome::Regressed => {
+                t.earned = 0;
+                t.last_rollback_at = Some(e.at);
+            }
+            _ => {}
+        }
+    }
+    tallies
 }
 
 /// One proposal, as the ledger reads it.
@@ -73,53 +173,44 @@ pub struct PatternTrust {
 
 /// The ledger: every known pattern, plus any other pattern that has been proposed.
 pub fn ledger(entries: &[Entry], promote_after: u32) -> Vec<PatternTrust> {
-    let mut sorted: Vec<&Entry> = entries.iter().collect();
-    sorted.sort_by(|a, b| a.at.total_cmp(&b.at));
+    standing(&tally(entries), promote_after)
+}
+
+/// Where each pattern stands given its tally: the known patterns first, in their usual order,
+/// then any other pattern proposed, by name.
+pub fn standing(tallies: &[(String, Tally)], promote_after: u32) -> Vec<PatternTrust> {
     let mut patterns: Vec<String> = PATTERNS.iter().map(|p| (*p).to_owned()).collect();
-    for e in &sorted {
-        if !patterns.contains(&e.pattern) {
-            patterns.push(e.pattern.clone());
-        }
-    }
+    let mut others: Vec<&String> = tallies
+        .iter()
+        .map(|(p, _)| p)
+        .filter(|p| !PATTERNS.contains(&p.as_str()))
+        .collect();
+    others.sort();
+    others.dedup();
+    patterns.extend(others.into_iter().cloned());
     patterns
         .into_iter()
         .map(|pattern| {
+            let tally = tallies
+                .iter()
+                .find(|(p, _)| *p == pattern)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_default();
             let mut t = PatternTrust {
                 level: Level::NeedsApproval,
-                proposals: 0,
-                denied: 0,
-                approved: 0,
-                rejected: 0,
-                deployed: 0,
-                healthy: 0,
-                rollbacks: 0,
-                earned: 0,
+                proposals: tally.proposals,
+                denied: tally.denied,
+                approved: tally.approved,
+                rejected: tally.rejected,
+                deployed: tally.deployed,
+                healthy: tally.healthy,
+                rollbacks: tally.rollbacks,
+                earned: tally.earned,
                 needed: promote_after,
-                last_rollback_at: None,
+                last_rollback_at: tally.last_rollback_at,
                 why: String::new(),
                 pattern,
             };
-            for e in sorted.iter().filter(|e| e.pattern == t.pattern) {
-                t.proposals += 1;
-                t.approved += u32::from(e.approved);
-                match e.outcome {
-                    Outcome::Denied => t.denied += 1,
-                    Outcome::Rejected => t.rejected += 1,
-                    Outcome::NotDeployed => {}
-                    Outcome::Deployed => t.deployed += 1,
-                    Outcome::Healthy => {
-                        t.deployed += 1;
-                        t.healthy += 1;
-                        t.earned += u32::from(e.approved);
-                    }
-                    Outcome::Regressed => {
-                        t.deployed += 1;
-                        t.rollbacks += 1;
-                        t.earned = 0;
-                        t.last_rollback_at = Some(e.at);
-                    }
-                }
-            }
             let promotable = t.pattern != "other" && PATTERNS.contains(&t.pattern.as_str());
             if promotable && t.earned >= promote_after {
                 t.level = Level::Auto;

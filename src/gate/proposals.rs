@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::ledger::{Entry, Outcome};
+use super::ledger::{Entry, Outcome, Tally};
 use crate::store::{Store, StoreError};
 
 /// Where a proposal is.
@@ -158,9 +158,17 @@ pub(super) fn sql(doing: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> P
     move |error| ProposalError::Store(StoreError::Sqlite { doing, error })
 }
 
+/// The columns `from_row` reads, the patch included.
 const COLUMNS: &str = "id, created_at, updated_at, proposer, kind, pattern, summary, issue_url, \
      tests_run, base_sha, claimed_sha, patch, diff_hash, decision, assessment, shadow, state, \
      decided_by, decided_note, approved_hash, change_id, note, \
+     (SELECT state FROM changes WHERE changes.id = proposals.change_id)";
+
+/// The same columns with the patch left out (empty): listings do not show it, and a patch may
+/// be half a megabyte.
+const LIST_COLUMNS: &str = "id, created_at, updated_at, proposer, kind, pattern, summary, \
+     issue_url, tests_run, base_sha, claimed_sha, '' AS patch, diff_hash, decision, assessment, \
+     shadow, state, decided_by, decided_note, approved_hash, change_id, note, \
      (SELECT state FROM changes WHERE changes.id = proposals.change_id)";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<ProposalRecord> {
@@ -238,6 +246,116 @@ fn audit(
     .map(|_| ())
 }
 
+/// Where a proposal is counted in `proposal_tally`: its pattern, state, outcome (`None` before
+/// it is first counted) and whether a person approved it.
+#[derive(Clone, Debug, PartialEq)]
+struct TallyKey {
+    pattern: String,
+    state: String,
+    outcome: Option<String>,
+    approved: bool,
+}
+
+fn tally_key(conn: &Connection, id: &str) -> rusqlite::Result<TallyKey> {
+    conn.query_row(
+        "SELECT pattern, state, outcome, approved_hash IS NOT NULL FROM proposals WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(TallyKey {
+                pattern: r.get(0)?,
+                state: r.get(1)?,
+                outcome: r.get(2)?,
+                approved: r.get(3)?,
+            })
+        },
+    )
+}
+
+/// Recomputes proposal `id`'s outcome from its state and its change's, stores it, and moves
+/// the proposal in the tally from where it was counted (`before`: its key as [`tally_key`]
+/// read it before the caller changed the row). Runs inside the caller's transaction, so the
+/// tally never disagrees with the rows it counts. Looks at one proposal and the events of one
+/// change (by index): its cost does not grow with the record.
+fn retally(conn: &Connection, id: &str, before: &TallyKey) -> rusqlite::Result<()> {
+    let (pattern, state, approved, change_state, regressed): (
+        String,
+        String,
+        bool,
+        Option<String>,
+        bool,
+    ) = conn.query_row(
+        "SELECT p.pattern, p.state, p.approved_hash IS NOT NULL, c.state, \
+         EXISTS (SELECT 1 FROM events e INDEXED BY events_by_change \
+           WHERE e.change_id = p.change_id AND e.kind = 'state_changed' \
+           AND json_extract(e.detail, '$.to') = 'regressed') \
+         FROM proposals p LEFT JOIN changes c ON c.id = p.change_id WHERE p.id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
+    let outcome = outcome(&state, change_state.as_deref(), regressed).as_str();
+    let after = TallyKey {
+        pattern,
+        state,
+        outcome: Some(outcome.to_owned()),
+        approved,
+    };
+    if *before == after {
+        return Ok(());
+    }
+    if let Some(counted) = &before.outcome {
+        let key = params![before.pattern, before.state, counted, before.approved];
+        conn.execute(
+            "UPDATE proposal_tally SET n = n - 1 \
+             WHERE pattern = ?1 AND state = ?2 AND outcome = ?3 AND approved = ?4",
+            key,
+        )?;
+        conn.execute(
+            "DELETE FROM proposal_tally \
+             WHERE pattern = ?1 AND state = ?2 AND outcome = ?3 AND approved = ?4 AND n <= 0",
+            key,
+        )?;
+    }
+    conn.execute(
+        "INSERT INTO proposal_tally (pattern, state, outcome, approved, n) \
+         VALUES (?1, ?2, ?3, ?4, 1) \
+         ON CONFLICT (pattern, state, outcome, approved) DO UPDATE SET n = n + 1",
+        params![after.pattern, after.state, outcome, after.approved],
+    )?;
+    if before.outcome.as_deref() != Some(outcome) {
+        conn.execute(
+            "UPDATE proposals SET outcome = ?2 WHERE id = ?1",
+            params![id, outcome],
+        )?;
+    }
+    Ok(())
+}
+
+/// A change moved: the proposal it carries out (if any) is counted again.
+pub(crate) fn retally_change(conn: &Connection, change_id: &str) -> rusqlite::Result<()> {
+    let ids: Vec<String> = conn
+        .prepare_cached("SELECT id FROM proposals WHERE change_id = ?1")?
+        .query_map([change_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in ids {
+        let before = tally_key(conn, &id)?;
+        retally(conn, &id, &before)?;
+    }
+    Ok(())
+}
+
+/// Migration 5's Rust step: counts every proposal already stored, once.
+pub(crate) fn tally_existing(conn: &Connection) -> rusqlite::Result<()> {
+    let ids: Vec<String> = conn
+        .prepare("SELECT id FROM proposals WHERE outcome IS NULL ORDER BY rowid")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in ids {
+        let before = tally_key(conn, &id)?;
+        retally(conn, &id, &before)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Stores a submitted proposal with the policy's decision, and audits both.
     pub fn insert_proposal(&mut self, new: &NewProposal, now: f64) -> Result<ProposalRecord> {
@@ -282,6 +400,9 @@ impl Store {
             ],
         )
         .map_err(sql(format!("storing proposal {id}")))?;
+        tally_key(&tx, &id)
+            .and_then(|before| retally(&tx, &id, &before))
+            .map_err(sql(format!("counting proposal {id}")))?;
         let submitted = json!({
             "kind": new.kind.as_str(),
             "pattern": new.pattern,
@@ -332,36 +453,120 @@ impl Store {
             .map_err(sql(format!("reading the proposal of change {change_id}")))
     }
 
-    /// The newest proposals first.
+    /// The newest proposals first, without their patches. Walks the index on `created_at`
+    /// from its end: the cost is the `limit`, not the number of proposals.
     pub fn recent_proposals(&self, limit: usize) -> Result<Vec<ProposalRecord>> {
         self.select_proposals(
-            "ORDER BY created_at DESC, id LIMIT ?1",
-            [limit as i64],
+            LIST_COLUMNS,
+            "ORDER BY created_at DESC, rowid DESC LIMIT ?1",
+            [i64::try_from(limit).unwrap_or(i64::MAX)],
             "listing proposals",
         )
     }
 
-    /// Proposals waiting for a person.
+    /// Proposals waiting for a person, from the tally.
     pub fn pending_proposals(&self) -> Result<usize> {
         self.conn
             .query_row(
-                "SELECT COUNT(*) FROM proposals WHERE state = 'pending'",
+                "SELECT COALESCE(SUM(n), 0) FROM proposal_tally WHERE state = 'pending'",
                 [],
                 |r| r.get(0),
             )
             .map_err(sql("counting pending proposals"))
     }
 
-    /// `SELECT` of whole proposals, `tail` being the `WHERE`/`ORDER BY` part.
+    /// Each pattern's tally for the trust ledger: counts from `proposal_tally`, then, for a
+    /// pattern that was ever rolled back, its last rollback (an index seek) and the approved
+    /// healthy changes since (counted in a partial index of those alone: each took a watch
+    /// window to earn). Never anything that grows with the proposals denied or waiting.
+    pub fn ledger_tally(&self) -> Result<Vec<(String, Tally)>> {
+        let doing = "reading the trust ledger";
+        let rows: Vec<(String, String, bool, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT pattern, outcome, approved, SUM(n) FROM proposal_tally \
+                 GROUP BY pattern, outcome, approved ORDER BY pattern",
+            )
+            .map_err(sql(doing))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(sql(doing))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql(doing))?;
+        let mut tallies: Vec<(String, Tally)> = Vec::new();
+        // Per pattern (in `tallies` order): approved changes that stayed healthy, in all.
+        let mut earning: Vec<u32> = Vec::new();
+        for (pattern, outcome, approved, n) in rows {
+            let outcome = Outcome::parse(&outcome).ok_or_else(|| {
+                ProposalError::Store(StoreError::Corrupt(format!(
+                    "the proposal tally holds an unknown outcome {outcome:?}"
+                )))
+            })?;
+            if tallies.last().map(|(p, _)| p) != Some(&pattern) {
+                tallies.push((pattern, Tally::default()));
+                earning.push(0);
+            }
+            let n = u32::try_from(n).unwrap_or(0);
+            if let (Some((_, t)), Some(e)) = (tallies.last_mut(), earning.last_mut()) {
+                t.count(outcome, approved, n);
+                if approved && outcome == Outcome::Healthy {
+                    *e += n;
+                }
+            }
+        }
+        for ((pattern, t), earning) in tallies.iter_mut().zip(earning) {
+            let last: Option<(f64, String)> = if t.rollbacks > 0 {
+                self.conn
+                    .prepare_cached(
+                        "SELECT created_at, id FROM proposals \
+                         WHERE pattern = ?1 AND outcome = 'regressed' \
+                         ORDER BY created_at DESC, id DESC LIMIT 1",
+                    )
+                    .and_then(|mut st| {
+                        st.query_row([pattern.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()
+                    })
+                    .map_err(sql(doing))?
+            } else {
+                None
+            };
+            t.last_rollback_at = last.as_ref().map(|(at, _)| *at);
+            t.earned = match last {
+                // Never rolled back: every approved healthy change counts, and the tally has them.
+                None => earning,
+                // Those after the last rollback, counted in the partial index that holds only
+                // approved healthy changes (the index alone answers: no row is read).
+                Some((at, id)) if earning > 0 => {
+                    let earned: i64 = self
+                        .conn
+                        .prepare_cached(
+                            "SELECT COUNT(*) FROM proposals INDEXED BY proposals_earning \
+                             WHERE outcome = 'healthy' AND approved_hash IS NOT NULL \
+                             AND pattern = ?1 \
+                             AND (created_at > ?2 OR (created_at = ?2 AND id > ?3))",
+                        )
+                        .and_then(|mut st| {
+                            st.query_row(params![pattern.as_str(), at, id], |r| r.get(0))
+                        })
+                        .map_err(sql(doing))?;
+                    u32::try_from(earned).unwrap_or(0)
+                }
+                Some(_) => 0,
+            };
+        }
+        Ok(tallies)
+    }
+
+    /// `SELECT` of proposals, `tail` being the `WHERE`/`ORDER BY` part.
     fn select_proposals(
         &self,
+        columns: &str,
         tail: &str,
         params: impl rusqlite::Params,
         doing: &str,
     ) -> Result<Vec<ProposalRecord>> {
         let mut stmt = self
             .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM proposals {tail}"))
+            .prepare_cached(&format!("SELECT {columns} FROM proposals {tail}"))
             .map_err(sql(doing))?;
         let rows = stmt.query_map(params, from_row).map_err(sql(doing))?;
         rows.collect::<rusqlite::Result<_>>().map_err(sql(doing))
@@ -411,6 +616,7 @@ impl Store {
         } else {
             ProposalState::Rejected
         };
+        let before = tally_key(&tx, id).map_err(sql(format!("deciding proposal {id}")))?;
         tx.execute(
             "UPDATE proposals SET state = ?2, decided_by = ?3, decided_note = ?4, \
              approved_hash = ?5, updated_at = ?6 WHERE id = ?1",
@@ -424,6 +630,7 @@ impl Store {
             ],
         )
         .map_err(sql(format!("deciding proposal {id}")))?;
+        retally(&tx, id, &before).map_err(sql(format!("counting proposal {id}")))?;
         let kind = if approve {
             "proposal_approved"
         } else {
@@ -467,12 +674,14 @@ impl Store {
                 p.state
             )));
         }
+        let before = tally_key(&tx, id).map_err(sql(format!("updating proposal {id}")))?;
         tx.execute(
             "UPDATE proposals SET state = ?2, change_id = COALESCE(?3, change_id), \
              note = COALESCE(?4, note), updated_at = ?5 WHERE id = ?1",
             params![id, to.as_str(), change_id, note, now],
         )
         .map_err(sql(format!("updating proposal {id}")))?;
+        retally(&tx, id, &before).map_err(sql(format!("counting proposal {id}")))?;
         audit(
             &tx,
             now,
@@ -518,6 +727,7 @@ impl Store {
     /// Proposals approved or `auto` and not yet deployed, oldest first.
     pub fn approved_proposals(&self) -> Result<Vec<ProposalRecord>> {
         self.select_proposals(
+            COLUMNS,
             "WHERE state IN ('approved', 'deploying') ORDER BY created_at, id",
             [],
             "listing approved proposals",
@@ -527,12 +737,15 @@ impl Store {
     /// Every proposal as the trust ledger reads it: its pattern, whether a person approved it,
     /// and how the change it became ended. Changes notified for a proposal (shadow mode: the
     /// team deploys, guardian only watches) count the same as changes guardian deployed.
+    /// Reads every proposal: the definition [`Store::ledger_tally`] is checked against, not
+    /// what a request should run.
     pub fn ledger_entries(&self) -> Result<Vec<Entry>> {
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT p.pattern, p.created_at, p.state, p.approved_hash IS NOT NULL, c.state, \
-                 EXISTS (SELECT 1 FROM events e WHERE e.change_id = p.change_id \
+                 EXISTS (SELECT 1 FROM events e INDEXED BY events_by_change \
+                   WHERE e.change_id = p.change_id \
                    AND e.kind = 'state_changed' AND json_extract(e.detail, '$.to') = 'regressed') \
                  FROM proposals p LEFT JOIN changes c ON c.id = p.change_id \
                  ORDER BY p.created_at, p.id",
@@ -573,11 +786,13 @@ impl Store {
                 "proposal {id} was already deployed as change {existing}"
             )));
         }
+        let before = tally_key(&tx, id).map_err(sql(format!("linking proposal {id}")))?;
         tx.execute(
             "UPDATE proposals SET change_id = ?2, updated_at = ?3 WHERE id = ?1",
             params![id, change_id, now],
         )
         .map_err(sql(format!("linking proposal {id}")))?;
+        retally(&tx, id, &before).map_err(sql(format!("counting proposal {id}")))?;
         audit(
             &tx,
             now,
@@ -625,6 +840,28 @@ mod tests {
     use super::*;
 
     const T0: f64 = 1_764_000_000.0;
+
+    impl ProposalRecord {
+        /// The proposal as it would be submitted again.
+        fn into_new(self) -> NewProposal {
+            NewProposal {
+                proposer: self.proposer,
+                kind: crate::store::ChangeKind::Ai,
+                pattern: self.pattern,
+                summary: self.summary,
+                issue_url: self.issue_url,
+                tests_run: self.tests_run,
+                base_sha: self.base_sha,
+                claimed_sha: self.claimed_sha,
+                patch: self.patch,
+                diff_hash: self.diff_hash,
+                decision: self.decision,
+                assessment: self.assessment,
+                shadow: self.shadow,
+                state: self.state,
+            }
+        }
+    }
 
     fn pending(store: &mut Store, proposer: &str) -> ProposalRecord {
         store
@@ -734,5 +971,199 @@ mod tests {
             trail,
             expected.map(|(k, a)| (k.to_owned(), a.to_owned())).to_vec()
         );
+    }
+
+    /// Drives a store through `steps` random operations of every kind the gate makes, at
+    /// times that often tie, and checks after each that the tally's ledger is the fold's.
+    fn tally_agrees_with_the_fold(seed: u64, steps: usize) {
+        use crate::gate::ledger;
+        use crate::store::{ChangeState, NewChange};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
+        let mut store = Store::open_in_memory().unwrap();
+        let patterns = [
+            "nil-check",
+            "timeout-bump",
+            "retry-wrap",
+            "other",
+            "made-up",
+        ];
+        let mut ids: Vec<String> = Vec::new();
+        for step in 0..steps {
+            let t = T0 + (step / 3) as f64;
+            let pick = |rng: &mut rand_pcg::Pcg64Mcg, ids: &[String]| {
+                (!ids.is_empty()).then(|| ids[rng.gen_range(0..ids.len())].clone())
+            };
+            match rng.gen_range(0..6) {
+                0 | 1 => {
+                    let state = [
+                        ProposalState::Denied,
+                        ProposalState::Pending,
+                        ProposalState::Approved,
+                        ProposalState::Shadow,
+                    ][rng.gen_range(0..4)];
+                    let p = store
+                        .insert_proposal(
+                            &NewProposal {
+                                pattern: patterns[rng.gen_range(0..patterns.len())].into(),
+                                state,
+                                ..pending(&mut Store::open_in_memory().unwrap(), "agent").into_new()
+                            },
+                            t,
+                        )
+                        .unwrap();
+                    ids.push(p.id);
+                }
+                2 => {
+                    if let Some(id) = pick(&mut rng, &ids) {
+                        let hash = "d".repeat(64);
+                        let _ = store.decide_proposal(&id, rng.gen(), "approver:a", &hash, None, t);
+                    }
+                }
+                3 => {
+                    if let Some(id) = pick(&mut rng, &ids) {
+                        let p = store.get_proposal(&id).unwrap();
+                        let change = |store: &mut Store| {
+                            store
+                                .insert_change(
+                                    &NewChange {
+                                        commit: "abc".into(),
+                                        kind: crate::store::ChangeKind::Ai,
+                                        pattern: None,
+                                        summary: None,
+                                        landed_at: t,
+                                    },
+                                    t,
+                                )
+                                .unwrap()
+                                .id
+                        };
+                        match p.state {
+                            ProposalState::Approved => {
+                                store
+                                    .advance_proposal(
+                                        &id,
+                                        ProposalState::Deploying,
+                                        None,
+                                        None,
+                                        json!({}),
+                                        t,
+                                    )
+                                    .unwrap();
+                            }
+                            ProposalState::Deploying if rng.gen_bool(0.8) => {
+                                let c = change(&mut store);
+                                store
+                                    .advance_proposal(
+                                        &id,
+                                        ProposalState::Deployed,
+                                        Some(&c),
+                                        None,
+                                        json!({}),
+                                        t,
+                                    )
+                                    .unwrap();
+                            }
+                            ProposalState::Deploying => {
+                                store
+                                    .advance_proposal(
+                                        &id,
+                                        ProposalState::DeployFailed,
+                                        None,
+                                        None,
+                                        json!({}),
+                                        t,
+                                    )
+                                    .unwrap();
+                            }
+                            ProposalState::Shadow if p.change_id.is_none() => {
+                                let c = change(&mut store);
+                                store.link_proposal(&id, &c, "admin", t).unwrap();
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {
+                    // A change moves: healthy, inconclusive, or regressed and on through a rollback.
+                    let Some(id) = pick(&mut rng, &ids) else {
+                        continue;
+                    };
+                    let Some(c) = store.get_proposal(&id).unwrap().change_id else {
+                        continue;
+                    };
+                    let now = store.get_change(&c).unwrap().unwrap().state;
+                    let next = match now {
+                        ChangeState::Watching => [
+                            ChangeState::Healthy,
+                            ChangeState::Regressed,
+                            ChangeState::Inconclusive,
+                        ][rng.gen_range(0..3)],
+                        ChangeState::Regressed => ChangeState::RollingBack,
+                        ChangeState::RollingBack => ChangeState::Verifying,
+                        ChangeState::Verifying => ChangeState::RolledBack,
+                        _ => continue,
+                    };
+                    store.set_state(&c, next, None, None, None, t).unwrap();
+                }
+            }
+            let from_tally = ledger::standing(&store.ledger_tally().unwrap(), 3);
+            let from_fold = ledger::ledger(&store.ledger_entries().unwrap(), 3);
+            assert_eq!(from_tally, from_fold, "seed {seed}, step {step}");
+            assert_eq!(
+                store.pending_proposals().unwrap(),
+                store
+                    .recent_proposals(usize::MAX)
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p.state == ProposalState::Pending)
+                    .count()
+            );
+        }
+    }
+
+    #[test]
+    fn the_tally_always_gives_the_ledger_the_whole_record_gives() {
+        for seed in 0..12 {
+            tally_agrees_with_the_fold(seed, 250);
+        }
+    }
+
+    #[test]
+    fn an_upgraded_database_tallies_the_proposals_it_already_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guardian.db");
+        {
+            let mut store = Store::open(&path).unwrap();
+            let p = pending(&mut store, "agent");
+            store
+                .decide_proposal(&p.id, true, "approver:alice", &p.diff_hash, None, T0)
+                .unwrap();
+            pending(&mut store, "agent");
+            // As schema version 4 left it: no outcome, no tally.
+            store
+                .conn
+                .execute_batch(
+                    "UPDATE proposals SET outcome = NULL; DELETE FROM proposal_tally; \
+                     PRAGMA user_version = 4;",
+                )
+                .unwrap();
+            store
+                .conn
+                .execute_batch(
+                    "DROP TABLE proposal_tally; DROP INDEX proposals_by_state; \
+                     DROP INDEX proposals_by_change; DROP INDEX proposals_by_outcome; \
+                     DROP INDEX approval_links_by_id; DROP INDEX proposals_earning; \
+                     ALTER TABLE proposals DROP COLUMN outcome; \
+                     ALTER TABLE approval_links DROP COLUMN link_id; \
+                     ALTER TABLE outbox DROP COLUMN links;",
+                )
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.pending_proposals().unwrap(), 1);
+        let tally = store.ledger_tally().unwrap();
+        assert_eq!(tally.len(), 1);
+        assert_eq!((tally[0].1.proposals, tally[0].1.approved), (2, 1));
     }
 }

@@ -83,15 +83,19 @@ pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
 /// API's base URL once the daemon says where it listens. What the daemon logs is echoed to the
 /// test's output (shown when a test fails).
 pub fn spawn_daemon(config: &Path, envs: &[(&str, &Path)]) -> (std::process::Child, String) {
-    use std::io::BufRead as _;
     let mut command = Command::new(env!("CARGO_BIN_EXE_guardian"));
-    command
-        .args(["run", "--config"])
-        .arg(config)
-        .stderr(std::process::Stdio::piped());
+    command.args(["run", "--config"]).arg(config);
     for (k, v) in envs {
         command.env(k, v);
     }
+    spawn(command)
+}
+
+/// Starts `command` (a `guardian run`, however it is wrapped) and returns the process and the
+/// API's base URL once the daemon says where it listens.
+pub fn spawn(mut command: Command) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    command.stderr(std::process::Stdio::piped());
     let mut child = command.spawn().expect("the guardian binary runs");
     let stderr = child.stderr.take().expect("stderr is piped");
     let (tx, rx) = std::sync::mpsc::channel();

@@ -105,7 +105,14 @@ impl Gate {
         let t0 = now();
 
         let state = dir.path().join("state");
-        std::fs::create_dir_all(&state).unwrap();
+        {
+            use std::os::unix::fs::DirBuilderExt as _;
+            // Private, as guardian requires of its state directory.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&state)
+                .unwrap();
+        }
         seed_ledger(&state.join("guardian.db"), healthy_record, t0 - 86_400.0);
 
         let config = dir.path().join("guardian.toml");
@@ -678,7 +685,9 @@ fn each_role_may_do_only_what_it_is_for() {
     assert_eq!(code, 401);
     // Nothing the refused calls tried happened.
     assert_eq!(g.get(&format!("/v1/proposals/{id}"))["state"], "pending");
-    // And each refusal is on the audit trail, with who tried what.
+    // And the refusals are on the audit trail, with who tried what: each token's first at
+    // once, the rest counted into one record when its window ends (so a flood of them cannot
+    // fill the disk).
     let export = g.on_host(&["audit", "export"]);
     let trail = String::from_utf8_lossy(&export.stdout);
     let refusals: Vec<&str> = trail
@@ -691,7 +700,13 @@ fn each_role_may_do_only_what_it_is_for() {
             .any(|l| l.contains("\"agent\"") && l.contains("Decide")),
         "{trail}"
     );
-    assert_eq!(refusals.len(), 4 + 5, "{trail}");
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains("\"approver:alice\"") && l.contains("Propose")),
+        "{trail}"
+    );
+    assert_eq!(refusals.len(), 2, "{trail}");
 }
 
 #[test]

@@ -48,6 +48,29 @@ fn ai() -> ChangeKind {
     ChangeKind::Ai
 }
 
+/// Refuses a field meant as one line of text that holds a line break, another control
+/// character or a bidi override: shown to an approver it could forge lines or hide text.
+pub fn one_line(field: &str, text: &str) -> Result<(), String> {
+    match text
+        .chars()
+        .enumerate()
+        .find(|(_, c)| crate::display::is_disruptive(*c))
+    {
+        None => Ok(()),
+        Some((i, c)) => Err(format!(
+            "\"{field}\" must be one line of plain text: character {} is {} ({}); send one \
+             line, without control characters",
+            i + 1,
+            crate::display::line(&c.to_string()),
+            match c {
+                '\n' | '\r' => "a line break",
+                c if c.is_control() => "a control character",
+                _ => "a bidi control, which reorders what is shown",
+            }
+        )),
+    }
+}
+
 impl ProposalRequest {
     /// Refuses what a person should fix, naming the field.
     fn validate(&self) -> Result<Pattern, String> {
@@ -62,6 +85,7 @@ impl ProposalRequest {
         if summary.is_empty() || summary.chars().count() > 2000 {
             return Err("\"summary\" must be 1 to 2000 characters".to_owned());
         }
+        one_line("summary", summary)?;
         let is_sha =
             |s: &str| (7..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
         if !is_sha(self.base.trim()) {
@@ -78,7 +102,13 @@ impl ProposalRequest {
             }
         }
         if let Some(url) = &self.issue_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2000 {
+            let plain = !url
+                .chars()
+                .any(|c| c.is_whitespace() || crate::display::is_unsafe(c));
+            if !(url.starts_with("https://") || url.starts_with("http://"))
+                || url.len() > 2000
+                || !plain
+            {
                 return Err(format!("\"issue_url\" must be an http(s) URL, got {url:?}"));
             }
         }
@@ -168,6 +198,50 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The policy's part in the trust ledger: how many approved healthy changes promote a
+/// pattern, and the patterns that always need a person.
+#[derive(Clone, Debug)]
+pub struct TrustRules {
+    pub promote_after: u32,
+    pub human_only: Vec<String>,
+}
+
+/// The trust ledger read from `store` (the engine's, or a read-only one beside it) under
+/// `rules`. Its cost does not grow with the number of proposals (`Store::ledger_tally`).
+pub fn trust_ledger(
+    store: &crate::store::Store,
+    rules: &TrustRules,
+) -> Result<Vec<PatternTrust>, EngineError> {
+    let mut ledger = ledger::standing(&store.ledger_tally()?, rules.promote_after);
+    for t in &mut ledger {
+        if rules.human_only.contains(&t.pattern) {
+            t.level = Level::NeedsApproval;
+            t.why = format!("the policy says \"{}\" always needs a person", t.pattern);
+        }
+    }
+    Ok(ledger)
+}
+
+/// A proposal with its diff, read from `store`.
+pub fn proposal_view(store: &crate::store::Store, id: &str) -> Result<ProposalView, EngineError> {
+    let record = store.get_proposal(id)?;
+    Ok(ProposalView {
+        patch: record.patch.clone(),
+        record,
+    })
+}
+
+/// What an approval link would do, read from `store`, for the page that asks to confirm it.
+pub fn link_page(
+    store: &crate::store::Store,
+    secret: &str,
+    now: f64,
+) -> Result<(crate::gate::links::LinkGrant, ProposalView), EngineError> {
+    let grant = store.peek_approval_link(secret, now)?;
+    let view = proposal_view(store, &grant.proposal_id)?;
+    Ok((grant, view))
+}
+
 impl From<ProposalError> for EngineError {
     fn from(e: ProposalError) -> Self {
         match e {
@@ -200,27 +274,27 @@ impl Engine {
 
     /// The trust ledger as it stands: every pattern, its record, and why it is where it is.
     pub fn trust(&self) -> Result<Vec<PatternTrust>, EngineError> {
-        let entries = self.store.ledger_entries()?;
-        let (promote_after, human_only) = match &self.policy {
-            Some(p) => (
-                p.policy.trust.promote_after,
-                p.policy
+        trust_ledger(&self.store, &self.trust_rules())
+    }
+
+    /// What the policy says about trust, for [`trust_ledger`] (cheap: a copy of two settings).
+    pub fn trust_rules(&self) -> TrustRules {
+        match &self.policy {
+            Some(p) => TrustRules {
+                promote_after: p.policy.trust.promote_after,
+                human_only: p
+                    .policy
                     .trust
                     .human_only
                     .iter()
-                    .map(|p| p.as_str())
+                    .map(|p| p.as_str().to_owned())
                     .collect(),
-            ),
-            None => (u32::MAX, Vec::new()),
-        };
-        let mut ledger = ledger::ledger(&entries, promote_after);
-        for t in &mut ledger {
-            if human_only.contains(&t.pattern.as_str()) {
-                t.level = Level::NeedsApproval;
-                t.why = format!("the policy says \"{}\" always needs a person", t.pattern);
-            }
+            },
+            None => TrustRules {
+                promote_after: u32::MAX,
+                human_only: Vec::new(),
+            },
         }
-        Ok(ledger)
     }
 
     /// Judges a proposal and stores it with the decision. Denied proposals are final; those
@@ -386,17 +460,6 @@ impl Engine {
         Ok(record)
     }
 
-    /// What an approval link would do, for the page that asks to confirm it.
-    pub fn link_page(
-        &self,
-        secret: &str,
-        now: f64,
-    ) -> Result<(crate::gate::links::LinkGrant, ProposalView), EngineError> {
-        let grant = self.store.peek_approval_link(secret, now)?;
-        let view = self.proposal(&grant.proposal_id)?;
-        Ok((grant, view))
-    }
-
     /// Uses an approval link from the email: once, before it expires, for the diff it was
     /// made for.
     pub fn use_link(&mut self, secret: &str, now: f64) -> Result<ProposalRecord, EngineError> {
@@ -413,15 +476,17 @@ impl Engine {
         )
     }
 
-    /// Records a request refused for the caller's role. A failure to record it is logged:
-    /// the refusal itself stands either way.
-    pub fn refused(&mut self, role: &Role, action: &str, now: f64) {
-        let detail = json!({ "action": action });
-        if let Err(e) = self
-            .store
-            .audit(&role.actor(), "access_refused", None, None, &detail, now)
-        {
-            eprintln!("guardian: cannot record a refused {action} by {role}: {e}");
+    /// Writes the records of refused requests (`daemon::refusals`: one per token per window).
+    /// A failure to record is logged: the refusals themselves stand either way.
+    pub fn record_refusals(&mut self, windows: &[crate::daemon::refusals::Window], now: f64) {
+        for w in windows {
+            if let Err(e) = w.record(&mut self.store, now) {
+                eprintln!(
+                    "guardian: cannot record {} refused request(s) by {}: {e}",
+                    w.total(),
+                    w.actor
+                );
+            }
         }
     }
 
@@ -430,11 +495,7 @@ impl Engine {
     }
 
     pub fn proposal(&self, id: &str) -> Result<ProposalView, EngineError> {
-        let record = self.store.get_proposal(id)?;
-        Ok(ProposalView {
-            patch: record.patch.clone(),
-            record,
-        })
+        proposal_view(&self.store, id)
     }
 
     /// Stops (`paused = true`) or resumes guardian deploying proposals; approved ones wait.
@@ -588,24 +649,27 @@ impl Engine {
                     "Nothing was deployed: the clone and the service are as they were.".to_owned()
                 };
                 let body = format!(
-                    "{state_now}\n\nProposal {}: {}\nWhy it failed: {why}\n\n{}",
+                    "{state_now}\n\nProposal {}: {}\nWhy it failed: {}\n\n{}",
                     p.id,
-                    p.summary,
+                    crate::display::line(&p.summary),
+                    crate::display::block(&why),
                     proposal_text(&record)
                 );
-                self.mail_proposal(&p.id, "deploy_failed", subject, body, now)?;
+                self.mail_proposal(&p.id, "deploy_failed", subject, body, &[], now)?;
             }
         }
         Ok(())
     }
 
-    /// Queues an email about a proposal (when mail is configured), with its own Message-ID.
+    /// Queues an email about a proposal (when mail is configured), with its own Message-ID;
+    /// `links` are the approval links whose placeholders the body holds.
     fn mail_proposal(
         &mut self,
         id: &str,
         what: &str,
         subject: String,
         body: String,
+        links: &[String],
         now: f64,
     ) -> Result<(), EngineError> {
         let Some(mail) = self.settings.mail.clone() else {
@@ -621,7 +685,7 @@ impl Engine {
             message_id: format!("<{id}.{what}@guardian>"),
             html: None,
         };
-        crate::mail::enqueue(&mut self.store, &mail, None, &email, now)?;
+        crate::mail::enqueue_with_links(&mut self.store, &mail, None, &email, links, now)?;
         Ok(())
     }
 
@@ -648,25 +712,32 @@ impl Engine {
             p.id,
             p.diff_hash
         );
-        let links = match self.settings.gate.as_ref().and_then(|g| {
+        let (links, ids) = match self.settings.gate.as_ref().and_then(|g| {
             g.approval_base_url
                 .clone()
                 .map(|url| (url, g.approval_link_secs))
         }) {
             Some((url, secs)) => {
+                use crate::gate::links::placeholder;
                 let expires = now + f64::from(secs);
-                let (approve, reject) =
-                    self.store
-                        .create_approval_links(&p.id, &p.diff_hash, expires)?;
-                format!(
+                let (approve, reject) = self.store.create_approval_links(
+                    &self.link_key,
+                    &p.id,
+                    &p.diff_hash,
+                    expires,
+                )?;
+                let text = format!(
                     "\nOr with one click (each link works once, for this diff only, until {}):\n  \
-                     approve: {url}/v1/links/{approve}\n  reject:  {url}/v1/links/{reject}\n",
-                    crate::mail::when(expires)
-                )
+                     approve: {url}/v1/links/{}\n  reject:  {url}/v1/links/{}\n",
+                    crate::mail::when(expires),
+                    placeholder(&approve),
+                    placeholder(&reject)
+                );
+                (text, vec![approve, reject])
             }
-            None => String::new(),
+            None => (String::new(), Vec::new()),
         };
-        self.mail_proposal(&p.id, "approval_needed", subject, body + &links, now)
+        self.mail_proposal(&p.id, "approval_needed", subject, body + &links, &ids, now)
     }
 
     /// How much of the error budget is left over the traffic guardian has kept (up to 14
@@ -703,24 +774,25 @@ impl Engine {
 /// A proposal in plain text: the decision and its reasons, the risk factors, the diff's size.
 fn proposal_text(p: &ProposalRecord) -> String {
     let a = &p.assessment;
+    use crate::display::line;
     let mut out = format!(
         "Proposal:  {}\nPattern:   {} (proposed by {})\nSummary:   {}\nDecision:  {}{}\n",
         p.id,
-        p.pattern,
-        p.proposer,
-        p.summary,
+        line(&p.pattern),
+        line(&p.proposer),
+        line(&p.summary),
         p.decision,
         if p.shadow { " (shadow mode)" } else { "" }
     );
     if let Some(url) = &p.issue_url {
-        out.push_str(&format!("Issue:     {url}\n"));
+        out.push_str(&format!("Issue:     {}\n", line(url)));
     }
     for rule in a["rules"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "  - {} ({}): {}\n",
-            rule["rule"].as_str().unwrap_or_default(),
-            rule["effect"].as_str().unwrap_or_default(),
-            rule["message"].as_str().unwrap_or_default()
+            line(rule["rule"].as_str().unwrap_or_default()),
+            line(rule["effect"].as_str().unwrap_or_default()),
+            line(rule["message"].as_str().unwrap_or_default())
         ));
     }
     out.push_str(&format!("Risk:      {}/100\n", a["risk"]["score"]));
@@ -728,8 +800,8 @@ fn proposal_text(p: &ProposalRecord) -> String {
         out.push_str(&format!(
             "  {:>+4}  {}: {}\n",
             f["points"].as_i64().unwrap_or(0),
-            f["name"].as_str().unwrap_or_default(),
-            f["why"].as_str().unwrap_or_default()
+            line(f["name"].as_str().unwrap_or_default()),
+            line(f["why"].as_str().unwrap_or_default())
         ));
     }
     let facts = &a["facts"];
@@ -743,6 +815,7 @@ fn proposal_text(p: &ProposalRecord) -> String {
             .map(|ps| ps
                 .iter()
                 .filter_map(|p| p.as_str())
+                .map(line)
                 .collect::<Vec<_>>()
                 .join(", "))
             .unwrap_or_default()
@@ -750,6 +823,8 @@ fn proposal_text(p: &ProposalRecord) -> String {
     out
 }
 
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or_default().trim()
+/// The first line of a summary, shown safely (summaries stored before they had to be one line
+/// may hold several, and control characters).
+fn first_line(text: &str) -> String {
+    crate::display::line(text.lines().next().unwrap_or_default().trim()).into_owned()
 }
