@@ -164,6 +164,12 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'events are appended through the store, which chains them');
     END;
     "#,
+    // 5: the gate judges the tree git makes of a proposal, and deploys exactly that tree: its
+    // id is stored with the decision, and an approval binds to it as well as to the diff.
+    r#"
+    ALTER TABLE proposals ADD COLUMN tree_sha TEXT;       -- the tree judged (NULL: refused unread)
+    ALTER TABLE proposals ADD COLUMN approved_tree TEXT;  -- the tree_sha an approval bound to
+    "#,
 ];
 
 /// The schema version that brought the audit chain (`guardian audit verify` needs it).

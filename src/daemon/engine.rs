@@ -16,7 +16,9 @@ use crate::tail::{Position, TailStatus, Tailer};
 use super::rollback::{RollbackJob, RollbackReport};
 
 mod gate;
-pub use gate::{load_policy, DeployJob, DeployReport, ProposalRequest, ProposalView};
+pub use gate::{
+    judge, load_policy, DeployJob, DeployReport, Judged, ProposalRequest, ProposalView,
+};
 
 /// How often the evidence of a change being watched is written to the store, and the core's
 /// state saved so a restart resumes the watch.
@@ -211,6 +213,8 @@ pub struct Engine {
     report_written_at: f64,
     /// The sandbox policy, when the trust gate is configured.
     policy: Option<gate::LoadedPolicy>,
+    /// Paths no proposal may change whatever the policy says (git's files, guardian's own).
+    never: crate::trust::NeverList,
     /// Traffic in 10-second bins, for post-mortem charts.
     series: crate::series::SeriesBins,
     /// Signs the audit trail's checkpoints; `audit_origin` names the log in them.
@@ -326,6 +330,7 @@ impl Engine {
             audit_key,
             audit_origin: crate::audit::origin_for(&settings.service),
             policy,
+            never: gate::host_never_list(settings, None).0,
             series: crate::series::SeriesBins::new(SERIES_LATENESS_SECS),
             extended: Vec::new(),
             digest_day: None,

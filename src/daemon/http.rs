@@ -15,7 +15,7 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::engine::{ChangeRequest, Engine, ProposalRequest};
+use super::engine::{judge, ChangeRequest, Engine, ProposalRequest};
 use crate::gate::roles::{Action, Role};
 use crate::input;
 
@@ -262,7 +262,23 @@ async fn create_proposal(
     allow(&api, &role, Action::Propose)?;
     let request: ProposalRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad proposal: {e}")))?;
-    let record = lock(&api).propose(&role, &request, (api.clock)())?;
+    // git runs for the proposal (a scratch apply in guardian's clone) before the engine's lock
+    // is taken, so it can never hold up a tick or a rollback; the lock is then held only to
+    // judge (pure) and store.
+    let clone = lock(&api).proposal_clone();
+    let judged = {
+        let request = request.clone();
+        tokio::task::spawn_blocking(move || judge(clone.as_deref(), &request))
+            .await
+            .map_err(|e| {
+                eprintln!("guardian: judging a proposal failed: {e}");
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error: the proposal was not judged (see the daemon's log)".into(),
+                )
+            })??
+    };
+    let record = lock(&api).propose(&role, &request, judged, (api.clock)())?;
     let location = format!("/v1/proposals/{}", record.id);
     Ok((
         StatusCode::CREATED,
