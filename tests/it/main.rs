@@ -8,6 +8,7 @@ mod config_file;
 mod daemon;
 mod demo;
 mod gate;
+mod judge;
 mod policy;
 mod postmortem;
 mod replay_cli;
