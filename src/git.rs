@@ -1008,14 +1008,28 @@ impl Repo {
         );
         let mut args = identity.clone();
         args.extend(
-            ["commit-tree", tree.as_str(), "-p", original_head.as_str(), "-F", "-"].map(String::from),
+            [
+                "commit-tree",
+                tree.as_str(),
+                "-p",
+                original_head.as_str(),
+                "-F",
+                "-",
+            ]
+            .map(String::from),
         );
         let commit = match s.ok(&args, Some(message.into_bytes())) {
             Ok(out) if is_full_sha(out.trim()) => out.trim().to_owned(),
             Ok(out) => return Err(s.unexpected(&args, format!("not a commit id: {out:?}"))),
             Err(e) => return Ok(refuse(s, e.to_string())),
         };
-        let checkout = ["read-tree", "-m", "-u", original_head.as_str(), commit.as_str()];
+        let checkout = [
+            "read-tree",
+            "-m",
+            "-u",
+            original_head.as_str(),
+            commit.as_str(),
+        ];
         let moved = s.ok(checkout, None).and_then(|_| {
             s.ok(
                 [
@@ -1669,9 +1683,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trust::TreeChange;
     use std::fs;
     use tempfile::TempDir;
-    use crate::trust::TreeChange;
 
     /// Plain git for setting up fixtures: isolated from the host's config,
     /// identity on the command line (so the repository has none of its own).
@@ -1834,7 +1848,10 @@ mod tests {
         // Far enough from the hunk that it still applies, but the file is not the one judged.
         let later = format!("timeout = 5\n{}", lines.replace("line 10", "retries = 3"));
         let moved = commit(&dir2, "a.txt", &later, "later");
-        match repo2.apply_patch(&apply_request(patch, &base, &tree.tree)).unwrap() {
+        match repo2
+            .apply_patch(&apply_request(patch, &base, &tree.tree))
+            .unwrap()
+        {
             ApplyOutcome::DoesNotApply { reason, .. } => {
                 assert!(reason.contains("HEAD moved on from its base"), "{reason}")
             }
@@ -1889,7 +1906,10 @@ mod tests {
             t.files[0].new.as_ref().unwrap().bytes,
             b"TIMEOUT_MS=5000REQUIRE_AUTH=1\n"
         );
-        assert_eq!(t.files[0].old.as_ref().unwrap().bytes, b"TIMEOUT_MS=500\nREQUIRE_AUTH=1\n");
+        assert_eq!(
+            t.files[0].old.as_ref().unwrap().bytes,
+            b"TIMEOUT_MS=500\nREQUIRE_AUTH=1\n"
+        );
         let removed: Vec<&str> = t.canonical.files[0]
             .removed_lines()
             .map(|l| l.text.as_str())
@@ -1928,7 +1948,10 @@ mod tests {
         assert_eq!(git(&dir, &["rev-parse", "HEAD"]), later);
         // The operator's own lines in info/attributes stay, guardian's come last.
         let info = fs::read_to_string(dir.join(".git/info/attributes")).unwrap();
-        assert!(info.trim_end().ends_with("!working-tree-encoding"), "{info}");
+        assert!(
+            info.trim_end().ends_with("!working-tree-encoding"),
+            "{info}"
+        );
     }
 
     #[test]

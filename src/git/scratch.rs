@@ -22,7 +22,8 @@ use crate::trust::{Blob, FileChange, TreeChange};
 pub const MAX_JUDGED_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The line guardian keeps at the end of `info/attributes`, and the comment that marks it.
-const ATTRIBUTES_MARK: &str = "# guardian: in-tree attributes do not change how guardian's git merges, diffs or converts";
+const ATTRIBUTES_MARK: &str =
+    "# guardian: in-tree attributes do not change how guardian's git merges, diffs or converts";
 const ATTRIBUTES_LINE: &str = "* !merge !conflict-marker-size !diff !whitespace !text !eol !crlf !ident !filter !working-tree-encoding";
 
 /// What applying a proposal in the scratch index gave.
@@ -57,7 +58,9 @@ impl Repo {
         self.check_config(&mut s)?;
         s.neutral_attributes()?;
         if base.is_empty() || base.starts_with('-') || base.chars().any(char::is_control) {
-            return Err(GitError::InvalidRequest(format!("{base:?} is not a commit")));
+            return Err(GitError::InvalidRequest(format!(
+                "{base:?} is not a commit"
+            )));
         }
         let commit = s.resolve(base)?;
         let base_tree = s.tree_of(&commit)?;
@@ -83,7 +86,12 @@ impl Repo {
 
         let mut wanted: BTreeSet<String> = BTreeSet::new();
         for c in &changes {
-            wanted.extend([&c.old, &c.new].into_iter().flatten().map(|(_, id)| id.clone()));
+            wanted.extend(
+                [&c.old, &c.new]
+                    .into_iter()
+                    .flatten()
+                    .map(|(_, id)| id.clone()),
+            );
         }
         wanted.extend(base_entries.values().map(|(_, id)| id.clone()));
         wanted.extend(links_before.values().cloned());
@@ -122,9 +130,18 @@ impl Repo {
                     new: c.new.as_ref().map(blob),
                 })
                 .collect(),
-            base_files: base_entries.iter().map(|(p, e)| (p.clone(), blob(e))).collect(),
-            links_before: links_before.iter().map(|(p, id)| (p.clone(), target(id))).collect(),
-            links_after: links_after.iter().map(|(p, id)| (p.clone(), target(id))).collect(),
+            base_files: base_entries
+                .iter()
+                .map(|(p, e)| (p.clone(), blob(e)))
+                .collect(),
+            links_before: links_before
+                .iter()
+                .map(|(p, id)| (p.clone(), target(id)))
+                .collect(),
+            links_after: links_after
+                .iter()
+                .map(|(p, id)| (p.clone(), target(id)))
+                .collect(),
             canonical,
             base_tree,
             tree,
@@ -230,7 +247,16 @@ impl Session<'_> {
     /// Every path whose entry differs between two trees (no rename detection: a rename is a
     /// deletion and an addition), sorted by path.
     pub(super) fn changes(&mut self, from: &str, to: &str) -> Result<Vec<RawChange>, GitError> {
-        let args = ["diff-tree", "-r", "-z", "--no-renames", "--raw", "--full-index", from, to];
+        let args = [
+            "diff-tree",
+            "-r",
+            "-z",
+            "--no-renames",
+            "--raw",
+            "--full-index",
+            from,
+            to,
+        ];
         let raw = self.run(args, None, self.repo.command_timeout)?;
         if !raw.success() || raw.truncated {
             return Err(self.failed(args, &raw));

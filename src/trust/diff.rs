@@ -727,7 +727,10 @@ impl<'a> Parser<'a> {
         if !marker.starts_with("\\ ") || marker.len() < 12 {
             return Err(err(
                 no,
-                format!("{} is not a `\\ No newline at end of file` line", quote(marker)),
+                format!(
+                    "{} is not a `\\ No newline at end of file` line",
+                    quote(marker)
+                ),
             ));
         }
         let last = match kind {

@@ -307,9 +307,9 @@ fn package_json(doc: &Json, out: &mut BTreeSet<String>) {
     ] {
         for (name, spec) in object(doc.get(section)) {
             let spec = spec.as_str().unwrap_or("(nested)");
-            let registry = spec.chars().all(|c| {
-                c.is_ascii_alphanumeric() || " .*^~<>=|-+xX".contains(c)
-            });
+            let registry = spec
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || " .*^~<>=|-+xX".contains(c));
             let source = if registry { "registry" } else { spec };
             out.insert(format!("{section}: {name} ({source})"));
         }
@@ -358,7 +358,10 @@ fn requirements(text: &str, out: &mut BTreeSet<String>) {
         }
         if line.starts_with('-') {
             // Options that fetch from elsewhere or pull in more: -r, -c, -e, --index-url, ...
-            out.insert(format!("option: {}", line.split_whitespace().collect::<Vec<_>>().join(" ")));
+            out.insert(format!(
+                "option: {}",
+                line.split_whitespace().collect::<Vec<_>>().join(" ")
+            ));
         } else if line.contains("://") && !line.contains(" @ ") {
             out.insert(format!("url: {line}"));
         } else {
@@ -419,7 +422,11 @@ mod tests {
     fn cargo_new_crates_and_new_sources_count_and_versions_do_not() {
         let before = "[package]\nname = \"x\"\n[dependencies]\nserde = \"1\"\n";
         assert_eq!(
-            added("Cargo.toml", before, "[package]\nname = \"x\"\n[dependencies]\nserde = \"1.0.200\"\n"),
+            added(
+                "Cargo.toml",
+                before,
+                "[package]\nname = \"x\"\n[dependencies]\nserde = \"1.0.200\"\n"
+            ),
             Vec::<String>::new()
         );
         assert_eq!(
@@ -440,7 +447,11 @@ mod tests {
         );
         // However the lines are split: one inline table over several lines is still one.
         assert_eq!(
-            added("Cargo.toml", before, "[dependencies]\nserde = \"1\"\n\n[dependencies.left-pad]\nversion = \"1\"\n"),
+            added(
+                "Cargo.toml",
+                before,
+                "[dependencies]\nserde = \"1\"\n\n[dependencies.left-pad]\nversion = \"1\"\n"
+            ),
             ["dependencies: left-pad (left-pad, registry)"]
         );
     }
@@ -448,21 +459,42 @@ mod tests {
     #[test]
     fn package_json_requirements_and_go_mod() {
         let before = "{\"dependencies\": {\"lodash\": \"^4.17.20\"}}";
-        assert!(added("package.json", before, "{\"dependencies\": {\"lodash\": \"^4.17.21\"}}").is_empty());
+        assert!(added(
+            "package.json",
+            before,
+            "{\"dependencies\": {\"lodash\": \"^4.17.21\"}}"
+        )
+        .is_empty());
         assert_eq!(
-            added("lib/package.json", before, "{\"dependencies\": {\"lodash\": \"^4.17.20\", \"left-pad\": \"^1.3.0\"}}"),
+            added(
+                "lib/package.json",
+                before,
+                "{\"dependencies\": {\"lodash\": \"^4.17.20\", \"left-pad\": \"^1.3.0\"}}"
+            ),
             ["dependencies: left-pad (registry)"]
         );
         assert_eq!(
-            added("package.json", before, "{\"dependencies\": {\"lodash\": \"github:evil/lodash\"}}"),
+            added(
+                "package.json",
+                before,
+                "{\"dependencies\": {\"lodash\": \"github:evil/lodash\"}}"
+            ),
             ["dependencies: lodash (github:evil/lodash)"]
         );
         assert_eq!(
-            added("requirements-dev.txt", "requests==2.31.0\n", "Requests==2.32.0\nflask>=3\n"),
+            added(
+                "requirements-dev.txt",
+                "requests==2.31.0\n",
+                "Requests==2.32.0\nflask>=3\n"
+            ),
             ["requirement: flask (index)"]
         );
         assert_eq!(
-            added("requirements.txt", "requests==2.31.0\n", "requests==2.31.0\n--extra-index-url https://evil.example/simple\n"),
+            added(
+                "requirements.txt",
+                "requests==2.31.0\n",
+                "requests==2.31.0\n--extra-index-url https://evil.example/simple\n"
+            ),
             ["option: --extra-index-url https://evil.example/simple"]
         );
         assert_eq!(
@@ -477,10 +509,18 @@ mod tests {
 
     #[test]
     fn unreadable_manifests_say_why_and_unknown_formats_fall_back_to_lines() {
-        assert!(dependencies("Cargo.toml", "[dependencies\n").unwrap_err().contains("not TOML"));
-        assert!(dependencies("package.json", "{").unwrap_err().contains("not JSON"));
+        assert!(dependencies("Cargo.toml", "[dependencies\n")
+            .unwrap_err()
+            .contains("not TOML"));
+        assert!(dependencies("package.json", "{")
+            .unwrap_err()
+            .contains("not JSON"));
         assert_eq!(
-            added("Gemfile", "gem 'rails', '~> 7'\n", "gem 'rails', '~> 7.1'\n# gem 'x'\ngem 'pry'\n"),
+            added(
+                "Gemfile",
+                "gem 'rails', '~> 7'\n",
+                "gem 'rails', '~> 7.1'\n# gem 'x'\ngem 'pry'\n"
+            ),
             ["entry: pry"]
         );
     }

@@ -36,12 +36,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 pub use diff::{Diff, DiffError, DiffFacts, FileDiff, FileStatus};
+pub use never::NeverList;
 pub use pattern::{Pattern, PatternCheck};
 pub use policy::{PathVerdict, Policy, PolicyError, RuleAction};
 pub use risk::{Factor, Risk, TrackRecord};
 pub use symlink::Resolved;
 pub use tree::{Blob, FileChange, TreeChange};
-pub use never::NeverList;
 
 /// The mode git gives an executable file.
 const EXECUTABLE_MODE: u32 = 0o100755;
@@ -319,7 +319,13 @@ impl Hits {
 
 /// Every touched path, old and new: what git changed, and what the patch names (a copy's
 /// source is named, not changed). The never-list first, then the policy's globs.
-fn check_paths(policy: &Policy, never: &NeverList, diff: &Diff, tree: &TreeChange, hits: &mut Hits) {
+fn check_paths(
+    policy: &Policy,
+    never: &NeverList,
+    diff: &Diff,
+    tree: &TreeChange,
+    hits: &mut Hits,
+) {
     let mut seen = BTreeSet::new();
     let named = diff.files.iter().flat_map(roles);
     let changed = tree.paths().map(|p| (p, ""));
@@ -374,7 +380,10 @@ fn check_links(policy: &Policy, tree: &TreeChange, hits: &mut Hits) {
                     let real = if real.is_empty() { "." } else { real.as_str() };
                     hits.deny(
                         "paths.symlink",
-                        format!("{what} points to {real} (via {}), which {why}", via.join(", ")),
+                        format!(
+                            "{what} points to {real} (via {}), which {why}",
+                            via.join(", ")
+                        ),
                     );
                 }
             }
@@ -553,7 +562,10 @@ fn ddl_in(path: &str, text: &str) -> BTreeMap<&'static str, Vec<usize>> {
     for ddl in DDL {
         for (i, _) in words.match_indices(ddl) {
             let char_index = words[..i].chars().count();
-            found.entry(ddl).or_default().push(lines.get(char_index).copied().unwrap_or(0));
+            found
+                .entry(ddl)
+                .or_default()
+                .push(lines.get(char_index).copied().unwrap_or(0));
         }
     }
     found
@@ -569,7 +581,11 @@ fn check_content(policy: &Policy, tree: &TreeChange, hits: &mut Hits) {
         let Some(new) = f.new.as_ref().filter(|n| !n.is_symlink()) else {
             continue;
         };
-        let old_text = f.old.as_ref().filter(|o| !o.is_symlink()).and_then(Blob::text);
+        let old_text = f
+            .old
+            .as_ref()
+            .filter(|o| !o.is_symlink())
+            .and_then(Blob::text);
         if deps != RuleAction::Allow && manifest::is_manifest(path) {
             check_manifest(deps, path, f.old.as_ref().map(|_| old_text), new, hits);
         }
@@ -612,7 +628,11 @@ fn check_manifest(
 ) {
     let rule = "content.new_dependencies";
     let Some(old) = old else {
-        hits.act(action, rule, format!("{path} is a new manifest or lock file"));
+        hits.act(
+            action,
+            rule,
+            format!("{path} is a new manifest or lock file"),
+        );
         return;
     };
     let read = |text: Option<&str>| match text {

@@ -45,9 +45,7 @@ impl NeverList {
             ));
         }
         for (protected, what) in &self.host {
-            let hit = path == protected
-                || is_under(protected, path)
-                || is_under(path, protected);
+            let hit = path == protected || is_under(protected, path) || is_under(path, protected);
             if hit {
                 return Some(format!(
                     "{path} is or holds {what} ({protected}), which no policy lets an AI change touch"
@@ -60,7 +58,8 @@ impl NeverList {
 
 /// Whether `path` lies under the directory `dir`.
 fn is_under(path: &str, dir: &str) -> bool {
-    path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// A name as a case-insensitive file system (or one that drops trailing dots and spaces, or
@@ -98,7 +97,11 @@ mod tests {
             let why = never.check(path).unwrap_or_else(|| panic!("{path} passed"));
             assert!(why.contains("no policy"), "{why}");
         }
-        for path in ["src/gitattributes", "src/.gitattributes.rs", "docs/mailmap.md"] {
+        for path in [
+            "src/gitattributes",
+            "src/.gitattributes.rs",
+            "docs/mailmap.md",
+        ] {
             assert_eq!(never.check(path), None, "{path}");
         }
     }
@@ -113,8 +116,14 @@ mod tests {
         };
         let why = never.check("ops/policy.toml").unwrap();
         assert!(why.contains("guardian's policy file"), "{why}");
-        assert!(never.check("ops").is_some(), "a link or file replacing the directory");
-        assert!(never.check("state/guardian.db").is_some(), "inside a protected directory");
+        assert!(
+            never.check("ops").is_some(),
+            "a link or file replacing the directory"
+        );
+        assert!(
+            never.check("state/guardian.db").is_some(),
+            "inside a protected directory"
+        );
         assert_eq!(never.check("ops/policy.toml.bak"), None);
         assert_eq!(never.check("opsx/policy.toml"), None);
     }

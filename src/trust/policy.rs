@@ -618,7 +618,10 @@ mod tests {
         );
         assert_eq!(p.content.new_dependencies, RuleAction::Deny);
         assert_eq!(p.content.schema_changes, RuleAction::Deny);
-        assert!(!p.content.binary_allowed("src/logo.png"), "no binary anywhere by default");
+        assert!(
+            !p.content.binary_allowed("src/logo.png"),
+            "no binary anywhere by default"
+        );
         assert_eq!(p.risk.auto_below, 30);
         assert_eq!(p.trust.promote_after, 10);
         assert_eq!(p.trust.human_only, vec![Pattern::Other]);

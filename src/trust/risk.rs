@@ -213,11 +213,7 @@ pub fn score(facts: &DiffFacts, inputs: &RiskInputs) -> Risk {
     });
 
     f.push(match inputs.executables {
-        [] => factor(
-            "mode_executable",
-            0,
-            "makes no file executable".to_owned(),
-        ),
+        [] => factor("mode_executable", 0, "makes no file executable".to_owned()),
         files => factor(
             "mode_executable",
             20,
@@ -283,7 +279,10 @@ mod tests {
             },
         );
         assert_eq!(points(&r, "mode_executable"), 20);
-        assert!(r.factors.iter().any(|f| f.why == "makes src/run.sh executable"));
+        assert!(r
+            .factors
+            .iter()
+            .any(|f| f.why == "makes src/run.sh executable"));
     }
 
     #[test]

@@ -142,9 +142,16 @@ mod tests {
             end(resolve("src/p", &links(&[("src/p", "/etc/passwd")]), true)),
             "OUTSIDE"
         );
-        assert_eq!(end(resolve("a", &links(&[("a", "b"), ("b", "a")]), true)), "LOOP");
         assert_eq!(
-            end(resolve("src/c", &links(&[("src/c", "../.git/config")]), true)),
+            end(resolve("a", &links(&[("a", "b"), ("b", "a")]), true)),
+            "LOOP"
+        );
+        assert_eq!(
+            end(resolve(
+                "src/c",
+                &links(&[("src/c", "../.git/config")]),
+                true
+            )),
             "GIT"
         );
         assert_eq!(

@@ -121,9 +121,9 @@ fn tree_of(
     let mut files = Vec::new();
     for (path, after) in &replayed {
         let old = base.get(path).cloned();
-        let new = after.as_ref().map(|r| {
-            blob(r.mode, r.bytes.as_deref().unwrap_or(b"\0binary\0"))
-        });
+        let new = after
+            .as_ref()
+            .map(|r| blob(r.mode, r.bytes.as_deref().unwrap_or(b"\0binary\0")));
         if old != new {
             files.push(FileChange {
                 path: path.clone(),
@@ -141,7 +141,10 @@ fn tree_of(
     for f in &files {
         match &f.new {
             Some(b) if b.is_symlink() => {
-                links_after.insert(f.path.clone(), String::from_utf8_lossy(&b.bytes).into_owned());
+                links_after.insert(
+                    f.path.clone(),
+                    String::from_utf8_lossy(&b.bytes).into_owned(),
+                );
             }
             _ => {
                 links_after.remove(&f.path);
@@ -336,8 +339,17 @@ fn a_patch_writing_through_a_symlink_in_the_repository_is_refused() {
     // git writes no path through a symlink; the replay refuses it the same way.
     let patch = "diff --git a/src/util/x.sql b/src/util/x.sql\nnew file mode 100644\nindex 0000000..1111111\n--- /dev/null\n+++ b/src/util/x.sql\n@@ -0,0 +1 @@\n+SELECT 1;\n";
     let diff = diff::parse(patch).unwrap();
-    let e = tree_of(&diff, BTreeMap::new(), &[("src/util", "../migrations")], None).unwrap_err();
-    assert!(e.contains("src/util/x.sql goes through the symlink src/util"), "{e}");
+    let e = tree_of(
+        &diff,
+        BTreeMap::new(),
+        &[("src/util", "../migrations")],
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("src/util/x.sql goes through the symlink src/util"),
+        "{e}"
+    );
     // Without the symlink the same patch is fine as far as paths go.
     let a = judge(patch, Pattern::Other, &[], &trusted());
     assert!(fired(&a, Effect::Deny).is_empty(), "{:#?}", a.rules);
@@ -365,7 +377,12 @@ fn a_symlink_the_patch_adds_is_judged_where_it_leads() {
         assert_denied(&a, "paths.symlink", why);
     }
     // A symlink that stays in allowed ground is fine.
-    let a = judge(&link("src/ext", "../lib/ext"), Pattern::Other, &[], &trusted());
+    let a = judge(
+        &link("src/ext", "../lib/ext"),
+        Pattern::Other,
+        &[],
+        &trusted(),
+    );
     assert!(fired(&a, Effect::Deny).is_empty(), "{:#?}", a.rules);
 }
 
@@ -422,7 +439,14 @@ fn a_renamed_symlink_is_judged_where_its_target_now_leads() {
     let links = [("src/x/link", "../../lib/ok")];
     let diff = diff::parse(patch).unwrap();
     let tree = tree_of(&diff, BTreeMap::new(), &links, None).unwrap();
-    let a = assess(&example(), &NeverList::default(), &proposal(Pattern::Other), &diff, &tree, &trusted());
+    let a = assess(
+        &example(),
+        &NeverList::default(),
+        &proposal(Pattern::Other),
+        &diff,
+        &tree,
+        &trusted(),
+    );
     assert_denied(
         &a,
         "paths.symlink",
@@ -432,7 +456,14 @@ fn a_renamed_symlink_is_judged_where_its_target_now_leads() {
     let stay = "diff --git a/src/x/link b/src/x/link2\nsimilarity index 100%\nrename from src/x/link\nrename to src/x/link2\n";
     let diff = diff::parse(stay).unwrap();
     let tree = tree_of(&diff, BTreeMap::new(), &links, None).unwrap();
-    let a = assess(&example(), &NeverList::default(), &proposal(Pattern::Other), &diff, &tree, &trusted());
+    let a = assess(
+        &example(),
+        &NeverList::default(),
+        &proposal(Pattern::Other),
+        &diff,
+        &tree,
+        &trusted(),
+    );
     assert!(fired(&a, Effect::Deny).is_empty(), "{:#?}", a.rules);
 }
 
@@ -440,13 +471,27 @@ fn a_renamed_symlink_is_judged_where_its_target_now_leads() {
 fn git_control_files_and_the_hosts_files_are_never_changed() {
     let patch = "diff --git a/src/.gitattributes b/src/.gitattributes\nnew file mode 100644\nindex 0000000..1111111\n--- /dev/null\n+++ b/src/.gitattributes\n@@ -0,0 +1 @@\n+* merge=union\n";
     let a = judge(patch, Pattern::Other, &[], &trusted());
-    assert_denied(&a, "paths.never", "src/.gitattributes is git's own .gitattributes");
+    assert_denied(
+        &a,
+        "paths.never",
+        "src/.gitattributes is git's own .gitattributes",
+    );
     let diff = diff::parse(&timeout_bump("src/ops/policy.toml")).unwrap();
     let tree = tree_of(&diff, base_of(&diff), &[], None).unwrap();
     let never = NeverList {
-        host: vec![("src/ops/policy.toml".into(), "guardian's policy file".into())],
+        host: vec![(
+            "src/ops/policy.toml".into(),
+            "guardian's policy file".into(),
+        )],
     };
-    let a = assess(&example(), &never, &proposal(Pattern::TimeoutBump), &diff, &tree, &trusted());
+    let a = assess(
+        &example(),
+        &never,
+        &proposal(Pattern::TimeoutBump),
+        &diff,
+        &tree,
+        &trusted(),
+    );
     assert_denied(&a, "paths.never", "guardian's policy file");
 }
 
@@ -455,11 +500,26 @@ fn binary_changes_need_a_glob_and_text_may_not_hide_in_a_binary_patch() {
     let patch = "diff --git a/src/logo.png b/src/logo.png\nnew file mode 100644\nindex 0000000..1111111\nGIT binary patch\nliteral 2\nJcmZQz1ONa700IC2\n\nliteral 0\nHcmV?d00001\n\n";
     let a = judge(patch, Pattern::Other, &[], &trusted());
     assert_denied(&a, "content.binary", "src/logo.png is binary");
-    let policy = Policy::parse("[paths]\nallow = [\"src/**\"]\n[content]\nbinary = [\"src/*.png\"]\n").unwrap();
+    let policy =
+        Policy::parse("[paths]\nallow = [\"src/**\"]\n[content]\nbinary = [\"src/*.png\"]\n")
+            .unwrap();
     let diff = diff::parse(patch).unwrap();
     let tree = tree_of(&diff, BTreeMap::new(), &[], None).unwrap();
-    let a = assess(&policy, &NeverList::default(), &proposal(Pattern::Other), &diff, &tree, &trusted());
-    assert!(!fired(&a, Effect::Deny).iter().any(|h| h.starts_with("content.binary")), "{:#?}", a.rules);
+    let a = assess(
+        &policy,
+        &NeverList::default(),
+        &proposal(Pattern::Other),
+        &diff,
+        &tree,
+        &trusted(),
+    );
+    assert!(
+        !fired(&a, Effect::Deny)
+            .iter()
+            .any(|h| h.starts_with("content.binary")),
+        "{:#?}",
+        a.rules
+    );
 
     // A manifest sent as a binary patch: git makes text of it, which is judged as text.
     let mut tree = tree_of(&diff, BTreeMap::new(), &[], None).unwrap();
@@ -472,10 +532,29 @@ fn binary_changes_need_a_glob_and_text_may_not_hide_in_a_binary_patch() {
         old: Some(blob(0o100644, before.as_bytes())),
         new: Some(blob(0o100644, after.as_bytes())),
     }];
-    tree.base_files = [("src/Cargo.toml".to_owned(), blob(0o100644, before.as_bytes()))].into();
-    let a = assess(&example(), &NeverList::default(), &proposal(Pattern::Other), &diff, &tree, &trusted());
-    assert_denied(&a, "content.binary", "src/Cargo.toml is sent as a binary patch but is text");
-    assert_denied(&a, "content.new_dependencies", "src/Cargo.toml gains the dependency dependencies: evil (evil, registry)");
+    tree.base_files = [(
+        "src/Cargo.toml".to_owned(),
+        blob(0o100644, before.as_bytes()),
+    )]
+    .into();
+    let a = assess(
+        &example(),
+        &NeverList::default(),
+        &proposal(Pattern::Other),
+        &diff,
+        &tree,
+        &trusted(),
+    );
+    assert_denied(
+        &a,
+        "content.binary",
+        "src/Cargo.toml is sent as a binary patch but is text",
+    );
+    assert_denied(
+        &a,
+        "content.new_dependencies",
+        "src/Cargo.toml gains the dependency dependencies: evil (evil, registry)",
+    );
 }
 
 #[test]
@@ -489,13 +568,17 @@ fn a_new_dependency_is_denied_but_a_version_bump_is_not_one() {
         "src/Cargo.toml gains the dependency dependencies: globset (globset, registry)",
     );
 
-    let package = "{\n  \"dependencies\": {\n    \"lodash\": \"^4.17.20\",\n    \"x\": \"1\"\n  }\n}\n";
+    let package =
+        "{\n  \"dependencies\": {\n    \"lodash\": \"^4.17.20\",\n    \"x\": \"1\"\n  }\n}\n";
     let patch = edit(
         "lib/web/package.json",
         &["    \"lodash\": \"^4.17.20\","],
         &["    \"lodash\": \"^4.17.21\","],
     )
-    .replace("@@ -2,2 +2,2 @@\n ctx\n", "@@ -2,2 +2,2 @@\n   \"dependencies\": {\n");
+    .replace(
+        "@@ -2,2 +2,2 @@\n ctx\n",
+        "@@ -2,2 +2,2 @@\n   \"dependencies\": {\n",
+    );
     let a = judge_on(&[("lib/web/package.json", package)], &patch, Pattern::Other);
     assert!(
         !fired(&a, Effect::Deny)
@@ -506,8 +589,16 @@ fn a_new_dependency_is_denied_but_a_version_bump_is_not_one() {
     );
 
     let patch = "diff --git a/lib/requirements-dev.txt b/lib/requirements-dev.txt\nindex 1111111..2222222 100644\n--- a/lib/requirements-dev.txt\n+++ b/lib/requirements-dev.txt\n@@ -1 +1,2 @@\n flask==3.0\n+requests==2.31.0\n";
-    let a = judge_on(&[("lib/requirements-dev.txt", "flask==3.0\n")], patch, Pattern::Other);
-    assert_denied(&a, "content.new_dependencies", "lib/requirements-dev.txt gains the dependency requirement: requests (index)");
+    let a = judge_on(
+        &[("lib/requirements-dev.txt", "flask==3.0\n")],
+        patch,
+        Pattern::Other,
+    );
+    assert_denied(
+        &a,
+        "content.new_dependencies",
+        "lib/requirements-dev.txt gains the dependency requirement: requests (index)",
+    );
 }
 
 #[test]
@@ -566,7 +657,14 @@ fn another_service_is_denied() {
     let tree = tree_of(&diff, base_of(&diff), &[], None).unwrap();
     let mut p = proposal(Pattern::TimeoutBump);
     p.service = "billing".to_owned();
-    let a = assess(&example(), &NeverList::default(), &p, &diff, &tree, &trusted());
+    let a = assess(
+        &example(),
+        &NeverList::default(),
+        &p,
+        &diff,
+        &tree,
+        &trusted(),
+    );
     assert_denied(
         &a,
         "services.allow",
@@ -763,5 +861,47 @@ fn a_megabyte_patch_is_judged_quickly_and_denied_for_its_size() {
         started.elapsed() < std::time::Duration::from_secs(5),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[test]
+fn the_cap_of_a_timeout_bump_holds_for_the_whole_file_however_the_patch_splits_it() {
+    let one = |from: &str, to: &str| {
+        format!("diff --git a/src/c.toml b/src/c.toml\nindex 1111111..2222222 100644\n--- a/src/c.toml\n+++ b/src/c.toml\n@@ -1 +1 @@\n-timeout = {from}\n+timeout = {to}\n")
+    };
+    let base: BTreeMap<String, Blob> =
+        [("src/c.toml".to_owned(), blob(0o100644, b"timeout = 600\n"))].into();
+    // Each section alone is a 100x bump.
+    let first = diff::parse(&one("600", "60000")).unwrap();
+    let tree = tree_of(&first, base.clone(), &[], None).unwrap();
+    let a = assess(
+        &example(),
+        &NeverList::default(),
+        &proposal(Pattern::TimeoutBump),
+        &first,
+        &tree,
+        &trusted(),
+    );
+    assert_eq!(a.decision, Decision::Auto, "{:#?}", a.rules);
+    // Two sections of one file (a series): git's diff of the whole change is 600 -> 6,000,000.
+    let series = diff::parse(&format!(
+        "{}{}",
+        one("600", "60000"),
+        one("60000", "6000000")
+    ))
+    .unwrap();
+    let tree = tree_of(&series, base, &[], Some(&one("600", "6000000"))).unwrap();
+    let a = assess(
+        &example(),
+        &NeverList::default(),
+        &proposal(Pattern::TimeoutBump),
+        &series,
+        &tree,
+        &trusted(),
+    );
+    assert_denied(
+        &a,
+        "pattern_mismatch",
+        "src/c.toml:1 does not raise a time by a factor of more than 1 and at most 100",
     );
 }

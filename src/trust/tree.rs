@@ -232,7 +232,9 @@ fn apply_hunks(f: &FileDiff, before: &[u8]) -> Result<Vec<u8>, String> {
             return Err(format!(
                 "the hunk at patch line {} starts at line {} of {path}, which is out of order, \
                  overlaps the hunk before it or is past the end of the file ({} lines)",
-                h.lines.first().map_or(0, |l| l.patch_line.saturating_sub(1)),
+                h.lines
+                    .first()
+                    .map_or(0, |l| l.patch_line.saturating_sub(1)),
                 h.old_start,
                 old.len()
             ));
@@ -294,9 +296,7 @@ fn apply_hunks(f: &FileDiff, before: &[u8]) -> Result<Vec<u8>, String> {
 /// does not name. The message names the path and the first line that differs.
 pub fn check_agreement(diff: &Diff, tree: &TreeChange) -> Result<(), String> {
     let replayed = replay(diff, |p| {
-        tree.base_files
-            .get(p)
-            .map(|b| (b.mode, b.bytes.clone()))
+        tree.base_files.get(p).map(|b| (b.mode, b.bytes.clone()))
     })?;
     let changed: BTreeMap<&str, &FileChange> =
         tree.files.iter().map(|f| (f.path.as_str(), f)).collect();
@@ -395,7 +395,10 @@ mod tests {
     fn context_that_is_not_the_file_is_refused_naming_the_line() {
         let d = parse("diff --git a/s.env b/s.env\nindex 1111111..2222222 100644\n--- a/s.env\n+++ b/s.env\n@@ -1,2 +1,2 @@\n-TIMEOUT_MS=50\n+TIMEOUT_MS=5000\n REQUIRE_AUTH=1\n").unwrap();
         let e = replay(&d, base(&[("s.env", SETTINGS)])).unwrap_err();
-        assert!(e.contains("expects line 1 of s.env to read \"TIMEOUT_MS=50\""), "{e}");
+        assert!(
+            e.contains("expects line 1 of s.env to read \"TIMEOUT_MS=50\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -403,7 +406,12 @@ mod tests {
         let one = |from: &str, to: &str| {
             format!("diff --git a/c.toml b/c.toml\nindex 1111111..2222222 100644\n--- a/c.toml\n+++ b/c.toml\n@@ -1 +1 @@\n-timeout = {from}\n+timeout = {to}\n")
         };
-        let d = parse(&format!("{}{}", one("600", "60000"), one("60000", "6000000"))).unwrap();
+        let d = parse(&format!(
+            "{}{}",
+            one("600", "60000"),
+            one("60000", "6000000")
+        ))
+        .unwrap();
         let r = replay(&d, base(&[("c.toml", "timeout = 600\n")])).unwrap();
         assert_eq!(text(&r, "c.toml"), "timeout = 6000000\n");
     }

@@ -973,7 +973,13 @@ fn rules(p: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| format!("{}: {}", r["rule"].as_str().unwrap(), r["message"].as_str().unwrap()))
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r["rule"].as_str().unwrap(),
+                r["message"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -997,7 +1003,10 @@ fn a_no_newline_marker_mid_hunk_cannot_smuggle_a_joined_line_past_a_trusted_patt
     assert_eq!(p["decision"], "deny", "{p}");
     assert_eq!(p["state"], "denied", "{p}");
     let why = rules(&p).join("\n");
-    assert!(why.contains("would join it with the line after it"), "{why}");
+    assert!(
+        why.contains("would join it with the line after it"),
+        "{why}"
+    );
     thread::sleep(Duration::from_secs(2));
     assert_eq!(
         std::fs::read_to_string(g.repo.join("src/app.env")).unwrap(),
@@ -1011,8 +1020,16 @@ fn a_timeout_bump_split_over_two_commits_is_capped_as_one_change() {
     let g = Gate::start(10, false);
     let base = git(&g.agent_repo, &["rev-parse", "HEAD"]);
     // 500 -> 50,000 -> 5,000,000: each commit 100x, the change 10,000x.
-    g.agent_commits("src/settings.txt", "timeout_ms = 50000\n", "Raise the timeout");
-    g.agent_commits("src/settings.txt", "timeout_ms = 5000000\n", "Raise it again");
+    g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 50000\n",
+        "Raise the timeout",
+    );
+    g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 5000000\n",
+        "Raise it again",
+    );
     let series = git(
         &g.agent_repo,
         &["format-patch", "--stdout", &format!("{base}..HEAD")],
@@ -1036,8 +1053,11 @@ fn symlinks_chained_through_an_up_link_are_followed_as_the_kernel_does() {
     std::os::unix::fs::symlink("..", dir.join("up")).unwrap();
     // Read lexically from src/a these are src/etc/passwd and src/a/migrations, both allowed;
     // `up` is src/a, so they lead out of the tree and into migrations/.
-    std::os::unix::fs::symlink("b/up/../../../etc/passwd", g.agent_repo.join("src/a/passwd"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        "b/up/../../../etc/passwd",
+        g.agent_repo.join("src/a/passwd"),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("b/up/../../migrations", g.agent_repo.join("src/a/m")).unwrap();
     git(&g.agent_repo, &["add", "-A"]);
     git(&g.agent_repo, &["commit", "-q", "-m", "handy links"]);
@@ -1075,7 +1095,9 @@ fn a_binary_patch_is_judged_on_the_text_git_makes_of_it() {
     assert_eq!(p["decision"], "deny", "{p}");
     let why = rules(&p).join("\n");
     assert!(
-        why.contains("content.new_dependencies: src/Cargo.toml gains the dependency dependencies: evil"),
+        why.contains(
+            "content.new_dependencies: src/Cargo.toml gains the dependency dependencies: evil"
+        ),
         "{why}"
     );
     assert!(why.contains("sent as a binary patch but is text"), "{why}");

@@ -157,7 +157,15 @@ fn make_patch(dir: &Path, edits: &[Edit]) -> String {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["diff", "--cached", "--binary", "--full-index", "-M", "-C", "--find-copies-harder"])
+        .args([
+            "diff",
+            "--cached",
+            "--binary",
+            "--full-index",
+            "-M",
+            "-C",
+            "--find-copies-harder",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());

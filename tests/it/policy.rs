@@ -142,10 +142,17 @@ fn context(now: i64) -> Context {
 }
 
 /// What git makes of `patch` on `base` in a scratch index: the tree, or why it refuses.
-fn scratch(repo_dir: &Path, base: &str, patch: &str) -> Result<(diff::Diff, trust::TreeChange), String> {
+fn scratch(
+    repo_dir: &Path,
+    base: &str,
+    patch: &str,
+) -> Result<(diff::Diff, trust::TreeChange), String> {
     let diff = diff::parse(patch).map_err(|e| e.to_string())?;
     let repo = Repo::open(repo_dir).unwrap();
-    match repo.scratch_apply(base, patch, &diff.facts().paths).unwrap() {
+    match repo
+        .scratch_apply(base, patch, &diff.facts().paths)
+        .unwrap()
+    {
         Scratch::Applied(tree) => Ok((diff, *tree)),
         Scratch::Refused(why) => Err(why),
     }
@@ -159,7 +166,14 @@ fn assess_in(repo_dir: &Path, base: &str, patch: &str, pattern: Pattern, now: i6
         pattern,
         tests_run: true,
     };
-    trust::assess(&policy(), &NeverList::default(), &proposal, &diff, &tree, &context(now))
+    trust::assess(
+        &policy(),
+        &NeverList::default(),
+        &proposal,
+        &diff,
+        &tree,
+        &context(now),
+    )
 }
 
 fn assess(fx: &Fixture, patch: &str, pattern: Pattern) -> Assessment {

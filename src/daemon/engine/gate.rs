@@ -186,15 +186,25 @@ pub fn host_never_list(
         return (never, warnings);
     };
     let mut mine: Vec<(std::path::PathBuf, String)> = vec![
-        (settings.state_dir.clone(), "guardian's state directory".into()),
-        (settings.token_file.clone(), "guardian's operator token".into()),
+        (
+            settings.state_dir.clone(),
+            "guardian's state directory".into(),
+        ),
+        (
+            settings.token_file.clone(),
+            "guardian's operator token".into(),
+        ),
     ];
     if let Some(c) = config_file {
         mine.push((c.to_path_buf(), "guardian's configuration file".into()));
     }
     if let Some(g) = &settings.gate {
         mine.push((g.policy_file.clone(), "guardian's policy file".into()));
-        mine.extend(g.agent_token_file.iter().map(|t| (t.clone(), "the agent's token".into())));
+        mine.extend(
+            g.agent_token_file
+                .iter()
+                .map(|t| (t.clone(), "the agent's token".into())),
+        );
         mine.extend(
             g.approvers
                 .iter()
@@ -202,10 +212,16 @@ pub fn host_never_list(
         );
     }
     if let Some(auth) = settings.mail.as_ref().and_then(|m| m.auth.as_ref()) {
-        mine.push((auth.password_file.clone(), "guardian's mail password".into()));
+        mine.push((
+            auth.password_file.clone(),
+            "guardian's mail password".into(),
+        ));
     }
     for log in &settings.logs {
-        mine.push((log.path.clone(), format!("the access log {} guardian follows", log.name)));
+        mine.push((
+            log.path.clone(),
+            format!("the access log {} guardian follows", log.name),
+        ));
     }
     // The hook's program and arguments that are files (relative ones run from the clone).
     let mut hook_files = Vec::new();
@@ -226,9 +242,16 @@ pub fn host_never_list(
     for (path, what) in mine {
         // Both the path as configured and where it really is: a symlinked directory on the
         // way is protected by the first, the file itself by the second.
-        let lexical = if path.is_absolute() { path.clone() } else { repo.join(&path) };
+        let lexical = if path.is_absolute() {
+            path.clone()
+        } else {
+            repo.join(&path)
+        };
         let mut found = Vec::new();
-        for candidate in [Some(lexical), path.canonicalize().ok()].into_iter().flatten() {
+        for candidate in [Some(lexical), path.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
             if let Some(rel) = crate::git::inside(&repo, &candidate) {
                 if !found.contains(&rel) {
                     found.push(rel);
@@ -244,7 +267,9 @@ pub fn host_never_list(
                 repo.display()
             ));
         }
-        never.host.extend(found.into_iter().map(|rel| (rel, what.clone())));
+        never
+            .host
+            .extend(found.into_iter().map(|rel| (rel, what.clone())));
     }
     (never, warnings)
 }
