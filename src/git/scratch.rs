@@ -35,6 +35,9 @@ pub enum Scratch {
     Refused(String),
 }
 
+/// A tree entry: mode and object id.
+pub(super) type Entry = (u32, String);
+
 /// One line of `git diff-tree --raw`: the path and its entry before and after.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct RawChange {
@@ -308,7 +311,7 @@ impl Session<'_> {
             args.extend(chunk.iter().cloned());
             let out_text = self.ok(&args, None)?;
             for (mode, id, path) in ls_tree_entries(&out_text) {
-                if chunk.iter().any(|p| *p == path) && mode != 0o040000 {
+                if chunk.contains(&path) && mode != 0o040000 {
                     out.insert(path, (mode, id));
                 }
             }
@@ -415,7 +418,7 @@ impl Session<'_> {
         &mut self,
         from: &str,
         to: &str,
-    ) -> Result<Vec<(String, Option<(u32, String)>)>, GitError> {
+    ) -> Result<Vec<(String, Option<Entry>)>, GitError> {
         Ok(self
             .changes(from, to)?
             .into_iter()
