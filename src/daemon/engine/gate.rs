@@ -917,3 +917,66 @@ fn proposal_text(p: &ProposalRecord) -> String {
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default().trim()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn guardians_own_files_inside_the_repository_are_never_open_and_the_hook_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("app");
+        for sub in ["ops", "deploy", "src"] {
+            std::fs::create_dir_all(repo.join(sub)).unwrap();
+        }
+        let files = [
+            ("ops/policy.toml", "[paths]\nallow = [\"src/**\"]\n"),
+            ("deploy/redeploy.sh", "#!/bin/sh\n"),
+            ("ops/agent.token", "agent-token-0123456789abcdef"),
+        ];
+        for (f, text) in files {
+            std::fs::write(repo.join(f), text).unwrap();
+        }
+        let outside = dir.path().join("token");
+        std::fs::write(&outside, "admin-token-0123456789abcdef").unwrap();
+        let config = Config::parse(&format!(
+            "[daemon]\nstate_dir = {state:?}\ntoken_file = {outside:?}\n\
+             [daemon.rollback]\nrepo = {repo:?}\nhook = [\"sh\", \"deploy/redeploy.sh\"]\n\
+             [daemon.gate]\npolicy_file = {policy:?}\nagent_token_file = {agent:?}\n",
+            state = repo.join(".guardian"),
+            policy = repo.join("ops/policy.toml"),
+            agent = repo.join("ops/agent.token"),
+        ))
+        .unwrap();
+        std::fs::create_dir_all(repo.join(".guardian")).unwrap();
+        let settings = config.daemon.unwrap();
+        let config_file = repo.join("ops/guardian.toml");
+        std::fs::write(&config_file, "").unwrap();
+        let (never, warnings) = host_never_list(&settings, Some(&config_file));
+        for (path, what) in [
+            ("ops/policy.toml", "guardian's policy file"),
+            ("deploy/redeploy.sh", "the redeploy hook"),
+            ("ops/agent.token", "the agent's token"),
+            ("ops/guardian.toml", "guardian's configuration file"),
+            (".guardian/guardian.db", "guardian's state directory"),
+        ] {
+            let why = never
+                .check(path)
+                .unwrap_or_else(|| panic!("{path} is open"));
+            assert!(why.contains(what), "{path}: {why}");
+        }
+        assert_eq!(never.check("src/main.rs"), None);
+        assert!(
+            never.host.iter().all(|(p, _)| !p.starts_with('/')),
+            "repository paths: {:?}",
+            never.host
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("redeploy.sh, which is inside the deployed repository"),
+            "{}",
+            warnings[0]
+        );
+    }
+}
