@@ -182,12 +182,18 @@ impl Session<'_> {
             .map(|l| format!("{l}\n"))
             .collect();
         kept.push_str(&wanted_tail);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+        let dir = path.parent().unwrap_or(&self.repo.path);
+        std::fs::create_dir_all(dir).map_err(io)?;
+        // A file of its own per writer (a deploy and a proposal may get here at once).
+        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        std::io::Write::write_all(&mut temp, kept.as_bytes()).map_err(io)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let readable = std::fs::Permissions::from_mode(0o644);
+            temp.as_file().set_permissions(readable).map_err(io)?;
         }
-        let temp = path.with_extension(format!("guardian-{}", std::process::id()));
-        std::fs::write(&temp, kept).map_err(io)?;
-        std::fs::rename(&temp, &path).map_err(io)
+        temp.persist(&path).map_err(|e| io(e.error))?;
+        Ok(())
     }
 
     /// The tree of a commit.

@@ -578,9 +578,28 @@ fn check_content(policy: &Policy, tree: &TreeChange, hits: &mut Hits) {
     let schema = policy.content.schema_changes;
     for f in &tree.files {
         let path = f.path.as_str();
-        let Some(new) = f.new.as_ref().filter(|n| !n.is_symlink()) else {
+        // Deleting a migration is a schema change too.
+        if schema != RuleAction::Allow && is_migration_file(path) {
+            hits.act(
+                schema,
+                "content.schema_changes",
+                format!("{path} is a migration or schema file"),
+            );
+        }
+        let Some(new) = f.new.as_ref() else {
             continue;
         };
+        if new.is_symlink() {
+            // A manifest that becomes a link is whatever file it points to.
+            if deps != RuleAction::Allow && manifest::is_manifest(path) {
+                hits.act(
+                    deps,
+                    "content.new_dependencies",
+                    format!("{path} becomes a symlink, so its dependencies are another file's"),
+                );
+            }
+            continue;
+        }
         let old_text = f
             .old
             .as_ref()
@@ -590,13 +609,6 @@ fn check_content(policy: &Policy, tree: &TreeChange, hits: &mut Hits) {
             check_manifest(deps, path, f.old.as_ref().map(|_| old_text), new, hits);
         }
         if schema != RuleAction::Allow {
-            if is_migration_file(path) {
-                hits.act(
-                    schema,
-                    "content.schema_changes",
-                    format!("{path} is a migration or schema file"),
-                );
-            }
             if let Some(text) = new.text() {
                 let before = old_text.map(|t| ddl_in(path, t)).unwrap_or_default();
                 for (ddl, at) in ddl_in(path, text) {

@@ -630,6 +630,14 @@ fn a_schema_change_is_denied() {
         "content.schema_changes",
         "src/app/migrations/0007_note.py is a migration",
     );
+    // Deleting one is a schema change too.
+    let gone = "diff --git a/src/app/migrations/0006.py b/src/app/migrations/0006.py\ndeleted file mode 100644\nindex 1111111..0000000\n--- a/src/app/migrations/0006.py\n+++ /dev/null\n@@ -1 +0,0 @@\n-operations = []\n";
+    let a = judge(gone, Pattern::Other, &[], &trusted());
+    assert_denied(
+        &a,
+        "content.schema_changes",
+        "src/app/migrations/0006.py is a migration",
+    );
 }
 
 #[test]
