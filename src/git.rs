@@ -69,6 +69,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+mod scratch;
+pub use scratch::{inside, Scratch, MAX_JUDGED_BYTES};
+
 /// Timeout for every local git command (status, revert, commit, ...).
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 /// Timeout for `git push`.
@@ -136,6 +139,8 @@ const HARDENING: &[&str] = &[
     "gc.auto=0",
     "-c",
     "color.ui=false",
+    "-c",
+    "core.autocrlf=false",
     "-c",
     "i18n.logOutputEncoding=UTF-8",
     "-c",
@@ -374,6 +379,10 @@ struct Raw {
     status: Option<i32>,
     stdout: String,
     stderr: String,
+    /// stdout as git wrote it (file contents are bytes), and whether it was cut at
+    /// `CAPTURE_LIMIT`.
+    stdout_bytes: Vec<u8>,
+    truncated: bool,
 }
 
 impl Raw {
@@ -386,6 +395,8 @@ impl Raw {
 struct Session<'r> {
     repo: &'r Repo,
     log: Vec<CommandRecord>,
+    /// A scratch index for the commands run while it is set (`GIT_INDEX_FILE`).
+    index: Option<PathBuf>,
 }
 
 /// Where git keeps the state of an operation in progress.
@@ -587,93 +598,6 @@ impl Repo {
         })
     }
 
-    /// The symlinks in `base`'s tree at or above each of `paths`, as (path, target): what the
-    /// trust gate needs to see where a patch's paths really lead. Reads the tree only
-    /// (`ls-tree`, `cat-file blob`, no filters, no checkout), with literal pathspecs.
-    pub fn symlinks_along(
-        &self,
-        base: &str,
-        paths: &[String],
-    ) -> Result<Vec<(String, String)>, GitError> {
-        /// Prefixes per `ls-tree` call, to stay far below the argument-length limit.
-        const CHUNK: usize = 500;
-        /// Symlink targets longer than this are not paths (PATH_MAX is 4096).
-        const MAX_TARGET: usize = 4096;
-        let mut prefixes: Vec<String> = Vec::new();
-        for path in paths {
-            if path.is_empty()
-                || path.starts_with('/')
-                || path.chars().any(char::is_control)
-                || path
-                    .split('/')
-                    .any(|c| c.is_empty() || c == "." || c == "..")
-            {
-                return Err(GitError::InvalidRequest(format!(
-                    "{path:?} is not a repository path"
-                )));
-            }
-            let mut prefix = String::new();
-            for component in path.split('/') {
-                if !prefix.is_empty() {
-                    prefix.push('/');
-                }
-                prefix.push_str(component);
-                prefixes.push(prefix.clone());
-            }
-        }
-        prefixes.sort();
-        prefixes.dedup();
-        let mut s = Session::new(self);
-        self.check_config(&mut s)?;
-        if base.is_empty() || base.starts_with('-') || base.chars().any(char::is_control) {
-            return Err(GitError::InvalidRequest(format!(
-                "{base:?} is not a commit"
-            )));
-        }
-        let commit = s.resolve(base)?;
-        let mut links = Vec::new();
-        for chunk in prefixes.chunks(CHUNK) {
-            let mut args = vec![
-                "--literal-pathspecs".to_string(),
-                "ls-tree".to_string(),
-                "-z".to_string(),
-                "--full-tree".to_string(),
-                commit.clone(),
-                "--".to_string(),
-            ];
-            args.extend(chunk.iter().cloned());
-            let out = s.ok(&args, None)?;
-            for entry in out.split('\0').filter(|e| !e.is_empty()) {
-                let Some((meta, path)) = entry.split_once('\t') else {
-                    return Err(s.unexpected(&args, format!("no tab in {:?}", clip(entry, 200))));
-                };
-                let mut fields = meta.split(' ');
-                let (mode, object) = (fields.next(), fields.nth(1));
-                // ls-tree also lists a directory's entries when it descends into it for a
-                // longer pathspec: only the asked-for prefixes count.
-                if mode != Some("120000")
-                    || prefixes.binary_search_by(|p| p.as_str().cmp(path)).is_err()
-                {
-                    continue;
-                }
-                let Some(object) = object.filter(|o| is_full_sha(o)) else {
-                    return Err(
-                        s.unexpected(&args, format!("no object id in {:?}", clip(entry, 200)))
-                    );
-                };
-                let target = s.ok(["cat-file", "blob", object], None)?;
-                if target.len() > MAX_TARGET {
-                    return Err(s.unexpected(
-                        ["cat-file", "blob", object],
-                        format!("the symlink {path:?} has a {}-byte target", target.len()),
-                    ));
-                }
-                links.push((path.to_string(), target));
-            }
-        }
-        Ok(links)
-    }
-
     /// `git push <remote> HEAD:refs/heads/<branch>` (never forced), killed
     /// after the push timeout. Returns the command's record.
     pub fn push(&self, remote: &str, branch: &str) -> Result<CommandRecord, GitError> {
@@ -788,8 +712,12 @@ impl Repo {
         args: &[String],
         stdin: Option<Vec<u8>>,
         timeout: Duration,
+        index: Option<&Path>,
     ) -> std::io::Result<(Raw, bool)> {
         let mut cmd = self.command(args);
+        if let Some(index) = index {
+            cmd.env("GIT_INDEX_FILE", index);
+        }
         cmd.stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -829,13 +757,15 @@ impl Repo {
             thread::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_millis(50));
         };
-        let stdout = collect(stdout_rx);
-        let stderr = collect(stderr_rx);
+        let (stdout_bytes, truncated) = collect(stdout_rx);
+        let (stderr, _) = collect(stderr_rx);
         Ok((
             Raw {
                 status,
-                stdout,
-                stderr,
+                stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                stdout_bytes,
+                truncated,
             },
             timed_out,
         ))
@@ -864,32 +794,39 @@ fn kill_process_group(child: &mut Child) {
     let _ = child.kill();
 }
 
-fn capture<R: Read + Send + 'static>(mut pipe: R) -> mpsc::Receiver<Vec<u8>> {
+/// Reads a pipe to its end on a thread; the bytes kept (at most `CAPTURE_LIMIT`) and whether
+/// more were discarded.
+fn capture<R: Read + Send + 'static>(mut pipe: R) -> mpsc::Receiver<(Vec<u8>, bool)> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let mut kept = Vec::new();
+        let mut cut = false;
         let mut buf = [0u8; 8192];
         loop {
             match pipe.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     let room = CAPTURE_LIMIT.saturating_sub(kept.len());
+                    cut |= n > room;
                     kept.extend_from_slice(&buf[..n.min(room)]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
         }
-        let _ = tx.send(kept);
+        let _ = tx.send((kept, cut));
     });
     rx
 }
 
-fn collect(rx: Option<mpsc::Receiver<Vec<u8>>>) -> String {
+fn collect(rx: Option<mpsc::Receiver<(Vec<u8>, bool)>>) -> (Vec<u8>, bool) {
     match rx.map(|rx| rx.recv_timeout(PIPE_DRAIN_GRACE)) {
-        Some(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
-        Some(Err(_)) => "[output not collected: the pipe was still held open]".to_string(),
-        None => String::new(),
+        Some(Ok(captured)) => captured,
+        Some(Err(_)) => (
+            b"[output not collected: the pipe was still held open]".to_vec(),
+            true,
+        ),
+        None => (Vec::new(), false),
     }
 }
 
@@ -907,6 +844,7 @@ impl Repo {
     /// uncommitted (refused without touching anything).
     fn prepare(&self, s: &mut Session, intent: &str) -> Result<Prepared, GitError> {
         self.check_config(s)?;
+        s.neutral_attributes()?;
         if let Some(commit) = s.find_revert(intent)? {
             return Ok(Prepared::Done(commit));
         }
@@ -929,7 +867,8 @@ impl Repo {
     }
 }
 
-/// A proposal to apply: the diff as data, and the commit message guardian writes for it.
+/// A proposal to apply: the diff as data, the tree it was judged to make, and the commit
+/// message guardian writes for it.
 #[derive(Debug, Clone)]
 pub struct ApplyRequest {
     /// A `git diff` of the whole change (what `guardian propose` sends).
@@ -938,11 +877,12 @@ pub struct ApplyRequest {
     pub intent: String,
     /// The commit message; its last paragraph is its trailers, to which the intent is added.
     pub message: String,
-    /// The commit the diff was made (and judged, and approved) against, and the paths it
-    /// touches: if any of them differs between that commit and HEAD, the diff would land in a
-    /// tree no one looked at, and it is not applied.
-    pub base: Option<String>,
-    pub paths: Vec<String>,
+    /// The commit the diff was judged (and approved) against, and the tree the gate judged it
+    /// to make there (`Repo::scratch_apply`). What is committed is exactly that tree; on a
+    /// HEAD that moved on since, the change (paths, modes, contents) must be exactly the judged
+    /// change, or nothing is applied.
+    pub base: String,
+    pub tree: String,
 }
 
 /// What applying a proposal did.
@@ -997,11 +937,13 @@ impl Repo {
         Ok((base, commit, patch))
     }
 
-    /// Applies a proposal's diff to HEAD as one new commit, exactly once per `req.intent`.
-    /// The diff is data: `git apply` (which refuses paths outside the tree and paths that go
-    /// through a symlink) under the same hardening as every command here, never `git am` with
-    /// the proposer's hooks or config. Refuses a dirty tree or an operation in progress, like
-    /// `revert`; a diff that does not apply leaves the tree exactly as it was.
+    /// Applies a proposal's diff to HEAD as one new commit, exactly once per `req.intent`,
+    /// and only as the tree the gate judged. The diff is data: `git apply --cached` into a
+    /// scratch index (which refuses paths outside the tree and through a symlink) under the
+    /// same hardening as every command here, never `git am` with the proposer's hooks or
+    /// config; the tree it makes is compared with the judged one, committed with `commit-tree`
+    /// and checked out with `read-tree -m -u`. Refuses a dirty tree or an operation in
+    /// progress, like `revert`; anything refused leaves the clone exactly as it was.
     pub fn apply_patch(&self, req: &ApplyRequest) -> Result<ApplyOutcome, GitError> {
         validate_intent(&req.intent).map_err(GitError::InvalidRequest)?;
         let mut s = Session::new(self);
@@ -1014,60 +956,94 @@ impl Repo {
             }
             Prepared::Ready { state, head } => (state, head),
         };
-        if let Some(base) = &req.base {
-            let base = s.resolve(base)?;
-            if base != original_head {
-                let mut args = vec![
-                    "diff".to_owned(),
-                    "--quiet".to_owned(),
-                    "--no-ext-diff".to_owned(),
-                    "--no-textconv".to_owned(),
-                    base.clone(),
-                    original_head.clone(),
-                    "--".to_owned(),
-                ];
-                args.extend(req.paths.iter().map(|p| format!(":(literal){p}")));
-                let raw = s.run(&args, None, self.command_timeout)?;
-                match raw.status {
-                    Some(0) => {}
-                    Some(1) => {
-                        return Ok(ApplyOutcome::DoesNotApply {
-                            reason: format!(
-                                "files it touches changed between its base {} and HEAD {}: \
-                                 propose it again on the current deploy branch",
-                                short(&base),
-                                short(&original_head)
-                            ),
-                            tree_restored: true,
-                            commands: s.log,
-                        })
-                    }
-                    _ => return Err(s.failed(&args, &raw)),
-                }
+        let refuse = |s: Session, reason: String| ApplyOutcome::DoesNotApply {
+            reason,
+            tree_restored: true,
+            commands: s.log,
+        };
+        if !is_full_sha(&req.tree) {
+            return Err(GitError::InvalidRequest(format!(
+                "{:?} is not the id of a judged tree",
+                req.tree
+            )));
+        }
+        let base = s.resolve(&req.base)?;
+        let head_tree = s.tree_of(&original_head)?;
+        let tree = match s.scratch_tree(&head_tree, &req.patch)? {
+            Ok(tree) => tree,
+            Err(reason) => return Ok(refuse(s, format!("git apply refuses it on HEAD: {reason}"))),
+        };
+        if base == original_head {
+            if tree != req.tree {
+                return Ok(refuse(
+                    s,
+                    format!(
+                        "on its base it makes tree {tree}, not the tree {} the gate judged",
+                        req.tree
+                    ),
+                ));
+            }
+        } else {
+            let base_tree = s.tree_of(&base)?;
+            let judged = s.change_set(&base_tree, &req.tree)?;
+            let now = s.change_set(&head_tree, &tree)?;
+            if judged != now {
+                return Ok(refuse(
+                    s,
+                    format!(
+                        "HEAD moved on from its base {} to {}, and there it changes other files \
+                         or makes other contents than the gate judged: propose it again on the \
+                         current deploy branch",
+                        short(&base),
+                        short(&original_head)
+                    ),
+                ));
             }
         }
         let identity = s.identity_args()?;
-        let apply = ["apply", "--index", "--whitespace=nowarn", "-"];
-        let raw = s.run(
-            apply,
-            Some(req.patch.as_bytes().to_vec()),
-            self.command_timeout,
-        )?;
-        if !raw.success() {
-            let reason = clip(first_nonempty(&raw.stderr, &raw.stdout), ERROR_OUTPUT_LIMIT);
-            let tree_restored = s.restore(&original_head, &state);
-            return Ok(ApplyOutcome::DoesNotApply {
-                reason,
-                tree_restored,
-                commands: s.log,
-            });
-        }
         let message = format!(
             "{}\n{TRAILER_INTENT}: {}\n",
             req.message.trim_end(),
             req.intent
         );
-        if let Err(e) = s.commit(&identity, &message) {
+        let mut args = identity.clone();
+        args.extend(
+            [
+                "commit-tree",
+                tree.as_str(),
+                "-p",
+                original_head.as_str(),
+                "-F",
+                "-",
+            ]
+            .map(String::from),
+        );
+        let commit = match s.ok(&args, Some(message.into_bytes())) {
+            Ok(out) if is_full_sha(out.trim()) => out.trim().to_owned(),
+            Ok(out) => return Err(s.unexpected(&args, format!("not a commit id: {out:?}"))),
+            Err(e) => return Ok(refuse(s, e.to_string())),
+        };
+        let checkout = [
+            "read-tree",
+            "-m",
+            "-u",
+            original_head.as_str(),
+            commit.as_str(),
+        ];
+        let moved = s.ok(checkout, None).and_then(|_| {
+            s.ok(
+                [
+                    "update-ref",
+                    "-m",
+                    "guardian: deploy a judged proposal",
+                    "HEAD",
+                    commit.as_str(),
+                    original_head.as_str(),
+                ],
+                None,
+            )
+        });
+        if let Err(e) = moved {
             let tree_restored = s.restore(&original_head, &state);
             return Ok(ApplyOutcome::DoesNotApply {
                 reason: e.to_string(),
@@ -1075,7 +1051,13 @@ impl Repo {
                 commands: s.log,
             });
         }
-        let commit = s.head()?;
+        let head = s.head()?;
+        if head != commit {
+            return Err(s.unexpected(
+                ["rev-parse", "HEAD"],
+                format!("HEAD is {head} after committing {commit}"),
+            ));
+        }
         Ok(ApplyOutcome::Applied {
             commit,
             commands: s.log,
@@ -1088,6 +1070,7 @@ impl<'r> Session<'r> {
         Session {
             repo,
             log: Vec::new(),
+            index: None,
         }
     }
 
@@ -1104,7 +1087,7 @@ impl<'r> Session<'r> {
         S: AsRef<str>,
     {
         let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string()).collect();
-        match self.repo.exec(&args, stdin, timeout) {
+        match self.repo.exec(&args, stdin, timeout, self.index.as_deref()) {
             Ok((raw, timed_out)) => {
                 self.log.push(CommandRecord {
                     args: args.clone(),
@@ -1700,6 +1683,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trust::TreeChange;
     use std::fs;
     use tempfile::TempDir;
 
@@ -1776,32 +1760,54 @@ mod tests {
         fs::read_to_string(dir.join(file)).unwrap()
     }
 
-    fn apply_request(patch: String) -> ApplyRequest {
+    fn apply_request(patch: String, base: &str, tree: &str) -> ApplyRequest {
         ApplyRequest {
             patch,
-            base: None,
-            paths: Vec::new(),
+            base: base.to_owned(),
+            tree: tree.to_owned(),
             intent: "prp_0123456789ab-deploy".into(),
             message: "Fix: bump the timeout\n\nGuardian-Proposal: prp_0123456789ab\n".into(),
         }
     }
 
+    /// What the gate judges: the tree git makes of `patch` on `base`.
+    fn judged(repo: &Repo, base: &str, patch: &str) -> TreeChange {
+        match repo.scratch_apply(base, patch, &[]).unwrap() {
+            Scratch::Applied(t) => *t,
+            Scratch::Refused(why) => panic!("{why}"),
+        }
+    }
+
     #[test]
-    fn a_proposal_is_applied_as_one_commit_once() {
+    fn a_proposal_is_applied_as_one_commit_of_the_judged_tree_once() {
         let (_tmp, dir) = init();
         commit(&dir, "a.txt", "timeout = 5\n", "base");
         let head = git(&dir, &["rev-parse", "HEAD"]);
         std::fs::write(dir.join("a.txt"), "timeout = 10\n").unwrap();
-        let patch = git(&dir, &["diff", "--full-index"]);
+        let patch = format!("{}\n", git(&dir, &["diff", "--full-index"]));
         git(&dir, &["checkout", "--", "a.txt"]);
         let repo = Repo::open(&dir).unwrap();
-        let req = apply_request(format!("{patch}\n"));
+        let tree = judged(&repo, &head, &patch);
+        // The scratch apply touched nothing.
+        assert_eq!(read(&dir, "a.txt"), "timeout = 5\n");
+        assert_eq!(git(&dir, &["status", "--porcelain"]), "");
+        // A request for another tree than the one the patch makes is refused.
+        let wrong = apply_request(patch.clone(), &head, &tree.base_tree);
+        match repo.apply_patch(&wrong).unwrap() {
+            ApplyOutcome::DoesNotApply { reason, .. } => {
+                assert!(reason.contains("not the tree"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let req = apply_request(patch, &head, &tree.tree);
         let commit = match repo.apply_patch(&req).unwrap() {
             ApplyOutcome::Applied { commit, .. } => commit,
             other => panic!("{other:?}"),
         };
         assert_eq!(read(&dir, "a.txt"), "timeout = 10\n");
         assert_eq!(git(&dir, &["rev-parse", "HEAD^"]), head);
+        assert_eq!(git(&dir, &["rev-parse", "HEAD^{tree}"]), tree.tree);
+        assert_eq!(git(&dir, &["status", "--porcelain"]), "");
         assert_eq!(
             trailers(&dir, TRAILER_INTENT),
             ["prp_0123456789ab-deploy".to_string()]
@@ -1814,39 +1820,45 @@ mod tests {
     }
 
     #[test]
-    fn a_diff_is_not_applied_where_its_files_changed_since_its_base() {
+    fn a_diff_is_applied_on_a_moved_head_only_as_the_change_judged() {
         let (_tmp, dir) = init();
         let base = commit(&dir, "a.txt", "timeout = 5\n", "base");
         std::fs::write(dir.join("a.txt"), "timeout = 10\n").unwrap();
-        let patch = git(&dir, &["diff", "--full-index"]);
+        let patch = format!("{}\n", git(&dir, &["diff", "--full-index"]));
         git(&dir, &["checkout", "--", "a.txt"]);
-        // Someone else's change to another file: the diff still lands where it was judged.
-        commit(&dir, "b.txt", "other\n", "unrelated");
         let repo = Repo::open(&dir).unwrap();
-        let mut req = apply_request(format!("{patch}\n"));
-        req.base = Some(base.clone());
-        req.paths = vec!["a.txt".into()];
+        let tree = judged(&repo, &base, &patch);
+        // Someone else's change to another file: the diff still lands as judged.
+        commit(&dir, "b.txt", "other\n", "unrelated");
+        let req = apply_request(patch, &base, &tree.tree);
         assert!(matches!(
             repo.apply_patch(&req).unwrap(),
             ApplyOutcome::Applied { .. }
         ));
+        assert_eq!(read(&dir, "b.txt"), "other\n");
         // A change to the file itself since the base: refused, tree untouched.
         let (_tmp2, dir2) = init();
-        let base = commit(&dir2, "a.txt", "timeout = 5\nretries = 1\n", "base");
-        std::fs::write(dir2.join("a.txt"), "timeout = 10\nretries = 1\n").unwrap();
-        let patch = git(&dir2, &["diff", "--full-index"]);
+        let lines: String = (1..=10).map(|i| format!("line {i}\n")).collect();
+        let base = commit(&dir2, "a.txt", &format!("timeout = 5\n{lines}"), "base");
+        std::fs::write(dir2.join("a.txt"), format!("timeout = 10\n{lines}")).unwrap();
+        let patch = format!("{}\n", git(&dir2, &["diff", "--full-index"]));
         git(&dir2, &["checkout", "--", "a.txt"]);
-        let moved = commit(&dir2, "a.txt", "timeout = 5\nretries = 3\n", "later");
-        let mut req = apply_request(format!("{patch}\n"));
-        req.base = Some(base);
-        req.paths = vec!["a.txt".into()];
-        match Repo::open(&dir2).unwrap().apply_patch(&req).unwrap() {
+        let repo2 = Repo::open(&dir2).unwrap();
+        let tree = judged(&repo2, &base, &patch);
+        // Far enough from the hunk that it still applies, but the file is not the one judged.
+        let later = format!("timeout = 5\n{}", lines.replace("line 10", "retries = 3"));
+        let moved = commit(&dir2, "a.txt", &later, "later");
+        match repo2
+            .apply_patch(&apply_request(patch, &base, &tree.tree))
+            .unwrap()
+        {
             ApplyOutcome::DoesNotApply { reason, .. } => {
-                assert!(reason.contains("changed between its base"), "{reason}")
+                assert!(reason.contains("HEAD moved on from its base"), "{reason}")
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(git(&dir2, &["rev-parse", "HEAD"]), moved);
+        assert_eq!(read(&dir2, "a.txt"), later);
     }
 
     #[test]
@@ -1854,12 +1866,20 @@ mod tests {
         let (_tmp, dir) = init();
         commit(&dir, "a.txt", "one\n", "base");
         let head = git(&dir, &["rev-parse", "HEAD"]);
+        let head_tree = git(&dir, &["rev-parse", "HEAD^{tree}"]);
         let repo = Repo::open(&dir).unwrap();
         let stale =
             "diff --git a/a.txt b/a.txt\n--- a/a.txt\n+++ b/a.txt\n@@ -1 +1 @@\n-two\n+three\n";
         let escape = "diff --git a/../evil b/../evil\nnew file mode 100644\n--- /dev/null\n+++ b/../evil\n@@ -0,0 +1 @@\n+x\n";
         for patch in [stale, escape] {
-            match repo.apply_patch(&apply_request(patch.into())).unwrap() {
+            assert!(matches!(
+                repo.scratch_apply(&head, patch, &[]).unwrap(),
+                Scratch::Refused(_)
+            ));
+            match repo
+                .apply_patch(&apply_request(patch.into(), &head, &head_tree))
+                .unwrap()
+            {
                 ApplyOutcome::DoesNotApply { tree_restored, .. } => assert!(tree_restored),
                 other => panic!("{other:?}"),
             }
@@ -1867,6 +1887,71 @@ mod tests {
             assert_eq!(read(&dir, "a.txt"), "one\n");
         }
         assert!(!dir.parent().unwrap().join("evil").exists());
+    }
+
+    #[test]
+    fn the_scratch_apply_reports_what_git_really_made() {
+        let (_tmp, dir) = init();
+        let base = commit(&dir, "s.env", "TIMEOUT_MS=500\nREQUIRE_AUTH=1\n", "base");
+        std::os::unix::fs::symlink("s.env", dir.join("link")).unwrap();
+        git(&dir, &["add", "link"]);
+        git(&dir, &["commit", "-q", "-m", "link"]);
+        let base2 = git(&dir, &["rev-parse", "HEAD"]);
+        // A no-newline marker in the middle of a hunk: git joins the two lines.
+        let joined = "diff --git a/s.env b/s.env\nindex 1111111..2222222 100644\n--- a/s.env\n+++ b/s.env\n@@ -1,2 +1,2 @@\n-TIMEOUT_MS=500\n+TIMEOUT_MS=5000\n\\ No newline at end of file\n REQUIRE_AUTH=1\n";
+        let repo = Repo::open(&dir).unwrap();
+        let t = judged(&repo, &base, joined);
+        assert_eq!(t.files.len(), 1);
+        assert_eq!(
+            t.files[0].new.as_ref().unwrap().bytes,
+            b"TIMEOUT_MS=5000REQUIRE_AUTH=1\n"
+        );
+        assert_eq!(
+            t.files[0].old.as_ref().unwrap().bytes,
+            b"TIMEOUT_MS=500\nREQUIRE_AUTH=1\n"
+        );
+        let removed: Vec<&str> = t.canonical.files[0]
+            .removed_lines()
+            .map(|l| l.text.as_str())
+            .collect();
+        assert_eq!(removed, ["TIMEOUT_MS=500", "REQUIRE_AUTH=1"]);
+        // The symlinks of both trees, with their targets; the base entries of named paths.
+        let t = judged(&repo, &base2, joined);
+        assert_eq!(t.links_after.get("link").map(String::as_str), Some("s.env"));
+        let t = repo
+            .scratch_apply(&base2, joined, &["s.env".to_owned(), "nope".to_owned()])
+            .unwrap();
+        let Scratch::Applied(t) = t else { panic!() };
+        assert_eq!(t.base_files.keys().collect::<Vec<_>>(), ["s.env"]);
+        assert_eq!(git(&dir, &["status", "--porcelain"]), "");
+    }
+
+    #[test]
+    fn in_tree_attributes_do_not_turn_a_conflicting_revert_into_a_merge() {
+        let (_tmp, dir) = init();
+        commit(&dir, ".gitattributes", "* merge=union\n", "attributes");
+        commit(&dir, "mode", "ok\n", "first");
+        let bad = commit(&dir, "mode", "broken\n", "bad");
+        let later = commit(&dir, "mode", "broken-differently\n", "later");
+        let repo = Repo::open(&dir).unwrap();
+        match repo.revert(&request(&bad, "intent-attr")).unwrap() {
+            RevertOutcome::Conflict {
+                files,
+                tree_restored,
+                ..
+            } => {
+                assert_eq!(files, ["mode"]);
+                assert!(tree_restored);
+            }
+            other => panic!("the union merge driver was used: {other:?}"),
+        }
+        assert_eq!(git(&dir, &["rev-parse", "HEAD"]), later);
+        // The operator's own lines in info/attributes stay, guardian's come last.
+        let info = fs::read_to_string(dir.join(".git/info/attributes")).unwrap();
+        assert!(
+            info.trim_end().ends_with("!working-tree-encoding"),
+            "{info}"
+        );
     }
 
     #[test]
@@ -2387,66 +2472,6 @@ mod tests {
     }
 
     #[cfg(unix)]
-    #[test]
-    fn symlinks_along_lists_the_links_at_or_above_each_path() {
-        let (_tmp, dir) = init();
-        fs::create_dir_all(dir.join("migrations")).unwrap();
-        fs::create_dir_all(dir.join("src/deep")).unwrap();
-        fs::write(dir.join("migrations/1.sql"), "CREATE TABLE t (x int);\n").unwrap();
-        std::os::unix::fs::symlink("../migrations", dir.join("src/util")).unwrap();
-        std::os::unix::fs::symlink("../../etc", dir.join("src/deep/up")).unwrap();
-        std::os::unix::fs::symlink("x", dir.join(":(glob)*")).unwrap();
-        fs::write(dir.join("src/a.rs"), "fn main() {}\n").unwrap();
-        git(&dir, &["add", "."]);
-        git(&dir, &["commit", "-q", "-m", "base"]);
-        let base = git(&dir, &["rev-parse", "HEAD"]);
-        // Links added after the base do not count.
-        std::os::unix::fs::symlink("a.rs", dir.join("src/later")).unwrap();
-        git(&dir, &["add", "."]);
-        git(&dir, &["commit", "-q", "-m", "later"]);
-
-        let repo = Repo::open(&dir).unwrap();
-        let paths = |ps: &[&str]| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>();
-        let links = repo
-            .symlinks_along(
-                &base,
-                &paths(&[
-                    "src/util/x.sql",
-                    "src/a.rs",
-                    "src/deep/up/passwd",
-                    "src/later",
-                ]),
-            )
-            .unwrap();
-        assert_eq!(
-            links,
-            [
-                ("src/deep/up".to_string(), "../../etc".to_string()),
-                ("src/util".to_string(), "../migrations".to_string()),
-            ]
-        );
-        assert_eq!(
-            repo.symlinks_along("HEAD", &paths(&["src/later"])).unwrap(),
-            [("src/later".to_string(), "a.rs".to_string())]
-        );
-        // Pathspec magic is read literally: only the file of that name.
-        assert_eq!(
-            repo.symlinks_along(&base, &paths(&[":(glob)*"])).unwrap(),
-            [(":(glob)*".to_string(), "x".to_string())]
-        );
-        assert_eq!(repo.symlinks_along(&base, &[]).unwrap(), []);
-        for bad in ["../x", "/etc", "a//b", "a/./b"] {
-            assert!(matches!(
-                repo.symlinks_along(&base, &paths(&[bad])),
-                Err(GitError::InvalidRequest(_))
-            ));
-        }
-        assert!(repo.symlinks_along("--all", &paths(&["a"])).is_err());
-        assert!(repo
-            .symlinks_along("no-such-commit", &paths(&["a"]))
-            .is_err());
-    }
-
     #[test]
     fn parsers_survive_odd_output() {
         assert_eq!(parse_porcelain_z(""), vec![]);

@@ -191,6 +191,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX approval_links_by_id ON approval_links (link_id);
     ALTER TABLE outbox ADD COLUMN links TEXT;  -- JSON array of the approval link ids in the body
     "#,
+    // 6: the gate judges the tree git makes of a proposal, and deploys exactly that tree: its
+    // id is stored with the decision, and an approval binds to it as well as to the diff.
+    r#"
+    ALTER TABLE proposals ADD COLUMN tree_sha TEXT;       -- the tree judged (NULL: refused unread)
+    ALTER TABLE proposals ADD COLUMN approved_tree TEXT;  -- the tree_sha an approval bound to
+    "#,
 ];
 
 /// The schema version that brought the proposal tally.

@@ -1,5 +1,5 @@
 //! Deploying an approved (or `auto`) proposal: apply its diff in guardian's own clone as one
-//! commit, push it if configured, run the redeploy hook. Synchronous (the daemon runs it on a
+//! commit of exactly the tree the gate judged, push it if configured, run the redeploy hook. Synchronous (the daemon runs it on a
 //! blocking thread) and sequential, like the rollback: each step runs only if the one before
 //! succeeded. Whether the change is good is not judged here: the engine watches it next.
 
@@ -37,8 +37,8 @@ pub fn run(settings: &RollbackSettings, job: &DeployJob) -> DeployReport {
         patch: job.patch.clone(),
         intent: job.intent.clone(),
         message: job.message.clone(),
-        base: Some(job.base.clone()),
-        paths: job.paths.clone(),
+        base: job.base.clone(),
+        tree: job.tree.clone(),
     };
     let commit = match repo.apply_patch(&request) {
         Ok(ApplyOutcome::Applied { commit, commands }) => {

@@ -17,8 +17,8 @@ use super::rollback::{RollbackJob, RollbackReport};
 
 mod gate;
 pub use gate::{
-    link_page, load_policy, proposal_view, trust_ledger, DeployJob, DeployReport, ProposalRequest,
-    ProposalView, TrustRules,
+    judge, link_page, load_policy, proposal_view, trust_ledger, DeployJob, DeployReport, Judged,
+    ProposalRequest, ProposalView, TrustRules,
 };
 
 /// How often the evidence of a change being watched is written to the store, and the core's
@@ -300,6 +300,8 @@ pub struct Engine {
     report_written_at: f64,
     /// The sandbox policy, when the trust gate is configured.
     policy: Option<gate::LoadedPolicy>,
+    /// Paths no proposal may change whatever the policy says (git's files, guardian's own).
+    never: crate::trust::NeverList,
     /// Traffic in 10-second bins, for post-mortem charts.
     series: crate::series::SeriesBins,
     /// Signs the audit trail's checkpoints; `audit_origin` names the log in them.
@@ -422,6 +424,7 @@ impl Engine {
             audit_key,
             audit_origin: crate::audit::origin_for(&settings.service),
             policy,
+            never: gate::host_never_list(settings, None).0,
             series: crate::series::SeriesBins::new(SERIES_LATENESS_SECS),
             extended: Vec::new(),
             digest_day: None,

@@ -27,7 +27,7 @@ use governor::{DefaultDirectRateLimiter, Quota};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::engine::{ChangeRequest, ChangeView, Engine, EngineError, ProposalRequest};
+use super::engine::{judge, ChangeRequest, ChangeView, Engine, EngineError, ProposalRequest};
 use super::refusals::{Refusal, Refusals};
 use crate::config::Limits;
 use crate::display;
@@ -481,8 +481,24 @@ async fn create_proposal(
     allow(&api, &role, Action::Propose)?;
     let request: ProposalRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad proposal: {e}")))?;
+    // git runs for the proposal (a scratch apply in guardian's clone) before the engine's lock
+    // is taken, so it can never hold up a tick or a rollback; the lock is then held only to
+    // judge (pure) and store.
+    let clone = with_engine(&api, |e| Ok(e.proposal_clone())).await?;
+    let judged = {
+        let request = request.clone();
+        tokio::task::spawn_blocking(move || judge(clone.as_deref(), &request))
+            .await
+            .map_err(|e| {
+                eprintln!("guardian: judging a proposal failed: {e}");
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error: the proposal was not judged (see the daemon's log)".into(),
+                )
+            })??
+    };
     let now = (api.clock)();
-    let record = with_engine(&api, move |e| e.propose(&role, &request, now)).await?;
+    let record = with_engine(&api, move |e| e.propose(&role, &request, judged, now)).await?;
     let location = format!("/v1/proposals/{}", record.id);
     Ok((
         StatusCode::CREATED,

@@ -261,7 +261,11 @@ pub async fn run(
         eprintln!("guardian: {change}");
     }
     let tokens = read_tokens(&settings).map_err(DaemonError::Token)?;
-    let engine = Arc::new(Mutex::new(Engine::open(&config, &settings, now())?));
+    let mut opened = Engine::open(&config, &settings, now())?;
+    for warning in opened.protect_host_files(config_path.as_deref()) {
+        eprintln!("guardian: warning: {warning}");
+    }
+    let engine = Arc::new(Mutex::new(opened));
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

@@ -263,6 +263,7 @@ mod tests {
                     claimed_sha: None,
                     patch: "diff".into(),
                     diff_hash: "d".repeat(64),
+                    tree_sha: None,
                     decision: "needs_approval".into(),
                     assessment: serde_json::json!({}),
                     shadow: false,

@@ -96,6 +96,9 @@ pub struct NewProposal {
     pub claimed_sha: Option<String>,
     pub patch: String,
     pub diff_hash: String,
+    /// The tree git made of the patch in a scratch index, which the gate judged and guardian
+    /// deploys (`None` when the patch was refused before git made one).
+    pub tree_sha: Option<String>,
     /// `deny`, `needs_approval` or `auto`.
     pub decision: String,
     /// The policy's assessment, as JSON: rules fired, risk factors, diff facts.
@@ -119,6 +122,8 @@ pub struct ProposalRecord {
     pub base_sha: String,
     pub claimed_sha: Option<String>,
     pub diff_hash: String,
+    /// The tree judged: what is deployed, or nothing is.
+    pub tree_sha: Option<String>,
     pub decision: String,
     pub assessment: Value,
     pub shadow: bool,
@@ -126,6 +131,8 @@ pub struct ProposalRecord {
     pub decided_by: Option<String>,
     pub decided_note: Option<String>,
     pub approved_hash: Option<String>,
+    /// The tree an approval bound to, with the diff.
+    pub approved_tree: Option<String>,
     pub change_id: Option<String>,
     /// Where the change it became stands now (`healthy`, `rolled_back`, ...).
     pub change_state: Option<String>,
@@ -162,14 +169,14 @@ pub(super) fn sql(doing: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> P
 const COLUMNS: &str = "id, created_at, updated_at, proposer, kind, pattern, summary, issue_url, \
      tests_run, base_sha, claimed_sha, patch, diff_hash, decision, assessment, shadow, state, \
      decided_by, decided_note, approved_hash, change_id, note, \
-     (SELECT state FROM changes WHERE changes.id = proposals.change_id)";
+     (SELECT state FROM changes WHERE changes.id = proposals.change_id), tree_sha, approved_tree";
 
 /// The same columns with the patch left out (empty): listings do not show it, and a patch may
 /// be half a megabyte.
 const LIST_COLUMNS: &str = "id, created_at, updated_at, proposer, kind, pattern, summary, \
      issue_url, tests_run, base_sha, claimed_sha, '' AS patch, diff_hash, decision, assessment, \
      shadow, state, decided_by, decided_note, approved_hash, change_id, note, \
-     (SELECT state FROM changes WHERE changes.id = proposals.change_id)";
+     (SELECT state FROM changes WHERE changes.id = proposals.change_id), tree_sha, approved_tree";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<ProposalRecord> {
     let state: String = row.get(16)?;
@@ -204,6 +211,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<ProposalRecord> {
         change_id: row.get(20)?,
         note: row.get(21)?,
         change_state: row.get(22)?,
+        tree_sha: row.get(23)?,
+        approved_tree: row.get(24)?,
     })
 }
 
@@ -378,8 +387,8 @@ impl Store {
         tx.execute(
             "INSERT INTO proposals (id, created_at, updated_at, proposer, kind, pattern, summary, \
              issue_url, tests_run, base_sha, claimed_sha, patch, diff_hash, decision, \
-             assessment, shadow, state) \
-             VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+             assessment, shadow, state, tree_sha) \
+             VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 id,
                 now,
@@ -397,6 +406,7 @@ impl Store {
                 new.assessment.to_string(),
                 i64::from(new.shadow),
                 new.state.as_str(),
+                new.tree_sha,
             ],
         )
         .map_err(sql(format!("storing proposal {id}")))?;
@@ -412,6 +422,7 @@ impl Store {
             "base_sha": new.base_sha,
             "claimed_sha": new.claimed_sha,
             "diff_sha256": new.diff_hash,
+            "tree": new.tree_sha,
             "patch_bytes": new.patch.len(),
         });
         audit(
@@ -619,13 +630,14 @@ impl Store {
         let before = tally_key(&tx, id).map_err(sql(format!("deciding proposal {id}")))?;
         tx.execute(
             "UPDATE proposals SET state = ?2, decided_by = ?3, decided_note = ?4, \
-             approved_hash = ?5, updated_at = ?6 WHERE id = ?1",
+             approved_hash = ?5, approved_tree = ?6, updated_at = ?7 WHERE id = ?1",
             params![
                 id,
                 state.as_str(),
                 actor,
                 why,
                 approve.then_some(&p.diff_hash),
+                p.tree_sha.as_ref().filter(|_| approve),
                 now
             ],
         )
@@ -643,7 +655,7 @@ impl Store {
             kind,
             id,
             None,
-            json!({ "diff_sha256": p.diff_hash, "why": why }),
+            json!({ "diff_sha256": p.diff_hash, "tree": p.tree_sha, "why": why }),
         )
         .map_err(sql(format!("auditing the decision on {id}")))?;
         let record = get(&tx, id)?;
@@ -859,6 +871,7 @@ mod tests {
                 assessment: self.assessment,
                 shadow: self.shadow,
                 state: self.state,
+                tree_sha: self.tree_sha,
             }
         }
     }
@@ -877,6 +890,7 @@ mod tests {
                     claimed_sha: None,
                     patch: "diff --git a/x b/x".into(),
                     diff_hash: "d".repeat(64),
+                    tree_sha: Some("e".repeat(40)),
                     decision: "needs_approval".into(),
                     assessment: json!({ "risk": { "score": 40 } }),
                     shadow: false,
@@ -908,6 +922,10 @@ mod tests {
         assert_eq!(
             approved.approved_hash.as_deref(),
             Some(p.diff_hash.as_str())
+        );
+        assert_eq!(
+            approved.approved_tree, p.tree_sha,
+            "the approval binds to the judged tree too"
         );
         let replay = store
             .decide_proposal(&p.id, true, "approver:bob", &p.diff_hash, None, T0 + 3.0)
@@ -1156,7 +1174,9 @@ mod tests {
                      DROP INDEX approval_links_by_id; DROP INDEX proposals_earning; \
                      ALTER TABLE proposals DROP COLUMN outcome; \
                      ALTER TABLE approval_links DROP COLUMN link_id; \
-                     ALTER TABLE outbox DROP COLUMN links;",
+                     ALTER TABLE outbox DROP COLUMN links; \
+                     ALTER TABLE proposals DROP COLUMN tree_sha; \
+                     ALTER TABLE proposals DROP COLUMN approved_tree;",
                 )
                 .unwrap();
         }

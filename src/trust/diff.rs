@@ -75,6 +75,10 @@ pub struct HunkLine {
     pub new_line: Option<u32>,
     /// Where the line is in the patch (1-based).
     pub patch_line: usize,
+    /// A `\ No newline at end of file` marker follows: the line has no newline, so it must be
+    /// the last of its file (git would join it with the next line otherwise).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_newline: bool,
 }
 
 /// One `@@ -a,b +c,d @@` hunk.
@@ -637,10 +641,6 @@ impl<'a> Parser<'a> {
                 Some(b' ') => (LineKind::Context, &line[1..]),
                 Some(b'+') => (LineKind::Added, &line[1..]),
                 Some(b'-') => (LineKind::Removed, &line[1..]),
-                Some(b'\\') => {
-                    self.at += 1;
-                    continue;
-                }
                 Some(_) => {
                     return Err(err(
                         here,
@@ -687,18 +687,16 @@ impl<'a> Parser<'a> {
             if n.is_some() {
                 new_no = new_no.saturating_add(1);
             }
+            self.at += 1;
+            let no_newline = self.no_newline_marker(kind, old_left, new_left, here)?;
             lines.push(HunkLine {
                 kind,
                 text: text.to_owned(),
                 old_line: o,
                 new_line: n,
                 patch_line: here,
+                no_newline,
             });
-            self.at += 1;
-        }
-        // "\ No newline at end of file" after the last line.
-        while self.peek().is_some_and(|l| l.starts_with('\\')) {
-            self.at += 1;
         }
         Ok(Hunk {
             old_start,
@@ -707,6 +705,51 @@ impl<'a> Parser<'a> {
             new_count,
             lines,
         })
+    }
+
+    /// Reads the `\ No newline at end of file` marker after a hunk line, if there is one.
+    /// `git apply` takes it to strip the newline of the line before it, whatever that line is:
+    /// before a line that is not the last of its side of the hunk it would join two lines into
+    /// one that the hunk never shows. Such a marker is refused; one at the end of a side says
+    /// the line ends its file (checked against the file when the patch is replayed).
+    fn no_newline_marker(
+        &mut self,
+        kind: LineKind,
+        old_left: u32,
+        new_left: u32,
+        line: usize,
+    ) -> Result<bool, DiffError> {
+        let Some(marker) = self.peek().filter(|l| l.starts_with('\\')) else {
+            return Ok(false);
+        };
+        let no = Self::no(self.at);
+        // git's own test: "\ " and at least 12 characters (the text is translated).
+        if !marker.starts_with("\\ ") || marker.len() < 12 {
+            return Err(err(
+                no,
+                format!(
+                    "{} is not a `\\ No newline at end of file` line",
+                    quote(marker)
+                ),
+            ));
+        }
+        let last = match kind {
+            LineKind::Context => old_left == 0 && new_left == 0,
+            LineKind::Removed => old_left == 0,
+            LineKind::Added => new_left == 0,
+        };
+        if !last {
+            return Err(err(
+                no,
+                format!(
+                    "a `\\ No newline at end of file` marker after line {line}, which is not the \
+                     last line of its side of the hunk: git apply would join it with the line \
+                     after it, which the diff does not show"
+                ),
+            ));
+        }
+        self.at += 1;
+        Ok(true)
     }
 
     /// Skips the base85 blocks of a `GIT binary patch` (forward, then usually reverse).

@@ -3,9 +3,18 @@
 //! [`assess`], which is pure: no IO and no clock (the time comes in [`Context`]), so every
 //! decision can be replayed from the stored proposal.
 //!
+//! The truth is the tree: git applies the patch in a scratch index of guardian's own clone
+//! (`git::Repo::scratch_apply`), and every rule runs on what git made of it ([`TreeChange`]:
+//! paths, modes, symlink targets, whole contents before and after). The patch text is only
+//! what a person reads, so it must replay to exactly that tree (`tree::check_agreement`).
+//!
 //! - `diff.rs` parses the patch (the change arrives as data, never as a checkout to run);
+//! - `tree.rs` holds what git made of it and replays the patch against it;
+//! - `symlink.rs` follows links on the resulting tree as the kernel does;
+//! - `never.rs` is the fixed list of paths no policy opens (git's own files, guardian's);
+//! - `manifest.rs` reads the dependencies a manifest or lock file declares;
 //! - `policy.rs` reads the policy file;
-//! - `pattern.rs` checks a claimed pattern against the diff;
+//! - `pattern.rs` checks a claimed pattern against git's own diff of the whole change;
 //! - `risk.rs` scores the change from named factors.
 //!
 //! The decision: any rule that denies -> `deny`; otherwise a score at or above `auto_below`, a
@@ -14,18 +23,28 @@
 //! `auto`.
 
 pub mod diff;
+pub mod manifest;
+pub mod never;
 pub mod pattern;
 pub mod policy;
 pub mod risk;
+pub mod symlink;
+pub mod tree;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 pub use diff::{Diff, DiffError, DiffFacts, FileDiff, FileStatus};
+pub use never::NeverList;
 pub use pattern::{Pattern, PatternCheck};
 pub use policy::{PathVerdict, Policy, PolicyError, RuleAction};
 pub use risk::{Factor, Risk, TrackRecord};
+pub use symlink::Resolved;
+pub use tree::{Blob, FileChange, TreeChange};
+
+/// The mode git gives an executable file.
+const EXECUTABLE_MODE: u32 = 0o100755;
 
 /// What the proposer says about the change (the diff is judged separately).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,29 +122,38 @@ pub struct Assessment {
     pub rules: Vec<RuleHit>,
     pub risk: Risk,
     pub pattern_check: PatternCheck,
+    /// The numbers of the whole change as git made it (see `TreeChange::canonical`).
     pub facts: DiffFacts,
+    /// The base's tree and the tree judged: the one deployed, or nothing is.
+    pub base_tree: String,
+    pub tree: String,
 }
 
-/// How many symlinks one path may pass through before it is called a loop.
-const MAX_SYMLINK_HOPS: usize = 40;
 /// At most this many hits per rule are listed (the rest are summed up in one more).
 const MAX_HITS_PER_RULE: usize = 10;
 
-/// Judges one proposal. `symlinks` are the symlinks at the base commit at or above the touched
-/// paths, as (path, target) (see `git::Repo::symlinks_along`); the patch's own new symlinks are
-/// added here.
+/// Judges one proposal: `diff` is the patch as sent (what the approver reads), `tree` what git
+/// made of it in a scratch index of guardian's clone (what is deployed). Every rule runs on
+/// `tree`; the patch must agree with it line for line, or it is denied.
 pub fn assess(
     policy: &Policy,
+    never: &NeverList,
     proposal: &ProposalFacts,
     diff: &Diff,
-    symlinks: &[(String, String)],
+    tree: &TreeChange,
     context: &Context,
 ) -> Assessment {
-    let facts = diff.facts();
+    let facts = tree.canonical.facts();
     let mut hits = Hits::default();
 
-    if diff.files.is_empty() || facts.paths.is_empty() {
+    if tree.files.is_empty() {
         hits.deny("diff.empty", "the patch changes no file".to_owned());
+    }
+    if let Err(why) = tree::check_agreement(diff, tree) {
+        hits.deny(
+            "diff.disagrees",
+            format!("git applies this patch differently than it reads: {why}"),
+        );
     }
     if !policy.services.is_empty() && !policy.services.contains(&proposal.service) {
         hits.deny(
@@ -137,21 +165,31 @@ pub fn assess(
             ),
         );
     }
-    check_paths(policy, diff, symlinks, &mut hits);
+    check_paths(policy, never, diff, tree, &mut hits);
+    check_links(policy, tree, &mut hits);
+    check_binary(policy, diff, tree, &mut hits);
     check_limits(policy, &facts, &mut hits);
-    check_content(policy, diff, &mut hits);
+    check_content(policy, tree, &mut hits);
 
-    let pattern_check = pattern::check(proposal.pattern, diff);
+    let pattern_check = pattern::check(proposal.pattern, &tree.canonical);
     if let PatternCheck::Mismatch { reason, .. } = &pattern_check {
         hits.deny("pattern_mismatch", reason.clone());
     }
 
-    let criticality = facts
-        .paths
-        .iter()
-        .filter_map(|p| policy.risk.criticality(p).map(|(g, w)| (p.as_str(), g, w)))
+    let criticality = tree
+        .paths()
+        .filter_map(|p| policy.risk.criticality(p).map(|(g, w)| (p, g, w)))
         .max_by_key(|(_, _, w)| *w);
     let where_critical = criticality.map(|(p, g, _)| format!("{p} ({g})"));
+    let executables: Vec<&str> = tree
+        .files
+        .iter()
+        .filter(|f| {
+            f.new.as_ref().is_some_and(|n| n.mode == EXECUTABLE_MODE)
+                && f.old.as_ref().map_or(true, |o| o.mode != EXECUTABLE_MODE)
+        })
+        .map(|f| f.path.as_str())
+        .collect();
     let risk = risk::score(
         &facts,
         &risk::RiskInputs {
@@ -165,6 +203,7 @@ pub fn assess(
                 .zip(where_critical.as_deref())
                 .map(|((_, _, w), text)| (text, w)),
             max_lines: policy.limits.max_lines,
+            executables: &executables,
         },
     );
 
@@ -218,6 +257,8 @@ pub fn assess(
         risk,
         pattern_check,
         facts,
+        base_tree: tree.base_tree.clone(),
+        tree: tree.tree.clone(),
     }
 }
 
@@ -276,99 +317,128 @@ impl Hits {
     }
 }
 
-/// Every touched path, old and new, literally and where symlinks take it.
-fn check_paths(policy: &Policy, diff: &Diff, symlinks: &[(String, String)], hits: &mut Hits) {
-    // The links as they stand after the patch: the repository's, then the patch's own.
-    let mut links: BTreeMap<String, String> = symlinks
-        .iter()
-        .map(|(p, t)| (p.trim_end_matches('/').to_owned(), t.clone()))
-        .collect();
-    // The symlinks the patch creates or changes, with their targets: written out, or carried
-    // by a rename or copy of a link (whose relative target now starts somewhere else).
-    let mut created: BTreeMap<&str, String> = BTreeMap::new();
-    for f in &diff.files {
-        let Some(path) = f.new_path.as_deref() else {
+/// Every touched path, old and new: what git changed, and what the patch names (a copy's
+/// source is named, not changed). The never-list first, then the policy's globs.
+fn check_paths(
+    policy: &Policy,
+    never: &NeverList,
+    diff: &Diff,
+    tree: &TreeChange,
+    hits: &mut Hits,
+) {
+    let mut seen = BTreeSet::new();
+    let named = diff.files.iter().flat_map(roles);
+    let changed = tree.paths().map(|p| (p, ""));
+    for (path, role) in named.chain(changed) {
+        if !seen.insert(path.to_owned()) {
             continue;
-        };
-        let carried = match (f.status, f.old_path.as_deref()) {
-            (FileStatus::Renamed | FileStatus::Copied, Some(old)) => links.get(old).cloned(),
-            _ => None,
-        };
-        if let Some(target) = f.symlink_target().map(str::to_owned).or(carried) {
-            created.insert(path, target);
+        }
+        if let Some(why) = never.check(path) {
+            hits.deny("paths.never", why);
+        }
+        match policy.paths.check(path) {
+            PathVerdict::Allowed => {}
+            PathVerdict::Denied(glob) => hits.deny(
+                "paths.deny",
+                format!("{path}{role} matches the denied glob {glob:?}"),
+            ),
+            PathVerdict::NotAllowed => hits.deny(
+                "paths.allow",
+                format!(
+                    "{path}{role} is not under any allowed glob ({})",
+                    policy.paths.allow_globs().join(", ")
+                ),
+            ),
         }
     }
-    for (path, target) in &created {
-        links.insert((*path).to_owned(), target.clone());
-    }
+}
 
-    let mut seen = std::collections::BTreeSet::new();
-    for f in &diff.files {
-        for (path, role) in roles(f) {
-            if !seen.insert(path.to_owned()) {
-                continue;
-            }
-            match policy.paths.check(path) {
-                PathVerdict::Allowed => {}
-                PathVerdict::Denied(glob) => hits.deny(
-                    "paths.deny",
-                    format!("{path}{role} matches the denied glob {glob:?}"),
-                ),
-                PathVerdict::NotAllowed => hits.deny(
-                    "paths.allow",
-                    format!(
-                        "{path}{role} is not under any allowed glob ({})",
-                        policy.paths.allow_globs().join(", ")
-                    ),
-                ),
-            }
-            // A symlink the patch edits or deletes is written itself, not its target (the
-            // target it gets is checked below).
-            match resolve(path, &links, !f.is_symlink()) {
-                Resolved::Inside(real, via) if real != path => {
-                    if let Some(why) = not_allowed(policy, &real) {
-                        hits.deny(
-                            "paths.symlink",
-                            format!("{path}{role} is really {real} (via {via}), which {why}"),
-                        );
-                    }
-                }
-                Resolved::Inside(..) => {}
-                Resolved::Outside(via) => hits.deny(
-                    "paths.symlink",
-                    format!("{path}{role} leads outside the repository (via {via})"),
-                ),
-                Resolved::Loop => hits.deny(
-                    "paths.symlink",
-                    format!("{path}{role} passes through more than {MAX_SYMLINK_HOPS} symlinks"),
-                ),
-            }
+/// Every symlink of the result whose destination the change sets or moves (a new or changed
+/// link, or an old one that now resolves elsewhere through a link the change made) must land
+/// inside the tree, outside `.git`, on ground the policy allows. Resolved on the resulting
+/// tree as the kernel would (see `symlink.rs`).
+fn check_links(policy: &Policy, tree: &TreeChange, hits: &mut Hits) {
+    for (path, target) in &tree.links_after {
+        let after = symlink::resolve(path, &tree.links_after, true);
+        let new = tree.links_before.get(path) != Some(target);
+        if !new && symlink::resolve(path, &tree.links_before, true) == after {
+            continue;
         }
-    }
-    // A new or changed symlink must itself point somewhere allowed.
-    for (path, target) in &created {
-        let pointed = if target.starts_with('/') {
-            None
+        let what = if new {
+            format!("the new symlink {path} -> {target}")
         } else {
-            join(diff::parent(path), target)
+            format!("the symlink {path} -> {target}, which the change redirects,")
         };
-        match pointed.map(|p| (resolve(&p, &links, true), p)) {
-            None | Some((Resolved::Outside(_), _)) => hits.deny(
-                "paths.symlink",
-                format!("the new symlink {path} -> {target} points outside the repository"),
-            ),
-            Some((Resolved::Loop, _)) => hits.deny(
-                "paths.symlink",
-                format!("the new symlink {path} -> {target} is part of a loop"),
-            ),
-            Some((Resolved::Inside(real, _), _)) => {
-                if let Some(why) = not_allowed(policy, &real) {
+        match &after {
+            Resolved::Inside { path: real, via } => {
+                let why = if real.is_empty() {
+                    Some("is the repository's top level".to_owned())
+                } else {
+                    not_allowed(policy, real)
+                };
+                if let Some(why) = why {
+                    let real = if real.is_empty() { "." } else { real.as_str() };
                     hits.deny(
                         "paths.symlink",
-                        format!("the new symlink {path} -> {target} points to {real}, which {why}"),
+                        format!(
+                            "{what} points to {real} (via {}), which {why}",
+                            via.join(", ")
+                        ),
                     );
                 }
             }
+            Resolved::Outside { .. } => hits.deny(
+                "paths.symlink",
+                format!("{what} points outside the repository (via {})", after.via()),
+            ),
+            Resolved::IntoGit { .. } => hits.deny(
+                "paths.symlink",
+                format!("{what} points into .git (via {})", after.via()),
+            ),
+            Resolved::Loop => hits.deny(
+                "paths.symlink",
+                format!(
+                    "{what} is part of a loop (more than {} symlinks)",
+                    symlink::MAX_HOPS
+                ),
+            ),
+        }
+    }
+}
+
+/// Binary files change only where the policy allows them, and never as a patch no one can
+/// read: a section sent as a `GIT binary patch` must really be binary.
+fn check_binary(policy: &Policy, diff: &Diff, tree: &TreeChange, hits: &mut Hits) {
+    let by_path: BTreeMap<&str, &FileChange> =
+        tree.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    for f in diff.files.iter().filter(|f| f.binary) {
+        let Some(change) = f.new_path.as_deref().and_then(|p| by_path.get(p)) else {
+            continue;
+        };
+        if change.new.as_ref().is_some_and(|n| n.text().is_some()) {
+            hits.deny(
+                "content.binary",
+                format!(
+                    "{} is sent as a binary patch but is text: send it as a text diff, so that \
+                     a person can read what it does",
+                    change.path
+                ),
+            );
+        }
+    }
+    for f in &tree.files {
+        let binary = [&f.old, &f.new]
+            .into_iter()
+            .flatten()
+            .any(|b| !b.is_symlink() && b.text().is_none());
+        if binary && !policy.content.binary_allowed(&f.path) {
+            hits.deny(
+                "content.binary",
+                format!(
+                    "{} is binary (or not UTF-8 text), and no [content] binary glob allows it",
+                    f.path
+                ),
+            );
         }
     }
 }
@@ -399,134 +469,6 @@ fn not_allowed(policy: &Policy, path: &str) -> Option<String> {
         PathVerdict::Denied(glob) => Some(format!("matches the denied glob {glob:?}")),
         PathVerdict::NotAllowed => Some("is not under any allowed glob".to_owned()),
     }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Resolved {
-    /// The real repository path, and the links passed through (`a -> b, c -> d`).
-    Inside(String, String),
-    Outside(String),
-    Loop,
-}
-
-/// `base/rel` with `.` and `..` applied; `None` if it climbs above the repository.
-fn join(base: &str, rel: &str) -> Option<String> {
-    let mut parts: Vec<&str> = if base == "." || base.is_empty() {
-        Vec::new()
-    } else {
-        base.split('/').collect()
-    };
-    for c in rel.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            c => parts.push(c),
-        }
-    }
-    Some(parts.join("/"))
-}
-
-/// Follows symlinked components of `path` to the real path: every directory, and the last
-/// component too when `follow_last`.
-fn resolve(path: &str, links: &BTreeMap<String, String>, follow_last: bool) -> Resolved {
-    let mut current = path.to_owned();
-    let mut via: Vec<String> = Vec::new();
-    'restart: for _ in 0..=MAX_SYMLINK_HOPS {
-        let parts: Vec<&str> = current.split('/').filter(|c| !c.is_empty()).collect();
-        for i in 0..parts.len() {
-            if i + 1 == parts.len() && !follow_last {
-                break;
-            }
-            let prefix = parts[..=i].join("/");
-            if let Some(target) = links.get(&prefix) {
-                via.push(format!("{prefix} -> {target}"));
-                let rest = parts[i + 1..].join("/");
-                let joined = if target.starts_with('/') {
-                    None
-                } else {
-                    join(diff::parent(&prefix), target)
-                };
-                let Some(mut next) = joined else {
-                    return Resolved::Outside(via.join(", "));
-                };
-                if !rest.is_empty() {
-                    if !next.is_empty() {
-                        next.push('/');
-                    }
-                    next.push_str(&rest);
-                }
-                match join(".", &next) {
-                    Some(n) => current = n,
-                    None => return Resolved::Outside(via.join(", ")),
-                }
-                continue 'restart;
-            }
-        }
-        return Resolved::Inside(current, via.join(", "));
-    }
-    Resolved::Loop
-}
-
-/// Manifest and lock files: a line they gain may be a new dependency.
-const MANIFESTS: [&str; 24] = [
-    "Cargo.toml",
-    "Cargo.lock",
-    "package.json",
-    "package-lock.json",
-    "yarn.lock",
-    "pnpm-lock.yaml",
-    "go.mod",
-    "go.sum",
-    "pyproject.toml",
-    "poetry.lock",
-    "Pipfile",
-    "Pipfile.lock",
-    "setup.py",
-    "setup.cfg",
-    "Gemfile",
-    "Gemfile.lock",
-    "pom.xml",
-    "build.gradle",
-    "build.gradle.kts",
-    "composer.json",
-    "composer.lock",
-    "mix.exs",
-    "Package.swift",
-    "uv.lock",
-];
-
-fn is_manifest(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    MANIFESTS.contains(&name)
-        || (name.starts_with("requirements") && name.ends_with(".txt"))
-        || name.ends_with(".csproj")
-}
-
-/// Words that come before a dependency's name and are not it.
-const DEPENDENCY_KEYWORDS: [&str; 12] = [
-    "gem",
-    "require",
-    "implementation",
-    "api",
-    "compile",
-    "compileonly",
-    "runtimeonly",
-    "testimplementation",
-    "dependency",
-    "pip",
-    "package",
-    "packagereference",
-];
-
-/// What a manifest line is about: its first word that is not a keyword (`serde` in
-/// `serde = "1"`, `github.com/x/y` in `\tgithub.com/x/y v1.2.3`, `lodash` in `"lodash": "^4"`).
-fn entry_key(line: &str) -> Option<String> {
-    line.split(|c: char| c.is_whitespace() || "=:,<>~!^@()'\"{}[];".contains(c))
-        .filter(|w| !w.is_empty())
-        .map(str::to_ascii_lowercase)
-        .find(|w| !DEPENDENCY_KEYWORDS.contains(&w.as_str()))
 }
 
 /// SQL that changes a schema.
@@ -560,68 +502,169 @@ fn is_migration_file(path: &str) -> bool {
         || parts.any(|d| MIGRATION_DIRS.contains(&d.to_ascii_lowercase().as_str()))
 }
 
-fn check_content(policy: &Policy, diff: &Diff, hits: &mut Hits) {
+/// A file's text as SQL reads it, upper case, every run of whitespace (newlines too) one
+/// space, comments out (`/* */` everywhere, `--` in `.sql` files), each character with the
+/// line it came from: DDL split over lines or by comments is still DDL.
+fn sql_words(text: &str, sql: bool) -> (Vec<char>, Vec<usize>) {
+    let mut out = Vec::new();
+    let mut lines = Vec::new();
+    let mut line = 1;
+    let mut chars = text.chars().peekable();
+    let space = |out: &mut Vec<char>, lines: &mut Vec<usize>, line: usize| {
+        if out.last().is_some_and(|c| *c != ' ') {
+            out.push(' ');
+            lines.push(line);
+        }
+    };
+    while let Some(c) = chars.next() {
+        if c == '/' && chars.peek() == Some(&'*') {
+            chars.next();
+            let mut prev = ' ';
+            for c in chars.by_ref() {
+                if c == '\n' {
+                    line += 1;
+                }
+                if prev == '*' && c == '/' {
+                    break;
+                }
+                prev = c;
+            }
+            space(&mut out, &mut lines, line);
+        } else if sql && c == '-' && chars.peek() == Some(&'-') {
+            for c in chars.by_ref() {
+                if c == '\n' {
+                    line += 1;
+                    break;
+                }
+            }
+            space(&mut out, &mut lines, line);
+        } else if c.is_whitespace() {
+            space(&mut out, &mut lines, line);
+            if c == '\n' {
+                line += 1;
+            }
+        } else {
+            out.extend(c.to_uppercase());
+            while lines.len() < out.len() {
+                lines.push(line);
+            }
+        }
+    }
+    (out, lines)
+}
+
+/// Where each DDL phrase occurs in a file's text: phrase -> lines of its occurrences.
+fn ddl_in(path: &str, text: &str) -> BTreeMap<&'static str, Vec<usize>> {
+    let sql = path.to_ascii_lowercase().ends_with(".sql");
+    let (words, lines) = sql_words(text, sql);
+    let words: String = words.into_iter().collect();
+    let mut found: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
+    for ddl in DDL {
+        for (i, _) in words.match_indices(ddl) {
+            let char_index = words[..i].chars().count();
+            found
+                .entry(ddl)
+                .or_default()
+                .push(lines.get(char_index).copied().unwrap_or(0));
+        }
+    }
+    found
+}
+
+/// The content rules, on whole files before and after: a manifest's dependencies, parsed;
+/// DDL anywhere in a file's resulting text; migration and schema files by path.
+fn check_content(policy: &Policy, tree: &TreeChange, hits: &mut Hits) {
     let deps = policy.content.new_dependencies;
     let schema = policy.content.schema_changes;
-    for f in &diff.files {
-        let path = f.path();
-        if deps != RuleAction::Allow && is_manifest(path) {
-            if f.status == FileStatus::Added {
+    for f in &tree.files {
+        let path = f.path.as_str();
+        // Deleting a migration is a schema change too.
+        if schema != RuleAction::Allow && is_migration_file(path) {
+            hits.act(
+                schema,
+                "content.schema_changes",
+                format!("{path} is a migration or schema file"),
+            );
+        }
+        let Some(new) = f.new.as_ref() else {
+            continue;
+        };
+        if new.is_symlink() {
+            // A manifest that becomes a link is whatever file it points to.
+            if deps != RuleAction::Allow && manifest::is_manifest(path) {
                 hits.act(
                     deps,
                     "content.new_dependencies",
-                    format!("{path} is a new manifest or lock file"),
+                    format!("{path} becomes a symlink, so its dependencies are another file's"),
                 );
             }
-            let removed: std::collections::HashSet<String> = f
-                .removed_lines()
-                .filter_map(|l| entry_key(&l.text))
-                .collect();
-            for line in f.added_lines() {
-                let Some(key) = entry_key(&line.text) else {
-                    continue;
-                };
-                if !removed.contains(&key) && !line.text.trim_start().starts_with('#') {
-                    hits.act(
-                        deps,
-                        "content.new_dependencies",
-                        format!(
-                            "{path}:{} adds {:?}: a manifest or lock file gains an entry",
-                            line.new_line.unwrap_or(0),
-                            line.text.trim()
-                        ),
-                    );
-                }
-            }
+            continue;
+        }
+        let old_text = f
+            .old
+            .as_ref()
+            .filter(|o| !o.is_symlink())
+            .and_then(Blob::text);
+        if deps != RuleAction::Allow && manifest::is_manifest(path) {
+            check_manifest(deps, path, f.old.as_ref().map(|_| old_text), new, hits);
         }
         if schema != RuleAction::Allow {
-            if f.paths().any(is_migration_file) {
-                hits.act(
-                    schema,
-                    "content.schema_changes",
-                    format!("{path} is a migration or schema file"),
-                );
-            }
-            for line in f.added_lines() {
-                let upper: String = line
-                    .text
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .to_ascii_uppercase();
-                if let Some(ddl) = DDL.iter().find(|d| upper.contains(*d)) {
-                    hits.act(
-                        schema,
-                        "content.schema_changes",
-                        format!(
-                            "{path}:{} adds {ddl}: {:?}",
-                            line.new_line.unwrap_or(0),
-                            line.text.trim()
-                        ),
-                    );
+            if let Some(text) = new.text() {
+                let before = old_text.map(|t| ddl_in(path, t)).unwrap_or_default();
+                for (ddl, at) in ddl_in(path, text) {
+                    let had = before.get(ddl).map_or(0, Vec::len);
+                    if at.len() > had {
+                        hits.act(
+                            schema,
+                            "content.schema_changes",
+                            format!(
+                                "{path}:{} adds {ddl} ({} in the file now, {had} before)",
+                                at[had],
+                                at.len()
+                            ),
+                        );
+                    }
                 }
             }
         }
+    }
+}
+
+/// `old`: `None` for a new file, `Some(None)` for an old version that is not text.
+fn check_manifest(
+    action: RuleAction,
+    path: &str,
+    old: Option<Option<&str>>,
+    new: &Blob,
+    hits: &mut Hits,
+) {
+    let rule = "content.new_dependencies";
+    let Some(old) = old else {
+        hits.act(
+            action,
+            rule,
+            format!("{path} is a new manifest or lock file"),
+        );
+        return;
+    };
+    let read = |text: Option<&str>| match text {
+        Some(t) => manifest::dependencies(path, t),
+        None => Err("not text".to_owned()),
+    };
+    let after = match read(new.text()) {
+        Ok(a) => a,
+        Err(e) => {
+            hits.act(
+                action,
+                rule,
+                format!("{path} cannot be read ({e}), so whether it gains a dependency is unknown"),
+            );
+            return;
+        }
+    };
+    let before = read(old).unwrap_or_default();
+    for dep in after.difference(&before) {
+        hits.act(action, rule, format!("{path} gains the dependency {dep}"));
     }
 }
 

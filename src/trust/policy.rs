@@ -70,12 +70,23 @@ pub enum RuleAction {
 }
 
 /// `[content]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ContentRules {
-    /// A manifest or lock file gains an entry.
+    /// A manifest or lock file gains a dependency (parsed from the whole file).
     pub new_dependencies: RuleAction,
-    /// SQL DDL in added lines, or an ORM migration file.
+    /// SQL DDL the file did not have before, or an ORM migration file.
     pub schema_changes: RuleAction,
+    /// Where binary files may change (globs, exact case); everywhere else a binary change is
+    /// denied.
+    pub binary_globs: Vec<String>,
+    binary: GlobSet,
+}
+
+impl ContentRules {
+    /// Whether a binary file may change at `path`.
+    pub fn binary_allowed(&self, path: &str) -> bool {
+        self.binary.is_match(path)
+    }
 }
 
 /// One `[[windows]]` entry: no unattended deploys on these days between these times.
@@ -176,6 +187,8 @@ struct RawLimits {
 struct RawContent {
     new_dependencies: Option<String>,
     schema_changes: Option<String>,
+    #[serde(default)]
+    binary: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -286,9 +299,12 @@ impl RawPolicy {
                 )),
             }
         };
+        let (binary, binary_globs) = globs("content", "binary", &self.content.binary, false)?;
         let content = ContentRules {
             new_dependencies: action("new_dependencies", self.content.new_dependencies)?,
             schema_changes: action("schema_changes", self.content.schema_changes)?,
+            binary_globs,
+            binary,
         };
 
         let mut windows = Vec::new();
@@ -602,6 +618,10 @@ mod tests {
         );
         assert_eq!(p.content.new_dependencies, RuleAction::Deny);
         assert_eq!(p.content.schema_changes, RuleAction::Deny);
+        assert!(
+            !p.content.binary_allowed("src/logo.png"),
+            "no binary anywhere by default"
+        );
         assert_eq!(p.risk.auto_below, 30);
         assert_eq!(p.trust.promote_after, 10);
         assert_eq!(p.trust.human_only, vec![Pattern::Other]);

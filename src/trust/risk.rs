@@ -15,6 +15,7 @@
 //! | `error_budget`   | 15 x fraction spent; 25 when exhausted; 5 when unknown                |
 //! | `traffic`        | 10 x (ratio to typical - 0.5), 0 to 15; 5 when unknown                |
 //! | `tests`          | 10 when the proposer ran no tests                                     |
+//! | `mode_executable` | 20 when the change makes a file executable                           |
 //!
 //! A small, trusted-pattern change to an ordinary path, with tests, on a quiet hour and a
 //! healthy budget scores near 0; a change to checkout (weight 40) needs a person on its own.
@@ -66,6 +67,8 @@ pub struct RiskInputs<'a> {
     /// The most critical touched path and its weight, from the policy.
     pub criticality: Option<(&'a str, u32)>,
     pub max_lines: usize,
+    /// Files the change makes executable (new ones included).
+    pub executables: &'a [&'a str],
 }
 
 fn factor(name: &str, points: i32, why: String) -> Factor {
@@ -209,6 +212,19 @@ pub fn score(facts: &DiffFacts, inputs: &RiskInputs) -> Risk {
         factor("tests", 10, "the proposer ran no tests".to_owned())
     });
 
+    f.push(match inputs.executables {
+        [] => factor("mode_executable", 0, "makes no file executable".to_owned()),
+        files => factor(
+            "mode_executable",
+            20,
+            format!(
+                "makes {} executable{}",
+                files.iter().take(3).copied().collect::<Vec<_>>().join(", "),
+                if files.len() > 3 { " and more" } else { "" }
+            ),
+        ),
+    });
+
     let sum: i32 = f.iter().map(|x| x.points).sum();
     Risk {
         score: sum.clamp(0, 100) as u32,
@@ -244,6 +260,7 @@ mod tests {
             tests_run: true,
             criticality: None,
             max_lines: 80,
+            executables: &[],
         }
     }
 
@@ -252,11 +269,28 @@ mod tests {
     }
 
     #[test]
+    fn making_a_file_executable_counts() {
+        let made = ["src/run.sh"];
+        let r = score(
+            &facts(2, 1, &["src"]),
+            &RiskInputs {
+                executables: &made,
+                ..calm()
+            },
+        );
+        assert_eq!(points(&r, "mode_executable"), 20);
+        assert!(r
+            .factors
+            .iter()
+            .any(|f| f.why == "makes src/run.sh executable"));
+    }
+
+    #[test]
     fn a_small_trusted_change_on_a_calm_hour_scores_near_zero() {
         let r = score(&facts(2, 1, &["src"]), &calm());
         assert_eq!(r.score, 0, "{r:#?}");
         assert_eq!(points(&r, "track_record"), -10);
-        assert_eq!(r.factors.len(), 9);
+        assert_eq!(r.factors.len(), 10);
     }
 
     #[test]
@@ -335,6 +369,7 @@ mod tests {
             traffic_ratio: Some(1e9),
             tests_run: false,
             criticality: Some(("src/**", 100)),
+            executables: &["a", "b", "c", "d"],
             max_lines: 1,
         };
         let r = score(&facts(1000, 50, &["a", "b", "c", "d", "e", "f"]), &i);

@@ -57,13 +57,150 @@ fn timeout_bump(path: &str) -> String {
     edit(path, &["    timeout: 5s,"], &["    timeout: 10s,"])
 }
 
+/// A blob as git would store it (the id only has to tell contents apart here).
+fn blob(mode: u32, bytes: &[u8]) -> Blob {
+    use sha2::{Digest, Sha256};
+    let id = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Blob {
+        mode,
+        id,
+        bytes: bytes.to_vec(),
+    }
+}
+
+/// The base a hand-written patch was made against: each file it changes holds the old lines
+/// its hunks show, where they show them (other lines are filler).
+fn base_of(diff: &Diff) -> BTreeMap<String, Blob> {
+    let mut files = BTreeMap::new();
+    for f in &diff.files {
+        let Some(old) = f.old_path.as_deref() else {
+            continue;
+        };
+        let mut lines: Vec<String> = Vec::new();
+        for h in &f.hunks {
+            let start = h.old_start.max(1) as usize - 1;
+            while lines.len() < start {
+                lines.push(format!("filler {}", lines.len() + 1));
+            }
+            lines.extend(
+                h.lines
+                    .iter()
+                    .filter(|l| l.kind != diff::LineKind::Added)
+                    .map(|l| l.text.clone()),
+            );
+        }
+        let mut text = lines.join("\n");
+        if !text.is_empty() && !f.hunks.iter().flat_map(|h| &h.lines).any(|l| l.no_newline) {
+            text.push('\n');
+        }
+        if f.hunks.is_empty() {
+            text = "x\n".to_owned();
+        }
+        let mode = f.old_mode.unwrap_or(0o100644);
+        files.insert(old.to_owned(), blob(mode, text.as_bytes()));
+    }
+    files
+}
+
+/// What git would make of `diff` on `base` plus the symlinks `links`, built by replaying it
+/// (`tree::check_agreement` then holds by construction). `canonical` stands for git's own
+/// diff of the whole change; for a single commit it is the patch itself.
+fn tree_of(
+    diff: &Diff,
+    mut base: BTreeMap<String, Blob>,
+    links: &[(&str, &str)],
+    canonical: Option<&str>,
+) -> Result<TreeChange, String> {
+    for (p, t) in links {
+        base.insert(p.to_string(), blob(diff::SYMLINK_MODE, t.as_bytes()));
+    }
+    let replayed = tree::replay(diff, |p| base.get(p).map(|b| (b.mode, b.bytes.clone())))?;
+    let mut files = Vec::new();
+    for (path, after) in &replayed {
+        let old = base.get(path).cloned();
+        let new = after
+            .as_ref()
+            .map(|r| blob(r.mode, r.bytes.as_deref().unwrap_or(b"\0binary\0")));
+        if old != new {
+            files.push(FileChange {
+                path: path.clone(),
+                old,
+                new,
+            });
+        }
+    }
+    let links_before: BTreeMap<String, String> = base
+        .iter()
+        .filter(|(_, b)| b.is_symlink())
+        .map(|(p, b)| (p.clone(), String::from_utf8_lossy(&b.bytes).into_owned()))
+        .collect();
+    let mut links_after = links_before.clone();
+    for f in &files {
+        match &f.new {
+            Some(b) if b.is_symlink() => {
+                links_after.insert(
+                    f.path.clone(),
+                    String::from_utf8_lossy(&b.bytes).into_owned(),
+                );
+            }
+            _ => {
+                links_after.remove(&f.path);
+            }
+        }
+    }
+    let canonical = match canonical {
+        Some(text) => diff::parse(text).map_err(|e| e.to_string())?,
+        None => diff.clone(),
+    };
+    let base_files = diff
+        .files
+        .iter()
+        .flat_map(|f| f.paths())
+        .filter_map(|p| base.get(p).map(|b| (p.to_owned(), b.clone())))
+        .collect();
+    Ok(TreeChange {
+        base_tree: "b".repeat(40),
+        tree: "t".repeat(40),
+        files,
+        base_files,
+        links_before,
+        links_after,
+        canonical,
+    })
+}
+
 fn judge(patch: &str, pattern: Pattern, links: &[(&str, &str)], ctx: &Context) -> Assessment {
     let diff = diff::parse(patch).unwrap_or_else(|e| panic!("{e}\n{patch}"));
-    let links: Vec<(String, String)> = links
+    let tree = tree_of(&diff, base_of(&diff), links, None).unwrap_or_else(|e| panic!("{e}"));
+    assess(
+        &example(),
+        &NeverList::default(),
+        &proposal(pattern),
+        &diff,
+        &tree,
+        ctx,
+    )
+}
+
+/// `judge` on a base whose files are given whole.
+fn judge_on(files: &[(&str, &str)], patch: &str, pattern: Pattern) -> Assessment {
+    let diff = diff::parse(patch).unwrap_or_else(|e| panic!("{e}\n{patch}"));
+    let base = files
         .iter()
-        .map(|(p, t)| (p.to_string(), t.to_string()))
+        .map(|(p, t)| (p.to_string(), blob(0o100644, t.as_bytes())))
         .collect();
-    assess(&example(), &proposal(pattern), &diff, &links, ctx)
+    let tree = tree_of(&diff, base, &[], None).unwrap_or_else(|e| panic!("{e}"));
+    assess(
+        &example(),
+        &NeverList::default(),
+        &proposal(pattern),
+        &diff,
+        &tree,
+        &trusted(),
+    )
 }
 
 /// The rules that fired with `effect`, as "rule: message".
@@ -198,18 +335,20 @@ fn a_mislabelled_pattern_is_denied_with_the_reason() {
 }
 
 #[test]
-fn a_symlink_in_the_repository_into_a_forbidden_area_is_denied() {
+fn a_patch_writing_through_a_symlink_in_the_repository_is_refused() {
+    // git writes no path through a symlink; the replay refuses it the same way.
     let patch = "diff --git a/src/util/x.sql b/src/util/x.sql\nnew file mode 100644\nindex 0000000..1111111\n--- /dev/null\n+++ b/src/util/x.sql\n@@ -0,0 +1 @@\n+SELECT 1;\n";
-    let a = judge(
-        patch,
-        Pattern::Other,
+    let diff = diff::parse(patch).unwrap();
+    let e = tree_of(
+        &diff,
+        BTreeMap::new(),
         &[("src/util", "../migrations")],
-        &trusted(),
-    );
-    assert_denied(
-        &a,
-        "paths.symlink",
-        "src/util/x.sql is really migrations/x.sql (via src/util -> ../migrations), which matches the denied glob \"migrations/**\"",
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("src/util/x.sql goes through the symlink src/util"),
+        "{e}"
     );
     // Without the symlink the same patch is fine as far as paths go.
     let a = judge(patch, Pattern::Other, &[], &trusted());
@@ -217,18 +356,68 @@ fn a_symlink_in_the_repository_into_a_forbidden_area_is_denied() {
 }
 
 #[test]
-fn a_symlink_the_patch_adds_is_followed_too() {
-    let patch = "diff --git a/src/db b/src/db\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/src/db\n@@ -0,0 +1 @@\n+../infra\n\\ No newline at end of file\ndiff --git a/src/db/main.tf b/src/db/main.tf\nnew file mode 100644\nindex 0000000..2222222\n--- /dev/null\n+++ b/src/db/main.tf\n@@ -0,0 +1 @@\n+x\n";
-    let a = judge(patch, Pattern::Other, &[], &trusted());
+fn a_symlink_the_patch_adds_is_judged_where_it_leads() {
+    let link = |path: &str, target: &str| {
+        format!("diff --git a/{path} b/{path}\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+{target}\n\\ No newline at end of file\n")
+    };
+    let a = judge(&link("src/db", "../infra"), Pattern::Other, &[], &trusted());
     assert_denied(
         &a,
         "paths.symlink",
-        "the new symlink src/db -> ../infra points to infra",
+        "the new symlink src/db -> ../infra points to infra (via src/db -> ../infra), which is not under any allowed glob",
+    );
+    for (target, why) in [
+        ("../../outside", "points outside the repository"),
+        ("/etc", "points outside the repository"),
+        ("../src/ext", "is part of a loop"),
+        ("../.git/config", "points into .git"),
+        ("..", "is the repository's top level"),
+    ] {
+        let a = judge(&link("src/ext", target), Pattern::Other, &[], &trusted());
+        assert_denied(&a, "paths.symlink", why);
+    }
+    // A symlink that stays in allowed ground is fine.
+    let a = judge(
+        &link("src/ext", "../lib/ext"),
+        Pattern::Other,
+        &[],
+        &trusted(),
+    );
+    assert!(fired(&a, Effect::Deny).is_empty(), "{:#?}", a.rules);
+}
+
+#[test]
+fn a_chain_through_an_up_link_is_followed_as_the_kernel_does() {
+    // `src/l/up -> ..` is src; read lexically, `l/up/../../etc/passwd` from src would be
+    // src/etc/passwd, but `..` after `up` climbs from src to the top and then out of it.
+    let patch = "diff --git a/src/x b/src/x\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/src/x\n@@ -0,0 +1 @@\n+l/up/../../../etc/passwd\n\\ No newline at end of file\n";
+    let a = judge(patch, Pattern::Other, &[("src/l/up", "..")], &trusted());
+    assert_denied(
+        &a,
+        "paths.symlink",
+        "the new symlink src/x -> l/up/../../../etc/passwd points outside the repository (via src/x -> l/up/../../../etc/passwd, src/l/up -> ..)",
+    );
+    // Lexically src/l/migrations, allowed; really migrations.
+    let into = "diff --git a/src/m b/src/m\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/src/m\n@@ -0,0 +1 @@\n+l/up/../migrations\n\\ No newline at end of file\n";
+    let a = judge(into, Pattern::Other, &[("src/l/up", "..")], &trusted());
+    assert_denied(&a, "paths.symlink", "points to migrations");
+}
+
+#[test]
+fn an_old_symlink_the_change_redirects_is_judged_again() {
+    // src/a -> b/c was fine while src/b was a directory; the change makes src/b a link to lib,
+    // where lib/c leads into migrations.
+    let patch = "diff --git a/src/b b/src/b\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/src/b\n@@ -0,0 +1 @@\n+../lib\n\\ No newline at end of file\n";
+    let a = judge(
+        patch,
+        Pattern::Other,
+        &[("src/a", "b/c"), ("lib/c", "../migrations")],
+        &trusted(),
     );
     assert_denied(
         &a,
         "paths.symlink",
-        "src/db/main.tf is really infra/main.tf",
+        "the symlink src/a -> b/c, which the change redirects, points to migrations",
     );
 }
 
@@ -242,21 +431,22 @@ fn deleting_a_symlink_into_a_forbidden_area_touches_the_link_not_its_target() {
         &trusted(),
     );
     assert!(fired(&a, Effect::Deny).is_empty(), "{:#?}", a.rules);
-    // A regular file at the same place is followed.
-    let a = judge(
-        &timeout_bump("src/old"),
-        Pattern::TimeoutBump,
-        &[("src/old", "../migrations")],
-        &trusted(),
-    );
-    assert_denied(&a, "paths.symlink", "src/old is really migrations");
 }
 
 #[test]
 fn a_renamed_symlink_is_judged_where_its_target_now_leads() {
     let patch = "diff --git a/src/x/link b/src/link\nsimilarity index 100%\nrename from src/x/link\nrename to src/link\n";
     let links = [("src/x/link", "../../lib/ok")];
-    let a = judge(patch, Pattern::Other, &links, &trusted());
+    let diff = diff::parse(patch).unwrap();
+    let tree = tree_of(&diff, BTreeMap::new(), &links, None).unwrap();
+    let a = assess(
+        &example(),
+        &NeverList::default(),
+        &proposal(Pattern::Other),
+        &diff,
+        &tree,
+        &trusted(),
+    );
     assert_denied(
         &a,
         "paths.symlink",
@@ -264,64 +454,132 @@ fn a_renamed_symlink_is_judged_where_its_target_now_leads() {
     );
     // Where it was, it pointed at allowed ground.
     let stay = "diff --git a/src/x/link b/src/x/link2\nsimilarity index 100%\nrename from src/x/link\nrename to src/x/link2\n";
-    let a = judge(stay, Pattern::Other, &links, &trusted());
+    let diff = diff::parse(stay).unwrap();
+    let tree = tree_of(&diff, BTreeMap::new(), &links, None).unwrap();
+    let a = assess(
+        &example(),
+        &NeverList::default(),
+        &proposal(Pattern::Other),
+        &diff,
+        &tree,
+        &trusted(),
+    );
     assert!(fired(&a, Effect::Deny).is_empty(), "{:#?}", a.rules);
 }
 
 #[test]
-fn symlinks_out_of_the_repository_or_in_loops_are_denied() {
-    let patch = timeout_bump("src/ext/client.rs");
-    let a = judge(
-        &patch,
-        Pattern::TimeoutBump,
-        &[("src/ext", "../../outside")],
+fn git_control_files_and_the_hosts_files_are_never_changed() {
+    let patch = "diff --git a/src/.gitattributes b/src/.gitattributes\nnew file mode 100644\nindex 0000000..1111111\n--- /dev/null\n+++ b/src/.gitattributes\n@@ -0,0 +1 @@\n+* merge=union\n";
+    let a = judge(patch, Pattern::Other, &[], &trusted());
+    assert_denied(
+        &a,
+        "paths.never",
+        "src/.gitattributes is git's own .gitattributes",
+    );
+    let diff = diff::parse(&timeout_bump("src/ops/policy.toml")).unwrap();
+    let tree = tree_of(&diff, base_of(&diff), &[], None).unwrap();
+    let never = NeverList {
+        host: vec![(
+            "src/ops/policy.toml".into(),
+            "guardian's policy file".into(),
+        )],
+    };
+    let a = assess(
+        &example(),
+        &never,
+        &proposal(Pattern::TimeoutBump),
+        &diff,
+        &tree,
+        &trusted(),
+    );
+    assert_denied(&a, "paths.never", "guardian's policy file");
+}
+
+#[test]
+fn binary_changes_need_a_glob_and_text_may_not_hide_in_a_binary_patch() {
+    let patch = "diff --git a/src/logo.png b/src/logo.png\nnew file mode 100644\nindex 0000000..1111111\nGIT binary patch\nliteral 2\nJcmZQz1ONa700IC2\n\nliteral 0\nHcmV?d00001\n\n";
+    let a = judge(patch, Pattern::Other, &[], &trusted());
+    assert_denied(&a, "content.binary", "src/logo.png is binary");
+    let policy =
+        Policy::parse("[paths]\nallow = [\"src/**\"]\n[content]\nbinary = [\"src/*.png\"]\n")
+            .unwrap();
+    let diff = diff::parse(patch).unwrap();
+    let tree = tree_of(&diff, BTreeMap::new(), &[], None).unwrap();
+    let a = assess(
+        &policy,
+        &NeverList::default(),
+        &proposal(Pattern::Other),
+        &diff,
+        &tree,
+        &trusted(),
+    );
+    assert!(
+        !fired(&a, Effect::Deny)
+            .iter()
+            .any(|h| h.starts_with("content.binary")),
+        "{:#?}",
+        a.rules
+    );
+
+    // A manifest sent as a binary patch: git makes text of it, which is judged as text.
+    let mut tree = tree_of(&diff, BTreeMap::new(), &[], None).unwrap();
+    let manifest = "diff --git a/src/Cargo.toml b/src/Cargo.toml\nindex 1111111..2222222 100644\nGIT binary patch\nliteral 2\nJcmZQz1ONa700IC2\n\nliteral 0\nHcmV?d00001\n\n";
+    let diff = diff::parse(manifest).unwrap();
+    let before = "[dependencies]\nserde = \"1\"\n";
+    let after = "[dependencies]\nserde = \"1\"\nevil = \"6\"\n";
+    tree.files = vec![FileChange {
+        path: "src/Cargo.toml".into(),
+        old: Some(blob(0o100644, before.as_bytes())),
+        new: Some(blob(0o100644, after.as_bytes())),
+    }];
+    tree.base_files = [(
+        "src/Cargo.toml".to_owned(),
+        blob(0o100644, before.as_bytes()),
+    )]
+    .into();
+    let a = assess(
+        &example(),
+        &NeverList::default(),
+        &proposal(Pattern::Other),
+        &diff,
+        &tree,
         &trusted(),
     );
     assert_denied(
         &a,
-        "paths.symlink",
-        "leads outside the repository (via src/ext -> ../../outside)",
+        "content.binary",
+        "src/Cargo.toml is sent as a binary patch but is text",
     );
-    let a = judge(
-        &patch,
-        Pattern::TimeoutBump,
-        &[("src/ext", "/etc")],
-        &trusted(),
+    assert_denied(
+        &a,
+        "content.new_dependencies",
+        "src/Cargo.toml gains the dependency dependencies: evil (evil, registry)",
     );
-    assert_denied(&a, "paths.symlink", "leads outside the repository");
-    let a = judge(
-        &patch,
-        Pattern::TimeoutBump,
-        &[("src/ext", "../src/ext")],
-        &trusted(),
-    );
-    assert_denied(&a, "paths.symlink", "more than 40 symlinks");
-    // A symlink that stays in allowed ground is fine.
-    let a = judge(
-        &patch,
-        Pattern::TimeoutBump,
-        &[("src/ext", "../lib/ext")],
-        &trusted(),
-    );
-    assert_eq!(a.decision, Decision::Auto, "{:#?}", a.rules);
 }
 
 #[test]
 fn a_new_dependency_is_denied_but_a_version_bump_is_not_one() {
-    let patch = edit("src/Cargo.toml", &[], &["globset = \"0.4\""]);
-    let a = judge(&patch, Pattern::Other, &[], &trusted());
+    let cargo = "[package]\nname = \"shop\"\n[dependencies]\nserde = \"1\"\n";
+    let patch = "diff --git a/src/Cargo.toml b/src/Cargo.toml\nindex 1111111..2222222 100644\n--- a/src/Cargo.toml\n+++ b/src/Cargo.toml\n@@ -3,2 +3,3 @@\n [dependencies]\n serde = \"1\"\n+globset = \"0.4\"\n";
+    let a = judge_on(&[("src/Cargo.toml", cargo)], patch, Pattern::Other);
     assert_denied(
         &a,
         "content.new_dependencies",
-        "src/Cargo.toml:3 adds \"globset = \\\"0.4\\\"\"",
+        "src/Cargo.toml gains the dependency dependencies: globset (globset, registry)",
     );
 
+    let package =
+        "{\n  \"dependencies\": {\n    \"lodash\": \"^4.17.20\",\n    \"x\": \"1\"\n  }\n}\n";
     let patch = edit(
         "lib/web/package.json",
         &["    \"lodash\": \"^4.17.20\","],
         &["    \"lodash\": \"^4.17.21\","],
+    )
+    .replace(
+        "@@ -2,2 +2,2 @@\n ctx\n",
+        "@@ -2,2 +2,2 @@\n   \"dependencies\": {\n",
     );
-    let a = judge(&patch, Pattern::Other, &[], &trusted());
+    let a = judge_on(&[("lib/web/package.json", package)], &patch, Pattern::Other);
     assert!(
         !fired(&a, Effect::Deny)
             .iter()
@@ -330,9 +588,17 @@ fn a_new_dependency_is_denied_but_a_version_bump_is_not_one() {
         a.rules
     );
 
-    let patch = edit("lib/requirements-dev.txt", &[], &["requests==2.31.0"]);
-    let a = judge(&patch, Pattern::Other, &[], &trusted());
-    assert_denied(&a, "content.new_dependencies", "lib/requirements-dev.txt:3");
+    let patch = "diff --git a/lib/requirements-dev.txt b/lib/requirements-dev.txt\nindex 1111111..2222222 100644\n--- a/lib/requirements-dev.txt\n+++ b/lib/requirements-dev.txt\n@@ -1 +1,2 @@\n flask==3.0\n+requests==2.31.0\n";
+    let a = judge_on(
+        &[("lib/requirements-dev.txt", "flask==3.0\n")],
+        patch,
+        Pattern::Other,
+    );
+    assert_denied(
+        &a,
+        "content.new_dependencies",
+        "lib/requirements-dev.txt gains the dependency requirement: requests (index)",
+    );
 }
 
 #[test]
@@ -364,6 +630,14 @@ fn a_schema_change_is_denied() {
         "content.schema_changes",
         "src/app/migrations/0007_note.py is a migration",
     );
+    // Deleting one is a schema change too.
+    let gone = "diff --git a/src/app/migrations/0006.py b/src/app/migrations/0006.py\ndeleted file mode 100644\nindex 1111111..0000000\n--- a/src/app/migrations/0006.py\n+++ /dev/null\n@@ -1 +0,0 @@\n-operations = []\n";
+    let a = judge(gone, Pattern::Other, &[], &trusted());
+    assert_denied(
+        &a,
+        "content.schema_changes",
+        "src/app/migrations/0006.py is a migration",
+    );
 }
 
 #[test]
@@ -388,9 +662,17 @@ fn a_window_turns_auto_into_needs_approval() {
 #[test]
 fn another_service_is_denied() {
     let diff = diff::parse(&timeout_bump("src/a.rs")).unwrap();
+    let tree = tree_of(&diff, base_of(&diff), &[], None).unwrap();
     let mut p = proposal(Pattern::TimeoutBump);
     p.service = "billing".to_owned();
-    let a = assess(&example(), &p, &diff, &[], &trusted());
+    let a = assess(
+        &example(),
+        &NeverList::default(),
+        &p,
+        &diff,
+        &tree,
+        &trusted(),
+    );
     assert_denied(
         &a,
         "services.allow",
@@ -500,24 +782,6 @@ fn many_hits_of_one_rule_are_summed_up() {
     assert_eq!(deny[10].message, "and 4 more like these");
 }
 
-#[test]
-fn resolve_follows_links_in_order() {
-    let links: BTreeMap<String, String> = [("a", "b/c"), ("b", "d"), ("d/c", "../e")]
-        .iter()
-        .map(|(p, t)| (p.to_string(), t.to_string()))
-        .collect();
-    assert_eq!(
-        resolve("a/x", &links, true),
-        Resolved::Inside("e/x".into(), "a -> b/c, b -> d, d/c -> ../e".into())
-    );
-    assert_eq!(
-        resolve("z/x", &links, true),
-        Resolved::Inside("z/x".into(), String::new())
-    );
-    assert_eq!(join("src", "../../x"), None);
-    assert_eq!(join(".", "x/./y/../z"), Some("x/z".into()));
-}
-
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -558,12 +822,19 @@ mod properties {
                 prop_assert!(paths.iter().any(|p| p.split('/').any(|c| c == "." || c == "..")));
                 return Ok(());
             };
+            let links: Vec<(&str, &str)> =
+                links.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+            // A path through one of the links, or two sections of one file: git refuses it.
+            let Ok(tree) = tree_of(&diff, base_of(&diff), &links, None) else {
+                return Ok(());
+            };
             let policy = example();
             let a = assess(
                 &policy,
+                &NeverList::default(),
                 &proposal(Pattern::TimeoutBump),
                 &diff,
-                &links,
+                &tree,
                 &Context { now, ..trusted() },
             );
             for p in &paths {
@@ -590,19 +861,55 @@ fn a_megabyte_patch_is_judged_quickly_and_denied_for_its_size() {
         .collect();
     assert!(patch.len() > 1_000_000, "{}", patch.len());
     let started = std::time::Instant::now();
-    let a = judge(
-        &patch,
-        Pattern::TimeoutBump,
-        &[("src/m7", "../migrations")],
-        &trusted(),
-    );
+    let a = judge(&patch, Pattern::TimeoutBump, &[], &trusted());
     assert_denied(&a, "limits.max_files", "touches 1000 files");
-    assert_denied(&a, "paths.symlink", "src/m7/f.rs is really migrations/f.rs");
     assert!(a.rules.len() < 60, "capped per rule: {}", a.rules.len());
     // Generous: it takes milliseconds; this only catches a quadratic slip.
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[test]
+fn the_cap_of_a_timeout_bump_holds_for_the_whole_file_however_the_patch_splits_it() {
+    let one = |from: &str, to: &str| {
+        format!("diff --git a/src/c.toml b/src/c.toml\nindex 1111111..2222222 100644\n--- a/src/c.toml\n+++ b/src/c.toml\n@@ -1 +1 @@\n-timeout = {from}\n+timeout = {to}\n")
+    };
+    let base: BTreeMap<String, Blob> =
+        [("src/c.toml".to_owned(), blob(0o100644, b"timeout = 600\n"))].into();
+    // Each section alone is a 100x bump.
+    let first = diff::parse(&one("600", "60000")).unwrap();
+    let tree = tree_of(&first, base.clone(), &[], None).unwrap();
+    let a = assess(
+        &example(),
+        &NeverList::default(),
+        &proposal(Pattern::TimeoutBump),
+        &first,
+        &tree,
+        &trusted(),
+    );
+    assert_eq!(a.decision, Decision::Auto, "{:#?}", a.rules);
+    // Two sections of one file (a series): git's diff of the whole change is 600 -> 6,000,000.
+    let series = diff::parse(&format!(
+        "{}{}",
+        one("600", "60000"),
+        one("60000", "6000000")
+    ))
+    .unwrap();
+    let tree = tree_of(&series, base, &[], Some(&one("600", "6000000"))).unwrap();
+    let a = assess(
+        &example(),
+        &NeverList::default(),
+        &proposal(Pattern::TimeoutBump),
+        &series,
+        &tree,
+        &trusted(),
+    );
+    assert_denied(
+        &a,
+        "pattern_mismatch",
+        "src/c.toml:1 does not raise a time by a factor of more than 1 and at most 100",
     );
 }

@@ -416,6 +416,7 @@ fn long_record(n: usize, rollback: bool) -> Seed {
                         } else {
                             ProposalState::Denied
                         },
+                        tree_sha: healthy.then(|| "e".repeat(40)),
                     },
                     t,
                 )
@@ -770,6 +771,7 @@ fn what_the_agent_wrote_is_shown_as_it_is_never_as_it_pretends() {
                         assessment: json!({}),
                         shadow: false,
                         state: ProposalState::Pending,
+                        tree_sha: None,
                     },
                     now() - 60.0,
                 )

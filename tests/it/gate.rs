@@ -304,6 +304,7 @@ fn seed_ledger(db: &Path, n: usize, at: f64) {
                     claimed_sha: None,
                     patch: format!("patch {i}"),
                     diff_hash: format!("{i:064}"),
+                    tree_sha: None,
                     decision: "needs_approval".into(),
                     assessment: json!({}),
                     shadow: false,
@@ -966,4 +967,184 @@ fn the_full_path_from_proposal_to_post_mortem_email() {
     }
     let text = parsed.body_text(0).expect("a text part").into_owned();
     assert!(text.contains("Audit checkpoint"), "{text}");
+}
+
+/// Posts `patch` as the agent's proposal against guardian's HEAD.
+fn post_patch(g: &Gate, pattern: &str, patch: &str) -> Value {
+    let head = git(&g.repo, &["rev-parse", "HEAD"]);
+    let (code, p) = g.call(
+        Some(AGENT),
+        "POST",
+        "/v1/proposals",
+        Some(json!({ "pattern": pattern, "summary": "fix", "base": head, "patch": patch })),
+    );
+    assert_eq!(code, 201, "{p}");
+    p
+}
+
+/// The rules that fired, as "rule: message".
+fn rules(p: &Value) -> Vec<String> {
+    p["assessment"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r["rule"].as_str().unwrap(),
+                r["message"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// The team commits `file` in guardian's clone (and the agent starts from there).
+fn team_commits(g: &Gate, file: &str, content: &str) {
+    let path = g.repo.join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+    git(&g.repo, &["add", "-A"]);
+    git(&g.repo, &["commit", "-q", "-m", &format!("add {file}")]);
+    g.agent_syncs();
+}
+
+#[test]
+fn a_no_newline_marker_mid_hunk_cannot_smuggle_a_joined_line_past_a_trusted_pattern() {
+    let g = Gate::start(10, false);
+    team_commits(&g, "src/app.env", "TIMEOUT_MS=500\nREQUIRE_AUTH=1\n");
+    // Read as a clean bump 500 -> 5000; git applies TIMEOUT_MS=5000REQUIRE_AUTH=1.
+    let patch = "diff --git a/src/app.env b/src/app.env\nindex 1111111..2222222 100644\n--- a/src/app.env\n+++ b/src/app.env\n@@ -1,2 +1,2 @@\n-TIMEOUT_MS=500\n+TIMEOUT_MS=5000\n\\ No newline at end of file\n REQUIRE_AUTH=1\n";
+    let p = post_patch(&g, "timeout-bump", patch);
+    assert_eq!(p["decision"], "deny", "{p}");
+    assert_eq!(p["state"], "denied", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains("would join it with the line after it"),
+        "{why}"
+    );
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        std::fs::read_to_string(g.repo.join("src/app.env")).unwrap(),
+        "TIMEOUT_MS=500\nREQUIRE_AUTH=1\n",
+        "nothing deployed"
+    );
+}
+
+#[test]
+fn a_timeout_bump_split_over_two_commits_is_capped_as_one_change() {
+    let g = Gate::start(10, false);
+    let base = git(&g.agent_repo, &["rev-parse", "HEAD"]);
+    // 500 -> 50,000 -> 5,000,000: each commit 100x, the change 10,000x.
+    g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 50000\n",
+        "Raise the timeout",
+    );
+    g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 5000000\n",
+        "Raise it again",
+    );
+    let series = git(
+        &g.agent_repo,
+        &["format-patch", "--stdout", &format!("{base}..HEAD")],
+    );
+    let p = post_patch(&g, "timeout-bump", &format!("{series}\n"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains("pattern_mismatch") && why.contains("at most 100"),
+        "{why}"
+    );
+    assert!(why.contains("timeout_ms = 5000000"), "{why}");
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_chained_through_an_up_link_are_followed_as_the_kernel_does() {
+    let g = Gate::start(0, false);
+    let dir = g.agent_repo.join("src/a/b");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink("..", dir.join("up")).unwrap();
+    // Read lexically from src/a these are src/etc/passwd and src/a/migrations, both allowed;
+    // `up` is src/a, so they lead out of the tree and into migrations/.
+    std::os::unix::fs::symlink(
+        "b/up/../../../etc/passwd",
+        g.agent_repo.join("src/a/passwd"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("b/up/../../migrations", g.agent_repo.join("src/a/m")).unwrap();
+    git(&g.agent_repo, &["add", "-A"]);
+    git(&g.agent_repo, &["commit", "-q", "-m", "handy links"]);
+    let commit = git(&g.agent_repo, &["rev-parse", "HEAD"]);
+    let p = stdout_json(&g.propose(&commit, "other", "add handy links"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains("the new symlink src/a/passwd -> b/up/../../../etc/passwd points outside the repository"),
+        "{why}"
+    );
+    assert!(
+        why.contains("the new symlink src/a/m -> b/up/../../migrations points to migrations"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_binary_patch_is_judged_on_the_text_git_makes_of_it() {
+    let g = Gate::start(0, false);
+    team_commits(&g, "src/Cargo.toml", "[dependencies]\nserde = \"1\"\n");
+    team_commits(&g, "src/q.sql", "SELECT 1;\n");
+    // The agent's own clone says these files are binary, so its diff is base85.
+    std::fs::write(
+        g.agent_repo.join(".git/info/attributes"),
+        "Cargo.toml -diff\n*.sql -diff\n",
+    )
+    .unwrap();
+    let dep = g.agent_commits(
+        "src/Cargo.toml",
+        "[dependencies]\nserde = \"1\"\nevil = \"6\"\n",
+        "Add a crate",
+    );
+    let p = stdout_json(&g.propose(&dep, "other", "a helper crate"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains(
+            "content.new_dependencies: src/Cargo.toml gains the dependency dependencies: evil"
+        ),
+        "{why}"
+    );
+    assert!(why.contains("sent as a binary patch but is text"), "{why}");
+
+    g.agent_syncs();
+    let ddl = g.agent_commits(
+        "src/q.sql",
+        "SELECT 1;\nALTER TABLE t ADD COLUMN x int;\n",
+        "A column",
+    );
+    let p = stdout_json(&g.propose(&ddl, "other", "a column"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains("content.schema_changes: src/q.sql:2 adds ALTER TABLE"),
+        "{why}"
+    );
+}
+
+#[test]
+fn git_control_files_are_never_open_to_an_ai_change() {
+    let g = Gate::start(10, false);
+    let fix = g.agent_commits(
+        "src/.gitattributes",
+        "* merge=union\n",
+        "Merge settings more easily",
+    );
+    let p = stdout_json(&g.propose(&fix, "other", "easier merges"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains("paths.never: src/.gitattributes is git's own .gitattributes"),
+        "{why}"
+    );
 }

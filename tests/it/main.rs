@@ -9,6 +9,7 @@ mod config_file;
 mod daemon;
 mod demo;
 mod gate;
+mod judge;
 mod policy;
 mod postmortem;
 mod replay_cli;

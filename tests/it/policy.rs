@@ -1,15 +1,17 @@
 //! The policy suite with real git: each change is committed in a temporary repository and handed
-//! over as `git format-patch` output, the way an agent hands it to the guardian; the
-//! repository's symlinks come from `git::Repo::symlinks_along`. Then `trust::assess` with the
-//! shipped `config/policy.toml` must deny what it must deny and let through what it must.
+//! over as `git format-patch` output, the way an agent hands it to the guardian; git applies it
+//! in a scratch index (`git::Repo::scratch_apply`), as the daemon does. Then `trust::assess`
+//! with the shipped `config/policy.toml` must deny what it must deny and let through what it
+//! must.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use guardian::git::Repo;
+use guardian::git::{Repo, Scratch};
 use guardian::trust::{
-    self, diff, Assessment, Context, Decision, Effect, Pattern, Policy, ProposalFacts, TrackRecord,
+    self, diff, Assessment, Context, Decision, Effect, NeverList, Pattern, Policy, ProposalFacts,
+    TrackRecord,
 };
 
 use crate::common::root;
@@ -139,17 +141,39 @@ fn context(now: i64) -> Context {
     }
 }
 
-/// Assesses `patch` as the gate does: parsed, with the base's symlinks along its paths.
-fn assess_in(repo_dir: &Path, base: &str, patch: &str, pattern: Pattern, now: i64) -> Assessment {
-    let diff = diff::parse(patch).unwrap_or_else(|e| panic!("{e}\n{patch}"));
+/// What git makes of `patch` on `base` in a scratch index: the tree, or why it refuses.
+fn scratch(
+    repo_dir: &Path,
+    base: &str,
+    patch: &str,
+) -> Result<(diff::Diff, trust::TreeChange), String> {
+    let diff = diff::parse(patch).map_err(|e| e.to_string())?;
     let repo = Repo::open(repo_dir).unwrap();
-    let links = repo.symlinks_along(base, &diff.facts().paths).unwrap();
+    match repo
+        .scratch_apply(base, patch, &diff.facts().paths)
+        .unwrap()
+    {
+        Scratch::Applied(tree) => Ok((diff, *tree)),
+        Scratch::Refused(why) => Err(why),
+    }
+}
+
+/// Assesses `patch` as the gate does: parsed, applied by git in a scratch index, judged.
+fn assess_in(repo_dir: &Path, base: &str, patch: &str, pattern: Pattern, now: i64) -> Assessment {
+    let (diff, tree) = scratch(repo_dir, base, patch).unwrap_or_else(|e| panic!("{e}\n{patch}"));
     let proposal = ProposalFacts {
         service: "shop".to_owned(),
         pattern,
         tests_run: true,
     };
-    trust::assess(&policy(), &proposal, &diff, &links, &context(now))
+    trust::assess(
+        &policy(),
+        &NeverList::default(),
+        &proposal,
+        &diff,
+        &tree,
+        &context(now),
+    )
 }
 
 fn assess(fx: &Fixture, patch: &str, pattern: Pattern) -> Assessment {
@@ -292,7 +316,7 @@ fn a_dot_dot_path_trick_is_refused_when_the_patch_is_read() {
 
 #[cfg(unix)]
 #[test]
-fn a_symlink_in_the_repository_into_a_forbidden_area_is_denied() {
+fn a_patch_through_a_symlink_in_the_repository_is_refused_by_git() {
     // The guardian's clone has `src/util -> ../migrations` at the base.
     let fx = Fixture::new();
     std::os::unix::fs::symlink("../migrations", fx.dir.join("src/util")).unwrap();
@@ -304,12 +328,8 @@ fn a_symlink_in_the_repository_into_a_forbidden_area_is_denied() {
         &[("src/util/x.sql", "DELETE FROM orders;\n")],
         "Add a helper query",
     );
-    let a = assess_in(&fx.dir, &base, &patch, Pattern::Other, MORNING);
-    assert_denied(
-        &a,
-        "paths.symlink",
-        "src/util/x.sql is really migrations/x.sql (via src/util -> ../migrations), which matches the denied glob \"migrations/**\"",
-    );
+    let why = scratch(&fx.dir, &base, &patch).unwrap_err();
+    assert!(why.contains("beyond a symbolic link"), "{why}");
     // The same patch against a base without the link is not denied for its path.
     let a = assess_in(&agent.dir, &agent.base, &patch, Pattern::Other, MORNING);
     assert!(
@@ -330,7 +350,7 @@ fn a_symlink_the_patch_adds_into_a_forbidden_area_is_denied() {
     assert_denied(
         &a,
         "paths.symlink",
-        "the new symlink src/api/tf -> ../../infra/main.tf points to infra/main.tf",
+        "the new symlink src/api/tf -> ../../infra/main.tf points to infra/main.tf (via src/api/tf -> ../../infra/main.tf), which matches the denied glob \"infra/**\"",
     );
 }
 
@@ -363,7 +383,7 @@ fn a_new_dependency_is_denied() {
     assert_denied(
         &a,
         "content.new_dependencies",
-        "lib/web/package.json:4 adds \"\\\"left-pad\\\": \\\"^1.3.0\\\"\"",
+        "lib/web/package.json gains the dependency dependencies: left-pad (registry)",
     );
 }
 
@@ -380,7 +400,7 @@ fn a_schema_change_is_denied() {
     assert_denied(
         &a,
         "content.schema_changes",
-        "src/db/orders.rs:2 adds ALTER TABLE",
+        "src/db/orders.rs:2 adds ALTER TABLE (1 in the file now, 0 before)",
     );
 }
 

@@ -395,6 +395,29 @@ fn a_conflicting_revert_leaves_the_tree_as_it_was_and_escalates() {
 }
 
 #[test]
+fn in_tree_attributes_do_not_turn_a_conflicting_revert_into_a_merge() {
+    let w = World::new("cp \"$GUARDIAN_REPO/mode\" \"$LIVE\"", 30);
+    // A union merge driver, committed in the tree: git would merge both versions of `mode`
+    // instead of stopping at the conflict.
+    std::fs::write(w.repo.join(".gitattributes"), "* merge=union\n").unwrap();
+    git(&w.repo, &["add", ".gitattributes"]);
+    git(&w.repo, &["commit", "-q", "-m", "merge everything"]);
+    let (_bad, id) = w.deploy("broken");
+    let later = commit_mode(&w.repo, "broken-differently", "tweak");
+    let change = w.settle(&id, 60);
+    assert_eq!(change["state"], "escalated", "{change}");
+    assert!(
+        change["note"].as_str().unwrap().contains("conflicts"),
+        "{change}"
+    );
+    assert_eq!(git(&w.repo, &["rev-parse", "HEAD"]), later);
+    assert_eq!(
+        std::fs::read_to_string(w.repo.join("mode")).unwrap(),
+        "broken-differently\n"
+    );
+}
+
+#[test]
 fn a_hanging_hook_is_killed_and_escalated() {
     let w = World::new("sleep 1000 & sleep 1000", 2);
     let (_bad, id) = w.deploy("broken");

@@ -134,6 +134,7 @@ impl ProposalRequest {
             claimed_sha: self.commit.as_ref().map(|c| c.trim().to_owned()),
             patch: self.patch.clone(),
             diff_hash: hex(&Sha256::digest(self.patch.as_bytes())),
+            tree_sha: None,
             decision: Decision::Deny.as_str().to_owned(),
             assessment: serde_json::Value::Null,
             shadow: false,
@@ -150,13 +151,167 @@ pub struct ProposalView {
     pub patch: String,
 }
 
+/// What git and the parser make of a proposal, worked out by [`judge`] before the engine's
+/// lock is taken: the patch as read and the tree git made of it, or why there is none.
+#[derive(Debug)]
+pub enum Judged {
+    Tree {
+        diff: trust::Diff,
+        tree: Box<trust::TreeChange>,
+    },
+    /// The patch is refused before it can be judged (unreadable, or git does not apply it):
+    /// a denied proposal on the record, with this reason.
+    Refused(String),
+}
+
+/// Reads a proposal and applies it in a scratch index of guardian's clone (`clone`). Runs
+/// git, so it must not run under the engine's lock: the HTTP handler calls it on a blocking
+/// thread, then hands the result to [`Engine::propose`].
+pub fn judge(
+    clone: Option<&std::path::Path>,
+    request: &ProposalRequest,
+) -> Result<Judged, EngineError> {
+    request.validate().map_err(EngineError::BadRequest)?;
+    let diff = match trust::diff::parse(&request.patch) {
+        Ok(d) => d,
+        // A patch the parser refuses is refused for what it tries (a path out of the tree,
+        // a header that disagrees with itself, ...): a denied proposal on the record, not
+        // just a bad request.
+        Err(e) => return Ok(Judged::Refused(e.to_string())),
+    };
+    let Some(clone) = clone else {
+        return Err(EngineError::BadRequest(
+            "proposals need [daemon.rollback] repo: guardian's own clone to apply them in"
+                .to_owned(),
+        ));
+    };
+    let repo = crate::git::Repo::open(clone)
+        .map_err(|e| EngineError::BadRequest(format!("cannot read guardian's clone: {e}")))?;
+    let base = request.base.trim();
+    let named: Vec<String> = diff.facts().paths;
+    match repo.scratch_apply(base, &request.patch, &named) {
+        Ok(crate::git::Scratch::Applied(tree)) => Ok(Judged::Tree { diff, tree }),
+        Ok(crate::git::Scratch::Refused(why)) => Ok(Judged::Refused(why)),
+        Err(e) => Err(EngineError::BadRequest(format!(
+            "\"base\" {base} cannot be read in guardian's clone {} (fetch it first?): {e}",
+            clone.display()
+        ))),
+    }
+}
+
+/// guardian's own files that live inside the deployed repository, as the never-list's host
+/// paths, and a warning for each file the redeploy hook runs from there (its own changes are
+/// refused, but not what it runs in turn). `config_file` is the configuration guardian was
+/// started with, when known.
+pub fn host_never_list(
+    settings: &crate::config::DaemonSettings,
+    config_file: Option<&std::path::Path>,
+) -> (trust::NeverList, Vec<String>) {
+    let mut never = trust::NeverList::default();
+    let mut warnings = Vec::new();
+    let Some(rollback) = &settings.rollback else {
+        return (never, warnings);
+    };
+    let Ok(repo) = rollback.repo.canonicalize() else {
+        return (never, warnings);
+    };
+    let mut mine: Vec<(std::path::PathBuf, String)> = vec![
+        (
+            settings.state_dir.clone(),
+            "guardian's state directory".into(),
+        ),
+        (
+            settings.token_file.clone(),
+            "guardian's operator token".into(),
+        ),
+    ];
+    if let Some(c) = config_file {
+        mine.push((c.to_path_buf(), "guardian's configuration file".into()));
+    }
+    if let Some(g) = &settings.gate {
+        mine.push((g.policy_file.clone(), "guardian's policy file".into()));
+        mine.extend(
+            g.agent_token_file
+                .iter()
+                .map(|t| (t.clone(), "the agent's token".into())),
+        );
+        mine.extend(
+            g.approvers
+                .iter()
+                .map(|(name, t)| (t.clone(), format!("approver {name}'s token"))),
+        );
+    }
+    if let Some(auth) = settings.mail.as_ref().and_then(|m| m.auth.as_ref()) {
+        mine.push((
+            auth.password_file.clone(),
+            "guardian's mail password".into(),
+        ));
+    }
+    for log in &settings.logs {
+        mine.push((
+            log.path.clone(),
+            format!("the access log {} guardian follows", log.name),
+        ));
+    }
+    // The hook's program and arguments that are files (relative ones run from the clone).
+    let mut hook_files = Vec::new();
+    for (i, arg) in rollback.hook.iter().enumerate() {
+        let path = std::path::Path::new(arg);
+        let file = if path.is_absolute() {
+            path.to_path_buf()
+        } else if i > 0 || arg.contains('/') {
+            repo.join(path)
+        } else {
+            continue;
+        };
+        if file.is_file() {
+            hook_files.push(file.clone());
+            mine.push((file, "the redeploy hook".into()));
+        }
+    }
+    for (path, what) in mine {
+        // Both the path as configured and where it really is: a symlinked directory on the
+        // way is protected by the first, the file itself by the second.
+        let lexical = if path.is_absolute() {
+            path.clone()
+        } else {
+            repo.join(&path)
+        };
+        let mut found = Vec::new();
+        for candidate in [Some(lexical), path.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(rel) = crate::git::inside(&repo, &candidate) {
+                if !found.contains(&rel) {
+                    found.push(rel);
+                }
+            }
+        }
+        if !found.is_empty() && hook_files.contains(&path) {
+            warnings.push(format!(
+                "the redeploy hook runs {}, which is inside the deployed repository {}: \
+                 guardian refuses every proposal that changes it, but not the files it runs in \
+                 turn; keep the hook outside the repository",
+                path.display(),
+                repo.display()
+            ));
+        }
+        never
+            .host
+            .extend(found.into_iter().map(|rel| (rel, what.clone())));
+    }
+    (never, warnings)
+}
+
 /// A deploy the engine asks for: apply, push, redeploy.
 #[derive(Clone, Debug)]
 pub struct DeployJob {
     pub proposal_id: String,
-    /// The commit the diff was judged against, and the paths it touches.
+    /// The commit the diff was judged against, and the tree the gate judged (and a person
+    /// approved): exactly that is deployed, or nothing is.
     pub base: String,
-    pub paths: Vec<String>,
+    pub tree: String,
     pub patch: String,
     pub intent: String,
     pub message: String,
@@ -297,13 +452,28 @@ impl Engine {
         }
     }
 
-    /// Judges a proposal and stores it with the decision. Denied proposals are final; those
-    /// needing approval wait for a person; `auto` ones are queued for deploy (in shadow mode:
-    /// recorded as what would have happened).
+    /// Where proposals are applied in scratch (guardian's clone), for [`judge`].
+    pub fn proposal_clone(&self) -> Option<std::path::PathBuf> {
+        self.settings.rollback.as_ref().map(|r| r.repo.clone())
+    }
+
+    /// Protects guardian's own files in the deployed repository, now that the configuration
+    /// file is known too; returns the warnings to print at start.
+    pub fn protect_host_files(&mut self, config_file: Option<&std::path::Path>) -> Vec<String> {
+        let (never, warnings) = host_never_list(&self.settings, config_file);
+        self.never = never;
+        warnings
+    }
+
+    /// Judges a proposal (what [`judge`] made of it, outside the lock) and stores it with the
+    /// decision. Pure but for the ledger and the store: no git runs here. Denied proposals are
+    /// final; those needing approval wait for a person; `auto` ones are queued for deploy (in
+    /// shadow mode: recorded as what would have happened).
     pub fn propose(
         &mut self,
         role: &Role,
         request: &ProposalRequest,
+        judged: Judged,
         now: f64,
     ) -> Result<ProposalRecord, EngineError> {
         let pattern = request.validate().map_err(EngineError::BadRequest)?;
@@ -316,34 +486,10 @@ impl Engine {
         let request = &request;
         let loaded = self.gate_policy()?;
         let policy_sha256 = loaded.sha256.clone();
-        let diff = match trust::diff::parse(&request.patch) {
-            Ok(d) => d,
-            // A patch the parser refuses is refused for what it tries (a path out of the tree,
-            // a header that disagrees with itself, ...): a denied proposal on the record, not
-            // just a bad request.
-            Err(e) => return self.deny_unreadable(role, request, pattern, &e.to_string(), now),
+        let (diff, tree) = match judged {
+            Judged::Tree { diff, tree } => (diff, tree),
+            Judged::Refused(why) => return self.deny_unreadable(role, request, pattern, &why, now),
         };
-        let base = request.base.trim().to_owned();
-        let symlinks =
-            match &self.settings.rollback {
-                Some(r) => {
-                    let repo = crate::git::Repo::open(&r.repo).map_err(|e| {
-                        EngineError::BadRequest(format!("cannot read guardian's clone: {e}"))
-                    })?;
-                    let paths: Vec<String> = diff.facts().paths.into_iter().collect();
-                    repo.symlinks_along(&base, &paths).map_err(|e| {
-                        EngineError::BadRequest(format!(
-                            "\"base\" {base} cannot be read in guardian's clone {} (fetch it \
-                         first?): {e}",
-                            r.repo.display()
-                        ))
-                    })?
-                }
-                None => return Err(EngineError::BadRequest(
-                    "proposals need [daemon.rollback] repo: guardian's own clone to apply them in"
-                        .to_owned(),
-                )),
-            };
         let ledger = self.trust()?;
         let standing = ledger.iter().find(|t| t.pattern == pattern.as_str());
         let loaded = self.gate_policy()?;
@@ -366,7 +512,8 @@ impl Engine {
             pattern,
             tests_run: request.tests_run,
         };
-        let mut assessment = trust::assess(&loaded.policy, &facts, &diff, &symlinks, &context);
+        let mut assessment =
+            trust::assess(&loaded.policy, &self.never, &facts, &diff, &tree, &context);
         if request.kind == ChangeKind::Human && assessment.decision == Decision::Auto {
             // The ledger is about AI patterns; a person's change proposed here still gets a
             // second person.
@@ -394,6 +541,7 @@ impl Engine {
                 assessment: assessment_json,
                 shadow,
                 state,
+                tree_sha: Some(tree.tree.clone()),
                 ..request.as_submitted(role, pattern)
             },
             now,
@@ -541,28 +689,54 @@ impl Engine {
             )?;
             return Ok(None);
         }
+        // The tree judged, and for a person's approval the tree they approved: one and the
+        // same, or the record was tampered with and nothing is deployed.
+        let tree = match (&p.tree_sha, &p.decided_by, &p.approved_tree) {
+            (Some(t), None, _) => Some(t.clone()),
+            (Some(t), Some(_), Some(a)) if t == a => Some(t.clone()),
+            _ => None,
+        };
+        let Some(tree) = tree else {
+            self.store.advance_proposal(
+                &p.id,
+                ProposalState::Deploying,
+                None,
+                None,
+                json!({ "base": p.base_sha, "diff_sha256": p.diff_hash }),
+                now,
+            )?;
+            self.store.advance_proposal(
+                &p.id,
+                ProposalState::DeployFailed,
+                None,
+                Some("no judged tree, or the approval is for another tree than the one judged: nothing deployed"),
+                json!({ "tree": p.tree_sha, "approved_tree": p.approved_tree }),
+                now,
+            )?;
+            return Ok(None);
+        };
         self.store.advance_proposal(
             &p.id,
             ProposalState::Deploying,
             None,
             None,
-            json!({ "base": p.base_sha, "diff_sha256": p.diff_hash }),
+            json!({ "base": p.base_sha, "diff_sha256": p.diff_hash, "tree": tree }),
             now,
         )?;
         self.phase = Phase::Deploying(p.id.clone());
         let approval = match &p.decided_by {
-            Some(by) => format!("Approved by {by} for diff sha256 {}.", p.diff_hash),
+            Some(by) => format!(
+                "Approved by {by} for diff sha256 {} (tree {tree}).",
+                p.diff_hash
+            ),
             None => format!(
                 "Deployed without a person: the policy scored it {} and the pattern is trusted.",
                 p.assessment["risk"]["score"]
             ),
         };
-        let paths = trust::diff::parse(&p.patch)
-            .map(|d| d.facts().paths)
-            .unwrap_or_default();
         Ok(Some(DeployJob {
             base: p.base_sha.clone(),
-            paths,
+            tree,
             intent: format!("{}-deploy", p.id),
             message: format!(
                 "{}\n\nProposed by {} as {} ({}). {approval}\n\nGuardian-Proposal: {}\n",
@@ -827,4 +1001,67 @@ fn proposal_text(p: &ProposalRecord) -> String {
 /// may hold several, and control characters).
 fn first_line(text: &str) -> String {
     crate::display::line(text.lines().next().unwrap_or_default().trim()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn guardians_own_files_inside_the_repository_are_never_open_and_the_hook_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("app");
+        for sub in ["ops", "deploy", "src"] {
+            std::fs::create_dir_all(repo.join(sub)).unwrap();
+        }
+        let files = [
+            ("ops/policy.toml", "[paths]\nallow = [\"src/**\"]\n"),
+            ("deploy/redeploy.sh", "#!/bin/sh\n"),
+            ("ops/agent.token", "agent-token-0123456789abcdef"),
+        ];
+        for (f, text) in files {
+            std::fs::write(repo.join(f), text).unwrap();
+        }
+        let outside = dir.path().join("token");
+        std::fs::write(&outside, "admin-token-0123456789abcdef").unwrap();
+        let config = Config::parse(&format!(
+            "[daemon]\nstate_dir = {state:?}\ntoken_file = {outside:?}\n\
+             [daemon.rollback]\nrepo = {repo:?}\nhook = [\"sh\", \"deploy/redeploy.sh\"]\n\
+             [daemon.gate]\npolicy_file = {policy:?}\nagent_token_file = {agent:?}\n",
+            state = repo.join(".guardian"),
+            policy = repo.join("ops/policy.toml"),
+            agent = repo.join("ops/agent.token"),
+        ))
+        .unwrap();
+        std::fs::create_dir_all(repo.join(".guardian")).unwrap();
+        let settings = config.daemon.unwrap();
+        let config_file = repo.join("ops/guardian.toml");
+        std::fs::write(&config_file, "").unwrap();
+        let (never, warnings) = host_never_list(&settings, Some(&config_file));
+        for (path, what) in [
+            ("ops/policy.toml", "guardian's policy file"),
+            ("deploy/redeploy.sh", "the redeploy hook"),
+            ("ops/agent.token", "the agent's token"),
+            ("ops/guardian.toml", "guardian's configuration file"),
+            (".guardian/guardian.db", "guardian's state directory"),
+        ] {
+            let why = never
+                .check(path)
+                .unwrap_or_else(|| panic!("{path} is open"));
+            assert!(why.contains(what), "{path}: {why}");
+        }
+        assert_eq!(never.check("src/main.rs"), None);
+        assert!(
+            never.host.iter().all(|(p, _)| !p.starts_with('/')),
+            "repository paths: {:?}",
+            never.host
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("redeploy.sh, which is inside the deployed repository"),
+            "{}",
+            warnings[0]
+        );
+    }
 }
