@@ -378,7 +378,11 @@ pub(crate) fn signal_standing(s: &Value) -> &'static str {
     if s["regressed"].as_bool() == Some(true) {
         "WORSE"
     } else if s["routes_compared"].as_u64() == Some(0) {
-        "not compared"
+        if s["leans_worse"].as_bool() == Some(true) {
+            "not compared; what there is leans towards harm"
+        } else {
+            "not compared"
+        }
     } else if s["left_out"].as_bool() == Some(true) {
         "left out: too few in the baseline"
     } else {

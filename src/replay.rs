@@ -398,6 +398,17 @@ fn notes(r: &Replay, config: &Config) -> Vec<String> {
         if let Some(why) = errors.and_then(|s| s.not_compared.as_ref()) {
             notes.push(format!("errors were not compared: {why}"));
         }
+        for s in report.signals.iter().filter(|s| s.leans_worse) {
+            notes.push(format!(
+                "{}: too few to bound the harm, and what there is leans towards harm ({} of {} \
+                 requests before, {} of {} after): not shown healthy",
+                signal_name(s.signal),
+                s.baseline.events,
+                s.baseline.requests,
+                s.after.events,
+                s.after.requests
+            ));
+        }
         for s in report
             .signals
             .iter()

@@ -3,9 +3,12 @@
 
 use rayon::prelude::*;
 
-use super::sim::{Oracle, Run, Scenario, AFTER, BEFORE, ROUTES};
+use super::sim::{
+    Oracle, Run, Scenario, AFTER, BEFORE, RECOVERY_SECS, RECOVERY_SETTLE_SECS, ROLLBACK_AFTER_SECS,
+    ROUTES,
+};
 use super::{Call, Cell, Detector};
-use crate::core::{Aggregate, Arm, DetectorSettings, Monitor, SignalKind, Verdict};
+use crate::core::{Aggregate, Arm, DetectorSettings, Landing, Monitor, SignalKind, Verdict};
 
 /// Unix time the simulated change lands at; any value works, this one is readable.
 pub const CHANGE_AT: f64 = 1_764_000_000.0;
@@ -16,7 +19,10 @@ const ROUTE_NAMES: [&str; 3] = ["/", "/search", "/checkout"];
 pub enum GuardianCall {
     /// Rolled back, this many seconds after the change, on the evidence of this signal.
     Regressed(f64, SignalKind),
-    Healthy,
+    /// Healthy; `left_out`: with a signal too thin to bound left out of the verdict.
+    Healthy {
+        left_out: bool,
+    },
     Inconclusive,
 }
 
@@ -59,6 +65,16 @@ pub fn feed(monitor: &mut Monitor, t: i64, cells: &[Cell]) {
     }
 }
 
+/// What guardian is doing about the change before the measured one, driven as the daemon
+/// drives its core: watch, and on a regression revert and check the recovery.
+enum Before {
+    Nothing,
+    Watching,
+    /// Regressed; waiting for the revert to land at this second.
+    RollingBack(i64),
+    Verifying,
+}
+
 /// Simulates one deploy and runs every detector over it.
 pub fn run_one(
     scenario: Scenario,
@@ -76,9 +92,22 @@ pub fn run_one(
     let mut bad = 0.0;
     let mut bad_by_second = Vec::with_capacity(AFTER as usize + 1);
     let onset = run.onset().max(0);
-    for t in -BEFORE..AFTER {
+    let previous = run.previous_at(i64::from(settings.watch_secs));
+    let start = previous.map_or(0, |p| p.min(0)) - BEFORE;
+    let mut before = Before::Nothing;
+    for t in start..AFTER {
+        let at = |t: i64| CHANGE_AT + t as f64;
+        if Some(t) == previous {
+            monitor.change_landed(at(t));
+            before = Before::Watching;
+        }
         if t == 0 {
-            monitor.change_landed(CHANGE_AT);
+            monitor.end_watch(at(0));
+            let landing = Landing {
+                at: at(0),
+                deploy_started_at: run.deploy_started().map(at),
+            };
+            monitor.change_landed_with(landing, settings);
         }
         run.second(t, &mut cells);
         if guardian.is_none() {
@@ -90,13 +119,14 @@ pub fn run_one(
             }
         }
         if t < 0 {
+            before = previous_change(&mut monitor, before, previous, at(t + 1));
             continue;
         }
         if oracle_call.is_none() && oracle.second(&run, t, &cells) {
             oracle_call = Some((t + 1) as f64);
         }
         if guardian.is_none() {
-            match monitor.tick(CHANGE_AT + (t + 1) as f64) {
+            match monitor.tick(at(t + 1)) {
                 Verdict::Watching => {}
                 Verdict::Regressed => {
                     let report = monitor.report();
@@ -109,7 +139,7 @@ pub fn run_one(
                         .unwrap_or(SignalKind::Errors);
                     guardian = Some(GuardianCall::Regressed(at - CHANGE_AT, by));
                 }
-                Verdict::Healthy => guardian = Some(GuardianCall::Healthy),
+                Verdict::Healthy => guardian = Some(healthy(&monitor)),
                 Verdict::Inconclusive => guardian = Some(GuardianCall::Inconclusive),
             }
         }
@@ -126,7 +156,7 @@ pub fn run_one(
     if guardian.is_none() {
         monitor.tick(CHANGE_AT + AFTER as f64 + 1.0);
         guardian = Some(match monitor.verdict() {
-            Some(Verdict::Healthy) => GuardianCall::Healthy,
+            Some(Verdict::Healthy) => healthy(&monitor),
             _ => GuardianCall::Inconclusive,
         });
     }
@@ -136,6 +166,44 @@ pub fn run_one(
         peers: peer_calls,
         onset: onset as f64,
         bad_by_second,
+    }
+}
+
+/// A healthy verdict, and whether it needed a thin signal left out.
+fn healthy(monitor: &Monitor) -> GuardianCall {
+    let left_out = monitor
+        .report()
+        .is_some_and(|r| r.signals.iter().any(|s| s.left_out));
+    GuardianCall::Healthy { left_out }
+}
+
+/// One second (ending at `now`) of the change before the measured one: judged, reverted when it
+/// regresses (the service is back [`ROLLBACK_AFTER_SECS`] after it landed), its recovery
+/// checked, then done with.
+fn previous_change(monitor: &mut Monitor, state: Before, landed: Option<i64>, now: f64) -> Before {
+    let verdict = monitor.tick(now);
+    let second = (now - CHANGE_AT).round() as i64;
+    match state {
+        Before::Watching => match verdict {
+            Verdict::Watching => Before::Watching,
+            Verdict::Regressed => {
+                let reverted = landed.map_or(second, |l| l + ROLLBACK_AFTER_SECS);
+                Before::RollingBack(reverted.max(second))
+            }
+            _ => {
+                monitor.end_watch(now);
+                Before::Nothing
+            }
+        },
+        Before::RollingBack(reverted) if second >= reverted => {
+            monitor.verify_recovery(now + RECOVERY_SETTLE_SECS as f64, RECOVERY_SECS as u32);
+            Before::Verifying
+        }
+        Before::Verifying if verdict != Verdict::Watching => {
+            monitor.end_watch(now);
+            Before::Nothing
+        }
+        other => other,
     }
 }
 

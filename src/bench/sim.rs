@@ -132,7 +132,41 @@ pub struct Scenario {
     /// After the change, old and new versions serve side by side, half the traffic each, and
     /// requests carry their arm; only the new arm regresses.
     pub concurrent: bool,
+    /// The deploy restarts the service just before the change is notified.
+    pub restart: Restart,
+    /// Another change came before this one.
+    pub previous: Previous,
 }
+
+/// A restart's burst of failures just before the change: 1 to 5 s (drawn per deploy) in which
+/// every request fails at once (502s from the proxy, connections refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    None,
+    /// The burst, and guardian is not told when the deploy began (README's plain `notify`).
+    Unannounced,
+    /// The burst, and guardian is told when the deploy began (`--deploy-started-at`).
+    Announced,
+}
+
+/// The change before the one measured, landing so that this one follows it by a gap drawn per
+/// deploy (5 s to 10 min).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Previous {
+    None,
+    /// A clean change, judged healthy when its 30-minute window ended; this one lands the gap
+    /// after that verdict.
+    Healthy,
+    /// An outage, caught, reverted (the service is back a minute after it landed), its
+    /// recovery confirmed after two minutes; this one lands the gap after that.
+    RolledBack,
+}
+
+/// How long the previous change's bad version served: it is reverted this long after landing.
+pub const ROLLBACK_AFTER_SECS: i64 = 60;
+/// The recovery check after a revert: it starts a little after the redeploy and lasts this.
+pub const RECOVERY_SETTLE_SECS: i64 = 3;
+pub const RECOVERY_SECS: i64 = 120;
 
 impl Scenario {
     /// The whole service switches to the new version at the change.
@@ -142,6 +176,8 @@ impl Scenario {
             nuisance,
             regression,
             concurrent: false,
+            restart: Restart::None,
+            previous: Previous::None,
         }
     }
 
@@ -162,6 +198,8 @@ pub struct RouteTruth {
     /// Log-median of the latency body.
     pub mu: f64,
     pub slow_share: f64,
+    /// Requests fail at once, without doing the work: a restart, a refused connection.
+    pub fails_fast: bool,
 }
 
 /// One simulated deploy: the scenario and its random draws.
@@ -172,6 +210,10 @@ pub struct Run {
     onset: i64,
     incident_at: i64,
     burst: Option<Burst>,
+    /// Seconds of the restart burst before the change (0: none).
+    restart_secs: i64,
+    /// Seconds between the previous change's end (its verdict, or its recovery) and this one.
+    gap_secs: i64,
 }
 
 struct Burst {
@@ -191,6 +233,15 @@ impl Run {
             _ => 0,
         };
         let incident_at = rng.gen_range(0..=1500);
+        // Drawn only for the scenarios that have them, so the others keep their streams.
+        let restart_secs = match scenario.restart {
+            Restart::None => 0,
+            Restart::Unannounced | Restart::Announced => rng.gen_range(1..=5),
+        };
+        let gap_secs = match scenario.previous {
+            Previous::None => 0,
+            Previous::Healthy | Previous::RolledBack => rng.gen_range(5..=600),
+        };
         Run {
             scenario,
             rng,
@@ -198,12 +249,43 @@ impl Run {
             onset,
             incident_at,
             burst: None,
+            restart_secs,
+            gap_secs,
         }
     }
 
     /// When the regression starts (seconds after the change).
     pub fn onset(&self) -> i64 {
         self.onset
+    }
+
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// When the deploy began, if guardian is told: the start of the restart burst.
+    pub fn deploy_started(&self) -> Option<i64> {
+        (self.scenario.restart == Restart::Announced).then_some(-self.restart_secs)
+    }
+
+    /// When the previous change landed (seconds before this one), if there was one.
+    pub fn previous_at(&self, watch_secs: i64) -> Option<i64> {
+        match self.scenario.previous {
+            Previous::None => None,
+            Previous::Healthy => Some(-(watch_secs + self.gap_secs)),
+            Previous::RolledBack => {
+                Some(-(self.gap_secs + RECOVERY_SECS + RECOVERY_SETTLE_SECS + ROLLBACK_AFTER_SECS))
+            }
+        }
+    }
+
+    /// The previous change's bad version: from when it landed until it was reverted.
+    fn previous_outage(&self) -> Option<(i64, i64)> {
+        if self.scenario.previous != Previous::RolledBack {
+            return None;
+        }
+        let from = self.previous_at(0)?;
+        Some((from, from + ROLLBACK_AFTER_SECS))
     }
 
     /// The truth at second `t`: before the change (`regressed = false`) or as it really is.
@@ -241,7 +323,16 @@ impl Run {
             error: BASE_ERROR_RATE * propensity * drift,
             mu: median.ln() + 0.1 * (load - 1.0),
             slow_share: SLOW_SHARE,
+            fails_fast: false,
         };
+        let restarting = (-self.restart_secs..0).contains(&t);
+        let previous_bad = self
+            .previous_outage()
+            .is_some_and(|(from, to)| (from..to).contains(&t));
+        if restarting || previous_bad {
+            truth.error = 1.0;
+            truth.fails_fast = restarting;
+        }
         if regressed && t >= self.onset && t >= 0 {
             match s.regression {
                 Regression::None => {}
@@ -316,6 +407,9 @@ impl Run {
     }
 
     fn latency_bucket(&mut self, truth: &RouteTruth) -> usize {
+        if truth.fails_fast {
+            return histogram::bucket_of(1.0);
+        }
         let z: f64 = self.rng.sample(StandardNormal);
         let log_ms = if self.rng.gen::<f64>() < truth.slow_share {
             truth.mu + SLOW_FACTOR.ln() + SLOW_SIGMA * z

@@ -10,7 +10,9 @@ use std::time::Instant;
 use clap::Parser;
 use guardian::bench::harness::{run_many, ttd_quantiles, wilson, GuardianCall, Outcome};
 use guardian::bench::peers::{Argo, Flagger, Kayenta};
-use guardian::bench::sim::{information_per_second, Nuisance, Regression, Scenario};
+use guardian::bench::sim::{
+    information_per_second, Nuisance, Previous, Regression, Restart, Scenario,
+};
 use guardian::bench::Detector;
 use guardian::core::{DetectorSettings, Monitor, Request};
 
@@ -127,7 +129,7 @@ fn main() {
             .iter()
             .find(|(r, _)| *r == rps)
             .map(|(_, k)| k.clone())
-            .unwrap_or_default();
+            .unwrap_or_else(|| vec![None; PEERS.len()]);
         move || {
             let mut d = as_shipped();
             for (i, k) in knobs.iter().enumerate() {
@@ -142,8 +144,7 @@ fn main() {
     if !args.skip_nulls {
         println!("\n## False rollbacks on null deploys (no regression)\n");
         println!("{} deploys per cell; 30 minutes of baseline, 30 minutes watched. Rate (Wilson 95% interval). guardian's verdicts on the rest: healthy / inconclusive.\n", args.nulls);
-        println!("| traffic | nuisance | guardian | 95% CI | healthy / inconclusive | Flagger | Argo | Kayenta | Flagger cal. | Argo cal. | Kayenta cal. |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("{NULL_HEADER}");
         for &rps in &args.rps {
             let make = detectors_for(rps);
             for nuisance in Nuisance::ALL {
@@ -154,9 +155,8 @@ fn main() {
     }
 
     println!("\n## Regressions: detection and time to detect\n");
-    println!("{} deploys per cell, clean traffic. Each detector: detection rate within the 30-minute watch, then median / p90 time to detect in seconds after the onset. T* = ln(1/alpha)/I with alpha = 0.01 and I the KL information per second against the true baseline and against the nearest traffic the null allows (baseline error rate x1.10, latencies x1.05). \"vs T*null\" is guardian's median over T*null; \"vs oracle\" its median over the oracle's.\n", args.regressions);
-    println!("| traffic | regression | guardian | oracle | T* base | T* null | vs T*null | vs oracle | bad requests before decision (guardian / oracle) | Flagger | Argo | Kayenta | Flagger cal. | Argo cal. | Kayenta cal. |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("{} deploys per cell, clean traffic. Each detector: detection rate within the 30-minute watch, then median / p90 time to detect in seconds after the onset; \"healthy\": regressions guardian called healthy (false healthy verdicts; \"thin\": of which with a thin signal left out). T* = ln(1/alpha)/I with alpha = 0.01 and I the KL information per second against the true baseline and against the nearest traffic the null allows (baseline error rate x1.10, latencies x1.05). \"vs T*null\" is guardian's median over T*null; \"vs oracle\" its median over the oracle's.\n", args.regressions);
+    println!("{REGRESSION_HEADER}");
     let regressions = [
         Regression::ErrorRate(1.25),
         Regression::ErrorRate(1.5),
@@ -188,6 +188,7 @@ fn main() {
     }
 
     concurrent_section(&args, &settings, &detectors_for(20.0));
+    production_section(&args, &settings, &detectors_for);
 
     println!("\n## Cost of the core\n");
     let (per_obs, per_sec) = core_cost(&settings);
@@ -202,6 +203,17 @@ type Peers<'a> = dyn Fn() -> Vec<Box<dyn Detector>> + Sync + 'a;
 
 /// One row of the null table: false rollbacks of guardian and of each peer.
 fn null_row(s: Scenario, runs: u64, settings: &DetectorSettings, make: &Peers) -> String {
+    null_row_as(s.nuisance.name(), s, runs, settings, make)
+}
+
+/// A null row whose second column says `what`.
+fn null_row_as(
+    what: &str,
+    s: Scenario,
+    runs: u64,
+    settings: &DetectorSettings,
+    make: &Peers,
+) -> String {
     let out = run_many(s, runs, 1, settings, make);
     let n = out.len();
     let fr = out
@@ -210,7 +222,7 @@ fn null_row(s: Scenario, runs: u64, settings: &DetectorSettings, make: &Peers) -
         .count();
     let healthy = out
         .iter()
-        .filter(|o| o.guardian == GuardianCall::Healthy)
+        .filter(|o| matches!(o.guardian, GuardianCall::Healthy { .. }))
         .count();
     let (lo, hi) = wilson(fr, n);
     let peers: Vec<String> = (0..6)
@@ -219,7 +231,7 @@ fn null_row(s: Scenario, runs: u64, settings: &DetectorSettings, make: &Peers) -
     format!(
         "| {} rps | {} | **{}** | {:.1}-{:.1}% | {} / {} | {} |",
         s.rps,
-        s.nuisance.name(),
+        what,
         pct(fr, n),
         100.0 * lo,
         100.0 * hi,
@@ -231,7 +243,31 @@ fn null_row(s: Scenario, runs: u64, settings: &DetectorSettings, make: &Peers) -
 
 /// One row of the regression table: detection and time to detect of every detector.
 fn regression_row(s: Scenario, runs: u64, settings: &DetectorSettings, make: &Peers) -> String {
+    regression_row_as(&s.regression.name(), s, runs, settings, make).0
+}
+
+/// A regression row whose second column says `what`, and guardian's median time to detect.
+fn regression_row_as(
+    what: &str,
+    s: Scenario,
+    runs: u64,
+    settings: &DetectorSettings,
+    make: &Peers,
+) -> (String, Option<f64>) {
     let out = run_many(s, runs, 1_000_001, settings, make);
+    let healthy_with = |rule: Option<bool>| {
+        out.iter()
+            .filter(|o| match o.guardian {
+                GuardianCall::Healthy { left_out } => rule.map_or(true, |r| r == left_out),
+                _ => false,
+            })
+            .count()
+    };
+    // False healthy verdicts, and how many of them left a thin signal out.
+    let false_healthy = match healthy_with(Some(true)) {
+        0 => healthy_with(None).to_string(),
+        thin => format!("{} ({thin} thin)", healthy_with(None)),
+    };
     let guardian: Vec<Option<f64>> = out
         .iter()
         .map(|o| match o.guardian {
@@ -286,10 +322,10 @@ fn regression_row(s: Scenario, runs: u64, settings: &DetectorSettings, make: &Pe
         Some(a) if b.is_finite() && b > 0.0 => format!("{:.2}", a / b),
         _ => "-".into(),
     };
-    format!(
-        "| {} rps | {} | **{g_text}** | {o_text} | {:.0} | {} | {} | {} | {:.0} / {:.0} | {} |",
+    let row = format!(
+        "| {} rps | {} | **{g_text}** | {false_healthy} | {o_text} | {:.0} | {} | {} | {} | {:.0} / {:.0} | {} |",
         s.rps,
-        s.regression.name(),
+        what,
         tstar(i_base),
         if tstar(i_null).is_finite() {
             format!("{:.0}", tstar(i_null))
@@ -301,16 +337,19 @@ fn regression_row(s: Scenario, runs: u64, settings: &DetectorSettings, make: &Pe
         bad_g,
         bad_o,
         peers.join(" | ")
-    )
+    );
+    (row, g_med)
 }
+
+const REGRESSION_HEADER: &str = "| traffic | regression | guardian | healthy | oracle | T* base | T* null | vs T*null | vs oracle | bad requests before decision (guardian / oracle) | Flagger | Argo | Kayenta | Flagger cal. | Argo cal. | Kayenta cal. |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+const NULL_HEADER: &str = "| traffic | nuisance | guardian | 95% CI | healthy / inconclusive | Flagger | Argo | Kayenta | Flagger cal. | Argo cal. | Kayenta cal. |\n|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// Old and new versions side by side: the design that cancels drift and incidents common to
 /// both, at 20 req/s.
 fn concurrent_section(args: &Args, settings: &DetectorSettings, make: &Peers) {
     println!("\n## Concurrent design: old and new versions side by side\n");
     println!("After the change, each route's traffic is split 50/50 between the old version (arm `control`) and the new one (arm `canary`); requests carry their arm and guardian compares the arms second by second. Only the new arm regresses. The incident family (every request on both versions fails 5x as often for two minutes, at a random time in the watch) is also run in the before/after design for contrast. Peers compare canary with control too. {} null deploys and {} regression deploys per cell, 20 req/s; peers calibrated as above for 20 req/s.\n", args.nulls, args.regressions);
-    println!("| traffic | nuisance | guardian | 95% CI | healthy / inconclusive | Flagger | Argo | Kayenta | Flagger cal. | Argo cal. | Kayenta cal. |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("{NULL_HEADER}");
     for nuisance in [
         Nuisance::Clean,
         Nuisance::Diurnal,
@@ -329,8 +368,7 @@ fn concurrent_section(args: &Args, settings: &DetectorSettings, make: &Peers) {
         null_row(s, args.nulls, settings, make).replacen("20 rps", "20 rps, before/after", 1)
     );
     println!();
-    println!("| traffic | regression | guardian | oracle | T* base | T* null | vs T*null | vs oracle | bad requests before decision (guardian / oracle) | Flagger | Argo | Kayenta | Flagger cal. | Argo cal. | Kayenta cal. |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("{REGRESSION_HEADER}");
     for regression in [
         Regression::ErrorRate(2.0),
         Regression::ErrorRate(5.0),
@@ -347,6 +385,200 @@ fn concurrent_section(args: &Args, settings: &DetectorSettings, make: &Peers) {
                 1
             )
         );
+    }
+}
+
+/// What production does to deploys that clean recordings do not: the restart's failures just
+/// before the notification, changes back to back, and too little traffic for the tail.
+fn production_section<F, P>(args: &Args, settings: &DetectorSettings, detectors_for: &F)
+where
+    F: Fn(f64) -> P,
+    P: Fn() -> Vec<Box<dyn Detector>> + Sync,
+{
+    let wanted = |r: &Regression| {
+        args.only
+            .as_ref()
+            .map_or(true, |o| r.name().contains(o.as_str()))
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        (Some(_), Some(_)) => "same".to_owned(),
+        _ => "-".to_owned(),
+    };
+    // The last row takes the guard away: what the restart's burst does to a baseline that
+    // keeps it (as guardian's did before deploy windows).
+    let unguarded = DetectorSettings {
+        deploy_guard_secs: 0,
+        ..settings.clone()
+    };
+    let restarts = [
+        (Restart::None, "no restart", settings),
+        (Restart::Unannounced, "restart, start not given", settings),
+        (Restart::Announced, "restart, --deploy-started-at", settings),
+        (
+            Restart::Unannounced,
+            "restart, no guard (deploy_guard_secs = 0)",
+            &unguarded,
+        ),
+    ];
+    println!("\n## Production: restarts, changes back to back, thin tails\n");
+    println!("### A restart just before the change\n");
+    println!("The deploy restarts the service: for 1 to 5 s (drawn per deploy) just before the change is notified, every request fails at once (502s, refused connections). guardian is told when the deploy began (`--deploy-started-at`) or not (then the last `deploy_guard_secs` = 60 s are the deploy window). Peers see the same seconds. {} null and {} regression deploys per cell, clean traffic.\n", args.nulls, args.regressions);
+    println!("{}", NULL_HEADER.replacen("nuisance", "deploy", 1));
+    for &rps in &args.rps {
+        let make = detectors_for(rps);
+        for (restart, name, settings) in restarts {
+            let s = Scenario {
+                restart,
+                ..Scenario::before_after(rps, Nuisance::Clean, Regression::None)
+            };
+            println!("{}", null_row_as(name, s, args.nulls, settings, &make));
+        }
+    }
+    println!();
+    println!(
+        "{}",
+        REGRESSION_HEADER
+            .replacen(
+                "| regression |",
+                "| regression, deploy | vs no restart |",
+                1
+            )
+            .replacen("|---|", "|---|---|", 1)
+    );
+    let regressions = [
+        Regression::ErrorRate(2.0),
+        Regression::ErrorRate(3.0),
+        Regression::ErrorRate(5.0),
+        Regression::Outage,
+        Regression::OneRouteBroken,
+    ];
+    for &rps in &args.rps {
+        let make = detectors_for(rps);
+        for regression in regressions.iter().filter(|r| wanted(r)) {
+            let mut reference = None;
+            for (restart, name, settings) in restarts {
+                let s = Scenario {
+                    restart,
+                    ..Scenario::before_after(rps, Nuisance::Clean, *regression)
+                };
+                let what = format!("{}, {name}", regression.name());
+                let (row, median) = regression_row_as(&what, s, args.regressions, settings, &make);
+                if restart == Restart::None {
+                    reference = median;
+                }
+                let vs = ratio(median, reference);
+                println!(
+                    "{}",
+                    row.replacen(&format!("| {what} |"), &format!("| {what} | {vs} |"), 1)
+                );
+            }
+        }
+    }
+
+    println!("\n### Changes back to back\n");
+    println!("The measured change lands 5 s to 10 min (drawn per deploy) after the change before it was done with: a clean one judged healthy when its 30-minute window ended, or an outage that guardian caught and reverted (the service is back a minute after it landed; the recovery check lasts two minutes). guardian is driven as the daemon drives it; \"vs full baseline\" compares guardian's median time to detect with the same regression after 30 quiet minutes.\n");
+    println!("{}", NULL_HEADER.replacen("nuisance", "before it", 1));
+    let previous = [
+        (Previous::Healthy, "after a healthy change"),
+        (Previous::RolledBack, "after a rollback"),
+    ];
+    for &rps in &args.rps {
+        let make = detectors_for(rps);
+        for (before, name) in previous {
+            let s = Scenario {
+                previous: before,
+                ..Scenario::before_after(rps, Nuisance::Clean, Regression::None)
+            };
+            println!("{}", null_row_as(name, s, args.nulls, settings, &make));
+        }
+    }
+    println!();
+    println!(
+        "{}",
+        REGRESSION_HEADER
+            .replacen(
+                "| regression |",
+                "| regression, before it | vs full baseline |",
+                1
+            )
+            .replacen("|---|", "|---|---|", 1)
+    );
+    for &rps in &args.rps {
+        let make = detectors_for(rps);
+        for regression in [
+            Regression::ErrorRate(2.0),
+            Regression::ErrorRate(5.0),
+            Regression::Median(1.25),
+        ]
+        .iter()
+        .filter(|r| wanted(r))
+        {
+            let full = Scenario::before_after(rps, Nuisance::Clean, *regression);
+            let what = format!("{}, 30 quiet minutes", regression.name());
+            let (row, reference) =
+                regression_row_as(&what, full, args.regressions, settings, &make);
+            println!(
+                "{}",
+                row.replacen(&format!("| {what} |"), &format!("| {what} | - |"), 1)
+            );
+            for (before, name) in previous {
+                let s = Scenario {
+                    previous: before,
+                    ..full
+                };
+                let what = format!("{}, {name}", regression.name());
+                let (row, median) = regression_row_as(&what, s, args.regressions, settings, &make);
+                let vs = ratio(median, reference);
+                println!(
+                    "{}",
+                    row.replacen(&format!("| {what} |"), &format!("| {what} | {vs} |"), 1)
+                );
+            }
+        }
+    }
+
+    println!("\n### Thin tails\n");
+    println!("So little traffic that about 10 to 20 requests of the baseline are above its p99: the slow-request signal can never bound the harm under `healthy_max_ratio`. It is left out of a healthy verdict while its data favour no harm over harm at the limit; \"of which thanks to that\" counts the healthy verdicts that needed it (without the rule they would be inconclusive). On regressions, \"healthy\" counts the false healthy verdicts. Peers run at their least sensitive knob: none is calibrated at this traffic.\n");
+    println!(
+        "| traffic | guardian false rollbacks | healthy | of which thanks to that | inconclusive |"
+    );
+    println!("|---|---|---|---|---|");
+    let thin = [0.6, 1.2];
+    for rps in thin {
+        let s = Scenario::before_after(rps, Nuisance::Clean, Regression::None);
+        let out = run_many(s, args.nulls, 1, settings, &|| Vec::new());
+        let n = out.len();
+        let count =
+            |f: &dyn Fn(&GuardianCall) -> bool| out.iter().filter(|o| f(&o.guardian)).count();
+        let fr = count(&|g| matches!(g, GuardianCall::Regressed(..)));
+        let healthy = count(&|g| matches!(g, GuardianCall::Healthy { .. }));
+        let rescued = count(&|g| matches!(g, GuardianCall::Healthy { left_out: true }));
+        println!(
+            "| {rps} rps | {} | {} | {} | {} |",
+            pct(fr, n),
+            pct(healthy, n),
+            pct(rescued, n),
+            pct(n - fr - healthy, n)
+        );
+    }
+    println!();
+    println!("{REGRESSION_HEADER}");
+    for rps in thin {
+        let make = detectors_for(rps);
+        for regression in [
+            Regression::TailOnly(0.06),
+            Regression::TailOnly(0.04),
+            Regression::Median(1.25),
+            Regression::ErrorRate(2.0),
+            Regression::ErrorRate(5.0),
+        ]
+        .iter()
+        .filter(|r| wanted(r))
+        {
+            let s = Scenario::before_after(rps, Nuisance::Clean, *regression);
+            println!("{}", regression_row(s, args.regressions, settings, &make));
+        }
     }
 }
 

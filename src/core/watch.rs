@@ -493,7 +493,7 @@ impl Watch {
                     .signals
                     .iter()
                     .filter(|s| !s.left_out)
-                    .all(|s| s.within_limits != Some(false))
+                    .all(|s| s.within_limits != Some(false) && !s.leans_worse)
                 && report
                     .signals
                     .iter()
@@ -795,6 +795,27 @@ impl Signal {
             / n;
     }
 
+    /// The first test's counts on both sides, pooled over every route that has a threshold,
+    /// eligible or not.
+    fn thresholded_counts(&self, watch: &Watch) -> (Counts, Counts) {
+        let mut sides = (Counts::default(), Counts::default());
+        let Some(test) = self.tests.first() else {
+            return sides;
+        };
+        for s in 0..watch.seen.len().max(watch.baseline.len()) {
+            if test.control_from.get(s).copied().flatten().is_none() {
+                continue;
+            }
+            if let Some(t) = watch.baseline.get(s) {
+                sides.0.add(test.counts(t, s, Arm::Control));
+            }
+            if let Some(t) = watch.seen.get(s) {
+                sides.1.add(test.counts(&t.treatment, s, Arm::Treatment));
+            }
+        }
+        sides
+    }
+
     fn report(&self, watch: &Watch, design: Design, strata: Option<&Strata>) -> SignalReport {
         let settings = &watch.settings;
         let mut levels = Vec::new();
@@ -881,25 +902,30 @@ impl Signal {
             )
         };
         let regressed = self.e_value >= 1.0 / self.alpha;
-        let thin = match (self.kind, design, watch.recovery) {
-            (SignalKind::SlowRequests, Design::BeforeAfter, false) if any_eligible => {
-                thin_signal(settings, &watch.baseline_window, control)
-            }
-            _ => None,
+        let judging_slow = self.kind == SignalKind::SlowRequests
+            && design == Design::BeforeAfter
+            && !watch.recovery;
+        let thin = if judging_slow && any_eligible {
+            thin_signal(settings, &watch.baseline_window, control)
+        } else {
+            None
         };
-        // Left out only while the data favour "no worse" over harm at the limit: the
-        // likelihood of the ratio being the null's (1 + tolerance) beats its being
-        // `healthy_max_ratio`. With about 11 baseline events, 86% of clean changes pass and 1
-        // in 70 of threefold regressions; most of those the sequential test calls anyway.
-        let null_ratio = self.tests.first().map_or(1.0, |t| t.null_ratio);
-        let harm_favoured = evidence::log_likelihood_ratio(
-            control,
-            treatment,
-            null_ratio,
-            settings.healthy_max_ratio,
-        ) >= 0.0;
+        // A slow-request signal that cannot bound the harm (too thin, or not compared at all
+        // because no route has min_baseline_tail requests past its threshold) still has data:
+        // the requests past each route's threshold, pooled. When they favour harm at the limit
+        // over no harm, a healthy verdict is withheld.
+        let leans_worse = match (judging_slow, any_eligible) {
+            (false, _) => false,
+            (true, true) => thin.is_some() && leans_worse(settings, self, control, treatment),
+            (true, false) => {
+                // Pooled, the thresholds need as many requests past them as one route's would.
+                let (control, treatment) = self.thresholded_counts(watch);
+                control.events >= settings.min_baseline_tail
+                    && leans_worse(settings, self, control, treatment)
+            }
+        };
         let left_out =
-            thin.is_some_and(|t| t.baseline_events >= settings.min_baseline_tail) && !harm_favoured;
+            thin.is_some_and(|t| t.baseline_events >= settings.min_baseline_tail) && !leans_worse;
         let within_limits = if !any_eligible || self.kind == SignalKind::Latency {
             None
         } else if treatment.requests == 0 {
@@ -967,8 +993,24 @@ impl Signal {
             not_compared,
             thin,
             left_out,
+            leans_worse,
         }
     }
+}
+
+/// Whether the counts favour harm at `healthy_max_ratio` over no harm (the signal's null
+/// ratio): the likelihood ratio of the two, for a signal that cannot bound the harm. With
+/// about 11 baseline events, 81% of clean changes pass, a fifth of changes exactly at the limit
+/// (which a healthy verdict allows anyway) and 1 in 70 of threefold regressions; the
+/// sequential test calls most of those.
+fn leans_worse(
+    settings: &DetectorSettings,
+    signal: &Signal,
+    control: Counts,
+    treatment: Counts,
+) -> bool {
+    let null_ratio = signal.tests.first().map_or(1.0, |t| t.null_ratio);
+    evidence::log_likelihood_ratio(control, treatment, null_ratio, settings.healthy_max_ratio) > 0.0
 }
 
 /// Whether a signal's bad-event rate passes on its own merit below `healthy_error_floor`:
@@ -989,9 +1031,8 @@ fn has_floor(kind: SignalKind, settings: &DetectorSettings) -> bool {
 /// bound above it. Such a signal would turn every clean change into `inconclusive` (and, for an
 /// AI change, a page at night). So when even the best case cannot get there (the watch window
 /// seeing the baseline's traffic at exactly the baseline's rate), the signal is thin: it is
-/// left out of the healthy verdict, with the reason, as long as its own data favour "no worse"
-/// over "as bad as the limit" (the likelihood ratio of `healthy_max_ratio` against the null
-/// ratio below 1). It is never left out of anything else: its sequential test runs all through
+/// left out of the healthy verdict, with the reason, as long as its own data do not lean
+/// towards harm (see [`leans_worse`]). It is never left out of anything else: its sequential test runs all through
 /// the watch and still calls `regressed`; and when its data lean towards harm the verdict stays
 /// `inconclusive`, so a regression too small for the sequential test is not waved through as
 /// healthy. Nor is it left out with fewer than `min_baseline_tail` bad events
@@ -1074,7 +1115,12 @@ impl Report {
             .filter_map(|s| {
                 let name = signal_words(s.signal);
                 if let Some(why) = &s.not_compared {
-                    Some(format!("{name} not compared ({why})"))
+                    let leaning = if s.leans_worse {
+                        ", and the requests past each route's threshold lean towards harm"
+                    } else {
+                        ""
+                    };
+                    Some(format!("{name} not compared ({why}){leaning}"))
                 } else if s.left_out {
                     let thin = s.thin?;
                     Some(format!(
@@ -1162,6 +1208,9 @@ pub struct SignalReport {
     pub thin: Option<Thin>,
     /// Thin, and its data favour "no worse": it does not count towards a healthy verdict.
     pub left_out: bool,
+    /// Cannot bound the harm (thin or not compared), and its data favour harm at the limit
+    /// over no harm: a healthy verdict is withheld.
+    pub leans_worse: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
