@@ -1414,6 +1414,90 @@ mod tests {
         );
     }
 
+    /// An engine with a 5-minute baseline and a 1-minute watch.
+    fn short_windows(dir: &Path) -> Engine {
+        let config = Config::parse(&format!(
+            "[detector]\nbaseline_secs = 300\nwatch_secs = 60\n[daemon]\nstate_dir = {dir:?}\n"
+        ))
+        .unwrap();
+        let settings = config.daemon.clone().unwrap();
+        Engine::with_store(&config, &settings, Store::open_in_memory().unwrap(), T0).unwrap()
+    }
+
+    fn baseline_errors(e: &Engine, id: &str) -> u64 {
+        let report = e.change(id).unwrap().unwrap().live.unwrap();
+        report.signals[0].baseline.events
+    }
+
+    #[test]
+    fn a_restart_just_before_the_notification_is_neither_baseline_nor_watch() {
+        for started in [Some(T0 - 3.0), None] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut e = short_windows(dir.path());
+            traffic(&mut e, T0 - 303.0, 300, 0.05);
+            // The restart: every request fails for 3 s, then the new version is live.
+            traffic(&mut e, T0 - 3.0, 3, 1.0);
+            let mut r = request("human");
+            r.deploy_started_at = started;
+            let id = e.notify(&r, T0).unwrap().id;
+            let report = e.change(&id).unwrap().unwrap().live.unwrap();
+            let window = report.deploy_window.unwrap();
+            assert_eq!(window.given, started.is_some());
+            // One error a second before the restart, none of the restart's 60.
+            let errors = baseline_errors(&e, &id);
+            let requests = report.signals[0].baseline.requests;
+            assert_eq!(errors * 20, requests, "{started:?}: {errors} of {requests}");
+            traffic(&mut e, T0, 61, 0.05);
+            let c = e.change(&id).unwrap().unwrap().record;
+            assert_ne!(c.state, ChangeState::Regressed, "{started:?}");
+        }
+    }
+
+    #[test]
+    fn a_change_right_after_a_healthy_one_gets_a_full_baseline() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = short_windows(dir.path());
+        traffic(&mut e, T0 - 300.0, 300, 0.05);
+        let first = e.notify(&request("human"), T0).unwrap().id;
+        traffic(&mut e, T0, 62, 0.05);
+        let c = e.change(&first).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::Healthy, "{:?}", c.note);
+        // 5 s after the verdict, the next change breaks things.
+        traffic(&mut e, T0 + 62.0, 5, 0.05);
+        let second = e.notify(&request("human"), T0 + 67.0).unwrap().id;
+        let report = e.change(&second).unwrap().unwrap().live.unwrap();
+        assert_eq!(report.baseline_window.covered_secs, 300.0);
+        assert!(
+            report.baseline_notes.is_empty(),
+            "{:?}",
+            report.baseline_notes
+        );
+        traffic(&mut e, T0 + 67.0, 20, 0.5);
+        let c = e.change(&second).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::Regressed, "{:?}", c.note);
+    }
+
+    #[test]
+    fn a_deploy_start_that_cannot_be_right_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = short_windows(dir.path());
+        for (started, says) in [
+            (T0 + 60.0, "after now"),
+            (T0 - 86_400.0, "is it in seconds"),
+            (f64::NAN, "must be unix seconds"),
+        ] {
+            let mut r = request("human");
+            r.deploy_started_at = Some(started);
+            match e.notify(&r, T0) {
+                Err(EngineError::BadRequest(m)) => {
+                    assert!(m.contains("deploy_started_at") && m.contains(says), "{m}")
+                }
+                other => panic!("{started}: {other:?}"),
+            }
+        }
+        assert!(e.recent(10).unwrap().is_empty());
+    }
+
     #[test]
     fn an_inconclusive_ai_change_is_escalated_by_default() {
         let dir = tempfile::tempdir().unwrap();
