@@ -400,11 +400,6 @@ where
             .as_ref()
             .map_or(true, |o| r.name().contains(o.as_str()))
     };
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-        (Some(_), Some(_)) => "same".to_owned(),
-        _ => "-".to_owned(),
-    };
     // The last row takes the guard away: what the restart's burst does to a baseline that
     // keeps it (as guardian's did before deploy windows).
     let unguarded = DetectorSettings {
@@ -463,15 +458,10 @@ where
                     ..Scenario::before_after(rps, Nuisance::Clean, *regression)
                 };
                 let what = format!("{}, {name}", regression.name());
-                let (row, median) = regression_row_as(&what, s, args.regressions, settings, &make);
+                let median = print_against(&what, reference, s, args.regressions, settings, &make);
                 if restart == Restart::None {
                     reference = median;
                 }
-                let vs = ratio(median, reference);
-                println!(
-                    "{}",
-                    row.replacen(&format!("| {what} |"), &format!("| {what} | {vs} |"), 1)
-                );
             }
         }
     }
@@ -516,24 +506,14 @@ where
         {
             let full = Scenario::before_after(rps, Nuisance::Clean, *regression);
             let what = format!("{}, 30 quiet minutes", regression.name());
-            let (row, reference) =
-                regression_row_as(&what, full, args.regressions, settings, &make);
-            println!(
-                "{}",
-                row.replacen(&format!("| {what} |"), &format!("| {what} | - |"), 1)
-            );
+            let reference = print_against(&what, None, full, args.regressions, settings, &make);
             for (before, name) in previous {
                 let s = Scenario {
                     previous: before,
                     ..full
                 };
                 let what = format!("{}, {name}", regression.name());
-                let (row, median) = regression_row_as(&what, s, args.regressions, settings, &make);
-                let vs = ratio(median, reference);
-                println!(
-                    "{}",
-                    row.replacen(&format!("| {what} |"), &format!("| {what} | {vs} |"), 1)
-                );
+                print_against(&what, reference, s, args.regressions, settings, &make);
             }
         }
     }
@@ -580,6 +560,27 @@ where
             println!("{}", regression_row(s, args.regressions, settings, &make));
         }
     }
+}
+
+/// Prints a regression row with, after its name, guardian's median time to detect over
+/// `reference`'s ("-" for the reference itself); returns that median.
+fn print_against(
+    what: &str,
+    reference: Option<f64>,
+    s: Scenario,
+    runs: u64,
+    settings: &DetectorSettings,
+    make: &Peers,
+) -> Option<f64> {
+    let (row, median) = regression_row_as(what, s, runs, settings, make);
+    let vs = match (median, reference) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        (Some(_), Some(_)) => "same".to_owned(),
+        _ => "-".to_owned(),
+    };
+    let row = row.replacen(&format!("| {what} |"), &format!("| {what} | {vs} |"), 1);
+    println!("{row}");
+    median
 }
 
 /// Nanoseconds per request fed to the core, and microseconds per second of traffic judged,

@@ -701,10 +701,8 @@ fn a_thin_slow_request_signal_does_not_make_a_clean_change_inconclusive() {
         );
     }
     assert!(compared >= 8, "{compared}");
-    assert!(
-        healthy * 10 >= compared * 6,
-        "{healthy} of {compared} healthy"
-    );
+    // Without the rule none would be; with it, most of them.
+    assert!(healthy * 2 >= compared, "{healthy} of {compared} healthy");
     let first = (30..50)
         .map(|seed| run_generated(&thin(seed)))
         .find(|r| r.report.signals[1].left_out)
