@@ -514,7 +514,11 @@ impl Store {
             .mode(0o600)
             .open(path);
         match created {
-            Ok(_) => {}
+            // Closed before SQLite opens the file, never after: closing any descriptor of a
+            // file drops every POSIX lock this process holds on it, SQLite's included, and the
+            // next process to open the database would then think it the last user and delete
+            // the WAL under us.
+            Ok(file) => drop(file),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 return Err(StoreError::Invalid(format!(

@@ -396,3 +396,37 @@ fn sighup_reloads_and_a_bad_config_is_refused_without_stopping() {
     let landed = change["landed_at"].as_f64().unwrap();
     assert!((ends - landed - 600.0).abs() < 2.0, "{change}");
 }
+
+#[test]
+fn reading_the_record_from_another_process_never_takes_the_daemons_journal() {
+    // On a state database the daemon has just created, `guardian postmortem` (which opens it
+    // read-write) once found no lock held and deleted the daemon's WAL under it: what was
+    // recorded next was lost on `kill -9`.
+    let d = Daemon::start(600, 60);
+    let first = d.notify("aaaa1111");
+    let out = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["postmortem", &first, "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", d.child.id())).unwrap();
+    for fd in fds.flatten() {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        assert!(
+            !target.to_string_lossy().contains("(deleted)"),
+            "the daemon holds a deleted file: {}",
+            target.display()
+        );
+    }
+    let second = d.notify("bbbb2222");
+    let d = d.restart();
+    for id in [&first, &second] {
+        let (code, change) = d.get(&format!("/v1/changes/{id}"));
+        assert_eq!(code, 200, "{id} was lost: {change}");
+    }
+}
