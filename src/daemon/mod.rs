@@ -7,6 +7,7 @@ pub mod engine;
 pub mod http;
 pub mod refusals;
 pub mod rollback;
+pub mod serve;
 pub mod state_dir;
 
 use std::future::Future;
@@ -300,14 +301,7 @@ pub async fn run(
         reads: Arc::new(http::Reads::new(settings.state_dir.join("guardian.db"))),
         refusals: refusals.clone(),
     };
-    let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, http::router(api))
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(serve::serve(listener, http::router(api), stop_rx.clone()));
 
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -408,9 +402,8 @@ pub async fn run(
             eprintln!("guardian: cannot save the core's state: {err}");
         }
     }
-    match server.await {
-        Ok(result) => result.map_err(DaemonError::Serve)?,
-        Err(join) => return Err(DaemonError::Serve(std::io::Error::other(join.to_string()))),
+    if let Err(join) = server.await {
+        return Err(DaemonError::Serve(std::io::Error::other(join.to_string())));
     }
     eprintln!("guardian: stopped");
     Ok(())
