@@ -62,6 +62,9 @@ pub struct Limits {
     pub writes_per_min: u32,
     /// ... and at once.
     pub writes_burst: u32,
+    /// Bytes of proposals (each stored with its whole patch, denied ones too) a token may send
+    /// per hour: what bounds the disk an agent can fill within its write rate.
+    pub proposal_bytes_per_hour: u32,
 }
 
 impl Default for Limits {
@@ -71,6 +74,7 @@ impl Default for Limits {
             reads_burst: 30,
             writes_per_min: 12,
             writes_burst: 10,
+            proposal_bytes_per_hour: 8 << 20,
         }
     }
 }
@@ -378,6 +382,7 @@ pub struct RawLimits {
     pub reads_burst: Option<i64>,
     pub writes_per_min: Option<i64>,
     pub writes_burst: Option<i64>,
+    pub proposal_bytes_per_hour: Option<i64>,
 }
 
 impl RawLimits {
@@ -402,6 +407,12 @@ impl RawLimits {
                 60_000,
             )?,
             writes_burst: rate("writes_burst", self.writes_burst, d.writes_burst, 100_000)?,
+            proposal_bytes_per_hour: rate(
+                "proposal_bytes_per_hour",
+                self.proposal_bytes_per_hour,
+                d.proposal_bytes_per_hour,
+                i64::from(u32::MAX),
+            )?,
         })
     }
 }

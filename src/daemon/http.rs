@@ -40,6 +40,12 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Reads served at the same time; more wait their turn without holding anything.
 pub const READ_CONCURRENCY: usize = 4;
+/// Proposals judged at the same time (each a `git apply` in a scratch index, which can take
+/// seconds and hundreds of megabytes on a large patch); more wait their turn.
+pub const JUDGE_CONCURRENCY: usize = 2;
+/// The most proposal bytes a token may send at once, after a quiet spell: twice the largest
+/// body accepted, so any single proposal fits.
+const PROPOSAL_BYTES_BURST: u32 = 2 * MAX_BODY_BYTES as u32;
 
 #[derive(Clone)]
 pub struct Api {
@@ -50,6 +56,8 @@ pub struct Api {
     pub clock: fn() -> f64,
     pub reads: Arc<Reads>,
     pub refusals: Arc<Refusals>,
+    /// See [`JUDGE_CONCURRENCY`].
+    pub judging: Arc<tokio::sync::Semaphore>,
 }
 
 /// One API token.
@@ -71,6 +79,7 @@ impl Token {
 pub struct TokenLimits {
     reads: DefaultDirectRateLimiter,
     writes: DefaultDirectRateLimiter,
+    proposal_bytes: DefaultDirectRateLimiter,
     rates: Limits,
 }
 
@@ -84,7 +93,31 @@ impl TokenLimits {
             writes: DefaultDirectRateLimiter::direct(
                 Quota::per_minute(n(limits.writes_per_min)).allow_burst(n(limits.writes_burst)),
             ),
+            proposal_bytes: DefaultDirectRateLimiter::direct(
+                Quota::per_hour(n(limits.proposal_bytes_per_hour))
+                    .allow_burst(n(PROPOSAL_BYTES_BURST)),
+            ),
             rates: *limits,
+        }
+    }
+
+    /// `Ok` when a proposal of `bytes` may be taken now; else how many whole seconds to wait,
+    /// and the rate it is over.
+    fn check_proposal_bytes(&self, bytes: usize) -> Result<(), (u64, String)> {
+        let rate = format!(
+            "{} KiB of proposals an hour",
+            self.rates.proposal_bytes_per_hour / 1024
+        );
+        let n =
+            NonZeroU32::new(u32::try_from(bytes).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        match self.proposal_bytes.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(self.proposal_bytes.clock().now());
+                Err((wait.as_secs() + u64::from(wait.subsec_nanos() > 0), rate))
+            }
+            // Larger than the bucket: the body limit makes this impossible; refuse for an hour.
+            Err(_) => Err((3600, rate)),
         }
     }
 
@@ -308,6 +341,7 @@ async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> 
                 return too_many(&token.role, wait, &rate);
             }
             request.extensions_mut().insert(token.role.clone());
+            request.extensions_mut().insert(TokenIndex(i));
             next.run(request).await
         }
         Some(None) => ApiError(
@@ -324,6 +358,10 @@ async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> 
         .into_response(),
     }
 }
+
+/// Which of [`Api::tokens`] a request came with.
+#[derive(Clone, Copy)]
+struct TokenIndex(usize);
 
 /// Which token this is. Every token is compared, whichever matches, so timing says nothing
 /// about which one (or how much of one) was right.
@@ -476,9 +514,18 @@ async fn status(
 async fn create_proposal(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
+    Extension(TokenIndex(token)): Extension<TokenIndex>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     allow(&api, &role, Action::Propose)?;
+    if let Some(limits) = &api.tokens[token].limits {
+        if let Err((wait, rate)) = limits.check_proposal_bytes(body.len()) {
+            note_refusal(&api, &role, Refusal::RateLimited);
+            return Ok(too_many(&role, wait, &rate));
+        }
+    }
+    // A few at a time: each judging is a git process that may take seconds and memory.
+    let _judging = api.judging.acquire().await.map_err(|_| busy())?;
     let request: ProposalRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad proposal: {e}")))?;
     // git runs for the proposal (a scratch apply in guardian's clone) before the engine's lock
@@ -774,4 +821,24 @@ async fn resume(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     switch(api, role, body, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_may_send_only_so_many_proposal_bytes_an_hour() {
+        let limits = TokenLimits::new(&Limits {
+            proposal_bytes_per_hour: 1 << 20,
+            ..Limits::default()
+        });
+        // The burst takes four proposals of half a megabyte; the hour's rate, no more.
+        for _ in 0..4 {
+            assert!(limits.check_proposal_bytes(512 << 10).is_ok());
+        }
+        let (wait, rate) = limits.check_proposal_bytes(512 << 10).unwrap_err();
+        assert!((1..=1800).contains(&wait), "{wait}");
+        assert!(rate.contains("1024 KiB of proposals an hour"), "{rate}");
+    }
 }

@@ -300,6 +300,7 @@ pub async fn run(
         clock: now,
         reads: Arc::new(http::Reads::new(settings.state_dir.join("guardian.db"))),
         refusals: refusals.clone(),
+        judging: Arc::new(tokio::sync::Semaphore::new(http::JUDGE_CONCURRENCY)),
     };
     let server = tokio::spawn(serve::serve(listener, http::router(api), stop_rx.clone()));
 
