@@ -129,9 +129,9 @@ pub fn propose(args: &ProposeArgs) -> Result<u8> {
         Err(e) => return refused(e),
     };
     if args.json {
-        println!("{answer}");
+        outln!("{answer}");
     } else {
-        print!("{}", render_proposal(&answer));
+        out!("{}", render_proposal(&answer));
     }
     Ok(if answer["decision"] == "deny" {
         EXIT_DENIED
@@ -168,23 +168,23 @@ pub fn proposals(args: &ProposalsArgs) -> Result<u8> {
         Err(e) => return refused(e),
     };
     if args.json {
-        println!("{answer}");
+        outln!("{answer}");
     } else if args.id.is_some() {
-        print!("{}", render_proposal(&answer));
+        out!("{}", render_proposal(&answer));
         if let Some(patch) = answer["patch"].as_str() {
-            println!("\n{}", guardian::display::block(patch));
+            outln!("\n{}", guardian::display::block(patch));
         }
     } else {
         let list = answer.as_array().cloned().unwrap_or_default();
         if list.is_empty() {
-            println!("no proposals yet");
+            outln!("no proposals yet");
         }
         for p in &list {
             let state = match p["change_state"].as_str() {
                 Some(_) => format!("{} ({})", text(&p["state"]), text(&p["change_state"])),
                 None => text(&p["state"]),
             };
-            println!(
+            outln!(
                 "{}  {:<24} {:<15} {:<16} risk {:>3}  {}",
                 text(&p["id"]),
                 state,
@@ -219,7 +219,7 @@ pub fn decide(args: &DecideArgs, approve: bool) -> Result<u8> {
                 Ok(v) => v,
                 Err(e) => return refused(e),
             };
-            print!("{}", render_proposal(&p));
+            out!("{}", render_proposal(&p));
             text(&p["diff_hash"])
         }
     };
@@ -232,7 +232,7 @@ pub fn decide(args: &DecideArgs, approve: bool) -> Result<u8> {
         Ok(v) => v,
         Err(e) => return refused(e),
     };
-    println!(
+    outln!(
         "{}: {} by {} (diff sha256 {}){}",
         text(&answer["id"]),
         if approve { "approved" } else { "rejected" },
@@ -254,16 +254,22 @@ pub fn trust(args: &TrustArgs) -> Result<u8> {
         Err(e) => return refused(e),
     };
     if args.json {
-        println!("{answer}");
+        outln!("{answer}");
         return Ok(0);
     }
-    println!(
+    outln!(
         "{:<18} {:<15} {:>9} {:>8} {:>8} {:>7} {:>9}  why",
-        "pattern", "level", "proposed", "approved", "deployed", "healthy", "rollbacks"
+        "pattern",
+        "level",
+        "proposed",
+        "approved",
+        "deployed",
+        "healthy",
+        "rollbacks"
     );
     for t in answer.as_array().cloned().unwrap_or_default() {
         let n = |key: &str| t[key].as_u64().unwrap_or(0);
-        println!(
+        outln!(
             "{:<18} {:<15} {:>9} {:>8} {:>8} {:>7} {:>9}  {}",
             text(&t["pattern"]),
             text(&t["level"]),
@@ -358,13 +364,13 @@ pub fn pause(args: &PauseArgs, paused: bool) -> Result<u8> {
         Err(e) => return refused(e),
     };
     if answer["paused"] == true {
-        println!(
+        outln!(
             "deploys of proposals are paused by {}: {}",
             text(&answer["by"]),
             text(&answer["why"])
         );
     } else {
-        println!("deploys of proposals resume");
+        outln!("deploys of proposals resume");
     }
     Ok(0)
 }

@@ -13,6 +13,17 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+/// Like `print!`, to standard output; a reader that stopped reading (`guardian trust | head`)
+/// ends the command quietly, as SIGPIPE would, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::write_out(&format!($($arg)*)) };
+}
+
+/// Like `println!`; see [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::write_out(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 mod gate_cli;
 
 use guardian::config::Config;
@@ -378,6 +389,21 @@ fn paired_changes(
     Ok(changes)
 }
 
+/// See [`out!`]: writes `text` to standard output, or ends the command if nobody reads it.
+fn write_out(text: &str) {
+    let mut stdout = io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("guardian: cannot write to standard output: {e}");
+        std::process::exit(i32::from(EXIT_BAD_INPUT));
+    }
+}
+
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Replay(args) => run_replay(&args),
@@ -446,7 +472,7 @@ fn run_audit(command: &AuditCommand) -> Result<u8> {
                 );
             }
             let key = guardian::audit::load_signing_key(&path)?;
-            println!(
+            outln!(
                 "{}",
                 guardian::audit::verifier_key_text(&key.verifying_key())
             );
@@ -504,7 +530,7 @@ fn audit_verify(args: &AuditVerifyArgs) -> Result<u8> {
         kept.push(Checkpoint::find(&bytes).with_context(|| path.display().to_string())?);
     }
     let verification = guardian::audit::verify(&db, &VerifyOptions { key, kept })?;
-    print!("{}", verification.render());
+    out!("{}", verification.render());
     Ok(verification.exit_code())
 }
 
@@ -641,7 +667,7 @@ fn run_notify(args: &NotifyArgs) -> Result<u8> {
     ) {
         Ok(v) => {
             // The id alone on stdout, for scripts; what it is judged against on stderr.
-            println!("{}", v["id"].as_str().unwrap_or_default());
+            outln!("{}", v["id"].as_str().unwrap_or_default());
             eprint!("{}", render_baseline(&v["live"]));
             Ok(0)
         }
@@ -662,9 +688,9 @@ fn run_status(args: &StatusArgs) -> Result<u8> {
         }
     };
     if args.json {
-        println!("{status}");
+        outln!("{status}");
     } else {
-        print!("{}", render_status(&status));
+        out!("{}", render_status(&status));
     }
     Ok(0)
 }
