@@ -327,7 +327,6 @@ impl Run<'_> {
         } else {
             core_verdict
         };
-        let end = report.decided_at.unwrap_or(report.watch_ends_at);
         self.results.push((
             Replay {
                 verdict,
@@ -344,7 +343,7 @@ impl Run<'_> {
             ended_early,
         ));
         if !ended_early {
-            self.monitor.end_watch(end);
+            self.monitor.end_watch();
         }
     }
 }

@@ -102,7 +102,7 @@ pub fn run_one(
             before = Before::Watching;
         }
         if t == 0 {
-            monitor.end_watch(at(0));
+            monitor.end_watch();
             let landing = Landing {
                 at: at(0),
                 deploy_started_at: run.deploy_started().map(at),
@@ -191,7 +191,7 @@ fn previous_change(monitor: &mut Monitor, state: Before, landed: Option<i64>, no
                 Before::RollingBack(reverted.max(second))
             }
             _ => {
-                monitor.end_watch(now);
+                monitor.end_watch();
                 Before::Nothing
             }
         },
@@ -200,7 +200,7 @@ fn previous_change(monitor: &mut Monitor, state: Before, landed: Option<i64>, no
             Before::Verifying
         }
         Before::Verifying if verdict != Verdict::Watching => {
-            monitor.end_watch(now);
+            monitor.end_watch();
             Before::Nothing
         }
         other => other,

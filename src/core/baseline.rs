@@ -200,7 +200,12 @@ impl RollingBaseline {
     /// The baseline of a change whose deploy began at `end`: the most recent slots that end
     /// by then and are not excluded, until they cover `baseline_secs`.
     pub fn baseline(&self, end: f64, strata: usize) -> Baseline {
-        let used = self.slots_before(end);
+        self.baseline_excluding(end, strata, None)
+    }
+
+    /// Like [`RollingBaseline::baseline`], with `extra` left out too (a span not yet closed).
+    pub fn baseline_excluding(&self, end: f64, strata: usize, extra: Option<Span>) -> Baseline {
+        let used = self.slots_before(end, extra);
         let mut tallies = vec![Tally::default(); strata];
         let mut dispersion = Dispersion::default();
         let mut window = BaselineWindow::default();
@@ -243,7 +248,7 @@ impl RollingBaseline {
     }
 
     /// The slots a baseline ending at `end` uses, oldest first.
-    fn slots_before(&self, end: f64) -> Vec<i64> {
+    fn slots_before(&self, end: f64, extra: Option<Span>) -> Vec<i64> {
         let Some(horizon) = self.horizon else {
             return Vec::new();
         };
@@ -257,7 +262,9 @@ impl RollingBaseline {
             (end.floor() as i64).div_euclid(self.slot_secs) * self.slot_secs - self.slot_secs;
         let mut out = Vec::with_capacity(needed);
         while m >= horizon && out.len() < needed {
-            if !self.is_excluded(m) {
+            let extra_excludes =
+                extra.is_some_and(|s| s.overlaps(m as f64, (m + self.slot_secs) as f64));
+            if !self.is_excluded(m) && !extra_excludes {
                 out.push(m);
             }
             m -= self.slot_secs;

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::baseline::{BaselineWindow, RollingBaseline};
+use super::baseline::{BaselineWindow, RollingBaseline, Span};
 use super::observation::{Aggregate, Arm, Request};
 use super::settings::DetectorSettings;
 use super::strata::Strata;
@@ -65,6 +65,10 @@ pub struct Monitor {
     strata: Strata,
     baseline: RollingBaseline,
     watch: Option<Watch>,
+    /// Since when the service has served a version known to be bad (a regressed change not
+    /// rolled back, a recovery that did not come): not known-good until the next change.
+    #[serde(default)]
+    suspect_since: Option<f64>,
 }
 
 impl Monitor {
@@ -73,6 +77,7 @@ impl Monitor {
             strata: Strata::new(settings.max_routes),
             baseline: RollingBaseline::new(settings.baseline_secs),
             watch: None,
+            suspect_since: None,
             settings,
         }
     }
@@ -101,7 +106,10 @@ impl Monitor {
     /// still under way ends here (superseded), by the same rules as [`Monitor::end_watch`].
     pub fn change_landed_with(&mut self, landing: Landing, settings: &DetectorSettings) {
         let window = self.deploy_window(landing, settings);
-        self.end_watch(window.from);
+        self.end_watch();
+        if let Some(since) = self.suspect_since.take() {
+            self.baseline.exclude(since, window.from);
+        }
         self.baseline.exclude(window.from, window.to);
         let baseline = self.baseline.baseline(window.from, self.strata.len());
         self.baseline.pin(Some(window.from));
@@ -137,10 +145,10 @@ impl Monitor {
         }
     }
 
-    /// The change's watch is over at `now` and nothing more will be asked of it: traffic goes
+    /// The change's watch is over and nothing more will be asked of it: traffic goes
     /// only to the history again. What the watch saw joins later baselines unless the change
     /// regressed, or the service did not recover from its rollback.
-    pub fn end_watch(&mut self, now: f64) {
+    pub fn end_watch(&mut self) {
         let Some(w) = self.watch.take() else {
             return;
         };
@@ -151,8 +159,12 @@ impl Monitor {
             w.verdict() != Verdict::Regressed
         };
         if !known_good {
-            self.baseline
-                .exclude(w.deploy_window().from, now.max(w.change_at()));
+            // The version known to be bad serves on (no rollback, or one that did not help):
+            // nothing is known-good again until the next change, and the baseline before it is
+            // kept for that change.
+            let from = w.deploy_window().from;
+            self.suspect_since = Some(self.suspect_since.map_or(from, |s| s.min(from)));
+            self.baseline.pin(self.suspect_since);
         }
     }
 
@@ -225,7 +237,13 @@ impl Monitor {
     /// seen before it matters.
     pub fn baseline_preview(&self, now: f64) -> BaselinePreview {
         let window = self.deploy_window(Landing::at(now), &self.settings);
-        let baseline = self.baseline.baseline(window.from, self.strata.len());
+        let suspect = self.suspect_since.map(|from| Span {
+            from,
+            to: window.from,
+        });
+        let baseline = self
+            .baseline
+            .baseline_excluding(window.from, self.strata.len(), suspect);
         let report = Watch::new(&self.settings, window, baseline).report(Some(&self.strata));
         BaselinePreview {
             window: report.baseline_window,
@@ -323,7 +341,7 @@ mod tests {
         m.change_landed(T0);
         traffic(&mut m, T0, 301, 20, |_| false);
         assert_eq!(m.verdict(), Some(Verdict::Healthy));
-        m.end_watch(T0 + 301.0);
+        m.end_watch();
         // Back to back: the next change lands seconds after the verdict.
         traffic(&mut m, T0 + 301.0, 5, 20, |_| false);
         m.change_landed(T0 + 306.0);
@@ -348,7 +366,7 @@ mod tests {
         m.verify_recovery(T0 + 40.0, 60);
         traffic(&mut m, T0 + 40.0, 61, 20, |_| false);
         assert_eq!(m.verdict(), Some(Verdict::Healthy));
-        m.end_watch(T0 + 101.0);
+        m.end_watch();
         m.change_landed(T0 + 200.0);
         let r = m.report().unwrap();
         assert_eq!(r.signals[0].baseline.events, 0, "the bad change's errors");
@@ -365,10 +383,31 @@ mod tests {
         m.verify_recovery(T0 + 30.0, 60);
         traffic(&mut m, T0 + 30.0, 61, 20, half);
         assert_eq!(m.verdict(), Some(Verdict::Regressed));
-        m.end_watch(T0 + 91.0);
+        m.end_watch();
         traffic(&mut m, T0 + 91.0, 120, 20, |_| false);
         m.change_landed(T0 + 211.0);
         assert_eq!(m.report().unwrap().signals[0].baseline.events, 0);
+    }
+
+    #[test]
+    fn a_regressed_change_left_serving_is_no_baseline_until_the_next_change() {
+        // No rollback: the bad version serves on after the verdict. The next change (its fix,
+        // say) is judged against the traffic from before the bad one, not against the bad.
+        let mut m = Monitor::new(settings());
+        traffic(&mut m, T0 - 900.0, 900, 20, |_| false);
+        m.change_landed(T0);
+        let half = |ts: f64| (ts * 20.0) as i64 % 2 == 0;
+        traffic(&mut m, T0, 30, 20, half);
+        assert_eq!(m.verdict(), Some(Verdict::Regressed));
+        m.end_watch();
+        traffic(&mut m, T0 + 30.0, 300, 20, half);
+        let preview = m.baseline_preview(T0 + 330.0);
+        assert_eq!(preview.routes[0].errors, 0, "{preview:?}");
+        m.change_landed(T0 + 330.0);
+        let r = m.report().unwrap();
+        assert_eq!(r.signals[0].baseline.events, 0);
+        assert_eq!(r.baseline_window.covered_secs, 600.0);
+        assert!(r.baseline_window.to.unwrap() <= T0);
     }
 
     #[test]

@@ -670,7 +670,7 @@ impl Engine {
         if self.phase == Phase::Idle {
             // The last change is decided and done with (a rollback keeps its watch until the
             // recovery check, which reuses its baseline): traffic builds the baseline again.
-            self.monitor.end_watch(now);
+            self.monitor.end_watch();
         }
         let verdict = self.monitor.tick(now);
         self.store.checkpoint_if_due(
