@@ -389,7 +389,7 @@ pub(crate) fn signal_standing(s: &Value) -> &'static str {
         match s["within_limits"].as_bool() {
             Some(true) => "within limits",
             Some(false) => "not worse yet, not shown within limits",
-            None => "not worse",
+            None => "not shown worse",
         }
     }
 }
@@ -519,7 +519,11 @@ fn evidence(w: &mut String, report: &Value) {
                 let _ = write!(effect, "; upper bound {}", ratio(u));
             }
             if let Some(n) = s["null_ratio"].as_f64() {
-                let _ = write!(effect, "; tolerated up to {}", ratio(n));
+                let _ = write!(
+                    effect,
+                    "; a rise to {} is tolerated (not counted as worse)",
+                    ratio(n)
+                );
             }
             let _ = writeln!(w, "    effect:   {effect}");
         }
@@ -1467,8 +1471,8 @@ mod tests {
             number(errors["e_value_threshold"].as_f64())
         );
         assert!(body.contains(&e), "missing {e:?}");
-        assert!(body.contains("tolerated up to 1.10x"));
-        assert!(body.contains("Latency (the whole distribution): not worse"));
+        assert!(body.contains("a rise to 1.10x is tolerated"));
+        assert!(body.contains("Latency (the whole distribution): not shown worse"));
         assert!(body.contains("p50: "));
         // What guardian did: the commands with their status, the hook and its output.
         for text in [

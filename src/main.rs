@@ -731,8 +731,8 @@ fn render_baseline(v: &serde_json::Value) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "baseline: {:.0} min of known-good traffic, {total} requests{}",
-        covered / 60.0,
+        "baseline: {} of known-good traffic, {total} requests{}",
+        span(covered),
         if routes.is_empty() {
             String::new()
         } else {
@@ -742,11 +742,15 @@ fn render_baseline(v: &serde_json::Value) -> String {
     if let Some(excluded) = window["excluded_secs"].as_f64().filter(|&e| e > 0.0) {
         let _ = writeln!(
             out,
-            "  {:.0} min in between left out (earlier deploys or incidents)",
-            excluded / 60.0
+            "  {} in between left out (earlier deploys or incidents)",
+            span(excluded)
         );
     }
-    if let Some(w) = v.get("deploy_window").filter(|w| !w.is_null()) {
+    let window = v.get("deploy_window").filter(|w| {
+        // A recovery check or an extended watch has no deploy window of its own.
+        w["to"].as_f64().unwrap_or(0.0) - w["from"].as_f64().unwrap_or(0.0) >= 0.5
+    });
+    if let Some(w) = window {
         let (from, to) = (
             w["from"].as_f64().unwrap_or(0.0),
             w["to"].as_f64().unwrap_or(0.0),
@@ -768,6 +772,15 @@ fn render_baseline(v: &serde_json::Value) -> String {
     out
 }
 
+/// A duration for a person: seconds under two minutes, minutes above.
+fn span(secs: f64) -> String {
+    if secs < 120.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{:.0} min", secs / 60.0)
+    }
+}
+
 /// The status for a person: what is watched, what was decided, how the logs are read.
 fn render_status(s: &serde_json::Value) -> String {
     use std::fmt::Write as _;
@@ -779,7 +792,12 @@ fn render_status(s: &serde_json::Value) -> String {
     let _ = writeln!(out, "service {}", t(&s["service"]));
     match s.get("watching").filter(|w| !w.is_null()) {
         Some(w) => {
-            let since = now - w["landed_at"].as_f64().unwrap_or(now);
+            // A recovery check counts from its own start, not the change's.
+            let started = match w["state"].as_str() {
+                Some("verifying") => w["live"]["change_at"].as_f64(),
+                _ => None,
+            };
+            let since = now - started.or(w["landed_at"].as_f64()).unwrap_or(now);
             let doing = match w["state"].as_str() {
                 Some("verifying") => "checking the recovery after rolling back",
                 _ => "watching",

@@ -908,7 +908,11 @@ fn evidence(doc: &mut Vec<Block>, report: &Value) {
                 let _ = write!(effect, "; upper bound {}", mail::ratio(u));
             }
             if let Some(n) = s["null_ratio"].as_f64() {
-                let _ = write!(effect, "; tolerated up to {}", mail::ratio(n));
+                let _ = write!(
+                    effect,
+                    "; a rise to {} is tolerated (not counted as worse)",
+                    mail::ratio(n)
+                );
             }
             (side(&s["baseline"]), side(&s["after"]), effect)
         };

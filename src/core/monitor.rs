@@ -420,9 +420,19 @@ mod tests {
         assert_eq!(p.routes.len(), 1);
         assert_eq!(p.routes[0].route, "/");
         assert_eq!(p.routes[0].requests, 480);
-        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        assert_eq!(p.notes.len(), 2, "{:?}", p.notes);
         assert!(p.notes[0].contains("covers 4 min"), "{}", p.notes[0]);
-        traffic(&mut m, T0, 900, 2, |_| false);
-        assert!(m.baseline_preview(T0 + 900.0).notes.is_empty());
+        // Not one error in 480 requests: a clean change cannot be shown healthy on errors.
+        assert!(
+            p.notes[1].starts_with("errors: the baseline holds 0"),
+            "{}",
+            p.notes[1]
+        );
+        // Ten minutes at 20 req/s, 2% failing: nothing thin about it.
+        traffic(&mut m, T0, 900, 20, |ts| {
+            (ts * 20.0).round() as i64 % 50 == 0
+        });
+        let p = m.baseline_preview(T0 + 900.0);
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
     }
 }

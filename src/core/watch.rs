@@ -557,7 +557,8 @@ impl Watch {
         if covered + 60.0 < wanted {
             notes.push(format!(
                 "the baseline covers {} of known-good traffic, not the {} of baseline_secs: \
-                 guardian has not seen more since it started or since the last incident",
+                 the logs hold no more since guardian started reading them, or the rest was \
+                 left out (deploys, a regressed change)",
                 minutes(covered),
                 minutes(wanted)
             ));
@@ -589,6 +590,34 @@ impl Watch {
                 if small.len() > 5 { ", ..." } else { "" },
                 100.0 * left as f64 / total.max(1) as f64
             ));
+        }
+        // Errors are never left out: when even a clean watch could not bound them, the change
+        // can only end inconclusive, and the person notifying should know it now.
+        let errors = signals.iter().find(|s| s.signal == SignalKind::Errors);
+        if let Some(e) = errors.filter(|e| e.routes_compared > 0) {
+            let control = Counts {
+                requests: e.baseline.requests,
+                events: e.baseline.events,
+            };
+            if let Some(thin) =
+                thin_signal(settings, &self.baseline_window, control, SignalKind::Errors)
+            {
+                let best = if thin.best_bound.is_finite() {
+                    format!("at best {:.2}x", thin.best_bound)
+                } else {
+                    "none can be bounded".to_owned()
+                };
+                notes.push(format!(
+                    "errors: the baseline holds {} of them in {} requests, too few for even a \
+                     clean change to be bounded under {}x within watch_secs ({best}) or shown \
+                     under the {}% floor: expect inconclusive, unless the watch sees more \
+                     traffic than the baseline did",
+                    thin.baseline_events,
+                    e.baseline.requests,
+                    settings.healthy_max_ratio,
+                    settings.healthy_error_floor * 100.0
+                ));
+            }
         }
         for s in signals {
             let Some(thin) = s.thin else { continue };
@@ -906,7 +935,7 @@ impl Signal {
             && design == Design::BeforeAfter
             && !watch.recovery;
         let thin = if judging_slow && any_eligible {
-            thin_signal(settings, &watch.baseline_window, control)
+            thin_signal(settings, &watch.baseline_window, control, self.kind)
         } else {
             None
         };
@@ -1045,6 +1074,7 @@ fn thin_signal(
     settings: &DetectorSettings,
     window: &BaselineWindow,
     control: Counts,
+    kind: SignalKind,
 ) -> Option<Thin> {
     if window.covered_secs <= 0.0 || control.requests == 0 {
         return None;
@@ -1058,7 +1088,7 @@ fn thin_signal(
     };
     let best = evidence::ratio_upper_bound(control, expected, settings.healthy_confidence)
         .unwrap_or(f64::INFINITY);
-    let floor_reachable = has_floor(SignalKind::SlowRequests, settings)
+    let floor_reachable = has_floor(kind, settings)
         && evidence::share_upper_bound(
             expected.events,
             expected.requests,

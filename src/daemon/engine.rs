@@ -1242,14 +1242,13 @@ fn reason(report: &Report) -> String {
                 .effect_ratio
                 .map_or(String::new(), |e| format!(" ({e:.1}x)"));
             format!(
-                "{:?} {} -> {}{effect}, e-value {:.0} >= {:.0}",
-                s.signal,
+                "{} {} -> {}{effect}, e-value {:.0} >= {:.0}",
+                crate::core::watch::signal_words(s.signal),
                 rate(s.baseline.rate),
                 rate(s.after.rate),
                 s.e_value,
                 s.e_value_threshold
             )
-            .to_lowercase()
         })
         .collect();
     if parts.is_empty() {
