@@ -884,6 +884,17 @@ fn render_status(s: &serde_json::Value) -> String {
     }
     if let Some(n) = s["pending_emails"].as_u64().filter(|&n| n > 0) {
         let _ = writeln!(out, "alert emails waiting to be sent: {n}");
+        if let Some(trouble) = s["pending_email_trouble"].as_array() {
+            let _ = writeln!(
+                out,
+                "  last try failed ({} tries so far): {}",
+                trouble
+                    .get(1)
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(0),
+                t(trouble.first().unwrap_or(&serde_json::Value::Null))
+            );
+        }
     }
     for src in s["sources"].as_array().cloned().unwrap_or_default() {
         let idle = src["idle_secs"]

@@ -1226,6 +1226,21 @@ impl Store {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
+    /// Why the latest try to send a queued email failed, and how many tries it has had:
+    /// what `guardian status` shows beside the count, so a stuck outbox says why.
+    pub fn pending_email_trouble(&self) -> Result<Option<(String, i64)>> {
+        self.conn
+            .query_row(
+                "SELECT last_error, attempts FROM outbox \
+                 WHERE sent_at IS NULL AND last_error IS NOT NULL \
+                 ORDER BY last_attempt_at DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .doing(|| "reading why queued emails are not sent".to_string())
+    }
+
     /// The email with this Message-ID, sent or not.
     pub fn get_email(&self, message_id: &str) -> Result<Option<OutboxEmail>> {
         Ok(self

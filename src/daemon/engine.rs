@@ -223,6 +223,8 @@ pub struct Status {
     pub scrapes: Vec<ScrapeStatus>,
     /// Alert emails queued and not yet accepted by the SMTP server.
     pub pending_emails: usize,
+    /// Why the latest try to send one failed, and how many tries it has had.
+    pub pending_email_trouble: Option<(String, i64)>,
     /// The proposal being deployed, if one is.
     pub deploying: Option<String>,
     /// Proposals waiting for a person.
@@ -265,6 +267,7 @@ impl LiveStatus {
             deploys_paused: store.gate_paused()?,
             proposals_waiting: store.pending_proposals()?,
             pending_emails: store.pending_emails()?,
+            pending_email_trouble: store.pending_email_trouble()?,
             scrapes: self.scrapes,
             sources: self.sources,
         })
