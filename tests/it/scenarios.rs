@@ -709,3 +709,52 @@ fn a_thin_slow_request_signal_does_not_make_a_clean_change_inconclusive() {
         .unwrap();
     check("thin_tail_clean", &first, Verdict::Healthy);
 }
+
+#[test]
+fn a_real_nginx_log_with_restarting_deploys_is_judged_as_the_daemon_judged_it() {
+    // Recorded behind real nginx (testdata/README.md): every deploy restarted the app and
+    // nginx answered about 110 requests with 502 just before the notification.
+    let config = Config::parse("[detector]\nbaseline_secs = 300\nwatch_secs = 300\n").unwrap();
+    let changes = [
+        ChangeSpec {
+            at: 1_796_360_518.970,
+            deploy_started_at: None,
+        },
+        ChangeSpec {
+            at: 1_796_360_846.914,
+            deploy_started_at: Some(1_796_360_842.976),
+        },
+        ChangeSpec {
+            at: 1_796_361_178.045,
+            deploy_started_at: Some(1_796_361_174.511),
+        },
+    ];
+    let file = File::open(sample("restart_deploys.nginx.log")).unwrap();
+    let day = replay_changes(BufReader::new(file), Format::Nginx, &changes, &config).unwrap();
+    check_day(
+        "nginx_restarts",
+        &day,
+        &["healthy", "inconclusive", "regressed"],
+    );
+    // Not one restart 502 in any baseline: each holds the app's own few errors only.
+    for r in &day {
+        let errors = &r.report.signals[0].baseline;
+        assert!(
+            errors.events < 30,
+            "{} errors in {}",
+            errors.events,
+            errors.requests
+        );
+    }
+    // The clean change with 8 errors in its baseline was warned about.
+    assert!(day[1]
+        .notes
+        .iter()
+        .any(|n| n.starts_with("errors: the baseline holds 8")));
+    let bad = &day[2];
+    assert!(bad.decided_at.unwrap() - bad.change_at < 20.0);
+    assert_eq!(
+        bad.report.signals[0].worst_route.as_deref(),
+        Some("/checkout")
+    );
+}
