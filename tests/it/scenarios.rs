@@ -265,7 +265,8 @@ fn summary(r: &Replay) -> Value {
     json!({
         "verdict": r.verdict_name(),
         "decided_at": r.decided_at,
-        "decided_after_secs": r.decided_at.map(|t| t - r.change_at),
+        // Rounded: a float read back from JSON may differ in its last digit.
+        "decided_after_secs": r.decided_at.map(|t| ((t - r.change_at) * 1000.0).round() / 1000.0),
         "signals": signals,
     })
 }
