@@ -177,8 +177,9 @@ impl Monitor {
     }
 
     pub fn observe_request(&mut self, r: &Request<'_>) {
+        let bucket = r.latency_ms.map(super::histogram::bucket_of);
         self.record(r.ts, r.route, r.arm, 1, u64::from(r.error), |t| {
-            t.add_request(r.error, r.latency_ms)
+            t.add_request_in(r.error, bucket)
         });
     }
 

@@ -14,10 +14,16 @@ pub struct Tally {
 
 impl Tally {
     pub fn add_request(&mut self, error: bool, latency_ms: Option<f64>) {
+        self.add_request_in(error, latency_ms.map(super::histogram::bucket_of));
+    }
+
+    /// Like [`Tally::add_request`], with the latency's bucket already found: a request is
+    /// counted twice (in the history and in the watch), its bucket computed once.
+    pub fn add_request_in(&mut self, error: bool, bucket: Option<usize>) {
         self.requests += 1;
         self.errors += u64::from(error);
-        if let Some(ms) = latency_ms {
-            self.latency.record(ms);
+        if let Some(b) = bucket {
+            self.latency.add_to_bucket(b, 1);
         }
     }
 
