@@ -11,6 +11,7 @@ pub mod gate;
 pub mod git;
 pub mod hook;
 pub mod input;
+pub mod logging;
 pub mod mail;
 pub mod postmortem;
 pub mod replay;

@@ -536,6 +536,7 @@ fn audit_verify(args: &AuditVerifyArgs) -> Result<u8> {
 
 fn run_daemon(args: &RunArgs) -> Result<u8> {
     let config = Config::from_path(&args.config)?;
+    guardian::logging::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

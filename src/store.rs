@@ -768,6 +768,16 @@ impl Store {
         // The proposal this change carries out counts differently in the ledger now.
         crate::gate::proposals::retally_change(&tx, id).doing(doing)?;
         tx.commit().doing(doing)?;
+        // Logged here, where every transition is written, so the journal misses none.
+        let note = note.map(|n| format!(": {n}")).unwrap_or_default();
+        match state {
+            ChangeState::Regressed | ChangeState::Escalated | ChangeState::RolledBack => {
+                tracing::warn!(change_id = id, state = %state, "change {id}: {from} -> {state}{note}")
+            }
+            _ => {
+                tracing::info!(change_id = id, state = %state, "change {id}: {from} -> {state}{note}")
+            }
+        }
         Ok(())
     }
 

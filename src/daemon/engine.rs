@@ -556,6 +556,14 @@ impl Engine {
             self.store.link_proposal(p, &record.id, "admin", now)?;
         }
         self.watch_change(request.kind, landing);
+        tracing::info!(
+            change_id = %record.id,
+            commit = %record.commit,
+            "change {} landed: commit {} ({}), watching",
+            record.id,
+            record.commit,
+            request.kind
+        );
         // Saved at once, so that a restart from now on resumes this watch.
         self.checkpoint(now);
         Ok(record)
@@ -597,7 +605,7 @@ impl Engine {
                     self.monitor.observe_aggregate(&a);
                 }
                 if status.last_error.is_some() {
-                    eprintln!("guardian: scrape {name}: working again");
+                    tracing::info!(scrape = name, "scrape {name}: working again");
                 }
                 status.last_ok_at = Some(now);
                 status.last_error = None;
@@ -605,7 +613,10 @@ impl Engine {
             Err(e) => {
                 // Said once when it starts failing (or fails differently), not every interval.
                 if status.last_error.as_ref() != Some(&e) {
-                    eprintln!("guardian: scrape {name}: {e} (no data until it works again)");
+                    tracing::warn!(
+                        scrape = name,
+                        "scrape {name}: {e} (no data until it works again)"
+                    );
                 }
                 status.failures += 1;
                 status.last_error = Some(e);
@@ -997,8 +1008,8 @@ impl Engine {
     /// restart would lose it (which then ends as `interrupted`, never healthy).
     fn checkpoint(&mut self, now: f64) {
         if let Err(e) = self.save_snapshot(now) {
-            eprintln!(
-                "guardian: cannot save the core's state in {}: {e}",
+            tracing::error!(
+                "cannot save the core's state in {}: {e}",
                 self.settings.state_dir.display()
             );
         }
@@ -1061,8 +1072,8 @@ impl Engine {
         match load_policy(&gate.policy_file) {
             Ok(p) => {
                 if self.policy.as_ref().map(|old| &old.sha256) != Some(&p.sha256) {
-                    eprintln!(
-                        "guardian: policy {} loaded (sha256 {})",
+                    tracing::info!(
+                        "policy {} loaded (sha256 {})",
                         gate.policy_file.display(),
                         p.sha256
                     );
@@ -1071,12 +1082,12 @@ impl Engine {
                         self.store
                             .audit("guardian", "policy_loaded", None, None, &detail, now)
                     {
-                        eprintln!("guardian: cannot record the new policy: {e}");
+                        tracing::error!("cannot record the new policy: {e}");
                     }
                 }
                 self.policy = Some(p);
             }
-            Err(e) => eprintln!("guardian: {e}; keeping the policy already loaded"),
+            Err(e) => tracing::error!("{e}; keeping the policy already loaded"),
         }
     }
 
@@ -1167,17 +1178,14 @@ fn load_snapshot(dir: &Path, settings: &crate::core::DetectorSettings) -> Option
     match serde_json::from_slice::<Snapshot>(&bytes) {
         Ok(s) if s.version == SNAPSHOT_VERSION && s.monitor.settings() == settings => Some(s),
         Ok(_) => {
-            eprintln!(
-                "guardian: {} was saved with other settings or by another version; starting afresh",
+            tracing::warn!(
+                "{} was saved with other settings or by another version; starting afresh",
                 path.display()
             );
             None
         }
         Err(e) => {
-            eprintln!(
-                "guardian: cannot read {}: {e}; starting afresh",
-                path.display()
-            );
+            tracing::warn!("cannot read {}: {e}; starting afresh", path.display());
             None
         }
     }

@@ -192,7 +192,7 @@ impl Reads {
         match done {
             Ok(result) => result.map_err(ApiError::from),
             Err(e) => {
-                eprintln!("guardian: an API read failed: {e}");
+                tracing::error!("an API read failed: {e}");
                 Err(busy())
             }
         }
@@ -224,7 +224,7 @@ where
     match done {
         Ok(result) => result.map_err(ApiError::from),
         Err(e) => {
-            eprintln!("guardian: an API request failed: {e}");
+            tracing::error!("an API request failed: {e}");
             Err(busy())
         }
     }
@@ -283,7 +283,7 @@ impl From<super::engine::EngineError> for ApiError {
             return ApiError(status, e.to_string());
         }
         // Internal details stay in the daemon's log; the caller learns that it failed.
-        eprintln!("guardian: API request failed: {e}");
+        tracing::error!("an API request failed: {e}");
         ApiError(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal error: the request was not carried out (see the daemon's log)".into(),
@@ -537,7 +537,7 @@ async fn create_proposal(
         tokio::task::spawn_blocking(move || judge(clone.as_deref(), &request))
             .await
             .map_err(|e| {
-                eprintln!("guardian: judging a proposal failed: {e}");
+                tracing::error!("judging a proposal failed: {e}");
                 ApiError(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error: the proposal was not judged (see the daemon's log)".into(),

@@ -95,13 +95,13 @@ fn deliver_mail(
             Ok(mut store) => {
                 let stats = crate::mail::deliver_due(&mut store, &mailer, now());
                 for e in &stats.errors {
-                    eprintln!("guardian: mail: {e}");
+                    tracing::warn!("mail: {e}");
                 }
                 if stats.sent > 0 {
-                    eprintln!("guardian: mail: sent {} alert email(s)", stats.sent);
+                    tracing::info!("mail: sent {} email(s)", stats.sent);
                 }
             }
-            Err(e) => eprintln!("guardian: mail: cannot open the outbox: {e}"),
+            Err(e) => tracing::error!("mail: cannot open the outbox: {e}"),
         }
         busy.store(false, Ordering::Release);
     });
@@ -110,7 +110,7 @@ fn deliver_mail(
 /// Tells systemd (when it supervises us) how we are; outside systemd this does nothing.
 fn report_to_systemd(result: std::io::Result<bool>) {
     if let Err(e) = result {
-        eprintln!("guardian: cannot notify systemd: {e}");
+        tracing::warn!("cannot notify systemd: {e}");
     }
 }
 
@@ -118,19 +118,19 @@ fn report_to_systemd(result: std::io::Result<bool>) {
 /// refused with its message, and the running configuration stays.
 fn reload(engine: &Arc<Mutex<Engine>>, path: Option<&std::path::Path>) {
     let Some(path) = path else {
-        eprintln!("guardian: SIGHUP: no configuration file to reload");
+        tracing::warn!("SIGHUP: no configuration file to reload");
         return;
     };
     match Config::from_path(path) {
-        Err(e) => eprintln!("guardian: SIGHUP: kept the running configuration: {e}"),
+        Err(e) => tracing::error!("SIGHUP: kept the running configuration: {e}"),
         Ok(config) => {
             let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
             let needs_restart = e.reload(&config, now());
             if needs_restart.is_empty() {
-                eprintln!("guardian: SIGHUP: reloaded {}", path.display());
+                tracing::info!("SIGHUP: reloaded {}", path.display());
             } else {
-                eprintln!(
-                    "guardian: SIGHUP: reloaded {}; restart to apply changes to {}",
+                tracing::warn!(
+                    "SIGHUP: reloaded {}; restart to apply changes to {}",
                     path.display(),
                     needs_restart.join(", ")
                 );
@@ -146,24 +146,32 @@ fn start_rollback(
     job: rollback::RollbackJob,
     settings: crate::config::RollbackSettings,
 ) {
-    eprintln!(
-        "guardian: {} regressed ({}); rolling back",
-        job.change_id, job.reason
+    tracing::warn!(
+        change_id = %job.change_id,
+        "{} regressed ({}); rolling back",
+        job.change_id,
+        job.reason
     );
     tokio::task::spawn_blocking(move || {
         let report = rollback::run(&settings, &job);
         match &report.escalation {
-            Some(why) => eprintln!("guardian: {}: escalated: {why}", job.change_id),
-            None => eprintln!(
-                "guardian: {}: reverted in {} and redeployed; checking recovery",
+            Some(why) => tracing::error!(
+                change_id = %job.change_id,
+                "{}: escalated: {why}",
+                job.change_id
+            ),
+            None => tracing::info!(
+                change_id = %job.change_id,
+                "{}: reverted in {} and redeployed; checking recovery",
                 job.change_id,
                 report.revert_commit.as_deref().unwrap_or("?")
             ),
         }
         let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(err) = e.rollback_finished(&job.change_id, &report, now()) {
-            eprintln!(
-                "guardian: {}: cannot record the rollback: {err}",
+            tracing::error!(
+                change_id = %job.change_id,
+                "{}: cannot record the rollback: {err}",
                 job.change_id
             );
         }
@@ -175,13 +183,18 @@ fn start_deploy(
     job: engine::DeployJob,
     settings: crate::config::RollbackSettings,
 ) {
-    eprintln!("guardian: deploying proposal {}", job.proposal_id);
+    tracing::info!(
+        proposal_id = %job.proposal_id,
+        "deploying proposal {}",
+        job.proposal_id
+    );
     tokio::task::spawn_blocking(move || {
         let report = deploy::run(&settings, &job);
         let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(err) = e.deploy_finished(&job, &report, now()) {
-            eprintln!(
-                "guardian: {}: cannot record the deploy: {err}",
+            tracing::error!(
+                proposal_id = %job.proposal_id,
+                "{}: cannot record the deploy: {err}",
                 job.proposal_id
             );
         }
@@ -218,8 +231,8 @@ fn read_tokens(
         if let Ok(meta) = std::fs::metadata(&file) {
             use std::os::unix::fs::PermissionsExt as _;
             if meta.permissions().mode() & 0o077 != 0 {
-                eprintln!(
-                    "guardian: warning: {} ({role}'s token) can be read by other users \
+                tracing::warn!(
+                    "{} ({role}'s token) can be read by other users \
                      (mode {:o}); chmod 600 it, or hand it over as a systemd credential",
                     file.display(),
                     meta.permissions().mode() & 0o777
@@ -259,12 +272,12 @@ pub async fn run(
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(DaemonError::Signals)?;
     for change in state_dir::prepare(&settings.state_dir).map_err(DaemonError::StateDir)? {
-        eprintln!("guardian: {change}");
+        tracing::info!("{change}");
     }
     let tokens = read_tokens(&settings).map_err(DaemonError::Token)?;
     let mut opened = Engine::open(&config, &settings, now())?;
     for warning in opened.protect_host_files(config_path.as_deref()) {
-        eprintln!("guardian: warning: {warning}");
+        tracing::warn!("{warning}");
     }
     let engine = Arc::new(Mutex::new(opened));
 
@@ -276,8 +289,8 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
     let _ = ANNOUNCED.set(addr);
-    eprintln!(
-        "guardian: watching {} ({} log{}), API listening on {addr}",
+    tracing::info!(
+        "watching {} ({} log{}), API listening on {addr}",
         settings.service,
         settings.logs.len(),
         if settings.logs.len() == 1 { "" } else { "s" }
@@ -341,7 +354,7 @@ pub async fn run(
         tokio::select! {
             _ = mail_tick.tick(), if mailer.is_some() => {
                 if let Err(err) = engine.lock().unwrap_or_else(|p| p.into_inner()).queue_digest(now()) {
-                    eprintln!("guardian: mail: cannot queue the daily digest: {err}");
+                    tracing::error!("mail: cannot queue the daily digest: {err}");
                 }
                 if let Some(m) = &mailer {
                     deliver_mail(&settings.state_dir, m.clone(), mailing.clone());
@@ -397,15 +410,15 @@ pub async fn run(
         // restart the change is escalated to a person, never silently dropped.
         let _ = e.tick(t)?;
         if let Err(err) = e.flush_series() {
-            eprintln!("guardian: cannot store the last traffic bins: {err}");
+            tracing::error!("cannot store the last traffic bins: {err}");
         }
         if let Err(err) = e.save_snapshot(t) {
-            eprintln!("guardian: cannot save the core's state: {err}");
+            tracing::error!("cannot save the core's state: {err}");
         }
     }
     if let Err(join) = server.await {
         return Err(DaemonError::Serve(std::io::Error::other(join.to_string())));
     }
-    eprintln!("guardian: stopped");
+    tracing::info!("stopped");
     Ok(())
 }

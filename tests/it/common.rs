@@ -105,8 +105,9 @@ pub fn spawn(mut command: Command) -> (std::process::Child, String) {
             .map_while(Result::ok)
         {
             eprintln!("daemon: {line}");
-            if let Some(addr) = line.split("API listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_owned());
+            let addr = line.split("API listening on ").nth(1);
+            if let Some(addr) = addr.and_then(|a| a.split_whitespace().next()) {
+                let _ = tx.send(addr.to_owned());
             }
         }
     });

@@ -546,6 +546,7 @@ impl Engine {
             },
             now,
         )?;
+        logged(&record);
         if record.state == ProposalState::Pending {
             self.ask_for_approval(&record, now)?;
         }
@@ -569,14 +570,16 @@ impl Engine {
             "facts": {},
             "policy_sha256": policy_sha256,
         });
-        Ok(self.store.insert_proposal(
+        let record = self.store.insert_proposal(
             &NewProposal {
                 assessment,
                 shadow: self.is_shadow(Some(pattern.as_str())),
                 ..request.as_submitted(role, pattern)
             },
             now,
-        )?)
+        )?;
+        logged(&record);
+        Ok(record)
     }
 
     /// A person approves or rejects a proposal, bound to the diff they saw.
@@ -629,8 +632,8 @@ impl Engine {
     pub fn record_refusals(&mut self, windows: &[crate::daemon::refusals::Window], now: f64) {
         for w in windows {
             if let Err(e) = w.record(&mut self.store, now) {
-                eprintln!(
-                    "guardian: cannot record {} refused request(s) by {}: {e}",
+                tracing::error!(
+                    "cannot record {} refused request(s) by {}: {e}",
                     w.total(),
                     w.actor
                 );
@@ -804,7 +807,7 @@ impl Engine {
                     detail,
                     now,
                 )?;
-                eprintln!("guardian: {}: deploy failed: {why}", p.id);
+                tracing::error!(proposal_id = %p.id, "{}: deploy failed: {why}", p.id);
                 let subject = format!(
                     "[guardian] {}: deploy of {} FAILED — {}",
                     self.settings.service,
@@ -1001,6 +1004,18 @@ fn proposal_text(p: &ProposalRecord) -> String {
 /// may hold several, and control characters).
 fn first_line(text: &str) -> String {
     crate::display::line(text.lines().next().unwrap_or_default().trim()).into_owned()
+}
+
+/// A judged proposal goes in the daemon's log: who proposed what, and what the gate made of it.
+fn logged(record: &ProposalRecord) {
+    tracing::info!(
+        proposal_id = %record.id,
+        "proposal {} by {} ({}): {}",
+        record.id,
+        record.proposer,
+        record.pattern,
+        record.state
+    );
 }
 
 #[cfg(test)]
