@@ -261,10 +261,14 @@ async fn story(
 
     // guardian itself, the real daemon, on that log.
     let mut daemon_stop = stop_rx.clone();
-    let guardian = tokio::spawn(daemon::run(config, None, async move {
+    let listener = daemon::bind(&config).await.map_err(|e| e.to_string())?;
+    let api = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let guardian = tokio::spawn(daemon::run(config, None, listener, async move {
         let _ = daemon_stop.wait_for(|s| *s).await;
     }));
-    let api = wait_for_api().await?;
     say(&format!("guardian running, API on {api}"));
     say("building a baseline: one minute of normal traffic (about 1% errors)...");
     tokio::time::sleep(Duration::from_secs(62)).await;
@@ -371,17 +375,6 @@ async fn story(
         println!("----------------------------------------------------------------------");
     }
     Ok(())
-}
-
-/// The API's address, once the in-process daemon is listening.
-async fn wait_for_api() -> Result<String, String> {
-    for _ in 0..100 {
-        if let Some(addr) = daemon::announced_address() {
-            return Ok(format!("http://{addr}"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err("guardian did not start within 10 s".into())
 }
 
 async fn get_change(api: &str, token: &str, id: &str) -> Result<serde_json::Value, String> {

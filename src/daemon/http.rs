@@ -5,8 +5,9 @@
 //!
 //! No request can hold up the decision loop. Reads go to read-only connections of their own
 //! (`Reads`; the database is in WAL mode) on blocking threads, at most a few at a time, and
-//! take the engine's lock only to copy what lives in memory. Writes take the lock on a
-//! blocking thread, never on the runtime's workers. Every token but the operator's has a rate
+//! ask the engine's owner (`daemon::owner`) only for what lives in memory. Writes are messages
+//! to the owner, answered between two ticks; no handler holds a lock or a runtime worker while
+//! it waits. Every token but the operator's has a rate
 //! for reads and one for writes (`[daemon.limits]`); past it the answer is 429 with
 //! `Retry-After`. Refusals (403, 429) go on the audit trail counted per token and window
 //! (`daemon::refusals`), so a flood cannot fill the disk.
@@ -28,6 +29,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::engine::{judge, ChangeRequest, ChangeView, Engine, EngineError, ProposalRequest};
+use super::owner::{self, Owner};
 use super::refusals::{Refusal, Refusals};
 use crate::config::Limits;
 use crate::display;
@@ -49,7 +51,8 @@ const PROPOSAL_BYTES_BURST: u32 = 2 * MAX_BODY_BYTES as u32;
 
 #[derive(Clone)]
 pub struct Api {
-    pub engine: Arc<Mutex<Engine>>,
+    /// The engine's owner: every write, and every read of what lives only in memory.
+    pub owner: Owner<Engine>,
     /// Each token: the SHA-256 it is compared by (in constant time), whose it is, and its
     /// rates (`None`: the operator's, not limited).
     pub tokens: Arc<Vec<Token>>,
@@ -206,42 +209,35 @@ fn busy() -> ApiError {
     )
 }
 
-/// Runs `work` with the engine, on a blocking thread: waiting for the lock never stalls the
-/// runtime's workers, which serve everyone else.
+/// Runs `work` with the engine, on its owner's thread, and waits for the answer without
+/// holding a runtime worker.
 async fn with_engine<T, F>(api: &Api, work: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
 {
-    let engine = api.engine.clone();
-    let done = tokio::task::spawn_blocking(move || {
-        // A panic while holding the lock leaves the engine as it was between two operations,
-        // which are each complete: keep serving rather than failing every request after it.
-        let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
-        work(&mut e)
-    })
-    .await;
-    match done {
+    match api.owner.call(work).await {
         Ok(result) => result.map_err(ApiError::from),
-        Err(e) => {
-            tracing::error!("an API request failed: {e}");
-            Err(busy())
-        }
+        Err(owner::Gone) => Err(busy()),
     }
 }
 
-/// Counts a refused request; writes its record at once when it opens a new window for its
-/// token (on a blocking thread: the request does not wait for it).
+/// What lives only in the engine's memory (the live report, the live status), copied on its
+/// owner's thread.
+async fn in_memory<T, F>(api: &Api, read: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Engine) -> T + Send + 'static,
+{
+    api.owner.call(read).await.map_err(|owner::Gone| busy())
+}
+
+/// Counts a refused request; its record is written at once when it opens a new window for its
+/// token (by the engine's owner: the request does not wait for it).
 fn note_refusal(api: &Api, role: &Role, what: Refusal) {
     let now = (api.clock)();
     if let Some(first) = api.refusals.note(&role.actor(), what, now) {
-        let engine = api.engine.clone();
-        tokio::task::spawn_blocking(move || {
-            engine
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .record_refusals(&[first], now);
-        });
+        api.owner.tell(move |e| e.record_refusals(&[first], now));
     }
 }
 
@@ -401,11 +397,6 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The engine's lock, held only to copy what lives in memory (microseconds).
-fn lock(api: &Api) -> std::sync::MutexGuard<'_, Engine> {
-    api.engine.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 async fn create_change(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
@@ -444,7 +435,10 @@ async fn get_change(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     allow(&api, &role, Action::Read)?;
-    let live = lock(&api).live_report(&id);
+    let live = {
+        let id = id.clone();
+        in_memory(&api, move |e| e.live_report(&id)).await?
+    };
     let wanted = id.clone();
     let record = api.reads.run(move |s| Ok(s.get_change(&wanted)?)).await?;
     match record {
@@ -506,7 +500,7 @@ async fn status(
 ) -> Result<Response, ApiError> {
     allow(&api, &role, Action::Read)?;
     let now = (api.clock)();
-    let live = lock(&api).live_status(now);
+    let live = in_memory(&api, move |e| e.live_status(now)).await?;
     let status = api.reads.run(move |s| live.complete(s)).await?;
     Ok(Json(status).into_response())
 }
@@ -656,7 +650,7 @@ async fn trust(
     Extension(role): Extension<Role>,
 ) -> Result<Response, ApiError> {
     allow(&api, &role, Action::Read)?;
-    let rules = lock(&api).trust_rules();
+    let rules = in_memory(&api, |e| e.trust_rules()).await?;
     let ledger = api
         .reads
         .run(move |s| super::engine::trust_ledger(s, &rules))

@@ -1,10 +1,12 @@
 //! `guardian run`: the daemon. Follows the access logs, serves the API, and every second lets
-//! the decision core judge the change being watched. This module is the loop and the clock;
-//! `engine` holds the state, `http` the API.
+//! the decision core judge the change being watched. This module wires it up and is the only
+//! clock; `engine` holds the state, `owner` the one thread that holds the engine, `http` the
+//! API, and the jobs (`rollback`, `deploy`, scrapes, mail) run beside them.
 
 pub mod deploy;
 pub mod engine;
 pub mod http;
+pub mod owner;
 pub mod refusals;
 pub mod rollback;
 pub mod serve;
@@ -12,6 +14,8 @@ pub mod state_dir;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+
+type Owner = owner::Owner<Engine>;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, DaemonSettings};
@@ -58,22 +62,20 @@ struct ScrapeJob {
 
 /// Scrapes on a blocking thread (an HTTP request with a timeout), then hands the counts to the
 /// engine. A slow target skips a turn rather than piling requests up.
-fn start_scrape(engine: Arc<Mutex<Engine>>, job: &ScrapeJob) {
+fn start_scrape(owner: &Owner, job: &ScrapeJob) {
     use std::sync::atomic::Ordering;
     if job.busy.swap(true, Ordering::AcqRel) {
         return;
     }
     let (name, scraper, busy) = (job.name.clone(), job.scraper.clone(), job.busy.clone());
-    tokio::task::spawn_blocking(move || {
+    let owner = owner.clone();
+    std::thread::spawn(move || {
         let result = scraper
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .scrape(now())
             .map_err(|e| e.to_string());
-        engine
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .scraped(&name, result, now());
+        owner.tell(move |e| e.scraped(&name, result, now()));
         busy.store(false, Ordering::Release);
     });
 }
@@ -116,7 +118,7 @@ fn report_to_systemd(result: std::io::Result<bool>) {
 
 /// SIGHUP: read the configuration file again. A file that does not parse or validate is
 /// refused with its message, and the running configuration stays.
-fn reload(engine: &Arc<Mutex<Engine>>, path: Option<&std::path::Path>) {
+fn reload(engine: &mut Engine, path: Option<&std::path::Path>) {
     let Some(path) = path else {
         tracing::warn!("SIGHUP: no configuration file to reload");
         return;
@@ -124,8 +126,7 @@ fn reload(engine: &Arc<Mutex<Engine>>, path: Option<&std::path::Path>) {
     match Config::from_path(path) {
         Err(e) => tracing::error!("SIGHUP: kept the running configuration: {e}"),
         Ok(config) => {
-            let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
-            let needs_restart = e.reload(&config, now());
+            let needs_restart = engine.reload(&config, now());
             if needs_restart.is_empty() {
                 tracing::info!("SIGHUP: reloaded {}", path.display());
             } else {
@@ -139,10 +140,10 @@ fn reload(engine: &Arc<Mutex<Engine>>, path: Option<&std::path::Path>) {
     }
 }
 
-/// Runs a rollback on a blocking thread (git and the hook take seconds to minutes) and reports
-/// its outcome to the engine.
+/// Runs a rollback on a thread of its own (git and the hook take seconds to minutes, or hang
+/// until their timeout) and hands its outcome to the engine.
 fn start_rollback(
-    engine: Arc<Mutex<Engine>>,
+    owner: &Owner,
     job: rollback::RollbackJob,
     settings: crate::config::RollbackSettings,
 ) {
@@ -152,7 +153,8 @@ fn start_rollback(
         job.change_id,
         job.reason
     );
-    tokio::task::spawn_blocking(move || {
+    let owner = owner.clone();
+    std::thread::spawn(move || {
         let report = rollback::run(&settings, &job);
         match &report.escalation {
             Some(why) => tracing::error!(
@@ -167,49 +169,95 @@ fn start_rollback(
                 report.revert_commit.as_deref().unwrap_or("?")
             ),
         }
-        let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(err) = e.rollback_finished(&job.change_id, &report, now()) {
-            tracing::error!(
-                change_id = %job.change_id,
-                "{}: cannot record the rollback: {err}",
-                job.change_id
-            );
-        }
+        owner.tell(move |e| {
+            if let Err(err) = e.rollback_finished(&job.change_id, &report, now()) {
+                tracing::error!(
+                    change_id = %job.change_id,
+                    "{}: cannot record the rollback: {err}",
+                    job.change_id
+                );
+            }
+        });
     });
 }
 
-fn start_deploy(
-    engine: Arc<Mutex<Engine>>,
-    job: engine::DeployJob,
-    settings: crate::config::RollbackSettings,
-) {
+fn start_deploy(owner: &Owner, job: engine::DeployJob, settings: crate::config::RollbackSettings) {
     tracing::info!(
         proposal_id = %job.proposal_id,
         "deploying proposal {}",
         job.proposal_id
     );
-    tokio::task::spawn_blocking(move || {
+    let owner = owner.clone();
+    std::thread::spawn(move || {
         let report = deploy::run(&settings, &job);
-        let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(err) = e.deploy_finished(&job, &report, now()) {
-            tracing::error!(
-                proposal_id = %job.proposal_id,
-                "{}: cannot record the deploy: {err}",
-                job.proposal_id
-            );
-        }
+        owner.tell(move |e| {
+            if let Err(err) = e.deploy_finished(&job, &report, now()) {
+                tracing::error!(
+                    proposal_id = %job.proposal_id,
+                    "{}: cannot record the deploy: {err}",
+                    job.proposal_id
+                );
+            }
+        });
     });
 }
 
-/// Where the API of a daemon running in this process listens, once it does (for `guardian
-/// demo`, which runs the daemon in-process).
-static ANNOUNCED: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
-
-pub fn announced_address() -> Option<std::net::SocketAddr> {
-    ANNOUNCED.get().copied()
+/// What the engine's owner does every [`POLL_EVERY`]: read the logs and judge, start the
+/// scrapes, rollbacks and deploys that are due, and tell systemd's watchdog it did.
+struct Clock {
+    scrapers: Vec<ScrapeJob>,
+    refusals: Arc<refusals::Refusals>,
+    watchdog_every: Option<Duration>,
+    watchdog_sent: std::time::Instant,
 }
 
-/// Wall-clock unix seconds: the only clock the daemon reads.
+impl owner::Clockwork<Engine> for Clock {
+    type Error = EngineError;
+
+    fn tick(&mut self, e: &mut Engine, owner: &Owner) -> Result<(), EngineError> {
+        let t = now();
+        for job in &mut self.scrapers {
+            if t >= job.next {
+                job.next = t + job.every;
+                start_scrape(owner, job);
+            }
+        }
+        e.record_refusals(&self.refusals.due(t), t);
+        e.poll_logs(t)?;
+        if let Some((job, settings)) = e.tick(t)?.zip(e.rollback_settings().cloned()) {
+            start_rollback(owner, job, settings);
+        } else if let Some((job, settings)) = e.next_deploy(t)?.zip(e.rollback_settings().cloned())
+        {
+            start_deploy(owner, job, settings);
+        }
+        // Only a loop that just read the logs and judged a second proves it is alive.
+        if self
+            .watchdog_every
+            .is_some_and(|every| self.watchdog_sent.elapsed() >= every)
+        {
+            report_to_systemd(sdnotify::watchdog());
+            self.watchdog_sent = std::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self, e: &mut Engine) -> Result<(), EngineError> {
+        let t = now();
+        e.record_refusals(&self.refusals.drain(), t);
+        e.poll_logs(t)?;
+        // A rollback this last tick would start is not started while stopping: after the
+        // restart the change is escalated to a person, never silently dropped.
+        let _ = e.tick(t)?;
+        if let Err(err) = e.flush_series() {
+            tracing::error!("cannot store the last traffic bins: {err}");
+        }
+        if let Err(err) = e.save_snapshot(t) {
+            tracing::error!("cannot save the core's state: {err}");
+        }
+        Ok(())
+    }
+}
+
 /// Every API token and whose it is: the operator's (`token_file`), the agent's and each
 /// approver's. Two roles sharing a token would let one act as the other: refused.
 fn read_tokens(
@@ -251,6 +299,7 @@ fn read_tokens(
     Ok(tokens.into_iter().map(|(h, r, _)| (h, r)).collect())
 }
 
+/// Wall-clock unix seconds: the only clock the daemon reads.
 pub fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -258,13 +307,30 @@ pub fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Runs until `shutdown` completes, then stops cleanly: the API stops accepting, the logs are
-/// read one last time and their positions saved.
+/// The API's listener, on the configured address: bound by the caller (`guardian run`, the
+/// demo, a test), which then knows the address without asking the daemon.
+pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, DaemonError> {
+    let addr = config
+        .daemon
+        .as_ref()
+        .ok_or(DaemonError::NotConfigured)?
+        .listen;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| DaemonError::Listen {
+            addr: addr.to_string(),
+            error,
+        })
+}
+
+/// Runs, serving the API on `listener`, until `shutdown` completes; then stops cleanly: the
+/// API stops accepting, the logs are read one last time and their positions saved.
 /// `config_path`, when given, is re-read on SIGHUP: a bad file is refused with a message and the
 /// running configuration kept.
 pub async fn run(
     config: Config,
     config_path: Option<std::path::PathBuf>,
+    listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let settings = config.daemon.clone().ok_or(DaemonError::NotConfigured)?;
@@ -275,52 +341,10 @@ pub async fn run(
         tracing::info!("{change}");
     }
     let tokens = read_tokens(&settings).map_err(DaemonError::Token)?;
-    let mut opened = Engine::open(&config, &settings, now())?;
-    for warning in opened.protect_host_files(config_path.as_deref()) {
+    let mut engine = Engine::open(&config, &settings, now())?;
+    for warning in engine.protect_host_files(config_path.as_deref()) {
         tracing::warn!("{warning}");
     }
-    let engine = Arc::new(Mutex::new(opened));
-
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|error| DaemonError::Listen {
-            addr: settings.listen.to_string(),
-            error,
-        })?;
-    let addr = listener.local_addr().map_err(DaemonError::Serve)?;
-    let _ = ANNOUNCED.set(addr);
-    tracing::info!(
-        "watching {} ({} log{}), API listening on {addr}",
-        settings.service,
-        settings.logs.len(),
-        if settings.logs.len() == 1 { "" } else { "s" }
-    );
-
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let refusals = Arc::new(refusals::Refusals::default());
-    let api = http::Api {
-        engine: engine.clone(),
-        tokens: Arc::new(
-            tokens
-                .into_iter()
-                .map(|(hash, role)| http::Token::new(hash, role, &settings.limits))
-                .collect(),
-        ),
-        clock: now,
-        reads: Arc::new(http::Reads::new(settings.state_dir.join("guardian.db"))),
-        refusals: refusals.clone(),
-        judging: Arc::new(tokio::sync::Semaphore::new(http::JUDGE_CONCURRENCY)),
-    };
-    let server = tokio::spawn(serve::serve(listener, http::router(api), stop_rx.clone()));
-
-    let mut poll = tokio::time::interval(POLL_EVERY);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    report_to_systemd(sdnotify::ready());
-    let watchdog_every = sdnotify::watchdog_interval().map(|i| i / 2);
     let mailer = match &settings.mail {
         Some(m) => {
             let links = crate::gate::links::LinkKey::load_or_create(
@@ -335,7 +359,6 @@ pub async fn run(
         }
         None => None,
     };
-    let mut mail_tick = tokio::time::interval(MAIL_EVERY);
     let mut scrapers = Vec::new();
     for target in &settings.scrapes {
         let scraper = crate::scrape::Scraper::new(target.spec.clone())
@@ -348,77 +371,92 @@ pub async fn run(
             busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         });
     }
+    let addr = listener.local_addr().map_err(DaemonError::Serve)?;
+
+    let refusals = Arc::new(refusals::Refusals::default());
+    let clock = Clock {
+        scrapers,
+        refusals: refusals.clone(),
+        watchdog_every: sdnotify::watchdog_interval().map(|i| i / 2),
+        watchdog_sent: std::time::Instant::now(),
+    };
+    let (owner, mut ended) = owner::start(engine, POLL_EVERY, clock).map_err(DaemonError::Serve)?;
+    tracing::info!(
+        "watching {} ({} log{}), API listening on {addr}",
+        settings.service,
+        settings.logs.len(),
+        if settings.logs.len() == 1 { "" } else { "s" }
+    );
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let api = http::Api {
+        owner: owner.clone(),
+        tokens: Arc::new(
+            tokens
+                .into_iter()
+                .map(|(hash, role)| http::Token::new(hash, role, &settings.limits))
+                .collect(),
+        ),
+        clock: now,
+        reads: Arc::new(http::Reads::new(settings.state_dir.join("guardian.db"))),
+        refusals,
+        judging: Arc::new(tokio::sync::Semaphore::new(http::JUDGE_CONCURRENCY)),
+    };
+    let (server_stop, server_stopping) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve::serve(listener, http::router(api), server_stopping));
+    report_to_systemd(sdnotify::ready());
+
+    let mut mail_tick = tokio::time::interval(MAIL_EVERY);
     let mailing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut watchdog_sent = std::time::Instant::now();
-    loop {
+    let failed = loop {
         tokio::select! {
             _ = mail_tick.tick(), if mailer.is_some() => {
-                if let Err(err) = engine.lock().unwrap_or_else(|p| p.into_inner()).queue_digest(now()) {
-                    tracing::error!("mail: cannot queue the daily digest: {err}");
-                }
+                owner.tell(|e| {
+                    if let Err(err) = e.queue_digest(now()) {
+                        tracing::error!("mail: cannot queue the daily digest: {err}");
+                    }
+                });
                 if let Some(m) = &mailer {
                     deliver_mail(&settings.state_dir, m.clone(), mailing.clone());
                 }
             }
             _ = hangup.recv() => {
-                report_to_systemd(sdnotify::reloading());
-                reload(&engine, config_path.as_deref());
-                report_to_systemd(sdnotify::ready());
+                let path = config_path.clone();
+                owner.tell(move |e| {
+                    report_to_systemd(sdnotify::reloading());
+                    reload(e, path.as_deref());
+                    report_to_systemd(sdnotify::ready());
+                });
             }
-            _ = poll.tick() => {
-                let t = now();
-                for job in &mut scrapers {
-                    if t >= job.next {
-                        job.next = t + job.every;
-                        start_scrape(engine.clone(), job);
-                    }
-                }
-                let (job, deploy) = {
-                    let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
-                    let t = now();
-                    e.record_refusals(&refusals.due(t), t);
-                    e.poll_logs(t)?;
-                    let job = e.tick(t)?.zip(e.rollback_settings().cloned());
-                    let deploy = match job {
-                        Some(_) => None,
-                        None => e.next_deploy(t)?.zip(e.rollback_settings().cloned()),
-                    };
-                    (job, deploy)
-                };
-                if let Some((job, settings)) = job {
-                    start_rollback(engine.clone(), job, settings);
-                }
-                if let Some((job, settings)) = deploy {
-                    start_deploy(engine.clone(), job, settings);
-                }
-                // Only a loop that just read the logs and judged a second proves it is alive.
-                if watchdog_every.is_some_and(|every| watchdog_sent.elapsed() >= every) {
-                    report_to_systemd(sdnotify::watchdog());
-                    watchdog_sent = std::time::Instant::now();
-                }
-            }
-            _ = stop_rx.wait_for(|stop| *stop) => break,
+            // The owner ended on its own: its loop failed (the logs or the store).
+            result = &mut ended => break Some(result),
+            _ = stop_rx.wait_for(|stop| *stop) => break None,
         }
-    }
+    };
     report_to_systemd(sdnotify::stopping());
-    {
-        let mut e = engine.lock().unwrap_or_else(|p| p.into_inner());
-        let t = now();
-        e.record_refusals(&refusals.drain(), t);
-        e.poll_logs(t)?;
-        // A rollback this last tick would start is not started while stopping: after the
-        // restart the change is escalated to a person, never silently dropped.
-        let _ = e.tick(t)?;
-        if let Err(err) = e.flush_series() {
-            tracing::error!("cannot store the last traffic bins: {err}");
+    let _ = server_stop.send(true);
+    let ended = match failed {
+        Some(result) => result,
+        None => {
+            owner.stop();
+            ended.await
         }
-        if let Err(err) = e.save_snapshot(t) {
-            tracing::error!("cannot save the core's state: {err}");
-        }
-    }
+    };
     if let Err(join) = server.await {
         return Err(DaemonError::Serve(std::io::Error::other(join.to_string())));
     }
-    tracing::info!("stopped");
-    Ok(())
+    match ended {
+        Ok(Ok(())) => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(DaemonError::Serve(std::io::Error::other(
+            "the engine's thread ended without a word (it panicked: see above)",
+        ))),
+    }
 }

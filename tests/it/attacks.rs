@@ -607,6 +607,132 @@ fn an_agent_flooding_reads_and_proposals_gets_429s_and_the_decision_loop_keeps_i
     );
 }
 
+/// Calls `GET /v1/status` as the operator every 100 ms until `stop`; the slowest answer.
+fn slowest_status_answer(api: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<Duration> {
+    thread::spawn(move || {
+        let mut slowest = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            let asked = Instant::now();
+            let (code, _, status) = call(&api, ADMIN, "GET", "/v1/status", None);
+            assert_eq!(code, 200, "{status}");
+            slowest = slowest.max(asked.elapsed());
+            thread::sleep(Duration::from_millis(100));
+        }
+        slowest
+    })
+}
+
+#[test]
+fn a_hung_hook_or_git_delays_neither_ticks_nor_api_answers_nor_watchdog_pings() {
+    let watchdog = Watchdog::new();
+    // git as guardian finds it on its PATH: the real one, except that the first git started
+    // once `hang-git` exists hangs for 8 s (a network filesystem stalling, a lock held
+    // elsewhere).
+    let bin = tempfile::tempdir().unwrap();
+    let hang = bin.path().join("hang-git");
+    let real_git = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        bin.path().join("git"),
+        format!(
+            "#!/bin/sh\nrm {hang:?} 2>/dev/null && sleep 8\nexec {} \"$@\"\n",
+            real_git.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.path().join("git"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let mut envs = watchdog.envs();
+    envs.push(("PATH", PathBuf::from(path)));
+    let mut setup = Setup {
+        envs,
+        history: true,
+        ..Setup::default()
+    };
+    let mut g = Guardian::prepare(&mut setup);
+    // The redeploy hook hangs for 10 s (its timeout is 30 s) before it deploys.
+    std::fs::write(
+        g.dir.path().join("redeploy.sh"),
+        "#!/bin/sh\nset -e\nsleep 10\ncp \"$GUARDIAN_REPO/mode\" \"$LIVE\"\n",
+    )
+    .unwrap();
+    let mut command = run_by_hand(&g.config);
+    command.env("LIVE", g.dir.path().join("live-mode"));
+    for (k, v) in &setup.envs {
+        command.env(k, v);
+    }
+    let (daemon, api) = super::common::spawn(command);
+    g.daemon = Some(daemon);
+    g.api = api;
+    let app = super::rollback::serve_app(
+        g.dir.path().join("access.jsonl"),
+        g.dir.path().join("live-mode"),
+    );
+    let traffic_stop = Arc::new(AtomicBool::new(false));
+    let traffic = super::rollback::drive(app, traffic_stop.clone());
+    thread::sleep(Duration::from_secs(2));
+
+    // A rollback whose hook hangs: reverted, then 10 s in the hook, then the recovery check.
+    let start = Instant::now();
+    let asking = Arc::new(AtomicBool::new(false));
+    let answers = slowest_status_answer(g.api.clone(), asking.clone());
+    let reverted_in = time_to_revert(&g);
+    let rollback_done = Instant::now();
+    assert!(
+        rollback_done - start >= Duration::from_secs(10),
+        "the hook did not hang: the rollback took {:?}",
+        rollback_done - start
+    );
+
+    // A proposal whose judging git hangs for 8 s.
+    let fix = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 800\n",
+        "Raise the timeout",
+    );
+    let body = g.proposal_body(&fix, "raise the checkout timeout");
+    std::fs::write(&hang, "").unwrap();
+    let proposed = Instant::now();
+    let (code, _, proposal) = g.call(AGENT, "POST", "/v1/proposals", Some(&body));
+    let judged_in = proposed.elapsed();
+    assert_eq!(code, 201, "{proposal}");
+    assert!(!hang.exists(), "judging ran no git");
+    assert!(
+        judged_in >= Duration::from_secs(8),
+        "git did not hang: judged in {judged_in:?}"
+    );
+    let end = Instant::now();
+    asking.store(true, Ordering::Relaxed);
+    let slowest = answers.join().unwrap();
+    traffic_stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+
+    // Throughout, the loop read the logs and judged every second, and the API answered.
+    let silence = watchdog.longest_silence(start, end);
+    assert!(
+        silence < Duration::from_secs(3),
+        "the decision loop went {silence:?} without a tick (revert in {reverted_in:.1} s)"
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a status request took {slowest:?}"
+    );
+}
+
 #[test]
 fn refused_requests_are_counted_on_the_audit_trail_not_written_one_by_one() {
     let mut g = Guardian::start(Setup::default());
