@@ -1,25 +1,33 @@
 //! The daemon's state and what it does with it: follow the logs, feed the core, record changes
-//! and verdicts in the store. Synchronous and clock-free (`now` comes in), so the HTTP layer and
-//! the timer loop share it behind one mutex and tests drive it directly.
+//! and verdicts in the store. Synchronous and clock-free (`now` comes in): one thread owns it
+//! (`daemon::owner`), and tests drive it directly. Where traffic comes in is `sources`, what
+//! status shows `status`, the saved core state `snapshot`, the gate's side `gate`.
 
 use std::io::BufRead as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, DaemonSettings, LogSource};
+use crate::config::{Config, DaemonSettings};
 use crate::core::{Landing, Monitor, Report, SignalKind, Verdict};
-use crate::input::{self, Event};
 use crate::store::{ChangeKind, ChangeRecord, ChangeState, NewChange, Store, StoreError};
-use crate::tail::{Position, TailStatus, Tailer};
+use crate::tail::{Position, Tailer};
 
 use super::rollback::{RollbackJob, RollbackReport};
 
 mod gate;
+mod request;
+mod snapshot;
+mod sources;
+mod status;
 pub use gate::{
     judge, link_page, load_policy, proposal_view, trust_ledger, DeployJob, DeployReport, Judged,
     ProposalRequest, ProposalView, TrustRules,
 };
+pub use request::ChangeRequest;
+use snapshot::{load_snapshot, Snapshot};
+use sources::Source;
+pub use status::{LiveStatus, ScrapeStatus, SourceStatus, Status};
 
 /// How often the evidence of a change being watched is written to the store, and the core's
 /// state saved so a restart resumes the watch.
@@ -35,17 +43,6 @@ const SERIES_LATENESS_SECS: f64 = 30.0;
 const AUDIT_CHECKPOINT_EVERY_SECS: f64 = 15.0 * 60.0;
 /// How long the post-mortem series is kept.
 const SERIES_KEEP_SECS: i64 = 14 * 86_400;
-
-/// The core's state and the log positions it corresponds to, saved together so that after a
-/// restart the lines read since are read again, exactly once, into the same state.
-#[derive(Serialize, Deserialize)]
-struct Snapshot {
-    version: u32,
-    saved_at: f64,
-    phase: Phase,
-    monitor: Monitor,
-    positions: Vec<(String, Position)>,
-}
 
 /// Why the daemon cannot do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -74,95 +71,6 @@ pub enum EngineError {
     Config(String),
 }
 
-/// A deploy notification, as the API and `guardian notify` send it.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChangeRequest {
-    /// The commit (or range `A..B`) that was deployed.
-    pub commit: String,
-    #[serde(default = "default_kind")]
-    pub kind: ChangeKind,
-    pub pattern: Option<String>,
-    pub summary: Option<String>,
-    /// The proposal this deploy carries out (shadow mode: the team deploys, guardian watches).
-    #[serde(default)]
-    pub proposal: Option<String>,
-    /// When the deploy began, unix seconds: the traffic from then to the notification (the
-    /// restart) is neither baseline nor watch. Without it, `deploy_guard_secs` before.
-    #[serde(default)]
-    pub deploy_started_at: Option<f64>,
-}
-
-/// How long before its notification a deploy may have begun: longer is far likelier a wrong
-/// time than a deploy, and would leave no baseline before it.
-pub const MAX_DEPLOY_SECS: f64 = 6.0 * 3600.0;
-/// A deploy start this far after the notification is the two clocks disagreeing a little.
-const DEPLOY_CLOCK_SLACK_SECS: f64 = 5.0;
-
-fn default_kind() -> ChangeKind {
-    ChangeKind::Human
-}
-
-impl ChangeRequest {
-    /// Refuses requests a person should fix, saying which field and why.
-    pub fn validate(&self) -> Result<(), String> {
-        let commit = self.commit.trim();
-        let is_rev =
-            |r: &str| (4..=64).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_hexdigit());
-        let ok = match commit.split_once("..") {
-            Some((a, b)) => is_rev(a) && is_rev(b),
-            None => is_rev(commit),
-        };
-        if !ok {
-            return Err(format!(
-                "\"commit\" must be a commit id (4 to 64 hex digits) or a range A..B of them, got {commit:?}"
-            ));
-        }
-        for (field, value, max) in [
-            ("pattern", &self.pattern, 64),
-            ("summary", &self.summary, 2000),
-        ] {
-            if value.as_ref().is_some_and(|v| v.chars().count() > max) {
-                return Err(format!("\"{field}\" must be at most {max} characters"));
-            }
-            if let Some(v) = value {
-                gate::one_line(field, v.trim())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The change's landing at `now`, with its deploy's start checked against `now`.
-    pub fn landing(&self, now: f64) -> Result<Landing, String> {
-        let Some(started) = self.deploy_started_at else {
-            return Ok(Landing::at(now));
-        };
-        if !started.is_finite() {
-            return Err(format!(
-                "\"deploy_started_at\" must be unix seconds, got {started}"
-            ));
-        }
-        if started > now + DEPLOY_CLOCK_SLACK_SECS {
-            return Err(format!(
-                "\"deploy_started_at\" {started} is {:.0} s after now ({now:.0}): a deploy \
-                 starts before it is notified",
-                started - now
-            ));
-        }
-        if started < now - MAX_DEPLOY_SECS {
-            return Err(format!(
-                "\"deploy_started_at\" {started} is {:.0} s before now ({now:.0}), more than \
-                 the {MAX_DEPLOY_SECS:.0} s a deploy may take; is it in seconds?",
-                now - started
-            ));
-        }
-        Ok(Landing {
-            at: now,
-            deploy_started_at: Some(started.min(now)),
-        })
-    }
-}
-
 /// A change as the API shows it: the stored record, with the live evidence while watching.
 #[derive(Debug, Serialize)]
 pub struct ChangeView {
@@ -171,107 +79,6 @@ pub struct ChangeView {
     /// The evidence so far, while the change is being watched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<Report>,
-}
-
-/// One followed log, and how reading it goes.
-struct Source {
-    settings: LogSource,
-    tailer: Tailer,
-    bad_lines: u64,
-    last_bad_line: Option<String>,
-    last_read_at: Option<f64>,
-}
-
-/// What `guardian status` shows of a log.
-#[derive(Debug, Serialize)]
-pub struct SourceStatus {
-    pub name: String,
-    #[serde(flatten)]
-    pub tail: TailStatus,
-    pub bad_lines: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_bad_line: Option<String>,
-    /// When lines last arrived (unix seconds), and how long ago.
-    pub last_read_at: Option<f64>,
-    pub idle_secs: Option<f64>,
-}
-
-/// What `guardian status` shows of a Prometheus target.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ScrapeStatus {
-    pub name: String,
-    pub url: String,
-    /// When the last scrape succeeded, and how long ago.
-    pub last_ok_at: Option<f64>,
-    pub age_secs: Option<f64>,
-    /// Why the last scrape failed, when it did: that interval is missing data, never zero.
-    pub last_error: Option<String>,
-    pub failures: u64,
-}
-
-/// What `guardian status` shows.
-#[derive(Debug, Serialize)]
-pub struct Status {
-    pub service: String,
-    pub now: f64,
-    pub watching: Option<ChangeView>,
-    /// When nothing is watched: the baseline a change notified now would be judged against,
-    /// and what makes it thin.
-    pub baseline_now: Option<crate::core::BaselinePreview>,
-    pub recent: Vec<ChangeRecord>,
-    pub sources: Vec<SourceStatus>,
-    pub scrapes: Vec<ScrapeStatus>,
-    /// Alert emails queued and not yet accepted by the SMTP server.
-    pub pending_emails: usize,
-    /// Why the latest try to send one failed, and how many tries it has had.
-    pub pending_email_trouble: Option<(String, i64)>,
-    /// The proposal being deployed, if one is.
-    pub deploying: Option<String>,
-    /// Proposals waiting for a person.
-    pub proposals_waiting: usize,
-    /// Deploys of proposals are paused: by whom, why, since when.
-    pub deploys_paused: Option<(String, String, f64)>,
-}
-
-/// What `guardian status` shows that lives in the engine's memory (see
-/// [`Engine::live_status`]).
-#[derive(Debug)]
-pub struct LiveStatus {
-    pub service: String,
-    pub now: f64,
-    /// The change watched (or being rolled back, or checked), with its evidence so far.
-    pub watching: Option<(String, Option<Report>)>,
-    pub baseline_now: Option<crate::core::BaselinePreview>,
-    pub deploying: Option<String>,
-    pub sources: Vec<SourceStatus>,
-    pub scrapes: Vec<ScrapeStatus>,
-}
-
-impl LiveStatus {
-    /// The whole status: this, and what `store` holds. Each read is by index or from a
-    /// tally, so its cost does not grow with the record.
-    pub fn complete(self, store: &Store) -> Result<Status, EngineError> {
-        let watching = match self.watching {
-            None => None,
-            Some((id, live)) => store
-                .get_change(&id)?
-                .map(|record| ChangeView { record, live }),
-        };
-        Ok(Status {
-            service: self.service,
-            now: self.now,
-            watching,
-            baseline_now: self.baseline_now,
-            recent: store.recent_changes(10)?,
-            deploying: self.deploying,
-            deploys_paused: store.gate_paused()?,
-            proposals_waiting: store.pending_proposals()?,
-            pending_emails: store.pending_emails()?,
-            pending_email_trouble: store.pending_email_trouble()?,
-            scrapes: self.scrapes,
-            sources: self.sources,
-        })
-    }
 }
 
 /// What the engine is doing about the latest change.
@@ -450,34 +257,11 @@ impl Engine {
         })
     }
 
-    /// Saves the core's state and the log positions it goes with (atomically: a crash leaves
-    /// the previous snapshot or this one, never half of one). A rollback in flight is not
-    /// resumable: it is saved as idle, and a restart escalates the change to a person.
     /// Stores the traffic bins still open (at shutdown: they would be lost otherwise).
     pub fn flush_series(&mut self) -> Result<(), EngineError> {
         let points = self.series.take_all();
         self.store.append_series(&points)?;
         Ok(())
-    }
-
-    pub fn save_snapshot(&self, now: f64) -> std::io::Result<()> {
-        let phase = match &self.phase {
-            Phase::Watching(id) => Phase::Watching(id.clone()),
-            _ => Phase::Idle,
-        };
-        let snapshot = Snapshot {
-            version: SNAPSHOT_VERSION,
-            saved_at: now,
-            phase,
-            monitor: self.monitor.clone(),
-            positions: self
-                .sources
-                .iter()
-                .map(|s| (s.settings.name.clone(), s.tailer.status().position))
-                .collect(),
-        };
-        let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
-        write_atomically(&self.settings.state_dir.join(SNAPSHOT_FILE), &bytes)
     }
 
     /// A change landed now: start watching it. A change still being watched is superseded:
@@ -583,97 +367,6 @@ impl Engine {
             }
         }
         self.monitor.change_landed_with(landing, &settings);
-    }
-
-    /// What a scrape of target `name` brought: counts per interval fed to the core, or a
-    /// failure recorded (missing data: nothing is fed, so it can never read as zero errors).
-    pub fn scraped(
-        &mut self,
-        name: &str,
-        result: Result<crate::scrape::ScrapeResult, String>,
-        now: f64,
-    ) {
-        let Some(status) = self.scrapes.iter_mut().find(|s| s.name == name) else {
-            return;
-        };
-        match result {
-            Ok(r) => {
-                for interval in &r.intervals {
-                    let a = interval.aggregate();
-                    self.series
-                        .observe_counts(a.ts, a.requests, a.errors, a.latency);
-                    self.monitor.observe_aggregate(&a);
-                }
-                if status.last_error.is_some() {
-                    tracing::info!(scrape = name, "scrape {name}: working again");
-                }
-                status.last_ok_at = Some(now);
-                status.last_error = None;
-            }
-            Err(e) => {
-                // Said once when it starts failing (or fails differently), not every interval.
-                if status.last_error.as_ref() != Some(&e) {
-                    tracing::warn!(
-                        scrape = name,
-                        "scrape {name}: {e} (no data until it works again)"
-                    );
-                }
-                status.failures += 1;
-                status.last_error = Some(e);
-            }
-        }
-    }
-
-    /// Feeds requests reported by the app itself.
-    pub fn observe(&mut self, events: &[Event<'_>]) {
-        let min = self.config.input.error_status_min;
-        for e in events {
-            let r = e.request(min);
-            self.series.observe_request(r.ts, r.error, r.latency_ms);
-            self.monitor.observe_request(&r);
-        }
-    }
-
-    /// Reads what the followed logs gained, feeds it to the core and saves the positions.
-    /// A bad line is counted and shown in the status; it never stops the daemon.
-    pub fn poll_logs(&mut self, now: f64) -> Result<usize, EngineError> {
-        let min = self.config.input.error_status_min;
-        let mut total = 0;
-        let mut lines = Vec::new();
-        for source in &mut self.sources {
-            lines.clear();
-            let position = source
-                .tailer
-                .poll(&mut lines)
-                .map_err(|e| EngineError::Log {
-                    message: e.to_string(),
-                })?;
-            if lines.is_empty() {
-                continue;
-            }
-            for line in &lines {
-                match input::parse_line(line, source.settings.format) {
-                    Ok(event) => {
-                        let r = event.request(min);
-                        self.series.observe_request(r.ts, r.error, r.latency_ms);
-                        self.monitor.observe_request(&r);
-                    }
-                    Err(message) => {
-                        source.bad_lines += 1;
-                        source.last_bad_line = Some(format!("{message}: {}", input::quote(line)));
-                    }
-                }
-            }
-            total += lines.len();
-            source.last_read_at = Some(now);
-            self.store.save_position(
-                &source.settings.name,
-                position.file_id,
-                position.offset,
-                now,
-            )?;
-        }
-        Ok(total)
     }
 
     /// Lets time pass to `now`: the core judges every second before it, and a verdict that
@@ -1095,123 +788,9 @@ impl Engine {
         self.settings.rollback.as_ref()
     }
 
-    pub fn change(&self, id: &str) -> Result<Option<ChangeView>, EngineError> {
-        let Some(record) = self.store.get_change(id)? else {
-            return Ok(None);
-        };
-        let live = self.live_report(id);
-        Ok(Some(ChangeView { record, live }))
-    }
-
-    pub fn recent(&self, limit: usize) -> Result<Vec<ChangeRecord>, EngineError> {
-        Ok(self.store.recent_changes(limit)?)
-    }
-
-    pub fn status(&self, now: f64) -> Result<Status, EngineError> {
-        self.live_status(now).complete(&self.store)
-    }
-
-    /// The evidence so far of change `id`, when it is the one being watched (or checked for
-    /// recovery). In memory only: cheap under the engine's lock.
-    pub fn live_report(&self, id: &str) -> Option<Report> {
-        match &self.phase {
-            Phase::Watching(current) | Phase::Verifying(current) if current == id => {
-                self.monitor.report()
-            }
-            _ => None,
-        }
-    }
-
-    /// The half of the status that lives in memory: taken under the engine's lock in
-    /// microseconds; [`LiveStatus::complete`] reads the rest from the database, off the lock.
-    pub fn live_status(&self, now: f64) -> LiveStatus {
-        let watching = match &self.phase {
-            Phase::Idle | Phase::Deploying(_) => None,
-            Phase::Watching(id) | Phase::RollingBack(id) | Phase::Verifying(id) => {
-                Some((id.clone(), self.live_report(id)))
-            }
-        };
-        let watching_none = watching.is_none();
-        LiveStatus {
-            service: self.settings.service.clone(),
-            now,
-            watching,
-            // Only when nothing is watched: a watched change's report has its own baseline.
-            baseline_now: watching_none.then(|| self.monitor.baseline_preview(now)),
-            deploying: match &self.phase {
-                Phase::Deploying(id) => Some(id.clone()),
-                _ => None,
-            },
-            scrapes: self
-                .scrapes
-                .iter()
-                .map(|s| ScrapeStatus {
-                    age_secs: s.last_ok_at.map(|t| (now - t).max(0.0)),
-                    ..s.clone()
-                })
-                .collect(),
-            sources: self
-                .sources
-                .iter()
-                .map(|s| SourceStatus {
-                    name: s.settings.name.clone(),
-                    tail: s.tailer.status(),
-                    bad_lines: s.bad_lines,
-                    last_bad_line: s.last_bad_line.clone(),
-                    last_read_at: s.last_read_at,
-                    idle_secs: s.last_read_at.map(|t| (now - t).max(0.0)),
-                })
-                .collect(),
-        }
-    }
-
     pub fn state_dir(&self) -> &Path {
         &self.settings.state_dir
     }
-}
-
-/// The saved snapshot, if there is one this guardian can use. One written with other detector
-/// settings is not used: its evidence was weighed by other rules.
-fn load_snapshot(dir: &Path, settings: &crate::core::DetectorSettings) -> Option<Snapshot> {
-    let path = dir.join(SNAPSHOT_FILE);
-    let bytes = std::fs::read(&path).ok()?;
-    match serde_json::from_slice::<Snapshot>(&bytes) {
-        Ok(s) if s.version == SNAPSHOT_VERSION && s.monitor.settings() == settings => Some(s),
-        Ok(_) => {
-            tracing::warn!(
-                "{} was saved with other settings or by another version; starting afresh",
-                path.display()
-            );
-            None
-        }
-        Err(e) => {
-            tracing::warn!("cannot read {}: {e}; starting afresh", path.display());
-            None
-        }
-    }
-}
-
-/// Writes a file so that a crash leaves either the old content or the new, never a mix: a
-/// temporary file in the same directory, flushed to disk, renamed over the old one, and the
-/// directory flushed so the rename itself survives a power loss.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        // Owner only, whatever the umask: the state directory's files are private.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The regressed signals' evidence, in a line: what the revert commit and the hook are told.

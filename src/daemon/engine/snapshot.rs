@@ -1,0 +1,93 @@
+//! The core's state saved beside the database, so that a restart resumes a watch with the
+//! evidence it had, and reads the lines logged since exactly once.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, Phase, SNAPSHOT_FILE, SNAPSHOT_VERSION};
+use crate::core::Monitor;
+use crate::tail::Position;
+
+/// The core's state and the log positions it corresponds to, saved together so that after a
+/// restart the lines read since are read again, exactly once, into the same state.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Snapshot {
+    pub(super) version: u32,
+    pub(super) saved_at: f64,
+    pub(super) phase: Phase,
+    pub(super) monitor: Monitor,
+    pub(super) positions: Vec<(String, Position)>,
+}
+
+impl Engine {
+    /// Saves the core's state and the log positions it goes with (atomically: a crash leaves
+    /// the previous snapshot or this one, never half of one). A rollback in flight is not
+    /// resumable: it is saved as idle, and a restart escalates the change to a person.
+    pub fn save_snapshot(&self, now: f64) -> std::io::Result<()> {
+        let phase = match &self.phase {
+            Phase::Watching(id) => Phase::Watching(id.clone()),
+            _ => Phase::Idle,
+        };
+        let snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            saved_at: now,
+            phase,
+            monitor: self.monitor.clone(),
+            positions: self
+                .sources
+                .iter()
+                .map(|s| (s.settings.name.clone(), s.tailer.status().position))
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
+        write_atomically(&self.settings.state_dir.join(SNAPSHOT_FILE), &bytes)
+    }
+}
+
+/// The saved snapshot, if there is one this guardian can use. One written with other detector
+/// settings is not used: its evidence was weighed by other rules.
+pub(super) fn load_snapshot(
+    dir: &Path,
+    settings: &crate::core::DetectorSettings,
+) -> Option<Snapshot> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice::<Snapshot>(&bytes) {
+        Ok(s) if s.version == SNAPSHOT_VERSION && s.monitor.settings() == settings => Some(s),
+        Ok(_) => {
+            tracing::warn!(
+                "{} was saved with other settings or by another version; starting afresh",
+                path.display()
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!("cannot read {}: {e}; starting afresh", path.display());
+            None
+        }
+    }
+}
+
+/// Writes a file so that a crash leaves either the old content or the new, never a mix: a
+/// temporary file in the same directory, flushed to disk, renamed over the old one, and the
+/// directory flushed so the rename itself survives a power loss.
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Owner only, whatever the umask: the state directory's files are private.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1,0 +1,174 @@
+//! What `guardian status` and `GET /v1/changes/ID` show: the half that lives in the engine's
+//! memory, copied on its owner's thread in microseconds, and the half read from the database
+//! on a connection of the reader's own.
+
+use serde::Serialize;
+
+use super::{ChangeView, Engine, EngineError, Phase};
+use crate::core::Report;
+use crate::store::{ChangeRecord, Store};
+use crate::tail::TailStatus;
+
+/// What `guardian status` shows of a log.
+#[derive(Debug, Serialize)]
+pub struct SourceStatus {
+    pub name: String,
+    #[serde(flatten)]
+    pub tail: TailStatus,
+    pub bad_lines: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_bad_line: Option<String>,
+    /// When lines last arrived (unix seconds), and how long ago.
+    pub last_read_at: Option<f64>,
+    pub idle_secs: Option<f64>,
+}
+
+/// What `guardian status` shows of a Prometheus target.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ScrapeStatus {
+    pub name: String,
+    pub url: String,
+    /// When the last scrape succeeded, and how long ago.
+    pub last_ok_at: Option<f64>,
+    pub age_secs: Option<f64>,
+    /// Why the last scrape failed, when it did: that interval is missing data, never zero.
+    pub last_error: Option<String>,
+    pub failures: u64,
+}
+
+/// What `guardian status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub service: String,
+    pub now: f64,
+    pub watching: Option<ChangeView>,
+    /// When nothing is watched: the baseline a change notified now would be judged against,
+    /// and what makes it thin.
+    pub baseline_now: Option<crate::core::BaselinePreview>,
+    pub recent: Vec<ChangeRecord>,
+    pub sources: Vec<SourceStatus>,
+    pub scrapes: Vec<ScrapeStatus>,
+    /// Alert emails queued and not yet accepted by the SMTP server.
+    pub pending_emails: usize,
+    /// Why the latest try to send one failed, and how many tries it has had.
+    pub pending_email_trouble: Option<(String, i64)>,
+    /// The proposal being deployed, if one is.
+    pub deploying: Option<String>,
+    /// Proposals waiting for a person.
+    pub proposals_waiting: usize,
+    /// Deploys of proposals are paused: by whom, why, since when.
+    pub deploys_paused: Option<(String, String, f64)>,
+}
+
+/// What `guardian status` shows that lives in the engine's memory (see
+/// [`Engine::live_status`]).
+#[derive(Debug)]
+pub struct LiveStatus {
+    pub service: String,
+    pub now: f64,
+    /// The change watched (or being rolled back, or checked), with its evidence so far.
+    pub watching: Option<(String, Option<Report>)>,
+    pub baseline_now: Option<crate::core::BaselinePreview>,
+    pub deploying: Option<String>,
+    pub sources: Vec<SourceStatus>,
+    pub scrapes: Vec<ScrapeStatus>,
+}
+
+impl LiveStatus {
+    /// The whole status: this, and what `store` holds. Each read is by index or from a
+    /// tally, so its cost does not grow with the record.
+    pub fn complete(self, store: &Store) -> Result<Status, EngineError> {
+        let watching = match self.watching {
+            None => None,
+            Some((id, live)) => store
+                .get_change(&id)?
+                .map(|record| ChangeView { record, live }),
+        };
+        Ok(Status {
+            service: self.service,
+            now: self.now,
+            watching,
+            baseline_now: self.baseline_now,
+            recent: store.recent_changes(10)?,
+            deploying: self.deploying,
+            deploys_paused: store.gate_paused()?,
+            proposals_waiting: store.pending_proposals()?,
+            pending_emails: store.pending_emails()?,
+            pending_email_trouble: store.pending_email_trouble()?,
+            scrapes: self.scrapes,
+            sources: self.sources,
+        })
+    }
+}
+
+impl Engine {
+    pub fn change(&self, id: &str) -> Result<Option<ChangeView>, EngineError> {
+        let Some(record) = self.store.get_change(id)? else {
+            return Ok(None);
+        };
+        let live = self.live_report(id);
+        Ok(Some(ChangeView { record, live }))
+    }
+
+    pub fn recent(&self, limit: usize) -> Result<Vec<ChangeRecord>, EngineError> {
+        Ok(self.store.recent_changes(limit)?)
+    }
+
+    pub fn status(&self, now: f64) -> Result<Status, EngineError> {
+        self.live_status(now).complete(&self.store)
+    }
+
+    /// The evidence so far of change `id`, when it is the one being watched (or checked for
+    /// recovery). In memory only: cheap under the engine's lock.
+    pub fn live_report(&self, id: &str) -> Option<Report> {
+        match &self.phase {
+            Phase::Watching(current) | Phase::Verifying(current) if current == id => {
+                self.monitor.report()
+            }
+            _ => None,
+        }
+    }
+
+    /// The half of the status that lives in memory: taken under the engine's lock in
+    /// microseconds; [`LiveStatus::complete`] reads the rest from the database, off the lock.
+    pub fn live_status(&self, now: f64) -> LiveStatus {
+        let watching = match &self.phase {
+            Phase::Idle | Phase::Deploying(_) => None,
+            Phase::Watching(id) | Phase::RollingBack(id) | Phase::Verifying(id) => {
+                Some((id.clone(), self.live_report(id)))
+            }
+        };
+        let watching_none = watching.is_none();
+        LiveStatus {
+            service: self.settings.service.clone(),
+            now,
+            watching,
+            // Only when nothing is watched: a watched change's report has its own baseline.
+            baseline_now: watching_none.then(|| self.monitor.baseline_preview(now)),
+            deploying: match &self.phase {
+                Phase::Deploying(id) => Some(id.clone()),
+                _ => None,
+            },
+            scrapes: self
+                .scrapes
+                .iter()
+                .map(|s| ScrapeStatus {
+                    age_secs: s.last_ok_at.map(|t| (now - t).max(0.0)),
+                    ..s.clone()
+                })
+                .collect(),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| SourceStatus {
+                    name: s.settings.name.clone(),
+                    tail: s.tailer.status(),
+                    bad_lines: s.bad_lines,
+                    last_bad_line: s.last_bad_line.clone(),
+                    last_read_at: s.last_read_at,
+                    idle_secs: s.last_read_at.map(|t| (now - t).max(0.0)),
+                })
+                .collect(),
+        }
+    }
+}
