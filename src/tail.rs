@@ -302,7 +302,7 @@ impl Tailer {
         }
     }
 
-    fn position(&self) -> Position {
+    pub fn position(&self) -> Position {
         match (&self.current, self.pending) {
             (Some(f), _) => Position {
                 file_id: f.ino,

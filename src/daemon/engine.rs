@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, DaemonSettings};
 use crate::core::{Landing, Monitor, Report, SignalKind, Verdict};
 use crate::store::{ChangeKind, ChangeRecord, ChangeState, NewChange, Store, StoreError};
-use crate::tail::{Position, Tailer};
 
 use super::rollback::{RollbackJob, RollbackReport};
 
@@ -27,6 +26,7 @@ pub use gate::{
 pub use request::ChangeRequest;
 use snapshot::{load_snapshot, Snapshot};
 use sources::Source;
+pub use sources::SourceView;
 pub use status::{LiveStatus, ScrapeStatus, SourceStatus, Status};
 
 /// How often the evidence of a change being watched is written to the store, and the core's
@@ -100,12 +100,12 @@ pub struct Engine {
     extended: Vec<String>,
     /// The UTC day whose digest was last queued (days since the epoch).
     digest_day: Option<i64>,
-    scrapes: Vec<ScrapeStatus>,
     config: Config,
     settings: DaemonSettings,
     monitor: Monitor,
     store: Store,
-    sources: Vec<Source>,
+    /// The ways traffic comes in (`sources`).
+    sources: Vec<Box<dyn Source>>,
     phase: Phase,
     report_written_at: f64,
     /// The sandbox policy, when the trust gate is configured.
@@ -186,27 +186,7 @@ impl Engine {
             }
             None => (Monitor::new(config.detector.clone()), Phase::Idle, None),
         };
-        let mut sources = Vec::new();
-        for log in &settings.logs {
-            // The snapshot's position goes with the snapshot's state; without one, the last
-            // saved position (the state starts empty, so nothing is counted twice either way).
-            let start = match &saved_positions {
-                Some(positions) => positions
-                    .iter()
-                    .find(|(name, _)| name == &log.name)
-                    .map(|(_, p)| *p),
-                None => store
-                    .load_position(&log.name)?
-                    .map(|(file_id, offset)| Position { file_id, offset }),
-            };
-            sources.push(Source {
-                settings: log.clone(),
-                tailer: Tailer::new(log.path.clone(), start),
-                bad_lines: 0,
-                last_bad_line: None,
-                last_read_at: None,
-            });
-        }
+        let sources = sources::from_settings(settings, saved_positions.as_deref(), &store)?;
         let policy = match &settings.gate {
             Some(g) => Some(load_policy(&g.policy_file).map_err(EngineError::Config)?),
             None => None,
@@ -238,15 +218,6 @@ impl Engine {
             series: crate::series::SeriesBins::new(SERIES_LATENESS_SECS),
             extended: Vec::new(),
             digest_day: None,
-            scrapes: settings
-                .scrapes
-                .iter()
-                .map(|t| ScrapeStatus {
-                    name: t.name.clone(),
-                    url: t.spec.url.clone(),
-                    ..ScrapeStatus::default()
-                })
-                .collect(),
             config: config.clone(),
             settings: settings.clone(),
             monitor,

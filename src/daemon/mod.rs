@@ -13,7 +13,7 @@ pub mod serve;
 pub mod state_dir;
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 type Owner = owner::Owner<Engine>;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,39 +45,8 @@ pub enum DaemonError {
     Serve(std::io::Error),
     #[error("[daemon.mail]: {0}")]
     Mail(String),
-    #[error("[daemon.scrapes]: {0}")]
-    Scrape(String),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
-}
-
-/// One Prometheus target and its scraper, which keeps the previous counts between scrapes.
-struct ScrapeJob {
-    name: String,
-    every: f64,
-    next: f64,
-    scraper: Arc<Mutex<crate::scrape::Scraper>>,
-    busy: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// Scrapes on a blocking thread (an HTTP request with a timeout), then hands the counts to the
-/// engine. A slow target skips a turn rather than piling requests up.
-fn start_scrape(owner: &Owner, job: &ScrapeJob) {
-    use std::sync::atomic::Ordering;
-    if job.busy.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let (name, scraper, busy) = (job.name.clone(), job.scraper.clone(), job.busy.clone());
-    let owner = owner.clone();
-    std::thread::spawn(move || {
-        let result = scraper
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .scrape(now())
-            .map_err(|e| e.to_string());
-        owner.tell(move |e| e.scraped(&name, result, now()));
-        busy.store(false, Ordering::Release);
-    });
 }
 
 /// Sends the alert emails that are due, on a blocking thread with a database connection of its
@@ -202,10 +171,9 @@ fn start_deploy(owner: &Owner, job: engine::DeployJob, settings: crate::config::
     });
 }
 
-/// What the engine's owner does every [`POLL_EVERY`]: read the logs and judge, start the
-/// scrapes, rollbacks and deploys that are due, and tell systemd's watchdog it did.
+/// What the engine's owner does every [`POLL_EVERY`]: poll the sources and judge, start the
+/// rollbacks and deploys that are due, and tell systemd's watchdog it did.
 struct Clock {
-    scrapers: Vec<ScrapeJob>,
     refusals: Arc<refusals::Refusals>,
     watchdog_every: Option<Duration>,
     watchdog_sent: std::time::Instant,
@@ -216,14 +184,8 @@ impl owner::Clockwork<Engine> for Clock {
 
     fn tick(&mut self, e: &mut Engine, owner: &Owner) -> Result<(), EngineError> {
         let t = now();
-        for job in &mut self.scrapers {
-            if t >= job.next {
-                job.next = t + job.every;
-                start_scrape(owner, job);
-            }
-        }
         e.record_refusals(&self.refusals.due(t), t);
-        e.poll_logs(t)?;
+        e.poll_sources(t)?;
         if let Some((job, settings)) = e.tick(t)?.zip(e.rollback_settings().cloned()) {
             start_rollback(owner, job, settings);
         } else if let Some((job, settings)) = e.next_deploy(t)?.zip(e.rollback_settings().cloned())
@@ -244,7 +206,7 @@ impl owner::Clockwork<Engine> for Clock {
     fn stop(&mut self, e: &mut Engine) -> Result<(), EngineError> {
         let t = now();
         e.record_refusals(&self.refusals.drain(), t);
-        e.poll_logs(t)?;
+        e.poll_sources(t)?;
         // A rollback this last tick would start is not started while stopping: after the
         // restart the change is escalated to a person, never silently dropped.
         let _ = e.tick(t)?;
@@ -359,23 +321,10 @@ pub async fn run(
         }
         None => None,
     };
-    let mut scrapers = Vec::new();
-    for target in &settings.scrapes {
-        let scraper = crate::scrape::Scraper::new(target.spec.clone())
-            .map_err(|e| DaemonError::Scrape(e.to_string()))?;
-        scrapers.push(ScrapeJob {
-            name: target.name.clone(),
-            every: f64::from(target.interval_secs),
-            next: 0.0,
-            scraper: Arc::new(Mutex::new(scraper)),
-            busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        });
-    }
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
 
     let refusals = Arc::new(refusals::Refusals::default());
     let clock = Clock {
-        scrapers,
         refusals: refusals.clone(),
         watchdog_every: sdnotify::watchdog_interval().map(|i| i / 2),
         watchdog_sent: std::time::Instant::now(),

@@ -37,7 +37,7 @@ impl Engine {
             positions: self
                 .sources
                 .iter()
-                .map(|s| (s.settings.name.clone(), s.tailer.status().position))
+                .filter_map(|s| Some((s.name().to_owned(), s.position()?)))
                 .collect(),
         };
         let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;

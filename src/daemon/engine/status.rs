@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{ChangeView, Engine, EngineError, Phase};
+use super::{ChangeView, Engine, EngineError, Phase, SourceView};
 use crate::core::Report;
 use crate::store::{ChangeRecord, Store};
 use crate::tail::TailStatus;
@@ -139,6 +139,13 @@ impl Engine {
             }
         };
         let watching_none = watching.is_none();
+        let (mut sources, mut scrapes) = (Vec::new(), Vec::new());
+        for source in &self.sources {
+            match source.status(now) {
+                SourceView::Log(s) => sources.push(s),
+                SourceView::Scrape(s) => scrapes.push(s),
+            }
+        }
         LiveStatus {
             service: self.settings.service.clone(),
             now,
@@ -149,26 +156,8 @@ impl Engine {
                 Phase::Deploying(id) => Some(id.clone()),
                 _ => None,
             },
-            scrapes: self
-                .scrapes
-                .iter()
-                .map(|s| ScrapeStatus {
-                    age_secs: s.last_ok_at.map(|t| (now - t).max(0.0)),
-                    ..s.clone()
-                })
-                .collect(),
-            sources: self
-                .sources
-                .iter()
-                .map(|s| SourceStatus {
-                    name: s.settings.name.clone(),
-                    tail: s.tailer.status(),
-                    bad_lines: s.bad_lines,
-                    last_bad_line: s.last_bad_line.clone(),
-                    last_read_at: s.last_read_at,
-                    idle_secs: s.last_read_at.map(|t| (now - t).max(0.0)),
-                })
-                .collect(),
+            sources,
+            scrapes,
         }
     }
 }

@@ -1,0 +1,124 @@
+//! Where traffic comes into the engine. A [`Source`] is polled on every tick, on the engine's
+//! owner thread, and hands over what it gathered since: a followed log reads its new lines
+//! (`log.rs`), a Prometheus target hands over the counts its own thread scraped
+//! (`prometheus.rs`). Observations the app pushes to the API arrive as a message instead
+//! ([`Engine::observe`]). All of them feed the same two places through [`Intake`]: the core,
+//! and the post-mortem's traffic series.
+//!
+//! Adding a source is a file here implementing [`Source`], a config section, and a line in
+//! [`from_settings`].
+
+mod log;
+mod prometheus;
+
+use super::{Engine, EngineError, ScrapeStatus, SourceStatus};
+use crate::config::DaemonSettings;
+use crate::core::{Aggregate, Monitor, Request};
+use crate::input::Event;
+use crate::series::SeriesBins;
+use crate::store::Store;
+use crate::tail::Position;
+
+pub use self::log::LogFile;
+pub use self::prometheus::PrometheusTarget;
+
+/// Where the traffic a source hands over goes.
+pub struct Intake<'a> {
+    monitor: &'a mut Monitor,
+    series: &'a mut SeriesBins,
+    /// The status from which a response counts as an error (`[input] error_status_min`).
+    pub error_status_min: u16,
+}
+
+impl Intake<'_> {
+    /// One request, as a log line or a push tells it.
+    pub fn request(&mut self, r: &Request) {
+        self.series.observe_request(r.ts, r.error, r.latency_ms);
+        self.monitor.observe_request(r);
+    }
+
+    /// An interval's counts, as a scrape tells them.
+    pub fn interval(&mut self, a: &Aggregate<'_>) {
+        self.series
+            .observe_counts(a.ts, a.requests, a.errors, a.latency);
+        self.monitor.observe_aggregate(a);
+    }
+}
+
+/// What `guardian status` shows of a source: logs and scrapes have their own lists.
+pub enum SourceView {
+    Log(SourceStatus),
+    Scrape(ScrapeStatus),
+}
+
+/// A way traffic comes in.
+pub trait Source: Send {
+    fn name(&self) -> &str;
+    /// Hands what arrived since the last poll to `intake`. Runs on the engine's owner thread
+    /// every tick, so it must not wait on the network: a source that must, waits on a thread
+    /// of its own and hands its results over here. An error stops guardian (a log it can no
+    /// longer read); a source that can be down for a while says so in its status instead.
+    fn poll(&mut self, now: f64, intake: &mut Intake<'_>) -> Result<(), EngineError>;
+    /// Where it stands in its input, when that must survive a restart (a log's offset), to be
+    /// saved with the core's state so the same lines are never counted twice.
+    fn position(&self) -> Option<Position> {
+        None
+    }
+    fn status(&self, now: f64) -> SourceView;
+}
+
+/// The sources `settings` configure, each picking up where the last run stopped: at `saved`
+/// (the snapshot's positions, which go with the snapshot's state), else at what `store` kept.
+pub fn from_settings(
+    settings: &DaemonSettings,
+    saved: Option<&[(String, Position)]>,
+    store: &Store,
+) -> Result<Vec<Box<dyn Source>>, EngineError> {
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    for log in &settings.logs {
+        let start = match saved {
+            Some(positions) => positions
+                .iter()
+                .find(|(name, _)| name == &log.name)
+                .map(|(_, p)| *p),
+            None => store
+                .load_position(&log.name)?
+                .map(|(file_id, offset)| Position { file_id, offset }),
+        };
+        sources.push(Box::new(LogFile::new(log.clone(), start)));
+    }
+    for target in &settings.scrapes {
+        sources.push(Box::new(PrometheusTarget::new(target)?));
+    }
+    Ok(sources)
+}
+
+impl Engine {
+    /// Polls every source: what arrived goes to the core, and where each stands to the store.
+    pub fn poll_sources(&mut self, now: f64) -> Result<(), EngineError> {
+        let mut intake = Intake {
+            monitor: &mut self.monitor,
+            series: &mut self.series,
+            error_status_min: self.config.input.error_status_min,
+        };
+        for source in &mut self.sources {
+            let before = source.position();
+            source.poll(now, &mut intake)?;
+            if let Some(p) = source.position().filter(|p| Some(*p) != before) {
+                self.store
+                    .save_position(source.name(), p.file_id, p.offset, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds requests reported by the app itself.
+    pub fn observe(&mut self, events: &[Event<'_>]) {
+        let min = self.config.input.error_status_min;
+        for e in events {
+            let r = e.request(min);
+            self.series.observe_request(r.ts, r.error, r.latency_ms);
+            self.monitor.observe_request(&r);
+        }
+    }
+}
