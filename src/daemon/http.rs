@@ -820,6 +820,135 @@ async fn resume(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    const ADMIN: &str = "admin-token-0123456789abcdef";
+    const T0: f64 = 1_764_000_000.0;
+
+    /// Ticks nothing: these tests drive the API alone.
+    struct Still;
+
+    impl owner::Clockwork<Engine> for Still {
+        type Error = EngineError;
+        fn tick(&mut self, _: &mut Engine, _: &Owner<Engine>) -> Result<(), EngineError> {
+            Ok(())
+        }
+        fn stop(&mut self, _: &mut Engine) -> Result<(), EngineError> {
+            Ok(())
+        }
+    }
+
+    /// The API of a real engine on a state directory in `dir`, served in-process.
+    fn api(dir: &std::path::Path) -> Router {
+        let state = dir.join("state");
+        let config = Config::parse(&format!("[daemon]\nstate_dir = {state:?}\n")).unwrap();
+        let settings = config.daemon.clone().unwrap();
+        crate::daemon::state_dir::prepare(&state).unwrap();
+        let engine = Engine::open(&config, &settings, T0).unwrap();
+        let (owner, _ended) =
+            owner::start(engine, std::time::Duration::from_secs(3600), Still).unwrap();
+        router(Api {
+            owner,
+            tokens: Arc::new(vec![Token::new(
+                hash_token(ADMIN),
+                Role::Admin,
+                &Limits::default(),
+            )]),
+            clock: || T0 + 1.0,
+            reads: Arc::new(Reads::new(state.join("guardian.db"))),
+            refusals: Arc::new(Refusals::default()),
+            judging: Arc::new(tokio::sync::Semaphore::new(JUDGE_CONCURRENCY)),
+        })
+    }
+
+    async fn send(
+        api: &Router,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = axum::http::Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = api
+            .clone()
+            .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn without_the_token_nothing_is_read_or_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        for (method, path, body) in [
+            ("GET", "/v1/status", ""),
+            ("POST", "/v1/changes", r#"{"commit": "abc1234"}"#),
+        ] {
+            for token in [None, Some("not-the-token-0123456789")] {
+                let (status, answer) = send(&api, method, path, token, body).await;
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {path}: {answer}"
+                );
+            }
+        }
+        let (_, changes) = send(&api, "GET", "/v1/changes", Some(ADMIN), "").await;
+        assert_eq!(changes, json!([]));
+    }
+
+    #[tokio::test]
+    async fn a_notified_change_is_watched_and_the_status_shows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        let (status, change) = send(
+            &api,
+            "POST",
+            "/v1/changes",
+            Some(ADMIN),
+            r#"{"commit": "abc1234", "kind": "ai", "summary": "validate carts"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{change}");
+        assert_eq!(
+            (change["state"].as_str(), change["commit"].as_str()),
+            (Some("watching"), Some("abc1234"))
+        );
+        let (status, now) = send(&api, "GET", "/v1/status", Some(ADMIN), "").await;
+        assert_eq!(status, StatusCode::OK, "{now}");
+        assert_eq!(now["watching"]["id"], change["id"], "{now}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_notification_is_refused_naming_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        for (body, says) in [
+            (
+                r#"{"commit": "abc1234", "knd": "ai"}"#,
+                "unknown field `knd`",
+            ),
+            (r#"{"kind": "ai"}"#, "missing field `commit`"),
+            ("not json", "bad change notification"),
+        ] {
+            let (status, answer) = send(&api, "POST", "/v1/changes", Some(ADMIN), body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+            let error = answer["error"].as_str().unwrap_or_default();
+            assert!(error.contains(says), "{body}: {error}");
+        }
+        let (_, changes) = send(&api, "GET", "/v1/changes", Some(ADMIN), "").await;
+        assert_eq!(changes, json!([]));
+    }
 
     #[test]
     fn an_agent_may_send_only_so_many_proposal_bytes_an_hour() {
