@@ -3,16 +3,14 @@
 //! timeout, and recorded for the post-mortem. Also the second line of defence: a repository
 //! whose own config declares a command git would run is refused.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::{GitError, Repo};
+use crate::process::{self, Captured, End, Limits};
 
 /// Each stream kept in a [`CommandRecord`] is cut at this many bytes.
 pub(super) const RECORD_OUTPUT_LIMIT: usize = 64 * 1024;
@@ -23,6 +21,11 @@ const CAPTURE_LIMIT: usize = 64 * 1024 * 1024;
 /// After git exits, how long to wait for its pipes to close. A grandchild
 /// (an ssh ControlMaster, say) may hold them open indefinitely.
 const PIPE_DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// After a timeout, time from `SIGTERM` to `SIGKILL` of git's process group. git removes
+/// its lock files on `SIGTERM` (a `SIGKILL`ed one leaves `index.lock` and blocks the next
+/// command); only what ignores it waits this long.
+const GRACE: Duration = Duration::from_secs(5);
+
 /// Global options put before every subcommand. They come after the
 /// operator's `-c` options so they win over them too.
 const HARDENING: &[&str] = &[
@@ -173,16 +176,12 @@ impl Repo {
             .env("GIT_EDITOR", "true")
             .env("GIT_SEQUENCE_EDITOR", "true")
             .env("GIT_PAGER", "cat");
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
-        }
+        // Its own process group, stdio and the timeout are the runner's (`exec`).
         cmd
     }
 
     /// Runs git to completion or until `timeout`, capturing both streams.
-    /// The flag is true when it timed out (and its process group was killed).
+    /// The flag is true when it timed out (and its process group was terminated).
     fn exec(
         &self,
         args: &[String],
@@ -194,47 +193,24 @@ impl Repo {
         if let Some(index) = index {
             cmd.env("GIT_INDEX_FILE", index);
         }
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn()?;
-        let stdout_rx = child.stdout.take().map(capture);
-        let stderr_rx = child.stderr.take().map(capture);
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A thread, so a large message cannot deadlock against git's
-            // output; dropping the pipe closes git's stdin.
-            thread::spawn(move || {
-                let _ = pipe.write_all(&input);
-            });
-        }
-
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(1);
-        let (status, timed_out) = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break (status.code(), false),
-                Ok(None) => {}
-                Err(e) => {
-                    kill_process_group(&mut child);
-                    let _ = child.wait();
-                    return Err(e);
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                kill_process_group(&mut child);
-                let _ = child.wait();
-                break (None, true);
-            }
-            thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(50));
+        let limits = Limits {
+            timeout,
+            grace: GRACE,
+            drain: PIPE_DRAIN_GRACE,
+            head: CAPTURE_LIMIT,
+            tail: 0,
         };
-        let (stdout_bytes, truncated) = collect(stdout_rx);
-        let (stderr, _) = collect(stderr_rx);
+        let done = process::run(cmd, stdin, &limits).map_err(|e| match e {
+            process::Error::Spawn(e) => e,
+            thread @ process::Error::Thread { .. } => std::io::Error::other(thread.to_string()),
+        })?;
+        let (status, timed_out) = match done.end {
+            End::Exited(exit) => (exit.code(), false),
+            End::TimedOut(_) => (None, true),
+            End::Unknown(e) => return Err(e),
+        };
+        let (stdout_bytes, truncated) = kept(done.stdout);
+        let (stderr, _) = kept(done.stderr);
         Ok((
             Raw {
                 status,
@@ -248,61 +224,17 @@ impl Repo {
     }
 }
 
-/// Kills git and everything it started (it leads its own process group).
-fn kill_process_group(child: &mut Child) {
-    #[cfg(unix)]
-    {
-        // The child is not reaped yet, so its pid (= the group id) cannot
-        // have been reused. No libc here, so ask kill(1).
-        let group = format!("-{}", child.id());
-        for kill in ["/bin/kill", "/usr/bin/kill", "kill"] {
-            let status = Command::new(kill)
-                .args(["-KILL", "--", group.as_str()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if status.is_ok() {
-                break;
-            }
-        }
-    }
-    let _ = child.kill();
-}
-
-/// Reads a pipe to its end on a thread; the bytes kept (at most `CAPTURE_LIMIT`) and whether
-/// more were discarded.
-fn capture<R: Read + Send + 'static>(mut pipe: R) -> mpsc::Receiver<(Vec<u8>, bool)> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut cut = false;
-        let mut buf = [0u8; 8192];
-        loop {
-            match pipe.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let room = CAPTURE_LIMIT.saturating_sub(kept.len());
-                    cut |= n > room;
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        let _ = tx.send((kept, cut));
-    });
-    rx
-}
-
-fn collect(rx: Option<mpsc::Receiver<(Vec<u8>, bool)>>) -> (Vec<u8>, bool) {
-    match rx.map(|rx| rx.recv_timeout(PIPE_DRAIN_GRACE)) {
-        Some(Ok(captured)) => captured,
-        Some(Err(_)) => (
+/// The bytes kept of a stream (at most `CAPTURE_LIMIT`) and whether any are missing: cut at
+/// the limit, or never read to the end because something held the pipe open.
+fn kept(stream: Captured) -> (Vec<u8>, bool) {
+    if stream.complete {
+        let cut = stream.dropped() > 0;
+        (stream.head, cut)
+    } else {
+        (
             b"[output not collected: the pipe was still held open]".to_vec(),
             true,
-        ),
-        None => (Vec::new(), false),
+        )
     }
 }
 

@@ -29,7 +29,8 @@
 //!   `GIT_SSL_CAINFO` and `GIT_SSL_CAPATH`, which the operator may set on the
 //!   daemon to make push work;
 //! * stdin from `/dev/null` (or our own message), its own process group, and a
-//!   timeout after which the whole group is killed.
+//!   timeout after which the whole group is terminated (`SIGTERM`, then `SIGKILL`),
+//!   by the crate's one process runner ([`crate::process`]).
 //!
 //! **System and global config are ignored on purpose** (reliability.md §3.4
 //! (c)): the guardian's behaviour then depends only on this module and on the
@@ -61,7 +62,7 @@
 //!
 //! # Layout
 //!
-//! `command.rs` runs one hardened git command and refuses
+//! `command.rs` runs one hardened git command (through [`crate::process`]) and refuses
 //! repositories whose config runs commands; `read.rs` reads what the repository is (HEAD,
 //! revisions, intents, status); `commit.rs` holds what every commit-making operation shares
 //! (the checks before, the identity, putting the tree back); `revert.rs` reverts a deploy;
@@ -384,6 +385,7 @@ fn validate_word(what: &str, value: &str) -> Result<(), String> {
 mod tests {
     use super::testing::*;
     use super::*;
+    use crate::process::tests::assert_gone;
     use std::fs;
     use std::time::Instant;
     use tempfile::TempDir;
@@ -436,12 +438,15 @@ mod tests {
             &["remote", "add", "origin", &remote.display().to_string()],
         );
         // The operator's own (command-line) config may set this; the remote
-        // side hangs, in a grandchild that holds git's stderr.
+        // side hangs, in a grandchild that holds git's stderr and has a child
+        // of its own. Both write their pids down.
+        let pids = tmp.path().join("pids");
+        let hang = format!(
+            "echo $$ >> '{0}'; sleep 30 & echo $! >> '{0}'; wait; git-receive-pack",
+            pids.display()
+        );
         let options = RepoOptions {
-            config: vec![(
-                "remote.origin.receivepack".to_string(),
-                "sleep 30; git-receive-pack".to_string(),
-            )],
+            config: vec![("remote.origin.receivepack".to_string(), hang)],
             push_timeout: Duration::from_secs(1),
             ..RepoOptions::default()
         };
@@ -449,11 +454,18 @@ mod tests {
         let started = Instant::now();
         let err = repo.push("origin", "main").unwrap_err();
         assert!(matches!(err, GitError::Timeout { .. }), "{err}");
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            started.elapsed()
-        );
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(1), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        // git's whole group went at its timeout, not just git: the remote side
+        // and its child too.
+        let pids: Vec<u32> = fs::read_to_string(&pids)
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect();
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        assert_gone(&pids);
         assert!(err.to_string().contains("git push"), "{err}");
     }
 
