@@ -6,27 +6,15 @@
 //! (research/reliability.md §1.4, §4.5). This module is the in-process fallback, and it keeps
 //! the same promises as far as a process group allows:
 //!
-//! - The hook runs in **its own process group** (`process_group(0)`), so the timeout kills
-//!   the group, grandchildren included. Killing only the direct child would orphan whatever
-//!   the hook backgrounded (`sleep 1000 &`), and those orphans would keep running and keep
-//!   our output pipes open.
-//! - On timeout: `SIGTERM` to the group, then [`HookSpec::grace`] to clean up, then `SIGKILL`
-//!   to the group. The leader is not reaped until the `SIGKILL` has been sent: an unreaped
-//!   leader (even a zombie) keeps its pid, so the group id cannot have been reused by an
-//!   unrelated process when we signal it.
-//! - stdout and stderr are read by two threads at once, so a chatty hook cannot block on a
-//!   full pipe; each stream keeps its first and last `max_output_bytes / 2` bytes and counts
-//!   what it drops. Output is decoded lossily (non-UTF-8 cannot fail anything).
+//! - The hook runs in **its own process group**, through the crate's one process runner
+//!   ([`crate::process`]): on timeout the whole group, grandchildren included, gets `SIGTERM`,
+//!   then [`HookSpec::grace`] to clean up, then `SIGKILL`. Killing only the direct child
+//!   would orphan whatever the hook backgrounded (`sleep 1000 &`).
+//! - stdout and stderr are read concurrently, so a chatty hook cannot block on a full pipe;
+//!   each stream keeps its first and last `max_output_bytes / 2` bytes and counts what it
+//!   drops. Output is decoded lossily (non-UTF-8 cannot fail anything).
 //! - Every wait is bounded: [`run`] returns within `timeout + grace + ~1 s` whatever the hook
 //!   does, and within `timeout + 2 s` when it exits on its own.
-//!
-//! # Why the `kill` command
-//!
-//! The crate has no `libc`/`nix` binding and forbids `unsafe` code, so it cannot call
-//! `killpg(2)`; `std::process::Child::kill` signals only the direct child. Signals to the
-//! group are therefore sent by running `kill -TERM -- -<pgid>` (procps or util-linux `kill`),
-//! falling back to the POSIX shell builtin (`/bin/sh -c 'kill -s TERM -- -<pgid>'`) when no
-//! `kill` program is on `PATH`. Each costs one short-lived process, only on the timeout path.
 //!
 //! # Environment
 //!
@@ -59,17 +47,16 @@
 //! hook exited. Long-running processes should be started through systemd, or at least with
 //! their output redirected.
 
-use std::collections::VecDeque;
-use std::io::{self, Read};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
+
+use crate::process::{self, Captured, End, Event, Exit, Limits, AFTER_KILL};
 
 /// Default time allowed to the hook (matches the recommended `TimeoutStartSec=300`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -79,8 +66,6 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 64 * 1024;
 /// How long output is still read after the hook exited on its own.
 pub const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
-/// After `SIGKILL`, how long we wait for the leader and the output pipes before giving up.
-const AFTER_KILL: Duration = Duration::from_secs(1);
 
 /// systemd variables addressed to the guardian's own main process.
 const SYSTEMD_PROCESS_VARS: &[&str] = &[
@@ -247,11 +232,7 @@ pub fn run(spec: &HookSpec, env: &[(String, String)]) -> HookOutcome {
     }
 
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    cmd.args(args);
     for var in SYSTEMD_PROCESS_VARS {
         cmd.env_remove(var);
     }
@@ -259,258 +240,114 @@ pub fn run(spec: &HookSpec, env: &[(String, String)]) -> HookOutcome {
     if let Some(dir) = &spec.working_dir {
         cmd.current_dir(dir);
     }
-
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => return could_not_start(spawn_error(&e, program)),
-    };
-    let pid = child.id();
-    let mut notes = Vec::new();
-
-    // One capture per stream, shared with its reader thread so that what was read so far
-    // survives even if the thread has to be abandoned.
     let half = spec.max_output_bytes / 2;
-    let out_cap = Arc::new(Mutex::new(Capture::new(half)));
-    let err_cap = Arc::new(Mutex::new(Capture::new(half)));
-    let (done_tx, done_rx) = mpsc::channel();
-    let mut readers = Readers {
-        rx: done_rx,
-        pending: 0,
+    let limits = Limits {
+        timeout: spec.timeout,
+        grace: spec.grace,
+        drain: OUTPUT_DRAIN,
+        head: half,
+        tail: half,
     };
-    let pipes = [
-        (
-            "stdout",
-            child.stdout.take().map(|p| Box::new(p) as Pipe),
-            &out_cap,
-        ),
-        (
-            "stderr",
-            child.stderr.take().map(|p| Box::new(p) as Pipe),
-            &err_cap,
-        ),
-    ];
-    for (name, pipe, cap) in pipes {
-        let Some(pipe) = pipe else { continue };
-        match spawn_reader(name, pipe, Arc::clone(cap), done_tx.clone()) {
-            Ok(()) => readers.pending += 1,
-            Err(e) => {
-                // Nobody would drain this pipe; the hook could block on it forever.
-                notes.push(format!("could not start the {name} reader thread: {e}"));
-                notes.extend(signal_group(pid, "KILL").err());
-                reap_in_background(child);
-                let mut outcome = could_not_start(format!("{e} (reader thread for the hook)"));
-                outcome.pid = Some(pid);
-                outcome.notes = notes;
-                return outcome;
-            }
-        }
-    }
-    drop(done_tx);
 
-    let status = match wait_until(&mut child, start + spec.timeout) {
-        Ok(Some(exit)) => {
-            if !readers.wait_until(Instant::now() + OUTPUT_DRAIN) {
-                notes.push(format!(
-                    "stdout/stderr still open {} after the hook exited: a process it started \
-                     holds them; capture stopped, that process was left running",
-                    whole_secs(OUTPUT_DRAIN)
-                ));
-            }
-            exit_status(exit)
+    let done = match process::run(cmd, None, &limits) {
+        Ok(done) => done,
+        Err(process::Error::Spawn(e)) => return could_not_start(spawn_error(&e, program)),
+        Err(process::Error::Thread {
+            pid,
+            stream,
+            error,
+            kill,
+        }) => {
+            let mut outcome = could_not_start(format!("{error} (reader thread for the hook)"));
+            outcome.pid = Some(pid);
+            outcome.notes = vec![format!(
+                "could not start the {stream} reader thread: {error}"
+            )];
+            outcome
+                .notes
+                .extend(kill.map(|e| signal_failed(Signal::SIGKILL, pid, e)));
+            return outcome;
         }
-        Ok(None) => terminate(spec, pid, child, &mut readers, &mut notes),
-        Err(e) => {
-            // Only if someone else reaped it (e.g. SIGCHLD ignored): the pid may already be
-            // reused, so the group is not signalled.
+    };
+
+    let pid = done.pid;
+    let mut notes: Vec<String> = done
+        .events
+        .iter()
+        .map(|event| note(spec, pid, event))
+        .collect();
+    let status = match done.end {
+        End::Exited(Exit::Code(0)) => HookStatus::Succeeded,
+        End::Exited(exit) => HookStatus::Failed {
+            code: exit.code(),
+            signal: exit.signal(),
+        },
+        End::TimedOut(leader) => HookStatus::TimedOut {
+            timeout: spec.timeout,
+            code: leader.and_then(Exit::code),
+            signal: leader.and_then(Exit::signal),
+        },
+        End::Unknown(e) => {
             notes.push(format!("could not wait for the hook: {e}"));
-            readers.wait_until(Instant::now() + OUTPUT_DRAIN);
             HookStatus::Failed {
                 code: None,
                 signal: None,
             }
         }
     };
-
-    let (stdout, out_dropped) = snapshot(&out_cap);
-    let (stderr, err_dropped) = snapshot(&err_cap);
     HookOutcome {
         status,
         duration: start.elapsed(),
         pid: Some(pid),
-        stdout,
-        stderr,
-        dropped_bytes: out_dropped + err_dropped,
+        stdout: render(&done.stdout),
+        stderr: render(&done.stderr),
+        dropped_bytes: done.stdout.dropped() + done.stderr.dropped(),
         notes,
     }
 }
 
-/// The timeout path: TERM the group, give it `grace`, KILL the group, reap with a bound.
-fn terminate(
-    spec: &HookSpec,
-    pid: u32,
-    mut child: Child,
-    readers: &mut Readers,
-    notes: &mut Vec<String>,
-) -> HookStatus {
-    notes.push(format!(
-        "timed out after {}: sent SIGTERM to process group {pid}",
-        whole_secs(spec.timeout)
-    ));
-    notes.extend(signal_group(pid, "TERM").err());
-
-    // Wait out the grace, but stop early once the leader has exited and nothing holds our
-    // pipes any more. The leader is not reaped here (see the module doc).
-    let grace_end = Instant::now() + spec.grace;
-    loop {
-        let pipes_closed = readers.wait_until(grace_end.min(Instant::now() + POLL_MAX));
-        let now = Instant::now();
-        if now >= grace_end || (pipes_closed && !leader_running(pid)) {
-            break;
-        }
-        if pipes_closed {
-            // The leader runs with its output closed: poll it instead of the pipes.
-            thread::sleep(POLL_MAX.min(grace_end - now));
-        }
-    }
-
-    // Always sent: members that closed their output may still be alive, and the unreaped
-    // leader guarantees the group id is still ours.
-    notes.push(format!(
-        "sent SIGKILL to process group {pid} after the {} grace",
-        whole_secs(spec.grace)
-    ));
-    notes.extend(signal_group(pid, "KILL").err());
-
-    let give_up = Instant::now() + AFTER_KILL;
-    let status = match wait_until(&mut child, give_up) {
-        Ok(Some(exit)) => HookStatus::TimedOut {
-            timeout: spec.timeout,
-            code: exit.code(),
-            signal: exit.signal(),
-        },
-        Ok(None) => {
-            notes.push(format!(
-                "hook process {pid} still alive {} after SIGKILL (not ours to kill, or stuck \
-                 in the kernel); left behind",
-                whole_secs(AFTER_KILL)
-            ));
-            reap_in_background(child);
-            HookStatus::TimedOut {
-                timeout: spec.timeout,
-                code: None,
-                signal: None,
-            }
-        }
-        Err(e) => {
-            notes.push(format!("could not wait for the hook: {e}"));
-            HookStatus::TimedOut {
-                timeout: spec.timeout,
-                code: None,
-                signal: None,
-            }
-        }
-    };
-    if !readers.wait_until(give_up) {
-        notes.push(
-            "stdout/stderr still open after SIGKILL: a process outside the group (e.g. one \
-             that called setsid) holds them; capture stopped"
-                .to_string(),
-        );
-    }
-    status
-}
-
-fn exit_status(exit: ExitStatus) -> HookStatus {
-    if exit.success() {
-        HookStatus::Succeeded
-    } else {
-        HookStatus::Failed {
-            code: exit.code(),
-            signal: exit.signal(),
-        }
+/// The post-mortem's line for what the runner did or noticed.
+fn note(spec: &HookSpec, pid: u32, event: &Event) -> String {
+    match event {
+        Event::Terminated => format!(
+            "timed out after {}: sent SIGTERM to process group {pid}",
+            whole_secs(spec.timeout)
+        ),
+        Event::Killed => format!(
+            "sent SIGKILL to process group {pid} after the {} grace",
+            whole_secs(spec.grace)
+        ),
+        Event::SignalFailed { signal, error } => signal_failed(*signal, pid, *error),
+        Event::Survived => format!(
+            "hook process {pid} still alive {} after SIGKILL (not ours to kill, or stuck in the \
+             kernel); left behind",
+            whole_secs(AFTER_KILL)
+        ),
+        Event::WaitFailed(e) => format!("could not wait for the hook: {e}"),
+        Event::HeldAfterExit => format!(
+            "stdout/stderr still open {} after the hook exited: a process it started holds \
+             them; capture stopped, that process was left running",
+            whole_secs(OUTPUT_DRAIN)
+        ),
+        Event::HeldAfterKill => "stdout/stderr still open after SIGKILL: a process outside the \
+                                 group (e.g. one that called setsid) holds them; capture stopped"
+            .to_string(),
     }
 }
 
-const POLL_MIN: Duration = Duration::from_millis(5);
-const POLL_MAX: Duration = Duration::from_millis(50);
+fn signal_failed(signal: Signal, pgid: u32, error: Errno) -> String {
+    format!("{signal} to process group {pgid} failed: {error}")
+}
 
-/// Polls `try_wait` until the child exits (`Some`) or `deadline` passes (`None`).
-fn wait_until(child: &mut Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
-    let mut pause = POLL_MIN;
-    loop {
-        if let Some(exit) = child.try_wait()? {
-            return Ok(Some(exit));
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(None);
-        }
-        thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(POLL_MAX);
+/// Head, a `[guardian: N bytes dropped]` line if capped, tail; lossily decoded.
+fn render(captured: &Captured) -> String {
+    let mut text = String::from_utf8_lossy(&captured.head).into_owned();
+    let dropped = captured.dropped();
+    if dropped > 0 {
+        text.push_str(&format!("\n[guardian: {dropped} bytes dropped]\n"));
     }
-}
-
-/// Whether the (unreaped) leader is still running rather than a zombie. Reads
-/// `/proc/<pid>/stat`; where that is unavailable, answers `false`, which only means the
-/// grace may end once the output pipes close.
-fn leader_running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) S ...": comm may contain anything, so the state follows the last ')'.
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    !matches!(state, None | Some("Z") | Some("X") | Some("x"))
-}
-
-/// Reaps a child we stopped waiting for, so that it does not stay a zombie.
-fn reap_in_background(mut child: Child) {
-    let _ = thread::Builder::new()
-        .name("hook-reaper".to_string())
-        .spawn(move || {
-            let _ = child.wait();
-        });
-}
-
-/// Sends `SIGsig` to every process in group `pgid` via the `kill` command (see the module
-/// doc for why). A group that no longer exists is not an error; anything else comes back as
-/// a note for the post-mortem.
-fn signal_group(pgid: u32, sig: &str) -> Result<(), String> {
-    let target = format!("-{pgid}");
-    let mut kill = Command::new("kill");
-    kill.args([format!("-{sig}").as_str(), "--", &target]);
-    let output = match run_quietly(&mut kill) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mut sh = Command::new("/bin/sh");
-            sh.args(["-c", r#"kill -s "$0" -- "$1""#, sig, &target]);
-            run_quietly(&mut sh)
-        }
-        other => other,
-    };
-    match output {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if stderr.contains("No such process") {
-                Ok(())
-            } else {
-                Err(format!(
-                    "SIG{sig} to process group {pgid} failed ({}): {}",
-                    out.status,
-                    stderr.trim()
-                ))
-            }
-        }
-        Err(e) => Err(format!(
-            "SIG{sig} to process group {pgid} failed: could not run kill: {e}"
-        )),
-    }
-}
-
-fn run_quietly(cmd: &mut Command) -> io::Result<std::process::Output> {
-    // LC_ALL=C so that "No such process" is not translated.
-    cmd.env("LC_ALL", "C").stdin(Stdio::null()).output()
+    text.push_str(&String::from_utf8_lossy(&captured.tail));
+    text
 }
 
 /// `io::Error` text without the " (os error N)" suffix.
@@ -535,117 +372,11 @@ fn spawn_error(e: &io::Error, program: &str) -> String {
     text
 }
 
-type Pipe = Box<dyn Read + Send>;
-
-/// Completion signals from the reader threads.
-struct Readers {
-    rx: Receiver<()>,
-    pending: usize,
-}
-
-impl Readers {
-    /// Waits until every reader has hit end of file (`true`) or `deadline` passes (`false`).
-    fn wait_until(&mut self, deadline: Instant) -> bool {
-        while self.pending > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(()) => self.pending -= 1,
-                Err(RecvTimeoutError::Timeout) => return false,
-                // Every sender is gone, so every reader has finished (or died).
-                Err(RecvTimeoutError::Disconnected) => self.pending = 0,
-            }
-        }
-        true
-    }
-}
-
-fn spawn_reader(
-    name: &str,
-    mut pipe: Pipe,
-    cap: Arc<Mutex<Capture>>,
-    done: Sender<()>,
-) -> io::Result<()> {
-    thread::Builder::new()
-        .name(format!("hook-{name}"))
-        .spawn(move || {
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => lock(&cap).push(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = done.send(());
-        })
-        .map(|_| ())
-}
-
-fn lock(cap: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {
-    cap.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn snapshot(cap: &Mutex<Capture>) -> (String, u64) {
-    let cap = lock(cap);
-    (cap.render(), cap.dropped())
-}
-
-/// The first and last `half` bytes of a stream, and how many bytes it had in all.
-struct Capture {
-    half: usize,
-    head: Vec<u8>,
-    tail: VecDeque<u8>,
-    total: u64,
-}
-
-impl Capture {
-    fn new(half: usize) -> Self {
-        Capture {
-            half,
-            head: Vec::new(),
-            tail: VecDeque::new(),
-            total: 0,
-        }
-    }
-
-    fn push(&mut self, mut data: &[u8]) {
-        self.total += data.len() as u64;
-        let room = self.half - self.head.len();
-        if room > 0 {
-            let n = room.min(data.len());
-            self.head.extend_from_slice(&data[..n]);
-            data = &data[n..];
-        }
-        if data.len() >= self.half {
-            self.tail.clear();
-            self.tail.extend(&data[data.len() - self.half..]);
-        } else {
-            self.tail.extend(data);
-            let excess = self.tail.len().saturating_sub(self.half);
-            self.tail.drain(..excess);
-        }
-    }
-
-    fn dropped(&self) -> u64 {
-        self.total - (self.head.len() + self.tail.len()) as u64
-    }
-
-    fn render(&self) -> String {
-        let mut text = String::from_utf8_lossy(&self.head).into_owned();
-        let dropped = self.dropped();
-        if dropped > 0 {
-            text.push_str(&format!("\n[guardian: {dropped} bytes dropped]\n"));
-        }
-        let (a, b) = self.tail.as_slices();
-        text.push_str(&String::from_utf8_lossy(&[a, b].concat()));
-        text
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::tests::assert_gone;
+    use std::thread;
 
     fn sh(script: &str) -> HookSpec {
         HookSpec {
@@ -797,7 +528,7 @@ mod tests {
         let spec = HookSpec {
             timeout: Duration::from_secs(1),
             grace: Duration::from_secs(1),
-            ..sh("echo $$; sleep 1000 & sleep 1000")
+            ..sh("echo $$; sleep 1000 & echo $!; sleep 1000")
         };
         let start = Instant::now();
         let out = run(&spec, &[]);
@@ -816,7 +547,18 @@ mod tests {
         assert_eq!(out.summary(), "killed after the 1 s timeout");
         let pgid = first_line_pid(&out);
         assert_eq!(out.pid, Some(pgid));
+        // The leader and the child it backgrounded, by pid, and anything else in the group.
+        let grandchild = out.stdout.lines().nth(1).and_then(|l| l.parse().ok());
+        let grandchild = grandchild.unwrap_or_else(|| panic!("no child pid: {out:?}"));
+        assert_gone(&[pgid, grandchild]);
         assert_group_gone(pgid);
+        assert_eq!(
+            out.notes,
+            [
+                format!("timed out after 1 s: sent SIGTERM to process group {pgid}"),
+                format!("sent SIGKILL to process group {pgid} after the 1 s grace"),
+            ]
+        );
     }
 
     #[test]
@@ -913,19 +655,6 @@ mod tests {
         assert!(out.stdout.contains("started"));
         assert_eq!(out.notes.len(), 1, "{:?}", out.notes);
         // Clean up the deliberately abandoned sleep (our own test process group).
-        let _ = signal_group(first_line_pid(&out), "KILL");
-    }
-
-    #[test]
-    fn capture_keeps_head_and_tail() {
-        let mut cap = Capture::new(4);
-        cap.push(b"ab");
-        cap.push(b"cdef");
-        assert_eq!((cap.render(), cap.dropped()), ("abcdef".to_string(), 0));
-        cap.push(b"gh");
-        cap.push(b"ijklmnop");
-        cap.push(b"q");
-        assert_eq!(cap.dropped(), 9);
-        assert_eq!(cap.render(), "abcd\n[guardian: 9 bytes dropped]\nnopq");
+        let _ = process::signal_group(first_line_pid(&out), Signal::SIGKILL);
     }
 }

@@ -14,6 +14,7 @@ pub mod input;
 pub mod logging;
 pub mod mail;
 pub mod postmortem;
+pub mod process;
 pub mod replay;
 pub mod scrape;
 pub mod sdnotify;

@@ -234,7 +234,7 @@ impl SeriesBins {
                 let bin = entry.remove();
                 self.push_closed(bin.close(at));
             }
-            if self.closed_before.map_or(true, |c| c < watermark) {
+            if self.closed_before.is_none_or(|c| c < watermark) {
                 self.closed_before = Some(watermark);
             }
         }

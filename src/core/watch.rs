@@ -460,7 +460,7 @@ impl Watch {
         if self.harm.is_empty() {
             // A recovery watch saved before the harm was recorded: the point estimates only.
             return report.signals.iter().all(|s| {
-                s.signal == SignalKind::Latency || s.effect_ratio.map_or(true, |r| r <= max)
+                s.signal == SignalKind::Latency || s.effect_ratio.is_none_or(|r| r <= max)
             });
         }
         self.harm.iter().all(|&(kind, fired_at)| {

@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::{clip, first_nonempty, GitError, Repo, Session, ERROR_OUTPUT_LIMIT};
+use super::command::{clip, first_nonempty, Session, ERROR_OUTPUT_LIMIT};
+use super::read::is_full_sha;
+use super::{GitError, Repo};
 use crate::trust::diff::{self, SYMLINK_MODE};
 use crate::trust::{Blob, FileChange, TreeChange};
 
@@ -202,7 +204,7 @@ impl Session<'_> {
         let args = ["rev-parse", "--verify", "--end-of-options", spec.as_str()];
         let out = self.ok(args, None)?;
         let tree = out.trim();
-        if super::is_full_sha(tree) {
+        if is_full_sha(tree) {
             Ok(tree.to_owned())
         } else {
             Err(self.unexpected(args, format!("not a tree id: {:?}", clip(tree, 100))))
@@ -247,7 +249,7 @@ impl Session<'_> {
         }
         let out = self.ok(["write-tree"], None)?;
         let written = out.trim();
-        if !super::is_full_sha(written) {
+        if !is_full_sha(written) {
             return Err(self.unexpected(["write-tree"], format!("not a tree id: {written:?}")));
         }
         Ok(Ok(written.to_owned()))
@@ -455,4 +457,77 @@ pub fn inside(dir: &Path, path: &Path) -> Option<String> {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
     (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use crate::git::RevertOutcome;
+    use std::fs;
+
+    #[test]
+    fn the_scratch_apply_reports_what_git_really_made() {
+        let (_tmp, dir) = init();
+        let base = commit(&dir, "s.env", "TIMEOUT_MS=500\nREQUIRE_AUTH=1\n", "base");
+        std::os::unix::fs::symlink("s.env", dir.join("link")).unwrap();
+        git(&dir, &["add", "link"]);
+        git(&dir, &["commit", "-q", "-m", "link"]);
+        let base2 = git(&dir, &["rev-parse", "HEAD"]);
+        // A no-newline marker in the middle of a hunk: git joins the two lines.
+        let joined = "diff --git a/s.env b/s.env\nindex 1111111..2222222 100644\n--- a/s.env\n+++ b/s.env\n@@ -1,2 +1,2 @@\n-TIMEOUT_MS=500\n+TIMEOUT_MS=5000\n\\ No newline at end of file\n REQUIRE_AUTH=1\n";
+        let repo = Repo::open(&dir).unwrap();
+        let t = judged(&repo, &base, joined);
+        assert_eq!(t.files.len(), 1);
+        assert_eq!(
+            t.files[0].new.as_ref().unwrap().bytes,
+            b"TIMEOUT_MS=5000REQUIRE_AUTH=1\n"
+        );
+        assert_eq!(
+            t.files[0].old.as_ref().unwrap().bytes,
+            b"TIMEOUT_MS=500\nREQUIRE_AUTH=1\n"
+        );
+        let removed: Vec<&str> = t.canonical.files[0]
+            .removed_lines()
+            .map(|l| l.text.as_str())
+            .collect();
+        assert_eq!(removed, ["TIMEOUT_MS=500", "REQUIRE_AUTH=1"]);
+        // The symlinks of both trees, with their targets; the base entries of named paths.
+        let t = judged(&repo, &base2, joined);
+        assert_eq!(t.links_after.get("link").map(String::as_str), Some("s.env"));
+        let t = repo
+            .scratch_apply(&base2, joined, &["s.env".to_owned(), "nope".to_owned()])
+            .unwrap();
+        let Scratch::Applied(t) = t else { panic!() };
+        assert_eq!(t.base_files.keys().collect::<Vec<_>>(), ["s.env"]);
+        assert_eq!(git(&dir, &["status", "--porcelain"]), "");
+    }
+
+    #[test]
+    fn in_tree_attributes_do_not_turn_a_conflicting_revert_into_a_merge() {
+        let (_tmp, dir) = init();
+        commit(&dir, ".gitattributes", "* merge=union\n", "attributes");
+        commit(&dir, "mode", "ok\n", "first");
+        let bad = commit(&dir, "mode", "broken\n", "bad");
+        let later = commit(&dir, "mode", "broken-differently\n", "later");
+        let repo = Repo::open(&dir).unwrap();
+        match repo.revert(&request(&bad, "intent-attr")).unwrap() {
+            RevertOutcome::Conflict {
+                files,
+                tree_restored,
+                ..
+            } => {
+                assert_eq!(files, ["mode"]);
+                assert!(tree_restored);
+            }
+            other => panic!("the union merge driver was used: {other:?}"),
+        }
+        assert_eq!(git(&dir, &["rev-parse", "HEAD"]), later);
+        // The operator's own lines in info/attributes stay, guardian's come last.
+        let info = fs::read_to_string(dir.join(".git/info/attributes")).unwrap();
+        assert!(
+            info.trim_end().ends_with("!working-tree-encoding"),
+            "{info}"
+        );
+    }
 }

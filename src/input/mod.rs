@@ -320,7 +320,7 @@ mod tests {
     #[test]
     fn overlong_line_is_a_line_error() {
         let mut input = b"{\"ts\": 1, \"status\": 200}\n".to_vec();
-        input.extend(std::iter::repeat(b'x').take(MAX_LINE_BYTES + 10));
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
         // A small buffer, so the limit is hit across many fills as with a real file.
         let reader = BufReader::with_capacity(4096, &input[..]);
         let err = for_each_event(reader, Format::JsonLines, |_, _| ControlFlow::Continue(()))
@@ -333,7 +333,7 @@ mod tests {
     fn line_of_exactly_the_limit_is_fine() {
         let mut line = String::from("{\"ts\": 1, \"status\": 200, \"pad\": \"");
         let pad = MAX_LINE_BYTES - line.len() - 2;
-        line.extend(std::iter::repeat('x').take(pad));
+        line.extend(std::iter::repeat_n('x', pad));
         line.push_str("\"}");
         assert_eq!(line.len(), MAX_LINE_BYTES);
         line.push('\n');
