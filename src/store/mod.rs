@@ -14,6 +14,7 @@
 //! - `checkpoints`: signed checkpoints of that chain.
 //! - `outbox`: alerts waiting for (or done with) delivery.
 //! - `positions`: how far each traffic source has been read (file identity and offset).
+//! - `series`: the traffic in 10-second bins behind the post-mortem's chart.
 //!
 //! The trust gate's tables (proposals, approval links, the proposal tally) are read and written
 //! by `impl Store` blocks beside the gate's rules, in `src/gate/proposals.rs` and
@@ -40,6 +41,7 @@ mod migrations;
 mod open;
 mod outbox;
 mod positions;
+mod series;
 #[cfg(test)]
 mod testing;
 
