@@ -124,7 +124,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE outbox ADD COLUMN html TEXT;
     "#,
     // 4: the decision log becomes the audit chain: who caused each record, what it is about
-    // when that is not a change, and the hash chain (see `src/audit.rs`). The rows already
+    // when that is not a change, and the hash chain (see `src/audit/`). The rows already
     // there are chained by `chain_existing_events` in the same transaction, with the update
     // trigger dropped for that step only and then created again.
     r#"
