@@ -319,6 +319,8 @@ impl RawLimits {
 
 #[cfg(test)]
 mod tests {
+    use expect_test::expect;
+
     use super::*;
     use crate::config::testing::err;
     use crate::config::Config;
@@ -337,26 +339,31 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8707");
         assert_eq!(c.logs[0].name, "/var/log/nginx/access.log");
         assert_eq!(c.logs[0].format, crate::input::Format::Nginx);
-        let e = err("[daemon]\nlisten = \"localhost\"\n");
-        assert!(
-            e.contains("[daemon] listen must be an address and port"),
-            "{e}"
-        );
-        let e = err("[daemon]\n[[daemon.logs]]\nformat = \"nginx\"\n");
-        assert!(e.contains("logs.path is missing in log 1"), "{e}");
-        let e = err("[daemon]\n[[daemon.logs]]\npath = \"a\"\nformat = \"csv\"\n");
-        assert!(e.contains("logs.format") && e.contains("csv"), "{e}");
-        let e = err("[daemon]\n[[daemon.logs]]\npath = \"a\"\n[[daemon.logs]]\npath = \"a\"\n");
-        assert!(e.contains("used twice"), "{e}");
-        let e = err("[daemon]\nlisten_on = \"x\"\n");
-        assert!(e.contains("listen_on"), "{e}");
+        expect![[r#"[daemon] listen must be an address and port such as 127.0.0.1:8707, got "localhost" (invalid socket address syntax)"#]].assert_eq(&err("[daemon]\nlisten = \"localhost\"\n"));
+        expect!["[daemon] logs.path is missing in log 1"]
+            .assert_eq(&err("[daemon]\n[[daemon.logs]]\nformat = \"nginx\"\n"));
+        expect![[r#"[daemon] logs.format in log 1: unknown log format "csv": expected "jsonl" or "nginx""#]].assert_eq(&err(
+            "[daemon]\n[[daemon.logs]]\npath = \"a\"\nformat = \"csv\"\n",
+        ));
+        expect![[r#"[daemon] logs.name "a" is used twice; each log needs its own name"#]]
+            .assert_eq(&err(
+                "[daemon]\n[[daemon.logs]]\npath = \"a\"\n[[daemon.logs]]\npath = \"a\"\n",
+            ));
+        expect![[r#"
+            TOML parse error at line 2, column 1
+              |
+            2 | listen_on = "x"
+              | ^^^^^^^^^
+            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
         let d = Config::parse("[daemon]\non_inconclusive = { human = \"extend\" }\n")
             .unwrap()
             .daemon
             .unwrap();
         assert_eq!(d.on_inconclusive.human, InconclusivePolicy::Extend);
         assert_eq!(d.on_inconclusive.ai, InconclusivePolicy::Escalate);
-        let e = err("[daemon]\non_inconclusive = { ai = \"ignore\" }\n");
-        assert!(e.contains("[daemon.on_inconclusive] ai must be"), "{e}");
+        expect![[
+            r#"[daemon.on_inconclusive] ai must be "record", "extend" or "escalate", got "ignore""#
+        ]]
+        .assert_eq(&err("[daemon]\non_inconclusive = { ai = \"ignore\" }\n"));
     }
 }

@@ -260,6 +260,8 @@ fn quantiles(v: Option<Vec<f64>>, default: Vec<f64>) -> Result<Vec<f64>, ConfigE
 
 #[cfg(test)]
 mod tests {
+    use expect_test::{expect, Expect};
+
     use super::*;
     use crate::config::testing::detector;
     use crate::config::Config;
@@ -302,55 +304,80 @@ mod tests {
         );
     }
 
+    /// Checks the whole message a `[detector]` section of `body` is refused with.
+    fn check(body: &str, message: Expect) {
+        message.assert_eq(&detector(body));
+    }
+
     #[test]
     fn alpha_must_be_below_one_half() {
-        assert_eq!(
-            detector("alpha = 1.5"),
-            "[detector] alpha must be in (0, 0.5), got 1.5"
+        check(
+            "alpha = 1.5",
+            expect!["[detector] alpha must be in (0, 0.5), got 1.5"],
         );
-        assert!(detector("alpha = 0").contains("got 0"));
-        assert!(detector("alpha = 0.5").contains("alpha must be in (0, 0.5)"));
-        assert!(detector("alpha = nan").contains("got NaN"));
+        check(
+            "alpha = 0",
+            expect!["[detector] alpha must be in (0, 0.5), got 0"],
+        );
+        check(
+            "alpha = 0.5",
+            expect!["[detector] alpha must be in (0, 0.5), got 0.5"],
+        );
+        check(
+            "alpha = nan",
+            expect!["[detector] alpha must be in (0, 0.5), got NaN"],
+        );
     }
 
     #[test]
     fn alpha_split_shares_are_positive_and_sum_to_one() {
-        let e = detector("alpha_split = { errors = 0.6, slow = 0.2, latency = 0.3 }");
-        assert!(
-            e.starts_with("[detector] alpha_split shares must sum to 1"),
-            "{e}"
+        check(
+            "alpha_split = { errors = 0.6, slow = 0.2, latency = 0.3 }",
+            expect!["[detector] alpha_split shares must sum to 1, got errors 0.6 + slow 0.2 + latency 0.3 = 1.1"],
         );
-        assert!(e.contains("= 1.1"), "{e}");
-        let e = detector("alpha_split = { errors = 1.0, slow = 0.0, latency = 0.0 }");
-        assert!(
-            e.starts_with("[detector] alpha_split.slow must be a positive share"),
-            "{e}"
+        check(
+            "alpha_split = { errors = 1.0, slow = 0.0, latency = 0.0 }",
+            expect![
+                "[detector] alpha_split.slow must be a positive share of alpha, at most 1, got 0"
+            ],
         );
-        let e = detector("alpha_split = { errors = -0.5, slow = 1.0, latency = 0.5 }");
-        assert!(e.contains("alpha_split.errors"), "{e}");
-        let e = detector("alpha_split = { errors = 0.9 }");
-        assert!(e.contains("take their defaults"), "{e}");
+        check(
+            "alpha_split = { errors = -0.5, slow = 1.0, latency = 0.5 }",
+            expect!["[detector] alpha_split.errors must be a positive share of alpha, at most 1, got -0.5"],
+        );
+        check("alpha_split = { errors = 0.9 }", expect!["[detector] alpha_split shares must sum to 1, got errors 0.9 + slow 0.2 + latency 0.2 = 1.3 (shares not set take their defaults)"]);
     }
 
     #[test]
     fn durations_are_positive_whole_seconds() {
-        assert_eq!(
-            detector("baseline_secs = 0"),
-            "[detector] baseline_secs must be a positive number of seconds, got 0"
+        check(
+            "baseline_secs = 0",
+            expect!["[detector] baseline_secs must be a positive number of seconds, got 0"],
         );
-        assert!(detector("watch_secs = -60").contains("watch_secs must be a positive"));
-        assert!(detector("watch_secs = 99999999999").contains("watch_secs is too long"));
+        check(
+            "watch_secs = -60",
+            expect!["[detector] watch_secs must be a positive number of seconds, got -60"],
+        );
+        check(
+            "watch_secs = 99999999999",
+            expect!["[detector] watch_secs is too long, got 99999999999 seconds"],
+        );
         // A fraction of a second is a type error, reported by toml with its position.
-        let e = detector("watch_secs = 1.5");
-        assert!(e.contains("line 2"), "{e}");
-        assert!(e.contains("watch_secs"), "{e}");
+        check(
+            "watch_secs = 1.5",
+            expect![[r#"
+            TOML parse error at line 2, column 14
+              |
+            2 | watch_secs = 1.5
+              |              ^^^
+            invalid type: floating point `1.5`, expected i64"#]],
+        );
     }
 
     #[test]
     fn tolerances_are_not_negative() {
-        assert!(detector("error_tolerance = -0.1")
-            .starts_with("[detector] error_tolerance must be a finite number >= 0"));
-        assert!(detector("latency_tolerance = inf").contains("latency_tolerance"));
+        check("error_tolerance = -0.1", expect!["[detector] error_tolerance must be a finite number >= 0 (a relative tolerance: 0.1 is 10%), got -0.1"]);
+        check("latency_tolerance = inf", expect!["[detector] latency_tolerance must be a finite number >= 0 (a relative tolerance: 0.1 is 10%), got inf"]);
         assert_eq!(
             Config::parse("[detector]\nerror_tolerance = 0")
                 .unwrap()
@@ -362,52 +389,76 @@ mod tests {
 
     #[test]
     fn quantiles_are_in_the_unit_interval_and_increasing() {
-        assert_eq!(
-            detector("latency_quantiles = [0.5, 0.9, 0.75]"),
-            "[detector] latency_quantiles must be strictly increasing, got 0.9 then 0.75"
+        check(
+            "latency_quantiles = [0.5, 0.9, 0.75]",
+            expect!["[detector] latency_quantiles must be strictly increasing, got 0.9 then 0.75"],
         );
-        assert!(detector("latency_quantiles = [0.5, 0.5]").contains("strictly increasing"));
-        assert!(
-            detector("latency_quantiles = [0.5, 1.0]").contains("must each be in (0, 1), got 1")
+        check(
+            "latency_quantiles = [0.5, 0.5]",
+            expect!["[detector] latency_quantiles must be strictly increasing, got 0.5 then 0.5"],
         );
-        assert!(detector("latency_quantiles = []").contains("at least one"));
-        assert!(
-            detector("slow_quantile = 1").starts_with("[detector] slow_quantile must be in (0, 1)")
+        check(
+            "latency_quantiles = [0.5, 1.0]",
+            expect!["[detector] latency_quantiles must each be in (0, 1), got 1"],
         );
-        assert!(detector("slow_quantile = 0").contains("slow_quantile"));
+        check(
+            "latency_quantiles = []",
+            expect!["[detector] latency_quantiles must list at least one quantile"],
+        );
+        check(
+            "slow_quantile = 1",
+            expect!["[detector] slow_quantile must be in (0, 1), got 1"],
+        );
+        check(
+            "slow_quantile = 0",
+            expect!["[detector] slow_quantile must be in (0, 1), got 0"],
+        );
     }
 
     #[test]
     fn slow_threshold_and_evidence_cap_are_positive() {
-        assert!(detector("slow_threshold_ms = 0")
-            .starts_with("[detector] slow_threshold_ms must be a positive"));
-        assert!(detector("max_evidence_per_second = -1").contains("max_evidence_per_second"));
+        check(
+            "slow_threshold_ms = 0",
+            expect!["[detector] slow_threshold_ms must be a positive number, got 0"],
+        );
+        check(
+            "max_evidence_per_second = -1",
+            expect!["[detector] max_evidence_per_second must be a positive number, got -1"],
+        );
     }
 
     #[test]
     fn counts_are_not_negative_and_routes_at_least_one() {
-        assert_eq!(
-            detector("min_baseline_requests = -1"),
-            "[detector] min_baseline_requests must be a count >= 0, got -1"
+        check(
+            "min_baseline_requests = -1",
+            expect!["[detector] min_baseline_requests must be a count >= 0, got -1"],
         );
-        assert!(detector("min_baseline_tail = -3").contains("min_baseline_tail"));
-        assert!(detector("min_requests_after = -3").contains("min_requests_after"));
-        assert_eq!(
-            detector("max_routes = 0"),
-            "[detector] max_routes must be at least 1, got 0"
+        check(
+            "min_baseline_tail = -3",
+            expect!["[detector] min_baseline_tail must be a count >= 0, got -3"],
+        );
+        check(
+            "min_requests_after = -3",
+            expect!["[detector] min_requests_after must be a count >= 0, got -3"],
+        );
+        check(
+            "max_routes = 0",
+            expect!["[detector] max_routes must be at least 1, got 0"],
         );
     }
 
     #[test]
     fn healthy_limits() {
-        assert_eq!(
-            detector("healthy_confidence = 1"),
-            "[detector] healthy_confidence must be in (0, 1), got 1"
+        check(
+            "healthy_confidence = 1",
+            expect!["[detector] healthy_confidence must be in (0, 1), got 1"],
         );
-        assert!(
-            detector("healthy_max_ratio = 0.5").starts_with("[detector] healthy_max_ratio must be")
+        check("healthy_max_ratio = 0.5", expect!["[detector] healthy_max_ratio must be a finite number of at least 1 (a change need not improve things to be healthy), got 0.5"]);
+        check(
+            "healthy_error_floor = 1",
+            expect![
+                "[detector] healthy_error_floor must be in [0, 1) (a share of requests), got 1"
+            ],
         );
-        assert!(detector("healthy_error_floor = 1")
-            .starts_with("[detector] healthy_error_floor must be in [0, 1)"));
     }
 }

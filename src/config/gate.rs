@@ -180,6 +180,8 @@ pub(super) fn check_gate_against_detector(
 
 #[cfg(test)]
 mod tests {
+    use expect_test::expect;
+
     use crate::config::testing::err;
     use crate::config::Config;
 
@@ -190,16 +192,8 @@ mod tests {
                 "[daemon]\nstate_dir = \"/tmp\"\n[daemon.gate]\npolicy_file = \"/p\"\n{body}"
             ))
         };
-        let e = gate("shadow_patterns = [\"nil-chek\"]");
-        assert!(
-            e.contains("shadow_patterns") && e.contains("nil-chek"),
-            "{e}"
-        );
-        let e = gate("ai_error_tolerance = 0.5");
-        assert!(
-            e.contains("ai_error_tolerance") && e.contains("looser"),
-            "{e}"
-        );
+        expect![[r#"[daemon.gate] shadow_patterns "nil-chek" is not a fix pattern; they are nil-check, timeout-bump, retry-wrap, feature-flag-off, other"#]].assert_eq(&gate("shadow_patterns = [\"nil-chek\"]"));
+        expect!["[daemon.gate] ai_error_tolerance is 0.5, looser than the 0.1 [detector] gives every change: AI changes may be watched more strictly, not less"].assert_eq(&gate("ai_error_tolerance = 0.5"));
         let ok = Config::parse(
             "[daemon]\n[daemon.gate]\npolicy_file = \"/p\"\nai_error_tolerance = 0.05\n\
              shadow_patterns = [\"nil-check\"]\n",

@@ -40,13 +40,13 @@ impl RawInput {
 
 #[cfg(test)]
 mod tests {
+    use expect_test::expect;
+
     use crate::config::testing::err;
 
     #[test]
     fn error_status_is_an_http_status() {
-        assert_eq!(
-            err("[input]\nerror_status_min = 700"),
-            "[input] error_status_min must be an HTTP status from 100 to 599, got 700"
-        );
+        expect!["[input] error_status_min must be an HTTP status from 100 to 599, got 700"]
+            .assert_eq(&err("[input]\nerror_status_min = 700"));
     }
 }

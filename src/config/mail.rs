@@ -225,6 +225,8 @@ fn is_loopback_host(host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use expect_test::expect;
+
     use super::*;
     use crate::config::Config;
 
@@ -284,54 +286,59 @@ mod tests {
 
     #[test]
     fn mail_addresses_and_server_are_checked() {
-        assert_eq!(
-            mail_err("to = [\"a@example.com\"]\nsmtp_host = \"h\""),
-            "[daemon.mail] from is missing: the sender address"
-        );
-        let e = mail_err("from = \"not an address\"\nto = [\"a@example.com\"]\nsmtp_host = \"h\"");
-        assert!(
-            e.starts_with("[daemon.mail] from must be an email address"),
-            "{e}"
-        );
-        assert!(e.contains("not an address"), "{e}");
-        let e = mail_err("from = \"g@example.com\"\nsmtp_host = \"h\"");
-        assert!(
-            e.starts_with("[daemon.mail] to must list at least one recipient"),
-            "{e}"
-        );
-        let e = mail_err("from = \"g@example.com\"\nto = []\nsmtp_host = \"h\"");
-        assert!(e.contains("to must list at least one"), "{e}");
-        let e = mail_err(
+        expect!["[daemon.mail] from is missing: the sender address"]
+            .assert_eq(&mail_err("to = [\"a@example.com\"]\nsmtp_host = \"h\""));
+        expect![[r#"[daemon.mail] from must be an email address such as "guardian@example.com" or "Guardian <guardian@example.com>", got "not an address" (Invalid input)"#]].assert_eq(&mail_err(
+            "from = \"not an address\"\nto = [\"a@example.com\"]\nsmtp_host = \"h\"",
+        ));
+        expect![[
+            r#"[daemon.mail] to must list at least one recipient, e.g. ["oncall@example.com"]"#
+        ]]
+        .assert_eq(&mail_err("from = \"g@example.com\"\nsmtp_host = \"h\""));
+        expect![[
+            r#"[daemon.mail] to must list at least one recipient, e.g. ["oncall@example.com"]"#
+        ]]
+        .assert_eq(&mail_err(
+            "from = \"g@example.com\"\nto = []\nsmtp_host = \"h\"",
+        ));
+        expect![[r#"[daemon.mail] to must be an email address such as "guardian@example.com" or "Guardian <guardian@example.com>", got "oops" (Invalid input)"#]].assert_eq(&mail_err(
             "from = \"g@example.com\"\nto = [\"ok@example.com\", \"oops\"]\nsmtp_host = \"h\"",
-        );
-        assert!(
-            e.starts_with("[daemon.mail] to must be an email address"),
-            "{e}"
-        );
-        assert!(e.contains("\"oops\""), "{e}");
+        ));
         // A single address where a list belongs is toml's type error, naming the key.
-        let e = mail_err("from = \"g@example.com\"\nto = \"a@example.com\"\nsmtp_host = \"h\"");
-        assert!(e.contains("to"), "{e}");
-        assert!(mail_err(MAIL).starts_with("[daemon.mail] smtp_host is missing"));
-        let e = mail_err(&format!("{MAIL}smtp_host = \"smtp://mail.example.com\""));
-        assert!(
-            e.starts_with("[daemon.mail] smtp_host must be a host name"),
-            "{e}"
-        );
-        for port in ["0", "65536", "-25"] {
-            let e = mail_err(&format!("{MAIL}smtp_host = \"h\"\nsmtp_port = {port}"));
-            assert_eq!(
-                e,
-                format!("[daemon.mail] smtp_port must be a TCP port from 1 to 65535, got {port}")
-            );
-        }
-        let e = mail_err(&format!("{MAIL}smtp_host = \"h\"\nsecurity = \"ssl\""));
-        assert_eq!(
-            e,
-            "[daemon.mail] security must be \"starttls\", \"tls\" or \"none\", got \"ssl\""
-        );
-        let e = mail_err(&format!("{MAIL}smtp_host = \"h\"\nsmtp_user = \"x\""));
-        assert!(e.contains("unknown field `smtp_user`"), "{e}");
+        expect![[r#"
+            TOML parse error at line 4, column 6
+              |
+            4 | to = "a@example.com"
+              |      ^^^^^^^^^^^^^^^
+            invalid type: string "a@example.com", expected a sequence"#]]
+        .assert_eq(&mail_err(
+            "from = \"g@example.com\"\nto = \"a@example.com\"\nsmtp_host = \"h\"",
+        ));
+        expect![[r#"[daemon.mail] smtp_host is missing: the SMTP server to send through, e.g. "smtp.example.com""#]].assert_eq(&mail_err(MAIL));
+        expect![[r#"[daemon.mail] smtp_host must be a host name or IP address (no scheme, no port), got "smtp://mail.example.com""#]].assert_eq(&mail_err(&format!(
+            "{MAIL}smtp_host = \"smtp://mail.example.com\""
+        )));
+        let ports: Vec<String> = ["0", "65536", "-25"]
+            .iter()
+            .map(|port| mail_err(&format!("{MAIL}smtp_host = \"h\"\nsmtp_port = {port}")))
+            .collect();
+        expect![[r#"
+            [daemon.mail] smtp_port must be a TCP port from 1 to 65535, got 0
+            [daemon.mail] smtp_port must be a TCP port from 1 to 65535, got 65536
+            [daemon.mail] smtp_port must be a TCP port from 1 to 65535, got -25"#]]
+        .assert_eq(&ports.join("\n"));
+        expect![[r#"[daemon.mail] security must be "starttls", "tls" or "none", got "ssl""#]]
+            .assert_eq(&mail_err(&format!(
+                "{MAIL}smtp_host = \"h\"\nsecurity = \"ssl\""
+            )));
+        expect![[r#"
+            TOML parse error at line 6, column 1
+              |
+            6 | smtp_user = "x"
+              | ^^^^^^^^^
+            unknown field `smtp_user`, expected one of `from`, `to`, `smtp_host`, `smtp_port`, `security`, `username`, `password_file`, `password`, `digest_healthy`"#]].assert_eq(&mail_err(&format!(
+            "{MAIL}smtp_host = \"h\"\nsmtp_user = \"x\""
+        )));
     }
 
     #[test]
@@ -351,43 +358,36 @@ mod tests {
             assert_eq!(m.security, MailSecurity::None, "{host}");
             assert_eq!(m.smtp_port, 587, "{host}");
         }
-        for host in [
+        let refused: Vec<String> = [
             "smtp.example.com",
             "10.0.0.5",
             "localhost.example.com",
             "::2",
-        ] {
-            let e = mail_err(&format!(
+        ]
+        .iter()
+        .map(|host| {
+            mail_err(&format!(
                 "{MAIL}smtp_host = \"{host}\"\nsecurity = \"none\""
-            ));
-            assert!(
-                e.starts_with("[daemon.mail] security = \"none\" sends the alert"),
-                "{host}: {e}"
-            );
-            assert!(e.contains(&format!("{host:?}")), "{e}");
-            assert!(e.contains("use \"starttls\" or \"tls\""), "{e}");
-        }
+            ))
+        })
+        .collect();
+        expect![[r#"
+            [daemon.mail] security = "none" sends the alert (and any password) unencrypted, so it is only allowed for a server on this machine (localhost, 127.0.0.1, ::1); smtp_host is "smtp.example.com": use "starttls" or "tls"
+            [daemon.mail] security = "none" sends the alert (and any password) unencrypted, so it is only allowed for a server on this machine (localhost, 127.0.0.1, ::1); smtp_host is "10.0.0.5": use "starttls" or "tls"
+            [daemon.mail] security = "none" sends the alert (and any password) unencrypted, so it is only allowed for a server on this machine (localhost, 127.0.0.1, ::1); smtp_host is "localhost.example.com": use "starttls" or "tls"
+            [daemon.mail] security = "none" sends the alert (and any password) unencrypted, so it is only allowed for a server on this machine (localhost, 127.0.0.1, ::1); smtp_host is "::2": use "starttls" or "tls""#]].assert_eq(&refused.join("\n"));
     }
 
     #[test]
     fn the_smtp_password_comes_from_a_file() {
         let base = format!("{MAIL}smtp_host = \"h\"\n");
-        let e = mail_err(&format!("{base}username = \"u\""));
-        assert!(
-            e.starts_with("[daemon.mail] password_file is missing"),
-            "{e}"
-        );
-        assert!(e.contains("set both, or neither"), "{e}");
-        let e = mail_err(&format!("{base}password_file = \"/p\""));
-        assert!(e.starts_with("[daemon.mail] username is missing"), "{e}");
-        let e = mail_err(&format!("{base}username = \" \"\npassword_file = \"/p\""));
-        assert_eq!(e, "[daemon.mail] username must not be empty");
+        expect!["[daemon.mail] password_file is missing: username and password_file go together (the password is read from that file, never written in the configuration); set both, or neither"].assert_eq(&mail_err(&format!("{base}username = \"u\"")));
+        expect!["[daemon.mail] username is missing: username and password_file go together; set both, or neither"].assert_eq(&mail_err(&format!("{base}password_file = \"/p\"")));
+        expect!["[daemon.mail] username must not be empty"].assert_eq(&mail_err(&format!(
+            "{base}username = \" \"\npassword_file = \"/p\""
+        )));
         let e = mail_err(&format!("{base}username = \"u\"\npassword = \"hunter2\""));
-        assert!(
-            e.starts_with("[daemon.mail] password must not be written in the configuration"),
-            "{e}"
-        );
-        assert!(e.contains("password_file"), "{e}");
+        expect!["[daemon.mail] password must not be written in the configuration: put it in a file only guardian can read and set password_file to that file's path"].assert_eq(&e);
         assert!(
             !e.contains("hunter2"),
             "the error must not repeat the secret: {e}"

@@ -69,6 +69,8 @@ impl RawRollback {
 
 #[cfg(test)]
 mod tests {
+    use expect_test::expect;
+
     use crate::config::testing::err;
     use crate::config::Config;
 
@@ -86,11 +88,12 @@ mod tests {
             (r.hook_timeout_secs, r.verify_secs, r.push),
             (300, 120, None)
         );
-        let e = err("[daemon]\n[daemon.rollback]\nhook = [\"x\"]\n");
-        assert!(e.contains("[daemon.rollback] repo is missing"), "{e}");
-        let e = err("[daemon]\n[daemon.rollback]\nrepo = \"/a\"\nhook = []\n");
-        assert!(e.contains("hook must name the redeploy command"), "{e}");
-        let e = err("[daemon]\n[daemon.rollback]\nrepo = \"/a\"\nhook = [\"x\"]\npush_remote = \"origin\"\n");
-        assert!(e.contains("push_branch go together"), "{e}");
+        let rollback = |body: &str| err(&format!("[daemon]\n[daemon.rollback]\n{body}\n"));
+        expect!["[daemon.rollback] repo is missing: the git work tree to revert in"]
+            .assert_eq(&rollback("hook = [\"x\"]"));
+        expect![[r#"[daemon.rollback] hook must name the redeploy command, program first, e.g. ["/usr/local/bin/redeploy", "--fast"]"#]].assert_eq(&rollback("repo = \"/a\"\nhook = []"));
+        expect!["[daemon.rollback] push_remote and push_branch go together: set both to push the revert, or neither"].assert_eq(&rollback(
+            "repo = \"/a\"\nhook = [\"x\"]\npush_remote = \"origin\"",
+        ));
     }
 }
