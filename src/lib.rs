@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod change;
 pub mod config;
 pub mod core;
 pub mod daemon;

@@ -1,0 +1,369 @@
+//! `[daemon]`: how `guardian run` runs: where it keeps state and listens, the logs it follows
+//! and the endpoints it scrapes, what an inconclusive verdict leads to, the API's rate limits;
+//! its subsections (`rollback`, `mail`, `gate`) are validated in their own files.
+
+use std::path::PathBuf;
+
+use super::{
+    ConfigError, GateSettings, MailSettings, RawDaemon, RawGate, RawLimits, RawMail, RawRollback,
+    RollbackSettings,
+};
+
+const DAEMON: &str = "daemon";
+
+/// How the daemon runs: where it keeps state, where it listens, what it watches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonSettings {
+    /// The service's name, in reports and alerts.
+    pub service: String,
+    /// Where the state database lives.
+    pub state_dir: PathBuf,
+    /// Address of the HTTP API; loopback unless the operator says otherwise.
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token every API request must carry.
+    pub token_file: PathBuf,
+    /// Access logs to follow.
+    pub logs: Vec<LogSource>,
+    /// How to undo a change that made things worse; `None`: watch and record only.
+    pub rollback: Option<RollbackSettings>,
+    /// What an `inconclusive` verdict at the end of a watch leads to, per change kind.
+    pub on_inconclusive: OnInconclusive,
+    /// The app's own Prometheus endpoints to scrape.
+    pub scrapes: Vec<ScrapeTarget>,
+    /// How to email the on-call engineer; `None`: no email.
+    pub mail: Option<MailSettings>,
+    /// The trust gate (proposals, approvals, shadow mode); `None`: no proposals accepted.
+    pub gate: Option<GateSettings>,
+    /// How fast each token other than the operator's may call the API.
+    pub limits: Limits,
+}
+
+/// Per-token request rates (`[daemon.limits]`): the agent's and each approver's token has a
+/// bucket for reads and one for writes, so no token can keep guardian busy. The operator's
+/// token is not limited: it carries deploy notifications and pushed observations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Reads (every `GET`) a token may make per second, on average ...
+    pub reads_per_sec: u32,
+    /// ... and at once after a quiet spell.
+    pub reads_burst: u32,
+    /// Writes (proposals, decisions, link uses) a token may make per minute, on average ...
+    pub writes_per_min: u32,
+    /// ... and at once.
+    pub writes_burst: u32,
+    /// Bytes of proposals (each stored with its whole patch, denied ones too) a token may send
+    /// per hour: what bounds the disk an agent can fill within its write rate.
+    pub proposal_bytes_per_hour: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            reads_per_sec: 10,
+            reads_burst: 30,
+            writes_per_min: 12,
+            writes_burst: 10,
+            proposal_bytes_per_hour: 8 << 20,
+        }
+    }
+}
+
+/// One Prometheus endpoint guardian scrapes, and which series count as what.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScrapeTarget {
+    pub name: String,
+    pub spec: crate::scrape::ScrapeSpec,
+    pub interval_secs: u32,
+}
+
+/// Reads `name{label=pattern,...}`: a series name and label patterns, where `.` in a pattern
+/// matches any one character (`code=5..`) and anything else matches itself.
+fn selector(key: &'static str, text: &str) -> Result<crate::scrape::Matcher, ConfigError> {
+    use crate::scrape::{LabelMatch, Matcher};
+    let bad = |why: &str| {
+        ConfigError::invalid(
+            "daemon.scrapes",
+            key,
+            format!("{why} in {text:?}: write name{{label=pattern,...}}, e.g. http_requests_total{{code=5..}}"),
+        )
+    };
+    let text = text.trim();
+    let (name, labels) = match text.split_once('{') {
+        None => (text, ""),
+        Some((n, rest)) => (n, rest.strip_suffix('}').ok_or_else(|| bad("a missing }"))?),
+    };
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    if !valid(name) {
+        return Err(bad("a bad series name"));
+    }
+    let mut m = Matcher::new(name);
+    for pair in labels.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (label, value) = pair
+            .split_once('=')
+            .ok_or_else(|| bad("a label without ="))?;
+        let value = value.trim().trim_matches('"');
+        if !valid(label.trim()) {
+            return Err(bad("a bad label name"));
+        }
+        m = m.with(label.trim(), LabelMatch::pattern(value));
+    }
+    Ok(m)
+}
+
+/// What an `inconclusive` verdict leads to. It is never treated as healthy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InconclusivePolicy {
+    /// Record it; nothing else.
+    Record,
+    /// Watch one more window against the same baseline, then apply `Escalate`.
+    Extend,
+    /// Email the on-call engineer (with `[daemon.mail]`).
+    Escalate,
+}
+
+/// The policy per change kind: AI changes default to `escalate`, human ones to `record`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnInconclusive {
+    pub ai: InconclusivePolicy,
+    pub human: InconclusivePolicy,
+}
+
+impl Default for OnInconclusive {
+    fn default() -> Self {
+        OnInconclusive {
+            ai: InconclusivePolicy::Escalate,
+            human: InconclusivePolicy::Record,
+        }
+    }
+}
+
+/// One access log the daemon follows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogSource {
+    /// Stable name under which the reading position is saved.
+    pub name: String,
+    pub path: PathBuf,
+    pub format: crate::input::Format,
+}
+
+impl RawDaemon {
+    pub fn validate(self) -> Result<DaemonSettings, ConfigError> {
+        let service = self.service.unwrap_or_else(|| "app".to_owned());
+        if service.trim().is_empty() {
+            return Err(ConfigError::invalid(DAEMON, "service", "must not be empty"));
+        }
+        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8707".to_owned());
+        let listen: std::net::SocketAddr = listen_text.parse().map_err(|e| {
+            ConfigError::invalid(
+                DAEMON,
+                "listen",
+                format!(
+                    "must be an address and port such as 127.0.0.1:8707, got {listen_text:?} ({e})"
+                ),
+            )
+        })?;
+        let mut logs = Vec::new();
+        for (i, log) in self.logs.into_iter().enumerate() {
+            let path = log.path.ok_or_else(|| {
+                ConfigError::invalid(DAEMON, "logs.path", format!("is missing in log {}", i + 1))
+            })?;
+            let format = match log.format.as_deref() {
+                None => crate::input::Format::JsonLines,
+                Some(f) => f.parse().map_err(|e| {
+                    ConfigError::invalid(DAEMON, "logs.format", format!("in log {}: {e}", i + 1))
+                })?,
+            };
+            let name = log.name.unwrap_or_else(|| path.display().to_string());
+            if logs.iter().any(|l: &LogSource| l.name == name) {
+                return Err(ConfigError::invalid(
+                    DAEMON,
+                    "logs.name",
+                    format!("{name:?} is used twice; each log needs its own name"),
+                ));
+            }
+            logs.push(LogSource { name, path, format });
+        }
+        let rollback = self.rollback.map(RawRollback::validate).transpose()?;
+        let mail = self.mail.map(RawMail::validate).transpose()?;
+        let gate = self.gate.map(RawGate::validate).transpose()?;
+        let limits = self.limits.unwrap_or_default().validate()?;
+        let defaults = OnInconclusive::default();
+        let policy =
+            |key: &'static str, v: Option<String>, d: InconclusivePolicy| match v.as_deref() {
+                None => Ok(d),
+                Some("record") => Ok(InconclusivePolicy::Record),
+                Some("extend") => Ok(InconclusivePolicy::Extend),
+                Some("escalate") => Ok(InconclusivePolicy::Escalate),
+                Some(other) => Err(ConfigError::invalid(
+                    "daemon.on_inconclusive",
+                    key,
+                    format!("must be \"record\", \"extend\" or \"escalate\", got {other:?}"),
+                )),
+            };
+        let raw = self.on_inconclusive.unwrap_or_default();
+        let on_inconclusive = OnInconclusive {
+            ai: policy("ai", raw.ai, defaults.ai)?,
+            human: policy("human", raw.human, defaults.human)?,
+        };
+        let mut scrapes = Vec::new();
+        for (i, raw) in self.scrapes.into_iter().enumerate() {
+            let url = raw.url.ok_or_else(|| {
+                ConfigError::invalid(
+                    "daemon.scrapes",
+                    "url",
+                    format!("is missing in scrape {}", i + 1),
+                )
+            })?;
+            if !url.starts_with("http://") {
+                return Err(ConfigError::invalid(
+                    "daemon.scrapes",
+                    "url",
+                    format!("must be a plain http:// URL (the app's /metrics on this host), got {url:?}"),
+                ));
+            }
+            let requests = selector(
+                "requests",
+                raw.requests.as_deref().unwrap_or("http_requests_total"),
+            )?;
+            let errors = selector(
+                "errors",
+                raw.errors
+                    .as_deref()
+                    .unwrap_or("http_requests_total{code=5..}"),
+            )?;
+            let latency = raw
+                .latency
+                .as_deref()
+                .map(|l| selector("latency", l))
+                .transpose()?;
+            let interval_secs = match raw.interval_secs {
+                None => 10,
+                Some(n) if (1..=3600).contains(&n) => n as u32,
+                Some(n) => {
+                    return Err(ConfigError::invalid(
+                        "daemon.scrapes",
+                        "interval_secs",
+                        format!("must be whole seconds from 1 to 3600, got {n}"),
+                    ))
+                }
+            };
+            scrapes.push(ScrapeTarget {
+                name: raw.name.unwrap_or_else(|| url.clone()),
+                spec: crate::scrape::ScrapeSpec {
+                    url,
+                    requests,
+                    errors,
+                    latency,
+                    route_label: raw.route_label,
+                    latency_unit_ms: raw.latency_unit_ms.unwrap_or(1000.0),
+                    timeout: std::time::Duration::from_secs(u64::from(interval_secs.min(10))),
+                },
+                interval_secs,
+            });
+        }
+        Ok(DaemonSettings {
+            gate,
+            limits,
+            scrapes,
+            on_inconclusive,
+            rollback,
+            mail,
+            service,
+            state_dir: self
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/guardian")),
+            listen,
+            token_file: self
+                .token_file
+                .unwrap_or_else(|| PathBuf::from("/etc/guardian/token")),
+            logs,
+        })
+    }
+}
+
+impl RawLimits {
+    pub fn validate(self) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let rate = |key: &'static str, v: Option<i64>, default: u32, max: i64| match v {
+            None => Ok(default),
+            Some(n) if (1..=max).contains(&n) => Ok(n as u32),
+            Some(n) => Err(ConfigError::invalid(
+                "daemon.limits",
+                key,
+                format!("must be a whole number from 1 to {max}, got {n}"),
+            )),
+        };
+        Ok(Limits {
+            reads_per_sec: rate("reads_per_sec", self.reads_per_sec, d.reads_per_sec, 10_000)?,
+            reads_burst: rate("reads_burst", self.reads_burst, d.reads_burst, 100_000)?,
+            writes_per_min: rate(
+                "writes_per_min",
+                self.writes_per_min,
+                d.writes_per_min,
+                60_000,
+            )?,
+            writes_burst: rate("writes_burst", self.writes_burst, d.writes_burst, 100_000)?,
+            proposal_bytes_per_hour: rate(
+                "proposal_bytes_per_hour",
+                self.proposal_bytes_per_hour,
+                d.proposal_bytes_per_hour,
+                i64::from(u32::MAX),
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+    use crate::config::testing::err;
+    use crate::config::Config;
+
+    #[test]
+    fn the_daemon_section_is_optional_and_validated() {
+        assert_eq!(Config::parse("").unwrap().daemon, None);
+        let c = Config::parse(
+            "[daemon]\nservice = \"shop\"\nstate_dir = \"/tmp/g\"\n\
+             [[daemon.logs]]\npath = \"/var/log/nginx/access.log\"\nformat = \"nginx\"\n",
+        )
+        .unwrap()
+        .daemon
+        .unwrap();
+        assert_eq!(c.service, "shop");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8707");
+        assert_eq!(c.logs[0].name, "/var/log/nginx/access.log");
+        assert_eq!(c.logs[0].format, crate::input::Format::Nginx);
+        expect![[r#"[daemon] listen must be an address and port such as 127.0.0.1:8707, got "localhost" (invalid socket address syntax)"#]].assert_eq(&err("[daemon]\nlisten = \"localhost\"\n"));
+        expect!["[daemon] logs.path is missing in log 1"]
+            .assert_eq(&err("[daemon]\n[[daemon.logs]]\nformat = \"nginx\"\n"));
+        expect![[r#"[daemon] logs.format in log 1: unknown log format "csv": expected "jsonl" or "nginx""#]].assert_eq(&err(
+            "[daemon]\n[[daemon.logs]]\npath = \"a\"\nformat = \"csv\"\n",
+        ));
+        expect![[r#"[daemon] logs.name "a" is used twice; each log needs its own name"#]]
+            .assert_eq(&err(
+                "[daemon]\n[[daemon.logs]]\npath = \"a\"\n[[daemon.logs]]\npath = \"a\"\n",
+            ));
+        expect![[r#"
+            TOML parse error at line 2, column 1
+              |
+            2 | listen_on = "x"
+              | ^^^^^^^^^
+            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
+        let d = Config::parse("[daemon]\non_inconclusive = { human = \"extend\" }\n")
+            .unwrap()
+            .daemon
+            .unwrap();
+        assert_eq!(d.on_inconclusive.human, InconclusivePolicy::Extend);
+        assert_eq!(d.on_inconclusive.ai, InconclusivePolicy::Escalate);
+        expect![[
+            r#"[daemon.on_inconclusive] ai must be "record", "extend" or "escalate", got "ignore""#
+        ]]
+        .assert_eq(&err("[daemon]\non_inconclusive = { ai = \"ignore\" }\n"));
+    }
+}
