@@ -15,7 +15,13 @@
 //! * a file diff without a `diff --git` header (`git apply` applies a bare `---`/`+++`/`@@`
 //!   patch, which would otherwise slip past as commit-message text);
 //! * combined diffs of merges, submodules (mode 160000) and unknown modes, hunks whose line
-//!   counts do not add up, unknown extended header lines.
+//!   counts do not add up, unknown extended header lines;
+//! * any line after a hunk's counts are used up that is not the next hunk header (exactly
+//!   `@@ -`), the next `diff --git`, a blank line, format-patch's `--base` trailer, its
+//!   signature (`-- ` and what follows, up to the next commit) or the next `From <sha>`:
+//!   `git apply` skips such lines, a reader does not (a header spelt `@@` U+00A0 `-` would add
+//!   back, for the reader only, what git deletes). A commit message is free text, but no line
+//!   of it may start with `@@`.
 //!
 //! A `format-patch` series of several commits is read as one diff: every file section of every
 //! commit, in order (a file touched by two commits appears twice; the summary counts it once
@@ -268,6 +274,56 @@ struct Parser<'a> {
     diff: Diff,
 }
 
+/// Where a line that belongs to no file section is. `git apply` skips every such line, so
+/// only what a reader cannot take for part of the change may stand there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// Before the first section of a commit: its message, where anything may stand (bullet
+    /// lists start with `-` or `+`, the diffstat follows `---`).
+    Message,
+    /// Right after a file section, its hunks' counts used up: only the next section, a blank
+    /// line, format-patch's `--base` trailer, its signature or the next commit may follow.
+    AfterSection,
+    /// After format-patch's signature separator `-- `, up to the next commit or section.
+    Signature,
+}
+
+impl Place {
+    /// Where the line `line` (not a `diff --git`, `From <sha>` or hunk header) leaves the
+    /// reader, or why it may not stand here (completing "outside any hunk").
+    fn next(self, line: &str) -> Result<Place, &'static str> {
+        match self {
+            Place::Message => Ok(Place::Message),
+            Place::AfterSection => {
+                if line == "-- " {
+                    Ok(Place::Signature)
+                } else if line.is_empty() || is_base_trailer(line) {
+                    Ok(Place::AfterSection)
+                } else {
+                    Err("")
+                }
+            }
+            Place::Signature => {
+                // A signature is a name or git's version; one that reads as patch lines could
+                // be taken for more of the change.
+                if line.starts_with(['+', '-', '\\']) || line.starts_with("@@") {
+                    Err(" (in the signature)")
+                } else {
+                    Ok(Place::Signature)
+                }
+            }
+        }
+    }
+}
+
+/// A line `git format-patch --base` writes after the last section of a series.
+fn is_base_trailer(line: &str) -> bool {
+    ["base-commit: ", "prerequisite-patch-id: "]
+        .iter()
+        .filter_map(|p| line.strip_prefix(p))
+        .any(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// What the extended header lines of one file section said.
 #[derive(Default)]
 struct Header {
@@ -311,15 +367,18 @@ impl<'a> Parser<'a> {
     }
 
     fn run(&mut self) -> Result<(), DiffError> {
+        let mut place = Place::Message;
         while let Some(line) = self.peek() {
             if line.starts_with("diff --git ") {
                 let file = self.file_section()?;
                 self.diff.files.push(file);
+                place = Place::AfterSection;
                 continue;
             }
             let no = Self::no(self.at);
             if is_mbox_from(line) {
                 self.commit = Some(self.commit.map_or(0, |c| c + 1));
+                place = Place::Message;
             } else if line.starts_with("diff --cc ") || line.starts_with("diff --combined ") {
                 return Err(err(no, "a combined diff (a merge) is not accepted"));
             } else if line.starts_with("--- ")
@@ -336,11 +395,25 @@ impl<'a> Parser<'a> {
                         quote(line)
                     ),
                 ));
-            } else if line.starts_with("@@ -") || line == "GIT binary patch" {
+            } else if line == "GIT binary patch"
+                || (place == Place::Message && line.starts_with("@@"))
+            {
+                // `@@` and anything after it, not only git's exact `@@ -`: a header spelt with
+                // another space (U+00A0) is skipped by git but read as a hunk by a person.
                 return Err(err(
                     no,
                     format!("{} is outside any `diff --git` section", quote(line)),
                 ));
+            } else {
+                place = place.next(line).map_err(|why| {
+                    err(
+                        no,
+                        format!(
+                            "{} is outside any hunk{why}: git would skip it, a reader would not",
+                            quote(line)
+                        ),
+                    )
+                })?;
             }
             self.at += 1;
         }
@@ -1351,10 +1424,191 @@ index 0000000..f0dcf84
             "{}@@ -5 +5 @@\n-x\n+y\n",
             one("src/a", "@@ -1 +1 @@\n-a\n+b\n-- \n2.47.3\n")
         ));
+        assert!(e.to_string().contains("is outside any hunk"), "{e}");
+    }
+
+    /// What `git format-patch --base` wrote for two commits whose messages hold bullet lists
+    /// (`-`, `+`, `*`), a line like a `---` header and a diffstat-like line (git 2.47.3).
+    const SERIES_WITH_LISTS: &str =
+        "From 133c0249a0668aa1b419ebc267703d4744f36c78 Mon Sep 17 00:00:00 2001
+From: t <t@t>
+Date: Fri, 4 Dec 2026 05:42:33 +0000
+Subject: [PATCH 1/2] change b
+
+- bullet one
++ plus line
+--- a/fake
+* star
+
+ 2 files changed
+---
+ f | 2 +-
+ 1 file changed, 1 insertion(+), 1 deletion(-)
+
+diff --git a/f b/f
+index de98044..7be73ce 100644
+--- a/f
++++ b/f
+@@ -1,3 +1,3 @@
+ a
+-b
++B
+ c
+
+base-commit: 387874294c72d9ee71ec7a8481b9aa633e92b1b4
+-- 
+2.47.3
+
+
+From 900059c4ac562f1e6c77afd8962bab2ae0dca233 Mon Sep 17 00:00:00 2001
+From: t <t@t>
+Date: Fri, 4 Dec 2026 05:42:33 +0000
+Subject: [PATCH 2/2] change c
+
+- item
+- item two
+---
+ f | 2 +-
+ 1 file changed, 1 insertion(+), 1 deletion(-)
+
+diff --git a/f b/f
+index 7be73ce..e642ff0 100644
+--- a/f
++++ b/f
+@@ -1,3 +1,3 @@
+ a
+ B
+-c
++C
+-- 
+2.47.3
+
+";
+
+    /// What `git diff --binary --full-index` wrote for a binary file changed in place (a
+    /// delta each way), a new binary file and a text edit (git 2.47.3).
+    const BINARY_DIFF: &str = "diff --git a/img.bin b/img.bin
+index cd880f980997a372c2e74f3d5638b2787ce760d4..4fce37eb075b5a843b47b1cd71502a373005b1cd 100644
+GIT binary patch
+delta 21
+ccmdlXzC(OM3YUSQk+F%XnYo4K#yl@>07!cV9smFU
+
+delta 21
+ccmdlXzC(OM3RhH&UXy@|7RPh;jd@<&08gO?%K!iX
+
+diff --git a/new.bin b/new.bin
+new file mode 100644
+index 0000000000000000000000000000000000000000..4409b7475379908ba13fced50ac3a5e3073c673c
+GIT binary patch
+literal 32
+PcmZQzWMXCj0UR^{0muLu
+
+literal 0
+HcmV?d00001
+
+diff --git a/notes.txt b/notes.txt
+index 4cb29ea38f70d7c61b2a3a25b02e3bdf44905402..ddc897f039f57aa91e16efa6dfde386c4255206f 100644
+--- a/notes.txt
++++ b/notes.txt
+@@ -1,3 +1,3 @@
+ one
+-two
++TWO
+ three
+";
+
+    #[test]
+    fn commit_messages_with_lists_and_diffstats_are_messages_not_changes() {
+        let d = parse(SERIES_WITH_LISTS).unwrap();
+        assert_eq!(d.commits, 2);
+        let changed: Vec<(usize, Vec<&str>, Vec<&str>)> = d
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    f.commit,
+                    f.removed_lines().map(|l| l.text.as_str()).collect(),
+                    f.added_lines().map(|l| l.text.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changed,
+            [(0, vec!["b"], vec!["B"]), (1, vec!["c"], vec!["C"])]
+        );
+        // The same series without signatures (`--no-signature`): commits are parted by a blank.
+        let bare = SERIES_WITH_LISTS.replace("-- \n2.47.3\n", "");
+        assert_eq!(parse(&bare).unwrap().files.len(), 2);
+    }
+
+    #[test]
+    fn a_full_index_binary_diff_reads_as_git_wrote_it() {
+        let d = parse(BINARY_DIFF).unwrap();
+        let summary: Vec<(&str, FileStatus, bool)> = d
+            .files
+            .iter()
+            .map(|f| (f.path(), f.status, f.binary))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("img.bin", FileStatus::Modified, true),
+                ("new.bin", FileStatus::Added, true),
+                ("notes.txt", FileStatus::Modified, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn lines_after_a_hunks_counts_are_refused_naming_the_line() {
+        // The attack: a real hunk deletes a check; a "hunk" whose header has a no-break space
+        // for its space puts it back, for the reader only (git skips it).
+        let patch = one(
+            "src/auth.js",
+            "@@ -4,4 +4,3 @@\n ctx\n-if (!isAdmin(user)) return deny();\n ctx\n ctx\n\
+             @@\u{a0}-10,3 +9,4 @@\n ctx\n+if (!isAdmin(user)) return deny();\n ctx\n ctx\n",
+        );
+        let e = error(&patch);
+        assert_eq!(e.line, 10, "{e}");
         assert!(
-            e.to_string().contains("outside any `diff --git` section"),
+            e.to_string()
+                .contains("is outside any hunk: git would skip it, a reader would not"),
             "{e}"
         );
+        // Without a header at all: lines beyond the counts, of every kind.
+        for (extra, line) in [
+            ("+added()\n", 8),
+            ("-removed()\n", 8),
+            (" context\n", 8),
+            ("\n+after a blank\n", 9),
+            (
+                "\\ No newline at end of file\n\\ No newline at end of file\n",
+                9,
+            ),
+            ("garbage\n", 8),
+            ("-- \n2.47.3\n+signed\n", 10),
+            ("-- \n2.47.3\n@@\u{a0}-1 +1 @@\n", 10),
+            ("-- \nGIT binary patch\n", 9),
+        ] {
+            let e = error(&one("src/a", &format!("@@ -1 +1 @@\n-a\n+b\n{extra}")));
+            assert_eq!(e.line, line, "{extra:?}: {e}");
+            assert!(e.to_string().contains("outside any"), "{extra:?}: {e}");
+        }
+        // After a section that has no hunks (a mode change), the same holds.
+        let e = error("diff --git a/x b/x\nold mode 100644\nnew mode 100755\n\n+x\n");
+        assert_eq!(e.line, 5, "{e}");
+        // A header spelt another way in a commit message is refused too.
+        let e = error(&format!(
+            "Subject: x\n\n@@\u{a0}-1 +1 @@\n{}",
+            one("src/a", "@@ -1 +1 @@\n-a\n+b\n")
+        ));
+        assert_eq!(e.line, 3, "{e}");
+        // What may follow: blank lines, the `--base` trailer, a signature, the next commit.
+        let ok = one(
+            "src/a",
+            "@@ -1 +1 @@\n-a\n+b\n\nbase-commit: 0123abc\n-- \n2.47.3\n\n",
+        );
+        assert!(parse(&ok).is_ok());
     }
 
     #[test]

@@ -1148,3 +1148,33 @@ fn git_control_files_are_never_open_to_an_ai_change() {
         "{why}"
     );
 }
+
+#[test]
+fn a_hunk_only_a_reader_sees_cannot_put_back_a_check_that_git_deletes() {
+    let g = Gate::start(0, false);
+    team_commits(
+        &g,
+        "src/admin.js",
+        "function purge(req, user) {\n  const db = open();\n  audit(req);\n  if (!isAdmin(user)) return deny();\n  db.purge(req.query.table);\n}\n\nfunction show(req, user) {\n  const db = open();\n  return db.read(req.query.table);\n}\n",
+    );
+    // Read as the check moving from purge to show. git applies the first hunk and skips the
+    // second (its header has a no-break space where git wants a space): the check is gone.
+    let patch = "diff --git a/src/admin.js b/src/admin.js\nindex 1111111..2222222 100644\n--- a/src/admin.js\n+++ b/src/admin.js\n@@ -3,4 +3,3 @@ function purge(req, user) {\n   audit(req);\n-  if (!isAdmin(user)) return deny();\n   db.purge(req.query.table);\n }\n@@\u{a0}-9,2 +8,3 @@ function show(req, user) {\n   const db = open();\n+  if (!isAdmin(user)) return deny();\n   return db.read(req.query.table);\n";
+    let file = g.dir.path().join("moved-check.patch");
+    std::fs::write(&file, patch).unwrap();
+    git(&g.repo, &["apply", "--check", file.to_str().unwrap()]);
+
+    let p = post_patch(&g, "other", patch);
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains("patch line 10") && why.contains("is outside any hunk: git would skip it"),
+        "{why}"
+    );
+    thread::sleep(Duration::from_secs(1));
+    let deployed = std::fs::read_to_string(g.repo.join("src/admin.js")).unwrap();
+    assert!(
+        deployed.contains("if (!isAdmin(user))"),
+        "nothing deployed: {deployed}"
+    );
+}
