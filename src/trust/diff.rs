@@ -21,7 +21,11 @@
 //!   signature (`-- ` and what follows, up to the next commit) or the next `From <sha>`:
 //!   `git apply` skips such lines, a reader does not (a header spelt `@@` U+00A0 `-` would add
 //!   back, for the reader only, what git deletes). A commit message is free text, but no line
-//!   of it may start with `@@`.
+//!   of it may start with `@@`;
+//! * a `GIT binary patch` block that would inflate past [`MAX_BINARY_BYTES`] (its declared
+//!   `literal`/`delta` size, and the size of the file a delta makes, read from the delta's
+//!   own header), or blocks past [`MAX_BINARY_PATCH_BYTES`] together: `git apply` inflates
+//!   them all into memory before it applies anything.
 //!
 //! A `format-patch` series of several commits is read as one diff: every file section of every
 //! commit, in order (a file touched by two commits appears twice; the summary counts it once
@@ -38,6 +42,15 @@ pub const SYMLINK_MODE: u32 = 0o120000;
 const MODES: [u32; 3] = [0o100644, 0o100755, SYMLINK_MODE];
 /// How many characters of a line an error message quotes.
 const QUOTE_CHARS: usize = 80;
+/// The most bytes one block of a `GIT binary patch` may inflate to (its `literal`/`delta`
+/// size, and a delta's result). `git apply` inflates every block of a patch into memory
+/// before it applies any, and deflate shrinks a run of zeros a thousandfold: a 519 KB patch
+/// can declare 395 MiB. A file guardian judges is far smaller (see `MAX_BINARY_PATCH_BYTES`).
+pub const MAX_BINARY_BYTES: u64 = 16 * 1024 * 1024;
+/// The most bytes all the binary blocks of one patch may inflate to, together: the bound
+/// on the contents one proposal is judged on (`git::scratch::MAX_JUDGED_BYTES`), so that a
+/// patch git would refuse after inflating is refused before git runs.
+pub const MAX_BINARY_PATCH_BYTES: u64 = 32 * 1024 * 1024;
 
 /// A patch that is not accepted, and where.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -253,6 +266,7 @@ pub fn parse(patch: &str) -> Result<Diff, DiffError> {
         at: 0,
         commit: None,
         diff: Diff::default(),
+        binary_bytes: 0,
     };
     p.run()?;
     p.diff.commits = p.commit.map_or(1, |c| c + 1);
@@ -272,6 +286,8 @@ struct Parser<'a> {
     /// The current commit of a format-patch series, once a `From <sha>` line was seen.
     commit: Option<usize>,
     diff: Diff,
+    /// What git would inflate for the binary sections read so far (see [`MAX_BINARY_BYTES`]).
+    binary_bytes: u64,
 }
 
 /// Where a line that belongs to no file section is. `git apply` skips every such line, so
@@ -442,7 +458,8 @@ impl<'a> Parser<'a> {
             }
             if line == "GIT binary patch" {
                 self.at += 1;
-                self.binary_patch()?;
+                let name = names.as_ref().map_or(rest, |(_, b)| b.as_str());
+                self.binary_patch(name)?;
                 h.binary = true;
                 break;
             }
@@ -825,16 +842,25 @@ impl<'a> Parser<'a> {
         Ok(true)
     }
 
-    /// Skips the base85 blocks of a `GIT binary patch` (forward, then usually reverse).
-    fn binary_patch(&mut self) -> Result<(), DiffError> {
+    /// Reads the base85 blocks of a `GIT binary patch` (forward, then usually reverse) of
+    /// the file `name`, refusing a block that would inflate past [`MAX_BINARY_BYTES`] or the
+    /// patch's binary blocks past [`MAX_BINARY_PATCH_BYTES`] before git inflates them.
+    fn binary_patch(&mut self, name: &str) -> Result<(), DiffError> {
         let mut blocks = 0;
         while let Some(line) = self.peek() {
             let no = Self::no(self.at);
-            let block = line
-                .strip_prefix("literal ")
-                .or_else(|| line.strip_prefix("delta "));
-            match block {
-                Some(size) if size.bytes().all(|b| b.is_ascii_digit()) && !size.is_empty() => {}
+            let block = match line.split_once(' ') {
+                Some(("literal", size)) => Some((false, size)),
+                Some(("delta", size)) => Some((true, size)),
+                _ => None,
+            };
+            let (delta, size) = match block {
+                Some((delta, size))
+                    if size.bytes().all(|b| b.is_ascii_digit()) && !size.is_empty() =>
+                {
+                    // Digits too many for a u64 are too many bytes, too.
+                    (delta, size.parse::<u64>().unwrap_or(u64::MAX))
+                }
                 _ if blocks > 0 => break,
                 _ => {
                     return Err(err(
@@ -842,23 +868,64 @@ impl<'a> Parser<'a> {
                         format!("{} is not `literal N` or `delta N`", quote(line)),
                     ))
                 }
-            }
+            };
             self.at += 1;
             blocks += 1;
-            while let Some(data) = self.peek() {
-                if data.is_empty() {
+            let mut data = Vec::new();
+            while let Some(text) = self.peek() {
+                if text.is_empty() {
                     self.at += 1;
                     break;
                 }
-                let ok =
-                    data.as_bytes()[0].is_ascii_alphabetic() && data.bytes().skip(1).all(is_base85);
-                if !ok {
-                    return Err(err(
+                base85_line(text, &mut data).map_err(|why| {
+                    err(
                         Self::no(self.at),
-                        format!("{} is not base85 data of a binary patch", quote(data)),
+                        format!(
+                            "{} is not base85 data of a binary patch: {why}",
+                            quote(text)
+                        ),
+                    )
+                })?;
+                self.at += 1;
+            }
+            let mut inflated = size;
+            if delta && size <= MAX_BINARY_BYTES {
+                let result = delta_result_size(&data).ok_or_else(|| {
+                    err(
+                        no,
+                        format!("the binary delta of {name} does not start with its sizes"),
+                    )
+                })?;
+                if result > MAX_BINARY_BYTES {
+                    return Err(err(
+                        no,
+                        format!(
+                            "the binary delta of {name} makes a file of {result} bytes; at most \
+                             {MAX_BINARY_BYTES} are accepted"
+                        ),
                     ));
                 }
-                self.at += 1;
+                inflated = inflated.saturating_add(result);
+            }
+            if size > MAX_BINARY_BYTES {
+                return Err(err(
+                    no,
+                    format!(
+                        "the binary patch of {name} inflates to {size} bytes; at most \
+                         {MAX_BINARY_BYTES} are accepted"
+                    ),
+                ));
+            }
+            self.binary_bytes = self.binary_bytes.saturating_add(inflated);
+            if self.binary_bytes > MAX_BINARY_PATCH_BYTES {
+                return Err(err(
+                    no,
+                    format!(
+                        "the binary patches up to {name} inflate to {} bytes; at most \
+                         {MAX_BINARY_PATCH_BYTES} are accepted in one patch",
+                        self.binary_bytes
+                    ),
+                ));
             }
         }
         if blocks == 0 {
@@ -910,8 +977,78 @@ fn is_mbox_from(line: &str) -> bool {
         && rest.ends_with(" Mon Sep 17 00:00:00 2001")
 }
 
-fn is_base85(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&()*+-;<=>?@^_`{|}~".contains(&b)
+/// git's base85 alphabet, in value order.
+const BASE85: &[u8; 85] =
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~";
+
+/// Decodes one line of a `GIT binary patch` onto `out`: a length letter (`A`-`Z` for 1-26
+/// bytes, `a`-`z` for 27-52), then five base85 characters for each four bytes. Written here
+/// because the framing is git's own (no base85 crate reads the length letter), and it is a
+/// dozen lines.
+fn base85_line(line: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    let bytes = line.as_bytes();
+    let len = match bytes[0] {
+        c @ b'A'..=b'Z' => usize::from(c - b'A') + 1,
+        c @ b'a'..=b'z' => usize::from(c - b'a') + 27,
+        _ => return Err("the first character is not a length letter".to_owned()),
+    };
+    let data = &bytes[1..];
+    if data.len() != len.div_ceil(4) * 5 {
+        return Err(format!(
+            "{} characters for {len} bytes, which take {}",
+            data.len(),
+            len.div_ceil(4) * 5
+        ));
+    }
+    let start = out.len();
+    for group in data.chunks(5) {
+        let mut value: u64 = 0;
+        for &c in group {
+            let digit = BASE85
+                .iter()
+                .position(|&b| b == c)
+                .ok_or_else(|| format!("{:?} is not a base85 character", char::from(c)))?;
+            value = value * 85 + digit as u64;
+        }
+        let value = u32::try_from(value).map_err(|_| "a group is out of range".to_owned())?;
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+    out.truncate(start + len);
+    Ok(())
+}
+
+/// The size of the file a git delta makes: its second header field, read from the first
+/// bytes of the zlib stream (each field little-endian base 128: the base's size, then the
+/// result's). Only those bytes are inflated. `None` when the stream does not start so.
+fn delta_result_size(deflated: &[u8]) -> Option<u64> {
+    /// Two fields of at most 10 bytes each.
+    const HEADER_BYTES: usize = 20;
+    use miniz_oxide::inflate::{decompress_to_vec_zlib_with_limit, TINFLStatus};
+    let head = match decompress_to_vec_zlib_with_limit(deflated, HEADER_BYTES) {
+        Ok(all) => all,
+        // Stopped at the limit: what came out is the stream's start. On any other error the
+        // buffer holds filler, not data.
+        Err(e) if e.status == TINFLStatus::HasMoreOutput => e.output,
+        Err(_) => return None,
+    };
+    let mut fields = [0u64; 2];
+    let mut at = 0;
+    for field in &mut fields {
+        let mut shift = 0;
+        loop {
+            let byte = *head.get(at)?;
+            at += 1;
+            *field |= u64::from(byte & 0x7f).checked_shl(shift)?;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            if shift >= 64 {
+                return None;
+            }
+        }
+    }
+    Some(fields[1])
 }
 
 fn parse_mode(no: usize, text: &str) -> Result<u32, DiffError> {
@@ -1556,6 +1693,139 @@ index 4cb29ea38f70d7c61b2a3a25b02e3bdf44905402..ddc897f039f57aa91e16efa6dfde386c
                 ("new.bin", FileStatus::Added, true),
                 ("notes.txt", FileStatus::Modified, false),
             ]
+        );
+    }
+
+    /// `data` as the lines of one block of a `GIT binary patch`, as git writes them.
+    fn base85_lines(data: &[u8]) -> String {
+        let mut out = String::new();
+        for chunk in data.chunks(52) {
+            let len = chunk.len() as u8;
+            out.push(char::from(if len <= 26 {
+                b'A' + len - 1
+            } else {
+                b'a' + len - 27
+            }));
+            for group in chunk.chunks(4) {
+                let mut word = [0u8; 4];
+                word[..group.len()].copy_from_slice(group);
+                let mut value = u32::from_be_bytes(word);
+                let mut digits = [0u8; 5];
+                for d in digits.iter_mut().rev() {
+                    *d = BASE85[(value % 85) as usize];
+                    value /= 85;
+                }
+                out.push_str(std::str::from_utf8(&digits).unwrap());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A new file `path` sent as a binary literal of `contents`.
+    fn binary_literal(path: &str, contents: &[u8]) -> String {
+        let deflated = miniz_oxide::deflate::compress_to_vec_zlib(contents, 9);
+        format!(
+            "diff --git a/{path} b/{path}\nnew file mode 100644\nindex 0000000000000000000000000000000000000000..1111111111111111111111111111111111111111\nGIT binary patch\nliteral {}\n{}\nliteral 0\nHcmV?d00001\n\n",
+            contents.len(),
+            base85_lines(&deflated)
+        )
+    }
+
+    #[test]
+    fn base85_and_delta_headers_read_as_git_wrote_them() {
+        let mut out = Vec::new();
+        base85_line("JcmZQz1ONa700IC2", &mut out).unwrap();
+        assert_eq!(out.len(), 10);
+        // The first delta of BINARY_DIFF: a 3000-byte file made from a 3000-byte one.
+        let mut delta = Vec::new();
+        base85_line("ccmdlXzC(OM3YUSQk+F%XnYo4K#yl@>07!cV9smFU", &mut delta).unwrap();
+        assert_eq!(delta_result_size(&delta), Some(3000));
+        let data = [7u8; 61];
+        let mut round = Vec::new();
+        for line in base85_lines(&data).lines() {
+            base85_line(line, &mut round).unwrap();
+        }
+        assert_eq!(round, data);
+        assert!(base85_line("Jcm", &mut Vec::new())
+            .unwrap_err()
+            .contains("take 15"));
+        assert!(base85_line("A\"\"\"\"\"", &mut Vec::new())
+            .unwrap_err()
+            .contains("not a base85 character"));
+        assert_eq!(delta_result_size(b"not zlib"), None);
+    }
+
+    #[test]
+    fn a_binary_patch_that_inflates_past_the_limit_is_refused_before_git_runs() {
+        // The zip bomb: 17 MiB of zeros deflate to a few kilobytes.
+        let big = vec![0u8; MAX_BINARY_BYTES as usize + 1];
+        let patch = binary_literal("assets/zeros.bin", &big);
+        assert!(patch.len() < 64 * 1024, "{} bytes", patch.len());
+        let e = error(&patch);
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.to_string().contains(&format!(
+                "the binary patch of assets/zeros.bin inflates to {} bytes; at most {MAX_BINARY_BYTES}",
+                MAX_BINARY_BYTES + 1
+            )),
+            "{e}"
+        );
+        // A block at the limit is read, and three of them are too many for one patch.
+        let at_limit = vec![0u8; MAX_BINARY_BYTES as usize];
+        assert!(parse(&binary_literal("a.bin", &at_limit)).is_ok());
+        let three: String = ["a.bin", "b.bin", "c.bin"]
+            .iter()
+            .map(|p| binary_literal(p, &at_limit))
+            .collect();
+        let e = error(&three);
+        assert!(
+            e.to_string()
+                .contains("the binary patches up to c.bin inflate"),
+            "{e}"
+        );
+        // A size no u64 holds is too big, not a panic.
+        let e = error(&patch.replace(
+            &format!("literal {}", big.len()),
+            "literal 99999999999999999999999",
+        ));
+        assert!(
+            e.to_string()
+                .contains("inflates to 18446744073709551615 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_delta_that_makes_a_file_past_the_limit_is_refused() {
+        // A delta's own size is small; the file it makes is in its header: base size, then
+        // result size, each little-endian base 128, then its copy and insert commands.
+        let mut header = Vec::new();
+        for mut n in [3000u64, MAX_BINARY_BYTES * 64] {
+            loop {
+                let byte = (n & 0x7f) as u8;
+                n >>= 7;
+                if n == 0 {
+                    header.push(byte);
+                    break;
+                }
+                header.push(byte | 0x80);
+            }
+        }
+        let deflated = miniz_oxide::deflate::compress_to_vec_zlib(&header, 9);
+        let patch = format!(
+            "diff --git a/img.bin b/img.bin\nindex cd880f980997a372c2e74f3d5638b2787ce760d4..4fce37eb075b5a843b47b1cd71502a373005b1cd 100644\nGIT binary patch\ndelta {}\n{}\n",
+            header.len(),
+            base85_lines(&deflated)
+        );
+        let e = error(&patch);
+        assert_eq!(e.line, 4, "{e}");
+        assert!(
+            e.to_string().contains(&format!(
+                "the binary delta of img.bin makes a file of {} bytes",
+                MAX_BINARY_BYTES * 64
+            )),
+            "{e}"
         );
     }
 

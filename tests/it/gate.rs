@@ -1178,3 +1178,25 @@ fn a_hunk_only_a_reader_sees_cannot_put_back_a_check_that_git_deletes() {
         "nothing deployed: {deployed}"
     );
 }
+
+#[test]
+fn a_binary_patch_that_inflates_to_hundreds_of_megabytes_is_refused_before_git_runs() {
+    let g = Gate::start(0, false);
+    // 17 MiB of zeros: git's binary patch of it is about 20 KB of base85.
+    let zeros = vec![0u8; 17 * 1024 * 1024];
+    let path = g.agent_repo.join("src/fixture.bin");
+    std::fs::write(&path, &zeros).unwrap();
+    git(&g.agent_repo, &["add", "-A"]);
+    git(&g.agent_repo, &["commit", "-q", "-m", "a fixture"]);
+    let commit = git(&g.agent_repo, &["rev-parse", "HEAD"]);
+    let p = stdout_json(&g.propose(&commit, "other", "a test fixture"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains(&format!(
+            "the binary patch of src/fixture.bin inflates to {} bytes; at most 16777216",
+            zeros.len()
+        )),
+        "{why}"
+    );
+}
