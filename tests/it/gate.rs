@@ -1200,3 +1200,35 @@ fn a_binary_patch_that_inflates_to_hundreds_of_megabytes_is_refused_before_git_r
         "{why}"
     );
 }
+
+#[test]
+fn characters_that_render_blank_reach_the_approver_escaped() {
+    let g = Gate::start(0, false);
+    team_commits(
+        &g,
+        "src/run.js",
+        "const { timeout } = req.query;\nexecSync(`sleep ${timeout}`);\n",
+    );
+    // A Hangul filler (U+3164) is a valid JavaScript name and shows as nothing: the query's
+    // hidden field goes straight into a shell.
+    let fix = g.agent_commits(
+        "src/run.js",
+        "const { timeout,\u{3164}} = req.query;\nexecSync(`sleep ${timeout}`,\u{3164});\n",
+        "Tidy",
+    );
+    let p = stdout_json(&g.propose(&fix, "other", "tidy\u{a0}up the\u{2800}call"));
+    let id = p["id"].as_str().unwrap();
+    let out = g.cli(ALICE, &["proposals", id]);
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        shown.contains("+const { timeout,\\u{3164}} = req.query;")
+            && shown.contains("+execSync(`sleep ${timeout}`,\\u{3164});"),
+        "{shown}"
+    );
+    assert!(shown.contains("tidy\\xa0up the\\u{2800}call"), "{shown}");
+    assert!(
+        !shown.contains(['\u{3164}', '\u{a0}', '\u{2800}']),
+        "{shown}"
+    );
+}
