@@ -648,7 +648,7 @@ fn check_manifest(
         return;
     };
     let read = |text: Option<&str>| match text {
-        Some(t) => manifest::dependencies(path, t),
+        Some(t) => manifest::read(path, t),
         None => Err("not text".to_owned()),
     };
     let after = match read(new.text()) {
@@ -663,8 +663,8 @@ fn check_manifest(
         }
     };
     let before = read(old).unwrap_or_default();
-    for dep in after.difference(&before) {
-        hits.act(action, rule, format!("{path} gains the dependency {dep}"));
+    for gained in after.gained_since(&before, path) {
+        hits.act(action, rule, gained);
     }
 }
 

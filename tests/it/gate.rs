@@ -1232,3 +1232,49 @@ fn characters_that_render_blank_reach_the_approver_escaped() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_lock_file_entry_swapped_for_another_package_is_a_new_dependency() {
+    let g = Gate::start(10, false);
+    let npm = |resolved: &str| {
+        format!(
+            "{{\n  \"lockfileVersion\": 3,\n  \"packages\": {{\n    \"node_modules/lodash\": {{\n      \
+             \"version\": \"4.17.21\",\n      \"resolved\": \"{resolved}\"\n    }}\n  }}\n}}\n"
+        )
+    };
+    team_commits(
+        &g,
+        "src/web/package-lock.json",
+        &npm("https://registry.npmjs.org/lodash/-/lodash-4.17.21.tgz"),
+    );
+    let evil = "https://registry.npmjs.org/evil/-/evil-1.0.0.tgz";
+    let swap = g.agent_commits("src/web/package-lock.json", &npm(evil), "Relock");
+    let p = stdout_json(&g.propose(&swap, "other", "relock"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains(&format!(
+            "content.new_dependencies: src/web/package-lock.json gains the dependency package: \
+             node_modules/lodash (resolved {evil}: not a registry tarball of lodash)"
+        )),
+        "{why}"
+    );
+
+    // A locked crate whose checksum changes while its name, version and source stay.
+    let cargo = |sum: &str| {
+        format!(
+            "version = 3\n\n[[package]]\nname = \"serde\"\nversion = \"1.0.200\"\n\
+             source = \"registry+https://github.com/rust-lang/crates.io-index\"\n\
+             checksum = \"{sum}\"\n"
+        )
+    };
+    team_commits(&g, "src/Cargo.lock", &cargo("aaaa"));
+    let resum = g.agent_commits("src/Cargo.lock", &cargo("bbbb"), "Relock");
+    let p = stdout_json(&g.propose(&resum, "other", "relock"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains("src/Cargo.lock locks serde 1.0.200 (registry+https://github.com/rust-lang/crates.io-index) with another checksum (aaaa -> bbbb)"),
+        "{why}"
+    );
+}
