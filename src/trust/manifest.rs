@@ -425,22 +425,37 @@ fn toml_table(doc: &Toml, path: &[&str], section: &str, out: &mut BTreeSet<Strin
     }
 }
 
+/// Every table Cargo reads dependencies from: `[dependencies]` and the dev and build kinds (also
+/// under `[target.'cfg(..)']`), `[workspace.dependencies]`, `[patch.<source>]` and `[replace]`.
 fn cargo_toml(doc: &Toml, out: &mut BTreeSet<String>) {
-    const KINDS: [&str; 3] = ["dependencies", "dev-dependencies", "build-dependencies"];
-    for kind in KINDS {
-        toml_table(doc, &[kind], kind, out);
-        toml_table(doc, &["workspace", kind], &format!("workspace.{kind}"), out);
+    // Cargo still reads the underscore spellings. A table is named as Cargo spells it now, so
+    // that respelling one changes nothing.
+    const KINDS: [(&str, &str); 5] = [
+        ("dependencies", "dependencies"),
+        ("dev-dependencies", "dev-dependencies"),
+        ("dev_dependencies", "dev-dependencies"),
+        ("build-dependencies", "build-dependencies"),
+        ("build_dependencies", "build-dependencies"),
+    ];
+    for (key, kind) in KINDS {
+        toml_table(doc, &[key], kind, out);
     }
-    for key in ["target", "patch"] {
-        if let Some(t) = doc.get(key).and_then(Toml::as_table) {
-            for (name, inner) in t {
-                for kind in KINDS {
-                    toml_table(inner, &[kind], &format!("{key}.{name}.{kind}"), out);
-                }
-                if key == "patch" {
-                    toml_table(inner, &[], &format!("patch.{name}"), out);
-                }
+    toml_table(
+        doc,
+        &["workspace", "dependencies"],
+        "workspace.dependencies",
+        out,
+    );
+    if let Some(targets) = doc.get("target").and_then(Toml::as_table) {
+        for (target, inner) in targets {
+            for (key, kind) in KINDS {
+                toml_table(inner, &[key], &format!("target.{target}.{kind}"), out);
             }
+        }
+    }
+    if let Some(patches) = doc.get("patch").and_then(Toml::as_table) {
+        for (source, inner) in patches {
+            toml_table(inner, &[], &format!("patch.{source}"), out);
         }
     }
     toml_table(doc, &["replace"], "replace", out);
@@ -961,6 +976,64 @@ mod tests {
                 "[dependencies]\nserde = \"1\"\n\n[dependencies.left-pad]\nversion = \"1\"\n"
             ),
             ["dependencies: left-pad (left-pad, registry)"]
+        );
+    }
+
+    #[test]
+    fn every_table_cargo_reads_dependencies_from_is_read() {
+        let before = "[package]\nname = \"x\"\n";
+        for (table, section) in [
+            ("dependencies", "dependencies"),
+            ("dev-dependencies", "dev-dependencies"),
+            ("dev_dependencies", "dev-dependencies"),
+            ("build-dependencies", "build-dependencies"),
+            ("build_dependencies", "build-dependencies"),
+            (
+                "target.'cfg(unix)'.dependencies",
+                "target.cfg(unix).dependencies",
+            ),
+            (
+                "target.'cfg(unix)'.dev-dependencies",
+                "target.cfg(unix).dev-dependencies",
+            ),
+            (
+                "target.'cfg(unix)'.dev_dependencies",
+                "target.cfg(unix).dev-dependencies",
+            ),
+            (
+                "target.x86_64-unknown-linux-gnu.build-dependencies",
+                "target.x86_64-unknown-linux-gnu.build-dependencies",
+            ),
+            (
+                "target.'cfg(windows)'.build_dependencies",
+                "target.cfg(windows).build-dependencies",
+            ),
+            ("workspace.dependencies", "workspace.dependencies"),
+            ("patch.crates-io", "patch.crates-io"),
+            (
+                "patch.'https://github.com/serde-rs/serde'",
+                "patch.https://github.com/serde-rs/serde",
+            ),
+            ("replace", "replace"),
+        ] {
+            let after =
+                format!("{before}[{table}]\nevil = {{ git = \"https://evil.example/e\" }}\n");
+            assert_eq!(
+                added("Cargo.toml", before, &after),
+                [format!(
+                    "{section}: evil (evil, git https://evil.example/e)"
+                )],
+                "[{table}]"
+            );
+        }
+        // Respelling a table is no change.
+        assert_eq!(
+            added(
+                "Cargo.toml",
+                "[dev-dependencies]\nproptest = \"1\"\n",
+                "[dev_dependencies]\nproptest = \"1\"\n"
+            ),
+            Vec::<String>::new()
         );
     }
 

@@ -1278,3 +1278,33 @@ fn a_lock_file_entry_swapped_for_another_package_is_a_new_dependency() {
         "{why}"
     );
 }
+
+#[test]
+fn a_crate_added_under_any_table_cargo_reads_is_a_new_dependency() {
+    let g = Gate::start(10, false);
+    let manifest =
+        "[package]\nname = \"shop\"\nversion = \"0.1.0\"\n\n[dependencies]\nserde = \"1\"\n";
+    team_commits(&g, "src/Cargo.toml", manifest);
+    let fix = g.agent_commits(
+        "src/Cargo.toml",
+        &format!(
+            "{manifest}\n[target.'cfg(unix)'.dev_dependencies]\nevil = \"6\"\n\n\
+             [build_dependencies]\nevil-build = \"1\"\n"
+        ),
+        "Test helpers",
+    );
+    let p = stdout_json(&g.propose(&fix, "other", "test helpers"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    for dep in [
+        "target.cfg(unix).dev-dependencies: evil (evil, registry)",
+        "build-dependencies: evil-build (evil-build, registry)",
+    ] {
+        assert!(
+            why.contains(&format!(
+                "content.new_dependencies: src/Cargo.toml gains the dependency {dep}"
+            )),
+            "{dep}: {why}"
+        );
+    }
+}
