@@ -676,6 +676,44 @@ fn a_schema_change_is_denied() {
 }
 
 #[test]
+fn truncate_rename_and_comment_on_are_schema_changes_and_a_rename_attribute_is_not() {
+    let patch = edit(
+        "src/db/cleanup.rs",
+        &[],
+        &[
+            "    conn.execute(\"truncate /* all of it */",
+            "        TABLE orders\")?;",
+            "    conn.execute(\"ALTER SEQUENCE s RENAME TO t\")?;",
+            "    conn.execute(\"COMMENT ON TABLE orders IS 'gone'\")?;",
+        ],
+    );
+    let a = judge(&patch, Pattern::Other, &[], &trusted());
+    for hit in [
+        "src/db/cleanup.rs:3 adds TRUNCATE TABLE",
+        "src/db/cleanup.rs:5 adds RENAME",
+        "src/db/cleanup.rs:6 adds COMMENT ON",
+    ] {
+        assert_denied(&a, "content.schema_changes", hit);
+    }
+
+    let patch = edit(
+        "src/model.rs",
+        &[],
+        &[
+            "    #[serde(rename = \"id\")]",
+            "    // Truncate the name, then rename the file.",
+            "    name.truncate(MAX);",
+        ],
+    );
+    let a = judge(&patch, Pattern::Other, &[], &trusted());
+    assert!(
+        !a.rules.iter().any(|h| h.rule == "content.schema_changes"),
+        "{:#?}",
+        a.rules
+    );
+}
+
+#[test]
 fn a_window_turns_auto_into_needs_approval() {
     let ctx = Context {
         now: LUNCH,

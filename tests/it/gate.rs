@@ -1308,3 +1308,24 @@ fn a_crate_added_under_any_table_cargo_reads_is_a_new_dependency() {
         );
     }
 }
+
+#[test]
+fn dropping_a_schema_or_truncating_a_table_is_a_schema_change() {
+    let g = Gate::start(10, false);
+    team_commits(&g, "src/q.sql", "SELECT 1;\n");
+    let ddl = g.agent_commits(
+        "src/q.sql",
+        "SELECT 1;\ndrop schema legacy cascade;\nTRUNCATE\n  orders;\nCOMMENT ON TABLE t IS 'x';\n",
+        "Clean up",
+    );
+    let p = stdout_json(&g.propose(&ddl, "other", "clean up"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    for hit in [
+        "content.schema_changes: src/q.sql:2 adds DROP SCHEMA",
+        "content.schema_changes: src/q.sql:3 adds TRUNCATE",
+        "content.schema_changes: src/q.sql:5 adds COMMENT ON",
+    ] {
+        assert!(why.contains(hit), "{hit}: {why}");
+    }
+}
