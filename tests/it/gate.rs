@@ -1329,3 +1329,30 @@ fn dropping_a_schema_or_truncating_a_table_is_a_schema_change() {
         assert!(why.contains(hit), "{hit}: {why}");
     }
 }
+
+#[test]
+fn an_install_script_added_to_package_json_is_a_dependency_change_naming_it() {
+    let g = Gate::start(10, false);
+    let manifest = |scripts: &str| {
+        format!(
+            "{{\n  \"name\": \"web\",\n  \"scripts\": {{\n    \"test\": \"jest\"{scripts}\n  }},\n  \
+             \"dependencies\": {{\n    \"lodash\": \"^4.17.21\"\n  }}\n}}\n"
+        )
+    };
+    team_commits(&g, "src/web/package.json", &manifest(""));
+    let fix = g.agent_commits(
+        "src/web/package.json",
+        &manifest(",\n    \"postinstall\": \"node scripts/setup.js\""),
+        "Set up on install",
+    );
+    let p = stdout_json(&g.propose(&fix, "other", "setup"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains(
+            "content.new_dependencies: src/web/package.json adds the install script postinstall: \
+             `node scripts/setup.js`"
+        ),
+        "{why}"
+    );
+}
