@@ -1356,3 +1356,35 @@ fn an_install_script_added_to_package_json_is_a_dependency_change_naming_it() {
         "{why}"
     );
 }
+
+#[test]
+fn a_timeout_bump_whose_number_a_reader_could_take_another_way_is_denied() {
+    let g = Gate::start(10, false);
+    // `parseInt("5e3")` is 5; so is `atoi`. The app would get a 5 ms timeout.
+    let fix = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 5e3\n",
+        "Raise the timeout",
+    );
+    let p = stdout_json(&g.propose(&fix, "timeout-bump", "raise the timeout"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains(
+            "pattern_mismatch: claimed timeout-bump, but src/settings.txt:1 is not a plain \
+             timeout bump: cannot read `5e3`: an exponent"
+        ),
+        "{why}"
+    );
+
+    // 60000 / 2 -> 60000 / 100 reads as a 50x bump of one number and is a 50x cut.
+    team_commits(&g, "src/app.env", "TIMEOUT_MS=60000/2\n");
+    let fix = g.agent_commits("src/app.env", "TIMEOUT_MS=60000/100\n", "Raise the timeout");
+    let p = stdout_json(&g.propose(&fix, "timeout-bump", "raise the timeout"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains("src/app.env:1 is not a plain timeout bump: `100` is computed with `/`"),
+        "{why}"
+    );
+}
