@@ -2,53 +2,61 @@
 //! terminal, reorder a line or hide characters. The agent writes summaries, patches and paths;
 //! hooks and git print output; none of it may move the cursor (`\r`, escape sequences), hide
 //! what follows (`ESC[8m`), forge lines (`\n` in a one-line field), reverse text (U+202E) or
-//! slip in invisible characters (zero-width joiners, tag characters). Each such character is
-//! shown as a visible escape (`\r`, `\x1b`, `\u{202e}`), never dropped, so what a person reads
-//! is what the bytes say. Every view (CLI tables and views, emails, post-mortems, status, the
-//! approval page) passes outside text through [`line`] or [`block`].
+//! slip in characters a person cannot see: zero-width joiners, tag characters, a Hangul filler
+//! (U+3164) used as a variable name, a no-break space where a space should be. Each such
+//! character is shown as a visible escape (`\r`, `\x1b`, `\u{3164}`), never dropped, so what a
+//! person reads is what the bytes say. Every view (CLI tables and views, emails, post-mortems,
+//! status, the approval page) passes outside text through [`line`] or [`block`].
 //!
-//! The list of invisible characters is written here rather than taken from a Unicode crate: it
-//! is Unicode's format characters (general category Cf) plus the line and paragraph separators,
-//! small and stable enough to read in one go.
+//! What is escaped is decided by Unicode's general category (from the
+//! `unicode-general-category` crate, so it follows the standard rather than a list kept here):
+//! controls, format characters, every space but U+0020, line and paragraph separators,
+//! private-use and unassigned code points. A few letters and marks render blank although their
+//! category says otherwise; they are listed in [`BLANK`]. Letters, marks, symbols and emoji
+//! of every script stay as they are.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-/// Unicode's format characters (Cf) and the line and paragraph separators (Zl, Zp): inclusive
-/// ranges of code points that change how text around them is shown without being seen.
-const INVISIBLE: &[(u32, u32)] = &[
-    (0x00AD, 0x00AD),   // soft hyphen
-    (0x0600, 0x0605),   // Arabic number signs
-    (0x061C, 0x061C),   // Arabic letter mark (bidi)
-    (0x06DD, 0x06DD),   // Arabic end of ayah
-    (0x070F, 0x070F),   // Syriac abbreviation mark
-    (0x0890, 0x0891),   // Arabic pound and piastre marks above
-    (0x08E2, 0x08E2),   // Arabic disputed end of ayah
-    (0x180E, 0x180E),   // Mongolian vowel separator
-    (0x200B, 0x200F),   // zero-width space, non-joiner, joiner; LRM, RLM
-    (0x2028, 0x2029),   // line and paragraph separators
-    (0x202A, 0x202E),   // bidi embeddings and overrides
-    (0x2060, 0x2064),   // word joiner, invisible operators
-    (0x2066, 0x206F),   // bidi isolates, deprecated format characters
-    (0xFEFF, 0xFEFF),   // zero-width no-break space (BOM)
-    (0xFFF9, 0xFFFB),   // interlinear annotation
-    (0x110BD, 0x110BD), // Kaithi number sign
-    (0x110CD, 0x110CD), // Kaithi number sign above
-    (0x13430, 0x1343F), // Egyptian hieroglyph format controls
-    (0x1BCA0, 0x1BCA3), // shorthand format controls
-    (0x1D173, 0x1D17A), // musical symbol format controls
-    (0xE0001, 0xE0001), // language tag
-    (0xE0020, 0xE007F), // tag characters (invisible ASCII)
+use unicode_general_category::{get_general_category, GeneralCategory};
+
+/// Code points whose category says "visible" but which render as nothing or as a blank:
+/// Unicode's default-ignorable code points that are not format characters, and the braille
+/// and musical blanks. Inclusive ranges.
+const BLANK: &[(u32, u32)] = &[
+    (0x034F, 0x034F),   // combining grapheme joiner
+    (0x115F, 0x1160),   // Hangul choseong and jungseong fillers
+    (0x17B4, 0x17B5),   // Khmer inherent vowels
+    (0x180B, 0x180F),   // Mongolian variation selectors and vowel separator
+    (0x2800, 0x2800),   // braille pattern blank
+    (0x3164, 0x3164),   // Hangul filler
+    (0xFE00, 0xFE0F),   // variation selectors
+    (0xFFA0, 0xFFA0),   // halfwidth Hangul filler
+    (0x1D159, 0x1D159), // musical symbol null notehead
+    (0xE0100, 0xE01EF), // variation selectors supplement
 ];
 
-/// Whether `c` must not reach a person's screen as it is: a control character (C0, DEL, C1)
-/// or an invisible one (see [`INVISIBLE`]).
+/// Whether `c` must not reach a person's screen as it is: a control character (C0, DEL, C1),
+/// a format character (zero-width, bidi, tags), a space other than U+0020, a line or paragraph
+/// separator, a private-use or unassigned code point, or one of the [`BLANK`] letters.
 pub fn is_unsafe(c: char) -> bool {
-    if c.is_control() {
-        return true;
+    if c.is_ascii() {
+        return c.is_ascii_control();
     }
+    use GeneralCategory as G;
+    let hidden = matches!(
+        get_general_category(c),
+        G::Control
+            | G::Format
+            | G::SpaceSeparator
+            | G::LineSeparator
+            | G::ParagraphSeparator
+            | G::PrivateUse
+            | G::Surrogate
+            | G::Unassigned
+    );
     let n = u32::from(c);
-    INVISIBLE.iter().any(|&(lo, hi)| (lo..=hi).contains(&n))
+    hidden || BLANK.iter().any(|&(lo, hi)| (lo..=hi).contains(&n))
 }
 
 /// Whether `c` changes how the text around it reads: a control character other than a tab,
@@ -145,6 +153,75 @@ mod tests {
         assert_eq!(block("one\u{2028}two"), "one\\u{2028}two");
         // Combining marks and emoji are text, not tricks.
         assert_eq!(line("e\u{301}"), "e\u{301}");
+    }
+
+    #[test]
+    fn characters_that_render_blank_are_made_visible() {
+        // The attack: a Hangul filler as a variable name, destructured and run.
+        assert_eq!(
+            block("const { timeout,\u{3164}} = req.query;\nexecSync(\u{3164});"),
+            "const { timeout,\\u{3164}} = req.query;\nexecSync(\\u{3164});"
+        );
+        for c in [
+            '\u{3164}',
+            '\u{2800}',
+            '\u{115f}',
+            '\u{1160}',
+            '\u{ffa0}',
+            '\u{a0}',
+            '\u{2000}',
+            '\u{2007}',
+            '\u{200a}',
+            '\u{202f}',
+            '\u{205f}',
+            '\u{3000}',
+            '\u{180e}',
+            '\u{1680}',
+            '\u{fe00}',
+            '\u{fe0f}',
+            '\u{e0100}',
+            '\u{e01ef}',
+            '\u{34f}',
+            '\u{17b4}',
+            '\u{1d159}',
+            // Private use, unassigned, a noncharacter.
+            '\u{e000}',
+            '\u{f0000}',
+            '\u{10fffd}',
+            '\u{378}',
+            '\u{ffff}',
+            '\u{e0fff}',
+        ] {
+            let shown = line(&format!("a{c}b")).into_owned();
+            assert_eq!(
+                shown,
+                format!(
+                    "a\\{}b",
+                    if u32::from(c) < 0x100 {
+                        format!("x{:02x}", u32::from(c))
+                    } else {
+                        format!("u{{{:x}}}", u32::from(c))
+                    }
+                ),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+    }
+
+    #[test]
+    fn text_of_every_script_stays_readable() {
+        for s in [
+            "naïve café, Grüße, ñandú",
+            "日本語のテキスト, 한국어 문장, 中文",
+            "Ελληνικά, Русский, עברית, العربية, हिन्दी",
+            "e\u{301} a\u{308}",
+            "👍 🦀 😀 🇫🇷",
+            "x ≤ y → z · 3×4 — “quoted” …",
+        ] {
+            assert!(matches!(block(s), Cow::Borrowed(_)), "{s:?}: {}", block(s));
+            assert!(matches!(line(s), Cow::Borrowed(_)), "{s:?}");
+        }
     }
 
     #[test]

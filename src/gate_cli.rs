@@ -204,7 +204,7 @@ pub fn decide(args: &DecideArgs, approve: bool) -> Result<u8> {
         return Ok(EXIT_BAD_INPUT);
     }
     let (base, token) = api_target(&args.api)?;
-    if !approve && args.why.as_deref().map_or(true, |w| w.trim().is_empty()) {
+    if !approve && args.why.as_deref().is_none_or(|w| w.trim().is_empty()) {
         eprintln!("guardian: --why is required to reject: the agent and the record need a reason");
         return Ok(EXIT_BAD_INPUT);
     }

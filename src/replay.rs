@@ -830,7 +830,7 @@ mod tests {
                 n += 1;
                 let ts = CHANGE + sec as f64 + f64::from(i) / f64::from(per_sec);
                 let every = if sec >= 0 { after_every } else { every };
-                let status = if n % every == 0 { 500 } else { 200 };
+                let status = if n.is_multiple_of(every) { 500 } else { 200 };
                 let latency = 20.0 + f64::from(n % 17) * 3.0;
                 let _ = writeln!(
                     out,

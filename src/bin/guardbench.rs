@@ -258,7 +258,7 @@ fn regression_row_as(
     let healthy_with = |rule: Option<bool>| {
         out.iter()
             .filter(|o| match o.guardian {
-                GuardianCall::Healthy { left_out } => rule.map_or(true, |r| r == left_out),
+                GuardianCall::Healthy { left_out } => rule.is_none_or(|r| r == left_out),
                 _ => false,
             })
             .count()
@@ -398,7 +398,7 @@ where
     let wanted = |r: &Regression| {
         args.only
             .as_ref()
-            .map_or(true, |o| r.name().contains(o.as_str()))
+            .is_none_or(|o| r.name().contains(o.as_str()))
     };
     // The last row takes the guard away: what the restart's burst does to a baseline that
     // keeps it (as guardian's did before deploy windows).
@@ -594,7 +594,7 @@ fn core_cost(settings: &DetectorSettings) -> (f64, f64) {
     let feed = |m: &mut Monitor, i: u64| {
         m.observe_request(&Request {
             ts: t0 - 1800.0 + i as f64 / per_second as f64,
-            error: i % 97 == 0,
+            error: i.is_multiple_of(97),
             latency_ms: Some(20.0 + (i % 113) as f64),
             route: Some(routes[(i % 3) as usize]),
             arm: None,

@@ -30,7 +30,7 @@ impl RawRollback {
             )
         })?;
         let hook = self.hook.unwrap_or_default();
-        if hook.first().map_or(true, |p| p.trim().is_empty()) {
+        if hook.first().is_none_or(|p| p.trim().is_empty()) {
             return Err(ConfigError::invalid(
                 SECTION,
                 "hook",

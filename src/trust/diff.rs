@@ -15,7 +15,17 @@
 //! * a file diff without a `diff --git` header (`git apply` applies a bare `---`/`+++`/`@@`
 //!   patch, which would otherwise slip past as commit-message text);
 //! * combined diffs of merges, submodules (mode 160000) and unknown modes, hunks whose line
-//!   counts do not add up, unknown extended header lines.
+//!   counts do not add up, unknown extended header lines;
+//! * any line after a hunk's counts are used up that is not the next hunk header (exactly
+//!   `@@ -`), the next `diff --git`, a blank line, format-patch's `--base` trailer, its
+//!   signature (`-- ` and what follows, up to the next commit) or the next `From <sha>`:
+//!   `git apply` skips such lines, a reader does not (a header spelt `@@` U+00A0 `-` would add
+//!   back, for the reader only, what git deletes). A commit message is free text, but no line
+//!   of it may start with `@@`;
+//! * a `GIT binary patch` block that would inflate past [`MAX_BINARY_BYTES`] (its declared
+//!   `literal`/`delta` size, and the size of the file a delta makes, read from the delta's
+//!   own header), or blocks past [`MAX_BINARY_PATCH_BYTES`] together: `git apply` inflates
+//!   them all into memory before it applies anything.
 //!
 //! A `format-patch` series of several commits is read as one diff: every file section of every
 //! commit, in order (a file touched by two commits appears twice; the summary counts it once
@@ -32,6 +42,15 @@ pub const SYMLINK_MODE: u32 = 0o120000;
 const MODES: [u32; 3] = [0o100644, 0o100755, SYMLINK_MODE];
 /// How many characters of a line an error message quotes.
 const QUOTE_CHARS: usize = 80;
+/// The most bytes one block of a `GIT binary patch` may inflate to (its `literal`/`delta`
+/// size, and a delta's result). `git apply` inflates every block of a patch into memory
+/// before it applies any, and deflate shrinks a run of zeros a thousandfold: a 519 KB patch
+/// can declare 395 MiB. A file guardian judges is far smaller (see `MAX_BINARY_PATCH_BYTES`).
+pub const MAX_BINARY_BYTES: u64 = 16 * 1024 * 1024;
+/// The most bytes all the binary blocks of one patch may inflate to, together: the bound
+/// on the contents one proposal is judged on (`git::scratch::MAX_JUDGED_BYTES`), so that a
+/// patch git would refuse after inflating is refused before git runs.
+pub const MAX_BINARY_PATCH_BYTES: u64 = 32 * 1024 * 1024;
 
 /// A patch that is not accepted, and where.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -247,6 +266,7 @@ pub fn parse(patch: &str) -> Result<Diff, DiffError> {
         at: 0,
         commit: None,
         diff: Diff::default(),
+        binary_bytes: 0,
     };
     p.run()?;
     p.diff.commits = p.commit.map_or(1, |c| c + 1);
@@ -266,6 +286,58 @@ struct Parser<'a> {
     /// The current commit of a format-patch series, once a `From <sha>` line was seen.
     commit: Option<usize>,
     diff: Diff,
+    /// What git would inflate for the binary sections read so far (see [`MAX_BINARY_BYTES`]).
+    binary_bytes: u64,
+}
+
+/// Where a line that belongs to no file section is. `git apply` skips every such line, so
+/// only what a reader cannot take for part of the change may stand there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// Before the first section of a commit: its message, where anything may stand (bullet
+    /// lists start with `-` or `+`, the diffstat follows `---`).
+    Message,
+    /// Right after a file section, its hunks' counts used up: only the next section, a blank
+    /// line, format-patch's `--base` trailer, its signature or the next commit may follow.
+    AfterSection,
+    /// After format-patch's signature separator `-- `, up to the next commit or section.
+    Signature,
+}
+
+impl Place {
+    /// Where the line `line` (not a `diff --git`, `From <sha>` or hunk header) leaves the
+    /// reader, or why it may not stand here (completing "outside any hunk").
+    fn next(self, line: &str) -> Result<Place, &'static str> {
+        match self {
+            Place::Message => Ok(Place::Message),
+            Place::AfterSection => {
+                if line == "-- " {
+                    Ok(Place::Signature)
+                } else if line.is_empty() || is_base_trailer(line) {
+                    Ok(Place::AfterSection)
+                } else {
+                    Err("")
+                }
+            }
+            Place::Signature => {
+                // A signature is a name or git's version; one that reads as patch lines could
+                // be taken for more of the change.
+                if line.starts_with(['+', '-', '\\']) || line.starts_with("@@") {
+                    Err(" (in the signature)")
+                } else {
+                    Ok(Place::Signature)
+                }
+            }
+        }
+    }
+}
+
+/// A line `git format-patch --base` writes after the last section of a series.
+fn is_base_trailer(line: &str) -> bool {
+    ["base-commit: ", "prerequisite-patch-id: "]
+        .iter()
+        .filter_map(|p| line.strip_prefix(p))
+        .any(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// What the extended header lines of one file section said.
@@ -311,15 +383,18 @@ impl<'a> Parser<'a> {
     }
 
     fn run(&mut self) -> Result<(), DiffError> {
+        let mut place = Place::Message;
         while let Some(line) = self.peek() {
             if line.starts_with("diff --git ") {
                 let file = self.file_section()?;
                 self.diff.files.push(file);
+                place = Place::AfterSection;
                 continue;
             }
             let no = Self::no(self.at);
             if is_mbox_from(line) {
                 self.commit = Some(self.commit.map_or(0, |c| c + 1));
+                place = Place::Message;
             } else if line.starts_with("diff --cc ") || line.starts_with("diff --combined ") {
                 return Err(err(no, "a combined diff (a merge) is not accepted"));
             } else if line.starts_with("--- ")
@@ -336,11 +411,25 @@ impl<'a> Parser<'a> {
                         quote(line)
                     ),
                 ));
-            } else if line.starts_with("@@ -") || line == "GIT binary patch" {
+            } else if line == "GIT binary patch"
+                || (place == Place::Message && line.starts_with("@@"))
+            {
+                // `@@` and anything after it, not only git's exact `@@ -`: a header spelt with
+                // another space (U+00A0) is skipped by git but read as a hunk by a person.
                 return Err(err(
                     no,
                     format!("{} is outside any `diff --git` section", quote(line)),
                 ));
+            } else {
+                place = place.next(line).map_err(|why| {
+                    err(
+                        no,
+                        format!(
+                            "{} is outside any hunk{why}: git would skip it, a reader would not",
+                            quote(line)
+                        ),
+                    )
+                })?;
             }
             self.at += 1;
         }
@@ -369,7 +458,8 @@ impl<'a> Parser<'a> {
             }
             if line == "GIT binary patch" {
                 self.at += 1;
-                self.binary_patch()?;
+                let name = names.as_ref().map_or(rest, |(_, b)| b.as_str());
+                self.binary_patch(name)?;
                 h.binary = true;
                 break;
             }
@@ -752,16 +842,25 @@ impl<'a> Parser<'a> {
         Ok(true)
     }
 
-    /// Skips the base85 blocks of a `GIT binary patch` (forward, then usually reverse).
-    fn binary_patch(&mut self) -> Result<(), DiffError> {
+    /// Reads the base85 blocks of a `GIT binary patch` (forward, then usually reverse) of
+    /// the file `name`, refusing a block that would inflate past [`MAX_BINARY_BYTES`] or the
+    /// patch's binary blocks past [`MAX_BINARY_PATCH_BYTES`] before git inflates them.
+    fn binary_patch(&mut self, name: &str) -> Result<(), DiffError> {
         let mut blocks = 0;
         while let Some(line) = self.peek() {
             let no = Self::no(self.at);
-            let block = line
-                .strip_prefix("literal ")
-                .or_else(|| line.strip_prefix("delta "));
-            match block {
-                Some(size) if size.bytes().all(|b| b.is_ascii_digit()) && !size.is_empty() => {}
+            let block = match line.split_once(' ') {
+                Some(("literal", size)) => Some((false, size)),
+                Some(("delta", size)) => Some((true, size)),
+                _ => None,
+            };
+            let (delta, size) = match block {
+                Some((delta, size))
+                    if size.bytes().all(|b| b.is_ascii_digit()) && !size.is_empty() =>
+                {
+                    // Digits too many for a u64 are too many bytes, too.
+                    (delta, size.parse::<u64>().unwrap_or(u64::MAX))
+                }
                 _ if blocks > 0 => break,
                 _ => {
                     return Err(err(
@@ -769,23 +868,64 @@ impl<'a> Parser<'a> {
                         format!("{} is not `literal N` or `delta N`", quote(line)),
                     ))
                 }
-            }
+            };
             self.at += 1;
             blocks += 1;
-            while let Some(data) = self.peek() {
-                if data.is_empty() {
+            let mut data = Vec::new();
+            while let Some(text) = self.peek() {
+                if text.is_empty() {
                     self.at += 1;
                     break;
                 }
-                let ok =
-                    data.as_bytes()[0].is_ascii_alphabetic() && data.bytes().skip(1).all(is_base85);
-                if !ok {
-                    return Err(err(
+                base85_line(text, &mut data).map_err(|why| {
+                    err(
                         Self::no(self.at),
-                        format!("{} is not base85 data of a binary patch", quote(data)),
+                        format!(
+                            "{} is not base85 data of a binary patch: {why}",
+                            quote(text)
+                        ),
+                    )
+                })?;
+                self.at += 1;
+            }
+            let mut inflated = size;
+            if delta && size <= MAX_BINARY_BYTES {
+                let result = delta_result_size(&data).ok_or_else(|| {
+                    err(
+                        no,
+                        format!("the binary delta of {name} does not start with its sizes"),
+                    )
+                })?;
+                if result > MAX_BINARY_BYTES {
+                    return Err(err(
+                        no,
+                        format!(
+                            "the binary delta of {name} makes a file of {result} bytes; at most \
+                             {MAX_BINARY_BYTES} are accepted"
+                        ),
                     ));
                 }
-                self.at += 1;
+                inflated = inflated.saturating_add(result);
+            }
+            if size > MAX_BINARY_BYTES {
+                return Err(err(
+                    no,
+                    format!(
+                        "the binary patch of {name} inflates to {size} bytes; at most \
+                         {MAX_BINARY_BYTES} are accepted"
+                    ),
+                ));
+            }
+            self.binary_bytes = self.binary_bytes.saturating_add(inflated);
+            if self.binary_bytes > MAX_BINARY_PATCH_BYTES {
+                return Err(err(
+                    no,
+                    format!(
+                        "the binary patches up to {name} inflate to {} bytes; at most \
+                         {MAX_BINARY_PATCH_BYTES} are accepted in one patch",
+                        self.binary_bytes
+                    ),
+                ));
             }
         }
         if blocks == 0 {
@@ -837,8 +977,78 @@ fn is_mbox_from(line: &str) -> bool {
         && rest.ends_with(" Mon Sep 17 00:00:00 2001")
 }
 
-fn is_base85(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&()*+-;<=>?@^_`{|}~".contains(&b)
+/// git's base85 alphabet, in value order.
+const BASE85: &[u8; 85] =
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~";
+
+/// Decodes one line of a `GIT binary patch` onto `out`: a length letter (`A`-`Z` for 1-26
+/// bytes, `a`-`z` for 27-52), then five base85 characters for each four bytes. Written here
+/// because the framing is git's own (no base85 crate reads the length letter), and it is a
+/// dozen lines.
+fn base85_line(line: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    let bytes = line.as_bytes();
+    let len = match bytes[0] {
+        c @ b'A'..=b'Z' => usize::from(c - b'A') + 1,
+        c @ b'a'..=b'z' => usize::from(c - b'a') + 27,
+        _ => return Err("the first character is not a length letter".to_owned()),
+    };
+    let data = &bytes[1..];
+    if data.len() != len.div_ceil(4) * 5 {
+        return Err(format!(
+            "{} characters for {len} bytes, which take {}",
+            data.len(),
+            len.div_ceil(4) * 5
+        ));
+    }
+    let start = out.len();
+    for group in data.chunks(5) {
+        let mut value: u64 = 0;
+        for &c in group {
+            let digit = BASE85
+                .iter()
+                .position(|&b| b == c)
+                .ok_or_else(|| format!("{:?} is not a base85 character", char::from(c)))?;
+            value = value * 85 + digit as u64;
+        }
+        let value = u32::try_from(value).map_err(|_| "a group is out of range".to_owned())?;
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+    out.truncate(start + len);
+    Ok(())
+}
+
+/// The size of the file a git delta makes: its second header field, read from the first
+/// bytes of the zlib stream (each field little-endian base 128: the base's size, then the
+/// result's). Only those bytes are inflated. `None` when the stream does not start so.
+fn delta_result_size(deflated: &[u8]) -> Option<u64> {
+    /// Two fields of at most 10 bytes each.
+    const HEADER_BYTES: usize = 20;
+    use miniz_oxide::inflate::{decompress_to_vec_zlib_with_limit, TINFLStatus};
+    let head = match decompress_to_vec_zlib_with_limit(deflated, HEADER_BYTES) {
+        Ok(all) => all,
+        // Stopped at the limit: what came out is the stream's start. On any other error the
+        // buffer holds filler, not data.
+        Err(e) if e.status == TINFLStatus::HasMoreOutput => e.output,
+        Err(_) => return None,
+    };
+    let mut fields = [0u64; 2];
+    let mut at = 0;
+    for field in &mut fields {
+        let mut shift = 0;
+        loop {
+            let byte = *head.get(at)?;
+            at += 1;
+            *field |= u64::from(byte & 0x7f).checked_shl(shift)?;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            if shift >= 64 {
+                return None;
+            }
+        }
+    }
+    Some(fields[1])
 }
 
 fn parse_mode(no: usize, text: &str) -> Result<u32, DiffError> {
@@ -1351,10 +1561,324 @@ index 0000000..f0dcf84
             "{}@@ -5 +5 @@\n-x\n+y\n",
             one("src/a", "@@ -1 +1 @@\n-a\n+b\n-- \n2.47.3\n")
         ));
+        assert!(e.to_string().contains("is outside any hunk"), "{e}");
+    }
+
+    /// What `git format-patch --base` wrote for two commits whose messages hold bullet lists
+    /// (`-`, `+`, `*`), a line like a `---` header and a diffstat-like line (git 2.47.3).
+    const SERIES_WITH_LISTS: &str =
+        "From 133c0249a0668aa1b419ebc267703d4744f36c78 Mon Sep 17 00:00:00 2001
+From: t <t@t>
+Date: Fri, 4 Dec 2026 05:42:33 +0000
+Subject: [PATCH 1/2] change b
+
+- bullet one
++ plus line
+--- a/fake
+* star
+
+ 2 files changed
+---
+ f | 2 +-
+ 1 file changed, 1 insertion(+), 1 deletion(-)
+
+diff --git a/f b/f
+index de98044..7be73ce 100644
+--- a/f
++++ b/f
+@@ -1,3 +1,3 @@
+ a
+-b
++B
+ c
+
+base-commit: 387874294c72d9ee71ec7a8481b9aa633e92b1b4
+-- 
+2.47.3
+
+
+From 900059c4ac562f1e6c77afd8962bab2ae0dca233 Mon Sep 17 00:00:00 2001
+From: t <t@t>
+Date: Fri, 4 Dec 2026 05:42:33 +0000
+Subject: [PATCH 2/2] change c
+
+- item
+- item two
+---
+ f | 2 +-
+ 1 file changed, 1 insertion(+), 1 deletion(-)
+
+diff --git a/f b/f
+index 7be73ce..e642ff0 100644
+--- a/f
++++ b/f
+@@ -1,3 +1,3 @@
+ a
+ B
+-c
++C
+-- 
+2.47.3
+
+";
+
+    /// What `git diff --binary --full-index` wrote for a binary file changed in place (a
+    /// delta each way), a new binary file and a text edit (git 2.47.3).
+    const BINARY_DIFF: &str = "diff --git a/img.bin b/img.bin
+index cd880f980997a372c2e74f3d5638b2787ce760d4..4fce37eb075b5a843b47b1cd71502a373005b1cd 100644
+GIT binary patch
+delta 21
+ccmdlXzC(OM3YUSQk+F%XnYo4K#yl@>07!cV9smFU
+
+delta 21
+ccmdlXzC(OM3RhH&UXy@|7RPh;jd@<&08gO?%K!iX
+
+diff --git a/new.bin b/new.bin
+new file mode 100644
+index 0000000000000000000000000000000000000000..4409b7475379908ba13fced50ac3a5e3073c673c
+GIT binary patch
+literal 32
+PcmZQzWMXCj0UR^{0muLu
+
+literal 0
+HcmV?d00001
+
+diff --git a/notes.txt b/notes.txt
+index 4cb29ea38f70d7c61b2a3a25b02e3bdf44905402..ddc897f039f57aa91e16efa6dfde386c4255206f 100644
+--- a/notes.txt
++++ b/notes.txt
+@@ -1,3 +1,3 @@
+ one
+-two
++TWO
+ three
+";
+
+    #[test]
+    fn commit_messages_with_lists_and_diffstats_are_messages_not_changes() {
+        let d = parse(SERIES_WITH_LISTS).unwrap();
+        assert_eq!(d.commits, 2);
+        let changed: Vec<(usize, Vec<&str>, Vec<&str>)> = d
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    f.commit,
+                    f.removed_lines().map(|l| l.text.as_str()).collect(),
+                    f.added_lines().map(|l| l.text.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changed,
+            [(0, vec!["b"], vec!["B"]), (1, vec!["c"], vec!["C"])]
+        );
+        // The same series without signatures (`--no-signature`): commits are parted by a blank.
+        let bare = SERIES_WITH_LISTS.replace("-- \n2.47.3\n", "");
+        assert_eq!(parse(&bare).unwrap().files.len(), 2);
+    }
+
+    #[test]
+    fn a_full_index_binary_diff_reads_as_git_wrote_it() {
+        let d = parse(BINARY_DIFF).unwrap();
+        let summary: Vec<(&str, FileStatus, bool)> = d
+            .files
+            .iter()
+            .map(|f| (f.path(), f.status, f.binary))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("img.bin", FileStatus::Modified, true),
+                ("new.bin", FileStatus::Added, true),
+                ("notes.txt", FileStatus::Modified, false),
+            ]
+        );
+    }
+
+    /// `data` as the lines of one block of a `GIT binary patch`, as git writes them.
+    fn base85_lines(data: &[u8]) -> String {
+        let mut out = String::new();
+        for chunk in data.chunks(52) {
+            let len = chunk.len() as u8;
+            out.push(char::from(if len <= 26 {
+                b'A' + len - 1
+            } else {
+                b'a' + len - 27
+            }));
+            for group in chunk.chunks(4) {
+                let mut word = [0u8; 4];
+                word[..group.len()].copy_from_slice(group);
+                let mut value = u32::from_be_bytes(word);
+                let mut digits = [0u8; 5];
+                for d in digits.iter_mut().rev() {
+                    *d = BASE85[(value % 85) as usize];
+                    value /= 85;
+                }
+                out.push_str(std::str::from_utf8(&digits).unwrap());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A new file `path` sent as a binary literal of `contents`.
+    fn binary_literal(path: &str, contents: &[u8]) -> String {
+        let deflated = miniz_oxide::deflate::compress_to_vec_zlib(contents, 9);
+        format!(
+            "diff --git a/{path} b/{path}\nnew file mode 100644\nindex 0000000000000000000000000000000000000000..1111111111111111111111111111111111111111\nGIT binary patch\nliteral {}\n{}\nliteral 0\nHcmV?d00001\n\n",
+            contents.len(),
+            base85_lines(&deflated)
+        )
+    }
+
+    #[test]
+    fn base85_and_delta_headers_read_as_git_wrote_them() {
+        let mut out = Vec::new();
+        base85_line("JcmZQz1ONa700IC2", &mut out).unwrap();
+        assert_eq!(out.len(), 10);
+        // The first delta of BINARY_DIFF: a 3000-byte file made from a 3000-byte one.
+        let mut delta = Vec::new();
+        base85_line("ccmdlXzC(OM3YUSQk+F%XnYo4K#yl@>07!cV9smFU", &mut delta).unwrap();
+        assert_eq!(delta_result_size(&delta), Some(3000));
+        let data = [7u8; 61];
+        let mut round = Vec::new();
+        for line in base85_lines(&data).lines() {
+            base85_line(line, &mut round).unwrap();
+        }
+        assert_eq!(round, data);
+        assert!(base85_line("Jcm", &mut Vec::new())
+            .unwrap_err()
+            .contains("take 15"));
+        assert!(base85_line("A\"\"\"\"\"", &mut Vec::new())
+            .unwrap_err()
+            .contains("not a base85 character"));
+        assert_eq!(delta_result_size(b"not zlib"), None);
+    }
+
+    #[test]
+    fn a_binary_patch_that_inflates_past_the_limit_is_refused_before_git_runs() {
+        // The zip bomb: 17 MiB of zeros deflate to a few kilobytes.
+        let big = vec![0u8; MAX_BINARY_BYTES as usize + 1];
+        let patch = binary_literal("assets/zeros.bin", &big);
+        assert!(patch.len() < 64 * 1024, "{} bytes", patch.len());
+        let e = error(&patch);
+        assert_eq!(e.line, 5, "{e}");
         assert!(
-            e.to_string().contains("outside any `diff --git` section"),
+            e.to_string().contains(&format!(
+                "the binary patch of assets/zeros.bin inflates to {} bytes; at most {MAX_BINARY_BYTES}",
+                MAX_BINARY_BYTES + 1
+            )),
             "{e}"
         );
+        // A block at the limit is read, and three of them are too many for one patch.
+        let at_limit = vec![0u8; MAX_BINARY_BYTES as usize];
+        assert!(parse(&binary_literal("a.bin", &at_limit)).is_ok());
+        let three: String = ["a.bin", "b.bin", "c.bin"]
+            .iter()
+            .map(|p| binary_literal(p, &at_limit))
+            .collect();
+        let e = error(&three);
+        assert!(
+            e.to_string()
+                .contains("the binary patches up to c.bin inflate"),
+            "{e}"
+        );
+        // A size no u64 holds is too big, not a panic.
+        let e = error(&patch.replace(
+            &format!("literal {}", big.len()),
+            "literal 99999999999999999999999",
+        ));
+        assert!(
+            e.to_string()
+                .contains("inflates to 18446744073709551615 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_delta_that_makes_a_file_past_the_limit_is_refused() {
+        // A delta's own size is small; the file it makes is in its header: base size, then
+        // result size, each little-endian base 128, then its copy and insert commands.
+        let mut header = Vec::new();
+        for mut n in [3000u64, MAX_BINARY_BYTES * 64] {
+            loop {
+                let byte = (n & 0x7f) as u8;
+                n >>= 7;
+                if n == 0 {
+                    header.push(byte);
+                    break;
+                }
+                header.push(byte | 0x80);
+            }
+        }
+        let deflated = miniz_oxide::deflate::compress_to_vec_zlib(&header, 9);
+        let patch = format!(
+            "diff --git a/img.bin b/img.bin\nindex cd880f980997a372c2e74f3d5638b2787ce760d4..4fce37eb075b5a843b47b1cd71502a373005b1cd 100644\nGIT binary patch\ndelta {}\n{}\n",
+            header.len(),
+            base85_lines(&deflated)
+        );
+        let e = error(&patch);
+        assert_eq!(e.line, 4, "{e}");
+        assert!(
+            e.to_string().contains(&format!(
+                "the binary delta of img.bin makes a file of {} bytes",
+                MAX_BINARY_BYTES * 64
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn lines_after_a_hunks_counts_are_refused_naming_the_line() {
+        // The attack: a real hunk deletes a check; a "hunk" whose header has a no-break space
+        // for its space puts it back, for the reader only (git skips it).
+        let patch = one(
+            "src/auth.js",
+            "@@ -4,4 +4,3 @@\n ctx\n-if (!isAdmin(user)) return deny();\n ctx\n ctx\n\
+             @@\u{a0}-10,3 +9,4 @@\n ctx\n+if (!isAdmin(user)) return deny();\n ctx\n ctx\n",
+        );
+        let e = error(&patch);
+        assert_eq!(e.line, 10, "{e}");
+        assert!(
+            e.to_string()
+                .contains("is outside any hunk: git would skip it, a reader would not"),
+            "{e}"
+        );
+        // Without a header at all: lines beyond the counts, of every kind.
+        for (extra, line) in [
+            ("+added()\n", 8),
+            ("-removed()\n", 8),
+            (" context\n", 8),
+            ("\n+after a blank\n", 9),
+            (
+                "\\ No newline at end of file\n\\ No newline at end of file\n",
+                9,
+            ),
+            ("garbage\n", 8),
+            ("-- \n2.47.3\n+signed\n", 10),
+            ("-- \n2.47.3\n@@\u{a0}-1 +1 @@\n", 10),
+            ("-- \nGIT binary patch\n", 9),
+        ] {
+            let e = error(&one("src/a", &format!("@@ -1 +1 @@\n-a\n+b\n{extra}")));
+            assert_eq!(e.line, line, "{extra:?}: {e}");
+            assert!(e.to_string().contains("outside any"), "{extra:?}: {e}");
+        }
+        // After a section that has no hunks (a mode change), the same holds.
+        let e = error("diff --git a/x b/x\nold mode 100644\nnew mode 100755\n\n+x\n");
+        assert_eq!(e.line, 5, "{e}");
+        // A header spelt another way in a commit message is refused too.
+        let e = error(&format!(
+            "Subject: x\n\n@@\u{a0}-1 +1 @@\n{}",
+            one("src/a", "@@ -1 +1 @@\n-a\n+b\n")
+        ));
+        assert_eq!(e.line, 3, "{e}");
+        // What may follow: blank lines, the `--base` trailer, a signature, the next commit.
+        let ok = one(
+            "src/a",
+            "@@ -1 +1 @@\n-a\n+b\n\nbase-commit: 0123abc\n-- \n2.47.3\n\n",
+        );
+        assert!(parse(&ok).is_ok());
     }
 
     #[test]

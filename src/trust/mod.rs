@@ -9,6 +9,7 @@
 //! what a person reads, so it must replay to exactly that tree (`tree::check_agreement`).
 //!
 //! - `diff.rs` parses the patch (the change arrives as data, never as a checkout to run);
+//! - `ddl.rs` finds SQL that changes a schema in a file's text;
 //! - `tree.rs` holds what git made of it and replays the patch against it;
 //! - `symlink.rs` follows links on the resulting tree as the kernel does;
 //! - `never.rs` is the fixed list of paths no policy opens (git's own files, guardian's);
@@ -22,6 +23,7 @@
 //! content rule set to `needs_approval` -> `needs_approval`, with each reason listed; otherwise
 //! `auto`.
 
+pub mod ddl;
 pub mod diff;
 pub mod manifest;
 pub mod never;
@@ -186,7 +188,7 @@ pub fn assess(
         .iter()
         .filter(|f| {
             f.new.as_ref().is_some_and(|n| n.mode == EXECUTABLE_MODE)
-                && f.old.as_ref().map_or(true, |o| o.mode != EXECUTABLE_MODE)
+                && f.old.as_ref().is_none_or(|o| o.mode != EXECUTABLE_MODE)
         })
         .map(|f| f.path.as_str())
         .collect();
@@ -471,18 +473,6 @@ fn not_allowed(policy: &Policy, path: &str) -> Option<String> {
     }
 }
 
-/// SQL that changes a schema.
-const DDL: [&str; 9] = [
-    "CREATE TABLE",
-    "ALTER TABLE",
-    "DROP TABLE",
-    "CREATE INDEX",
-    "CREATE UNIQUE INDEX",
-    "DROP INDEX",
-    "ADD COLUMN",
-    "DROP COLUMN",
-    "RENAME COLUMN",
-];
 /// Directories that hold ORM migrations.
 const MIGRATION_DIRS: [&str; 6] = [
     "migrations",
@@ -500,75 +490,6 @@ fn is_migration_file(path: &str) -> bool {
     let name = parts.next().unwrap_or(path).to_ascii_lowercase();
     SCHEMA_FILES.contains(&name.as_str())
         || parts.any(|d| MIGRATION_DIRS.contains(&d.to_ascii_lowercase().as_str()))
-}
-
-/// A file's text as SQL reads it, upper case, every run of whitespace (newlines too) one
-/// space, comments out (`/* */` everywhere, `--` in `.sql` files), each character with the
-/// line it came from: DDL split over lines or by comments is still DDL.
-fn sql_words(text: &str, sql: bool) -> (Vec<char>, Vec<usize>) {
-    let mut out = Vec::new();
-    let mut lines = Vec::new();
-    let mut line = 1;
-    let mut chars = text.chars().peekable();
-    let space = |out: &mut Vec<char>, lines: &mut Vec<usize>, line: usize| {
-        if out.last().is_some_and(|c| *c != ' ') {
-            out.push(' ');
-            lines.push(line);
-        }
-    };
-    while let Some(c) = chars.next() {
-        if c == '/' && chars.peek() == Some(&'*') {
-            chars.next();
-            let mut prev = ' ';
-            for c in chars.by_ref() {
-                if c == '\n' {
-                    line += 1;
-                }
-                if prev == '*' && c == '/' {
-                    break;
-                }
-                prev = c;
-            }
-            space(&mut out, &mut lines, line);
-        } else if sql && c == '-' && chars.peek() == Some(&'-') {
-            for c in chars.by_ref() {
-                if c == '\n' {
-                    line += 1;
-                    break;
-                }
-            }
-            space(&mut out, &mut lines, line);
-        } else if c.is_whitespace() {
-            space(&mut out, &mut lines, line);
-            if c == '\n' {
-                line += 1;
-            }
-        } else {
-            out.extend(c.to_uppercase());
-            while lines.len() < out.len() {
-                lines.push(line);
-            }
-        }
-    }
-    (out, lines)
-}
-
-/// Where each DDL phrase occurs in a file's text: phrase -> lines of its occurrences.
-fn ddl_in(path: &str, text: &str) -> BTreeMap<&'static str, Vec<usize>> {
-    let sql = path.to_ascii_lowercase().ends_with(".sql");
-    let (words, lines) = sql_words(text, sql);
-    let words: String = words.into_iter().collect();
-    let mut found: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
-    for ddl in DDL {
-        for (i, _) in words.match_indices(ddl) {
-            let char_index = words[..i].chars().count();
-            found
-                .entry(ddl)
-                .or_default()
-                .push(lines.get(char_index).copied().unwrap_or(0));
-        }
-    }
-    found
 }
 
 /// The content rules, on whole files before and after: a manifest's dependencies, parsed;
@@ -610,8 +531,8 @@ fn check_content(policy: &Policy, tree: &TreeChange, hits: &mut Hits) {
         }
         if schema != RuleAction::Allow {
             if let Some(text) = new.text() {
-                let before = old_text.map(|t| ddl_in(path, t)).unwrap_or_default();
-                for (ddl, at) in ddl_in(path, text) {
+                let before = old_text.map(|t| ddl::find(path, t)).unwrap_or_default();
+                for (ddl, at) in ddl::find(path, text) {
                     let had = before.get(ddl).map_or(0, Vec::len);
                     if at.len() > had {
                         hits.act(
@@ -648,7 +569,7 @@ fn check_manifest(
         return;
     };
     let read = |text: Option<&str>| match text {
-        Some(t) => manifest::dependencies(path, t),
+        Some(t) => manifest::read(path, t),
         None => Err("not text".to_owned()),
     };
     let after = match read(new.text()) {
@@ -663,8 +584,8 @@ fn check_manifest(
         }
     };
     let before = read(old).unwrap_or_default();
-    for dep in after.difference(&before) {
-        hits.act(action, rule, format!("{path} gains the dependency {dep}"));
+    for gained in after.gained_since(&before, path) {
+        hits.act(action, rule, gained);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Checks of the fix pattern an agent claims against the diff itself, where a diff can show it:
-//! a "timeout bump" that changes more than numbers is not one. Pure: a diff in, a verdict with a
-//! reason a person can read out.
+//! a "timeout bump" that changes more than numbers is not one, nor is one whose numbers a reader
+//! could take another way (`5e3`) or that the line computes (`60000 / 2`). Pure: a diff in, a
+//! verdict with a reason a person can read out.
 //!
 //! The checks are conservative (a mismatch denies the proposal) but written so that the real
 //! thing passes: `timeout: 5s` -> `timeout: 10s`, `TIMEOUT_MS = 500` -> `TIMEOUT_MS = 2000`, a
@@ -352,37 +353,25 @@ fn mentions_time(text: &str) -> bool {
 }
 
 /// Every change is a one-for-one line edit that differs only in numeric literals (and a
-/// duration unit), on lines about time, and at least one number changes.
+/// duration unit), on lines about time, and at least one of them changes. Each number that
+/// changes is a plain decimal literal a reader cannot take another way (no exponent, hex,
+/// digit separators or leading zero, within range), in a unit known on both sides, standing
+/// alone (not computed: `60000 / 2`, `30 * 1000`), and raised by a factor of more than 1 and at
+/// most [`MAX_BUMP`].
 fn timeout_bump(diff: &Diff) -> Result<(), String> {
     only_modified(diff, false)?;
-    let mut changed_numbers = 0;
+    let mut changes = 0;
     for file in &diff.files {
         for (old, new) in pairs(file, "a timeout bump")? {
             let (a, b) = (tokens(&old.text), tokens(&new.text));
-            let more = || {
-                format!(
-                    "{} changes more than a number: {} -> {}",
-                    at(file, new),
-                    quote(&old.text),
-                    quote(&new.text)
-                )
-            };
+            let lines = || format!("{} -> {}", quote(&old.text), quote(&new.text));
+            let more = || format!("{} changes more than a number: {}", at(file, new), lines());
             if a.len() != b.len() {
                 return Err(more());
             }
             for (x, y) in a.iter().zip(&b) {
                 match (x, y) {
-                    (Token::Number(n1, u1), Token::Number(n2, u2)) => {
-                        let units_ok = u1 == u2
-                            || (DURATION_UNITS.contains(&u1.as_str())
-                                && DURATION_UNITS.contains(&u2.as_str()));
-                        if !units_ok {
-                            return Err(more());
-                        }
-                        if n1 != n2 || u1 != u2 {
-                            changed_numbers += 1;
-                        }
-                    }
+                    (Token::Number(..), Token::Number(..)) => {}
                     (Token::Word(w1), Token::Word(w2))
                         if w1 == w2 || (is_unit_word(w1) && is_unit_word(w2)) => {}
                     _ if x == y => {}
@@ -396,29 +385,39 @@ fn timeout_bump(diff: &Diff) -> Result<(), String> {
                 || enclosing_line(file, old).is_some_and(mentions_time);
             if !about_time {
                 return Err(format!(
-                    "{} changes a number on a line that is not about time: {} -> {}",
+                    "{} changes a number on a line that is not about time: {}",
                     at(file, new),
-                    quote(&old.text),
-                    quote(&new.text)
+                    lines()
                 ));
             }
-            // A bump raises the time, within reason: a timeout cut to nothing, or raised a
-            // thousandfold, is another change wearing this one's name.
-            for (before, after) in durations(&a).into_iter().zip(durations(&b)) {
+            let not_plain = |why: String| {
+                format!(
+                    "{} is not a plain timeout bump: {why}: {}",
+                    at(file, new),
+                    lines()
+                )
+            };
+            let reading = Reading {
+                python: file.path().ends_with(".py") || file.path().ends_with(".pyi"),
+                list_item: new.text.trim_start().starts_with("- "),
+            };
+            for (before, after) in times(&a, &b, reading).map_err(not_plain)? {
+                changes += 1;
+                // A bump raises the time, within reason: a timeout cut to nothing, or raised a
+                // thousandfold, is another change wearing this one's name.
                 let bumped = before > 0.0 && after > before && after <= MAX_BUMP * before;
                 if !bumped && before != after {
                     return Err(format!(
                         "{} does not raise a time by a factor of more than 1 and at most \
-                         {MAX_BUMP}: {} -> {}",
+                         {MAX_BUMP}: {}",
                         at(file, new),
-                        quote(&old.text),
-                        quote(&new.text)
+                        lines()
                     ));
                 }
             }
         }
     }
-    if changed_numbers == 0 {
+    if changes == 0 {
         return Err("no number changes".to_owned());
     }
     Ok(())
@@ -427,24 +426,234 @@ fn timeout_bump(diff: &Diff) -> Result<(), String> {
 /// The most a timeout bump may multiply a time by.
 const MAX_BUMP: f64 = 100.0;
 
-/// Each number of a line as a duration in seconds, in the unit its suffix or the line's unit
-/// word gives (`500ms`, `Duration::from_millis(500)`, `2*time.Second`); a bare number counts as
-/// is (both sides of a bump are in the same unit then).
-fn durations(line: &[Token]) -> Vec<f64> {
-    let word_unit = line.iter().find_map(|t| match t {
-        Token::Word(w) => unit_word_seconds(w),
-        _ => None,
-    });
-    line.iter()
-        .filter_map(|t| match t {
-            Token::Number(digits, unit) => {
-                let n: f64 = digits.replace('_', "").parse().ok()?;
-                let scale = suffix_seconds(unit).or(word_unit).unwrap_or(1.0);
-                Some(n * scale)
+/// What the text around a line's tokens says about how to read them.
+#[derive(Clone, Copy)]
+struct Reading {
+    /// Python, where `//` divides.
+    python: bool,
+    /// The line is a YAML list item (`- 5`), whose `-` is not a minus.
+    list_item: bool,
+}
+
+/// The times a line changes, before and after, in seconds where their unit is known (a
+/// duration suffix, `500ms`, or the nearest unit word, `Duration::from_millis(500)`,
+/// `2*time.Second`) and as they stand when neither side has one. `a` and `b` are the line's
+/// tokens before and after, alike but for numbers and unit words. An error says which number
+/// cannot be read as a plain time, and why.
+fn times(a: &[Token], b: &[Token], reading: Reading) -> Result<Vec<(f64, f64)>, String> {
+    let mut out = Vec::new();
+    let mut counted_units = Vec::new();
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let (Token::Number(d1, u1), Token::Number(d2, u2)) = (x, y) else {
+            continue;
+        };
+        let (w1, w2) = (nearest_unit_word(a, i), nearest_unit_word(b, i));
+        counted_units.extend(w1.map(|(at, _)| at));
+        if x == y && w1.map(|w| w.1) == w2.map(|w| w.1) {
+            continue;
+        }
+        let text = |d: &str, u: &str| format!("`{d}{u}`");
+        let (n1, s1) =
+            plain_number(d1, u1).map_err(|why| format!("cannot read {}: {why}", text(d1, u1)))?;
+        let (n2, s2) =
+            plain_number(d2, u2).map_err(|why| format!("cannot read {}: {why}", text(d2, u2)))?;
+        if let Some(op) = operator_around(b, i, reading) {
+            return Err(format!(
+                "{} is computed with `{op}`, not written out",
+                text(d2, u2)
+            ));
+        }
+        let (s1, s2) = (s1.or(w1.map(|w| w.1)), s2.or(w2.map(|w| w.1)));
+        match (s1, s2) {
+            (Some(s1), Some(s2)) => out.push((n1 * s1, n2 * s2)),
+            (None, None) => out.push((n1, n2)),
+            _ => {
+                let (bare, unit) = if s1.is_none() {
+                    (text(d1, u1), text(d2, u2))
+                } else {
+                    (text(d2, u2), text(d1, u1))
+                };
+                return Err(format!(
+                    "cannot read which unit {bare} is in, while {unit} has one"
+                ));
             }
+        }
+    }
+    // A unit word switched with no number of its own: `time.Second` -> `time.Minute`.
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        if let (Token::Word(w1), Token::Word(w2)) = (x, y) {
+            if w1 != w2 && !counted_units.contains(&i) {
+                if let (Some(s1), Some(s2)) = (unit_word_seconds(w1), unit_word_seconds(w2)) {
+                    out.push((s1, s2));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The unit word nearest to token `i` of `line` (the left one on a tie), with its index and
+/// its length in seconds.
+fn nearest_unit_word(line: &[Token], i: usize) -> Option<(usize, f64)> {
+    line.iter()
+        .enumerate()
+        .filter_map(|(j, t)| match t {
+            Token::Word(w) => unit_word_seconds(w).map(|s| (j, s)),
             _ => None,
         })
-        .collect()
+        .min_by_key(|(j, _)| (j.abs_diff(i), *j > i))
+}
+
+/// Type suffixes of integer and float literals (Rust, C, Java): they say nothing of a unit.
+const TYPE_SUFFIXES: [&str; 30] = [
+    "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32",
+    "f64", "u", "U", "l", "L", "ul", "UL", "lu", "LU", "ll", "LL", "ull", "ULL", "llu", "LLU", "f",
+    "F",
+];
+
+/// A number as a timeout bump reads it: plain decimal digits (`500`, `1.5`) and a duration
+/// suffix (its length in seconds), a type suffix or none. Anything a reader could take another
+/// way is refused, saying why: an exponent (`5e3`), another base (`0x1F4`), digit separators
+/// (`5_000`: `parseInt` reads 5), a leading zero (octal to C and YAML 1.1), a value no 64-bit
+/// integer or float holds.
+fn plain_number(digits: &str, unit: &str) -> Result<(f64, Option<f64>), String> {
+    let mut digits = digits;
+    let mut scale = suffix_seconds(unit);
+    // Ruby's and Kotlin's `5.seconds`.
+    if let Some(d) = digits.strip_suffix('.') {
+        if let Some(s) = unit_word_seconds(unit) {
+            digits = d;
+            scale = Some(s);
+        }
+    }
+    // Rust's `5_u64`.
+    if let Some(d) = digits.strip_suffix('_') {
+        if TYPE_SUFFIXES.contains(&unit) {
+            digits = d;
+        }
+    }
+    let exponent = unit.starts_with(['e', 'E']) && unit[1..].chars().all(|c| c.is_ascii_digit());
+    if exponent {
+        return Err("an exponent, which not every reader takes; write the digits out".to_owned());
+    }
+    if digits == "0" && unit.starts_with(['x', 'X', 'o', 'O', 'b', 'B']) {
+        return Err("not a decimal number".to_owned());
+    }
+    if scale.is_none() && !unit.is_empty() && !TYPE_SUFFIXES.contains(&unit) {
+        return Err(format!("`{unit}` is not a unit of time"));
+    }
+    if digits.contains('_') {
+        return Err("digit separators (`_`), which not every reader takes".to_owned());
+    }
+    let (whole, fraction) = match digits.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (digits, None),
+    };
+    let decimal = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    if !decimal(whole) || fraction.is_some_and(|f| !decimal(f)) {
+        return Err("not a decimal number".to_owned());
+    }
+    if whole.len() > 1 && whole.starts_with('0') {
+        return Err("a leading zero, which some readers take as octal".to_owned());
+    }
+    let value = match fraction {
+        // Each step of u64 is exact in an f64 up to 2^53, near enough beyond for a ratio.
+        None => whole
+            .parse::<u64>()
+            .map_err(|_| "more than a 64-bit integer holds".to_owned())? as f64,
+        Some(_) => digits
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| "more than a 64-bit float holds".to_owned())?,
+    };
+    Ok((value, scale))
+}
+
+/// The arithmetic operator that token `i` of `line` is an operand of, if any, looking through
+/// brackets: `/` in `60000 / (2)`, `*` in `30 * 1000`, `-` in `-5` or `5 - 1`, `<<`, `**`.
+/// Multiplying by a unit word is how Go writes a duration (`5*time.Second`), so it is not one;
+/// nor is a comment's `//` (but in Python), `/*` or `*/`, an arrow, or a YAML list's `- `.
+fn operator_around(line: &[Token], i: usize, reading: Reading) -> Option<String> {
+    const OPERATORS: &str = "*/%+-^<>";
+    let punct = |j: Option<usize>| match j.and_then(|j| line.get(j)) {
+        Some(Token::Punct(c)) => Some(*c),
+        _ => None,
+    };
+    let unit_at = |j: Option<usize>| matches!(j.and_then(|j| line.get(j)), Some(Token::Word(w)) if is_unit_word(w));
+    // Left of the number, past opening brackets.
+    let mut j = i;
+    while j > 0 && punct(Some(j - 1)) == Some('(') {
+        j -= 1;
+    }
+    if let Some(op) = punct(j.checked_sub(1)).filter(|c| OPERATORS.contains(*c)) {
+        let before = j.checked_sub(2);
+        let op2 = punct(before);
+        let left = match (op2, op) {
+            (Some('/'), '/') if reading.python => Some("//"),
+            (Some('/'), '/' | '*') | (Some('*'), '/') => None,
+            (Some('*'), '*') => Some("**"),
+            (Some('<'), '<') => Some("<<"),
+            (Some('>'), '>') => Some(">>"),
+            (_, '<' | '>') => None,
+            (_, '*') if unit_at(before) => None,
+            // A YAML list item, `- 5`.
+            (_, '-') if j == 1 && reading.list_item => None,
+            (_, c) => Some(match c {
+                '*' => "*",
+                '/' => "/",
+                '%' => "%",
+                '+' => "+",
+                '-' => "-",
+                _ => "^",
+            }),
+        };
+        if let Some(op) = left {
+            return Some(op.to_owned());
+        }
+    }
+    // Right of it, past closing brackets.
+    let mut j = i;
+    while punct(Some(j + 1)) == Some(')') {
+        j += 1;
+    }
+    let op = punct(Some(j + 1)).filter(|c| OPERATORS.contains(*c))?;
+    let op2 = punct(Some(j + 2));
+    let right = match (op, op2) {
+        ('/', Some('/')) if reading.python => "//",
+        ('/', Some('/' | '*')) | ('*', Some('/')) => return None,
+        ('*', Some('*')) => "**",
+        ('<', Some('<')) => "<<",
+        ('>', Some('>')) => ">>",
+        ('<' | '>', _) => return None,
+        ('-', Some('>')) => return None,
+        ('*', _) => {
+            // `5 * time.Second`, `5 * (time.Second)`: a chain of names ending in a unit word.
+            let mut k = j + 2;
+            while punct(Some(k)) == Some('(') {
+                k += 1;
+            }
+            let mut last_unit = false;
+            while let Some(t) = line.get(k) {
+                match t {
+                    Token::Word(w) => last_unit = is_unit_word(w),
+                    Token::Punct('.' | ':') => {}
+                    _ => break,
+                }
+                k += 1;
+            }
+            if last_unit {
+                return None;
+            }
+            "*"
+        }
+        ('/', _) => "/",
+        ('%', _) => "%",
+        ('+', _) => "+",
+        ('-', _) => "-",
+        _ => "^",
+    };
+    Some(right.to_owned())
 }
 
 fn suffix_seconds(unit: &str) -> Option<f64> {
@@ -836,7 +1045,221 @@ mod tests {
         assert!(reason(Pattern::TimeoutBump, &d).contains("changes more than a number"));
 
         let d = edit("src/a.rs", &["timeout = 5"], &["timeout = 0x5"]);
-        assert!(reason(Pattern::TimeoutBump, &d).contains("changes more than a number"));
+        assert!(reason(Pattern::TimeoutBump, &d).contains("cannot read `0x5`"));
+    }
+
+    #[test]
+    fn a_number_a_reader_could_take_another_way_is_not_a_plain_timeout_bump() {
+        let huge_float = format!("timeout = 1{}.0", "0".repeat(400));
+        for (old, new, why) in [
+            (
+                "timeout = 5000",
+                "timeout = 6e3",
+                "cannot read `6e3`: an exponent",
+            ),
+            (
+                "timeout = 5e3",
+                "timeout = 9e3",
+                "cannot read `5e3`: an exponent",
+            ),
+            (
+                "TIMEOUT_MS = 0x1F4",
+                "TIMEOUT_MS = 0x3E8",
+                "cannot read `0x1F4`: not a decimal number",
+            ),
+            (
+                "TIMEOUT_MS = 5_000",
+                "TIMEOUT_MS = 6_000",
+                "cannot read `5_000`: digit separators",
+            ),
+            (
+                "TIMEOUT_MS=5000",
+                "TIMEOUT_MS=50_000",
+                "cannot read `50_000`: digit separators",
+            ),
+            (
+                "timeout = 500",
+                "timeout = 5s",
+                "cannot read which unit `500` is in, while `5s` has one",
+            ),
+            (
+                "timeout = 0500",
+                "timeout = 0600",
+                "cannot read `0500`: a leading zero",
+            ),
+            (
+                "timeout_ms = 1",
+                "timeout_ms = 18446744073709551616",
+                "cannot read `18446744073709551616`: more than a 64-bit integer holds",
+            ),
+            (
+                "timeout = 1.0",
+                &huge_float,
+                "more than a 64-bit float holds",
+            ),
+            (
+                "timeout = 5x",
+                "timeout = 6x",
+                "cannot read `5x`: `x` is not a unit of time",
+            ),
+            (
+                "timeout = 1.2.3",
+                "timeout = 1.2.4",
+                "cannot read `1.2.3`: not a decimal number",
+            ),
+            // 0.005 s to 0.0005 s, read as 3 -> 4.
+            (
+                "timeout = 5e-3",
+                "timeout = 5e-4",
+                "`4` is computed with `-`",
+            ),
+        ] {
+            let r = reason(Pattern::TimeoutBump, &edit("src/a.rs", &[old], &[new]));
+            assert!(
+                r.starts_with(
+                    "claimed timeout-bump, but src/a.rs:10 is not a plain timeout bump: "
+                ),
+                "{old} -> {new}: {r}"
+            );
+            assert!(r.contains(why), "{old} -> {new}: {r}");
+        }
+    }
+
+    #[test]
+    fn a_bump_computed_in_the_line_is_not_a_plain_one() {
+        for (path, old, new, op) in [
+            (
+                "src/a.rs",
+                "TIMEOUT = 60000 / 2",
+                "TIMEOUT = 60000 / 100",
+                "`100` is computed with `/`",
+            ),
+            (
+                "src/a.rs",
+                "TIMEOUT = 60000 / 1",
+                "TIMEOUT = 90000 / 1",
+                "`90000` is computed with `/`",
+            ),
+            (
+                "src/a.js",
+                "const TIMEOUT = 30 * 1000;",
+                "const TIMEOUT = 60 * 1000;",
+                "`60` is computed with `*`",
+            ),
+            (
+                "src/a.rs",
+                "TIMEOUT = (60000) / (2)",
+                "TIMEOUT = (60000) / (100)",
+                "with `/`",
+            ),
+            (
+                "src/a.rs",
+                "timeout = 1 << 10",
+                "timeout = 1 << 12",
+                "with `<<`",
+            ),
+            (
+                "src/a.py",
+                "timeout = 2 ** 10",
+                "timeout = 2 ** 12",
+                "with `**`",
+            ),
+            (
+                "src/a.py",
+                "TIMEOUT = 60000 // 2",
+                "TIMEOUT = 60000 // 100",
+                "with `//`",
+            ),
+            (
+                "src/a.rs",
+                "timeout = 5000 - 1",
+                "timeout = 5000 - 99",
+                "with `-`",
+            ),
+            ("src/a.rs", "timeout = -5", "timeout = -10", "with `-`"),
+            ("config/app.yaml", "-5  # delay", "-10  # delay", "with `-`"),
+            (
+                "src/a.rs",
+                "timeout = 5 * x",
+                "timeout = 10 * x",
+                "with `*`",
+            ),
+        ] {
+            let r = reason(Pattern::TimeoutBump, &edit(path, &[old], &[new]));
+            assert!(
+                r.contains("is not a plain timeout bump: "),
+                "{old} -> {new}: {r}"
+            );
+            assert!(r.contains(op), "{old} -> {new}: {r}");
+        }
+        for (path, old, new) in [
+            (
+                "src/a.go",
+                "\tctx, cancel := context.WithTimeout(ctx, time.Second * 2)",
+                "\tctx, cancel := context.WithTimeout(ctx, time.Second * 5)",
+            ),
+            (
+                "src/a.go",
+                "\td := 2 * (time.Second)",
+                "\td := 5 * (time.Second)",
+            ),
+            (
+                "src/a.rs",
+                "timeout_ms = 5000 // 5 seconds",
+                "timeout_ms = 10000 // 10 seconds",
+            ),
+            (
+                "src/a.c",
+                "timeout_ms = 5000; /* 5 s */",
+                "timeout_ms = 10000; /* 10 s */",
+            ),
+            ("config/app.yaml", "- 500  # delay", "- 1000  # delay"),
+            (
+                "src/a.c",
+                "timeout_ms = /* was 2 s */ 5000;",
+                "timeout_ms = /* was 2 s */ 10000;",
+            ),
+            (
+                "config/app.rb",
+                "  timeout 5.seconds",
+                "  timeout 10.seconds",
+            ),
+            (
+                "src/a.rs",
+                "const TIMEOUT_MS: u64 = 5_u64;",
+                "const TIMEOUT_MS: u64 = 10_u64;",
+            ),
+            ("src/a.rs", "timeout: 500ms", "timeout: 5s"),
+        ] {
+            consistent(Pattern::TimeoutBump, &edit(path, &[old], &[new]));
+        }
+    }
+
+    #[test]
+    fn each_number_is_read_in_its_own_unit() {
+        for (old, new) in [
+            // 10 ms to 10 s.
+            (
+                "let t = Duration::from_secs(5).max(Duration::from_millis(10));",
+                "let t = Duration::from_secs(5).max(Duration::from_secs(10));",
+            ),
+            // A unit word alone: a second to an hour.
+            (
+                "\tctx, cancel := context.WithTimeout(ctx, time.Second)",
+                "\tctx, cancel := context.WithTimeout(ctx, time.Hour)",
+            ),
+        ] {
+            let r = reason(Pattern::TimeoutBump, &edit("src/a.rs", &[old], &[new]));
+            assert!(r.contains("does not raise a time"), "{old} -> {new}: {r}");
+        }
+        consistent(
+            Pattern::TimeoutBump,
+            &edit(
+                "src/a.go",
+                &["\tctx, cancel := context.WithTimeout(ctx, time.Second)"],
+                &["\tctx, cancel := context.WithTimeout(ctx, time.Minute)"],
+            ),
+        );
     }
 
     #[test]

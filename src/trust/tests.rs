@@ -602,6 +602,41 @@ fn a_new_dependency_is_denied_but_a_version_bump_is_not_one() {
 }
 
 #[test]
+fn a_lock_entry_that_keeps_its_name_but_resolves_to_another_package_is_denied() {
+    let lock = |resolved: &str| {
+        format!(
+            "{{\n  \"lockfileVersion\": 3,\n  \"packages\": {{\n    \"node_modules/lodash\": {{\n      \
+             \"version\": \"4.17.21\",\n      \"resolved\": \"{resolved}\"\n    }}\n  }}\n}}\n"
+        )
+    };
+    let real = "https://registry.npmjs.org/lodash/-/lodash-4.17.21.tgz";
+    let evil = "https://registry.npmjs.org/evil/-/evil-1.0.0.tgz";
+    let before = lock(real);
+    let patch = edit(
+        "lib/web/package-lock.json",
+        &[&format!("      \"resolved\": \"{real}\"")],
+        &[&format!("      \"resolved\": \"{evil}\"")],
+    )
+    .replace(
+        "@@ -2,2 +2,2 @@\n ctx\n",
+        "@@ -5,2 +5,2 @@\n       \"version\": \"4.17.21\",\n",
+    );
+    let a = judge_on(
+        &[("lib/web/package-lock.json", &before)],
+        &patch,
+        Pattern::Other,
+    );
+    assert_denied(
+        &a,
+        "content.new_dependencies",
+        &format!(
+            "lib/web/package-lock.json gains the dependency package: node_modules/lodash \
+             (resolved {evil}: not a registry tarball of lodash)"
+        ),
+    );
+}
+
+#[test]
 fn a_schema_change_is_denied() {
     let patch = edit(
         "src/db/orders.rs",
@@ -637,6 +672,44 @@ fn a_schema_change_is_denied() {
         &a,
         "content.schema_changes",
         "src/app/migrations/0006.py is a migration",
+    );
+}
+
+#[test]
+fn truncate_rename_and_comment_on_are_schema_changes_and_a_rename_attribute_is_not() {
+    let patch = edit(
+        "src/db/cleanup.rs",
+        &[],
+        &[
+            "    conn.execute(\"truncate /* all of it */",
+            "        TABLE orders\")?;",
+            "    conn.execute(\"ALTER SEQUENCE s RENAME TO t\")?;",
+            "    conn.execute(\"COMMENT ON TABLE orders IS 'gone'\")?;",
+        ],
+    );
+    let a = judge(&patch, Pattern::Other, &[], &trusted());
+    for hit in [
+        "src/db/cleanup.rs:3 adds TRUNCATE TABLE",
+        "src/db/cleanup.rs:5 adds RENAME",
+        "src/db/cleanup.rs:6 adds COMMENT ON",
+    ] {
+        assert_denied(&a, "content.schema_changes", hit);
+    }
+
+    let patch = edit(
+        "src/model.rs",
+        &[],
+        &[
+            "    #[serde(rename = \"id\")]",
+            "    // Truncate the name, then rename the file.",
+            "    name.truncate(MAX);",
+        ],
+    );
+    let a = judge(&patch, Pattern::Other, &[], &trusted());
+    assert!(
+        !a.rules.iter().any(|h| h.rule == "content.schema_changes"),
+        "{:#?}",
+        a.rules
     );
 }
 

@@ -1148,3 +1148,243 @@ fn git_control_files_are_never_open_to_an_ai_change() {
         "{why}"
     );
 }
+
+#[test]
+fn a_hunk_only_a_reader_sees_cannot_put_back_a_check_that_git_deletes() {
+    let g = Gate::start(0, false);
+    team_commits(
+        &g,
+        "src/admin.js",
+        "function purge(req, user) {\n  const db = open();\n  audit(req);\n  if (!isAdmin(user)) return deny();\n  db.purge(req.query.table);\n}\n\nfunction show(req, user) {\n  const db = open();\n  return db.read(req.query.table);\n}\n",
+    );
+    // Read as the check moving from purge to show. git applies the first hunk and skips the
+    // second (its header has a no-break space where git wants a space): the check is gone.
+    let patch = "diff --git a/src/admin.js b/src/admin.js\nindex 1111111..2222222 100644\n--- a/src/admin.js\n+++ b/src/admin.js\n@@ -3,4 +3,3 @@ function purge(req, user) {\n   audit(req);\n-  if (!isAdmin(user)) return deny();\n   db.purge(req.query.table);\n }\n@@\u{a0}-9,2 +8,3 @@ function show(req, user) {\n   const db = open();\n+  if (!isAdmin(user)) return deny();\n   return db.read(req.query.table);\n";
+    let file = g.dir.path().join("moved-check.patch");
+    std::fs::write(&file, patch).unwrap();
+    git(&g.repo, &["apply", "--check", file.to_str().unwrap()]);
+
+    let p = post_patch(&g, "other", patch);
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains("patch line 10") && why.contains("is outside any hunk: git would skip it"),
+        "{why}"
+    );
+    thread::sleep(Duration::from_secs(1));
+    let deployed = std::fs::read_to_string(g.repo.join("src/admin.js")).unwrap();
+    assert!(
+        deployed.contains("if (!isAdmin(user))"),
+        "nothing deployed: {deployed}"
+    );
+}
+
+#[test]
+fn a_binary_patch_that_inflates_to_hundreds_of_megabytes_is_refused_before_git_runs() {
+    let g = Gate::start(0, false);
+    // 17 MiB of zeros: git's binary patch of it is about 20 KB of base85.
+    let zeros = vec![0u8; 17 * 1024 * 1024];
+    let path = g.agent_repo.join("src/fixture.bin");
+    std::fs::write(&path, &zeros).unwrap();
+    git(&g.agent_repo, &["add", "-A"]);
+    git(&g.agent_repo, &["commit", "-q", "-m", "a fixture"]);
+    let commit = git(&g.agent_repo, &["rev-parse", "HEAD"]);
+    let p = stdout_json(&g.propose(&commit, "other", "a test fixture"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains(&format!(
+            "the binary patch of src/fixture.bin inflates to {} bytes; at most 16777216",
+            zeros.len()
+        )),
+        "{why}"
+    );
+}
+
+#[test]
+fn characters_that_render_blank_reach_the_approver_escaped() {
+    let g = Gate::start(0, false);
+    team_commits(
+        &g,
+        "src/run.js",
+        "const { timeout } = req.query;\nexecSync(`sleep ${timeout}`);\n",
+    );
+    // A Hangul filler (U+3164) is a valid JavaScript name and shows as nothing: the query's
+    // hidden field goes straight into a shell.
+    let fix = g.agent_commits(
+        "src/run.js",
+        "const { timeout,\u{3164}} = req.query;\nexecSync(`sleep ${timeout}`,\u{3164});\n",
+        "Tidy",
+    );
+    let p = stdout_json(&g.propose(&fix, "other", "tidy\u{a0}up the\u{2800}call"));
+    let id = p["id"].as_str().unwrap();
+    let out = g.cli(ALICE, &["proposals", id]);
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        shown.contains("+const { timeout,\\u{3164}} = req.query;")
+            && shown.contains("+execSync(`sleep ${timeout}`,\\u{3164});"),
+        "{shown}"
+    );
+    assert!(shown.contains("tidy\\xa0up the\\u{2800}call"), "{shown}");
+    assert!(
+        !shown.contains(['\u{3164}', '\u{a0}', '\u{2800}']),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_lock_file_entry_swapped_for_another_package_is_a_new_dependency() {
+    let g = Gate::start(10, false);
+    let npm = |resolved: &str| {
+        format!(
+            "{{\n  \"lockfileVersion\": 3,\n  \"packages\": {{\n    \"node_modules/lodash\": {{\n      \
+             \"version\": \"4.17.21\",\n      \"resolved\": \"{resolved}\"\n    }}\n  }}\n}}\n"
+        )
+    };
+    team_commits(
+        &g,
+        "src/web/package-lock.json",
+        &npm("https://registry.npmjs.org/lodash/-/lodash-4.17.21.tgz"),
+    );
+    let evil = "https://registry.npmjs.org/evil/-/evil-1.0.0.tgz";
+    let swap = g.agent_commits("src/web/package-lock.json", &npm(evil), "Relock");
+    let p = stdout_json(&g.propose(&swap, "other", "relock"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains(&format!(
+            "content.new_dependencies: src/web/package-lock.json gains the dependency package: \
+             node_modules/lodash (resolved {evil}: not a registry tarball of lodash)"
+        )),
+        "{why}"
+    );
+
+    // A locked crate whose checksum changes while its name, version and source stay.
+    let cargo = |sum: &str| {
+        format!(
+            "version = 3\n\n[[package]]\nname = \"serde\"\nversion = \"1.0.200\"\n\
+             source = \"registry+https://github.com/rust-lang/crates.io-index\"\n\
+             checksum = \"{sum}\"\n"
+        )
+    };
+    team_commits(&g, "src/Cargo.lock", &cargo("aaaa"));
+    let resum = g.agent_commits("src/Cargo.lock", &cargo("bbbb"), "Relock");
+    let p = stdout_json(&g.propose(&resum, "other", "relock"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains("src/Cargo.lock locks serde 1.0.200 (registry+https://github.com/rust-lang/crates.io-index) with another checksum (aaaa -> bbbb)"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_crate_added_under_any_table_cargo_reads_is_a_new_dependency() {
+    let g = Gate::start(10, false);
+    let manifest =
+        "[package]\nname = \"shop\"\nversion = \"0.1.0\"\n\n[dependencies]\nserde = \"1\"\n";
+    team_commits(&g, "src/Cargo.toml", manifest);
+    let fix = g.agent_commits(
+        "src/Cargo.toml",
+        &format!(
+            "{manifest}\n[target.'cfg(unix)'.dev_dependencies]\nevil = \"6\"\n\n\
+             [build_dependencies]\nevil-build = \"1\"\n"
+        ),
+        "Test helpers",
+    );
+    let p = stdout_json(&g.propose(&fix, "other", "test helpers"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    for dep in [
+        "target.cfg(unix).dev-dependencies: evil (evil, registry)",
+        "build-dependencies: evil-build (evil-build, registry)",
+    ] {
+        assert!(
+            why.contains(&format!(
+                "content.new_dependencies: src/Cargo.toml gains the dependency {dep}"
+            )),
+            "{dep}: {why}"
+        );
+    }
+}
+
+#[test]
+fn dropping_a_schema_or_truncating_a_table_is_a_schema_change() {
+    let g = Gate::start(10, false);
+    team_commits(&g, "src/q.sql", "SELECT 1;\n");
+    let ddl = g.agent_commits(
+        "src/q.sql",
+        "SELECT 1;\ndrop schema legacy cascade;\nTRUNCATE\n  orders;\nCOMMENT ON TABLE t IS 'x';\n",
+        "Clean up",
+    );
+    let p = stdout_json(&g.propose(&ddl, "other", "clean up"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    for hit in [
+        "content.schema_changes: src/q.sql:2 adds DROP SCHEMA",
+        "content.schema_changes: src/q.sql:3 adds TRUNCATE",
+        "content.schema_changes: src/q.sql:5 adds COMMENT ON",
+    ] {
+        assert!(why.contains(hit), "{hit}: {why}");
+    }
+}
+
+#[test]
+fn an_install_script_added_to_package_json_is_a_dependency_change_naming_it() {
+    let g = Gate::start(10, false);
+    let manifest = |scripts: &str| {
+        format!(
+            "{{\n  \"name\": \"web\",\n  \"scripts\": {{\n    \"test\": \"jest\"{scripts}\n  }},\n  \
+             \"dependencies\": {{\n    \"lodash\": \"^4.17.21\"\n  }}\n}}\n"
+        )
+    };
+    team_commits(&g, "src/web/package.json", &manifest(""));
+    let fix = g.agent_commits(
+        "src/web/package.json",
+        &manifest(",\n    \"postinstall\": \"node scripts/setup.js\""),
+        "Set up on install",
+    );
+    let p = stdout_json(&g.propose(&fix, "other", "setup"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains(
+            "content.new_dependencies: src/web/package.json adds the install script postinstall: \
+             `node scripts/setup.js`"
+        ),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_timeout_bump_whose_number_a_reader_could_take_another_way_is_denied() {
+    let g = Gate::start(10, false);
+    // `parseInt("5e3")` is 5; so is `atoi`. The app would get a 5 ms timeout.
+    let fix = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 5e3\n",
+        "Raise the timeout",
+    );
+    let p = stdout_json(&g.propose(&fix, "timeout-bump", "raise the timeout"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains(
+            "pattern_mismatch: claimed timeout-bump, but src/settings.txt:1 is not a plain \
+             timeout bump: cannot read `5e3`: an exponent"
+        ),
+        "{why}"
+    );
+
+    // 60000 / 2 -> 60000 / 100 reads as a 50x bump of one number and is a 50x cut.
+    team_commits(&g, "src/app.env", "TIMEOUT_MS=60000/2\n");
+    let fix = g.agent_commits("src/app.env", "TIMEOUT_MS=60000/100\n", "Raise the timeout");
+    let p = stdout_json(&g.propose(&fix, "timeout-bump", "raise the timeout"));
+    assert_eq!(p["decision"], "deny", "{p}");
+    let why = rules(&p).join("\n");
+    assert!(
+        why.contains("src/app.env:1 is not a plain timeout bump: `100` is computed with `/`"),
+        "{why}"
+    );
+}
