@@ -359,7 +359,7 @@ async fn story(
             .rev()
             .find(|e| e.kind == "rollback")
             .map(|e| e.detail);
-        let email = crate::mail::render_alert("demo shop", &record, rollback.as_ref());
+        let email = crate::report::render_alert("demo shop", &record, rollback.as_ref());
         println!();
         println!("The alert email guardian sends (the demo prints it; configure [daemon.mail] to send it):");
         println!("----------------------------------------------------------------------");

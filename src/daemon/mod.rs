@@ -82,7 +82,7 @@ fn start_scrape(engine: Arc<Mutex<Engine>>, job: &ScrapeJob) {
 /// own, so a slow SMTP server never holds up the API or the watch. One pass at a time.
 fn deliver_mail(
     state_dir: &std::path::Path,
-    mailer: Arc<crate::mail::Mailer>,
+    mailer: Arc<crate::report::Mailer>,
     busy: Arc<std::sync::atomic::AtomicBool>,
 ) {
     use std::sync::atomic::Ordering;
@@ -93,7 +93,7 @@ fn deliver_mail(
     tokio::task::spawn_blocking(move || {
         match crate::store::Store::open(&db) {
             Ok(mut store) => {
-                let stats = crate::mail::deliver_due(&mut store, &mailer, now());
+                let stats = crate::report::deliver_due(&mut store, &mailer, now());
                 for e in &stats.errors {
                     tracing::warn!("mail: {e}");
                 }
@@ -328,7 +328,7 @@ pub async fn run(
             )
             .map_err(|e| DaemonError::Mail(e.to_string()))?;
             Some(Arc::new(
-                crate::mail::Mailer::new(m)
+                crate::report::Mailer::new(m)
                     .map_err(|e| DaemonError::Mail(e.to_string()))?
                     .with_link_key(links),
             ))

@@ -31,6 +31,17 @@ fn report() -> Value {
     })
 }
 
+/// The recovery check's report, as the daemon records it: errors back to 0.80%.
+fn recovery_report() -> Value {
+    let mut r = report();
+    r["verdict"] = json!("healthy");
+    r["decided_at"] = json!(CHANGE_AT + 22.5);
+    r["change_at"] = json!(CHANGE_AT + 3.6);
+    r["signals"][0]["regressed"] = json!(false);
+    r["signals"][0]["after"] = json!({"requests": 500, "events": 4, "rate": 0.008});
+    r
+}
+
 /// What `daemon::rollback::run` records for a revert and a redeploy that worked.
 fn rollback() -> Value {
     json!({
@@ -110,8 +121,7 @@ fn story(db: &Path) -> String {
         .record_event(
             &id,
             "recovery_check",
-            &json!({"verdict": "healthy", "report": {"signals": [{"signal": "errors",
-                "baseline": {"rate": 0.01}, "after": {"rate": 0.008}}]}}),
+            &json!({"verdict": "healthy", "report": recovery_report()}),
             t + 22.5,
         )
         .unwrap();
