@@ -208,7 +208,7 @@ fn evidence_text(w: &mut String, report: &Report) {
         }
         if s.signal == SignalKind::Latency {
             if let Some(r) = s.effect_ratio {
-                let _ = writeln!(w, "    median:   after / before {r:.2}x");
+                let _ = writeln!(w, "    median:   after / before {}", ratio(r));
             }
             for level in &s.levels {
                 let _ = writeln!(

@@ -90,7 +90,7 @@ pub fn regression_summary(report: &Report) -> String {
             let name = signal_words(s.signal);
             if s.signal == SignalKind::Latency {
                 match s.effect_ratio {
-                    Some(r) => format!("{name}: median {r:.2}x"),
+                    Some(r) => format!("{name}: median {}", ratio(r)),
                     None => name.to_owned(),
                 }
             } else {

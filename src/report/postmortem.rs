@@ -775,7 +775,7 @@ fn evidence_table(doc: &mut Vec<Block>, report: &Report) {
                 side(|l| l.baseline_ms),
                 side(|l| l.after_ms),
                 s.effect_ratio
-                    .map_or("-".to_owned(), |r| format!("median {r:.2}x")),
+                    .map_or("-".to_owned(), |r| format!("median {}", units::ratio(r))),
             )
         } else {
             let side = |v: &Side| {

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize as _;
 use serde_json::Value;
 
+use super::units::{count, duration, evalue};
 use crate::core::{
     BaselinePreview, BaselineWindow, DeployWindow, Report, RouteBaseline, SignalKind,
 };
@@ -68,12 +69,13 @@ fn baseline(
     let total: u64 = routes.iter().map(|r| r.requests).sum();
     let per_route: Vec<String> = routes
         .iter()
-        .map(|r| format!("{} {}", display::line(&r.route), r.requests))
+        .map(|r| format!("{} {}", display::line(&r.route), count(r.requests)))
         .collect();
     let _ = writeln!(
         out,
-        "baseline: {} of known-good traffic, {total} requests{}",
-        span(window.covered_secs),
+        "baseline: {} of known-good traffic, {} requests{}",
+        duration(window.covered_secs),
+        count(total),
         if per_route.is_empty() {
             String::new()
         } else {
@@ -84,15 +86,15 @@ fn baseline(
         let _ = writeln!(
             out,
             "  {} in between left out (earlier deploys or incidents)",
-            span(window.excluded_secs)
+            duration(window.excluded_secs)
         );
     }
     // A recovery check or an extended watch has no deploy window of its own.
     if let Some(w) = deploy.filter(|w| w.to - w.from >= 0.5) {
         let _ = writeln!(
             out,
-            "  deploy window: the {:.0} s before the change are in neither side{}",
-            w.to - w.from,
+            "  deploy window: the {} before the change are in neither side{}",
+            duration(w.to - w.from),
             if w.given {
                 ""
             } else {
@@ -104,15 +106,6 @@ fn baseline(
         let _ = writeln!(out, "  WARNING: {}", display::line(note));
     }
     out
-}
-
-/// A duration for a person: seconds under two minutes, minutes above.
-fn span(secs: f64) -> String {
-    if secs < 120.0 {
-        format!("{secs:.0} s")
-    } else {
-        format!("{:.0} min", secs / 60.0)
-    }
 }
 
 /// A signal's name as the status lists it.
@@ -158,10 +151,10 @@ pub fn status(s: &Value) -> Result<String, UnreadableAnswer> {
                 for sig in &live.signals {
                     let _ = writeln!(
                         out,
-                        "  {:<14} e-value {:.3} of {:.0}",
+                        "  {:<14} e-value {} of {}",
                         signal_key(sig.signal),
-                        sig.e_value,
-                        sig.e_value_threshold
+                        evalue(sig.e_value),
+                        evalue(sig.e_value_threshold)
                     );
                 }
             }
