@@ -894,7 +894,7 @@ mod tests {
     use crate::git::CommandRecord;
     use crate::hook::{HookOutcome, HookStatus};
     use crate::report::chart::{chart, chart_x, PLOT_LEFT, PLOT_RIGHT};
-    use crate::report::testing::check_xml;
+    use crate::report::testing::{check_xml, expected};
     use crate::store::ChangeKind;
 
     /// 2025-11-24 16:00:00 UTC, on a bin edge.
@@ -1126,32 +1126,11 @@ mod tests {
         }
     }
 
-    /// Compares with the checked-in expectation, or rewrites it under `UPDATE_EXPECT=1`.
-    fn expect_file(name: &str, got: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/it/expected")
-            .join(name);
-        if std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1") {
-            std::fs::write(&path, got).unwrap();
-            return;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "no expectation at {} ({e}); run with UPDATE_EXPECT=1 to write it",
-                path.display()
-            )
-        });
-        assert!(
-            want == got,
-            "{name} differs from the expectation (UPDATE_EXPECT=1 rewrites it):\n{got}"
-        );
-    }
-
     #[test]
     fn the_post_mortem_of_a_rollback_reads_as_expected() {
         let pm = Postmortem::new(story());
         let md = pm.markdown();
-        expect_file("postmortem_rollback.md", &md);
+        expected("postmortem_rollback.md").assert_eq(&md);
         // What a tired reader needs first comes first.
         let summary = md.lines().nth(2).unwrap();
         assert!(

@@ -252,3 +252,88 @@ pub fn status(s: &Value) -> Result<String, UnreadableAnswer> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::report::testing::expected;
+
+    const T0: f64 = 1_764_000_000.0;
+
+    /// A report stored while watching: the healthy recording, 600 s into its watch.
+    fn watching_report() -> Value {
+        let text = include_str!("../../testdata/reports/watching.json");
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn answer(watching: Value, baseline_now: Value) -> Value {
+        json!({
+            "service": "shop",
+            "now": T0 + 600.4,
+            "watching": watching,
+            "baseline_now": baseline_now,
+            "recent": [{"id": "chg_00aa11bb22cc", "state": "rolled_back",
+                        "commit": "9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d",
+                        "note": "reverted and redeployed;\u{1b}[2J the service is back"}],
+            "sources": [{"name": "access", "file_exists": true, "idle_secs": 0.4,
+                         "bad_lines": 2}],
+            "scrapes": [{"name": "app", "age_secs": null, "last_error": "connection refused"}],
+            "pending_emails": 1,
+            "pending_email_trouble": ["sending email <x@guardian> via mx:25: timed out", 3],
+            "deploying": null,
+            "proposals_waiting": 2,
+            "deploys_paused": null,
+        })
+    }
+
+    #[test]
+    fn the_status_of_a_watch_shows_its_baseline_and_evidence() {
+        let watching = json!({
+            "id": "chg_0123456789ab", "commit": "3f9a2c1b7d4e5f60718293a4b5c6d7e8f9012345",
+            "kind": "ai", "state": "watching", "landed_at": T0, "live": watching_report(),
+        });
+        let text = status(&answer(watching, Value::Null)).unwrap();
+        expected("status_watching.txt").assert_eq(&text);
+    }
+
+    #[test]
+    fn the_status_with_nothing_watched_shows_the_baseline_a_change_would_get() {
+        let preview = BaselinePreview {
+            window: BaselineWindow {
+                from: Some(T0 - 150.0),
+                to: Some(T0),
+                covered_secs: 150.0,
+                excluded_secs: 0.0,
+            },
+            routes: vec![RouteBaseline {
+                route: "/checkout".into(),
+                requests: 12_500,
+                errors: 3,
+            }],
+            notes: vec!["errors: the baseline holds 3 of them in 12500 requests".into()],
+        };
+        let preview = serde_json::to_value(preview).unwrap();
+        let text = status(&answer(Value::Null, preview)).unwrap();
+        expected("status_idle.txt").assert_eq(&text);
+    }
+
+    #[test]
+    fn a_notified_change_shows_its_baseline_and_an_unreadable_one_says_so() {
+        let mut answer = json!({"id": "chg_0123456789ab", "live": watching_report()});
+        let text = notified(&answer).unwrap();
+        assert!(
+            text.starts_with("baseline: 1800 s (30 min 0 s) of known-good traffic, "),
+            "{text}"
+        );
+        assert!(
+            text.contains("deploy window: the 60 s before the change"),
+            "{text}"
+        );
+        assert_eq!(notified(&json!({"id": "chg_1"})).unwrap(), "");
+        answer["live"]["signals"] = json!("none");
+        let e = notified(&answer).unwrap_err().to_string();
+        assert!(e.starts_with("the daemon's report cannot be read: "), "{e}");
+    }
+}

@@ -2,6 +2,7 @@
 //! change record, a real SMTP server that collects what it receives, and a strict XML check.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,15 @@ use crate::daemon::rollback::RollbackReport;
 use crate::git::CommandRecord;
 use crate::hook::{HookOutcome, HookStatus};
 use crate::store::{ChangeKind, ChangeRecord, ChangeState};
+
+/// The checked-in expectation `tests/it/expected/{name}`; `UPDATE_EXPECT=1` rewrites it. The
+/// path is absolute: expect-test resolves relative ones from the topmost directory holding a
+/// Cargo.toml, which need not be this crate's.
+pub fn expected(name: &str) -> expect_test::ExpectFile {
+    expect_test::expect_file![Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/expected")
+        .join(name)]
+}
 
 pub const T0: f64 = 1_764_000_000.0;
 pub const COMMIT: &str = "3f9a2c1b7d4e5f60718293a4b5c6d7e8f9012345";
