@@ -35,6 +35,15 @@ pub fn verdict_name(v: Verdict) -> &'static str {
     }
 }
 
+/// A signal's name as the JSON spells it (`slow_requests`), for lists that show keys.
+pub fn signal_key(kind: SignalKind) -> &'static str {
+    match kind {
+        SignalKind::Errors => "errors",
+        SignalKind::SlowRequests => "slow_requests",
+        SignalKind::Latency => "latency",
+    }
+}
+
 /// Where a signal stands, in a word or two: never "not worse" for a signal that was not
 /// compared, or that does not count towards the verdict.
 pub fn standing(s: &SignalReport) -> &'static str {

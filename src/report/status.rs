@@ -12,10 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize as _;
 use serde_json::Value;
 
+use super::evidence;
 use super::units::{count, duration, evalue};
-use crate::core::{
-    BaselinePreview, BaselineWindow, DeployWindow, Report, RouteBaseline, SignalKind,
-};
+use crate::core::{BaselinePreview, BaselineWindow, DeployWindow, Report, RouteBaseline};
 use crate::display;
 
 /// A part of the daemon's answer that does not read as the type this guardian expects (a
@@ -108,15 +107,6 @@ fn baseline(
     out
 }
 
-/// A signal's name as the status lists it.
-fn signal_key(kind: SignalKind) -> &'static str {
-    match kind {
-        SignalKind::Errors => "errors",
-        SignalKind::SlowRequests => "slow_requests",
-        SignalKind::Latency => "latency",
-    }
-}
-
 /// The status for a person: what is watched, what was decided, how the logs are read.
 pub fn status(s: &Value) -> Result<String, UnreadableAnswer> {
     // Every string in the status may come from outside (a summary, a note with git's output,
@@ -152,7 +142,7 @@ pub fn status(s: &Value) -> Result<String, UnreadableAnswer> {
                     let _ = writeln!(
                         out,
                         "  {:<14} e-value {} of {}",
-                        signal_key(sig.signal),
+                        evidence::signal_key(sig.signal),
                         evalue(sig.e_value),
                         evalue(sig.e_value_threshold)
                     );
