@@ -363,7 +363,7 @@ async fn story(
             .rev()
             .find(|e| e.kind == "rollback")
             .map(|e| e.detail);
-        let email = crate::mail::render_alert("demo shop", &record, rollback.as_ref());
+        let email = crate::report::render_alert("demo shop", &record, rollback.as_ref());
         println!();
         println!("The alert email guardian sends (the demo prints it; configure [daemon.mail] to send it):");
         println!("----------------------------------------------------------------------");
@@ -396,23 +396,28 @@ fn explain(change: &serde_json::Value, repo: &Path) -> Result<String, String> {
     let mut out = String::new();
     let state = change["state"].as_str().unwrap_or("?");
     out.push_str(&format!("Outcome: {state}\n"));
-    if let Some(signals) = change["report"]["signals"].as_array() {
-        for s in signals.iter().filter(|s| s["regressed"] == true) {
-            let pct = |v: &serde_json::Value| {
-                v.as_f64()
-                    .map_or("-".into(), |r| format!("{:.2}%", r * 100.0))
-            };
-            out.push_str(&format!(
-                "  evidence: {} {} before -> {} after ({:.1}x), e-value {:.0} >= {:.0}, decided {:.0} s after the change\n",
-                s["signal"].as_str().unwrap_or("?"),
-                pct(&s["baseline"]["rate"]),
-                pct(&s["after"]["rate"]),
-                s["effect_ratio"].as_f64().unwrap_or(0.0),
-                s["e_value"].as_f64().unwrap_or(0.0),
-                s["e_value_threshold"].as_f64().unwrap_or(0.0),
-                change["decided_at"].as_f64().unwrap_or(0.0) - change["landed_at"].as_f64().unwrap_or(0.0),
-            ));
+    let report = change.get("report").filter(|r| !r.is_null());
+    match report.map(crate::report::evidence::read) {
+        Some(Ok(report)) => {
+            use crate::report::units::{duration, evalue, percent, ratio};
+            for s in report.signals.iter().filter(|s| s.regressed) {
+                out.push_str(&format!(
+                    "  evidence: {} {} before -> {} after ({}), e-value {} >= {}{}\n",
+                    crate::report::evidence::signal_key(s.signal),
+                    percent(s.baseline.rate),
+                    percent(s.after.rate),
+                    s.effect_ratio.map_or("no ratio".to_owned(), ratio),
+                    evalue(s.e_value),
+                    evalue(s.e_value_threshold),
+                    report.decided_at.map_or(String::new(), |d| format!(
+                        ", decided {} after the change",
+                        duration(d - report.change_at)
+                    )),
+                ));
+            }
         }
+        Some(Err(e)) => out.push_str(&format!("  evidence: {e}\n")),
+        None => out.push_str("  evidence: none was recorded\n"),
     }
     let head = git(repo, &["log", "-1", "--format=%h %s%n%n%b"])?;
     out.push_str("  the repository's last commit, made by guardian:\n");

@@ -17,6 +17,9 @@ use crate::core::{
     SignalReport, Verdict,
 };
 use crate::input::{self, Format, LineError};
+pub use crate::report::evidence::verdict_name;
+pub use crate::report::units::utc;
+use crate::report::units::{count, duration, evalue, ms_number, percent, quantile, ratio};
 
 /// How far back in time an event may be, relative to the latest one seen, before the recording
 /// counts as unsorted. Logs written when requests end are a little out of order.
@@ -373,9 +376,9 @@ fn notes(r: &Replay, config: &Config) -> Vec<String> {
     if r.recording_ended_early {
         match r.last_ts {
             Some(last) if last >= change_at => notes.push(format!(
-                "the recording ended {:.3} s after the change ({}), before the {} s watch window \
+                "the recording ended {} after the change ({}), before the {} s watch window \
                  did; missing data never makes a change healthy",
-                last - change_at,
+                duration(last - change_at),
                 utc(last),
                 d.watch_secs
             )),
@@ -391,7 +394,8 @@ fn notes(r: &Replay, config: &Config) -> Vec<String> {
             notes.push(format!(
                 "only {} requests after the change; calling it healthy needs at least \
                  min_requests_after = {}",
-                report.requests_after, d.min_requests_after
+                count(report.requests_after),
+                d.min_requests_after
             ));
         }
         if let Some(why) = errors.and_then(|s| s.not_compared.as_ref()) {
@@ -402,10 +406,10 @@ fn notes(r: &Replay, config: &Config) -> Vec<String> {
                 "{}: too few to bound the harm, and what there is leans towards harm ({} of {} \
                  requests before, {} of {} after): not shown healthy",
                 signal_name(s.signal),
-                s.baseline.events,
-                s.baseline.requests,
-                s.after.events,
-                s.after.requests
+                count(s.baseline.events),
+                count(s.baseline.requests),
+                count(s.after.events),
+                count(s.after.requests)
             ));
         }
         for s in report
@@ -413,11 +417,14 @@ fn notes(r: &Replay, config: &Config) -> Vec<String> {
             .iter()
             .filter(|s| s.within_limits == Some(false) && s.after.requests > 0 && !s.left_out)
         {
+            let bound = match s.ratio_upper_bound {
+                Some(b) => format!("could be up to {} the baseline's rate", ratio(b)),
+                None => "could not be bounded".to_owned(),
+            };
             notes.push(format!(
-                "{} could be up to {} the baseline's rate (at {}% confidence), more than \
-                 healthy_max_ratio = {}: not enough evidence to call the change healthy",
+                "{} {bound} (at {}% confidence), more than healthy_max_ratio = {}: not enough \
+                 evidence to call the change healthy",
                 signal_name(s.signal),
-                s.ratio_upper_bound.map_or("?".to_owned(), ratio),
                 d.healthy_confidence * 100.0,
                 d.healthy_max_ratio
             ));
@@ -529,11 +536,13 @@ impl Replay {
         let compared = match r.design {
             Design::BeforeAfter => format!(
                 "Compared {} requests before the change with {} after it.",
-                r.requests_before, r.requests_after
+                count(r.requests_before),
+                count(r.requests_after)
             ),
             Design::Concurrent => format!(
                 "Compared {} requests on the old version with {} on the new one, side by side.",
-                r.requests_before, r.requests_after
+                count(r.requests_before),
+                count(r.requests_after)
             ),
         };
         let _ = writeln!(out, "{compared}");
@@ -552,7 +561,7 @@ impl Replay {
         let _ = writeln!(
             out,
             "Read {} lines{}.",
-            self.lines_read,
+            count(self.lines_read),
             match self.verdict {
                 _ if self.recording_ended_early => "",
                 Verdict::Regressed => ", stopping once decided",
@@ -587,21 +596,8 @@ struct JsonOut<'a> {
     signals: &'a [SignalReport],
 }
 
-pub fn verdict_name(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Watching => "watching",
-        Verdict::Regressed => "regressed",
-        Verdict::Healthy => "healthy",
-        Verdict::Inconclusive => "inconclusive",
-    }
-}
-
 fn signal_name(kind: SignalKind) -> &'static str {
-    match kind {
-        SignalKind::Errors => "errors",
-        SignalKind::SlowRequests => "slow requests",
-        SignalKind::Latency => "latency",
-    }
+    crate::core::watch::signal_words(kind)
 }
 
 /// One signal on one line: before vs after, the ratio, the evidence against its threshold, and
@@ -616,8 +612,8 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
                 .map(|l| {
                     let show = |v: Option<f64>| v.map_or("-".to_owned(), ms_number);
                     format!(
-                        "p{} {} -> {} ms",
-                        trim_float(l.quantile * 100.0),
+                        "{} {} -> {} ms",
+                        quantile(l.quantile),
                         show(l.baseline_ms),
                         show(l.after_ms)
                     )
@@ -635,7 +631,8 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
             let (before, after) = sides(r.design);
             format!(
                 "{} requests with a latency {before}, {} {after}",
-                s.baseline.requests, s.after.requests
+                count(s.baseline.requests),
+                count(s.after.requests)
             )
         }
         _ if s.not_compared.is_some() || s.baseline.requests == 0 => {
@@ -644,7 +641,7 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
                 .as_deref()
                 .unwrap_or("no traffic before the change");
             let _ = write!(line, "not compared ({why})");
-            format!("{} requests after", s.after.requests)
+            format!("{} requests after", count(s.after.requests))
         }
         _ => {
             if let Some(t) = s.threshold_ms {
@@ -662,8 +659,8 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
             let _ = write!(
                 line,
                 "{} {before} -> {} {after}",
-                s.baseline.rate.map_or("-".to_owned(), pct),
-                s.after.rate.map_or("-".to_owned(), pct)
+                percent(s.baseline.rate),
+                percent(s.after.rate)
             );
             if let Some(e) = s.effect_ratio {
                 let _ = write!(line, " ({})", ratio(e));
@@ -671,7 +668,10 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
             let (before, after) = sides(r.design);
             format!(
                 "{} of {} requests {before}, {} of {} {after}",
-                s.baseline.events, s.baseline.requests, s.after.events, s.after.requests
+                count(s.baseline.events),
+                count(s.baseline.requests),
+                count(s.after.events),
+                count(s.after.requests)
             )
         }
     };
@@ -735,76 +735,6 @@ fn sides(design: Design) -> (&'static str, &'static str) {
         Design::BeforeAfter => ("before", "after"),
         Design::Concurrent => ("on the old version", "on the new"),
     }
-}
-
-/// Unix seconds as a UTC time a person reads.
-pub fn utc(ts: f64) -> String {
-    // To the millisecond: an f64 of unix seconds holds no finer, and prints noise below it.
-    match chrono::DateTime::from_timestamp_millis((ts * 1000.0).round() as i64) {
-        Some(t) => t.to_string(),
-        None => format!("{ts} (unix seconds)"),
-    }
-}
-
-/// Seconds, with minutes alongside when there are many.
-fn duration(secs: f64) -> String {
-    let s = secs.round() as i64;
-    if s.abs() < 120 {
-        format!("{} s", trim_float((secs * 10.0).round() / 10.0))
-    } else {
-        format!("{s} s ({} min {} s)", s / 60, s % 60)
-    }
-}
-
-fn pct(rate: f64) -> String {
-    let p = rate * 100.0;
-    if p == 0.0 {
-        "0%".to_owned()
-    } else if p < 0.1 {
-        format!("{p:.3}%")
-    } else {
-        format!("{p:.2}%")
-    }
-}
-
-/// Milliseconds to a sensible precision, without the unit.
-fn ms_number(v: f64) -> String {
-    if v < 10.0 {
-        format!("{v:.2}")
-    } else if v < 1000.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.0}")
-    }
-}
-
-fn ratio(r: f64) -> String {
-    if r.is_infinite() {
-        "unbounded".to_owned()
-    } else if r < 10.0 {
-        format!("{r:.2}x")
-    } else {
-        format!("{r:.1}x")
-    }
-}
-
-fn evalue(e: f64) -> String {
-    if !e.is_finite() {
-        format!("{e}")
-    } else if e >= 1e4 {
-        format!("{e:.1e}")
-    } else if e >= 100.0 {
-        format!("{e:.0}")
-    } else if e >= 1.0 {
-        format!("{e:.2}")
-    } else {
-        format!("{e:.3}")
-    }
-}
-
-fn trim_float(x: f64) -> String {
-    let s = format!("{x:.3}");
-    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 #[cfg(test)]
@@ -967,17 +897,8 @@ mod tests {
     }
 
     #[test]
-    fn formatting_helpers() {
+    fn times_are_utc_to_the_millisecond() {
         assert_eq!(utc(CHANGE + 47.0), "2025-11-24 16:00:47 UTC");
         assert_eq!(utc(CHANGE + 0.95), "2025-11-24 16:00:00.950 UTC");
-        assert_eq!(duration(47.0), "47 s");
-        assert_eq!(duration(1800.0), "1800 s (30 min 0 s)");
-        assert_eq!(pct(0.0123), "1.23%");
-        assert_eq!(pct(0.0001), "0.010%");
-        assert_eq!(ms_number(123.456), "123.5");
-        assert_eq!(evalue(123456.0), "1.2e5");
-        assert_eq!(evalue(166.666), "167");
-        assert_eq!(trim_float(50.0), "50");
-        assert_eq!(trim_float(99.9), "99.9");
     }
 }

@@ -1101,17 +1101,30 @@ fn thin_signal(
 }
 
 /// A signal too thin to ever bound the harm under `healthy_max_ratio`.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Thin {
     /// Bad events in the baseline the signal compares against.
     pub baseline_events: u64,
     /// The bound the signal would reach at best, seeing the baseline's rate all through the
     /// watch window: above `healthy_max_ratio`.
+    #[serde(deserialize_with = "unbounded")]
     pub best_bound: f64,
 }
 
+/// Reads back a value that may be infinite: JSON has no infinity, and serde_json writes one
+/// (an e-value that overflowed, a bound that does not exist) as `null`. These values are never
+/// NaN, so `null` means infinity.
+fn unbounded<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
 /// The verdict and everything it rests on.
-#[derive(Clone, Debug, Serialize)]
+///
+/// The daemon stores it as JSON (`changes.report`, and in the decision log) and reads it back
+/// into this type, so rows written by earlier versions must still read: a field added later is
+/// `#[serde(default)]` (or an `Option`, missing reads as `None`), and the fixtures in
+/// `tests/it/fixtures/reports/` are stored reports that a test reads back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub verdict: Verdict,
     /// Traffic time of the decision: when the evidence crossed the line, or when the window
@@ -1120,13 +1133,18 @@ pub struct Report {
     pub design: Design,
     pub change_at: f64,
     pub watch_ends_at: f64,
-    /// The change's deploy window, left out of both sides.
+    /// The change's deploy window, left out of both sides (`None` in reports stored before
+    /// deploy windows existed).
     pub deploy_window: Option<DeployWindow>,
-    /// Where the baseline comes from (before/after design).
+    /// Where the baseline comes from (before/after design). Reports stored before the
+    /// continuous baseline have none, and read back as an empty window.
+    #[serde(default)]
     pub baseline_window: BaselineWindow,
     /// The baseline per route (before/after design).
+    #[serde(default)]
     pub baseline_routes: Vec<RouteBaseline>,
     /// What makes the baseline thin, in words, for the person reading: empty when it is not.
+    #[serde(default)]
     pub baseline_notes: Vec<String>,
     pub requests_before: u64,
     pub requests_after: u64,
@@ -1179,7 +1197,7 @@ pub fn signal_words(kind: SignalKind) -> &'static str {
 }
 
 /// Requests and bad events on one side, and their rate.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Side {
     pub requests: u64,
     pub events: u64,
@@ -1197,12 +1215,13 @@ impl From<Counts> for Side {
 }
 
 /// The evidence for one signal.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SignalReport {
     pub signal: SignalKind,
     pub regressed: bool,
     /// Evidence against "no worse than the baseline plus tolerance"; the signal fires when it
     /// reaches `e_value_threshold` = 1 / alpha.
+    #[serde(deserialize_with = "unbounded")]
     pub e_value: f64,
     pub e_value_threshold: f64,
     pub alpha: f64,
@@ -1230,7 +1249,7 @@ pub struct SignalReport {
     /// far); error evidence is divided by it.
     pub dispersion: f64,
     /// For latency: one entry per quantile compared.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub levels: Vec<LevelReport>,
     /// Why the signal was not compared at all (no route qualified); `None` when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1238,14 +1257,17 @@ pub struct SignalReport {
     /// Set when the signal is compared but its baseline is too thin to ever bound the harm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thin: Option<Thin>,
-    /// Thin, and its data favour "no worse": it does not count towards a healthy verdict.
+    /// Thin, and its data favour "no worse": it does not count towards a healthy verdict
+    /// (reports stored before thin signals were told apart: none was).
+    #[serde(default)]
     pub left_out: bool,
     /// Cannot bound the harm (thin or not compared), and its data favour harm at the limit
     /// over no harm: a healthy verdict is withheld.
+    #[serde(default)]
     pub leans_worse: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LevelReport {
     pub quantile: f64,
     pub baseline_ms: Option<f64>,
@@ -1254,6 +1276,7 @@ pub struct LevelReport {
     pub baseline_share_slower: Option<f64>,
     /// Share of requests after the change slower than the quantile plus tolerance.
     pub after_share_slower: Option<f64>,
+    #[serde(deserialize_with = "unbounded")]
     pub e_value: f64,
 }
 

@@ -171,8 +171,8 @@ impl Engine {
             store.set_state(&change.id, state, None, None, Some(note), now)?;
             if let (ChangeState::Escalated, Some(mail)) = (state, &settings.mail) {
                 if let Some(record) = store.get_change(&change.id)? {
-                    let email = crate::mail::render_alert(&settings.service, &record, None);
-                    crate::mail::enqueue(&mut store, mail, Some(&change.id), &email, now)?;
+                    let email = crate::report::render_alert(&settings.service, &record, None);
+                    crate::report::enqueue(&mut store, mail, Some(&change.id), &email, now)?;
                 }
             }
         }
@@ -556,9 +556,10 @@ impl Engine {
                         .is_some_and(|d| d >= day_start && d < day_start + 86_400.0)
             })
             .collect();
-        if let Some(email) = crate::mail::render_digest(&self.settings.service, day_start, &healthy)
+        if let Some(email) =
+            crate::report::render_digest(&self.settings.service, day_start, &healthy)
         {
-            crate::mail::enqueue(&mut self.store, &mail, None, &email, now)?;
+            crate::report::enqueue(&mut self.store, &mail, None, &email, now)?;
         }
         Ok(())
     }
@@ -616,7 +617,7 @@ impl Engine {
         };
         let mut email = self.render_alert(&record)?;
         email.text_body = self.with_checkpoint(&email.text_body, now)?;
-        crate::mail::enqueue(&mut self.store, &mail, Some(id), &email, now)?;
+        crate::report::enqueue(&mut self.store, &mail, Some(id), &email, now)?;
         Ok(())
     }
 
@@ -641,7 +642,7 @@ impl Engine {
     }
 
     /// The alert email for a change as it stands, with what its rollback ran.
-    pub fn render_alert(&self, record: &ChangeRecord) -> Result<crate::mail::Email, EngineError> {
+    pub fn render_alert(&self, record: &ChangeRecord) -> Result<crate::report::Email, EngineError> {
         let rollback = self
             .store
             .events_for(&record.id)?
@@ -660,7 +661,7 @@ impl Engine {
             )?
             .map(|pm| pm.html()),
         };
-        Ok(crate::mail::render_alert_with_postmortem(
+        Ok(crate::report::render_alert_with_postmortem(
             &self.settings.service,
             record,
             rollback.as_ref(),
@@ -909,7 +910,7 @@ mod tests {
         e.queue_digest(next_day).unwrap();
         e.queue_digest(next_day + 5.0).unwrap();
         assert_eq!(e.store.pending_emails().unwrap(), 1);
-        let email = crate::mail::render_digest(
+        let email = crate::report::render_digest(
             "app",
             next_day - 86_460.0,
             &[e.store.get_change(&id).unwrap().unwrap()],

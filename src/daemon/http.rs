@@ -726,7 +726,7 @@ async fn link_page(State(api): State<Api>, Path(secret): Path<String>) -> Respon
         decision = escape(&p.decision),
         risk = p.assessment["risk"]["score"],
         hash = escape(&grant.diff_hash),
-        expires = escape(&crate::mail::when(grant.expires_at)),
+        expires = escape(&crate::report::units::when(grant.expires_at)),
         patch = escape(&display::block(&view.patch)),
     );
     page(StatusCode::OK, &format!("guardian: {}", p.id), &body)

@@ -53,7 +53,7 @@ pub enum DaemonError {
 /// own, so a slow SMTP server never holds up the API or the watch. One pass at a time.
 fn deliver_mail(
     state_dir: &std::path::Path,
-    mailer: Arc<crate::mail::Mailer>,
+    mailer: Arc<crate::report::Mailer>,
     busy: Arc<std::sync::atomic::AtomicBool>,
 ) {
     use std::sync::atomic::Ordering;
@@ -64,7 +64,7 @@ fn deliver_mail(
     tokio::task::spawn_blocking(move || {
         match crate::store::Store::open(&db) {
             Ok(mut store) => {
-                let stats = crate::mail::deliver_due(&mut store, &mailer, now());
+                let stats = crate::report::deliver_due(&mut store, &mailer, now());
                 for e in &stats.errors {
                     tracing::warn!("mail: {e}");
                 }
@@ -314,7 +314,7 @@ pub async fn run(
             )
             .map_err(|e| DaemonError::Mail(e.to_string()))?;
             Some(Arc::new(
-                crate::mail::Mailer::new(m)
+                crate::report::Mailer::new(m)
                     .map_err(|e| DaemonError::Mail(e.to_string()))?
                     .with_link_key(links),
             ))

@@ -1,8 +1,10 @@
 //! The whole story of a change for its post-mortem: what the store knows about the change
-//! (`postmortem::load`), plus, when it came through the gate, what was claimed, what the diff
+//! (`report::postmortem::load`), plus, when it came through the gate, what was claimed, what the diff
 //! really did and what the policy decided.
 
-use crate::postmortem::{self, Claim, DiffFacts, DiffFile, PolicyDecision, RiskFactor, RuleFired};
+use crate::report::postmortem::{
+    self, Claim, DiffFacts, DiffFile, PolicyDecision, RiskFactor, RuleFired,
+};
 use crate::store::{Store, StoreError};
 
 use super::proposals::ProposalRecord;

@@ -6,7 +6,8 @@
 //! `guardian::replay::replay` with the default configuration. Each scenario also states the
 //! verdict it must reach, so a regenerated expectation cannot quietly encode a wrong one.
 //!
-//! When the core changes on purpose, regenerate the expectations and review the diff:
+//! The comparison is `expect-test`'s. When the core changes on purpose, regenerate the
+//! expectations and review the diff:
 //!
 //! ```text
 //! UPDATE_EXPECT=1 cargo test --test it scenarios
@@ -17,6 +18,7 @@ use std::fs::File;
 use std::io::{BufReader, Cursor};
 use std::path::PathBuf;
 
+use expect_test::expect_file;
 use serde_json::{json, Value};
 
 use guardian::config::Config;
@@ -271,6 +273,8 @@ fn summary(r: &Replay) -> Value {
     })
 }
 
+/// Absolute: expect-test resolves a relative path from the topmost directory holding a
+/// Cargo.toml, which need not be this crate's.
 fn expected_path(name: &str) -> PathBuf {
     root()
         .join("tests/it/expected")
@@ -288,26 +292,8 @@ fn check(name: &str, r: &Replay, verdict: Verdict) {
         serde_json::to_string_pretty(&got).unwrap(),
         r.render_text()
     );
-    let path = expected_path(name);
     let pretty = serde_json::to_string_pretty(&got).unwrap() + "\n";
-    if std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1") {
-        std::fs::write(&path, &pretty).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "scenario {name}: no expectation at {} ({e}); run with UPDATE_EXPECT=1 to write it",
-            path.display()
-        )
-    });
-    let want: Value = serde_json::from_str(&want).unwrap();
-    assert!(
-        got == want,
-        "scenario {name} differs from {}\n--- expected\n{}\n--- got\n{pretty}\
-         If the core changed on purpose, rerun with UPDATE_EXPECT=1 and review the diff.",
-        path.display(),
-        serde_json::to_string_pretty(&want).unwrap(),
-    );
+    expect_file![expected_path(name)].assert_eq(&pretty);
 }
 
 #[test]
@@ -520,24 +506,8 @@ fn check_day(name: &str, day: &[Replay], verdicts: &[&str]) {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let path = expected_path(name);
     let pretty = serde_json::to_string_pretty(&got).unwrap() + "\n";
-    if std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1") {
-        std::fs::write(&path, &pretty).unwrap();
-        return;
-    }
-    let want: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "day {name}: no expectation at {} ({e}); run with UPDATE_EXPECT=1",
-            path.display()
-        )
-    }))
-    .unwrap();
-    assert!(
-        Value::Array(got) == want,
-        "day {name} differs from {}\n--- got\n{pretty}",
-        path.display()
-    );
+    expect_file![expected_path(name)].assert_eq(&pretty);
 }
 
 #[test]

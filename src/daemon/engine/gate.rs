@@ -856,13 +856,13 @@ impl Engine {
             "{body}\n-- \nSent by guardian, watching {}.\n",
             self.settings.service
         );
-        let email = crate::mail::Email {
+        let email = crate::report::Email {
             subject,
             text_body: self.with_checkpoint(&text, now)?,
             message_id: format!("<{id}.{what}@guardian>"),
             html: None,
         };
-        crate::mail::enqueue_with_links(&mut self.store, &mail, None, &email, links, now)?;
+        crate::report::enqueue_with_links(&mut self.store, &mail, None, &email, links, now)?;
         Ok(())
     }
 
@@ -906,7 +906,7 @@ impl Engine {
                 let text = format!(
                     "\nOr with one click (each link works once, for this diff only, until {}):\n  \
                      approve: {url}/v1/links/{}\n  reject:  {url}/v1/links/{}\n",
-                    crate::mail::when(expires),
+                    crate::report::units::when(expires),
                     placeholder(&approve),
                     placeholder(&reject)
                 );

@@ -6,26 +6,22 @@
 //! [`Postmortem::markdown`], [`Postmortem::html`] and [`Postmortem::svg`] return text. No clock,
 //! no IO; `guardian postmortem ID` and the daemon's alert read the store and call this.
 //!
-//! Both documents come from one small document model ([`Block`], [`Inline`]), so they say the
-//! same things, and every piece of text that came from outside (a summary written by an agent,
-//! a file name, a hook's output) is escaped in exactly one place per format: Markdown
-//! backslash-escapes what could start a construct (a heading, a list, HTML, a link) and fences
-//! code with more backticks than it contains; HTML and SVG escape `& < > " '`.
-//!
-//! The chart is SVG written by hand (the `chart` functions below, a few hundred lines). A
-//! plotting crate was considered: `plotters` with its default features pulls `font-kit`, which
-//! links the system's fontconfig and freetype (its own issues #182 and #435 are about fonts that
-//! fail to load on small systems); without a font feature it cannot measure text for its axis
-//! labels. It would also not give what this chart needs most: lines broken at gaps in the data,
-//! and labelled vertical markers that do not overlap. Two line charts with a shared time axis
-//! are little code, and the output is stable text that tests can compare.
+//! Both documents come from one document model (`super::document`), which escapes outside text
+//! in one place per format; the chart is `super::chart`.
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::mail;
+use super::actions;
+use super::chart::{chart, Marker};
+use super::document::{self, code, strong, t, Block, Inline};
+use super::evidence;
+use super::text::short_commit;
+use super::units;
+use crate::core::watch::{LevelReport, Side};
+use crate::core::{Design, Report, SignalKind};
 use crate::series::{SeriesPoint, BIN_SECS};
 use crate::store::{ChangeRecord, ChangeState, EventRecord};
 
@@ -174,12 +170,6 @@ pub fn load(
 }
 
 /// A labelled moment on the chart.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Marker {
-    pub at: f64,
-    pub label: String,
-}
-
 /// The moments marked on the chart: the deploy, the decision, the revert, the redeploy, and
 /// the end (recovered or escalated), at the times the log recorded them.
 pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
@@ -187,20 +177,18 @@ pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
         at: change.landed_at,
         label: "deploy".into(),
     }];
-    let given = change
-        .report
+    let report = evidence::stored(change).ok().flatten();
+    let given = report
         .as_ref()
-        .is_some_and(|r| r["deploy_window"]["given"].as_bool() == Some(true));
+        .and_then(|r| r.deploy_window)
+        .is_some_and(|w| w.given);
     if let Some((from, _)) = deploy_window(change).filter(|_| given) {
         out.push(Marker {
             at: from,
             label: "deploy began".into(),
         });
     }
-    let decided_at = change
-        .report
-        .as_ref()
-        .and_then(|r| r["decided_at"].as_f64());
+    let decided_at = report.as_ref().and_then(|r| r.decided_at);
     let mut decided = false;
     for e in events {
         match e.kind.as_str() {
@@ -235,7 +223,8 @@ pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
                 }
             }
             "rollback" => {
-                if let Some(hook) = mail::steps(&e.detail).find(|s| s["step"] == "redeploy hook") {
+                if let Some(hook) = actions::steps(&e.detail).find(|s| s["step"] == "redeploy hook")
+                {
                     let ok = hook["outcome"]["status"]["kind"].as_str() == Some("succeeded")
                         || hook["summary"]
                             .as_str()
@@ -258,10 +247,11 @@ pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
 }
 
 /// The change's deploy window, `[from, to)`, as its report recorded it: left out of both the
-/// baseline and the watch, shaded on the chart.
+/// baseline and the watch, shaded on the chart. `None` without a report that reads, or one
+/// stored before deploy windows.
 pub fn deploy_window(change: &ChangeRecord) -> Option<(f64, f64)> {
-    let w = &change.report.as_ref()?["deploy_window"];
-    let (from, to) = (w["from"].as_f64()?, w["to"].as_f64()?);
+    let w = evidence::stored(change).ok()??.deploy_window?;
+    let (from, to) = (w.from, w.to);
     (from.is_finite() && to.is_finite() && from < to).then_some((from, to))
 }
 
@@ -281,37 +271,12 @@ impl Postmortem {
     /// The post-mortem in Markdown (CommonMark with GitHub tables); the chart is named, not
     /// embedded.
     pub fn markdown(&self) -> String {
-        let mut out = String::new();
-        for block in &self.doc {
-            md_block(&mut out, block, &self.input.change.id);
-        }
-        out
+        document::markdown(&self.doc, &self.input.change.id)
     }
 
     /// A self-contained HTML page: inline CSS, the chart as inline SVG, nothing fetched.
     pub fn html(&self) -> String {
-        let title = self
-            .doc
-            .iter()
-            .find_map(|b| match b {
-                Block::Heading(1, inlines) => Some(plain_text(inlines)),
-                _ => None,
-            })
-            .unwrap_or_default();
-        let mut out = String::new();
-        let _ = write!(
-            out,
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width\">\
-             <title>{}</title></head>\n<body style=\"{BODY_STYLE}\">\
-             <div style=\"max-width:760px\">\n",
-            esc(&title)
-        );
-        for block in &self.doc {
-            html_block(&mut out, block, &self.svg());
-        }
-        out.push_str("</div></body></html>\n");
-        out
+        document::html(&self.doc, &self.svg())
     }
 
     /// The chart: error rate and latency around the change, with its events marked.
@@ -328,60 +293,6 @@ impl Postmortem {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The document model.
-
-/// A piece of running text.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Inline {
-    /// Text from anywhere; escaped when rendered.
-    Text(String),
-    Strong(String),
-    /// A command, commit or path, shown as code.
-    Code(String),
-    /// A link; only `http(s)` URLs become links, anything else is shown as code.
-    Link {
-        text: String,
-        url: String,
-    },
-}
-
-/// A block of the document.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Block {
-    Heading(u8, Vec<Inline>),
-    Paragraph(Vec<Inline>),
-    List(Vec<Vec<Inline>>),
-    /// Header cells, then rows of cells.
-    Table(Vec<String>, Vec<Vec<Vec<Inline>>>),
-    /// Preformatted text (commands and their output).
-    Code(String),
-    /// Where the chart goes.
-    Chart,
-}
-
-fn t(s: impl Into<String>) -> Inline {
-    Inline::Text(s.into())
-}
-
-fn code(s: impl Into<String>) -> Inline {
-    Inline::Code(s.into())
-}
-
-fn strong(s: impl Into<String>) -> Inline {
-    Inline::Strong(s.into())
-}
-
-fn plain_text(inlines: &[Inline]) -> String {
-    inlines
-        .iter()
-        .map(|i| match i {
-            Inline::Text(s) | Inline::Strong(s) | Inline::Code(s) => s.as_str(),
-            Inline::Link { text, .. } => text.as_str(),
-        })
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
 // What the post-mortem says.
 
 fn document(input: &PostmortemInput) -> Vec<Block> {
@@ -395,7 +306,8 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
     let revert = rollback
         .and_then(|r| r["revert_commit"].as_str())
         .map(str::to_owned);
-    let short = mail::short_commit(&change.commit);
+    let short = short_commit(&change.commit);
+    let report = evidence::stored(change);
     let mut doc = Vec::new();
 
     doc.push(Block::Heading(
@@ -403,14 +315,21 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
         vec![t(format!(
             "Post-mortem: {}: {} \u{2014} commit {short}",
             input.service,
-            mail::state_label(change, rollback)
+            actions::state_label(change, rollback)
         ))],
     ));
     let mut summary = vec![
         strong("Summary."),
         t(format!(
             " {}",
-            mail::headline(&input.service, change, rollback, &short, revert.as_deref())
+            actions::headline(
+                &input.service,
+                change,
+                report.as_ref().ok().and_then(Option::as_ref),
+                rollback,
+                &short,
+                revert.as_deref()
+            )
         )),
     ];
     if let Some(reason) = input
@@ -436,7 +355,7 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
     }
     facts.push(t(format!(
         ", landed {}; state now: {}.",
-        mail::when(change.landed_at),
+        units::when(change.landed_at),
         change.state
     )));
     doc.push(Block::Paragraph(facts));
@@ -466,11 +385,14 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
     }
 
     doc.push(Block::Heading(2, vec![t("Evidence")]));
-    match &change.report {
-        Some(report) => evidence(&mut doc, report),
-        None => doc.push(Block::Paragraph(vec![t(
+    match &report {
+        Ok(Some(report)) => evidence_table(&mut doc, report),
+        Ok(None) => doc.push(Block::Paragraph(vec![t(
             "No evidence was recorded for this change.",
         )])),
+        Err(e) => doc.push(Block::Paragraph(vec![t(format!(
+            "The evidence recorded for this change cannot be shown: {e}."
+        ))])),
     }
 
     doc.push(Block::Heading(2, vec![t("Actions and outcomes")]));
@@ -480,7 +402,7 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
     match revert.as_deref() {
         Some(revert) => {
             doc.push(Block::Heading(2, vec![t("How to undo the undo")]));
-            mail::undo_the_undo(&mut text, change, rollback, revert);
+            actions::undo_the_undo(&mut text, change, rollback, revert);
         }
         None if matches!(
             change.state,
@@ -488,7 +410,7 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
         ) =>
         {
             doc.push(Block::Heading(2, vec![t("What you can do")]));
-            mail::by_hand(&mut text, change);
+            actions::by_hand(&mut text, change);
         }
         None => {}
     }
@@ -519,34 +441,6 @@ fn dedent(text: &str) -> String {
         .join("\n")
 }
 
-/// `+3.1 s`, `+2 min 05 s`, `-10 min`, `+1 h 02 min`.
-fn offset(d: f64) -> String {
-    if !d.is_finite() {
-        return "?".into();
-    }
-    let sign = if d < 0.0 { "\u{2212}" } else { "+" };
-    let a = d.abs();
-    if a < 60.0 {
-        format!("{sign}{} s", mail::trim_number((a * 10.0).round() / 10.0))
-    } else if a < 3600.0 {
-        let s = a.round() as u64;
-        format!("{sign}{} min {:02} s", s / 60, s % 60)
-    } else {
-        let m = (a / 60.0).round() as u64;
-        format!("{sign}{} h {:02} min", m / 60, m % 60)
-    }
-}
-
-/// `03:15:45`, or the whole date when it is not the deploy's day.
-fn clock(at: f64, deploy: f64) -> String {
-    let day = |x: f64| (x / 86_400.0).floor();
-    match chrono::DateTime::from_timestamp(at.floor() as i64, 0) {
-        Some(d) if at.is_finite() && day(at) == day(deploy) => d.format("%H:%M:%S").to_string(),
-        Some(d) if at.is_finite() => d.format("%Y-%m-%d %H:%M:%S").to_string(),
-        _ => "?".into(),
-    }
-}
-
 fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
     let deploy = change.landed_at;
     let mut rows: Vec<(f64, Vec<Inline>)> = Vec::new();
@@ -557,10 +451,7 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
                 deployed = true;
                 rows.push((
                     deploy,
-                    vec![
-                        t("Deployed commit "),
-                        code(mail::short_commit(&change.commit)),
-                    ],
+                    vec![t("Deployed commit "), code(short_commit(&change.commit))],
                 ));
                 vec![t(format!(
                     "Guardian told of the change ({}); watching it",
@@ -572,14 +463,17 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
             "recovery_check" => {
                 let verdict = e.detail["verdict"].as_str().unwrap_or("?");
                 let mut what = format!("Recovery check: {verdict}");
-                if let Some(s) =
-                    mail::signals(&e.detail["report"]).find(|s| s["signal"] == "errors")
-                {
+                let report = evidence::read(&e.detail["report"]).ok();
+                let errors = report
+                    .iter()
+                    .flat_map(|r| &r.signals)
+                    .find(|s| s.signal == SignalKind::Errors);
+                if let Some(s) = errors {
                     let _ = write!(
                         what,
                         " (errors after the redeploy {}, {} before the change)",
-                        mail::percent(s["after"]["rate"].as_f64()),
-                        mail::percent(s["baseline"]["rate"].as_f64())
+                        units::percent(s.after.rate),
+                        units::percent(s.baseline.rate)
                     );
                 }
                 vec![t(what)]
@@ -605,10 +499,7 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
             0,
             (
                 deploy,
-                vec![
-                    t("Deployed commit "),
-                    code(mail::short_commit(&change.commit)),
-                ],
+                vec![t("Deployed commit "), code(short_commit(&change.commit))],
             ),
         );
     }
@@ -621,8 +512,8 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
         rows.into_iter()
             .map(|(at, what)| {
                 vec![
-                    vec![t(clock(at, deploy))],
-                    vec![t(offset(at - deploy))],
+                    vec![t(units::clock(at, deploy))],
+                    vec![t(units::offset(at - deploy))],
                     what,
                 ]
             })
@@ -646,10 +537,12 @@ fn state_change(e: &EventRecord, change: &ChangeRecord) -> Vec<Inline> {
     }
     let mut what = match to {
         "regressed" => {
-            let why = e.detail["report"]
-                .is_object()
-                .then(|| mail::regression_summary(&e.detail["report"]))
-                .or_else(|| change.report.as_ref().map(mail::regression_summary))
+            // The report saved with the decision, or (in logs written before it was saved
+            // there) the change's latest.
+            let why = evidence::read(&e.detail["report"])
+                .ok()
+                .or_else(|| evidence::stored(change).ok().flatten())
+                .map(|r| evidence::regression_summary(&r))
                 .filter(|s| !s.is_empty())
                 .map(|s| format!(" ({s})"))
                 .unwrap_or_default();
@@ -672,10 +565,10 @@ fn state_change(e: &EventRecord, change: &ChangeRecord) -> Vec<Inline> {
 fn rollback_event(detail: &Value) -> Vec<Inline> {
     let mut what = vec![];
     match detail["revert_commit"].as_str() {
-        Some(c) => what.extend([t("Reverted in "), code(mail::short_commit(c))]),
+        Some(c) => what.extend([t("Reverted in "), code(short_commit(c))]),
         None => what.push(t("No revert commit was made")),
     }
-    if let Some(hook) = mail::steps(detail).find(|s| s["step"] == "redeploy hook") {
+    if let Some(hook) = actions::steps(detail).find(|s| s["step"] == "redeploy hook") {
         what.push(t(format!(
             "; redeploy hook: {}",
             hook["summary"].as_str().unwrap_or("?")
@@ -835,93 +728,82 @@ fn policy_section(doc: &mut Vec<Block>, policy: &PolicyDecision) {
 }
 
 /// Per signal, as the alert email has it: before, after, effect, e-value against threshold.
-fn evidence(doc: &mut Vec<Block>, report: &Value) {
-    let change_at = report["change_at"].as_f64();
-    let verdict = report["verdict"].as_str().unwrap_or("?");
-    let decided = match (report["decided_at"].as_f64(), change_at) {
-        (Some(d), Some(c)) => format!("decided {} after the change ({verdict})", mail::secs(d - c)),
-        _ => format!("not decided (verdict: {verdict})"),
+fn evidence_table(doc: &mut Vec<Block>, report: &Report) {
+    let verdict = evidence::verdict_name(report.verdict);
+    let decided = match report.decided_at {
+        Some(d) => format!(
+            "decided {} after the change ({verdict})",
+            units::duration(d - report.change_at)
+        ),
+        None => format!("not decided (verdict: {verdict})"),
     };
-    let design = match report["design"].as_str() {
-        Some("concurrent") => "the new version against the old one serving at the same time",
-        _ => "after the change against the baseline before it",
+    let design = match report.design {
+        Design::Concurrent => "the new version against the old one serving at the same time",
+        Design::BeforeAfter => "after the change against the baseline before it",
     };
     doc.push(Block::Paragraph(vec![t(format!(
         "Compared {design}: {} requests before, {} after; {decided}.",
-        mail::count(report["requests_before"].as_u64()),
-        mail::count(report["requests_after"].as_u64()),
+        units::count(report.requests_before),
+        units::count(report.requests_after),
     ))]));
     let mut rows = Vec::new();
-    for s in mail::signals(report) {
-        let worse = s["regressed"].as_bool() == Some(true);
-        let verdict = if worse {
+    for s in &report.signals {
+        let verdict = if s.regressed {
             strong("WORSE")
         } else {
-            t(mail::signal_standing(s))
+            t(evidence::standing(s))
         };
-        let mut name = mail::signal_title(s);
-        if let Some(route) = s["worst_route"].as_str() {
+        let mut name = evidence::title(s);
+        if let Some(route) = &s.worst_route {
             let _ = write!(name, " (worst route: {route})");
         }
-        let (before, after, effect) = if s["routes_compared"].as_u64() == Some(0) {
+        let (before, after, effect) = if s.routes_compared == 0 {
             (
                 "-".to_owned(),
                 "-".to_owned(),
-                format!("not compared: {}", mail::not_compared_reason(s)),
+                format!("not compared: {}", evidence::not_compared_reason(s)),
             )
-        } else if s["signal"] == "latency" {
-            let levels: Vec<&Value> = s["levels"].as_array().into_iter().flatten().collect();
-            let side = |key: &str| {
-                levels
+        } else if s.signal == SignalKind::Latency {
+            let side = |ms: fn(&LevelReport) -> Option<f64>| {
+                s.levels
                     .iter()
-                    .map(|l| {
-                        format!(
-                            "p{} {}",
-                            mail::trim_number(l["quantile"].as_f64().unwrap_or(0.0) * 100.0),
-                            mail::ms(l[key].as_f64())
-                        )
-                    })
+                    .map(|l| format!("{} {}", units::quantile(l.quantile), units::ms(ms(l))))
                     .collect::<Vec<_>>()
                     .join(", ")
             };
             (
-                side("baseline_ms"),
-                side("after_ms"),
-                s["effect_ratio"]
-                    .as_f64()
-                    .map_or("-".to_owned(), |r| format!("median {r:.2}x")),
+                side(|l| l.baseline_ms),
+                side(|l| l.after_ms),
+                s.effect_ratio
+                    .map_or("-".to_owned(), |r| format!("median {}", units::ratio(r))),
             )
         } else {
-            let side = |v: &Value| {
+            let side = |v: &Side| {
                 format!(
                     "{} ({} of {})",
-                    mail::percent(v["rate"].as_f64()),
-                    mail::count(v["events"].as_u64()),
-                    mail::count(v["requests"].as_u64())
+                    units::percent(v.rate),
+                    units::count(v.events),
+                    units::count(v.requests)
                 )
             };
-            let mut effect = match s["effect_ratio"].as_f64() {
-                Some(r) => format!("{} the baseline", mail::ratio(r)),
+            let mut effect = match s.effect_ratio {
+                Some(r) => format!("{} the baseline", units::ratio(r)),
                 None => "no ratio".to_owned(),
             };
-            if let Some(u) = s["ratio_upper_bound"].as_f64() {
-                let _ = write!(effect, "; upper bound {}", mail::ratio(u));
+            if let Some(u) = s.ratio_upper_bound {
+                let _ = write!(effect, "; upper bound {}", units::ratio(u));
             }
-            if let Some(n) = s["null_ratio"].as_f64() {
-                let _ = write!(
-                    effect,
-                    "; a rise to {} is tolerated (not counted as worse)",
-                    mail::ratio(n)
-                );
-            }
-            (side(&s["baseline"]), side(&s["after"]), effect)
+            let _ = write!(
+                effect,
+                "; a rise to {} is tolerated (not counted as worse)",
+                units::ratio(s.null_ratio)
+            );
+            (side(&s.baseline), side(&s.after), effect)
         };
-        let e = s["e_value"].as_f64();
-        let threshold = s["e_value_threshold"].as_f64();
-        let crossed = match (e, threshold) {
-            (Some(e), Some(t)) if e >= t => "\u{2265}",
-            (Some(_), Some(_)) => "<",
-            _ => "?",
+        let crossed = if s.e_value >= s.e_value_threshold {
+            "\u{2265}"
+        } else {
+            "<"
         };
         rows.push(vec![
             vec![t(name)],
@@ -931,8 +813,8 @@ fn evidence(doc: &mut Vec<Block>, report: &Value) {
             vec![t(effect)],
             vec![t(format!(
                 "{} {crossed} {}",
-                mail::number(e),
-                mail::number(threshold)
+                units::evalue(s.e_value),
+                units::evalue(s.e_value_threshold)
             ))],
         ]);
     }
@@ -965,7 +847,7 @@ fn actions(
 ) {
     let mut items: Vec<Vec<Inline>> = Vec::new();
     if let Some(rollback) = rollback {
-        for step in mail::steps(rollback) {
+        for step in actions::steps(rollback) {
             let name = step["step"].as_str().unwrap_or("step");
             let outcome = match (step["error"].as_str(), name) {
                 (Some(e), _) => format!("FAILED: {e}"),
@@ -973,7 +855,7 @@ fn actions(
                 (None, _) => {
                     let mut o = step["result"].as_str().unwrap_or("done").to_owned();
                     if let Some(c) = step["commit"].as_str() {
-                        let _ = write!(o, " ({})", mail::short_commit(c));
+                        let _ = write!(o, " ({})", short_commit(c));
                     }
                     o
                 }
@@ -991,7 +873,7 @@ fn actions(
         ]);
     }
     let mut text = String::new();
-    mail::what_guardian_did(&mut text, change, rollback);
+    actions::what_guardian_did(&mut text, change, rollback);
     if !items.is_empty() {
         doc.push(Block::List(items));
         doc.push(Block::Paragraph(vec![t(
@@ -999,727 +881,6 @@ fn actions(
         )]));
     }
     doc.push(Block::Code(dedent(&text)));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Markdown.
-
-/// Characters that could start Markdown syntax anywhere in running text (`_` only at a word
-/// edge, `|` only in a table; what matters only at the start of a line is `md_line_start`'s).
-const MD_SPECIAL: &str = "\\`*[]<&~";
-
-fn md_text(s: &str, in_table: bool) -> String {
-    let chars: Vec<char> = crate::display::line(s).chars().collect();
-    let mut out = String::with_capacity(s.len());
-    for (i, &c) in chars.iter().enumerate() {
-        let word = |j: Option<usize>| {
-            j.and_then(|j| chars.get(j))
-                .is_some_and(|c| c.is_alphanumeric())
-        };
-        let escape = MD_SPECIAL.contains(c)
-            || (c == '|' && in_table)
-            || (c == '_' && !(word(i.checked_sub(1)) && word(Some(i + 1))));
-        if escape {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A line of text must not start a block of its own (a list, a heading, a quote...).
-fn md_line_start(s: String) -> String {
-    let trimmed = s.trim_start();
-    let first = trimmed.chars().next();
-    let digits = trimmed.chars().take_while(char::is_ascii_digit).count();
-    let after_digits = trimmed[digits..].chars().next();
-    let leading = s.len() - trimmed.len();
-    if matches!(first, Some('-' | '+' | '=' | '>' | '#'))
-        || (digits > 0 && matches!(after_digits, Some('.' | ')')))
-    {
-        let at = leading + if digits > 0 { digits } else { 0 };
-        let mut s = s;
-        s.insert(at, '\\');
-        s
-    } else {
-        s
-    }
-}
-
-fn md_code_span(s: &str, in_table: bool) -> String {
-    let s = crate::display::line(s).into_owned();
-    let s = if in_table { s.replace('|', "\\|") } else { s };
-    let fence = "`".repeat(longest_run(&s, '`') + 1);
-    if s.starts_with('`') || s.ends_with('`') || s.trim().is_empty() {
-        format!("{fence} {s} {fence}")
-    } else {
-        format!("{fence}{s}{fence}")
-    }
-}
-
-fn longest_run(s: &str, c: char) -> usize {
-    let (mut best, mut run) = (0, 0);
-    for x in s.chars() {
-        run = if x == c { run + 1 } else { 0 };
-        best = best.max(run);
-    }
-    best
-}
-
-fn safe_url(url: &str) -> Option<&str> {
-    let lower = url.trim().to_ascii_lowercase();
-    let ok = (lower.starts_with("https://") || lower.starts_with("http://"))
-        && !url
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>\"'`\\".contains(c));
-    ok.then_some(url.trim())
-}
-
-fn md_inlines(inlines: &[Inline], in_table: bool) -> String {
-    let mut out = String::new();
-    for i in inlines {
-        match i {
-            Inline::Text(s) => out.push_str(&md_text(s, in_table)),
-            Inline::Strong(s) => {
-                let _ = write!(out, "**{}**", md_text(s, in_table));
-            }
-            Inline::Code(s) => out.push_str(&md_code_span(s, in_table)),
-            Inline::Link { text, url } => match safe_url(url) {
-                Some(url) => {
-                    let url = url.replace('(', "%28").replace(')', "%29");
-                    let _ = write!(out, "[{}]({url})", md_text(text, in_table));
-                }
-                None => out.push_str(&md_code_span(text, in_table)),
-            },
-        }
-    }
-    if in_table {
-        out
-    } else {
-        md_line_start(out)
-    }
-}
-
-fn md_block(out: &mut String, block: &Block, change_id: &str) {
-    match block {
-        Block::Heading(level, inlines) => {
-            let _ = writeln!(
-                out,
-                "{} {}\n",
-                "#".repeat(usize::from(*level).clamp(1, 6)),
-                md_inlines(inlines, false)
-            );
-        }
-        Block::Paragraph(inlines) => {
-            let _ = writeln!(out, "{}\n", md_inlines(inlines, false));
-        }
-        Block::List(items) => {
-            for item in items {
-                let _ = writeln!(out, "- {}", md_inlines(item, false));
-            }
-            out.push('\n');
-        }
-        Block::Table(head, rows) => {
-            let _ = writeln!(
-                out,
-                "| {} |",
-                head.iter()
-                    .map(|h| md_text(h, true))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            );
-            let _ = writeln!(out, "|{}", "---|".repeat(head.len()));
-            for row in rows {
-                let cells: Vec<String> = row.iter().map(|c| md_inlines(c, true)).collect();
-                let _ = writeln!(out, "| {} |", cells.join(" | "));
-            }
-            out.push('\n');
-        }
-        Block::Code(text) => {
-            let text = printable_block(text);
-            let fence = "`".repeat(longest_run(&text, '`').max(2) + 1);
-            let _ = writeln!(out, "{fence}text\n{}\n{fence}\n", text.trim_end());
-        }
-        Block::Chart => {
-            let _ = writeln!(
-                out,
-                "The chart of error rate and latency around the change, with the deploy, the \
-                 decision and the rollback marked, is in the HTML version (the alert email) and \
-                 as SVG: `guardian postmortem {} --svg > chart.svg`.\n",
-                md_code_safe_id(change_id)
-            );
-        }
-    }
-}
-
-/// A change id is letters, digits and `_`; anything else is dropped from the command shown.
-fn md_code_safe_id(id: &str) -> String {
-    id.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect()
-}
-
-/// Control and invisible characters (colour codes, `\r`) made visible, lines and tabs kept.
-fn printable_block(text: &str) -> String {
-    crate::display::block(text).into_owned()
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTML.
-
-const BODY_STYLE: &str = "margin:0;padding:16px;background:#ffffff;color:#1f2328;\
-    font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;font-size:14px;\
-    line-height:1.45";
-const TABLE_STYLE: &str = "border-collapse:collapse;margin:8px 0 14px 0;font-size:13px";
-const CELL_STYLE: &str = "border:1px solid #d0d7de;padding:4px 8px;text-align:left;\
-    vertical-align:top";
-const PRE_STYLE: &str = "background:#f6f8fa;border:1px solid #d0d7de;padding:8px;\
-    font-size:12px;line-height:1.35;overflow-x:auto;white-space:pre-wrap;\
-    word-break:break-all";
-const CODE_STYLE: &str = "background:#f6f8fa;padding:0 3px;font-size:12px";
-
-/// Escapes text for HTML and SVG (element content and quoted attributes).
-/// Control and invisible characters are shown as escapes first (`crate::display`).
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in crate::display::block(s).chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn html_inlines(inlines: &[Inline]) -> String {
-    let mut out = String::new();
-    for i in inlines {
-        match i {
-            Inline::Text(s) => out.push_str(&esc(s)),
-            Inline::Strong(s) => {
-                let _ = write!(out, "<strong>{}</strong>", esc(s));
-            }
-            Inline::Code(s) => {
-                let _ = write!(out, "<code style=\"{CODE_STYLE}\">{}</code>", esc(s));
-            }
-            Inline::Link { text, url } => match safe_url(url) {
-                Some(url) => {
-                    let _ = write!(out, "<a href=\"{}\">{}</a>", esc(url), esc(text));
-                }
-                None => {
-                    let _ = write!(out, "<code style=\"{CODE_STYLE}\">{}</code>", esc(text));
-                }
-            },
-        }
-    }
-    out
-}
-
-fn html_block(out: &mut String, block: &Block, svg: &str) {
-    match block {
-        Block::Heading(level, inlines) => {
-            let level = level.clamp(&1, &6);
-            let size = match level {
-                1 => "20px",
-                2 => "17px",
-                _ => "15px",
-            };
-            let _ = writeln!(
-                out,
-                "<h{level} style=\"font-size:{size};margin:18px 0 8px 0\">{}</h{level}>",
-                html_inlines(inlines)
-            );
-        }
-        Block::Paragraph(inlines) => {
-            let _ = writeln!(
-                out,
-                "<p style=\"margin:8px 0\">{}</p>",
-                html_inlines(inlines)
-            );
-        }
-        Block::List(items) => {
-            out.push_str("<ul style=\"margin:8px 0;padding-left:22px\">\n");
-            for item in items {
-                let _ = writeln!(out, "<li>{}</li>", html_inlines(item));
-            }
-            out.push_str("</ul>\n");
-        }
-        Block::Table(head, rows) => {
-            let _ = write!(out, "<table style=\"{TABLE_STYLE}\"><tr>");
-            for h in head {
-                let _ = write!(
-                    out,
-                    "<th style=\"{CELL_STYLE};background:#f6f8fa\">{}</th>",
-                    esc(h)
-                );
-            }
-            out.push_str("</tr>\n");
-            for row in rows {
-                out.push_str("<tr>");
-                for cell in row {
-                    let _ = write!(
-                        out,
-                        "<td style=\"{CELL_STYLE}\">{}</td>",
-                        html_inlines(cell)
-                    );
-                }
-                out.push_str("</tr>\n");
-            }
-            out.push_str("</table>\n");
-        }
-        Block::Code(text) => {
-            let _ = writeln!(
-                out,
-                "<pre style=\"{PRE_STYLE}\">{}</pre>",
-                esc(text.trim_end())
-            );
-        }
-        Block::Chart => {
-            let _ = writeln!(out, "<div style=\"margin:8px 0\">{svg}</div>");
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The chart.
-
-/// Width and height of the SVG, in pixels.
-pub const CHART_WIDTH: f64 = 720.0;
-pub const CHART_HEIGHT: f64 = 432.0;
-/// The plotting area, shared by both panels horizontally.
-pub const PLOT_LEFT: f64 = 64.0;
-pub const PLOT_RIGHT: f64 = 700.0;
-/// Vertical extent of the two panels.
-const ERRORS_TOP: f64 = 108.0;
-const ERRORS_BOTTOM: f64 = 228.0;
-const LATENCY_TOP: f64 = 256.0;
-const LATENCY_BOTTOM: f64 = 376.0;
-/// Marker labels sit in rows above the panels.
-const LABEL_ROWS: usize = 5;
-const LABEL_ROW_TOP: f64 = 34.0;
-const LABEL_ROW_HEIGHT: f64 = 13.0;
-/// Approximate width of one character of the 11 px labels.
-const CHAR_WIDTH: f64 = 6.2;
-
-const ERROR_COLOUR: &str = "#d1495b";
-const P50_COLOUR: &str = "#3a7ca5";
-const P99_COLOUR: &str = "#8f5db7";
-const MARKER_COLOUR: &str = "#6e7781";
-const GRID_COLOUR: &str = "#e6e8eb";
-
-/// The x of time `at` on a chart spanning `[from, to)`.
-pub fn chart_x(at: f64, from: i64, to: i64) -> f64 {
-    let span = (to - from).max(1) as f64;
-    PLOT_LEFT + (at - from as f64) / span * (PLOT_RIGHT - PLOT_LEFT)
-}
-
-/// Two panels sharing the time axis: error rate in %, and p50/p99 latency in ms; the markers
-/// as labelled vertical lines across both. Bins missing from `points` are gaps in the lines.
-pub fn chart(
-    points: &[SeriesPoint],
-    markers: &[Marker],
-    window: Option<(f64, f64)>,
-    from: i64,
-    to: i64,
-) -> String {
-    let to = to.max(from + BIN_SECS);
-    let merged = merge_bins(points, from, to);
-    let points: Vec<&SeriesPoint> = merged.iter().collect();
-    let x = |at: f64| chart_x(at, from, to);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_WIDTH}\" \
-         height=\"{CHART_HEIGHT}\" viewBox=\"0 0 {CHART_WIDTH} {CHART_HEIGHT}\" \
-         font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\" role=\"img\" \
-         style=\"max-width:100%;height:auto\">\n\
-         <title>Error rate and latency around the change</title>\n\
-         <rect x=\"0\" y=\"0\" width=\"{CHART_WIDTH}\" height=\"{CHART_HEIGHT}\" fill=\"#ffffff\"/>\n"
-    );
-    legend(&mut s);
-    if let Some((start, end)) = window.filter(|&(a, b)| a < b && b > from as f64) {
-        // Drawn first, under the lines: the deploy's own restart, in neither side.
-        let (left, right) = (x(start.max(from as f64)), x(end.min(to as f64)));
-        let _ = writeln!(
-            s,
-            "<rect class=\"deploy-window\" x=\"{left:.1}\" y=\"{ERRORS_TOP:.1}\" \
-             width=\"{:.1}\" height=\"{:.1}\" fill=\"#9e9e9e\" fill-opacity=\"0.25\">\
-             <title>Deploy window: left out of both the baseline and the watch</title></rect>",
-            (right - left).max(1.0),
-            LATENCY_BOTTOM - ERRORS_TOP
-        );
-    }
-
-    // Error rate, in percent.
-    let rates: Vec<(f64, f64)> = points
-        .iter()
-        .filter_map(|p| p.error_rate().map(|r| (mid(p), r * 100.0)))
-        .collect();
-    let max_rate = rates.iter().map(|r| r.1).fold(0.0, f64::max);
-    let (rate_top, rate_step) = nice_scale(max_rate.max(1.0));
-    panel(
-        &mut s,
-        "Error rate (%)",
-        ERRORS_TOP,
-        ERRORS_BOTTOM,
-        rate_top,
-        rate_step,
-        |v| format!("{}%", tick_number(v)),
-    );
-    let y_rate = |v: f64| ERRORS_BOTTOM - v / rate_top * (ERRORS_BOTTOM - ERRORS_TOP);
-    let keys: Vec<i64> = points.iter().map(|p| p.at).collect();
-    line(
-        &mut s,
-        "errors",
-        ERROR_COLOUR,
-        &segments(&keys, &rates, &x, &y_rate),
-    );
-    if rates.is_empty() {
-        no_data(
-            &mut s,
-            ERRORS_TOP,
-            ERRORS_BOTTOM,
-            "no traffic data for this period",
-        );
-    }
-
-    // Latency, in milliseconds.
-    let p50: Vec<(f64, f64)> = points
-        .iter()
-        .filter_map(|p| p.p50_ms.filter(|v| v.is_finite()).map(|v| (mid(p), v)))
-        .collect();
-    let p99: Vec<(f64, f64)> = points
-        .iter()
-        .filter_map(|p| p.p99_ms.filter(|v| v.is_finite()).map(|v| (mid(p), v)))
-        .collect();
-    let max_ms = p99.iter().chain(&p50).map(|v| v.1).fold(0.0, f64::max);
-    let (ms_top, ms_step) = nice_scale(max_ms.max(1.0));
-    panel(
-        &mut s,
-        "Latency (ms)",
-        LATENCY_TOP,
-        LATENCY_BOTTOM,
-        ms_top,
-        ms_step,
-        |v| format!("{} ms", tick_number(v)),
-    );
-    let y_ms = |v: f64| LATENCY_BOTTOM - (v / ms_top).min(1.0) * (LATENCY_BOTTOM - LATENCY_TOP);
-    let keys50: Vec<i64> = points
-        .iter()
-        .filter(|p| p.p50_ms.is_some_and(f64::is_finite))
-        .map(|p| p.at)
-        .collect();
-    let keys99: Vec<i64> = points
-        .iter()
-        .filter(|p| p.p99_ms.is_some_and(f64::is_finite))
-        .map(|p| p.at)
-        .collect();
-    line(
-        &mut s,
-        "p50",
-        P50_COLOUR,
-        &segments(&keys50, &p50, &x, &y_ms),
-    );
-    line(
-        &mut s,
-        "p99",
-        P99_COLOUR,
-        &segments(&keys99, &p99, &x, &y_ms),
-    );
-    if p50.is_empty() && p99.is_empty() {
-        let note = if rates.is_empty() {
-            "no traffic data for this period"
-        } else {
-            "no latency data for this period"
-        };
-        no_data(&mut s, LATENCY_TOP, LATENCY_BOTTOM, note);
-    }
-
-    time_axis(&mut s, from, to);
-    marker_lines(&mut s, markers, from, to);
-    s.push_str("</svg>\n");
-    s
-}
-
-/// The points in `[from, to)` with traffic, in time order, one per bin: a bin given twice
-/// (stored, and still open in the daemon) has its counts added and the larger part's
-/// quantiles, as the store merges them.
-fn merge_bins(points: &[SeriesPoint], from: i64, to: i64) -> Vec<SeriesPoint> {
-    let mut sorted: Vec<&SeriesPoint> = points
-        .iter()
-        .filter(|p| p.at >= from && p.at < to && p.requests > 0)
-        .collect();
-    sorted.sort_by_key(|p| p.at);
-    let mut out: Vec<SeriesPoint> = Vec::with_capacity(sorted.len());
-    for p in sorted {
-        match out.last_mut() {
-            Some(last) if last.at == p.at => {
-                if p.requests > last.requests {
-                    last.p50_ms = p.p50_ms.or(last.p50_ms);
-                    last.p99_ms = p.p99_ms.or(last.p99_ms);
-                } else {
-                    last.p50_ms = last.p50_ms.or(p.p50_ms);
-                    last.p99_ms = last.p99_ms.or(p.p99_ms);
-                }
-                last.requests = last.requests.saturating_add(p.requests);
-                last.errors = last.errors.saturating_add(p.errors).min(last.requests);
-            }
-            _ => out.push(p.clone()),
-        }
-    }
-    out
-}
-
-/// The middle of a bin: where its point is drawn.
-fn mid(p: &SeriesPoint) -> f64 {
-    p.at as f64 + BIN_SECS as f64 / 2.0
-}
-
-/// Splits values into runs of consecutive bins: a missing bin breaks the line.
-fn segments(
-    keys: &[i64],
-    values: &[(f64, f64)],
-    x: &dyn Fn(f64) -> f64,
-    y: &dyn Fn(f64) -> f64,
-) -> Vec<Vec<(f64, f64)>> {
-    let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
-    let mut last: Option<i64> = None;
-    for (&at, &(t, v)) in keys.iter().zip(values) {
-        if last != Some(at - BIN_SECS) || out.is_empty() {
-            out.push(Vec::new());
-        }
-        if let Some(seg) = out.last_mut() {
-            seg.push((x(t), y(v)));
-        }
-        last = Some(at);
-    }
-    out
-}
-
-fn line(s: &mut String, class: &str, colour: &str, segments: &[Vec<(f64, f64)>]) {
-    for seg in segments {
-        match seg.as_slice() {
-            [] => {}
-            [(x, y)] => {
-                let _ = writeln!(
-                    s,
-                    "<circle class=\"{class}\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2\" fill=\"{colour}\"/>"
-                );
-            }
-            _ => {
-                let pts: Vec<String> = seg.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
-                let _ = writeln!(
-                    s,
-                    "<polyline class=\"{class}\" fill=\"none\" stroke=\"{colour}\" \
-                     stroke-width=\"1.6\" stroke-linejoin=\"round\" points=\"{}\"/>",
-                    pts.join(" ")
-                );
-            }
-        }
-    }
-}
-
-fn legend(s: &mut String) {
-    let items = [
-        (ERROR_COLOUR, "error rate", false),
-        (P50_COLOUR, "p50 latency", false),
-        (P99_COLOUR, "p99 latency", false),
-        (MARKER_COLOUR, "what happened", true),
-    ];
-    let mut x = PLOT_LEFT;
-    for (colour, label, dashed) in items {
-        let dash = if dashed {
-            " stroke-dasharray=\"4 3\""
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            s,
-            "<line x1=\"{x:.1}\" y1=\"14\" x2=\"{:.1}\" y2=\"14\" stroke=\"{colour}\" \
-             stroke-width=\"2\"{dash}/><text x=\"{:.1}\" y=\"18\" fill=\"#1f2328\">{label}</text>",
-            x + 18.0,
-            x + 23.0
-        );
-        x += 23.0 + label.len() as f64 * CHAR_WIDTH + 18.0;
-    }
-    let _ = writeln!(
-        s,
-        "<text x=\"{PLOT_RIGHT}\" y=\"18\" text-anchor=\"end\" fill=\"#57606a\">10-second bins</text>"
-    );
-}
-
-fn panel(
-    s: &mut String,
-    title: &str,
-    top: f64,
-    bottom: f64,
-    max: f64,
-    step: f64,
-    label: impl Fn(f64) -> String,
-) {
-    let _ = writeln!(
-        s,
-        "<text x=\"{PLOT_LEFT}\" y=\"{:.1}\" font-weight=\"bold\" fill=\"#1f2328\">{}</text>",
-        top - 6.0,
-        esc(title)
-    );
-    let ticks = (max / step).round() as i64;
-    for i in 0..=ticks {
-        let v = step * i as f64;
-        let y = bottom - v / max * (bottom - top);
-        let _ = writeln!(
-            s,
-            "<line x1=\"{PLOT_LEFT}\" y1=\"{y:.1}\" x2=\"{PLOT_RIGHT}\" y2=\"{y:.1}\" \
-             stroke=\"{GRID_COLOUR}\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" \
-             fill=\"#57606a\">{}</text>",
-            PLOT_LEFT - 6.0,
-            y + 4.0,
-            esc(&label(v))
-        );
-    }
-    let _ = writeln!(
-        s,
-        "<rect x=\"{PLOT_LEFT}\" y=\"{top}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" \
-         stroke=\"#afb8c1\"/>",
-        PLOT_RIGHT - PLOT_LEFT,
-        bottom - top
-    );
-}
-
-fn no_data(s: &mut String, top: f64, bottom: f64, note: &str) {
-    let _ = writeln!(
-        s,
-        "<text class=\"no-data\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" \
-         fill=\"#57606a\">{}</text>",
-        (PLOT_LEFT + PLOT_RIGHT) / 2.0,
-        (top + bottom) / 2.0 + 4.0,
-        esc(note)
-    );
-}
-
-/// A round upper bound for the axis and the step between its 3 to 5 ticks.
-fn nice_scale(max: f64) -> (f64, f64) {
-    let max = if max.is_finite() && max > 0.0 {
-        max
-    } else {
-        1.0
-    };
-    let raw = max / 4.0;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * magnitude)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * magnitude);
-    ((max / step).ceil().max(1.0) * step, step)
-}
-
-fn tick_number(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v >= 10.0 {
-        format!("{v:.0}")
-    } else if v >= 1.0 {
-        mail::trim_number(v)
-    } else {
-        let text = format!("{v:.3}");
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
-    }
-}
-
-fn time_axis(s: &mut String, from: i64, to: i64) {
-    let span = (to - from) as f64;
-    let step = [
-        30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400,
-    ]
-    .into_iter()
-    .find(|&st| span / st as f64 <= 8.0)
-    .unwrap_or(86_400);
-    let first = from.div_euclid(step) * step + if from.rem_euclid(step) == 0 { 0 } else { step };
-    let mut at = first;
-    while at < to {
-        let x = chart_x(at as f64, from, to);
-        let label = chrono::DateTime::from_timestamp(at, 0)
-            .map(|d| {
-                if step < 60 {
-                    d.format("%H:%M:%S").to_string()
-                } else {
-                    d.format("%H:%M").to_string()
-                }
-            })
-            .unwrap_or_default();
-        for (top, bottom) in [(ERRORS_TOP, ERRORS_BOTTOM), (LATENCY_TOP, LATENCY_BOTTOM)] {
-            let _ = writeln!(
-                s,
-                "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{bottom}\" \
-                 stroke=\"{GRID_COLOUR}\"/>"
-            );
-        }
-        let _ = writeln!(
-            s,
-            "<line x1=\"{x:.1}\" y1=\"{LATENCY_BOTTOM}\" x2=\"{x:.1}\" y2=\"{:.1}\" \
-             stroke=\"#57606a\"/><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" \
-             fill=\"#57606a\">{label}</text>",
-            LATENCY_BOTTOM + 4.0,
-            LATENCY_BOTTOM + 16.0
-        );
-        at += step;
-    }
-    let _ = writeln!(
-        s,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#57606a\">time (UTC)</text>",
-        (PLOT_LEFT + PLOT_RIGHT) / 2.0,
-        LATENCY_BOTTOM + 34.0
-    );
-}
-
-/// Vertical dashed lines across both panels, each labelled above them; labels that would
-/// overlap go to the next row down.
-fn marker_lines(s: &mut String, markers: &[Marker], from: i64, to: i64) {
-    let mut sorted: Vec<&Marker> = markers
-        .iter()
-        .filter(|m| m.at >= from as f64 && m.at <= to as f64)
-        .collect();
-    sorted.sort_by(|a, b| a.at.total_cmp(&b.at));
-    // The right end of the last label in each row.
-    let mut row_end = [f64::NEG_INFINITY; LABEL_ROWS];
-    for m in sorted {
-        let x = chart_x(m.at, from, to);
-        let width = m.label.chars().count() as f64 * CHAR_WIDTH;
-        // Labels start at the line, or end at it near the right edge.
-        let (left, anchor) = if x + width > CHART_WIDTH - 4.0 {
-            (x - width, "end")
-        } else {
-            (x, "start")
-        };
-        let (row, left, anchor) = match (0..LABEL_ROWS).find(|&r| row_end[r] + 4.0 <= left) {
-            Some(row) => (row, left, anchor),
-            None => {
-                // Every row is taken here: the label goes after the shortest row's last one.
-                let row = (0..LABEL_ROWS)
-                    .min_by(|&a, &b| row_end[a].total_cmp(&row_end[b]))
-                    .unwrap_or(0);
-                (row, row_end[row] + 4.0, "start")
-            }
-        };
-        row_end[row] = left + width;
-        let label_y = LABEL_ROW_TOP + LABEL_ROW_HEIGHT * row as f64;
-        let text_x = if anchor == "end" { x - 2.0 } else { left + 2.0 };
-        let _ = writeln!(
-            s,
-            "<line class=\"marker\" data-label=\"{}\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" \
-             y2=\"{LATENCY_BOTTOM}\" stroke=\"{MARKER_COLOUR}\" stroke-width=\"1\" \
-             stroke-dasharray=\"4 3\"/><text x=\"{text_x:.1}\" y=\"{label_y:.1}\" \
-             text-anchor=\"{anchor}\" fill=\"#1f2328\">{}</text>",
-            esc(&m.label),
-            label_y + 2.0,
-            esc(&m.label)
-        );
-    }
 }
 
 #[cfg(test)]
@@ -1732,6 +893,8 @@ mod tests {
     use crate::daemon::rollback::RollbackReport;
     use crate::git::CommandRecord;
     use crate::hook::{HookOutcome, HookStatus};
+    use crate::report::chart::{chart, chart_x, PLOT_LEFT, PLOT_RIGHT};
+    use crate::report::testing::{check_xml, expected};
     use crate::store::ChangeKind;
 
     /// 2025-11-24 16:00:00 UTC, on a bin edge.
@@ -1765,6 +928,17 @@ mod tests {
                  ]}
             ]
         })
+    }
+
+    /// The recovery check's report: errors back to 0.95% after the redeploy.
+    fn recovery_report() -> Value {
+        let mut r = report();
+        r["verdict"] = json!("healthy");
+        r["decided_at"] = json!(T0 + 158.6);
+        r["change_at"] = json!(T0 + 35.5);
+        r["signals"][0]["regressed"] = json!(false);
+        r["signals"][0]["after"] = json!({"requests": 2000, "events": 19, "rate": 0.0095});
+        r
     }
 
     fn rollback(hook_ok: bool) -> Value {
@@ -1866,9 +1040,7 @@ mod tests {
                 6,
                 T0 + 158.6,
                 "recovery_check",
-                json!({"verdict": "healthy", "report": {"signals": [
-                    {"signal": "errors", "baseline": {"rate": 0.01}, "after": {"rate": 0.0095}}
-                ]}}),
+                json!({"verdict": "healthy", "report": recovery_report()}),
             ),
             moved(
                 7,
@@ -1954,32 +1126,11 @@ mod tests {
         }
     }
 
-    /// Compares with the checked-in expectation, or rewrites it under `UPDATE_EXPECT=1`.
-    fn expect_file(name: &str, got: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/it/expected")
-            .join(name);
-        if std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1") {
-            std::fs::write(&path, got).unwrap();
-            return;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "no expectation at {} ({e}); run with UPDATE_EXPECT=1 to write it",
-                path.display()
-            )
-        });
-        assert!(
-            want == got,
-            "{name} differs from the expectation (UPDATE_EXPECT=1 rewrites it):\n{got}"
-        );
-    }
-
     #[test]
     fn the_post_mortem_of_a_rollback_reads_as_expected() {
         let pm = Postmortem::new(story());
         let md = pm.markdown();
-        expect_file("postmortem_rollback.md", &md);
+        expected("postmortem_rollback.md").assert_eq(&md);
         // What a tired reader needs first comes first.
         let summary = md.lines().nth(2).unwrap();
         assert!(
@@ -2047,49 +1198,6 @@ mod tests {
         // Every label is shown, as text.
         for (label, _) in want {
             assert!(svg.contains(&format!(">{label}</text>")), "{label}");
-        }
-    }
-
-    #[test]
-    fn marker_labels_never_overlap_however_close_the_events() {
-        let at = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 900.0, 901.0];
-        let markers: Vec<Marker> = at
-            .iter()
-            .enumerate()
-            .map(|(i, &dt)| Marker {
-                at: T0 + dt,
-                label: format!("event number {i}"),
-            })
-            .collect();
-        let svg = chart(&[], &markers, None, T - 600, T + 902);
-        check_xml(&svg).unwrap();
-        // (left, right, y) of each label, from its x, anchor and length.
-        let boxes: Vec<(f64, f64, String)> = svg
-            .lines()
-            .filter(|l| l.contains("class=\"marker\""))
-            .map(|l| {
-                let text = &l[l.find("<text").unwrap()..];
-                let attr = |name: &str| {
-                    let start = text.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
-                    text[start..start + text[start..].find('"').unwrap()].to_owned()
-                };
-                let x: f64 = attr("x").parse().unwrap();
-                let width = "event number 0".len() as f64 * CHAR_WIDTH;
-                let left = if attr("text-anchor") == "end" {
-                    x - width
-                } else {
-                    x
-                };
-                (left, left + width, attr("y"))
-            })
-            .collect();
-        assert_eq!(boxes.len(), at.len());
-        for (i, a) in boxes.iter().enumerate() {
-            assert!(a.0 >= 0.0 && a.1 <= CHART_WIDTH, "{a:?} is off the chart");
-            for b in &boxes[i + 1..] {
-                let apart = a.2 != b.2 || a.1 <= b.0 || b.1 <= a.0;
-                assert!(apart, "{a:?} overlaps {b:?}");
-            }
         }
     }
 
@@ -2161,41 +1269,6 @@ mod tests {
         assert_eq!(lone.matches("<circle class=\"errors\"").count(), 1);
         assert!(!lone.contains("<polyline"));
         assert!(lone.contains(">no latency data for this period</text>"));
-    }
-
-    #[test]
-    fn points_out_of_order_or_given_twice_are_one_line() {
-        let p = |at: i64, requests: u64, p50: f64| SeriesPoint {
-            at,
-            requests,
-            errors: 1,
-            p50_ms: Some(p50),
-            p99_ms: None,
-        };
-        // Stored bins, and the daemon's live snapshot overlapping the last one.
-        let points = [
-            p(T + 20, 10, 5.0),
-            p(T, 10, 5.0),
-            p(T + 10, 10, 5.0),
-            p(T + 20, 30, 9.0),
-        ];
-        assert_eq!(
-            merge_bins(&points, T - 600, T + 600),
-            [
-                p(T, 10, 5.0),
-                p(T + 10, 10, 5.0),
-                SeriesPoint {
-                    errors: 2,
-                    ..p(T + 20, 40, 9.0)
-                }
-            ]
-        );
-        let svg = chart(&points, &[], None, T - 600, T + 600);
-        assert_eq!(
-            svg.matches("<polyline class=\"errors\"").count(),
-            1,
-            "{svg}"
-        );
     }
 
     #[test]
@@ -2385,144 +1458,5 @@ mod tests {
                 "escalated"
             ]
         );
-    }
-
-    #[test]
-    fn markdown_escaping_keeps_text_as_text() {
-        assert_eq!(
-            md_text("a*b_c _d [e](f) <g> #h |i", false),
-            "a\\*b_c \\_d \\[e\\](f) \\<g> #h |i"
-        );
-        assert_eq!(md_text("a|b", true), "a\\|b");
-        assert_eq!(md_inlines(&[t("# heading")], false), "\\# heading");
-        assert_eq!(md_inlines(&[t("- item")], false), "\\- item");
-        assert_eq!(md_inlines(&[t("12. item")], false), "12\\. item");
-        assert_eq!(md_inlines(&[t("> quote")], false), "\\> quote");
-        assert_eq!(md_code_span("a``b", false), "```a``b```");
-        assert_eq!(md_code_span("a|b", true), "`a\\|b`");
-        assert_eq!(safe_url("https://x.example/a"), Some("https://x.example/a"));
-        assert_eq!(safe_url("javascript:alert(1)"), None);
-        assert_eq!(safe_url("https://x.example/\"onmouseover"), None);
-        assert_eq!(
-            esc("<a href='x'>&</a>"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;"
-        );
-    }
-
-    #[test]
-    fn offsets_read_naturally() {
-        assert_eq!(offset(0.0), "+0 s");
-        assert_eq!(offset(30.6), "+30.6 s");
-        assert_eq!(offset(158.6), "+2 min 39 s");
-        assert_eq!(offset(-600.0), "\u{2212}10 min 00 s");
-        assert_eq!(offset(3_725.0), "+1 h 02 min");
-        assert_eq!(nice_scale(9.0), (10.0, 2.5));
-        assert_eq!(nice_scale(0.0), (1.0, 0.25));
-    }
-
-    /// A strict check that `s` is well-formed XML as this module writes it: one root element,
-    /// every tag closed in order, attributes quoted and unique, `&` only in an entity, no `<`
-    /// in text.
-    fn check_xml(s: &str) -> Result<(), String> {
-        let mut stack: Vec<String> = Vec::new();
-        let mut roots = 0;
-        let mut rest = s;
-        let name_ok = |n: &str| {
-            !n.is_empty()
-                && n.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_:".contains(c))
-                && !n.starts_with(|c: char| c.is_ascii_digit() || c == '-')
-        };
-        let text_ok = |t: &str| -> Result<(), String> {
-            let mut parts = t.split('&');
-            parts.next();
-            for p in parts {
-                let entity = p.split(';').next().unwrap_or_default();
-                let known = ["amp", "lt", "gt", "quot", "#39"].contains(&entity);
-                if !known || !p.contains(';') {
-                    return Err(format!("bad entity in {t:?}"));
-                }
-            }
-            if t.contains('>') && !t.contains("&gt;") && t.contains('<') {
-                return Err(format!("markup in text {t:?}"));
-            }
-            Ok(())
-        };
-        while let Some(open) = rest.find('<') {
-            let text = &rest[..open];
-            text_ok(text)?;
-            if !text.trim().is_empty() && stack.is_empty() {
-                return Err(format!("text outside the root: {text:?}"));
-            }
-            let close = rest[open..].find('>').ok_or("unclosed tag")? + open;
-            let tag = &rest[open + 1..close];
-            rest = &rest[close + 1..];
-            if let Some(name) = tag.strip_prefix('/') {
-                match stack.pop() {
-                    Some(top) if top == name => {}
-                    other => return Err(format!("</{name}> closes {other:?}")),
-                }
-                continue;
-            }
-            let self_closing = tag.ends_with('/');
-            let tag = tag.trim_end_matches('/');
-            let name = tag.split_whitespace().next().unwrap_or_default();
-            if !name_ok(name) {
-                return Err(format!("bad tag name {name:?}"));
-            }
-            // Attributes: name="value" pairs, values without < or raw quotes.
-            let mut attrs = &tag[name.len()..];
-            let mut seen = Vec::new();
-            loop {
-                attrs = attrs.trim_start();
-                if attrs.is_empty() {
-                    break;
-                }
-                let eq = attrs
-                    .find("=\"")
-                    .ok_or(format!("unquoted attribute in <{tag}>"))?;
-                let attr = &attrs[..eq];
-                if !name_ok(attr) || seen.contains(&attr) {
-                    return Err(format!("bad or repeated attribute {attr:?} in <{tag}>"));
-                }
-                seen.push(attr);
-                let value_end = attrs[eq + 2..].find('"').ok_or("unterminated value")? + eq + 2;
-                let value = &attrs[eq + 2..value_end];
-                if value.contains('<') {
-                    return Err(format!("< in attribute {attr}"));
-                }
-                text_ok(value)?;
-                attrs = &attrs[value_end + 1..];
-            }
-            if stack.is_empty() {
-                roots += 1;
-            }
-            if !self_closing {
-                stack.push(name.to_owned());
-            }
-        }
-        text_ok(rest)?;
-        match (stack.is_empty(), roots, rest.trim().is_empty()) {
-            (true, 1, true) => Ok(()),
-            _ => Err(format!(
-                "unclosed {stack:?} or {roots} roots or trailing text"
-            )),
-        }
-    }
-
-    #[test]
-    fn the_xml_check_rejects_what_is_not_well_formed() {
-        for bad in [
-            "<svg><g></svg>",
-            "<svg a=1/>",
-            "<svg a=\"1\" a=\"2\"/>",
-            "<svg>a & b</svg>",
-            "<svg/><svg/>",
-            "<svg><text>x</tex></svg>",
-            "<svg>",
-        ] {
-            assert!(check_xml(bad).is_err(), "{bad}");
-        }
-        check_xml("<svg a=\"&lt;\"><text>a &amp; b</text><line/></svg>\n").unwrap();
     }
 }
