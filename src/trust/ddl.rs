@@ -52,12 +52,19 @@ const CONDITION_KEYWORDS: [&str; 4] = ["IF", "ELSIF", "WHEN", "CASE"];
 /// a key, the end of a list or string (`truncate(`, `rename = `, `"rename": `, `'truncate',`).
 const NOT_A_NAME: &str = "()=:,;.!?<>+*&|}]";
 
+/// Files read by people, not run: only SQL-only phrases count in them.
+const PROSE: [&str; 6] = [".md", ".markdown", ".txt", ".rst", ".adoc", ".textile"];
+
 /// How far back a statement's first keyword (`ALTER`, `IF`) is looked for.
 const STATEMENT_REACH: usize = 512;
 
 /// Where each DDL phrase occurs in a file's text: phrase -> lines of its occurrences.
 pub fn find(path: &str, text: &str) -> BTreeMap<&'static str, Vec<usize>> {
-    let sql = path.to_ascii_lowercase().ends_with(".sql");
+    let lower = path.to_ascii_lowercase();
+    let sql = lower.ends_with(".sql");
+    // Documentation is prose: "Rename the helper" starts a line there and runs nothing. Its
+    // SQL-only phrases (`DROP TABLE`) still count.
+    let prose = PROSE.iter().any(|ext| lower.ends_with(ext));
     let (words, lines) = sql_words(text, sql);
     let mut claimed = BTreeSet::new();
     let mut found: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
@@ -67,8 +74,8 @@ pub fn find(path: &str, text: &str) -> BTreeMap<&'static str, Vec<usize>> {
             if !words[start..].starts_with(&phrase) {
                 continue;
             }
-            let counts =
-                kind == Kind::Phrase || is_statement(&words, &lines, start, phrase.len(), sql);
+            let counts = kind == Kind::Phrase
+                || (!prose && is_statement(&words, &lines, start, phrase.len(), sql));
             if counts && claimed.insert(start) {
                 found
                     .entry(name)
@@ -200,6 +207,21 @@ fn sql_words(text: &str, sql: bool) -> (Vec<char>, Vec<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documentation_saying_rename_or_truncate_is_not_ddl_but_drop_table_is() {
+        let doc = "# Changes\nRename the helper to `parse_cart`.\nTruncate long names in logs.\n";
+        assert!(find("README.md", doc).is_empty());
+        assert!(find("docs/notes.txt", doc).is_empty());
+        // The same lines in code are statements (a heredoc of SQL, say).
+        assert!(!find("scripts/fix.sh", doc).is_empty());
+        assert_eq!(
+            find("docs/runbook.md", "Then DROP TABLE carts_old;\n")
+                .into_keys()
+                .collect::<Vec<_>>(),
+            ["DROP TABLE"]
+        );
+    }
 
     /// The phrases found in `text` (of `path`), with their lines.
     fn found(path: &str, text: &str) -> Vec<(&'static str, Vec<usize>)> {
