@@ -13,7 +13,7 @@ command -v mtail >/dev/null || { apt-get update -qq && apt-get install -y -qq mt
 cargo build --release --quiet
 BIN="${CARGO_TARGET_DIR:-target}/release/guardian"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 log="$work/access.log"
 : > "$log"
 head -c 32 /dev/urandom | base64 > "$work/token"
