@@ -43,6 +43,8 @@ struct Setup {
     envs: Vec<(&'static str, PathBuf)>,
     /// Ten minutes of healthy traffic in the access log before the daemon starts.
     history: bool,
+    /// Seconds the redeploy hook hangs before it deploys.
+    hook_hangs_secs: u32,
 }
 
 /// A guardian with the gate: its own clone of the app, the agent's clone, a token per role.
@@ -102,7 +104,12 @@ impl Guardian {
         std::fs::write(dir.path().join("live-mode"), "ok\n").unwrap();
         std::fs::write(
             dir.path().join("redeploy.sh"),
-            "#!/bin/sh\nset -e\ncp \"$GUARDIAN_REPO/mode\" \"$LIVE\"\n",
+            match setup.hook_hangs_secs {
+                0 => "#!/bin/sh\nset -e\ncp \"$GUARDIAN_REPO/mode\" \"$LIVE\"\n".to_owned(),
+                secs => format!(
+                    "#!/bin/sh\nset -e\nsleep {secs}\ncp \"$GUARDIAN_REPO/mode\" \"$LIVE\"\n"
+                ),
+            },
         )
         .unwrap();
         git(&repo, &["add", "."]);
@@ -205,6 +212,18 @@ impl Guardian {
             assert!(Instant::now() < deadline, "the daemon did not stop");
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The app served for real on the access log, and a client sending it 20 requests a
+    /// second until the flag is set.
+    fn traffic(&self) -> (Arc<AtomicBool>, thread::JoinHandle<()>) {
+        let app = super::rollback::serve_app(
+            self.dir.path().join("access.jsonl"),
+            self.dir.path().join("live-mode"),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = super::rollback::drive(app, stop.clone());
+        (stop, client)
     }
 
     fn token_file(&self, token: &str) -> PathBuf {
@@ -658,32 +677,14 @@ fn a_hung_hook_or_git_delays_neither_ticks_nor_api_answers_nor_watchdog_pings() 
     );
     let mut envs = watchdog.envs();
     envs.push(("PATH", PathBuf::from(path)));
-    let mut setup = Setup {
+    // The redeploy hook hangs for 10 s (its timeout is 30 s) before it deploys.
+    let g = Guardian::start(Setup {
         envs,
         history: true,
+        hook_hangs_secs: 10,
         ..Setup::default()
-    };
-    let mut g = Guardian::prepare(&mut setup);
-    // The redeploy hook hangs for 10 s (its timeout is 30 s) before it deploys.
-    std::fs::write(
-        g.dir.path().join("redeploy.sh"),
-        "#!/bin/sh\nset -e\nsleep 10\ncp \"$GUARDIAN_REPO/mode\" \"$LIVE\"\n",
-    )
-    .unwrap();
-    let mut command = run_by_hand(&g.config);
-    command.env("LIVE", g.dir.path().join("live-mode"));
-    for (k, v) in &setup.envs {
-        command.env(k, v);
-    }
-    let (daemon, api) = super::common::spawn(command);
-    g.daemon = Some(daemon);
-    g.api = api;
-    let app = super::rollback::serve_app(
-        g.dir.path().join("access.jsonl"),
-        g.dir.path().join("live-mode"),
-    );
-    let traffic_stop = Arc::new(AtomicBool::new(false));
-    let traffic = super::rollback::drive(app, traffic_stop.clone());
+    });
+    let (traffic_stop, traffic) = g.traffic();
     thread::sleep(Duration::from_secs(2));
 
     // A rollback whose hook hangs: reverted, then 10 s in the hook, then the recovery check.
@@ -1111,12 +1112,7 @@ fn bench_64_agent_clients_flooding_for_60_s() {
         history: true,
         ..Setup::default()
     });
-    let app = super::rollback::serve_app(
-        g.dir.path().join("access.jsonl"),
-        g.dir.path().join("live-mode"),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = super::rollback::drive(app, stop.clone());
+    let (stop, traffic) = g.traffic();
     thread::sleep(Duration::from_secs(3));
 
     let quiet_start = Instant::now();
