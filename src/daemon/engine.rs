@@ -1,18 +1,20 @@
-//! The daemon's state and what it does with it: follow the logs, feed the core, record changes
-//! and verdicts in the store. Synchronous and clock-free (`now` comes in): one thread owns it
-//! (`daemon::owner`), and tests drive it directly. Where traffic comes in is `sources`, what
-//! status shows `status`, the saved core state `snapshot`, the gate's side `gate`.
+//! The daemon's state and what it does with it: feed the core from the sources, carry out the
+//! supervisor's decisions (`daemon::supervisor`) against the store, the outbox and the jobs.
+//! Synchronous and clock-free (`now` comes in): one thread owns it (`daemon::owner`), and tests
+//! drive it directly. Where traffic comes in is `sources`, what status shows `status`, the saved
+//! core state `snapshot`, the gate's side `gate`.
 
 use std::io::BufRead as _;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::{Config, DaemonSettings};
-use crate::core::{Landing, Monitor, Report, SignalKind, Verdict};
+use crate::core::{Monitor, Report};
 use crate::store::{ChangeKind, ChangeRecord, ChangeState, NewChange, Store, StoreError};
 
-use super::rollback::{RollbackJob, RollbackReport};
+use super::actions::{Action, Outcome};
+use super::supervisor::{Effect, Phase, Remediation, Supervisor, Watched};
 
 mod gate;
 mod request;
@@ -24,18 +26,13 @@ pub use gate::{
     ProposalRequest, ProposalView, TrustRules,
 };
 pub use request::ChangeRequest;
-use snapshot::{load_snapshot, Snapshot};
+use snapshot::{load_snapshot, SavedPhase, Snapshot};
 use sources::Source;
 pub use sources::SourceView;
 pub use status::{LiveStatus, ScrapeStatus, SourceStatus, Status};
 
-/// How often the evidence of a change being watched is written to the store, and the core's
-/// state saved so a restart resumes the watch.
-const REPORT_EVERY_SECS: f64 = 5.0;
 /// The core's saved state, beside the database.
 const SNAPSHOT_FILE: &str = "core-state.json";
-/// Seconds after the redeploy hook returns before the recovery check counts traffic.
-const RECOVERY_SETTLE_SECS: f64 = 3.0;
 const SNAPSHOT_VERSION: u32 = 1;
 /// How late traffic may arrive for the post-mortem series before its bin is written.
 const SERIES_LATENESS_SECS: f64 = 30.0;
@@ -81,33 +78,20 @@ pub struct ChangeView {
     pub live: Option<Report>,
 }
 
-/// What the engine is doing about the latest change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-enum Phase {
-    Idle,
-    /// Watching whether the change made things worse.
-    Watching(String),
-    /// The rollback job runs on another thread.
-    RollingBack(String),
-    /// Reverted and redeployed: watching whether the service is back to its baseline.
-    Verifying(String),
-    /// An approved proposal is being applied and redeployed on another thread.
-    Deploying(String),
-}
-
 pub struct Engine {
-    /// Changes whose watch was already extended once.
-    extended: Vec<String>,
     /// The UTC day whose digest was last queued (days since the epoch).
     digest_day: Option<i64>,
     config: Config,
     settings: DaemonSettings,
-    monitor: Monitor,
+    /// The decisions: the core's monitor and where the latest change stands.
+    supervisor: Supervisor,
+    /// What undoes a regressed change, when one is configured.
+    action: Option<std::sync::Arc<dyn Action>>,
+    /// A remediation the supervisor decided on, for the owner to start as a job.
+    due: Option<Remediation>,
     store: Store,
     /// The ways traffic comes in (`sources`).
     sources: Vec<Box<dyn Source>>,
-    phase: Phase,
-    report_written_at: f64,
     /// The sandbox policy, when the trust gate is configured.
     policy: Option<gate::LoadedPolicy>,
     /// Paths no proposal may change whatever the policy says (git's files, guardian's own).
@@ -143,18 +127,16 @@ impl Engine {
         let snapshot = load_snapshot(&settings.state_dir, &config.detector);
         let resumed = match &snapshot {
             Some(Snapshot {
-                phase: Phase::Watching(id),
+                phase: SavedPhase::Watching(id),
                 ..
-            }) if store
+            }) => store
                 .get_change(id)?
-                .is_some_and(|c| c.state == ChangeState::Watching) =>
-            {
-                Some(id.clone())
-            }
+                .filter(|c| c.state == ChangeState::Watching)
+                .map(|c| watched(&c)),
             _ => None,
         };
         for change in store.unfinished()? {
-            if Some(&change.id) == resumed.as_ref() {
+            if resumed.as_ref().is_some_and(|w| w.id == change.id) {
                 continue;
             }
             let (state, note) = match change.state {
@@ -179,13 +161,16 @@ impl Engine {
         let (monitor, phase, saved_positions) = match snapshot {
             Some(snap) => {
                 let phase = match resumed {
-                    Some(id) => Phase::Watching(id),
+                    Some(change) => Phase::Watching(change),
                     None => Phase::Idle,
                 };
                 (snap.monitor, phase, Some(snap.positions))
             }
             None => (Monitor::new(config.detector.clone()), Phase::Idle, None),
         };
+        if let Phase::Watching(change) = &phase {
+            tracing::info!(change_id = %change.id, "{}: the watch resumes where guardian stopped", change.id);
+        }
         let sources = sources::from_settings(settings, saved_positions.as_deref(), &store)?;
         let policy = match &settings.gate {
             Some(g) => Some(load_policy(&g.policy_file).map_err(EngineError::Config)?),
@@ -216,15 +201,14 @@ impl Engine {
             policy,
             never: gate::host_never_list(settings, None).0,
             series: crate::series::SeriesBins::new(SERIES_LATENESS_SECS),
-            extended: Vec::new(),
             digest_day: None,
             config: config.clone(),
+            action: super::actions::from_settings(settings),
+            due: None,
             settings: settings.clone(),
-            monitor,
+            supervisor: Supervisor::new(monitor, phase),
             store,
             sources,
-            phase,
-            report_written_at: f64::NEG_INFINITY,
         })
     }
 
@@ -244,14 +228,8 @@ impl Engine {
     ) -> Result<ChangeRecord, EngineError> {
         let landing = request.landing(now).map_err(EngineError::BadRequest)?;
         self.tick(now)?;
-        match &self.phase {
-            Phase::RollingBack(id) | Phase::Verifying(id) => {
-                return Err(EngineError::Busy(id.clone()))
-            }
-            Phase::Deploying(id) => {
-                return Err(EngineError::Busy(format!("proposal {id} (a deploy)")))
-            }
-            Phase::Idle | Phase::Watching(_) => {}
+        if let Some(busy) = self.supervisor.busy() {
+            return Err(EngineError::Busy(busy));
         }
         let mut request = request.clone();
         if let Some(p) = &request.proposal {
@@ -288,29 +266,13 @@ impl Engine {
             },
             now,
         )?;
-        let previous = match std::mem::replace(&mut self.phase, Phase::Watching(record.id.clone()))
-        {
-            Phase::Watching(id) => Some(id),
-            _ => None,
-        };
-        if let Some(previous) = previous {
-            let report = self.monitor.report().map(|r| report_json(&r));
-            self.store.set_state(
-                &previous,
-                ChangeState::Superseded,
-                report.as_deref(),
-                None,
-                Some(&format!(
-                    "another change, {}, landed during the watch",
-                    record.id
-                )),
-                now,
-            )?;
-        }
+        let effects = self
+            .supervisor
+            .change_landed(watched(&record), landing, &self.settings);
+        self.apply(effects, now)?;
         if let Some(p) = &request.proposal {
             self.store.link_proposal(p, &record.id, "admin", now)?;
         }
-        self.watch_change(request.kind, landing);
         tracing::info!(
             change_id = %record.id,
             commit = %record.commit,
@@ -319,38 +281,14 @@ impl Engine {
             record.commit,
             request.kind
         );
-        // Saved at once, so that a restart from now on resumes this watch.
-        self.checkpoint(now);
         Ok(record)
     }
 
-    /// Starts the watch of a change that landed now; an AI change is judged with the gate's
-    /// stricter tolerances when they are set.
-    fn watch_change(&mut self, kind: ChangeKind, landing: Landing) {
-        let gate = self.settings.gate.as_ref();
-        let mut settings = self.monitor.settings().clone();
-        if kind == ChangeKind::Ai {
-            if let Some(t) = gate.and_then(|g| g.ai_error_tolerance) {
-                settings.error_tolerance = t;
-            }
-            if let Some(t) = gate.and_then(|g| g.ai_latency_tolerance) {
-                settings.latency_tolerance = t;
-            }
-        }
-        self.monitor.change_landed_with(landing, &settings);
-    }
-
-    /// Lets time pass to `now`: the core judges every second before it, and a verdict that
-    /// became final is recorded. Returns the rollback to run when a change just regressed and
-    /// rollback is configured; the caller runs it off this lock and reports back with
-    /// [`Engine::rollback_finished`].
-    pub fn tick(&mut self, now: f64) -> Result<Option<RollbackJob>, EngineError> {
-        if self.phase == Phase::Idle {
-            // The last change is decided and done with (a rollback keeps its watch until the
-            // recovery check, which reuses its baseline): traffic builds the baseline again.
-            self.monitor.end_watch();
-        }
-        let verdict = self.monitor.tick(now);
+    /// Lets time pass to `now`: the core judges every second before it, the traffic bins and
+    /// the audit trail's checkpoints that are due are stored, and the supervisor's decisions are
+    /// carried out. A remediation it starts is left for the owner ([`Engine::remediation_due`]).
+    pub fn tick(&mut self, now: f64) -> Result<(), EngineError> {
+        let effects = self.supervisor.tick(now, &self.settings);
         self.store.checkpoint_if_due(
             &self.audit_key,
             &self.audit_origin,
@@ -365,169 +303,77 @@ impl Engine {
                     .prune_series(now.floor() as i64 - SERIES_KEEP_SECS)?;
             }
         }
-        if now - self.report_written_at >= REPORT_EVERY_SECS
-            && !matches!(self.phase, Phase::Watching(_))
-        {
-            self.checkpoint(now);
-        }
-        let (id, verifying) = match &self.phase {
-            Phase::Watching(id) => (id.clone(), false),
-            Phase::Verifying(id) => (id.clone(), true),
-            Phase::Idle | Phase::RollingBack(_) | Phase::Deploying(_) => return Ok(None),
-        };
-        if verdict == Verdict::Watching {
-            if !verifying && now - self.report_written_at >= REPORT_EVERY_SECS {
-                if let Some(report) = self.monitor.report() {
-                    self.store.update_report(&id, &report_json(&report), now)?;
-                }
-                self.checkpoint(now);
-            }
-            return Ok(None);
-        }
-        let report = self.monitor.report();
-        let report_text = report.as_ref().map(report_json);
-        if verifying {
-            let (state, note) = match verdict {
-                Verdict::Healthy => (
-                    ChangeState::RolledBack,
-                    "reverted and redeployed; the service is back to its baseline".to_owned(),
-                ),
-                Verdict::Regressed => (
-                    ChangeState::Escalated,
-                    format!(
-                        "the revert did not help: after the redeploy the service is still worse \
-                         than before the change ({})",
-                        report.as_ref().map(reason).unwrap_or_default()
-                    ),
-                ),
-                _ => (
-                    ChangeState::Escalated,
-                    format!(
-                        "reverted and redeployed, but recovery could not be confirmed: {}",
-                        report
-                            .as_ref()
-                            .map(unconfirmed_recovery)
-                            .unwrap_or_else(|| "no traffic after the redeploy".to_owned())
-                    ),
-                ),
-            };
-            self.store.record_event(
-                &id,
-                "recovery_check",
-                &serde_json::json!({ "verdict": verdict, "report": report }),
-                now,
-            )?;
-            self.store
-                .set_state(&id, state, None, None, Some(&note), now)?;
-            self.phase = Phase::Idle;
-            self.alert(&id, now)?;
-            return Ok(None);
-        }
-        let state = match verdict {
-            Verdict::Regressed => ChangeState::Regressed,
-            Verdict::Healthy => ChangeState::Healthy,
-            _ => ChangeState::Inconclusive,
-        };
-        if state == ChangeState::Inconclusive {
-            return self
-                .inconclusive(&id, report_text.as_deref(), now)
-                .map(|()| None);
-        }
-        let decided_at = report.as_ref().and_then(|r| r.decided_at);
-        self.store
-            .set_state(&id, state, report_text.as_deref(), decided_at, None, now)?;
-        self.phase = Phase::Idle;
-        if state == ChangeState::Healthy
-            && self
-                .settings
-                .mail
-                .as_ref()
-                .is_some_and(|m| !m.digest_healthy)
-        {
-            self.alert(&id, now)?;
-        }
-        if state != ChangeState::Regressed {
-            return Ok(None);
-        }
-        let Some(record) = self.store.get_change(&id)? else {
-            return Ok(None);
-        };
-        if self.settings.rollback.is_none() {
-            // Nothing to undo it with: a person must know now.
-            self.alert(&id, now)?;
-            return Ok(None);
-        }
-        if self.is_shadow(record.pattern.as_deref()) {
-            // Shadow mode: what guardian would have done goes on the record, and nothing is
-            // done. A person still hears of it.
-            self.store.record_event(
-                &id,
-                "shadow_rollback",
-                &serde_json::json!({
-                    "would_revert": record.commit,
-                    "then": "push (if configured), the redeploy hook, a recovery check",
-                    "why": report.as_ref().map(reason).unwrap_or_default(),
-                }),
-                now,
-            )?;
-            self.alert(&id, now)?;
-            return Ok(None);
-        }
-        let why = report.as_ref().map(reason).unwrap_or_default();
-        self.store.set_state(
-            &id,
-            ChangeState::RollingBack,
-            None,
-            None,
-            Some(&format!("rolling back: {why}")),
-            now,
-        )?;
-        self.phase = Phase::RollingBack(id.clone());
-        Ok(Some(RollbackJob {
-            change_id: id,
-            commit: record.commit,
-            reason: why,
-        }))
+        self.apply(effects, now)
     }
 
-    /// The rollback job ended. Redeployed: watch whether the service recovers. Otherwise a
-    /// person must take over.
-    pub fn rollback_finished(
+    /// The remediation the supervisor decided on, with the action that carries it out, for the
+    /// owner to run as a job and report back with [`Engine::remedied`]. Taken once.
+    pub fn remediation_due(&mut self) -> Option<(Remediation, std::sync::Arc<dyn Action>)> {
+        let job = self.due.take()?;
+        match &self.action {
+            Some(action) => Some((job, action.clone())),
+            None => {
+                // The supervisor remediates only when an action is configured; a reload that
+                // removed it in between leaves the change to a person.
+                tracing::error!(change_id = %job.change_id, "{}: no remediation configured any more", job.change_id);
+                None
+            }
+        }
+    }
+
+    /// The remediation job ended: its account goes on the change's record, and the supervisor
+    /// decides what comes next (check recovery, or hand over to a person).
+    pub fn remedied(
         &mut self,
-        id: &str,
-        report: &RollbackReport,
+        action: &str,
+        job: &Remediation,
+        outcome: &Outcome,
         now: f64,
     ) -> Result<(), EngineError> {
-        self.store.record_event(
-            id,
-            "rollback",
-            &serde_json::to_value(report).unwrap_or_default(),
-            now,
-        )?;
-        match &report.escalation {
-            Some(why) => {
-                self.store
-                    .set_state(id, ChangeState::Escalated, None, None, Some(why), now)?;
-                self.phase = Phase::Idle;
-                self.alert(id, now)?;
-            }
-            None => {
-                let verify = self
-                    .settings
-                    .rollback
-                    .as_ref()
-                    .map_or(120, |r| r.verify_secs);
-                let note = format!(
-                    "reverted in {} and redeployed; checking recovery for {verify} s",
-                    report.revert_commit.as_deref().unwrap_or("?")
-                );
-                self.store
-                    .set_state(id, ChangeState::Verifying, None, None, Some(&note), now)?;
-                // The hook returning is not the new version serving: traffic from the first
-                // seconds after it still shows the old one, so the check starts a little later.
-                self.monitor
-                    .verify_recovery(now + RECOVERY_SETTLE_SECS, verify);
-                self.phase = Phase::Verifying(id.to_owned());
+        self.store
+            .record_event(&job.change_id, action, &outcome.record, now)?;
+        let effects = self
+            .supervisor
+            .remedied(&outcome.remedied, now, &self.settings);
+        self.apply(effects, now)
+    }
+
+    /// Carries out the supervisor's decisions, in order.
+    fn apply(&mut self, effects: Vec<Effect>, now: f64) -> Result<(), EngineError> {
+        for effect in effects {
+            match effect {
+                Effect::Transition {
+                    change_id,
+                    state,
+                    report,
+                    decided_at,
+                    note,
+                } => {
+                    let report = report.as_ref().map(report_json);
+                    self.store.set_state(
+                        &change_id,
+                        state,
+                        report.as_deref(),
+                        decided_at,
+                        note.as_deref(),
+                        now,
+                    )?;
+                }
+                Effect::Event {
+                    change_id,
+                    kind,
+                    detail,
+                } => self
+                    .store
+                    .record_event(&change_id, kind.as_str(), &detail, now)?,
+                Effect::Alert { change_id } => self.alert(&change_id, now)?,
+                Effect::Remediate(job) => self.due = Some(job),
+                Effect::Save { report } => {
+                    if let Some((id, report)) = report {
+                        self.store.update_report(&id, &report_json(&report), now)?;
+                    }
+                    self.save_snapshot_or_log(now);
+                }
             }
         }
         Ok(())
@@ -560,48 +406,6 @@ impl Engine {
             crate::report::render_digest(&self.settings.service, day_start, &healthy)
         {
             crate::report::enqueue(&mut self.store, &mail, None, &email, now)?;
-        }
-        Ok(())
-    }
-
-    /// A window ended without enough evidence either way: apply the policy for the change's
-    /// kind. Never healthy.
-    fn inconclusive(
-        &mut self,
-        id: &str,
-        report: Option<&str>,
-        now: f64,
-    ) -> Result<(), EngineError> {
-        use crate::config::InconclusivePolicy;
-        let kind = self.store.get_change(id)?.map(|c| c.kind);
-        let policy = match kind {
-            Some(ChangeKind::Ai) => self.settings.on_inconclusive.ai,
-            _ => self.settings.on_inconclusive.human,
-        };
-        if policy == InconclusivePolicy::Extend && !self.extended.iter().any(|e| e == id) {
-            self.extended.push(id.to_owned());
-            self.store.set_state(
-                id,
-                ChangeState::Watching,
-                report,
-                None,
-                Some("not enough evidence in the first window; watching one more"),
-                now,
-            )?;
-            self.monitor.extend_watch(now);
-            return Ok(());
-        }
-        let escalate = policy != InconclusivePolicy::Record;
-        let note = if escalate {
-            "not enough evidence either way by the end of the watch; a person should look"
-        } else {
-            "not enough evidence either way by the end of the watch"
-        };
-        self.store
-            .set_state(id, ChangeState::Inconclusive, report, None, Some(note), now)?;
-        self.phase = Phase::Idle;
-        if escalate {
-            self.alert(id, now)?;
         }
         Ok(())
     }
@@ -671,14 +475,13 @@ impl Engine {
 
     /// Saves the snapshot; a failure is logged, not fatal: the watch goes on, and only a
     /// restart would lose it (which then ends as `interrupted`, never healthy).
-    fn checkpoint(&mut self, now: f64) {
+    fn save_snapshot_or_log(&self, now: f64) {
         if let Err(e) = self.save_snapshot(now) {
             tracing::error!(
                 "cannot save the core's state in {}: {e}",
                 self.settings.state_dir.display()
             );
         }
-        self.report_written_at = now;
     }
 
     /// Applies a reloaded configuration. The detector's rules apply from the next change on;
@@ -715,7 +518,10 @@ impl Engine {
             daemon: Some(self.settings.clone()),
             ..config.clone()
         };
-        self.monitor.reconfigure(config.detector.clone());
+        self.supervisor
+            .monitor_mut()
+            .reconfigure(config.detector.clone());
+        self.action = super::actions::from_settings(&self.settings);
         let tokens = |g: &Option<crate::config::GateSettings>| {
             g.as_ref()
                 .map(|g| (g.agent_token_file.clone(), g.approvers.clone()))
@@ -765,58 +571,13 @@ impl Engine {
     }
 }
 
-/// The regressed signals' evidence, in a line: what the revert commit and the hook are told.
-/// Why a recovery watch ended without confirming recovery, in words for the alert.
-fn unconfirmed_recovery(report: &Report) -> String {
-    let errors = report
-        .signals
-        .iter()
-        .find(|s| s.signal == SignalKind::Errors);
-    match errors {
-        _ if report.requests_after == 0 => "no traffic after the redeploy".to_owned(),
-        Some(s) if s.after.requests > 0 => {
-            let rate = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.2}%", r * 100.0));
-            format!(
-                "{} requests after the redeploy; errors {} before the change, {} after the \
-                 redeploy{}, not clearly back",
-                report.requests_after,
-                rate(s.baseline.rate),
-                rate(s.after.rate),
-                s.ratio_upper_bound
-                    .map_or(String::new(), |b| format!(" (up to {b:.1}x the baseline)")),
-            )
-        }
-        _ => format!(
-            "too little traffic after the redeploy ({} requests)",
-            report.requests_after
-        ),
-    }
-}
-
-fn reason(report: &Report) -> String {
-    let parts: Vec<String> = report
-        .signals
-        .iter()
-        .filter(|s| s.regressed)
-        .map(|s| {
-            let rate = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.2}%", r * 100.0));
-            let effect = s
-                .effect_ratio
-                .map_or(String::new(), |e| format!(" ({e:.1}x)"));
-            format!(
-                "{} {} -> {}{effect}, e-value {:.0} >= {:.0}",
-                crate::core::watch::signal_words(s.signal),
-                rate(s.baseline.rate),
-                rate(s.after.rate),
-                s.e_value,
-                s.e_value_threshold
-            )
-        })
-        .collect();
-    if parts.is_empty() {
-        "the change made the service worse".to_owned()
-    } else {
-        parts.join("; ")
+/// The change as the supervisor's decisions need it.
+fn watched(record: &ChangeRecord) -> Watched {
+    Watched {
+        id: record.id.clone(),
+        kind: record.kind,
+        commit: record.commit.clone(),
+        pattern: record.pattern.clone(),
     }
 }
 
@@ -1068,5 +829,50 @@ mod tests {
         let c = e.change(&id).unwrap().unwrap().record;
         assert_eq!(c.state, ChangeState::Inconclusive);
         assert!(c.note.unwrap().contains("a person should look"));
+    }
+
+    #[test]
+    fn a_regression_decided_while_a_change_is_notified_is_still_remediated() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(&format!(
+            "[detector]\nbaseline_secs = 300\nwatch_secs = 60\n[daemon]\nstate_dir = {:?}\n\
+             [daemon.rollback]\nrepo = \"/srv/app\"\nhook = [\"/bin/true\"]\n",
+            dir.path()
+        ))
+        .unwrap();
+        let settings = config.daemon.clone().unwrap();
+        let mut e =
+            Engine::with_store(&config, &settings, Store::open_in_memory().unwrap(), T0).unwrap();
+        traffic(&mut e, T0 - 300.0, 300, 0.05);
+        let first = e.notify(&request("human"), T0).unwrap().id;
+        // Half the requests fail for 30 s, and nothing ticks until the next notification: its
+        // own tick is the one that finds the regression.
+        let lines: Vec<String> = (0..600)
+            .map(|i| {
+                let status = if i % 2 == 0 { 500 } else { 200 };
+                let ts = T0 + f64::from(i) / 20.0;
+                format!(r#"{{"ts": {ts}, "status": {status}, "latency_ms": 20}}"#)
+            })
+            .collect();
+        let events: Vec<_> = lines
+            .iter()
+            .map(|l| crate::input::parse_line(l, crate::input::Format::JsonLines).unwrap())
+            .collect();
+        e.observe(&events);
+        let refused = e.notify(&request("human"), T0 + 31.0).unwrap_err();
+        assert!(
+            matches!(&refused, EngineError::Busy(id) if *id == first),
+            "{refused}"
+        );
+        let (job, action) = e
+            .remediation_due()
+            .expect("the rollback is left for the owner");
+        assert_eq!(
+            (job.change_id.as_str(), action.name()),
+            (first.as_str(), "rollback")
+        );
+        assert!(e.remediation_due().is_none(), "taken once");
+        let c = e.change(&first).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::RollingBack);
     }
 }

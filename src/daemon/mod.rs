@@ -1,16 +1,18 @@
 //! `guardian run`: the daemon. Follows the access logs, serves the API, and every second lets
 //! the decision core judge the change being watched. This module wires it up and is the only
-//! clock; `engine` holds the state, `owner` the one thread that holds the engine, `http` the
-//! API, and the jobs (`rollback`, `deploy`, scrapes, mail) run beside them.
+//! clock; `supervisor` makes the decisions as values, `engine` holds the state and carries them
+//! out, `owner` is the one thread that holds the engine, `http` the API, and the jobs
+//! (`actions`, `deploy`, scrapes, mail) run beside them.
 
+pub mod actions;
 pub mod deploy;
 pub mod engine;
 pub mod http;
 pub mod owner;
 pub mod refusals;
-pub mod rollback;
 pub mod serve;
 pub mod state_dir;
+pub mod supervisor;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -109,41 +111,42 @@ fn reload(engine: &mut Engine, path: Option<&std::path::Path>) {
     }
 }
 
-/// Runs a rollback on a thread of its own (git and the hook take seconds to minutes, or hang
+/// Runs a remediation on a thread of its own (git and the hook take seconds to minutes, or hang
 /// until their timeout) and hands its outcome to the engine.
-fn start_rollback(
+fn start_remediation(
     owner: &Owner,
-    job: rollback::RollbackJob,
-    settings: crate::config::RollbackSettings,
+    job: supervisor::Remediation,
+    action: Arc<dyn actions::Action>,
 ) {
     tracing::warn!(
         change_id = %job.change_id,
-        "{} regressed ({}); rolling back",
+        "{} regressed ({}); remediating: {}",
         job.change_id,
-        job.reason
+        job.reason,
+        action.name()
     );
     let owner = owner.clone();
     std::thread::spawn(move || {
-        let report = rollback::run(&settings, &job);
-        match &report.escalation {
-            Some(why) => tracing::error!(
+        let outcome = action.run(&job);
+        match &outcome.remedied {
+            supervisor::Remedied::Failed(why) => tracing::error!(
                 change_id = %job.change_id,
                 "{}: escalated: {why}",
                 job.change_id
             ),
-            None => tracing::info!(
+            supervisor::Remedied::Done(what) => tracing::info!(
                 change_id = %job.change_id,
-                "{}: reverted in {} and redeployed; checking recovery",
-                job.change_id,
-                report.revert_commit.as_deref().unwrap_or("?")
+                "{}: {what}; checking recovery",
+                job.change_id
             ),
         }
         owner.tell(move |e| {
-            if let Err(err) = e.rollback_finished(&job.change_id, &report, now()) {
+            if let Err(err) = e.remedied(action.name(), &job, &outcome, now()) {
                 tracing::error!(
                     change_id = %job.change_id,
-                    "{}: cannot record the rollback: {err}",
-                    job.change_id
+                    "{}: cannot record the {}: {err}",
+                    job.change_id,
+                    action.name()
                 );
             }
         });
@@ -186,8 +189,9 @@ impl owner::Clockwork<Engine> for Clock {
         let t = now();
         e.record_refusals(&self.refusals.due(t), t);
         e.poll_sources(t)?;
-        if let Some((job, settings)) = e.tick(t)?.zip(e.rollback_settings().cloned()) {
-            start_rollback(owner, job, settings);
+        e.tick(t)?;
+        if let Some((job, action)) = e.remediation_due() {
+            start_remediation(owner, job, action);
         } else if let Some((job, settings)) = e.next_deploy(t)?.zip(e.rollback_settings().cloned())
         {
             start_deploy(owner, job, settings);
@@ -207,9 +211,9 @@ impl owner::Clockwork<Engine> for Clock {
         let t = now();
         e.record_refusals(&self.refusals.drain(), t);
         e.poll_sources(t)?;
-        // A rollback this last tick would start is not started while stopping: after the
+        // A remediation this last tick would start is not started while stopping: after the
         // restart the change is escalated to a person, never silently dropped.
-        let _ = e.tick(t)?;
+        e.tick(t)?;
         if let Err(err) = e.flush_series() {
             tracing::error!("cannot store the last traffic bins: {err}");
         }

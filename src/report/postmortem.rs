@@ -890,7 +890,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::daemon::rollback::RollbackReport;
+    use crate::daemon::actions::revert::RollbackReport;
     use crate::git::CommandRecord;
     use crate::hook::{HookOutcome, HookStatus};
     use crate::report::chart::{chart, chart_x, PLOT_LEFT, PLOT_RIGHT};

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::{render_alert, Email};
 use crate::config::{MailSecurity, MailSettings};
 use crate::core::{DetectorSettings, Monitor, Request, Verdict};
-use crate::daemon::rollback::RollbackReport;
+use crate::daemon::actions::revert::RollbackReport;
 use crate::git::CommandRecord;
 use crate::hook::{HookOutcome, HookStatus};
 use crate::store::{ChangeKind, ChangeRecord, ChangeState};
@@ -78,7 +78,7 @@ pub fn command(args: &[&str], status: Option<i32>, stderr: &str) -> CommandRecor
     }
 }
 
-/// What `daemon::rollback::run` records for a revert, a push and a redeploy that worked.
+/// What `daemon::actions::revert::run` records for a revert, a push and a redeploy that worked.
 pub fn rollback_report() -> Value {
     let hook = HookOutcome {
         status: HookStatus::Succeeded,

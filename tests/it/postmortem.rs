@@ -44,7 +44,7 @@ fn recovery_report() -> Value {
     r
 }
 
-/// What `daemon::rollback::run` records for a revert and a redeploy that worked.
+/// What `daemon::actions::revert::run` records for a revert and a redeploy that worked.
 fn rollback() -> Value {
     json!({
         "revert_commit": REVERT,

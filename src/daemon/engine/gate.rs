@@ -671,7 +671,7 @@ impl Engine {
     /// The next approved proposal to deploy, when nothing else is going on: one change at a
     /// time, so each verdict is about one change. Nothing while deploys are paused.
     pub fn next_deploy(&mut self, now: f64) -> Result<Option<DeployJob>, EngineError> {
-        if self.phase != Phase::Idle || self.settings.rollback.is_none() {
+        if *self.supervisor.phase() != Phase::Idle || self.settings.rollback.is_none() {
             return Ok(None);
         }
         if self.settings.gate.is_some() && self.store.gate_paused()?.is_some() {
@@ -726,7 +726,7 @@ impl Engine {
             json!({ "base": p.base_sha, "diff_sha256": p.diff_hash, "tree": tree }),
             now,
         )?;
-        self.phase = Phase::Deploying(p.id.clone());
+        self.supervisor.deploy_started(&p.id);
         let approval = match &p.decided_by {
             Some(by) => format!(
                 "Approved by {by} for diff sha256 {} (tree {tree}).",
@@ -761,7 +761,6 @@ impl Engine {
         report: &DeployReport,
         now: f64,
     ) -> Result<(), EngineError> {
-        self.phase = Phase::Idle;
         let detail = serde_json::to_value(report).unwrap_or_default();
         let p = self.store.get_proposal(&job.proposal_id)?;
         match (&report.commit, &report.failure) {
@@ -784,18 +783,18 @@ impl Engine {
                     detail,
                     now,
                 )?;
-                self.phase = Phase::Watching(record.id.clone());
                 // The hook's restart is the deploy window: neither baseline nor watch.
-                self.watch_change(
-                    record.kind,
-                    crate::core::Landing {
-                        at: now,
-                        deploy_started_at: report.hook_started_at.filter(|&t| t <= now),
-                    },
-                );
-                self.checkpoint(now);
+                let landing = crate::core::Landing {
+                    at: now,
+                    deploy_started_at: report.hook_started_at.filter(|&t| t <= now),
+                };
+                let effects =
+                    self.supervisor
+                        .deployed(super::watched(&record), landing, &self.settings);
+                self.apply(effects, now)?;
             }
             (_, failure) => {
+                self.supervisor.deploy_failed();
                 let why = failure
                     .clone()
                     .unwrap_or_else(|| "no commit was made".into());

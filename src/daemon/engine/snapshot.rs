@@ -5,9 +5,18 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, Phase, SNAPSHOT_FILE, SNAPSHOT_VERSION};
+use super::{Engine, SNAPSHOT_FILE, SNAPSHOT_VERSION};
 use crate::core::Monitor;
+use crate::daemon::supervisor::Phase;
 use crate::tail::Position;
+
+/// What a restart can resume: the watch of a change, by id (serialized as the engine's phase
+/// always was: `"Idle"` or `{"Watching": id}`).
+#[derive(Serialize, Deserialize)]
+pub(super) enum SavedPhase {
+    Idle,
+    Watching(String),
+}
 
 /// The core's state and the log positions it corresponds to, saved together so that after a
 /// restart the lines read since are read again, exactly once, into the same state.
@@ -15,7 +24,7 @@ use crate::tail::Position;
 pub(super) struct Snapshot {
     pub(super) version: u32,
     pub(super) saved_at: f64,
-    pub(super) phase: Phase,
+    pub(super) phase: SavedPhase,
     pub(super) monitor: Monitor,
     pub(super) positions: Vec<(String, Position)>,
 }
@@ -25,15 +34,15 @@ impl Engine {
     /// the previous snapshot or this one, never half of one). A rollback in flight is not
     /// resumable: it is saved as idle, and a restart escalates the change to a person.
     pub fn save_snapshot(&self, now: f64) -> std::io::Result<()> {
-        let phase = match &self.phase {
-            Phase::Watching(id) => Phase::Watching(id.clone()),
-            _ => Phase::Idle,
+        let phase = match self.supervisor.phase() {
+            Phase::Watching(change) => SavedPhase::Watching(change.id.clone()),
+            _ => SavedPhase::Idle,
         };
         let snapshot = Snapshot {
             version: SNAPSHOT_VERSION,
             saved_at: now,
             phase,
-            monitor: self.monitor.clone(),
+            monitor: self.supervisor.monitor().clone(),
             positions: self
                 .sources
                 .iter()

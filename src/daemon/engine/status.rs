@@ -121,9 +121,9 @@ impl Engine {
     /// The evidence so far of change `id`, when it is the one being watched (or checked for
     /// recovery). In memory only: cheap under the engine's lock.
     pub fn live_report(&self, id: &str) -> Option<Report> {
-        match &self.phase {
-            Phase::Watching(current) | Phase::Verifying(current) if current == id => {
-                self.monitor.report()
+        match self.supervisor.phase() {
+            Phase::Watching(current) | Phase::Verifying(current) if current.id == id => {
+                self.supervisor.monitor().report()
             }
             _ => None,
         }
@@ -132,10 +132,10 @@ impl Engine {
     /// The half of the status that lives in memory: taken under the engine's lock in
     /// microseconds; [`LiveStatus::complete`] reads the rest from the database, off the lock.
     pub fn live_status(&self, now: f64) -> LiveStatus {
-        let watching = match &self.phase {
+        let watching = match self.supervisor.phase() {
             Phase::Idle | Phase::Deploying(_) => None,
-            Phase::Watching(id) | Phase::RollingBack(id) | Phase::Verifying(id) => {
-                Some((id.clone(), self.live_report(id)))
+            Phase::Watching(c) | Phase::Remediating(c) | Phase::Verifying(c) => {
+                Some((c.id.clone(), self.live_report(&c.id)))
             }
         };
         let watching_none = watching.is_none();
@@ -151,8 +151,8 @@ impl Engine {
             now,
             watching,
             // Only when nothing is watched: a watched change's report has its own baseline.
-            baseline_now: watching_none.then(|| self.monitor.baseline_preview(now)),
-            deploying: match &self.phase {
+            baseline_now: watching_none.then(|| self.supervisor.monitor().baseline_preview(now)),
+            deploying: match self.supervisor.phase() {
                 Phase::Deploying(id) => Some(id.clone()),
                 _ => None,
             },

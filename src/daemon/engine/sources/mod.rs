@@ -97,7 +97,7 @@ impl Engine {
     /// Polls every source: what arrived goes to the core, and where each stands to the store.
     pub fn poll_sources(&mut self, now: f64) -> Result<(), EngineError> {
         let mut intake = Intake {
-            monitor: &mut self.monitor,
+            monitor: self.supervisor.monitor_mut(),
             series: &mut self.series,
             error_status_min: self.config.input.error_status_min,
         };
@@ -118,7 +118,7 @@ impl Engine {
         for e in events {
             let r = e.request(min);
             self.series.observe_request(r.ts, r.error, r.latency_ms);
-            self.monitor.observe_request(&r);
+            self.supervisor.monitor_mut().observe_request(&r);
         }
     }
 }

@@ -1,26 +1,43 @@
-//! Undoing a regressed change: revert it in the repository, push the revert if configured, run
-//! the redeploy hook. Synchronous (the daemon runs it on a blocking thread) and sequential:
-//! each step runs only if the one before it succeeded, and whatever fails is handed to a
-//! person, never retried blindly. Whether the service recovered is not judged here: the
-//! engine watches the traffic again.
+//! The remediation guardian has today: revert the change in the repository, push the revert if
+//! configured, run the redeploy hook (`[daemon.rollback]`). Synchronous (the daemon runs it on
+//! a thread of its own) and sequential: each step runs only if the one before it succeeded, and
+//! whatever fails is handed to a person, never retried blindly. Whether the service recovered
+//! is not judged here: the supervisor watches the traffic again.
 
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
 
+use super::{Action, Outcome};
 use crate::config::RollbackSettings;
+use crate::daemon::supervisor::{Remediation, Remedied};
 use crate::git::{Repo, RevertOutcome, RevertRequest};
 use crate::hook::{self, HookSpec, HookStatus};
 
-/// A rollback the engine asks for.
-#[derive(Clone, Debug)]
-pub struct RollbackJob {
-    pub change_id: String,
-    /// The commit or range that was deployed.
-    pub commit: String,
-    /// Why, in numbers: the regressed signals' evidence.
-    pub reason: String,
+/// `git revert` of the change, then the push and the redeploy hook.
+pub struct Revert(pub RollbackSettings);
+
+impl Action for Revert {
+    /// The event kind its report has always been stored under, which the views read.
+    fn name(&self) -> &'static str {
+        "rollback"
+    }
+
+    fn run(&self, job: &Remediation) -> Outcome {
+        let report = run(&self.0, job);
+        let remedied = match &report.escalation {
+            Some(why) => Remedied::Failed(why.clone()),
+            None => Remedied::Done(format!(
+                "reverted in {} and redeployed",
+                report.revert_commit.as_deref().unwrap_or("?")
+            )),
+        };
+        Outcome {
+            remedied,
+            record: serde_json::to_value(&report).unwrap_or_default(),
+        }
+    }
 }
 
 /// What happened, for the change's record and the post-mortem.
@@ -44,7 +61,7 @@ impl RollbackReport {
 
 /// Reverts, pushes and redeploys. Idempotent for a change: the revert carries the change's
 /// intent, so a second run finds the first revert instead of making another.
-pub fn run(settings: &RollbackSettings, job: &RollbackJob) -> RollbackReport {
+pub fn run(settings: &RollbackSettings, job: &Remediation) -> RollbackReport {
     let mut report = RollbackReport {
         revert_commit: None,
         escalation: None,

@@ -1,0 +1,36 @@
+//! Remediation actions: what guardian does about a change that made things worse, once the
+//! supervisor decided to act. One today, [`revert::Revert`] (git revert, push, redeploy hook).
+//! Adding one (restart a process, turn a feature flag off) is a file here implementing
+//! [`Action`], a config section, and a line in [`from_settings`]; the supervisor's decisions
+//! (remediate, check recovery, escalate) stay the same whatever the action.
+
+pub mod revert;
+
+use std::sync::Arc;
+
+use crate::config::DaemonSettings;
+use crate::daemon::supervisor::{Remediation, Remedied};
+
+pub trait Action: Send + Sync {
+    /// Its name on the change's record: the event kind its account is stored under.
+    fn name(&self) -> &'static str;
+
+    /// Runs it to the end. Blocking (seconds to minutes, or until a timeout): the daemon runs
+    /// it on a thread of its own and hands the outcome back to the supervisor.
+    fn run(&self, job: &Remediation) -> Outcome;
+}
+
+/// How an action ended.
+pub struct Outcome {
+    /// What the supervisor needs to decide what comes next.
+    pub remedied: Remedied,
+    /// The action's own account (each step, what ran and how it ended), for the change's
+    /// record and the post-mortem.
+    pub record: serde_json::Value,
+}
+
+/// The remediation the configuration names, if any (`None`: watch and record only).
+pub fn from_settings(settings: &DaemonSettings) -> Option<Arc<dyn Action>> {
+    let rollback = settings.rollback.clone()?;
+    Some(Arc::new(revert::Revert(rollback)))
+}

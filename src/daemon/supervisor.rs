@@ -1,0 +1,875 @@
+//! What the daemon decides about the change it watches, as a pure state machine: inputs in (a
+//! change landed, time passed to `now`, a remediation finished), effects out as values (record
+//! this transition, put this event on the record, alert a person, start this remediation, save
+//! the progress). No store, no clock, no threads, in the spirit of `quinn-proto`: the engine
+//! carries the effects out against the store, the mail outbox and the jobs, and tests drive
+//! this on simulated time in milliseconds.
+//!
+//! The life of a change: `Watching` until the core's verdict; healthy, inconclusive (extended
+//! once where the policy says so) or superseded end it; regressed starts the remediation when
+//! one is configured (`Remediating`), whose success is checked on the traffic that follows
+//! (`Verifying`) and whose failure goes to a person. A deploy of an approved proposal holds
+//! the supervisor too (`Deploying`): one change at a time, so each verdict is about one change.
+
+use serde_json::json;
+
+use crate::change::{ChangeKind, ChangeState};
+use crate::config::{DaemonSettings, InconclusivePolicy};
+use crate::core::{Landing, Monitor, Report, SignalKind, Verdict};
+
+/// How often the evidence of a change being watched is saved, and the core's state with it, so
+/// a restart resumes the watch.
+pub const SAVE_EVERY_SECS: f64 = 5.0;
+/// Seconds after a remediation finishes before the recovery check counts traffic: the hook
+/// returning is not the new version serving, and the first seconds still show the old one.
+pub const RECOVERY_SETTLE_SECS: f64 = 3.0;
+
+/// The change under watch, as far as the decisions need it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Watched {
+    pub id: String,
+    pub kind: ChangeKind,
+    /// The commit or range deployed: what a remediation undoes.
+    pub commit: String,
+    /// The fix pattern it claims, when it came through the gate (shadow mode is per pattern).
+    pub pattern: Option<String>,
+}
+
+/// Where the supervisor stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    Idle,
+    /// Watching whether the change made things worse.
+    Watching(Watched),
+    /// The change regressed; its remediation runs as a job.
+    Remediating(Watched),
+    /// Remediated: watching whether the service is back to its baseline.
+    Verifying(Watched),
+    /// An approved proposal is being applied and redeployed as a job.
+    Deploying(String),
+}
+
+/// What a remediation (today: git revert and redeploy) is asked to undo, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Remediation {
+    pub change_id: String,
+    /// The commit or range that was deployed.
+    pub commit: String,
+    /// Why, in numbers: the regressed signals' evidence.
+    pub reason: String,
+}
+
+/// How a remediation ended, as far as the decisions need it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Remedied {
+    /// Done (e.g. "reverted in 1a2b3c4 and redeployed"): check that the service recovered.
+    Done(String),
+    /// It could not be done; why, for the person who must take over.
+    Failed(String),
+}
+
+/// What the event on a change's record is about. Stored as its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The recovery check's verdict and evidence.
+    RecoveryCheck,
+    /// What shadow mode would have done about a regression, and did not.
+    ShadowRollback,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RecoveryCheck => "recovery_check",
+            EventKind::ShadowRollback => "shadow_rollback",
+        }
+    }
+}
+
+/// What the engine must do, in order.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// Record the change's move to `state`: with the evidence when it rests on it, the moment
+    /// of the decision when there is one, and a note for people.
+    Transition {
+        change_id: String,
+        state: ChangeState,
+        report: Option<Report>,
+        decided_at: Option<f64>,
+        note: Option<String>,
+    },
+    /// Put an event on the change's record.
+    Event {
+        change_id: String,
+        kind: EventKind,
+        detail: serde_json::Value,
+    },
+    /// A person should hear of this change now (the alert email, when mail is configured).
+    Alert { change_id: String },
+    /// Start the remediation; its end comes back through [`Supervisor::remedied`].
+    Remediate(Remediation),
+    /// Save the evidence so far (when a change is being watched) and the core's state.
+    Save { report: Option<(String, Report)> },
+}
+
+/// The decisions' state: the core's monitor, the phase, and the changes whose watch was
+/// already extended once.
+pub struct Supervisor {
+    monitor: Monitor,
+    phase: Phase,
+    extended: Vec<String>,
+    saved_at: f64,
+}
+
+impl Supervisor {
+    pub fn new(monitor: Monitor, phase: Phase) -> Supervisor {
+        Supervisor {
+            monitor,
+            phase,
+            extended: Vec::new(),
+            saved_at: f64::NEG_INFINITY,
+        }
+    }
+
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// Where observations go in, and what a reload reconfigures.
+    pub fn monitor_mut(&mut self) -> &mut Monitor {
+        &mut self.monitor
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// Why a new change cannot be taken now (a remediation or a deploy is under way), if so.
+    pub fn busy(&self) -> Option<String> {
+        match &self.phase {
+            Phase::Remediating(c) | Phase::Verifying(c) => Some(c.id.clone()),
+            Phase::Deploying(p) => Some(format!("proposal {p} (a deploy)")),
+            Phase::Idle | Phase::Watching(_) => None,
+        }
+    }
+
+    /// A change landed: watch it. A change still being watched is superseded, since its
+    /// verdict can no longer be told apart from the new change's. An AI change is judged with
+    /// the gate's stricter tolerances when they are set. Call only when not [`busy`](Self::busy).
+    pub fn change_landed(
+        &mut self,
+        change: Watched,
+        landing: Landing,
+        rules: &DaemonSettings,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if let Phase::Watching(previous) = &self.phase {
+            effects.push(Effect::Transition {
+                change_id: previous.id.clone(),
+                state: ChangeState::Superseded,
+                report: self.monitor.report(),
+                decided_at: None,
+                note: Some(format!(
+                    "another change, {}, landed during the watch",
+                    change.id
+                )),
+            });
+        }
+        let mut settings = self.monitor.settings().clone();
+        if change.kind == ChangeKind::Ai {
+            let gate = rules.gate.as_ref();
+            if let Some(t) = gate.and_then(|g| g.ai_error_tolerance) {
+                settings.error_tolerance = t;
+            }
+            if let Some(t) = gate.and_then(|g| g.ai_latency_tolerance) {
+                settings.latency_tolerance = t;
+            }
+        }
+        self.monitor.change_landed_with(landing, &settings);
+        self.phase = Phase::Watching(change);
+        // Saved at once, so that a restart from now on resumes this watch.
+        effects.push(self.save(landing.at));
+        effects
+    }
+
+    /// Lets time pass to `now`: the core judges every second before it; a verdict that became
+    /// final, or the end of a recovery check, decides what happens next.
+    pub fn tick(&mut self, now: f64, rules: &DaemonSettings) -> Vec<Effect> {
+        if self.phase == Phase::Idle {
+            // The last change is decided and done with (a remediation keeps its watch until
+            // the recovery check, which reuses its baseline): traffic builds the baseline again.
+            self.monitor.end_watch();
+        }
+        let verdict = self.monitor.tick(now);
+        let due = now - self.saved_at >= SAVE_EVERY_SECS;
+        let (change, verifying) = match &self.phase {
+            Phase::Watching(c) => (c.clone(), false),
+            Phase::Verifying(c) => (c.clone(), true),
+            Phase::Idle | Phase::Remediating(_) | Phase::Deploying(_) => {
+                return if due { vec![self.save(now)] } else { vec![] };
+            }
+        };
+        if verdict == Verdict::Watching {
+            return if due { vec![self.save(now)] } else { vec![] };
+        }
+        if verifying {
+            return self.recovery_checked(change, verdict, now);
+        }
+        let report = self.monitor.report();
+        match verdict {
+            Verdict::Regressed => self.regressed(change, report, rules),
+            Verdict::Healthy => {
+                self.phase = Phase::Idle;
+                let decided_at = report.as_ref().and_then(|r| r.decided_at);
+                let mut effects = vec![Effect::Transition {
+                    change_id: change.id.clone(),
+                    state: ChangeState::Healthy,
+                    report,
+                    decided_at,
+                    note: None,
+                }];
+                // Healthy changes go into the day's digest, unless each is to be mailed.
+                if rules.mail.as_ref().is_some_and(|m| !m.digest_healthy) {
+                    effects.push(Effect::Alert {
+                        change_id: change.id,
+                    });
+                }
+                effects
+            }
+            _ => self.inconclusive(change, report, now, rules),
+        }
+    }
+
+    /// The remediation job ended. Done: check whether the service recovers. Otherwise a person
+    /// must take over.
+    pub fn remedied(
+        &mut self,
+        outcome: &Remedied,
+        now: f64,
+        rules: &DaemonSettings,
+    ) -> Vec<Effect> {
+        let Phase::Remediating(change) = self.phase.clone() else {
+            return vec![];
+        };
+        match outcome {
+            Remedied::Failed(why) => {
+                self.phase = Phase::Idle;
+                vec![
+                    Effect::Transition {
+                        change_id: change.id.clone(),
+                        state: ChangeState::Escalated,
+                        report: None,
+                        decided_at: None,
+                        note: Some(why.clone()),
+                    },
+                    Effect::Alert {
+                        change_id: change.id,
+                    },
+                ]
+            }
+            Remedied::Done(what) => {
+                let verify = rules.rollback.as_ref().map_or(120, |r| r.verify_secs);
+                self.monitor
+                    .verify_recovery(now + RECOVERY_SETTLE_SECS, verify);
+                let id = change.id.clone();
+                self.phase = Phase::Verifying(change);
+                vec![Effect::Transition {
+                    change_id: id,
+                    state: ChangeState::Verifying,
+                    report: None,
+                    decided_at: None,
+                    note: Some(format!("{what}; checking recovery for {verify} s")),
+                }]
+            }
+        }
+    }
+
+    /// An approved proposal's deploy starts, if nothing else is going on.
+    pub fn deploy_started(&mut self, proposal_id: &str) -> bool {
+        if self.phase != Phase::Idle {
+            return false;
+        }
+        self.phase = Phase::Deploying(proposal_id.to_owned());
+        true
+    }
+
+    /// The deploy ended without a change to watch.
+    pub fn deploy_failed(&mut self) {
+        if matches!(self.phase, Phase::Deploying(_)) {
+            self.phase = Phase::Idle;
+        }
+    }
+
+    /// The deploy ended with a change to watch: it is watched like any change.
+    pub fn deployed(
+        &mut self,
+        change: Watched,
+        landing: Landing,
+        rules: &DaemonSettings,
+    ) -> Vec<Effect> {
+        self.phase = Phase::Idle;
+        self.change_landed(change, landing, rules)
+    }
+
+    fn save(&mut self, now: f64) -> Effect {
+        self.saved_at = now;
+        let report = match &self.phase {
+            Phase::Watching(c) => self.monitor.report().map(|r| (c.id.clone(), r)),
+            _ => None,
+        };
+        Effect::Save { report }
+    }
+
+    fn regressed(
+        &mut self,
+        change: Watched,
+        report: Option<Report>,
+        rules: &DaemonSettings,
+    ) -> Vec<Effect> {
+        let why = report.as_ref().map(reason).unwrap_or_default();
+        let decided_at = report.as_ref().and_then(|r| r.decided_at);
+        let mut effects = vec![Effect::Transition {
+            change_id: change.id.clone(),
+            state: ChangeState::Regressed,
+            report,
+            decided_at,
+            note: None,
+        }];
+        let shadow = rules
+            .gate
+            .as_ref()
+            .is_some_and(|g| g.is_shadow(change.pattern.as_deref()));
+        if rules.rollback.is_none() {
+            // Nothing to undo it with: a person must know now.
+            self.phase = Phase::Idle;
+            effects.push(Effect::Alert {
+                change_id: change.id,
+            });
+        } else if shadow {
+            // Shadow mode: what guardian would have done goes on the record, and nothing is
+            // done. A person still hears of it.
+            self.phase = Phase::Idle;
+            effects.push(Effect::Event {
+                change_id: change.id.clone(),
+                kind: EventKind::ShadowRollback,
+                detail: json!({
+                    "would_revert": change.commit,
+                    "then": "push (if configured), the redeploy hook, a recovery check",
+                    "why": why,
+                }),
+            });
+            effects.push(Effect::Alert {
+                change_id: change.id,
+            });
+        } else {
+            effects.push(Effect::Transition {
+                change_id: change.id.clone(),
+                state: ChangeState::RollingBack,
+                report: None,
+                decided_at: None,
+                note: Some(format!("rolling back: {why}")),
+            });
+            effects.push(Effect::Remediate(Remediation {
+                change_id: change.id.clone(),
+                commit: change.commit.clone(),
+                reason: why,
+            }));
+            self.phase = Phase::Remediating(change);
+        }
+        effects
+    }
+
+    /// A window ended without enough evidence either way: the policy for the change's kind
+    /// says whether to watch one more window (once), record it, or also tell a person. Never
+    /// healthy.
+    fn inconclusive(
+        &mut self,
+        change: Watched,
+        report: Option<Report>,
+        now: f64,
+        rules: &DaemonSettings,
+    ) -> Vec<Effect> {
+        let policy = match change.kind {
+            ChangeKind::Ai => rules.on_inconclusive.ai,
+            ChangeKind::Human => rules.on_inconclusive.human,
+        };
+        if policy == InconclusivePolicy::Extend && !self.extended.contains(&change.id) {
+            self.extended.push(change.id.clone());
+            self.monitor.extend_watch(now);
+            return vec![Effect::Transition {
+                change_id: change.id,
+                state: ChangeState::Watching,
+                report,
+                decided_at: None,
+                note: Some("not enough evidence in the first window; watching one more".into()),
+            }];
+        }
+        self.phase = Phase::Idle;
+        let escalate = policy != InconclusivePolicy::Record;
+        let note = if escalate {
+            "not enough evidence either way by the end of the watch; a person should look"
+        } else {
+            "not enough evidence either way by the end of the watch"
+        };
+        let mut effects = vec![Effect::Transition {
+            change_id: change.id.clone(),
+            state: ChangeState::Inconclusive,
+            report,
+            decided_at: None,
+            note: Some(note.into()),
+        }];
+        if escalate {
+            effects.push(Effect::Alert {
+                change_id: change.id,
+            });
+        }
+        effects
+    }
+
+    /// The recovery check ended: back to the baseline is done; still worse, or not shown
+    /// back, goes to a person.
+    fn recovery_checked(&mut self, change: Watched, verdict: Verdict, _now: f64) -> Vec<Effect> {
+        let report = self.monitor.report();
+        let (state, note) = match verdict {
+            Verdict::Healthy => (
+                ChangeState::RolledBack,
+                "reverted and redeployed; the service is back to its baseline".to_owned(),
+            ),
+            Verdict::Regressed => (
+                ChangeState::Escalated,
+                format!(
+                    "the revert did not help: after the redeploy the service is still worse \
+                     than before the change ({})",
+                    report.as_ref().map(reason).unwrap_or_default()
+                ),
+            ),
+            _ => (
+                ChangeState::Escalated,
+                format!(
+                    "reverted and redeployed, but recovery could not be confirmed: {}",
+                    report
+                        .as_ref()
+                        .map(unconfirmed_recovery)
+                        .unwrap_or_else(|| "no traffic after the redeploy".to_owned())
+                ),
+            ),
+        };
+        self.phase = Phase::Idle;
+        vec![
+            Effect::Event {
+                change_id: change.id.clone(),
+                kind: EventKind::RecoveryCheck,
+                detail: json!({ "verdict": verdict, "report": report }),
+            },
+            Effect::Transition {
+                change_id: change.id.clone(),
+                state,
+                report: None,
+                decided_at: None,
+                note: Some(note),
+            },
+            Effect::Alert {
+                change_id: change.id,
+            },
+        ]
+    }
+}
+
+/// Why a recovery watch ended without confirming recovery, in words for the alert.
+fn unconfirmed_recovery(report: &Report) -> String {
+    let errors = report
+        .signals
+        .iter()
+        .find(|s| s.signal == SignalKind::Errors);
+    match errors {
+        _ if report.requests_after == 0 => "no traffic after the redeploy".to_owned(),
+        Some(s) if s.after.requests > 0 => {
+            let rate = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.2}%", r * 100.0));
+            format!(
+                "{} requests after the redeploy; errors {} before the change, {} after the \
+                 redeploy{}, not clearly back",
+                report.requests_after,
+                rate(s.baseline.rate),
+                rate(s.after.rate),
+                s.ratio_upper_bound
+                    .map_or(String::new(), |b| format!(" (up to {b:.1}x the baseline)")),
+            )
+        }
+        _ => format!(
+            "too little traffic after the redeploy ({} requests)",
+            report.requests_after
+        ),
+    }
+}
+
+/// The regressed signals' evidence, in a line: what the revert commit and the hook are told.
+fn reason(report: &Report) -> String {
+    let parts: Vec<String> = report
+        .signals
+        .iter()
+        .filter(|s| s.regressed)
+        .map(|s| {
+            let rate = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.2}%", r * 100.0));
+            let effect = s
+                .effect_ratio
+                .map_or(String::new(), |e| format!(" ({e:.1}x)"));
+            format!(
+                "{} {} -> {}{effect}, e-value {:.0} >= {:.0}",
+                crate::core::watch::signal_words(s.signal),
+                rate(s.baseline.rate),
+                rate(s.after.rate),
+                s.e_value,
+                s.e_value_threshold
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        "the change made the service worse".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The daemon's decisions on simulated time: traffic and ticks in, effects out, no store,
+    //! no threads, no sleeping. A 5-minute baseline and a 1-minute watch at 20 requests a second.
+
+    use super::*;
+    use crate::config::{Config, GateSettings};
+    use crate::core::Request;
+
+    const T0: f64 = 1_764_000_000.0;
+
+    fn rules(extra: &str) -> DaemonSettings {
+        Config::parse(&format!("[daemon]\n{extra}"))
+            .unwrap()
+            .daemon
+            .unwrap()
+    }
+
+    fn with_rollback() -> DaemonSettings {
+        rules("[daemon.rollback]\nrepo = \"/srv/app\"\nhook = [\"/bin/redeploy\"]\nverify_secs = 60\n")
+    }
+
+    fn in_shadow(mut settings: DaemonSettings) -> DaemonSettings {
+        settings.gate = Some(GateSettings {
+            policy_file: "/etc/guardian/policy.toml".into(),
+            agent_token_file: None,
+            approvers: vec![],
+            shadow: true,
+            shadow_patterns: vec![],
+            approval_link_secs: 3600,
+            approval_base_url: None,
+            ai_error_tolerance: None,
+            ai_latency_tolerance: None,
+            slo_error_rate: None,
+        });
+        settings
+    }
+
+    fn supervisor() -> Supervisor {
+        let config = Config::parse("[detector]\nbaseline_secs = 300\nwatch_secs = 60\n").unwrap();
+        Supervisor::new(Monitor::new(config.detector), Phase::Idle)
+    }
+
+    fn change(id: &str, kind: ChangeKind) -> Watched {
+        Watched {
+            id: id.into(),
+            kind,
+            commit: format!("{id}-commit"),
+            pattern: None,
+        }
+    }
+
+    /// Feeds `secs` seconds of traffic from `from`, 20 requests a second failing at
+    /// `error_rate`, ticking after each second; returns every effect in order.
+    fn traffic(
+        s: &mut Supervisor,
+        rules: &DaemonSettings,
+        from: f64,
+        secs: u32,
+        error_rate: f64,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for sec in 0..secs {
+            let t = from + f64::from(sec);
+            for i in 0..20 {
+                s.monitor_mut().observe_request(&Request {
+                    ts: t + f64::from(i) / 20.0,
+                    error: f64::from(i) < error_rate * 20.0,
+                    latency_ms: Some(20.0),
+                    route: None,
+                    arm: None,
+                });
+            }
+            effects.extend(s.tick(t + 1.0, rules));
+        }
+        effects
+    }
+
+    /// The effects that are decisions (saving progress is routine), as short words.
+    fn decisions(effects: &[Effect]) -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Transition {
+                    change_id, state, ..
+                } => Some(format!("{change_id} {}", state.as_str())),
+                Effect::Event {
+                    change_id, kind, ..
+                } => Some(format!("{change_id} event {}", kind.as_str())),
+                Effect::Alert { change_id } => Some(format!("{change_id} alert")),
+                Effect::Remediate(r) => Some(format!("{} remediate {}", r.change_id, r.commit)),
+                Effect::Save { .. } => None,
+            })
+            .collect()
+    }
+
+    /// A change that doubles the error rate tenfold, on a service with a 5-minute clean history.
+    fn a_bad_change(s: &mut Supervisor, rules: &DaemonSettings, kind: ChangeKind) -> Vec<Effect> {
+        traffic(s, rules, T0 - 300.0, 300, 0.05);
+        s.change_landed(change("c1", kind), Landing::at(T0), rules);
+        traffic(s, rules, T0, 30, 0.5)
+    }
+
+    #[test]
+    fn a_regressed_change_is_remediated_then_rolled_back_once_the_service_recovers() {
+        let rules = with_rollback();
+        let mut s = supervisor();
+        let effects = a_bad_change(&mut s, &rules, ChangeKind::Human);
+        assert_eq!(
+            decisions(&effects),
+            ["c1 regressed", "c1 rolling_back", "c1 remediate c1-commit"]
+        );
+        assert!(matches!(s.phase(), Phase::Remediating(c) if c.id == "c1"));
+        assert_eq!(s.busy().as_deref(), Some("c1"));
+        let Some(Effect::Remediate(job)) =
+            effects.iter().find(|e| matches!(e, Effect::Remediate(_)))
+        else {
+            unreachable!()
+        };
+        assert!(
+            job.reason.starts_with("errors 5.00% -> 50.00%"),
+            "{}",
+            job.reason
+        );
+
+        // The job runs for 20 s (traffic stays bad), then reports it is done.
+        assert!(decisions(&traffic(&mut s, &rules, T0 + 30.0, 20, 0.5)).is_empty());
+        let done = s.remedied(
+            &Remedied::Done("reverted in abc and redeployed".into()),
+            T0 + 50.0,
+            &rules,
+        );
+        assert_eq!(decisions(&done), ["c1 verifying"]);
+        let Effect::Transition { note, .. } = &done[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            note.as_deref(),
+            Some("reverted in abc and redeployed; checking recovery for 60 s")
+        );
+        let effects = traffic(&mut s, &rules, T0 + 50.0, 70, 0.05);
+        assert_eq!(
+            decisions(&effects),
+            ["c1 event recovery_check", "c1 rolled_back", "c1 alert"]
+        );
+        assert_eq!(*s.phase(), Phase::Idle);
+    }
+
+    #[test]
+    fn a_remediation_that_fails_goes_to_a_person_at_once() {
+        let rules = with_rollback();
+        let mut s = supervisor();
+        a_bad_change(&mut s, &rules, ChangeKind::Human);
+        let effects = s.remedied(
+            &Remedied::Failed("reverting c1-commit conflicts with later commits".into()),
+            T0 + 40.0,
+            &rules,
+        );
+        assert_eq!(decisions(&effects), ["c1 escalated", "c1 alert"]);
+        assert_eq!(*s.phase(), Phase::Idle);
+        assert_eq!(s.busy(), None);
+    }
+
+    #[test]
+    fn a_remediation_that_did_not_help_is_escalated_with_the_evidence() {
+        let rules = with_rollback();
+        let mut s = supervisor();
+        a_bad_change(&mut s, &rules, ChangeKind::Human);
+        s.remedied(&Remedied::Done("reverted".into()), T0 + 30.0, &rules);
+        let effects = traffic(&mut s, &rules, T0 + 30.0, 70, 0.5);
+        assert_eq!(
+            decisions(&effects),
+            ["c1 event recovery_check", "c1 escalated", "c1 alert"]
+        );
+        let note = effects.iter().find_map(|e| match e {
+            Effect::Transition { note, .. } => note.clone(),
+            _ => None,
+        });
+        assert!(
+            note.as_deref().unwrap().starts_with("the revert did not help: after the redeploy the service is still worse than before the change (errors 5.00% -> 50.00%"),
+            "{note:?}"
+        );
+    }
+
+    #[test]
+    fn no_traffic_after_the_remediation_is_no_recovery() {
+        let rules = with_rollback();
+        let mut s = supervisor();
+        a_bad_change(&mut s, &rules, ChangeKind::Human);
+        s.remedied(&Remedied::Done("reverted".into()), T0 + 30.0, &rules);
+        let effects: Vec<Effect> = (0..70)
+            .flat_map(|t| s.tick(T0 + 31.0 + f64::from(t), &rules))
+            .collect();
+        assert_eq!(
+            decisions(&effects),
+            ["c1 event recovery_check", "c1 escalated", "c1 alert"]
+        );
+        assert!(format!("{effects:?}").contains("no traffic after the redeploy"));
+    }
+
+    #[test]
+    fn in_shadow_mode_a_regression_is_recorded_and_told_and_nothing_is_done() {
+        let rules = in_shadow(with_rollback());
+        let mut s = supervisor();
+        let effects = a_bad_change(&mut s, &rules, ChangeKind::Ai);
+        assert_eq!(
+            decisions(&effects),
+            ["c1 regressed", "c1 event shadow_rollback", "c1 alert"]
+        );
+        assert_eq!(*s.phase(), Phase::Idle);
+    }
+
+    #[test]
+    fn without_a_remediation_a_regression_is_told_to_a_person_at_once() {
+        let rules = rules("");
+        let mut s = supervisor();
+        let effects = a_bad_change(&mut s, &rules, ChangeKind::Human);
+        assert_eq!(decisions(&effects), ["c1 regressed", "c1 alert"]);
+        assert_eq!(s.busy(), None);
+    }
+
+    #[test]
+    fn a_healthy_change_is_mailed_alone_only_when_healthy_changes_are_not_digested() {
+        for (mail, expected) in [
+            ("", vec!["c1 healthy"]),
+            ("digest_healthy = true", vec!["c1 healthy"]),
+            ("digest_healthy = false", vec!["c1 healthy", "c1 alert"]),
+        ] {
+            let rules = if mail.is_empty() {
+                rules("")
+            } else {
+                rules(&format!(
+                    "[daemon.mail]\nfrom = \"g@example.com\"\nto = [\"o@example.com\"]\n\
+                     smtp_host = \"127.0.0.1\"\nsecurity = \"none\"\n{mail}\n"
+                ))
+            };
+            let mut s = supervisor();
+            traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
+            s.change_landed(change("c1", ChangeKind::Human), Landing::at(T0), &rules);
+            let effects = traffic(&mut s, &rules, T0, 70, 0.05);
+            assert_eq!(decisions(&effects), expected, "{mail}");
+        }
+    }
+
+    #[test]
+    fn an_inconclusive_watch_follows_the_policy_for_the_change_kind() {
+        // No traffic at all: nothing can be shown either way.
+        let quiet =
+            |s: &mut Supervisor, rules: &DaemonSettings, from: f64, secs: u32| -> Vec<Effect> {
+                (1..=secs)
+                    .flat_map(|t| s.tick(from + f64::from(t), rules))
+                    .collect()
+            };
+        let rules = rules("[daemon.on_inconclusive]\nai = \"extend\"\nhuman = \"record\"\n");
+        let mut s = supervisor();
+        s.change_landed(change("ai1", ChangeKind::Ai), Landing::at(T0), &rules);
+        assert_eq!(decisions(&quiet(&mut s, &rules, T0, 61)), ["ai1 watching"]);
+        assert_eq!(
+            decisions(&quiet(&mut s, &rules, T0 + 61.0, 61)),
+            ["ai1 inconclusive", "ai1 alert"],
+            "extended once, then a person is told"
+        );
+        s.change_landed(
+            change("h1", ChangeKind::Human),
+            Landing::at(T0 + 200.0),
+            &rules,
+        );
+        assert_eq!(
+            decisions(&quiet(&mut s, &rules, T0 + 200.0, 61)),
+            ["h1 inconclusive"],
+            "recorded, nobody woken"
+        );
+    }
+
+    #[test]
+    fn a_change_landing_mid_watch_supersedes_the_one_before() {
+        let rules = rules("");
+        let mut s = supervisor();
+        traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
+        s.change_landed(change("c1", ChangeKind::Human), Landing::at(T0), &rules);
+        traffic(&mut s, &rules, T0, 10, 0.05);
+        let effects = s.change_landed(
+            change("c2", ChangeKind::Human),
+            Landing::at(T0 + 10.0),
+            &rules,
+        );
+        assert_eq!(decisions(&effects), ["c1 superseded"]);
+        let Effect::Transition { note, report, .. } = &effects[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            note.as_deref(),
+            Some("another change, c2, landed during the watch")
+        );
+        assert!(report.is_some(), "the evidence so far goes with it");
+        assert!(matches!(s.phase(), Phase::Watching(c) if c.id == "c2"));
+    }
+
+    #[test]
+    fn a_deploy_holds_the_supervisor_until_it_ends() {
+        let rules = with_rollback();
+        let mut s = supervisor();
+        assert!(s.deploy_started("p1"));
+        assert!(!s.deploy_started("p2"), "one at a time");
+        assert_eq!(s.busy().as_deref(), Some("proposal p1 (a deploy)"));
+        s.deploy_failed();
+        assert_eq!(s.busy(), None);
+        assert!(s.deploy_started("p2"));
+        s.deployed(change("c9", ChangeKind::Ai), Landing::at(T0), &rules);
+        assert!(matches!(s.phase(), Phase::Watching(c) if c.id == "c9"));
+    }
+
+    #[test]
+    fn progress_is_saved_every_five_seconds_with_the_evidence_while_watching() {
+        let rules = rules("");
+        let mut s = supervisor();
+        traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
+        let landed = s.change_landed(change("c1", ChangeKind::Human), Landing::at(T0), &rules);
+        assert!(matches!(&landed[..], [Effect::Save { report: Some((id, _)) }] if id == "c1"));
+        let saves: Vec<f64> = (1..=12)
+            .filter(|t| {
+                s.tick(T0 + f64::from(*t), &rules)
+                    .iter()
+                    .any(|e| matches!(e, Effect::Save { report: Some(_) }))
+            })
+            .map(f64::from)
+            .collect();
+        assert_eq!(saves, [5.0, 10.0]);
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_decisions() {
+        let run = || {
+            let rules = with_rollback();
+            let mut s = supervisor();
+            let mut all = a_bad_change(&mut s, &rules, ChangeKind::Ai);
+            all.extend(s.remedied(&Remedied::Done("reverted".into()), T0 + 30.0, &rules));
+            all.extend(traffic(&mut s, &rules, T0 + 30.0, 70, 0.05));
+            format!("{all:?}")
+        };
+        assert_eq!(run(), run());
+    }
+}
