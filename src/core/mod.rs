@@ -22,7 +22,7 @@ pub use watch::{Design, Report, SignalKind, SignalReport, Verdict};
 #[cfg(test)]
 mod tidy {
     /// The core's sources, read at compile time.
-    const SOURCES: [(&str, &str); 11] = [
+    const SOURCES: [(&str, &str); 15] = [
         ("baseline.rs", include_str!("baseline.rs")),
         ("dispersion.rs", include_str!("dispersion.rs")),
         ("evidence.rs", include_str!("evidence.rs")),
@@ -32,7 +32,11 @@ mod tidy {
         ("settings.rs", include_str!("settings.rs")),
         ("strata.rs", include_str!("strata.rs")),
         ("tally.rs", include_str!("tally.rs")),
-        ("watch.rs", include_str!("watch.rs")),
+        ("watch/mod.rs", include_str!("watch/mod.rs")),
+        ("watch/readout.rs", include_str!("watch/readout.rs")),
+        ("watch/report.rs", include_str!("watch/report.rs")),
+        ("watch/signal.rs", include_str!("watch/signal.rs")),
+        ("watch/thin.rs", include_str!("watch/thin.rs")),
         ("mod.rs", ""),
     ];
 

@@ -8,7 +8,7 @@
 //! paths, modes, symlink targets, whole contents before and after). The patch text is only
 //! what a person reads, so it must replay to exactly that tree (`tree::check_agreement`).
 //!
-//! - `diff.rs` parses the patch (the change arrives as data, never as a checkout to run);
+//! - `diff/` parses the patch (the change arrives as data, never as a checkout to run);
 //! - `ddl.rs` finds SQL that changes a schema in a file's text;
 //! - `tree.rs` holds what git made of it and replays the patch against it;
 //! - `symlink.rs` follows links on the resulting tree as the kernel does;

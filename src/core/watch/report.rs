@@ -1,0 +1,190 @@
+//! The `Report`: the verdict and the evidence it rests on, as the daemon stores it and reads it
+//! back (rows written by earlier versions must still read).
+
+use serde::{Deserialize, Serialize};
+
+use super::signal::SignalKind;
+use super::{Design, Verdict};
+use crate::core::baseline::BaselineWindow;
+use crate::core::evidence::Counts;
+use crate::core::monitor::{DeployWindow, RouteBaseline};
+
+/// The verdict and everything it rests on.
+///
+/// The daemon stores it as JSON (`changes.report`, and in the decision log) and reads it back
+/// into this type, so rows written by earlier versions must still read: a field added later is
+/// `#[serde(default)]` (or an `Option`, missing reads as `None`), and the fixtures in
+/// `tests/it/fixtures/reports/` are stored reports that a test reads back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub verdict: Verdict,
+    /// Traffic time of the decision: when the evidence crossed the line, or when the window
+    /// ended for `healthy`. `None` while watching or when inconclusive.
+    pub decided_at: Option<f64>,
+    pub design: Design,
+    pub change_at: f64,
+    pub watch_ends_at: f64,
+    /// The change's deploy window, left out of both sides (`None` in reports stored before
+    /// deploy windows existed).
+    pub deploy_window: Option<DeployWindow>,
+    /// Where the baseline comes from (before/after design). Reports stored before the
+    /// continuous baseline have none, and read back as an empty window.
+    #[serde(default)]
+    pub baseline_window: BaselineWindow,
+    /// The baseline per route (before/after design).
+    #[serde(default)]
+    pub baseline_routes: Vec<RouteBaseline>,
+    /// What makes the baseline thin, in words, for the person reading: empty when it is not.
+    #[serde(default)]
+    pub baseline_notes: Vec<String>,
+    pub requests_before: u64,
+    pub requests_after: u64,
+    pub unlabelled_requests: u64,
+    pub signals: Vec<SignalReport>,
+    /// What the verdict does not rest on, in words (see [`Report::scope_note`]).
+    pub not_judged: Option<String>,
+}
+
+impl Report {
+    /// What the verdict does not rest on, in words: signals not compared and signals left out
+    /// of a healthy verdict, each with why. `None` when every signal was compared and counts.
+    /// A headline that says "not worse" without it would claim more than was checked.
+    pub fn scope_note(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .signals
+            .iter()
+            .filter_map(|s| {
+                let name = signal_words(s.signal);
+                if let Some(why) = &s.not_compared {
+                    let leaning = if s.leans_worse {
+                        ", and the requests past each route's threshold lean towards harm"
+                    } else {
+                        ""
+                    };
+                    Some(format!("{name} not compared ({why}){leaning}"))
+                } else if s.left_out {
+                    let thin = s.thin?;
+                    Some(format!(
+                        "{name} compared but left out of the healthy verdict (only {} in the \
+                         baseline: no bound under the limit was possible)",
+                        thin.baseline_events
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+/// A signal's name in a sentence.
+pub fn signal_words(kind: SignalKind) -> &'static str {
+    match kind {
+        SignalKind::Errors => "errors",
+        SignalKind::SlowRequests => "slow requests",
+        SignalKind::Latency => "latency",
+    }
+}
+
+/// Requests and bad events on one side, and their rate.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Side {
+    pub requests: u64,
+    pub events: u64,
+    pub rate: Option<f64>,
+}
+
+impl From<Counts> for Side {
+    fn from(c: Counts) -> Side {
+        Side {
+            requests: c.requests,
+            events: c.events,
+            rate: c.rate(),
+        }
+    }
+}
+
+/// The evidence for one signal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignalReport {
+    pub signal: SignalKind,
+    pub regressed: bool,
+    /// Evidence against "no worse than the baseline plus tolerance"; the signal fires when it
+    /// reaches `e_value_threshold` = 1 / alpha.
+    #[serde(deserialize_with = "unbounded")]
+    pub e_value: f64,
+    pub e_value_threshold: f64,
+    pub alpha: f64,
+    /// The null hypothesis allows the after/before ratio of bad-event rates up to this.
+    pub null_ratio: f64,
+    /// Before the change (or on the old arm), pooled over the routes compared.
+    pub baseline: Side,
+    pub after: Side,
+    /// After/before ratio of bad-event rates (for latency: of median latencies).
+    pub effect_ratio: Option<f64>,
+    /// Upper confidence bound on that ratio (at `healthy_confidence`).
+    pub ratio_upper_bound: Option<f64>,
+    /// Whether the bound is within the limits a healthy verdict needs (`None`: not judged).
+    pub within_limits: Option<bool>,
+    /// For slow requests: the latency above which a request is slow, pooled over routes (each
+    /// route is tested against its own baseline quantile).
+    pub threshold_ms: Option<f64>,
+    /// Routes this signal compares, each against its own baseline.
+    pub routes_compared: usize,
+    /// When the signal regressed: the route whose own evidence is strongest, if it beats "every
+    /// route got worse".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worst_route: Option<String>,
+    /// How much burstier than independent errors the errors have been (baseline and watch so
+    /// far); error evidence is divided by it.
+    pub dispersion: f64,
+    /// For latency: one entry per quantile compared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<LevelReport>,
+    /// Why the signal was not compared at all (no route qualified); `None` when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_compared: Option<String>,
+    /// Set when the signal is compared but its baseline is too thin to ever bound the harm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thin: Option<Thin>,
+    /// Thin, and its data favour "no worse": it does not count towards a healthy verdict
+    /// (reports stored before thin signals were told apart: none was).
+    #[serde(default)]
+    pub left_out: bool,
+    /// Cannot bound the harm (thin or not compared), and its data favour harm at the limit
+    /// over no harm: a healthy verdict is withheld.
+    #[serde(default)]
+    pub leans_worse: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LevelReport {
+    pub quantile: f64,
+    pub baseline_ms: Option<f64>,
+    pub after_ms: Option<f64>,
+    /// Share of baseline requests slower than the baseline quantile.
+    pub baseline_share_slower: Option<f64>,
+    /// Share of requests after the change slower than the quantile plus tolerance.
+    pub after_share_slower: Option<f64>,
+    #[serde(deserialize_with = "unbounded")]
+    pub e_value: f64,
+}
+
+/// A signal too thin to ever bound the harm under `healthy_max_ratio`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Thin {
+    /// Bad events in the baseline the signal compares against.
+    pub baseline_events: u64,
+    /// The bound the signal would reach at best, seeing the baseline's rate all through the
+    /// watch window: above `healthy_max_ratio`.
+    #[serde(deserialize_with = "unbounded")]
+    pub best_bound: f64,
+}
+
+/// Reads back a value that may be infinite: JSON has no infinity, and serde_json writes one
+/// (an e-value that overflowed, a bound that does not exist) as `null`. These values are never
+/// NaN, so `null` means infinity.
+fn unbounded<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
