@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::change::{ChangeKind, ChangeState};
 use crate::config::{DaemonSettings, InconclusivePolicy};
 use crate::core::{Landing, Monitor, Report, SignalKind, Verdict};
+use crate::report::units;
 
 /// How often the evidence of a change being watched is saved, and the core's state with it, so
 /// a restart resumes the watch.
@@ -483,43 +484,48 @@ fn unconfirmed_recovery(report: &Report) -> String {
         .find(|s| s.signal == SignalKind::Errors);
     match errors {
         _ if report.requests_after == 0 => "no traffic after the redeploy".to_owned(),
-        Some(s) if s.after.requests > 0 => {
-            let rate = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.2}%", r * 100.0));
-            format!(
-                "{} requests after the redeploy; errors {} before the change, {} after the \
-                 redeploy{}, not clearly back",
-                report.requests_after,
-                rate(s.baseline.rate),
-                rate(s.after.rate),
-                s.ratio_upper_bound
-                    .map_or(String::new(), |b| format!(" (up to {b:.1}x the baseline)")),
-            )
-        }
+        Some(s) if s.after.requests > 0 => format!(
+            "{} requests after the redeploy; errors {} before the change, {} after the \
+             redeploy{}, not clearly back",
+            units::count(report.requests_after),
+            units::percent(s.baseline.rate),
+            units::percent(s.after.rate),
+            s.ratio_upper_bound.map_or(String::new(), |b| format!(
+                " (up to {} the baseline)",
+                units::ratio(b)
+            )),
+        ),
         _ => format!(
             "too little traffic after the redeploy ({} requests)",
-            report.requests_after
+            units::count(report.requests_after)
         ),
     }
 }
 
-/// The regressed signals' evidence, in a line: what the revert commit and the hook are told.
+/// The regressed signals' evidence, in a line: what the state note, the revert commit and the
+/// hook are told ("errors 1.00% -> 9.03% (9.03x), e-value 412 >= 167"). Latency has no rate:
+/// its effect is the median's ratio.
 fn reason(report: &Report) -> String {
     let parts: Vec<String> = report
         .signals
         .iter()
         .filter(|s| s.regressed)
         .map(|s| {
-            let rate = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.2}%", r * 100.0));
-            let effect = s
-                .effect_ratio
-                .map_or(String::new(), |e| format!(" ({e:.1}x)"));
+            let name = crate::core::watch::signal_words(s.signal);
+            let effect = match (s.signal, s.effect_ratio) {
+                (SignalKind::Latency, Some(r)) => format!(": median {}", units::ratio(r)),
+                (SignalKind::Latency, None) => String::new(),
+                (_, r) => format!(
+                    " {} -> {}{}",
+                    units::percent(s.baseline.rate),
+                    units::percent(s.after.rate),
+                    r.map_or(String::new(), |r| format!(" ({})", units::ratio(r)))
+                ),
+            };
             format!(
-                "{} {} -> {}{effect}, e-value {:.0} >= {:.0}",
-                crate::core::watch::signal_words(s.signal),
-                rate(s.baseline.rate),
-                rate(s.after.rate),
-                s.e_value,
-                s.e_value_threshold
+                "{name}{effect}, e-value {} >= {}",
+                units::evalue(s.e_value),
+                units::evalue(s.e_value_threshold)
             )
         })
         .collect();
@@ -871,5 +877,43 @@ mod tests {
             format!("{all:?}")
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn the_reason_says_a_latency_regression_in_the_median_not_in_rates() {
+        let rules = with_rollback();
+        let mut s = supervisor();
+        let slow = |s: &mut Supervisor, from: f64, secs: u32, latency: f64| {
+            let mut effects = Vec::new();
+            for sec in 0..secs {
+                let t = from + f64::from(sec);
+                for i in 0..20 {
+                    s.monitor_mut().observe_request(&Request {
+                        ts: t + f64::from(i) / 20.0,
+                        error: false,
+                        latency_ms: Some(latency * (0.8 + 0.02 * f64::from(i))),
+                        route: None,
+                        arm: None,
+                    });
+                }
+                effects.extend(s.tick(t + 1.0, &rules));
+            }
+            effects
+        };
+        slow(&mut s, T0 - 300.0, 300, 20.0);
+        s.change_landed(change("c1", ChangeKind::Human), Landing::at(T0), &rules);
+        let effects = slow(&mut s, T0, 30, 60.0);
+        let reason = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Remediate(job) => Some(job.reason.clone()),
+                _ => None,
+            })
+            .expect("a threefold latency is a regression");
+        assert!(
+            reason.contains("latency: median 3.00x, e-value "),
+            "{reason}"
+        );
+        assert!(!reason.contains('%'), "{reason}");
     }
 }
