@@ -572,7 +572,7 @@ impl Engine {
 }
 
 /// The change as the supervisor's decisions need it.
-fn watched(record: &ChangeRecord) -> Watched {
+pub(super) fn watched(record: &ChangeRecord) -> Watched {
     Watched {
         id: record.id.clone(),
         kind: record.kind,

@@ -1,0 +1,147 @@
+//! The emails about proposals: asking for approval, and telling of a failed deploy.
+
+use crate::daemon::engine::{Engine, EngineError};
+use crate::gate::proposals::ProposalRecord;
+
+impl Engine {
+    /// Queues an email about a proposal (when mail is configured), with its own Message-ID;
+    /// `links` are the approval links whose placeholders the body holds.
+    pub(super) fn mail_proposal(
+        &mut self,
+        id: &str,
+        what: &str,
+        subject: String,
+        body: String,
+        links: &[String],
+        now: f64,
+    ) -> Result<(), EngineError> {
+        let Some(mail) = self.settings.mail.clone() else {
+            return Ok(());
+        };
+        let text = format!(
+            "{body}\n-- \nSent by guardian, watching {}.\n",
+            self.settings.service
+        );
+        let email = crate::report::Email {
+            subject,
+            text_body: self.with_checkpoint(&text, now)?,
+            message_id: format!("<{id}.{what}@guardian>"),
+            html: None,
+        };
+        crate::report::enqueue_with_links(&mut self.store, &mail, None, &email, links, now)?;
+        Ok(())
+    }
+
+    /// Asks the approvers (the alert recipients) to look at a proposal that needs a person.
+    pub(super) fn ask_for_approval(
+        &mut self,
+        p: &ProposalRecord,
+        now: f64,
+    ) -> Result<(), EngineError> {
+        let subject = format!(
+            "[guardian] {}: approval needed for {} ({}) — {}",
+            self.settings.service,
+            p.id,
+            p.pattern,
+            first_line(&p.summary)
+        );
+        let body = format!(
+            "A change written by {} waits for a person's decision.\n\n{}\n\
+             To see the diff:   guardian proposals {} --token-file <your token>\n\
+             To approve it:     guardian approve {} --diff {} --token-file <your token>\n\
+             To reject it:      guardian reject {} --why \"...\" --token-file <your token>\n\
+             The approval binds to this diff (sha256 {}); a changed diff needs a new one.\n",
+            p.kind,
+            proposal_text(p),
+            p.id,
+            p.id,
+            p.diff_hash,
+            p.id,
+            p.diff_hash
+        );
+        let (links, ids) = match self.settings.gate.as_ref().and_then(|g| {
+            g.approval_base_url
+                .clone()
+                .map(|url| (url, g.approval_link_secs))
+        }) {
+            Some((url, secs)) => {
+                use crate::gate::links::placeholder;
+                let expires = now + f64::from(secs);
+                let (approve, reject) = self.store.create_approval_links(
+                    &self.link_key,
+                    &p.id,
+                    &p.diff_hash,
+                    expires,
+                )?;
+                let text = format!(
+                    "\nOr with one click (each link works once, for this diff only, until {}):\n  \
+                     approve: {url}/v1/links/{}\n  reject:  {url}/v1/links/{}\n",
+                    crate::report::units::when(expires),
+                    placeholder(&approve),
+                    placeholder(&reject)
+                );
+                (text, vec![approve, reject])
+            }
+            None => (String::new(), Vec::new()),
+        };
+        self.mail_proposal(&p.id, "approval_needed", subject, body + &links, &ids, now)
+    }
+}
+
+/// A proposal in plain text: the decision and its reasons, the risk factors, the diff's size.
+pub(super) fn proposal_text(p: &ProposalRecord) -> String {
+    let a = &p.assessment;
+    use crate::display::line;
+    let mut out = format!(
+        "Proposal:  {}\nPattern:   {} (proposed by {})\nSummary:   {}\nDecision:  {}{}\n",
+        p.id,
+        line(&p.pattern),
+        line(&p.proposer),
+        line(&p.summary),
+        p.decision,
+        if p.shadow { " (shadow mode)" } else { "" }
+    );
+    if let Some(url) = &p.issue_url {
+        out.push_str(&format!("Issue:     {}\n", line(url)));
+    }
+    for rule in a["rules"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  - {} ({}): {}\n",
+            line(rule["rule"].as_str().unwrap_or_default()),
+            line(rule["effect"].as_str().unwrap_or_default()),
+            line(rule["message"].as_str().unwrap_or_default())
+        ));
+    }
+    out.push_str(&format!("Risk:      {}/100\n", a["risk"]["score"]));
+    for f in a["risk"]["factors"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {:>+4}  {}: {}\n",
+            f["points"].as_i64().unwrap_or(0),
+            line(f["name"].as_str().unwrap_or_default()),
+            line(f["why"].as_str().unwrap_or_default())
+        ));
+    }
+    let facts = &a["facts"];
+    out.push_str(&format!(
+        "Diff:      {} file(s), +{} -{}: {}\n",
+        facts["files"],
+        facts["lines_added"],
+        facts["lines_removed"],
+        facts["paths"]
+            .as_array()
+            .map(|ps| ps
+                .iter()
+                .filter_map(|p| p.as_str())
+                .map(line)
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
+    ));
+    out
+}
+
+/// The first line of a summary, shown safely (summaries stored before they had to be one line
+/// may hold several, and control characters).
+pub(super) fn first_line(text: &str) -> String {
+    crate::display::line(text.lines().next().unwrap_or_default().trim()).into_owned()
+}
