@@ -825,6 +825,8 @@ mod tests {
     use tower::ServiceExt as _;
 
     const ADMIN: &str = "admin-token-0123456789abcdef";
+    const AGENT: &str = "agent-token-0123456789abcdef";
+    const ALICE: &str = "alice-token-0123456789abcdef";
     const T0: f64 = 1_764_000_000.0;
 
     /// Ticks nothing: these tests drive the API alone.
@@ -842,8 +844,13 @@ mod tests {
 
     /// The API of a real engine on a state directory in `dir`, served in-process.
     fn api(dir: &std::path::Path) -> Router {
+        api_with(dir, "")
+    }
+
+    /// [`api`] with `extra` appended to the config, after the `[daemon]` keys.
+    fn api_with(dir: &std::path::Path, extra: &str) -> Router {
         let state = dir.join("state");
-        let config = Config::parse(&format!("[daemon]\nstate_dir = {state:?}\n")).unwrap();
+        let config = Config::parse(&format!("[daemon]\nstate_dir = {state:?}\n{extra}")).unwrap();
         let settings = config.daemon.clone().unwrap();
         crate::daemon::state_dir::prepare(&state).unwrap();
         let engine = Engine::open(&config, &settings, T0).unwrap();
@@ -851,11 +858,15 @@ mod tests {
             owner::start(engine, std::time::Duration::from_secs(3600), Still).unwrap();
         router(Api {
             owner,
-            tokens: Arc::new(vec![Token::new(
-                hash_token(ADMIN),
-                Role::Admin,
-                &Limits::default(),
-            )]),
+            tokens: Arc::new(vec![
+                Token::new(hash_token(ADMIN), Role::Admin, &Limits::default()),
+                Token::new(hash_token(AGENT), Role::Agent, &Limits::default()),
+                Token::new(
+                    hash_token(ALICE),
+                    Role::Approver("alice".into()),
+                    &Limits::default(),
+                ),
+            ]),
             clock: || T0 + 1.0,
             reads: Arc::new(Reads::new(state.join("guardian.db"))),
             refusals: Arc::new(Refusals::default()),
@@ -870,6 +881,18 @@ mod tests {
         token: Option<&str>,
         body: &str,
     ) -> (StatusCode, serde_json::Value) {
+        let (status, bytes) = send_raw(api, method, path, token, body).await;
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    /// The answer's status and its body as sent.
+    async fn send_raw(
+        api: &Router,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, Bytes) {
         let mut request = axum::http::Request::builder().method(method).uri(path);
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -883,7 +906,7 @@ mod tests {
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+        (status, bytes)
     }
 
     #[tokio::test]
@@ -963,5 +986,383 @@ mod tests {
         let (wait, rate) = limits.check_proposal_bytes(512 << 10).unwrap_err();
         assert!((1..=1800).contains(&wait), "{wait}");
         assert!(rate.contains("1024 KiB of proposals an hour"), "{rate}");
+    }
+
+    /// The shape of a JSON answer as sent: each key in the order it came, with the kind of its
+    /// value, objects nested, an array as its elements' shapes (one for a run of the same).
+    /// Field names, nesting, omitted fields and their order are what scripts and the README
+    /// rely on.
+    enum Shape {
+        Leaf(&'static str),
+        List(Vec<Shape>),
+        Object(Vec<(String, Shape)>),
+    }
+
+    impl<'de> serde::Deserialize<'de> for Shape {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shape, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Shape;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("JSON")
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+                    Ok(Shape::Leaf("bool"))
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+                    Ok(Shape::Leaf("number"))
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+                    Ok(Shape::Leaf("number"))
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+                    Ok(Shape::Leaf("number"))
+                }
+                fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+                    Ok(Shape::Leaf("string"))
+                }
+                fn visit_unit<E>(self) -> Result<Shape, E> {
+                    Ok(Shape::Leaf("null"))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Shape, A::Error> {
+                    let mut items = Vec::new();
+                    while let Some(item) = seq.next_element::<Shape>()? {
+                        items.push(item);
+                    }
+                    Ok(Shape::List(items))
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Shape, A::Error> {
+                    let mut fields = Vec::new();
+                    while let Some(key) = map.next_key::<String>()? {
+                        fields.push((key, map.next_value::<Shape>()?));
+                    }
+                    Ok(Shape::Object(fields))
+                }
+            }
+            d.deserialize_any(Visit)
+        }
+    }
+
+    impl Shape {
+        fn of(bytes: &[u8]) -> Shape {
+            serde_json::from_slice(bytes).unwrap()
+        }
+
+        fn render(&self, indent: usize, out: &mut String) {
+            match self {
+                Shape::Leaf(kind) => out.push_str(kind),
+                Shape::List(items) => {
+                    let mut shown: Vec<String> = Vec::new();
+                    for item in items {
+                        let mut text = String::new();
+                        item.render(indent, &mut text);
+                        if shown.last() != Some(&text) {
+                            shown.push(text);
+                        }
+                    }
+                    out.push_str(&format!("[{}]", shown.join(", ")));
+                }
+                Shape::Object(fields) if fields.is_empty() => out.push_str("{}"),
+                Shape::Object(fields) => {
+                    out.push_str("{\n");
+                    for (key, value) in fields {
+                        out.push_str(&"  ".repeat(indent + 1));
+                        out.push_str(key);
+                        out.push_str(": ");
+                        value.render(indent + 1, out);
+                        out.push('\n');
+                    }
+                    out.push_str(&"  ".repeat(indent));
+                    out.push('}');
+                }
+            }
+        }
+    }
+
+    /// Plain git for the fixture, away from the host's configuration.
+    fn git(dir: &std::path::Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// guardian's clone of an app whose timeout is 500 ms, its commit, and a patch that makes
+    /// the timeout 800 ms.
+    fn app_and_a_fix(dir: &std::path::Path) -> (std::path::PathBuf, String, String) {
+        let repo = dir.join("app");
+        std::fs::create_dir_all(repo.join("src")).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("src/settings.txt"), "timeout_ms = 500\n").unwrap();
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-q", "-m", "first release"]);
+        let base = git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
+        std::fs::write(repo.join("src/settings.txt"), "timeout_ms = 800\n").unwrap();
+        let patch = git(&repo, &["diff", "--full-index", "--binary"]);
+        git(&repo, &["checkout", "-q", "--", "."]);
+        (repo, base, patch)
+    }
+
+    /// Adds an answer to the record of answers: its status and its shape (the small ones as
+    /// sent); notes its id.
+    fn record(
+        out: &mut String,
+        ids: &mut std::collections::HashMap<&'static str, String>,
+        name: &'static str,
+        status: StatusCode,
+        bytes: &Bytes,
+    ) {
+        let shown = if bytes.len() < 200 {
+            String::from_utf8_lossy(bytes).into_owned()
+        } else {
+            let mut text = String::new();
+            Shape::of(bytes).render(0, &mut text);
+            text
+        };
+        out.push_str(&format!("{name} -> {}\n{shown}\n\n", status.as_u16()));
+        let id = serde_json::from_slice::<serde_json::Value>(bytes).unwrap()["id"].clone();
+        if let Some(id) = id.as_str() {
+            ids.insert(name, id.to_owned());
+        }
+    }
+
+    /// Every answer the API gives, from a real engine with the gate, in the form it is sent:
+    /// its status line and its shape (or, for the small ones, its bytes), checked in.
+    #[tokio::test]
+    async fn every_answer_keeps_its_wire_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, base, patch) = app_and_a_fix(dir.path());
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(
+            &policy,
+            "[paths]\nallow = [\"src/**\"]\n[limits]\nmax_files = 5\nmax_lines = 40\n\
+             [risk]\nauto_below = 50\n[trust]\npromote_after = 10\n",
+        )
+        .unwrap();
+        let log = dir.path().join("access.jsonl");
+        let api = api_with(
+            dir.path(),
+            &format!(
+                "[[daemon.logs]]\npath = {log:?}\n\
+                 [[daemon.scrapes]]\nname = \"app\"\nurl = \"http://127.0.0.1:9/metrics\"\n\
+                 [daemon.rollback]\nrepo = {repo:?}\nhook = [\"true\"]\n\
+                 [daemon.gate]\npolicy_file = {policy:?}\n"
+            ),
+        );
+        let proposal = |patch: &str| {
+            serde_json::json!({
+                "pattern": "timeout-bump", "summary": "give checkout more time",
+                "base": base, "patch": patch, "tests_run": true,
+            })
+            .to_string()
+        };
+        let mut ids = std::collections::HashMap::<&str, String>::new();
+        let mut out = String::new();
+        let calls: Vec<(&'static str, &str, String, Option<&str>, String)> = vec![
+            (
+                "GET /v1/status (idle)",
+                "GET",
+                "/v1/status".into(),
+                Some(ADMIN),
+                "".into(),
+            ),
+            (
+                "POST /v1/observations",
+                "POST",
+                "/v1/observations".into(),
+                Some(ADMIN),
+                format!(
+                    "[{{\"ts\": {}, \"status\": 200, \"latency_ms\": 12.5, \"route\": \"/\"}},\
+                     {{\"ts\": {}, \"status\": 500}}]",
+                    T0 - 5.0,
+                    T0 - 4.0
+                ),
+            ),
+            (
+                "POST /v1/changes",
+                "POST",
+                "/v1/changes".into(),
+                Some(ADMIN),
+                r#"{"commit": "abc1234", "kind": "ai", "summary": "validate carts"}"#.into(),
+            ),
+        ];
+        for (name, method, path, token, body) in calls {
+            let (status, bytes) = send_raw(&api, method, &path, token, &body).await;
+            record(&mut out, &mut ids, name, status, &bytes);
+        }
+        let change = ids["POST /v1/changes"].clone();
+        let calls: Vec<(&'static str, &str, String, Option<&str>, String)> = vec![
+            (
+                "GET /v1/changes/ID",
+                "GET",
+                format!("/v1/changes/{change}"),
+                Some(ADMIN),
+                "".into(),
+            ),
+            (
+                "GET /v1/changes",
+                "GET",
+                "/v1/changes".into(),
+                Some(ADMIN),
+                "".into(),
+            ),
+            (
+                "GET /v1/status (watching)",
+                "GET",
+                "/v1/status".into(),
+                Some(ADMIN),
+                "".into(),
+            ),
+            (
+                "POST /v1/proposals",
+                "POST",
+                "/v1/proposals".into(),
+                Some(AGENT),
+                proposal(&patch),
+            ),
+            (
+                "POST /v1/proposals (a second)",
+                "POST",
+                "/v1/proposals".into(),
+                Some(AGENT),
+                proposal(&patch),
+            ),
+            (
+                "POST /v1/proposals (refused patch)",
+                "POST",
+                "/v1/proposals".into(),
+                Some(AGENT),
+                proposal("diff --git a/../x b/../x\n"),
+            ),
+            (
+                "GET /v1/proposals",
+                "GET",
+                "/v1/proposals".into(),
+                Some(ADMIN),
+                "".into(),
+            ),
+        ];
+        for (name, method, path, token, body) in calls {
+            let (status, bytes) = send_raw(&api, method, &path, token, &body).await;
+            record(&mut out, &mut ids, name, status, &bytes);
+        }
+        let (first, second) = (
+            ids["POST /v1/proposals"].clone(),
+            ids["POST /v1/proposals (a second)"].clone(),
+        );
+        let (_, view) = send(
+            &api,
+            "GET",
+            &format!("/v1/proposals/{first}"),
+            Some(ADMIN),
+            "",
+        )
+        .await;
+        let decision =
+            serde_json::json!({ "diff_sha256": view["diff_hash"], "why": "looks right" })
+                .to_string();
+        let calls: Vec<(&'static str, &str, String, Option<&str>, String)> = vec![
+            (
+                "GET /v1/proposals/ID",
+                "GET",
+                format!("/v1/proposals/{first}"),
+                Some(ADMIN),
+                "".into(),
+            ),
+            (
+                "POST /v1/proposals/ID/approve",
+                "POST",
+                format!("/v1/proposals/{first}/approve"),
+                Some(ALICE),
+                decision.clone(),
+            ),
+            (
+                "POST /v1/proposals/ID/reject",
+                "POST",
+                format!("/v1/proposals/{second}/reject"),
+                Some(ALICE),
+                decision,
+            ),
+            (
+                "GET /v1/trust",
+                "GET",
+                "/v1/trust".into(),
+                Some(ADMIN),
+                "".into(),
+            ),
+            (
+                "POST /v1/pause",
+                "POST",
+                "/v1/pause".into(),
+                Some(ADMIN),
+                r#"{"why": "freeze"}"#.into(),
+            ),
+            (
+                "GET /v1/status (paused)",
+                "GET",
+                "/v1/status".into(),
+                Some(ADMIN),
+                "".into(),
+            ),
+            (
+                "POST /v1/resume",
+                "POST",
+                "/v1/resume".into(),
+                Some(ADMIN),
+                "".into(),
+            ),
+            (
+                "POST /v1/changes (bad)",
+                "POST",
+                "/v1/changes".into(),
+                Some(ADMIN),
+                r#"{"knd": "ai"}"#.into(),
+            ),
+            (
+                "GET /v1/status (no token)",
+                "GET",
+                "/v1/status".into(),
+                None,
+                "".into(),
+            ),
+            (
+                "POST /v1/changes (agent)",
+                "POST",
+                "/v1/changes".into(),
+                Some(AGENT),
+                "{}".into(),
+            ),
+            (
+                "GET /v1/nothing",
+                "GET",
+                "/v1/nothing".into(),
+                Some(ADMIN),
+                "".into(),
+            ),
+        ];
+        for (name, method, path, token, body) in calls {
+            let (status, bytes) = send_raw(&api, method, &path, token, &body).await;
+            record(&mut out, &mut ids, name, status, &bytes);
+        }
+        expect_test::expect_file![
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/expected/api_wire.txt")
+        ]
+        .assert_eq(&out);
     }
 }
