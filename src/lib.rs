@@ -1,5 +1,6 @@
 //! guardian: decides whether a change made a service worse, and proves it.
 
+pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod change;

@@ -100,7 +100,7 @@ impl Default for Limits {
 }
 
 /// What `guardian status` shows of a followed log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TailStatus {
     pub path: PathBuf,
     /// What the last poll returned (the saved position until a file is found).

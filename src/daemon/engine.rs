@@ -7,7 +7,7 @@
 use std::io::BufRead as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DaemonSettings};
 use crate::core::{Monitor, Report};
@@ -69,12 +69,12 @@ pub enum EngineError {
 }
 
 /// A change as the API shows it: the stored record, with the live evidence while watching.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ChangeView {
     #[serde(flatten)]
     pub record: ChangeRecord,
     /// The evidence so far, while the change is being watched.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<Report>,
 }
 

@@ -11,6 +11,8 @@
 //! for reads and one for writes (`[daemon.limits]`); past it the answer is 429 with
 //! `Retry-After`. Refusals (403, 429) go on the audit trail counted per token and window
 //! (`daemon::refusals`), so a flood cannot fill the disk.
+//!
+//! Every request and answer is a type of `crate::api`, which the CLI shares.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -25,12 +27,15 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, Quota};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::engine::{judge, ChangeRequest, ChangeView, Engine, EngineError, ProposalRequest};
+use super::engine::{judge, Engine, EngineError};
 use super::owner::{self, Owner};
 use super::refusals::{Refusal, Refusals};
+use crate::api::{
+    Accepted, ChangeRecord, ChangeRequest, ChangeView, DecisionRequest, ErrorAnswer, PatternTrust,
+    PauseRequest, PauseState, ProposalRecord, ProposalRequest, ProposalView, Status,
+};
 use crate::config::Limits;
 use crate::display;
 use crate::gate::roles::{Action, Role};
@@ -241,12 +246,12 @@ fn note_refusal(api: &Api, role: &Role, what: Refusal) {
     }
 }
 
-/// An error as the API answers it: a status and a sentence.
+/// An error as the API answers it: a status and a sentence ([`ErrorAnswer`]).
 pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorAnswer { error: self.1 })).into_response()
     }
 }
 
@@ -256,11 +261,11 @@ fn too_many(role: &Role, wait_secs: u64, rate: &str) -> Response {
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, wait.to_string())],
-        Json(json!({
-            "error": format!(
+        Json(ErrorAnswer {
+            error: format!(
                 "too many requests: the {role} token may make {rate}; try again in {wait} s"
-            )
-        })),
+            ),
+        }),
     )
         .into_response()
 }
@@ -397,11 +402,22 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// An answer with `201 Created` and where the new thing is.
+type Created<T> = (StatusCode, [(header::HeaderName, String); 1], Json<T>);
+
+fn created<T>(location: String, answer: T) -> Created<T> {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(answer),
+    )
+}
+
 async fn create_change(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Created<ChangeView>, ApiError> {
     allow(&api, &role, Action::Notify)?;
     let request: ChangeRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
@@ -420,20 +436,14 @@ async fn create_change(
             .unwrap_or(ChangeView { record, live: None }))
     })
     .await?;
-    let location = format!("/v1/changes/{}", view.record.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(view),
-    )
-        .into_response())
+    Ok(created(format!("/v1/changes/{}", view.record.id), view))
 }
 
 async fn get_change(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<ChangeView>, ApiError> {
     allow(&api, &role, Action::Read)?;
     let live = {
         let id = id.clone();
@@ -442,7 +452,7 @@ async fn get_change(
     let wanted = id.clone();
     let record = api.reads.run(move |s| Ok(s.get_change(&wanted)?)).await?;
     match record {
-        Some(record) => Ok(Json(ChangeView { record, live }).into_response()),
+        Some(record) => Ok(Json(ChangeView { record, live })),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no change with id {:?}", display::line(&id)),
@@ -453,17 +463,17 @@ async fn get_change(
 async fn list_changes(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<Vec<ChangeRecord>>, ApiError> {
     allow(&api, &role, Action::Read)?;
     let recent = api.reads.run(|s| Ok(s.recent_changes(50)?)).await?;
-    Ok(Json(recent).into_response())
+    Ok(Json(recent))
 }
 
 async fn post_observations(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     allow(&api, &role, Action::Observe)?;
     // Each element is read as the JSON-lines reader reads a line; the first bad one refuses the
     // whole batch, so a partly applied batch never happens.
@@ -489,20 +499,21 @@ async fn post_observations(
     });
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "accepted": accepted.await? })),
-    )
-        .into_response())
+        Json(Accepted {
+            accepted: accepted.await?,
+        }),
+    ))
 }
 
 async fn status(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<Status>, ApiError> {
     allow(&api, &role, Action::Read)?;
     let now = (api.clock)();
     let live = in_memory(&api, move |e| e.live_status(now)).await?;
     let status = api.reads.run(move |s| live.complete(s)).await?;
-    Ok(Json(status).into_response())
+    Ok(Json(status))
 }
 
 async fn create_proposal(
@@ -539,45 +550,31 @@ async fn create_proposal(
             })??
     };
     let now = (api.clock)();
-    let record = with_engine(&api, move |e| e.propose(&role, &request, judged, now)).await?;
-    let location = format!("/v1/proposals/{}", record.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(record),
-    )
-        .into_response())
+    let record: ProposalRecord =
+        with_engine(&api, move |e| e.propose(&role, &request, judged, now)).await?;
+    Ok(created(format!("/v1/proposals/{}", record.id), record).into_response())
 }
 
 async fn list_proposals(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<Vec<ProposalRecord>>, ApiError> {
     allow(&api, &role, Action::Read)?;
     let list = api.reads.run(|s| Ok(s.recent_proposals(100)?)).await?;
-    Ok(Json(list).into_response())
+    Ok(Json(list))
 }
 
 async fn get_proposal(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<ProposalView>, ApiError> {
     allow(&api, &role, Action::Read)?;
     let view = api
         .reads
         .run(move |s| super::engine::proposal_view(s, &id))
         .await?;
-    Ok(Json(view).into_response())
-}
-
-/// A person's decision on a proposal: the diff's hash they decided on, and why.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DecisionRequest {
-    diff_sha256: String,
-    #[serde(default)]
-    why: Option<String>,
+    Ok(Json(view))
 }
 
 async fn decide(
@@ -586,7 +583,7 @@ async fn decide(
     id: String,
     body: Bytes,
     approve: bool,
-) -> Result<Response, ApiError> {
+) -> Result<Json<ProposalRecord>, ApiError> {
     allow(&api, &role, Action::Decide)?;
     let request: DecisionRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
@@ -624,7 +621,7 @@ async fn decide(
         )
     })
     .await?;
-    Ok(Json(record).into_response())
+    Ok(Json(record))
 }
 
 async fn approve_proposal(
@@ -632,7 +629,7 @@ async fn approve_proposal(
     Extension(role): Extension<Role>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Json<ProposalRecord>, ApiError> {
     decide(api, role, id, body, true).await
 }
 
@@ -641,21 +638,21 @@ async fn reject_proposal(
     Extension(role): Extension<Role>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Json<ProposalRecord>, ApiError> {
     decide(api, role, id, body, false).await
 }
 
 async fn trust(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<Vec<PatternTrust>>, ApiError> {
     allow(&api, &role, Action::Read)?;
     let rules = in_memory(&api, |e| e.trust_rules()).await?;
     let ledger = api
         .reads
         .run(move |s| super::engine::trust_ledger(s, &rules))
         .await?;
-    Ok(Json(ledger).into_response())
+    Ok(Json(ledger))
 }
 
 /// Text made safe inside HTML.
@@ -724,7 +721,8 @@ async fn link_page(State(api): State<Api>, Path(secret): Path<String>) -> Respon
         proposer = escape(&display::line(&p.proposer)),
         summary = escape(&display::line(&p.summary)),
         decision = escape(&p.decision),
-        risk = p.assessment["risk"]["score"],
+        risk = crate::api::assessment(p)
+            .map_or_else(|_| "not readable".to_owned(), |a| a.risk.score.to_string()),
         hash = escape(&grant.diff_hash),
         expires = escape(&crate::report::units::when(grant.expires_at)),
         patch = escape(&display::block(&view.patch)),
@@ -760,14 +758,12 @@ async fn use_link(State(api): State<Api>, Path(secret): Path<String>) -> Respons
     }
 }
 
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PauseRequest {
-    #[serde(default)]
-    why: Option<String>,
-}
-
-async fn switch(api: Api, role: Role, body: Bytes, paused: bool) -> Result<Response, ApiError> {
+async fn switch(
+    api: Api,
+    role: Role,
+    body: Bytes,
+    paused: bool,
+) -> Result<Json<PauseState>, ApiError> {
     allow(&api, &role, Action::Pause)?;
     let request: PauseRequest = if body.is_empty() {
         PauseRequest::default()
@@ -793,19 +789,18 @@ async fn switch(api: Api, role: Role, body: Bytes, paused: bool) -> Result<Respo
     let why = why.map(str::to_owned);
     let now = (api.clock)();
     let state = with_engine(&api, move |e| e.pause(&role, paused, why.as_deref(), now)).await?;
-    Ok(Json(json!({
-        "paused": state.is_some(),
-        "by": state.as_ref().map(|s| &s.0),
-        "why": state.as_ref().map(|s| &s.1),
+    Ok(Json(PauseState {
+        paused: state.is_some(),
+        by: state.as_ref().map(|s| s.0.clone()),
+        why: state.map(|s| s.1),
     }))
-    .into_response())
 }
 
 async fn pause(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Json<PauseState>, ApiError> {
     switch(api, role, body, true).await
 }
 
@@ -813,7 +808,7 @@ async fn resume(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Json<PauseState>, ApiError> {
     switch(api, role, body, false).await
 }
 
@@ -822,6 +817,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use axum::body::Body;
+    use serde_json::json;
     use tower::ServiceExt as _;
 
     const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -1119,33 +1115,53 @@ mod tests {
         (repo, base, patch)
     }
 
-    /// Adds an answer to the record of answers: its status and its shape (the small ones as
-    /// sent); notes its id.
-    fn record(
-        out: &mut String,
-        ids: &mut std::collections::HashMap<&'static str, String>,
-        name: &'static str,
-        status: StatusCode,
-        bytes: &Bytes,
-    ) {
-        let shown = if bytes.len() < 200 {
-            String::from_utf8_lossy(bytes).into_owned()
-        } else {
-            let mut text = String::new();
-            Shape::of(bytes).render(0, &mut text);
-            text
-        };
-        out.push_str(&format!("{name} -> {}\n{shown}\n\n", status.as_u16()));
-        let id = serde_json::from_slice::<serde_json::Value>(bytes).unwrap()["id"].clone();
-        if let Some(id) = id.as_str() {
-            ids.insert(name, id.to_owned());
+    /// The API's answers as [`every_answer_keeps_its_wire_form`] records them.
+    struct Wire {
+        api: Router,
+        out: String,
+    }
+
+    impl Wire {
+        /// Sends `name`'s method to `path` and records the answer: its status and its shape
+        /// (the small ones as sent). The answer must read as `T`, as the CLI reads it, and
+        /// write back as it was sent: the type holds every field, named and left out as on
+        /// the wire.
+        async fn call<T: serde::de::DeserializeOwned + serde::Serialize>(
+            &mut self,
+            name: &str,
+            path: &str,
+            token: Option<&str>,
+            body: &str,
+        ) -> T {
+            let method = name.split(' ').next().unwrap();
+            let (status, bytes) = send_raw(&self.api, method, path, token, body).await;
+            let shown = if bytes.len() < 200 {
+                String::from_utf8_lossy(&bytes).into_owned()
+            } else {
+                let mut text = String::new();
+                Shape::of(&bytes).render(0, &mut text);
+                text
+            };
+            self.out
+                .push_str(&format!("{name} -> {}\n{shown}\n\n", status.as_u16()));
+            let sent: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let read: T = crate::api::read(&sent, name).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                serde_json::to_value(&read).unwrap(),
+                sent,
+                "{name}: read and written back, the answer is not what was sent"
+            );
+            read
         }
     }
 
     /// Every answer the API gives, from a real engine with the gate, in the form it is sent:
-    /// its status line and its shape (or, for the small ones, its bytes), checked in.
+    /// its status line and its shape (or, for the small ones, its bytes), checked in; each
+    /// read back into its `api` type and written again unchanged. The requests are sent from
+    /// their `api` types, as the CLI sends them.
     #[tokio::test]
     async fn every_answer_keeps_its_wire_form() {
+        use crate::api::*;
         let dir = tempfile::tempdir().unwrap();
         let (repo, base, patch) = app_and_a_fix(dir.path());
         let policy = dir.path().join("policy.toml");
@@ -1165,204 +1181,143 @@ mod tests {
                  [daemon.gate]\npolicy_file = {policy:?}\n"
             ),
         );
-        let proposal = |patch: &str| {
-            serde_json::json!({
-                "pattern": "timeout-bump", "summary": "give checkout more time",
-                "base": base, "patch": patch, "tests_run": true,
-            })
-            .to_string()
+        fn json(request: &impl serde::Serialize) -> String {
+            serde_json::to_string(request).unwrap()
+        }
+        let proposal = |patch: &str| ProposalRequest {
+            pattern: "timeout-bump".into(),
+            summary: "give checkout more time".into(),
+            issue_url: None,
+            tests_run: true,
+            base: base.clone(),
+            commit: None,
+            patch: patch.into(),
+            kind: ChangeKind::Ai,
         };
-        let mut ids = std::collections::HashMap::<&str, String>::new();
-        let mut out = String::new();
-        let calls: Vec<(&'static str, &str, String, Option<&str>, String)> = vec![
-            (
-                "GET /v1/status (idle)",
-                "GET",
-                "/v1/status".into(),
-                Some(ADMIN),
-                "".into(),
-            ),
-            (
-                "POST /v1/observations",
-                "POST",
-                "/v1/observations".into(),
-                Some(ADMIN),
-                format!(
-                    "[{{\"ts\": {}, \"status\": 200, \"latency_ms\": 12.5, \"route\": \"/\"}},\
-                     {{\"ts\": {}, \"status\": 500}}]",
-                    T0 - 5.0,
-                    T0 - 4.0
-                ),
-            ),
-            (
-                "POST /v1/changes",
-                "POST",
-                "/v1/changes".into(),
-                Some(ADMIN),
-                r#"{"commit": "abc1234", "kind": "ai", "summary": "validate carts"}"#.into(),
-            ),
-        ];
-        for (name, method, path, token, body) in calls {
-            let (status, bytes) = send_raw(&api, method, &path, token, &body).await;
-            record(&mut out, &mut ids, name, status, &bytes);
-        }
-        let change = ids["POST /v1/changes"].clone();
-        let calls: Vec<(&'static str, &str, String, Option<&str>, String)> = vec![
-            (
-                "GET /v1/changes/ID",
-                "GET",
-                format!("/v1/changes/{change}"),
-                Some(ADMIN),
-                "".into(),
-            ),
-            (
-                "GET /v1/changes",
-                "GET",
-                "/v1/changes".into(),
-                Some(ADMIN),
-                "".into(),
-            ),
-            (
-                "GET /v1/status (watching)",
-                "GET",
-                "/v1/status".into(),
-                Some(ADMIN),
-                "".into(),
-            ),
-            (
-                "POST /v1/proposals",
-                "POST",
-                "/v1/proposals".into(),
-                Some(AGENT),
-                proposal(&patch),
-            ),
-            (
-                "POST /v1/proposals (a second)",
-                "POST",
-                "/v1/proposals".into(),
-                Some(AGENT),
-                proposal(&patch),
-            ),
-            (
-                "POST /v1/proposals (refused patch)",
-                "POST",
-                "/v1/proposals".into(),
-                Some(AGENT),
-                proposal("diff --git a/../x b/../x\n"),
-            ),
-            (
-                "GET /v1/proposals",
-                "GET",
-                "/v1/proposals".into(),
-                Some(ADMIN),
-                "".into(),
-            ),
-        ];
-        for (name, method, path, token, body) in calls {
-            let (status, bytes) = send_raw(&api, method, &path, token, &body).await;
-            record(&mut out, &mut ids, name, status, &bytes);
-        }
-        let (first, second) = (
-            ids["POST /v1/proposals"].clone(),
-            ids["POST /v1/proposals (a second)"].clone(),
+        let mut wire = Wire {
+            api,
+            out: String::new(),
+        };
+        let (admin, agent, alice) = (Some(ADMIN), Some(AGENT), Some(ALICE));
+
+        wire.call::<Status>("GET /v1/status (idle)", "/v1/status", admin, "")
+            .await;
+        let observations = format!(
+            "[{{\"ts\": {}, \"status\": 200, \"latency_ms\": 12.5, \"route\": \"/\"}},\
+             {{\"ts\": {}, \"status\": 500}}]",
+            T0 - 5.0,
+            T0 - 4.0
         );
-        let (_, view) = send(
-            &api,
-            "GET",
-            &format!("/v1/proposals/{first}"),
-            Some(ADMIN),
-            "",
+        wire.call::<Accepted>(
+            "POST /v1/observations",
+            "/v1/observations",
+            admin,
+            &observations,
         )
         .await;
-        let decision =
-            serde_json::json!({ "diff_sha256": view["diff_hash"], "why": "looks right" })
-                .to_string();
-        let calls: Vec<(&'static str, &str, String, Option<&str>, String)> = vec![
-            (
-                "GET /v1/proposals/ID",
-                "GET",
-                format!("/v1/proposals/{first}"),
-                Some(ADMIN),
-                "".into(),
-            ),
-            (
+        let notified = ChangeRequest {
+            commit: "abc1234".into(),
+            kind: ChangeKind::Ai,
+            pattern: None,
+            summary: Some("validate carts".into()),
+            proposal: None,
+            deploy_started_at: None,
+        };
+        let change: ChangeView = wire
+            .call("POST /v1/changes", "/v1/changes", admin, &json(&notified))
+            .await;
+        assert_eq!(change.record.state, ChangeState::Watching);
+        let path = format!("/v1/changes/{}", change.record.id);
+        wire.call::<ChangeView>("GET /v1/changes/ID", &path, admin, "")
+            .await;
+        wire.call::<Vec<ChangeRecord>>("GET /v1/changes", "/v1/changes", admin, "")
+            .await;
+        wire.call::<Status>("GET /v1/status (watching)", "/v1/status", admin, "")
+            .await;
+
+        let first: ProposalRecord = wire
+            .call(
+                "POST /v1/proposals",
+                "/v1/proposals",
+                agent,
+                &json(&proposal(&patch)),
+            )
+            .await;
+        let facts = assessment(&first).unwrap().facts;
+        assert_eq!((facts.files, facts.lines_added), (1, 1));
+        let second: ProposalRecord = wire
+            .call(
+                "POST /v1/proposals (a second)",
+                "/v1/proposals",
+                agent,
+                &json(&proposal(&patch)),
+            )
+            .await;
+        let refused: ProposalRecord = wire
+            .call(
+                "POST /v1/proposals (refused patch)",
+                "/v1/proposals",
+                agent,
+                &json(&proposal("diff --git a/../x b/../x\n")),
+            )
+            .await;
+        assert_eq!(assessment(&refused).unwrap().facts, DiffFacts::default());
+        wire.call::<Vec<ProposalRecord>>("GET /v1/proposals", "/v1/proposals", admin, "")
+            .await;
+        let path = format!("/v1/proposals/{}", first.id);
+        let view: ProposalView = wire.call("GET /v1/proposals/ID", &path, admin, "").await;
+        assert_eq!(view.patch, patch);
+        let decision = DecisionRequest {
+            diff_sha256: view.record.diff_hash,
+            why: Some("looks right".into()),
+        };
+        let path = format!("/v1/proposals/{}/approve", first.id);
+        let approved: ProposalRecord = wire
+            .call(
                 "POST /v1/proposals/ID/approve",
-                "POST",
-                format!("/v1/proposals/{first}/approve"),
-                Some(ALICE),
-                decision.clone(),
-            ),
-            (
-                "POST /v1/proposals/ID/reject",
-                "POST",
-                format!("/v1/proposals/{second}/reject"),
-                Some(ALICE),
-                decision,
-            ),
-            (
-                "GET /v1/trust",
-                "GET",
-                "/v1/trust".into(),
-                Some(ADMIN),
-                "".into(),
-            ),
-            (
-                "POST /v1/pause",
-                "POST",
-                "/v1/pause".into(),
-                Some(ADMIN),
-                r#"{"why": "freeze"}"#.into(),
-            ),
-            (
-                "GET /v1/status (paused)",
-                "GET",
-                "/v1/status".into(),
-                Some(ADMIN),
-                "".into(),
-            ),
-            (
-                "POST /v1/resume",
-                "POST",
-                "/v1/resume".into(),
-                Some(ADMIN),
-                "".into(),
-            ),
-            (
-                "POST /v1/changes (bad)",
-                "POST",
-                "/v1/changes".into(),
-                Some(ADMIN),
-                r#"{"knd": "ai"}"#.into(),
-            ),
-            (
-                "GET /v1/status (no token)",
-                "GET",
-                "/v1/status".into(),
-                None,
-                "".into(),
-            ),
-            (
-                "POST /v1/changes (agent)",
-                "POST",
-                "/v1/changes".into(),
-                Some(AGENT),
-                "{}".into(),
-            ),
-            (
-                "GET /v1/nothing",
-                "GET",
-                "/v1/nothing".into(),
-                Some(ADMIN),
-                "".into(),
-            ),
-        ];
-        for (name, method, path, token, body) in calls {
-            let (status, bytes) = send_raw(&api, method, &path, token, &body).await;
-            record(&mut out, &mut ids, name, status, &bytes);
-        }
+                &path,
+                alice,
+                &json(&decision),
+            )
+            .await;
+        assert_eq!(approved.state, ProposalState::Approved);
+        let path = format!("/v1/proposals/{}/reject", second.id);
+        wire.call::<ProposalRecord>(
+            "POST /v1/proposals/ID/reject",
+            &path,
+            alice,
+            &json(&decision),
+        )
+        .await;
+        wire.call::<Vec<PatternTrust>>("GET /v1/trust", "/v1/trust", admin, "")
+            .await;
+
+        let why = PauseRequest {
+            why: Some("freeze".into()),
+        };
+        wire.call::<PauseState>("POST /v1/pause", "/v1/pause", admin, &json(&why))
+            .await;
+        wire.call::<Status>("GET /v1/status (paused)", "/v1/status", admin, "")
+            .await;
+        wire.call::<PauseState>("POST /v1/resume", "/v1/resume", admin, "")
+            .await;
+
+        wire.call::<ErrorAnswer>(
+            "POST /v1/changes (bad)",
+            "/v1/changes",
+            admin,
+            r#"{"knd": "ai"}"#,
+        )
+        .await;
+        wire.call::<ErrorAnswer>("GET /v1/status (no token)", "/v1/status", None, "")
+            .await;
+        wire.call::<ErrorAnswer>("POST /v1/changes (agent)", "/v1/changes", agent, "{}")
+            .await;
+        wire.call::<ErrorAnswer>("GET /v1/nothing", "/v1/nothing", admin, "")
+            .await;
         expect_test::expect_file![
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/expected/api_wire.txt")
         ]
-        .assert_eq(&out);
+        .assert_eq(&wire.out);
     }
 }

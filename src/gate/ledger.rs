@@ -8,7 +8,7 @@
 //! (`Store::ledger_tally`), at a cost that does not grow with the number of proposals.
 //! [`standing`] turns tallies into the ledger; the store's tests check both ways agree.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The fix patterns an agent can claim. `other` is never checked against the diff, so it is
 /// never trusted to deploy alone.
@@ -144,15 +144,25 @@ pub struct Entry {
 }
 
 /// Whether a pattern may deploy without a person.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     NeedsApproval,
     Auto,
 }
 
-/// One pattern's record and where it stands.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+impl Level {
+    /// The name the JSON gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::NeedsApproval => "needs_approval",
+            Level::Auto => "auto",
+        }
+    }
+}
+
+/// One pattern's record and where it stands: the API's `GET /v1/trust` answers a list of these.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PatternTrust {
     pub pattern: String,
     pub level: Level,

@@ -107,8 +107,8 @@ pub struct NewProposal {
     pub state: ProposalState,
 }
 
-/// A stored proposal.
-#[derive(Clone, Debug, Serialize)]
+/// A stored proposal, and as the API sends it (`api`: the CLI reads it back).
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ProposalRecord {
     pub id: String,
     pub created_at: f64,
@@ -125,6 +125,8 @@ pub struct ProposalRecord {
     /// The tree judged: what is deployed, or nothing is.
     pub tree_sha: Option<String>,
     pub decision: String,
+    /// The policy's assessment as stored: `trust::Assessment` and the policy's hash, or the
+    /// refusal of a patch git never read. Sent as stored; `api::assessment` reads it.
     pub assessment: Value,
     pub shadow: bool,
     pub state: ProposalState,
@@ -137,7 +139,8 @@ pub struct ProposalRecord {
     /// Where the change it became stands now (`healthy`, `rolled_back`, ...).
     pub change_state: Option<String>,
     pub note: Option<String>,
-    /// The patch itself is not shown in listings; `patch` fetches it.
+    /// The patch itself is not shown in listings; `patch` fetches it (and an answer read back
+    /// has none: `ProposalView::patch` carries it).
     #[serde(skip)]
     pub patch: String,
 }

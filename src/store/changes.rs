@@ -29,8 +29,8 @@ pub struct NewChange {
     pub landed_at: f64,
 }
 
-/// A change as stored.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// A change as stored, and as the API sends it (`api`: the CLI reads it back).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeRecord {
     pub id: String,
     pub commit: String,

@@ -97,7 +97,7 @@ impl Decision {
 }
 
 /// What a rule hit does to the decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     Deny,
@@ -105,7 +105,7 @@ pub enum Effect {
 }
 
 /// One rule that fired, and what it names.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleHit {
     /// `paths.deny`, `paths.allow`, `paths.symlink`, `limits.max_files`, `limits.max_lines`,
     /// `content.new_dependencies`, `content.schema_changes`, `pattern_mismatch`,
@@ -117,17 +117,22 @@ pub struct RuleHit {
     pub message: String,
 }
 
-/// The gate's judgement, stored as JSON with the proposal and shown to the approver.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The gate's judgement, stored as JSON with the proposal and shown to the approver; read
+/// back (`api::assessment`) from what any version stored: a patch refused before git read it
+/// has no facts (`{}`) and no trees, and assessments stored before trees were judged have none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Assessment {
     pub decision: Decision,
     pub rules: Vec<RuleHit>,
     pub risk: Risk,
     pub pattern_check: PatternCheck,
     /// The numbers of the whole change as git made it (see `TreeChange::canonical`).
+    #[serde(default)]
     pub facts: DiffFacts,
     /// The base's tree and the tree judged: the one deployed, or nothing is.
+    #[serde(default)]
     pub base_tree: String,
+    #[serde(default)]
     pub tree: String,
 }
 

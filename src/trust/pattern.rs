@@ -54,7 +54,7 @@ impl std::fmt::Display for Pattern {
 }
 
 /// The verdict on a claimed pattern.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum PatternCheck {
     /// The diff is what the pattern says.

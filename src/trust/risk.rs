@@ -20,13 +20,13 @@
 //! A small, trusted-pattern change to an ordinary path, with tests, on a quiet hour and a
 //! healthy budget scores near 0; a change to checkout (weight 40) needs a person on its own.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::diff::DiffFacts;
 use super::pattern::Pattern;
 
 /// One named part of the score.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Factor {
     pub name: String,
     pub points: i32,
@@ -34,7 +34,7 @@ pub struct Factor {
 }
 
 /// The score and how it came about.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Risk {
     /// The sum of the factors' points, clamped to 0..=100.
     pub score: u32,

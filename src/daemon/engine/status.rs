@@ -2,7 +2,7 @@
 //! memory, copied on its owner's thread in microseconds, and the half read from the database
 //! on a connection of the reader's own.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ChangeView, Engine, EngineError, Phase, SourceView};
 use crate::core::Report;
@@ -10,13 +10,13 @@ use crate::store::{ChangeRecord, Store};
 use crate::tail::TailStatus;
 
 /// What `guardian status` shows of a log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SourceStatus {
     pub name: String,
     #[serde(flatten)]
     pub tail: TailStatus,
     pub bad_lines: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_bad_line: Option<String>,
     /// When lines last arrived (unix seconds), and how long ago.
     pub last_read_at: Option<f64>,
@@ -24,7 +24,7 @@ pub struct SourceStatus {
 }
 
 /// What `guardian status` shows of a Prometheus target.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ScrapeStatus {
     pub name: String,
     pub url: String,
@@ -36,8 +36,8 @@ pub struct ScrapeStatus {
     pub failures: u64,
 }
 
-/// What `guardian status` shows.
-#[derive(Debug, Serialize)]
+/// What `guardian status` shows: the answer to `GET /v1/status`.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
     pub service: String,
     pub now: f64,

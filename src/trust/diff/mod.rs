@@ -40,7 +40,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 mod binary;
 mod header;
@@ -144,8 +144,10 @@ pub struct Diff {
     pub commits: usize,
 }
 
-/// The numbers the policy and the person reading the assessment care about.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// The numbers the policy and the person reading the assessment care about. Read back, a
+/// field missing is its default: a refused patch's assessment stores none of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DiffFacts {
     /// Every path touched, old and new, sorted and distinct.
     pub paths: Vec<String>,

@@ -17,7 +17,7 @@ use mail::{first_line, proposal_text};
 pub use never::host_never_list;
 pub use request::{one_line, ProposalRequest};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -32,7 +32,7 @@ use crate::trust::{self, Decision, Pattern, Policy};
 const RECENT_SECS: f64 = 86_400.0;
 
 /// A proposal with its diff, for a person deciding on it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ProposalView {
     #[serde(flatten)]
     pub record: ProposalRecord,
