@@ -1,14 +1,19 @@
-//! The trust gate's commands: `propose`, `proposals`, `approve`, `reject`, `trust`. Thin
-//! clients of the daemon's API; which of them a caller may use is decided by the token it
-//! presents, never here.
+//! The trust gate's commands: `propose`, `proposals`, `approve`, `reject`, `trust`, `pause`,
+//! `resume`. Thin clients of the daemon's API: requests are sent from their `api` types and
+//! answers read into theirs (an answer that does not read says which part, and the command
+//! fails); which of them a caller may use is decided by the token it presents, never here.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use serde_json::{json, Value};
+use guardian::api::{
+    self, DecisionRequest, DiffFacts, Effect, PatternTrust, PauseRequest, PauseState,
+    ProposalRecord, ProposalRequest, ProposalState, ProposalView, UnreadableAnswer,
+};
+use guardian::trust::Decision;
 
-use crate::{api_target, call, ApiArgs, EXIT_BAD_INPUT};
+use crate::{api_target, get, post, ApiArgs, EXIT_BAD_INPUT};
 
 /// `guardian propose` exits with this when the policy denied the proposal.
 const EXIT_DENIED: u8 = 1;
@@ -110,30 +115,28 @@ pub fn propose(args: &ProposeArgs) -> Result<u8> {
         eprintln!("guardian: {base}..{commit} changes nothing; there is nothing to propose");
         return Ok(EXIT_BAD_INPUT);
     }
-    let body = json!({
-        "pattern": args.pattern,
-        "summary": args.summary,
-        "issue_url": args.issue,
-        "tests_run": args.tests_run,
-        "base": base,
-        "commit": commit,
-        "patch": patch,
-        "kind": args.kind,
-    });
-    let answer = match call(
-        ureq::post(&format!("{base_url}/v1/proposals")),
-        &token,
-        Some(&body),
-    ) {
+    let request = ProposalRequest {
+        pattern: args.pattern.clone(),
+        summary: args.summary.clone(),
+        issue_url: args.issue.clone(),
+        tests_run: args.tests_run,
+        base,
+        commit: Some(commit),
+        patch,
+        kind: args.kind.parse().map_err(anyhow::Error::msg)?,
+    };
+    let answer = match post(&format!("{base_url}/v1/proposals"), &token, &request) {
         Ok(v) => v,
         Err(e) => return refused(e),
     };
     if args.json {
         outln!("{answer}");
-    } else {
-        out!("{}", render_proposal(&answer));
     }
-    Ok(if answer["decision"] == "deny" {
+    let proposal: ProposalRecord = api::read(&answer, "proposal")?;
+    if !args.json {
+        out!("{}", render_proposal(&proposal)?);
+    }
+    Ok(if proposal.decision == Decision::Deny.as_str() {
         EXIT_DENIED
     } else {
         0
@@ -163,36 +166,48 @@ pub fn proposals(args: &ProposalsArgs) -> Result<u8> {
         Some(id) => format!("{base}/v1/proposals/{id}"),
         None => format!("{base}/v1/proposals"),
     };
-    let answer = match call(ureq::get(&url), &token, None) {
+    let answer = match get(&url, &token) {
         Ok(v) => v,
         Err(e) => return refused(e),
     };
     if args.json {
         outln!("{answer}");
     } else if args.id.is_some() {
-        out!("{}", render_proposal(&answer));
-        if let Some(patch) = answer["patch"].as_str() {
-            outln!("\n{}", guardian::display::block(patch));
-        }
+        let view: ProposalView = api::read(&answer, "proposal")?;
+        out!("{}", render_proposal(&view.record)?);
+        outln!("\n{}", guardian::display::block(&view.patch));
     } else {
-        let list = answer.as_array().cloned().unwrap_or_default();
+        let list: Vec<ProposalRecord> = api::read(&answer, "proposals")?;
         if list.is_empty() {
             outln!("no proposals yet");
         }
+        // One proposal whose assessment does not read (a damaged row) does not hide the
+        // others: its risk is left blank and what did not read is said after the list.
+        let mut unreadable = Vec::new();
         for p in &list {
-            let state = match p["change_state"].as_str() {
-                Some(_) => format!("{} ({})", text(&p["state"]), text(&p["change_state"])),
-                None => text(&p["state"]),
+            let state = match &p.change_state {
+                Some(change) => format!("{} ({})", p.state, text(change)),
+                None => p.state.to_string(),
+            };
+            let risk = match api::assessment(p) {
+                Ok(a) => a.risk.score.to_string(),
+                Err(e) => {
+                    unreadable.push(e);
+                    "-".to_owned()
+                }
             };
             outln!(
                 "{}  {:<24} {:<15} {:<16} risk {:>3}  {}",
-                text(&p["id"]),
+                text(&p.id),
                 state,
-                text(&p["decision"]),
-                text(&p["pattern"]),
-                p["assessment"]["risk"]["score"].as_u64().unwrap_or(0),
-                text(&p["summary"])
+                text(&p.decision),
+                text(&p.pattern),
+                risk,
+                text(&p.summary)
             );
+        }
+        for e in unreadable {
+            eprintln!("guardian: {e}");
         }
     }
     Ok(0)
@@ -211,36 +226,42 @@ pub fn decide(args: &DecideArgs, approve: bool) -> Result<u8> {
     let diff = match &args.diff {
         Some(d) => d.clone(),
         None => {
-            let p = match call(
-                ureq::get(&format!("{base}/v1/proposals/{}", args.id)),
-                &token,
-                None,
-            ) {
+            let answer = match get(&format!("{base}/v1/proposals/{}", args.id), &token) {
                 Ok(v) => v,
                 Err(e) => return refused(e),
             };
-            out!("{}", render_proposal(&p));
-            text(&p["diff_hash"])
+            let view: ProposalView = api::read(&answer, "proposal")?;
+            out!("{}", render_proposal(&view.record)?);
+            text(&view.record.diff_hash)
         }
     };
     let verb = if approve { "approve" } else { "reject" };
-    let answer = match call(
-        ureq::post(&format!("{base}/v1/proposals/{}/{verb}", args.id)),
+    let request = DecisionRequest {
+        diff_sha256: diff.clone(),
+        why: args.why.clone(),
+    };
+    let answer = match post(
+        &format!("{base}/v1/proposals/{}/{verb}", args.id),
         &token,
-        Some(&json!({ "diff_sha256": diff, "why": args.why })),
+        &request,
     ) {
         Ok(v) => v,
         Err(e) => return refused(e),
     };
+    let decided: ProposalRecord = api::read(&answer, "proposal")?;
     outln!(
-        "{}: {} by {} (diff sha256 {}){}",
-        text(&answer["id"]),
+        "{}: {}{} (diff sha256 {}){}",
+        text(&decided.id),
         if approve { "approved" } else { "rejected" },
-        text(&answer["decided_by"]),
+        decided
+            .decided_by
+            .as_deref()
+            .map(|who| format!(" by {}", text(who)))
+            .unwrap_or_default(),
         diff,
-        match text(&answer["state"]).as_str() {
-            "shadow" => "; shadow mode: guardian will not deploy it",
-            "approved" => "; guardian deploys it next",
+        match decided.state {
+            ProposalState::Shadow => "; shadow mode: guardian will not deploy it",
+            ProposalState::Approved => "; guardian deploys it next",
             _ => "",
         }
     );
@@ -249,7 +270,7 @@ pub fn decide(args: &DecideArgs, approve: bool) -> Result<u8> {
 
 pub fn trust(args: &TrustArgs) -> Result<u8> {
     let (base, token) = api_target(&args.api)?;
-    let answer = match call(ureq::get(&format!("{base}/v1/trust")), &token, None) {
+    let answer = match get(&format!("{base}/v1/trust"), &token) {
         Ok(v) => v,
         Err(e) => return refused(e),
     };
@@ -257,6 +278,7 @@ pub fn trust(args: &TrustArgs) -> Result<u8> {
         outln!("{answer}");
         return Ok(0);
     }
+    let ledger: Vec<PatternTrust> = api::read(&answer, "trust ledger")?;
     outln!(
         "{:<18} {:<15} {:>9} {:>8} {:>8} {:>7} {:>9}  why",
         "pattern",
@@ -267,75 +289,75 @@ pub fn trust(args: &TrustArgs) -> Result<u8> {
         "healthy",
         "rollbacks"
     );
-    for t in answer.as_array().cloned().unwrap_or_default() {
-        let n = |key: &str| t[key].as_u64().unwrap_or(0);
+    for t in &ledger {
         outln!(
             "{:<18} {:<15} {:>9} {:>8} {:>8} {:>7} {:>9}  {}",
-            text(&t["pattern"]),
-            text(&t["level"]),
-            n("proposals"),
-            n("approved"),
-            n("deployed"),
-            n("healthy"),
-            n("rollbacks"),
-            text(&t["why"])
+            text(&t.pattern),
+            t.level.as_str(),
+            t.proposals,
+            t.approved,
+            t.deployed,
+            t.healthy,
+            t.rollbacks,
+            text(&t.why)
         );
     }
     Ok(0)
 }
 
-/// A value from the daemon as one line a person can trust: strings come from outside (the
+/// Text from the daemon as one line a person can trust: strings come from outside (the
 /// agent's summary, git's messages), so control and invisible characters are shown escaped.
-fn text(v: &Value) -> String {
-    let raw = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-    guardian::display::line(&raw).into_owned()
+fn text(raw: &str) -> String {
+    guardian::display::line(raw).into_owned()
 }
 
-/// A proposal for a person: the decision first, then why, then what the diff does.
-fn render_proposal(p: &Value) -> String {
+/// A proposal for a person: the decision first, then why, then what the diff does (a patch
+/// refused before git read it has no numbers, and no line for them).
+fn render_proposal(p: &ProposalRecord) -> Result<String, UnreadableAnswer> {
+    let a = api::assessment(p)?;
     let mut out = format!(
         "{}: {} ({}){}\n  pattern {} by {}: {}\n  diff sha256 {}\n",
-        text(&p["id"]),
-        text(&p["decision"]),
-        text(&p["state"]),
-        if p["shadow"] == true {
+        text(&p.id),
+        text(&p.decision),
+        p.state,
+        if p.shadow {
             " [shadow mode: nothing is deployed]"
         } else {
             ""
         },
-        text(&p["pattern"]),
-        text(&p["proposer"]),
-        text(&p["summary"]),
-        text(&p["diff_hash"]),
+        text(&p.pattern),
+        text(&p.proposer),
+        text(&p.summary),
+        text(&p.diff_hash),
     );
-    let a = &p["assessment"];
-    for rule in a["rules"].as_array().cloned().unwrap_or_default() {
+    for rule in &a.rules {
         out.push_str(&format!(
             "  {} {}: {}\n",
-            if rule["effect"] == "deny" {
+            if rule.effect == Effect::Deny {
                 "DENY"
             } else {
                 "needs approval"
             },
-            text(&rule["rule"]),
-            text(&rule["message"])
+            text(&rule.rule),
+            text(&rule.message)
         ));
     }
-    out.push_str(&format!("  risk {}/100\n", a["risk"]["score"]));
-    for f in a["risk"]["factors"].as_array().cloned().unwrap_or_default() {
+    out.push_str(&format!("  risk {}/100\n", a.risk.score));
+    for f in &a.risk.factors {
         out.push_str(&format!(
             "    {:>+4}  {}: {}\n",
-            f["points"].as_i64().unwrap_or(0),
-            text(&f["name"]),
-            text(&f["why"])
+            f.points,
+            text(&f.name),
+            text(&f.why)
         ));
     }
-    let facts = &a["facts"];
-    out.push_str(&format!(
-        "  diff: {} file(s), +{} -{}\n",
-        facts["files"], facts["lines_added"], facts["lines_removed"]
-    ));
-    out
+    if a.facts != DiffFacts::default() {
+        out.push_str(&format!(
+            "  diff: {} file(s), +{} -{}\n",
+            a.facts.files, a.facts.lines_added, a.facts.lines_removed
+        ));
+    }
+    Ok(out)
 }
 
 #[derive(Args)]
@@ -355,19 +377,19 @@ pub struct PauseArgs {
 pub fn pause(args: &PauseArgs, paused: bool) -> Result<u8> {
     let (base, token) = api_target(&args.api)?;
     let path = if paused { "pause" } else { "resume" };
-    let answer = match call(
-        ureq::post(&format!("{base}/v1/{path}")),
-        &token,
-        Some(&json!({ "why": args.why })),
-    ) {
+    let request = PauseRequest {
+        why: args.why.clone(),
+    };
+    let answer = match post(&format!("{base}/v1/{path}"), &token, &request) {
         Ok(v) => v,
         Err(e) => return refused(e),
     };
-    if answer["paused"] == true {
+    let state: PauseState = api::read(&answer, "pause switch")?;
+    if state.paused {
         outln!(
             "deploys of proposals are paused by {}: {}",
-            text(&answer["by"]),
-            text(&answer["why"])
+            text(state.by.as_deref().unwrap_or_default()),
+            text(state.why.as_deref().unwrap_or_default())
         );
     } else {
         outln!("deploys of proposals resume");

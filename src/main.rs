@@ -26,6 +26,7 @@ macro_rules! outln {
 
 mod gate_cli;
 
+use guardian::api;
 use guardian::config::Config;
 use guardian::core::Verdict;
 use guardian::input::Format;
@@ -609,19 +610,30 @@ fn api_target(args: &ApiArgs) -> Result<(String, String)> {
     Ok((base, token))
 }
 
-/// Calls the API; an HTTP error answer is shown with the daemon's own message.
-fn call(
-    request: ureq::Request,
+/// Asks the daemon for `url`. The answer as sent (what `--json` prints), to be read into its
+/// `api` type with `api::read`; an error answer is shown with the daemon's own message.
+fn get(url: &str, token: &str) -> std::result::Result<serde_json::Value, (u8, String)> {
+    answer(authorized(ureq::get(url), token).call())
+}
+
+/// Sends `body`, an `api` request, to `url`; the answer as [`get`]'s.
+fn post(
+    url: &str,
     token: &str,
-    body: Option<&serde_json::Value>,
+    body: &impl serde::Serialize,
 ) -> std::result::Result<serde_json::Value, (u8, String)> {
-    let request = request
+    answer(authorized(ureq::post(url), token).send_json(body))
+}
+
+fn authorized(request: ureq::Request, token: &str) -> ureq::Request {
+    request
         .set("Authorization", &format!("Bearer {token}"))
-        .timeout(std::time::Duration::from_secs(10));
-    let response = match body {
-        Some(b) => request.send_json(b.clone()),
-        None => request.call(),
-    };
+        .timeout(std::time::Duration::from_secs(10))
+}
+
+fn answer(
+    response: std::result::Result<ureq::Response, ureq::Error>,
+) -> std::result::Result<serde_json::Value, (u8, String)> {
     match response {
         Ok(r) => r.into_json().map_err(|e| {
             (
@@ -631,9 +643,8 @@ fn call(
         }),
         Err(ureq::Error::Status(code, r)) => {
             let message = r
-                .into_json::<serde_json::Value>()
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .into_json::<api::ErrorAnswer>()
+                .map(|answer| answer.error)
                 .unwrap_or_default();
             let exit = if code < 500 {
                 EXIT_BAD_INPUT
@@ -654,26 +665,29 @@ fn call(
 
 fn run_notify(args: &NotifyArgs) -> Result<u8> {
     let (base, token) = api_target(&args.api)?;
-    let body = serde_json::json!({
-        "commit": args.commit,
-        "kind": args.kind,
-        "pattern": args.pattern,
-        "summary": args.summary,
-        "proposal": args.proposal,
-        "deploy_started_at": args.deploy_started_at,
-    });
-    match call(
-        ureq::post(&format!("{base}/v1/changes")),
-        &token,
-        Some(&body),
-    ) {
+    let request = api::ChangeRequest {
+        commit: args.commit.clone(),
+        kind: args.kind.parse().map_err(anyhow::Error::msg)?,
+        pattern: args.pattern.clone(),
+        summary: args.summary.clone(),
+        proposal: args.proposal.clone(),
+        deploy_started_at: args.deploy_started_at,
+    };
+    match post(&format!("{base}/v1/changes"), &token, &request) {
         Ok(v) => {
+            // The change is notified whatever follows: an answer that cannot be read is said,
+            // not turned into a failure a script would retry.
+            let change = match api::read::<api::ChangeRecord>(&v, "change") {
+                Ok(change) => change,
+                Err(e) => {
+                    eprintln!("guardian: {e}");
+                    return Ok(0);
+                }
+            };
             // The id alone on stdout, for scripts; what it is judged against on stderr.
-            outln!("{}", v["id"].as_str().unwrap_or_default());
-            // The change is notified whatever follows: a baseline that cannot be shown is
-            // said, not turned into a failure a script would retry.
-            match guardian::report::status::notified(&v) {
-                Ok(baseline) => eprint!("{baseline}"),
+            outln!("{}", change.id);
+            match api::read::<api::ChangeView>(&v, "change") {
+                Ok(view) => eprint!("{}", guardian::report::status::notified(&view)),
                 Err(e) => eprintln!("guardian: {e}"),
             }
             Ok(0)
@@ -687,7 +701,7 @@ fn run_notify(args: &NotifyArgs) -> Result<u8> {
 
 fn run_status(args: &StatusArgs) -> Result<u8> {
     let (base, token) = api_target(&args.api)?;
-    let status = match call(ureq::get(&format!("{base}/v1/status")), &token, None) {
+    let status = match get(&format!("{base}/v1/status"), &token) {
         Ok(v) => v,
         Err((code, message)) => {
             eprintln!("guardian: {message}");
@@ -697,7 +711,8 @@ fn run_status(args: &StatusArgs) -> Result<u8> {
     if args.json {
         outln!("{status}");
     } else {
-        out!("{}", guardian::report::status::status(&status)?);
+        let status: api::Status = api::read(&status, "status")?;
+        out!("{}", guardian::report::status::status(&status));
     }
     Ok(0)
 }

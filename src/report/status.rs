@@ -1,45 +1,25 @@
 //! `guardian status` and `guardian notify` for a person: what is watched and how it is going,
 //! the baseline a change is (or would be) judged against, what was decided lately, how the
-//! logs, scrapes and emails are doing. Pure: the daemon's JSON answer in, text out.
-//!
-//! The evidence in the answer (`watching.live`, the `live` of a notified change) is the core's
-//! `Report`, and `baseline_now` its `BaselinePreview`: both are read into their types. The
-//! rest of the answer is read by key, each string shown through `display`.
+//! logs, scrapes and emails are doing. Pure: the daemon's answer, read into its `api` type
+//! (`api::read`, which says which part of an answer does not read), in; text out. Every
+//! string in it is shown through `display`.
 
 use std::fmt::Write as _;
 
-use serde::de::DeserializeOwned;
-use serde::Deserialize as _;
-use serde_json::Value;
-
 use super::evidence;
 use super::units::{count, duration, evalue};
+use crate::api::{ChangeState, ChangeView, Status};
 use crate::core::{BaselinePreview, BaselineWindow, DeployWindow, Report, RouteBaseline};
 use crate::display;
 
-/// A part of the daemon's answer that does not read as the type this guardian expects (a
-/// daemon of another version).
-#[derive(Debug, thiserror::Error)]
-#[error("the daemon's {part} cannot be read: {error}")]
-pub struct UnreadableAnswer {
-    part: &'static str,
-    error: serde_json::Error,
-}
-
-/// `value` read as `T`; `None` when it is absent or null.
-fn part<T: DeserializeOwned>(
-    value: &Value,
-    part: &'static str,
-) -> Result<Option<T>, UnreadableAnswer> {
-    Option::<T>::deserialize(value).map_err(|error| UnreadableAnswer { part, error })
-}
-
 /// The evidence of a change just notified (the `live` of the daemon's answer): the baseline it
 /// is judged against. Empty when the answer has none.
-pub fn notified(answer: &Value) -> Result<String, UnreadableAnswer> {
-    Ok(part::<Report>(&answer["live"], "report")?
-        .map(|r| report_baseline(&r))
-        .unwrap_or_default())
+pub fn notified(change: &ChangeView) -> String {
+    change
+        .live
+        .as_ref()
+        .map(report_baseline)
+        .unwrap_or_default()
 }
 
 /// The baseline of a report: how much known-good time, how many requests per route, what was
@@ -108,35 +88,36 @@ fn baseline(
 }
 
 /// The status for a person: what is watched, what was decided, how the logs are read.
-pub fn status(s: &Value) -> Result<String, UnreadableAnswer> {
+pub fn status(s: &Status) -> String {
     // Every string in the status may come from outside (a summary, a note with git's output,
     // a bad log line, a scrape error): shown as one visible line each.
-    let t = |v: &Value| display::line(v.as_str().unwrap_or("?")).into_owned();
+    let t = |text: &str| display::line(text).into_owned();
     let mut out = String::new();
-    let now = s["now"].as_f64().unwrap_or(0.0);
-    let _ = writeln!(out, "service {}", t(&s["service"]));
-    match s.get("watching").filter(|w| !w.is_null()) {
+    let now = s.now;
+    let _ = writeln!(out, "service {}", t(&s.service));
+    match &s.watching {
         Some(w) => {
-            let live = part::<Report>(&w["live"], "report")?;
+            let c = &w.record;
+            let verifying = c.state == ChangeState::Verifying;
             // A recovery check counts from its own start, not the change's.
-            let started = match w["state"].as_str() {
-                Some("verifying") => live.as_ref().map(|r| r.change_at),
-                _ => None,
+            let started = match (verifying, &w.live) {
+                (true, Some(r)) => r.change_at,
+                _ => c.landed_at,
             };
-            let since = now - started.or(w["landed_at"].as_f64()).unwrap_or(now);
-            let doing = match w["state"].as_str() {
-                Some("verifying") => "checking the recovery after rolling back",
-                _ => "watching",
+            let doing = if verifying {
+                "checking the recovery after rolling back"
+            } else {
+                "watching"
             };
             let _ = writeln!(
                 out,
                 "{doing} {} (commit {}, {}) for {:.0} s",
-                t(&w["id"]),
-                t(&w["commit"]),
-                t(&w["kind"]),
-                since
+                t(&c.id),
+                t(&c.commit),
+                c.kind,
+                now - started
             );
-            if let Some(live) = &live {
+            if let Some(live) = &w.live {
                 out.push_str(&report_baseline(live));
                 for sig in &live.signals {
                     let _ = writeln!(
@@ -154,25 +135,25 @@ pub fn status(s: &Value) -> Result<String, UnreadableAnswer> {
                 out,
                 "no change being watched; a change notified now gets this"
             );
-            if let Some(preview) = part::<BaselinePreview>(&s["baseline_now"], "baseline")? {
-                out.push_str(&preview_baseline(&preview));
+            if let Some(preview) = &s.baseline_now {
+                out.push_str(&preview_baseline(preview));
             }
         }
     }
-    if let Some(p) = s["deploys_paused"].as_array() {
+    if let Some((by, why, _since)) = &s.deploys_paused {
         let _ = writeln!(
             out,
             "DEPLOYS OF PROPOSALS ARE PAUSED by {}: {} (guardian resume lets them go)",
-            display::line(p.first().and_then(|v| v.as_str()).unwrap_or("?")),
-            display::line(p.get(1).and_then(|v| v.as_str()).unwrap_or(""))
+            t(by),
+            t(why)
         );
     }
-    if let Some(id) = s["deploying"].as_str() {
-        let _ = writeln!(out, "deploying proposal {}", display::line(id));
+    if let Some(id) = &s.deploying {
+        let _ = writeln!(out, "deploying proposal {}", t(id));
     }
-    match s["proposals_waiting"].as_u64() {
-        Some(0) | None => {}
-        Some(n) => {
+    match s.proposals_waiting {
+        0 => {}
+        n => {
             let _ = writeln!(
                 out,
                 "{n} proposal{} waiting for a person (guardian proposals)",
@@ -180,112 +161,152 @@ pub fn status(s: &Value) -> Result<String, UnreadableAnswer> {
             );
         }
     }
-    let recent = s["recent"].as_array().cloned().unwrap_or_default();
-    if !recent.is_empty() {
+    if !s.recent.is_empty() {
         let _ = writeln!(out, "recent changes:");
-        for c in recent {
+        for c in &s.recent {
             let _ = writeln!(
                 out,
                 "  {}  {:<12}  commit {}  {}",
-                t(&c["id"]),
-                t(&c["state"]),
-                t(&c["commit"]),
-                display::line(c["note"].as_str().unwrap_or(""))
+                t(&c.id),
+                c.state.as_str(),
+                t(&c.commit),
+                t(c.note.as_deref().unwrap_or(""))
             );
         }
     }
-    for target in s["scrapes"].as_array().cloned().unwrap_or_default() {
+    for target in &s.scrapes {
         let _ = writeln!(
             out,
             "scrape {}: {}{}",
-            t(&target["name"]),
-            target["age_secs"]
-                .as_f64()
+            t(&target.name),
+            target
+                .age_secs
                 .map_or("no successful scrape yet".to_owned(), |a| format!(
                     "last success {a:.0} s ago"
                 )),
-            target["last_error"]
-                .as_str()
-                .map(|e| format!("; last error: {}", display::line(e)))
+            target
+                .last_error
+                .as_deref()
+                .map(|e| format!("; last error: {}", t(e)))
                 .unwrap_or_default()
         );
     }
-    if let Some(n) = s["pending_emails"].as_u64().filter(|&n| n > 0) {
-        let _ = writeln!(out, "alert emails waiting to be sent: {n}");
-        if let Some(trouble) = s["pending_email_trouble"].as_array() {
+    if s.pending_emails > 0 {
+        let _ = writeln!(out, "alert emails waiting to be sent: {}", s.pending_emails);
+        if let Some((error, tries)) = &s.pending_email_trouble {
             let _ = writeln!(
                 out,
-                "  last try failed ({} tries so far): {}",
-                trouble.get(1).and_then(Value::as_i64).unwrap_or(0),
-                t(trouble.first().unwrap_or(&Value::Null))
+                "  last try failed ({tries} tries so far): {}",
+                t(error)
             );
         }
     }
-    for src in s["sources"].as_array().cloned().unwrap_or_default() {
-        let idle = src["idle_secs"]
-            .as_f64()
-            .map_or("nothing read yet".to_owned(), |i| {
-                format!("last line {i:.0} s ago")
-            });
+    for src in &s.sources {
+        let idle = src.idle_secs.map_or("nothing read yet".to_owned(), |i| {
+            format!("last line {i:.0} s ago")
+        });
         let _ = writeln!(
             out,
             "log {}: {}, {}, {} bad lines",
-            t(&src["name"]),
-            if src["file_exists"].as_bool().unwrap_or(false) {
+            t(&src.name),
+            if src.tail.file_exists {
                 "present"
             } else {
                 "missing"
             },
             idle,
-            src["bad_lines"].as_u64().unwrap_or(0)
+            src.bad_lines
         );
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use std::path::PathBuf;
 
     use super::*;
-    use crate::report::testing::expected;
+    use crate::api::{self, ScrapeStatus, SourceStatus, TailStatus};
+    use crate::report::testing::{change, expected, REVERT};
 
     const T0: f64 = 1_764_000_000.0;
 
     /// A report stored while watching: the healthy recording, 600 s into its watch.
-    fn watching_report() -> Value {
+    fn watching_report() -> Report {
         let text = include_str!("../../testdata/reports/watching.json");
         serde_json::from_str(text).unwrap()
     }
 
-    fn answer(watching: Value, baseline_now: Value) -> Value {
-        json!({
-            "service": "shop",
-            "now": T0 + 600.4,
-            "watching": watching,
-            "baseline_now": baseline_now,
-            "recent": [{"id": "chg_00aa11bb22cc", "state": "rolled_back",
-                        "commit": "9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d",
-                        "note": "reverted and redeployed;\u{1b}[2J the service is back"}],
-            "sources": [{"name": "access", "file_exists": true, "idle_secs": 0.4,
-                         "bad_lines": 2}],
-            "scrapes": [{"name": "app", "age_secs": null, "last_error": "connection refused"}],
-            "pending_emails": 1,
-            "pending_email_trouble": ["sending email <x@guardian> via mx:25: timed out", 3],
-            "deploying": null,
-            "proposals_waiting": 2,
-            "deploys_paused": null,
-        })
+    /// The change watched, with its evidence so far.
+    fn watched() -> ChangeView {
+        let mut record = change(ChangeState::Watching, "", None);
+        record.note = None;
+        ChangeView {
+            record,
+            live: Some(watching_report()),
+        }
+    }
+
+    fn answer(watching: Option<ChangeView>, baseline_now: Option<BaselinePreview>) -> Status {
+        let mut recent = change(
+            ChangeState::RolledBack,
+            "reverted and redeployed;\u{1b}[2J the service is back",
+            None,
+        );
+        recent.id = "chg_00aa11bb22cc".into();
+        recent.commit = REVERT.into();
+        Status {
+            service: "shop".into(),
+            now: T0 + 600.4,
+            watching,
+            baseline_now,
+            recent: vec![recent],
+            sources: vec![SourceStatus {
+                name: "access".into(),
+                tail: TailStatus {
+                    path: PathBuf::from("/var/log/shop/access.jsonl"),
+                    position: Default::default(),
+                    file_exists: true,
+                    reading_rotated_file: false,
+                    lines_read_total: 18_627,
+                    skipped_long_lines: 0,
+                    abandoned_partial_lines: 0,
+                    truncations: 0,
+                    rotations: 0,
+                    buffered_bytes: 0,
+                },
+                bad_lines: 2,
+                last_bad_line: Some("not json".into()),
+                last_read_at: Some(T0 + 600.0),
+                idle_secs: Some(0.4),
+            }],
+            scrapes: vec![ScrapeStatus {
+                name: "app".into(),
+                url: "http://127.0.0.1:9100/metrics".into(),
+                last_error: Some("connection refused".into()),
+                failures: 3,
+                ..ScrapeStatus::default()
+            }],
+            pending_emails: 1,
+            pending_email_trouble: Some((
+                "sending email <x@guardian> via mx:25: timed out".into(),
+                3,
+            )),
+            deploying: None,
+            proposals_waiting: 2,
+            deploys_paused: None,
+        }
+    }
+
+    /// `status` as the daemon sends it and the CLI reads it back.
+    fn sent(status: &Status) -> serde_json::Value {
+        serde_json::to_value(status).unwrap()
     }
 
     #[test]
     fn the_status_of_a_watch_shows_its_baseline_and_evidence() {
-        let watching = json!({
-            "id": "chg_0123456789ab", "commit": "3f9a2c1b7d4e5f60718293a4b5c6d7e8f9012345",
-            "kind": "ai", "state": "watching", "landed_at": T0, "live": watching_report(),
-        });
-        let text = status(&answer(watching, Value::Null)).unwrap();
-        expected("status_watching.txt").assert_eq(&text);
+        let status = api::read(&sent(&answer(Some(watched()), None)), "status").unwrap();
+        expected("status_watching.txt").assert_eq(&super::status(&status));
     }
 
     #[test]
@@ -304,15 +325,33 @@ mod tests {
             }],
             notes: vec!["errors: the baseline holds 3 of them in 12500 requests".into()],
         };
-        let preview = serde_json::to_value(preview).unwrap();
-        let text = status(&answer(Value::Null, preview)).unwrap();
-        expected("status_idle.txt").assert_eq(&text);
+        let status = api::read(&sent(&answer(None, Some(preview))), "status").unwrap();
+        expected("status_idle.txt").assert_eq(&super::status(&status));
     }
 
     #[test]
-    fn a_notified_change_shows_its_baseline_and_an_unreadable_one_says_so() {
-        let mut answer = json!({"id": "chg_0123456789ab", "live": watching_report()});
-        let text = notified(&answer).unwrap();
+    fn a_status_that_does_not_read_names_the_part_and_where_in_it() {
+        let mut wire = sent(&answer(Some(watched()), None));
+        *wire.pointer_mut("/watching/live/signals").unwrap() = "none".into();
+        let e = api::read::<Status>(&wire, "status")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("the daemon's status cannot be read: watching.live.signals: "),
+            "{e}"
+        );
+        let mut wire = sent(&answer(None, None));
+        *wire.pointer_mut("/sources/0/file_exists").unwrap() = serde_json::Value::Null;
+        let e = api::read::<Status>(&wire, "status")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("the daemon's status cannot be read: "), "{e}");
+        assert!(e.contains("sources[0]"), "{e}");
+    }
+
+    #[test]
+    fn a_notified_change_shows_its_baseline() {
+        let text = notified(&watched());
         assert!(
             text.starts_with("baseline: 1800 s (30 min 0 s) of known-good traffic, "),
             "{text}"
@@ -321,9 +360,8 @@ mod tests {
             text.contains("deploy window: the 60 s before the change"),
             "{text}"
         );
-        assert_eq!(notified(&json!({"id": "chg_1"})).unwrap(), "");
-        answer["live"]["signals"] = json!("none");
-        let e = notified(&answer).unwrap_err().to_string();
-        assert!(e.starts_with("the daemon's report cannot be read: "), "{e}");
+        let mut record = watched();
+        record.live = None;
+        assert_eq!(notified(&record), "");
     }
 }
