@@ -7,6 +7,8 @@
 pub mod actions;
 pub mod deploy;
 pub mod engine;
+#[cfg(test)]
+mod fixture_capture;
 pub mod http;
 pub mod owner;
 pub mod refusals;
