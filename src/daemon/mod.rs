@@ -7,13 +7,12 @@
 pub mod actions;
 pub mod deploy;
 pub mod engine;
-#[cfg(test)]
-mod fixture_capture;
 pub mod http;
 pub mod owner;
 pub mod refusals;
 pub mod serve;
 pub mod state_dir;
+pub mod step;
 pub mod supervisor;
 
 use std::future::Future;

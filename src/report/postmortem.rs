@@ -22,6 +22,8 @@ use super::text::short_commit;
 use super::units;
 use crate::core::watch::{LevelReport, Side};
 use crate::core::{Design, Report, SignalKind};
+use crate::daemon::step::{Ending, Step};
+use crate::hook::HookStatus;
 use crate::series::{SeriesPoint, BIN_SECS};
 use crate::store::{ChangeRecord, ChangeState, EventRecord};
 
@@ -223,12 +225,16 @@ pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
                 }
             }
             "rollback" => {
-                if let Some(hook) = actions::steps(&e.detail).find(|s| s["step"] == "redeploy hook")
-                {
-                    let ok = hook["outcome"]["status"]["kind"].as_str() == Some("succeeded")
-                        || hook["summary"]
-                            .as_str()
-                            .is_some_and(|s| s.starts_with("exit 0"));
+                let rollback = actions::read_rollback(&e.detail).ok();
+                let hook = rollback
+                    .iter()
+                    .flat_map(|r| &r.steps)
+                    .find_map(|s| match s {
+                        Step::Hook(hook) => Some(hook),
+                        _ => None,
+                    });
+                if let Some(hook) = hook {
+                    let ok = matches!(hook.outcome.status, HookStatus::Succeeded);
                     out.push(Marker {
                         at: e.at,
                         label: if ok {
@@ -297,15 +303,9 @@ impl Postmortem {
 
 fn document(input: &PostmortemInput) -> Vec<Block> {
     let change = &input.change;
-    let rollback = input
-        .events
-        .iter()
-        .rev()
-        .find(|e| e.kind == "rollback")
-        .map(|e| &e.detail);
-    let revert = rollback
-        .and_then(|r| r["revert_commit"].as_str())
-        .map(str::to_owned);
+    let rollback = actions::stored_rollback(&input.events);
+    let done = rollback.as_ref().ok().and_then(Option::as_ref);
+    let revert = done.and_then(|r| r.revert_commit.clone());
     let short = short_commit(&change.commit);
     let report = evidence::stored(change);
     let mut doc = Vec::new();
@@ -315,7 +315,7 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
         vec![t(format!(
             "Post-mortem: {}: {} \u{2014} commit {short}",
             input.service,
-            actions::state_label(change, rollback)
+            actions::state_label(change, done)
         ))],
     ));
     let mut summary = vec![
@@ -326,7 +326,7 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
                 &input.service,
                 change,
                 report.as_ref().ok().and_then(Option::as_ref),
-                rollback,
+                done,
                 &short,
                 revert.as_deref()
             )
@@ -396,13 +396,13 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
     }
 
     doc.push(Block::Heading(2, vec![t("Actions and outcomes")]));
-    actions(&mut doc, change, rollback, &input.events);
+    actions(&mut doc, change, &rollback, &input.events);
 
     let mut text = String::new();
     match revert.as_deref() {
         Some(revert) => {
             doc.push(Block::Heading(2, vec![t("How to undo the undo")]));
-            actions::undo_the_undo(&mut text, change, rollback, revert);
+            actions::undo_the_undo(&mut text, change, done, revert);
         }
         None if matches!(
             change.state,
@@ -563,18 +563,27 @@ fn state_change(e: &EventRecord, change: &ChangeRecord) -> Vec<Inline> {
 }
 
 fn rollback_event(detail: &Value) -> Vec<Inline> {
+    let rollback = match actions::read_rollback(detail) {
+        Ok(rollback) => rollback,
+        Err(e) => {
+            return vec![t(format!(
+                "Rollback ended; its report cannot be shown: {e}"
+            ))]
+        }
+    };
     let mut what = vec![];
-    match detail["revert_commit"].as_str() {
+    match &rollback.revert_commit {
         Some(c) => what.extend([t("Reverted in "), code(short_commit(c))]),
         None => what.push(t("No revert commit was made")),
     }
-    if let Some(hook) = actions::steps(detail).find(|s| s["step"] == "redeploy hook") {
-        what.push(t(format!(
-            "; redeploy hook: {}",
-            hook["summary"].as_str().unwrap_or("?")
-        )));
+    let hook = rollback.steps.iter().find_map(|s| match s {
+        Step::Hook(hook) => Some(hook),
+        _ => None,
+    });
+    if let Some(hook) = hook {
+        what.push(t(format!("; redeploy hook: {}", hook.summary)));
     }
-    if let Some(why) = detail["escalation"].as_str() {
+    if let Some(why) = &rollback.escalation {
         what.push(t(format!("; needs a person: {why}")));
     }
     what
@@ -842,25 +851,27 @@ fn evidence_table(doc: &mut Vec<Block>, report: &Report) {
 fn actions(
     doc: &mut Vec<Block>,
     change: &ChangeRecord,
-    rollback: Option<&Value>,
+    rollback: &actions::StoredRollback,
     events: &[EventRecord],
 ) {
     let mut items: Vec<Vec<Inline>> = Vec::new();
-    if let Some(rollback) = rollback {
-        for step in actions::steps(rollback) {
-            let name = step["step"].as_str().unwrap_or("step");
-            let outcome = match (step["error"].as_str(), name) {
-                (Some(e), _) => format!("FAILED: {e}"),
-                (None, "redeploy hook") => step["summary"].as_str().unwrap_or("?").to_owned(),
-                (None, _) => {
-                    let mut o = step["result"].as_str().unwrap_or("done").to_owned();
-                    if let Some(c) = step["commit"].as_str() {
+    if let Ok(Some(rollback)) = rollback {
+        for step in &rollback.steps {
+            let outcome = match step.ending() {
+                Ending::Failed(e) => format!("FAILED: {e}"),
+                Ending::Hook(hook) => hook.summary.clone(),
+                Ending::Result(result) => {
+                    let mut o = result.to_owned();
+                    if let Some(c) = step.commit() {
                         let _ = write!(o, " ({})", short_commit(c));
                     }
                     o
                 }
             };
-            items.push(vec![strong(format!("{name}:")), t(format!(" {outcome}"))]);
+            items.push(vec![
+                strong(format!("{}:", step.name())),
+                t(format!(" {outcome}")),
+            ]);
         }
     }
     if let Some(check) = events.iter().rev().find(|e| e.kind == "recovery_check") {
@@ -891,6 +902,7 @@ mod tests {
 
     use super::*;
     use crate::daemon::actions::revert::RollbackReport;
+    use crate::daemon::step::{Ended, Hook, Push, Pushed, Reverted};
     use crate::git::CommandRecord;
     use crate::hook::{HookOutcome, HookStatus};
     use crate::report::chart::{chart, chart_x, PLOT_LEFT, PLOT_RIGHT};
@@ -970,14 +982,29 @@ mod tests {
                 format!("the revert {REVERT} is committed but the redeploy hook failed: exit 3")
             }),
             steps: vec![
-                json!({"step": "git revert", "result": "reverted", "commit": REVERT,
-                       "commands": [command(&["revert", "--no-edit", COMMIT], Some(0), ""),
-                                    command(&["commit", "-F", "-"], Some(0), "")]}),
-                json!({"step": "git push", "remote": "origin", "branch": "main",
-                       "result": "pushed",
-                       "command": command(&["push", "origin", "HEAD:refs/heads/main"], Some(0), "")}),
-                json!({"step": "redeploy hook", "command": ["/usr/local/bin/redeploy", "--env", "prod west"],
-                       "summary": hook.summary(), "outcome": hook}),
+                Step::Revert(Ended::Done(Reverted::Reverted {
+                    commit: REVERT.into(),
+                    commands: vec![
+                        command(&["revert", "--no-edit", COMMIT], Some(0), ""),
+                        command(&["commit", "-F", "-"], Some(0), ""),
+                    ],
+                })),
+                Step::Push(Push {
+                    remote: "origin".into(),
+                    branch: "main".into(),
+                    ended: Ended::Done(Pushed::Pushed {
+                        command: command(&["push", "origin", "HEAD:refs/heads/main"], Some(0), ""),
+                    }),
+                }),
+                Step::Hook(Hook {
+                    command: vec![
+                        "/usr/local/bin/redeploy".into(),
+                        "--env".into(),
+                        "prod west".into(),
+                    ],
+                    summary: hook.summary(),
+                    outcome: hook,
+                }),
             ],
         })
         .unwrap()
@@ -1338,7 +1365,7 @@ mod tests {
             T0 + 200.0,
             "rollback",
             json!({"revert_commit": REVERT, "steps": [{"step": "redeploy hook",
-                   "summary": "exit 0", "outcome": {"status": {"kind": "succeeded"},
+                   "command": ["/usr/local/bin/redeploy"], "summary": "exit 0", "outcome": {"status": {"kind": "succeeded"},
                    "duration": {"secs": 1, "nanos": 0}, "pid": 1,
                    "stdout": "```\n## Injected\n<script>x</script>\n", "stderr": "",
                    "dropped_bytes": 0, "notes": []}}]}),
@@ -1414,6 +1441,38 @@ mod tests {
         assert_eq!(html.matches("href=").count(), 1);
         assert!(html.contains("<a href=\"https://tracker.example.com/SHOP-1432\">"));
         assert!(html.contains("<h2 style=\"font-size:17px;margin:18px 0 8px 0\">Evidence</h2>"));
+    }
+
+    #[test]
+    fn a_rollback_report_that_does_not_read_is_said_to_be_unreadable_where_it_would_be_told() {
+        let mut input = story();
+        let rollback = input
+            .events
+            .iter_mut()
+            .find(|e| e.kind == "rollback")
+            .unwrap();
+        rollback.detail = json!({"revert_commit": REVERT, "steps": [
+            {"step": "git revert", "result": "rebased", "commit": REVERT, "commands": []}
+        ]});
+        let pm = Postmortem::new(input);
+        let md = pm.markdown();
+        let told: Vec<&str> = md
+            .lines()
+            .filter(|l| l.contains("cannot be shown"))
+            .collect();
+        expect_test::expect![[r#"
+            | 16:00:35 | +35.5 s | Rollback ended; its report cannot be shown: the stored rollback report cannot be read: unknown variant \`rebased\`, expected one of \`reverted\`, \`already reverted\`, \`conflict\` |
+            The rollback report recorded for this change cannot be shown: the stored rollback report cannot be read: unknown variant `rebased`, expected one of `reverted`, `already reverted`, `conflict`."#]].assert_eq(&told.join("\n"));
+        // Nothing of it is shown as if it read: no step, no revert commit, no redeploy marker.
+        assert!(
+            !md.contains("**git revert:**") && !md.contains("Revert commit:"),
+            "{md}"
+        );
+        let labels: Vec<String> = marker_xs(&pm.svg()).into_iter().map(|m| m.0).collect();
+        assert_eq!(
+            labels,
+            ["deploy", "decision: regressed", "revert", "recovered"]
+        );
     }
 
     #[test]
