@@ -13,7 +13,7 @@
 
 use serde_json::json;
 
-use crate::change::{ChangeKind, ChangeState};
+use crate::change::{ChangeKind, ChangeState, EventKind};
 use crate::config::{DaemonSettings, InconclusivePolicy};
 use crate::core::{Landing, Monitor, Report, SignalKind, Verdict};
 
@@ -66,24 +66,6 @@ pub enum Remedied {
     Done(String),
     /// It could not be done; why, for the person who must take over.
     Failed(String),
-}
-
-/// What the event on a change's record is about. Stored as its text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    /// The recovery check's verdict and evidence.
-    RecoveryCheck,
-    /// What shadow mode would have done about a regression, and did not.
-    ShadowRollback,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::RecoveryCheck => "recovery_check",
-            EventKind::ShadowRollback => "shadow_rollback",
-        }
-    }
 }
 
 /// What the engine must do, in order.

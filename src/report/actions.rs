@@ -16,7 +16,7 @@ use crate::daemon::actions::revert::RollbackReport;
 use crate::daemon::step::{Ended, Ending, Hook, Push, Reverted, Step};
 use crate::git::CommandRecord;
 use crate::hook::HookStatus;
-use crate::store::{ChangeRecord, ChangeState, EventRecord};
+use crate::store::{ChangeRecord, ChangeState, EventKind, EventRecord};
 
 /// A stored rollback report that does not read back as a `RollbackReport` (a damaged row, or
 /// one written by a later version).
@@ -37,7 +37,7 @@ pub fn stored_rollback(events: &[EventRecord]) -> StoredRollback {
     events
         .iter()
         .rev()
-        .find(|e| e.kind == "rollback")
+        .find(|e| e.kind == EventKind::Rollback)
         .map(|e| read_rollback(&e.detail))
         .transpose()
 }

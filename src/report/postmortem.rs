@@ -25,7 +25,7 @@ use crate::core::{Design, Report, SignalKind};
 use crate::daemon::step::{Ending, Step};
 use crate::hook::HookStatus;
 use crate::series::{SeriesPoint, BIN_SECS};
-use crate::store::{ChangeRecord, ChangeState, EventRecord};
+use crate::store::{ChangeRecord, ChangeState, EventKind, EventRecord};
 
 /// What the agent (or person) said about the change when it was proposed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -193,8 +193,8 @@ pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
     let decided_at = report.as_ref().and_then(|r| r.decided_at);
     let mut decided = false;
     for e in events {
-        match e.kind.as_str() {
-            "state_changed" => {
+        match e.kind.known() {
+            Some(EventKind::StateChanged) => {
                 let to = e.detail["to"].as_str().unwrap_or_default();
                 let from = e.detail["from"].as_str().unwrap_or_default();
                 match to {
@@ -224,7 +224,7 @@ pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
                     _ => {}
                 }
             }
-            "rollback" => {
+            Some(EventKind::Rollback) => {
                 let rollback = actions::read_rollback(&e.detail).ok();
                 let hook = rollback
                     .iter()
@@ -446,8 +446,8 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
     let mut rows: Vec<(f64, Vec<Inline>)> = Vec::new();
     let mut deployed = false;
     for e in events {
-        let what: Vec<Inline> = match e.kind.as_str() {
-            "change_created" => {
+        let what: Vec<Inline> = match e.kind.known() {
+            Some(EventKind::ChangeCreated) => {
                 deployed = true;
                 rows.push((
                     deploy,
@@ -458,9 +458,9 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
                     change.kind
                 ))]
             }
-            "state_changed" => state_change(e, change),
-            "rollback" => rollback_event(&e.detail),
-            "recovery_check" => {
+            Some(EventKind::StateChanged) => state_change(e, change),
+            Some(EventKind::Rollback) => rollback_event(&e.detail),
+            Some(EventKind::RecoveryCheck) => {
                 let verdict = e.detail["verdict"].as_str().unwrap_or("?");
                 let mut what = format!("Recovery check: {verdict}");
                 let report = evidence::read(&e.detail["report"]).ok();
@@ -478,16 +478,17 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
                 }
                 vec![t(what)]
             }
-            "email_queued" => vec![t(format!(
+            Some(EventKind::EmailQueued) => vec![t(format!(
                 "Alert email queued: {}",
                 e.detail["subject"].as_str().unwrap_or("?")
             ))],
-            "email_sent" => vec![t("Alert email accepted by the mail server")],
-            other => vec![t(other.replace('_', " "))],
+            Some(EventKind::EmailSent) => vec![t("Alert email accepted by the mail server")],
+            // Any other kind, this version's or a later one's, in its own words.
+            _ => vec![t(e.kind.as_str().replace('_', " "))],
         };
         // A decision is shown when the evidence crossed the line, not when it was saved.
-        let at = match (e.kind.as_str(), e.detail["to"].as_str()) {
-            ("state_changed", Some("regressed" | "healthy")) => {
+        let at = match (e.kind.known(), e.detail["to"].as_str()) {
+            (Some(EventKind::StateChanged), Some("regressed" | "healthy")) => {
                 e.detail["decided_at"].as_f64().unwrap_or(e.at)
             }
             _ => e.at,
@@ -874,7 +875,11 @@ fn actions(
             ]);
         }
     }
-    if let Some(check) = events.iter().rev().find(|e| e.kind == "recovery_check") {
+    if let Some(check) = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::RecoveryCheck)
+    {
         items.push(vec![
             strong("recovery check:"),
             t(format!(
@@ -1010,7 +1015,7 @@ mod tests {
         .unwrap()
     }
 
-    fn event(seq: i64, at: f64, kind: &str, detail: Value) -> EventRecord {
+    fn event(seq: i64, at: f64, kind: EventKind, detail: Value) -> EventRecord {
         EventRecord {
             seq,
             at,
@@ -1026,7 +1031,7 @@ mod tests {
             detail["decided_at"] = json!(T0 + 30.6);
             detail["report"] = report();
         }
-        event(seq, at, "state_changed", detail)
+        event(seq, at, EventKind::StateChanged, detail)
     }
 
     /// The whole story: deployed, regressed at +30.6 s, reverted, redeployed at +35.5 s,
@@ -1046,7 +1051,7 @@ mod tests {
             note: Some("reverted and redeployed; the service is back to its baseline".into()),
         };
         let events = vec![
-            event(1, T0 + 0.2, "change_created", json!({"commit": COMMIT, "kind": "ai"})),
+            event(1, T0 + 0.2, EventKind::ChangeCreated, json!({"commit": COMMIT, "kind": "ai"})),
             moved(2, T0 + 31.0, "watching", "regressed", None),
             moved(
                 3,
@@ -1055,7 +1060,7 @@ mod tests {
                 "rolling_back",
                 Some("rolling back: errors 1.00% -> 9.03% (9.0x), e-value 412 >= 167"),
             ),
-            event(4, T0 + 35.5, "rollback", rollback(true)),
+            event(4, T0 + 35.5, EventKind::Rollback, rollback(true)),
             moved(
                 5,
                 T0 + 35.5,
@@ -1066,7 +1071,7 @@ mod tests {
             event(
                 6,
                 T0 + 158.6,
-                "recovery_check",
+                EventKind::RecoveryCheck,
                 json!({"verdict": "healthy", "report": recovery_report()}),
             ),
             moved(
@@ -1079,7 +1084,7 @@ mod tests {
             event(
                 8,
                 T0 + 158.7,
-                "email_queued",
+                EventKind::EmailQueued,
                 json!({"subject": "[guardian] shop: rolled back \u{2014} commit 3f9a2c1b7d"}),
             ),
         ];
@@ -1363,7 +1368,7 @@ mod tests {
         input.events.push(event(
             9,
             T0 + 200.0,
-            "rollback",
+            EventKind::Rollback,
             json!({"revert_commit": REVERT, "steps": [{"step": "redeploy hook",
                    "command": ["/usr/local/bin/redeploy"], "summary": "exit 0", "outcome": {"status": {"kind": "succeeded"},
                    "duration": {"secs": 1, "nanos": 0}, "pid": 1,
@@ -1449,7 +1454,7 @@ mod tests {
         let rollback = input
             .events
             .iter_mut()
-            .find(|e| e.kind == "rollback")
+            .find(|e| e.kind == EventKind::Rollback)
             .unwrap();
         rollback.detail = json!({"revert_commit": REVERT, "steps": [
             {"step": "git revert", "result": "rebased", "commit": REVERT, "commands": []}
@@ -1484,7 +1489,7 @@ mod tests {
         input.events.truncate(3);
         input
             .events
-            .push(event(4, T0 + 36.0, "rollback", rollback(false)));
+            .push(event(4, T0 + 36.0, EventKind::Rollback, rollback(false)));
         input.events.push(moved(
             5,
             T0 + 36.0,

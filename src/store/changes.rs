@@ -8,15 +8,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::events::append_event;
-use super::{finite, ChangeKind, ChangeState, Doing, Result, Store, StoreError};
+use super::{finite, ChangeKind, ChangeState, Doing, EventKind, Result, Store, StoreError};
 
 /// How many times `insert_change` draws a new id when the one drawn is taken (48-bit ids: a
 /// clash is already very unlikely; two in a row would mean the randomness is broken).
 const ID_ATTEMPTS: u32 = 4;
-
-/// Event kinds written to the decision log about a change's life.
-const EVENT_CHANGE_CREATED: &str = "change_created";
-const EVENT_STATE_CHANGED: &str = "state_changed";
 
 /// A deploy guardian is told about.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,7 +101,7 @@ impl Store {
             "landed_at": new.landed_at,
             "state": state,
         });
-        append_event(&tx, now, Some(&id), EVENT_CHANGE_CREATED, &detail).doing(doing)?;
+        append_event(&tx, now, Some(&id), EventKind::ChangeCreated, &detail).doing(doing)?;
         tx.commit().doing(doing)?;
         Ok(ChangeRecord {
             id,
@@ -176,7 +172,7 @@ impl Store {
         if let Some(report) = report {
             detail["report"] = report;
         }
-        append_event(&tx, now, Some(id), EVENT_STATE_CHANGED, &detail).doing(doing)?;
+        append_event(&tx, now, Some(id), EventKind::StateChanged, &detail).doing(doing)?;
         // The proposal this change carries out counts differently in the ledger now.
         crate::gate::proposals::retally_change(&tx, id).doing(doing)?;
         tx.commit().doing(doing)?;
@@ -638,11 +634,11 @@ mod tests {
             .unwrap();
         let events = store.events_for(&id).unwrap();
         assert_eq!(events.len(), 2, "{events:?}");
-        assert_eq!(events[0].kind, EVENT_CHANGE_CREATED);
+        assert_eq!(events[0].kind, EventKind::ChangeCreated);
         assert_eq!(events[0].at, T0 + 1.0);
         assert_eq!(events[0].detail["commit"], "c0ffee");
         assert_eq!(events[0].detail["state"], "watching");
-        assert_eq!(events[1].kind, EVENT_STATE_CHANGED);
+        assert_eq!(events[1].kind, EventKind::StateChanged);
         assert_eq!(events[1].at, T0 + 3.0);
         assert_eq!(events[1].change_id.as_deref(), Some(id.as_str()));
         assert_eq!(events[1].detail["from"], "watching");

@@ -27,7 +27,7 @@ use rusqlite::Connection;
 
 /// The change model, re-exported: the store keeps changes in these states and every caller
 /// that reads a change finds them here too.
-pub use crate::change::{ChangeKind, ChangeState};
+pub use crate::change::{ChangeKind, ChangeState, EventKind, StoredKind};
 pub use changes::{ChangeRecord, NewChange};
 pub(crate) use events::append_record;
 pub use events::EventRecord;

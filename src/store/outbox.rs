@@ -7,11 +7,7 @@ use serde::Serialize;
 
 use super::changes::current_state;
 use super::events::append_event;
-use super::{finite, Doing, Result, Store, StoreError};
-
-/// Event kinds the outbox writes to the decision log.
-const EVENT_EMAIL_QUEUED: &str = "email_queued";
-const EVENT_EMAIL_SENT: &str = "email_sent";
+use super::{finite, Doing, EventKind, Result, Store, StoreError};
 
 /// An email in the outbox.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -120,7 +116,7 @@ impl Store {
                     "subject": subject,
                     "to": to,
                 });
-                append_event(&tx, now, Some(id), EVENT_EMAIL_QUEUED, &detail).doing(doing)?;
+                append_event(&tx, now, Some(id), EventKind::EmailQueued, &detail).doing(doing)?;
             }
         }
         tx.commit().doing(doing)?;
@@ -227,7 +223,7 @@ impl Store {
                 "message_id": message_id,
                 "attempts": attempts + 1,
             });
-            append_event(&tx, now, Some(&id), EVENT_EMAIL_SENT, &detail).doing(doing)?;
+            append_event(&tx, now, Some(&id), EventKind::EmailSent, &detail).doing(doing)?;
         }
         tx.commit().doing(doing)?;
         Ok(())
@@ -359,7 +355,7 @@ mod tests {
             .events_for(&id)
             .unwrap()
             .into_iter()
-            .filter(|e| e.kind == EVENT_EMAIL_QUEUED)
+            .filter(|e| e.kind == EventKind::EmailQueued)
             .collect();
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].detail["message_id"], mid.as_str());
@@ -467,7 +463,7 @@ mod tests {
             .events_for(&id)
             .unwrap()
             .into_iter()
-            .filter(|e| e.kind == EVENT_EMAIL_SENT)
+            .filter(|e| e.kind == EventKind::EmailSent)
             .collect();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].detail["attempts"], 3);

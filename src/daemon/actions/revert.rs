@@ -14,14 +14,15 @@ use crate::daemon::step::{Ended, Hook, Push, Pushed, Reverted, Step};
 use crate::daemon::supervisor::{Remediation, Remedied};
 use crate::git::{Repo, RevertOutcome, RevertRequest};
 use crate::hook::{self, HookSpec, HookStatus};
+use crate::store::EventKind;
 
 /// `git revert` of the change, then the push and the redeploy hook.
 pub struct Revert(pub RollbackSettings);
 
 impl Action for Revert {
     /// The event kind its report has always been stored under, which the views read.
-    fn name(&self) -> &'static str {
-        "rollback"
+    fn kind(&self) -> EventKind {
+        EventKind::Rollback
     }
 
     fn run(&self, job: &Remediation) -> Outcome {
