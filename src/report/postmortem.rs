@@ -23,9 +23,10 @@ use super::units;
 use crate::core::watch::{LevelReport, Side};
 use crate::core::{Design, Report, SignalKind};
 use crate::daemon::step::{Ending, Step};
+use crate::daemon::supervisor::RecoveryCheck;
 use crate::hook::HookStatus;
 use crate::series::{SeriesPoint, BIN_SECS};
-use crate::store::{ChangeRecord, ChangeState, EventKind, EventRecord};
+use crate::store::{ChangeRecord, ChangeState, EmailQueued, EventKind, EventRecord, StateChange};
 
 /// What the agent (or person) said about the change when it was proposed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -175,6 +176,7 @@ pub fn load(
 /// The moments marked on the chart: the deploy, the decision, the revert, the redeploy, and
 /// the end (recovered or escalated), at the times the log recorded them.
 pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
+    use ChangeState::*;
     let mut out = vec![Marker {
         at: change.landed_at,
         label: "deploy".into(),
@@ -195,13 +197,14 @@ pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
     for e in events {
         match e.kind.known() {
             Some(EventKind::StateChanged) => {
-                let to = e.detail["to"].as_str().unwrap_or_default();
-                let from = e.detail["from"].as_str().unwrap_or_default();
+                let Ok(StateChange { from, to, .. }) = e.detail_as() else {
+                    continue;
+                };
                 match to {
-                    "regressed" | "healthy" | "inconclusive" if !decided && from == "watching" => {
+                    Regressed | Healthy | Inconclusive if !decided && from == Watching => {
                         decided = true;
                         let at = match (to, decided_at) {
-                            ("regressed" | "healthy", Some(d)) => d,
+                            (Regressed | Healthy, Some(d)) => d,
                             _ => e.at,
                         };
                         out.push(Marker {
@@ -209,15 +212,15 @@ pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
                             label: format!("decision: {to}"),
                         });
                     }
-                    "rolling_back" if from != "rolling_back" => out.push(Marker {
+                    RollingBack if from != RollingBack => out.push(Marker {
                         at: e.at,
                         label: "revert".into(),
                     }),
-                    "rolled_back" => out.push(Marker {
+                    RolledBack => out.push(Marker {
                         at: e.at,
                         label: "recovered".into(),
                     }),
-                    "escalated" => out.push(Marker {
+                    Escalated => out.push(Marker {
                         at: e.at,
                         label: "escalated".into(),
                     }),
@@ -446,6 +449,8 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
     let mut rows: Vec<(f64, Vec<Inline>)> = Vec::new();
     let mut deployed = false;
     for e in events {
+        // A decision is shown when the evidence crossed the line, not when it was saved.
+        let mut at = e.at;
         let what: Vec<Inline> = match e.kind.known() {
             Some(EventKind::ChangeCreated) => {
                 deployed = true;
@@ -458,40 +463,44 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
                     change.kind
                 ))]
             }
-            Some(EventKind::StateChanged) => state_change(e, change),
-            Some(EventKind::Rollback) => rollback_event(&e.detail),
-            Some(EventKind::RecoveryCheck) => {
-                let verdict = e.detail["verdict"].as_str().unwrap_or("?");
-                let mut what = format!("Recovery check: {verdict}");
-                let report = evidence::read(&e.detail["report"]).ok();
-                let errors = report
-                    .iter()
-                    .flat_map(|r| &r.signals)
-                    .find(|s| s.signal == SignalKind::Errors);
-                if let Some(s) = errors {
-                    let _ = write!(
-                        what,
-                        " (errors after the redeploy {}, {} before the change)",
-                        units::percent(s.after.rate),
-                        units::percent(s.baseline.rate)
-                    );
+            Some(EventKind::StateChanged) => match e.detail_as::<StateChange>() {
+                Ok(moved) => {
+                    if matches!(moved.to, ChangeState::Regressed | ChangeState::Healthy) {
+                        at = moved.decided_at.unwrap_or(e.at);
+                    }
+                    state_change(&moved, change)
                 }
-                vec![t(what)]
-            }
-            Some(EventKind::EmailQueued) => vec![t(format!(
-                "Alert email queued: {}",
-                e.detail["subject"].as_str().unwrap_or("?")
-            ))],
+                Err(why) => unreadable(e, &why),
+            },
+            Some(EventKind::Rollback) => rollback_event(&e.detail),
+            Some(EventKind::RecoveryCheck) => match e.detail_as::<RecoveryCheck>() {
+                Ok(check) => {
+                    let verdict = evidence::verdict_name(check.verdict);
+                    let mut what = format!("Recovery check: {verdict}");
+                    let errors = check
+                        .report
+                        .iter()
+                        .flat_map(|r| &r.signals)
+                        .find(|s| s.signal == SignalKind::Errors);
+                    if let Some(s) = errors {
+                        let _ = write!(
+                            what,
+                            " (errors after the redeploy {}, {} before the change)",
+                            units::percent(s.after.rate),
+                            units::percent(s.baseline.rate)
+                        );
+                    }
+                    vec![t(what)]
+                }
+                Err(why) => unreadable(e, &why),
+            },
+            Some(EventKind::EmailQueued) => match e.detail_as::<EmailQueued>() {
+                Ok(queued) => vec![t(format!("Alert email queued: {}", queued.subject))],
+                Err(why) => unreadable(e, &why),
+            },
             Some(EventKind::EmailSent) => vec![t("Alert email accepted by the mail server")],
             // Any other kind, this version's or a later one's, in its own words.
             _ => vec![t(e.kind.as_str().replace('_', " "))],
-        };
-        // A decision is shown when the evidence crossed the line, not when it was saved.
-        let at = match (e.kind.known(), e.detail["to"].as_str()) {
-            (Some(EventKind::StateChanged), Some("regressed" | "healthy")) => {
-                e.detail["decided_at"].as_f64().unwrap_or(e.at)
-            }
-            _ => e.at,
         };
         rows.push((at, what));
     }
@@ -522,26 +531,29 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
     )
 }
 
-fn state_change(e: &EventRecord, change: &ChangeRecord) -> Vec<Inline> {
-    let to = e.detail["to"].as_str().unwrap_or("?");
-    let note = e.detail["note"].as_str();
-    let note = note.filter(|n| !n.is_empty());
+/// A `state_changed` record in words: the move, with its note or why.
+fn state_change(moved: &StateChange, change: &ChangeRecord) -> Vec<Inline> {
+    use ChangeState::*;
+    let to = moved.to;
+    let note = moved.note.as_deref().filter(|n| !n.is_empty());
     // These notes say it all: shown alone, first letter up.
-    if let (Some(n), "rolling_back" | "verifying" | "rolled_back") = (note, to) {
+    if let (Some(n), RollingBack | Verifying | RolledBack) = (note, to) {
         let mut chars = n.chars();
         let first = chars.next().map(|c| c.to_uppercase().collect::<String>());
         let mut what = format!("{}{}", first.unwrap_or_default(), chars.as_str());
-        if to == "rolled_back" {
+        if to == RolledBack {
             what = format!("Recovered. {what}");
         }
         return vec![t(what)];
     }
     let mut what = match to {
-        "regressed" => {
+        Regressed => {
             // The report saved with the decision, or (in logs written before it was saved
-            // there) the change's latest.
-            let why = evidence::read(&e.detail["report"])
-                .ok()
+            // there, or when it does not read) the change's latest.
+            let why = moved
+                .report
+                .as_ref()
+                .and_then(|r| evidence::read(r).ok())
                 .or_else(|| evidence::stored(change).ok().flatten())
                 .map(|r| evidence::regression_summary(&r))
                 .filter(|s| !s.is_empty())
@@ -549,18 +561,26 @@ fn state_change(e: &EventRecord, change: &ChangeRecord) -> Vec<Inline> {
                 .unwrap_or_default();
             format!("Decision: regressed{why}")
         }
-        "healthy" => "Decision: healthy".to_owned(),
-        "inconclusive" => "Decision: inconclusive".to_owned(),
-        "rolling_back" => "Rollback started".to_owned(),
-        "verifying" => "Redeployed; checking that the service recovers".to_owned(),
-        "rolled_back" => "Rolled back: the service is back to its baseline".to_owned(),
-        "escalated" => "ESCALATED to a person".to_owned(),
-        other => format!("Now {}", other.replace('_', " ")),
+        Healthy => "Decision: healthy".to_owned(),
+        Inconclusive => "Decision: inconclusive".to_owned(),
+        RollingBack => "Rollback started".to_owned(),
+        Verifying => "Redeployed; checking that the service recovers".to_owned(),
+        RolledBack => "Rolled back: the service is back to its baseline".to_owned(),
+        Escalated => "ESCALATED to a person".to_owned(),
+        Watching | Superseded | Interrupted => format!("Now {}", to.as_str().replace('_', " ")),
     };
     if let Some(note) = note {
         let _ = write!(what, ": {note}");
     }
     vec![t(what)]
+}
+
+/// A record whose detail does not read as its kind's type: said so, and why, never guessed at.
+fn unreadable(e: &EventRecord, why: &serde_json::Error) -> Vec<Inline> {
+    vec![t(format!(
+        "The {} record cannot be read: {why}",
+        e.kind.as_str().replace('_', " ")
+    ))]
 }
 
 fn rollback_event(detail: &Value) -> Vec<Inline> {
@@ -880,13 +900,11 @@ fn actions(
         .rev()
         .find(|e| e.kind == EventKind::RecoveryCheck)
     {
-        items.push(vec![
-            strong("recovery check:"),
-            t(format!(
-                " {}",
-                check.detail["verdict"].as_str().unwrap_or("?")
-            )),
-        ]);
+        let verdict = match check.detail_as::<RecoveryCheck>() {
+            Ok(check) => evidence::verdict_name(check.verdict).to_owned(),
+            Err(why) => format!("its record cannot be read: {why}"),
+        };
+        items.push(vec![strong("recovery check:"), t(format!(" {verdict}"))]);
     }
     let mut text = String::new();
     actions::what_guardian_did(&mut text, change, rollback);
@@ -906,6 +924,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::core::Verdict;
     use crate::daemon::actions::revert::RollbackReport;
     use crate::daemon::step::{Ended, Hook, Push, Pushed, Reverted};
     use crate::git::CommandRecord;
@@ -948,13 +967,17 @@ mod tests {
     }
 
     /// The recovery check's report: errors back to 0.95% after the redeploy.
-    fn recovery_report() -> Value {
-        let mut r = report();
-        r["verdict"] = json!("healthy");
-        r["decided_at"] = json!(T0 + 158.6);
-        r["change_at"] = json!(T0 + 35.5);
-        r["signals"][0]["regressed"] = json!(false);
-        r["signals"][0]["after"] = json!({"requests": 2000, "events": 19, "rate": 0.0095});
+    fn recovery_report() -> Report {
+        let mut r = evidence::read(&report()).unwrap();
+        r.verdict = Verdict::Healthy;
+        r.decided_at = Some(T0 + 158.6);
+        r.change_at = T0 + 35.5;
+        r.signals[0].regressed = false;
+        r.signals[0].after = Side {
+            requests: 2000,
+            events: 19,
+            rate: Some(0.0095),
+        };
         r
     }
 
@@ -1026,12 +1049,21 @@ mod tests {
     }
 
     fn moved(seq: i64, at: f64, from: &str, to: &str, note: Option<&str>) -> EventRecord {
-        let mut detail = json!({"from": from, "to": to, "decided_at": null, "note": note});
-        if to == "regressed" {
-            detail["decided_at"] = json!(T0 + 30.6);
-            detail["report"] = report();
-        }
-        event(seq, at, EventKind::StateChanged, detail)
+        let to: ChangeState = to.parse().unwrap();
+        let decision = to == ChangeState::Regressed;
+        let moved = StateChange {
+            from: from.parse().unwrap(),
+            to,
+            decided_at: decision.then_some(T0 + 30.6),
+            note: note.map(str::to_owned),
+            report: decision.then(report),
+        };
+        event(
+            seq,
+            at,
+            EventKind::StateChanged,
+            serde_json::to_value(moved).unwrap(),
+        )
     }
 
     /// The whole story: deployed, regressed at +30.6 s, reverted, redeployed at +35.5 s,
@@ -1072,7 +1104,11 @@ mod tests {
                 6,
                 T0 + 158.6,
                 EventKind::RecoveryCheck,
-                json!({"verdict": "healthy", "report": recovery_report()}),
+                serde_json::to_value(RecoveryCheck {
+                    verdict: Verdict::Healthy,
+                    report: Some(recovery_report()),
+                })
+                .unwrap(),
             ),
             moved(
                 7,
@@ -1085,7 +1121,12 @@ mod tests {
                 8,
                 T0 + 158.7,
                 EventKind::EmailQueued,
-                json!({"subject": "[guardian] shop: rolled back \u{2014} commit 3f9a2c1b7d"}),
+                serde_json::to_value(EmailQueued {
+                    message_id: "<chg_0123456789ab.rolled_back@guardian>".into(),
+                    subject: "[guardian] shop: rolled back \u{2014} commit 3f9a2c1b7d".into(),
+                    to: vec!["oncall@example.com".into()],
+                })
+                .unwrap(),
             ),
         ];
         let mut series = Vec::new();
@@ -1478,6 +1519,27 @@ mod tests {
             labels,
             ["deploy", "decision: regressed", "revert", "recovered"]
         );
+    }
+
+    #[test]
+    fn a_record_that_does_not_read_is_said_to_be_unreadable_in_the_timeline() {
+        let mut input = story();
+        // A move to a state this version does not know, an email record without its subject.
+        input.events[6].detail = json!({"from": "verifying", "to": "canaried", "decided_at": null,
+                                        "note": null});
+        input.events[7].detail = json!({"message_id": "<m@guardian>", "to": []});
+        input.events[5].detail = json!({"verdict": "fine", "report": null});
+        let md = Postmortem::new(input).markdown();
+        let told: Vec<&str> = md
+            .lines()
+            .filter(|l| l.contains("cannot be read"))
+            .collect();
+        expect_test::expect![[r#"
+            | 16:02:38 | +2 min 39 s | The recovery check record cannot be read: unknown variant \`fine\`, expected one of \`watching\`, \`regressed\`, \`healthy\`, \`inconclusive\` |
+            | 16:02:38 | +2 min 39 s | The state changed record cannot be read: unknown variant \`canaried\`, expected one of \`watching\`, \`healthy\`, \`regressed\`, \`inconclusive\`, \`superseded\`, \`interrupted\`, \`rolling_back\`, \`verifying\`, \`rolled_back\`, \`escalated\` |
+            | 16:02:38 | +2 min 39 s | The email queued record cannot be read: missing field \`subject\` |
+            - **recovery check:** its record cannot be read: unknown variant \`fine\`, expected one of \`watching\`, \`regressed\`, \`healthy\`, \`inconclusive\`"#]].assert_eq(&told.join("\n"));
+        assert!(!md.contains('?'), "{md}");
     }
 
     #[test]

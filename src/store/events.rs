@@ -4,6 +4,7 @@
 //! in the transaction of the change it records.
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -20,6 +21,14 @@ pub struct EventRecord {
     /// What it records; a kind this version does not know reads as its text.
     pub kind: StoredKind,
     pub detail: Value,
+}
+
+impl EventRecord {
+    /// The detail read into the type its kind is written from ([`super::StateChange`] for
+    /// `state_changed`, `RollbackReport` for `rollback`, ...): an error when it does not read.
+    pub fn detail_as<T: DeserializeOwned>(&self) -> serde_json::Result<T> {
+        T::deserialize(&self.detail)
+    }
 }
 
 impl Store {

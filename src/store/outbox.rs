@@ -3,11 +3,21 @@
 //! that change's decision log when queued and when sent.
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::changes::current_state;
 use super::events::append_event;
 use super::{finite, Doing, EventKind, Result, Store, StoreError};
+
+/// What an `email_queued` record on a change says. Written by the outbox as it queues an email
+/// about a change, read back by the post-mortem.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmailQueued {
+    pub message_id: String,
+    pub subject: String,
+    /// The recipients.
+    pub to: Vec<String>,
+}
 
 /// An email in the outbox.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -111,11 +121,15 @@ impl Store {
             > 0;
         if added {
             if let Some(id) = change_id {
-                let detail = serde_json::json!({
-                    "message_id": message_id,
-                    "subject": subject,
-                    "to": to,
-                });
+                let detail = serde_json::to_value(EmailQueued {
+                    message_id: message_id.to_owned(),
+                    subject: subject.to_owned(),
+                    to: to.to_vec(),
+                })
+                .map_err(|error| StoreError::Json {
+                    doing: doing(),
+                    error,
+                })?;
                 append_event(&tx, now, Some(id), EventKind::EmailQueued, &detail).doing(doing)?;
             }
         }
@@ -358,7 +372,17 @@ mod tests {
             .filter(|e| e.kind == EventKind::EmailQueued)
             .collect();
         assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].detail["message_id"], mid.as_str());
+        assert_eq!(
+            queued[0].detail_as::<EmailQueued>().unwrap(),
+            EmailQueued {
+                message_id: mid.clone(),
+                subject: "subject".into(),
+                to: oncall.clone(),
+            }
+        );
+        // The JSON it has always been.
+        let keys: Vec<&String> = queued[0].detail.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["message_id", "subject", "to"]);
         // Sent, then queued again: still sent, still one.
         store.mark_sent(&mid, T0 + 2.0).unwrap();
         assert!(!store
