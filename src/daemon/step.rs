@@ -156,6 +156,7 @@ impl Step {
         }
     }
 
+    /// How it ended, as the post-mortem's list of actions tells it.
     pub fn ending(&self) -> Ending<'_> {
         match self {
             Step::OpenRepository { error }

@@ -13,7 +13,7 @@ use super::evidence::regression_summary;
 use super::text::{printable, shell_line, short_commit, tail, OUTPUT_TAIL_LINES};
 use crate::core::Report;
 use crate::daemon::actions::revert::RollbackReport;
-use crate::daemon::step::{Ended, Ending, Hook, Push, Reverted, Step};
+use crate::daemon::step::{Ended, Hook, Push, Reverted, Step};
 use crate::git::CommandRecord;
 use crate::hook::HookStatus;
 use crate::store::{ChangeRecord, ChangeState, EventKind, EventRecord};
@@ -228,13 +228,13 @@ pub fn what_guardian_did(w: &mut String, change: &ChangeRecord, rollback: &Store
                 commands(w, step.commands());
             }
             Step::Hook(hook) => hook_step(w, n, hook),
-            Step::OpenRepository { .. } | Step::Apply(_) => {
-                let outcome = match step.ending() {
-                    Ending::Failed(e) => format!("FAILED: {e}"),
-                    Ending::Result(result) => result.to_owned(),
-                    Ending::Hook(hook) => hook.summary.clone(),
-                };
-                let _ = writeln!(w, "  {n}. {}: {outcome}", step.name());
+            // Opening the repository is recorded only when it failed; `git apply` is a
+            // deploy's step, told plainly should a rollback report hold one.
+            Step::OpenRepository { error } | Step::Apply(Ended::Failed { error }) => {
+                let _ = writeln!(w, "  {n}. {}: FAILED: {error}", step.name());
+            }
+            Step::Apply(Ended::Done(applied)) => {
+                let _ = writeln!(w, "  {n}. {}: {}", step.name(), applied.as_str());
             }
         }
     }
