@@ -1,7 +1,9 @@
 //! The change model: who made a change ([`ChangeKind`]) and where it stands ([`ChangeState`]),
 //! with the one rule of how it may move ([`ChangeState::may_become`]) and which states are
-//! decisions ([`ChangeState::is_final`]). Pure: the store keeps changes in these states and
-//! refuses a move the rule refuses (it re-exports both types, so callers import them there).
+//! decisions ([`ChangeState::is_final`]); and what guardian puts on the record about changes,
+//! proposals and itself ([`EventKind`]), read back as a [`StoredKind`]. Pure: the store keeps
+//! changes in these states and refuses a move the rule refuses (it re-exports these types, so
+//! callers import them there).
 
 use std::fmt;
 use std::str::FromStr;
@@ -136,6 +138,144 @@ impl FromStr for ChangeState {
     }
 }
 
+/// Declares `EventKind` from one line per kind: its variant and the text stored in the
+/// `events.kind` column. The text is part of each record's hash (`audit::record_hash`), so it
+/// never changes once shipped: `guardian audit verify` checks the bytes as stored.
+macro_rules! event_kinds {
+    ($($(#[$meta:meta])* $variant:ident = $text:literal;)*) => {
+        /// What an event on the record is: every kind guardian writes, and only those
+        /// (`Store::record_event` and `Store::audit` take nothing else).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum EventKind {
+            $($(#[$meta])* $variant,)*
+        }
+
+        impl EventKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant,)*];
+
+            /// The text stored in the record (and hashed into it).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(EventKind::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    /// A change guardian was told of; it is being watched.
+    ChangeCreated = "change_created";
+    /// A change moved from one state to another (the decision, a rollback's progress).
+    StateChanged = "state_changed";
+    /// What the rollback did: a `RollbackReport`, step by step.
+    Rollback = "rollback";
+    /// The recovery check's verdict and evidence after a rollback.
+    RecoveryCheck = "recovery_check";
+    /// What shadow mode would have done about a regression, and did not.
+    ShadowRollback = "shadow_rollback";
+    /// An email about a change went into the outbox.
+    EmailQueued = "email_queued";
+    /// The mail server accepted an email about a change.
+    EmailSent = "email_sent";
+    /// A policy file was loaded (at start, or changed on reload): its hash.
+    PolicyLoaded = "policy_loaded";
+    /// Unattended deploys were paused, and by whom.
+    GatePaused = "gate_paused";
+    /// Unattended deploys were resumed.
+    GateResumed = "gate_resumed";
+    /// Requests refused for a token in a window, counted (`daemon::refusals`).
+    AccessRefused = "access_refused";
+    /// A signed checkpoint of the audit chain as it stood.
+    AuditCheckpoint = "audit_checkpoint";
+    /// A proposal as submitted.
+    ProposalSubmitted = "proposal_submitted";
+    /// The policy's decision on a proposal.
+    PolicyDecision = "policy_decision";
+    /// A person approved a proposal.
+    ProposalApproved = "proposal_approved";
+    /// A person rejected a proposal.
+    ProposalRejected = "proposal_rejected";
+    /// Guardian began deploying a proposal.
+    ProposalDeploying = "proposal_deploying";
+    /// A proposal was deployed: its `DeployReport`.
+    ProposalDeployed = "proposal_deployed";
+    /// Deploying a proposal failed: its `DeployReport`.
+    ProposalDeployFailed = "proposal_deploy_failed";
+    /// Shadow mode: a proposal decided and recorded, never deployed.
+    ProposalShadow = "proposal_shadow";
+    /// A proposal was linked to the change that carries it out.
+    ProposalLinked = "proposal_linked";
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event's kind as read back from the record: one guardian writes, or one this version does
+/// not know (written by a later version, or by hand), kept as its text rather than refused, so
+/// that the rest of the record still reads.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum StoredKind {
+    Known(EventKind),
+    Unknown(String),
+}
+
+impl StoredKind {
+    /// The kind stored as `text`.
+    pub fn read(text: &str) -> StoredKind {
+        EventKind::ALL
+            .iter()
+            .copied()
+            .find(|kind| kind.as_str() == text)
+            .map_or_else(|| StoredKind::Unknown(text.to_owned()), StoredKind::Known)
+    }
+
+    /// The kind, when this version knows it.
+    pub fn known(&self) -> Option<EventKind> {
+        match self {
+            StoredKind::Known(kind) => Some(*kind),
+            StoredKind::Unknown(_) => None,
+        }
+    }
+
+    /// The text as stored.
+    pub fn as_str(&self) -> &str {
+        match self {
+            StoredKind::Known(kind) => kind.as_str(),
+            StoredKind::Unknown(text) => text,
+        }
+    }
+}
+
+impl PartialEq<EventKind> for StoredKind {
+    fn eq(&self, other: &EventKind) -> bool {
+        self.known() == Some(*other)
+    }
+}
+
+impl From<EventKind> for StoredKind {
+    fn from(kind: EventKind) -> StoredKind {
+        StoredKind::Known(kind)
+    }
+}
+
+impl fmt::Display for StoredKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// As the text stored, known or not.
+impl Serialize for StoredKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
@@ -170,5 +310,63 @@ mod tests {
                 Value::String(kind.to_string())
             );
         }
+    }
+
+    /// The text of each kind is in every record's hash: these are the texts guardian has
+    /// always written, and a kind renamed here fails this test before it breaks
+    /// `guardian audit verify` on the records already written.
+    #[test]
+    fn each_event_kind_is_stored_as_the_text_it_has_always_been() {
+        let texts: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        expect_test::expect![[r#"
+            change_created
+            state_changed
+            rollback
+            recovery_check
+            shadow_rollback
+            email_queued
+            email_sent
+            policy_loaded
+            gate_paused
+            gate_resumed
+            access_refused
+            audit_checkpoint
+            proposal_submitted
+            policy_decision
+            proposal_approved
+            proposal_rejected
+            proposal_deploying
+            proposal_deployed
+            proposal_deploy_failed
+            proposal_shadow
+            proposal_linked"#]]
+        .assert_eq(&texts.join("\n"));
+        for kind in EventKind::ALL {
+            assert_eq!(
+                StoredKind::read(kind.as_str()),
+                *kind,
+                "reads back as itself"
+            );
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+    }
+
+    #[test]
+    fn a_kind_this_version_does_not_know_reads_as_its_text() {
+        let later = StoredKind::read("canary_promoted");
+        assert_eq!(later, StoredKind::Unknown("canary_promoted".into()));
+        assert_eq!(later.known(), None);
+        assert_eq!(later.as_str(), "canary_promoted");
+        assert_ne!(later, EventKind::Rollback);
+        assert_eq!(
+            serde_json::to_value(&later).unwrap(),
+            Value::String("canary_promoted".into())
+        );
+        let known = StoredKind::read("rollback");
+        assert_eq!(known, EventKind::Rollback);
+        assert_eq!(
+            serde_json::to_value(&known).unwrap(),
+            Value::String("rollback".into())
+        );
     }
 }

@@ -370,7 +370,7 @@ async fn story(
             .map_err(|e| e.to_string())?
             .into_iter()
             .rev()
-            .find(|e| e.kind == "rollback")
+            .find(|e| e.kind == crate::store::EventKind::Rollback)
             .map(|e| e.detail);
         let email = crate::report::render_alert("demo shop", &record, rollback.as_ref());
         println!();

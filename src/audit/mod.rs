@@ -80,8 +80,8 @@ mod record;
 mod verification;
 mod verify;
 
-/// The kind of the record a checkpoint is stored as.
-pub const CHECKPOINT_KIND: &str = "audit_checkpoint";
+/// The kind of the record a checkpoint is stored as, as text: `verify` reads the rows' bytes.
+pub const CHECKPOINT_KIND: &str = crate::change::EventKind::AuditCheckpoint.as_str();
 
 /// The actor of the daemon's own records.
 pub const ACTOR_GUARDIAN: &str = "guardian";

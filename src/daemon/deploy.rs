@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use super::engine::{DeployJob, DeployReport};
+use super::step::{Applied, Ended, Hook, Push, Pushed, Step};
 use crate::config::RollbackSettings;
 use crate::git::{ApplyOutcome, ApplyRequest, Repo};
 use crate::hook::{self, HookSpec, HookStatus};
@@ -27,9 +26,9 @@ pub fn run(settings: &RollbackSettings, job: &DeployJob) -> DeployReport {
     let repo = match Repo::open(&settings.repo) {
         Ok(r) => r,
         Err(e) => {
-            report
-                .steps
-                .push(json!({ "step": "open repository", "error": e.to_string() }));
+            report.steps.push(Step::OpenRepository {
+                error: e.to_string(),
+            });
             return fail(report, format!("cannot open guardian's clone: {e}"));
         }
     };
@@ -42,11 +41,19 @@ pub fn run(settings: &RollbackSettings, job: &DeployJob) -> DeployReport {
     };
     let commit = match repo.apply_patch(&request) {
         Ok(ApplyOutcome::Applied { commit, commands }) => {
-            report.steps.push(json!({ "step": "git apply", "result": "applied", "commit": commit, "commands": commands }));
+            report.steps.push(Step::Apply(Ended::Done(Applied::Applied {
+                commit: commit.clone(),
+                commands,
+            })));
             commit
         }
         Ok(ApplyOutcome::AlreadyDone { commit, commands }) => {
-            report.steps.push(json!({ "step": "git apply", "result": "already applied", "commit": commit, "commands": commands }));
+            report
+                .steps
+                .push(Step::Apply(Ended::Done(Applied::AlreadyApplied {
+                    commit: commit.clone(),
+                    commands,
+                })));
             commit
         }
         Ok(ApplyOutcome::DoesNotApply {
@@ -54,28 +61,46 @@ pub fn run(settings: &RollbackSettings, job: &DeployJob) -> DeployReport {
             tree_restored,
             commands,
         }) => {
-            report.steps.push(json!({ "step": "git apply", "result": "does not apply", "reason": reason, "tree_restored": tree_restored, "commands": commands }));
+            report
+                .steps
+                .push(Step::Apply(Ended::Done(Applied::DoesNotApply {
+                    reason: reason.clone(),
+                    tree_restored,
+                    commands,
+                })));
             return fail(
                 report,
                 format!("the diff does not apply to the deploy branch: {reason}"),
             );
         }
         Err(e) => {
-            report
-                .steps
-                .push(json!({ "step": "git apply", "error": e.to_string() }));
+            report.steps.push(Step::Apply(Ended::Failed {
+                error: e.to_string(),
+            }));
             return fail(report, format!("applying the diff failed: {e}"));
         }
     };
     report.commit = Some(commit.clone());
     if let Some((remote, branch)) = &settings.push {
         match repo.push(remote, branch) {
-            Ok(command) => report.steps.push(json!({ "step": "git push", "remote": remote, "branch": branch, "result": "pushed", "command": command })),
+            Ok(command) => report.steps.push(Step::Push(Push {
+                remote: remote.clone(),
+                branch: branch.clone(),
+                ended: Ended::Done(Pushed::Pushed { command }),
+            })),
             Err(e) => {
-                report.steps.push(json!({ "step": "git push", "remote": remote, "branch": branch, "error": e.to_string() }));
+                report.steps.push(Step::Push(Push {
+                    remote: remote.clone(),
+                    branch: branch.clone(),
+                    ended: Ended::Failed {
+                        error: e.to_string(),
+                    },
+                }));
                 return fail(
                     report,
-                    format!("{commit} is committed but could not be pushed to {remote} {branch}: {e}"),
+                    format!(
+                        "{commit} is committed but could not be pushed to {remote} {branch}: {e}"
+                    ),
                 );
             }
         }
@@ -100,7 +125,11 @@ pub fn run(settings: &RollbackSettings, job: &DeployJob) -> DeployReport {
     let summary = outcome.summary();
     report.maybe_deployed = true;
     let succeeded = matches!(outcome.status, HookStatus::Succeeded);
-    report.steps.push(json!({ "step": "redeploy hook", "command": settings.hook, "summary": summary, "outcome": outcome }));
+    report.steps.push(Step::Hook(Hook {
+        command: settings.hook.clone(),
+        summary: summary.clone(),
+        outcome,
+    }));
     if !succeeded {
         return fail(
             report,

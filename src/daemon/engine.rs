@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DaemonSettings};
 use crate::core::{Monitor, Report};
-use crate::store::{ChangeKind, ChangeRecord, ChangeState, NewChange, Store, StoreError};
+use crate::store::{
+    ChangeKind, ChangeRecord, ChangeState, EventKind, NewChange, Store, StoreError,
+};
 
 use super::actions::{Action, Outcome};
 use super::supervisor::{Effect, Phase, Remediation, Supervisor, Watched};
@@ -179,7 +181,7 @@ impl Engine {
         if let Some(p) = &policy {
             store.audit(
                 "guardian",
-                "policy_loaded",
+                EventKind::PolicyLoaded,
                 None,
                 None,
                 &serde_json::json!({ "policy_sha256": p.sha256 }),
@@ -325,7 +327,7 @@ impl Engine {
     /// decides what comes next (check recovery, or hand over to a person).
     pub fn remedied(
         &mut self,
-        action: &str,
+        action: EventKind,
         job: &Remediation,
         outcome: &Outcome,
         now: f64,
@@ -363,9 +365,7 @@ impl Engine {
                     change_id,
                     kind,
                     detail,
-                } => self
-                    .store
-                    .record_event(&change_id, kind.as_str(), &detail, now)?,
+                } => self.store.record_event(&change_id, kind, &detail, now)?,
                 Effect::Alert { change_id } => self.alert(&change_id, now)?,
                 Effect::Remediate(job) => self.due = Some(job),
                 Effect::Save { report } => {
@@ -452,7 +452,7 @@ impl Engine {
             .events_for(&record.id)?
             .into_iter()
             .rev()
-            .find(|e| e.kind == "rollback")
+            .find(|e| e.kind == EventKind::Rollback)
             .map(|e| e.detail);
         // Anything but a healthy change gets its post-mortem, chart included, as the HTML part.
         let postmortem = match record.state {
@@ -549,10 +549,14 @@ impl Engine {
                         p.sha256
                     );
                     let detail = serde_json::json!({ "policy_sha256": p.sha256 });
-                    if let Err(e) =
-                        self.store
-                            .audit("guardian", "policy_loaded", None, None, &detail, now)
-                    {
+                    if let Err(e) = self.store.audit(
+                        "guardian",
+                        EventKind::PolicyLoaded,
+                        None,
+                        None,
+                        &detail,
+                        now,
+                    ) {
                         tracing::error!("cannot record the new policy: {e}");
                     }
                 }
@@ -868,8 +872,8 @@ mod tests {
             .remediation_due()
             .expect("the rollback is left for the owner");
         assert_eq!(
-            (job.change_id.as_str(), action.name()),
-            (first.as_str(), "rollback")
+            (job.change_id.as_str(), action.kind()),
+            (first.as_str(), EventKind::Rollback)
         );
         assert!(e.remediation_due().is_none(), "taken once");
         let c = e.change(&first).unwrap().unwrap().record;

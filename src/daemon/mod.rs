@@ -12,6 +12,7 @@ pub mod owner;
 pub mod refusals;
 pub mod serve;
 pub mod state_dir;
+pub mod step;
 pub mod supervisor;
 
 use std::future::Future;
@@ -123,7 +124,7 @@ fn start_remediation(
         "{} regressed ({}); remediating: {}",
         job.change_id,
         job.reason,
-        action.name()
+        action.kind()
     );
     let owner = owner.clone();
     std::thread::spawn(move || {
@@ -141,12 +142,12 @@ fn start_remediation(
             ),
         }
         owner.tell(move |e| {
-            if let Err(err) = e.remedied(action.name(), &job, &outcome, now()) {
+            if let Err(err) = e.remedied(action.kind(), &job, &outcome, now()) {
                 tracing::error!(
                     change_id = %job.change_id,
                     "{}: cannot record the {}: {err}",
                     job.change_id,
-                    action.name()
+                    action.kind()
                 );
             }
         });

@@ -13,13 +13,10 @@ use std::sync::Mutex;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::store::{Store, StoreError};
+use crate::store::{EventKind, Store, StoreError};
 
 /// How long a window counts refusals before its record is written.
 pub const WINDOW_SECS: f64 = 60.0;
-
-/// The audit record kind.
-pub const KIND: &str = "access_refused";
 
 /// What a request was refused for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,7 +80,14 @@ impl Window {
             "to": self.to,
             "window_secs": WINDOW_SECS,
         });
-        store.audit(&self.actor, KIND, None, None, &detail, now)
+        store.audit(
+            &self.actor,
+            EventKind::AccessRefused,
+            None,
+            None,
+            &detail,
+            now,
+        )
     }
 }
 

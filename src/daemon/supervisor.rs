@@ -11,9 +11,10 @@
 //! (`Verifying`) and whose failure goes to a person. A deploy of an approved proposal holds
 //! the supervisor too (`Deploying`): one change at a time, so each verdict is about one change.
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::change::{ChangeKind, ChangeState};
+use crate::change::{ChangeKind, ChangeState, EventKind};
 use crate::config::{DaemonSettings, InconclusivePolicy};
 use crate::core::{Landing, Monitor, Report, SignalKind, Verdict};
 use crate::report::units;
@@ -69,22 +70,12 @@ pub enum Remedied {
     Failed(String),
 }
 
-/// What the event on a change's record is about. Stored as its text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    /// The recovery check's verdict and evidence.
-    RecoveryCheck,
-    /// What shadow mode would have done about a regression, and did not.
-    ShadowRollback,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::RecoveryCheck => "recovery_check",
-            EventKind::ShadowRollback => "shadow_rollback",
-        }
-    }
+/// What a `recovery_check` record says: the recovery watch's verdict and the evidence it rests
+/// on. Written from the supervisor's effect, read back by the post-mortem.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecoveryCheck {
+    pub verdict: Verdict,
+    pub report: Option<Report>,
 }
 
 /// What the engine must do, in order.
@@ -460,7 +451,8 @@ impl Supervisor {
             Effect::Event {
                 change_id: change.id.clone(),
                 kind: EventKind::RecoveryCheck,
-                detail: json!({ "verdict": verdict, "report": report }),
+                detail: serde_json::to_value(RecoveryCheck { verdict, report })
+                    .expect("a report serializes"),
             },
             Effect::Transition {
                 change_id: change.id.clone(),
@@ -682,6 +674,21 @@ mod tests {
             ["c1 event recovery_check", "c1 rolled_back", "c1 alert"]
         );
         assert_eq!(*s.phase(), Phase::Idle);
+        // The record is what it has always been (the verdict's text and the whole report), and
+        // reads back in its type.
+        let detail = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Event { detail, .. } => Some(detail),
+                _ => None,
+            })
+            .unwrap();
+        let keys: Vec<&String> = detail.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["report", "verdict"]);
+        assert_eq!(detail["verdict"], "healthy");
+        let check: RecoveryCheck = serde_json::from_value(detail.clone()).unwrap();
+        assert_eq!(check.verdict, Verdict::Healthy);
+        assert!(check.report.is_some_and(|r| r.requests_after > 0));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::ledger::{Entry, Outcome, Tally};
-use crate::store::{Store, StoreError};
+use crate::store::{EventKind, Store, StoreError, StoredKind};
 
 /// Where a proposal is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -65,6 +65,20 @@ impl ProposalState {
     }
 
     /// The transitions guardian makes; everything else is refused.
+    /// What the record says of a proposal moving to this state (`proposal_` and the state),
+    /// for the states a proposal moves to once stored; `None` for the two it is stored in.
+    fn moved_kind(self) -> Option<EventKind> {
+        match self {
+            ProposalState::Approved => Some(EventKind::ProposalApproved),
+            ProposalState::Rejected => Some(EventKind::ProposalRejected),
+            ProposalState::Deploying => Some(EventKind::ProposalDeploying),
+            ProposalState::Deployed => Some(EventKind::ProposalDeployed),
+            ProposalState::DeployFailed => Some(EventKind::ProposalDeployFailed),
+            ProposalState::Shadow => Some(EventKind::ProposalShadow),
+            ProposalState::Denied | ProposalState::Pending => None,
+        }
+    }
+
     fn may_become(self, next: ProposalState) -> bool {
         use ProposalState::*;
         matches!(
@@ -241,7 +255,7 @@ fn audit(
     conn: &Connection,
     now: f64,
     actor: &str,
-    kind: &str,
+    kind: EventKind,
     proposal: &str,
     change_id: Option<&str>,
     detail: Value,
@@ -432,7 +446,7 @@ impl Store {
             &tx,
             now,
             &new.proposer,
-            "proposal_submitted",
+            EventKind::ProposalSubmitted,
             &id,
             None,
             submitted,
@@ -444,8 +458,16 @@ impl Store {
             "state": new.state,
             "assessment": new.assessment,
         });
-        audit(&tx, now, "guardian", "policy_decision", &id, None, decision)
-            .map_err(sql(format!("auditing the decision on proposal {id}")))?;
+        audit(
+            &tx,
+            now,
+            "guardian",
+            EventKind::PolicyDecision,
+            &id,
+            None,
+            decision,
+        )
+        .map_err(sql(format!("auditing the decision on proposal {id}")))?;
         let record = get(&tx, &id)?;
         tx.commit().map_err(sql(format!("storing proposal {id}")))?;
         Ok(record)
@@ -647,9 +669,9 @@ impl Store {
         .map_err(sql(format!("deciding proposal {id}")))?;
         retally(&tx, id, &before).map_err(sql(format!("counting proposal {id}")))?;
         let kind = if approve {
-            "proposal_approved"
+            EventKind::ProposalApproved
         } else {
-            "proposal_rejected"
+            EventKind::ProposalRejected
         };
         audit(
             &tx,
@@ -683,12 +705,12 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql(format!("updating proposal {id}")))?;
         let p = get(&tx, id)?;
-        if !p.state.may_become(to) {
+        let Some(kind) = to.moved_kind().filter(|_| p.state.may_become(to)) else {
             return Err(ProposalError::Conflict(format!(
                 "proposal {id} is {} and cannot become {to}",
                 p.state
             )));
-        }
+        };
         let before = tally_key(&tx, id).map_err(sql(format!("updating proposal {id}")))?;
         tx.execute(
             "UPDATE proposals SET state = ?2, change_id = COALESCE(?3, change_id), \
@@ -701,7 +723,7 @@ impl Store {
             &tx,
             now,
             "guardian",
-            &format!("proposal_{to}"),
+            kind,
             id,
             change_id,
             json!({ "from": p.state, "note": note, "detail": detail }),
@@ -721,14 +743,17 @@ impl Store {
             .conn
             .query_row(
                 "SELECT kind, actor, detail, at FROM events \
-                 WHERE kind IN ('gate_paused', 'gate_resumed') ORDER BY seq DESC LIMIT 1",
-                [],
+                 WHERE kind IN (?1, ?2) ORDER BY seq DESC LIMIT 1",
+                [
+                    EventKind::GatePaused.as_str(),
+                    EventKind::GateResumed.as_str(),
+                ],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .map_err(sql("reading whether deploys are paused"))?;
         Ok(match last {
-            Some((kind, actor, detail, at)) if kind == "gate_paused" => {
+            Some((kind, actor, detail, at)) if StoredKind::read(&kind) == EventKind::GatePaused => {
                 let why = serde_json::from_str::<Value>(&detail)
                     .ok()
                     .and_then(|d| d["why"].as_str().map(str::to_owned))
@@ -812,7 +837,7 @@ impl Store {
             &tx,
             now,
             actor,
-            "proposal_linked",
+            EventKind::ProposalLinked,
             id,
             Some(change_id),
             json!({ "change_id": change_id }),
@@ -875,6 +900,27 @@ mod tests {
                 shadow: self.shadow,
                 state: self.state,
                 tree_sha: self.tree_sha,
+            }
+        }
+    }
+
+    #[test]
+    fn a_proposal_moving_is_recorded_as_proposal_and_its_state_as_always() {
+        let all = [
+            ProposalState::Denied,
+            ProposalState::Pending,
+            ProposalState::Approved,
+            ProposalState::Rejected,
+            ProposalState::Deploying,
+            ProposalState::Deployed,
+            ProposalState::DeployFailed,
+            ProposalState::Shadow,
+        ];
+        for to in all {
+            let reachable = all.iter().any(|from| from.may_become(to));
+            match to.moved_kind() {
+                Some(kind) => assert_eq!(kind.as_str(), format!("proposal_{to}")),
+                None => assert!(!reachable, "{to} is reached but has no record kind"),
             }
         }
     }

@@ -1,22 +1,50 @@
 //! What guardian did about a change, in words: the state it reached, why a rollback was handed
 //! to a person, each step of the rollback with its commands and output, and how to undo the
 //! undo. Shared by the alert email and the post-mortem; the rollback report is the
-//! `RollbackReport` JSON from the decision log.
+//! `RollbackReport` from the decision log, read back in its type ([`read_rollback`]) and told
+//! step by step from its variants.
 
 use std::fmt::Write as _;
 
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use super::evidence::regression_summary;
 use super::text::{printable, shell_line, short_commit, tail, OUTPUT_TAIL_LINES};
 use crate::core::Report;
+use crate::daemon::actions::revert::RollbackReport;
+use crate::daemon::step::{Ended, Hook, Push, Reverted, Step};
 use crate::git::CommandRecord;
-use crate::hook::{HookOutcome, HookStatus};
-use crate::store::{ChangeRecord, ChangeState};
+use crate::hook::HookStatus;
+use crate::store::{ChangeRecord, ChangeState, EventKind, EventRecord};
+
+/// A stored rollback report that does not read back as a `RollbackReport` (a damaged row, or
+/// one written by a later version).
+#[derive(Debug, thiserror::Error)]
+#[error("the stored rollback report cannot be read: {0}")]
+pub struct UnreadableRollback(#[from] serde_json::Error);
+
+/// What the record holds of a change's rollback: `Ok(None)` when none was recorded.
+pub type StoredRollback = Result<Option<RollbackReport>, UnreadableRollback>;
+
+/// A rollback report as stored (a `rollback` event's detail), read back into its type.
+pub fn read_rollback(stored: &Value) -> Result<RollbackReport, UnreadableRollback> {
+    Ok(RollbackReport::deserialize(stored)?)
+}
+
+/// The latest rollback report in a change's decision log.
+pub fn stored_rollback(events: &[EventRecord]) -> StoredRollback {
+    events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::Rollback)
+        .map(|e| read_rollback(&e.detail))
+        .transpose()
+}
 
 /// The few words after the service in the subject: "rolled back", "escalated: revert
 /// conflicts", "regressed".
-pub fn state_label(change: &ChangeRecord, rollback: Option<&Value>) -> String {
+pub fn state_label(change: &ChangeRecord, rollback: Option<&RollbackReport>) -> String {
     match change.state {
         ChangeState::RolledBack => "rolled back".to_owned(),
         ChangeState::Escalated => format!("escalated: {}", escalation_cause(change, rollback)),
@@ -28,23 +56,27 @@ pub fn state_label(change: &ChangeRecord, rollback: Option<&Value>) -> String {
 }
 
 /// Why a rollback was handed to a person, in a few words.
-pub fn escalation_cause(change: &ChangeRecord, rollback: Option<&Value>) -> &'static str {
-    if let Some(rollback) = rollback.filter(|r| !r["escalation"].is_null()) {
-        for step in steps(rollback) {
-            let failed = step.get("error").is_some();
-            match step["step"].as_str().unwrap_or_default() {
-                "open repository" if failed => return "cannot open the repository",
-                "git revert" if step["result"] == "conflict" => return "revert conflicts",
-                "git revert" if failed => return "revert failed",
-                "git push" if failed => return "push failed",
-                "redeploy hook" => {
-                    return match step["outcome"]["status"]["kind"].as_str() {
-                        Some("timed_out") => "redeploy hook timed out",
-                        Some("succeeded") => "needs a person",
-                        _ => "redeploy hook failed",
+pub fn escalation_cause(change: &ChangeRecord, rollback: Option<&RollbackReport>) -> &'static str {
+    if let Some(rollback) = rollback.filter(|r| r.escalation.is_some()) {
+        for step in &rollback.steps {
+            match step {
+                Step::OpenRepository { .. } => return "cannot open the repository",
+                Step::Revert(Ended::Done(Reverted::Conflict { .. })) => return "revert conflicts",
+                Step::Revert(Ended::Failed { .. }) => return "revert failed",
+                Step::Push(Push {
+                    ended: Ended::Failed { .. },
+                    ..
+                }) => return "push failed",
+                Step::Hook(hook) => {
+                    return match hook.outcome.status {
+                        HookStatus::TimedOut { .. } => "redeploy hook timed out",
+                        HookStatus::Succeeded => "needs a person",
+                        HookStatus::Failed { .. } | HookStatus::CouldNotStart { .. } => {
+                            "redeploy hook failed"
+                        }
                     }
                 }
-                _ => {}
+                Step::Revert(Ended::Done(_)) | Step::Push(_) | Step::Apply(_) => {}
             }
         }
         return "needs a person";
@@ -67,7 +99,7 @@ pub fn headline(
     service: &str,
     change: &ChangeRecord,
     report: Option<&Report>,
-    rollback: Option<&Value>,
+    rollback: Option<&RollbackReport>,
     short: &str,
     revert: Option<&str>,
 ) -> String {
@@ -88,7 +120,7 @@ pub fn headline(
         ),
         ChangeState::Escalated => {
             let why = rollback
-                .and_then(|r| r["escalation"].as_str())
+                .and_then(|r| r.escalation.as_deref())
                 .or(change.note.as_deref())
                 .unwrap_or("it could not finish on its own")
                 .trim_end_matches('.');
@@ -137,85 +169,85 @@ fn not_judged(report: Option<&Report>) -> String {
         .unwrap_or_default()
 }
 
-/// Each step of the rollback, its commands and their output; or why there was none.
-pub fn what_guardian_did(w: &mut String, change: &ChangeRecord, rollback: Option<&Value>) {
-    let Some(rollback) = rollback else {
-        let text = match change.state {
-            ChangeState::Regressed => {
-                "  Nothing: rollback is not configured ([daemon.rollback] in guardian.toml)."
-            }
-            ChangeState::Escalated => {
-                "  No rollback report was recorded for this change. If guardian stopped during a \
-                 rollback, check whether a revert commit exists (git log --grep \
-                 'Guardian-Change: <change id>') and whether the service recovered."
-            }
-            ChangeState::RollingBack => "  Reverting and redeploying now.",
-            _ => "  Nothing: guardian only acts on a change that made things worse.",
-        };
-        let _ = writeln!(w, "{text}");
-        return;
+/// Each step of the rollback, its commands and their output; or why there was none, or that
+/// its report cannot be read.
+pub fn what_guardian_did(w: &mut String, change: &ChangeRecord, rollback: &StoredRollback) {
+    let rollback = match rollback {
+        Ok(Some(rollback)) => rollback,
+        Ok(None) => {
+            nothing_done(w, change);
+            return;
+        }
+        Err(e) => {
+            let _ = writeln!(
+                w,
+                "  The rollback report recorded for this change cannot be shown: {e}.\n  Check \
+                 whether a revert commit exists (git log --grep 'Guardian-Change: {}') and \
+                 whether the service recovered.",
+                change.id
+            );
+            return;
+        }
     };
-    let mut n = 0;
-    for step in steps(rollback) {
-        n += 1;
-        let name = step["step"].as_str().unwrap_or("step");
-        match name {
-            "git revert" => {
-                let outcome = match (step["result"].as_str(), step["error"].as_str()) {
-                    (_, Some(e)) => format!("FAILED: {e}"),
-                    (Some("conflict"), _) => {
-                        let files = string_list(&step["files"]);
-                        let tree = if step["tree_restored"].as_bool() == Some(true) {
+    for (i, step) in rollback.steps.iter().enumerate() {
+        let n = i + 1;
+        match step {
+            Step::Revert(ended) => {
+                let outcome = match ended {
+                    Ended::Failed { error } => format!("FAILED: {error}"),
+                    Ended::Done(Reverted::Conflict {
+                        files,
+                        tree_restored,
+                        ..
+                    }) => {
+                        let tree = if *tree_restored {
                             "aborted; the working tree is exactly as it was"
                         } else {
                             "aborted, BUT THE WORKING TREE COULD NOT BE VERIFIED CLEAN"
                         };
                         format!("CONFLICT in {}; {tree}", files.join(", "))
                     }
-                    (Some(result), _) => match step["commit"].as_str() {
-                        Some(c) => format!("{result}; revert commit {c}"),
-                        None => result.to_owned(),
-                    },
-                    _ => "?".to_owned(),
+                    Ended::Done(
+                        done @ (Reverted::Reverted { commit, .. }
+                        | Reverted::AlreadyReverted { commit, .. }),
+                    ) => format!("{}; revert commit {commit}", done.as_str()),
                 };
                 let _ = writeln!(w, "  {n}. git revert: {outcome}");
-                commands(w, &step["commands"]);
+                commands(w, step.commands());
             }
-            "git push" => {
-                let target = format!(
-                    "{} {}",
-                    step["remote"].as_str().unwrap_or("?"),
-                    step["branch"].as_str().unwrap_or("?")
-                );
-                let outcome = match step["error"].as_str() {
-                    Some(e) => format!("FAILED: {e}"),
-                    None => step["result"].as_str().unwrap_or("?").to_owned(),
+            Step::Push(Push {
+                remote,
+                branch,
+                ended,
+            }) => {
+                let outcome = match ended {
+                    Ended::Failed { error } => format!("FAILED: {error}"),
+                    Ended::Done(pushed) => pushed.as_str().to_owned(),
                 };
-                let _ = writeln!(w, "  {n}. git push to {target}: {outcome}");
-                if !step["command"].is_null() {
-                    commands(w, &Value::Array(vec![step["command"].clone()]));
-                }
+                let _ = writeln!(w, "  {n}. git push to {remote} {branch}: {outcome}");
+                commands(w, step.commands());
             }
-            "redeploy hook" => hook_step(w, n, step),
-            _ => {
-                let outcome = match step["error"].as_str() {
-                    Some(e) => format!("FAILED: {e}"),
-                    None => step["result"].as_str().unwrap_or("done").to_owned(),
-                };
-                let _ = writeln!(w, "  {n}. {name}: {outcome}");
+            Step::Hook(hook) => hook_step(w, n, hook),
+            // Opening the repository is recorded only when it failed; `git apply` is a
+            // deploy's step, told plainly should a rollback report hold one.
+            Step::OpenRepository { error } | Step::Apply(Ended::Failed { error }) => {
+                let _ = writeln!(w, "  {n}. {}: FAILED: {error}", step.name());
+            }
+            Step::Apply(Ended::Done(applied)) => {
+                let _ = writeln!(w, "  {n}. {}: {}", step.name(), applied.as_str());
             }
         }
     }
-    if n == 0 {
+    if rollback.steps.is_empty() {
         w.push_str("  The rollback report lists no step.\n");
     }
-    match rollback["revert_commit"].as_str() {
+    match &rollback.revert_commit {
         Some(c) => {
             let _ = writeln!(w, "  Revert commit: {c}");
         }
         None => w.push_str("  No revert commit was made.\n"),
     }
-    if let Some(why) = rollback["escalation"].as_str() {
+    if let Some(why) = &rollback.escalation {
         let _ = writeln!(w, "  Handed to a person because: {why}");
     } else if change.state == ChangeState::Escalated {
         if let Some(note) = &change.note {
@@ -228,26 +260,35 @@ pub fn what_guardian_did(w: &mut String, change: &ChangeRecord, rollback: Option
     }
 }
 
-fn hook_step(w: &mut String, n: usize, step: &Value) {
-    let outcome: Option<HookOutcome> = serde_json::from_value(step["outcome"].clone()).ok();
-    let summary = step["summary"]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| outcome.as_ref().map(HookOutcome::summary))
-        .unwrap_or_else(|| "?".to_owned());
-    let failed = outcome
-        .as_ref()
-        .is_some_and(|o| !matches!(o.status, HookStatus::Succeeded));
+/// Why there is no rollback report, by where the change stands.
+fn nothing_done(w: &mut String, change: &ChangeRecord) {
+    let text = match change.state {
+        ChangeState::Regressed => {
+            "  Nothing: rollback is not configured ([daemon.rollback] in guardian.toml)."
+        }
+        ChangeState::Escalated => {
+            "  No rollback report was recorded for this change. If guardian stopped during a \
+                 rollback, check whether a revert commit exists (git log --grep \
+                 'Guardian-Change: <change id>') and whether the service recovered."
+        }
+        ChangeState::RollingBack => "  Reverting and redeploying now.",
+        _ => "  Nothing: guardian only acts on a change that made things worse.",
+    };
+    let _ = writeln!(w, "{text}");
+}
+
+fn hook_step(w: &mut String, n: usize, hook: &Hook) {
+    let outcome = &hook.outcome;
+    let failed = !matches!(outcome.status, HookStatus::Succeeded);
     let _ = writeln!(
         w,
-        "  {n}. redeploy hook: {}{summary}",
-        if failed { "FAILED: " } else { "" }
+        "  {n}. redeploy hook: {}{}",
+        if failed { "FAILED: " } else { "" },
+        hook.summary
     );
-    let command = string_list(&step["command"]);
-    if !command.is_empty() {
-        let _ = writeln!(w, "       $ {}", shell_line(&command));
+    if !hook.command.is_empty() {
+        let _ = writeln!(w, "       $ {}", shell_line(&hook.command));
     }
-    let Some(outcome) = outcome else { return };
     for (name, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
         let lines = tail(text, OUTPUT_TAIL_LINES);
         if lines.is_empty() {
@@ -271,11 +312,8 @@ fn hook_step(w: &mut String, n: usize, step: &Value) {
 }
 
 /// Each git command with its exit status; the end of stderr of one that failed.
-fn commands(w: &mut String, list: &Value) {
-    for value in list.as_array().into_iter().flatten() {
-        let Ok(record) = serde_json::from_value::<CommandRecord>(value.clone()) else {
-            continue;
-        };
+fn commands(w: &mut String, list: &[CommandRecord]) {
+    for record in list {
         let status = match record.status {
             Some(code) => format!("exit {code}"),
             None => "killed".to_owned(),
@@ -297,25 +335,26 @@ fn commands(w: &mut String, list: &Value) {
 pub fn undo_the_undo(
     w: &mut String,
     change: &ChangeRecord,
-    rollback: Option<&Value>,
+    rollback: Option<&RollbackReport>,
     revert: &str,
 ) {
-    let push = rollback.and_then(|r| {
-        steps(r)
-            .find(|s| s["step"] == "git push" && s.get("error").is_none())
-            .map(|s| {
-                format!(
-                    "{} HEAD:{}",
-                    s["remote"].as_str().unwrap_or("origin"),
-                    s["branch"].as_str().unwrap_or("main")
-                )
-            })
+    let steps = rollback.map(|r| &r.steps[..]).unwrap_or_default();
+    let push = steps.iter().find_map(|s| match s {
+        Step::Push(Push {
+            remote,
+            branch,
+            ended: Ended::Done(_),
+        }) => Some(format!("{remote} HEAD:{branch}")),
+        _ => None,
     });
-    let hook = rollback
-        .and_then(|r| steps(r).find(|s| s["step"] == "redeploy hook"))
-        .map(|s| string_list(&s["command"]))
+    let hook = steps
+        .iter()
+        .find_map(|s| match s {
+            Step::Hook(hook) => Some(&hook.command),
+            _ => None,
+        })
         .filter(|c| !c.is_empty())
-        .map(|c| shell_line(&c));
+        .map(|c| shell_line(c));
     w.push_str(
         "  If the change was fine after all and you want it back, in the repository guardian\n  \
          reverted in ([daemon.rollback] repo):\n",
@@ -366,16 +405,100 @@ pub fn by_hand(w: &mut String, change: &ChangeRecord) {
     );
 }
 
-/// The steps of a rollback report (none when it has another shape).
-pub fn steps(rollback: &Value) -> impl Iterator<Item = &Value> {
-    rollback["steps"].as_array().into_iter().flatten()
-}
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
 
-/// The strings of a JSON array (nothing when it is not one).
-pub fn string_list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str().map(str::to_owned))
-        .collect()
+    use serde_json::json;
+
+    use super::*;
+    use crate::report::testing::change;
+
+    /// The rollback reports in `testdata/rollbacks/`, as the untyped version stored them.
+    fn stored_rollbacks() -> Vec<(String, Value)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/rollbacks");
+        let mut out: Vec<(String, Value)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+                (
+                    name,
+                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    #[test]
+    fn the_subject_says_why_a_stored_rollback_was_handed_to_a_person() {
+        let labels: Vec<String> = stored_rollbacks()
+            .iter()
+            .map(|(name, stored)| {
+                let rollback = read_rollback(stored).unwrap();
+                let state = match rollback.escalation {
+                    Some(_) => ChangeState::Escalated,
+                    None => ChangeState::RolledBack,
+                };
+                let label = state_label(&change(state, "", None), Some(&rollback));
+                format!("{name}: {label}")
+            })
+            .collect();
+        expect_test::expect![[r#"
+            already_reverted: rolled back
+            cannot_open_repository: escalated: cannot open the repository
+            conflict: escalated: revert conflicts
+            hook_could_not_start: escalated: redeploy hook failed
+            hook_failed: escalated: redeploy hook failed
+            hook_timed_out: escalated: redeploy hook timed out
+            push_failed: escalated: push failed
+            revert_failed: escalated: revert failed
+            rolled_back: rolled back"#]]
+        .assert_eq(&labels.join("\n"));
+    }
+
+    #[test]
+    fn each_stored_step_is_told_by_what_it_did_never_as_a_question_mark() {
+        for (name, stored) in stored_rollbacks() {
+            let rollback = read_rollback(&stored).unwrap();
+            let mut w = String::new();
+            let record = change(ChangeState::Escalated, "", None);
+            what_guardian_did(&mut w, &record, &Ok(Some(rollback.clone())));
+            let numbered: Vec<&str> = w
+                .lines()
+                .filter(|l| l.starts_with("  ") && l[2..].starts_with(|c: char| c.is_ascii_digit()))
+                .collect();
+            assert_eq!(numbered.len(), rollback.steps.len(), "{name}:\n{w}");
+            for (line, step) in numbered.iter().zip(&rollback.steps) {
+                assert!(line.contains(step.name()), "{name}: {line}");
+                assert!(!line.contains('?'), "{name}: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_rollback_report_that_does_not_read_is_said_to_be_unreadable() {
+        let record = change(ChangeState::Escalated, "guardian stopped between ...", None);
+        // A renamed field: `sha` where the revert's `commit` should be.
+        let renamed = json!({"revert_commit": null, "escalation": "x", "steps": [
+            {"step": "git revert", "result": "reverted", "sha": "9c8d7e6", "commands": []}
+        ]});
+        let told: Vec<String> = [json!({"steps": "?"}), renamed]
+            .iter()
+            .map(|stored| {
+                let mut w = String::new();
+                what_guardian_did(&mut w, &record, &read_rollback(stored).map(Some));
+                w
+            })
+            .collect();
+        expect_test::expect![[r#"
+              The rollback report recorded for this change cannot be shown: the stored rollback report cannot be read: invalid type: string "?", expected a sequence.
+              Check whether a revert commit exists (git log --grep 'Guardian-Change: chg_0123456789ab') and whether the service recovered.
+            --
+              The rollback report recorded for this change cannot be shown: the stored rollback report cannot be read: missing field `commit`.
+              Check whether a revert commit exists (git log --grep 'Guardian-Change: chg_0123456789ab') and whether the service recovered.
+        "#]].assert_eq(&told.join("--\n"));
+    }
 }

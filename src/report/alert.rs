@@ -10,7 +10,9 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::actions::{by_hand, headline, state_label, undo_the_undo, what_guardian_did};
+use super::actions::{
+    by_hand, headline, read_rollback, state_label, undo_the_undo, what_guardian_did,
+};
 use super::evidence::{self, not_compared_reason, standing, title, verdict_name};
 use super::text::{printable, short_commit};
 use super::units::{count, duration, evalue, ms, percent, quantile, ratio, when};
@@ -36,23 +38,22 @@ pub fn message_id(change_id: &str, state: &str) -> String {
 }
 
 /// Renders the alert about `change` (its current state), with the rollback report (the
-/// `RollbackReport` JSON from the events log) when there was a rollback.
+/// `rollback` event's detail, as stored) when there was a rollback.
 pub fn render_alert(service: &str, change: &ChangeRecord, rollback: Option<&Value>) -> Email {
     let report = evidence::stored(change);
+    let rollback = rollback.map(read_rollback).transpose();
+    let done = rollback.as_ref().ok().and_then(Option::as_ref);
     let short = short_commit(&change.commit);
     let commits = if change.commit.contains("..") {
         "commits"
     } else {
         "commit"
     };
-    let label = state_label(change, rollback);
+    let label = state_label(change, done);
     let subject = printable(&format!(
         "[guardian] {service}: {label} \u{2014} {commits} {short}"
     ));
-    let revert = rollback
-        .and_then(|r| r.get("revert_commit"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let revert = done.and_then(|r| r.revert_commit.clone());
 
     let mut body = String::new();
     let w = &mut body;
@@ -64,7 +65,7 @@ pub fn render_alert(service: &str, change: &ChangeRecord, rollback: Option<&Valu
             service,
             change,
             report.as_ref().ok().and_then(Option::as_ref),
-            rollback,
+            done,
             &short,
             revert.as_deref()
         )
@@ -104,13 +105,13 @@ pub fn render_alert(service: &str, change: &ChangeRecord, rollback: Option<&Valu
     w.push('\n');
 
     section(w, "What guardian did");
-    what_guardian_did(w, change, rollback);
+    what_guardian_did(w, change, &rollback);
     w.push('\n');
 
     match revert.as_deref() {
         Some(revert) => {
             section(w, "How to undo the undo");
-            undo_the_undo(w, change, rollback, revert);
+            undo_the_undo(w, change, done, revert);
         }
         None if matches!(
             change.state,
@@ -297,11 +298,15 @@ fn field(w: &mut String, name: &str, value: &str) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use serde_json::json;
 
     use super::*;
+    use crate::daemon::step::Step;
+    use crate::hook::HookStatus;
     use crate::report::testing::{
-        change, command, expected, regressed_report, rollback_report, COMMIT,
+        change, command, expected, regressed_report, rollback, rollback_report, COMMIT,
     };
 
     #[test]
@@ -377,9 +382,17 @@ mod tests {
         assert!(body.contains(&format!("git revert {COMMIT}   (resolve any conflicts")));
 
         // A hook that timed out.
-        let mut timed_out = rollback_report();
-        timed_out["escalation"] = json!("the revert is committed but the redeploy hook failed");
-        timed_out["steps"][2]["outcome"]["status"] = json!({"kind": "timed_out", "timeout": {"secs": 60, "nanos": 0}, "code": null, "signal": 9});
+        let mut timed_out = rollback();
+        timed_out.escalation = Some("the revert is committed but the redeploy hook failed".into());
+        let Step::Hook(hook) = &mut timed_out.steps[2] else {
+            panic!("the third step is the hook")
+        };
+        hook.outcome.status = HookStatus::TimedOut {
+            timeout: Duration::from_secs(60),
+            code: None,
+            signal: Some(9),
+        };
+        let timed_out = serde_json::to_value(timed_out).unwrap();
         let email = render_alert("shop", &record, Some(&timed_out));
         assert!(
             email.subject.contains("escalated: redeploy hook timed out"),
@@ -428,6 +441,15 @@ mod tests {
         let record = change(ChangeState::Escalated, "guardian stopped between ...", None);
         let email = render_alert("shop", &record, Some(&json!({"steps": "?"})));
         assert!(email.text_body.contains("No evidence was recorded"));
+        assert!(email.text_body.contains(
+            "  The rollback report recorded for this change cannot be shown: the stored rollback \
+             report cannot be read: invalid type: string \"?\", expected a sequence.\n"
+        ));
+        assert!(
+            email.subject.contains("guardian restarted mid-rollback"),
+            "the note tells why: {}",
+            email.subject
+        );
         let email = render_alert("shop", &record, None);
         assert!(
             email.subject.contains("guardian restarted mid-rollback"),

@@ -147,7 +147,7 @@ mod tests {
         Collector, COMMIT, T0,
     };
     use crate::report::{message_id, render_alert, render_alert_with_postmortem};
-    use crate::store::{ChangeKind, ChangeState, NewChange};
+    use crate::store::{ChangeKind, ChangeState, EventKind, NewChange, StoredKind};
 
     #[test]
     fn retries_back_off_to_half_an_hour() {
@@ -313,13 +313,20 @@ mod tests {
         let stats = deliver_due(&mut store, &mailer, T0 + 10_000.0);
         assert_eq!((stats.sent, stats.failed, stats.pending), (0, 0, 0));
         assert_eq!(wait_for(&inbox, 2, Duration::from_millis(300)).len(), 1);
-        let kinds: Vec<String> = store
+        let kinds: Vec<StoredKind> = store
             .events_for(&id)
             .unwrap()
             .into_iter()
             .map(|e| e.kind)
             .collect();
-        assert_eq!(kinds, ["change_created", "email_queued", "email_sent"]);
+        assert_eq!(
+            kinds,
+            [
+                EventKind::ChangeCreated,
+                EventKind::EmailQueued,
+                EventKind::EmailSent
+            ]
+        );
     }
 
     #[test]

@@ -22,8 +22,11 @@ use super::text::short_commit;
 use super::units;
 use crate::core::watch::{LevelReport, Side};
 use crate::core::{Design, Report, SignalKind};
+use crate::daemon::step::{Ending, Step};
+use crate::daemon::supervisor::RecoveryCheck;
+use crate::hook::HookStatus;
 use crate::series::{SeriesPoint, BIN_SECS};
-use crate::store::{ChangeRecord, ChangeState, EventRecord};
+use crate::store::{ChangeRecord, ChangeState, EmailQueued, EventKind, EventRecord, StateChange};
 
 /// What the agent (or person) said about the change when it was proposed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -173,6 +176,7 @@ pub fn load(
 /// The moments marked on the chart: the deploy, the decision, the revert, the redeploy, and
 /// the end (recovered or escalated), at the times the log recorded them.
 pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
+    use ChangeState::*;
     let mut out = vec![Marker {
         at: change.landed_at,
         label: "deploy".into(),
@@ -191,15 +195,16 @@ pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
     let decided_at = report.as_ref().and_then(|r| r.decided_at);
     let mut decided = false;
     for e in events {
-        match e.kind.as_str() {
-            "state_changed" => {
-                let to = e.detail["to"].as_str().unwrap_or_default();
-                let from = e.detail["from"].as_str().unwrap_or_default();
+        match e.kind.known() {
+            Some(EventKind::StateChanged) => {
+                let Ok(StateChange { from, to, .. }) = e.detail_as() else {
+                    continue;
+                };
                 match to {
-                    "regressed" | "healthy" | "inconclusive" if !decided && from == "watching" => {
+                    Regressed | Healthy | Inconclusive if !decided && from == Watching => {
                         decided = true;
                         let at = match (to, decided_at) {
-                            ("regressed" | "healthy", Some(d)) => d,
+                            (Regressed | Healthy, Some(d)) => d,
                             _ => e.at,
                         };
                         out.push(Marker {
@@ -207,28 +212,32 @@ pub fn markers(change: &ChangeRecord, events: &[EventRecord]) -> Vec<Marker> {
                             label: format!("decision: {to}"),
                         });
                     }
-                    "rolling_back" if from != "rolling_back" => out.push(Marker {
+                    RollingBack if from != RollingBack => out.push(Marker {
                         at: e.at,
                         label: "revert".into(),
                     }),
-                    "rolled_back" => out.push(Marker {
+                    RolledBack => out.push(Marker {
                         at: e.at,
                         label: "recovered".into(),
                     }),
-                    "escalated" => out.push(Marker {
+                    Escalated => out.push(Marker {
                         at: e.at,
                         label: "escalated".into(),
                     }),
                     _ => {}
                 }
             }
-            "rollback" => {
-                if let Some(hook) = actions::steps(&e.detail).find(|s| s["step"] == "redeploy hook")
-                {
-                    let ok = hook["outcome"]["status"]["kind"].as_str() == Some("succeeded")
-                        || hook["summary"]
-                            .as_str()
-                            .is_some_and(|s| s.starts_with("exit 0"));
+            Some(EventKind::Rollback) => {
+                let rollback = actions::read_rollback(&e.detail).ok();
+                let hook = rollback
+                    .iter()
+                    .flat_map(|r| &r.steps)
+                    .find_map(|s| match s {
+                        Step::Hook(hook) => Some(hook),
+                        _ => None,
+                    });
+                if let Some(hook) = hook {
+                    let ok = matches!(hook.outcome.status, HookStatus::Succeeded);
                     out.push(Marker {
                         at: e.at,
                         label: if ok {
@@ -297,15 +306,9 @@ impl Postmortem {
 
 fn document(input: &PostmortemInput) -> Vec<Block> {
     let change = &input.change;
-    let rollback = input
-        .events
-        .iter()
-        .rev()
-        .find(|e| e.kind == "rollback")
-        .map(|e| &e.detail);
-    let revert = rollback
-        .and_then(|r| r["revert_commit"].as_str())
-        .map(str::to_owned);
+    let rollback = actions::stored_rollback(&input.events);
+    let done = rollback.as_ref().ok().and_then(Option::as_ref);
+    let revert = done.and_then(|r| r.revert_commit.clone());
     let short = short_commit(&change.commit);
     let report = evidence::stored(change);
     let mut doc = Vec::new();
@@ -315,7 +318,7 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
         vec![t(format!(
             "Post-mortem: {}: {} \u{2014} commit {short}",
             input.service,
-            actions::state_label(change, rollback)
+            actions::state_label(change, done)
         ))],
     ));
     let mut summary = vec![
@@ -326,7 +329,7 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
                 &input.service,
                 change,
                 report.as_ref().ok().and_then(Option::as_ref),
-                rollback,
+                done,
                 &short,
                 revert.as_deref()
             )
@@ -396,13 +399,13 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
     }
 
     doc.push(Block::Heading(2, vec![t("Actions and outcomes")]));
-    actions(&mut doc, change, rollback, &input.events);
+    actions(&mut doc, change, &rollback, &input.events);
 
     let mut text = String::new();
     match revert.as_deref() {
         Some(revert) => {
             doc.push(Block::Heading(2, vec![t("How to undo the undo")]));
-            actions::undo_the_undo(&mut text, change, rollback, revert);
+            actions::undo_the_undo(&mut text, change, done, revert);
         }
         None if matches!(
             change.state,
@@ -446,8 +449,10 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
     let mut rows: Vec<(f64, Vec<Inline>)> = Vec::new();
     let mut deployed = false;
     for e in events {
-        let what: Vec<Inline> = match e.kind.as_str() {
-            "change_created" => {
+        // A decision is shown when the evidence crossed the line, not when it was saved.
+        let mut at = e.at;
+        let what: Vec<Inline> = match e.kind.known() {
+            Some(EventKind::ChangeCreated) => {
                 deployed = true;
                 rows.push((
                     deploy,
@@ -458,39 +463,44 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
                     change.kind
                 ))]
             }
-            "state_changed" => state_change(e, change),
-            "rollback" => rollback_event(&e.detail),
-            "recovery_check" => {
-                let verdict = e.detail["verdict"].as_str().unwrap_or("?");
-                let mut what = format!("Recovery check: {verdict}");
-                let report = evidence::read(&e.detail["report"]).ok();
-                let errors = report
-                    .iter()
-                    .flat_map(|r| &r.signals)
-                    .find(|s| s.signal == SignalKind::Errors);
-                if let Some(s) = errors {
-                    let _ = write!(
-                        what,
-                        " (errors after the redeploy {}, {} before the change)",
-                        units::percent(s.after.rate),
-                        units::percent(s.baseline.rate)
-                    );
+            Some(EventKind::StateChanged) => match e.detail_as::<StateChange>() {
+                Ok(moved) => {
+                    if matches!(moved.to, ChangeState::Regressed | ChangeState::Healthy) {
+                        at = moved.decided_at.unwrap_or(e.at);
+                    }
+                    state_change(&moved, change)
                 }
-                vec![t(what)]
-            }
-            "email_queued" => vec![t(format!(
-                "Alert email queued: {}",
-                e.detail["subject"].as_str().unwrap_or("?")
-            ))],
-            "email_sent" => vec![t("Alert email accepted by the mail server")],
-            other => vec![t(other.replace('_', " "))],
-        };
-        // A decision is shown when the evidence crossed the line, not when it was saved.
-        let at = match (e.kind.as_str(), e.detail["to"].as_str()) {
-            ("state_changed", Some("regressed" | "healthy")) => {
-                e.detail["decided_at"].as_f64().unwrap_or(e.at)
-            }
-            _ => e.at,
+                Err(why) => unreadable(e, &why),
+            },
+            Some(EventKind::Rollback) => rollback_event(&e.detail),
+            Some(EventKind::RecoveryCheck) => match e.detail_as::<RecoveryCheck>() {
+                Ok(check) => {
+                    let verdict = evidence::verdict_name(check.verdict);
+                    let mut what = format!("Recovery check: {verdict}");
+                    let errors = check
+                        .report
+                        .iter()
+                        .flat_map(|r| &r.signals)
+                        .find(|s| s.signal == SignalKind::Errors);
+                    if let Some(s) = errors {
+                        let _ = write!(
+                            what,
+                            " (errors after the redeploy {}, {} before the change)",
+                            units::percent(s.after.rate),
+                            units::percent(s.baseline.rate)
+                        );
+                    }
+                    vec![t(what)]
+                }
+                Err(why) => unreadable(e, &why),
+            },
+            Some(EventKind::EmailQueued) => match e.detail_as::<EmailQueued>() {
+                Ok(queued) => vec![t(format!("Alert email queued: {}", queued.subject))],
+                Err(why) => unreadable(e, &why),
+            },
+            Some(EventKind::EmailSent) => vec![t("Alert email accepted by the mail server")],
+            // Any other kind, this version's or a later one's, in its own words.
+            _ => vec![t(e.kind.as_str().replace('_', " "))],
         };
         rows.push((at, what));
     }
@@ -521,26 +531,29 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
     )
 }
 
-fn state_change(e: &EventRecord, change: &ChangeRecord) -> Vec<Inline> {
-    let to = e.detail["to"].as_str().unwrap_or("?");
-    let note = e.detail["note"].as_str();
-    let note = note.filter(|n| !n.is_empty());
+/// A `state_changed` record in words: the move, with its note or why.
+fn state_change(moved: &StateChange, change: &ChangeRecord) -> Vec<Inline> {
+    use ChangeState::*;
+    let to = moved.to;
+    let note = moved.note.as_deref().filter(|n| !n.is_empty());
     // These notes say it all: shown alone, first letter up.
-    if let (Some(n), "rolling_back" | "verifying" | "rolled_back") = (note, to) {
+    if let (Some(n), RollingBack | Verifying | RolledBack) = (note, to) {
         let mut chars = n.chars();
         let first = chars.next().map(|c| c.to_uppercase().collect::<String>());
         let mut what = format!("{}{}", first.unwrap_or_default(), chars.as_str());
-        if to == "rolled_back" {
+        if to == RolledBack {
             what = format!("Recovered. {what}");
         }
         return vec![t(what)];
     }
     let mut what = match to {
-        "regressed" => {
+        Regressed => {
             // The report saved with the decision, or (in logs written before it was saved
-            // there) the change's latest.
-            let why = evidence::read(&e.detail["report"])
-                .ok()
+            // there, or when it does not read) the change's latest.
+            let why = moved
+                .report
+                .as_ref()
+                .and_then(|r| evidence::read(r).ok())
                 .or_else(|| evidence::stored(change).ok().flatten())
                 .map(|r| evidence::regression_summary(&r))
                 .filter(|s| !s.is_empty())
@@ -548,13 +561,13 @@ fn state_change(e: &EventRecord, change: &ChangeRecord) -> Vec<Inline> {
                 .unwrap_or_default();
             format!("Decision: regressed{why}")
         }
-        "healthy" => "Decision: healthy".to_owned(),
-        "inconclusive" => "Decision: inconclusive".to_owned(),
-        "rolling_back" => "Rollback started".to_owned(),
-        "verifying" => "Redeployed; checking that the service recovers".to_owned(),
-        "rolled_back" => "Rolled back: the service is back to its baseline".to_owned(),
-        "escalated" => "ESCALATED to a person".to_owned(),
-        other => format!("Now {}", other.replace('_', " ")),
+        Healthy => "Decision: healthy".to_owned(),
+        Inconclusive => "Decision: inconclusive".to_owned(),
+        RollingBack => "Rollback started".to_owned(),
+        Verifying => "Redeployed; checking that the service recovers".to_owned(),
+        RolledBack => "Rolled back: the service is back to its baseline".to_owned(),
+        Escalated => "ESCALATED to a person".to_owned(),
+        Watching | Superseded | Interrupted => format!("Now {}", to.as_str().replace('_', " ")),
     };
     if let Some(note) = note {
         let _ = write!(what, ": {note}");
@@ -562,19 +575,36 @@ fn state_change(e: &EventRecord, change: &ChangeRecord) -> Vec<Inline> {
     vec![t(what)]
 }
 
+/// A record whose detail does not read as its kind's type: said so, and why, never guessed at.
+fn unreadable(e: &EventRecord, why: &serde_json::Error) -> Vec<Inline> {
+    vec![t(format!(
+        "The {} record cannot be read: {why}",
+        e.kind.as_str().replace('_', " ")
+    ))]
+}
+
 fn rollback_event(detail: &Value) -> Vec<Inline> {
+    let rollback = match actions::read_rollback(detail) {
+        Ok(rollback) => rollback,
+        Err(e) => {
+            return vec![t(format!(
+                "Rollback ended; its report cannot be shown: {e}"
+            ))]
+        }
+    };
     let mut what = vec![];
-    match detail["revert_commit"].as_str() {
+    match &rollback.revert_commit {
         Some(c) => what.extend([t("Reverted in "), code(short_commit(c))]),
         None => what.push(t("No revert commit was made")),
     }
-    if let Some(hook) = actions::steps(detail).find(|s| s["step"] == "redeploy hook") {
-        what.push(t(format!(
-            "; redeploy hook: {}",
-            hook["summary"].as_str().unwrap_or("?")
-        )));
+    let hook = rollback.steps.iter().find_map(|s| match s {
+        Step::Hook(hook) => Some(hook),
+        _ => None,
+    });
+    if let Some(hook) = hook {
+        what.push(t(format!("; redeploy hook: {}", hook.summary)));
     }
-    if let Some(why) = detail["escalation"].as_str() {
+    if let Some(why) = &rollback.escalation {
         what.push(t(format!("; needs a person: {why}")));
     }
     what
@@ -842,35 +872,39 @@ fn evidence_table(doc: &mut Vec<Block>, report: &Report) {
 fn actions(
     doc: &mut Vec<Block>,
     change: &ChangeRecord,
-    rollback: Option<&Value>,
+    rollback: &actions::StoredRollback,
     events: &[EventRecord],
 ) {
     let mut items: Vec<Vec<Inline>> = Vec::new();
-    if let Some(rollback) = rollback {
-        for step in actions::steps(rollback) {
-            let name = step["step"].as_str().unwrap_or("step");
-            let outcome = match (step["error"].as_str(), name) {
-                (Some(e), _) => format!("FAILED: {e}"),
-                (None, "redeploy hook") => step["summary"].as_str().unwrap_or("?").to_owned(),
-                (None, _) => {
-                    let mut o = step["result"].as_str().unwrap_or("done").to_owned();
-                    if let Some(c) = step["commit"].as_str() {
+    if let Ok(Some(rollback)) = rollback {
+        for step in &rollback.steps {
+            let outcome = match step.ending() {
+                Ending::Failed(e) => format!("FAILED: {e}"),
+                Ending::Hook(hook) => hook.summary.clone(),
+                Ending::Result(result) => {
+                    let mut o = result.to_owned();
+                    if let Some(c) = step.commit() {
                         let _ = write!(o, " ({})", short_commit(c));
                     }
                     o
                 }
             };
-            items.push(vec![strong(format!("{name}:")), t(format!(" {outcome}"))]);
+            items.push(vec![
+                strong(format!("{}:", step.name())),
+                t(format!(" {outcome}")),
+            ]);
         }
     }
-    if let Some(check) = events.iter().rev().find(|e| e.kind == "recovery_check") {
-        items.push(vec![
-            strong("recovery check:"),
-            t(format!(
-                " {}",
-                check.detail["verdict"].as_str().unwrap_or("?")
-            )),
-        ]);
+    if let Some(check) = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::RecoveryCheck)
+    {
+        let verdict = match check.detail_as::<RecoveryCheck>() {
+            Ok(check) => evidence::verdict_name(check.verdict).to_owned(),
+            Err(why) => format!("its record cannot be read: {why}"),
+        };
+        items.push(vec![strong("recovery check:"), t(format!(" {verdict}"))]);
     }
     let mut text = String::new();
     actions::what_guardian_did(&mut text, change, rollback);
@@ -890,7 +924,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::core::Verdict;
     use crate::daemon::actions::revert::RollbackReport;
+    use crate::daemon::step::{Ended, Hook, Push, Pushed, Reverted};
     use crate::git::CommandRecord;
     use crate::hook::{HookOutcome, HookStatus};
     use crate::report::chart::{chart, chart_x, PLOT_LEFT, PLOT_RIGHT};
@@ -931,13 +967,17 @@ mod tests {
     }
 
     /// The recovery check's report: errors back to 0.95% after the redeploy.
-    fn recovery_report() -> Value {
-        let mut r = report();
-        r["verdict"] = json!("healthy");
-        r["decided_at"] = json!(T0 + 158.6);
-        r["change_at"] = json!(T0 + 35.5);
-        r["signals"][0]["regressed"] = json!(false);
-        r["signals"][0]["after"] = json!({"requests": 2000, "events": 19, "rate": 0.0095});
+    fn recovery_report() -> Report {
+        let mut r = evidence::read(&report()).unwrap();
+        r.verdict = Verdict::Healthy;
+        r.decided_at = Some(T0 + 158.6);
+        r.change_at = T0 + 35.5;
+        r.signals[0].regressed = false;
+        r.signals[0].after = Side {
+            requests: 2000,
+            events: 19,
+            rate: Some(0.0095),
+        };
         r
     }
 
@@ -970,20 +1010,35 @@ mod tests {
                 format!("the revert {REVERT} is committed but the redeploy hook failed: exit 3")
             }),
             steps: vec![
-                json!({"step": "git revert", "result": "reverted", "commit": REVERT,
-                       "commands": [command(&["revert", "--no-edit", COMMIT], Some(0), ""),
-                                    command(&["commit", "-F", "-"], Some(0), "")]}),
-                json!({"step": "git push", "remote": "origin", "branch": "main",
-                       "result": "pushed",
-                       "command": command(&["push", "origin", "HEAD:refs/heads/main"], Some(0), "")}),
-                json!({"step": "redeploy hook", "command": ["/usr/local/bin/redeploy", "--env", "prod west"],
-                       "summary": hook.summary(), "outcome": hook}),
+                Step::Revert(Ended::Done(Reverted::Reverted {
+                    commit: REVERT.into(),
+                    commands: vec![
+                        command(&["revert", "--no-edit", COMMIT], Some(0), ""),
+                        command(&["commit", "-F", "-"], Some(0), ""),
+                    ],
+                })),
+                Step::Push(Push {
+                    remote: "origin".into(),
+                    branch: "main".into(),
+                    ended: Ended::Done(Pushed::Pushed {
+                        command: command(&["push", "origin", "HEAD:refs/heads/main"], Some(0), ""),
+                    }),
+                }),
+                Step::Hook(Hook {
+                    command: vec![
+                        "/usr/local/bin/redeploy".into(),
+                        "--env".into(),
+                        "prod west".into(),
+                    ],
+                    summary: hook.summary(),
+                    outcome: hook,
+                }),
             ],
         })
         .unwrap()
     }
 
-    fn event(seq: i64, at: f64, kind: &str, detail: Value) -> EventRecord {
+    fn event(seq: i64, at: f64, kind: EventKind, detail: Value) -> EventRecord {
         EventRecord {
             seq,
             at,
@@ -994,12 +1049,21 @@ mod tests {
     }
 
     fn moved(seq: i64, at: f64, from: &str, to: &str, note: Option<&str>) -> EventRecord {
-        let mut detail = json!({"from": from, "to": to, "decided_at": null, "note": note});
-        if to == "regressed" {
-            detail["decided_at"] = json!(T0 + 30.6);
-            detail["report"] = report();
-        }
-        event(seq, at, "state_changed", detail)
+        let to: ChangeState = to.parse().unwrap();
+        let decision = to == ChangeState::Regressed;
+        let moved = StateChange {
+            from: from.parse().unwrap(),
+            to,
+            decided_at: decision.then_some(T0 + 30.6),
+            note: note.map(str::to_owned),
+            report: decision.then(report),
+        };
+        event(
+            seq,
+            at,
+            EventKind::StateChanged,
+            serde_json::to_value(moved).unwrap(),
+        )
     }
 
     /// The whole story: deployed, regressed at +30.6 s, reverted, redeployed at +35.5 s,
@@ -1019,7 +1083,7 @@ mod tests {
             note: Some("reverted and redeployed; the service is back to its baseline".into()),
         };
         let events = vec![
-            event(1, T0 + 0.2, "change_created", json!({"commit": COMMIT, "kind": "ai"})),
+            event(1, T0 + 0.2, EventKind::ChangeCreated, json!({"commit": COMMIT, "kind": "ai"})),
             moved(2, T0 + 31.0, "watching", "regressed", None),
             moved(
                 3,
@@ -1028,7 +1092,7 @@ mod tests {
                 "rolling_back",
                 Some("rolling back: errors 1.00% -> 9.03% (9.0x), e-value 412 >= 167"),
             ),
-            event(4, T0 + 35.5, "rollback", rollback(true)),
+            event(4, T0 + 35.5, EventKind::Rollback, rollback(true)),
             moved(
                 5,
                 T0 + 35.5,
@@ -1039,8 +1103,12 @@ mod tests {
             event(
                 6,
                 T0 + 158.6,
-                "recovery_check",
-                json!({"verdict": "healthy", "report": recovery_report()}),
+                EventKind::RecoveryCheck,
+                serde_json::to_value(RecoveryCheck {
+                    verdict: Verdict::Healthy,
+                    report: Some(recovery_report()),
+                })
+                .unwrap(),
             ),
             moved(
                 7,
@@ -1052,8 +1120,13 @@ mod tests {
             event(
                 8,
                 T0 + 158.7,
-                "email_queued",
-                json!({"subject": "[guardian] shop: rolled back \u{2014} commit 3f9a2c1b7d"}),
+                EventKind::EmailQueued,
+                serde_json::to_value(EmailQueued {
+                    message_id: "<chg_0123456789ab.rolled_back@guardian>".into(),
+                    subject: "[guardian] shop: rolled back \u{2014} commit 3f9a2c1b7d".into(),
+                    to: vec!["oncall@example.com".into()],
+                })
+                .unwrap(),
             ),
         ];
         let mut series = Vec::new();
@@ -1336,9 +1409,9 @@ mod tests {
         input.events.push(event(
             9,
             T0 + 200.0,
-            "rollback",
+            EventKind::Rollback,
             json!({"revert_commit": REVERT, "steps": [{"step": "redeploy hook",
-                   "summary": "exit 0", "outcome": {"status": {"kind": "succeeded"},
+                   "command": ["/usr/local/bin/redeploy"], "summary": "exit 0", "outcome": {"status": {"kind": "succeeded"},
                    "duration": {"secs": 1, "nanos": 0}, "pid": 1,
                    "stdout": "```\n## Injected\n<script>x</script>\n", "stderr": "",
                    "dropped_bytes": 0, "notes": []}}]}),
@@ -1417,6 +1490,59 @@ mod tests {
     }
 
     #[test]
+    fn a_rollback_report_that_does_not_read_is_said_to_be_unreadable_where_it_would_be_told() {
+        let mut input = story();
+        let rollback = input
+            .events
+            .iter_mut()
+            .find(|e| e.kind == EventKind::Rollback)
+            .unwrap();
+        rollback.detail = json!({"revert_commit": REVERT, "steps": [
+            {"step": "git revert", "result": "rebased", "commit": REVERT, "commands": []}
+        ]});
+        let pm = Postmortem::new(input);
+        let md = pm.markdown();
+        let told: Vec<&str> = md
+            .lines()
+            .filter(|l| l.contains("cannot be shown"))
+            .collect();
+        expect_test::expect![[r#"
+            | 16:00:35 | +35.5 s | Rollback ended; its report cannot be shown: the stored rollback report cannot be read: unknown variant \`rebased\`, expected one of \`reverted\`, \`already reverted\`, \`conflict\` |
+            The rollback report recorded for this change cannot be shown: the stored rollback report cannot be read: unknown variant `rebased`, expected one of `reverted`, `already reverted`, `conflict`."#]].assert_eq(&told.join("\n"));
+        // Nothing of it is shown as if it read: no step, no revert commit, no redeploy marker.
+        assert!(
+            !md.contains("**git revert:**") && !md.contains("Revert commit:"),
+            "{md}"
+        );
+        let labels: Vec<String> = marker_xs(&pm.svg()).into_iter().map(|m| m.0).collect();
+        assert_eq!(
+            labels,
+            ["deploy", "decision: regressed", "revert", "recovered"]
+        );
+    }
+
+    #[test]
+    fn a_record_that_does_not_read_is_said_to_be_unreadable_in_the_timeline() {
+        let mut input = story();
+        // A move to a state this version does not know, an email record without its subject.
+        input.events[6].detail = json!({"from": "verifying", "to": "canaried", "decided_at": null,
+                                        "note": null});
+        input.events[7].detail = json!({"message_id": "<m@guardian>", "to": []});
+        input.events[5].detail = json!({"verdict": "fine", "report": null});
+        let md = Postmortem::new(input).markdown();
+        let told: Vec<&str> = md
+            .lines()
+            .filter(|l| l.contains("cannot be read"))
+            .collect();
+        expect_test::expect![[r#"
+            | 16:02:38 | +2 min 39 s | The recovery check record cannot be read: unknown variant \`fine\`, expected one of \`watching\`, \`regressed\`, \`healthy\`, \`inconclusive\` |
+            | 16:02:38 | +2 min 39 s | The state changed record cannot be read: unknown variant \`canaried\`, expected one of \`watching\`, \`healthy\`, \`regressed\`, \`inconclusive\`, \`superseded\`, \`interrupted\`, \`rolling_back\`, \`verifying\`, \`rolled_back\`, \`escalated\` |
+            | 16:02:38 | +2 min 39 s | The email queued record cannot be read: missing field \`subject\` |
+            - **recovery check:** its record cannot be read: unknown variant \`fine\`, expected one of \`watching\`, \`regressed\`, \`healthy\`, \`inconclusive\`"#]].assert_eq(&told.join("\n"));
+        assert!(!md.contains('?'), "{md}");
+    }
+
+    #[test]
     fn an_escalation_says_a_person_must_act_and_marks_it() {
         let mut input = story();
         input.change.state = ChangeState::Escalated;
@@ -1425,7 +1551,7 @@ mod tests {
         input.events.truncate(3);
         input
             .events
-            .push(event(4, T0 + 36.0, "rollback", rollback(false)));
+            .push(event(4, T0 + 36.0, EventKind::Rollback, rollback(false)));
         input.events.push(moved(
             5,
             T0 + 36.0,

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{render_alert, Email};
 use crate::config::{MailSecurity, MailSettings};
 use crate::core::{DetectorSettings, Monitor, Request, Verdict};
 use crate::daemon::actions::revert::RollbackReport;
+use crate::daemon::step::{Ended, Hook, Push, Pushed, Reverted, Step};
 use crate::git::CommandRecord;
 use crate::hook::{HookOutcome, HookStatus};
 use crate::store::{ChangeKind, ChangeRecord, ChangeState};
@@ -78,8 +79,14 @@ pub fn command(args: &[&str], status: Option<i32>, stderr: &str) -> CommandRecor
     }
 }
 
-/// What `daemon::actions::revert::run` records for a revert, a push and a redeploy that worked.
+/// What `daemon::actions::revert::run` records for a revert, a push and a redeploy that worked,
+/// as stored.
 pub fn rollback_report() -> Value {
+    serde_json::to_value(rollback()).unwrap()
+}
+
+/// [`rollback_report`] in its type.
+pub fn rollback() -> RollbackReport {
     let hook = HookOutcome {
         status: HookStatus::Succeeded,
         duration: Duration::from_millis(3200),
@@ -89,33 +96,46 @@ pub fn rollback_report() -> Value {
         dropped_bytes: 0,
         notes: vec![],
     };
-    let report = RollbackReport {
+    RollbackReport {
         revert_commit: Some(REVERT.into()),
         escalation: None,
         steps: vec![
-            json!({
-                "step": "git revert",
-                "result": "reverted",
-                "commit": REVERT,
-                "commands": [
+            Step::Revert(Ended::Done(Reverted::Reverted {
+                commit: REVERT.into(),
+                commands: vec![
                     command(&["status", "--porcelain"], Some(0), ""),
                     command(&["revert", "--no-edit", "--no-commit", COMMIT], Some(0), ""),
                     command(&["commit", "-F", "-"], Some(0), ""),
                 ],
+            })),
+            Step::Push(Push {
+                remote: "origin".into(),
+                branch: "main".into(),
+                ended: Ended::Done(Pushed::Pushed {
+                    command: command(
+                        &[
+                            "push",
+                            "--no-verify",
+                            "--",
+                            "origin",
+                            "HEAD:refs/heads/main",
+                        ],
+                        Some(0),
+                        "",
+                    ),
+                }),
             }),
-            json!({
-                "step": "git push", "remote": "origin", "branch": "main", "result": "pushed",
-                "command": command(&["push", "--no-verify", "--", "origin", "HEAD:refs/heads/main"], Some(0), ""),
-            }),
-            json!({
-                "step": "redeploy hook",
-                "command": ["/usr/local/bin/redeploy", "--env", "prod west"],
-                "summary": hook.summary(),
-                "outcome": hook,
+            Step::Hook(Hook {
+                command: vec![
+                    "/usr/local/bin/redeploy".into(),
+                    "--env".into(),
+                    "prod west".into(),
+                ],
+                summary: hook.summary(),
+                outcome: hook,
             }),
         ],
-    };
-    serde_json::to_value(report).unwrap()
+    }
 }
 
 pub fn change(state: ChangeState, note: &str, report: Option<Value>) -> ChangeRecord {

@@ -8,15 +8,28 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::events::append_event;
-use super::{finite, ChangeKind, ChangeState, Doing, Result, Store, StoreError};
+use super::{finite, ChangeKind, ChangeState, Doing, EventKind, Result, Store, StoreError};
 
 /// How many times `insert_change` draws a new id when the one drawn is taken (48-bit ids: a
 /// clash is already very unlikely; two in a row would mean the randomness is broken).
 const ID_ATTEMPTS: u32 = 4;
 
-/// Event kinds written to the decision log about a change's life.
-const EVENT_CHANGE_CREATED: &str = "change_created";
-const EVENT_STATE_CHANGED: &str = "state_changed";
+/// What a `state_changed` record says: the move, and what it rests on. Written by
+/// [`Store::set_state`] and read back by the post-mortem.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateChange {
+    pub from: ChangeState,
+    pub to: ChangeState,
+    /// When the evidence crossed the line, for a decision.
+    pub decided_at: Option<f64>,
+    pub note: Option<String>,
+    /// The evidence saved with the move (a decision's), as stored: the views read it as the
+    /// core's `Report` on its own (`report::evidence::read`), so evidence that does not read
+    /// leaves the move readable. Absent when the move rests on none, and in records written
+    /// before it was saved here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Value>,
+}
 
 /// A deploy guardian is told about.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,7 +118,7 @@ impl Store {
             "landed_at": new.landed_at,
             "state": state,
         });
-        append_event(&tx, now, Some(&id), EVENT_CHANGE_CREATED, &detail).doing(doing)?;
+        append_event(&tx, now, Some(&id), EventKind::ChangeCreated, &detail).doing(doing)?;
         tx.commit().doing(doing)?;
         Ok(ChangeRecord {
             id,
@@ -167,16 +180,18 @@ impl Store {
             params![id, state.as_str(), report_json, decided_at, note, now],
         )
         .doing(doing)?;
-        let mut detail = serde_json::json!({
-            "from": from,
-            "to": state,
-            "decided_at": decided_at,
-            "note": note,
-        });
-        if let Some(report) = report {
-            detail["report"] = report;
-        }
-        append_event(&tx, now, Some(id), EVENT_STATE_CHANGED, &detail).doing(doing)?;
+        let detail = serde_json::to_value(StateChange {
+            from,
+            to: state,
+            decided_at,
+            note: note.map(str::to_owned),
+            report,
+        })
+        .map_err(|error| StoreError::Json {
+            doing: doing(),
+            error,
+        })?;
+        append_event(&tx, now, Some(id), EventKind::StateChanged, &detail).doing(doing)?;
         // The proposal this change carries out counts differently in the ledger now.
         crate::gate::proposals::retally_change(&tx, id).doing(doing)?;
         tx.commit().doing(doing)?;
@@ -638,11 +653,11 @@ mod tests {
             .unwrap();
         let events = store.events_for(&id).unwrap();
         assert_eq!(events.len(), 2, "{events:?}");
-        assert_eq!(events[0].kind, EVENT_CHANGE_CREATED);
+        assert_eq!(events[0].kind, EventKind::ChangeCreated);
         assert_eq!(events[0].at, T0 + 1.0);
         assert_eq!(events[0].detail["commit"], "c0ffee");
         assert_eq!(events[0].detail["state"], "watching");
-        assert_eq!(events[1].kind, EVENT_STATE_CHANGED);
+        assert_eq!(events[1].kind, EventKind::StateChanged);
         assert_eq!(events[1].at, T0 + 3.0);
         assert_eq!(events[1].change_id.as_deref(), Some(id.as_str()));
         assert_eq!(events[1].detail["from"], "watching");
@@ -651,6 +666,58 @@ mod tests {
         assert_eq!(events[1].detail["report"]["verdict"], "inconclusive");
         assert!(events[0].seq < events[1].seq);
         assert_eq!(store.events_for(&other).unwrap().len(), 1);
+    }
+
+    /// The bytes stored are what the hash covers and what earlier versions read: the typed
+    /// `StateChange` writes the JSON `json!` wrote, key for key, the report left out when the
+    /// move rests on none.
+    #[test]
+    fn a_move_is_recorded_as_the_json_it_always_was_and_reads_back_in_its_type() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store.insert_change(&change("a", T0), T0).unwrap().id;
+        let report = r#"{"verdict":"regressed","e_value":412.5}"#;
+        store
+            .set_state(
+                &id,
+                ChangeState::Regressed,
+                Some(report),
+                Some(T0 + 30.5),
+                None,
+                T0 + 31.0,
+            )
+            .unwrap();
+        store
+            .set_state(
+                &id,
+                ChangeState::RollingBack,
+                None,
+                None,
+                Some("rolling back"),
+                T0 + 31.0,
+            )
+            .unwrap();
+        let stored: Vec<String> = store
+            .conn
+            .prepare("SELECT detail FROM events WHERE kind = 'state_changed' ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        expect_test::expect![[r#"
+            {"decided_at":1764000030.5,"from":"watching","note":null,"report":{"e_value":412.5,"verdict":"regressed"},"to":"regressed"}
+            {"decided_at":null,"from":"regressed","note":"rolling back","to":"rolling_back"}"#]].assert_eq(&stored.join("\n"));
+        let moves: Vec<StateChange> = store.events_for(&id).unwrap()[1..]
+            .iter()
+            .map(|e| e.detail_as().unwrap())
+            .collect();
+        assert_eq!(moves[0].to, ChangeState::Regressed);
+        assert_eq!(moves[0].decided_at, Some(T0 + 30.5));
+        assert_eq!(moves[0].report, Some(serde_json::from_str(report).unwrap()));
+        assert_eq!(
+            (moves[1].from, moves[1].note.as_deref(), &moves[1].report),
+            (ChangeState::Regressed, Some("rolling back"), &None)
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl Store {
             &tx,
             now,
             crate::audit::ACTOR_GUARDIAN,
-            crate::audit::CHECKPOINT_KIND,
+            super::EventKind::AuditCheckpoint,
             None,
             None,
             &detail.to_string(),

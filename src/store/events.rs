@@ -4,11 +4,12 @@
 //! in the transaction of the change it records.
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::changes::current_state;
-use super::{finite, Doing, Result, Store, StoreError};
+use super::{finite, Doing, EventKind, Result, Store, StoreError, StoredKind};
 
 /// One row of the decision log.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -17,9 +18,17 @@ pub struct EventRecord {
     pub seq: i64,
     pub at: f64,
     pub change_id: Option<String>,
-    /// `change_created` or `state_changed` so far.
-    pub kind: String,
+    /// What it records; a kind this version does not know reads as its text.
+    pub kind: StoredKind,
     pub detail: Value,
+}
+
+impl EventRecord {
+    /// The detail read into the type its kind is written from ([`super::StateChange`] for
+    /// `state_changed`, `RollbackReport` for `rollback`, ...): an error when it does not read.
+    pub fn detail_as<T: DeserializeOwned>(&self) -> serde_json::Result<T> {
+        T::deserialize(&self.detail)
+    }
 }
 
 impl Store {
@@ -28,7 +37,7 @@ impl Store {
     pub fn record_event(
         &mut self,
         change_id: &str,
-        kind: &str,
+        kind: EventKind,
         detail: &Value,
         now: f64,
     ) -> Result<()> {
@@ -54,16 +63,16 @@ impl Store {
     pub fn audit(
         &mut self,
         actor: &str,
-        kind: &str,
+        kind: EventKind,
         subject: Option<&str>,
         change_id: Option<&str>,
         detail: &Value,
         now: f64,
     ) -> Result<u64> {
         finite("now", now)?;
-        if actor.trim().is_empty() || kind.trim().is_empty() {
+        if actor.trim().is_empty() {
             return Err(StoreError::Invalid(format!(
-                "an audit record needs an actor and a kind, got actor {actor:?} and kind {kind:?}"
+                "an audit record needs an actor, got {actor:?} for {kind}"
             )));
         }
         let doing = || {
@@ -124,7 +133,7 @@ impl Store {
                     seq,
                     at,
                     change_id,
-                    kind,
+                    kind: StoredKind::read(&kind),
                     detail,
                 })
             })
@@ -137,7 +146,7 @@ pub(super) fn append_event(
     conn: &Connection,
     at: f64,
     change_id: Option<&str>,
-    kind: &str,
+    kind: EventKind,
     detail: &Value,
 ) -> rusqlite::Result<()> {
     append_record(
@@ -159,7 +168,7 @@ pub(crate) fn append_record(
     conn: &Connection,
     at: f64,
     actor: &str,
-    kind: &str,
+    kind: EventKind,
     subject: Option<&str>,
     change_id: Option<&str>,
     detail: &str,
@@ -180,7 +189,7 @@ pub(crate) fn append_record(
         &prev,
         &crate::audit::RecordFields {
             at,
-            kind: kind.as_bytes(),
+            kind: kind.as_str().as_bytes(),
             change_id: change_id.map(str::as_bytes),
             subject: subject.map(str::as_bytes),
             actor: Some(actor.as_bytes()),
@@ -194,7 +203,7 @@ pub(crate) fn append_record(
             seq,
             at,
             change_id,
-            kind,
+            kind.as_str(),
             detail,
             actor,
             subject,
@@ -240,7 +249,7 @@ mod tests {
         let seq = store
             .audit(
                 "agent",
-                "proposal_received",
+                EventKind::ProposalSubmitted,
                 Some("prop_1"),
                 None,
                 &serde_json::json!({"summary": "retry"}),
@@ -279,23 +288,105 @@ mod tests {
     }
 
     #[test]
-    fn audit_records_need_an_actor_a_kind_and_a_known_change() {
+    fn a_kind_is_stored_and_hashed_as_its_text() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store.insert_change(&change("a", T0), T0).unwrap().id;
+        store
+            .record_event(&id, EventKind::Rollback, &serde_json::json!({}), T0 + 1.0)
+            .unwrap();
+        let (kind, prev, hash): (String, Vec<u8>, Vec<u8>) = store
+            .conn
+            .query_row(
+                "SELECT kind, prev_hash, hash FROM events WHERE seq = 2",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(kind, "rollback");
+        // The hash of the same record written with the text, as the version before the enum
+        // wrote it.
+        let by_text = crate::audit::record_hash(
+            2,
+            &prev,
+            &crate::audit::RecordFields {
+                at: T0 + 1.0,
+                kind: b"rollback",
+                change_id: Some(id.as_bytes()),
+                subject: None,
+                actor: Some(b"guardian"),
+                detail: b"{}",
+            },
+        );
+        assert_eq!(hash, by_text.to_vec());
+    }
+
+    #[test]
+    fn a_record_of_a_kind_a_later_version_writes_reads_as_its_text_and_verifies() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store.insert_change(&change("a", T0), T0).unwrap().id;
+        // What a later version appends: the same chain, a kind this one has never heard of.
+        let prev: Vec<u8> = store
+            .conn
+            .query_row("SELECT hash FROM events WHERE seq = 1", [], |r| r.get(0))
+            .unwrap();
+        let detail = r#"{"share":0.1}"#;
+        let hash = crate::audit::record_hash(
+            2,
+            &prev,
+            &crate::audit::RecordFields {
+                at: T0 + 1.0,
+                kind: b"canary_promoted",
+                change_id: Some(id.as_bytes()),
+                subject: None,
+                actor: Some(b"guardian"),
+                detail: detail.as_bytes(),
+            },
+        );
+        store
+            .conn
+            .execute(
+                "INSERT INTO events (seq, at, change_id, kind, detail, actor, prev_hash, hash) \
+                 VALUES (2, ?1, ?2, 'canary_promoted', ?3, 'guardian', ?4, ?5)",
+                params![T0 + 1.0, id, detail, prev, &hash[..]],
+            )
+            .unwrap();
+        store
+            .record_event(&id, EventKind::Rollback, &serde_json::json!({}), T0 + 2.0)
+            .unwrap();
+        let kinds: Vec<StoredKind> = store
+            .events_for(&id)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                StoredKind::Known(EventKind::ChangeCreated),
+                StoredKind::Unknown("canary_promoted".into()),
+                StoredKind::Known(EventKind::Rollback),
+            ]
+        );
+        let v = verify(&store);
+        assert!(v.intact(), "{}", v.render());
+        assert_eq!(v.records, 3);
+    }
+
+    #[test]
+    fn audit_records_need_an_actor_and_a_known_change() {
         let mut store = Store::open_in_memory().unwrap();
         let detail = serde_json::json!({});
+        let kind = EventKind::GatePaused;
         assert!(matches!(
-            store.audit(" ", "x", None, None, &detail, T0),
+            store.audit(" ", kind, None, None, &detail, T0),
             Err(StoreError::Invalid(_))
         ));
         assert!(matches!(
-            store.audit("admin", "", None, None, &detail, T0),
-            Err(StoreError::Invalid(_))
-        ));
-        assert!(matches!(
-            store.audit("admin", "x", None, None, &detail, f64::NAN),
+            store.audit("admin", kind, None, None, &detail, f64::NAN),
             Err(StoreError::Invalid(_))
         ));
         let err = store
-            .audit("admin", "x", None, Some("chg_nope"), &detail, T0)
+            .audit("admin", kind, None, Some("chg_nope"), &detail, T0)
             .unwrap_err();
         assert!(
             matches!(&err, StoreError::NotFound(i) if i == "chg_nope"),

@@ -317,7 +317,7 @@ mod tests {
         store
             .audit(
                 "admin",
-                "policy_loaded",
+                crate::store::EventKind::PolicyLoaded,
                 None,
                 None,
                 &serde_json::json!({}),

@@ -27,12 +27,12 @@ use rusqlite::Connection;
 
 /// The change model, re-exported: the store keeps changes in these states and every caller
 /// that reads a change finds them here too.
-pub use crate::change::{ChangeKind, ChangeState};
-pub use changes::{ChangeRecord, NewChange};
+pub use crate::change::{ChangeKind, ChangeState, EventKind, StoredKind};
+pub use changes::{ChangeRecord, NewChange, StateChange};
 pub(crate) use events::append_record;
 pub use events::EventRecord;
 pub use migrations::AUDIT_SCHEMA_VERSION;
-pub use outbox::OutboxEmail;
+pub use outbox::{EmailQueued, OutboxEmail};
 
 mod changes;
 mod checkpoints;

@@ -3,15 +3,21 @@
 //! that change's decision log when queued and when sent.
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::changes::current_state;
 use super::events::append_event;
-use super::{finite, Doing, Result, Store, StoreError};
+use super::{finite, Doing, EventKind, Result, Store, StoreError};
 
-/// Event kinds the outbox writes to the decision log.
-const EVENT_EMAIL_QUEUED: &str = "email_queued";
-const EVENT_EMAIL_SENT: &str = "email_sent";
+/// What an `email_queued` record on a change says. Written by the outbox as it queues an email
+/// about a change, read back by the post-mortem.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmailQueued {
+    pub message_id: String,
+    pub subject: String,
+    /// The recipients.
+    pub to: Vec<String>,
+}
 
 /// An email in the outbox.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -115,12 +121,16 @@ impl Store {
             > 0;
         if added {
             if let Some(id) = change_id {
-                let detail = serde_json::json!({
-                    "message_id": message_id,
-                    "subject": subject,
-                    "to": to,
-                });
-                append_event(&tx, now, Some(id), EVENT_EMAIL_QUEUED, &detail).doing(doing)?;
+                let detail = serde_json::to_value(EmailQueued {
+                    message_id: message_id.to_owned(),
+                    subject: subject.to_owned(),
+                    to: to.to_vec(),
+                })
+                .map_err(|error| StoreError::Json {
+                    doing: doing(),
+                    error,
+                })?;
+                append_event(&tx, now, Some(id), EventKind::EmailQueued, &detail).doing(doing)?;
             }
         }
         tx.commit().doing(doing)?;
@@ -227,7 +237,7 @@ impl Store {
                 "message_id": message_id,
                 "attempts": attempts + 1,
             });
-            append_event(&tx, now, Some(&id), EVENT_EMAIL_SENT, &detail).doing(doing)?;
+            append_event(&tx, now, Some(&id), EventKind::EmailSent, &detail).doing(doing)?;
         }
         tx.commit().doing(doing)?;
         Ok(())
@@ -359,10 +369,20 @@ mod tests {
             .events_for(&id)
             .unwrap()
             .into_iter()
-            .filter(|e| e.kind == EVENT_EMAIL_QUEUED)
+            .filter(|e| e.kind == EventKind::EmailQueued)
             .collect();
         assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].detail["message_id"], mid.as_str());
+        assert_eq!(
+            queued[0].detail_as::<EmailQueued>().unwrap(),
+            EmailQueued {
+                message_id: mid.clone(),
+                subject: "subject".into(),
+                to: oncall.clone(),
+            }
+        );
+        // The JSON it has always been.
+        let keys: Vec<&String> = queued[0].detail.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["message_id", "subject", "to"]);
         // Sent, then queued again: still sent, still one.
         store.mark_sent(&mid, T0 + 2.0).unwrap();
         assert!(!store
@@ -467,7 +487,7 @@ mod tests {
             .events_for(&id)
             .unwrap()
             .into_iter()
-            .filter(|e| e.kind == EVENT_EMAIL_SENT)
+            .filter(|e| e.kind == EventKind::EmailSent)
             .collect();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].detail["attempts"], 3);

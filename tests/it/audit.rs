@@ -8,7 +8,7 @@ use ed25519_dalek::SigningKey;
 use guardian::audit::{
     self, Checkpoint, FindingKind, KeySource, RecordFields, Verification, VerifyOptions,
 };
-use guardian::store::{ChangeKind, ChangeState, NewChange, Store};
+use guardian::store::{ChangeKind, ChangeState, EventKind, NewChange, Store};
 use rusqlite::Connection;
 use serde_json::json;
 
@@ -19,8 +19,8 @@ const T0: f64 = 1_764_000_000.0;
 /// Where each record of the log `build` makes sits.
 const CREATED: u64 = 1; // change_created, chg A
 const REGRESSED: u64 = 2; // state_changed, chg A
-const COMMAND: u64 = 3; // rollback_command, chg A
-const PROPOSAL: u64 = 4; // proposal_received, by the agent
+const COMMAND: u64 = 3; // rollback, chg A
+const PROPOSAL: u64 = 4; // proposal_submitted, by the agent
 const APPROVAL: u64 = 5; // proposal_approved, by approver:alice
 const CHECKPOINT: u64 = 6; // audit_checkpoint covering 1..=5 (the one "emailed")
 const SECOND: u64 = 7; // change_created, chg B
@@ -68,15 +68,20 @@ fn build() -> Log {
     store
         .record_event(
             &a,
-            "rollback_command",
-            &json!({"command": ["git", "revert", "aaa"], "output": "1 file changed"}),
+            EventKind::Rollback,
+            &json!({"revert_commit": "bbb", "escalation": null, "steps": [
+                {"step": "git revert", "result": "reverted", "commit": "bbb", "commands": [
+                    {"args": ["revert", "aaa"], "status": 0, "stdout": "1 file changed",
+                     "stderr": ""}
+                ]}
+            ]}),
             T0 + 61.0,
         )
         .unwrap();
     store
         .audit(
             "agent",
-            "proposal_received",
+            EventKind::ProposalSubmitted,
             Some("prop_1"),
             None,
             &json!({"summary": "retry twice", "diff_hash": "ab12"}),
@@ -86,7 +91,7 @@ fn build() -> Log {
     store
         .audit(
             "approver:alice",
-            "proposal_approved",
+            EventKind::ProposalApproved,
             Some("prop_1"),
             None,
             &json!({"diff_hash": "ab12"}),
@@ -251,7 +256,7 @@ fn an_edited_detail_is_named_by_its_record() {
     assert_eq!(v.exit_code(), 2);
     let message = &v.findings[0].message;
     assert!(
-        message.starts_with("record 3 (rollback_command for chg_"),
+        message.starts_with("record 3 (rollback for chg_"),
         "{message}"
     );
     assert!(message.contains("2025-11-24 16:01:01 UTC"), "{message}");
@@ -352,7 +357,7 @@ fn a_record_slipped_into_the_middle_is_caught() {
         "UPDATE events SET seq = -seq WHERE seq > {COMMAND};
          UPDATE events SET seq = 1 - seq WHERE seq < 0;
          INSERT INTO events (seq, at, kind, change_id, detail, actor, prev_hash, hash)
-             SELECT {PROPOSAL}, at, 'rollback_command', change_id, '{{\"command\":\"ls\"}}',
+             SELECT {PROPOSAL}, at, 'rollback', change_id, '{{\"command\":\"ls\"}}',
                     'guardian', hash, x'00' FROM events WHERE seq = {COMMAND};"
     ))
     .unwrap();

@@ -10,7 +10,7 @@ use expect_test::expect_file;
 use serde_json::{json, Value};
 
 use guardian::series::SeriesPoint;
-use guardian::store::{ChangeKind, ChangeState, NewChange, Store};
+use guardian::store::{ChangeKind, ChangeState, EventKind, NewChange, Store};
 
 use super::common::{code, guardian, stderr, stdout, CHANGE_AT};
 
@@ -105,7 +105,7 @@ fn story(db: &Path) -> String {
         )
         .unwrap();
     store
-        .record_event(&id, "rollback", &rollback(), t + 3.6)
+        .record_event(&id, EventKind::Rollback, &rollback(), t + 3.6)
         .unwrap();
     store
         .set_state(
@@ -122,7 +122,7 @@ fn story(db: &Path) -> String {
     store
         .record_event(
             &id,
-            "recovery_check",
+            EventKind::RecoveryCheck,
             &json!({"verdict": "healthy", "report": recovery_report()}),
             t + 22.5,
         )

@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use crate::config::DaemonSettings;
 use crate::daemon::supervisor::{Remediation, Remedied};
+use crate::store::EventKind;
 
 pub trait Action: Send + Sync {
-    /// Its name on the change's record: the event kind its account is stored under.
-    fn name(&self) -> &'static str;
+    /// The event kind its account is stored under on the change's record (and its name in
+    /// the logs).
+    fn kind(&self) -> EventKind;
 
     /// Runs it to the end. Blocking (seconds to minutes, or until a timeout): the daemon runs
     /// it on a thread of its own and hands the outcome back to the supervisor.

@@ -6,22 +6,23 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{Action, Outcome};
 use crate::config::RollbackSettings;
+use crate::daemon::step::{Ended, Hook, Push, Pushed, Reverted, Step};
 use crate::daemon::supervisor::{Remediation, Remedied};
 use crate::git::{Repo, RevertOutcome, RevertRequest};
 use crate::hook::{self, HookSpec, HookStatus};
+use crate::store::EventKind;
 
 /// `git revert` of the change, then the push and the redeploy hook.
 pub struct Revert(pub RollbackSettings);
 
 impl Action for Revert {
     /// The event kind its report has always been stored under, which the views read.
-    fn name(&self) -> &'static str {
-        "rollback"
+    fn kind(&self) -> EventKind {
+        EventKind::Rollback
     }
 
     fn run(&self, job: &Remediation) -> Outcome {
@@ -40,8 +41,9 @@ impl Action for Revert {
     }
 }
 
-/// What happened, for the change's record and the post-mortem.
-#[derive(Clone, Debug, Serialize)]
+/// What happened, for the change's record and the post-mortem; read back by the views
+/// (`report::actions`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RollbackReport {
     /// The revert commit, when there is one.
     pub revert_commit: Option<String>,
@@ -49,7 +51,7 @@ pub struct RollbackReport {
     /// person must take over.
     pub escalation: Option<String>,
     /// Each step, in order: what ran and how it ended.
-    pub steps: Vec<serde_json::Value>,
+    pub steps: Vec<Step>,
 }
 
 impl RollbackReport {
@@ -70,9 +72,9 @@ pub fn run(settings: &RollbackSettings, job: &Remediation) -> RollbackReport {
     let repo = match Repo::open(&settings.repo) {
         Ok(r) => r,
         Err(e) => {
-            report
-                .steps
-                .push(json!({ "step": "open repository", "error": e.to_string() }));
+            report.steps.push(Step::OpenRepository {
+                error: e.to_string(),
+            });
             return report.escalate(format!("cannot open the repository: {e}"));
         }
     };
@@ -87,11 +89,21 @@ pub fn run(settings: &RollbackSettings, job: &Remediation) -> RollbackReport {
         Ok(RevertOutcome::Reverted {
             commit, commands, ..
         }) => {
-            report.steps.push(json!({ "step": "git revert", "result": "reverted", "commit": commit, "commands": commands }));
+            report
+                .steps
+                .push(Step::Revert(Ended::Done(Reverted::Reverted {
+                    commit: commit.clone(),
+                    commands,
+                })));
             commit
         }
         Ok(RevertOutcome::AlreadyDone { commit, commands }) => {
-            report.steps.push(json!({ "step": "git revert", "result": "already reverted", "commit": commit, "commands": commands }));
+            report
+                .steps
+                .push(Step::Revert(Ended::Done(Reverted::AlreadyReverted {
+                    commit: commit.clone(),
+                    commands,
+                })));
             commit
         }
         Ok(RevertOutcome::Conflict {
@@ -99,7 +111,13 @@ pub fn run(settings: &RollbackSettings, job: &Remediation) -> RollbackReport {
             tree_restored,
             commands,
         }) => {
-            report.steps.push(json!({ "step": "git revert", "result": "conflict", "files": files, "tree_restored": tree_restored, "commands": commands }));
+            report
+                .steps
+                .push(Step::Revert(Ended::Done(Reverted::Conflict {
+                    files: files.clone(),
+                    tree_restored,
+                    commands,
+                })));
             let tree = if tree_restored {
                 "the revert was aborted and the working tree is exactly as it was"
             } else {
@@ -112,9 +130,9 @@ pub fn run(settings: &RollbackSettings, job: &Remediation) -> RollbackReport {
             ));
         }
         Err(e) => {
-            report
-                .steps
-                .push(json!({ "step": "git revert", "error": e.to_string() }));
+            report.steps.push(Step::Revert(Ended::Failed {
+                error: e.to_string(),
+            }));
             return report.escalate(format!("the revert failed: {e}"));
         }
     };
@@ -122,9 +140,19 @@ pub fn run(settings: &RollbackSettings, job: &Remediation) -> RollbackReport {
 
     if let Some((remote, branch)) = &settings.push {
         match repo.push(remote, branch) {
-            Ok(command) => report.steps.push(json!({ "step": "git push", "remote": remote, "branch": branch, "result": "pushed", "command": command })),
+            Ok(command) => report.steps.push(Step::Push(Push {
+                remote: remote.clone(),
+                branch: branch.clone(),
+                ended: Ended::Done(Pushed::Pushed { command }),
+            })),
             Err(e) => {
-                report.steps.push(json!({ "step": "git push", "remote": remote, "branch": branch, "error": e.to_string() }));
+                report.steps.push(Step::Push(Push {
+                    remote: remote.clone(),
+                    branch: branch.clone(),
+                    ended: Ended::Failed {
+                        error: e.to_string(),
+                    },
+                }));
                 return report.escalate(format!(
                     "the revert {revert_commit} is committed but could not be pushed to {remote} {branch}: {e}"
                 ));
@@ -150,7 +178,11 @@ pub fn run(settings: &RollbackSettings, job: &Remediation) -> RollbackReport {
     let outcome = hook::run(&spec, &env);
     let summary = outcome.summary();
     let succeeded = matches!(outcome.status, HookStatus::Succeeded);
-    report.steps.push(json!({ "step": "redeploy hook", "command": settings.hook, "summary": summary, "outcome": outcome }));
+    report.steps.push(Step::Hook(Hook {
+        command: settings.hook.clone(),
+        summary: summary.clone(),
+        outcome,
+    }));
     if !succeeded {
         return report.escalate(format!(
             "the revert {revert_commit} is committed but the redeploy hook failed: {summary}"

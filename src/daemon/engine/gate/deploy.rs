@@ -22,7 +22,7 @@ pub struct DeployJob {
 }
 
 /// What a deploy did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct DeployReport {
     /// The commit that carries the proposal, once applied.
     pub commit: Option<String>,
@@ -33,7 +33,7 @@ pub struct DeployReport {
     /// When the redeploy hook started, unix seconds: the deploy window begins there.
     #[serde(default)]
     pub hook_started_at: Option<f64>,
-    pub steps: Vec<serde_json::Value>,
+    pub steps: Vec<crate::daemon::step::Step>,
 }
 
 impl Engine {

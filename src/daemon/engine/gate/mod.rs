@@ -414,9 +414,9 @@ impl Engine {
         now: f64,
     ) -> Result<Option<(String, String, f64)>, EngineError> {
         let kind = if paused {
-            "gate_paused"
+            crate::store::EventKind::GatePaused
         } else {
-            "gate_resumed"
+            crate::store::EventKind::GateResumed
         };
         self.store
             .audit(&role.actor(), kind, None, None, &json!({ "why": why }), now)?;
