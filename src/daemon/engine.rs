@@ -688,21 +688,27 @@ mod tests {
     fn traffic(e: &mut Engine, from: f64, secs: u32, error_rate: f64) {
         for sec in 0..secs {
             let t = from + f64::from(sec);
-            let lines: Vec<String> = (0..20)
-                .map(|i| {
-                    let failed = f64::from(i) < error_rate * 20.0;
-                    let status = if failed { 500 } else { 200 };
-                    let ts = t + f64::from(i) / 20.0;
-                    format!(r#"{{"ts": {ts}, "status": {status}, "latency_ms": 20}}"#)
-                })
-                .collect();
-            let events: Vec<_> = lines
-                .iter()
-                .map(|l| crate::input::parse_line(l, crate::input::Format::JsonLines).unwrap())
-                .collect();
-            e.observe(&events);
+            observe(
+                e,
+                (0..20).map(|i| (t + f64::from(i) / 20.0, f64::from(i) < error_rate * 20.0)),
+            );
             e.tick(t + 1.0).unwrap();
         }
+    }
+
+    /// Feeds requests, each its time and whether it failed, through the app's own log format.
+    fn observe(e: &mut Engine, requests: impl Iterator<Item = (f64, bool)>) {
+        let lines: Vec<String> = requests
+            .map(|(ts, failed)| {
+                let status = if failed { 500 } else { 200 };
+                format!(r#"{{"ts": {ts}, "status": {status}, "latency_ms": 20}}"#)
+            })
+            .collect();
+        let events: Vec<_> = lines
+            .iter()
+            .map(|l| crate::input::parse_line(l, crate::input::Format::JsonLines).unwrap())
+            .collect();
+        e.observe(&events);
     }
 
     #[test]
@@ -851,18 +857,10 @@ mod tests {
         let first = e.notify(&request("human"), T0).unwrap().id;
         // Half the requests fail for 30 s, and nothing ticks until the next notification: its
         // own tick is the one that finds the regression.
-        let lines: Vec<String> = (0..600)
-            .map(|i| {
-                let status = if i % 2 == 0 { 500 } else { 200 };
-                let ts = T0 + f64::from(i) / 20.0;
-                format!(r#"{{"ts": {ts}, "status": {status}, "latency_ms": 20}}"#)
-            })
-            .collect();
-        let events: Vec<_> = lines
-            .iter()
-            .map(|l| crate::input::parse_line(l, crate::input::Format::JsonLines).unwrap())
-            .collect();
-        e.observe(&events);
+        observe(
+            &mut e,
+            (0..600).map(|i| (T0 + f64::from(i) / 20.0, i % 2 == 0)),
+        );
         let refused = e.notify(&request("human"), T0 + 31.0).unwrap_err();
         assert!(
             matches!(&refused, EngineError::Busy(id) if *id == first),

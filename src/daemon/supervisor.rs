@@ -104,6 +104,30 @@ pub enum Effect {
     Save { report: Option<(String, Report)> },
 }
 
+impl Effect {
+    /// A verdict on the evidence: the move to `state` with the report it rests on.
+    fn verdict(change_id: &str, state: ChangeState, report: Option<Report>) -> Effect {
+        Effect::Transition {
+            change_id: change_id.to_owned(),
+            state,
+            decided_at: report.as_ref().and_then(|r| r.decided_at),
+            report,
+            note: None,
+        }
+    }
+
+    /// A move to `state` told in a note for people.
+    fn noted(change_id: &str, state: ChangeState, note: impl Into<String>) -> Effect {
+        Effect::Transition {
+            change_id: change_id.to_owned(),
+            state,
+            report: None,
+            decided_at: None,
+            note: Some(note.into()),
+        }
+    }
+}
+
 /// The decisions' state: the core's monitor, the phase, and the changes whose watch was
 /// already extended once.
 pub struct Supervisor {
@@ -212,14 +236,7 @@ impl Supervisor {
             Verdict::Regressed => self.regressed(change, report, rules),
             Verdict::Healthy => {
                 self.phase = Phase::Idle;
-                let decided_at = report.as_ref().and_then(|r| r.decided_at);
-                let mut effects = vec![Effect::Transition {
-                    change_id: change.id.clone(),
-                    state: ChangeState::Healthy,
-                    report,
-                    decided_at,
-                    note: None,
-                }];
+                let mut effects = vec![Effect::verdict(&change.id, ChangeState::Healthy, report)];
                 // Healthy changes go into the day's digest, unless each is to be mailed.
                 if rules.mail.as_ref().is_some_and(|m| !m.digest_healthy) {
                     effects.push(Effect::Alert {
@@ -247,13 +264,7 @@ impl Supervisor {
             Remedied::Failed(why) => {
                 self.phase = Phase::Idle;
                 vec![
-                    Effect::Transition {
-                        change_id: change.id.clone(),
-                        state: ChangeState::Escalated,
-                        report: None,
-                        decided_at: None,
-                        note: Some(why.clone()),
-                    },
+                    Effect::noted(&change.id, ChangeState::Escalated, why.clone()),
                     Effect::Alert {
                         change_id: change.id,
                     },
@@ -265,13 +276,11 @@ impl Supervisor {
                     .verify_recovery(now + RECOVERY_SETTLE_SECS, verify);
                 let id = change.id.clone();
                 self.phase = Phase::Verifying(change);
-                vec![Effect::Transition {
-                    change_id: id,
-                    state: ChangeState::Verifying,
-                    report: None,
-                    decided_at: None,
-                    note: Some(format!("{what}; checking recovery for {verify} s")),
-                }]
+                vec![Effect::noted(
+                    &id,
+                    ChangeState::Verifying,
+                    format!("{what}; checking recovery for {verify} s"),
+                )]
             }
         }
     }
@@ -319,14 +328,7 @@ impl Supervisor {
         rules: &DaemonSettings,
     ) -> Vec<Effect> {
         let why = report.as_ref().map(reason).unwrap_or_default();
-        let decided_at = report.as_ref().and_then(|r| r.decided_at);
-        let mut effects = vec![Effect::Transition {
-            change_id: change.id.clone(),
-            state: ChangeState::Regressed,
-            report,
-            decided_at,
-            note: None,
-        }];
+        let mut effects = vec![Effect::verdict(&change.id, ChangeState::Regressed, report)];
         let shadow = rules
             .gate
             .as_ref()
@@ -354,13 +356,11 @@ impl Supervisor {
                 change_id: change.id,
             });
         } else {
-            effects.push(Effect::Transition {
-                change_id: change.id.clone(),
-                state: ChangeState::RollingBack,
-                report: None,
-                decided_at: None,
-                note: Some(format!("rolling back: {why}")),
-            });
+            effects.push(Effect::noted(
+                &change.id,
+                ChangeState::RollingBack,
+                format!("rolling back: {why}"),
+            ));
             effects.push(Effect::Remediate(Remediation {
                 change_id: change.id.clone(),
                 commit: change.commit.clone(),
@@ -454,13 +454,7 @@ impl Supervisor {
                 detail: serde_json::to_value(RecoveryCheck { verdict, report })
                     .expect("a report serializes"),
             },
-            Effect::Transition {
-                change_id: change.id.clone(),
-                state,
-                report: None,
-                decided_at: None,
-                note: Some(note),
-            },
+            Effect::noted(&change.id, state, note),
             Effect::Alert {
                 change_id: change.id,
             },
