@@ -533,13 +533,13 @@ async fn create_proposal(
     let _judging = api.judging.acquire().await.map_err(|_| busy())?;
     let request: ProposalRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad proposal: {e}")))?;
-    // git runs for the proposal (a scratch apply in guardian's clone) before the engine's lock
-    // is taken, so it can never hold up a tick or a rollback; the lock is then held only to
-    // judge (pure) and store.
-    let clone = with_engine(&api, |e| Ok(e.proposal_clone())).await?;
+    // git (a scratch apply in guardian's clone) and every rule that reads the change run on a
+    // blocking thread, so however costly the patch they never hold up a tick or a rollback;
+    // the engine's owner then only adds the ledger and the moment, and stores the decision.
+    let kit = with_engine(&api, |e| Ok(e.judging_kit())).await?;
     let judged = {
         let request = request.clone();
-        tokio::task::spawn_blocking(move || judge(clone.as_deref(), &request))
+        tokio::task::spawn_blocking(move || judge(&kit, &request))
             .await
             .map_err(|e| {
                 tracing::error!("judging a proposal failed: {e}");

@@ -108,6 +108,7 @@ pub enum Effect {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleHit {
     /// `paths.deny`, `paths.allow`, `paths.symlink`, `limits.max_files`, `limits.max_lines`,
+    /// `limits.symlink_steps`,
     /// `content.new_dependencies`, `content.schema_changes`, `pattern_mismatch`,
     /// `services.allow`, `diff.empty`; and for approval: `risk.auto_below`,
     /// `trust.not_promoted`, `trust.human_only`, `windows`.
@@ -136,12 +137,17 @@ pub struct Assessment {
     pub tree: String,
 }
 
+/// The most path components all of one change's symlinks may take to follow (see
+/// `symlink::resolve`): some milliseconds of work, and thousands of times what real links need.
+const MAX_LINK_STEPS: usize = 1_000_000;
+
 /// At most this many hits per rule are listed (the rest are summed up in one more).
 const MAX_HITS_PER_RULE: usize = 10;
 
 /// Judges one proposal: `diff` is the patch as sent (what the approver reads), `tree` what git
 /// made of it in a scratch index of guardian's clone (what is deployed). Every rule runs on
-/// `tree`; the patch must agree with it line for line, or it is denied.
+/// `tree`; the patch must agree with it line for line, or it is denied. The same as
+/// [`examine`] then [`decide`].
 pub fn assess(
     policy: &Policy,
     never: &NeverList,
@@ -150,6 +156,45 @@ pub fn assess(
     tree: &TreeChange,
     context: &Context,
 ) -> Assessment {
+    decide(
+        policy,
+        proposal,
+        examine(policy, never, proposal, diff, tree),
+        context,
+    )
+}
+
+/// What the rules find in a change before the moment is known: every rule that reads the
+/// change itself (paths, links, contents, the pattern's check). This is the part whose cost
+/// grows with the change, so the daemon runs it away from the decision loop, and
+/// [`decide`] adds the ledger and the moment, in microseconds.
+pub struct Examination {
+    hits: Hits,
+    pattern_check: PatternCheck,
+    facts: DiffFacts,
+    /// The most critical path touched, as `path (glob)`, and its weight.
+    criticality: Option<(String, u32)>,
+    /// Files the change makes executable.
+    executables: Vec<String>,
+    base_tree: String,
+    tree: String,
+}
+
+impl Examination {
+    /// The tree judged: the one deployed, or nothing is.
+    pub fn tree(&self) -> &str {
+        &self.tree
+    }
+}
+
+/// Runs every rule that reads the change (see [`Examination`]).
+pub fn examine(
+    policy: &Policy,
+    never: &NeverList,
+    proposal: &ProposalFacts,
+    diff: &Diff,
+    tree: &TreeChange,
+) -> Examination {
     let facts = tree.canonical.facts();
     let mut hits = Hits::default();
 
@@ -186,17 +231,46 @@ pub fn assess(
     let criticality = tree
         .paths()
         .filter_map(|p| policy.risk.criticality(p).map(|(g, w)| (p, g, w)))
-        .max_by_key(|(_, _, w)| *w);
-    let where_critical = criticality.map(|(p, g, _)| format!("{p} ({g})"));
-    let executables: Vec<&str> = tree
+        .max_by_key(|(_, _, w)| *w)
+        .map(|(p, g, w)| (format!("{p} ({g})"), w));
+    let executables = tree
         .files
         .iter()
         .filter(|f| {
             f.new.as_ref().is_some_and(|n| n.mode == EXECUTABLE_MODE)
                 && f.old.as_ref().is_none_or(|o| o.mode != EXECUTABLE_MODE)
         })
-        .map(|f| f.path.as_str())
+        .map(|f| f.path.clone())
         .collect();
+    Examination {
+        hits,
+        pattern_check,
+        facts,
+        criticality,
+        executables,
+        base_tree: tree.base_tree.clone(),
+        tree: tree.tree.clone(),
+    }
+}
+
+/// Adds what the moment says (the ledger, recent rollbacks, the error budget, traffic,
+/// windows) to what [`examine`] found, and decides.
+pub fn decide(
+    policy: &Policy,
+    proposal: &ProposalFacts,
+    examination: Examination,
+    context: &Context,
+) -> Assessment {
+    let Examination {
+        mut hits,
+        pattern_check,
+        facts,
+        criticality,
+        executables,
+        base_tree,
+        tree,
+    } = examination;
+    let executables: Vec<&str> = executables.iter().map(String::as_str).collect();
     let risk = risk::score(
         &facts,
         &risk::RiskInputs {
@@ -206,9 +280,7 @@ pub fn assess(
             error_budget_remaining: context.error_budget_remaining,
             traffic_ratio: context.traffic_ratio,
             tests_run: proposal.tests_run,
-            criticality: criticality
-                .zip(where_critical.as_deref())
-                .map(|((_, _, w), text)| (text, w)),
+            criticality: criticality.as_ref().map(|(text, w)| (text.as_str(), *w)),
             max_lines: policy.limits.max_lines,
             executables: &executables,
         },
@@ -264,8 +336,8 @@ pub fn assess(
         risk,
         pattern_check,
         facts,
-        base_tree: tree.base_tree.clone(),
-        tree: tree.tree.clone(),
+        base_tree,
+        tree,
     }
 }
 
@@ -365,12 +437,14 @@ fn check_paths(
 /// inside the tree, outside `.git`, on ground the policy allows. Resolved on the resulting
 /// tree as the kernel would (see `symlink.rs`).
 fn check_links(policy: &Policy, tree: &TreeChange, hits: &mut Hits) {
+    let mut budget = MAX_LINK_STEPS;
     for (path, target) in &tree.links_after {
-        let after = symlink::resolve(path, &tree.links_after, true);
+        let after = symlink::resolve(path, &tree.links_after, true, &mut budget);
         let new = tree.links_before.get(path) != Some(target);
-        if !new && symlink::resolve(path, &tree.links_before, true) == after {
+        if !new && symlink::resolve(path, &tree.links_before, true, &mut budget) == after {
             continue;
         }
+        let target = symlink::shown(target);
         let what = if new {
             format!("the new symlink {path} -> {target}")
         } else {
@@ -409,6 +483,26 @@ fn check_links(policy: &Policy, tree: &TreeChange, hits: &mut Hits) {
                     symlink::MAX_HOPS
                 ),
             ),
+            Resolved::TooLong { .. } => hits.deny(
+                "paths.symlink",
+                format!(
+                    "{what} passes through a symlink whose target is longer than the {} bytes \
+                     a kernel allows (via {})",
+                    symlink::MAX_TARGET_BYTES,
+                    after.via()
+                ),
+            ),
+            Resolved::Unjudged { .. } => {
+                hits.deny(
+                    "limits.symlink_steps",
+                    format!(
+                        "{what} was not followed to its end, nor were the links after it: the \
+                         change's symlinks take more than {MAX_LINK_STEPS} steps to follow in \
+                         all, more than any real change needs"
+                    ),
+                );
+                break;
+            }
         }
     }
 }

@@ -626,6 +626,120 @@ fn an_agent_flooding_reads_and_proposals_gets_429s_and_the_decision_loop_keeps_i
     );
 }
 
+/// A symlink as `git diff` writes it, by hand: git stores any target, however long.
+fn link_section(path: &str, target: &str) -> String {
+    let blob = git_hash_object(target.as_bytes());
+    format!(
+        "diff --git a/{path} b/{path}\nnew file mode 120000\nindex {}..{blob}\n--- /dev/null\n\
+         +++ b/{path}\n@@ -0,0 +1 @@\n+{target}\n\\ No newline at end of file\n",
+        "0".repeat(40)
+    )
+}
+
+fn git_hash_object(bytes: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("git")
+        .args(["hash-object", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn proposals_built_to_be_costly_to_judge_are_denied_on_the_record_and_the_loop_keeps_its_pace() {
+    let watchdog = Watchdog::new();
+    let g = Guardian::start(Setup {
+        envs: watchdog.envs(),
+        ..Setup::default()
+    });
+    let base = git(&g.agent_repo, &["rev-parse", "HEAD"]);
+    let body = |patch: String, summary: &str| json!({"pattern": "other", "summary": summary, "base": base, "patch": patch});
+    // 1. A link whose target is 200,000 bytes of `/.` that come back to itself, and 60 links
+    //    through it. (Before: each took 0.7 s to follow, 44 s in all on the decision loop.)
+    let mut bomb = link_section("src/l/a", &format!("a{}", "/.".repeat(100_000)));
+    for i in 0..60 {
+        bomb.push_str(&link_section(&format!("src/l/b{i}"), "a"));
+    }
+    // 2. A loop within the kernel's limit that walks 1,601 components a hop, and 400 links
+    //    through it: 26 million steps to follow them all.
+    let walk = format!("{}a", "b/../".repeat(800));
+    let mut walks = link_section("src/m/a", &walk);
+    for i in 0..400 {
+        walks.push_str(&link_section(&format!("src/m/b{i}"), "a"));
+    }
+    // 3. 15 MiB of SQL sent as a binary patch (the agent's git is told the file is binary): a
+    //    few hundred KiB on the wire, the whole text for the rules to read.
+    std::fs::write(g.agent_repo.join(".git/info/attributes"), "*.sql binary\n").unwrap();
+    let sql = "SELECT id, name FROM accounts WHERE id = 1;\n".repeat((15 << 20) / 44);
+    let sql_commit = g.agent_commits("src/report.sql", &sql, "a report");
+    let inflating = g.proposal_body(&sql_commit, "a report")["patch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        inflating.contains("GIT binary patch"),
+        "{}",
+        &inflating[..200]
+    );
+
+    let start = Instant::now();
+    let mut denied = Vec::new();
+    for (patch, summary) in [
+        (bomb, "link helpers"),
+        (walks, "more link helpers"),
+        (inflating, "a report"),
+    ] {
+        let (code, _, p) = g.call(AGENT, "POST", "/v1/proposals", Some(&body(patch, summary)));
+        assert_eq!(code, 201, "{p}");
+        assert_eq!(p["decision"], "deny", "{p:#}");
+        denied.push(p);
+    }
+    let end = Instant::now();
+
+    let why = |p: &Value| p["assessment"]["rules"].to_string();
+    assert!(
+        why(&denied[0]).contains("longer than the 4095 bytes a kernel allows"),
+        "{}",
+        why(&denied[0])
+    );
+    assert!(
+        why(&denied[1]).contains("take more than 1000000 steps to follow"),
+        "{}",
+        why(&denied[1])
+    );
+    assert!(
+        why(&denied[2]).contains("sent as a binary patch but is text"),
+        "{}",
+        why(&denied[2])
+    );
+    // On the record, as any denied proposal is.
+    let (_, _, listed) = g.call(ADMIN, "GET", "/v1/proposals", None);
+    for p in &denied {
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["id"] == p["id"]),
+            "{} is not listed",
+            p["id"]
+        );
+    }
+    let silence = watchdog.longest_silence(start, end);
+    assert!(
+        silence < Duration::from_secs(3),
+        "the decision loop went {silence:?} without a tick while the proposals were judged \
+         ({:.1} s in all)",
+        (end - start).as_secs_f64()
+    );
+}
+
 /// Calls `GET /v1/status` as the operator every 100 ms until `stop`; the slowest answer.
 fn slowest_status_answer(api: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<Duration> {
     thread::spawn(move || {

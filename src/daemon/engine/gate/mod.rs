@@ -39,27 +39,38 @@ pub struct ProposalView {
     pub patch: String,
 }
 
-/// What git and the parser make of a proposal, worked out by [`judge`] before the engine's
-/// lock is taken: the patch as read and the tree git made of it, or why there is none.
-#[derive(Debug)]
+/// What judging a proposal needs from the engine, copied out in one cheap call so that the
+/// judging itself (git, and rules whose cost grows with the change) runs away from the engine's
+/// owner: guardian's clone, the policy and the paths no policy opens.
+pub struct JudgingKit {
+    clone: Option<std::path::PathBuf>,
+    policy: Option<(Policy, String)>,
+    never: trust::NeverList,
+    service: String,
+}
+
+/// What git, the parser and the rules make of a proposal, worked out by [`judge`] off the
+/// engine's owner: what the rules found in the tree git made of it, or why there is none.
 pub enum Judged {
-    Tree {
-        diff: trust::Diff,
-        tree: Box<trust::TreeChange>,
+    Examined {
+        examination: Box<trust::Examination>,
+        /// The policy it was examined under.
+        policy_sha256: String,
     },
     /// The patch is refused before it can be judged (unreadable, or git does not apply it):
     /// a denied proposal on the record, with this reason.
     Refused(String),
 }
 
-/// Reads a proposal and applies it in a scratch index of guardian's clone (`clone`). Runs
-/// git, so it must not run under the engine's lock: the HTTP handler calls it on a blocking
-/// thread, then hands the result to [`Engine::propose`].
-pub fn judge(
-    clone: Option<&std::path::Path>,
-    request: &ProposalRequest,
-) -> Result<Judged, EngineError> {
-    request.validate().map_err(EngineError::BadRequest)?;
+/// Reads a proposal, applies it in a scratch index of guardian's clone and runs every rule
+/// that reads the change. Runs git and costs what the change costs, so it must not run on the
+/// engine's owner: the HTTP handler calls it on a blocking thread with the [`JudgingKit`],
+/// then hands the result to [`Engine::propose`].
+pub fn judge(kit: &JudgingKit, request: &ProposalRequest) -> Result<Judged, EngineError> {
+    let pattern = request.validate().map_err(EngineError::BadRequest)?;
+    let Some((policy, policy_sha256)) = &kit.policy else {
+        return Err(no_gate());
+    };
     let diff = match trust::diff::parse(&request.patch) {
         Ok(d) => d,
         // A patch the parser refuses is refused for what it tries (a path out of the tree,
@@ -67,7 +78,7 @@ pub fn judge(
         // just a bad request.
         Err(e) => return Ok(Judged::Refused(e.to_string())),
     };
-    let Some(clone) = clone else {
+    let Some(clone) = &kit.clone else {
         return Err(EngineError::BadRequest(
             "proposals need [daemon.rollback] repo: guardian's own clone to apply them in"
                 .to_owned(),
@@ -77,14 +88,31 @@ pub fn judge(
         .map_err(|e| EngineError::BadRequest(format!("cannot read guardian's clone: {e}")))?;
     let base = request.base.trim();
     let named: Vec<String> = diff.facts().paths;
-    match repo.scratch_apply(base, &request.patch, &named) {
-        Ok(crate::git::Scratch::Applied(tree)) => Ok(Judged::Tree { diff, tree }),
-        Ok(crate::git::Scratch::Refused(why)) => Ok(Judged::Refused(why)),
-        Err(e) => Err(EngineError::BadRequest(format!(
-            "\"base\" {base} cannot be read in guardian's clone {} (fetch it first?): {e}",
-            clone.display()
-        ))),
-    }
+    let tree = match repo.scratch_apply(base, &request.patch, &named) {
+        Ok(crate::git::Scratch::Applied(tree)) => tree,
+        Ok(crate::git::Scratch::Refused(why)) => return Ok(Judged::Refused(why)),
+        Err(e) => {
+            return Err(EngineError::BadRequest(format!(
+                "\"base\" {base} cannot be read in guardian's clone {} (fetch it first?): {e}",
+                clone.display()
+            )))
+        }
+    };
+    let facts = trust::ProposalFacts {
+        service: kit.service.clone(),
+        pattern,
+        tests_run: request.tests_run,
+    };
+    Ok(Judged::Examined {
+        examination: Box::new(trust::examine(policy, &kit.never, &facts, &diff, &tree)),
+        policy_sha256: policy_sha256.clone(),
+    })
+}
+
+fn no_gate() -> EngineError {
+    EngineError::BadRequest(
+        "this guardian takes no proposals: its config has no [daemon.gate] section".to_owned(),
+    )
 }
 
 /// The policy file's text and what it says, read at start and on reload.
@@ -167,12 +195,7 @@ impl From<ProposalError> for EngineError {
 
 impl Engine {
     fn gate_policy(&self) -> Result<&LoadedPolicy, EngineError> {
-        self.policy.as_ref().ok_or_else(|| {
-            EngineError::BadRequest(
-                "this guardian takes no proposals: its config has no [daemon.gate] section"
-                    .to_owned(),
-            )
-        })
+        self.policy.as_ref().ok_or_else(no_gate)
     }
 
     pub(super) fn is_shadow(&self, pattern: Option<&str>) -> bool {
@@ -207,9 +230,17 @@ impl Engine {
         }
     }
 
-    /// Where proposals are applied in scratch (guardian's clone), for [`judge`].
-    pub fn proposal_clone(&self) -> Option<std::path::PathBuf> {
-        self.settings.rollback.as_ref().map(|r| r.repo.clone())
+    /// What [`judge`] needs, copied out (a clone of the policy: microseconds).
+    pub fn judging_kit(&self) -> JudgingKit {
+        JudgingKit {
+            clone: self.settings.rollback.as_ref().map(|r| r.repo.clone()),
+            policy: self
+                .policy
+                .as_ref()
+                .map(|p| (p.policy.clone(), p.sha256.clone())),
+            never: self.never.clone(),
+            service: self.settings.service.clone(),
+        }
     }
 
     /// Protects guardian's own files in the deployed repository, now that the configuration
@@ -220,10 +251,11 @@ impl Engine {
         warnings
     }
 
-    /// Judges a proposal (what [`judge`] made of it, outside the lock) and stores it with the
-    /// decision. Pure but for the ledger and the store: no git runs here. Denied proposals are
-    /// final; those needing approval wait for a person; `auto` ones are queued for deploy (in
-    /// shadow mode: recorded as what would have happened).
+    /// Decides a proposal from what [`judge`] found in it (outside the owner) and the moment,
+    /// and stores it with the decision. No git and no rule that reads the change runs here:
+    /// the ledger and the store only. Denied proposals are final; those needing approval wait
+    /// for a person; `auto` ones are queued for deploy (in shadow mode: recorded as what would
+    /// have happened).
     pub fn propose(
         &mut self,
         role: &Role,
@@ -239,12 +271,21 @@ impl Engine {
             request.kind = ChangeKind::Ai;
         }
         let request = &request;
-        let loaded = self.gate_policy()?;
-        let policy_sha256 = loaded.sha256.clone();
-        let (diff, tree) = match judged {
-            Judged::Tree { diff, tree } => (diff, tree),
+        let (examination, examined_under) = match judged {
+            Judged::Examined {
+                examination,
+                policy_sha256,
+            } => (examination, policy_sha256),
             Judged::Refused(why) => return self.deny_unreadable(role, request, pattern, &why, now),
         };
+        let policy_sha256 = self.gate_policy()?.sha256.clone();
+        if examined_under != policy_sha256 {
+            return Err(EngineError::Conflict(
+                "the policy was reloaded while this proposal was being judged; send it again \
+                 to have it judged under the policy now in force"
+                    .to_owned(),
+            ));
+        }
         let ledger = self.trust()?;
         let standing = ledger.iter().find(|t| t.pattern == pattern.as_str());
         let loaded = self.gate_policy()?;
@@ -267,8 +308,8 @@ impl Engine {
             pattern,
             tests_run: request.tests_run,
         };
-        let mut assessment =
-            trust::assess(&loaded.policy, &self.never, &facts, &diff, &tree, &context);
+        let tree_sha = examination.tree().to_owned();
+        let mut assessment = trust::decide(&loaded.policy, &facts, *examination, &context);
         if request.kind == ChangeKind::Human && assessment.decision == Decision::Auto {
             // The ledger is about AI patterns; a person's change proposed here still gets a
             // second person.
@@ -296,7 +337,7 @@ impl Engine {
                 assessment: assessment_json,
                 shadow,
                 state,
-                tree_sha: Some(tree.tree.clone()),
+                tree_sha: Some(tree_sha),
                 ..request.as_submitted(role, pattern)
             },
             now,
