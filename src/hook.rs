@@ -90,6 +90,9 @@ pub struct HookSpec {
     pub working_dir: Option<PathBuf>,
     /// Cap on captured bytes per stream (head and tail halves are kept).
     pub max_output_bytes: usize,
+    /// Where the running hook's group is noted while guardian waits on it, so that a restart
+    /// can stop what a killed guardian left running ([`crate::running`]).
+    pub note: Option<PathBuf>,
 }
 
 impl HookSpec {
@@ -101,6 +104,7 @@ impl HookSpec {
             grace: DEFAULT_GRACE,
             working_dir: None,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            note: None,
         }
     }
 }
@@ -249,7 +253,7 @@ pub fn run(spec: &HookSpec, env: &[(String, String)]) -> HookOutcome {
         tail: half,
     };
 
-    let done = match process::run(cmd, None, &limits) {
+    let done = match process::run_noted(cmd, None, &limits, spec.note.as_deref()) {
         Ok(done) => done,
         Err(process::Error::Spawn(e)) => return could_not_start(spawn_error(&e, program)),
         Err(process::Error::Thread {

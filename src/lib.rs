@@ -17,6 +17,7 @@ pub mod logging;
 pub mod process;
 pub mod replay;
 pub mod report;
+pub mod running;
 pub mod scrape;
 pub mod sdnotify;
 pub mod series;

@@ -190,7 +190,17 @@ pub enum Error {
 /// (`/dev/null` when `None`). Blocking (call it from `spawn_blocking` or a thread of its
 /// own); never panics on anything the program does. `cmd`'s stdio and process group are set
 /// here; its arguments, directory and environment are the caller's.
-pub fn run(mut cmd: Command, stdin: Option<Vec<u8>>, limits: &Limits) -> Result<Finished, Error> {
+pub fn run(cmd: Command, stdin: Option<Vec<u8>>, limits: &Limits) -> Result<Finished, Error> {
+    run_noted(cmd, stdin, limits, None)
+}
+
+/// [`run`], noting the group in `note` while it is waited for (see [`crate::running`]).
+pub fn run_noted(
+    mut cmd: Command,
+    stdin: Option<Vec<u8>>,
+    limits: &Limits,
+    note: Option<&std::path::Path>,
+) -> Result<Finished, Error> {
     let start = Instant::now();
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -202,6 +212,8 @@ pub fn run(mut cmd: Command, stdin: Option<Vec<u8>>, limits: &Limits) -> Result<
     .process_group(0);
     let mut child = cmd.spawn().map_err(Error::Spawn)?;
     let pid = child.id();
+    // Removed when this returns, on every path: guardian no longer waits on the group.
+    let _noted = note.and_then(|path| crate::running::note(path, pid));
 
     // One capture per stream, shared with its reader thread so that what was read so far
     // survives even if the thread has to be abandoned.

@@ -265,6 +265,13 @@ impl RawDaemon {
                 interval_secs,
             });
         }
+        let state_dir = self
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/guardian"));
+        let rollback = rollback.map(|r| RollbackSettings {
+            hook_note: Some(crate::running::note_file(&state_dir)),
+            ..r
+        });
         Ok(DaemonSettings {
             gate,
             limits,
@@ -273,9 +280,7 @@ impl RawDaemon {
             rollback,
             mail,
             service,
-            state_dir: self
-                .state_dir
-                .unwrap_or_else(|| PathBuf::from("/var/lib/guardian")),
+            state_dir,
             listen,
             token_file: self
                 .token_file

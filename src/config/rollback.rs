@@ -17,6 +17,8 @@ pub struct RollbackSettings {
     pub hook_timeout_secs: u32,
     /// How long to watch after the redeploy to confirm the service recovered.
     pub verify_secs: u32,
+    /// Where the running hook is noted ([`crate::running`]): in the state directory.
+    pub hook_note: Option<PathBuf>,
 }
 
 impl RawRollback {
@@ -63,6 +65,7 @@ impl RawRollback {
             hook,
             hook_timeout_secs: secs("hook_timeout_secs", self.hook_timeout_secs, 300)?,
             verify_secs: secs("verify_secs", self.verify_secs, 120)?,
+            hook_note: None,
         })
     }
 }

@@ -108,6 +108,7 @@ pub fn run(settings: &RollbackSettings, job: &DeployJob) -> DeployReport {
     let mut spec = HookSpec::new(settings.hook.clone());
     spec.timeout = Duration::from_secs(u64::from(settings.hook_timeout_secs));
     spec.working_dir = Some(settings.repo.clone());
+    spec.note.clone_from(&settings.hook_note);
     let env = vec![
         ("GUARDIAN_PROPOSAL_ID".to_owned(), job.proposal_id.clone()),
         ("GUARDIAN_COMMIT".to_owned(), commit.clone()),

@@ -85,7 +85,8 @@ impl ProposalState {
             (self, next),
             (Pending, Approved | Rejected)
                 | (Approved, Deploying | Shadow)
-                | (Deploying, Deployed | DeployFailed)
+                // Deploying again: the last run of guardian stopped during the deploy.
+                | (Deploying, Deploying | Deployed | DeployFailed)
         )
     }
 }
@@ -762,6 +763,18 @@ impl Store {
             }
             _ => None,
         })
+    }
+
+    /// How many times a deploy of proposal `id` was started (more than once: guardian stopped
+    /// during one and deployed it again).
+    pub fn deploy_attempts(&self, id: &str) -> Result<u32> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE subject = ?1 AND kind = ?2",
+                params![id, EventKind::ProposalDeploying.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(sql(format!("counting the deploys of proposal {id}")))
     }
 
     /// Proposals approved or `auto` and not yet deployed, oldest first.

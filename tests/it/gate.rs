@@ -403,6 +403,137 @@ fn stdout_json(out: &Output) -> Value {
     })
 }
 
+impl Gate {
+    /// Replaces the redeploy hook: it hangs (a slow restart) on the runs `hangs_on` says, and
+    /// counts the runs that got past the hang in `runs`.
+    fn hook_that_hangs(&self, hangs_on: &str) -> PathBuf {
+        let (starts, runs) = (self.dir.path().join("starts"), self.dir.path().join("runs"));
+        std::fs::write(
+            self.dir.path().join("redeploy.sh"),
+            format!(
+                "#!/bin/sh\nset -e\necho start >> {starts:?}\n\
+                 case $(wc -l < {starts:?}) in {hangs_on}) sleep 120;; esac\n\
+                 echo run >> {runs:?}\n{HOOK}\n"
+            ),
+        )
+        .unwrap();
+        runs
+    }
+
+    /// Kills guardian (`-9`) once the hook has started `n` times, and starts it again. The
+    /// hook's group, which outlived guardian.
+    fn killed_during_hook_run(&mut self, n: usize) -> u32 {
+        let starts = self.dir.path().join("starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&starts).map_or(0, |s| s.lines().count()) < n {
+            assert!(Instant::now() < deadline, "the hook never started");
+            thread::sleep(Duration::from_millis(100));
+        }
+        let note = self.dir.path().join("state/hook.running");
+        let pgid: u32 = std::fs::read_to_string(note)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        self.daemon.kill().unwrap();
+        self.daemon.wait().unwrap();
+        assert!(group_alive(pgid), "the hook died with guardian");
+        let live = self.dir.path().join("live-mode");
+        (self.daemon, self.api) = super::common::spawn_daemon(&self.config, &[("LIVE", &live)]);
+        pgid
+    }
+
+    /// The agent proposes a trusted timeout bump; its id.
+    fn auto_bump(&self) -> String {
+        let fix = self.agent_commits(
+            "src/settings.txt",
+            "timeout_ms = 800\n",
+            "Raise the timeout",
+        );
+        let proposal =
+            stdout_json(&self.propose(&fix, "timeout-bump", "raise the checkout timeout"));
+        assert_eq!(proposal["decision"], "auto", "{proposal}");
+        proposal["id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Whether any process is in group `pgid` (`kill -0 -- -PGID`).
+fn group_alive(pgid: u32) -> bool {
+    Command::new("kill")
+        .args(["-0", "--", &format!("-{pgid}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn a_deploy_guardian_is_killed_during_is_deployed_again_once_the_old_hook_is_stopped() {
+    let mut g = Gate::start(10, true);
+    let runs = g.hook_that_hangs("1");
+    thread::sleep(Duration::from_secs(1));
+    let id = g.auto_bump();
+
+    // Killed while the hook hangs; the next run stops the old hook before it deploys
+    // anything, then deploys the proposal again: the same commit, the hook run to its end,
+    // the change watched.
+    let pgid = g.killed_during_hook_run(1);
+    assert!(
+        !group_alive(pgid),
+        "the old hook still runs after the restart"
+    );
+    let p = g.wait_for(&format!("/v1/proposals/{id}"), 30, |p| {
+        p["state"] != "deploying"
+    });
+    assert_eq!(p["state"], "deployed", "{p}");
+    assert!(p["change_id"].is_string(), "{p}");
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n");
+    let carrying = git(
+        &g.repo,
+        &[
+            "log",
+            "--format=%H",
+            &format!("--grep=Guardian-Proposal: {id}"),
+        ],
+    );
+    assert_eq!(carrying.lines().count(), 1, "{carrying}");
+    let trail = String::from_utf8_lossy(&g.on_host(&["audit", "export"]).stdout).into_owned();
+    assert!(
+        trail.contains("guardian stopped during the deploy; deploying again"),
+        "the second deploy is not on the trail"
+    );
+    assert!(
+        !g.dir.path().join("state/hook.running").exists(),
+        "the note outlived the hook"
+    );
+}
+
+#[test]
+fn a_deploy_guardian_is_killed_during_twice_is_left_to_a_person() {
+    let (smtp, inbox) = super::rollback::smtp_server();
+    let mut g = Gate::start_with(10, true, &mail_config(smtp), "");
+    g.hook_that_hangs("1|2");
+    thread::sleep(Duration::from_secs(1));
+    let id = g.auto_bump();
+    g.killed_during_hook_run(1);
+    g.killed_during_hook_run(2);
+    let p = g.wait_for(&format!("/v1/proposals/{id}"), 30, |p| {
+        p["state"] != "deploying"
+    });
+    assert_eq!(p["state"], "deploy_failed", "{p}");
+    let email = wait_for_mail(&inbox, "INTERRUPTED");
+    assert!(
+        email.contains("ACTION NEEDED: guardian stopped during this deploy twice"),
+        "{email}"
+    );
+    // Never a third run of the hook.
+    thread::sleep(Duration::from_secs(2));
+    let starts = std::fs::read_to_string(g.dir.path().join("starts")).unwrap();
+    assert_eq!(starts.lines().count(), 2, "{starts}");
+}
+
 #[test]
 fn a_trusted_fix_deploys_alone_regresses_is_rolled_back_and_its_pattern_demoted() {
     let g = Gate::start(10, true);

@@ -163,6 +163,7 @@ pub fn run(settings: &RollbackSettings, job: &Remediation) -> RollbackReport {
     let mut spec = HookSpec::new(settings.hook.clone());
     spec.timeout = Duration::from_secs(u64::from(settings.hook_timeout_secs));
     spec.working_dir = Some(settings.repo.clone());
+    spec.note.clone_from(&settings.hook_note);
     let env = vec![
         ("GUARDIAN_CHANGE_ID".to_owned(), job.change_id.clone()),
         ("GUARDIAN_COMMIT".to_owned(), job.commit.clone()),

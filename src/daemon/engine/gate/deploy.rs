@@ -49,16 +49,36 @@ impl Engine {
         let Some(p) = self.store.approved_proposals()?.into_iter().next() else {
             return Ok(None);
         };
-        if p.state == ProposalState::Deploying {
-            // A deploy was under way when guardian stopped: whether the hook ran is unknown.
-            self.store.advance_proposal(
+        // Still deploying while nothing deploys: guardian stopped during the deploy, and
+        // whether the hook ran to its end is unknown. Deploy it again (the commit is found by
+        // its intent if it was made; hooks are idempotent), once: a deploy that guardian stops
+        // during twice is a person's to look at.
+        let resumed = p.state == ProposalState::Deploying;
+        if resumed && self.store.deploy_attempts(&p.id)? >= 2 {
+            let why = "guardian stopped during this deploy twice; the commit may be made and \
+                       the hook may have run: check the clone and the service";
+            let record = self.store.advance_proposal(
                 &p.id,
                 ProposalState::DeployFailed,
                 None,
-                Some("guardian stopped during the deploy; check the clone and the service"),
+                Some(why),
                 json!({}),
                 now,
             )?;
+            tracing::error!(proposal_id = %p.id, "{}: deploy failed: {why}", p.id);
+            let subject = format!(
+                "[guardian] {}: deploy of {} INTERRUPTED — {}",
+                self.settings.service,
+                p.id,
+                first_line(&p.summary)
+            );
+            let body = format!(
+                "ACTION NEEDED: {why}. guardian is not watching it. If the commit carrying \
+                 {} is in the clone and live, notify it to have it watched, or revert it.\n\n{}",
+                p.id,
+                proposal_text(&record)
+            );
+            self.mail_proposal(&p.id, "deploy_failed", subject, body, &[], now)?;
             return Ok(None);
         }
         // The tree judged, and for a person's approval the tree they approved: one and the
@@ -91,10 +111,16 @@ impl Engine {
             &p.id,
             ProposalState::Deploying,
             None,
-            None,
-            json!({ "base": p.base_sha, "diff_sha256": p.diff_hash, "tree": tree }),
+            resumed.then_some(
+                "guardian stopped during the deploy; deploying again (the commit, if made, is \
+                 reused)",
+            ),
+            json!({ "base": p.base_sha, "diff_sha256": p.diff_hash, "tree": tree, "resumed": resumed }),
             now,
         )?;
+        if resumed {
+            tracing::warn!(proposal_id = %p.id, "{}: guardian stopped during its deploy; deploying it again", p.id);
+        }
         self.supervisor.deploy_started(&p.id);
         let approval = match &p.decided_by {
             Some(by) => format!(
