@@ -107,6 +107,42 @@ pub struct Engine {
     link_key: crate::gate::links::LinkKey,
 }
 
+/// A change escalated to a person leaves the service in a state nobody has checked: no AI
+/// change is deployed on top of it until a person has looked and resumed deploys (`guardian
+/// resume`). Watches and rollbacks go on. On the audit trail as guardian's own pause.
+fn pause_after_escalation(
+    store: &mut Store,
+    settings: &DaemonSettings,
+    change_id: &str,
+    now: f64,
+) -> Result<(), EngineError> {
+    if settings.gate.is_none() || store.gate_paused()?.is_some() {
+        return Ok(());
+    }
+    let why = format!(
+        "{change_id} was escalated to a person: approved proposals wait until the service is \
+         checked and deploys are resumed (guardian resume)"
+    );
+    store.audit(
+        "guardian",
+        EventKind::GatePaused,
+        None,
+        Some(change_id),
+        &serde_json::json!({ "why": why }),
+        now,
+    )?;
+    tracing::warn!(change_id = %change_id, "deploys of proposals paused: {why}");
+    Ok(())
+}
+
+/// `text` with `block` put in as its own paragraph before the signature (`-- `).
+fn before_signature(text: &str, block: &str) -> String {
+    match text.rfind("\n-- \n") {
+        Some(at) => format!("{}\n{block}{}", &text[..at], &text[at..]),
+        None => format!("{text}\n{block}"),
+    }
+}
+
 impl Engine {
     /// Opens the state in `settings.state_dir` and picks up where the last run stopped. Watches
     /// that were in progress cannot be resumed yet (the core's state is not persisted): they
@@ -137,6 +173,7 @@ impl Engine {
                 .map(|c| watched(&c)),
             _ => None,
         };
+        let mut escalated = Vec::new();
         for change in store.unfinished()? {
             if resumed.as_ref().is_some_and(|w| w.id == change.id) {
                 continue;
@@ -153,11 +190,9 @@ impl Engine {
                 ),
             };
             store.set_state(&change.id, state, None, None, Some(note), now)?;
-            if let (ChangeState::Escalated, Some(mail)) = (state, &settings.mail) {
-                if let Some(record) = store.get_change(&change.id)? {
-                    let email = crate::report::render_alert(&settings.service, &record, None);
-                    crate::report::enqueue(&mut store, mail, Some(&change.id), &email, now)?;
-                }
+            if state == ChangeState::Escalated {
+                pause_after_escalation(&mut store, settings, &change.id, now)?;
+                escalated.push(change.id);
             }
         }
         let (monitor, phase, saved_positions) = match snapshot {
@@ -196,7 +231,7 @@ impl Engine {
             &crate::gate::links::LinkKey::file(&settings.state_dir),
         )
         .map_err(|e| EngineError::Config(e.to_string()))?;
-        Ok(Engine {
+        let mut engine = Engine {
             link_key,
             audit_key,
             audit_origin: crate::audit::origin_for(&settings.service),
@@ -211,7 +246,12 @@ impl Engine {
             supervisor: Supervisor::new(monitor, phase),
             store,
             sources,
-        })
+        };
+        // Told as any escalation is: the post-mortem, and the audit trail's checkpoint.
+        for id in escalated {
+            engine.alert(&id, now)?;
+        }
+        Ok(engine)
     }
 
     /// Stores the traffic bins still open (at shutdown: they would be lost otherwise).
@@ -360,6 +400,9 @@ impl Engine {
                         note.as_deref(),
                         now,
                     )?;
+                    if state == ChangeState::Escalated {
+                        pause_after_escalation(&mut self.store, &self.settings, &change_id, now)?;
+                    }
                 }
                 Effect::Event {
                     change_id,
@@ -420,6 +463,17 @@ impl Engine {
             return Ok(());
         };
         let mut email = self.render_alert(&record)?;
+        if record.state == ChangeState::Escalated && self.settings.gate.is_some() {
+            if let Some((by, why, _)) = self.store.gate_paused()? {
+                email.text_body = before_signature(
+                    &email.text_body,
+                    &format!(
+                        "Deploys of proposals are paused (by {by}: {why}). Resume them once the \
+                         service is right: guardian resume --config <your guardian.toml>\n"
+                    ),
+                );
+            }
+        }
         email.text_body = self.with_checkpoint(&email.text_body, now)?;
         crate::report::enqueue(&mut self.store, &mail, Some(id), &email, now)?;
         Ok(())
@@ -439,10 +493,7 @@ impl Engine {
              --checkpoint <file with the lines below>\n\n{}\n",
             note.trim_end()
         );
-        Ok(match text.rfind("\n-- \n") {
-            Some(at) => format!("{}\n{block}{}", &text[..at], &text[at..]),
-            None => format!("{text}\n{block}"),
-        })
+        Ok(before_signature(text, &block))
     }
 
     /// The alert email for a change as it stands, with what its rollback ran.
@@ -646,6 +697,61 @@ mod tests {
         e.tick(T0 + 23.0).unwrap();
         let c = e.change(&id).unwrap().unwrap().record;
         assert_eq!(c.state, ChangeState::Inconclusive);
+    }
+
+    #[test]
+    fn a_rollback_cut_short_by_a_restart_is_escalated_with_its_post_mortem_and_pauses_deploys() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, "[paths]\nallow = [\"src/**\"]\n").unwrap();
+        let config = Config::parse(&format!(
+            "[daemon]\nstate_dir = {:?}\n[daemon.mail]\nfrom = \"g@example.com\"\n\
+             to = [\"oncall@example.com\"]\nsmtp_host = \"127.0.0.1\"\nsecurity = \"none\"\n\
+             [daemon.gate]\npolicy_file = {policy:?}\n",
+            dir.path()
+        ))
+        .unwrap();
+        let settings = config.daemon.clone().unwrap();
+        let mut store = Store::open_in_memory().unwrap();
+        let change = store
+            .insert_change(
+                &NewChange {
+                    commit: "abc1234".into(),
+                    kind: ChangeKind::Ai,
+                    pattern: None,
+                    summary: None,
+                    landed_at: T0,
+                },
+                T0,
+            )
+            .unwrap();
+        for state in [ChangeState::Regressed, ChangeState::RollingBack] {
+            store
+                .set_state(&change.id, state, None, None, None, T0 + 60.0)
+                .unwrap();
+        }
+
+        let e = Engine::with_store(&config, &settings, store, T0 + 120.0).unwrap();
+        let record = e.store.get_change(&change.id).unwrap().unwrap();
+        assert_eq!(record.state, ChangeState::Escalated);
+        let (by, why, _) = e.store.gate_paused().unwrap().expect("deploys paused");
+        assert_eq!(by, "guardian");
+        assert!(
+            why.contains(&format!("{} was escalated", change.id)),
+            "{why}"
+        );
+        let emails = e.store.queued_emails(10).unwrap();
+        assert_eq!(emails.len(), 1);
+        let text = &emails[0].body;
+        for said in [
+            format!("git log --grep 'Guardian-Change: {}'", change.id),
+            "do not revert again".to_owned(),
+            "Deploys of proposals are paused (by guardian".to_owned(),
+            "Audit checkpoint".to_owned(),
+        ] {
+            assert!(text.contains(&said), "{said:?} is not in:\n{text}");
+        }
+        assert!(!text.contains("<change id>"), "{text}");
     }
 
     #[test]

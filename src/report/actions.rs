@@ -264,15 +264,16 @@ pub fn what_guardian_did(w: &mut String, change: &ChangeRecord, rollback: &Store
 fn nothing_done(w: &mut String, change: &ChangeRecord) {
     let text = match change.state {
         ChangeState::Regressed => {
-            "  Nothing: rollback is not configured ([daemon.rollback] in guardian.toml)."
+            "  Nothing: rollback is not configured ([daemon.rollback] in guardian.toml).".to_owned()
         }
-        ChangeState::Escalated => {
+        ChangeState::Escalated => format!(
             "  No rollback report was recorded for this change. If guardian stopped during a \
-                 rollback, check whether a revert commit exists (git log --grep \
-                 'Guardian-Change: <change id>') and whether the service recovered."
-        }
-        ChangeState::RollingBack => "  Reverting and redeploying now.",
-        _ => "  Nothing: guardian only acts on a change that made things worse.",
+             rollback, check whether a revert commit exists (git log --grep \
+             'Guardian-Change: {}') and whether the service recovered.",
+            change.id
+        ),
+        ChangeState::RollingBack => "  Reverting and redeploying now.".to_owned(),
+        _ => "  Nothing: guardian only acts on a change that made things worse.".to_owned(),
     };
     let _ = writeln!(w, "{text}");
 }
@@ -393,8 +394,23 @@ pub fn undo_the_undo(
     );
 }
 
-/// How to revert by hand, when guardian made no revert.
-pub fn by_hand(w: &mut String, change: &ChangeRecord) {
+/// How to revert by hand, when guardian made no revert. `recorded`: the rollback's report is
+/// on the record; without it (guardian stopped during the rollback) a revert may exist that
+/// the record does not know of, and reverting again would re-apply the change.
+pub fn by_hand(w: &mut String, change: &ChangeRecord, recorded: bool) {
+    if !recorded && change.state == ChangeState::Escalated {
+        let _ = writeln!(
+            w,
+            "  guardian stopped during the rollback, so first look for its revert, in the deploy \
+             repository:\n    \
+             git log --grep 'Guardian-Change: {}'\n  \
+             If it is there, do not revert again (that would re-apply the change): redeploy it \
+             if the\n  service does not run it yet, and guardian notify --commit <the revert \
+             commit>.",
+            change.id
+        );
+        w.push_str("  If it is not there:\n");
+    }
     let _ = writeln!(
         w,
         "  To revert by hand, in the deploy repository:\n    \

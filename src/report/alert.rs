@@ -119,7 +119,7 @@ pub fn render_alert(service: &str, change: &ChangeRecord, rollback: Option<&Valu
         ) =>
         {
             section(w, "What you can do");
-            by_hand(w, change);
+            by_hand(w, change, done.is_some());
         }
         None => {}
     }
