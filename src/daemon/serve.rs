@@ -3,24 +3,31 @@
 //!
 //! `axum::serve` has neither a limit nor a header timeout, so a local process holding
 //! connections open with half-sent headers could take every file descriptor guardian has, and
-//! the next rollback failed to start git ("Too many open files"). Written here on hyper's own
-//! connection builder (what `axum::serve` uses underneath) rather than with a crate, because
-//! the accept loop is the whole of it.
+//! the next rollback failed to start git ("Too many open files"). A limit alone is not enough
+//! either: a client that keeps every slot filled with half-sent headers (slowloris) kept a
+//! deploy's `guardian notify` waiting in the accept queue past its timeout. So when every slot
+//! is taken, the connection that has waited longest without a request under way (half-sent
+//! headers, or idle between requests) is closed to make room: a client that sends its request
+//! at once, as every real one does, is served whatever others hold open. Only connections
+//! each serving a request (milliseconds, for every request guardian answers) make a new one
+//! wait. Written here on hyper's own connection builder (what `axum::serve` uses underneath)
+//! rather than with a crate, because the accept loop is the whole of it.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
+use tower::Service as _;
 
-/// Connections served at once; past it a new one waits in the kernel's accept queue (holding
-/// none of guardian's file descriptors) until one closes. Far below the 1,024 descriptors a
-/// service gets by default, so logs, the database, git and the hook keep theirs.
+/// Connections served at once. Far below the 1,024 descriptors a service gets by default, so
+/// logs, the database, git and the hook keep theirs.
 pub const MAX_CONNECTIONS: usize = 128;
 /// A client must send a request's headers within this, or the connection is closed.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,26 +36,39 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long requests under way may finish once guardian is stopping.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A connection being served: whether a request is under way on it, and how to close it.
+struct Live {
+    serving: Arc<AtomicBool>,
+    abort: AbortHandle,
+}
+
+/// Marks its connection as serving a request while it lives.
+struct Serving(Arc<AtomicBool>);
+
+impl Serving {
+    fn start(flag: &Arc<AtomicBool>) -> Serving {
+        flag.store(true, Ordering::Relaxed);
+        Serving(flag.clone())
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
 /// Serves `router` on `listener` until `stop` turns true.
 pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
+    // Oldest first.
+    let mut live: VecDeque<Live> = VecDeque::new();
     // The guard `wait_for` returns is dropped inside: it may not be held across an await.
     let stopping = async move {
         let _ = stop.wait_for(|stop| *stop).await.map(|_| ());
     };
     tokio::pin!(stopping);
     loop {
-        // A slot first, then a connection: one over the limit is not refused (a client that
-        // churns connections briefly holds more slots than it uses, and a reset is an error to
-        // it) but left unaccepted until a slot frees, at worst one header timeout later.
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = &mut stopping => break,
-        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -61,16 +81,43 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
             },
             () = &mut stopping => break,
         };
-        let service = TowerToHyperService::new(router.clone());
-        connections.spawn(async move {
+        while connections.try_join_next().is_some() {}
+        live.retain(|c| !c.abort.is_finished());
+        while live.len() >= MAX_CONNECTIONS {
+            if let Some(at) = live.iter().position(|c| !c.serving.load(Ordering::Relaxed)) {
+                if let Some(oldest) = live.remove(at) {
+                    oldest.abort.abort();
+                }
+                continue;
+            }
+            // Every slot serves a request: the new connection waits for one to end (each
+            // takes milliseconds; none lasts past the connection timeout).
+            tokio::select! {
+                _ = connections.join_next() => {}
+                () = &mut stopping => break,
+            }
+            live.retain(|c| !c.abort.is_finished());
+        }
+        let serving = Arc::new(AtomicBool::new(false));
+        let flag = serving.clone();
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let busy = Serving::start(&flag);
+            let mut router = router.clone();
+            async move {
+                let answer = router.call(request).await;
+                drop(busy);
+                answer
+            }
+        });
+        let abort = connections.spawn(async move {
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
-            drop(slot);
         });
-        while connections.try_join_next().is_some() {}
+        live.push_back(Live { serving, abort });
     }
     let drained = async { while connections.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained).await;
@@ -84,52 +131,95 @@ mod tests {
     async fn started() -> (std::net::SocketAddr, watch::Sender<bool>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let router = Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    "slow"
+                }),
+            );
         let (tx, rx) = watch::channel(false);
         tokio::spawn(serve(listener, router, rx));
         (addr, tx)
     }
 
+    fn get(addr: std::net::SocketAddr, path: &str) -> std::net::TcpStream {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        s
+    }
+
+    fn answer(mut s: std::net::TcpStream, within: Duration) -> String {
+        s.set_read_timeout(Some(within)).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn connections_past_the_limit_wait_for_a_slot_and_are_served_when_one_frees() {
+    async fn past_the_limit_the_oldest_connection_without_a_request_makes_room() {
         let (addr, stop) = started().await;
-        let answer = tokio::task::spawn_blocking(move || {
-            let held: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS)
+        tokio::task::spawn_blocking(move || {
+            // Every slot held with half a request, never finished (slowloris).
+            let mut held: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS)
                 .map(|_| {
                     let mut s = std::net::TcpStream::connect(addr).unwrap();
-                    // Half a request, never finished.
                     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
                     s
                 })
                 .collect();
             std::thread::sleep(Duration::from_millis(300));
-            // One more: the kernel takes it, guardian does not serve it yet...
-            let mut waiting = std::net::TcpStream::connect(addr).unwrap();
-            waiting
-                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            waiting
-                .set_read_timeout(Some(Duration::from_millis(500)))
+            // A client that sends its request at once is answered at once...
+            let started = std::time::Instant::now();
+            let served = answer(get(addr, "/"), Duration::from_secs(5));
+            assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                started.elapsed()
+            );
+            // ...in the place of the oldest held one, which was closed.
+            let oldest = held.remove(0);
+            oldest
+                .set_read_timeout(Some(Duration::from_secs(2)))
                 .unwrap();
             let mut buf = [0u8; 16];
-            let early = waiting.read(&mut buf);
-            assert!(
-                matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut),
-                "served or closed past the limit: {early:?}"
-            );
-            // ...until a held one goes away: then it is answered, not reset.
-            drop(held);
-            waiting
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            let mut answer = String::new();
-            let _ = waiting.read_to_string(&mut answer);
-            answer
+            assert!(matches!((&oldest).read(&mut buf), Ok(0) | Err(_)));
         })
         .await
         .unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let _ = stop.send(true);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn when_every_connection_serves_a_request_a_new_one_waits_for_one_to_end() {
+        let (addr, stop) = started().await;
+        tokio::task::spawn_blocking(move || {
+            let busy: Vec<_> = (0..MAX_CONNECTIONS).map(|_| get(addr, "/slow")).collect();
+            std::thread::sleep(Duration::from_millis(500));
+            let started = std::time::Instant::now();
+            let served = answer(get(addr, "/"), Duration::from_secs(10));
+            assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+            // Served once a slow one ended (2 s after it began), not before, and none of
+            // those under way was cut short.
+            assert!(
+                started.elapsed() >= Duration::from_millis(1000),
+                "{:?}",
+                started.elapsed()
+            );
+            for s in busy {
+                let a = answer(s, Duration::from_secs(10));
+                assert!(a.starts_with("HTTP/1.1 200") && a.ends_with("slow"), "{a}");
+            }
+        })
+        .await
+        .unwrap();
         let _ = stop.send(true);
     }
 

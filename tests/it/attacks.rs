@@ -740,6 +740,57 @@ fn proposals_built_to_be_costly_to_judge_are_denied_on_the_record_and_the_loop_k
     );
 }
 
+#[test]
+fn holding_every_connection_with_half_sent_headers_does_not_keep_a_deploy_s_notify_out() {
+    let g = Guardian::start(Setup::default());
+    let addr = g.api.trim_start_matches("http://").to_owned();
+    // 400 clients without a token, each holding a connection with half-sent headers, one
+    // more header line every second, reconnecting at once when closed: three times the
+    // connections guardian serves at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let holders: Vec<_> = (0..400)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            thread::spawn(move || {
+                use std::io::Write as _;
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+                        thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    let _ = s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n");
+                    while !stop.load(Ordering::Relaxed) && s.write_all(b"X-a: b\r\n").is_ok() {
+                        thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(3));
+
+    // The deploy's notify, and the operator's status, go through within a second or two.
+    let head = git(&g.repo, &["rev-parse", "HEAD"]);
+    for args in [
+        vec!["notify", "--commit", head.as_str()],
+        vec!["status"],
+        vec!["notify", "--commit", head.as_str()],
+    ] {
+        let asked = Instant::now();
+        let out = g.cli(ADMIN, &args);
+        let took = asked.elapsed();
+        assert!(
+            out.status.code().is_some_and(|c| c != 4),
+            "{args:?} could not reach guardian: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(took < Duration::from_secs(3), "{args:?} took {took:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in holders {
+        h.join().unwrap();
+    }
+}
+
 /// Calls `GET /v1/status` as the operator every 100 ms until `stop`; the slowest answer.
 fn slowest_status_answer(api: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<Duration> {
     thread::spawn(move || {
