@@ -36,9 +36,23 @@ const BLANK: &[(u32, u32)] = &[
     (0xE0100, 0xE01EF), // variation selectors supplement
 ];
 
+/// Combining marks drawn across the character before them, which strike it out or turn it into
+/// another sign (`a̶` reads as deleted, `=⃒` as "not equal"): they change what a line says
+/// rather than how a word is spelled. Inclusive ranges; enclosing marks (category Me) are
+/// escaped by category.
+const OVERLAY: &[(u32, u32)] = &[
+    (0x0334, 0x0338), // combining tilde, stroke and solidus overlays
+    (0x20D2, 0x20D3), // combining long and short vertical line overlays
+    (0x20D8, 0x20DA), // combining ring and clockwise ring overlays
+    (0x20E5, 0x20E6), // combining reverse solidus and double vertical stroke overlays
+    (0x20EA, 0x20EB), // combining leftwards arrow and long double solidus overlays
+    (0x1CD4, 0x1CD4), // Vedic sign yajurvedic midline svarita
+];
+
 /// Whether `c` must not reach a person's screen as it is: a control character (C0, DEL, C1),
 /// a format character (zero-width, bidi, tags), a space other than U+0020, a line or paragraph
-/// separator, a private-use or unassigned code point, or one of the [`BLANK`] letters.
+/// separator, a private-use or unassigned code point, an enclosing mark, or one of the
+/// [`BLANK`] letters or [`OVERLAY`] marks.
 pub fn is_unsafe(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_control();
@@ -54,17 +68,26 @@ pub fn is_unsafe(c: char) -> bool {
             | G::PrivateUse
             | G::Surrogate
             | G::Unassigned
+            | G::EnclosingMark
     );
     let n = u32::from(c);
-    hidden || BLANK.iter().any(|&(lo, hi)| (lo..=hi).contains(&n))
+    hidden
+        || BLANK
+            .iter()
+            .chain(OVERLAY)
+            .any(|&(lo, hi)| (lo..=hi).contains(&n))
 }
 
 /// Whether `c` changes how the text around it reads: a control character other than a tab,
-/// or a bidi control (embedding, override, isolate, mark). What a one-line field such as a
+/// a line or paragraph separator (U+2028, U+2029: line breaks to whatever renders them), or a
+/// bidi control (embedding, override, isolate, mark). What a one-line field such as a
 /// summary refuses outright; the other invisible characters are shown escaped.
 pub fn is_disruptive(c: char) -> bool {
     (c.is_control() && c != '\t')
-        || matches!(u32::from(c), 0x061C | 0x200E | 0x200F | 0x202A..=0x202E | 0x2066..=0x2069)
+        || matches!(
+            u32::from(c),
+            0x061C | 0x200E | 0x200F | 0x2028 | 0x2029 | 0x202A..=0x202E | 0x2066..=0x2069
+        )
 }
 
 fn escape(out: &mut String, c: char) {
@@ -153,6 +176,22 @@ mod tests {
         assert_eq!(block("one\u{2028}two"), "one\\u{2028}two");
         // Combining marks and emoji are text, not tricks.
         assert_eq!(line("e\u{301}"), "e\u{301}");
+    }
+
+    #[test]
+    fn marks_that_strike_out_or_enclose_a_character_are_made_visible() {
+        // "d̶e̶l̶e̶t̶e̶ ̶t̶h̶e̶ ̶c̶a̶c̶h̶e̶" reads as struck out, as if withdrawn.
+        assert_eq!(line("keep a\u{336}b"), "keep a\\u{336}b");
+        assert_eq!(line("x =\u{20d2} y"), "x =\\u{20d2} y");
+        assert_eq!(line("ok\u{20dd}"), "ok\\u{20dd}");
+        // Accents written as combining marks stay text.
+        assert_eq!(line("cafe\u{301}"), "cafe\u{301}");
+    }
+
+    #[test]
+    fn line_and_paragraph_separators_break_a_one_line_field() {
+        assert!(is_disruptive('\u{2028}') && is_disruptive('\u{2029}'));
+        assert!(!is_disruptive('\u{301}'));
     }
 
     #[test]

@@ -239,10 +239,16 @@ where
 
 /// Counts a refused request; its record is written at once when it opens a new window for its
 /// token (by the engine's owner: the request does not wait for it).
-fn note_refusal(api: &Api, role: &Role, what: Refusal) {
+/// Counts a refusal; the first of its window is on the audit trail before the refusal is
+/// answered, so a crash right after cannot lose it. (The rest of a window are counted in memory
+/// and written when it ends: a crash loses at most that minute's count.)
+async fn note_refusal(api: &Api, role: &Role, what: Refusal) {
     let now = (api.clock)();
     if let Some(first) = api.refusals.note(&role.actor(), what, now) {
-        api.owner.tell(move |e| e.record_refusals(&[first], now));
+        let _ = api
+            .owner
+            .call(move |e| e.record_refusals(&[first], now))
+            .await;
     }
 }
 
@@ -338,7 +344,7 @@ async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> 
             let token = &api.tokens[i];
             let write = !matches!(*request.method(), Method::GET | Method::HEAD);
             if let Some(Err((wait, rate))) = token.limits.as_ref().map(|l| l.check(write)) {
-                note_refusal(&api, &token.role, Refusal::RateLimited);
+                note_refusal(&api, &token.role, Refusal::RateLimited).await;
                 return too_many(&token.role, wait, &rate);
             }
             request.extensions_mut().insert(token.role.clone());
@@ -377,12 +383,12 @@ fn token_of(tokens: &[Token], presented: &[u8; 32]) -> Option<usize> {
 }
 
 /// Refuses, with 403 and a sentence, what this role may not do.
-pub fn allow(api: &Api, role: &Role, action: Action) -> Result<(), ApiError> {
+pub async fn allow(api: &Api, role: &Role, action: Action) -> Result<(), ApiError> {
     if role.may(action) {
         return Ok(());
     }
     // On the record: an agent trying to approve its own change is worth knowing about.
-    note_refusal(api, role, Refusal::Forbidden(format!("{action:?}")));
+    note_refusal(api, role, Refusal::Forbidden(format!("{action:?}"))).await;
     let what = match action {
         Action::Read => "read guardian's state",
         Action::Propose => "submit proposals",
@@ -418,7 +424,7 @@ async fn create_change(
     Extension(role): Extension<Role>,
     body: Bytes,
 ) -> Result<Created<ChangeView>, ApiError> {
-    allow(&api, &role, Action::Notify)?;
+    allow(&api, &role, Action::Notify).await?;
     let request: ChangeRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -444,7 +450,7 @@ async fn get_change(
     Extension(role): Extension<Role>,
     Path(id): Path<String>,
 ) -> Result<Json<ChangeView>, ApiError> {
-    allow(&api, &role, Action::Read)?;
+    allow(&api, &role, Action::Read).await?;
     let live = {
         let id = id.clone();
         in_memory(&api, move |e| e.live_report(&id)).await?
@@ -464,7 +470,7 @@ async fn list_changes(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
 ) -> Result<Json<Vec<ChangeRecord>>, ApiError> {
-    allow(&api, &role, Action::Read)?;
+    allow(&api, &role, Action::Read).await?;
     let recent = api.reads.run(|s| Ok(s.recent_changes(50)?)).await?;
     Ok(Json(recent))
 }
@@ -474,7 +480,7 @@ async fn post_observations(
     Extension(role): Extension<Role>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    allow(&api, &role, Action::Observe)?;
+    allow(&api, &role, Action::Observe).await?;
     // Each element is read as the JSON-lines reader reads a line; the first bad one refuses the
     // whole batch, so a partly applied batch never happens.
     let bad = EngineError::BadRequest;
@@ -509,7 +515,7 @@ async fn status(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
 ) -> Result<Json<Status>, ApiError> {
-    allow(&api, &role, Action::Read)?;
+    allow(&api, &role, Action::Read).await?;
     let now = (api.clock)();
     let live = in_memory(&api, move |e| e.live_status(now)).await?;
     let status = api.reads.run(move |s| live.complete(s)).await?;
@@ -522,10 +528,10 @@ async fn create_proposal(
     Extension(TokenIndex(token)): Extension<TokenIndex>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    allow(&api, &role, Action::Propose)?;
+    allow(&api, &role, Action::Propose).await?;
     if let Some(limits) = &api.tokens[token].limits {
         if let Err((wait, rate)) = limits.check_proposal_bytes(body.len()) {
-            note_refusal(&api, &role, Refusal::RateLimited);
+            note_refusal(&api, &role, Refusal::RateLimited).await;
             return Ok(too_many(&role, wait, &rate));
         }
     }
@@ -559,7 +565,7 @@ async fn list_proposals(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
 ) -> Result<Json<Vec<ProposalRecord>>, ApiError> {
-    allow(&api, &role, Action::Read)?;
+    allow(&api, &role, Action::Read).await?;
     let list = api.reads.run(|s| Ok(s.recent_proposals(100)?)).await?;
     Ok(Json(list))
 }
@@ -569,7 +575,7 @@ async fn get_proposal(
     Extension(role): Extension<Role>,
     Path(id): Path<String>,
 ) -> Result<Json<ProposalView>, ApiError> {
-    allow(&api, &role, Action::Read)?;
+    allow(&api, &role, Action::Read).await?;
     let view = api
         .reads
         .run(move |s| super::engine::proposal_view(s, &id))
@@ -584,7 +590,7 @@ async fn decide(
     body: Bytes,
     approve: bool,
 ) -> Result<Json<ProposalRecord>, ApiError> {
-    allow(&api, &role, Action::Decide)?;
+    allow(&api, &role, Action::Decide).await?;
     let request: DecisionRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -646,7 +652,7 @@ async fn trust(
     State(api): State<Api>,
     Extension(role): Extension<Role>,
 ) -> Result<Json<Vec<PatternTrust>>, ApiError> {
-    allow(&api, &role, Action::Read)?;
+    allow(&api, &role, Action::Read).await?;
     let rules = in_memory(&api, |e| e.trust_rules()).await?;
     let ledger = api
         .reads
@@ -764,7 +770,7 @@ async fn switch(
     body: Bytes,
     paused: bool,
 ) -> Result<Json<PauseState>, ApiError> {
-    allow(&api, &role, Action::Pause)?;
+    allow(&api, &role, Action::Pause).await?;
     let request: PauseRequest = if body.is_empty() {
         PauseRequest::default()
     } else {
