@@ -167,8 +167,8 @@ pub enum GitError {
     OperationInProgress { path: PathBuf, operation: String },
 
     #[error(
-        "refusing to revert {commit}: it is itself a guardian revert ({TRAILER_REVERT_OF}: {of}); \
-         guardian never reverts its own revert"
+        "refusing to revert {commit}: it is itself a revert (of {of}), and reverting it would \
+         put back the change it undid; a person decides that"
     )]
     RevertOfRevert { commit: String, of: String },
 

@@ -176,6 +176,18 @@ impl Repo {
     }
 }
 
+/// The commit a `git revert` message names ("This reverts commit SHA."), if it is one.
+fn reverted_by_git(body: &str) -> Option<String> {
+    body.lines().find_map(|line| {
+        let sha = line
+            .trim()
+            .strip_prefix("This reverts commit ")?
+            .trim_end_matches(['.', ',']);
+        let sha = sha.split_whitespace().next()?;
+        is_full_sha(sha).then(|| sha.to_owned())
+    })
+}
+
 impl Session<'_> {
     /// The commits of `spec`, newest first, and for a range its label
     /// `<short A>..<short B>`.
@@ -234,7 +246,7 @@ impl Session<'_> {
 
     fn commit_infos(&mut self, commits: &[String]) -> Result<Vec<CommitInfo>, GitError> {
         let format = format!(
-            "--format=%H%x1f%P%x1f%(trailers:key={TRAILER_REVERT_OF},valueonly,separator=%x20)%x1f%s"
+            "--format=%H%x1f%P%x1f%(trailers:key={TRAILER_REVERT_OF},valueonly,separator=%x20)%x1f%s%x1f%b"
         );
         let mut args = vec![
             "log".to_string(),
@@ -247,11 +259,19 @@ impl Session<'_> {
         let out = self.ok(&args, None)?;
         let mut infos = Vec::new();
         for record in out.split('\0').filter(|r| !r.is_empty()) {
-            let mut fields = record.splitn(4, '\u{1f}');
+            let mut fields = record.splitn(5, '\u{1f}');
             let sha = fields.next().unwrap_or_default().trim().to_string();
             let parents = fields.next().unwrap_or_default().split_whitespace().count();
-            let revert_of = fields.next().unwrap_or_default().trim().to_string();
+            let trailer = fields.next().unwrap_or_default().trim().to_string();
             let subject = fields.next().unwrap_or_default().trim().to_string();
+            let body = fields.next().unwrap_or_default();
+            // guardian's own reverts carry a trailer; a person's `git revert` says so in the
+            // body, in git's words.
+            let revert_of = if trailer.is_empty() {
+                reverted_by_git(body).unwrap_or_default()
+            } else {
+                trailer
+            };
             infos.push(CommitInfo {
                 sha,
                 parents,
@@ -589,7 +609,7 @@ mod tests {
             matches!(&err, GitError::RevertOfRevert { commit: c, of } if *c == commit && *of == bad),
             "{err}"
         );
-        assert!(err.to_string().contains("never reverts its own revert"));
+        assert!(err.to_string().contains("would put back the change it undid"));
         // Nor as part of a range.
         let base = git(&dir, &["rev-parse", "HEAD~2"]);
         let err = repo
@@ -597,6 +617,26 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, GitError::RevertOfRevert { .. }), "{err}");
         assert_eq!(count(&dir), n);
+    }
+
+    #[test]
+    fn never_reverts_a_person_s_revert_either() {
+        let (_tmp, dir) = init();
+        commit(&dir, "a", "1\n", "base");
+        let bad = commit(&dir, "a", "2\n", "bad");
+        // What an on-call engineer does by hand: git's own revert message.
+        git(&dir, &["revert", "--no-edit", &bad]);
+        let by_hand = git(&dir, &["rev-parse", "HEAD"]);
+        let n = count(&dir);
+        let repo = Repo::open(&dir).unwrap();
+        let err = repo.revert(&request(&by_hand, "intent-a")).unwrap_err();
+        assert!(
+            matches!(&err, GitError::RevertOfRevert { commit: c, of } if *c == by_hand && *of == bad),
+            "{err}"
+        );
+        assert_eq!(count(&dir), n);
+        // A message that only mentions the words is not a revert.
+        assert_eq!(reverted_by_git("This reverts commit handling to v1."), None);
     }
 
     #[test]
