@@ -64,34 +64,35 @@ fn diff_facts(p: &ProposalRecord) -> Option<DiffFacts> {
 }
 
 fn policy_decision(p: &ProposalRecord) -> PolicyDecision {
-    let a = &p.assessment;
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    // An assessment that does not read (written by hand, or by a version that stored another
+    // shape) is told as no reasons rather than as made-up ones.
+    let a = crate::api::assessment(p).ok();
     PolicyDecision {
         decision: p.decision.clone(),
-        risk_score: a["risk"]["score"].as_i64(),
+        risk_score: a.as_ref().map(|a| i64::from(a.risk.score)),
         auto_below: None,
-        factors: a["risk"]["factors"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        factors: a
+            .iter()
+            .flat_map(|a| &a.risk.factors)
             .map(|f| RiskFactor {
-                name: text(&f["name"]),
-                points: f["points"].as_i64().unwrap_or(0),
-                why: text(&f["why"]),
+                name: f.name.clone(),
+                points: i64::from(f.points),
+                why: f.why.clone(),
             })
             .collect(),
-        rules: a["rules"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        rules: a
+            .iter()
+            .flat_map(|a| &a.rules)
             .map(|r| RuleFired {
-                rule: text(&r["rule"]),
-                effect: text(&r["effect"]),
-                message: text(&r["message"]),
+                rule: r.rule.clone(),
+                effect: r.effect.as_str().to_owned(),
+                message: r.message.clone(),
             })
             .collect(),
-        pattern_mismatch: (a["pattern_check"]["result"] == "mismatch")
-            .then(|| text(&a["pattern_check"]["reason"])),
+        pattern_mismatch: a.as_ref().and_then(|a| match &a.pattern_check {
+            crate::trust::PatternCheck::Mismatch { reason, .. } => Some(reason.clone()),
+            _ => None,
+        }),
         approved_by: p.approved_hash.as_ref().and(p.decided_by.clone()),
     }
 }

@@ -609,7 +609,9 @@ mod tests {
             matches!(&err, GitError::RevertOfRevert { commit: c, of } if *c == commit && *of == bad),
             "{err}"
         );
-        assert!(err.to_string().contains("would put back the change it undid"));
+        assert!(err
+            .to_string()
+            .contains("would put back the change it undid"));
         // Nor as part of a range.
         let base = git(&dir, &["rev-parse", "HEAD~2"]);
         let err = repo

@@ -104,6 +104,16 @@ pub enum Effect {
     NeedsApproval,
 }
 
+impl Effect {
+    /// The name stored in an assessment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Deny => "deny",
+            Effect::NeedsApproval => "needs_approval",
+        }
+    }
+}
+
 /// One rule that fired, and what it names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleHit {

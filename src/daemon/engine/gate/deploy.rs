@@ -129,7 +129,8 @@ impl Engine {
             ),
             None => format!(
                 "Deployed without a person: the policy scored it {} and the pattern is trusted.",
-                p.assessment["risk"]["score"]
+                crate::api::assessment(&p)
+                    .map_or_else(|_| "?".to_owned(), |a| a.risk.score.to_string())
             ),
         };
         Ok(Some(DeployJob {

@@ -90,7 +90,6 @@ impl Engine {
 
 /// A proposal in plain text: the decision and its reasons, the risk factors, the diff's size.
 pub(super) fn proposal_text(p: &ProposalRecord) -> String {
-    let a = &p.assessment;
     use crate::display::line;
     let mut out = format!(
         "Proposal:  {}\nPattern:   {} (proposed by {})\nSummary:   {}\nDecision:  {}{}\n",
@@ -104,38 +103,39 @@ pub(super) fn proposal_text(p: &ProposalRecord) -> String {
     if let Some(url) = &p.issue_url {
         out.push_str(&format!("Issue:     {}\n", line(url)));
     }
-    for rule in a["rules"].as_array().into_iter().flatten() {
+    let a = match crate::api::assessment(p) {
+        Ok(a) => a,
+        Err(e) => {
+            out.push_str(&format!(
+                "The assessment stored with it cannot be read: {e}\n"
+            ));
+            return out;
+        }
+    };
+    for rule in &a.rules {
         out.push_str(&format!(
             "  - {} ({}): {}\n",
-            line(rule["rule"].as_str().unwrap_or_default()),
-            line(rule["effect"].as_str().unwrap_or_default()),
-            line(rule["message"].as_str().unwrap_or_default())
+            line(&rule.rule),
+            rule.effect.as_str(),
+            line(&rule.message)
         ));
     }
-    out.push_str(&format!("Risk:      {}/100\n", a["risk"]["score"]));
-    for f in a["risk"]["factors"].as_array().into_iter().flatten() {
+    out.push_str(&format!("Risk:      {}/100\n", a.risk.score));
+    for f in &a.risk.factors {
         out.push_str(&format!(
             "  {:>+4}  {}: {}\n",
-            f["points"].as_i64().unwrap_or(0),
-            line(f["name"].as_str().unwrap_or_default()),
-            line(f["why"].as_str().unwrap_or_default())
+            f.points,
+            line(&f.name),
+            line(&f.why)
         ));
     }
-    let facts = &a["facts"];
+    let paths: Vec<_> = a.facts.paths.iter().map(|p| line(p)).collect();
     out.push_str(&format!(
         "Diff:      {} file(s), +{} -{}: {}\n",
-        facts["files"],
-        facts["lines_added"],
-        facts["lines_removed"],
-        facts["paths"]
-            .as_array()
-            .map(|ps| ps
-                .iter()
-                .filter_map(|p| p.as_str())
-                .map(line)
-                .collect::<Vec<_>>()
-                .join(", "))
-            .unwrap_or_default()
+        a.facts.files,
+        a.facts.lines_added,
+        a.facts.lines_removed,
+        paths.join(", ")
     ));
     out
 }
