@@ -292,20 +292,20 @@ async fn story(
     std::fs::copy(repo.join("app.toml"), live.join("app.toml")).map_err(|e| e.to_string())?;
     let body = serde_json::json!({"commit": bad, "kind": "ai", "pattern": "input-validation",
         "summary": "validate cart items strictly"});
-    let change: serde_json::Value = tokio::task::spawn_blocking({
+    let change: crate::api::ChangeView = tokio::task::spawn_blocking({
         let (api, token) = (api.clone(), token.to_owned());
         move || {
             ureq::post(&format!("{api}/v1/changes"))
                 .set("Authorization", &format!("Bearer {token}"))
                 .send_json(body)
                 .map_err(|e| e.to_string())?
-                .into_json::<serde_json::Value>()
+                .into_json::<crate::api::ChangeView>()
                 .map_err(|e| e.to_string())
         }
     })
     .await
     .map_err(|e| e.to_string())??;
-    let id = change["id"].as_str().unwrap_or_default().to_owned();
+    let id = change.record.id;
     say(&format!(
         "deployed an AI fix, commit {}, and told guardian: change {id}",
         &bad[..7]
@@ -316,19 +316,17 @@ async fn story(
     let deadline = Instant::now() + Duration::from_secs(90);
     let final_change = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let c = get_change(&api, token, &id).await?;
-        let state = c["state"].as_str().unwrap_or("?").to_owned();
+        let c = get_change(&api, token, &id).await?.record;
+        let state = c.state.as_str();
         if state != last {
-            let note = c["note"].as_str().unwrap_or("");
+            let note = c.note.as_deref().unwrap_or("");
             say(&format!(
                 "guardian: {state}{}{note}",
                 if note.is_empty() { "" } else { ": " }
             ));
-            last = state.clone();
+            state.clone_into(&mut last);
         }
-        if ["rolled_back", "escalated", "healthy", "inconclusive"].contains(&state.as_str())
-            || Instant::now() > deadline
-        {
+        if c.state.is_final() || Instant::now() > deadline {
             break c;
         }
     };
@@ -386,14 +384,14 @@ async fn story(
     Ok(())
 }
 
-async fn get_change(api: &str, token: &str, id: &str) -> Result<serde_json::Value, String> {
+async fn get_change(api: &str, token: &str, id: &str) -> Result<crate::api::ChangeView, String> {
     let (url, auth) = (format!("{api}/v1/changes/{id}"), format!("Bearer {token}"));
     tokio::task::spawn_blocking(move || {
         ureq::get(&url)
             .set("Authorization", &auth)
             .call()
             .map_err(|e| e.to_string())?
-            .into_json::<serde_json::Value>()
+            .into_json::<crate::api::ChangeView>()
             .map_err(|e| e.to_string())
     })
     .await
@@ -401,12 +399,10 @@ async fn get_change(api: &str, token: &str, id: &str) -> Result<serde_json::Valu
 }
 
 /// What happened, in a few lines a person reads.
-fn explain(change: &serde_json::Value, repo: &Path) -> Result<String, String> {
+fn explain(change: &crate::api::ChangeRecord, repo: &Path) -> Result<String, String> {
     let mut out = String::new();
-    let state = change["state"].as_str().unwrap_or("?");
-    out.push_str(&format!("Outcome: {state}\n"));
-    let report = change.get("report").filter(|r| !r.is_null());
-    match report.map(crate::report::evidence::read) {
+    out.push_str(&format!("Outcome: {}\n", change.state.as_str()));
+    match change.report.as_ref().map(crate::report::evidence::read) {
         Some(Ok(report)) => {
             use crate::report::units::{duration, evalue, percent, ratio};
             for s in report.signals.iter().filter(|s| s.regressed) {
