@@ -41,13 +41,27 @@ const BLANK: &[(u32, u32)] = &[
 /// rather than how a word is spelled. Inclusive ranges; enclosing marks (category Me) are
 /// escaped by category.
 const OVERLAY: &[(u32, u32)] = &[
-    (0x0334, 0x0338), // combining tilde, stroke and solidus overlays
-    (0x20D2, 0x20D3), // combining long and short vertical line overlays
-    (0x20D8, 0x20DA), // combining ring and clockwise ring overlays
-    (0x20E5, 0x20E6), // combining reverse solidus and double vertical stroke overlays
-    (0x20EA, 0x20EB), // combining leftwards arrow and long double solidus overlays
-    (0x1CD4, 0x1CD4), // Vedic sign yajurvedic midline svarita
+    (0x0334, 0x0338),   // combining tilde, stroke and solidus overlays
+    (0x20D2, 0x20D3),   // combining long and short vertical line overlays
+    (0x20D8, 0x20DA),   // combining ring and clockwise ring overlays
+    (0x20E5, 0x20E6),   // combining reverse solidus and double vertical stroke overlays
+    (0x20EA, 0x20EB),   // combining leftwards arrow and long double solidus overlays
+    (0x1CD4, 0x1CD4),   // Vedic sign yajurvedic midline svarita
+    (0x1CE2, 0x1CE8),   // Vedic overlays
+    (0x1DFB, 0x1DFB),   // combining deletion mark
+    (0x10A39, 0x10A39), // Kharoshthi sign cauda
+    (0x16AF0, 0x16AF4), // Bassa Vah overlays
+    (0x1BC9E, 0x1BC9E), // Duployan double mark
+    (0x1D167, 0x1D169), // musical tremolo overlays
+    // Lines drawn under or over a character join it to the next: `a̲b` reads as `a_b`.
+    (0x0305, 0x0305), // combining overline
+    (0x0332, 0x0333), // combining low line, double low line
+    (0x033F, 0x033F), // combining double overline
 ];
+
+/// Most combining marks one character shows as they are; the rest of a longer stack is escaped
+/// (a stack of dozens spills over the lines around it). Real text stacks two or three.
+const MAX_STACKED_MARKS: usize = 4;
 
 /// Whether `c` must not reach a person's screen as it is: a control character (C0, DEL, C1),
 /// a format character (zero-width, bidi, tags), a space other than U+0020, a line or paragraph
@@ -105,18 +119,35 @@ fn escape(out: &mut String, c: char) {
 }
 
 fn neutralise(s: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
-    if !s.chars().any(|c| is_unsafe(c) && !keep(c)) {
+    let shown = |c: char, stacked: &mut usize| {
+        *stacked = if is_mark(c) { *stacked + 1 } else { 0 };
+        keep(c) || (!is_unsafe(c) && *stacked <= MAX_STACKED_MARKS)
+    };
+    let mut stacked = 0;
+    if s.chars().all(|c| shown(c, &mut stacked)) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
+    let mut stacked = 0;
     for c in s.chars() {
-        if is_unsafe(c) && !keep(c) {
-            escape(&mut out, c);
-        } else {
+        if shown(c, &mut stacked) {
             out.push(c);
+        } else {
+            escape(&mut out, c);
         }
     }
     Cow::Owned(out)
+}
+
+/// Whether `c` is a combining mark, drawn on the character before it.
+fn is_mark(c: char) -> bool {
+    !c.is_ascii()
+        && matches!(
+            get_general_category(c),
+            GeneralCategory::NonspacingMark
+                | GeneralCategory::SpacingMark
+                | GeneralCategory::EnclosingMark
+        )
 }
 
 /// `s` as one line: every control character (newlines and tabs included) and every invisible
@@ -186,6 +217,16 @@ mod tests {
         assert_eq!(line("ok\u{20dd}"), "ok\\u{20dd}");
         // Accents written as combining marks stay text.
         assert_eq!(line("cafe\u{301}"), "cafe\u{301}");
+        assert_eq!(line("a\u{332}b"), "a\\u{332}b");
+        assert_eq!(line("x\u{1dfb}"), "x\\u{1dfb}");
+        // A stack past four marks spills over the lines around it: the rest is escaped.
+        let tower = format!("a{}", "\u{300}".repeat(6));
+        assert_eq!(
+            line(&tower),
+            format!("a{}\\u{{300}}\\u{{300}}", "\u{300}".repeat(4))
+        );
+        // Vietnamese stacks two.
+        assert_eq!(line("Vie\u{302}\u{323}t"), "Vie\u{302}\u{323}t");
     }
 
     #[test]

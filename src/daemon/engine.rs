@@ -107,9 +107,16 @@ pub struct Engine {
     link_key: crate::gate::links::LinkKey,
 }
 
-/// A change escalated to a person leaves the service in a state nobody has checked: no AI
-/// change is deployed on top of it until a person has looked and resumed deploys (`guardian
-/// resume`). Watches and rollbacks go on. On the audit trail as guardian's own pause.
+/// Whether a change that ended in `state` is handed to a person: escalated (the remediation
+/// failed, or did not help), or inconclusive (the traffic could not tell, down to none at all
+/// from an app that died and logs nothing).
+fn asks_a_person(state: ChangeState) -> bool {
+    matches!(state, ChangeState::Escalated | ChangeState::Inconclusive)
+}
+
+/// A change handed to a person leaves the service in a state nobody has checked: no AI change
+/// is deployed on top of it until a person has looked and resumed deploys (`guardian resume`).
+/// Watches and rollbacks go on. On the audit trail as guardian's own pause.
 fn pause_after_escalation(
     store: &mut Store,
     settings: &DaemonSettings,
@@ -119,9 +126,12 @@ fn pause_after_escalation(
     if settings.gate.is_none() || store.gate_paused()?.is_some() {
         return Ok(());
     }
+    let state = store
+        .get_change(change_id)?
+        .map_or("escalated", |c| c.state.as_str());
     let why = format!(
-        "{change_id} was escalated to a person: approved proposals wait until the service is \
-         checked and deploys are resumed (guardian resume)"
+        "{change_id} ended {state} and was handed to a person; approved proposals wait until a \
+         person has checked the service and resumes deploys"
     );
     store.audit(
         "guardian",
@@ -400,7 +410,7 @@ impl Engine {
                         note.as_deref(),
                         now,
                     )?;
-                    if state == ChangeState::Escalated {
+                    if asks_a_person(state) {
                         pause_after_escalation(&mut self.store, &self.settings, &change_id, now)?;
                     }
                 }
@@ -463,12 +473,12 @@ impl Engine {
             return Ok(());
         };
         let mut email = self.render_alert(&record)?;
-        if record.state == ChangeState::Escalated && self.settings.gate.is_some() {
+        if asks_a_person(record.state) && self.settings.gate.is_some() {
             if let Some((by, why, _)) = self.store.gate_paused()? {
                 email.text_body = before_signature(
                     &email.text_body,
                     &format!(
-                        "Deploys of proposals are paused (by {by}: {why}). Resume them once the \
+                        "Deploys of proposals are paused, by {by}: {why}.\nResume them once the \
                          service is right: guardian resume --config <your guardian.toml>\n"
                     ),
                 );
@@ -700,6 +710,33 @@ mod tests {
     }
 
     #[test]
+    fn a_change_that_leaves_no_trace_ends_inconclusive_and_pauses_deploys_of_proposals() {
+        // An app that died on start and logs its own requests: nothing after the change.
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, "[paths]\nallow = [\"src/**\"]\n").unwrap();
+        let config = Config::parse(&format!(
+            "[detector]\nwatch_secs = 10\n[daemon]\nstate_dir = {:?}\n\
+             [daemon.on_inconclusive]\nai = \"escalate\"\n\
+             [daemon.gate]\npolicy_file = {policy:?}\n",
+            dir.path()
+        ))
+        .unwrap();
+        let settings = config.daemon.clone().unwrap();
+        let mut e =
+            Engine::with_store(&config, &settings, Store::open_in_memory().unwrap(), T0).unwrap();
+        let id = e.notify(&request("ai"), T0).unwrap().id;
+        for t in 1..=30 {
+            e.tick(T0 + f64::from(t)).unwrap();
+        }
+        let c = e.change(&id).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::Inconclusive, "{:?}", c.note);
+        let (by, why, _) = e.store.gate_paused().unwrap().expect("deploys paused");
+        assert_eq!(by, "guardian");
+        assert!(why.contains(&format!("{id} ended inconclusive")), "{why}");
+    }
+
+    #[test]
     fn a_rollback_cut_short_by_a_restart_is_escalated_with_its_post_mortem_and_pauses_deploys() {
         let dir = tempfile::tempdir().unwrap();
         let policy = dir.path().join("policy.toml");
@@ -737,7 +774,7 @@ mod tests {
         let (by, why, _) = e.store.gate_paused().unwrap().expect("deploys paused");
         assert_eq!(by, "guardian");
         assert!(
-            why.contains(&format!("{} was escalated", change.id)),
+            why.contains(&format!("{} ended escalated", change.id)),
             "{why}"
         );
         let emails = e.store.queued_emails(10).unwrap();
@@ -746,7 +783,7 @@ mod tests {
         for said in [
             format!("git log --grep 'Guardian-Change: {}'", change.id),
             "do not revert again".to_owned(),
-            "Deploys of proposals are paused (by guardian".to_owned(),
+            "Deploys of proposals are paused, by guardian".to_owned(),
             "Audit checkpoint".to_owned(),
         ] {
             assert!(text.contains(&said), "{said:?} is not in:\n{text}");

@@ -66,6 +66,48 @@ pub struct Api {
     pub refusals: Arc<Refusals>,
     /// See [`JUDGE_CONCURRENCY`].
     pub judging: Arc<tokio::sync::Semaphore>,
+    /// One bucket for every request that comes without a valid token (approval links, wrong
+    /// or missing tokens): see [`anonymous_limiter`].
+    pub anonymous: Arc<DefaultDirectRateLimiter>,
+}
+
+/// Requests a second without a valid token, all clients together, and their burst: far more
+/// than people clicking approval links make, far fewer than a flood that would take the CPU a
+/// watch's latency is measured on.
+const ANONYMOUS_PER_SEC: u32 = 20;
+const ANONYMOUS_BURST: u32 = 100;
+
+/// The shared bucket of requests without a valid token.
+pub fn anonymous_limiter() -> Arc<DefaultDirectRateLimiter> {
+    let n = |v: u32| NonZeroU32::new(v).unwrap_or(NonZeroU32::MIN);
+    Arc::new(DefaultDirectRateLimiter::direct(
+        Quota::per_second(n(ANONYMOUS_PER_SEC)).allow_burst(n(ANONYMOUS_BURST)),
+    ))
+}
+
+/// 429 when requests without a valid token are over their shared rate.
+fn anonymous_over(api: &Api) -> Option<Response> {
+    api.anonymous.check().err().map(|_| {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1".to_owned())],
+            Json(ErrorAnswer {
+                error: format!(
+                    "too many requests without a valid token: {ANONYMOUS_PER_SEC} a second \
+                     are served, all clients together; try again in 1 s"
+                ),
+            }),
+        )
+            .into_response()
+    })
+}
+
+/// Holds approval-link requests to the shared rate of requests without a token.
+async fn anonymous_rate(State(api): State<Api>, request: Request, next: Next) -> Response {
+    match anonymous_over(&api) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
 }
 
 /// One API token.
@@ -307,6 +349,10 @@ pub fn router(api: Api) -> Router {
     let links = Router::new()
         .route("/v1/links/:secret", get(link_page).post(use_link))
         .layer(DefaultBodyLimit::max(4096))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            anonymous_rate,
+        ))
         .with_state(api.clone());
     let authed = Router::new()
         .route("/v1/changes", post(create_change).get(list_changes))
@@ -339,31 +385,28 @@ async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(hash_token);
-    match presented.map(|hash| token_of(&api.tokens, &hash)) {
-        Some(Some(i)) => {
-            let token = &api.tokens[i];
-            let write = !matches!(*request.method(), Method::GET | Method::HEAD);
-            if let Some(Err((wait, rate))) = token.limits.as_ref().map(|l| l.check(write)) {
-                note_refusal(&api, &token.role, Refusal::RateLimited).await;
-                return too_many(&token.role, wait, &rate);
-            }
-            request.extensions_mut().insert(token.role.clone());
-            request.extensions_mut().insert(TokenIndex(i));
-            next.run(request).await
+    let found = presented.map(|hash| token_of(&api.tokens, &hash));
+    let Some(Some(i)) = found else {
+        if let Some(refused) = anonymous_over(&api) {
+            return refused;
         }
-        Some(None) => ApiError(
-            StatusCode::UNAUTHORIZED,
-            "the bearer token is not valid".into(),
-        )
-        .into_response(),
-        None => ApiError(
-            StatusCode::UNAUTHORIZED,
+        let why = if found.is_some() {
+            "the bearer token is not valid"
+        } else {
             "missing \"Authorization: Bearer <token>\" (the token is in the file named by \
              [daemon] token_file)"
-                .into(),
-        )
-        .into_response(),
+        };
+        return ApiError(StatusCode::UNAUTHORIZED, why.into()).into_response();
+    };
+    let token = &api.tokens[i];
+    let write = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if let Some(Err((wait, rate))) = token.limits.as_ref().map(|l| l.check(write)) {
+        note_refusal(&api, &token.role, Refusal::RateLimited).await;
+        return too_many(&token.role, wait, &rate);
     }
+    request.extensions_mut().insert(token.role.clone());
+    request.extensions_mut().insert(TokenIndex(i));
+    next.run(request).await
 }
 
 /// Which of [`Api::tokens`] a request came with.
@@ -873,6 +916,7 @@ mod tests {
             reads: Arc::new(Reads::new(state.join("guardian.db"))),
             refusals: Arc::new(Refusals::default()),
             judging: Arc::new(tokio::sync::Semaphore::new(JUDGE_CONCURRENCY)),
+            anonymous: anonymous_limiter(),
         })
     }
 
@@ -930,6 +974,29 @@ mod tests {
         }
         let (_, changes) = send(&api, "GET", "/v1/changes", Some(ADMIN), "").await;
         assert_eq!(changes, json!([]));
+    }
+
+    #[tokio::test]
+    async fn requests_without_a_valid_token_share_one_rate_and_the_operator_is_not_held_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        let mut codes = std::collections::BTreeMap::new();
+        for i in 0..300 {
+            let (code, _) = if i % 2 == 0 {
+                send(&api, "GET", "/v1/status", Some("not-a-token"), "").await
+            } else {
+                send(&api, "GET", "/v1/links/guessed-secret", None, "").await
+            };
+            *codes.entry(code.as_u16()).or_insert(0) += 1;
+        }
+        // The burst is served (refused for what it is), the rest told to wait.
+        assert!(codes.get(&429).is_some_and(|&n| n >= 150), "{codes:?}");
+        assert!(
+            codes.keys().all(|c| [401, 403, 404, 410, 429].contains(c)),
+            "{codes:?}"
+        );
+        let (code, _) = send(&api, "GET", "/v1/status", Some(ADMIN), "").await;
+        assert_eq!(code, StatusCode::OK);
     }
 
     #[tokio::test]

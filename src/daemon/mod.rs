@@ -365,6 +365,7 @@ pub async fn run(
         reads: Arc::new(http::Reads::new(settings.state_dir.join("guardian.db"))),
         refusals,
         judging: Arc::new(tokio::sync::Semaphore::new(http::JUDGE_CONCURRENCY)),
+        anonymous: http::anonymous_limiter(),
     };
     let (server_stop, server_stopping) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(serve::serve(listener, http::router(api), server_stopping));

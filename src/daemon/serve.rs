@@ -7,9 +7,10 @@
 //! either: a client that keeps every slot filled with half-sent headers (slowloris) kept a
 //! deploy's `guardian notify` waiting in the accept queue past its timeout. So when every slot
 //! is taken, the connection that has waited longest without a request under way (half-sent
-//! headers, or idle between requests) is closed to make room: a client that sends its request
-//! at once, as every real one does, is served whatever others hold open. Only connections
-//! each serving a request (milliseconds, for every request guardian answers) make a new one
+//! headers, or idle between requests) is closed to make room, else the oldest if it has been
+//! open a second (a client pipelining request after request keeps every connection "serving"):
+//! a client that sends its request at once, as every real one does, is served whatever others
+//! hold open. Only connections each serving a request begun within the second make a new one
 //! wait. Written here on hyper's own connection builder (what `axum::serve` uses underneath)
 //! rather than with a crate, because the accept loop is the whole of it.
 
@@ -36,10 +37,29 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long requests under way may finish once guardian is stopping.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A connection being served: whether a request is under way on it, and how to close it.
+/// How long a connection keeps its place while it serves requests, once every place is taken.
+/// Every request guardian answers takes milliseconds; a connection busy for longer is a client
+/// pipelining request after request on it, which must not keep the next client out.
+const BUSY_GRACE: Duration = Duration::from_secs(1);
+
+/// A connection being served: when it was accepted, whether a request is under way on it, and
+/// how to close it.
 struct Live {
+    since: std::time::Instant,
     serving: Arc<AtomicBool>,
     abort: AbortHandle,
+}
+
+/// The connection to close for a new one, all places being taken: the oldest without a request
+/// under way, else the oldest if it has been open for [`BUSY_GRACE`]. `None`: wait.
+fn make_room(live: &mut VecDeque<Live>) -> Option<Live> {
+    if let Some(at) = live.iter().position(|c| !c.serving.load(Ordering::Relaxed)) {
+        return live.remove(at);
+    }
+    if live.front()?.since.elapsed() >= BUSY_GRACE {
+        return live.pop_front();
+    }
+    None
 }
 
 /// Marks its connection as serving a request while it lives.
@@ -84,16 +104,15 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
         while connections.try_join_next().is_some() {}
         live.retain(|c| !c.abort.is_finished());
         while live.len() >= MAX_CONNECTIONS {
-            if let Some(at) = live.iter().position(|c| !c.serving.load(Ordering::Relaxed)) {
-                if let Some(oldest) = live.remove(at) {
-                    oldest.abort.abort();
-                }
+            if let Some(oldest) = make_room(&mut live) {
+                oldest.abort.abort();
                 continue;
             }
-            // Every slot serves a request: the new connection waits for one to end (each
-            // takes milliseconds; none lasts past the connection timeout).
+            // Every connection serves a request it began less than a moment ago: wait that
+            // moment (one ending frees its place at once).
             tokio::select! {
                 _ = connections.join_next() => {}
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
                 () = &mut stopping => break,
             }
             live.retain(|c| !c.abort.is_finished());
@@ -117,7 +136,11 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
         });
-        live.push_back(Live { serving, abort });
+        live.push_back(Live {
+            since: std::time::Instant::now(),
+            serving,
+            abort,
+        });
     }
     let drained = async { while connections.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained).await;
@@ -198,25 +221,30 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn when_every_connection_serves_a_request_a_new_one_waits_for_one_to_end() {
+    async fn when_every_connection_is_busy_the_oldest_busy_for_a_second_makes_room() {
         let (addr, stop) = started().await;
         tokio::task::spawn_blocking(move || {
+            // 128 requests that each take 2 s (a client pipelining requests keeps its
+            // connections just as busy).
             let busy: Vec<_> = (0..MAX_CONNECTIONS).map(|_| get(addr, "/slow")).collect();
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(300));
             let started = std::time::Instant::now();
             let served = answer(get(addr, "/"), Duration::from_secs(10));
             assert!(served.starts_with("HTTP/1.1 200"), "{served}");
-            // Served once a slow one ended (2 s after it began), not before, and none of
-            // those under way was cut short.
+            // It waited for the oldest to have been busy a second, not for the slow ones
+            // to end...
+            let waited = started.elapsed();
             assert!(
-                started.elapsed() >= Duration::from_millis(1000),
-                "{:?}",
-                started.elapsed()
+                waited >= Duration::from_millis(400) && waited < Duration::from_millis(1600),
+                "{waited:?}"
             );
-            for s in busy {
-                let a = answer(s, Duration::from_secs(10));
-                assert!(a.starts_with("HTTP/1.1 200") && a.ends_with("slow"), "{a}");
-            }
+            // ...and only the oldest was cut short.
+            let answered = busy
+                .into_iter()
+                .map(|s| answer(s, Duration::from_secs(10)))
+                .filter(|a| a.starts_with("HTTP/1.1 200") && a.ends_with("slow"))
+                .count();
+            assert_eq!(answered, MAX_CONNECTIONS - 1);
         })
         .await
         .unwrap();
