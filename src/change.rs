@@ -207,6 +207,8 @@ event_kinds! {
     ProposalShadow = "proposal_shadow";
     /// A proposal was linked to the change that carries it out.
     ProposalLinked = "proposal_linked";
+    /// A redeploy hook the last run of guardian left running was stopped at start.
+    HookStopped = "hook_stopped";
 }
 
 impl fmt::Display for EventKind {

@@ -107,6 +107,34 @@ pub struct Engine {
     link_key: crate::gate::links::LinkKey,
 }
 
+/// What is known of a rollback guardian stopped during, for the person it is handed to: whether
+/// its revert is committed (asked of git, by the rollback's intent) and whether the redeploy
+/// hook was still running (and was stopped, so the service may not run the revert yet).
+fn cut_short(
+    stopped: &str,
+    settings: &DaemonSettings,
+    change_id: &str,
+    hook_stopped: bool,
+) -> String {
+    let revert = settings.rollback.as_ref().map(|r| {
+        crate::git::Repo::open(&r.repo)
+            .and_then(|repo| repo.find_revert(&format!("{change_id}-revert")))
+    });
+    let committed = match revert {
+        None => String::new(),
+        Some(Ok(Some(sha))) => format!("; its revert {sha} is committed in the repository"),
+        Some(Ok(None)) => "; no revert of it is committed in the repository".to_owned(),
+        Some(Err(e)) => format!("; whether its revert is committed is unknown ({e})"),
+    };
+    let hook = if hook_stopped {
+        "; the redeploy hook was still running and was stopped, so the service may not run the \
+         revert yet (or may be down, if the hook was restarting it): check it, and redeploy"
+    } else {
+        "; check whether the service runs the revert and recovered"
+    };
+    format!("{stopped}{committed}{hook}")
+}
+
 /// Whether a change that ended in `state` is handed to a person: escalated (the remediation
 /// failed, or did not help), or inconclusive (the traffic could not tell, down to none at all
 /// from an app that died and logs nothing).
@@ -183,6 +211,24 @@ impl Engine {
                 .map(|c| watched(&c)),
             _ => None,
         };
+        // Before anything can start a hook: one a killed guardian left running must not
+        // restart the service under the next deploy or rollback.
+        let stopped_hook = settings
+            .rollback
+            .as_ref()
+            .and_then(|r| r.hook_note.as_deref())
+            .and_then(|note| crate::running::stop_leftover(note, crate::hook::DEFAULT_GRACE));
+        if let Some(stopped) = &stopped_hook {
+            tracing::warn!("{stopped}");
+            store.audit(
+                "guardian",
+                EventKind::HookStopped,
+                None,
+                None,
+                &serde_json::json!({ "note": stopped }),
+                now,
+            )?;
+        }
         let mut escalated = Vec::new();
         for change in store.unfinished()? {
             if resumed.as_ref().is_some_and(|w| w.id == change.id) {
@@ -195,11 +241,16 @@ impl Engine {
                 ),
                 _ => (
                     ChangeState::Escalated,
-                    "guardian stopped between the regression and the end of the rollback; \
-                     check whether the revert commit exists and the service recovered",
+                    "guardian stopped between the regression and the end of the rollback",
                 ),
             };
-            store.set_state(&change.id, state, None, None, Some(note), now)?;
+            let note = match state {
+                ChangeState::Escalated => {
+                    cut_short(note, settings, &change.id, stopped_hook.is_some())
+                }
+                _ => note.to_owned(),
+            };
+            store.set_state(&change.id, state, None, None, Some(&note), now)?;
             if state == ChangeState::Escalated {
                 pause_after_escalation(&mut store, settings, &change.id, now)?;
                 escalated.push(change.id);
@@ -789,6 +840,10 @@ mod tests {
             assert!(text.contains(&said), "{said:?} is not in:\n{text}");
         }
         assert!(!text.contains("<change id>"), "{text}");
+        assert!(
+            text.contains("check whether the service runs the revert and recovered"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -307,12 +307,6 @@ pub async fn run(
     for change in state_dir::prepare(&settings.state_dir).map_err(DaemonError::StateDir)? {
         tracing::info!("{change}");
     }
-    // Before anything can start a hook: one a killed guardian left running must not restart
-    // the service under the next deploy or rollback.
-    let note = crate::running::note_file(&settings.state_dir);
-    if let Some(stopped) = crate::running::stop_leftover(&note, crate::hook::DEFAULT_GRACE) {
-        tracing::warn!("{stopped}");
-    }
     let tokens = read_tokens(&settings).map_err(DaemonError::Token)?;
     let mut engine = Engine::open(&config, &settings, now())?;
     for warning in engine.protect_host_files(config_path.as_deref()) {

@@ -105,6 +105,10 @@ pub const TRAILER_INTENT: &str = "Guardian-Intent";
 /// Trailer linking to the evidence behind the decision.
 pub const TRAILER_EVIDENCE: &str = "Guardian-Evidence";
 
+/// How a refusal to revert a revert reads, in the error and for the views that must not advise
+/// reverting it by hand either.
+pub const REVERT_OF_REVERT: &str = "it is itself a revert";
+
 /// Errors of the git adapter. Messages name the repository and, for a failed
 /// command, the command line and git's (trimmed) stderr.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +171,7 @@ pub enum GitError {
     OperationInProgress { path: PathBuf, operation: String },
 
     #[error(
-        "refusing to revert {commit}: it is itself a revert (of {of}), and reverting it would \
+        "refusing to revert {commit}: {REVERT_OF_REVERT} (of {of}), and reverting it would \
          put back the change it undid; a person decides that"
     )]
     RevertOfRevert { commit: String, of: String },

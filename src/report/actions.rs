@@ -394,19 +394,32 @@ pub fn undo_the_undo(
     );
 }
 
-/// How to revert by hand, when guardian made no revert. `recorded`: the rollback's report is
-/// on the record; without it (guardian stopped during the rollback) a revert may exist that
-/// the record does not know of, and reverting again would re-apply the change.
-pub fn by_hand(w: &mut String, change: &ChangeRecord, recorded: bool) {
-    if !recorded && change.state == ChangeState::Escalated {
+/// How to revert by hand, when guardian made no revert. `done`: the rollback's report, when
+/// it is on the record; without it (guardian stopped during the rollback) a revert may exist
+/// that the record does not know of, and reverting again would re-apply the change.
+pub fn by_hand(w: &mut String, change: &ChangeRecord, done: Option<&RollbackReport>) {
+    let refused_a_revert = done
+        .and_then(|r| r.escalation.as_deref())
+        .is_some_and(|why| why.contains(crate::git::REVERT_OF_REVERT));
+    if refused_a_revert {
+        let _ = writeln!(
+            w,
+            "  {} is itself a revert: do not revert it (that would put back the change it \
+             undid).\n  The trouble is elsewhere: another deploy, the host, a dependency. \
+             guardian status shows\n  where things stand.",
+            change.commit
+        );
+        return;
+    }
+    if done.is_none() && change.state == ChangeState::Escalated {
         let _ = writeln!(
             w,
             "  guardian stopped during the rollback, so first look for its revert, in the deploy \
              repository:\n    \
              git log --grep 'Guardian-Change: {}'\n  \
-             If it is there, do not revert again (that would re-apply the change): redeploy it \
-             if the\n  service does not run it yet, and guardian notify --commit <the revert \
-             commit>.",
+             If it is there, do not revert again (that would re-apply the change): redeploy \
+             it if the service\n  does not run it yet, and guardian notify --commit <the \
+             revert commit>.",
             change.id
         );
         w.push_str("  If it is not there:\n");

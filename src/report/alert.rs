@@ -119,7 +119,7 @@ pub fn render_alert(service: &str, change: &ChangeRecord, rollback: Option<&Valu
         ) =>
         {
             section(w, "What you can do");
-            by_hand(w, change, done.is_some());
+            by_hand(w, change, done);
         }
         None => {}
     }
@@ -345,6 +345,22 @@ mod tests {
         assert!(email.text_body.contains(&before), "missing {before:?}");
         // Rendering is deterministic: a resend after a crash is the same email.
         assert_eq!(render_alert("shop", &record, Some(&rollback)), email);
+    }
+
+    #[test]
+    fn a_revert_guardian_would_not_revert_is_never_advised_to_be_reverted_by_hand() {
+        let refused = json!({
+            "revert_commit": null,
+            "escalation": format!("the revert failed: refusing to revert {COMMIT}: it is itself a revert (of 1111111111111111111111111111111111111111), and reverting it would put back the change it undid; a person decides that"),
+            "steps": [{"step": "git revert", "result": "failed", "error": "refusing to revert"}],
+        });
+        let record = change(ChangeState::Escalated, "x", Some(regressed_report()));
+        let body = render_alert("shop", &record, Some(&refused)).text_body;
+        assert!(
+            body.contains(&format!("{COMMIT} is itself a revert: do not revert it")),
+            "{body}"
+        );
+        assert!(!body.contains(&format!("git revert {COMMIT}")), "{body}");
     }
 
     #[test]

@@ -413,7 +413,7 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
         ) =>
         {
             doc.push(Block::Heading(2, vec![t("What you can do")]));
-            actions::by_hand(&mut text, change, done.is_some());
+            actions::by_hand(&mut text, change, done);
         }
         None => {}
     }

@@ -511,6 +511,57 @@ fn a_deploy_guardian_is_killed_during_is_deployed_again_once_the_old_hook_is_sto
 }
 
 #[test]
+fn a_rollback_guardian_is_killed_during_is_escalated_with_what_git_and_the_hook_say() {
+    let (smtp, inbox) = super::rollback::smtp_server();
+    let mut g = Gate::start_with(10, true, &mail_config(smtp), "");
+    // The deploy's hook runs; the rollback's (the second run) hangs.
+    g.hook_that_hangs("2");
+    thread::sleep(Duration::from_secs(1));
+    let bad = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 5000\n",
+        "Raise the timeout a lot",
+    );
+    let p = stdout_json(&g.propose(&bad, "timeout-bump", "raise the checkout timeout a lot"));
+    assert_eq!(p["decision"], "auto", "{p}");
+    let pgid = g.killed_during_hook_run(2);
+    assert!(
+        !group_alive(pgid),
+        "the rollback's hook still runs after the restart"
+    );
+
+    let id = p["id"].as_str().unwrap();
+    let change = g.get(&format!("/v1/proposals/{id}"))["change_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let c = g.get(&format!("/v1/changes/{change}"));
+    assert_eq!(c["state"], "escalated", "{c}");
+    let revert = git(
+        &g.repo,
+        &[
+            "log",
+            "--format=%H",
+            &format!("--grep=Guardian-Change: {change}"),
+        ],
+    );
+    assert_eq!(revert.lines().count(), 1, "{revert}");
+    let email = wait_for_mail(&inbox, "escalated");
+    for said in [
+        format!("its revert {} is committed", revert.trim()),
+        "the redeploy hook was still running and was stopped".to_owned(),
+        "Deploys of proposals are paused, by guardian".to_owned(),
+    ] {
+        assert!(email.contains(&said), "{said:?} is not in:\n{email}");
+    }
+    let trail = String::from_utf8_lossy(&g.on_host(&["audit", "export"]).stdout).into_owned();
+    assert!(
+        trail.contains("\"hook_stopped\""),
+        "the stop is not on the trail"
+    );
+}
+
+#[test]
 fn a_deploy_guardian_is_killed_during_twice_is_left_to_a_person() {
     let (smtp, inbox) = super::rollback::smtp_server();
     let mut g = Gate::start_with(10, true, &mail_config(smtp), "");
