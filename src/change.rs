@@ -341,7 +341,8 @@ mod tests {
             proposal_deployed
             proposal_deploy_failed
             proposal_shadow
-            proposal_linked"#]]
+            proposal_linked
+            hook_stopped"#]]
         .assert_eq(&texts.join("\n"));
         for kind in EventKind::ALL {
             assert_eq!(

@@ -6,24 +6,25 @@
 //! the next rollback failed to start git ("Too many open files"). A limit alone is not enough
 //! either: a client that keeps every slot filled with half-sent headers (slowloris) kept a
 //! deploy's `guardian notify` waiting in the accept queue past its timeout. So when every slot
-//! is taken, the connection open longest is closed to make room, once it has been open a
-//! second (half-sent headers, idle, or request after request pipelined on it): a client that
-//! sends its request at once, as every real one does, is served whatever others hold open.
-//! Only connections all younger than a second make a new one wait (for milliseconds). Whether
-//! a connection is "serving" says nothing: one just accepted has not been read yet, and a
-//! pipelining client keeps its connections always serving. Written here on hyper's own connection builder (what `axum::serve` uses underneath)
+//! is taken, the oldest connection open a second without a request under way (half-sent
+//! headers, idle, closed by its client and not yet noticed) is closed to make room, else the
+//! oldest open ten seconds (a client pipelining request after request keeps its connections
+//! always serving): a client that sends its request at once, as every real one does, is served
+//! whatever others hold open, at worst ten seconds later. Written here on hyper's own connection builder (what `axum::serve` uses underneath)
 //! rather than with a crate, because the accept loop is the whole of it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
+use tower::Service as _;
 
 /// Connections served at once. Far below the 1,024 descriptors a service gets by default, so
 /// logs, the database, git and the hook keep theirs.
@@ -35,17 +36,54 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long requests under way may finish once guardian is stopping.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a connection keeps its place once every place is taken. Every request guardian
-/// answers takes milliseconds and every real client sends its request at once; a connection
-/// open longer is one held on purpose (half-sent headers, request after request pipelined on
-/// it) or idle, and must not keep the next client out. Younger ones are not closed: a
-/// connection just accepted has not been read yet, whatever it will send.
-const KEEPS_ITS_PLACE: Duration = Duration::from_secs(1);
+/// How long a connection keeps its place without a request under way, once every place is
+/// taken: a moment, so that one just accepted and not read yet is not closed before its first
+/// request. Older, it is holding half-sent headers, idle, or already closed by its client.
+const IDLE_GRACE: Duration = Duration::from_secs(1);
+/// How long a connection keeps its place while it serves requests, once every place is taken.
+/// Requests take milliseconds, or seconds when they queue (a proposal waiting its turn to be
+/// judged); a connection busy for longer is a client pipelining request after request on it,
+/// which must not keep the next client out for more than this.
+const BUSY_GRACE: Duration = Duration::from_secs(10);
 
-/// A connection being served: when it was accepted, and how to close it.
+/// A connection being served: when it was accepted, whether a request is under way on it, and
+/// how to close it.
 struct Live {
     since: std::time::Instant,
+    serving: Arc<AtomicBool>,
     abort: AbortHandle,
+}
+
+/// The connection to close for a new one, all places being taken: the oldest open for
+/// [`IDLE_GRACE`] without a request under way, else the oldest open for [`BUSY_GRACE`].
+/// `None`: wait.
+fn make_room(live: &mut VecDeque<Live>) -> Option<Live> {
+    let idle = live
+        .iter()
+        .position(|c| !c.serving.load(Ordering::Relaxed) && c.since.elapsed() >= IDLE_GRACE);
+    if let Some(at) = idle {
+        return live.remove(at);
+    }
+    if live.front()?.since.elapsed() >= BUSY_GRACE {
+        return live.pop_front();
+    }
+    None
+}
+
+/// Marks its connection as serving a request while it lives.
+struct Serving(Arc<AtomicBool>);
+
+impl Serving {
+    fn start(flag: &Arc<AtomicBool>) -> Serving {
+        flag.store(true, Ordering::Relaxed);
+        Serving(flag.clone())
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Serves `router` on `listener` until `stop` turns true.
@@ -74,16 +112,12 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
         while connections.try_join_next().is_some() {}
         live.retain(|c| !c.abort.is_finished());
         while live.len() >= MAX_CONNECTIONS {
-            // Oldest first: the one open longest makes room, once it has had its moment.
-            if live
-                .front()
-                .is_some_and(|c| c.since.elapsed() >= KEEPS_ITS_PLACE)
-            {
-                if let Some(oldest) = live.pop_front() {
-                    oldest.abort.abort();
-                }
+            if let Some(oldest) = make_room(&mut live) {
+                oldest.abort.abort();
                 continue;
             }
+            // Every connection serves a request it began less than a moment ago: wait that
+            // moment (one ending frees its place at once).
             tokio::select! {
                 _ = connections.join_next() => {}
                 () = tokio::time::sleep(Duration::from_millis(10)) => {}
@@ -91,7 +125,18 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
             }
             live.retain(|c| !c.abort.is_finished());
         }
-        let service = TowerToHyperService::new(router.clone());
+        let serving = Arc::new(AtomicBool::new(false));
+        let flag = serving.clone();
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let busy = Serving::start(&flag);
+            let mut router = router.clone();
+            async move {
+                let answer = router.call(request).await;
+                drop(busy);
+                answer
+            }
+        });
         let abort = connections.spawn(async move {
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -101,6 +146,7 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
         });
         live.push_back(Live {
             since: std::time::Instant::now(),
+            serving,
             abort,
         });
     }
@@ -121,7 +167,7 @@ mod tests {
             .route(
                 "/slow",
                 axum::routing::get(|| async {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    tokio::time::sleep(Duration::from_secs(12)).await;
                     "slow"
                 }),
             );
@@ -147,7 +193,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn past_the_limit_the_oldest_connection_held_a_second_makes_room() {
+    async fn past_the_limit_the_oldest_connection_without_a_request_makes_room() {
         let (addr, stop) = started().await;
         tokio::task::spawn_blocking(move || {
             // Every slot held with half a request, never finished (slowloris).
@@ -183,21 +229,21 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_busy_connection_held_a_second_makes_room_too_and_younger_ones_do_not() {
+    async fn when_every_connection_is_busy_the_oldest_busy_for_ten_seconds_makes_room() {
         let (addr, stop) = started().await;
         tokio::task::spawn_blocking(move || {
-            // 128 requests that each take 2 s (a client pipelining requests keeps its
+            // 128 requests that each take 12 s (a client pipelining requests keeps its
             // connections just as busy).
             let busy: Vec<_> = (0..MAX_CONNECTIONS).map(|_| get(addr, "/slow")).collect();
             std::thread::sleep(Duration::from_millis(300));
             let started = std::time::Instant::now();
-            let served = answer(get(addr, "/"), Duration::from_secs(10));
+            let served = answer(get(addr, "/"), Duration::from_secs(20));
             assert!(served.starts_with("HTTP/1.1 200"), "{served}");
-            // It waited for the oldest to have been busy a second, not for the slow ones
-            // to end...
+            // It waited for the oldest to have been busy ten seconds, not for the slow
+            // ones to end...
             let waited = started.elapsed();
             assert!(
-                waited >= Duration::from_millis(400) && waited < Duration::from_millis(1600),
+                waited >= Duration::from_secs(9) && waited < Duration::from_millis(11_500),
                 "{waited:?}"
             );
             // ...and only the oldest was cut short.
