@@ -70,6 +70,13 @@ pub struct PauseState {
     pub why: Option<String>,
 }
 
+/// A deploy announced as starting (`POST /v1/deploys`): when, and the change it superseded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeployStarting {
+    pub at: f64,
+    pub superseded: Option<String>,
+}
+
 /// How many pushed observations were taken (all of them: one bad one refuses the batch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {

@@ -220,8 +220,13 @@ struct NotifyArgs {
     #[command(flatten)]
     api: ApiArgs,
     /// The commit deployed, or a range A..B when several were deployed together.
-    #[arg(long)]
-    commit: String,
+    #[arg(long, required_unless_present = "starting")]
+    commit: Option<String>,
+    /// Say that a deploy is starting, before its restart: the change still being watched is
+    /// superseded now (so the restart's failures never count against it), and the next
+    /// notify's deploy window begins now. Takes no commit.
+    #[arg(long, conflicts_with_all = ["commit", "pattern", "summary", "proposal", "deploy_started_at"])]
+    starting: bool,
     /// Who wrote the change.
     #[arg(long, value_parser = ["ai", "human"], default_value = "human")]
     kind: String,
@@ -665,8 +670,31 @@ fn answer(
 
 fn run_notify(args: &NotifyArgs) -> Result<u8> {
     let (base, token) = api_target(&args.api)?;
+    let Some(commit) = &args.commit else {
+        return match post(
+            &format!("{base}/v1/deploys"),
+            &token,
+            &serde_json::json!({}),
+        ) {
+            Ok(v) => {
+                let started = api::read::<api::DeployStarting>(&v, "deploy")?;
+                match started.superseded {
+                    Some(id) => eprintln!(
+                        "guardian: a deploy is starting; {id} was still being watched and is \
+                         superseded (its restart will not count against it)"
+                    ),
+                    None => eprintln!("guardian: a deploy is starting"),
+                }
+                Ok(0)
+            }
+            Err((code, message)) => {
+                eprintln!("guardian: {message}");
+                Ok(code)
+            }
+        };
+    };
     let request = api::ChangeRequest {
-        commit: args.commit.clone(),
+        commit: commit.clone(),
         kind: args.kind.parse().map_err(anyhow::Error::msg)?,
         pattern: args.pattern.clone(),
         summary: args.summary.clone(),

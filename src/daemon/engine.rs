@@ -91,6 +91,9 @@ pub struct Engine {
     action: Option<std::sync::Arc<dyn Action>>,
     /// A remediation the supervisor decided on, for the owner to start as a job.
     due: Option<Remediation>,
+    /// When a deploy said it was starting (`POST /v1/deploys`) and no change has landed since:
+    /// the next notification's deploy window begins there unless it says otherwise.
+    deploy_begun: Option<f64>,
     store: Store,
     /// The ways traffic comes in (`sources`).
     sources: Vec<Box<dyn Source>>,
@@ -141,6 +144,10 @@ fn cut_short(
 fn asks_a_person(state: ChangeState) -> bool {
     matches!(state, ChangeState::Escalated | ChangeState::Inconclusive)
 }
+
+/// The longest a deploy announced as starting may take before its notification: past this, the
+/// notification's own window (or `deploy_guard_secs`) is used instead.
+const MAX_DEPLOY_SECS: f64 = 3600.0;
 
 /// A change handed to a person leaves the service in a state nobody has checked: no AI change
 /// is deployed on top of it until a person has looked and resumed deploys (`guardian resume`).
@@ -303,6 +310,7 @@ impl Engine {
             config: config.clone(),
             action: super::actions::from_settings(settings),
             due: None,
+            deploy_begun: None,
             settings: settings.clone(),
             supervisor: Supervisor::new(monitor, phase),
             store,
@@ -322,6 +330,27 @@ impl Engine {
         Ok(())
     }
 
+    /// A deploy is starting now (`guardian notify --starting`, before its restart): the change
+    /// still being watched, if any, is superseded here, so that the restart's failures never
+    /// count against it, and the next notification's deploy window begins here. Refused while
+    /// a rollback or a deploy of guardian's own is under way. Returns the superseded change.
+    pub fn deploy_starting(&mut self, now: f64) -> Result<Option<String>, EngineError> {
+        self.tick(now)?;
+        if let Some(busy) = self.supervisor.busy() {
+            return Err(EngineError::Busy(busy));
+        }
+        let (superseded, effects) = self.supervisor.deploy_starting(now);
+        self.apply(effects, now)?;
+        self.deploy_begun = Some(now);
+        tracing::info!(
+            "a deploy is starting{}",
+            superseded
+                .as_deref()
+                .map_or(String::new(), |id| format!("; {id} is superseded"))
+        );
+        Ok(superseded)
+    }
+
     /// A change landed now: start watching it. A change still being watched is superseded:
     /// its verdict can no longer be told apart from the new change's.
     pub fn notify(
@@ -329,11 +358,16 @@ impl Engine {
         request: &ChangeRequest,
         now: f64,
     ) -> Result<ChangeRecord, EngineError> {
-        let landing = request.landing(now).map_err(EngineError::BadRequest)?;
+        let mut landing = request.landing(now).map_err(EngineError::BadRequest)?;
         self.tick(now)?;
         if let Some(busy) = self.supervisor.busy() {
             return Err(EngineError::Busy(busy));
         }
+        let begun = self
+            .deploy_begun
+            .take()
+            .filter(|&t| t <= now && now - t <= MAX_DEPLOY_SECS);
+        landing.deploy_started_at = landing.deploy_started_at.or(begun);
         let mut request = request.clone();
         if let Some(p) = &request.proposal {
             let proposal = self.store.get_proposal(p)?;

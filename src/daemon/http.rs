@@ -357,6 +357,7 @@ pub fn router(api: Api) -> Router {
     let authed = Router::new()
         .route("/v1/changes", post(create_change).get(list_changes))
         .route("/v1/changes/:id", get(get_change))
+        .route("/v1/deploys", post(deploy_starting))
         .route("/v1/observations", post(post_observations))
         .route("/v1/status", get(status))
         .route("/v1/proposals", post(create_proposal).get(list_proposals))
@@ -460,6 +461,16 @@ fn created<T>(location: String, answer: T) -> Created<T> {
         [(header::LOCATION, location)],
         Json(answer),
     )
+}
+
+async fn deploy_starting(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+) -> Result<Json<crate::api::DeployStarting>, ApiError> {
+    allow(&api, &role, Action::Notify).await?;
+    let at = (api.clock)();
+    let superseded = with_engine(&api, move |e| e.deploy_starting(at)).await?;
+    Ok(Json(crate::api::DeployStarting { at, superseded }))
 }
 
 async fn create_change(
@@ -1288,6 +1299,9 @@ mod tests {
             &observations,
         )
         .await;
+        // Nothing is watched yet: nothing is superseded (a change's id would differ each run).
+        wire.call::<DeployStarting>("POST /v1/deploys", "/v1/deploys", admin, "")
+            .await;
         let notified = ChangeRequest {
             commit: "abc1234".into(),
             kind: ChangeKind::Ai,

@@ -208,6 +208,27 @@ impl Supervisor {
         effects
     }
 
+    /// A deploy began at `at` (its restart comes next): a change still being watched is
+    /// superseded there, so that the restart's failures are never counted against it. Call only
+    /// when not [`busy`](Self::busy), after a tick to `at`. Returns the superseded change's id.
+    pub fn deploy_starting(&mut self, at: f64) -> (Option<String>, Vec<Effect>) {
+        let Phase::Watching(previous) = &self.phase else {
+            return (None, Vec::new());
+        };
+        let id = previous.id.clone();
+        let mut effects = vec![Effect::Transition {
+            change_id: id.clone(),
+            state: ChangeState::Superseded,
+            report: self.monitor.report(),
+            decided_at: None,
+            note: Some("another deploy began during the watch".to_owned()),
+        }];
+        self.monitor.end_watch();
+        self.phase = Phase::Idle;
+        effects.push(self.save(at));
+        (Some(id), effects)
+    }
+
     /// Lets time pass to `now`: the core judges every second before it; a verdict that became
     /// final, or the end of a recovery check, decides what happens next.
     pub fn tick(&mut self, now: f64, rules: &DaemonSettings) -> Vec<Effect> {
@@ -809,6 +830,37 @@ mod tests {
             ["h1 inconclusive"],
             "recorded, nobody woken"
         );
+    }
+
+    #[test]
+    fn a_deploy_starting_ends_the_watch_before_its_restart_can_count_against_it() {
+        let rules = rules("");
+        let mut s = supervisor();
+        traffic(&mut s, &rules, T0 - 300.0, 300, 0.0);
+        s.change_landed(change("c1", ChangeKind::Human), Landing::at(T0), &rules);
+        traffic(&mut s, &rules, T0, 30, 0.0);
+        let (superseded, effects) = s.deploy_starting(T0 + 30.0);
+        assert_eq!(superseded.as_deref(), Some("c1"));
+        assert_eq!(decisions(&effects), ["c1 superseded"]);
+        assert_eq!(*s.phase(), Phase::Idle);
+        // The next deploy's restart: every request fails for 20 s. Nothing is judged...
+        let during = traffic(&mut s, &rules, T0 + 30.0, 20, 1.0);
+        assert!(decisions(&during).is_empty(), "{:?}", decisions(&during));
+        // ...and the change it brings is judged against the traffic before the deploy began.
+        let landing = Landing {
+            at: T0 + 50.0,
+            deploy_started_at: Some(T0 + 30.0),
+        };
+        s.change_landed(change("c2", ChangeKind::Human), landing, &rules);
+        let after = traffic(&mut s, &rules, T0 + 50.0, 60, 0.0);
+        assert!(
+            !decisions(&after).iter().any(|d| d.contains("regressed")),
+            "{:?}",
+            decisions(&after)
+        );
+        // Nothing being watched: nothing to end.
+        let mut idle = supervisor();
+        assert_eq!(idle.deploy_starting(T0).0, None);
     }
 
     #[test]

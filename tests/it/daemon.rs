@@ -430,3 +430,43 @@ fn reading_the_record_from_another_process_never_takes_the_daemons_journal() {
         assert_eq!(code, 200, "{id} was lost: {change}");
     }
 }
+
+#[test]
+fn a_deploy_said_to_be_starting_keeps_its_restart_from_counting_against_the_change_before() {
+    let d = Daemon::start(300, 600);
+    let errors = Arc::new(AtomicU32::new(10));
+    let traffic = Traffic::start(&d.log, errors.clone());
+    thread::sleep(Duration::from_secs(1));
+    let a = d.notify("abc1234");
+    thread::sleep(Duration::from_secs(3));
+
+    // The next deploy says it is starting, then its restart fails every request for 6 s.
+    let out = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["notify", "--starting", "--config"])
+        .arg(&d.config)
+        .args(["--api", &d.api])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("{a} was still being watched")),
+        "{said}"
+    );
+    errors.store(1000, Ordering::Relaxed);
+    thread::sleep(Duration::from_secs(6));
+    errors.store(10, Ordering::Relaxed);
+    thread::sleep(Duration::from_secs(1));
+    let b = d.notify("def5678");
+
+    // The change before was superseded when the deploy began, never blamed for its restart...
+    let (_, before) = d.get(&format!("/v1/changes/{a}"));
+    assert_eq!(before["state"], "superseded", "{before}");
+    assert_eq!(before["note"], "another deploy began during the watch");
+    // ...and the new one is judged against the traffic before the deploy began, the restart
+    // being neither baseline nor watch.
+    thread::sleep(Duration::from_secs(8));
+    let (_, after) = d.get(&format!("/v1/changes/{b}"));
+    assert_eq!(after["state"], "watching", "{after}");
+    drop(traffic);
+}
