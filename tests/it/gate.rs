@@ -445,6 +445,11 @@ impl Gate {
         pgid
     }
 
+    /// The audit trail as `guardian audit export` prints it.
+    fn trail(&self) -> String {
+        String::from_utf8_lossy(&self.on_host(&["audit", "export"]).stdout).into_owned()
+    }
+
     /// The agent proposes a trusted timeout bump; its id.
     fn auto_bump(&self) -> String {
         let fix = self.agent_commits(
@@ -499,7 +504,7 @@ fn a_deploy_guardian_is_killed_during_is_deployed_again_once_the_old_hook_is_sto
         ],
     );
     assert_eq!(carrying.lines().count(), 1, "{carrying}");
-    let trail = String::from_utf8_lossy(&g.on_host(&["audit", "export"]).stdout).into_owned();
+    let trail = g.trail();
     assert!(
         trail.contains("guardian stopped during the deploy; deploying again"),
         "the second deploy is not on the trail"
@@ -554,7 +559,7 @@ fn a_rollback_guardian_is_killed_during_is_escalated_with_what_git_and_the_hook_
     ] {
         assert!(email.contains(&said), "{said:?} is not in:\n{email}");
     }
-    let trail = String::from_utf8_lossy(&g.on_host(&["audit", "export"]).stdout).into_owned();
+    let trail = g.trail();
     assert!(
         trail.contains("\"hook_stopped\""),
         "the stop is not on the trail"
