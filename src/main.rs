@@ -2,7 +2,8 @@
 //!
 //! Exit codes (mapped once, in [`exit_code`]): replay: 0 healthy, 1 regressed, 3 inconclusive,
 //! 2 bad input (bad arguments, bad config, unreadable file, bad line). run, notify, status: 0
-//! done, 2 bad input, 4 the daemon could not be reached or failed. audit verify: 0 intact, 2
+//! done, 2 bad input, 4 the daemon could not be reached or failed, 5 the daemon's state does
+//! not allow it now (a rollback under way: try again once it is done). audit verify: 0 intact, 2
 //! chain broken, 3 checkpoint mismatch or truncation, 4 bad signature, 1 could not check.
 
 use std::fs::File;
@@ -37,6 +38,9 @@ const EXIT_REGRESSED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
 const EXIT_INCONCLUSIVE: u8 = 3;
 const EXIT_UNAVAILABLE: u8 = 4;
+/// The daemon's state does not allow it now (409): a rollback or a deploy of its own is under
+/// way, or it was done already. A script may try again once it is done.
+const EXIT_CONFLICT: u8 = 5;
 
 /// Decides whether a change made a service worse, with anytime-valid sequential tests.
 #[derive(Parser)]
@@ -215,7 +219,10 @@ struct ApiArgs {
 }
 
 #[derive(Args)]
-#[command(after_help = "Exit codes: 0 notified, 2 bad input, 4 the daemon could not be reached.")]
+#[command(
+    after_help = "Exit codes: 0 notified, 2 bad input, 4 the daemon could not be reached, 5 not now \
+                  (a rollback or guardian's own deploy is under way: try again once it is done)."
+)]
 struct NotifyArgs {
     #[command(flatten)]
     api: ApiArgs,
@@ -225,11 +232,14 @@ struct NotifyArgs {
     /// Say that a deploy is starting, before its restart: the change still being watched is
     /// superseded now (so the restart's failures never count against it), and the next
     /// notify's deploy window begins now. Takes no commit.
-    #[arg(long, conflicts_with_all = ["commit", "pattern", "summary", "proposal", "deploy_started_at"])]
+    #[arg(
+        long,
+        conflicts_with_all = ["commit", "kind", "pattern", "summary", "proposal", "deploy_started_at"]
+    )]
     starting: bool,
-    /// Who wrote the change.
-    #[arg(long, value_parser = ["ai", "human"], default_value = "human")]
-    kind: String,
+    /// Who wrote the change (human when not given).
+    #[arg(long, value_parser = ["ai", "human"])]
+    kind: Option<String>,
     /// The fix pattern, e.g. nil-check, timeout-bump.
     #[arg(long)]
     pattern: Option<String>,
@@ -651,10 +661,10 @@ fn answer(
                 .into_json::<api::ErrorAnswer>()
                 .map(|answer| answer.error)
                 .unwrap_or_default();
-            let exit = if code < 500 {
-                EXIT_BAD_INPUT
-            } else {
-                EXIT_UNAVAILABLE
+            let exit = match code {
+                409 => EXIT_CONFLICT,
+                ..500 => EXIT_BAD_INPUT,
+                _ => EXIT_UNAVAILABLE,
             };
             Err((
                 exit,
@@ -681,7 +691,7 @@ fn run_notify(args: &NotifyArgs) -> Result<u8> {
                 match started.superseded {
                     Some(id) => eprintln!(
                         "guardian: a deploy is starting; {id} was still being watched and is \
-                         superseded (its restart will not count against it)"
+                         superseded (this deploy's restart will not count against it)"
                     ),
                     None => eprintln!("guardian: a deploy is starting"),
                 }
@@ -695,7 +705,12 @@ fn run_notify(args: &NotifyArgs) -> Result<u8> {
     };
     let request = api::ChangeRequest {
         commit: commit.clone(),
-        kind: args.kind.parse().map_err(anyhow::Error::msg)?,
+        kind: args
+            .kind
+            .as_deref()
+            .unwrap_or("human")
+            .parse()
+            .map_err(anyhow::Error::msg)?,
         pattern: args.pattern.clone(),
         summary: args.summary.clone(),
         proposal: args.proposal.clone(),

@@ -341,7 +341,12 @@ impl Engine {
         }
         let (superseded, effects) = self.supervisor.deploy_starting(now);
         self.apply(effects, now)?;
-        self.deploy_begun = Some(now);
+        // A deploy retried, or said twice: it began at the first, and what failed since is
+        // the deploy's, never the next baseline's.
+        let first = self
+            .deploy_begun
+            .filter(|&t| t <= now && now - t <= MAX_DEPLOY_SECS);
+        self.deploy_begun = Some(first.unwrap_or(now));
         tracing::info!(
             "a deploy is starting{}",
             superseded
@@ -878,6 +883,23 @@ mod tests {
             text.contains("check whether the service runs the revert and recovered"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_deploy_said_to_be_starting_twice_began_at_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = engine(dir.path(), InconclusivePolicy::Extend);
+        assert_eq!(e.deploy_starting(T0 + 10.0).unwrap(), None);
+        // Retried after a failed restart: the failures since the first belong to the deploy.
+        e.deploy_starting(T0 + 20.0).unwrap();
+        let id = e.notify(&request("human"), T0 + 30.0).unwrap().id;
+        let live = e.change(&id).unwrap().unwrap().live.unwrap();
+        let window = live.deploy_window.unwrap();
+        assert_eq!((window.from, window.to), (T0 + 10.0, T0 + 30.0));
+        // Used once: the next change without a start has the default window.
+        let next = e.notify(&request("human"), T0 + 100.0).unwrap().id;
+        let live = e.change(&next).unwrap().unwrap().live.unwrap();
+        assert!(live.deploy_window.unwrap().from > T0 + 30.0);
     }
 
     #[test]

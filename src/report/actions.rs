@@ -148,8 +148,8 @@ pub fn headline(
             not_judged(report)
         ),
         ChangeState::Superseded => format!(
-            "Commit {short} on {service} was superseded: another change landed before it was \
-             decided; guardian did nothing."
+            "Commit {short} on {service} was superseded: another deploy began or another \
+             change landed before it was decided; guardian did nothing."
         ),
         ChangeState::Interrupted => format!(
             "Commit {short} on {service}: guardian stopped during the watch, so no verdict was \
