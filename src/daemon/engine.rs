@@ -152,7 +152,7 @@ const MAX_DEPLOY_SECS: f64 = 3600.0;
 /// A change handed to a person leaves the service in a state nobody has checked: no AI change
 /// is deployed on top of it until a person has looked and resumed deploys (`guardian resume`).
 /// Watches and rollbacks go on. On the audit trail as guardian's own pause.
-fn pause_after_escalation(
+fn pause_for_a_person(
     store: &mut Store,
     settings: &DaemonSettings,
     change_id: &str,
@@ -259,7 +259,7 @@ impl Engine {
             };
             store.set_state(&change.id, state, None, None, Some(&note), now)?;
             if state == ChangeState::Escalated {
-                pause_after_escalation(&mut store, settings, &change.id, now)?;
+                pause_for_a_person(&mut store, settings, &change.id, now)?;
                 escalated.push(change.id);
             }
         }
@@ -501,7 +501,7 @@ impl Engine {
                         now,
                     )?;
                     if asks_a_person(state) {
-                        pause_after_escalation(&mut self.store, &self.settings, &change_id, now)?;
+                        pause_for_a_person(&mut self.store, &self.settings, &change_id, now)?;
                     }
                 }
                 Effect::Event {

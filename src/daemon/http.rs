@@ -88,17 +88,13 @@ pub fn anonymous_limiter() -> Arc<DefaultDirectRateLimiter> {
 /// 429 when requests without a valid token are over their shared rate.
 fn anonymous_over(api: &Api) -> Option<Response> {
     api.anonymous.check().err().map(|_| {
-        (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "1".to_owned())],
-            Json(ErrorAnswer {
-                error: format!(
-                    "too many requests without a valid token: {ANONYMOUS_PER_SEC} a second \
-                     are served, all clients together; try again in 1 s"
-                ),
-            }),
+        over_rate(
+            1,
+            &format!(
+                "too many requests without a valid token: {ANONYMOUS_PER_SEC} a second are \
+                 served, all clients together"
+            ),
         )
-            .into_response()
     })
 }
 
@@ -305,14 +301,20 @@ impl IntoResponse for ApiError {
 
 /// 429 with the seconds to wait, for a token over its rate.
 fn too_many(role: &Role, wait_secs: u64, rate: &str) -> Response {
+    over_rate(
+        wait_secs,
+        &format!("too many requests: the {role} token may make {rate}"),
+    )
+}
+
+/// 429 saying what rate was passed and, in `Retry-After` and in words, when to come back.
+fn over_rate(wait_secs: u64, what: &str) -> Response {
     let wait = wait_secs.max(1);
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, wait.to_string())],
         Json(ErrorAnswer {
-            error: format!(
-                "too many requests: the {role} token may make {rate}; try again in {wait} s"
-            ),
+            error: format!("{what}; try again in {wait} s"),
         }),
     )
         .into_response()
