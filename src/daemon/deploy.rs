@@ -3,13 +3,11 @@
 //! blocking thread) and sequential, like the rollback: each step runs only if the one before
 //! succeeded. Whether the change is good is not judged here: the engine watches it next.
 
-use std::time::Duration;
-
 use super::engine::{DeployJob, DeployReport};
-use super::step::{Applied, Ended, Hook, Push, Pushed, Step};
+use super::publish;
+use super::step::{Applied, Ended, Step};
 use crate::config::RollbackSettings;
 use crate::git::{ApplyOutcome, ApplyRequest, Repo};
-use crate::hook::{self, HookSpec, HookStatus};
 
 pub fn run(settings: &RollbackSettings, job: &DeployJob) -> DeployReport {
     let mut report = DeployReport {
@@ -81,61 +79,21 @@ pub fn run(settings: &RollbackSettings, job: &DeployJob) -> DeployReport {
         }
     };
     report.commit = Some(commit.clone());
-    if let Some((remote, branch)) = &settings.push {
-        match repo.push(remote, branch) {
-            Ok(command) => report.steps.push(Step::Push(Push {
-                remote: remote.clone(),
-                branch: branch.clone(),
-                ended: Ended::Done(Pushed::Pushed { command }),
-            })),
-            Err(e) => {
-                report.steps.push(Step::Push(Push {
-                    remote: remote.clone(),
-                    branch: branch.clone(),
-                    ended: Ended::Failed {
-                        error: e.to_string(),
-                    },
-                }));
-                return fail(
-                    report,
-                    format!(
-                        "{commit} is committed but could not be pushed to {remote} {branch}: {e}"
-                    ),
-                );
-            }
-        }
+    if let Err(why) = publish::push(&repo, settings, &commit, &mut report.steps) {
+        return fail(report, why);
     }
-    let mut spec = HookSpec::new(settings.hook.clone());
-    spec.timeout = Duration::from_secs(u64::from(settings.hook_timeout_secs));
-    spec.working_dir = Some(settings.repo.clone());
-    spec.note.clone_from(&settings.hook_note);
-    let env = vec![
+    let env = [
         ("GUARDIAN_PROPOSAL_ID".to_owned(), job.proposal_id.clone()),
         ("GUARDIAN_COMMIT".to_owned(), commit.clone()),
-        (
-            "GUARDIAN_REPO".to_owned(),
-            settings.repo.display().to_string(),
-        ),
         ("GUARDIAN_ACTION".to_owned(), "deploy".to_owned()),
     ];
     report.hook_started_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()
         .map(|d| d.as_secs_f64());
-    let outcome = hook::run(&spec, &env);
-    let summary = outcome.summary();
     report.maybe_deployed = true;
-    let succeeded = matches!(outcome.status, HookStatus::Succeeded);
-    report.steps.push(Step::Hook(Hook {
-        command: settings.hook.clone(),
-        summary: summary.clone(),
-        outcome,
-    }));
-    if !succeeded {
-        return fail(
-            report,
-            format!("{commit} is committed but the redeploy hook failed: {summary}"),
-        );
+    if let Err(why) = publish::redeploy(settings, &commit, &env, &mut report.steps) {
+        return fail(report, why);
     }
     report
 }

@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod engine;
 pub mod http;
 pub mod owner;
+pub mod publish;
 pub mod refusals;
 pub mod serve;
 pub mod state_dir;

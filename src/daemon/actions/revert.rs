@@ -4,16 +4,14 @@
 //! whatever fails is handed to a person, never retried blindly. Whether the service recovered
 //! is not judged here: the supervisor watches the traffic again.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Outcome};
 use crate::config::RollbackSettings;
-use crate::daemon::step::{Ended, Hook, Push, Pushed, Reverted, Step};
+use crate::daemon::publish;
+use crate::daemon::step::{Ended, Reverted, Step};
 use crate::daemon::supervisor::{Remediation, Remedied};
 use crate::git::{Repo, RevertOutcome, RevertRequest};
-use crate::hook::{self, HookSpec, HookStatus};
 use crate::store::EventKind;
 
 /// `git revert` of the change, then the push and the redeploy hook.
@@ -138,56 +136,20 @@ pub fn run(settings: &RollbackSettings, job: &Remediation) -> RollbackReport {
     };
     report.revert_commit = Some(revert_commit.clone());
 
-    if let Some((remote, branch)) = &settings.push {
-        match repo.push(remote, branch) {
-            Ok(command) => report.steps.push(Step::Push(Push {
-                remote: remote.clone(),
-                branch: branch.clone(),
-                ended: Ended::Done(Pushed::Pushed { command }),
-            })),
-            Err(e) => {
-                report.steps.push(Step::Push(Push {
-                    remote: remote.clone(),
-                    branch: branch.clone(),
-                    ended: Ended::Failed {
-                        error: e.to_string(),
-                    },
-                }));
-                return report.escalate(format!(
-                    "the revert {revert_commit} is committed but could not be pushed to {remote} {branch}: {e}"
-                ));
-            }
-        }
+    let named = format!("the revert {revert_commit}");
+    if let Err(why) = publish::push(&repo, settings, &named, &mut report.steps) {
+        return report.escalate(why);
     }
-
-    let mut spec = HookSpec::new(settings.hook.clone());
-    spec.timeout = Duration::from_secs(u64::from(settings.hook_timeout_secs));
-    spec.working_dir = Some(settings.repo.clone());
-    spec.note.clone_from(&settings.hook_note);
-    let env = vec![
+    let env = [
         ("GUARDIAN_CHANGE_ID".to_owned(), job.change_id.clone()),
         ("GUARDIAN_COMMIT".to_owned(), job.commit.clone()),
         ("GUARDIAN_REVERT_COMMIT".to_owned(), revert_commit.clone()),
         ("GUARDIAN_REASON".to_owned(), job.reason.clone()),
-        (
-            "GUARDIAN_REPO".to_owned(),
-            settings.repo.display().to_string(),
-        ),
         ("GUARDIAN_ATTEMPT".to_owned(), "1".to_owned()),
         ("GUARDIAN_ACTION".to_owned(), "rollback".to_owned()),
     ];
-    let outcome = hook::run(&spec, &env);
-    let summary = outcome.summary();
-    let succeeded = matches!(outcome.status, HookStatus::Succeeded);
-    report.steps.push(Step::Hook(Hook {
-        command: settings.hook.clone(),
-        summary: summary.clone(),
-        outcome,
-    }));
-    if !succeeded {
-        return report.escalate(format!(
-            "the revert {revert_commit} is committed but the redeploy hook failed: {summary}"
-        ));
+    if let Err(why) = publish::redeploy(settings, &named, &env, &mut report.steps) {
+        return report.escalate(why);
     }
     report
 }
