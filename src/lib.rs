@@ -20,6 +20,7 @@ pub mod report;
 pub mod running;
 pub mod scrape;
 pub mod sdnotify;
+pub mod sentry;
 pub mod series;
 pub mod store;
 pub mod tail;

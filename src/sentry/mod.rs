@@ -1,0 +1,9 @@
+//! Sentry as a source of evidence, the pure half: a webhook delivery checked for authenticity
+//! (`webhook`) and read into what guardian uses of it (`payload`). No IO and no clock: the
+//! daemon hands in the headers, the body and the time, and stores what comes out.
+
+pub mod payload;
+pub mod webhook;
+
+pub use payload::{read, Event, Issue, IssueAction, Notice, PayloadError};
+pub use webhook::{verify, Headers, Refused, Verified, REPLAY_WINDOW_SECS};
