@@ -209,6 +209,8 @@ event_kinds! {
     ProposalLinked = "proposal_linked";
     /// A redeploy hook the last run of guardian left running was stopped at start.
     HookStopped = "hook_stopped";
+    /// Sentry said an issue was created or changed state (a verified webhook delivery).
+    SentryIssue = "sentry_issue";
 }
 
 impl fmt::Display for EventKind {

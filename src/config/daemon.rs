@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::{
     ConfigError, GateSettings, MailSettings, RawDaemon, RawGate, RawLimits, RawMail, RawRollback,
-    RollbackSettings,
+    RawSentry, RollbackSettings, SentrySettings,
 };
 
 const DAEMON: &str = "daemon";
@@ -36,6 +36,8 @@ pub struct DaemonSettings {
     pub gate: Option<GateSettings>,
     /// How fast each token other than the operator's may call the API.
     pub limits: Limits,
+    /// Sentry's webhooks; `None`: `POST /v1/webhooks/sentry` answers 404.
+    pub sentry: Option<SentrySettings>,
 }
 
 /// Per-token request rates (`[daemon.limits]`): the agent's and each approver's token has a
@@ -190,6 +192,7 @@ impl RawDaemon {
         let rollback = self.rollback.map(RawRollback::validate).transpose()?;
         let mail = self.mail.map(RawMail::validate).transpose()?;
         let gate = self.gate.map(RawGate::validate).transpose()?;
+        let sentry = self.sentry.map(RawSentry::validate).transpose()?;
         let limits = self.limits.unwrap_or_default().validate()?;
         let defaults = OnInconclusive::default();
         let policy =
@@ -273,6 +276,7 @@ impl RawDaemon {
             ..r
         });
         Ok(DaemonSettings {
+            sentry,
             gate,
             limits,
             scrapes,
@@ -359,7 +363,7 @@ mod tests {
               |
             2 | listen_on = "x"
               | ^^^^^^^^^
-            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
+            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
         let d = Config::parse("[daemon]\non_inconclusive = { human = \"extend\" }\n")
             .unwrap()
             .daemon

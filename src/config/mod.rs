@@ -22,9 +22,10 @@ pub use input::InputSettings;
 pub use mail::{MailAuth, MailSecurity, MailSettings};
 pub use raw::{
     RawAlphaSplit, RawConfig, RawDaemon, RawDetector, RawGate, RawInput, RawLimits, RawLog,
-    RawMail, RawOnInconclusive, RawRollback, RawScrape,
+    RawMail, RawOnInconclusive, RawRollback, RawScrape, RawSentry,
 };
 pub use rollback::RollbackSettings;
+pub use sentry::SentrySettings;
 
 mod daemon;
 mod detector;
@@ -33,6 +34,7 @@ mod input;
 mod mail;
 mod raw;
 mod rollback;
+mod sentry;
 
 /// Everything guardian is configured with, validated.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -225,7 +227,7 @@ mod tests {
               |
             2 | port = 1
               | ^^^^
-            unknown field `port`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`"#]].assert_eq(&err("[daemon]\nport = 1"));
+            unknown field `port`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`"#]].assert_eq(&err("[daemon]\nport = 1"));
         expect![[r#"
             TOML parse error at line 1, column 2
               |

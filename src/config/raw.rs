@@ -33,6 +33,14 @@ pub struct RawDaemon {
     pub scrapes: Vec<RawScrape>,
     pub gate: Option<RawGate>,
     pub limits: Option<RawLimits>,
+    pub sentry: Option<RawSentry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentry {
+    pub client_secret_file: Option<PathBuf>,
+    pub max_age_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

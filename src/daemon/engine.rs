@@ -658,7 +658,11 @@ impl Engine {
         if new.mail != self.settings.mail {
             needs_restart.push("[daemon.mail]");
         }
+        if new.sentry != self.settings.sentry {
+            needs_restart.push("[daemon.sentry]");
+        }
         self.settings = DaemonSettings {
+            sentry: self.settings.sentry.clone(),
             logs: self.settings.logs.clone(),
             listen: self.settings.listen,
             state_dir: self.settings.state_dir.clone(),

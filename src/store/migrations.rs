@@ -173,6 +173,48 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE proposals ADD COLUMN tree_sha TEXT;       -- the tree judged (NULL: refused unread)
     ALTER TABLE proposals ADD COLUMN approved_tree TEXT;  -- the tree_sha an approval bound to
     "#,
+    // 7: Sentry's webhooks. A delivery's body is remembered a day (`sentry::REPLAY_WINDOW_SECS`)
+    // so that it is processed once; issues as Sentry last described them; events per issue
+    // counted in 10-second bins (Sentry sends one delivery per event).
+    r#"
+    CREATE TABLE sentry_deliveries (
+        body_sha256  TEXT PRIMARY KEY,
+        request_id   TEXT,
+        resource     TEXT NOT NULL,
+        received_at  REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sentry_deliveries_by_time ON sentry_deliveries (received_at);
+    CREATE INDEX sentry_deliveries_by_request ON sentry_deliveries (request_id)
+        WHERE request_id IS NOT NULL;
+    CREATE TABLE sentry_issues (
+        id          TEXT PRIMARY KEY,
+        short_id    TEXT,
+        title       TEXT NOT NULL,
+        culprit     TEXT,
+        level       TEXT,
+        status      TEXT,
+        substatus   TEXT,
+        project     TEXT,
+        web_url     TEXT,
+        first_seen  REAL NOT NULL,
+        last_seen   REAL,
+        count       INTEGER,
+        files       TEXT NOT NULL,  -- JSON array of paths, newest frame first
+        updated_at  REAL NOT NULL
+    );
+    CREATE INDEX sentry_issues_by_first_seen ON sentry_issues (first_seen);
+    CREATE TABLE sentry_event_ids (  -- an event is counted once, whichever deliveries tell it
+        event_id     TEXT PRIMARY KEY,
+        received_at  REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sentry_event_ids_by_time ON sentry_event_ids (received_at);
+    CREATE TABLE sentry_events (
+        issue_id  TEXT NOT NULL,
+        bin       INTEGER NOT NULL,  -- floor(unix seconds / 10)
+        events    INTEGER NOT NULL,
+        PRIMARY KEY (issue_id, bin)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version that brought the proposal tally.

@@ -33,6 +33,7 @@ pub(crate) use events::append_record;
 pub use events::EventRecord;
 pub use migrations::AUDIT_SCHEMA_VERSION;
 pub use outbox::{EmailQueued, OutboxEmail};
+pub use sentry::{Delivered, SentryIssue};
 
 mod changes;
 mod checkpoints;
@@ -41,6 +42,7 @@ mod migrations;
 mod open;
 mod outbox;
 mod positions;
+mod sentry;
 mod series;
 #[cfg(test)]
 mod testing;

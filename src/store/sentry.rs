@@ -1,0 +1,410 @@
+//! What Sentry told guardian: each delivery remembered a day so it is processed once, the
+//! issues as last described, and their events counted in 10-second bins.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+use super::{append_record, finite, Doing, EventKind, Result, Store, StoreError};
+use crate::sentry::{Issue, Notice, Verified, REPLAY_WINDOW_SECS};
+
+/// Whether a delivery was new.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Delivered {
+    New,
+    /// The same body (or the same `Request-ID`) came before: nothing was done again.
+    Duplicate {
+        received_at: f64,
+    },
+}
+
+/// An issue as guardian keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct SentryIssue {
+    pub id: String,
+    pub short_id: Option<String>,
+    pub title: String,
+    pub culprit: Option<String>,
+    pub level: Option<String>,
+    pub status: Option<String>,
+    pub web_url: Option<String>,
+    pub first_seen: f64,
+    pub last_seen: Option<f64>,
+    pub files: Vec<String>,
+}
+
+/// Bins of events per issue are this wide (seconds).
+const BIN_SECS: f64 = 10.0;
+
+impl Store {
+    /// Records a verified delivery and what it said, once: a body (or request id) seen in the
+    /// last day is a [`Delivered::Duplicate`] and changes nothing. An issue's lifecycle goes on
+    /// the audit trail (actor `sentry`); single events only into the counts.
+    pub fn sentry_delivery(
+        &mut self,
+        delivery: &Verified,
+        notice: &Notice,
+        now: f64,
+    ) -> Result<Delivered> {
+        finite("now", now)?;
+        let doing = || {
+            format!(
+                "recording the Sentry {} delivery {}",
+                delivery.resource,
+                delivery
+                    .request_id
+                    .as_deref()
+                    .unwrap_or(&delivery.body_sha256)
+            )
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing(doing)?;
+        for table in ["sentry_deliveries", "sentry_event_ids"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE received_at < ?1"),
+                [now - REPLAY_WINDOW_SECS],
+            )
+            .doing(doing)?;
+        }
+        let seen: Option<f64> = tx
+            .query_row(
+                "SELECT received_at FROM sentry_deliveries \
+                 WHERE body_sha256 = ?1 OR request_id = ?2",
+                params![delivery.body_sha256, delivery.request_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .doing(doing)?;
+        if let Some(received_at) = seen {
+            return Ok(Delivered::Duplicate { received_at });
+        }
+        tx.execute(
+            "INSERT INTO sentry_deliveries (body_sha256, request_id, resource, received_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                delivery.body_sha256,
+                delivery.request_id,
+                delivery.resource,
+                now
+            ],
+        )
+        .doing(doing)?;
+        match notice {
+            Notice::Issue { action, issue } => {
+                put_issue(&tx, issue, true, now).doing(doing)?;
+                let detail = serde_json::json!({
+                    "action": action.as_str(),
+                    "issue": issue.id,
+                    "short_id": issue.short_id,
+                    "title": issue.title,
+                    "status": issue.status,
+                    "substatus": issue.substatus,
+                    "request_id": delivery.request_id,
+                    "body_sha256": delivery.body_sha256,
+                });
+                append_record(
+                    &tx,
+                    now,
+                    "sentry",
+                    EventKind::SentryIssue,
+                    Some(&issue.id),
+                    None,
+                    &detail.to_string(),
+                )
+                .doing(doing)?;
+            }
+            Notice::Error(event) | Notice::Alert { event, .. } => {
+                put_issue(&tx, &event.issue(), false, now).doing(doing)?;
+                // Sentry may tell one event twice (an `error` and an `event_alert`).
+                let new_event = tx
+                    .execute(
+                        "INSERT OR IGNORE INTO sentry_event_ids (event_id, received_at) \
+                         VALUES (?1, ?2)",
+                        params![event.event_id, now],
+                    )
+                    .doing(doing)?
+                    == 1;
+                if new_event {
+                    tx.execute(
+                        "INSERT INTO sentry_events (issue_id, bin, events) VALUES (?1, ?2, 1) \
+                     ON CONFLICT (issue_id, bin) DO UPDATE SET events = events + 1",
+                        params![event.issue_id, (event.at / BIN_SECS).floor() as i64],
+                    )
+                    .doing(doing)?;
+                }
+            }
+            Notice::Unused { .. } => {}
+        }
+        tx.commit().doing(doing)?;
+        Ok(Delivered::New)
+    }
+
+    /// Issues first seen at or after `since`, oldest first, at most `limit`.
+    pub fn sentry_issues_since(&self, since: f64, limit: u32) -> Result<Vec<SentryIssue>> {
+        let doing = || "reading Sentry issues".to_owned();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, short_id, title, culprit, level, status, web_url, first_seen, \
+                 last_seen, files FROM sentry_issues WHERE first_seen >= ?1 \
+                 ORDER BY first_seen, id LIMIT ?2",
+            )
+            .doing(doing)?;
+        let rows = stmt
+            .query_map(params![since, limit], |row| {
+                Ok((
+                    SentryIssue {
+                        id: row.get(0)?,
+                        short_id: row.get(1)?,
+                        title: row.get(2)?,
+                        culprit: row.get(3)?,
+                        level: row.get(4)?,
+                        status: row.get(5)?,
+                        web_url: row.get(6)?,
+                        first_seen: row.get(7)?,
+                        last_seen: row.get(8)?,
+                        files: Vec::new(),
+                    },
+                    row.get::<_, String>(9)?,
+                ))
+            })
+            .doing(doing)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .doing(doing)?;
+        rows.into_iter()
+            .map(|(mut issue, files)| {
+                issue.files = serde_json::from_str(&files).map_err(|error| StoreError::Json {
+                    doing: format!("reading the files of Sentry issue {}", issue.id),
+                    error,
+                })?;
+                Ok(issue)
+            })
+            .collect()
+    }
+
+    /// Events of `issue_id` in `[from, to)`, to the 10-second bin.
+    pub fn sentry_events(&self, issue_id: &str, from: f64, to: f64) -> Result<u64> {
+        let doing = || format!("counting events of Sentry issue {issue_id}");
+        self.conn
+            .query_row(
+                "SELECT COALESCE(SUM(events), 0) FROM sentry_events \
+                 WHERE issue_id = ?1 AND bin >= ?2 AND bin < ?3",
+                params![
+                    issue_id,
+                    (from / BIN_SECS).floor() as i64,
+                    (to / BIN_SECS).floor() as i64
+                ],
+                |row| row.get::<_, i64>(0),
+            )
+            .doing(doing)
+            .map(|n| n.max(0) as u64)
+    }
+
+    /// When the last delivery from Sentry arrived, if one did in the last day.
+    pub fn sentry_last_delivery(&self) -> Result<Option<f64>> {
+        self.conn
+            .query_row(
+                "SELECT MAX(received_at) FROM sentry_deliveries",
+                [],
+                |row| row.get(0),
+            )
+            .doing(|| "reading the last Sentry delivery".to_owned())
+    }
+}
+
+/// Inserts or updates an issue. An `issue` delivery is Sentry's own account and replaces what
+/// was kept (`authoritative`); an event only adds what is not known yet and moves the last
+/// sighting on.
+fn put_issue(
+    conn: &rusqlite::Connection,
+    issue: &Issue,
+    authoritative: bool,
+    now: f64,
+) -> rusqlite::Result<()> {
+    let files = serde_json::to_string(&issue.files).unwrap_or_else(|_| "[]".into());
+    if authoritative {
+        conn.execute(
+            "INSERT INTO sentry_issues (id, short_id, title, culprit, level, status, substatus, \
+             project, web_url, first_seen, last_seen, count, files, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             ON CONFLICT (id) DO UPDATE SET short_id = excluded.short_id, \
+             title = excluded.title, culprit = excluded.culprit, level = excluded.level, \
+             status = excluded.status, substatus = excluded.substatus, \
+             project = excluded.project, web_url = excluded.web_url, \
+             first_seen = excluded.first_seen, \
+             last_seen = MAX(COALESCE(last_seen, 0), COALESCE(excluded.last_seen, 0)), \
+             count = excluded.count, files = excluded.files, updated_at = excluded.updated_at",
+            params![
+                issue.id,
+                issue.short_id,
+                issue.title,
+                issue.culprit,
+                issue.level,
+                issue.status,
+                issue.substatus,
+                issue.project,
+                issue.web_url,
+                issue.first_seen,
+                issue.last_seen,
+                issue.count.map(|c| c.min(i64::MAX as u64) as i64),
+                files,
+                now
+            ],
+        )?;
+    } else {
+        conn.execute(
+            "INSERT INTO sentry_issues (id, title, culprit, level, first_seen, last_seen, files, \
+             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7) \
+             ON CONFLICT (id) DO UPDATE SET \
+             first_seen = MIN(first_seen, excluded.first_seen), \
+             last_seen = MAX(COALESCE(last_seen, 0), excluded.last_seen), \
+             files = CASE WHEN files = '[]' THEN excluded.files ELSE files END, \
+             updated_at = excluded.updated_at",
+            params![
+                issue.id,
+                issue.title,
+                issue.culprit,
+                issue.level,
+                issue.first_seen,
+                files,
+                now
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sentry::{read, verify, webhook::sign, Headers};
+
+    const NOW: f64 = 1_764_000_300.0;
+
+    fn delivery(resource: &str, file: &str, request_id: &str) -> (Verified, Notice) {
+        let body = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata/sentry")
+                .join(file),
+        )
+        .unwrap();
+        let signature = sign(b"secret", &body);
+        let headers = Headers {
+            resource: Some(resource),
+            request_id: Some(request_id),
+            timestamp: Some("1764000299"),
+            signature: Some(&signature),
+        };
+        let verified = verify(b"secret", &headers, &body, NOW, 300).unwrap();
+        (verified, read(resource, &body, NOW).unwrap())
+    }
+
+    #[test]
+    fn each_delivery_is_processed_once_whatever_its_request_id_says() {
+        let mut store = Store::open_in_memory().unwrap();
+        let (v, n) = delivery("error", "error_created.json", "r1");
+        assert_eq!(store.sentry_delivery(&v, &n, NOW).unwrap(), Delivered::New);
+        // The same body again (a replay with a made-up request id), and the same request id.
+        let replayed = Verified {
+            request_id: Some("r2".into()),
+            ..v.clone()
+        };
+        assert_eq!(
+            store.sentry_delivery(&replayed, &n, NOW + 5.0).unwrap(),
+            Delivered::Duplicate { received_at: NOW }
+        );
+        let (alert, alert_notice) = delivery("event_alert", "event_alert_triggered.json", "r1");
+        assert_eq!(
+            store
+                .sentry_delivery(&alert, &alert_notice, NOW + 6.0)
+                .unwrap(),
+            Delivered::Duplicate { received_at: NOW }
+        );
+        assert_eq!(
+            store
+                .sentry_events("4504981122", NOW - 600.0, NOW + 600.0)
+                .unwrap(),
+            1,
+            "the replays counted nothing"
+        );
+        // One event told by an `error` and again by an `event_alert` counts once.
+        let (alert, alert_notice) = delivery("event_alert", "event_alert_triggered.json", "r3");
+        let Notice::Alert { event, rule } = alert_notice else {
+            panic!()
+        };
+        let (Notice::Error(first) | Notice::Alert { event: first, .. }) = &n else {
+            panic!()
+        };
+        let same_event = Notice::Alert {
+            rule,
+            event: crate::sentry::Event {
+                event_id: first.event_id.clone(),
+                ..event
+            },
+        };
+        assert_eq!(
+            store
+                .sentry_delivery(&alert, &same_event, NOW + 7.0)
+                .unwrap(),
+            Delivered::New
+        );
+        assert_eq!(
+            store
+                .sentry_events("4504981122", NOW - 600.0, NOW + 600.0)
+                .unwrap(),
+            1
+        );
+        // A day later the body is forgotten (its event is then refused as stale by `read`).
+        assert_eq!(
+            store
+                .sentry_delivery(&replayed, &n, NOW + REPLAY_WINDOW_SECS + 1.0)
+                .unwrap(),
+            Delivered::New
+        );
+    }
+
+    #[test]
+    fn an_issue_is_kept_as_sentry_last_described_it_and_its_lifecycle_audited() {
+        let mut store = Store::open_in_memory().unwrap();
+        // The event comes before the issue's own delivery: the issue is known from it.
+        let (v, n) = delivery("error", "error_created.json", "r1");
+        store.sentry_delivery(&v, &n, NOW).unwrap();
+        let issues = store.sentry_issues_since(NOW - 3600.0, 10).unwrap();
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].first_seen, 1_764_000_040.25);
+        assert_eq!(
+            issues[0].files,
+            ["app/checkout/totals.py", "app/checkout/views.py"]
+        );
+        let (v, n) = delivery("issue", "issue_created.json", "r2");
+        store.sentry_delivery(&v, &n, NOW + 1.0).unwrap();
+        let issue = &store.sentry_issues_since(NOW - 3600.0, 10).unwrap()[0];
+        assert_eq!(
+            issue.first_seen, 1_764_000_012.5,
+            "Sentry's own first sighting"
+        );
+        assert_eq!(issue.short_id.as_deref(), Some("SHOP-API-1Z"));
+        assert_eq!(issue.last_seen, Some(1_764_000_040.25));
+        let (v, n) = delivery("issue", "issue_resolved.json", "r3");
+        store.sentry_delivery(&v, &n, NOW + 2.0).unwrap();
+        let issue = &store.sentry_issues_since(NOW - 3600.0, 10).unwrap()[0];
+        assert_eq!(issue.status.as_deref(), Some("resolved"));
+        let trail: Vec<String> = store
+            .conn
+            .prepare("SELECT actor || ' ' || kind || ' ' || subject FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            trail,
+            [
+                "sentry sentry_issue 4504981122",
+                "sentry sentry_issue 4504981122"
+            ]
+        );
+        assert_eq!(store.sentry_last_delivery().unwrap(), Some(NOW + 2.0));
+    }
+}
