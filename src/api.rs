@@ -16,6 +16,7 @@
 //! | `POST /v1/proposals/ID/approve`, `/reject` | [`DecisionRequest`] | [`ProposalRecord`] |
 //! | `GET /v1/trust` | | [`PatternTrust`]s |
 //! | `POST /v1/pause`, `/v1/resume` | [`PauseRequest`] | [`PauseState`] |
+//! | `POST /v1/webhooks/sentry` | a Sentry delivery, signed | [`SentryReceipt`] (202) |
 //! | any refusal or failure | | [`ErrorAnswer`] |
 //!
 //! The JSON is what the README documents and scripts read; the router's tests hold every
@@ -34,11 +35,12 @@ use serde_json::Value;
 
 pub use crate::core::{BaselinePreview, Report};
 pub use crate::daemon::engine::{
-    ChangeRequest, ChangeView, ProposalRequest, ProposalView, ScrapeStatus, SourceStatus, Status,
+    ChangeRequest, ChangeView, ProposalRequest, ProposalView, ScrapeStatus, SentryStatus,
+    SourceStatus, Status,
 };
 pub use crate::gate::ledger::{Level, PatternTrust};
 pub use crate::gate::proposals::{ProposalRecord, ProposalState};
-pub use crate::store::{ChangeKind, ChangeRecord, ChangeState};
+pub use crate::store::{ChangeKind, ChangeRecord, ChangeState, SentryIssue};
 pub use crate::tail::{Position, TailStatus};
 pub use crate::trust::{Assessment, Decision, DiffFacts, Effect, Factor, Risk, RuleHit};
 
@@ -81,6 +83,18 @@ pub struct DeployStarting {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
     pub accepted: usize,
+}
+
+/// A Sentry delivery taken (`POST /v1/webhooks/sentry`, 202).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentryReceipt {
+    /// `Sentry-Hook-Resource`, as sent.
+    pub resource: String,
+    /// The issue it is about, when it is about one.
+    pub issue: Option<String>,
+    /// Whether guardian uses this resource (`issue`, `error`, `event_alert`); others are
+    /// accepted and left alone.
+    pub used: bool,
 }
 
 /// Every refusal and failure: the status says which kind, the sentence what (naming the field

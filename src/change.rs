@@ -344,7 +344,8 @@ mod tests {
             proposal_deploy_failed
             proposal_shadow
             proposal_linked
-            hook_stopped"#]]
+            hook_stopped
+            sentry_issue"#]]
         .assert_eq(&texts.join("\n"));
         for kind in EventKind::ALL {
             assert_eq!(

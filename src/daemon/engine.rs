@@ -20,6 +20,7 @@ use super::supervisor::{Effect, Phase, Remediation, Supervisor, Watched};
 
 mod gate;
 mod request;
+mod sentry;
 mod snapshot;
 mod sources;
 mod status;
@@ -28,6 +29,7 @@ pub use gate::{
     ProposalRequest, ProposalView, TrustRules,
 };
 pub use request::ChangeRequest;
+pub use sentry::SentryStatus;
 use snapshot::{load_snapshot, SavedPhase, Snapshot};
 use sources::Source;
 pub use sources::SourceView;

@@ -69,6 +69,8 @@ pub struct Api {
     /// One bucket for every request that comes without a valid token (approval links, wrong
     /// or missing tokens): see [`anonymous_limiter`].
     pub anonymous: Arc<DefaultDirectRateLimiter>,
+    /// Sentry's webhooks (`[daemon.sentry]`), when configured.
+    pub sentry: Option<Arc<super::webhooks::SentryHook>>,
 }
 
 /// Requests a second without a valid token, all clients together, and their burst: far more
@@ -86,7 +88,7 @@ pub fn anonymous_limiter() -> Arc<DefaultDirectRateLimiter> {
 }
 
 /// 429 when requests without a valid token are over their shared rate.
-fn anonymous_over(api: &Api) -> Option<Response> {
+pub(super) fn anonymous_over(api: &Api) -> Option<Response> {
     api.anonymous.check().err().map(|_| {
         over_rate(
             1,
@@ -254,7 +256,7 @@ fn busy() -> ApiError {
 
 /// Runs `work` with the engine, on its owner's thread, and waits for the answer without
 /// holding a runtime worker.
-async fn with_engine<T, F>(api: &Api, work: F) -> Result<T, ApiError>
+pub(super) async fn with_engine<T, F>(api: &Api, work: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
@@ -291,7 +293,7 @@ async fn note_refusal(api: &Api, role: &Role, what: Refusal) {
 }
 
 /// An error as the API answers it: a status and a sentence ([`ErrorAnswer`]).
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -356,6 +358,7 @@ pub fn router(api: Api) -> Router {
             anonymous_rate,
         ))
         .with_state(api.clone());
+    let webhooks = super::webhooks::router(api.clone());
     let authed = Router::new()
         .route("/v1/changes", post(create_change).get(list_changes))
         .route("/v1/changes/:id", get(get_change))
@@ -378,7 +381,7 @@ pub fn router(api: Api) -> Router {
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api);
-    links.merge(authed)
+    links.merge(webhooks).merge(authed)
 }
 
 async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> Response {
@@ -875,17 +878,17 @@ async fn resume(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::Config;
     use axum::body::Body;
     use serde_json::json;
     use tower::ServiceExt as _;
 
-    const ADMIN: &str = "admin-token-0123456789abcdef";
+    pub(in crate::daemon) const ADMIN: &str = "admin-token-0123456789abcdef";
     const AGENT: &str = "agent-token-0123456789abcdef";
     const ALICE: &str = "alice-token-0123456789abcdef";
-    const T0: f64 = 1_764_000_000.0;
+    pub(in crate::daemon) const T0: f64 = 1_764_000_000.0;
 
     /// Ticks nothing: these tests drive the API alone.
     struct Still;
@@ -906,7 +909,7 @@ mod tests {
     }
 
     /// [`api`] with `extra` appended to the config, after the `[daemon]` keys.
-    fn api_with(dir: &std::path::Path, extra: &str) -> Router {
+    pub(in crate::daemon) fn api_with(dir: &std::path::Path, extra: &str) -> Router {
         let state = dir.join("state");
         let config = Config::parse(&format!("[daemon]\nstate_dir = {state:?}\n{extra}")).unwrap();
         let settings = config.daemon.clone().unwrap();
@@ -930,10 +933,14 @@ mod tests {
             refusals: Arc::new(Refusals::default()),
             judging: Arc::new(tokio::sync::Semaphore::new(JUDGE_CONCURRENCY)),
             anonymous: anonymous_limiter(),
+            sentry: settings
+                .sentry
+                .as_ref()
+                .map(|s| Arc::new(super::super::webhooks::SentryHook::load(s).unwrap())),
         })
     }
 
-    async fn send(
+    pub(in crate::daemon) async fn send(
         api: &Router,
         method: &str,
         path: &str,

@@ -15,6 +15,7 @@ pub mod serve;
 pub mod state_dir;
 pub mod step;
 pub mod supervisor;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -309,6 +310,12 @@ pub async fn run(
         tracing::info!("{change}");
     }
     let tokens = read_tokens(&settings).map_err(DaemonError::Token)?;
+    let sentry_hook = match &settings.sentry {
+        Some(s) => Some(Arc::new(
+            webhooks::SentryHook::load(s).map_err(DaemonError::Token)?,
+        )),
+        None => None,
+    };
     let mut engine = Engine::open(&config, &settings, now())?;
     for warning in engine.protect_host_files(config_path.as_deref()) {
         tracing::warn!("{warning}");
@@ -361,6 +368,7 @@ pub async fn run(
         refusals,
         judging: Arc::new(tokio::sync::Semaphore::new(http::JUDGE_CONCURRENCY)),
         anonymous: http::anonymous_limiter(),
+        sentry: sentry_hook,
     };
     let (server_stop, server_stopping) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(serve::serve(listener, http::router(api), server_stopping));

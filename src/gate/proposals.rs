@@ -1238,7 +1238,9 @@ mod tests {
                      ALTER TABLE approval_links DROP COLUMN link_id; \
                      ALTER TABLE outbox DROP COLUMN links; \
                      ALTER TABLE proposals DROP COLUMN tree_sha; \
-                     ALTER TABLE proposals DROP COLUMN approved_tree;",
+                     ALTER TABLE proposals DROP COLUMN approved_tree; \
+                     DROP TABLE sentry_deliveries; DROP TABLE sentry_issues; \
+                     DROP TABLE sentry_event_ids; DROP TABLE sentry_events;",
                 )
                 .unwrap();
         }

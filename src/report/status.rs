@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 
 use super::evidence;
-use super::units::{count, duration, evalue};
-use crate::api::{ChangeState, ChangeView, Status};
+use super::units::{count, duration, evalue, offset};
+use crate::api::{ChangeState, ChangeView, SentryStatus, Status};
 use crate::core::{BaselinePreview, BaselineWindow, DeployWindow, Report, RouteBaseline};
 use crate::display;
 
@@ -87,6 +87,54 @@ fn baseline(
     out
 }
 
+/// What Sentry said: when it last did, and the issues it first saw since the watched change
+/// landed (or in the last day), each with where in the code.
+fn sentry_text(s: &SentryStatus, now: f64, watching: bool) -> String {
+    let t = |text: &str| display::line(text).into_owned();
+    let mut out = String::new();
+    let heard = match s.last_delivery_at {
+        Some(at) => format!("last delivery {} ago", duration(now - at)),
+        None => "no delivery in the last day (is the integration's webhook URL this \
+                 guardian's /v1/webhooks/sentry?)"
+            .to_owned(),
+    };
+    let since = if watching {
+        "since the change landed"
+    } else {
+        "in the last day"
+    };
+    let n = s.new_issues.len();
+    let _ = writeln!(
+        out,
+        "sentry: {heard}; {} new issue{} {since}{}",
+        if n == 0 {
+            "no".to_owned()
+        } else {
+            n.to_string()
+        },
+        if n == 1 { "" } else { "s" },
+        if n == 0 { "" } else { ":" }
+    );
+    for issue in &s.new_issues {
+        let _ = writeln!(
+            out,
+            "  {}  first seen {}  {}{}",
+            t(issue.short_id.as_deref().unwrap_or(&issue.id)),
+            if watching {
+                format!("{} after the change", offset(issue.first_seen - s.since))
+            } else {
+                format!("{} ago", duration(now - issue.first_seen))
+            },
+            t(&issue.title),
+            match issue.files.first() {
+                Some(file) => format!("  ({})", t(file)),
+                None => String::new(),
+            }
+        );
+    }
+    out
+}
+
 /// The status for a person: what is watched, what was decided, how the logs are read.
 pub fn status(s: &Status) -> String {
     // Every string in the status may come from outside (a summary, a note with git's output,
@@ -139,6 +187,9 @@ pub fn status(s: &Status) -> String {
                 out.push_str(&preview_baseline(preview));
             }
         }
+    }
+    if let Some(sentry) = &s.sentry {
+        out.push_str(&sentry_text(sentry, now, s.watching.is_some()));
     }
     if let Some((by, why, _since)) = &s.deploys_paused {
         let _ = writeln!(
@@ -226,7 +277,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::api::{self, ScrapeStatus, SourceStatus, TailStatus};
+    use crate::api::{self, ScrapeStatus, SentryIssue, SourceStatus, TailStatus};
     use crate::report::testing::{change, expected, REVERT};
 
     const T0: f64 = 1_764_000_000.0;
@@ -295,6 +346,22 @@ mod tests {
             deploying: None,
             proposals_waiting: 2,
             deploys_paused: None,
+            sentry: Some(SentryStatus {
+                last_delivery_at: Some(T0 + 588.0),
+                since: T0,
+                new_issues: vec![SentryIssue {
+                    id: "4504981122".into(),
+                    short_id: Some("SHOP-API-1Z".into()),
+                    title: "TypeError: unsupported operand\u{1b}[2J".into(),
+                    culprit: Some("app.checkout.totals in apply_coupon".into()),
+                    level: Some("error".into()),
+                    status: Some("unresolved".into()),
+                    web_url: None,
+                    first_seen: T0 + 12.5,
+                    last_seen: Some(T0 + 40.0),
+                    files: vec!["app/checkout/totals.py".into()],
+                }],
+            }),
         }
     }
 

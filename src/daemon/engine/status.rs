@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ChangeView, Engine, EngineError, Phase, SourceView};
+use super::{ChangeView, Engine, EngineError, Phase, SentryStatus, SourceView};
 use crate::core::Report;
 use crate::store::{ChangeRecord, Store};
 use crate::tail::TailStatus;
@@ -58,6 +58,9 @@ pub struct Status {
     pub proposals_waiting: usize,
     /// Deploys of proposals are paused: by whom, why, since when.
     pub deploys_paused: Option<(String, String, f64)>,
+    /// What Sentry said lately, when `[daemon.sentry]` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentry: Option<SentryStatus>,
 }
 
 /// What `guardian status` shows that lives in the engine's memory (see
@@ -72,6 +75,8 @@ pub struct LiveStatus {
     pub deploying: Option<String>,
     pub sources: Vec<SourceStatus>,
     pub scrapes: Vec<ScrapeStatus>,
+    /// Whether Sentry's webhooks are configured (`[daemon.sentry]`).
+    pub sentry: bool,
 }
 
 impl LiveStatus {
@@ -83,6 +88,13 @@ impl LiveStatus {
             Some((id, live)) => store
                 .get_change(&id)?
                 .map(|record| ChangeView { record, live }),
+        };
+        let sentry = match self.sentry {
+            false => None,
+            true => {
+                let since = watching.as_ref().map(|w| w.record.landed_at);
+                Some(SentryStatus::read(store, self.now, since)?)
+            }
         };
         Ok(Status {
             service: self.service,
@@ -97,6 +109,7 @@ impl LiveStatus {
             pending_email_trouble: store.pending_email_trouble()?,
             scrapes: self.scrapes,
             sources: self.sources,
+            sentry,
         })
     }
 }
@@ -158,6 +171,7 @@ impl Engine {
             },
             sources,
             scrapes,
+            sentry: self.settings.sentry.is_some(),
         }
     }
 }

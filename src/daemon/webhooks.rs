@@ -1,0 +1,295 @@
+//! `POST /v1/webhooks/sentry`: Sentry's integration platform delivering issues, errors and
+//! alerts. No bearer token (Sentry cannot send one): each delivery is signed with the
+//! integration's client secret instead (`sentry::verify`), checked before anything else is
+//! read. Refused deliveries share the bucket of requests without a token, so forgeries cannot
+//! take the CPU; Sentry's own deliveries do not, so an error storm is heard in full.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+
+use super::http::{anonymous_over, Api, ApiError, MAX_BODY_BYTES};
+use crate::api::SentryReceipt;
+use crate::sentry::{self, Headers, Notice, Refused};
+use crate::store::Delivered;
+
+/// What the handler needs of `[daemon.sentry]`: the secret, read once at start.
+pub struct SentryHook {
+    pub client_secret: Vec<u8>,
+    pub max_age_secs: u32,
+}
+
+impl SentryHook {
+    /// Reads the client secret from its file (its first line; a secret file others can read
+    /// is warned about, as a token file is).
+    pub fn load(settings: &crate::config::SentrySettings) -> Result<SentryHook, String> {
+        let file = &settings.client_secret_file;
+        let secret = super::engine::read_token(file)
+            .map_err(|e| format!("[daemon.sentry] client_secret_file: {e}"))?;
+        if let Ok(meta) = std::fs::metadata(file) {
+            use std::os::unix::fs::PermissionsExt as _;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    "{} (Sentry's client secret) can be read by other users (mode {:o}); \
+                     chmod 600 it, or hand it over as a systemd credential",
+                    file.display(),
+                    meta.permissions().mode() & 0o777
+                );
+            }
+        }
+        Ok(SentryHook {
+            client_secret: secret.into_bytes(),
+            max_age_secs: settings.max_age_secs,
+        })
+    }
+}
+
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/v1/webhooks/sentry", post(sentry_delivery))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(api)
+}
+
+async fn sentry_delivery(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(hook) = api.sentry.clone() else {
+        return ApiError(
+            StatusCode::NOT_FOUND,
+            "Sentry's webhooks are not configured here: set [daemon.sentry] client_secret_file"
+                .into(),
+        )
+        .into_response();
+    };
+    match receive(&api, &hook, &headers, body).await {
+        Ok(answer) => answer,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn receive(
+    api: &Api,
+    hook: &Arc<SentryHook>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = (api.clock)();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let sent = Headers {
+        resource: header("sentry-hook-resource"),
+        request_id: header("request-id"),
+        timestamp: header("sentry-hook-timestamp"),
+        signature: header("sentry-hook-signature"),
+    };
+    let verified = match sentry::verify(&hook.client_secret, &sent, &body, now, hook.max_age_secs) {
+        Ok(v) => v,
+        Err(refused) => {
+            if let Some(too_many) = anonymous_over(api) {
+                return Ok(too_many);
+            }
+            tracing::warn!("sentry: delivery refused: {refused}");
+            let status = match refused {
+                Refused::NoSignature | Refused::BadSignature => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return Err(ApiError(status, refused.to_string()));
+        }
+    };
+    let notice = sentry::read(&verified.resource, &body, now).map_err(|e| {
+        tracing::warn!("sentry: delivery refused: {e}");
+        ApiError(StatusCode::BAD_REQUEST, e.to_string())
+    })?;
+    let receipt = SentryReceipt {
+        resource: verified.resource.clone(),
+        issue: match &notice {
+            Notice::Issue { issue, .. } => Some(issue.id.clone()),
+            Notice::Error(event) | Notice::Alert { event, .. } => Some(event.issue_id.clone()),
+            Notice::Unused { .. } => None,
+        },
+        used: !matches!(notice, Notice::Unused { .. }),
+    };
+    let delivered =
+        super::http::with_engine(api, move |e| e.sentry_delivery(&verified, &notice, now)).await?;
+    match delivered {
+        Delivered::New => Ok((StatusCode::ACCEPTED, Json(receipt)).into_response()),
+        Delivered::Duplicate { received_at } => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "this delivery was processed at {}: a replay (or a retry) is not processed again",
+                crate::report::units::when(received_at)
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::Router;
+    use serde_json::Value;
+    use tower::ServiceExt as _;
+
+    use crate::daemon::http::tests::{api_with, send, ADMIN, T0};
+    use crate::sentry::webhook::sign;
+
+    const SECRET: &str = "9f2d7c1e5a3b8d6f0e4c2a1b9d8e7f6a";
+
+    fn payload(name: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata/sentry")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    /// guardian with `[daemon.sentry]`, its clock at `T0 + 1`.
+    fn api(dir: &std::path::Path) -> Router {
+        let secret = dir.join("sentry-secret");
+        std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+        api_with(
+            dir,
+            &format!("[daemon.sentry]\nclient_secret_file = {secret:?}\n"),
+        )
+    }
+
+    /// Posts `body` as Sentry would: `signature` (None: signed with the secret), sent at `at`.
+    async fn deliver(
+        api: &Router,
+        resource: &str,
+        request_id: &str,
+        body: &[u8],
+        signature: Option<&str>,
+        at: &str,
+    ) -> (StatusCode, Value) {
+        let signature = signature.map_or_else(|| sign(SECRET.as_bytes(), body), str::to_owned);
+        let request = axum::http::Request::builder()
+            .method("POST")
+            .uri("/v1/webhooks/sentry")
+            .header("content-type", "application/json")
+            .header("request-id", request_id)
+            .header("sentry-hook-resource", resource)
+            .header("sentry-hook-timestamp", at)
+            .header("sentry-hook-signature", signature)
+            .body(Body::from(body.to_vec()))
+            .unwrap();
+        let response = api.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    async fn new_issues(api: &Router) -> Vec<String> {
+        let (_, status) = send(api, "GET", "/v1/status", Some(ADMIN), "").await;
+        status["sentry"]["new_issues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_signed_delivery_is_taken_once_and_the_issue_shows_in_the_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        let now = &format!("{}", T0 as i64);
+        let body = payload("issue_created.json");
+        let (status, receipt) = deliver(&api, "issue", "r-1", &body, None, now).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{receipt}");
+        assert_eq!(
+            receipt,
+            serde_json::json!({"resource": "issue", "issue": "4504981122", "used": true})
+        );
+        assert_eq!(new_issues(&api).await, ["4504981122"]);
+        // The same body again, whatever its request id and timestamp say: not processed again.
+        let (status, answer) = deliver(&api, "issue", "r-2", &body, None, now).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(
+            answer["error"],
+            "this delivery was processed at 2025-11-24 16:00:01 UTC (unix 1764000001): a \
+             replay (or a retry) is not processed again"
+        );
+        for (resource, file) in [
+            ("error", "error_created.json"),
+            ("event_alert", "event_alert_triggered.json"),
+        ] {
+            let (status, receipt) = deliver(&api, resource, file, &payload(file), None, now).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{resource}: {receipt}");
+        }
+        let (status, receipt) = deliver(
+            &api,
+            "installation",
+            "r-9",
+            br#"{"action":"created","data":{}}"#,
+            None,
+            now,
+        )
+        .await;
+        assert_eq!(
+            (status, receipt["used"].clone()),
+            (StatusCode::ACCEPTED, Value::Bool(false))
+        );
+    }
+
+    #[tokio::test]
+    async fn forged_stale_or_malformed_deliveries_are_refused_and_nothing_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        let now = &format!("{}", T0 as i64);
+        let body = payload("issue_created.json");
+        let forged = sign(b"not the client secret", &body);
+        /// Resource, body, signature (None: the right one), timestamp; the answer.
+        type Case<'a> = (
+            &'a str,
+            &'a [u8],
+            Option<&'a str>,
+            &'a str,
+            StatusCode,
+            &'a str,
+        );
+        let cases: [Case; 5] = [
+            ("issue", &body, Some(&forged), now, StatusCode::UNAUTHORIZED,
+             "Sentry-Hook-Signature is not the HMAC-SHA256 of this body under the client secret in [daemon.sentry] client_secret_file"),
+            ("issue", &body, Some(""), now, StatusCode::UNAUTHORIZED,
+             "Sentry-Hook-Signature is not the HMAC-SHA256 of this body under the client secret in [daemon.sentry] client_secret_file"),
+            ("issue", &body, None, "1763999000", StatusCode::BAD_REQUEST,
+             "stale delivery: Sentry-Hook-Timestamp is 1001 s old, more than max_age_secs (300 s) in [daemon.sentry]"),
+            ("issue", br#"{"action":"created","data":{"issue":{"id":"1"}}}"#, None, now, StatusCode::BAD_REQUEST,
+             "the issue delivery does not read: at data.issue.firstSeen: missing"),
+            ("error", br#"{"action":"created","data":{"error":"#, None, now, StatusCode::BAD_REQUEST,
+             "the error delivery does not read: at data.error: EOF while parsing a value at line 1 column 36"),
+        ];
+        for (resource, body, signature, at, expected_status, message) in cases {
+            let (status, answer) = deliver(&api, resource, "r-1", body, signature, at).await;
+            assert_eq!(
+                (status, answer["error"].as_str().unwrap()),
+                (expected_status, message)
+            );
+        }
+        assert!(new_issues(&api).await.is_empty());
+        // The genuine delivery still goes through: the refused ones were not remembered.
+        let (status, _) = deliver(&api, "issue", "r-1", &body, None, now).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+
+    #[tokio::test]
+    async fn without_the_sentry_section_the_endpoint_says_how_to_configure_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api_with(dir.path(), "");
+        let (status, answer) =
+            deliver(&api, "issue", "r-1", b"{}", None, &format!("{}", T0 as i64)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            answer["error"],
+            "Sentry's webhooks are not configured here: set [daemon.sentry] client_secret_file"
+        );
+    }
+}
