@@ -13,8 +13,11 @@
 //! | `POST /v1/proposals` | [`ProposalRequest`] | [`ProposalRecord`] (201) |
 //! | `GET /v1/proposals` | | [`ProposalRecord`]s |
 //! | `GET /v1/proposals/ID` | | [`ProposalView`] |
+//! | `POST /v1/proposals/check` | [`ProposalRequest`] | [`Assessment`]: what the gate would decide, recorded nowhere |
 //! | `POST /v1/proposals/ID/approve`, `/reject` | [`DecisionRequest`] | [`ProposalRecord`] |
 //! | `GET /v1/trust` | | [`PatternTrust`]s |
+//! | `GET /v1/whoami` | | [`WhoAmI`] |
+//! | `POST /v1/policy/paths` | [`PathsRequest`] | [`PathCheck`]s |
 //! | `POST /v1/pause`, `/v1/resume` | [`PauseRequest`] | [`PauseState`] |
 //! | `POST /v1/webhooks/sentry` | a Sentry delivery, signed | [`SentryReceipt`] (202) |
 //! | any refusal or failure | | [`ErrorAnswer`] |
@@ -35,8 +38,8 @@ use serde_json::Value;
 
 pub use crate::core::{BaselinePreview, Report};
 pub use crate::daemon::engine::{
-    ChangeRequest, ChangeView, ProposalRequest, ProposalView, ScrapeStatus, SentryStatus,
-    SourceStatus, Status,
+    ChangeRequest, ChangeView, PathCheck, ProposalRequest, ProposalView, ScrapeStatus,
+    SentryStatus, SourceStatus, Status,
 };
 pub use crate::gate::ledger::{Level, PatternTrust};
 pub use crate::gate::proposals::{ProposalRecord, ProposalState};
@@ -83,6 +86,19 @@ pub struct DeployStarting {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
     pub accepted: usize,
+}
+
+/// Paths to check against the policy (`POST /v1/policy/paths`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsRequest {
+    pub paths: Vec<String>,
+}
+
+/// Whose token a request came with (`GET /v1/whoami`): `admin`, `agent`, `approver:NAME`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub role: String,
 }
 
 /// A Sentry delivery taken (`POST /v1/webhooks/sentry`, 202).

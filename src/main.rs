@@ -26,6 +26,7 @@ macro_rules! outln {
 }
 
 mod gate_cli;
+mod mcp;
 
 use guardian::api;
 use guardian::config::Config;
@@ -77,6 +78,10 @@ enum Command {
     Pause(gate_cli::PauseArgs),
     /// Lets guardian deploy proposals again.
     Resume(gate_cli::PauseArgs),
+    /// The agent's door: a Model Context Protocol server on stdin/stdout, with the agent's
+    /// token (check paths and diffs against the policy, propose, follow proposals and
+    /// changes, read incidents and the trust ledger).
+    Mcp(mcp::McpArgs),
     /// The whole story in about a minute and a half: a tiny app, traffic, a bad AI fix, and
     /// guardian catching it, reverting it, redeploying and checking recovery. Needs only git.
     Demo(DemoArgs),
@@ -431,6 +436,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Approve(args) => gate_cli::decide(&args, true),
         Command::Reject(args) => gate_cli::decide(&args, false),
         Command::Trust(args) => gate_cli::trust(&args),
+        Command::Mcp(args) => mcp::run(&args),
         Command::Pause(args) => gate_cli::pause(&args, true),
         Command::Resume(args) => gate_cli::pause(&args, false),
         Command::Postmortem(args) => run_postmortem(&args),

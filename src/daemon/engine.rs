@@ -26,7 +26,7 @@ mod sources;
 mod status;
 pub use gate::{
     judge, link_page, load_policy, proposal_view, trust_ledger, DeployJob, DeployReport, Judged,
-    ProposalRequest, ProposalView, TrustRules,
+    PathCheck, ProposalRequest, ProposalView, TrustRules,
 };
 pub use request::ChangeRequest;
 pub use sentry::SentryStatus;

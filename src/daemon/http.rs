@@ -34,7 +34,7 @@ use super::owner::{self, Owner};
 use super::refusals::{Refusal, Refusals};
 use crate::api::{
     Accepted, ChangeRecord, ChangeRequest, ChangeView, DecisionRequest, ErrorAnswer, PatternTrust,
-    PauseRequest, PauseState, ProposalRecord, ProposalRequest, ProposalView, Status,
+    PauseRequest, PauseState, ProposalRecord, ProposalRequest, ProposalView, Status, WhoAmI,
 };
 use crate::config::Limits;
 use crate::display;
@@ -366,7 +366,10 @@ pub fn router(api: Api) -> Router {
         .route("/v1/observations", post(post_observations))
         .route("/v1/status", get(status))
         .route("/v1/proposals", post(create_proposal).get(list_proposals))
+        .route("/v1/proposals/check", post(check_proposal))
         .route("/v1/proposals/:id", get(get_proposal))
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/policy/paths", post(check_paths))
         .route("/v1/proposals/:id/approve", post(approve_proposal))
         .route("/v1/proposals/:id/reject", post(reject_proposal))
         .route("/v1/trust", get(trust))
@@ -587,21 +590,40 @@ async fn create_proposal(
     Extension(TokenIndex(token)): Extension<TokenIndex>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    allow(&api, &role, Action::Propose).await?;
+    let (request, judged) = match judge_request(&api, &role, token, &body).await? {
+        Ok(judged) => judged,
+        Err(refused) => return Ok(refused),
+    };
+    let now = (api.clock)();
+    let record: ProposalRecord =
+        with_engine(&api, move |e| e.propose(&role, &request, judged, now)).await?;
+    Ok(created(format!("/v1/proposals/{}", record.id), record).into_response())
+}
+
+/// A proposal's request read and judged (`judge`: git and every rule that reads the change,
+/// on a blocking thread, a few at a time), for `propose` and `check`; `Ok(Err(answer))` when
+/// the token is over its proposal bytes.
+async fn judge_request(
+    api: &Api,
+    role: &Role,
+    token: usize,
+    body: &Bytes,
+) -> Result<Result<(ProposalRequest, super::engine::Judged), Response>, ApiError> {
+    allow(api, role, Action::Propose).await?;
     if let Some(limits) = &api.tokens[token].limits {
         if let Err((wait, rate)) = limits.check_proposal_bytes(body.len()) {
-            note_refusal(&api, &role, Refusal::RateLimited).await;
-            return Ok(too_many(&role, wait, &rate));
+            note_refusal(api, role, Refusal::RateLimited).await;
+            return Ok(Err(too_many(role, wait, &rate)));
         }
     }
     // A few at a time: each judging is a git process that may take seconds and memory.
     let _judging = api.judging.acquire().await.map_err(|_| busy())?;
-    let request: ProposalRequest = serde_json::from_slice(&body)
+    let request: ProposalRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad proposal: {e}")))?;
     // git (a scratch apply in guardian's clone) and every rule that reads the change run on a
     // blocking thread, so however costly the patch they never hold up a tick or a rollback;
     // the engine's owner then only adds the ledger and the moment, and stores the decision.
-    let kit = with_engine(&api, |e| Ok(e.judging_kit())).await?;
+    let kit = with_engine(api, |e| Ok(e.judging_kit())).await?;
     let judged = {
         let request = request.clone();
         tokio::task::spawn_blocking(move || judge(&kit, &request))
@@ -614,10 +636,46 @@ async fn create_proposal(
                 )
             })??
     };
+    Ok(Ok((request, judged)))
+}
+
+async fn check_proposal(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+    Extension(TokenIndex(token)): Extension<TokenIndex>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (request, judged) = match judge_request(&api, &role, token, &body).await? {
+        Ok(judged) => judged,
+        Err(refused) => return Ok(refused),
+    };
     let now = (api.clock)();
-    let record: ProposalRecord =
-        with_engine(&api, move |e| e.propose(&role, &request, judged, now)).await?;
-    Ok(created(format!("/v1/proposals/{}", record.id), record).into_response())
+    let assessment = with_engine(&api, move |e| {
+        e.check_proposal(&role, &request, judged, now)
+    })
+    .await?;
+    Ok(Json(assessment).into_response())
+}
+
+/// "May I touch these paths?": the policy's answer per path, recorded nowhere.
+async fn check_paths(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+    body: Bytes,
+) -> Result<Json<Vec<crate::api::PathCheck>>, ApiError> {
+    allow(&api, &role, Action::Propose).await?;
+    let request: crate::api::PathsRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request: {e}")))?;
+    Ok(Json(
+        with_engine(&api, move |e| e.check_paths(&request.paths)).await?,
+    ))
+}
+
+/// Whose token this is: lets a client (`guardian mcp`) refuse to hold more than it needs.
+async fn whoami(Extension(role): Extension<Role>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        role: role.to_string(),
+    })
 }
 
 async fn list_proposals(

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use super::rollback::{drive, git, now, serve_app, write_healthy_history};
 
-const ADMIN: &str = "admin-token-0123456789abcdef";
-const AGENT: &str = "agent-token-0123456789abcdef";
+pub(super) const ADMIN: &str = "admin-token-0123456789abcdef";
+pub(super) const AGENT: &str = "agent-token-0123456789abcdef";
 const ALICE: &str = "alice-token-0123456789abcdef";
 
 /// The app's behaviour is `src/settings.txt`: a timeout of 1000 ms or more ties up its workers
@@ -41,14 +41,14 @@ auto_below = 50
 promote_after = 10
 "#;
 
-struct Gate {
+pub(super) struct Gate {
     dir: tempfile::TempDir,
     /// guardian's own clone: what is deployed.
-    repo: PathBuf,
+    pub(super) repo: PathBuf,
     /// The agent's clone, where it writes fixes.
-    agent_repo: PathBuf,
+    pub(super) agent_repo: PathBuf,
     config: PathBuf,
-    api: String,
+    pub(super) api: String,
     daemon: Child,
     stop: Arc<AtomicBool>,
     writer: Option<thread::JoinHandle<()>>,
@@ -56,7 +56,7 @@ struct Gate {
 
 impl Gate {
     /// `healthy_record`: how many approved, healthy timeout bumps the ledger starts with.
-    fn start(healthy_record: usize, with_traffic: bool) -> Gate {
+    pub(super) fn start(healthy_record: usize, with_traffic: bool) -> Gate {
         Gate::start_with(healthy_record, with_traffic, "", "")
     }
 
@@ -151,7 +151,7 @@ impl Gate {
         }
     }
 
-    fn token_file(&self, token: &str) -> PathBuf {
+    pub(super) fn token_file(&self, token: &str) -> PathBuf {
         let name = match token {
             ADMIN => "token",
             AGENT => "agent.token",
@@ -161,7 +161,7 @@ impl Gate {
     }
 
     /// The agent commits a fix in its own clone: `file` gets `content`.
-    fn agent_commits(&self, file: &str, content: &str, message: &str) -> String {
+    pub(super) fn agent_commits(&self, file: &str, content: &str, message: &str) -> String {
         let path = self.agent_repo.join(file);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, content).unwrap();
@@ -223,7 +223,7 @@ impl Gate {
         )
     }
 
-    fn call(
+    pub(super) fn call(
         &self,
         token: Option<&str>,
         method: &str,
@@ -245,7 +245,7 @@ impl Gate {
         }
     }
 
-    fn get(&self, path: &str) -> Value {
+    pub(super) fn get(&self, path: &str) -> Value {
         let (code, v) = self.call(Some(ADMIN), "GET", path, None);
         assert_eq!(code, 200, "{path}: {v}");
         v

@@ -10,6 +10,7 @@ mod daemon;
 mod demo;
 mod gate;
 mod judge;
+mod mcp;
 mod policy;
 mod postmortem;
 mod replay_cli;

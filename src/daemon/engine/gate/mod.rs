@@ -12,6 +12,7 @@ mod mail;
 mod never;
 mod request;
 
+use crate::trust::Assessment;
 pub use deploy::{DeployJob, DeployReport};
 use mail::{first_line, proposal_text};
 pub use never::host_never_list;
@@ -113,6 +114,31 @@ fn no_gate() -> EngineError {
     EngineError::BadRequest(
         "this guardian takes no proposals: its config has no [daemon.gate] section".to_owned(),
     )
+}
+
+/// Paths checked at once, at most (`check_paths`).
+const MAX_PATHS_CHECKED: usize = 1000;
+
+/// Where a path stands under the policy (`POST /v1/policy/paths`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PathCheck {
+    pub path: String,
+    /// `allow` or `deny`.
+    pub verdict: String,
+    /// Why it is denied: the rule, naming the glob or guardian's file.
+    pub why: Option<String>,
+    /// The risk a critical path adds (more risk may mean a person must approve).
+    pub critical: Option<String>,
+}
+
+/// The gate's decision on a judged request, or why the patch was refused unread.
+enum Assessed {
+    Judged {
+        assessment: Box<Assessment>,
+        tree_sha: String,
+        policy_sha256: String,
+    },
+    Refused(String),
 }
 
 /// The policy file's text and what it says, read at start and on reload.
@@ -271,12 +297,66 @@ impl Engine {
             request.kind = ChangeKind::Ai;
         }
         let request = &request;
+        let (assessment, tree_sha, policy_sha256) =
+            match self.assess(request, pattern, judged, now)? {
+                Assessed::Judged {
+                    assessment,
+                    tree_sha,
+                    policy_sha256,
+                } => (assessment, tree_sha, policy_sha256),
+                Assessed::Refused(why) => {
+                    return self.deny_unreadable(role, request, pattern, &why, now)
+                }
+            };
+        let shadow = self.is_shadow(Some(pattern.as_str()));
+        let state = match (assessment.decision, shadow) {
+            (Decision::Deny, _) => ProposalState::Denied,
+            (Decision::NeedsApproval, _) => ProposalState::Pending,
+            (Decision::Auto, false) => ProposalState::Approved,
+            (Decision::Auto, true) => ProposalState::Shadow,
+        };
+        let mut assessment_json = serde_json::to_value(&assessment).unwrap_or_default();
+        assessment_json["policy_sha256"] = json!(policy_sha256);
+        if shadow {
+            assessment_json["shadow"] = json!(match assessment.decision {
+                Decision::Deny => "would deny",
+                Decision::NeedsApproval => "would wait for a person's approval",
+                Decision::Auto => "would deploy without a person",
+            });
+        }
+        let record = self.store.insert_proposal(
+            &NewProposal {
+                decision: assessment.decision.as_str().to_owned(),
+                assessment: assessment_json,
+                shadow,
+                state,
+                tree_sha: Some(tree_sha),
+                ..request.as_submitted(role, pattern)
+            },
+            now,
+        )?;
+        logged(&record);
+        if record.state == ProposalState::Pending {
+            self.ask_for_approval(&record, now)?;
+        }
+        Ok(record)
+    }
+
+    /// The gate's decision on a judged request (`judge`) as of `now`: the ledger and the moment
+    /// added to what the rules found. Records nothing.
+    fn assess(
+        &self,
+        request: &ProposalRequest,
+        pattern: Pattern,
+        judged: Judged,
+        now: f64,
+    ) -> Result<Assessed, EngineError> {
         let (examination, examined_under) = match judged {
             Judged::Examined {
                 examination,
                 policy_sha256,
             } => (examination, policy_sha256),
-            Judged::Refused(why) => return self.deny_unreadable(role, request, pattern, &why, now),
+            Judged::Refused(why) => return Ok(Assessed::Refused(why)),
         };
         let policy_sha256 = self.gate_policy()?.sha256.clone();
         if examined_under != policy_sha256 {
@@ -315,38 +395,89 @@ impl Engine {
             // second person.
             assessment.decision = Decision::NeedsApproval;
         }
-        let shadow = self.is_shadow(Some(pattern.as_str()));
-        let state = match (assessment.decision, shadow) {
-            (Decision::Deny, _) => ProposalState::Denied,
-            (Decision::NeedsApproval, _) => ProposalState::Pending,
-            (Decision::Auto, false) => ProposalState::Approved,
-            (Decision::Auto, true) => ProposalState::Shadow,
-        };
-        let mut assessment_json = serde_json::to_value(&assessment).unwrap_or_default();
-        assessment_json["policy_sha256"] = json!(policy_sha256);
-        if shadow {
-            assessment_json["shadow"] = json!(match assessment.decision {
-                Decision::Deny => "would deny",
-                Decision::NeedsApproval => "would wait for a person's approval",
-                Decision::Auto => "would deploy without a person",
-            });
+        Ok(Assessed::Judged {
+            assessment: Box::new(assessment),
+            tree_sha,
+            policy_sha256,
+        })
+    }
+
+    /// Where each path stands under the policy in force, before any diff is written ("may I
+    /// touch this?"): guardian's own files first, then `deny`, then `allow`, and the risk a
+    /// critical path adds. Only the paths: limits, content rules and symlinks need the diff
+    /// (`check_proposal`).
+    pub fn check_paths(&self, paths: &[String]) -> Result<Vec<PathCheck>, EngineError> {
+        let loaded = self.gate_policy()?;
+        if paths.len() > MAX_PATHS_CHECKED {
+            return Err(EngineError::BadRequest(format!(
+                "at most {MAX_PATHS_CHECKED} paths at a time, got {}",
+                paths.len()
+            )));
         }
-        let record = self.store.insert_proposal(
-            &NewProposal {
-                decision: assessment.decision.as_str().to_owned(),
-                assessment: assessment_json,
-                shadow,
-                state,
-                tree_sha: Some(tree_sha),
-                ..request.as_submitted(role, pattern)
+        Ok(paths
+            .iter()
+            .map(|path| {
+                let shown = crate::display::line(path).into_owned();
+                let (verdict, why) = if let Some(why) = self.never.check(path) {
+                    ("deny", why)
+                } else {
+                    match loaded.policy.paths.check(path) {
+                        trust::PathVerdict::Denied(glob) => {
+                            ("deny", format!("{shown} matches the deny glob {glob:?}"))
+                        }
+                        trust::PathVerdict::NotAllowed => (
+                            "deny",
+                            format!("{shown} matches no allow glob of the policy"),
+                        ),
+                        trust::PathVerdict::Allowed => ("allow", String::new()),
+                    }
+                };
+                let critical = loaded.policy.risk.criticality(path).map(|(glob, points)| {
+                    format!("critical ({glob:?}): adds {points} to the risk score")
+                });
+                PathCheck {
+                    path: shown,
+                    verdict: verdict.to_owned(),
+                    why: (!why.is_empty()).then_some(why),
+                    critical,
+                }
+            })
+            .collect())
+    }
+
+    /// What the gate would decide on `request` now, recorded nowhere: "may I propose this?".
+    /// The agent's requests are judged as AI changes, as [`Engine::propose`] judges them.
+    pub fn check_proposal(
+        &self,
+        role: &Role,
+        request: &ProposalRequest,
+        judged: Judged,
+        now: f64,
+    ) -> Result<Assessment, EngineError> {
+        let pattern = request.validate().map_err(EngineError::BadRequest)?;
+        let mut request = request.clone();
+        if *role == Role::Agent {
+            request.kind = ChangeKind::Ai;
+        }
+        Ok(match self.assess(&request, pattern, judged, now)? {
+            Assessed::Judged { assessment, .. } => *assessment,
+            Assessed::Refused(why) => Assessment {
+                decision: Decision::Deny,
+                rules: vec![trust::RuleHit {
+                    rule: "diff.refused".into(),
+                    effect: trust::Effect::Deny,
+                    message: why,
+                }],
+                risk: trust::Risk {
+                    score: 100,
+                    factors: Vec::new(),
+                },
+                pattern_check: trust::PatternCheck::NotChecked,
+                facts: Default::default(),
+                base_tree: String::new(),
+                tree: String::new(),
             },
-            now,
-        )?;
-        logged(&record);
-        if record.state == ProposalState::Pending {
-            self.ask_for_approval(&record, now)?;
-        }
-        Ok(record)
+        })
     }
 
     fn deny_unreadable(

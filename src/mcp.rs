@@ -1,0 +1,295 @@
+//! `guardian mcp`: the agent's door. A Model Context Protocol server over stdio (the official
+//! SDK, `rmcp`) that an agent's harness starts as a subprocess; each tool is one call to the
+//! daemon's API with the agent's token, so the daemon decides what the agent may do, exactly
+//! as for `guardian propose`. It refuses to start with any other token: a door for the agent
+//! must not open with the operator's key.
+
+use std::sync::Arc;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, ServerHandler, ServiceExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{api_target, get, post, ApiArgs, EXIT_BAD_INPUT, EXIT_UNAVAILABLE};
+use guardian::api::{self, ChangeKind, ChangeRecord, ChangeState, ProposalRequest, WhoAmI};
+
+/// Incidents `incidents` lists at most, newest first.
+const INCIDENTS: usize = 10;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Speaks MCP on standard input and output; logs nothing there. Point the \
+                  agent's MCP configuration at this command with the agent's token file."
+)]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// Serves MCP on stdin/stdout until the client closes it.
+pub fn run(args: &McpArgs) -> anyhow::Result<u8> {
+    let (base, token) = api_target(&args.api)?;
+    match get(&format!("{base}/v1/whoami"), &token) {
+        Ok(v) => {
+            let who: WhoAmI = api::read(&v, "whoami")?;
+            if who.role != "agent" {
+                eprintln!(
+                    "guardian: guardian mcp holds only the agent's token ([daemon.gate] \
+                     agent_token_file); this one is the {}'s",
+                    who.role
+                );
+                return Ok(EXIT_BAD_INPUT);
+            }
+        }
+        Err((code, message)) => {
+            eprintln!("guardian: {message}");
+            return Ok(code);
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let door = Door::new(base, token);
+        let served = door.serve(rmcp::transport::stdio()).await;
+        match served {
+            Ok(service) => {
+                let _ = service.waiting().await;
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("guardian: the MCP client did not complete its handshake: {e}");
+                Ok(EXIT_UNAVAILABLE)
+            }
+        }
+    })
+}
+
+#[derive(Clone)]
+struct Door {
+    base: Arc<String>,
+    token: Arc<String>,
+    #[allow(dead_code)] // read by `tool_handler`
+    tool_router: ToolRouter<Door>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+struct PathsArgs {
+    /// Repository paths, as in the diff (`src/orders/refund.py`).
+    paths: Vec<String>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+struct ProposalArgs {
+    /// The deployed commit the diff applies to (in the repository guardian deploys from).
+    base: String,
+    /// The change: `git diff --full-index --binary BASE COMMIT`.
+    patch: String,
+    /// The fix pattern: nil-check, timeout-bump, retry-wrap, feature-flag-off, other.
+    pattern: String,
+    /// One line on what it fixes.
+    summary: String,
+    /// The issue it fixes (e.g. the Sentry issue URL).
+    issue_url: Option<String>,
+    /// The tests were run and passed.
+    #[serde(default)]
+    tests_run: bool,
+    /// The commit in the agent's repository, for the record.
+    commit: Option<String>,
+}
+
+impl ProposalArgs {
+    fn request(self) -> ProposalRequest {
+        ProposalRequest {
+            pattern: self.pattern,
+            summary: self.summary,
+            issue_url: self.issue_url,
+            tests_run: self.tests_run,
+            base: self.base,
+            commit: self.commit,
+            patch: self.patch,
+            kind: ChangeKind::Ai,
+        }
+    }
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+struct IdArgs {
+    /// The id guardian gave it (`prp_...` for a proposal, `chg_...` for a change).
+    id: String,
+}
+
+#[tool_router]
+impl Door {
+    fn new(base: String, token: String) -> Door {
+        Door {
+            base: Arc::new(base),
+            token: Arc::new(token),
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    #[tool(
+        description = "May I touch these paths? The sandbox policy's answer per path (allow or \
+                       deny, with the rule), before writing a fix. Records nothing."
+    )]
+    async fn check_paths(&self, Parameters(a): Parameters<PathsArgs>) -> CallToolResult {
+        self.call(Call::Post(
+            "/v1/policy/paths".into(),
+            json!({ "paths": a.paths }),
+        ))
+        .await
+    }
+
+    #[tool(
+        description = "What the gate would decide on this diff now (deny, needs_approval or \
+                       auto), with every rule that fired and the risk score. Records nothing."
+    )]
+    async fn check_proposal(&self, Parameters(a): Parameters<ProposalArgs>) -> CallToolResult {
+        self.call(Call::Post(
+            "/v1/proposals/check".into(),
+            to_value(a.request()),
+        ))
+        .await
+    }
+
+    #[tool(
+        description = "Proposes a fix. The gate judges it (the policy, the fix pattern's track \
+                       record); it is denied, waits for a person, or is deployed and watched. \
+                       Answers the proposal with its id."
+    )]
+    async fn propose(&self, Parameters(a): Parameters<ProposalArgs>) -> CallToolResult {
+        self.call(Call::Post("/v1/proposals".into(), to_value(a.request())))
+            .await
+    }
+
+    #[tool(
+        description = "A proposal: its state (pending, approved, deployed, ...), the gate's \
+                       reasons, and the change it became with that change's verdict."
+    )]
+    async fn proposal(&self, Parameters(a): Parameters<IdArgs>) -> CallToolResult {
+        match checked_id(&a.id, "prp_") {
+            Ok(id) => self.call(Call::Get(format!("/v1/proposals/{id}"))).await,
+            Err(e) => e,
+        }
+    }
+
+    #[tool(
+        description = "A change guardian watched: its state (watching, healthy, regressed, \
+                       rolled_back, ...) and the evidence, signal by signal."
+    )]
+    async fn change(&self, Parameters(a): Parameters<IdArgs>) -> CallToolResult {
+        match checked_id(&a.id, "chg_") {
+            Ok(id) => self.call(Call::Get(format!("/v1/changes/{id}"))).await,
+            Err(e) => e,
+        }
+    }
+
+    #[tool(
+        description = "Recent incidents: changes found to make things worse (regressed, \
+                       rolled back, escalated), newest first, with their evidence."
+    )]
+    async fn incidents(&self) -> CallToolResult {
+        let answer = match self.fetch(Call::Get("/v1/changes".into())).await {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        let changes: Vec<ChangeRecord> = match api::read(&answer, "changes") {
+            Ok(c) => c,
+            Err(e) => return CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
+        };
+        let incidents: Vec<ChangeRecord> = changes
+            .into_iter()
+            .filter(|c| {
+                matches!(
+                    c.state,
+                    ChangeState::Regressed
+                        | ChangeState::RollingBack
+                        | ChangeState::Verifying
+                        | ChangeState::RolledBack
+                        | ChangeState::Escalated
+                )
+            })
+            .take(INCIDENTS)
+            .collect();
+        CallToolResult::success(vec![ContentBlock::text(to_value(incidents).to_string())])
+    }
+
+    #[tool(
+        description = "The trust ledger: each fix pattern's track record (approved, healthy, \
+                       rolled back) and whether it may deploy without a person."
+    )]
+    async fn trust_ledger(&self) -> CallToolResult {
+        self.call(Call::Get("/v1/trust".into())).await
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for Door {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("guardian", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "guardian decides whether a fix may deploy, deploys it, watches it and rolls it \
+                 back if it made things worse. Before writing a fix, check_paths; before \
+                 proposing, check_proposal; then propose, and follow the proposal and its \
+                 change. Everything goes through the sandbox policy with the agent's rights.",
+            )
+    }
+}
+
+enum Call {
+    Get(String),
+    Post(String, Value),
+}
+
+impl Door {
+    /// The daemon's answer as the tool's result; a refusal as a tool error carrying the
+    /// daemon's own message, so the agent reads why.
+    async fn call(&self, call: Call) -> CallToolResult {
+        match self.fetch(call).await {
+            Ok(v) => CallToolResult::success(vec![ContentBlock::text(v.to_string())]),
+            Err(e) => e,
+        }
+    }
+
+    /// One request to the daemon, on a blocking thread (the HTTP client blocks).
+    async fn fetch(&self, call: Call) -> Result<Value, CallToolResult> {
+        let (base, token) = (self.base.clone(), self.token.clone());
+        let answer = tokio::task::spawn_blocking(move || match call {
+            Call::Get(path) => get(&format!("{base}{path}"), &token),
+            Call::Post(path, body) => post(&format!("{base}{path}"), &token, &body),
+        })
+        .await
+        .map_err(|e| (EXIT_UNAVAILABLE, format!("the request failed: {e}")))
+        .and_then(|r| r);
+        answer.map_err(|(_, message)| CallToolResult::error(vec![ContentBlock::text(message)]))
+    }
+}
+
+/// An id as guardian makes them (`prefix` and 12 hex digits): anything else would put the
+/// agent's text into a URL path.
+fn checked_id<'a>(id: &'a str, prefix: &str) -> Result<&'a str, CallToolResult> {
+    let ok = id
+        .strip_prefix(prefix)
+        .is_some_and(|hex| hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(id)
+    } else {
+        Err(CallToolResult::error(vec![ContentBlock::text(format!(
+            "{:?} is not an id guardian gives ({prefix} and 12 hex digits)",
+            guardian::display::line(id)
+        ))]))
+    }
+}
+
+fn to_value(v: impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+/// Keeps `ErrorData` in use where the SDK wants it named.
+#[allow(dead_code)]
+type McpError = ErrorData;
