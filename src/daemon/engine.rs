@@ -345,10 +345,7 @@ impl Engine {
         self.apply(effects, now)?;
         // A deploy retried, or said twice: it began at the first, and what failed since is
         // the deploy's, never the next baseline's.
-        let first = self
-            .deploy_begun
-            .filter(|&t| t <= now && now - t <= MAX_DEPLOY_SECS);
-        self.deploy_begun = Some(first.unwrap_or(now));
+        self.deploy_begun = Some(self.pending_deploy_start(now).unwrap_or(now));
         tracing::info!(
             "a deploy is starting{}",
             superseded
@@ -356,6 +353,13 @@ impl Engine {
                 .map_or(String::new(), |id| format!("; {id} is superseded"))
         );
         Ok(superseded)
+    }
+
+    /// When a deploy said it was starting, if that is what the next notification at `now`
+    /// would take its deploy window from (within [`MAX_DEPLOY_SECS`]).
+    pub fn pending_deploy_start(&self, now: f64) -> Option<f64> {
+        self.deploy_begun
+            .filter(|&t| t <= now && now - t <= MAX_DEPLOY_SECS)
     }
 
     /// A change landed now: start watching it. A change still being watched is superseded:
@@ -370,10 +374,8 @@ impl Engine {
         if let Some(busy) = self.supervisor.busy() {
             return Err(EngineError::Busy(busy));
         }
-        let begun = self
-            .deploy_begun
-            .take()
-            .filter(|&t| t <= now && now - t <= MAX_DEPLOY_SECS);
+        let begun = self.pending_deploy_start(now);
+        self.deploy_begun = None;
         landing.deploy_started_at = landing.deploy_started_at.or(begun);
         let mut request = request.clone();
         if let Some(p) = &request.proposal {

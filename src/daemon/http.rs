@@ -1445,6 +1445,27 @@ pub(super) mod tests {
         .await;
         wire.call::<Vec<PatternTrust>>("GET /v1/trust", "/v1/trust", admin, "")
             .await;
+        let checked: crate::api::Assessment = wire
+            .call(
+                "POST /v1/proposals/check",
+                "/v1/proposals/check",
+                agent,
+                &json(&proposal(&patch)),
+            )
+            .await;
+        assert_eq!(checked.facts.files, 1);
+        let paths = crate::api::PathsRequest {
+            paths: vec!["src/a.txt".into(), "migrations/1.sql".into()],
+        };
+        wire.call::<Vec<crate::api::PathCheck>>(
+            "POST /v1/policy/paths",
+            "/v1/policy/paths",
+            agent,
+            &json(&paths),
+        )
+        .await;
+        let who: crate::api::WhoAmI = wire.call("GET /v1/whoami", "/v1/whoami", agent, "").await;
+        assert_eq!(who.role, "agent");
 
         let why = PauseRequest {
             why: Some("freeze".into()),

@@ -188,6 +188,14 @@ pub fn status(s: &Status) -> String {
             }
         }
     }
+    if let Some(at) = s.deploy_starting {
+        let _ = writeln!(
+            out,
+            "a deploy said it is starting {} ago (notify --starting): the next notify takes its \
+             deploy window from then",
+            duration(now - at)
+        );
+    }
     if let Some(sentry) = &s.sentry {
         out.push_str(&sentry_text(sentry, now, s.watching.is_some()));
     }
@@ -346,6 +354,7 @@ mod tests {
             deploying: None,
             proposals_waiting: 2,
             deploys_paused: None,
+            deploy_starting: Some(T0 + 590.0),
             sentry: Some(SentryStatus {
                 last_delivery_at: Some(T0 + 588.0),
                 since: T0,

@@ -61,6 +61,10 @@ pub struct Status {
     /// What Sentry said lately, when `[daemon.sentry]` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentry: Option<SentryStatus>,
+    /// When a deploy said it was starting (`notify --starting`) and no change has been
+    /// notified since: the next notification's deploy window begins there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_starting: Option<f64>,
 }
 
 /// What `guardian status` shows that lives in the engine's memory (see
@@ -77,6 +81,7 @@ pub struct LiveStatus {
     pub scrapes: Vec<ScrapeStatus>,
     /// Whether Sentry's webhooks are configured (`[daemon.sentry]`).
     pub sentry: bool,
+    pub deploy_starting: Option<f64>,
 }
 
 impl LiveStatus {
@@ -110,6 +115,7 @@ impl LiveStatus {
             scrapes: self.scrapes,
             sources: self.sources,
             sentry,
+            deploy_starting: self.deploy_starting,
         })
     }
 }
@@ -172,6 +178,7 @@ impl Engine {
             sources,
             scrapes,
             sentry: self.settings.sentry.is_some(),
+            deploy_starting: self.pending_deploy_start(now),
         }
     }
 }
