@@ -261,7 +261,10 @@ pub fn decide(args: &DecideArgs, approve: bool) -> Result<u8> {
         diff,
         match decided.state {
             ProposalState::Shadow => "; shadow mode: guardian will not deploy it",
-            ProposalState::Approved => "; guardian deploys it next",
+            ProposalState::Approved => {
+                "; guardian deploys it next, once no other change is being watched \
+                 (guardian status)"
+            }
             _ => "",
         }
     );

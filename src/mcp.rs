@@ -117,8 +117,15 @@ impl ProposalArgs {
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
-struct IdArgs {
-    /// The id guardian gave it (`prp_...` for a proposal, `chg_...` for a change).
+struct ProposalId {
+    /// The proposal's id, as `propose` answered it: `prp_` and 12 hex digits.
+    id: String,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+struct ChangeId {
+    /// The change's id (`chg_` and 12 hex digits): a proposal's `change_id` once deployed, or
+    /// an incident's `id`.
     id: String,
 }
 
@@ -134,7 +141,8 @@ impl Door {
 
     #[tool(
         description = "May I touch these paths? The sandbox policy's answer per path (allow or \
-                       deny, with the rule), before writing a fix. Records nothing."
+                       deny, with the rule), before writing a fix. Records nothing.",
+        annotations(read_only_hint = true)
     )]
     async fn check_paths(&self, Parameters(a): Parameters<PathsArgs>) -> CallToolResult {
         self.call(Call::Post(
@@ -146,7 +154,8 @@ impl Door {
 
     #[tool(
         description = "What the gate would decide on this diff now (deny, needs_approval or \
-                       auto), with every rule that fired and the risk score. Records nothing."
+                       auto), with every rule that fired and the risk score. Records nothing.",
+        annotations(read_only_hint = true)
     )]
     async fn check_proposal(&self, Parameters(a): Parameters<ProposalArgs>) -> CallToolResult {
         self.call(Call::Post(
@@ -168,9 +177,10 @@ impl Door {
 
     #[tool(
         description = "A proposal: its state (pending, approved, deployed, ...), the gate's \
-                       reasons, and the change it became with that change's verdict."
+                       reasons, and the change it became with that change's verdict.",
+        annotations(read_only_hint = true)
     )]
-    async fn proposal(&self, Parameters(a): Parameters<IdArgs>) -> CallToolResult {
+    async fn proposal(&self, Parameters(a): Parameters<ProposalId>) -> CallToolResult {
         match checked_id(&a.id, "prp_") {
             Ok(id) => self.call(Call::Get(format!("/v1/proposals/{id}"))).await,
             Err(e) => e,
@@ -179,9 +189,10 @@ impl Door {
 
     #[tool(
         description = "A change guardian watched: its state (watching, healthy, regressed, \
-                       rolled_back, ...) and the evidence, signal by signal."
+                       rolled_back, ...) and the evidence, signal by signal.",
+        annotations(read_only_hint = true)
     )]
-    async fn change(&self, Parameters(a): Parameters<IdArgs>) -> CallToolResult {
+    async fn change(&self, Parameters(a): Parameters<ChangeId>) -> CallToolResult {
         match checked_id(&a.id, "chg_") {
             Ok(id) => self.call(Call::Get(format!("/v1/changes/{id}"))).await,
             Err(e) => e,
@@ -190,7 +201,8 @@ impl Door {
 
     #[tool(
         description = "Recent incidents: changes found to make things worse (regressed, \
-                       rolled back, escalated), newest first, with their evidence."
+                       rolled back, escalated), newest first, with their evidence.",
+        annotations(read_only_hint = true)
     )]
     async fn incidents(&self) -> CallToolResult {
         let answer = match self.fetch(Call::Get("/v1/changes".into())).await {
@@ -220,7 +232,8 @@ impl Door {
 
     #[tool(
         description = "The trust ledger: each fix pattern's track record (approved, healthy, \
-                       rolled back) and whether it may deploy without a person."
+                       rolled back) and whether it may deploy without a person.",
+        annotations(read_only_hint = true)
     )]
     async fn trust_ledger(&self) -> CallToolResult {
         self.call(Call::Get("/v1/trust".into())).await

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{any, post};
 use axum::{Json, Router};
 
 use super::http::{anonymous_over, Api, ApiError, MAX_BODY_BYTES};
@@ -22,6 +22,40 @@ use crate::store::Delivered;
 pub struct SentryHook {
     pub client_secret: Vec<u8>,
     pub max_age_secs: u32,
+    /// When a refusal was last logged, and how many went unlogged since: one line a minute
+    /// at most, so forged deliveries cannot flood the journal.
+    warned: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+    /// The latest signed bodies and what became of them, so that one sent again (a replay, a
+    /// retry) is answered from memory: no database transaction, no parse, and the shared rate
+    /// of refused requests applies.
+    recent: std::sync::Mutex<Recent>,
+}
+
+/// Bodies remembered in memory (the store remembers them all, for a day or 90 days).
+const RECENT_BODIES: usize = 4096;
+
+#[derive(Default)]
+struct Recent {
+    outcome: std::collections::HashMap<String, Option<String>>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Recent {
+    /// `None`: processed; `Some(why)`: refused for `why`.
+    fn remember(&mut self, body_sha256: &str, refused: Option<String>) {
+        if self
+            .outcome
+            .insert(body_sha256.to_owned(), refused)
+            .is_none()
+        {
+            self.order.push_back(body_sha256.to_owned());
+            if self.order.len() > RECENT_BODIES {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.outcome.remove(&oldest);
+                }
+            }
+        }
+    }
 }
 
 impl SentryHook {
@@ -29,8 +63,22 @@ impl SentryHook {
     /// is warned about, as a token file is).
     pub fn load(settings: &crate::config::SentrySettings) -> Result<SentryHook, String> {
         let file = &settings.client_secret_file;
-        let secret = super::engine::read_token(file)
-            .map_err(|e| format!("[daemon.sentry] client_secret_file: {e}"))?;
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            format!(
+                "[daemon.sentry] client_secret_file: cannot read {}: {e}",
+                file.display()
+            )
+        })?;
+        let secret = text.lines().next().unwrap_or_default().trim().to_owned();
+        if secret.len() < 16 {
+            return Err(format!(
+                "[daemon.sentry] client_secret_file: {} holds {} characters on its first line; \
+                 put the integration's Client Secret there (Sentry: Settings, Developer \
+                 Settings, the integration, Credentials), which signs every delivery",
+                file.display(),
+                secret.len()
+            ));
+        }
         if let Ok(meta) = std::fs::metadata(file) {
             use std::os::unix::fs::PermissionsExt as _;
             if meta.permissions().mode() & 0o077 != 0 {
@@ -45,15 +93,47 @@ impl SentryHook {
         Ok(SentryHook {
             client_secret: secret.into_bytes(),
             max_age_secs: settings.max_age_secs,
+            warned: Default::default(),
+            recent: Default::default(),
         })
+    }
+
+    /// Logs a refused delivery: the first, then at most one line a minute with the count.
+    fn warn(&self, why: &str) {
+        let Ok(mut warned) = self.warned.lock() else {
+            return;
+        };
+        let (last, unlogged) = &mut *warned;
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t).as_secs() < 60) {
+            *unlogged += 1;
+            return;
+        }
+        let more = match *unlogged {
+            0 => String::new(),
+            n => format!(" ({n} more refused in the minute before, not logged one by one)"),
+        };
+        tracing::warn!("sentry: delivery refused: {why}{more}");
+        *last = Some(now);
+        *unlogged = 0;
     }
 }
 
 pub fn router(api: Api) -> Router {
     Router::new()
         .route("/v1/webhooks/sentry", post(sentry_delivery))
+        // Not the bearer-token router's "missing Authorization" for a mistyped webhook URL.
+        .route("/v1/webhooks/sentry/", any(no_such_webhook))
+        .route("/v1/webhooks/*rest", any(no_such_webhook))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
+}
+
+async fn no_such_webhook() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "no such webhook: Sentry's is POST /v1/webhooks/sentry (no trailing slash)".into(),
+    )
 }
 
 async fn sentry_delivery(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
@@ -91,7 +171,7 @@ async fn receive(
             if let Some(too_many) = anonymous_over(api) {
                 return Ok(too_many);
             }
-            tracing::warn!("sentry: delivery refused: {refused}");
+            hook.warn(&refused.to_string());
             let status = match refused {
                 Refused::NoSignature | Refused::BadSignature => StatusCode::UNAUTHORIZED,
                 _ => StatusCode::BAD_REQUEST,
@@ -99,10 +179,42 @@ async fn receive(
             return Err(ApiError(status, refused.to_string()));
         }
     };
-    let notice = sentry::read(&verified.resource, &body, now).map_err(|e| {
-        tracing::warn!("sentry: delivery refused: {e}");
-        ApiError(StatusCode::BAD_REQUEST, e.to_string())
-    })?;
+    let remembered = hook
+        .recent
+        .lock()
+        .ok()
+        .and_then(|r| r.outcome.get(&verified.body_sha256).cloned());
+    if let Some(outcome) = remembered {
+        if let Some(too_many) = anonymous_over(api) {
+            return Ok(too_many);
+        }
+        return Err(match outcome {
+            None => ApiError(
+                StatusCode::CONFLICT,
+                "this delivery was processed already: a replay (or a retry) is not processed \
+                 again"
+                    .into(),
+            ),
+            Some(why) => ApiError(StatusCode::BAD_REQUEST, why),
+        });
+    }
+    let remember = |refused: Option<String>| {
+        if let Ok(mut recent) = hook.recent.lock() {
+            recent.remember(&verified.body_sha256, refused);
+        }
+    };
+    let notice = match sentry::read(&verified.resource, &body, now) {
+        Ok(notice) => notice,
+        Err(e) => {
+            let why = e.to_string();
+            remember(Some(why.clone()));
+            if let Some(too_many) = anonymous_over(api) {
+                return Ok(too_many);
+            }
+            hook.warn(&why);
+            return Err(ApiError(StatusCode::BAD_REQUEST, why));
+        }
+    };
     let receipt = SentryReceipt {
         resource: verified.resource.clone(),
         issue: match &notice {
@@ -112,17 +224,27 @@ async fn receive(
         },
         used: !matches!(notice, Notice::Unused { .. }),
     };
+    let body_sha256 = verified.body_sha256.clone();
     let delivered =
         super::http::with_engine(api, move |e| e.sentry_delivery(&verified, &notice, now)).await?;
+    if let Ok(mut recent) = hook.recent.lock() {
+        recent.remember(&body_sha256, None);
+    }
     match delivered {
         Delivered::New => Ok((StatusCode::ACCEPTED, Json(receipt)).into_response()),
-        Delivered::Duplicate { received_at } => Err(ApiError(
-            StatusCode::CONFLICT,
-            format!(
-                "this delivery was processed at {}: a replay (or a retry) is not processed again",
-                crate::report::units::when(received_at)
-            ),
-        )),
+        Delivered::Duplicate { received_at } => {
+            if let Some(too_many) = anonymous_over(api) {
+                return Ok(too_many);
+            }
+            Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "this delivery was processed at {}: a replay (or a retry) is not \
+                     processed again",
+                    crate::report::units::when(received_at)
+                ),
+            ))
+        }
     }
 }
 
@@ -209,14 +331,21 @@ mod tests {
             serde_json::json!({"resource": "issue", "issue": "4504981122", "used": true})
         );
         assert_eq!(new_issues(&api).await, ["4504981122"]);
-        // The same body again, whatever its request id and timestamp say: not processed again.
+        // The same body again, whatever its request id and timestamp say: not processed again,
+        // and answered from memory; sent on and on, it is held to the rate of refusals.
         let (status, answer) = deliver(&api, "issue", "r-2", &body, None, now).await;
         assert_eq!(status, StatusCode::CONFLICT);
         assert_eq!(
             answer["error"],
-            "this delivery was processed at 2025-11-24 16:00:01 UTC (unix 1764000001): a \
-             replay (or a retry) is not processed again"
+            "this delivery was processed already: a replay (or a retry) is not processed again"
         );
+        let mut answers = std::collections::BTreeMap::new();
+        for i in 0..150 {
+            let (status, _) = deliver(&api, "issue", &format!("r-{i}"), &body, None, now).await;
+            *answers.entry(status.as_u16()).or_insert(0) += 1;
+        }
+        assert!(answers.get(&429).is_some_and(|&n| n >= 40), "{answers:?}");
+        assert_eq!(new_issues(&api).await, ["4504981122"]);
         for (resource, file) in [
             ("error", "error_created.json"),
             ("event_alert", "event_alert_triggered.json"),
@@ -278,6 +407,18 @@ mod tests {
         // The genuine delivery still goes through: the refused ones were not remembered.
         let (status, _) = deliver(&api, "issue", "r-1", &body, None, now).await;
         assert_eq!(status, StatusCode::ACCEPTED);
+    }
+
+    #[tokio::test]
+    async fn a_mistyped_webhook_url_is_told_so_not_asked_for_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        let (status, answer) = send(&api, "POST", "/v1/webhooks/sentry/", None, "{}").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            answer["error"],
+            "no such webhook: Sentry's is POST /v1/webhooks/sentry (no trailing slash)"
+        );
     }
 
     #[tokio::test]

@@ -503,13 +503,23 @@ impl Store {
 
     /// Proposals waiting for a person, from the tally.
     pub fn pending_proposals(&self) -> Result<usize> {
+        self.proposals_in("pending")
+    }
+
+    /// How many proposals are approved and not yet deployed (one change at a time: they wait
+    /// for the change being watched).
+    pub fn approved_waiting(&self) -> Result<usize> {
+        self.proposals_in("approved")
+    }
+
+    fn proposals_in(&self, state: &str) -> Result<usize> {
         self.conn
             .query_row(
-                "SELECT COALESCE(SUM(n), 0) FROM proposal_tally WHERE state = 'pending'",
-                [],
+                "SELECT COALESCE(SUM(n), 0) FROM proposal_tally WHERE state = ?1",
+                [state],
                 |r| r.get(0),
             )
-            .map_err(sql("counting pending proposals"))
+            .map_err(sql("counting proposals by state"))
     }
 
     /// Each pattern's tally for the trust ledger: counts from `proposal_tally`, then, for a

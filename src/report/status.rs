@@ -103,7 +103,7 @@ fn sentry_text(s: &SentryStatus, now: f64, watching: bool) -> String {
     } else {
         "in the last day"
     };
-    let n = s.new_issues.len();
+    let n = s.new_issues_total.max(s.new_issues.len() as u64);
     let _ = writeln!(
         out,
         "sentry: {heard}; {} new issue{} {since}{}",
@@ -113,13 +113,23 @@ fn sentry_text(s: &SentryStatus, now: f64, watching: bool) -> String {
             n.to_string()
         },
         if n == 1 { "" } else { "s" },
-        if n == 0 { "" } else { ":" }
+        match n {
+            0 => String::new(),
+            n if n > s.new_issues.len() as u64 => {
+                format!(" (the newest {} shown):", s.new_issues.len())
+            }
+            _ => ":".to_owned(),
+        }
     );
     for issue in &s.new_issues {
         let _ = writeln!(
             out,
-            "  {}  first seen {}  {}{}",
+            "  {}{}  first seen {}  {}{}",
             t(issue.short_id.as_deref().unwrap_or(&issue.id)),
+            match issue.status.as_deref() {
+                Some(status) if status != "unresolved" => format!(" ({})", t(status)),
+                _ => String::new(),
+            },
             if watching {
                 format!("{} after the change", offset(issue.first_seen - s.since))
             } else {
@@ -209,6 +219,23 @@ pub fn status(s: &Status) -> String {
     }
     if let Some(id) = &s.deploying {
         let _ = writeln!(out, "deploying proposal {}", t(id));
+    }
+    if s.proposals_approved > 0 {
+        let n = s.proposals_approved;
+        let _ = writeln!(
+            out,
+            "{n} approved proposal{} waiting to deploy{}",
+            if n == 1 { "" } else { "s" },
+            match (&s.watching, &s.deploys_paused, &s.deploying) {
+                (_, Some(_), _) => " (paused)".to_owned(),
+                (_, _, Some(_)) => " after the one deploying".to_owned(),
+                (Some(w), _, _) => format!(
+                    " once the watch of {} ends (guardian deploys one change at a time)",
+                    t(&w.record.id)
+                ),
+                _ => String::new(),
+            }
+        );
     }
     match s.proposals_waiting {
         0 => {}
@@ -353,6 +380,7 @@ mod tests {
             )),
             deploying: None,
             proposals_waiting: 2,
+            proposals_approved: 1,
             deploys_paused: None,
             deploy_starting: Some(T0 + 590.0),
             sentry: Some(SentryStatus {
@@ -370,6 +398,7 @@ mod tests {
                     last_seen: Some(T0 + 40.0),
                     files: vec!["app/checkout/totals.py".into()],
                 }],
+                new_issues_total: 1,
             }),
         }
     }

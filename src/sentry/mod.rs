@@ -6,4 +6,7 @@ pub mod payload;
 pub mod webhook;
 
 pub use payload::{read, Event, Issue, IssueAction, Notice, PayloadError};
-pub use webhook::{verify, Headers, Refused, Verified, REPLAY_WINDOW_SECS};
+pub use webhook::{
+    verify, Headers, Refused, Verified, EVENT_FUTURE_SECS, ISSUE_REPLAY_WINDOW_SECS,
+    REPLAY_WINDOW_SECS,
+};

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::webhook::REPLAY_WINDOW_SECS;
+use super::webhook::{EVENT_FUTURE_SECS, ISSUE_REPLAY_WINDOW_SECS, REPLAY_WINDOW_SECS};
 
 /// Files kept per issue or event, newest frame first: enough to match a fix's files.
 const MAX_FILES: usize = 20;
@@ -120,6 +120,13 @@ pub enum PayloadError {
          remembered (24 h), so a replay of it could not be told apart"
     )]
     StaleEvent { event: String, age_hours: f64 },
+    #[error(
+        "stale issue: {issue} was last seen {age_days:.0} days ago, longer ago than an issue \
+         delivery is remembered (90 days), so a replay of it could not be told apart"
+    )]
+    StaleIssue { issue: String, age_days: f64 },
+    #[error("{what} is {ahead_hours:.1} h ahead of guardian's clock: not a time Sentry sends")]
+    Future { what: String, ahead_hours: f64 },
 }
 
 /// Reads the body of a delivery of `resource`, received at `now`.
@@ -148,6 +155,12 @@ pub fn read(resource: &str, body: &[u8], now: f64) -> Result<Notice, PayloadErro
                 age_hours: age / 3600.0,
             });
         }
+        if -age > EVENT_FUTURE_SECS {
+            return Err(PayloadError::Future {
+                what: format!("event {}", event.event_id),
+                ahead_hours: -age / 3600.0,
+            });
+        }
         Ok(event)
     };
     match resource {
@@ -166,12 +179,26 @@ pub fn read(resource: &str, body: &[u8], now: f64) -> Result<Notice, PayloadErro
                 Some(other) => IssueAction::Other(text(other)),
                 None => return Err(malformed("no `action`".into())),
             };
-            Ok(Notice::Issue {
-                action,
-                issue: issue
-                    .read()
-                    .map_err(|why| malformed(format!("at data.issue.{why}")))?,
-            })
+            let issue = issue
+                .read()
+                .map_err(|why| malformed(format!("at data.issue.{why}")))?;
+            let latest = issue
+                .last_seen
+                .unwrap_or(issue.first_seen)
+                .max(issue.first_seen);
+            if now - latest > ISSUE_REPLAY_WINDOW_SECS {
+                return Err(PayloadError::StaleIssue {
+                    issue: issue.id,
+                    age_days: (now - latest) / 86_400.0,
+                });
+            }
+            if latest - now > EVENT_FUTURE_SECS {
+                return Err(PayloadError::Future {
+                    what: format!("issue {} (last seen)", issue.id),
+                    ahead_hours: (latest - now) / 3600.0,
+                });
+            }
+            Ok(Notice::Issue { action, issue })
         }
         "error" => {
             let raw = parse(body)?;
@@ -244,6 +271,8 @@ struct RawIssue {
     #[serde(default, deserialize_with = "count")]
     count: Option<u64>,
     project: Option<RawProject>,
+    // Sentry's issue payloads are camelCase but for the links, which are snake_case.
+    #[serde(rename = "web_url")]
     web_url: Option<String>,
     permalink: Option<String>,
     #[serde(default)]
@@ -262,6 +291,7 @@ struct RawMetadata {
 
 #[derive(Deserialize)]
 struct RawEvent {
+    #[serde(deserialize_with = "id")]
     event_id: String,
     #[serde(deserialize_with = "id")]
     issue_id: String,
@@ -363,7 +393,7 @@ impl RawEvent {
             files.extend(self.metadata.filename.as_deref().map(text));
         }
         Ok(Event {
-            event_id: text(&self.event_id),
+            event_id: self.event_id,
             issue_id: self.issue_id,
             title: self.title.as_deref().map(text).unwrap_or_default(),
             culprit: self.culprit.as_deref().map(text),
@@ -455,6 +485,10 @@ mod tests {
             Some("app.checkout.totals in apply_coupon")
         );
         assert_eq!(issue.status.as_deref(), Some("unresolved"));
+        assert_eq!(
+            issue.web_url.as_deref(),
+            Some("https://sentry.io/organizations/acme/issues/4504981122/")
+        );
         let Notice::Issue { action, .. } =
             read("issue", &payload("issue_resolved.json"), NOW).unwrap()
         else {
@@ -533,6 +567,26 @@ mod tests {
             err("comment", "not json"),
             "the comment delivery does not read: expected ident at line 1 column 2"
         );
+    }
+
+    #[test]
+    fn an_issue_not_seen_for_longer_than_its_deliveries_are_remembered_is_refused_as_stale() {
+        let body = payload("issue_resolved.json");
+        assert!(read("issue", &body, NOW + 80.0 * 86_400.0).is_ok());
+        let e = read("issue", &body, NOW + 91.0 * 86_400.0).unwrap_err();
+        assert!(matches!(e, PayloadError::StaleIssue { .. }), "{e}");
+    }
+
+    #[test]
+    fn times_far_ahead_of_the_clock_are_refused() {
+        let e = read("error", &payload("error_created.json"), NOW - 2.0 * 3600.0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "event c2f1e0d9b8a74c6e9f3a1b2c3d4e5f60 is 1.9 h ahead of guardian's clock: not a \
+             time Sentry sends"
+        );
+        let e = read("issue", &payload("issue_created.json"), NOW - 2.0 * 3600.0).unwrap_err();
+        assert!(matches!(e, PayloadError::Future { .. }), "{e}");
     }
 
     #[test]

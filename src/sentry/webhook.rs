@@ -11,9 +11,17 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-/// How long a delivery's body is remembered, so that the same body is processed once; an event
-/// whose own time is older than this is refused as stale.
+/// How long an event's delivery (`error`, `event_alert`) is remembered, so that the same body
+/// is processed once; an event whose own (signed) time is older than this is refused as stale.
 pub const REPLAY_WINDOW_SECS: f64 = 86_400.0;
+
+/// How long an `issue` delivery is remembered: issue deliveries are few (one per change of
+/// state), and one whose issue was last seen longer ago than this is refused as stale, so a
+/// captured delivery can never be replayed to put an issue back as it was.
+pub const ISSUE_REPLAY_WINDOW_SECS: f64 = 90.0 * 86_400.0;
+
+/// How far ahead of guardian's clock an event's own time may be (Sentry's clock, the app's).
+pub const EVENT_FUTURE_SECS: f64 = 3600.0;
 
 /// How far ahead of guardian's clock a delivery may say it was sent (clocks drift).
 const FUTURE_SKEW_SECS: f64 = 60.0;
@@ -105,7 +113,7 @@ pub fn verify(
         .filter(|r| !r.is_empty())
         .ok_or(Refused::NoResource)?;
     Ok(Verified {
-        resource: resource.to_owned(),
+        resource: resource.chars().take(100).collect(),
         request_id: headers
             .request_id
             .map(|id| id.trim().chars().take(100).collect()),

@@ -5,7 +5,7 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use super::{append_record, finite, Doing, EventKind, Result, Store, StoreError};
-use crate::sentry::{Issue, Notice, Verified, REPLAY_WINDOW_SECS};
+use crate::sentry::{Issue, Notice, Verified, ISSUE_REPLAY_WINDOW_SECS, REPLAY_WINDOW_SECS};
 
 /// Whether a delivery was new.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,13 +60,28 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing(doing)?;
-        for table in ["sentry_deliveries", "sentry_event_ids"] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE received_at < ?1"),
-                [now - REPLAY_WINDOW_SECS],
-            )
+        // What is forgotten: event deliveries and event ids after a day (an older event is
+        // refused by its own time), issue deliveries after 90 days (an issue not seen for
+        // that long is refused as stale), and issues and their counts not seen for 90 days.
+        let (day, long) = (now - REPLAY_WINDOW_SECS, now - ISSUE_REPLAY_WINDOW_SECS);
+        tx.execute(
+            "DELETE FROM sentry_deliveries WHERE received_at < ?2 \
+             OR (resource <> 'issue' AND received_at < ?1)",
+            params![day, long],
+        )
+        .doing(doing)?;
+        tx.execute("DELETE FROM sentry_event_ids WHERE received_at < ?1", [day])
             .doing(doing)?;
-        }
+        tx.execute(
+            "DELETE FROM sentry_issues WHERE COALESCE(last_seen, first_seen) < ?1",
+            [long],
+        )
+        .doing(doing)?;
+        tx.execute(
+            "DELETE FROM sentry_events WHERE bin < ?1",
+            [(long / BIN_SECS).floor() as i64],
+        )
+        .doing(doing)?;
         let seen: Option<f64> = tx
             .query_row(
                 "SELECT received_at FROM sentry_deliveries \
@@ -140,7 +155,19 @@ impl Store {
         Ok(Delivered::New)
     }
 
-    /// Issues first seen at or after `since`, oldest first, at most `limit`.
+    /// How many issues were first seen at or after `since`.
+    pub fn sentry_issues_count_since(&self, since: f64) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM sentry_issues WHERE first_seen >= ?1",
+                [since],
+                |row| row.get::<_, i64>(0),
+            )
+            .doing(|| "counting Sentry issues".to_owned())
+            .map(|n| n.max(0) as u64)
+    }
+
+    /// Issues first seen at or after `since`, newest first, at most `limit`.
     pub fn sentry_issues_since(&self, since: f64, limit: u32) -> Result<Vec<SentryIssue>> {
         let doing = || "reading Sentry issues".to_owned();
         let mut stmt = self
@@ -148,7 +175,7 @@ impl Store {
             .prepare_cached(
                 "SELECT id, short_id, title, culprit, level, status, web_url, first_seen, \
                  last_seen, files FROM sentry_issues WHERE first_seen >= ?1 \
-                 ORDER BY first_seen, id LIMIT ?2",
+                 ORDER BY first_seen DESC, id DESC LIMIT ?2",
             )
             .doing(doing)?;
         let rows = stmt

@@ -19,7 +19,11 @@ pub struct SentryStatus {
     pub last_delivery_at: Option<f64>,
     /// Issues first seen at or after `since`: the watched change's landing, else a day ago.
     pub since: f64,
+    /// The newest of them (at most 20), newest first ...
     pub new_issues: Vec<SentryIssue>,
+    /// ... of this many.
+    #[serde(default)]
+    pub new_issues_total: u64,
 }
 
 impl SentryStatus {
@@ -30,6 +34,7 @@ impl SentryStatus {
             last_delivery_at: store.sentry_last_delivery()?,
             since,
             new_issues: store.sentry_issues_since(since, SHOWN)?,
+            new_issues_total: store.sentry_issues_count_since(since)?,
         })
     }
 }
@@ -44,7 +49,7 @@ impl Engine {
     ) -> Result<Delivered, EngineError> {
         let delivered = self.store.sentry_delivery(delivery, notice, now)?;
         match (&delivered, notice) {
-            (Delivered::Duplicate { received_at }, _) => tracing::info!(
+            (Delivered::Duplicate { received_at }, _) => tracing::debug!(
                 "sentry: {} delivery {} was processed at {received_at:.0}; not again",
                 delivery.resource,
                 delivery

@@ -56,6 +56,9 @@ pub struct Status {
     pub deploying: Option<String>,
     /// Proposals waiting for a person.
     pub proposals_waiting: usize,
+    /// Proposals approved and waiting to be deployed (after the change being watched).
+    #[serde(default)]
+    pub proposals_approved: usize,
     /// Deploys of proposals are paused: by whom, why, since when.
     pub deploys_paused: Option<(String, String, f64)>,
     /// What Sentry said lately, when `[daemon.sentry]` is set.
@@ -110,6 +113,7 @@ impl LiveStatus {
             deploying: self.deploying,
             deploys_paused: store.gate_paused()?,
             proposals_waiting: store.pending_proposals()?,
+            proposals_approved: store.approved_waiting()?,
             pending_emails: store.pending_emails()?,
             pending_email_trouble: store.pending_email_trouble()?,
             scrapes: self.scrapes,

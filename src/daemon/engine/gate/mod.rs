@@ -418,7 +418,10 @@ impl Engine {
             .iter()
             .map(|path| {
                 let shown = crate::display::line(path).into_owned();
-                let (verdict, why) = if let Some(why) = self.never.check(path) {
+                let (verdict, why) = if let Err(why) = trust::diff::check_path(path) {
+                    // As the diff reader refuses it: no policy glob is asked about it.
+                    ("deny", format!("{shown} {why}"))
+                } else if let Some(why) = self.never.check(path) {
                     ("deny", why)
                 } else {
                     match loaded.policy.paths.check(path) {
