@@ -41,6 +41,7 @@ pub struct RawDaemon {
 pub struct RawSentry {
     pub client_secret_file: Option<PathBuf>,
     pub max_age_secs: Option<i64>,
+    pub alpha_share: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,9 @@ pub struct SentrySettings {
     pub client_secret_file: PathBuf,
     /// Deliveries sent longer ago than this are refused as stale.
     pub max_age_secs: u32,
+    /// The share of the detector's `alpha` given to Sentry's events as a signal; the core's
+    /// signals share the rest, so a watch's false-rollback rate stays `alpha`.
+    pub alpha_share: f64,
 }
 
 impl RawSentry {
@@ -38,9 +41,21 @@ impl RawSentry {
                 ))
             }
         };
+        let alpha_share = match self.alpha_share {
+            None => 0.2,
+            Some(s) if (0.01..=0.5).contains(&s) => s,
+            Some(s) => {
+                return Err(ConfigError::invalid(
+                    SECTION,
+                    "alpha_share",
+                    format!("must be from 0.01 to 0.5 (a share of [detector] alpha), got {s}"),
+                ))
+            }
+        };
         Ok(SentrySettings {
             client_secret_file,
             max_age_secs,
+            alpha_share,
         })
     }
 }
@@ -62,11 +77,13 @@ mod tests {
         .unwrap()
         .sentry
         .unwrap();
-        assert_eq!(s.max_age_secs, 300);
+        assert_eq!((s.max_age_secs, s.alpha_share), (300, 0.2));
         let sentry = |body: &str| err(&format!("[daemon]\n[daemon.sentry]\n{body}\n"));
         expect!["[daemon.sentry] client_secret_file is missing: the file holding the Sentry integration's client secret, which signs every webhook delivery"]
             .assert_eq(&sentry("max_age_secs = 60"));
         expect!["[daemon.sentry] max_age_secs must be whole seconds from 10 to 3600, got 0"]
             .assert_eq(&sentry("client_secret_file = \"/s\"\nmax_age_secs = 0"));
+        expect!["[daemon.sentry] alpha_share must be from 0.01 to 0.5 (a share of [detector] alpha), got 0.9"]
+            .assert_eq(&sentry("client_secret_file = \"/s\"\nalpha_share = 0.9"));
     }
 }

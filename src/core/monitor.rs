@@ -224,6 +224,14 @@ impl Monitor {
         }
     }
 
+    /// Evidence judged beside the core (Sentry's events) showed the change being watched
+    /// worse at `at`: its watch ends regressed, so its traffic never joins a baseline.
+    pub fn regressed_beside(&mut self, at: f64) {
+        if let Some(w) = &mut self.watch {
+            w.regressed_beside(at);
+        }
+    }
+
     pub fn verdict(&self) -> Option<Verdict> {
         self.watch.as_ref().map(Watch::verdict)
     }

@@ -434,6 +434,7 @@ impl Engine {
     /// the audit trail's checkpoints that are due are stored, and the supervisor's decisions are
     /// carried out. A remediation it starts is left for the owner ([`Engine::remediation_due`]).
     pub fn tick(&mut self, now: f64) -> Result<(), EngineError> {
+        self.count_sentry_events(now)?;
         let effects = self.supervisor.tick(now, &self.settings);
         self.store.checkpoint_if_due(
             &self.audit_key,
@@ -1069,6 +1070,107 @@ mod tests {
         traffic(&mut e, T0 + 67.0, 20, 0.5);
         let c = e.change(&second).unwrap().unwrap().record;
         assert_eq!(c.state, ChangeState::Regressed, "{:?}", c.note);
+    }
+
+    /// Short windows, with Sentry's webhooks.
+    fn with_sentry(dir: &Path) -> Engine {
+        let config = Config::parse(&format!(
+            "[detector]\nbaseline_secs = 300\nwatch_secs = 60\n[daemon]\nstate_dir = {dir:?}\n\
+             [daemon.sentry]\nclient_secret_file = \"/nonexistent\"\n"
+        ))
+        .unwrap();
+        let settings = config.daemon.clone().unwrap();
+        Engine::with_store(&config, &settings, Store::open_in_memory().unwrap(), T0).unwrap()
+    }
+
+    /// Traffic that never fails as the access log tells it, while Sentry hears of an event of
+    /// `issue` every `every` seconds.
+    fn traffic_with_issue(e: &mut Engine, from: f64, secs: u32, issue: &str, every: u32) {
+        use crate::sentry::{Event, Notice, Verified};
+        for sec in 0..secs {
+            let t = from + f64::from(sec);
+            if sec % every == 0 {
+                let event = Event {
+                    event_id: format!("{issue}e{t}").replace('.', ""),
+                    issue_id: issue.to_owned(),
+                    title: "TypeError".into(),
+                    culprit: None,
+                    level: Some("error".into()),
+                    at: t + 0.5,
+                    release: None,
+                    web_url: None,
+                    files: vec!["app/totals.py".into()],
+                };
+                let delivery = Verified {
+                    resource: "error".into(),
+                    request_id: None,
+                    body_sha256: format!("{issue}-{t}"),
+                    sent_at: t + 0.6,
+                };
+                e.sentry_delivery(&delivery, &Notice::Error(event), t + 0.6)
+                    .unwrap();
+            }
+            traffic(e, t, 1, 0.05);
+        }
+    }
+
+    #[test]
+    fn a_new_sentry_issue_firing_after_a_change_makes_it_regressed_where_the_log_sees_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = with_sentry(dir.path());
+        // An old issue fires every 10 s (0.5% of requests), before and after.
+        traffic_with_issue(&mut e, T0 - 300.0, 300, "100", 10);
+        let id = e.notify(&request("human"), T0).unwrap().id;
+        // After the change a new issue fires every second: 5.5% of requests in all. Every
+        // request still answers 200: only Sentry can tell.
+        for sec in 0..60 {
+            let t = T0 + f64::from(sec);
+            traffic_with_issue(&mut e, t, 1, "200", 1);
+            if sec % 10 == 0 {
+                traffic_with_issue(&mut e, t, 0, "100", 10);
+            }
+            if e.change(&id).unwrap().unwrap().record.state != ChangeState::Watching {
+                break;
+            }
+        }
+        let c = e.change(&id).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::Regressed, "{:?}", c.note);
+        let report: crate::core::Report =
+            serde_json::from_value(c.report.clone().unwrap()).unwrap();
+        let sentry = report
+            .signals
+            .iter()
+            .find(|s| s.signal == crate::core::SignalKind::SentryEvents)
+            .unwrap();
+        assert!(sentry.regressed);
+        assert!(report.signals.iter().filter(|s| s.regressed).count() == 1);
+        // Counted in whole stored 10-second bins, which trail the traffic by 15 to 25 s.
+        assert!(
+            c.decided_at.unwrap() - T0 < 50.0,
+            "decided {} s after the change",
+            c.decided_at.unwrap() - T0
+        );
+        // Its alpha is its share of the detector's; the core's signals share the rest.
+        let total: f64 = report.signals.iter().map(|s| s.alpha).sum();
+        assert!((total - 0.01).abs() < 1e-9, "alphas add up to {total}");
+    }
+
+    #[test]
+    fn sentry_events_as_before_leave_a_healthy_change_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = with_sentry(dir.path());
+        traffic_with_issue(&mut e, T0 - 300.0, 300, "100", 5);
+        let id = e.notify(&request("human"), T0).unwrap().id;
+        traffic_with_issue(&mut e, T0, 62, "100", 5);
+        let c = e.change(&id).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::Healthy, "{:?}", c.note);
+        let report: crate::core::Report =
+            serde_json::from_value(c.report.clone().unwrap()).unwrap();
+        let sentry = report.signals.last().unwrap();
+        assert_eq!(sentry.signal, crate::core::SignalKind::SentryEvents);
+        assert!(!sentry.regressed && sentry.e_value < 5.0, "{}", sentry.e_value);
+        // An event every 5 s over the baseline's whole 10-second bins (300 s, less the edges).
+        assert!((54..=60).contains(&sentry.baseline.events), "{}", sentry.baseline.events);
     }
 
     #[test]

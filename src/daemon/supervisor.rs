@@ -16,7 +16,9 @@ use serde_json::json;
 
 use crate::change::{ChangeKind, ChangeState, EventKind};
 use crate::config::{DaemonSettings, InconclusivePolicy};
+use crate::core::evidence::Counts;
 use crate::core::{Landing, Monitor, Report, SignalKind, Verdict};
+use crate::sentry::SentryWatch;
 use crate::report::units;
 
 /// How often the evidence of a change being watched is saved, and the core's state with it, so
@@ -135,6 +137,8 @@ pub struct Supervisor {
     phase: Phase,
     extended: Vec<String>,
     saved_at: f64,
+    /// Sentry's evidence about the change being watched, when `[daemon.sentry]` is set.
+    sentry: Option<SentryWatch>,
 }
 
 impl Supervisor {
@@ -144,7 +148,39 @@ impl Supervisor {
             phase,
             extended: Vec::new(),
             saved_at: f64::NEG_INFINITY,
+            sentry: None,
         }
+    }
+
+    /// Whether Sentry's events are being judged: the engine then hands in their counts
+    /// ([`Supervisor::sentry_counts`]) before each tick.
+    /// Returns the baseline's window and when the change landed.
+    pub fn sentry_window(&self) -> Option<(f64, f64, f64)> {
+        match (&self.phase, &self.sentry) {
+            (Phase::Watching(_), Some(_)) => {
+                let r = self.monitor.report()?;
+                Some((r.baseline_window.from?, r.baseline_window.to?, r.change_at))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sentry's events and the requests they are counted against, as they stand: in the
+    /// baseline's window, and since the change up to `until` (as the engine counted them in
+    /// the store, in whole 10-second bins on both counts).
+    pub fn sentry_counts(&mut self, baseline: Counts, after: Counts, until: f64) {
+        if let Some(w) = &mut self.sentry {
+            w.update(baseline, after, until);
+        }
+    }
+
+    /// The evidence of the change being watched: the core's, with Sentry's beside it.
+    pub fn report(&self) -> Option<Report> {
+        let mut report = self.monitor.report()?;
+        if let (Some(w), Phase::Watching(_) | Phase::Remediating(_)) = (&self.sentry, &self.phase) {
+            report.signals.push(w.report());
+        }
+        Some(report)
     }
 
     pub fn monitor(&self) -> &Monitor {
@@ -183,7 +219,7 @@ impl Supervisor {
             effects.push(Effect::Transition {
                 change_id: previous.id.clone(),
                 state: ChangeState::Superseded,
-                report: self.monitor.report(),
+                report: self.report(),
                 decided_at: None,
                 note: Some(format!(
                     "another change, {}, landed during the watch",
@@ -201,6 +237,19 @@ impl Supervisor {
                 settings.latency_tolerance = t;
             }
         }
+        // Sentry's share of alpha comes out of the core's, so a watch's false-rollback rate
+        // stays the detector's alpha (a union bound).
+        self.sentry = rules.sentry.as_ref().map(|s| {
+            let alpha = settings.alpha * s.alpha_share;
+            settings.alpha -= alpha;
+            SentryWatch::new(
+                alpha,
+                settings.error_tolerance,
+                settings.max_evidence_per_second,
+                settings.watch_secs,
+                landing.at,
+            )
+        });
         self.monitor.change_landed_with(landing, &settings);
         self.phase = Phase::Watching(change);
         // Saved at once, so that a restart from now on resumes this watch.
@@ -219,7 +268,7 @@ impl Supervisor {
         let mut effects = vec![Effect::Transition {
             change_id: id.clone(),
             state: ChangeState::Superseded,
-            report: self.monitor.report(),
+            report: self.report(),
             decided_at: None,
             note: Some("another deploy began during the watch".to_owned()),
         }];
@@ -237,7 +286,14 @@ impl Supervisor {
             // the recovery check, which reuses its baseline): traffic builds the baseline again.
             self.monitor.end_watch();
         }
-        let verdict = self.monitor.tick(now);
+        let mut verdict = self.monitor.tick(now);
+        if verdict == Verdict::Watching
+            && matches!(self.phase, Phase::Watching(_))
+            && self.sentry.as_ref().is_some_and(SentryWatch::regressed)
+        {
+            self.monitor.regressed_beside(now);
+            verdict = Verdict::Regressed;
+        }
         let due = now - self.saved_at >= SAVE_EVERY_SECS;
         let (change, verifying) = match &self.phase {
             Phase::Watching(c) => (c.clone(), false),
@@ -252,7 +308,7 @@ impl Supervisor {
         if verifying {
             return self.recovery_checked(change, verdict, now);
         }
-        let report = self.monitor.report();
+        let report = self.report();
         match verdict {
             Verdict::Regressed => self.regressed(change, report, rules),
             Verdict::Healthy => {
@@ -336,7 +392,7 @@ impl Supervisor {
     fn save(&mut self, now: f64) -> Effect {
         self.saved_at = now;
         let report = match &self.phase {
-            Phase::Watching(c) => self.monitor.report().map(|r| (c.id.clone(), r)),
+            Phase::Watching(c) => self.report().map(|r| (c.id.clone(), r)),
             _ => None,
         };
         Effect::Save { report }

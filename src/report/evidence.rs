@@ -41,6 +41,7 @@ pub fn signal_key(kind: SignalKind) -> &'static str {
         SignalKind::Errors => "errors",
         SignalKind::SlowRequests => "slow_requests",
         SignalKind::Latency => "latency",
+        SignalKind::SentryEvents => "sentry_events",
     }
 }
 
@@ -86,6 +87,7 @@ pub fn title(s: &SignalReport) -> String {
             None => "Slow requests".to_owned(),
         },
         SignalKind::Latency => "Latency (the whole distribution)".to_owned(),
+        SignalKind::SentryEvents => "Sentry events (per request)".to_owned(),
     }
 }
 

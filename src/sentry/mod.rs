@@ -2,9 +2,11 @@
 //! (`webhook`) and read into what guardian uses of it (`payload`). No IO and no clock: the
 //! daemon hands in the headers, the body and the time, and stores what comes out.
 
+pub mod evidence;
 pub mod payload;
 pub mod webhook;
 
+pub use evidence::SentryWatch;
 pub use payload::{read, Event, Issue, IssueAction, Notice, PayloadError};
 pub use webhook::{
     verify, Headers, Refused, Verified, EVENT_FUTURE_SECS, ISSUE_REPLAY_WINDOW_SECS,

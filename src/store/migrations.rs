@@ -214,6 +214,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         events    INTEGER NOT NULL,
         PRIMARY KEY (issue_id, bin)
     ) WITHOUT ROWID;
+    CREATE INDEX sentry_events_by_bin ON sentry_events (bin);
     "#,
 ];
 

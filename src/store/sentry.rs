@@ -228,6 +228,18 @@ impl Store {
             .map(|n| n.max(0) as u64)
     }
 
+    /// Events of every issue in `[from, to)`, to the 10-second bin: what a watch compares.
+    pub fn sentry_events_all(&self, from: f64, to: f64) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE(SUM(events), 0) FROM sentry_events WHERE bin >= ?1 AND bin < ?2",
+                params![(from / BIN_SECS).floor() as i64, (to / BIN_SECS).floor() as i64],
+                |row| row.get::<_, i64>(0),
+            )
+            .doing(|| "counting Sentry events".to_owned())
+            .map(|n| n.max(0) as u64)
+    }
+
     /// When the last delivery from Sentry arrived, if one did in the last day.
     pub fn sentry_last_delivery(&self) -> Result<Option<f64>> {
         self.conn

@@ -98,6 +98,22 @@ impl Store {
 
     /// Deletes the bins starting before `before`; returns how many. The series is for charts,
     /// not a record: keeping a week or two (about 8,640 rows a day) is plenty.
+    /// Requests in the 10-second bins starting in `[from, to)`, and where the last of them
+    /// ends: how far the stored series reaches (bins are stored once they can no longer change).
+    pub fn series_requests(&self, from: f64, to: f64) -> Result<(u64, Option<f64>)> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE(SUM(requests), 0), MAX(at) FROM series WHERE at >= ?1 AND at < ?2",
+                rusqlite::params![from.ceil() as i64, to.ceil() as i64],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?)),
+            )
+            .map(|(n, last)| (n.max(0) as u64, last.map(|at| at as f64 + 10.0)))
+            .map_err(|error| StoreError::Sqlite {
+                doing: format!("counting requests in the traffic series from {from} to {to}"),
+                error,
+            })
+    }
+
     pub fn prune_series(&mut self, before: i64) -> Result<usize> {
         self.conn
             .execute("DELETE FROM series WHERE at < ?1", [before])

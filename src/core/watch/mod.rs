@@ -294,6 +294,15 @@ impl Watch {
         self.decided_at
     }
 
+    /// Evidence judged beside the core (Sentry's events, by the daemon) showed the change
+    /// worse at `at`: the watch ends regressed there, as if one of its own signals had fired.
+    pub fn regressed_beside(&mut self, at: f64) {
+        if self.verdict == Verdict::Watching {
+            self.verdict = Verdict::Regressed;
+            self.decided_at = Some(at);
+        }
+    }
+
     /// The tally of the open second that an observation at `ts` belongs in, after closing every
     /// earlier second. `None` once decided, or for observations before the change.
     pub fn tally_for(&mut self, ts: f64, stratum: usize, arm: Option<Arm>) -> Option<&mut Tally> {

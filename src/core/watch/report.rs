@@ -84,6 +84,7 @@ pub fn signal_words(kind: SignalKind) -> &'static str {
         SignalKind::Errors => "errors",
         SignalKind::SlowRequests => "slow requests",
         SignalKind::Latency => "latency",
+        SignalKind::SentryEvents => "Sentry events",
     }
 }
 

@@ -18,6 +18,9 @@ pub enum SignalKind {
     Errors,
     SlowRequests,
     Latency,
+    /// Sentry's events per request (`[daemon.sentry]`): judged beside the core's signals by
+    /// the daemon (`sentry::evidence`), never by the core itself.
+    SentryEvents,
 }
 
 /// One test: a kind of bad event counted per stratum against a null ratio.

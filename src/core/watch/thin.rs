@@ -31,7 +31,7 @@ pub(super) fn has_floor(kind: SignalKind, settings: &DetectorSettings) -> bool {
     match kind {
         SignalKind::Errors => true,
         SignalKind::SlowRequests => settings.slow_threshold_ms.is_some(),
-        SignalKind::Latency => false,
+        SignalKind::Latency | SignalKind::SentryEvents => false,
     }
 }
 

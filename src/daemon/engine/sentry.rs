@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::evidence::Counts;
 use super::{Engine, EngineError};
 use crate::sentry::{Notice, Verified};
 use crate::store::{Delivered, SentryIssue, Store};
@@ -40,6 +41,33 @@ impl SentryStatus {
 }
 
 impl Engine {
+    /// Hands the supervisor Sentry's events and the requests they are counted against, when
+    /// it judges them: in the baseline's window, and since the change, each in the same whole
+    /// 10-second bins of the stored traffic series, so events and requests cover the same
+    /// time (the bin the change landed in may hold its deploy's restart: it is left out).
+    pub(super) fn count_sentry_events(&mut self, now: f64) -> Result<(), EngineError> {
+        let Some((from, to, change_at)) = self.supervisor.sentry_window() else {
+            return Ok(());
+        };
+        let bin = |t: f64| (t / 10.0).floor() * 10.0;
+        let (from, to, start) = (bin(from), bin(to), (change_at / 10.0).ceil() * 10.0);
+        let (requests_before, _) = self.store.series_requests(from, to)?;
+        let baseline = Counts {
+            requests: requests_before,
+            events: self.store.sentry_events_all(from, to)?,
+        };
+        let (requests_after, until) = self.store.series_requests(start, now)?;
+        let Some(until) = until else {
+            return Ok(());
+        };
+        let after = Counts {
+            requests: requests_after,
+            events: self.store.sentry_events_all(start, until)?,
+        };
+        self.supervisor.sentry_counts(baseline, after, until);
+        Ok(())
+    }
+
     /// Records a delivery verified as Sentry's (`sentry::verify`), once.
     pub fn sentry_delivery(
         &mut self,

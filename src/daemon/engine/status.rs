@@ -146,7 +146,7 @@ impl Engine {
     pub fn live_report(&self, id: &str) -> Option<Report> {
         match self.supervisor.phase() {
             Phase::Watching(current) | Phase::Verifying(current) if current.id == id => {
-                self.supervisor.monitor().report()
+                self.supervisor.report()
             }
             _ => None,
         }
