@@ -1168,9 +1168,17 @@ mod tests {
             serde_json::from_value(c.report.clone().unwrap()).unwrap();
         let sentry = report.signals.last().unwrap();
         assert_eq!(sentry.signal, crate::core::SignalKind::SentryEvents);
-        assert!(!sentry.regressed && sentry.e_value < 5.0, "{}", sentry.e_value);
+        assert!(
+            !sentry.regressed && sentry.e_value < 5.0,
+            "{}",
+            sentry.e_value
+        );
         // An event every 5 s over the baseline's whole 10-second bins (300 s, less the edges).
-        assert!((54..=60).contains(&sentry.baseline.events), "{}", sentry.baseline.events);
+        assert!(
+            (54..=60).contains(&sentry.baseline.events),
+            "{}",
+            sentry.baseline.events
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use crate::change::{ChangeKind, ChangeState, EventKind};
 use crate::config::{DaemonSettings, InconclusivePolicy};
 use crate::core::evidence::Counts;
 use crate::core::{Landing, Monitor, Report, SignalKind, Verdict};
-use crate::sentry::SentryWatch;
 use crate::report::units;
+use crate::sentry::SentryWatch;
 
 /// How often the evidence of a change being watched is saved, and the core's state with it, so
 /// a restart resumes the watch.

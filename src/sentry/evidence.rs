@@ -96,7 +96,10 @@ impl SentryWatch {
             None => IMMEDIATE_WEIGHT + later * (now - self.change_at).clamp(0.0, self.watch_secs),
             Some(until) => later * (now.min(self.change_at + self.watch_secs) - until).max(0.0),
         };
-        self.weighted_until = Some(now.min(self.change_at + self.watch_secs).max(self.change_at));
+        self.weighted_until = Some(
+            now.min(self.change_at + self.watch_secs)
+                .max(self.change_at),
+        );
         w
     }
 
@@ -120,9 +123,8 @@ impl SentryWatch {
             (Some(b), Some(a)) if b > 0.0 => Some(a / b),
             _ => None,
         };
-        let not_compared = (self.baseline.requests == 0).then(|| {
-            "no baseline requests to count Sentry's events against".to_owned()
-        });
+        let not_compared = (self.baseline.requests == 0)
+            .then(|| "no baseline requests to count Sentry's events against".to_owned());
         SignalReport {
             signal: SignalKind::SentryEvents,
             regressed: self.regressed(),
@@ -189,10 +191,18 @@ mod tests {
         // 5 events per 1,000 requests before; a new issue adds 20 per 1,000 after.
         let w = run(5.0, 25.0, 600);
         assert!(w.regressed(), "e-value {}", w.e_value());
-        assert!(w.after.requests <= 20 * 60, "took {} requests", w.after.requests);
+        assert!(
+            w.after.requests <= 20 * 60,
+            "took {} requests",
+            w.after.requests
+        );
         let r = w.report();
         assert!(r.regressed);
-        assert!((r.effect_ratio.unwrap() - 5.0).abs() < 1.0, "{:?}", r.effect_ratio);
+        assert!(
+            (r.effect_ratio.unwrap() - 5.0).abs() < 1.0,
+            "{:?}",
+            r.effect_ratio
+        );
     }
 
     #[test]

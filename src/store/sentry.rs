@@ -233,7 +233,10 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT COALESCE(SUM(events), 0) FROM sentry_events WHERE bin >= ?1 AND bin < ?2",
-                params![(from / BIN_SECS).floor() as i64, (to / BIN_SECS).floor() as i64],
+                params![
+                    (from / BIN_SECS).floor() as i64,
+                    (to / BIN_SECS).floor() as i64
+                ],
                 |row| row.get::<_, i64>(0),
             )
             .doing(|| "counting Sentry events".to_owned())

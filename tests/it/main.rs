@@ -17,3 +17,4 @@ mod replay_cli;
 mod rollback;
 mod scenarios;
 mod scrape;
+mod sentry;

@@ -109,14 +109,14 @@ pub(super) fn serve_app(log: PathBuf, live: PathBuf) -> std::net::SocketAddr {
     addr
 }
 
-struct World {
+pub(super) struct World {
     dir: tempfile::TempDir,
-    repo: PathBuf,
-    live: PathBuf,
+    pub(super) repo: PathBuf,
+    pub(super) live: PathBuf,
     log: PathBuf,
     config: PathBuf,
     daemon: Child,
-    api: String,
+    pub(super) api: String,
     /// The app's address.
     app: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
@@ -162,6 +162,16 @@ impl World {
     }
 
     fn with_mail(hook: &str, hook_timeout_secs: u32, smtp: Option<std::net::SocketAddr>) -> World {
+        World::with_extra(hook, hook_timeout_secs, smtp, |_| String::new())
+    }
+
+    /// `extra(dir)` is appended to the config.
+    pub(super) fn with_extra(
+        hook: &str,
+        hook_timeout_secs: u32,
+        smtp: Option<std::net::SocketAddr>,
+        extra: impl FnOnce(&Path) -> String,
+    ) -> World {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("app");
         std::fs::create_dir(&repo).unwrap();
@@ -196,7 +206,8 @@ impl World {
                  [daemon]\nstate_dir = {state:?}\nlisten = \"127.0.0.1:0\"\ntoken_file = {token:?}\n\n\
                  [[daemon.logs]]\npath = {log:?}\n\n\
                  [daemon.rollback]\nrepo = {repo:?}\nhook = [\"sh\", {hook:?}]\n\
-                 hook_timeout_secs = {hook_timeout_secs}\nverify_secs = 8\n",
+                 hook_timeout_secs = {hook_timeout_secs}\nverify_secs = 8\n{extra}",
+                extra = extra(dir.path()),
                 state = dir.path().join("state"),
                 token = token_file,
                 log = log,
@@ -229,7 +240,7 @@ impl World {
     }
 
     /// Commits `mode`, deploys it (the app now serves it) and tells guardian.
-    fn deploy(&self, mode: &str) -> (String, String) {
+    pub(super) fn deploy(&self, mode: &str) -> (String, String) {
         let sha = commit_mode(&self.repo, mode, &format!("set mode to {mode}"));
         std::fs::copy(self.repo.join("mode"), &self.live).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_guardian"))
@@ -249,7 +260,7 @@ impl World {
         )
     }
 
-    fn change(&self, id: &str) -> Value {
+    pub(super) fn change(&self, id: &str) -> Value {
         ureq::get(&format!("{}/v1/changes/{id}", self.api))
             .set("Authorization", &format!("Bearer {TOKEN}"))
             .call()
@@ -259,7 +270,7 @@ impl World {
     }
 
     /// Waits until the change reaches a final state, for at most `secs`.
-    fn settle(&self, id: &str, secs: u64) -> Value {
+    pub(super) fn settle(&self, id: &str, secs: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let c = self.change(id);

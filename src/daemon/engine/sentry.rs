@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::evidence::Counts;
 use super::{Engine, EngineError};
+use crate::core::evidence::Counts;
 use crate::sentry::{Notice, Verified};
 use crate::store::{Delivered, SentryIssue, Store};
 
