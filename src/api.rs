@@ -43,7 +43,8 @@ pub use crate::daemon::engine::{
 };
 pub use crate::gate::ledger::{Level, PatternTrust};
 pub use crate::gate::proposals::{ProposalRecord, ProposalState};
-pub use crate::store::{ChangeKind, ChangeRecord, ChangeState, SentryIssue};
+pub use crate::sentry::Issue as SentryIssue;
+pub use crate::store::{ChangeKind, ChangeRecord, ChangeState};
 pub use crate::tail::{Position, TailStatus};
 pub use crate::trust::{Assessment, Decision, DiffFacts, Effect, Factor, Risk, RuleHit};
 

@@ -257,18 +257,10 @@ mod tests {
     use tower::ServiceExt as _;
 
     use crate::daemon::http::tests::{api_with, send, ADMIN, T0};
+    use crate::sentry::testing::payload;
     use crate::sentry::webhook::sign;
 
     const SECRET: &str = "9f2d7c1e5a3b8d6f0e4c2a1b9d8e7f6a";
-
-    fn payload(name: &str) -> Vec<u8> {
-        std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("testdata/sentry")
-                .join(name),
-        )
-        .unwrap()
-    }
 
     /// guardian with `[daemon.sentry]`, its clock at `T0 + 1`.
     fn api(dir: &std::path::Path) -> Router {

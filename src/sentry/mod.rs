@@ -4,6 +4,8 @@
 
 pub mod evidence;
 pub mod payload;
+#[cfg(test)]
+pub mod testing;
 pub mod webhook;
 
 pub use evidence::SentryWatch;

@@ -52,8 +52,8 @@ impl IssueAction {
     }
 }
 
-/// A Sentry issue as a delivery describes it.
-#[derive(Clone, Debug, PartialEq)]
+/// A Sentry issue as a delivery describes it, and as guardian keeps it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, Deserialize)]
 pub struct Issue {
     pub id: String,
     pub short_id: Option<String>,
@@ -455,15 +455,7 @@ fn text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn payload(name: &str) -> Vec<u8> {
-        std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("testdata/sentry")
-                .join(name),
-        )
-        .unwrap()
-    }
+    use crate::sentry::testing::payload;
 
     /// The time the checked-in deliveries were "received": minutes after their events.
     const NOW: f64 = 1_764_000_300.0;

@@ -33,7 +33,7 @@ pub(crate) use events::append_record;
 pub use events::EventRecord;
 pub use migrations::AUDIT_SCHEMA_VERSION;
 pub use outbox::{EmailQueued, OutboxEmail};
-pub use sentry::{Delivered, SentryIssue};
+pub use sentry::Delivered;
 
 mod changes;
 mod checkpoints;

@@ -2,7 +2,6 @@
 //! issues as last described, and their events counted in 10-second bins.
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
 
 use super::{append_record, finite, Doing, EventKind, Result, Store, StoreError};
 use crate::sentry::{Issue, Notice, Verified, ISSUE_REPLAY_WINDOW_SECS, REPLAY_WINDOW_SECS};
@@ -15,21 +14,6 @@ pub enum Delivered {
     Duplicate {
         received_at: f64,
     },
-}
-
-/// An issue as guardian keeps it.
-#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
-pub struct SentryIssue {
-    pub id: String,
-    pub short_id: Option<String>,
-    pub title: String,
-    pub culprit: Option<String>,
-    pub level: Option<String>,
-    pub status: Option<String>,
-    pub web_url: Option<String>,
-    pub first_seen: f64,
-    pub last_seen: Option<f64>,
-    pub files: Vec<String>,
 }
 
 /// Bins of events per issue are this wide (seconds).
@@ -168,32 +152,36 @@ impl Store {
     }
 
     /// Issues first seen at or after `since`, newest first, at most `limit`.
-    pub fn sentry_issues_since(&self, since: f64, limit: u32) -> Result<Vec<SentryIssue>> {
+    pub fn sentry_issues_since(&self, since: f64, limit: u32) -> Result<Vec<Issue>> {
         let doing = || "reading Sentry issues".to_owned();
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, short_id, title, culprit, level, status, web_url, first_seen, \
-                 last_seen, files FROM sentry_issues WHERE first_seen >= ?1 \
+                "SELECT id, short_id, title, culprit, level, status, substatus, project, \
+                 web_url, first_seen, last_seen, count, files FROM sentry_issues \
+                 WHERE first_seen >= ?1 \
                  ORDER BY first_seen DESC, id DESC LIMIT ?2",
             )
             .doing(doing)?;
         let rows = stmt
             .query_map(params![since, limit], |row| {
                 Ok((
-                    SentryIssue {
+                    Issue {
                         id: row.get(0)?,
                         short_id: row.get(1)?,
                         title: row.get(2)?,
                         culprit: row.get(3)?,
                         level: row.get(4)?,
                         status: row.get(5)?,
-                        web_url: row.get(6)?,
-                        first_seen: row.get(7)?,
-                        last_seen: row.get(8)?,
+                        substatus: row.get(6)?,
+                        project: row.get(7)?,
+                        web_url: row.get(8)?,
+                        first_seen: row.get(9)?,
+                        last_seen: row.get(10)?,
+                        count: row.get::<_, Option<i64>>(11)?.map(|n| n.max(0) as u64),
                         files: Vec::new(),
                     },
-                    row.get::<_, String>(9)?,
+                    row.get::<_, String>(12)?,
                 ))
             })
             .doing(doing)?
@@ -325,12 +313,7 @@ mod tests {
     const NOW: f64 = 1_764_000_300.0;
 
     fn delivery(resource: &str, file: &str, request_id: &str) -> (Verified, Notice) {
-        let body = std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("testdata/sentry")
-                .join(file),
-        )
-        .unwrap();
+        let body = crate::sentry::testing::payload(file);
         let signature = sign(b"secret", &body);
         let headers = Headers {
             resource: Some(resource),

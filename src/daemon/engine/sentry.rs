@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Engine, EngineError};
 use crate::core::evidence::Counts;
+use crate::sentry::Issue as SentryIssue;
 use crate::sentry::{Notice, Verified};
-use crate::store::{Delivered, SentryIssue, Store};
+use crate::store::{Delivered, Store};
 
 /// How far back `guardian status` looks for new issues when no change is watched.
 const LOOK_BACK_SECS: f64 = 86_400.0;
