@@ -17,6 +17,7 @@
 //! | `POST /v1/proposals/ID/approve`, `/reject` | [`DecisionRequest`] | [`ProposalRecord`] |
 //! | `GET /v1/trust` | | [`PatternTrust`]s |
 //! | `GET /v1/whoami` | | [`WhoAmI`] |
+//! | `GET /v1/deployed` | | [`Deployed`] |
 //! | `POST /v1/policy/paths` | [`PathsRequest`] | [`PathCheck`]s |
 //! | `POST /v1/pause`, `/v1/resume` | [`PauseRequest`] | [`PauseState`] |
 //! | `POST /v1/webhooks/sentry` | a Sentry delivery, signed | [`SentryReceipt`] (202) |
@@ -94,6 +95,13 @@ pub struct Accepted {
 #[serde(deny_unknown_fields)]
 pub struct PathsRequest {
     pub paths: Vec<String>,
+}
+
+/// What is deployed (`GET /v1/deployed`): the HEAD of guardian's clone, the commit a new
+/// proposal's `base` should be, rollbacks and deploys included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployed {
+    pub commit: String,
 }
 
 /// Whose token a request came with (`GET /v1/whoami`): `admin`, `agent`, `approver:NAME`.

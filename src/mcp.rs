@@ -231,6 +231,34 @@ impl Door {
     }
 
     #[tool(
+        description = "What is deployed now: the commit a new fix must be based on (the \
+                       `base` of check_proposal and propose), rollbacks included.",
+        annotations(read_only_hint = true)
+    )]
+    async fn deployed(&self) -> CallToolResult {
+        self.call(Call::Get("/v1/deployed".into())).await
+    }
+
+    #[tool(
+        description = "What Sentry said lately: the issues first seen since the change being \
+                       watched landed (or in the last day), newest first, with their files and \
+                       state, and when Sentry last delivered.",
+        annotations(read_only_hint = true)
+    )]
+    async fn sentry_issues(&self) -> CallToolResult {
+        match self.fetch(Call::Get("/v1/status".into())).await {
+            Ok(status) => CallToolResult::success(vec![ContentBlock::text(
+                status
+                    .get("sentry")
+                    .cloned()
+                    .unwrap_or(Value::Null)
+                    .to_string(),
+            )]),
+            Err(e) => e,
+        }
+    }
+
+    #[tool(
         description = "The trust ledger: each fix pattern's track record (approved, healthy, \
                        rolled back) and whether it may deploy without a person.",
         annotations(read_only_hint = true)

@@ -369,6 +369,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/proposals/check", post(check_proposal))
         .route("/v1/proposals/:id", get(get_proposal))
         .route("/v1/whoami", get(whoami))
+        .route("/v1/deployed", get(deployed))
         .route("/v1/policy/paths", post(check_paths))
         .route("/v1/proposals/:id/approve", post(approve_proposal))
         .route("/v1/proposals/:id/reject", post(reject_proposal))
@@ -669,6 +670,31 @@ async fn check_paths(
     Ok(Json(
         with_engine(&api, move |e| e.check_paths(&request.paths)).await?,
     ))
+}
+
+/// What is deployed: the HEAD of guardian's clone, read by git on a blocking thread.
+async fn deployed(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+) -> Result<Json<crate::api::Deployed>, ApiError> {
+    allow(&api, &role, Action::Read).await?;
+    let repo = in_memory(&api, |e| e.deploy_repo()).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "this guardian deploys nothing: its config has no [daemon.rollback] repo".into(),
+        )
+    })?;
+    let head = tokio::task::spawn_blocking(move || crate::git::Repo::open(&repo)?.head())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|e| {
+            tracing::warn!("reading what is deployed: {e}");
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "guardian's clone cannot be read now (see the daemon's log)".into(),
+            )
+        })?;
+    Ok(Json(crate::api::Deployed { commit: head }))
 }
 
 /// Whose token this is: lets a client (`guardian mcp`) refuse to hold more than it needs.

@@ -63,9 +63,11 @@ async fn the_agent_checks_proposes_and_follows_its_fix_through_mcp() {
             "change",
             "check_paths",
             "check_proposal",
+            "deployed",
             "incidents",
             "proposal",
             "propose",
+            "sentry_issues",
             "trust_ledger"
         ]
     );
@@ -99,8 +101,11 @@ async fn the_agent_checks_proposes_and_follows_its_fix_through_mcp() {
         "migrations/002.sql matches the deny glob \"migrations/**\""
     );
 
-    // A fix written, checked (nothing recorded), then proposed.
+    // A fix written on what is deployed, checked (nothing recorded), then proposed.
     let base = git(&g.agent_repo, &["rev-parse", "HEAD"]);
+    let (error, deployed) = answer(&call(&client, "deployed", json!({})).await);
+    assert!(!error, "{deployed}");
+    assert_eq!(deployed["commit"], base.as_str());
     let commit = g.agent_commits(
         "src/settings.txt",
         "timeout_ms = 900\n",
@@ -141,6 +146,9 @@ async fn the_agent_checks_proposes_and_follows_its_fix_through_mcp() {
     );
     let (_, incidents) = answer(&call(&client, "incidents", json!({})).await);
     assert_eq!(incidents, json!([]));
+    // No [daemon.sentry] here: nothing to say, and no error.
+    let (error, sentry) = answer(&call(&client, "sentry_issues", json!({})).await);
+    assert_eq!((error, sentry), (false, Value::Null));
 
     // What the agent may not do, it is told, and nothing happens.
     let (error, refused) = answer(&call(&client, "proposal", json!({ "id": "../v1/pause" })).await);

@@ -257,6 +257,11 @@ impl Engine {
     }
 
     /// What [`judge`] needs, copied out (a clone of the policy: microseconds).
+    /// guardian's clone, where what is deployed is committed (`[daemon.rollback] repo`).
+    pub fn deploy_repo(&self) -> Option<std::path::PathBuf> {
+        self.settings.rollback.as_ref().map(|r| r.repo.clone())
+    }
+
     pub fn judging_kit(&self) -> JudgingKit {
         JudgingKit {
             clone: self.settings.rollback.as_ref().map(|r| r.repo.clone()),
