@@ -108,6 +108,8 @@ pub struct PostmortemInput {
     pub policy: Option<PolicyDecision>,
     /// The traffic series over [`chart_window`] ([`crate::store::Store::series_between`]).
     pub series: Vec<SeriesPoint>,
+    /// Sentry issues first seen from the change's landing to the chart's end (`[daemon.sentry]`).
+    pub sentry_issues: Vec<crate::sentry::Issue>,
 }
 
 /// How far before the deploy the chart starts.
@@ -161,7 +163,11 @@ pub fn load(
     let events = store.events_for(&change.id)?;
     let (from, to) = chart_window(&change, &events);
     let series = store.series_between(from, to)?;
+    let mut sentry_issues = store.sentry_issues_since(change.landed_at, SENTRY_ISSUES_SHOWN)?;
+    sentry_issues.retain(|i| i.first_seen < to as f64);
+    sentry_issues.reverse();
     Ok(Some(PostmortemInput {
+        sentry_issues,
         service: service.to_owned(),
         change,
         events,
@@ -170,6 +176,55 @@ pub fn load(
         policy: None,
         series,
     }))
+}
+
+/// Sentry issues a post-mortem lists at most.
+const SENTRY_ISSUES_SHOWN: u32 = 20;
+
+/// The Sentry issues first seen after the change, each with where it broke; one in a file the
+/// change touched is called out: the fix may have moved the failure rather than removed it.
+fn sentry_section(doc: &mut Vec<Block>, input: &PostmortemInput) {
+    let touched: Vec<&str> = input
+        .diff
+        .iter()
+        .flat_map(|d| d.files.iter().map(|f| f.path.as_str()))
+        .collect();
+    let in_touched = |file: &str| {
+        touched
+            .iter()
+            .any(|t| file == *t || file.ends_with(&format!("/{t}")))
+    };
+    let items = input
+        .sentry_issues
+        .iter()
+        .map(|issue| {
+            let mut line = vec![
+                code(issue.short_id.clone().unwrap_or_else(|| issue.id.clone())),
+                t(format!(
+                    " first seen {} after the change: ",
+                    units::offset(issue.first_seen - input.change.landed_at)
+                )),
+                t(issue.title.clone()),
+            ];
+            if let Some(file) = issue.files.first() {
+                line.push(t(" ("));
+                line.push(code(file.clone()));
+                line.push(t(")"));
+            }
+            if let Some(status) = issue.status.as_deref().filter(|s| *s != "unresolved") {
+                line.push(t(format!(", {status}")));
+            }
+            if issue.files.iter().any(|f| in_touched(f)) {
+                line.push(t(" "));
+                line.push(strong(
+                    "In a file this change touched: it may have moved the failure rather than \
+                     removed it.",
+                ));
+            }
+            line
+        })
+        .collect();
+    doc.push(Block::List(items));
 }
 
 /// A labelled moment on the chart.
@@ -396,6 +451,14 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
         Err(e) => doc.push(Block::Paragraph(vec![t(format!(
             "The evidence recorded for this change cannot be shown: {e}."
         ))])),
+    }
+
+    if !input.sentry_issues.is_empty() {
+        doc.push(Block::Heading(
+            2,
+            vec![t("Sentry issues first seen after the change")],
+        ));
+        sentry_section(&mut doc, input);
     }
 
     doc.push(Block::Heading(2, vec![t("Actions and outcomes")]));
@@ -1196,6 +1259,39 @@ mod tests {
                 approved_by: None,
             }),
             series,
+            // The buried disease: a new issue in a file the fix touched, and one elsewhere.
+            sentry_issues: vec![
+                crate::sentry::Issue {
+                    id: "4504981122".into(),
+                    short_id: Some("SHOP-API-1Z".into()),
+                    title: "panic: nil map in payments.retry\u{1b}[2J".into(),
+                    culprit: None,
+                    level: Some("error".into()),
+                    status: Some("unresolved".into()),
+                    substatus: Some("new".into()),
+                    project: None,
+                    web_url: None,
+                    first_seen: T as f64 + 14.0,
+                    last_seen: None,
+                    count: Some(31),
+                    files: vec!["/srv/shop/payments/retry.go".into()],
+                },
+                crate::sentry::Issue {
+                    id: "4504981123".into(),
+                    short_id: None,
+                    title: "timeout in cart".into(),
+                    culprit: None,
+                    level: None,
+                    status: Some("resolved".into()),
+                    substatus: None,
+                    project: None,
+                    web_url: None,
+                    first_seen: T as f64 + 70.0,
+                    last_seen: None,
+                    count: None,
+                    files: vec!["cart/total.go".into()],
+                },
+            ],
         }
     }
 
@@ -1220,6 +1316,7 @@ mod tests {
                 "## What was claimed, and what the diff did",
                 "## Policy decision",
                 "## Evidence",
+                "## Sentry issues first seen after the change",
                 "## Actions and outcomes",
                 "## How to undo the undo",
             ]
@@ -1429,6 +1526,7 @@ mod tests {
                 "## What was claimed, and what the diff did",
                 "## Policy decision",
                 "## Evidence",
+                "## Sentry issues first seen after the change",
                 "## Actions and outcomes",
                 "## How to undo the undo",
             ]
