@@ -157,7 +157,7 @@ impl Supervisor {
     /// Returns the baseline's window and when the change landed.
     pub fn sentry_window(&self) -> Option<(f64, f64, f64)> {
         match (&self.phase, &self.sentry) {
-            (Phase::Watching(_), Some(_)) => {
+            (Phase::Watching(_) | Phase::Verifying(_), Some(_)) => {
                 let r = self.monitor.report()?;
                 Some((r.baseline_window.from?, r.baseline_window.to?, r.change_at))
             }
@@ -177,7 +177,9 @@ impl Supervisor {
     /// The evidence of the change being watched: the core's, with Sentry's beside it.
     pub fn report(&self) -> Option<Report> {
         let mut report = self.monitor.report()?;
-        if let (Some(w), Phase::Watching(_) | Phase::Remediating(_)) = (&self.sentry, &self.phase) {
+        if let (Some(w), Phase::Watching(_) | Phase::Remediating(_) | Phase::Verifying(_)) =
+            (&self.sentry, &self.phase)
+        {
             report.signals.push(w.report());
         }
         Some(report)
@@ -287,8 +289,10 @@ impl Supervisor {
             self.monitor.end_watch();
         }
         let mut verdict = self.monitor.tick(now);
-        if verdict == Verdict::Watching
-            && matches!(self.phase, Phase::Watching(_))
+        // Sentry's events can show a change worse, and a recovery not come.
+        let recovering = matches!(self.phase, Phase::Verifying(_));
+        if (verdict == Verdict::Watching || (recovering && verdict == Verdict::Healthy))
+            && matches!(self.phase, Phase::Watching(_) | Phase::Verifying(_))
             && self.sentry.as_ref().is_some_and(SentryWatch::regressed)
         {
             self.monitor.regressed_beside(now);
@@ -351,6 +355,12 @@ impl Supervisor {
                 let verify = rules.rollback.as_ref().map_or(120, |r| r.verify_secs);
                 self.monitor
                     .verify_recovery(now + RECOVERY_SETTLE_SECS, verify);
+                // Sentry's events are judged again from the recovery's start, against the
+                // same baseline: a revert that did not stop them did not help.
+                self.sentry = self
+                    .sentry
+                    .as_ref()
+                    .map(|w| w.restarted(now + RECOVERY_SETTLE_SECS, verify));
                 let id = change.id.clone();
                 self.phase = Phase::Verifying(change);
                 vec![Effect::noted(
@@ -498,7 +508,7 @@ impl Supervisor {
     /// The recovery check ended: back to the baseline is done; still worse, or not shown
     /// back, goes to a person.
     fn recovery_checked(&mut self, change: Watched, verdict: Verdict, _now: f64) -> Vec<Effect> {
-        let report = self.monitor.report();
+        let report = self.report();
         let (state, note) = match verdict {
             Verdict::Healthy => (
                 ChangeState::RolledBack,
@@ -795,6 +805,66 @@ mod tests {
         assert!(
             note.as_deref().unwrap().starts_with("the revert did not help: after the redeploy the service is still worse than before the change (errors 5.00% -> 50.00%"),
             "{note:?}"
+        );
+    }
+
+    /// `secs` seconds of traffic from `from` (failing at 5% as before the change), while
+    /// Sentry hears of exceptions on 30% of the requests since `start`; 0.5% before.
+    fn traffic_sentry_hears(
+        s: &mut Supervisor,
+        rules: &DaemonSettings,
+        from: f64,
+        secs: u32,
+        start: f64,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for sec in 0..secs {
+            let t = from + f64::from(sec);
+            let requests = (20.0 * (t + 1.0 - start)).max(0.0) as u64;
+            s.sentry_counts(
+                Counts {
+                    requests: 6000,
+                    events: 30,
+                },
+                Counts {
+                    requests,
+                    events: requests * 3 / 10,
+                },
+                t + 1.0,
+            );
+            effects.extend(traffic(s, rules, t, 1, 0.05));
+        }
+        effects
+    }
+
+    #[test]
+    fn a_revert_after_which_sentry_still_hears_the_exceptions_is_no_recovery() {
+        let mut rules = with_rollback();
+        rules.sentry = Some(crate::config::SentrySettings {
+            client_secret_file: "/etc/guardian/sentry".into(),
+            max_age_secs: 300,
+            alpha_share: 0.2,
+        });
+        let mut s = supervisor();
+        traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
+        s.change_landed(change("c1", ChangeKind::Human), Landing::at(T0), &rules);
+        let effects = traffic_sentry_hears(&mut s, &rules, T0, 30, T0);
+        assert_eq!(
+            decisions(&effects),
+            ["c1 regressed", "c1 rolling_back", "c1 remediate c1-commit"],
+            "the log sees nothing: Sentry alone shows it worse"
+        );
+        // The revert did not stop the exceptions.
+        s.remedied(&Remedied::Done("reverted".into()), T0 + 30.0, &rules);
+        let start = T0 + 30.0 + RECOVERY_SETTLE_SECS;
+        let effects = traffic_sentry_hears(&mut s, &rules, T0 + 30.0, 70, start);
+        assert_eq!(
+            decisions(&effects),
+            ["c1 event recovery_check", "c1 escalated", "c1 alert"]
+        );
+        assert!(
+            format!("{effects:?}").contains("Sentry events"),
+            "the note names the signal: {effects:?}"
         );
     }
 

@@ -89,6 +89,18 @@ impl SentryWatch {
         self.e_value = self.process.e_value();
     }
 
+    /// The same test, started afresh at `at` for `watch_secs` (a recovery check after a
+    /// remediation, against the same baseline).
+    pub fn restarted(&self, at: f64, watch_secs: u32) -> SentryWatch {
+        SentryWatch::new(
+            self.alpha,
+            self.null_ratio - 1.0,
+            self.base_cap,
+            watch_secs,
+            at,
+        )
+    }
+
     /// Prior weight of "it started in the time since the last update".
     fn start_weight(&mut self, now: f64) -> f64 {
         let later = (1.0 - IMMEDIATE_WEIGHT) / self.watch_secs;
