@@ -152,9 +152,9 @@ impl Supervisor {
         }
     }
 
-    /// Whether Sentry's events are being judged: the engine then hands in their counts
-    /// ([`Supervisor::sentry_counts`]) before each tick.
-    /// Returns the baseline's window and when the change landed.
+    /// When Sentry's events are being judged (a watch, or a recovery check): the baseline's
+    /// window and when the watch began, for the engine to count them in before each tick
+    /// ([`Supervisor::sentry_counts`]).
     pub fn sentry_window(&self) -> Option<(f64, f64, f64)> {
         match (&self.phase, &self.sentry) {
             (Phase::Watching(_) | Phase::Verifying(_), Some(_)) => {
@@ -289,9 +289,9 @@ impl Supervisor {
             self.monitor.end_watch();
         }
         let mut verdict = self.monitor.tick(now);
-        // Sentry's events can show a change worse, and a recovery not come.
-        let recovering = matches!(self.phase, Phase::Verifying(_));
-        if (verdict == Verdict::Watching || (recovering && verdict == Verdict::Healthy))
+        // Sentry's events can show a change worse, or a recovery not come, whatever the log's
+        // signals say.
+        if matches!(verdict, Verdict::Watching | Verdict::Healthy)
             && matches!(self.phase, Phase::Watching(_) | Phase::Verifying(_))
             && self.sentry.as_ref().is_some_and(SentryWatch::regressed)
         {

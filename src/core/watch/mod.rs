@@ -295,9 +295,10 @@ impl Watch {
     }
 
     /// Evidence judged beside the core (Sentry's events, by the daemon) showed the change
-    /// worse at `at`: the watch ends regressed there, as if one of its own signals had fired.
+    /// worse at `at`: the watch ends regressed there, as if one of its own signals had fired,
+    /// even if its own signals had just found it healthy (or, for a recovery, back).
     pub fn regressed_beside(&mut self, at: f64) {
-        if self.verdict == Verdict::Watching {
+        if matches!(self.verdict, Verdict::Watching | Verdict::Healthy) {
             self.verdict = Verdict::Regressed;
             self.decided_at = Some(at);
         }
