@@ -59,7 +59,7 @@ pub struct Baseline {
 
 /// Where a baseline comes from: the slots it covers (quiet ones included, excluded ones not),
 /// from the earliest to the latest.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BaselineWindow {
     /// Start of the earliest slot used (`None`: there was no traffic to use).
     pub from: Option<f64>,
@@ -69,6 +69,34 @@ pub struct BaselineWindow {
     pub covered_secs: f64,
     /// Seconds between `from` and `to` left out as not known-good.
     pub excluded_secs: f64,
+    /// The spans between `from` and `to` left out, oldest first: whatever else is counted
+    /// against this baseline (Sentry's events) leaves them out too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<Span>,
+}
+
+impl BaselineWindow {
+    /// The spans the baseline covers, oldest first: `from` to `to` without what was left out.
+    pub fn covered(&self) -> Vec<Span> {
+        let (Some(from), Some(to)) = (self.from, self.to) else {
+            return Vec::new();
+        };
+        let mut spans = Vec::with_capacity(self.left_out.len() + 1);
+        let mut start = from;
+        for gap in &self.left_out {
+            if gap.from > start {
+                spans.push(Span {
+                    from: start,
+                    to: gap.from,
+                });
+            }
+            start = start.max(gap.to);
+        }
+        if to > start {
+            spans.push(Span { from: start, to });
+        }
+        spans
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -215,6 +243,14 @@ impl RollingBaseline {
             window.covered_secs = (used.len() as i64 * self.slot_secs) as f64;
             window.excluded_secs =
                 ((last + self.slot_secs - first) as f64 - window.covered_secs).max(0.0);
+            window.left_out = used
+                .windows(2)
+                .filter(|pair| pair[1] > pair[0] + self.slot_secs)
+                .map(|pair| Span {
+                    from: (pair[0] + self.slot_secs) as f64,
+                    to: pair[1] as f64,
+                })
+                .collect();
         }
         let mut slots = self.slots.iter().peekable();
         for &m in &used {
@@ -384,6 +420,13 @@ mod tests {
         // 20-second slots for a 10-minute window: the two the burst touched are left out.
         assert_eq!(base.window.from, Some(2960.0));
         assert_eq!(base.window.excluded_secs, 40.0);
+        // What else is counted against it leaves them out too.
+        let span = |from, to| Span { from, to };
+        assert_eq!(base.window.left_out, [span(3300.0, 3340.0)]);
+        assert_eq!(
+            base.window.covered(),
+            [span(2960.0, 3300.0), span(3340.0, 3600.0)]
+        );
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub struct Engine {
     audit_origin: String,
     /// Derives the secrets of approval links (`gate::links`).
     link_key: crate::gate::links::LinkKey,
+    /// When Sentry's events were last counted for the supervisor (`engine/sentry.rs`).
+    sentry_counted_at: f64,
 }
 
 /// What is known of a rollback guardian stopped during, for the person it is handed to: whether
@@ -303,6 +305,7 @@ impl Engine {
         .map_err(|e| EngineError::Config(e.to_string()))?;
         let mut engine = Engine {
             link_key,
+            sentry_counted_at: f64::NEG_INFINITY,
             audit_key,
             audit_origin: crate::audit::origin_for(&settings.service),
             policy,
@@ -1179,6 +1182,48 @@ mod tests {
             "{}",
             sentry.baseline.events
         );
+    }
+
+    #[test]
+    fn a_regressed_changes_sentry_events_stay_out_of_the_next_changes_baseline() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = with_sentry(dir.path());
+        traffic_with_issue(&mut e, T0 - 300.0, 300, "100", 10);
+        let bad = e.notify(&request("human"), T0).unwrap().id;
+        traffic_with_issue(&mut e, T0, 90, "200", 1);
+        let c = e.change(&bad).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::Regressed, "{:?}", c.note);
+        // The fix: only the old issue fires again, as it did before the bad change.
+        let fix = e.notify(&request("human"), T0 + 90.0).unwrap().id;
+        traffic_with_issue(&mut e, T0 + 90.0, 110, "100", 10);
+        assert_eq!(
+            e.change(&fix).unwrap().unwrap().record.state,
+            ChangeState::Healthy
+        );
+        // The next change's baseline reaches back past the bad change's minute and a half,
+        // and so does the count of Sentry's events against it.
+        let next = e.notify(&request("human"), T0 + 200.0).unwrap().id;
+        traffic_with_issue(&mut e, T0 + 200.0, 62, "100", 10);
+        let c = e.change(&next).unwrap().unwrap().record;
+        let report: crate::core::Report =
+            serde_json::from_value(c.report.clone().unwrap()).unwrap();
+        let window = &report.baseline_window;
+        assert!(
+            window
+                .left_out
+                .iter()
+                .any(|s| s.from <= T0 && s.to >= T0 + 90.0),
+            "{window:?}"
+        );
+        let sentry = report.signals.last().unwrap();
+        assert_eq!(sentry.signal, crate::core::SignalKind::SentryEvents);
+        // The old issue's rate (0.5% of requests), not the bad change's (5.5%).
+        let (events, requests) = (sentry.baseline.events, sentry.baseline.requests);
+        assert!(
+            events * 1000 <= requests * 6,
+            "{events} events in {requests} requests"
+        );
+        assert_eq!(c.state, ChangeState::Healthy, "{:?}", c.note);
     }
 
     #[test]

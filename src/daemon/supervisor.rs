@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::change::{ChangeKind, ChangeState, EventKind};
 use crate::config::{DaemonSettings, InconclusivePolicy};
 use crate::core::evidence::Counts;
-use crate::core::{Landing, Monitor, Report, SignalKind, Verdict};
+use crate::core::{Landing, Monitor, Report, SignalKind, Span, Verdict};
 use crate::report::units;
 use crate::sentry::SentryWatch;
 
@@ -152,14 +152,15 @@ impl Supervisor {
         }
     }
 
-    /// When Sentry's events are being judged (a watch, or a recovery check): the baseline's
-    /// window and when the watch began, for the engine to count them in before each tick
-    /// ([`Supervisor::sentry_counts`]).
-    pub fn sentry_window(&self) -> Option<(f64, f64, f64)> {
+    /// When Sentry's events are being judged (a watch, or a recovery check): the spans the
+    /// baseline covers (what the log's baseline left out, a rolled-back change, is left out
+    /// of Sentry's too) and when the watch began, for the engine to count them in before each
+    /// tick ([`Supervisor::sentry_counts`]).
+    pub fn sentry_window(&self) -> Option<(Vec<Span>, f64)> {
         match (&self.phase, &self.sentry) {
             (Phase::Watching(_) | Phase::Verifying(_), Some(_)) => {
                 let r = self.monitor.report()?;
-                Some((r.baseline_window.from?, r.baseline_window.to?, r.change_at))
+                Some((r.baseline_window.covered(), r.change_at))
             }
             _ => None,
         }

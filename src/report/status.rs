@@ -425,6 +425,7 @@ mod tests {
                 to: Some(T0),
                 covered_secs: 150.0,
                 excluded_secs: 0.0,
+                left_out: Vec::new(),
             },
             routes: vec![RouteBaseline {
                 route: "/checkout".into(),

@@ -244,7 +244,7 @@ impl Watch {
         Baseline {
             tallies: self.baseline.clone(),
             dispersion: self.baseline_dispersion.clone(),
-            window: self.baseline_window,
+            window: self.baseline_window.clone(),
         }
     }
 

@@ -41,7 +41,7 @@ impl Watch {
             change_at: self.change_at,
             watch_ends_at: self.end_sec as f64,
             deploy_window: self.deploy,
-            baseline_window: self.baseline_window,
+            baseline_window: self.baseline_window.clone(),
             baseline_routes,
             baseline_notes,
             requests_before,

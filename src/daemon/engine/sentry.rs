@@ -11,6 +11,8 @@ use crate::store::{Delivered, Store};
 
 /// How far back `guardian status` looks for new issues when no change is watched.
 const LOOK_BACK_SECS: f64 = 86_400.0;
+/// How often Sentry's events are counted while they are judged.
+const COUNT_EVERY_SECS: f64 = 5.0;
 /// New issues `guardian status` lists at most.
 const SHOWN: u32 = 20;
 
@@ -43,20 +45,28 @@ impl SentryStatus {
 
 impl Engine {
     /// Hands the supervisor Sentry's events and the requests they are counted against, when
-    /// it judges them: in the baseline's window, and since the change, each in the same whole
-    /// 10-second bins of the stored traffic series, so events and requests cover the same
-    /// time (the bin the change landed in may hold its deploy's restart: it is left out).
+    /// it judges them: in the spans the baseline covers, and since the change, each in the
+    /// same whole 10-second bins of the stored traffic series, so events and requests cover
+    /// the same time (the bin the change landed in may hold its deploy's restart: it is left
+    /// out). New counts come a bin at a time, and deliveries a few seconds late: counted every
+    /// few seconds, not every tick.
     pub(super) fn count_sentry_events(&mut self, now: f64) -> Result<(), EngineError> {
-        let Some((from, to, change_at)) = self.supervisor.sentry_window() else {
+        let Some((covered, change_at)) = self.supervisor.sentry_window() else {
+            self.sentry_counted_at = f64::NEG_INFINITY;
             return Ok(());
         };
+        if now - self.sentry_counted_at < COUNT_EVERY_SECS {
+            return Ok(());
+        }
+        self.sentry_counted_at = now;
         let bin = |t: f64| (t / 10.0).floor() * 10.0;
-        let (from, to, start) = (bin(from), bin(to), (change_at / 10.0).ceil() * 10.0);
-        let (requests_before, _) = self.store.series_requests(from, to)?;
-        let baseline = Counts {
-            requests: requests_before,
-            events: self.store.sentry_events_all(from, to)?,
-        };
+        let mut baseline = Counts::default();
+        for span in covered {
+            let (from, to) = (bin(span.from), bin(span.to));
+            baseline.requests += self.store.series_requests(from, to)?.0;
+            baseline.events += self.store.sentry_events_all(from, to)?;
+        }
+        let start = (change_at / 10.0).ceil() * 10.0;
         let (requests_after, until) = self.store.series_requests(start, now)?;
         let Some(until) = until else {
             return Ok(());
