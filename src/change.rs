@@ -87,6 +87,9 @@ change_states! {
     Healthy = "healthy", final = true;
     /// The change made things worse (and, when rollback is configured, is about to be reverted).
     Regressed = "regressed", final = false;
+    /// The watch found nothing worse, but the issue the change claims to fix went on firing:
+    /// the fix did not fix it.
+    Ineffective = "ineffective", final = true;
     /// The watch ended without enough evidence either way.
     Inconclusive = "inconclusive", final = true;
     /// A later change landed before this one was decided.

@@ -42,8 +42,10 @@ pub struct ProposeArgs {
     /// One line on what it fixes.
     #[arg(long)]
     pub summary: String,
-    /// The issue it fixes (e.g. the Sentry issue URL).
-    #[arg(long, value_name = "URL")]
+    /// The issue it fixes: a Sentry issue's id, short id or link (guardian then judges
+    /// whether it stopped after the deploy: a fix after which it goes on firing is
+    /// `ineffective` and counts against its pattern), or another tracker's link.
+    #[arg(long, value_name = "ISSUE")]
     pub issue: Option<String>,
     /// The tests were run and passed.
     #[arg(long)]
@@ -118,7 +120,8 @@ pub fn propose(args: &ProposeArgs) -> Result<u8> {
     let request = ProposalRequest {
         pattern: args.pattern.clone(),
         summary: args.summary.clone(),
-        issue_url: args.issue.clone(),
+        issue_url: None,
+        issue: args.issue.clone(),
         tests_run: args.tests_run,
         base,
         commit: Some(commit),

@@ -255,6 +255,10 @@ struct NotifyArgs {
     /// keeps the record).
     #[arg(long, value_name = "ID")]
     proposal: Option<String>,
+    /// The Sentry issue the change fixes (its id, short id or link): the watch then judges
+    /// whether it stopped, and a fix after which it goes on firing is `ineffective`.
+    #[arg(long, value_name = "ISSUE")]
+    issue: Option<String>,
     /// When the deploy began, in unix seconds (`date +%s` at the start of the hook): the
     /// traffic from then to now (the restart) is neither baseline nor watch. Without it, the
     /// daemon's deploy_guard_secs before now.
@@ -721,6 +725,7 @@ fn run_notify(args: &NotifyArgs) -> Result<u8> {
         summary: args.summary.clone(),
         proposal: args.proposal.clone(),
         deploy_started_at: args.deploy_started_at,
+        issue: args.issue.clone(),
     };
     match post(&format!("{base}/v1/changes"), &token, &request) {
         Ok(v) => {

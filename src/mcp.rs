@@ -92,8 +92,10 @@ struct ProposalArgs {
     pattern: String,
     /// One line on what it fixes.
     summary: String,
-    /// The issue it fixes (e.g. the Sentry issue URL).
-    issue_url: Option<String>,
+    /// The issue it fixes: a Sentry issue's id, short id or link (guardian then judges
+    /// whether it stopped after the deploy: a fix after which it goes on firing is
+    /// `ineffective` and counts against its pattern), or another tracker's link.
+    issue: Option<String>,
     /// The tests were run and passed.
     #[serde(default)]
     tests_run: bool,
@@ -106,7 +108,8 @@ impl ProposalArgs {
         ProposalRequest {
             pattern: self.pattern,
             summary: self.summary,
-            issue_url: self.issue_url,
+            issue_url: None,
+            issue: self.issue,
             tests_run: self.tests_run,
             base: self.base,
             commit: self.commit,

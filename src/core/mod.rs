@@ -17,7 +17,7 @@ pub use histogram::Histogram;
 pub use monitor::{BaselinePreview, DeployWindow, Landing, Monitor, RouteBaseline};
 pub use observation::{Aggregate, Arm, Request};
 pub use settings::{AlphaSplit, DetectorSettings};
-pub use watch::{Design, Report, SignalKind, SignalReport, Verdict};
+pub use watch::{ClaimVerdict, Design, FixClaim, Report, SignalKind, SignalReport, Verdict};
 
 #[cfg(test)]
 mod tidy {

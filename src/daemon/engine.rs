@@ -29,7 +29,7 @@ pub use gate::{
     PathCheck, ProposalRequest, ProposalView, TrustRules,
 };
 pub use request::ChangeRequest;
-pub use sentry::SentryStatus;
+pub use sentry::{NamedIssue, SentryStatus};
 use snapshot::{load_snapshot, SavedPhase, Snapshot};
 use sources::Source;
 pub use sources::SourceView;
@@ -317,7 +317,7 @@ impl Engine {
             due: None,
             deploy_begun: None,
             settings: settings.clone(),
-            supervisor: Supervisor::new(monitor, phase),
+            supervisor: Supervisor::resumed(monitor, phase, settings),
             store,
             sources,
         };
@@ -405,6 +405,21 @@ impl Engine {
             request.kind = proposal.kind.parse().unwrap_or(ChangeKind::Ai);
         }
         let request = &request;
+        let fixes_issue = match (&request.issue, &request.proposal) {
+            (Some(named), _) => match self.resolve_issue(named)? {
+                NamedIssue {
+                    sentry: Some(id), ..
+                } => Some(id),
+                NamedIssue { sentry: None, .. } => {
+                    return Err(EngineError::BadRequest(format!(
+                        "\"issue\" {named:?} is not a Sentry issue: a change can only claim to \
+                         fix one whose events guardian hears"
+                    )))
+                }
+            },
+            (None, Some(p)) => self.store.get_proposal(p)?.sentry_issue,
+            (None, None) => None,
+        };
         let record = self.store.insert_change(
             &NewChange {
                 commit: request.commit.trim().to_owned(),
@@ -412,6 +427,7 @@ impl Engine {
                 pattern: request.pattern.clone(),
                 summary: request.summary.clone(),
                 landed_at: now,
+                fixes_issue,
             },
             now,
         )?;
@@ -745,6 +761,7 @@ pub(super) fn watched(record: &ChangeRecord) -> Watched {
         kind: record.kind,
         commit: record.commit.clone(),
         pattern: record.pattern.clone(),
+        fixes: record.fixes_issue.clone(),
     }
 }
 
@@ -860,6 +877,7 @@ mod tests {
                     pattern: None,
                     summary: None,
                     landed_at: T0,
+                    fixes_issue: None,
                 },
                 T0,
             )

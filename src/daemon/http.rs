@@ -1365,6 +1365,7 @@ pub(super) mod tests {
             pattern: "timeout-bump".into(),
             summary: "give checkout more time".into(),
             issue_url: None,
+            issue: None,
             tests_run: true,
             base: base.clone(),
             commit: None,
@@ -1402,6 +1403,7 @@ pub(super) mod tests {
             summary: Some("validate carts".into()),
             proposal: None,
             deploy_started_at: None,
+            issue: None,
         };
         let change: ChangeView = wire
             .call("POST /v1/changes", "/v1/changes", admin, &json(&notified))

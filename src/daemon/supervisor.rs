@@ -17,9 +17,11 @@ use serde_json::json;
 use crate::change::{ChangeKind, ChangeState, EventKind};
 use crate::config::{DaemonSettings, InconclusivePolicy};
 use crate::core::evidence::Counts;
-use crate::core::{Landing, Monitor, Report, SignalKind, Span, Verdict};
+use crate::core::{
+    ClaimVerdict, DetectorSettings, Landing, Monitor, Report, SignalKind, Span, Verdict,
+};
 use crate::report::units;
-use crate::sentry::SentryWatch;
+use crate::sentry::{ClaimWatch, SentryWatch};
 
 /// How often the evidence of a change being watched is saved, and the core's state with it, so
 /// a restart resumes the watch.
@@ -37,6 +39,8 @@ pub struct Watched {
     pub commit: String,
     /// The fix pattern it claims, when it came through the gate (shadow mode is per pattern).
     pub pattern: Option<String>,
+    /// The Sentry issue it claims to fix, if it names one.
+    pub fixes: Option<String>,
 }
 
 /// Where the supervisor stands.
@@ -139,6 +143,8 @@ pub struct Supervisor {
     saved_at: f64,
     /// Sentry's evidence about the change being watched, when `[daemon.sentry]` is set.
     sentry: Option<SentryWatch>,
+    /// What became of the issue the change being watched claims to fix.
+    claim: Option<ClaimWatch>,
 }
 
 impl Supervisor {
@@ -149,6 +155,88 @@ impl Supervisor {
             extended: Vec::new(),
             saved_at: f64::NEG_INFINITY,
             sentry: None,
+            claim: None,
+        }
+    }
+
+    /// A supervisor resumed after a restart: a change still being watched is judged on
+    /// Sentry's events again, from the counts in the store (which a restart does not lose).
+    pub fn resumed(monitor: Monitor, phase: Phase, rules: &DaemonSettings) -> Supervisor {
+        let mut s = Supervisor::new(monitor, phase);
+        if let (Phase::Watching(change), Some(report)) = (&s.phase, s.monitor.report()) {
+            let change = change.clone();
+            let settings = s.settings_for(&change, rules);
+            s.watch_sentry(&change, report.change_at, settings, rules);
+        }
+        s
+    }
+
+    /// The detector's settings for `change`: an AI change is judged with the gate's stricter
+    /// tolerances when they are set.
+    fn settings_for(&self, change: &Watched, rules: &DaemonSettings) -> DetectorSettings {
+        let mut settings = self.monitor.settings().clone();
+        if change.kind == ChangeKind::Ai {
+            let gate = rules.gate.as_ref();
+            if let Some(t) = gate.and_then(|g| g.ai_error_tolerance) {
+                settings.error_tolerance = t;
+            }
+            if let Some(t) = gate.and_then(|g| g.ai_latency_tolerance) {
+                settings.latency_tolerance = t;
+            }
+        }
+        settings
+    }
+
+    /// Starts Sentry's evidence about `change`, landed at `at`, if Sentry is configured; returns
+    /// the core's settings less Sentry's share of alpha.
+    fn watch_sentry(
+        &mut self,
+        change: &Watched,
+        at: f64,
+        mut settings: DetectorSettings,
+        rules: &DaemonSettings,
+    ) -> DetectorSettings {
+        let Some(sentry) = &rules.sentry else {
+            (self.sentry, self.claim) = (None, None);
+            return settings;
+        };
+        // The claim's alpha is the detector's whole: a wrong "ineffective" is never a rollback.
+        self.claim = change.fixes.as_deref().map(|issue| {
+            ClaimWatch::new(
+                issue,
+                settings.alpha,
+                settings.max_evidence_per_second,
+                settings.watch_secs,
+                at,
+            )
+        });
+        // Sentry's share of alpha comes out of the core's, so a watch's false-rollback rate
+        // stays the detector's alpha (a union bound).
+        let alpha = settings.alpha * sentry.alpha_share;
+        settings.alpha -= alpha;
+        self.sentry = Some(SentryWatch::new(
+            alpha,
+            settings.error_tolerance,
+            settings.max_evidence_per_second,
+            settings.watch_secs,
+            at,
+        ));
+        settings
+    }
+
+    /// The Sentry issue whose events the engine counts for the claim of the change being
+    /// watched ([`Supervisor::claim_counts`]), in the same spans as [`Supervisor::sentry_window`].
+    pub fn claimed_issue(&self) -> Option<&str> {
+        match (&self.phase, &self.claim) {
+            (Phase::Watching(_), Some(c)) => Some(c.issue()),
+            _ => None,
+        }
+    }
+
+    /// The claimed issue's events and the requests they are counted against, as they stand.
+    pub fn claim_counts(&mut self, baseline: Counts, after: Counts, until: f64) {
+        if let Some(c) = &mut self.claim {
+            c.update(baseline, after, until);
         }
     }
 
@@ -183,6 +271,9 @@ impl Supervisor {
         {
             report.signals.push(w.report());
         }
+        if let (Some(c), Phase::Watching(_) | Phase::Remediating(_)) = (&self.claim, &self.phase) {
+            report.claim = Some(c.report());
+        }
         Some(report)
     }
 
@@ -209,8 +300,8 @@ impl Supervisor {
     }
 
     /// A change landed: watch it. A change still being watched is superseded, since its
-    /// verdict can no longer be told apart from the new change's. An AI change is judged with
-    /// the gate's stricter tolerances when they are set. Call only when not [`busy`](Self::busy).
+    /// verdict can no longer be told apart from the new change's. Call only when not
+    /// [`busy`](Self::busy).
     pub fn change_landed(
         &mut self,
         change: Watched,
@@ -230,29 +321,8 @@ impl Supervisor {
                 )),
             });
         }
-        let mut settings = self.monitor.settings().clone();
-        if change.kind == ChangeKind::Ai {
-            let gate = rules.gate.as_ref();
-            if let Some(t) = gate.and_then(|g| g.ai_error_tolerance) {
-                settings.error_tolerance = t;
-            }
-            if let Some(t) = gate.and_then(|g| g.ai_latency_tolerance) {
-                settings.latency_tolerance = t;
-            }
-        }
-        // Sentry's share of alpha comes out of the core's, so a watch's false-rollback rate
-        // stays the detector's alpha (a union bound).
-        self.sentry = rules.sentry.as_ref().map(|s| {
-            let alpha = settings.alpha * s.alpha_share;
-            settings.alpha -= alpha;
-            SentryWatch::new(
-                alpha,
-                settings.error_tolerance,
-                settings.max_evidence_per_second,
-                settings.watch_secs,
-                landing.at,
-            )
-        });
+        let settings = self.settings_for(&change, rules);
+        let settings = self.watch_sentry(&change, landing.at, settings, rules);
         self.monitor.change_landed_with(landing, &settings);
         self.phase = Phase::Watching(change);
         // Saved at once, so that a restart from now on resumes this watch.
@@ -316,6 +386,21 @@ impl Supervisor {
         let report = self.report();
         match verdict {
             Verdict::Regressed => self.regressed(change, report, rules),
+            Verdict::Healthy
+                if self
+                    .claim
+                    .as_ref()
+                    .is_some_and(|c| c.verdict() == ClaimVerdict::StillFiring) =>
+            {
+                // Nothing worse, nothing fixed: no rollback, and a person hears of it.
+                self.phase = Phase::Idle;
+                vec![
+                    Effect::verdict(&change.id, ChangeState::Ineffective, report),
+                    Effect::Alert {
+                        change_id: change.id,
+                    },
+                ]
+            }
             Verdict::Healthy => {
                 self.phase = Phase::Idle;
                 let mut effects = vec![Effect::verdict(&change.id, ChangeState::Healthy, report)];
@@ -659,6 +744,7 @@ mod tests {
             kind,
             commit: format!("{id}-commit"),
             pattern: None,
+            fixes: None,
         }
     }
 
@@ -867,6 +953,78 @@ mod tests {
             format!("{effects:?}").contains("Sentry events"),
             "the note names the signal: {effects:?}"
         );
+    }
+
+    /// A fix of Sentry issue 4711 watched for its whole minute, the issue having fired on 5%
+    /// of the baseline's requests and on `after_per_mille` of the requests since.
+    fn a_fix_of_issue_4711(after_per_mille: u64) -> Vec<Effect> {
+        let mut rules = with_rollback();
+        rules.sentry = Some(crate::config::SentrySettings {
+            client_secret_file: "/etc/guardian/sentry".into(),
+            max_age_secs: 300,
+            alpha_share: 0.2,
+        });
+        let mut s = supervisor();
+        traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
+        let fix = Watched {
+            fixes: Some("4711".into()),
+            ..change("c1", ChangeKind::Ai)
+        };
+        s.change_landed(fix, Landing::at(T0), &rules);
+        assert_eq!(s.claimed_issue(), Some("4711"));
+        let mut effects = Vec::new();
+        for sec in 0..70u32 {
+            let t = T0 + f64::from(sec);
+            let requests = 20 * (u64::from(sec) + 1);
+            let base = Counts {
+                requests: 6000,
+                events: 300,
+            };
+            s.sentry_counts(
+                base,
+                Counts {
+                    requests,
+                    events: 0,
+                },
+                t + 1.0,
+            );
+            let after = Counts {
+                requests,
+                events: requests * after_per_mille / 1000,
+            };
+            s.claim_counts(base, after, t + 1.0);
+            effects.extend(traffic(&mut s, &rules, t, 1, 0.05));
+        }
+        effects
+    }
+
+    #[test]
+    fn a_fix_after_which_its_issue_goes_on_firing_is_ineffective_and_told_not_rolled_back() {
+        let effects = a_fix_of_issue_4711(50);
+        assert_eq!(decisions(&effects), ["c1 ineffective", "c1 alert"]);
+        let Some(report) = effects.iter().find_map(|e| match e {
+            Effect::Transition { report, .. } => report.as_ref(),
+            _ => None,
+        }) else {
+            panic!("no verdict")
+        };
+        let claim = report.claim.as_ref().unwrap();
+        assert_eq!(claim.verdict, crate::core::ClaimVerdict::StillFiring);
+        assert_eq!(claim.issue, "4711");
+    }
+
+    #[test]
+    fn a_fix_after_which_its_issue_stops_is_healthy_and_shown_fixed() {
+        let effects = a_fix_of_issue_4711(0);
+        assert_eq!(decisions(&effects), ["c1 healthy"]);
+        let Some(report) = effects.iter().find_map(|e| match e {
+            Effect::Transition { report, .. } => report.as_ref(),
+            _ => None,
+        }) else {
+            panic!("no verdict")
+        };
+        let claim = report.claim.as_ref().unwrap();
+        assert_eq!(claim.verdict, crate::core::ClaimVerdict::Fixed, "{claim:?}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Trust per fix pattern, earned from the record. The ledger is not stored anywhere it could be
 //! edited: it is computed from the proposals and the verdicts on the changes they became (both
 //! in the audited store). A pattern starts needing approval, may deploy alone once enough
-//! changes a person approved stayed healthy, and loses that at once on a rollback.
+//! changes a person approved stayed healthy, and loses that at once on a rollback, or on a fix
+//! that did not fix the issue it named (`ineffective`).
 //!
 //! Two ways to the same [`Tally`] per pattern: [`tally`] folds every entry (the definition),
 //! and the store reads it from counts it keeps in the same transaction as each write
@@ -35,17 +36,25 @@ pub enum Outcome {
     Healthy,
     /// Deployed and it made things worse (rolled back, or would have been in shadow mode).
     Regressed,
+    /// Deployed, made nothing worse, and the issue it claimed to fix went on firing.
+    Ineffective,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Denied,
         Outcome::NotDeployed,
         Outcome::Rejected,
         Outcome::Deployed,
         Outcome::Healthy,
         Outcome::Regressed,
+        Outcome::Ineffective,
     ];
+
+    /// Whether it takes a pattern's standing away: what promotion counts starts again after it.
+    pub fn is_setback(self) -> bool {
+        matches!(self, Outcome::Regressed | Outcome::Ineffective)
+    }
 
     /// As stored (`proposals.outcome`, `proposal_tally.outcome`).
     pub fn as_str(self) -> &'static str {
@@ -56,6 +65,7 @@ impl Outcome {
             Outcome::Deployed => "deployed",
             Outcome::Healthy => "healthy",
             Outcome::Regressed => "regressed",
+            Outcome::Ineffective => "ineffective",
         }
     }
 
@@ -74,9 +84,13 @@ pub struct Tally {
     pub deployed: u32,
     pub healthy: u32,
     pub rollbacks: u32,
-    /// Approved changes that stayed healthy since the last rollback.
+    /// Deployed fixes after which the issue they named went on firing.
+    pub ineffective: u32,
+    /// Approved changes that stayed healthy since the last setback (a rollback or an
+    /// ineffective fix).
     pub earned: u32,
     pub last_rollback_at: Option<f64>,
+    pub last_ineffective_at: Option<f64>,
 }
 
 impl Tally {
@@ -99,6 +113,10 @@ impl Tally {
             Outcome::Regressed => {
                 self.deployed += n;
                 self.rollbacks += n;
+            }
+            Outcome::Ineffective => {
+                self.deployed += n;
+                self.ineffective += n;
             }
         }
     }
@@ -125,6 +143,10 @@ pub fn tally(entries: &[Entry]) -> Vec<(String, Tally)> {
             Outcome::Regressed => {
                 t.earned = 0;
                 t.last_rollback_at = Some(e.at);
+            }
+            Outcome::Ineffective => {
+                t.earned = 0;
+                t.last_ineffective_at = Some(e.at);
             }
             _ => {}
         }
@@ -173,10 +195,16 @@ pub struct PatternTrust {
     pub deployed: u32,
     pub healthy: u32,
     pub rollbacks: u32,
-    /// Approved changes that stayed healthy since the last rollback: what promotion counts.
+    /// Fixes after which the issue they named went on firing.
+    #[serde(default)]
+    pub ineffective: u32,
+    /// Approved changes that stayed healthy since the last setback (a rollback or an
+    /// ineffective fix): what promotion counts.
     pub earned: u32,
     pub needed: u32,
     pub last_rollback_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ineffective_at: Option<f64>,
     /// Why the pattern is where it is, in one sentence.
     pub why: String,
 }
@@ -215,9 +243,11 @@ pub fn standing(tallies: &[(String, Tally)], promote_after: u32) -> Vec<PatternT
                 deployed: tally.deployed,
                 healthy: tally.healthy,
                 rollbacks: tally.rollbacks,
+                ineffective: tally.ineffective,
                 earned: tally.earned,
                 needed: promote_after,
                 last_rollback_at: tally.last_rollback_at,
+                last_ineffective_at: tally.last_ineffective_at,
                 why: String::new(),
                 pattern,
             };
@@ -238,21 +268,36 @@ fn why(t: &PatternTrust, promotable: bool) -> String {
             t.pattern
         );
     }
-    let since = if t.rollbacks > 0 {
-        " since its last rollback"
-    } else {
-        ""
+    // The latest setback, which the streak counts from.
+    let ineffective_last = match (t.last_ineffective_at, t.last_rollback_at) {
+        (Some(i), Some(r)) => i > r,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let since = match (t.rollbacks > 0, t.ineffective > 0) {
+        (false, false) => "",
+        (true, false) => " since its last rollback",
+        (false, true) => " since its last ineffective fix",
+        (true, true) => " since its last rollback or ineffective fix",
     };
     match t.level {
         Level::Auto => format!(
-            "{} approved changes stayed healthy{since} (promotion needs {}); a rollback demotes it",
+            "{} approved changes stayed healthy{since} (promotion needs {}); a rollback or a fix \
+             that does not stop its issue demotes it",
             t.earned, t.needed
         ),
-        Level::NeedsApproval if t.rollbacks > 0 && t.earned == 0 => format!(
-            "demoted by a rollback; needs {} approved change{} that stay healthy to deploy alone",
-            t.needed,
-            if t.needed == 1 { "" } else { "s" }
-        ),
+        Level::NeedsApproval if (t.rollbacks > 0 || t.ineffective > 0) && t.earned == 0 => {
+            format!(
+                "demoted by {}; needs {} approved change{} that stay healthy to deploy alone",
+                if ineffective_last {
+                    "a fix after which its issue went on firing"
+                } else {
+                    "a rollback"
+                },
+                t.needed,
+                if t.needed == 1 { "" } else { "s" }
+            )
+        }
         Level::NeedsApproval => format!(
             "{} of {} approved changes that stayed healthy{since}",
             t.earned, t.needed

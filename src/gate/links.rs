@@ -258,6 +258,7 @@ mod tests {
                     pattern: "nil-check".into(),
                     summary: "guard against a missing cart".into(),
                     issue_url: None,
+                    sentry_issue: None,
                     tests_run: true,
                     base_sha: "a".repeat(40),
                     claimed_sha: None,

@@ -106,6 +106,8 @@ pub struct NewProposal {
     pub pattern: String,
     pub summary: String,
     pub issue_url: Option<String>,
+    /// The Sentry issue it claims to fix (its id, resolved by the gate), if it names one.
+    pub sentry_issue: Option<String>,
     pub tests_run: bool,
     pub base_sha: String,
     pub claimed_sha: Option<String>,
@@ -133,6 +135,9 @@ pub struct ProposalRecord {
     pub pattern: String,
     pub summary: String,
     pub issue_url: Option<String>,
+    /// The Sentry issue it claims to fix (its id), if it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentry_issue: Option<String>,
     pub tests_run: bool,
     pub base_sha: String,
     pub claimed_sha: Option<String>,
@@ -187,14 +192,16 @@ pub(super) fn sql(doing: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> P
 const COLUMNS: &str = "id, created_at, updated_at, proposer, kind, pattern, summary, issue_url, \
      tests_run, base_sha, claimed_sha, patch, diff_hash, decision, assessment, shadow, state, \
      decided_by, decided_note, approved_hash, change_id, note, \
-     (SELECT state FROM changes WHERE changes.id = proposals.change_id), tree_sha, approved_tree";
+     (SELECT state FROM changes WHERE changes.id = proposals.change_id), tree_sha, approved_tree, \
+     sentry_issue";
 
 /// The same columns with the patch left out (empty): listings do not show it, and a patch may
 /// be half a megabyte.
 const LIST_COLUMNS: &str = "id, created_at, updated_at, proposer, kind, pattern, summary, \
      issue_url, tests_run, base_sha, claimed_sha, '' AS patch, diff_hash, decision, assessment, \
      shadow, state, decided_by, decided_note, approved_hash, change_id, note, \
-     (SELECT state FROM changes WHERE changes.id = proposals.change_id), tree_sha, approved_tree";
+     (SELECT state FROM changes WHERE changes.id = proposals.change_id), tree_sha, approved_tree, \
+     sentry_issue";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<ProposalRecord> {
     let state: String = row.get(16)?;
@@ -231,6 +238,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<ProposalRecord> {
         change_state: row.get(22)?,
         tree_sha: row.get(23)?,
         approved_tree: row.get(24)?,
+        sentry_issue: row.get(25)?,
     })
 }
 
@@ -405,8 +413,9 @@ impl Store {
         tx.execute(
             "INSERT INTO proposals (id, created_at, updated_at, proposer, kind, pattern, summary, \
              issue_url, tests_run, base_sha, claimed_sha, patch, diff_hash, decision, \
-             assessment, shadow, state, tree_sha) \
-             VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             assessment, shadow, state, tree_sha, sentry_issue) \
+             VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18)",
             params![
                 id,
                 now,
@@ -425,13 +434,14 @@ impl Store {
                 i64::from(new.shadow),
                 new.state.as_str(),
                 new.tree_sha,
+                new.sentry_issue,
             ],
         )
         .map_err(sql(format!("storing proposal {id}")))?;
         tally_key(&tx, &id)
             .and_then(|before| retally(&tx, &id, &before))
             .map_err(sql(format!("counting proposal {id}")))?;
-        let submitted = json!({
+        let mut submitted = json!({
             "kind": new.kind.as_str(),
             "pattern": new.pattern,
             "summary": new.summary,
@@ -443,6 +453,9 @@ impl Store {
             "tree": new.tree_sha,
             "patch_bytes": new.patch.len(),
         });
+        if let Some(issue) = &new.sentry_issue {
+            submitted["sentry_issue"] = issue.clone().into();
+        }
         audit(
             &tx,
             now,
@@ -561,26 +574,37 @@ impl Store {
             }
         }
         for ((pattern, t), earning) in tallies.iter_mut().zip(earning) {
-            let last: Option<(f64, String)> = if t.rollbacks > 0 {
+            // The latest proposal of each setback (an index seek each, only when there was one).
+            let latest = |outcome: Outcome, any: bool| -> Result<Option<(f64, String)>> {
+                if !any {
+                    return Ok(None);
+                }
                 self.conn
                     .prepare_cached(
                         "SELECT created_at, id FROM proposals \
-                         WHERE pattern = ?1 AND outcome = 'regressed' \
+                         WHERE pattern = ?1 AND outcome = ?2 \
                          ORDER BY created_at DESC, id DESC LIMIT 1",
                     )
                     .and_then(|mut st| {
-                        st.query_row([pattern.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .optional()
+                        st.query_row(params![pattern.as_str(), outcome.as_str()], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
+                        .optional()
                     })
-                    .map_err(sql(doing))?
-            } else {
-                None
+                    .map_err(sql(doing))
             };
-            t.last_rollback_at = last.as_ref().map(|(at, _)| *at);
+            let rollback = latest(Outcome::Regressed, t.rollbacks > 0)?;
+            let ineffective = latest(Outcome::Ineffective, t.ineffective > 0)?;
+            t.last_rollback_at = rollback.as_ref().map(|(at, _)| *at);
+            t.last_ineffective_at = ineffective.as_ref().map(|(at, _)| *at);
+            let last = match (rollback, ineffective) {
+                (Some(r), Some(i)) => Some(if (i.0, &i.1) > (r.0, &r.1) { i } else { r }),
+                (r, i) => r.or(i),
+            };
             t.earned = match last {
-                // Never rolled back: every approved healthy change counts, and the tally has them.
+                // Never set back: every approved healthy change counts, and the tally has them.
                 None => earning,
-                // Those after the last rollback, counted in the partial index that holds only
+                // Those after the last setback, counted in the partial index that holds only
                 // approved healthy changes (the index alone answers: no row is read).
                 Some((at, id)) if earning > 0 => {
                     let earned: i64 = self
@@ -893,6 +917,7 @@ fn outcome(proposal_state: &str, change_state: Option<&str>, regressed: bool) ->
         ("rejected", _) => Outcome::Rejected,
         (_, Some(_)) if regressed => Outcome::Regressed,
         (_, Some("healthy")) => Outcome::Healthy,
+        (_, Some("ineffective")) => Outcome::Ineffective,
         (_, Some(_)) => Outcome::Deployed,
         _ => Outcome::NotDeployed,
     }
@@ -913,6 +938,7 @@ mod tests {
                 pattern: self.pattern,
                 summary: self.summary,
                 issue_url: self.issue_url,
+                sentry_issue: self.sentry_issue,
                 tests_run: self.tests_run,
                 base_sha: self.base_sha,
                 claimed_sha: self.claimed_sha,
@@ -957,6 +983,7 @@ mod tests {
                     pattern: "nil-check".into(),
                     summary: "guard a missing cart".into(),
                     issue_url: None,
+                    sentry_issue: None,
                     tests_run: true,
                     base_sha: "a".repeat(40),
                     claimed_sha: None,
@@ -1122,6 +1149,7 @@ mod tests {
                                         pattern: None,
                                         summary: None,
                                         landed_at: t,
+                                        fixes_issue: None,
                                     },
                                     t,
                                 )
@@ -1175,7 +1203,8 @@ mod tests {
                     }
                 }
                 _ => {
-                    // A change moves: healthy, inconclusive, or regressed and on through a rollback.
+                    // A change moves: healthy, ineffective, inconclusive, or regressed and on
+                    // through a rollback.
                     let Some(id) = pick(&mut rng, &ids) else {
                         continue;
                     };
@@ -1188,7 +1217,8 @@ mod tests {
                             ChangeState::Healthy,
                             ChangeState::Regressed,
                             ChangeState::Inconclusive,
-                        ][rng.gen_range(0..3)],
+                            ChangeState::Ineffective,
+                        ][rng.gen_range(0..4)],
                         ChangeState::Regressed => ChangeState::RollingBack,
                         ChangeState::RollingBack => ChangeState::Verifying,
                         ChangeState::Verifying => ChangeState::RolledBack,
@@ -1250,7 +1280,9 @@ mod tests {
                      ALTER TABLE proposals DROP COLUMN tree_sha; \
                      ALTER TABLE proposals DROP COLUMN approved_tree; \
                      DROP TABLE sentry_deliveries; DROP TABLE sentry_issues; \
-                     DROP TABLE sentry_event_ids; DROP TABLE sentry_events;",
+                     DROP TABLE sentry_event_ids; DROP TABLE sentry_events; \
+                     ALTER TABLE changes DROP COLUMN fixes_issue; \
+                     ALTER TABLE proposals DROP COLUMN sentry_issue;",
                 )
                 .unwrap();
         }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde::Deserialize as _;
 use serde_json::Value;
 
-use super::evidence::regression_summary;
+use super::evidence::{self, regression_summary};
 use super::text::{printable, shell_line, short_commit, tail, OUTPUT_TAIL_LINES};
 use crate::core::Report;
 use crate::daemon::actions::revert::RollbackReport;
@@ -141,6 +141,15 @@ pub fn headline(
             "Commit {short} on {service} is healthy: the watch ended and the evidence bounds any \
              harm below the configured limits.{}",
             not_judged(report)
+        ),
+        ChangeState::Ineffective => format!(
+            "Commit {short} on {service} is INEFFECTIVE: {}. It made nothing worse, so guardian \
+             did not roll it back; the issue still needs a fix, and the fix's pattern loses \
+             its standing in the trust ledger.",
+            report
+                .and_then(|r| r.claim.as_ref())
+                .map(evidence::claim_outcome)
+                .unwrap_or_else(|| "the issue it claims to fix goes on firing".to_owned())
         ),
         ChangeState::Inconclusive => format!(
             "Commit {short} on {service}: the watch ended without enough evidence either way; \

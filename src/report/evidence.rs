@@ -4,9 +4,9 @@
 use serde::Deserialize as _;
 use serde_json::Value;
 
-use super::units::{percent, ratio};
+use super::units::{count, evalue, percent, ratio};
 use crate::core::watch::signal_words;
-use crate::core::{Report, SignalKind, SignalReport, Verdict};
+use crate::core::{ClaimVerdict, FixClaim, Report, SignalKind, SignalReport, Verdict};
 use crate::store::ChangeRecord;
 
 /// A stored report that does not read back as the core's `Report` (a damaged row, or one
@@ -118,6 +118,64 @@ pub fn regression_summary(report: &Report) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// What became of the issue a change claims to fix, in a sentence without its full stop:
+/// "Sentry issue 4711 went on firing: 31 events after the change where 30 were expected at
+/// its old rate (0.50% of requests -> 0.52%)".
+pub fn claim_outcome(claim: &FixClaim) -> String {
+    let issue = format!("Sentry issue {}", claim.issue);
+    let counted = format!(
+        "{} after the change where {} {} expected at its old rate ({} of requests -> {})",
+        events(claim.after.events),
+        trim_count(claim.expected_after),
+        if (claim.expected_after - 1.0).abs() < 0.05 {
+            "was"
+        } else {
+            "were"
+        },
+        percent(claim.baseline.rate),
+        percent(claim.after.rate)
+    );
+    let half = if (claim.null_ratio - 0.5).abs() < 1e-9 {
+        "half".to_owned()
+    } else {
+        format!("{} of", ratio(claim.null_ratio))
+    };
+    match claim.verdict {
+        ClaimVerdict::StillFiring => format!(
+            "{issue} went on firing: {counted}; shown above {half} its old rate (evidence {} \
+             against {})",
+            evalue(claim.still_firing_e_value),
+            evalue(claim.e_value_threshold)
+        ),
+        ClaimVerdict::Fixed => format!(
+            "{issue} stopped: {counted}; shown below {half} its old rate (evidence {} against {})",
+            evalue(claim.fixed_e_value),
+            evalue(claim.e_value_threshold)
+        ),
+        ClaimVerdict::NotShown => {
+            format!("{issue}: {counted}; too few of its events to show whether the fix worked")
+        }
+        ClaimVerdict::NotCompared => format!(
+            "{issue} had no events in the baseline ({} requests), so the fix could not be \
+             judged on it",
+            count(claim.baseline.requests)
+        ),
+    }
+}
+
+fn events(n: u64) -> String {
+    format!("{} event{}", count(n), if n == 1 { "" } else { "s" })
+}
+
+/// An expected count: whole when large, one decimal when small.
+fn trim_count(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 #[cfg(test)]

@@ -242,6 +242,7 @@ mod tests {
                     pattern: None,
                     summary: None,
                     landed_at: T0,
+                    fixes_issue: None,
                 },
                 T0,
             )

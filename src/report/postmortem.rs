@@ -625,6 +625,9 @@ fn state_change(moved: &StateChange, change: &ChangeRecord) -> Vec<Inline> {
             format!("Decision: regressed{why}")
         }
         Healthy => "Decision: healthy".to_owned(),
+        Ineffective => {
+            "Decision: ineffective (the issue it claims to fix goes on firing)".to_owned()
+        }
         Inconclusive => "Decision: inconclusive".to_owned(),
         RollingBack => "Rollback started".to_owned(),
         Verifying => "Redeployed; checking that the service recovers".to_owned(),
@@ -1144,6 +1147,7 @@ mod tests {
             decided_at: Some(T0 + 30.6),
             report: Some(report()),
             note: Some("reverted and redeployed; the service is back to its baseline".into()),
+            fixes_issue: None,
         };
         let events = vec![
             event(1, T0 + 0.2, EventKind::ChangeCreated, json!({"commit": COMMIT, "kind": "ai"})),
@@ -1634,7 +1638,7 @@ mod tests {
             .collect();
         expect_test::expect![[r#"
             | 16:02:38 | +2 min 39 s | The recovery check record cannot be read: unknown variant \`fine\`, expected one of \`watching\`, \`regressed\`, \`healthy\`, \`inconclusive\` |
-            | 16:02:38 | +2 min 39 s | The state changed record cannot be read: unknown variant \`canaried\`, expected one of \`watching\`, \`healthy\`, \`regressed\`, \`inconclusive\`, \`superseded\`, \`interrupted\`, \`rolling_back\`, \`verifying\`, \`rolled_back\`, \`escalated\` |
+            | 16:02:38 | +2 min 39 s | The state changed record cannot be read: unknown variant \`canaried\`, expected one of \`watching\`, \`healthy\`, \`regressed\`, \`ineffective\`, \`inconclusive\`, \`superseded\`, \`interrupted\`, \`rolling_back\`, \`verifying\`, \`rolled_back\`, \`escalated\` |
             | 16:02:38 | +2 min 39 s | The email queued record cannot be read: missing field \`subject\` |
             - **recovery check:** its record cannot be read: unknown variant \`fine\`, expected one of \`watching\`, \`regressed\`, \`healthy\`, \`inconclusive\`"#]].assert_eq(&told.join("\n"));
         assert!(!md.contains('?'), "{md}");

@@ -151,6 +151,7 @@ pub fn change(state: ChangeState, note: &str, report: Option<Value>) -> ChangeRe
         decided_at: None,
         report,
         note: Some(note.into()),
+        fixes_issue: None,
     }
 }
 

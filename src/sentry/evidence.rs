@@ -20,8 +20,13 @@ const IMMEDIATE_WEIGHT: f64 = 0.85;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SentryWatch {
     alpha: f64,
-    /// The null hypothesis allows the after/before ratio of events per request up to this.
+    /// The null hypothesis allows the after/before ratio of events per request up to this
+    /// (down to it when `lower`).
     null_ratio: f64,
+    /// Whether the test is for fewer events than the null allows (a fix shown to work), not
+    /// more.
+    #[serde(default)]
+    lower: bool,
     base_cap: f64,
     watch_secs: f64,
     change_at: f64,
@@ -46,6 +51,7 @@ impl SentryWatch {
         SentryWatch {
             alpha,
             null_ratio: 1.0 + tolerance,
+            lower: false,
             base_cap,
             watch_secs: f64::from(watch_secs.max(1)),
             change_at,
@@ -56,6 +62,14 @@ impl SentryWatch {
             after: Counts::default(),
             e_value: 0.0,
         }
+    }
+
+    /// The same test the other way: evidence that the events per request after the change
+    /// are below `null_ratio` times the baseline's (the alternatives are the null ratio
+    /// divided by each of the grid's ratios).
+    pub fn lower(mut self) -> SentryWatch {
+        self.lower = true;
+        self
     }
 
     /// The counts as they stand: the baseline's requests and the events in its window, the
@@ -75,7 +89,8 @@ impl SentryWatch {
         let c = self.null_ratio;
         let mut increments = [0.0; RATIO_GRID.len()];
         for (j, &(m, _)) in RATIO_GRID.iter().enumerate() {
-            let llr = evidence::log_likelihood_ratio(baseline, after, c, c * m);
+            let r = if self.lower { c / m } else { c * m };
+            let llr = evidence::log_likelihood_ratio(baseline, after, c, r);
             increments[j] = llr - self.previous[j];
             self.previous[j] = llr;
         }
@@ -92,13 +107,21 @@ impl SentryWatch {
     /// The same test, started afresh at `at` for `watch_secs` (a recovery check after a
     /// remediation, against the same baseline).
     pub fn restarted(&self, at: f64, watch_secs: u32) -> SentryWatch {
-        SentryWatch::new(
-            self.alpha,
-            self.null_ratio - 1.0,
-            self.base_cap,
-            watch_secs,
-            at,
-        )
+        SentryWatch {
+            lower: self.lower,
+            ..SentryWatch::new(
+                self.alpha,
+                self.null_ratio - 1.0,
+                self.base_cap,
+                watch_secs,
+                at,
+            )
+        }
+    }
+
+    /// The counts last handed in: the baseline's, and since the change.
+    pub fn counts(&self) -> (Counts, Counts) {
+        (self.baseline, self.after)
     }
 
     /// Prior weight of "it started in the time since the last update".
@@ -123,7 +146,8 @@ impl SentryWatch {
         1.0 / self.alpha
     }
 
-    /// Whether the events per request are shown worse than the baseline's beyond the tolerance.
+    /// Whether the events per request are shown beyond the null ratio: worse than the
+    /// baseline's past the tolerance (below it, when `lower`).
     pub fn regressed(&self) -> bool {
         self.e_value >= self.threshold()
     }

@@ -2,12 +2,14 @@
 //! (`webhook`) and read into what guardian uses of it (`payload`). No IO and no clock: the
 //! daemon hands in the headers, the body and the time, and stores what comes out.
 
+pub mod claim;
 pub mod evidence;
 pub mod payload;
 #[cfg(test)]
 pub mod testing;
 pub mod webhook;
 
+pub use claim::ClaimWatch;
 pub use evidence::SentryWatch;
 pub use payload::{read, Event, Issue, IssueAction, Notice, PayloadError};
 pub use webhook::{

@@ -40,6 +40,9 @@ pub struct NewChange {
     pub summary: Option<String>,
     /// Unix seconds.
     pub landed_at: f64,
+    /// The Sentry issue it claims to fix (its id), if it names one.
+    #[serde(default)]
+    pub fixes_issue: Option<String>,
 }
 
 /// A change as stored, and as the API sends it (`api`: the CLI reads it back).
@@ -57,10 +60,13 @@ pub struct ChangeRecord {
     /// The latest report (the core's `Report`), as JSON.
     pub report: Option<Value>,
     pub note: Option<String>,
+    /// The Sentry issue it claims to fix (its id), if it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixes_issue: Option<String>,
 }
 
 const CHANGE_COLUMNS: &str = "id, commit_sha, kind, pattern, summary, landed_at, state, \
-                              updated_at, decided_at, report, note";
+                              updated_at, decided_at, report, note, fixes_issue";
 
 impl Store {
     /// Records a change guardian was told about, in state `watching`, with a new id, and logs
@@ -97,7 +103,7 @@ impl Store {
         let doing = || format!("saving new change {id}");
         tx.execute(
             "INSERT INTO changes (id, commit_sha, kind, pattern, summary, landed_at, state, \
-             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             updated_at, fixes_issue) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 id,
                 new.commit,
@@ -106,11 +112,12 @@ impl Store {
                 new.summary,
                 new.landed_at,
                 state.as_str(),
-                now
+                now,
+                new.fixes_issue
             ],
         )
         .doing(doing)?;
-        let detail = serde_json::json!({
+        let mut detail = serde_json::json!({
             "commit": new.commit,
             "kind": new.kind,
             "pattern": new.pattern,
@@ -118,6 +125,9 @@ impl Store {
             "landed_at": new.landed_at,
             "state": state,
         });
+        if let Some(issue) = &new.fixes_issue {
+            detail["fixes_issue"] = issue.clone().into();
+        }
         append_event(&tx, now, Some(&id), EventKind::ChangeCreated, &detail).doing(doing)?;
         tx.commit().doing(doing)?;
         Ok(ChangeRecord {
@@ -132,6 +142,7 @@ impl Store {
             decided_at: None,
             report: None,
             note: None,
+            fixes_issue: new.fixes_issue.clone(),
         })
     }
 
@@ -327,6 +338,7 @@ struct RawChange {
     decided_at: Option<f64>,
     report: Option<String>,
     note: Option<String>,
+    fixes_issue: Option<String>,
 }
 
 impl RawChange {
@@ -344,6 +356,7 @@ impl RawChange {
             decided_at: row.get(8)?,
             report: row.get(9)?,
             note: row.get(10)?,
+            fixes_issue: row.get(11)?,
         })
     }
 
@@ -373,6 +386,7 @@ impl RawChange {
             decided_at: self.decided_at,
             report,
             note: self.note,
+            fixes_issue: self.fixes_issue,
         })
     }
 }
@@ -455,6 +469,7 @@ mod tests {
             pattern: None,
             summary: None,
             landed_at: T0,
+            fixes_issue: None,
         };
         let record = store.insert_change(&new, T0 + 5.0).unwrap();
         assert_eq!(record.state, ChangeState::Watching);

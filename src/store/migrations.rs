@@ -216,6 +216,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX sentry_events_by_bin ON sentry_events (bin);
     "#,
+    // 8: a change may claim to fix a Sentry issue (a proposal's `issue`, `notify --issue`):
+    // the watch judges it on that issue's events too, and a fix that did not fix it is
+    // `ineffective` in the trust ledger.
+    r#"
+    ALTER TABLE changes ADD COLUMN fixes_issue TEXT;
+    ALTER TABLE proposals ADD COLUMN sentry_issue TEXT;
+    "#,
 ];
 
 /// The schema version that brought the proposal tally.

@@ -153,18 +153,33 @@ impl Store {
 
     /// Issues first seen at or after `since`, newest first, at most `limit`.
     pub fn sentry_issues_since(&self, since: f64, limit: u32) -> Result<Vec<Issue>> {
+        self.read_issues(
+            "WHERE first_seen >= ?1 ORDER BY first_seen DESC, id DESC LIMIT ?2",
+            params![since, limit],
+        )
+    }
+
+    /// The issue with this id, or this short id (`SHOP-1A`, in any case), if guardian has
+    /// heard of it.
+    pub fn sentry_issue(&self, id_or_short_id: &str) -> Result<Option<Issue>> {
+        let mut found = self.read_issues(
+            "WHERE id = ?1 OR short_id = ?1 COLLATE NOCASE ORDER BY id = ?1 DESC LIMIT 1",
+            params![id_or_short_id],
+        )?;
+        Ok(found.pop())
+    }
+
+    fn read_issues(&self, filter: &str, params: impl rusqlite::Params) -> Result<Vec<Issue>> {
         let doing = || "reading Sentry issues".to_owned();
         let mut stmt = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT id, short_id, title, culprit, level, status, substatus, project, \
-                 web_url, first_seen, last_seen, count, files FROM sentry_issues \
-                 WHERE first_seen >= ?1 \
-                 ORDER BY first_seen DESC, id DESC LIMIT ?2",
-            )
+                 web_url, first_seen, last_seen, count, files FROM sentry_issues {filter}"
+            ))
             .doing(doing)?;
         let rows = stmt
-            .query_map(params![since, limit], |row| {
+            .query_map(params, |row| {
                 Ok((
                     Issue {
                         id: row.get(0)?,

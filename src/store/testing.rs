@@ -11,6 +11,7 @@ pub(super) fn change(commit: &str, landed_at: f64) -> NewChange {
         pattern: Some("retry-wrapper".to_string()),
         summary: Some("wrap calls in retries".to_string()),
         landed_at,
+        fixes_issue: None,
     }
 }
 

@@ -436,6 +436,7 @@ fn long_record(n: usize, rollback: bool) -> Seed {
                             ProposalState::Denied
                         },
                         tree_sha: healthy.then(|| "e".repeat(40)),
+                        sentry_issue: None,
                     },
                     t,
                 )
@@ -457,6 +458,7 @@ fn long_record(n: usize, rollback: bool) -> Seed {
                         pattern: Some("timeout-bump".into()),
                         summary: None,
                         landed_at: t,
+                        fixes_issue: None,
                     },
                     t,
                 )
@@ -1064,6 +1066,7 @@ fn what_the_agent_wrote_is_shown_as_it_is_never_as_it_pretends() {
                         shadow: false,
                         state: ProposalState::Pending,
                         tree_sha: None,
+                        sentry_issue: None,
                     },
                     now() - 60.0,
                 )
@@ -1076,6 +1079,7 @@ fn what_the_agent_wrote_is_shown_as_it_is_never_as_it_pretends() {
                         pattern: None,
                         summary: None,
                         landed_at: now() - 30.0,
+                        fixes_issue: None,
                     },
                     now() - 30.0,
                 )

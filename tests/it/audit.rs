@@ -43,6 +43,7 @@ fn change(commit: &str) -> NewChange {
         pattern: Some("retry-wrapper".into()),
         summary: Some("wrap calls in retries".into()),
         landed_at: T0,
+        fixes_issue: None,
     }
 }
 

@@ -309,6 +309,7 @@ fn seed_ledger(db: &Path, n: usize, at: f64) {
                     assessment: json!({}),
                     shadow: false,
                     state: ProposalState::Pending,
+                    sentry_issue: None,
                 },
                 t,
             )
@@ -334,6 +335,7 @@ fn seed_ledger(db: &Path, n: usize, at: f64) {
                     pattern: Some("timeout-bump".into()),
                     summary: None,
                     landed_at: t + 3.0,
+                    fixes_issue: None,
                 },
                 t + 3.0,
             )

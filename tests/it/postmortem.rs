@@ -78,6 +78,7 @@ fn story(db: &Path) -> String {
                 pattern: Some("input-validation".into()),
                 summary: Some("validate cart items strictly".into()),
                 landed_at: t,
+                fixes_issue: None,
             },
             t + 0.1,
         )

@@ -35,7 +35,9 @@ mod report;
 mod signal;
 mod thin;
 
-pub use report::{signal_words, LevelReport, Report, Side, SignalReport, Thin};
+pub use report::{
+    signal_words, ClaimVerdict, FixClaim, LevelReport, Report, Side, SignalReport, Thin,
+};
 pub use signal::SignalKind;
 
 use signal::{Signal, Test};

@@ -49,6 +49,7 @@ impl Watch {
             unlabelled_requests: self.unlabelled,
             signals,
             not_judged: None,
+            claim: None,
         };
         report.not_judged = report.scope_note();
         report

@@ -43,6 +43,59 @@ pub struct Report {
     pub signals: Vec<SignalReport>,
     /// What the verdict does not rest on, in words (see [`Report::scope_note`]).
     pub not_judged: Option<String>,
+    /// The issue the change claims to fix and what became of it (`sentry::ClaimWatch`): set
+    /// beside the core's evidence by the daemon, never by the core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<FixClaim>,
+}
+
+/// A change's claim to fix an issue (a Sentry issue, by its id), judged on the issue's
+/// events per request after the change against the baseline's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FixClaim {
+    pub issue: String,
+    pub verdict: ClaimVerdict,
+    /// The issue's events, and the requests they are counted against.
+    pub baseline: Side,
+    pub after: Side,
+    /// The events expected after the change had the issue gone on at its baseline rate.
+    pub expected_after: f64,
+    /// The ratio of rates both tests are against: above it the issue is still firing,
+    /// below it the fix is shown to work.
+    pub null_ratio: f64,
+    /// Evidence that the issue goes on at more than `null_ratio` of its old rate ...
+    #[serde(deserialize_with = "unbounded")]
+    pub still_firing_e_value: f64,
+    /// ... and that it fell below it.
+    #[serde(deserialize_with = "unbounded")]
+    pub fixed_e_value: f64,
+    /// Either crosses at this (1 / alpha).
+    pub e_value_threshold: f64,
+}
+
+/// What became of the issue a change claims to fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimVerdict {
+    /// Shown to fire at less than the null ratio of its old rate.
+    Fixed,
+    /// Shown to go on at more than the null ratio of its old rate: the fix is ineffective.
+    StillFiring,
+    /// Neither shown yet (too few of its events to tell).
+    NotShown,
+    /// Nothing to compare: the issue had no events in the baseline, or there were no requests.
+    NotCompared,
+}
+
+impl ClaimVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimVerdict::Fixed => "fixed",
+            ClaimVerdict::StillFiring => "still_firing",
+            ClaimVerdict::NotShown => "not_shown",
+            ClaimVerdict::NotCompared => "not_compared",
+        }
+    }
 }
 
 impl Report {
@@ -89,7 +142,7 @@ pub fn signal_words(kind: SignalKind) -> &'static str {
 }
 
 /// Requests and bad events on one side, and their rate.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Side {
     pub requests: u64,
     pub events: u64,

@@ -23,6 +23,10 @@ pub struct ChangeRequest {
     /// restart) is neither baseline nor watch. Without it, `deploy_guard_secs` before.
     #[serde(default)]
     pub deploy_started_at: Option<f64>,
+    /// The Sentry issue it fixes (its id, short id or link): the watch then judges whether
+    /// it stopped, and a fix that did not stop it is `ineffective`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue: Option<String>,
 }
 
 /// How long before its notification a deploy may have begun: longer is far likelier a wrong
@@ -60,6 +64,9 @@ impl ChangeRequest {
             if let Some(v) = value {
                 super::gate::one_line(field, v.trim())?;
             }
+        }
+        if let Some(issue) = &self.issue {
+            super::gate::issue_reference(issue)?;
         }
         Ok(())
     }

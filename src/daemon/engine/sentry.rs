@@ -43,7 +43,66 @@ impl SentryStatus {
     }
 }
 
+/// The issue a change or a proposal says it fixes, as resolved (`Engine::resolve_issue`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NamedIssue {
+    /// The Sentry issue's id, when it is one guardian has heard of: the claim is judged.
+    pub sentry: Option<String>,
+    /// A link to it: as given, or the Sentry issue's own.
+    pub url: Option<String>,
+}
+
+/// The issue id in a Sentry issue link (`https://acme.sentry.io/issues/4711/`,
+/// `https://sentry.io/organizations/acme/issues/4711/?project=1`).
+fn sentry_link_id(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("/issues/")?;
+    let id = rest.split(['/', '?', '#']).next()?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then_some(id)
+}
+
 impl Engine {
+    /// What `named` (a proposal's or a notification's `issue`) refers to. A link to another
+    /// tracker is kept as a link, as is any link without `[daemon.sentry]`. With it, a Sentry
+    /// issue (its id, short id or link) must be one guardian has heard of, since the claim is
+    /// judged on its events: a typo is refused rather than judged on nothing.
+    pub fn resolve_issue(&self, named: &str) -> Result<NamedIssue, EngineError> {
+        let named = named.trim();
+        let is_url = named.starts_with("https://") || named.starts_with("http://");
+        // Without Sentry's events nothing can be judged: a link is a link.
+        let reference = match (is_url, &self.settings.sentry) {
+            (true, None) => None,
+            (true, Some(_)) => sentry_link_id(named),
+            (false, _) => Some(named),
+        };
+        let Some(reference) = reference else {
+            return Ok(NamedIssue {
+                sentry: None,
+                url: Some(named.to_owned()),
+            });
+        };
+        if self.settings.sentry.is_none() {
+            return Err(EngineError::BadRequest(format!(
+                "\"issue\" {named:?} is not a link, and without [daemon.sentry] guardian knows \
+                 no Sentry issues; give a link to the issue"
+            )));
+        }
+        match self.store.sentry_issue(reference)? {
+            Some(issue) => Ok(NamedIssue {
+                url: if is_url {
+                    Some(named.to_owned())
+                } else {
+                    issue.web_url.clone()
+                },
+                sentry: Some(issue.id),
+            }),
+            None => Err(EngineError::BadRequest(format!(
+                "\"issue\" {named:?}: guardian has heard of no Sentry issue {reference:?} (by \
+                 id or short id); name one Sentry has sent (`guardian status` lists the \
+                 newest), or link another tracker's issue"
+            ))),
+        }
+    }
+
     /// Hands the supervisor Sentry's events and the requests they are counted against, when
     /// it judges them: in the spans the baseline covers, and since the change, each in the
     /// same whole 10-second bins of the stored traffic series, so events and requests cover
@@ -60,22 +119,48 @@ impl Engine {
         }
         self.sentry_counted_at = now;
         let bin = |t: f64| (t / 10.0).floor() * 10.0;
-        let mut baseline = Counts::default();
-        for span in covered {
-            let (from, to) = (bin(span.from), bin(span.to));
-            baseline.requests += self.store.series_requests(from, to)?.0;
-            baseline.events += self.store.sentry_events_all(from, to)?;
-        }
+        let covered: Vec<(f64, f64)> = covered
+            .iter()
+            .map(|span| (bin(span.from), bin(span.to)))
+            .collect();
         let start = (change_at / 10.0).ceil() * 10.0;
         let (requests_after, until) = self.store.series_requests(start, now)?;
         let Some(until) = until else {
             return Ok(());
         };
-        let after = Counts {
-            requests: requests_after,
-            events: self.store.sentry_events_all(start, until)?,
+        let mut requests_before = 0;
+        for &(from, to) in &covered {
+            requests_before += self.store.series_requests(from, to)?.0;
+        }
+        // Every issue's events, and the claimed issue's alone, over the same bins.
+        let store = &self.store;
+        let count = |issue: Option<&str>| -> Result<(Counts, Counts), EngineError> {
+            let events = |from, to| match issue {
+                None => store.sentry_events_all(from, to),
+                Some(id) => store.sentry_events(id, from, to),
+            };
+            let mut baseline = Counts {
+                requests: requests_before,
+                events: 0,
+            };
+            for &(from, to) in &covered {
+                baseline.events += events(from, to)?;
+            }
+            let after = Counts {
+                requests: requests_after,
+                events: events(start, until)?,
+            };
+            Ok((baseline, after))
+        };
+        let (baseline, after) = count(None)?;
+        let claim = match self.supervisor.claimed_issue() {
+            Some(issue) => Some(count(Some(issue))?),
+            None => None,
         };
         self.supervisor.sentry_counts(baseline, after, until);
+        if let Some((baseline, after)) = claim {
+            self.supervisor.claim_counts(baseline, after, until);
+        }
         Ok(())
     }
 

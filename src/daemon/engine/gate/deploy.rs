@@ -168,6 +168,7 @@ impl Engine {
                         pattern: Some(p.pattern.clone()),
                         summary: Some(p.summary.clone()),
                         landed_at: now,
+                        fixes_issue: p.sentry_issue.clone(),
                     },
                     now,
                 )?;

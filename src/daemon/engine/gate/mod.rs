@@ -16,13 +16,13 @@ use crate::trust::Assessment;
 pub use deploy::{DeployJob, DeployReport};
 use mail::{first_line, proposal_text};
 pub use never::host_never_list;
-pub use request::{one_line, ProposalRequest};
+pub use request::{issue_reference, one_line, ProposalRequest};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, NamedIssue};
 use crate::gate::ledger::{self, Level, PatternTrust};
 use crate::gate::proposals::{NewProposal, ProposalError, ProposalRecord, ProposalState};
 use crate::gate::roles::Role;
@@ -302,6 +302,7 @@ impl Engine {
             request.kind = ChangeKind::Ai;
         }
         let request = &request;
+        let issue = self.named_issue(request)?;
         let (assessment, tree_sha, policy_sha256) =
             match self.assess(request, pattern, judged, now)? {
                 Assessed::Judged {
@@ -310,7 +311,7 @@ impl Engine {
                     policy_sha256,
                 } => (assessment, tree_sha, policy_sha256),
                 Assessed::Refused(why) => {
-                    return self.deny_unreadable(role, request, pattern, &why, now)
+                    return self.deny_unreadable(role, request, pattern, &issue, &why, now)
                 }
             };
         let shadow = self.is_shadow(Some(pattern.as_str()));
@@ -336,7 +337,7 @@ impl Engine {
                 shadow,
                 state,
                 tree_sha: Some(tree_sha),
-                ..request.as_submitted(role, pattern)
+                ..request.as_submitted(role, pattern, &issue)
             },
             now,
         )?;
@@ -345,6 +346,14 @@ impl Engine {
             self.ask_for_approval(&record, now)?;
         }
         Ok(record)
+    }
+
+    /// The issue a proposal names, resolved (`Engine::resolve_issue`).
+    fn named_issue(&self, request: &ProposalRequest) -> Result<NamedIssue, EngineError> {
+        request
+            .issue
+            .as_deref()
+            .map_or(Ok(NamedIssue::default()), |i| self.resolve_issue(i))
     }
 
     /// The gate's decision on a judged request (`judge`) as of `now`: the ledger and the moment
@@ -463,6 +472,8 @@ impl Engine {
         now: f64,
     ) -> Result<Assessment, EngineError> {
         let pattern = request.validate().map_err(EngineError::BadRequest)?;
+        // An issue the proposal could not name is refused now, not after the work.
+        self.named_issue(request)?;
         let mut request = request.clone();
         if *role == Role::Agent {
             request.kind = ChangeKind::Ai;
@@ -493,6 +504,7 @@ impl Engine {
         role: &Role,
         request: &ProposalRequest,
         pattern: Pattern,
+        issue: &NamedIssue,
         problem: &str,
         now: f64,
     ) -> Result<ProposalRecord, EngineError> {
@@ -509,7 +521,7 @@ impl Engine {
             &NewProposal {
                 assessment,
                 shadow: self.is_shadow(Some(pattern.as_str())),
-                ..request.as_submitted(role, pattern)
+                ..request.as_submitted(role, pattern, issue)
             },
             now,
         )?;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::hex;
+use crate::daemon::engine::NamedIssue;
 use crate::gate::proposals::{NewProposal, ProposalState};
 use crate::gate::roles::Role;
 use crate::store::ChangeKind;
@@ -23,6 +24,11 @@ pub struct ProposalRequest {
     pub summary: String,
     #[serde(default)]
     pub issue_url: Option<String>,
+    /// The issue it fixes: a Sentry issue's id, short id or link (the watch then judges
+    /// whether it stopped, and a fix that did not stop it is `ineffective`), or a link to
+    /// another tracker's issue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue: Option<String>,
     /// Whether the proposer ran the tests.
     #[serde(default)]
     pub tests_run: bool,
@@ -39,6 +45,21 @@ pub struct ProposalRequest {
 
 fn ai() -> ChangeKind {
     ChangeKind::Ai
+}
+
+/// Refuses an `issue` that cannot be an issue's id, short id or link: one short line of plain
+/// text.
+pub fn issue_reference(issue: &str) -> Result<(), String> {
+    let plain = !issue
+        .chars()
+        .any(|c| c.is_whitespace() || crate::display::is_unsafe(c));
+    if issue.is_empty() || issue.len() > 2000 || !plain {
+        return Err(format!(
+            "\"issue\" must be a Sentry issue's id, short id or link, or another tracker's \
+             link (no spaces), got {issue:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a field meant as one line of text that holds a line break, another control
@@ -105,6 +126,9 @@ impl ProposalRequest {
                 return Err(format!("\"issue_url\" must be an http(s) URL, got {url:?}"));
             }
         }
+        if let Some(issue) = &self.issue {
+            issue_reference(issue)?;
+        }
         if self.patch.len() > MAX_PATCH_BYTES {
             return Err(format!(
                 "\"patch\" is {} bytes; at most {MAX_PATCH_BYTES} are accepted",
@@ -115,13 +139,19 @@ impl ProposalRequest {
     }
 
     /// The proposal as submitted, by `role`: denied until the policy says otherwise.
-    pub(super) fn as_submitted(&self, role: &Role, pattern: Pattern) -> NewProposal {
+    pub(super) fn as_submitted(
+        &self,
+        role: &Role,
+        pattern: Pattern,
+        issue: &NamedIssue,
+    ) -> NewProposal {
         NewProposal {
             proposer: role.actor(),
             kind: self.kind,
             pattern: pattern.as_str().to_owned(),
             summary: self.summary.trim().to_owned(),
-            issue_url: self.issue_url.clone(),
+            issue_url: issue.url.clone().or_else(|| self.issue_url.clone()),
+            sentry_issue: issue.sentry.clone(),
             tests_run: self.tests_run,
             base_sha: self.base.trim().to_owned(),
             claimed_sha: self.commit.as_ref().map(|c| c.trim().to_owned()),
