@@ -286,6 +286,13 @@ fn evidence_text(w: &mut String, report: &Report) {
     if report.signals.is_empty() {
         w.push_str("  The report names no signal.\n");
     }
+    if let Some(claim) = &report.claim {
+        let _ = writeln!(
+            w,
+            "\n  The issue it claims to fix: {}.",
+            evidence::claim_outcome(claim)
+        );
+    }
 }
 
 fn section(w: &mut String, title: &str) {

@@ -110,6 +110,8 @@ pub struct PostmortemInput {
     pub series: Vec<SeriesPoint>,
     /// Sentry issues first seen from the change's landing to the chart's end (`[daemon.sentry]`).
     pub sentry_issues: Vec<crate::sentry::Issue>,
+    /// The Sentry issue the change claims to fix, as guardian last heard of it.
+    pub fixes: Option<crate::sentry::Issue>,
 }
 
 /// How far before the deploy the chart starts.
@@ -166,8 +168,13 @@ pub fn load(
     let mut sentry_issues = store.sentry_issues_since(change.landed_at, SENTRY_ISSUES_SHOWN)?;
     sentry_issues.retain(|i| i.first_seen < to as f64);
     sentry_issues.reverse();
+    let fixes = match &change.fixes_issue {
+        Some(id) => store.sentry_issue(id)?,
+        None => None,
+    };
     Ok(Some(PostmortemInput {
         sentry_issues,
+        fixes,
         service: service.to_owned(),
         change,
         events,
@@ -176,6 +183,39 @@ pub fn load(
         policy: None,
         series,
     }))
+}
+
+/// The issue the change claims to fix: which it is, and what became of it after the change.
+fn fixed_issue_section(doc: &mut Vec<Block>, input: &PostmortemInput, report: Option<&Report>) {
+    let Some(id) = &input.change.fixes_issue else {
+        return;
+    };
+    let mut which = vec![strong("Sentry issue "), code(id.clone())];
+    if let Some(issue) = &input.fixes {
+        if let Some(short) = &issue.short_id {
+            which.push(t(" ("));
+            which.push(code(short.clone()));
+            which.push(t(")"));
+        }
+        which.push(t(format!(": {}", issue.title)));
+        if let Some(file) = issue.files.first() {
+            which.push(t(", in "));
+            which.push(code(file.clone()));
+        }
+        if let Some(url) = &issue.web_url {
+            which.push(t(" "));
+            which.push(Inline::Link {
+                text: url.clone(),
+                url: url.clone(),
+            });
+        }
+    }
+    doc.push(Block::Paragraph(which));
+    let outcome = match report.and_then(|r| r.claim.as_ref()) {
+        Some(claim) => format!("{}.", evidence::claim_outcome(claim)),
+        None => "Not judged: the watch ended before Sentry's events were counted.".to_owned(),
+    };
+    doc.push(Block::Paragraph(vec![t(outcome)]));
 }
 
 /// Sentry issues a post-mortem lists at most.
@@ -451,6 +491,15 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
         Err(e) => doc.push(Block::Paragraph(vec![t(format!(
             "The evidence recorded for this change cannot be shown: {e}."
         ))])),
+    }
+
+    if input.change.fixes_issue.is_some() {
+        doc.push(Block::Heading(2, vec![t("The issue it claims to fix")]));
+        fixed_issue_section(
+            &mut doc,
+            input,
+            report.as_ref().ok().and_then(Option::as_ref),
+        );
     }
 
     if !input.sentry_issues.is_empty() {
@@ -1212,6 +1261,7 @@ mod tests {
             });
         }
         PostmortemInput {
+            fixes: None,
             service: "shop".into(),
             change,
             events,
@@ -1334,6 +1384,58 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("guardian postmortem chg_0123456789ab --svg > chart.svg"));
+    }
+
+    #[test]
+    fn a_fix_after_which_its_issue_went_on_firing_says_so_first_and_names_the_issue() {
+        let mut input = story();
+        input.change.state = ChangeState::Ineffective;
+        input.change.fixes_issue = Some("4711".into());
+        let mut report = report();
+        report["verdict"] = json!("healthy");
+        report["claim"] = json!({
+            "issue": "4711", "verdict": "still_firing",
+            "baseline": {"requests": 12000, "events": 120, "rate": 0.01},
+            "after": {"requests": 620, "events": 7, "rate": 0.0113},
+            "expected_after": 6.2, "null_ratio": 0.5,
+            "still_firing_e_value": 140.0, "fixed_e_value": 0.01, "e_value_threshold": 100.0
+        });
+        input.change.report = Some(report);
+        input.fixes = Some(crate::sentry::Issue {
+            id: "4711".into(),
+            short_id: Some("SHOP-3F".into()),
+            title: "KeyError: 'cart'".into(),
+            culprit: Some("cart.totals".into()),
+            level: Some("error".into()),
+            status: Some("unresolved".into()),
+            substatus: None,
+            project: Some("shop".into()),
+            web_url: Some("https://acme.sentry.io/issues/4711/".into()),
+            first_seen: T0 - 3600.0,
+            last_seen: None,
+            count: Some(400),
+            files: vec!["app/cart.py".into()],
+        });
+        let md = Postmortem::new(input).markdown();
+        let summary = md.lines().nth(2).unwrap();
+        assert!(
+            summary.starts_with("**Summary.** Commit 3f9a2c1b7d on shop is INEFFECTIVE: Sentry issue 4711 went on firing: 7 events after the change where 6.2 were expected at its old rate"),
+            "{summary}"
+        );
+        let section = md
+            .split("## The issue it claims to fix")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap_or_else(|| panic!("no section: {md}"));
+        for says in [
+            "`SHOP-3F`",
+            "KeyError: 'cart'",
+            "`app/cart.py`",
+            "https://acme.sentry.io/issues/4711/",
+            "shown above half its old rate (evidence 140 against 100)",
+        ] {
+            assert!(section.contains(says), "{says:?} not in {section}");
+        }
     }
 
     #[test]

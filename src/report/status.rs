@@ -186,6 +186,13 @@ pub fn status(s: &Status) -> String {
                         evalue(sig.e_value_threshold)
                     );
                 }
+                if let Some(claim) = &live.claim {
+                    let _ = writeln!(
+                        out,
+                        "  claims to fix: {}",
+                        t(&evidence::claim_outcome(claim))
+                    );
+                }
             }
         }
         None => {
