@@ -18,7 +18,7 @@ use super::rollback::{drive, git, now, serve_app, write_healthy_history};
 
 pub(super) const ADMIN: &str = "admin-token-0123456789abcdef";
 pub(super) const AGENT: &str = "agent-token-0123456789abcdef";
-const ALICE: &str = "alice-token-0123456789abcdef";
+pub(super) const ALICE: &str = "alice-token-0123456789abcdef";
 
 /// The app's behaviour is `src/settings.txt`: a timeout of 1000 ms or more ties up its workers
 /// and breaks it. The hook deploys by turning what the clone says into what the app serves.
@@ -63,6 +63,17 @@ impl Gate {
     /// `extra` is appended to the config, right after the `[daemon.gate]` keys; `risk` to the
     /// policy's `[risk]` section.
     fn start_with(healthy_record: usize, with_traffic: bool, extra: &str, risk: &str) -> Gate {
+        Gate::start_watching(healthy_record, with_traffic, extra, risk, 300)
+    }
+
+    /// As [`Gate::start_with`], each change watched for `watch_secs`.
+    pub(super) fn start_watching(
+        healthy_record: usize,
+        with_traffic: bool,
+        extra: &str,
+        risk: &str,
+        watch_secs: u32,
+    ) -> Gate {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("app");
         std::fs::create_dir_all(repo.join("src")).unwrap();
@@ -119,7 +130,7 @@ impl Gate {
         std::fs::write(
             &config,
             format!(
-                "[detector]\nbaseline_secs = 600\nwatch_secs = 300\n\n\
+                "[detector]\nbaseline_secs = 600\nwatch_secs = {watch_secs}\n\n\
                  [daemon]\nservice = \"shop\"\nstate_dir = {state:?}\nlisten = \"127.0.0.1:0\"\n\
                  token_file = {admin:?}\n\n\
                  [[daemon.logs]]\npath = {log:?}\n\n\
@@ -171,13 +182,13 @@ impl Gate {
     }
 
     /// The agent starts its next fix from what is deployed (guardian's clone is its origin).
-    fn agent_syncs(&self) {
+    pub(super) fn agent_syncs(&self) {
         git(&self.agent_repo, &["fetch", "-q", "origin"]);
         git(&self.agent_repo, &["reset", "-q", "--hard", "origin/main"]);
     }
 
     /// `guardian <args> --api .. --token-file ..` as the holder of `token`.
-    fn cli(&self, token: &str, args: &[&str]) -> Output {
+    pub(super) fn cli(&self, token: &str, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_guardian"))
             .args(args)
             .args(["--api", &self.api, "--token-file"])
@@ -187,7 +198,7 @@ impl Gate {
     }
 
     /// `guardian <args> --config ..`: the commands that read the state database directly.
-    fn on_host(&self, args: &[&str]) -> Output {
+    pub(super) fn on_host(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_guardian"))
             .args(args)
             .arg("--config")
@@ -197,14 +208,14 @@ impl Gate {
     }
 
     /// Waits (up to 90 s) for a change to leave the watch and the rollback behind.
-    fn settle(&self, change_id: &str) -> Value {
+    pub(super) fn settle(&self, change_id: &str) -> Value {
         self.wait_for(&format!("/v1/changes/{change_id}"), 90, |c| {
             !["watching", "regressed", "rolling_back", "verifying"]
                 .contains(&c["state"].as_str().unwrap_or(""))
         })
     }
 
-    fn propose(&self, commit: &str, pattern: &str, summary: &str) -> Output {
+    pub(super) fn propose(&self, commit: &str, pattern: &str, summary: &str) -> Output {
         self.cli(
             AGENT,
             &[
@@ -252,7 +263,7 @@ impl Gate {
     }
 
     /// Polls `path` until `done` holds, for at most `secs`.
-    fn wait_for(&self, path: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    pub(super) fn wait_for(&self, path: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let v = self.get(path);
@@ -263,7 +274,7 @@ impl Gate {
         }
     }
 
-    fn pattern(&self, name: &str) -> Value {
+    pub(super) fn pattern(&self, name: &str) -> Value {
         self.get("/v1/trust")
             .as_array()
             .unwrap()
@@ -395,7 +406,7 @@ fn wait_for_mail(inbox: &Arc<std::sync::Mutex<Vec<String>>>, needle: &str) -> St
     }
 }
 
-fn stdout_json(out: &Output) -> Value {
+pub(super) fn stdout_json(out: &Output) -> Value {
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).unwrap_or_else(|e| {
         panic!(

@@ -8,6 +8,7 @@ mod common;
 mod config_file;
 mod daemon;
 mod demo;
+mod fixes;
 mod gate;
 mod judge;
 mod mcp;
