@@ -216,6 +216,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX sentry_events_by_bin ON sentry_events (bin);
     "#,
+    // 9 (it follows 8, `proposals.issue`, on main; on the branch that brought it, the 8th
+    // entry): the agent's runs on Sentry's issues (`[daemon.agent]`). A run without `ended_at`
+    // was under way when guardian stopped; the next start records it as cut short. (`IF NOT
+    // EXISTS`: tests that take a file back to an older version drop only what they know of.)
+    r#"
+    CREATE TABLE IF NOT EXISTS agent_runs (
+        id          TEXT PRIMARY KEY,  -- agr_ and 12 hex digits
+        issue_id    TEXT NOT NULL,
+        reason      TEXT NOT NULL,     -- new, reappeared
+        started_at  REAL NOT NULL,
+        ended_at    REAL,
+        outcome     TEXT               -- exited, timed_out, failed, cut_short
+    );
+    CREATE INDEX IF NOT EXISTS agent_runs_by_issue ON agent_runs (issue_id, started_at);
+    CREATE INDEX IF NOT EXISTS agent_runs_by_start ON agent_runs (started_at);
+    CREATE INDEX IF NOT EXISTS agent_runs_unfinished ON agent_runs (started_at) WHERE ended_at IS NULL;
+    "#,
 ];
 
 /// The schema version that brought the proposal tally.
