@@ -62,7 +62,12 @@ impl Gate {
 
     /// `extra` is appended to the config, right after the `[daemon.gate]` keys; `risk` to the
     /// policy's `[risk]` section.
-    fn start_with(healthy_record: usize, with_traffic: bool, extra: &str, risk: &str) -> Gate {
+    pub(super) fn start_with(
+        healthy_record: usize,
+        with_traffic: bool,
+        extra: &str,
+        risk: &str,
+    ) -> Gate {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("app");
         std::fs::create_dir_all(repo.join("src")).unwrap();
@@ -446,7 +451,7 @@ impl Gate {
     }
 
     /// The audit trail as `guardian audit export` prints it.
-    fn trail(&self) -> String {
+    pub(super) fn trail(&self) -> String {
         String::from_utf8_lossy(&self.on_host(&["audit", "export"]).stdout).into_owned()
     }
 
