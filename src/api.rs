@@ -39,7 +39,7 @@ use serde_json::Value;
 
 pub use crate::core::{BaselinePreview, Report};
 pub use crate::daemon::engine::{
-    ChangeRequest, ChangeView, PathCheck, ProposalRequest, ProposalView, ScrapeStatus,
+    AgentStatus, ChangeRequest, ChangeView, PathCheck, ProposalRequest, ProposalView, ScrapeStatus,
     SentryStatus, SourceStatus, Status,
 };
 pub use crate::gate::ledger::{Level, PatternTrust};

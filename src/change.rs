@@ -214,6 +214,11 @@ event_kinds! {
     HookStopped = "hook_stopped";
     /// Sentry said an issue was created or changed state (a verified webhook delivery).
     SentryIssue = "sentry_issue";
+    /// guardian started the agent on a Sentry issue (`[daemon.agent]`): the run, the issue, why.
+    AgentStarted = "agent_started";
+    /// An agent run ended: how (exit status, timed out, cut short by a restart), how long it
+    /// took, the tail of its output, the proposals it made.
+    AgentFinished = "agent_finished";
 }
 
 impl fmt::Display for EventKind {
@@ -348,7 +353,9 @@ mod tests {
             proposal_shadow
             proposal_linked
             hook_stopped
-            sentry_issue"#]]
+            sentry_issue
+            agent_started
+            agent_finished"#]]
         .assert_eq(&texts.join("\n"));
         for kind in EventKind::ALL {
             assert_eq!(

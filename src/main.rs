@@ -209,16 +209,19 @@ struct RunArgs {
     config: PathBuf,
 }
 
-/// Where the daemon's API is and how to authenticate: from the config, or given directly.
+/// Where the daemon's API is and how to authenticate: from the config, or given directly, or
+/// (for a command guardian's agent trigger runs) from `GUARDIAN_API` and `GUARDIAN_TOKEN`.
 #[derive(Args)]
 struct ApiArgs {
     /// Configuration file: the API address and token file come from its [daemon] section.
-    #[arg(long, value_name = "FILE", required_unless_present_all = ["api", "token_file"])]
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Base URL of the API, e.g. http://127.0.0.1:8707 (overrides the config).
+    /// Base URL of the API, e.g. http://127.0.0.1:8707 (overrides the config; default:
+    /// $GUARDIAN_API, which guardian sets for the agent's command).
     #[arg(long, value_name = "URL")]
     api: Option<String>,
-    /// File holding the bearer token (overrides the config).
+    /// File holding the bearer token (overrides the config; default: the token in
+    /// $GUARDIAN_TOKEN, which guardian sets for the agent's command).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
 }
@@ -624,12 +627,34 @@ fn api_target(args: &ApiArgs) -> Result<(String, String)> {
         }
         (Some(url), _) => url.trim_end_matches('/').to_owned(),
         (None, Some(d)) => format!("http://{}", d.listen),
-        (None, None) => anyhow::bail!("--api or --config is needed to find the daemon"),
+        (None, None) => match std::env::var("GUARDIAN_API") {
+            Ok(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                url.trim_end_matches('/').to_owned()
+            }
+            Ok(url) => anyhow::bail!(
+                "GUARDIAN_API must be a URL such as http://127.0.0.1:8707, got {url:?}"
+            ),
+            Err(_) => anyhow::bail!("--api, --config or GUARDIAN_API is needed to find the daemon"),
+        },
     };
     let token_file = match (&args.token_file, &daemon) {
         (Some(f), _) => f.clone(),
         (None, Some(d)) => d.token_file.clone(),
-        (None, None) => anyhow::bail!("--token-file or --config is needed to authenticate"),
+        (None, None) => {
+            let token = std::env::var("GUARDIAN_TOKEN").map_err(|_| {
+                anyhow::anyhow!(
+                    "--token-file, --config or GUARDIAN_TOKEN is needed to authenticate"
+                )
+            })?;
+            let token = token.trim().to_owned();
+            if token.len() < 16 {
+                anyhow::bail!(
+                    "GUARDIAN_TOKEN holds {} characters; a token guardian gives has at least 16",
+                    token.len()
+                );
+            }
+            return Ok((base, token));
+        }
     };
     let token = guardian::daemon::engine::read_token(&token_file).map_err(anyhow::Error::msg)?;
     Ok((base, token))

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use super::{
-    ConfigError, GateSettings, MailSettings, RawDaemon, RawGate, RawLimits, RawMail, RawRollback,
-    RawSentry, RollbackSettings, SentrySettings,
+    AgentSettings, ConfigError, GateSettings, MailSettings, RawAgent, RawDaemon, RawGate,
+    RawLimits, RawMail, RawRollback, RawSentry, RollbackSettings, SentrySettings,
 };
 
 const DAEMON: &str = "daemon";
@@ -38,6 +38,8 @@ pub struct DaemonSettings {
     pub limits: Limits,
     /// Sentry's webhooks; `None`: `POST /v1/webhooks/sentry` answers 404.
     pub sentry: Option<SentrySettings>,
+    /// The agent run on Sentry's issues (`[daemon.agent]`); `None`: no agent is run.
+    pub agent: Option<AgentSettings>,
 }
 
 /// Per-token request rates (`[daemon.limits]`): the agent's and each approver's token has a
@@ -193,6 +195,10 @@ impl RawDaemon {
         let mail = self.mail.map(RawMail::validate).transpose()?;
         let gate = self.gate.map(RawGate::validate).transpose()?;
         let sentry = self.sentry.map(RawSentry::validate).transpose()?;
+        let agent = self
+            .agent
+            .map(|a: RawAgent| a.validate(sentry.as_ref(), gate.as_ref()))
+            .transpose()?;
         let limits = self.limits.unwrap_or_default().validate()?;
         let defaults = OnInconclusive::default();
         let policy =
@@ -276,6 +282,7 @@ impl RawDaemon {
             ..r
         });
         Ok(DaemonSettings {
+            agent,
             sentry,
             gate,
             limits,
@@ -363,7 +370,7 @@ mod tests {
               |
             2 | listen_on = "x"
               | ^^^^^^^^^
-            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
+            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
         let d = Config::parse("[daemon]\non_inconclusive = { human = \"extend\" }\n")
             .unwrap()
             .daemon

@@ -34,6 +34,23 @@ pub struct RawDaemon {
     pub gate: Option<RawGate>,
     pub limits: Option<RawLimits>,
     pub sentry: Option<RawSentry>,
+    pub agent: Option<RawAgent>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub command: Option<Vec<String>>,
+    pub workdir: Option<PathBuf>,
+    pub timeout_secs: Option<i64>,
+    pub min_level: Option<String>,
+    pub min_events: Option<i64>,
+    pub denied_paths: Option<Vec<String>>,
+    pub max_runs_per_hour: Option<i64>,
+    pub max_running: Option<i64>,
+    pub user: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub pass_env: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

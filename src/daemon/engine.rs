@@ -18,12 +18,14 @@ use crate::store::{
 use super::actions::{Action, Outcome};
 use super::supervisor::{Effect, Phase, Remediation, Supervisor, Watched};
 
+mod agent;
 mod gate;
 mod request;
 mod sentry;
 mod snapshot;
 mod sources;
 mod status;
+pub use agent::{AgentStatus, RunningAgent};
 pub use gate::{
     judge, link_page, load_policy, proposal_view, trust_ledger, DeployJob, DeployReport, Judged,
     PathCheck, ProposalRequest, ProposalView, TrustRules,
@@ -112,6 +114,8 @@ pub struct Engine {
     link_key: crate::gate::links::LinkKey,
     /// When Sentry's events were last counted for the supervisor (`engine/sentry.rs`).
     sentry_counted_at: f64,
+    /// The agent trigger, when `[daemon.agent]` is set (`engine/agent.rs`).
+    agent: Option<agent::AgentTrigger>,
 }
 
 /// What is known of a rollback guardian stopped during, for the person it is handed to: whether
@@ -303,7 +307,9 @@ impl Engine {
             &crate::gate::links::LinkKey::file(&settings.state_dir),
         )
         .map_err(|e| EngineError::Config(e.to_string()))?;
+        let agent = agent::open(settings, &mut store, now)?;
         let mut engine = Engine {
+            agent,
             link_key,
             sentry_counted_at: f64::NEG_INFINITY,
             audit_key,
@@ -685,8 +691,12 @@ impl Engine {
         if new.sentry != self.settings.sentry {
             needs_restart.push("[daemon.sentry]");
         }
+        if new.agent != self.settings.agent {
+            needs_restart.push("[daemon.agent]");
+        }
         self.settings = DaemonSettings {
             sentry: self.settings.sentry.clone(),
+            agent: self.settings.agent.clone(),
             logs: self.settings.logs.clone(),
             listen: self.settings.listen,
             state_dir: self.settings.state_dir.clone(),

@@ -5,6 +5,7 @@
 //! (`actions`, `deploy`, scrapes, mail) run beside them.
 
 pub mod actions;
+pub mod agent;
 pub mod deploy;
 pub mod engine;
 pub mod http;
@@ -181,6 +182,8 @@ fn start_deploy(owner: &Owner, job: engine::DeployJob, settings: crate::config::
 /// rollbacks and deploys that are due, and tell systemd's watchdog it did.
 struct Clock {
     refusals: Arc<refusals::Refusals>,
+    /// How agent runs reach the API, when `[daemon.agent]` is set.
+    agent: Option<Arc<agent::Access>>,
     watchdog_every: Option<Duration>,
     watchdog_sent: std::time::Instant,
 }
@@ -198,6 +201,11 @@ impl owner::Clockwork<Engine> for Clock {
         } else if let Some((job, settings)) = e.next_deploy(t)?.zip(e.rollback_settings().cloned())
         {
             start_deploy(owner, job, settings);
+        }
+        if let Some(access) = &self.agent {
+            for job in e.agents_due() {
+                agent::start(owner, job, access.clone());
+            }
         }
         // Only a loop that just read the logs and judged a second proves it is alive.
         if self
@@ -336,8 +344,15 @@ pub async fn run(
     };
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
 
+    let agent = match &settings.agent {
+        Some(a) => Some(Arc::new(
+            agent::Access::load(a, addr, &tokens).map_err(DaemonError::Token)?,
+        )),
+        None => None,
+    };
     let refusals = Arc::new(refusals::Refusals::default());
     let clock = Clock {
+        agent,
         refusals: refusals.clone(),
         watchdog_every: sdnotify::watchdog_interval().map(|i| i / 2),
         watchdog_sent: std::time::Instant::now(),

@@ -1282,7 +1282,7 @@ mod tests {
                      DROP TABLE sentry_deliveries; DROP TABLE sentry_issues; \
                      DROP TABLE sentry_event_ids; DROP TABLE sentry_events; \
                      ALTER TABLE changes DROP COLUMN fixes_issue; \
-                     ALTER TABLE proposals DROP COLUMN sentry_issue;",
+                     ALTER TABLE proposals DROP COLUMN sentry_issue; DROP TABLE agent_runs;",
                 )
                 .unwrap();
         }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use super::evidence;
 use super::units::{count, duration, evalue, offset};
-use crate::api::{ChangeState, ChangeView, SentryStatus, Status};
+use crate::api::{AgentStatus, ChangeState, ChangeView, SentryStatus, Status};
 use crate::core::{BaselinePreview, BaselineWindow, DeployWindow, Report, RouteBaseline};
 use crate::display;
 
@@ -145,6 +145,45 @@ fn sentry_text(s: &SentryStatus, now: f64, watching: bool) -> String {
     out
 }
 
+/// The agent's runs: those under way, how many this hour, and the latest one's end.
+fn agent_text(a: &AgentStatus, now: f64) -> String {
+    let t = |text: &str| display::line(text).into_owned();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "agent: {} run{} in the last hour (at most {}){}",
+        a.runs_last_hour,
+        if a.runs_last_hour == 1 { "" } else { "s" },
+        a.max_runs_per_hour,
+        if a.running.is_empty() {
+            "; none under way"
+        } else {
+            ""
+        }
+    );
+    for r in &a.running {
+        let _ = writeln!(
+            out,
+            "  running {} on issue {} for {}",
+            t(&r.run),
+            t(&r.issue),
+            duration(now - r.started_at)
+        );
+    }
+    if let Some(last) = a.last.as_ref().filter(|l| l.ended_at.is_some()) {
+        let _ = writeln!(
+            out,
+            "  last run {} on issue {} ({}): {} {} ago",
+            t(&last.id),
+            t(&last.issue_id),
+            t(&last.reason),
+            t(&last.outcome.as_deref().unwrap_or("ended").replace('_', " ")),
+            duration(now - last.ended_at.unwrap_or(now))
+        );
+    }
+    out
+}
+
 /// The status for a person: what is watched, what was decided, how the logs are read.
 pub fn status(s: &Status) -> String {
     // Every string in the status may come from outside (a summary, a note with git's output,
@@ -215,6 +254,9 @@ pub fn status(s: &Status) -> String {
     }
     if let Some(sentry) = &s.sentry {
         out.push_str(&sentry_text(sentry, now, s.watching.is_some()));
+    }
+    if let Some(agent) = &s.agent {
+        out.push_str(&agent_text(agent, now));
     }
     if let Some((by, why, _since)) = &s.deploys_paused {
         let _ = writeln!(
@@ -409,6 +451,23 @@ mod tests {
                     files: vec!["app/checkout/totals.py".into()],
                 }],
                 new_issues_total: 1,
+            }),
+            agent: Some(crate::api::AgentStatus {
+                running: vec![crate::daemon::engine::RunningAgent {
+                    run: "agr_0123456789ab".into(),
+                    issue: "4504981122".into(),
+                    started_at: T0 + 500.0,
+                }],
+                runs_last_hour: 2,
+                max_runs_per_hour: 4,
+                last: Some(crate::store::AgentRun {
+                    id: "agr_00000000cafe".into(),
+                    issue_id: "4504981000".into(),
+                    reason: "new".into(),
+                    started_at: T0 - 100.0,
+                    ended_at: Some(T0 + 20.0),
+                    outcome: Some("timed_out".into()),
+                }),
             }),
         }
     }

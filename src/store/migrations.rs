@@ -223,6 +223,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE changes ADD COLUMN fixes_issue TEXT;
     ALTER TABLE proposals ADD COLUMN sentry_issue TEXT;
     "#,
+    // 9: the agent's runs on Sentry's issues (`[daemon.agent]`). A run without `ended_at` was
+    // under way when guardian stopped; the next start records it as cut short.
+    r#"
+    CREATE TABLE agent_runs (
+        id          TEXT PRIMARY KEY,  -- agr_ and 12 hex digits
+        issue_id    TEXT NOT NULL,
+        reason      TEXT NOT NULL,     -- new, reappeared
+        started_at  REAL NOT NULL,
+        ended_at    REAL,
+        outcome     TEXT               -- exited, timed_out, failed, cut_short
+    );
+    CREATE INDEX agent_runs_by_issue ON agent_runs (issue_id, started_at);
+    CREATE INDEX agent_runs_by_start ON agent_runs (started_at);
+    CREATE INDEX agent_runs_unfinished ON agent_runs (started_at) WHERE ended_at IS NULL;
+    "#,
 ];
 
 /// The schema version that brought the proposal tally.

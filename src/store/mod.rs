@@ -15,6 +15,8 @@
 //! - `outbox`: alerts waiting for (or done with) delivery.
 //! - `positions`: how far each traffic source has been read (file identity and offset).
 //! - `series`: the traffic in 10-second bins behind the post-mortem's chart.
+//! - `sentry`: Sentry's deliveries, issues and event counts.
+//! - `agent`: the agent's runs on Sentry's issues (`[daemon.agent]`).
 //!
 //! The trust gate's tables (proposals, approval links, the proposal tally) are read and written
 //! by `impl Store` blocks beside the gate's rules, in `src/gate/proposals.rs` and
@@ -28,6 +30,7 @@ use rusqlite::Connection;
 /// The change model, re-exported: the store keeps changes in these states and every caller
 /// that reads a change finds them here too.
 pub use crate::change::{ChangeKind, ChangeState, EventKind, StoredKind};
+pub use agent::AgentRun;
 pub use changes::{ChangeRecord, NewChange, StateChange};
 pub(crate) use events::append_record;
 pub use events::EventRecord;
@@ -35,6 +38,7 @@ pub use migrations::AUDIT_SCHEMA_VERSION;
 pub use outbox::{EmailQueued, OutboxEmail};
 pub use sentry::Delivered;
 
+mod agent;
 mod changes;
 mod checkpoints;
 mod events;

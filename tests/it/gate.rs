@@ -62,7 +62,12 @@ impl Gate {
 
     /// `extra` is appended to the config, right after the `[daemon.gate]` keys; `risk` to the
     /// policy's `[risk]` section.
-    fn start_with(healthy_record: usize, with_traffic: bool, extra: &str, risk: &str) -> Gate {
+    pub(super) fn start_with(
+        healthy_record: usize,
+        with_traffic: bool,
+        extra: &str,
+        risk: &str,
+    ) -> Gate {
         Gate::start_watching(healthy_record, with_traffic, extra, risk, 300)
     }
 
@@ -459,7 +464,7 @@ impl Gate {
     }
 
     /// The audit trail as `guardian audit export` prints it.
-    fn trail(&self) -> String {
+    pub(super) fn trail(&self) -> String {
         String::from_utf8_lossy(&self.on_host(&["audit", "export"]).stdout).into_owned()
     }
 

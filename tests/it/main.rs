@@ -2,6 +2,7 @@
 //! the samples shipped in `testdata/`; the scenario tests run the core over generated traffic
 //! and compare verdicts and evidence with the expectations in `tests/it/expected/`.
 
+mod agent;
 mod attacks;
 mod audit;
 mod common;

@@ -192,6 +192,9 @@ impl Engine {
                 tracing::debug!("sentry: {} delivery recorded", delivery.resource)
             }
         }
+        if delivered == Delivered::New {
+            self.agent_heard(notice, now);
+        }
         Ok(delivered)
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ChangeView, Engine, EngineError, Phase, SentryStatus, SourceView};
+use super::{AgentStatus, ChangeView, Engine, EngineError, Phase, SentryStatus, SourceView};
 use crate::core::Report;
 use crate::store::{ChangeRecord, Store};
 use crate::tail::TailStatus;
@@ -68,6 +68,9 @@ pub struct Status {
     /// notified since: the next notification's deploy window begins there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_starting: Option<f64>,
+    /// The agent's runs, when `[daemon.agent]` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentStatus>,
 }
 
 /// What `guardian status` shows that lives in the engine's memory (see
@@ -85,6 +88,7 @@ pub struct LiveStatus {
     /// Whether Sentry's webhooks are configured (`[daemon.sentry]`).
     pub sentry: bool,
     pub deploy_starting: Option<f64>,
+    pub agent: Option<AgentStatus>,
 }
 
 impl LiveStatus {
@@ -120,6 +124,7 @@ impl LiveStatus {
             sources: self.sources,
             sentry,
             deploy_starting: self.deploy_starting,
+            agent: self.agent.map(|a| a.complete(store)).transpose()?,
         })
     }
 }
@@ -183,6 +188,7 @@ impl Engine {
             scrapes,
             sentry: self.settings.sentry.is_some(),
             deploy_starting: self.pending_deploy_start(now),
+            agent: self.agent_live(now),
         }
     }
 }
