@@ -33,7 +33,7 @@ git reset -q --hard origin/main
 sed -i 's/^timeout_ms = .*/timeout_ms = 800/' src/settings.txt
 git -c user.name=agent -c user.email=agent@example.com commit -qam "Raise the upstream timeout (Sentry $GUARDIAN_ISSUE)"
 exec GUARDIAN_BIN propose --repo CHECKOUT --commit HEAD --pattern timeout-bump \
-    --summary "raise the upstream timeout" --tests-run --json
+    --summary "raise the upstream timeout" --issue "$GUARDIAN_ISSUE" --tests-run --json
 "#;
 
 struct Agent {
@@ -280,6 +280,8 @@ fn a_new_issue_is_handed_to_the_agent_whose_fix_comes_back_through_the_gate() {
     );
     assert_eq!(p["decision"], "needs_approval", "{p}");
     assert!(p["assessment"]["risk"]["score"].is_number(), "{p}");
+    // It names the issue it was run on: once deployed, it is judged on that issue too.
+    assert_eq!(p["sentry_issue"], input.issue.id, "{p}");
     let view = a
         .gate
         .get(&format!("/v1/proposals/{}", p["id"].as_str().unwrap()));
