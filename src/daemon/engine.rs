@@ -1187,6 +1187,36 @@ mod tests {
     }
 
     #[test]
+    fn the_post_mortem_names_an_old_issue_that_fired_more_after_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = with_sentry(dir.path());
+        traffic_with_issue(&mut e, T0 - 300.0, 300, "100", 10);
+        let id = e.notify(&request("human"), T0).unwrap().id;
+        // The old issue now fires every second.
+        traffic_with_issue(&mut e, T0, 60, "100", 1);
+        let c = e.change(&id).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::Regressed, "{:?}", c.note);
+        let input = crate::report::postmortem::load(&e.store, "shop", &id)
+            .unwrap()
+            .unwrap();
+        assert!(input.sentry_issues.is_empty(), "not a new issue");
+        let [risen] = input.sentry_risen.as_slice() else {
+            panic!("{:?}", input.sentry_risen)
+        };
+        assert_eq!(risen.issue.id, "100");
+        // An event in 200 requests before; one in 20 after.
+        assert!(
+            risen.after.rate().unwrap() > 8.0 * risen.before.rate().unwrap(),
+            "{risen:?}"
+        );
+        let md = crate::report::postmortem::Postmortem::new(input).markdown();
+        assert!(
+            md.contains("## Sentry issues firing more after the change"),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn sentry_events_as_before_leave_a_healthy_change_healthy() {
         let dir = tempfile::tempdir().unwrap();
         let mut e = with_sentry(dir.path());

@@ -112,6 +112,17 @@ pub struct PostmortemInput {
     pub sentry_issues: Vec<crate::sentry::Issue>,
     /// The Sentry issue the change claims to fix, as guardian last heard of it.
     pub fixes: Option<crate::sentry::Issue>,
+    /// Issues seen before the change that fired at more than twice their rate after it.
+    pub sentry_risen: Vec<RisenIssue>,
+}
+
+/// An issue seen before the change that fired more often after it: its events before (in the
+/// baseline's spans) and after (in the watch), and the requests each are counted against.
+#[derive(Clone, Debug)]
+pub struct RisenIssue {
+    pub issue: crate::sentry::Issue,
+    pub before: crate::core::evidence::Counts,
+    pub after: crate::core::evidence::Counts,
 }
 
 /// How far before the deploy the chart starts.
@@ -172,9 +183,14 @@ pub fn load(
         Some(id) => store.sentry_issue(id)?,
         None => None,
     };
+    let sentry_risen = match evidence::stored(&change) {
+        Ok(Some(report)) => risen_issues(store, &report, &sentry_issues)?,
+        _ => Vec::new(),
+    };
     Ok(Some(PostmortemInput {
         sentry_issues,
         fixes,
+        sentry_risen,
         service: service.to_owned(),
         change,
         events,
@@ -216,6 +232,94 @@ fn fixed_issue_section(doc: &mut Vec<Block>, input: &PostmortemInput, report: Op
         None => "Not judged: the watch ended before Sentry's events were counted.".to_owned(),
     };
     doc.push(Block::Paragraph(vec![t(outcome)]));
+}
+
+/// The issues seen before the change that fired at more than twice their baseline rate in the
+/// watch (at least 3 events after it), counted as the watch counted Sentry's events: in the
+/// baseline's spans and from the change to the decision, in whole 10-second bins.
+fn risen_issues(
+    store: &crate::store::Store,
+    report: &Report,
+    new: &[crate::sentry::Issue],
+) -> Result<Vec<RisenIssue>, crate::store::StoreError> {
+    use crate::core::evidence::Counts;
+    let Some(signal) = report
+        .signals
+        .iter()
+        .find(|s| s.signal == crate::core::SignalKind::SentryEvents)
+    else {
+        return Ok(Vec::new());
+    };
+    let bin = |t: f64| (t / BIN_SECS as f64).floor() * BIN_SECS as f64;
+    let from = (report.change_at / BIN_SECS as f64).ceil() * BIN_SECS as f64;
+    let to = bin(report.decided_at.unwrap_or(report.watch_ends_at));
+    let mut risen = Vec::new();
+    for (id, events) in store.sentry_events_by_issue(from, to, SENTRY_ISSUES_SHOWN)? {
+        if events < 3 || new.iter().any(|i| i.id == id) {
+            continue;
+        }
+        let mut before = 0;
+        for span in report.baseline_window.covered() {
+            before += store.sentry_events(&id, bin(span.from), bin(span.to))?;
+        }
+        let (before, after) = (
+            Counts {
+                requests: signal.baseline.requests,
+                events: before,
+            },
+            Counts {
+                requests: signal.after.requests,
+                events,
+            },
+        );
+        let more = match (before.rate(), after.rate()) {
+            (Some(b), Some(a)) => a > 2.0 * b,
+            _ => false,
+        };
+        if let (true, Some(issue)) = (more, store.sentry_issue(&id)?) {
+            risen.push(RisenIssue {
+                issue,
+                before,
+                after,
+            });
+        }
+    }
+    Ok(risen)
+}
+
+/// Issues seen before the change that fired more after it, with their rates before and after.
+fn risen_section(doc: &mut Vec<Block>, input: &PostmortemInput) {
+    let items = input
+        .sentry_risen
+        .iter()
+        .map(|r| {
+            let mut line = vec![
+                code(
+                    r.issue
+                        .short_id
+                        .clone()
+                        .unwrap_or_else(|| r.issue.id.clone()),
+                ),
+                t(format!(" {}", r.issue.title)),
+            ];
+            if let Some(file) = r.issue.files.first() {
+                line.push(t(" ("));
+                line.push(code(file.clone()));
+                line.push(t(")"));
+            }
+            line.push(t(format!(
+                ": {} events in {} requests after the change ({}), {} in {} before ({})",
+                units::count(r.after.events),
+                units::count(r.after.requests),
+                units::percent(r.after.rate()),
+                units::count(r.before.events),
+                units::count(r.before.requests),
+                units::percent(r.before.rate()),
+            )));
+            line
+        })
+        .collect();
+    doc.push(Block::List(items));
 }
 
 /// Sentry issues a post-mortem lists at most.
@@ -508,6 +612,13 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
             vec![t("Sentry issues first seen after the change")],
         ));
         sentry_section(&mut doc, input);
+    }
+    if !input.sentry_risen.is_empty() {
+        doc.push(Block::Heading(
+            2,
+            vec![t("Sentry issues firing more after the change")],
+        ));
+        risen_section(&mut doc, input);
     }
 
     doc.push(Block::Heading(2, vec![t("Actions and outcomes")]));
@@ -1262,6 +1373,7 @@ mod tests {
         }
         PostmortemInput {
             fixes: None,
+            sentry_risen: Vec::new(),
             service: "shop".into(),
             change,
             events,

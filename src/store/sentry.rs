@@ -231,6 +231,43 @@ impl Store {
             .map(|n| n.max(0) as u64)
     }
 
+    /// The issues with events in `[from, to)` (to the 10-second bin) and how many, most first,
+    /// at most `limit`.
+    pub fn sentry_events_by_issue(
+        &self,
+        from: f64,
+        to: f64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>> {
+        let doing = || "counting Sentry events by issue".to_owned();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT issue_id, SUM(events) AS n FROM sentry_events \
+                 WHERE bin >= ?1 AND bin < ?2 GROUP BY issue_id \
+                 ORDER BY n DESC, issue_id LIMIT ?3",
+            )
+            .doing(doing)?;
+        let rows = stmt
+            .query_map(
+                params![
+                    (from / BIN_SECS).floor() as i64,
+                    (to / BIN_SECS).floor() as i64,
+                    limit
+                ],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?.max(0) as u64,
+                    ))
+                },
+            )
+            .doing(doing)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .doing(doing)?;
+        Ok(rows)
+    }
+
     /// Events of every issue in `[from, to)`, to the 10-second bin: what a watch compares.
     pub fn sentry_events_all(&self, from: f64, to: f64) -> Result<u64> {
         self.conn
