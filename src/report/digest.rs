@@ -24,7 +24,14 @@ pub fn render_digest(service: &str, day_start: f64, healthy: &[ChangeRecord]) ->
     );
     for c in healthy {
         let errors = match evidence::stored(c) {
-            Ok(Some(report)) => errors_line(&report),
+            Ok(Some(report)) => match &report.claim {
+                Some(claim) => format!(
+                    "{}\n      {}",
+                    errors_line(&report),
+                    printable(&evidence::claim_outcome(claim))
+                ),
+                None => errors_line(&report),
+            },
             Ok(None) => "no evidence was recorded".to_owned(),
             Err(e) => format!("the evidence cannot be shown: {e}"),
         };
