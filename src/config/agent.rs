@@ -253,6 +253,30 @@ impl RawAgent {
         };
         let max_runs_per_hour = bounded("max_runs_per_hour", self.max_runs_per_hour, 4, 60)?;
         let max_running = bounded("max_running", self.max_running, 1, 8)?;
+        // Whatever guardian's user can read, an agent run as that user can too: the approvers'
+        // tokens, the audit key, the database. It could approve its own fixes.
+        match (&self.user, self.as_guardian.unwrap_or(false)) {
+            (None, false) => {
+                return Err(ConfigError::invalid(
+                    SECTION,
+                    "user",
+                    "is needed: an agent run as guardian's own user can read guardian's \
+                     tokens (the approvers' too), its keys and its database, so it could approve \
+                     its own fixes and rewrite the record; name an account of the agent's own \
+                     (it is run through systemd-run), or set as_guardian = true on a host where \
+                     that does not matter (a test host)"
+                        .to_owned(),
+                ))
+            }
+            (Some(_), true) => {
+                return Err(ConfigError::invalid(
+                    SECTION,
+                    "as_guardian",
+                    "cannot go with user: the agent runs either as user or as guardian".to_owned(),
+                ))
+            }
+            _ => {}
+        }
         if let Some(user) = &self.user {
             let ok = !user.is_empty()
                 && user.len() <= 32
@@ -330,13 +354,16 @@ mod tests {
                          [daemon.gate]\npolicy_file = \"/p\"\nagent_token_file = \"/a\"\n";
 
     fn agent(body: &str) -> String {
-        err(&format!("{NEEDS}[daemon.agent]\n{body}\n"))
+        err(&format!(
+            "{NEEDS}[daemon.agent]\nas_guardian = true\n{body}\n"
+        ))
     }
 
     #[test]
     fn the_agent_section_has_defaults_and_takes_the_gates_agent_token() {
         let a = Config::parse(&format!(
-            "{NEEDS}[daemon.agent]\ncommand = [\"/bin/fix\"]\ndenied_paths = [\"**/auth/**\"]\n"
+            "{NEEDS}[daemon.agent]\ncommand = [\"/bin/fix\"]\ndenied_paths = [\"**/auth/**\"]\n\
+             user = \"agent\"\n"
         ))
         .unwrap()
         .daemon
@@ -384,7 +411,11 @@ mod tests {
         expect!["[daemon.agent] max_running must be a whole number from 1 to 8, got 9"]
             .assert_eq(&agent("command = [\"x\"]\nmax_running = 9"));
         expect![[r#"[daemon.agent] user must be a user name or uid (letters, digits, _ . -, at most 32, not starting with -), got "--root""#]]
-            .assert_eq(&agent("command = [\"x\"]\nuser = \"--root\""));
+            .assert_eq(&err(&format!("{NEEDS}[daemon.agent]\ncommand = [\"x\"]\nuser = \"--root\"\n")));
+        expect!["[daemon.agent] user is needed: an agent run as guardian's own user can read guardian's tokens (the approvers' too), its keys and its database, so it could approve its own fixes and rewrite the record; name an account of the agent's own (it is run through systemd-run), or set as_guardian = true on a host where that does not matter (a test host)"]
+            .assert_eq(&err(&format!("{NEEDS}[daemon.agent]\ncommand = [\"x\"]\n")));
+        expect!["[daemon.agent] as_guardian cannot go with user: the agent runs either as user or as guardian"]
+            .assert_eq(&agent("command = [\"x\"]\nuser = \"agent\""));
         expect![[r#"[daemon.agent] workdir must be an absolute path, got "agent""#]]
             .assert_eq(&agent("command = [\"x\"]\nworkdir = \"agent\""));
         expect![[r#"[daemon.agent] pass_env "GUARDIAN_TOKEN": GUARDIAN_* variables are guardian's to set"#]]

@@ -49,6 +49,7 @@ pub struct RawAgent {
     pub max_runs_per_hour: Option<i64>,
     pub max_running: Option<i64>,
     pub user: Option<String>,
+    pub as_guardian: Option<bool>,
     pub token_file: Option<PathBuf>,
     pub pass_env: Option<Vec<String>>,
 }

@@ -34,6 +34,11 @@ pub struct SentryWatch {
     previous: [f64; RATIO_GRID.len()],
     /// Until when start weight has been given.
     weighted_until: Option<f64>,
+    /// The baseline's counts, fixed by the first update: events sent later, dated back into
+    /// the baseline's time (by whoever holds the secret), must not make the change look
+    /// better.
+    #[serde(default)]
+    baseline_fixed: bool,
     baseline: Counts,
     after: Counts,
     #[serde(skip)]
@@ -58,6 +63,7 @@ impl SentryWatch {
             process: MixtureEProcess::default(),
             previous: [0.0; RATIO_GRID.len()],
             weighted_until: None,
+            baseline_fixed: false,
             baseline: Counts::default(),
             after: Counts::default(),
             e_value: 0.0,
@@ -74,10 +80,18 @@ impl SentryWatch {
 
     /// The counts as they stand: the baseline's requests and the events in its window, the
     /// requests and events since the change up to `until` (both over the same time). Called
-    /// as time passes; a late delivery only moves the counts, so it is counted when it comes.
+    /// as time passes; a late delivery after the change only moves the counts after it, so it
+    /// is counted when it comes. The baseline's are taken from the first call with baseline
+    /// requests, and kept.
     /// The gain of one update is capped as the core caps each second's, times the seconds
     /// it covers.
     pub fn update(&mut self, baseline: Counts, after: Counts, until: f64) {
+        let baseline = if self.baseline_fixed {
+            self.baseline
+        } else {
+            self.baseline_fixed = baseline.requests > 0;
+            baseline
+        };
         let now = until;
         let secs = match self.weighted_until {
             None => (until - self.change_at).max(1.0),
@@ -109,6 +123,8 @@ impl SentryWatch {
     pub fn restarted(&self, at: f64, watch_secs: u32) -> SentryWatch {
         SentryWatch {
             lower: self.lower,
+            baseline_fixed: self.baseline_fixed,
+            baseline: self.baseline,
             ..SentryWatch::new(
                 self.alpha,
                 self.null_ratio - 1.0,
@@ -239,6 +255,23 @@ mod tests {
             "{:?}",
             r.effect_ratio
         );
+    }
+
+    #[test]
+    fn events_dated_back_into_the_baseline_after_the_change_do_not_hide_it() {
+        let mut honest = SentryWatch::new(0.01, 0.1, 3.0, 600, T0);
+        let mut attacked = honest.clone();
+        for s in 1..=60u32 {
+            let n = 20 * u64::from(s);
+            let after = counts(n, n / 20);
+            honest.update(counts(12_000, 60), after, T0 + f64::from(s));
+            // From the second update on, a flood of events "from before the change".
+            let base = if s == 1 { 60 } else { 6_000 };
+            attacked.update(counts(12_000, base), after, T0 + f64::from(s));
+        }
+        assert!(honest.regressed());
+        assert_eq!(attacked.e_value(), honest.e_value());
+        assert_eq!(attacked.report().baseline.events, 60);
     }
 
     #[test]

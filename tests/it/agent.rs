@@ -52,7 +52,7 @@ impl Agent {
         let script = dir.join("agent.sh");
         let extra = format!(
             "\n[daemon.sentry]\nclient_secret_file = {secret:?}\n\n\
-             [daemon.agent]\ncommand = [\"sh\", {script:?}]\ntimeout_secs = {timeout_secs}\n\
+             [daemon.agent]\nas_guardian = true\ncommand = [\"sh\", {script:?}]\ntimeout_secs = {timeout_secs}\n\
              min_level = \"error\"\nmin_events = 1\ndenied_paths = [\"**/auth/**\"]\n\
              max_runs_per_hour = 10\nmax_running = 2\n"
         );

@@ -53,6 +53,9 @@ impl Access {
         listen: std::net::SocketAddr,
         tokens: &[([u8; 32], Role)],
     ) -> Result<Access, String> {
+        if let Some(user) = &settings.user {
+            same_user_refused(user)?;
+        }
         let token = super::engine::read_token(&settings.token_file)
             .map_err(|e| format!("[daemon.agent] token_file: {e}"))?;
         let hash = super::http::hash_token(&token);
@@ -85,6 +88,25 @@ impl Access {
             token,
         })
     }
+}
+
+/// Refuses `user` when it is guardian's own (by name or uid): the agent would read what
+/// guardian reads, its approvers' tokens among them.
+fn same_user_refused(user: &str) -> Result<(), String> {
+    use nix::unistd::{getuid, Uid, User};
+    let own = getuid();
+    let theirs = match user.parse::<u32>() {
+        Ok(uid) => Some(Uid::from_raw(uid)),
+        Err(_) => User::from_name(user).ok().flatten().map(|u| u.uid),
+    };
+    if theirs == Some(own) {
+        return Err(format!(
+            "[daemon.agent] user {user:?} is the user guardian runs as (uid {own}): the agent \
+             would read guardian's tokens, the approvers' among them; give it an account of \
+             its own"
+        ));
+    }
+    Ok(())
 }
 
 /// A run the engine decided on and recorded, for the owner to start.
@@ -234,6 +256,17 @@ pub fn run(mut job: AgentJob, access: &Access) -> RunEnd {
             )
         }
     };
+    // A run is over when its command is: whatever it left running in its process group
+    // (`nohup ... &`) is stopped with it, so no run outlives its timeout or its slot. (One
+    // that left the group, with `setsid`, is only contained by `user`'s transient unit.)
+    if matches!(finished.end, End::Exited(_)) {
+        if let Err(e) = crate::process::signal_group(finished.pid, nix::sys::signal::SIGKILL) {
+            tracing::warn!(
+                "agent: cannot stop what run {} left running: {e}",
+                job.run.id
+            );
+        }
+    }
     let (outcome, exit) = match finished.end {
         End::Exited(exit) => ("exited", Some(exit)),
         End::TimedOut(exit) => ("timed_out", exit),
@@ -452,12 +485,23 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_may_not_be_guardians_own_user() {
+        let own = nix::unistd::getuid();
+        let e = same_user_refused(&own.to_string()).unwrap_err();
+        assert!(e.contains("is the user guardian runs as"), "{e}");
+        assert!(same_user_refused(&(own.as_raw() + 1).to_string()).is_ok());
+    }
+
+    #[test]
     fn a_run_reads_its_input_and_a_hung_one_is_stopped_with_its_group() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("seen");
         let script = format!(
             "cat > {out:?}; echo \"run $GUARDIAN_RUN\"; echo oops >&2; \
-             if [ \"$GUARDIAN_ISSUE\" = 43 ]; then sleep 60 & sleep 60; fi"
+             if [ \"$GUARDIAN_ISSUE\" = 43 ]; then sleep 60 & sleep 60; fi; \
+             if [ \"$GUARDIAN_ISSUE\" = 45 ]; then nohup sleep 60 >/dev/null 2>&1 & \
+             echo $! > {left:?}; fi",
+            left = dir.path().join("left")
         );
         let job = |issue: &str, timeout_secs: u32| {
             let mut s = settings(&["sh", "-c", &script]);
@@ -505,6 +549,20 @@ mod tests {
             !dir.path().join("agent.running").exists(),
             "the note is gone"
         );
+
+        // What a run leaves running in its group when it exits is stopped with it.
+        let end = run(job("45", 30), &access());
+        assert_eq!(end.outcome, "exited", "{end:?}");
+        let left = std::fs::read_to_string(dir.path().join("left")).unwrap();
+        let stat = format!("/proc/{}/stat", left.trim());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Gone, or a zombie its parent (this container's init) has not reaped yet.
+        while std::fs::read_to_string(&stat)
+            .is_ok_and(|s| !s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+        {
+            assert!(Instant::now() < deadline, "the run's leftover still runs");
+            std::thread::sleep(Duration::from_millis(50));
+        }
 
         let mut missing = job("44", 5);
         missing.settings.command = vec!["/nonexistent/agent".into()];
