@@ -1217,6 +1217,73 @@ mod tests {
     }
 
     #[test]
+    fn an_issue_is_named_by_id_short_id_or_sentrys_own_link_and_nothing_else() {
+        use crate::sentry::{Issue, IssueAction, Notice, Verified};
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = with_sentry(dir.path());
+        for (id, short) in [
+            ("7001", "SHOP-1"),
+            ("7002", "SHOP-DUP"),
+            ("7003", "shop-dup"),
+        ] {
+            let issue = Issue {
+                id: id.into(),
+                short_id: Some(short.into()),
+                title: "TypeError".into(),
+                culprit: None,
+                level: Some("error".into()),
+                status: Some("unresolved".into()),
+                substatus: None,
+                project: Some("shop".into()),
+                web_url: Some(format!("https://sentry.acme.internal/issues/{id}/")),
+                first_seen: T0 - 60.0,
+                last_seen: None,
+                count: Some(3),
+                files: vec![],
+            };
+            let delivery = Verified {
+                resource: "issue".into(),
+                request_id: None,
+                body_sha256: format!("issue-{id}"),
+                sent_at: T0,
+            };
+            let notice = Notice::Issue {
+                action: IssueAction::Created,
+                issue,
+            };
+            e.sentry_delivery(&delivery, &notice, T0).unwrap();
+        }
+        let sentry = |named: &str| e.resolve_issue(named).map(|n| (n.sentry, n.url));
+        let own = Some("https://sentry.acme.internal/issues/7001/".to_owned());
+        assert_eq!(sentry("7001").unwrap(), (Some("7001".into()), own.clone()));
+        assert_eq!(
+            sentry("shop-1").unwrap(),
+            (Some("7001".into()), own.clone())
+        );
+        // Sentry's own link, on sentry.io or where its issues link to; the link kept is the
+        // issue's own, which is what is judged.
+        assert_eq!(
+            sentry("https://acme.sentry.io/issues/7001/?project=1").unwrap(),
+            (Some("7001".into()), own.clone())
+        );
+        assert_eq!(
+            sentry("https://sentry.acme.internal/issues/7001/")
+                .unwrap()
+                .0,
+            Some("7001".into())
+        );
+        // Another tracker's issue 7001 is a link, not Sentry's issue.
+        let github = "https://github.com/acme/shop/issues/7001";
+        assert_eq!(sentry(github).unwrap(), (None, Some(github.into())));
+        // Two issues sharing a short id are named by id.
+        match e.resolve_issue("SHOP-DUP") {
+            Err(EngineError::BadRequest(m)) => assert!(m.contains("more than one"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sentry("7003").unwrap().0, Some("7003".into()));
+    }
+
+    #[test]
     fn sentry_events_as_before_leave_a_healthy_change_healthy() {
         let dir = tempfile::tempdir().unwrap();
         let mut e = with_sentry(dir.path());

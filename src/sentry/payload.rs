@@ -342,6 +342,18 @@ impl RawIssue {
             None => None,
             Some(t) => Some(time(t).ok_or("lastSeen: not an RFC 3339 time")?),
         };
+        // A short id is how people name the issue (`SHOP-API-1Z`), in logs and commands too.
+        if let Some(short) = &self.short_id {
+            let plain = (1..=64).contains(&short.len())
+                && short
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !plain {
+                return Err(
+                    "shortId: not a short id (letters, digits, - _ . only, at most 64)".into(),
+                );
+            }
+        }
         Ok(Issue {
             title: self.title.as_deref().map(text).unwrap_or_default(),
             short_id: self.short_id.as_deref().map(text),

@@ -169,6 +169,33 @@ impl Store {
         Ok(found.pop())
     }
 
+    /// The issues `reference` may name: the one with that id, else those with that short id
+    /// (in any case; more than one is for the caller to refuse as ambiguous).
+    pub fn sentry_issues_named(&self, reference: &str) -> Result<Vec<Issue>> {
+        let by_id = self.read_issues("WHERE id = ?1", params![reference])?;
+        if !by_id.is_empty() {
+            return Ok(by_id);
+        }
+        self.read_issues(
+            "WHERE short_id = ?1 COLLATE NOCASE ORDER BY id LIMIT 2",
+            params![reference],
+        )
+    }
+
+    /// Whether an issue guardian keeps links to `origin` (`https://sentry.example.com`): the
+    /// Sentry its links come from.
+    pub fn sentry_links_to(&self, origin: &str) -> Result<bool> {
+        let prefix = format!("{origin}/");
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sentry_issues \
+                 WHERE substr(web_url, 1, length(?1)) = ?1)",
+                [&prefix],
+                |row| row.get(0),
+            )
+            .doing(|| "reading where Sentry's links go".to_owned())
+    }
+
     fn read_issues(&self, filter: &str, params: impl rusqlite::Params) -> Result<Vec<Issue>> {
         let doing = || "reading Sentry issues".to_owned();
         let mut stmt = self
@@ -295,6 +322,9 @@ impl Store {
     }
 }
 
+/// In-app files kept per issue, at most.
+const MAX_FILES: usize = 64;
+
 /// Inserts or updates an issue. An `issue` delivery is Sentry's own account and replaces what
 /// was kept (`authoritative`); an event only adds what is not known yet and moves the last
 /// sighting on.
@@ -304,7 +334,27 @@ fn put_issue(
     authoritative: bool,
     now: f64,
 ) -> rusqlite::Result<()> {
-    let files = serde_json::to_string(&issue.files).unwrap_or_else(|_| "[]".into());
+    // Every in-app file any delivery named is kept (the latest first): what a later delivery
+    // leaves out (an `issue` delivery names one file at most) is still where the issue broke,
+    // and the agent's denied paths are checked against all of them.
+    let kept: Option<String> = conn
+        .query_row(
+            "SELECT files FROM sentry_issues WHERE id = ?1",
+            [&issue.id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let mut merged = issue.files.clone();
+    for file in kept
+        .and_then(|k| serde_json::from_str::<Vec<String>>(&k).ok())
+        .unwrap_or_default()
+    {
+        if !merged.contains(&file) {
+            merged.push(file);
+        }
+    }
+    merged.truncate(MAX_FILES);
+    let files = serde_json::to_string(&merged).unwrap_or_else(|_| "[]".into());
     if authoritative {
         conn.execute(
             "INSERT INTO sentry_issues (id, short_id, title, culprit, level, status, substatus, \
@@ -341,7 +391,7 @@ fn put_issue(
              ON CONFLICT (id) DO UPDATE SET \
              first_seen = MIN(first_seen, excluded.first_seen), \
              last_seen = MAX(COALESCE(last_seen, 0), excluded.last_seen), \
-             files = CASE WHEN files = '[]' THEN excluded.files ELSE files END, \
+             files = excluded.files, \
              updated_at = excluded.updated_at",
             params![
                 issue.id,

@@ -325,25 +325,49 @@ pub fn decide(rules: &AgentSettings, memory: &Memory, s: &Sighting, now: f64) ->
 }
 
 /// The first of the issue's in-app files, or its culprit, under a denied glob, with the glob.
-/// A culprit is a file (`app/auth/views.py in login`) or a module (`app.auth.views in login`):
-/// its first word is matched as written, and a module also with its dots as slashes.
+/// Paths are read as a repository path whatever their form (`app\\auth\\views.py`,
+/// `C:\\srv\\app\\auth`, `/srv/app/auth/views.py`). A culprit is a file
+/// (`app/auth/views.py in login`), a module (`app.auth.views in login`, `app.auth` for a
+/// package's `__init__`) or a transaction (`POST /api/auth/login`): each of its words is
+/// matched as a path, a module also with its dots as slashes, and each also as a directory
+/// (anything under it).
 fn denied(rules: &AgentSettings, s: &Sighting) -> Option<(String, String)> {
     let globs = &rules.denied_paths;
     for file in s.files {
-        if let Some(glob) = globs.matching(file) {
+        let path = repository_path(file);
+        if let Some(glob) = forms(&path).find_map(|c| globs.matching(&c)) {
             return Some((file.clone(), glob.to_owned()));
         }
     }
-    let culprit = s.culprit?.split_whitespace().next()?;
-    let mut candidates = vec![culprit.to_owned()];
-    if !culprit.contains('/') && culprit.contains('.') {
-        candidates.push(culprit.replace('.', "/"));
+    let culprit = s.culprit?;
+    for word in culprit.split_whitespace() {
+        let path = repository_path(word);
+        let mut candidates = vec![path.clone()];
+        if !path.contains('/') && path.contains('.') {
+            candidates.push(path.replace('.', "/"));
+        }
+        for candidate in candidates {
+            if let Some(glob) = forms(&candidate).find_map(|c| globs.matching(&c)) {
+                return Some((format!("culprit {culprit}"), glob.to_owned()));
+            }
+        }
     }
-    candidates.into_iter().find_map(|c| {
-        globs
-            .matching(&c)
-            .map(|glob| (format!("culprit {culprit}"), glob.to_owned()))
-    })
+    None
+}
+
+/// A path as the repository would name it: `/` for `\\`, no drive letter, no leading `/`.
+fn repository_path(raw: &str) -> String {
+    let path = raw.replace('\\', "/");
+    let path = match path.as_bytes() {
+        [drive, b':', ..] if drive.is_ascii_alphabetic() => &path[2..],
+        _ => &path[..],
+    };
+    path.trim_start_matches('/').to_owned()
+}
+
+/// A path, and the path as a directory (something under it), for matching against globs.
+fn forms(path: &str) -> impl Iterator<Item = String> {
+    [path.to_owned(), format!("{}/-", path.trim_end_matches('/'))].into_iter()
 }
 
 #[cfg(test)]
@@ -437,9 +461,33 @@ mod tests {
                     culprit: Some("app.auth.views in login"),
                     ..s.clone()
                 },
-                "denied_path: culprit app.auth.views is under denied_paths \"**/auth/**\"",
+                "denied_path: culprit app.auth.views in login is under denied_paths \"**/auth/**\"",
             ),
         ];
+        // However the path is written.
+        for culprit in [
+            "app.auth in login",
+            "POST /api/auth/login",
+            "app\\auth\\views.py in login",
+            "C:\\srv\\app\\auth\\charge.cs",
+        ] {
+            let s = Sighting {
+                culprit: Some(culprit),
+                ..s.clone()
+            };
+            assert!(
+                skip(decide(&rules, &memory, &s, now)).starts_with("denied_path: "),
+                "{culprit} was handed over"
+            );
+        }
+        for file in ["src\\auth\\session.py", "/srv/app/auth/session.py"] {
+            let files = vec![file.to_owned()];
+            assert!(
+                skip(decide(&rules, &memory, &sighting("1", &files), now))
+                    .starts_with("denied_path: "),
+                "{file} was handed over"
+            );
+        }
         for (s, said) in cases {
             assert_eq!(skip(decide(&rules, &memory, &s, now)), said);
         }

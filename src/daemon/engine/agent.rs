@@ -320,13 +320,15 @@ fn tell_skip(trigger: &mut AgentTrigger, issue: &crate::sentry::Issue, skip: &Sk
     }
     trigger.told.insert(issue.id.clone(), key);
     let name = issue.short_id.as_deref().unwrap_or(&issue.id);
+    // A file or culprit in the reason is Sentry's text: one visible line.
+    let why = crate::display::line(&skip.to_string()).into_owned();
     match skip {
         Skip::Running { .. } | Skip::Handed { .. } => {
-            tracing::debug!(sentry_issue = %issue.id, "agent: not run on issue {name}: {skip}")
+            tracing::debug!(sentry_issue = %issue.id, "agent: not run on issue {name}: {why}")
         }
         _ => tracing::info!(
             sentry_issue = %issue.id,
-            "agent: not run on issue {name} ({}): {skip}",
+            "agent: not run on issue {name} ({}): {why}",
             crate::display::line(&issue.title)
         ),
     }
@@ -350,7 +352,7 @@ mod tests {
         let config = Config::parse(&format!(
             "[daemon]\nstate_dir = {dir:?}\n[daemon.sentry]\nclient_secret_file = \"/s\"\n\
              [daemon.gate]\npolicy_file = {policy:?}\nagent_token_file = \"/a\"\n\
-             [daemon.agent]\ncommand = [\"/bin/agent\"]\nmin_events = 2\n\
+             [daemon.agent]\nas_guardian = true\ncommand = [\"/bin/agent\"]\nmin_events = 2\n\
              denied_paths = [\"app/auth/**\"]\n"
         ))
         .unwrap();

@@ -53,11 +53,23 @@ pub struct NamedIssue {
 }
 
 /// The issue id in a Sentry issue link (`https://acme.sentry.io/issues/4711/`,
-/// `https://sentry.io/organizations/acme/issues/4711/?project=1`).
-fn sentry_link_id(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("/issues/")?;
-    let id = rest.split(['/', '?', '#']).next()?;
-    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then_some(id)
+/// `https://sentry.io/organizations/acme/issues/4711/?project=1`), with the link's origin
+/// (`https://acme.sentry.io`).
+fn sentry_link_id(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let origin = &url[..scheme.len() + 3 + host_end];
+    let (_, after) = rest[host_end..].split_once("/issues/")?;
+    let id = after.split(['/', '?', '#']).next()?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then_some((origin, id))
+}
+
+/// Whether `origin` is sentry.io's (`https://sentry.io`, `https://acme.sentry.io`).
+fn is_sentry_io(origin: &str) -> bool {
+    let host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+    host == "sentry.io" || host.ends_with(".sentry.io")
 }
 
 impl Engine {
@@ -68,10 +80,19 @@ impl Engine {
     pub fn resolve_issue(&self, named: &str) -> Result<NamedIssue, EngineError> {
         let named = named.trim();
         let is_url = named.starts_with("https://") || named.starts_with("http://");
-        // Without Sentry's events nothing can be judged: a link is a link.
+        // Without Sentry's events nothing can be judged: a link is a link. A link is Sentry's
+        // when it goes to sentry.io or to where the issues Sentry sent link to (a self-hosted
+        // Sentry); another tracker's `/issues/12` is not Sentry's issue 12.
         let reference = match (is_url, &self.settings.sentry) {
             (true, None) => None,
-            (true, Some(_)) => sentry_link_id(named),
+            (true, Some(_)) => match sentry_link_id(named) {
+                Some((origin, id))
+                    if is_sentry_io(origin) || self.store.sentry_links_to(origin)? =>
+                {
+                    Some(id)
+                }
+                _ => None,
+            },
             (false, _) => Some(named),
         };
         let Some(reference) = reference else {
@@ -86,19 +107,28 @@ impl Engine {
                  no Sentry issues; give a link to the issue"
             )));
         }
-        match self.store.sentry_issue(reference)? {
-            Some(issue) => Ok(NamedIssue {
-                url: if is_url {
-                    Some(named.to_owned())
-                } else {
-                    issue.web_url.clone()
-                },
-                sentry: Some(issue.id),
-            }),
-            None => Err(EngineError::BadRequest(format!(
+        let mut found = self.store.sentry_issues_named(reference)?;
+        match found.len() {
+            1 => {
+                let issue = found.remove(0);
+                Ok(NamedIssue {
+                    // The link shown is the issue's own, which is what is judged.
+                    url: issue
+                        .web_url
+                        .clone()
+                        .or_else(|| is_url.then(|| named.to_owned())),
+                    sentry: Some(issue.id),
+                })
+            }
+            0 => Err(EngineError::BadRequest(format!(
                 "\"issue\" {named:?}: guardian has heard of no Sentry issue {reference:?} (by \
                  id or short id); name one Sentry has sent (`guardian status` lists the \
                  newest), or link another tracker's issue"
+            ))),
+            _ => Err(EngineError::BadRequest(format!(
+                "\"issue\" {named:?}: more than one Sentry issue has the short id \
+                 {reference:?} ({} and {}); name it by its id",
+                found[0].id, found[1].id
             ))),
         }
     }
