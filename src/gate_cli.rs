@@ -286,18 +286,19 @@ pub fn trust(args: &TrustArgs) -> Result<u8> {
     }
     let ledger: Vec<PatternTrust> = api::read(&answer, "trust ledger")?;
     outln!(
-        "{:<18} {:<15} {:>9} {:>8} {:>8} {:>7} {:>9}  why",
+        "{:<18} {:<15} {:>9} {:>8} {:>8} {:>7} {:>9} {:>11}  why",
         "pattern",
         "level",
         "proposed",
         "approved",
         "deployed",
         "healthy",
-        "rollbacks"
+        "rollbacks",
+        "ineffective"
     );
     for t in &ledger {
         outln!(
-            "{:<18} {:<15} {:>9} {:>8} {:>8} {:>7} {:>9}  {}",
+            "{:<18} {:<15} {:>9} {:>8} {:>8} {:>7} {:>9} {:>11}  {}",
             text(&t.pattern),
             t.level.as_str(),
             t.proposals,
@@ -305,6 +306,7 @@ pub fn trust(args: &TrustArgs) -> Result<u8> {
             t.deployed,
             t.healthy,
             t.rollbacks,
+            t.ineffective,
             text(&t.why)
         );
     }

@@ -384,18 +384,27 @@ impl Supervisor {
             return self.recovery_checked(change, verdict, now);
         }
         let report = self.report();
+        let still_firing = self
+            .claim
+            .as_ref()
+            .is_some_and(|c| c.verdict() == ClaimVerdict::StillFiring);
         match verdict {
             Verdict::Regressed => self.regressed(change, report, rules),
-            Verdict::Healthy
-                if self
-                    .claim
-                    .as_ref()
-                    .is_some_and(|c| c.verdict() == ClaimVerdict::StillFiring) =>
-            {
-                // Nothing worse, nothing fixed: no rollback, and a person hears of it.
+            // Not shown worse, and shown not to fix what it claims: no rollback, and a person
+            // hears of it. (Whether the log's evidence was enough to call it harmless, the fix
+            // is shown not to work: that is what its pattern's record must say.)
+            _ if still_firing => {
                 self.phase = Phase::Idle;
+                let mut ineffective = Effect::verdict(&change.id, ChangeState::Ineffective, report);
+                if verdict != Verdict::Healthy {
+                    if let Effect::Transition { note, .. } = &mut ineffective {
+                        *note = Some(
+                            "the log's evidence was not enough to call it harmless".to_owned(),
+                        );
+                    }
+                }
                 vec![
-                    Effect::verdict(&change.id, ChangeState::Ineffective, report),
+                    ineffective,
                     Effect::Alert {
                         change_id: change.id,
                     },

@@ -288,14 +288,18 @@ fn why(t: &PatternTrust, promotable: bool) -> String {
         ),
         Level::NeedsApproval if (t.rollbacks > 0 || t.ineffective > 0) && t.earned == 0 => {
             format!(
-                "demoted by {}; needs {} approved change{} that stay healthy to deploy alone",
+                "demoted by {}; needs {} approved change{} healthy to deploy alone",
                 if ineffective_last {
                     "a fix after which its issue went on firing"
                 } else {
                     "a rollback"
                 },
                 t.needed,
-                if t.needed == 1 { "" } else { "s" }
+                if t.needed == 1 {
+                    " that stays"
+                } else {
+                    "s that stay"
+                }
             )
         }
         Level::NeedsApproval => format!(

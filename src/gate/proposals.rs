@@ -189,6 +189,10 @@ pub(super) fn sql(doing: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> P
 }
 
 /// The columns `from_row` reads, the patch included.
+/// A healthy change's claim to fix an issue was not shown (SQL over `changes c`).
+const UNPROVEN: &str =
+    "c.fixes_issue IS NOT NULL AND COALESCE(json_extract(c.report, '$.claim.verdict'), '') != 'fixed'";
+
 const COLUMNS: &str = "id, created_at, updated_at, proposer, kind, pattern, summary, issue_url, \
      tests_run, base_sha, claimed_sha, patch, diff_hash, decision, assessment, shadow, state, \
      decided_by, decided_note, approved_hash, change_id, note, \
@@ -312,22 +316,35 @@ fn tally_key(conn: &Connection, id: &str) -> rusqlite::Result<TallyKey> {
 /// tally never disagrees with the rows it counts. Looks at one proposal and the events of one
 /// change (by index): its cost does not grow with the record.
 fn retally(conn: &Connection, id: &str, before: &TallyKey) -> rusqlite::Result<()> {
-    let (pattern, state, approved, change_state, regressed): (
+    let (pattern, state, approved, change_state, regressed, unproven): (
         String,
         String,
         bool,
         Option<String>,
         bool,
+        bool,
     ) = conn.query_row(
-        "SELECT p.pattern, p.state, p.approved_hash IS NOT NULL, c.state, \
-         EXISTS (SELECT 1 FROM events e INDEXED BY events_by_change \
-           WHERE e.change_id = p.change_id AND e.kind = 'state_changed' \
-           AND json_extract(e.detail, '$.to') = 'regressed') \
-         FROM proposals p LEFT JOIN changes c ON c.id = p.change_id WHERE p.id = ?1",
+        &format!(
+            "SELECT p.pattern, p.state, p.approved_hash IS NOT NULL, c.state, \
+             EXISTS (SELECT 1 FROM events e INDEXED BY events_by_change \
+               WHERE e.change_id = p.change_id AND e.kind = 'state_changed' \
+               AND json_extract(e.detail, '$.to') = 'regressed'), \
+             COALESCE({UNPROVEN}, 0) \
+             FROM proposals p LEFT JOIN changes c ON c.id = p.change_id WHERE p.id = ?1"
+        ),
         [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        },
     )?;
-    let outcome = outcome(&state, change_state.as_deref(), regressed).as_str();
+    let outcome = outcome(&state, change_state.as_deref(), regressed, unproven).as_str();
     let after = TallyKey {
         pattern,
         state,
@@ -829,25 +846,27 @@ impl Store {
     pub fn ledger_entries(&self) -> Result<Vec<Entry>> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT p.pattern, p.created_at, p.state, p.approved_hash IS NOT NULL, c.state, \
                  EXISTS (SELECT 1 FROM events e INDEXED BY events_by_change \
                    WHERE e.change_id = p.change_id \
-                   AND e.kind = 'state_changed' AND json_extract(e.detail, '$.to') = 'regressed') \
+                   AND e.kind = 'state_changed' AND json_extract(e.detail, '$.to') = 'regressed'), \
+                 COALESCE({UNPROVEN}, 0) \
                  FROM proposals p LEFT JOIN changes c ON c.id = p.change_id \
-                 ORDER BY p.created_at, p.id",
-            )
+                 ORDER BY p.created_at, p.id"
+            ))
             .map_err(sql("reading the trust ledger"))?;
         let rows = stmt
             .query_map([], |row| {
                 let state: String = row.get(2)?;
                 let change: Option<String> = row.get(4)?;
                 let regressed: bool = row.get(5)?;
+                let unproven: bool = row.get(6)?;
                 Ok(Entry {
                     pattern: row.get(0)?,
                     at: row.get(1)?,
                     approved: row.get(3)?,
-                    outcome: outcome(&state, change.as_deref(), regressed),
+                    outcome: outcome(&state, change.as_deref(), regressed, unproven),
                 })
             })
             .map_err(sql("reading the trust ledger"))?;
@@ -910,12 +929,20 @@ impl Store {
 }
 
 /// A change that was ever `regressed` counts as a rollback for trust, whatever happened next
-/// (rolled back, escalated, or only recorded in shadow mode).
-fn outcome(proposal_state: &str, change_state: Option<&str>, regressed: bool) -> Outcome {
+/// (rolled back, escalated, or only recorded in shadow mode). A healthy change that named the
+/// issue it fixes earns credit only if the issue was shown fixed (`unproven`: it was not):
+/// otherwise nothing shows the fix did what it claimed.
+fn outcome(
+    proposal_state: &str,
+    change_state: Option<&str>,
+    regressed: bool,
+    unproven: bool,
+) -> Outcome {
     match (proposal_state, change_state) {
         ("denied", _) => Outcome::Denied,
         ("rejected", _) => Outcome::Rejected,
         (_, Some(_)) if regressed => Outcome::Regressed,
+        (_, Some("healthy")) if unproven => Outcome::Deployed,
         (_, Some("healthy")) => Outcome::Healthy,
         (_, Some("ineffective")) => Outcome::Ineffective,
         (_, Some(_)) => Outcome::Deployed,
@@ -1240,6 +1267,26 @@ mod tests {
                     .count()
             );
         }
+    }
+
+    #[test]
+    fn a_healthy_fix_earns_credit_only_when_the_issue_it_named_was_shown_fixed() {
+        assert_eq!(
+            outcome("deployed", Some("healthy"), false, false),
+            Outcome::Healthy
+        );
+        assert_eq!(
+            outcome("deployed", Some("healthy"), false, true),
+            Outcome::Deployed
+        );
+        assert_eq!(
+            outcome("deployed", Some("ineffective"), false, true),
+            Outcome::Ineffective
+        );
+        assert_eq!(
+            outcome("deployed", Some("rolled_back"), true, true),
+            Outcome::Regressed
+        );
     }
 
     #[test]

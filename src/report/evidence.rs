@@ -157,6 +157,12 @@ pub fn claim_outcome(claim: &FixClaim) -> String {
         ClaimVerdict::NotShown => {
             format!("{issue}: {counted}; too few of its events to show whether the fix worked")
         }
+        ClaimVerdict::NotCompared if claim.baseline.requests == 0 || claim.after.requests == 0 => {
+            format!(
+                "{issue}: its events were not counted yet (they are counted in whole 10-second \
+                 bins, which trail the traffic by 15 to 25 s), so the fix was not judged on it"
+            )
+        }
         ClaimVerdict::NotCompared => format!(
             "{issue} had no events in the baseline ({} requests), so the fix could not be \
              judged on it",

@@ -240,8 +240,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// The schema version that brought the proposal tally.
-const TALLY_SCHEMA_VERSION: i64 = 5;
+/// The schema version after which proposals recorded before the tally (version 5) are counted
+/// into it: the first with every column today's count reads (8: a change's claim). Counting
+/// is idempotent (only proposals with no outcome yet), so a file already counted is left as is.
+const TALLY_SCHEMA_VERSION: i64 = 8;
 
 /// The schema version that brought the audit chain (`guardian audit verify` needs it).
 pub const AUDIT_SCHEMA_VERSION: i64 = 4;
