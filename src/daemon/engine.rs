@@ -1289,7 +1289,8 @@ mod tests {
         let mut e = with_sentry(dir.path());
         traffic_with_issue(&mut e, T0 - 300.0, 300, "100", 5);
         let id = e.notify(&request("human"), T0).unwrap().id;
-        traffic_with_issue(&mut e, T0, 62, "100", 5);
+        // The watch's minute, and the time Sentry's counts take to reach its end.
+        traffic_with_issue(&mut e, T0, 100, "100", 5);
         let c = e.change(&id).unwrap().unwrap().record;
         assert_eq!(c.state, ChangeState::Healthy, "{:?}", c.note);
         let report: crate::core::Report =
@@ -1328,7 +1329,7 @@ mod tests {
         // The next change's baseline reaches back past the bad change's minute and a half,
         // and so does the count of Sentry's events against it.
         let next = e.notify(&request("human"), T0 + 200.0).unwrap().id;
-        traffic_with_issue(&mut e, T0 + 200.0, 62, "100", 10);
+        traffic_with_issue(&mut e, T0 + 200.0, 100, "100", 10);
         let c = e.change(&next).unwrap().unwrap().record;
         let report: crate::core::Report =
             serde_json::from_value(c.report.clone().unwrap()).unwrap();

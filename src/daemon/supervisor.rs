@@ -29,6 +29,8 @@ pub const SAVE_EVERY_SECS: f64 = 5.0;
 /// Seconds after a remediation finishes before the recovery check counts traffic: the hook
 /// returning is not the new version serving, and the first seconds still show the old one.
 pub const RECOVERY_SETTLE_SECS: f64 = 3.0;
+/// How long past its end a healthy watch waits for Sentry's counts to reach its end.
+pub const SENTRY_WAIT_SECS: f64 = 60.0;
 
 /// The change under watch, as far as the decisions need it.
 #[derive(Clone, Debug, PartialEq)]
@@ -370,6 +372,9 @@ impl Supervisor {
             verdict = Verdict::Regressed;
         }
         let due = now - self.saved_at >= SAVE_EVERY_SECS;
+        if verdict == Verdict::Healthy && self.awaits_sentry(now) {
+            return if due { vec![self.save(now)] } else { vec![] };
+        }
         let (change, verifying) = match &self.phase {
             Phase::Watching(c) => (c.clone(), false),
             Phase::Verifying(c) => (c.clone(), true),
@@ -423,6 +428,20 @@ impl Supervisor {
             }
             _ => self.inconclusive(change, report, now, rules),
         }
+    }
+
+    /// Whether a watch the log's signals call healthy waits for Sentry's counts, which trail
+    /// the traffic (whole stored 10-second bins, 15 to 25 s), to reach its end: so its last
+    /// stretch is judged by Sentry too, and a claim on the whole watch. At most
+    /// [`SENTRY_WAIT_SECS`] past the end.
+    fn awaits_sentry(&self, now: f64) -> bool {
+        let (Phase::Watching(_), Some(w)) = (&self.phase, &self.sentry) else {
+            return false;
+        };
+        let Some(end) = self.monitor.report().map(|r| r.watch_ends_at) else {
+            return false;
+        };
+        now < end + SENTRY_WAIT_SECS && w.counted_until().is_none_or(|until| until < end)
     }
 
     /// The remediation job ended. Done: check whether the service recovers. Otherwise a person
@@ -1034,6 +1053,96 @@ mod tests {
         };
         let claim = report.claim.as_ref().unwrap();
         assert_eq!(claim.verdict, crate::core::ClaimVerdict::Fixed, "{claim:?}");
+    }
+
+    #[test]
+    fn a_fix_shown_still_firing_is_ineffective_even_when_the_log_could_not_judge_it() {
+        let mut rules = with_rollback();
+        rules.sentry = Some(crate::config::SentrySettings {
+            client_secret_file: "/etc/guardian/sentry".into(),
+            max_age_secs: 300,
+            alpha_share: 0.2,
+        });
+        let mut s = supervisor();
+        let fix = Watched {
+            fixes: Some("4711".into()),
+            ..change("c1", ChangeKind::Ai)
+        };
+        s.change_landed(fix, Landing::at(T0), &rules);
+        // The log heard nothing (no baseline, no traffic): inconclusive on its own. Sentry's
+        // counts show the issue firing on 5% of the requests before and after.
+        let mut effects = Vec::new();
+        for sec in 1..=61u32 {
+            let until = T0 + f64::from(sec);
+            let requests = 20 * u64::from(sec);
+            let base = Counts {
+                requests: 6000,
+                events: 300,
+            };
+            s.claim_counts(
+                base,
+                Counts {
+                    requests,
+                    events: requests / 20,
+                },
+                until,
+            );
+            effects.extend(s.tick(until, &rules));
+        }
+        assert_eq!(decisions(&effects), ["c1 ineffective", "c1 alert"]);
+        assert!(
+            format!("{effects:?}").contains("not enough to call it harmless"),
+            "the note says the log could not judge it: {effects:?}"
+        );
+    }
+
+    /// When a clean one-minute watch with Sentry's counts `lag` seconds behind the traffic
+    /// (or never counted, `None`) is called healthy, in seconds after the change.
+    fn healthy_after(lag: Option<f64>) -> f64 {
+        let mut rules = with_rollback();
+        rules.sentry = Some(crate::config::SentrySettings {
+            client_secret_file: "/etc/guardian/sentry".into(),
+            max_age_secs: 300,
+            alpha_share: 0.2,
+        });
+        let mut s = supervisor();
+        traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
+        s.change_landed(change("c1", ChangeKind::Human), Landing::at(T0), &rules);
+        for sec in 0..200u32 {
+            let t = T0 + f64::from(sec);
+            if let Some(lag) = lag {
+                let until = t + 1.0 - lag;
+                let requests = (20.0 * (until - T0)).max(0.0) as u64;
+                let base = Counts {
+                    requests: 6000,
+                    events: 30,
+                };
+                let after = Counts {
+                    requests,
+                    events: requests / 200,
+                };
+                s.sentry_counts(base, after, until);
+            }
+            if decisions(&traffic(&mut s, &rules, t, 1, 0.05)) == ["c1 healthy"] {
+                return t + 1.0 - T0;
+            }
+        }
+        panic!("never healthy");
+    }
+
+    #[test]
+    fn a_healthy_watch_waits_for_sentrys_counts_to_reach_its_end_for_a_minute_at_most() {
+        assert_eq!(healthy_after(Some(0.0)), 60.0, "counts up to date: no wait");
+        assert_eq!(
+            healthy_after(Some(20.0)),
+            80.0,
+            "its last 20 s judged by Sentry too"
+        );
+        assert_eq!(
+            healthy_after(None),
+            60.0 + SENTRY_WAIT_SECS,
+            "Sentry's counts stuck: waits a minute, not for ever"
+        );
     }
 
     #[test]

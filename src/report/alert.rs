@@ -93,7 +93,7 @@ pub fn render_alert(service: &str, change: &ChangeRecord, rollback: Option<&Valu
 
     section(w, "Evidence");
     match &report {
-        Ok(Some(report)) => evidence_text(w, report),
+        Ok(Some(report)) => evidence_text(w, report, change.state),
         Ok(None) => w.push_str("  No evidence was recorded for this change.\n"),
         Err(e) => {
             let _ = writeln!(
@@ -167,8 +167,14 @@ pub fn render_alert_with_postmortem(
 
 /// Per signal: rates before and after, the effect, the e-value against its threshold, the
 /// counts it rests on, when it was decided.
-fn evidence_text(w: &mut String, report: &Report) {
-    let verdict = verdict_name(report.verdict);
+fn evidence_text(w: &mut String, report: &Report, state: ChangeState) {
+    let verdict = match state {
+        // The log's verdict is not the change's: its claim decided it.
+        ChangeState::Ineffective => {
+            "nothing shown worse, and the issue it claims to fix went on firing"
+        }
+        _ => verdict_name(report.verdict),
+    };
     let decided = match report.decided_at {
         Some(d) => format!(
             "decided {} after the change ({verdict})",

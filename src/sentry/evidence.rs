@@ -39,6 +39,9 @@ pub struct SentryWatch {
     /// better.
     #[serde(default)]
     baseline_fixed: bool,
+    /// How far the counts handed in reach (`until` of the last update).
+    #[serde(default)]
+    counted_until: Option<f64>,
     baseline: Counts,
     after: Counts,
     #[serde(skip)]
@@ -64,6 +67,7 @@ impl SentryWatch {
             previous: [0.0; RATIO_GRID.len()],
             weighted_until: None,
             baseline_fixed: false,
+            counted_until: None,
             baseline: Counts::default(),
             after: Counts::default(),
             e_value: 0.0,
@@ -92,6 +96,7 @@ impl SentryWatch {
             self.baseline_fixed = baseline.requests > 0;
             baseline
         };
+        self.counted_until = Some(until);
         let now = until;
         let secs = match self.weighted_until {
             None => (until - self.change_at).max(1.0),
@@ -133,6 +138,11 @@ impl SentryWatch {
                 at,
             )
         }
+    }
+
+    /// How far the counts handed in reach.
+    pub fn counted_until(&self) -> Option<f64> {
+        self.counted_until
     }
 
     /// The counts last handed in: the baseline's, and since the change.

@@ -214,7 +214,9 @@ impl Gate {
 
     /// Waits (up to 90 s) for a change to leave the watch and the rollback behind.
     pub(super) fn settle(&self, change_id: &str) -> Value {
-        self.wait_for(&format!("/v1/changes/{change_id}"), 90, |c| {
+        // A watch's minute, Sentry's counts catching up with its end (up to half a minute),
+        // and room for a slow machine.
+        self.wait_for(&format!("/v1/changes/{change_id}"), 150, |c| {
             !["watching", "regressed", "rolling_back", "verifying"]
                 .contains(&c["state"].as_str().unwrap_or(""))
         })
