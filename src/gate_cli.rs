@@ -338,6 +338,11 @@ fn render_proposal(p: &ProposalRecord) -> Result<String, UnreadableAnswer> {
         text(&p.summary),
         text(&p.diff_hash),
     );
+    if let Some(issue) = &p.sentry_issue {
+        out.push_str(&format!("  fixes Sentry issue {}\n", text(issue)));
+    } else if let Some(url) = &p.issue_url {
+        out.push_str(&format!("  issue {}\n", text(url)));
+    }
     for rule in &a.rules {
         out.push_str(&format!(
             "  {} {}: {}\n",

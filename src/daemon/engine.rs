@@ -646,12 +646,45 @@ impl Engine {
             )?
             .map(|pm| pm.html()),
         };
-        Ok(crate::report::render_alert_with_postmortem(
+        let mut email = crate::report::render_alert_with_postmortem(
             &self.settings.service,
             record,
             rollback.as_ref(),
             postmortem,
-        ))
+        );
+        if let Some(line) = self.pattern_standing(record)? {
+            if let Some(at) = email.text_body.find("Change id: ") {
+                email.text_body.insert_str(at, &line);
+            }
+        }
+        Ok(email)
+    }
+
+    /// Where the pattern of a change that came through the gate stands in the trust ledger
+    /// now, as a line of the alert: a rollback or an ineffective fix has just demoted it, and
+    /// the reader should not have to run `guardian trust` to learn that its next fix waits.
+    fn pattern_standing(&self, record: &ChangeRecord) -> Result<Option<String>, EngineError> {
+        if self.settings.gate.is_none() {
+            return Ok(None);
+        }
+        let Some(proposal) = self.store.proposal_for_change(&record.id)? else {
+            return Ok(None);
+        };
+        let ledger = self.trust()?;
+        Ok(ledger
+            .iter()
+            .find(|t| t.pattern == proposal.pattern)
+            .map(|t| {
+                format!(
+                    "Trust:     pattern {} now {}: {}\n",
+                    crate::display::line(&t.pattern),
+                    match t.level {
+                        crate::gate::ledger::Level::Auto => "deploys alone",
+                        crate::gate::ledger::Level::NeedsApproval => "needs a person's approval",
+                    },
+                    crate::display::line(&t.why)
+                )
+            }))
     }
 
     /// Saves the snapshot; a failure is logged, not fatal: the watch goes on, and only a

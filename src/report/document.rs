@@ -173,7 +173,24 @@ fn md_inlines(inlines: &[Inline], in_table: bool) -> String {
         match i {
             Inline::Text(s) => out.push_str(&md_text(s, in_table)),
             Inline::Strong(s) => {
-                let _ = write!(out, "**{}**", md_text(s, in_table));
+                // Markdown's emphasis may not start or end inside whitespace: "**issue **"
+                // shows its asterisks. The spaces go outside.
+                let inner = s.trim();
+                let (before, after) = (
+                    &s[..s.len() - s.trim_start().len()],
+                    &s[s.trim_end().len()..],
+                );
+                if inner.is_empty() {
+                    out.push_str(&md_text(s, in_table));
+                } else {
+                    let _ = write!(
+                        out,
+                        "{}**{}**{}",
+                        md_text(before, in_table),
+                        md_text(inner, in_table),
+                        md_text(after, in_table)
+                    );
+                }
             }
             Inline::Code(s) => out.push_str(&md_code_span(s, in_table)),
             Inline::Link { text, url } => match safe_url(url) {
@@ -391,6 +408,11 @@ mod tests {
         assert_eq!(md_inlines(&[t("- item")], false), "\\- item");
         assert_eq!(md_inlines(&[t("12. item")], false), "12\\. item");
         assert_eq!(md_inlines(&[t("> quote")], false), "\\> quote");
+        assert_eq!(
+            md_inlines(&[strong("Sentry issue "), code("42")], false),
+            "**Sentry issue** `42`",
+            "emphasis may not end in a space"
+        );
         assert_eq!(md_code_span("a``b", false), "```a``b```");
         assert_eq!(md_code_span("a|b", true), "`a\\|b`");
         assert_eq!(safe_url("https://x.example/a"), Some("https://x.example/a"));

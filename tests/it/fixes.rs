@@ -174,6 +174,12 @@ fn a_fix_is_judged_on_the_issue_it_names_and_the_ledger_counts_what_became_of_it
     assert_eq!(p["decision"], "needs_approval", "{p}");
     let id = p["id"].as_str().unwrap().to_owned();
     let hash = p["diff_hash"].as_str().unwrap().to_owned();
+    let shown = g.cli(ALICE, &["proposals", &id]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&format!("fixes Sentry issue {ISSUE}")),
+        "the approver sees the claim: {shown}"
+    );
     let out = g.cli(ALICE, &["approve", &id, "--diff", &hash]);
     assert!(
         out.status.success(),

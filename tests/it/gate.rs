@@ -1174,6 +1174,12 @@ fn the_full_path_from_proposal_to_post_mortem_email() {
     }
     let text = parsed.body_text(0).expect("a text part").into_owned();
     assert!(text.contains("Audit checkpoint"), "{text}");
+    assert!(
+        text.contains(
+            "Trust:     pattern timeout-bump now needs a person's approval: demoted by a rollback"
+        ),
+        "the reader learns the pattern's next fix waits for a person: {text}"
+    );
 }
 
 /// Posts `patch` as the agent's proposal against guardian's HEAD.

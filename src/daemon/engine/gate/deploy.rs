@@ -180,6 +180,13 @@ impl Engine {
                     detail,
                     now,
                 )?;
+                tracing::info!(
+                    proposal_id = %p.id,
+                    change_id = %record.id,
+                    "{}: deployed as {commit}; watching it as {}",
+                    p.id,
+                    record.id
+                );
                 // The hook's restart is the deploy window: neither baseline nor watch.
                 let landing = crate::core::Landing {
                     at: now,

@@ -103,6 +103,13 @@ pub(super) fn proposal_text(p: &ProposalRecord) -> String {
     if let Some(url) = &p.issue_url {
         out.push_str(&format!("Issue:     {}\n", line(url)));
     }
+    if let Some(issue) = &p.sentry_issue {
+        out.push_str(&format!(
+            "Fixes:     Sentry issue {} (judged on it once deployed: still firing makes it \
+             ineffective)\n",
+            line(issue)
+        ));
+    }
     let a = match crate::api::assessment(p) {
         Ok(a) => a,
         Err(e) => {
