@@ -17,8 +17,9 @@ use super::rollback::{git, now};
 const SECRET: &str = "0c9e7a1d4b3c8e6f5b2f0a9d2c4b7e1f";
 
 /// The agent: notes its run, keeps its input, then fixes the upstream timeout in its own clone
-/// and proposes the fix. On issue 300 it hangs instead (`sleep` in the background and in the
-/// foreground, so the whole group must be stopped).
+/// and proposes the fix, without naming the issue (guardian ties it to the run). On issue 300
+/// it hangs instead (`sleep` in the background and in the foreground, so the whole group must
+/// be stopped).
 const AGENT: &str = r#"#!/bin/sh
 set -e
 echo "$GUARDIAN_ISSUE $GUARDIAN_RUN $$" >> WORK/runs
@@ -33,7 +34,7 @@ git reset -q --hard origin/main
 sed -i 's/^timeout_ms = .*/timeout_ms = 800/' src/settings.txt
 git -c user.name=agent -c user.email=agent@example.com commit -qam "Raise the upstream timeout (Sentry $GUARDIAN_ISSUE)"
 exec GUARDIAN_BIN propose --repo CHECKOUT --commit HEAD --pattern timeout-bump \
-    --summary "raise the upstream timeout" --issue "$GUARDIAN_ISSUE" --tests-run --json
+    --summary "raise the upstream timeout" --tests-run --json
 "#;
 
 struct Agent {
@@ -280,7 +281,8 @@ fn a_new_issue_is_handed_to_the_agent_whose_fix_comes_back_through_the_gate() {
     );
     assert_eq!(p["decision"], "needs_approval", "{p}");
     assert!(p["assessment"]["risk"]["score"].is_number(), "{p}");
-    // It names the issue it was run on: once deployed, it is judged on that issue too.
+    // It is tied to the issue it was run on, named or not: once deployed, it is judged on
+    // that issue too, and an agent cannot dodge an `ineffective` record by leaving it out.
     assert_eq!(p["sentry_issue"], input.issue.id, "{p}");
     let view = a
         .gate

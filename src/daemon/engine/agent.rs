@@ -31,6 +31,13 @@ pub(in crate::daemon) struct AgentTrigger {
     told: HashMap<String, &'static str>,
 }
 
+impl AgentTrigger {
+    /// The issues runs are under way on, with their runs.
+    pub(in crate::daemon) fn running_issues(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.memory.running().map(|(issue, run, _)| (issue, run))
+    }
+}
+
 /// What `guardian status` shows of the agent, when `[daemon.agent]` is set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
@@ -343,6 +350,11 @@ mod tests {
     const T0: f64 = 1_764_000_000.0;
 
     fn engine(dir: &std::path::Path, store: Store) -> Engine {
+        engine_with(dir, store, "")
+    }
+
+    /// The engine with `extra` lines in `[daemon.agent]`.
+    fn engine_with(dir: &std::path::Path, store: Store, extra: &str) -> Engine {
         let policy = dir.join("policy.toml");
         std::fs::write(
             &policy,
@@ -353,7 +365,7 @@ mod tests {
             "[daemon]\nstate_dir = {dir:?}\n[daemon.sentry]\nclient_secret_file = \"/s\"\n\
              [daemon.gate]\npolicy_file = {policy:?}\nagent_token_file = \"/a\"\n\
              [daemon.agent]\nas_guardian = true\ncommand = [\"/bin/agent\"]\nmin_events = 2\n\
-             denied_paths = [\"app/auth/**\"]\n"
+             denied_paths = [\"app/auth/**\"]\n{extra}"
         ))
         .unwrap();
         let settings = config.daemon.clone().unwrap();
@@ -515,5 +527,44 @@ mod tests {
                 .contains("not run again on its own"),
             "{finished}"
         );
+    }
+    #[test]
+    fn the_agents_proposal_naming_no_issue_is_its_runs_fix_and_with_two_runs_must_say_which() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = engine_with(
+            dir.path(),
+            Store::open_in_memory().unwrap(),
+            "max_running = 2\n",
+        );
+        let unnamed = crate::daemon::engine::ProposalRequest {
+            pattern: "timeout-bump".into(),
+            summary: "raise the timeout".into(),
+            issue_url: None,
+            issue: None,
+            tests_run: true,
+            base: "0".repeat(40),
+            commit: None,
+            patch: String::new(),
+            kind: crate::store::ChangeKind::Ai,
+        };
+        let check = |e: &Engine| {
+            e.check_proposal(
+                &crate::gate::roles::Role::Agent,
+                &unnamed,
+                crate::daemon::engine::Judged::Refused("not judged here".into()),
+                T0 + 10.0,
+            )
+        };
+        deliver(&mut e, issue("7", "error", 5, IssueAction::Created), 1, T0);
+        assert_eq!(e.agents_due().len(), 1);
+        assert!(check(&e).is_ok(), "one run: the proposal is its fix");
+        deliver(&mut e, issue("8", "error", 5, IssueAction::Created), 2, T0);
+        assert_eq!(e.agents_due().len(), 1);
+        match check(&e) {
+            Err(EngineError::BadRequest(why)) => {
+                assert!(why.contains("7, 8") || why.contains("8, 7"), "{why}")
+            }
+            other => panic!("two runs: the proposal must name its issue, got {other:?}"),
+        }
     }
 }

@@ -302,7 +302,7 @@ impl Engine {
             request.kind = ChangeKind::Ai;
         }
         let request = &request;
-        let issue = self.named_issue(request)?;
+        let issue = self.named_issue(role, request)?;
         let (assessment, tree_sha, policy_sha256) =
             match self.assess(request, pattern, judged, now)? {
                 Assessed::Judged {
@@ -348,12 +348,43 @@ impl Engine {
         Ok(record)
     }
 
-    /// The issue a proposal names, resolved (`Engine::resolve_issue`).
-    fn named_issue(&self, request: &ProposalRequest) -> Result<NamedIssue, EngineError> {
-        request
-            .issue
-            .as_deref()
-            .map_or(Ok(NamedIssue::default()), |i| self.resolve_issue(i))
+    /// The issue a proposal names, resolved (`Engine::resolve_issue`). The agent's proposal
+    /// naming none while guardian has run it on an issue is that run's fix: were it let off
+    /// unnamed, a fix that did not stop its issue would never be judged `ineffective`, and the
+    /// agent could dodge its record by leaving `issue` out. With several runs under way it
+    /// must say which.
+    fn named_issue(
+        &self,
+        role: &Role,
+        request: &ProposalRequest,
+    ) -> Result<NamedIssue, EngineError> {
+        if let Some(named) = request.issue.as_deref() {
+            return self.resolve_issue(named);
+        }
+        if *role != Role::Agent {
+            return Ok(NamedIssue::default());
+        }
+        let running: Vec<(&str, &str)> =
+            self.agent.iter().flat_map(|a| a.running_issues()).collect();
+        match running.as_slice() {
+            [] => Ok(NamedIssue::default()),
+            [(issue, _run)] => {
+                let issue = self.store.sentry_issue(issue)?;
+                Ok(NamedIssue {
+                    url: issue.as_ref().and_then(|i| i.web_url.clone()),
+                    sentry: issue.map(|i| i.id),
+                })
+            }
+            several => Err(EngineError::BadRequest(format!(
+                "\"issue\" is required: guardian is running the agent on Sentry issues {}; \
+                 name the one this fixes",
+                several
+                    .iter()
+                    .map(|(issue, _)| *issue)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
     }
 
     /// The gate's decision on a judged request (`judge`) as of `now`: the ledger and the moment
@@ -473,7 +504,7 @@ impl Engine {
     ) -> Result<Assessment, EngineError> {
         let pattern = request.validate().map_err(EngineError::BadRequest)?;
         // An issue the proposal could not name is refused now, not after the work.
-        self.named_issue(request)?;
+        self.named_issue(role, request)?;
         let mut request = request.clone();
         if *role == Role::Agent {
             request.kind = ChangeKind::Ai;
