@@ -219,6 +219,9 @@ event_kinds! {
     /// An agent run ended: how (exit status, timed out, cut short by a restart), how long it
     /// took, the tail of its output, the proposals it made.
     AgentFinished = "agent_finished";
+    /// guardian started afresh: the saved traffic history and any watch in progress were not
+    /// used (the detector's settings changed, or another version saved them), and why.
+    HistoryDiscarded = "history_discarded";
 }
 
 impl fmt::Display for EventKind {
@@ -355,7 +358,8 @@ mod tests {
             hook_stopped
             sentry_issue
             agent_started
-            agent_finished"#]]
+            agent_finished
+            history_discarded"#]]
         .assert_eq(&texts.join("\n"));
         for kind in EventKind::ALL {
             assert_eq!(

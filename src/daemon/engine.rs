@@ -215,7 +215,29 @@ impl Engine {
         mut store: Store,
         now: f64,
     ) -> Result<Engine, EngineError> {
-        let snapshot = load_snapshot(&settings.state_dir, &config.detector);
+        let (snapshot, changed, discarded) =
+            match load_snapshot(&settings.state_dir, &config.detector) {
+                snapshot::Loaded::Nothing => (None, None, None),
+                snapshot::Loaded::Usable { snapshot, changed } => (Some(*snapshot), changed, None),
+                snapshot::Loaded::Discarded(why) => (None, None, Some(why)),
+            };
+        // Starting afresh loses the traffic history every baseline is drawn from, and any watch
+        // in progress: the operator must be able to learn why, on the record.
+        if let Some(why) = &discarded {
+            tracing::warn!(
+                "starting afresh: {why}; the traffic history is gone, so the next change waits \
+                 for a new baseline ({} s of traffic)",
+                config.detector.baseline_secs
+            );
+            store.audit(
+                "guardian",
+                EventKind::HistoryDiscarded,
+                None,
+                None,
+                &serde_json::json!({ "why": why }),
+                now,
+            )?;
+        }
         let resumed = match &snapshot {
             Some(Snapshot {
                 phase: SavedPhase::Watching(id),
@@ -252,18 +274,27 @@ impl Engine {
             let (state, note) = match change.state {
                 ChangeState::Watching => (
                     ChangeState::Interrupted,
-                    "guardian stopped during the watch; the verdict could not be completed",
+                    match &discarded {
+                        Some(why) => format!(
+                            "guardian stopped during the watch and restarted afresh ({why}); \
+                             the verdict could not be completed"
+                        ),
+                        None => "guardian stopped during the watch; the verdict could not be \
+                                 completed"
+                            .to_owned(),
+                    },
                 ),
                 _ => (
                     ChangeState::Escalated,
-                    "guardian stopped between the regression and the end of the rollback",
+                    "guardian stopped between the regression and the end of the rollback"
+                        .to_owned(),
                 ),
             };
             let note = match state {
                 ChangeState::Escalated => {
-                    cut_short(note, settings, &change.id, stopped_hook.is_some())
+                    cut_short(&note, settings, &change.id, stopped_hook.is_some())
                 }
-                _ => note.to_owned(),
+                _ => note,
             };
             store.set_state(&change.id, state, None, None, Some(&note), now)?;
             if state == ChangeState::Escalated {
@@ -272,11 +303,20 @@ impl Engine {
             }
         }
         let (monitor, phase, saved_positions) = match snapshot {
-            Some(snap) => {
+            Some(mut snap) => {
                 let phase = match resumed {
                     Some(change) => Phase::Watching(change),
                     None => Phase::Idle,
                 };
+                // New detector settings are applied as a reload applies them: the history is
+                // kept, a watch in progress keeps the rules it began with.
+                if let Some(changed) = &changed {
+                    tracing::info!(
+                        "[detector] settings changed since the state was saved ({changed}): \
+                         they apply from the next change on"
+                    );
+                    snap.monitor.reconfigure(config.detector.clone());
+                }
                 (snap.monitor, phase, Some(snap.positions))
             }
             None => (Monitor::new(config.detector.clone()), Phase::Idle, None),
@@ -1086,6 +1126,62 @@ mod tests {
     fn baseline_errors(e: &Engine, id: &str) -> u64 {
         let report = e.change(id).unwrap().unwrap().live.unwrap();
         report.signals[0].baseline.events
+    }
+
+    #[test]
+    fn a_restart_under_new_detector_settings_keeps_the_history_and_the_watch_as_a_reload_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |watch_secs: u32, at: f64| {
+            let config = Config::parse(&format!(
+                "[detector]\nbaseline_secs = 300\nwatch_secs = {watch_secs}\n[daemon]\n\
+                 state_dir = {:?}\n",
+                dir.path()
+            ))
+            .unwrap();
+            let settings = config.daemon.clone().unwrap();
+            Engine::open(&config, &settings, at).unwrap()
+        };
+        let mut e = open(60, T0 - 300.0);
+        traffic(&mut e, T0 - 300.0, 300, 0.05);
+        let id = e.notify(&request("human"), T0).unwrap().id;
+        traffic(&mut e, T0, 30, 0.05);
+        e.save_snapshot(T0 + 30.0).unwrap();
+        drop(e);
+
+        let mut e = open(120, T0 + 30.0);
+        // The watch goes on under the rules it began with, and ends after its minute.
+        traffic(&mut e, T0 + 30.0, 32, 0.05);
+        let c = e.change(&id).unwrap().unwrap().record;
+        assert_eq!(c.state, ChangeState::Healthy, "{:?}", c.note);
+        // The next change has the whole baseline, and the new watch length.
+        let next = e.notify(&request("human"), T0 + 62.0).unwrap().id;
+        let report = e.change(&next).unwrap().unwrap().live.unwrap();
+        assert_eq!(report.baseline_window.covered_secs, 300.0);
+        assert_eq!(report.watch_ends_at, T0 + 62.0 + 120.0);
+    }
+
+    #[test]
+    fn a_saved_state_that_cannot_be_read_is_not_used_and_the_record_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SNAPSHOT_FILE),
+            r#"{"version":1,"saved_at":0,"phase":"Idle","monitor":null,"positions":[]}"#,
+        )
+        .unwrap();
+        let config = Config::parse(&format!("[daemon]\nstate_dir = {:?}\n", dir.path())).unwrap();
+        let settings = config.daemon.clone().unwrap();
+        let e = Engine::open(&config, &settings, T0).unwrap();
+        let why: Vec<String> = e
+            .store
+            .conn
+            .prepare("SELECT detail FROM events WHERE kind = 'history_discarded'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(why.len(), 1, "on the audit trail once");
+        assert!(why[0].contains("cannot be read"), "{why:?}");
     }
 
     #[test]

@@ -54,27 +54,64 @@ impl Engine {
     }
 }
 
-/// The saved snapshot, if there is one this guardian can use. One written with other detector
-/// settings is not used: its evidence was weighed by other rules.
-pub(super) fn load_snapshot(
-    dir: &Path,
-    settings: &crate::core::DetectorSettings,
-) -> Option<Snapshot> {
+/// What was found of the last run's saved state.
+pub(super) enum Loaded {
+    /// Nothing saved (a first start), or nothing readable.
+    Nothing,
+    /// Saved, and to be resumed; saved under other `[detector]` settings when `changed` says
+    /// which (then applied as a reload applies them).
+    Usable {
+        snapshot: Box<Snapshot>,
+        changed: Option<String>,
+    },
+    /// Saved by another version, so not to be used: why.
+    Discarded(String),
+}
+
+/// The saved snapshot, if there is one this guardian can use.
+pub(super) fn load_snapshot(dir: &Path, settings: &crate::core::DetectorSettings) -> Loaded {
     let path = dir.join(SNAPSHOT_FILE);
-    let bytes = std::fs::read(&path).ok()?;
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Loaded::Nothing;
+    };
     match serde_json::from_slice::<Snapshot>(&bytes) {
-        Ok(s) if s.version == SNAPSHOT_VERSION && s.monitor.settings() == settings => Some(s),
-        Ok(_) => {
-            tracing::warn!(
-                "{} was saved with other settings or by another version; starting afresh",
-                path.display()
-            );
-            None
-        }
-        Err(e) => {
-            tracing::warn!("cannot read {}: {e}; starting afresh", path.display());
-            None
-        }
+        Ok(s) if s.version != SNAPSHOT_VERSION => Loaded::Discarded(format!(
+            "its saved state was written by another version of guardian (format {}, this one \
+             reads {SNAPSHOT_VERSION})",
+            s.version
+        )),
+        Ok(s) => Loaded::Usable {
+            changed: (s.monitor.settings() != settings)
+                .then(|| settings_changed(s.monitor.settings(), settings)),
+            snapshot: Box::new(s),
+        },
+        Err(e) => Loaded::Discarded(format!("its saved state cannot be read ({e})")),
+    }
+}
+
+/// The settings that differ, as `name old -> new`.
+fn settings_changed(
+    old: &crate::core::DetectorSettings,
+    new: &crate::core::DetectorSettings,
+) -> String {
+    let (serde_json::Value::Object(old), serde_json::Value::Object(new)) = (
+        serde_json::to_value(old).unwrap_or_default(),
+        serde_json::to_value(new).unwrap_or_default(),
+    ) else {
+        return "which cannot be told".to_owned();
+    };
+    let changed: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            let was = old.get(k).map_or("unset".to_owned(), |o| o.to_string());
+            format!("{k} {was} -> {v}")
+        })
+        .collect();
+    if changed.is_empty() {
+        "in a way that cannot be told".to_owned()
+    } else {
+        changed.join(", ")
     }
 }
 
