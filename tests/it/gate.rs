@@ -382,7 +382,7 @@ fn seed_ledger(db: &Path, n: usize, at: f64) {
 }
 
 /// A `[daemon.mail]` section sending to the SMTP server at `smtp`.
-fn mail_config(smtp: std::net::SocketAddr) -> String {
+pub(super) fn mail_config(smtp: std::net::SocketAddr) -> String {
     format!(
         "\n[daemon.mail]\nfrom = \"guardian@example.com\"\nto = [\"oncall@example.com\"]\n\
          smtp_host = \"{}\"\nsmtp_port = {}\nsecurity = \"none\"\n",
@@ -393,7 +393,7 @@ fn mail_config(smtp: std::net::SocketAddr) -> String {
 
 /// The first email containing `needle` (waiting up to 30 s), quoted-printable soft breaks
 /// undone.
-fn wait_for_mail(inbox: &Arc<std::sync::Mutex<Vec<String>>>, needle: &str) -> String {
+pub(super) fn wait_for_mail(inbox: &Arc<std::sync::Mutex<Vec<String>>>, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let found = inbox

@@ -5,6 +5,7 @@
 mod agent;
 mod attacks;
 mod audit;
+mod closed_loop;
 mod common;
 mod config_file;
 mod daemon;
