@@ -40,6 +40,8 @@ pub struct DaemonSettings {
     pub sentry: Option<SentrySettings>,
     /// The agent run on Sentry's issues (`[daemon.agent]`); `None`: no agent is run.
     pub agent: Option<AgentSettings>,
+    /// The app's health check and its restart action (`[daemon.health]`); `None`: none.
+    pub health: Option<super::HealthSettings>,
 }
 
 /// Per-token request rates (`[daemon.limits]`): the agent's and each approver's token has a
@@ -281,8 +283,13 @@ impl RawDaemon {
             hook_note: Some(crate::running::note_file(&state_dir)),
             ..r
         });
+        let health = self
+            .health
+            .map(super::RawHealth::validate)
+            .transpose()?;
         Ok(DaemonSettings {
             agent,
+            health,
             sentry,
             gate,
             limits,
@@ -370,7 +377,7 @@ mod tests {
               |
             2 | listen_on = "x"
               | ^^^^^^^^^
-            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
+            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
         let d = Config::parse("[daemon]\non_inconclusive = { human = \"extend\" }\n")
             .unwrap()
             .daemon

@@ -19,12 +19,14 @@ pub use daemon::{
     DaemonSettings, InconclusivePolicy, Limits, LogSource, OnInconclusive, ScrapeTarget,
 };
 pub use gate::GateSettings;
+pub use health::{HealthSettings, RestartSettings};
 pub use input::InputSettings;
 pub use mail::{MailAuth, MailSecurity, MailSettings};
 pub use raw::{
     RawAgent, RawAlphaSplit, RawConfig, RawDaemon, RawDetector, RawGate, RawInput, RawLimits,
     RawLog, RawMail, RawOnInconclusive, RawRollback, RawScrape, RawSentry,
 };
+pub use raw::{RawHealth, RawRestart};
 pub use rollback::RollbackSettings;
 pub use sentry::SentrySettings;
 
@@ -32,6 +34,7 @@ mod agent;
 mod daemon;
 mod detector;
 mod gate;
+mod health;
 mod input;
 mod mail;
 mod raw;
@@ -229,7 +232,7 @@ mod tests {
               |
             2 | port = 1
               | ^^^^
-            unknown field `port`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`"#]].assert_eq(&err("[daemon]\nport = 1"));
+            unknown field `port`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`"#]].assert_eq(&err("[daemon]\nport = 1"));
         expect![[r#"
             TOML parse error at line 1, column 2
               |

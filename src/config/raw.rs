@@ -35,6 +35,28 @@ pub struct RawDaemon {
     pub limits: Option<RawLimits>,
     pub sentry: Option<RawSentry>,
     pub agent: Option<RawAgent>,
+    pub health: Option<RawHealth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub url: Option<String>,
+    pub interval_secs: Option<i64>,
+    pub timeout_secs: Option<i64>,
+    pub failures: Option<i64>,
+    pub restart: Option<RawRestart>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRestart {
+    pub command: Option<Vec<String>>,
+    pub timeout_secs: Option<i64>,
+    pub max_per_hour: Option<i64>,
+    pub cooldown_secs: Option<i64>,
+    pub verify_secs: Option<i64>,
+    pub shadow: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
