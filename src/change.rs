@@ -222,6 +222,24 @@ event_kinds! {
     /// guardian started afresh: the saved traffic history and any watch in progress were not
     /// used (the detector's settings changed, or another version saved them), and why.
     HistoryDiscarded = "history_discarded";
+    /// The app's health check failed `failures` times in a row (`[daemon.health]`): once per
+    /// run of failures, with the last probe's error.
+    HealthFailed = "health_failed";
+    /// guardian ran the restart command (`[daemon.health.restart]`): the attempt, why, how many
+    /// restarts the hour had seen.
+    RestartStarted = "restart_started";
+    /// The restart command ended: its exit status or timeout, duration, the tail of its output.
+    RestartFinished = "restart_finished";
+    /// The health check passed after a restart, within `verify_secs`.
+    RestartVerified = "restart_verified";
+    /// A person was told to act (the restart failed or did not help, the hour's restarts were
+    /// spent, or none is configured); guardian restarts nothing until the app is healthy again.
+    RestartEscalated = "restart_escalated";
+    /// Shadow mode: the restart guardian would have run, and did not.
+    RestartShadow = "restart_shadow";
+    /// The health check passed again after failing, without a verified restart (on its own, or
+    /// by a person's hand).
+    HealthRecovered = "health_recovered";
 }
 
 impl fmt::Display for EventKind {

@@ -134,7 +134,6 @@ impl RawRestart {
 mod tests {
     use expect_test::expect;
 
-    use super::*;
     use crate::config::testing::err;
     use crate::config::Config;
 

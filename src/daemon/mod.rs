@@ -8,6 +8,7 @@ pub mod actions;
 pub mod agent;
 pub mod deploy;
 pub mod engine;
+pub mod health;
 pub mod http;
 pub mod owner;
 pub mod publish;
