@@ -283,10 +283,7 @@ impl RawDaemon {
             hook_note: Some(crate::running::note_file(&state_dir)),
             ..r
         });
-        let health = self
-            .health
-            .map(super::RawHealth::validate)
-            .transpose()?;
+        let health = self.health.map(super::RawHealth::validate).transpose()?;
         Ok(DaemonSettings {
             agent,
             health,

@@ -20,6 +20,7 @@ use super::supervisor::{Effect, Phase, Remediation, Supervisor, Watched};
 
 mod agent;
 mod gate;
+mod health;
 mod request;
 mod sentry;
 mod snapshot;
@@ -30,6 +31,7 @@ pub use gate::{
     judge, link_page, load_policy, proposal_view, trust_ledger, DeployJob, DeployReport, Judged,
     PathCheck, ProposalRequest, ProposalView, TrustRules,
 };
+pub use health::{HealthDue, HealthStatus, HealthTrack};
 pub use request::ChangeRequest;
 pub use sentry::{NamedIssue, SentryStatus};
 use snapshot::{load_snapshot, SavedPhase, Snapshot};
@@ -116,6 +118,8 @@ pub struct Engine {
     sentry_counted_at: f64,
     /// The agent trigger, when `[daemon.agent]` is set (`engine/agent.rs`).
     agent: Option<agent::AgentTrigger>,
+    /// The health check and its restart, when `[daemon.health]` is set (`engine/health.rs`).
+    health: Option<health::HealthCheck>,
 }
 
 /// What is known of a rollback guardian stopped during, for the person it is handed to: whether
@@ -348,8 +352,10 @@ impl Engine {
         )
         .map_err(|e| EngineError::Config(e.to_string()))?;
         let agent = agent::open(settings, &mut store, now)?;
+        let health = health::open(settings, &store, now)?;
         let mut engine = Engine {
             agent,
+            health,
             link_key,
             sentry_counted_at: f64::NEG_INFINITY,
             audit_key,
@@ -767,9 +773,13 @@ impl Engine {
         if new.agent != self.settings.agent {
             needs_restart.push("[daemon.agent]");
         }
+        if new.health != self.settings.health {
+            needs_restart.push("[daemon.health]");
+        }
         self.settings = DaemonSettings {
             sentry: self.settings.sentry.clone(),
             agent: self.settings.agent.clone(),
+            health: self.settings.health.clone(),
             logs: self.settings.logs.clone(),
             listen: self.settings.listen,
             state_dir: self.settings.state_dir.clone(),

@@ -208,6 +208,13 @@ impl owner::Clockwork<Engine> for Clock {
                 agent::start(owner, job, access.clone());
             }
         }
+        let due = e.health_tick(t);
+        if let Some((url, timeout)) = due.probe {
+            health::probe(owner, url, timeout);
+        }
+        for job in due.restarts {
+            health::start(owner, job);
+        }
         // Only a loop that just read the logs and judged a second proves it is alive.
         if self
             .watchdog_every

@@ -22,6 +22,7 @@ pub mod chart;
 pub mod digest;
 pub mod document;
 pub mod evidence;
+pub mod health;
 pub mod mailer;
 pub mod outbox;
 pub mod postmortem;

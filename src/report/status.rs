@@ -258,6 +258,9 @@ pub fn status(s: &Status) -> String {
     if let Some(agent) = &s.agent {
         out.push_str(&agent_text(agent, now));
     }
+    if let Some(health) = &s.health {
+        out.push_str(&super::health::health_text(health, now));
+    }
     if let Some((by, why, _since)) = &s.deploys_paused {
         let _ = writeln!(
             out,
@@ -432,6 +435,7 @@ mod tests {
             proposals_approved: 1,
             deploys_paused: None,
             deploy_starting: Some(T0 + 590.0),
+            health: None,
             sentry: Some(SentryStatus {
                 last_delivery_at: Some(T0 + 588.0),
                 since: T0,

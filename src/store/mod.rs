@@ -46,6 +46,7 @@ mod migrations;
 mod open;
 mod outbox;
 mod positions;
+mod restarts;
 mod sentry;
 mod series;
 #[cfg(test)]

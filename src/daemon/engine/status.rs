@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AgentStatus, ChangeView, Engine, EngineError, Phase, SentryStatus, SourceView};
+use super::{
+    AgentStatus, ChangeView, Engine, EngineError, HealthStatus, Phase, SentryStatus, SourceView,
+};
 use crate::core::Report;
 use crate::store::{ChangeRecord, Store};
 use crate::tail::TailStatus;
@@ -71,6 +73,9 @@ pub struct Status {
     /// The agent's runs, when `[daemon.agent]` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentStatus>,
+    /// The health check and its restarts, when `[daemon.health]` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
 }
 
 /// What `guardian status` shows that lives in the engine's memory (see
@@ -89,6 +94,7 @@ pub struct LiveStatus {
     pub sentry: bool,
     pub deploy_starting: Option<f64>,
     pub agent: Option<AgentStatus>,
+    pub health: Option<HealthStatus>,
 }
 
 impl LiveStatus {
@@ -125,6 +131,7 @@ impl LiveStatus {
             sentry,
             deploy_starting: self.deploy_starting,
             agent: self.agent.map(|a| a.complete(store)).transpose()?,
+            health: self.health,
         })
     }
 }
@@ -189,6 +196,7 @@ impl Engine {
             sentry: self.settings.sentry.is_some(),
             deploy_starting: self.pending_deploy_start(now),
             agent: self.agent_live(now),
+            health: self.health_live(now),
         }
     }
 }

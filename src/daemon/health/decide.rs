@@ -96,7 +96,11 @@ impl Escalation {
 #[serde(untagged)]
 pub enum Note {
     /// `failures` probes failed in a row since `since`; the last said `why`.
-    Failed { failures: u32, since: f64, why: String },
+    Failed {
+        failures: u32,
+        since: f64,
+        why: String,
+    },
     /// A restart was started (live) or would have been (shadow).
     Restart {
         attempt: String,
@@ -574,21 +578,25 @@ mod tests {
     fn a_crash_looping_app_gets_at_most_max_per_hour_restarts_then_one_escalation() {
         let mut sim = Sim::new(rules(false));
         // Each restart brings it up for 20 s, then it crashes again; it is down from the start.
-        let up = |t: f64, restarts: &[f64]| restarts.last().is_some_and(|&r| t > r + 2.0 && t < r + 22.0);
+        let up = |t: f64, restarts: &[f64]| {
+            restarts
+                .last()
+                .is_some_and(|&r| t > r + 2.0 && t < r + 22.0)
+        };
         sim.run(2.0 * HOUR, false, &up);
         assert_eq!(sim.restarts.len(), 3, "{:?}", sim.kinds());
         // Spaced by the cool-down at least.
         assert!(sim.restarts.windows(2).all(|w| w[1] - w[0] >= 120.0));
         let kinds = sim.kinds();
         assert_eq!(
-            kinds
-                .iter()
-                .filter(|k| **k == "restart_escalated")
-                .count(),
+            kinds.iter().filter(|k| **k == "restart_escalated").count(),
             1,
             "{kinds:?}"
         );
-        assert_eq!(kinds.iter().filter(|k| **k == "restart_verified").count(), 3);
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "restart_verified").count(),
+            3
+        );
         assert_eq!(*kinds.last().unwrap(), "restart_escalated");
         assert!(matches!(
             sim.watch.phase(),
@@ -607,7 +615,9 @@ mod tests {
     fn flapping_does_not_restart() {
         let mut sim = Sim::new(rules(false));
         // Fails two probes in three, never three in a row.
-        sim.run(HOUR, false, &|t, _| ((t - T0) / 5.0).round() as i64 % 3 == 0);
+        sim.run(HOUR, false, &|t, _| {
+            ((t - T0) / 5.0).round() as i64 % 3 == 0
+        });
         assert!(sim.restarts.is_empty());
         assert!(sim.kinds().is_empty(), "{:?}", sim.kinds());
         assert_eq!(sim.watch.view(sim.now).restarts_last_hour, 0);
@@ -687,10 +697,7 @@ mod tests {
         let mut sim = Sim::new(rules(true));
         sim.run(HOUR, false, &|_, _| false);
         assert!(sim.restarts.is_empty());
-        assert!(!sim
-            .log
-            .iter()
-            .any(|e| matches!(e, Effect::Restart { .. })));
+        assert!(!sim.log.iter().any(|e| matches!(e, Effect::Restart { .. })));
         let kinds = sim.kinds();
         assert_eq!(kinds.iter().filter(|k| **k == "restart_shadow").count(), 3);
         assert_eq!(*kinds.last().unwrap(), "restart_escalated");

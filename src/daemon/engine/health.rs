@@ -1,0 +1,432 @@
+//! The engine's side of the health check (`[daemon.health]`), on its owner's thread: feeds the
+//! pure machine (`daemon::health::decide`) the probes' answers, the restarts' ends and the
+//! clock, and carries out its effects: the audit trail, the alert emails, the probe and the
+//! restart left due for the owner to start as jobs; and what `guardian status` shows of it,
+//! the restart action's track record included. Nothing slow: a store write per effect.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, EngineError};
+use crate::change::EventKind;
+use crate::config::{DaemonSettings, HealthSettings};
+use crate::daemon::agent::RunEnd;
+use crate::daemon::health::decide::{Effect, Escalation, Note, Probe, Rules, Watch, WatchView};
+use crate::daemon::health::RestartJob;
+use crate::store::Store;
+
+/// The health check's state in the engine.
+pub(in crate::daemon) struct HealthCheck {
+    settings: HealthSettings,
+    watch: Watch,
+    /// The machine asked for a probe: the owner starts it after this tick.
+    probe_due: bool,
+    /// Restarts decided on and recorded, for the owner to start.
+    due: Vec<RestartJob>,
+    /// The latest restart's end, for the email that tells how it went.
+    last_run: Option<(String, RunEnd)>,
+    /// The last failure's reason, as the machine recorded it, for the email.
+    last_failure: Option<String>,
+    track: HealthTrack,
+}
+
+/// The restart action's track record: every record of each kind the audit trail holds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HealthTrack {
+    /// Times the check failed `failures` times in a row.
+    pub failed: u64,
+    /// Restarts run, and of those verified (healthy again in time).
+    pub restarts: u64,
+    pub verified: u64,
+    /// Times a person was told to act.
+    pub escalated: u64,
+    /// Restarts shadow mode would have run.
+    pub shadow: u64,
+    /// Times the app was healthy again without a verified restart.
+    pub recovered: u64,
+}
+
+impl HealthTrack {
+    fn read(store: &Store) -> Result<HealthTrack, EngineError> {
+        Ok(HealthTrack {
+            failed: store.count_events(EventKind::HealthFailed)?,
+            restarts: store.count_events(EventKind::RestartStarted)?,
+            verified: store.count_events(EventKind::RestartVerified)?,
+            escalated: store.count_events(EventKind::RestartEscalated)?,
+            shadow: store.count_events(EventKind::RestartShadow)?,
+            recovered: store.count_events(EventKind::HealthRecovered)?,
+        })
+    }
+
+    fn count(&mut self, kind: EventKind) {
+        let n = match kind {
+            EventKind::HealthFailed => &mut self.failed,
+            EventKind::RestartStarted => &mut self.restarts,
+            EventKind::RestartVerified => &mut self.verified,
+            EventKind::RestartEscalated => &mut self.escalated,
+            EventKind::RestartShadow => &mut self.shadow,
+            EventKind::HealthRecovered => &mut self.recovered,
+            _ => return,
+        };
+        *n += 1;
+    }
+}
+
+/// What `guardian status` shows of the health check, when `[daemon.health]` is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    pub url: String,
+    /// The restart command, when one is configured.
+    pub restart: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub watch: WatchView,
+    pub track: HealthTrack,
+}
+
+/// What the owner starts after a tick.
+#[derive(Debug, Default)]
+pub struct HealthDue {
+    /// Probe this URL with this timeout.
+    pub probe: Option<(String, Duration)>,
+    pub restarts: Vec<RestartJob>,
+}
+
+/// The health check, if configured, with the restarts of the last hour and the track record
+/// read from the audit trail.
+pub(super) fn open(
+    settings: &DaemonSettings,
+    store: &Store,
+    now: f64,
+) -> Result<Option<HealthCheck>, EngineError> {
+    let Some(health) = &settings.health else {
+        return Ok(None);
+    };
+    // At most 60 an hour: the latest 64 of each cover any hour.
+    let mut restarts = store.latest_event_times(EventKind::RestartStarted, 64)?;
+    restarts.extend(store.latest_event_times(EventKind::RestartShadow, 64)?);
+    Ok(Some(HealthCheck {
+        settings: health.clone(),
+        watch: Watch::new(Rules::of(health), &restarts, now),
+        probe_due: false,
+        due: Vec::new(),
+        last_run: None,
+        last_failure: None,
+        track: HealthTrack::read(store)?,
+    }))
+}
+
+impl Engine {
+    /// The clock: the machine's tick, and what the owner is to start now.
+    pub fn health_tick(&mut self, now: f64) -> HealthDue {
+        let Some(check) = &mut self.health else {
+            return HealthDue::default();
+        };
+        let effects = check.watch.tick(now);
+        self.health_apply(effects, now);
+        let Some(check) = &mut self.health else {
+            return HealthDue::default();
+        };
+        HealthDue {
+            probe: std::mem::take(&mut check.probe_due).then(|| {
+                (
+                    check.settings.url.clone(),
+                    Duration::from_secs(u64::from(check.settings.timeout_secs)),
+                )
+            }),
+            restarts: std::mem::take(&mut check.due),
+        }
+    }
+
+    /// A probe's answer.
+    pub fn health_probed(&mut self, probe: Probe, now: f64) {
+        let Some(check) = &mut self.health else {
+            return;
+        };
+        if let Probe::Failed(why) = &probe {
+            tracing::debug!("health: {} failed: {why}", check.settings.url);
+        }
+        let effects = check.watch.probed(probe, now);
+        self.health_apply(effects, now);
+    }
+
+    /// A restart command ended: on the audit trail, then to the machine.
+    pub fn health_restarted(&mut self, job: &RestartJob, end: &RunEnd, now: f64) {
+        let mut detail = serde_json::to_value(end).unwrap_or_default();
+        if let serde_json::Value::Object(map) = &mut detail {
+            map.insert("attempt".into(), job.attempt.clone().into());
+            map.insert("command".into(), job.command.clone().into());
+        }
+        self.health_record(EventKind::RestartFinished, &job.attempt, &detail, now);
+        let failed = (!end.succeeded()).then(|| {
+            let mut why = format!(
+                "the restart command {} {}",
+                crate::report::text::shell_line(&job.command),
+                end.summary()
+            );
+            if let Some(note) = &end.note {
+                let _ = write!(why, " ({note})");
+            }
+            why
+        });
+        match &failed {
+            None => {
+                tracing::info!(restart = %job.attempt, "health: restart {} {}; verifying", job.attempt, end.summary())
+            }
+            Some(why) => tracing::warn!(restart = %job.attempt, "health: {why}"),
+        }
+        let Some(check) = &mut self.health else {
+            return;
+        };
+        check.last_run = Some((job.attempt.clone(), end.clone()));
+        let effects = check.watch.restart_finished(&job.attempt, failed, now);
+        self.health_apply(effects, now);
+    }
+
+    /// What status shows of the health check.
+    pub(super) fn health_live(&self, now: f64) -> Option<HealthStatus> {
+        let check = self.health.as_ref()?;
+        Some(HealthStatus {
+            url: check.settings.url.clone(),
+            restart: check.settings.restart.as_ref().map(|r| r.command.clone()),
+            watch: check.watch.view(now),
+            track: check.track.clone(),
+        })
+    }
+
+    fn health_apply(&mut self, effects: Vec<Effect>, now: f64) {
+        for effect in effects {
+            let Some(check) = &mut self.health else {
+                return;
+            };
+            match effect {
+                Effect::Probe => check.probe_due = true,
+                Effect::Restart { attempt } => {
+                    if let Some(restart) = &check.settings.restart {
+                        check.due.push(RestartJob {
+                            attempt,
+                            command: restart.command.clone(),
+                            timeout_secs: restart.timeout_secs,
+                        });
+                    }
+                }
+                Effect::Record(note) => {
+                    if let Note::Failed { why, .. } = &note {
+                        check.last_failure = Some(why.clone());
+                    }
+                    check.track.count(note.kind());
+                    let subject = subject(&note);
+                    let mut detail = serde_json::to_value(&note).unwrap_or_default();
+                    if let serde_json::Value::Object(map) = &mut detail {
+                        map.insert("url".into(), check.settings.url.clone().into());
+                        if let (Note::Restart { .. }, Some(r)) = (&note, &check.settings.restart) {
+                            map.insert("command".into(), r.command.clone().into());
+                        }
+                    }
+                    tell(&note, &check.settings.url);
+                    self.health_record(note.kind(), &subject, &detail, now);
+                }
+                Effect::Alert(note) => {
+                    if let Err(e) = self.health_alert(&note, now) {
+                        tracing::error!("health: cannot queue the email: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn health_record(
+        &mut self,
+        kind: EventKind,
+        subject: &str,
+        detail: &serde_json::Value,
+        now: f64,
+    ) {
+        if let Err(e) = self
+            .store
+            .audit("guardian", kind, Some(subject), None, detail, now)
+        {
+            tracing::error!("health: cannot record {kind}: {e}");
+        }
+    }
+
+    fn health_alert(&mut self, note: &Note, now: f64) -> Result<(), EngineError> {
+        let Some(mail) = self.settings.mail.clone() else {
+            return Ok(());
+        };
+        let Some(check) = &self.health else {
+            return Ok(());
+        };
+        let mut email = render(&self.settings.service, check, note, now);
+        email.text_body = self.with_checkpoint(&email.text_body, now)?;
+        crate::report::enqueue(&mut self.store, &mail, None, &email, now)?;
+        Ok(())
+    }
+}
+
+/// The subject of a record: its restart, or the health check.
+fn subject(note: &Note) -> String {
+    match note {
+        Note::Restart { attempt, .. } | Note::Verified { attempt, .. } => attempt.clone(),
+        Note::Escalated {
+            attempt: Some(attempt),
+            ..
+        } => attempt.clone(),
+        _ => "health".to_owned(),
+    }
+}
+
+/// The journal's line for a record.
+fn tell(note: &Note, url: &str) {
+    match note {
+        Note::Failed { failures, why, .. } => {
+            tracing::warn!("health: {url} failed {failures} times in a row: {why}")
+        }
+        Note::Restart {
+            attempt,
+            shadow: true,
+            ..
+        } => tracing::warn!(restart = %attempt, "health: shadow mode: would restart the app now ({attempt})"),
+        Note::Restart { .. } => {}
+        Note::Verified {
+            attempt,
+            after_secs,
+        } => tracing::info!(
+            restart = %attempt,
+            "health: restart {attempt} verified: healthy {} after it",
+            crate::report::units::duration(*after_secs)
+        ),
+        Note::Escalated { reason, why, .. } => tracing::error!(
+            "health: a person must act ({}): {why}; guardian restarts nothing until {url} is healthy again",
+            reason.as_str()
+        ),
+        Note::Recovered { down_secs, .. } => tracing::info!(
+            "health: {url} healthy again after {}",
+            crate::report::units::duration(*down_secs)
+        ),
+    }
+}
+
+/// The email about `note`: plain text, what failed, what was run and how it ended, and the
+/// verification. Its Message-ID is the record's, so a resend after a crash is the same email.
+fn render(service: &str, check: &HealthCheck, note: &Note, now: f64) -> crate::report::Email {
+    let url = &check.settings.url;
+    let command = check
+        .settings
+        .restart
+        .as_ref()
+        .map(|r| crate::report::text::shell_line(&r.command));
+    let mut body = String::new();
+    let (subject, id) = match note {
+        Note::Verified {
+            attempt,
+            after_secs,
+        } => {
+            let _ = writeln!(
+                body,
+                "guardian restarted {service} after its health check failed, and it is healthy \
+                 again ({} after the restart ended).\n",
+                crate::report::units::duration(*after_secs)
+            );
+            (
+                format!("[guardian] {service}: restarted, healthy again"),
+                format!("{attempt}.verified"),
+            )
+        }
+        Note::Restart {
+            attempt,
+            failures,
+            why,
+            ..
+        } => {
+            let _ = writeln!(
+                body,
+                "SHADOW MODE: guardian would have restarted {service} now, and did nothing.\n\n\
+                 {failures} health checks of {url} failed in a row; the last: {why}\n\
+                 Would have run: {}\n",
+                command.as_deref().unwrap_or("(none)")
+            );
+            (
+                format!("[guardian] {service}: shadow: would have restarted it"),
+                format!("{attempt}.shadow"),
+            )
+        }
+        Note::Escalated {
+            attempt,
+            reason,
+            why,
+            ..
+        } => {
+            let _ = writeln!(
+                body,
+                "ACTION NEEDED: {service}'s health check is failing and guardian has stopped \
+                 acting on it.\n\n{why}.\n\nguardian restarts nothing more until {url} answers \
+                 healthy again (by itself or by your hand).\n"
+            );
+            let what = match reason {
+                Escalation::NoAction => "health check failing",
+                Escalation::RateLimited => "restarts spent, still failing",
+                Escalation::CommandFailed => "the restart failed",
+                Escalation::NotVerified => "the restart did not help",
+            };
+            (
+                format!("[guardian] {service}: ACTION NEEDED: {what}"),
+                format!(
+                    "{}.escalated",
+                    attempt
+                        .clone()
+                        .unwrap_or_else(|| format!("health_{}", (now * 1000.0) as i64))
+                ),
+            )
+        }
+        Note::Failed { .. } | Note::Recovered { .. } => (
+            format!("[guardian] {service}: health check"),
+            format!("health_{}", (now * 1000.0) as i64),
+        ),
+    };
+    if let Some(why) = &check.last_failure {
+        let _ = writeln!(body, "What failed\n-----------\n  {url}: {why}\n");
+    }
+    let attempt = match note {
+        Note::Verified { attempt, .. } => Some(attempt),
+        Note::Escalated { attempt, .. } => attempt.as_ref(),
+        _ => None,
+    };
+    if let Some((_, end)) = check.last_run.as_ref().filter(|(a, _)| Some(a) == attempt) {
+        let _ = writeln!(
+            body,
+            "What guardian ran\n-----------------\n  {}\n  It {}.",
+            command.as_deref().unwrap_or("(none)"),
+            end.summary()
+        );
+        for (name, text) in [("stdout", &end.stdout_tail), ("stderr", &end.stderr_tail)] {
+            if !text.trim().is_empty() {
+                let _ = writeln!(body, "  Its {name} ends:");
+                for line in text.trim_end().lines() {
+                    let _ = writeln!(body, "    {line}");
+                }
+            }
+        }
+        body.push('\n');
+    }
+    let view = check.watch.view(now);
+    if let Some(max) = view.max_per_hour {
+        let _ = writeln!(
+            body,
+            "Restarts in the last hour: {} of at most {max}.",
+            view.restarts_last_hour
+        );
+    }
+    let _ = writeln!(
+        body,
+        "The record: guardian audit verify --config <guardian.toml>; kinds health_failed, \
+         restart_started, restart_finished, restart_verified, restart_escalated.\n"
+    );
+    crate::report::Email {
+        subject,
+        text_body: body,
+        message_id: format!("<{id}@guardian>"),
+        html: None,
+    }
+}

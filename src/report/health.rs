@@ -1,0 +1,110 @@
+//! What `guardian status` shows of the health check and its restarts (`[daemon.health]`):
+//! where it stands, the hour's restarts against the limit, and the restart action's track
+//! record. Pure: renders the status it is given.
+
+use std::fmt::Write as _;
+
+use super::units::duration;
+use crate::api::HealthStatus;
+use crate::display;
+
+/// The health check's lines in `guardian status`.
+pub fn health_text(h: &HealthStatus, now: f64) -> String {
+    let t = |text: &str| display::line(text).into_owned();
+    let w = &h.watch;
+    let mut out = String::new();
+    let standing = match w.phase.as_str() {
+        "watching" if w.consecutive_failures > 0 => format!(
+            "failing ({} in a row: {})",
+            w.consecutive_failures,
+            t(w.last_error.as_deref().unwrap_or("?"))
+        ),
+        "watching" => "healthy".to_owned(),
+        "restarting" => "restarting the app".to_owned(),
+        "verifying" => "restarted; waiting for a good probe".to_owned(),
+        "held" => "ESCALATED: a person must act; nothing is restarted until it is healthy again"
+            .to_owned(),
+        other => t(other),
+    };
+    let probed = w
+        .last_probe_at
+        .map(|at| format!(", probed {} ago", duration((now - at).max(0.0))))
+        .unwrap_or_default();
+    let _ = writeln!(out, "health: {} {standing}{probed}", t(&h.url));
+    match (&h.restart, w.max_per_hour) {
+        (Some(command), Some(max)) => {
+            let _ = writeln!(
+                out,
+                "  restart{}: {} in the last hour (at most {max}): {}",
+                if w.shadow {
+                    " (shadow: decided, never run)"
+                } else {
+                    ""
+                },
+                w.restarts_last_hour,
+                t(&super::text::shell_line(command))
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "  no restart configured: failures are told, nothing is run"
+            );
+        }
+    }
+    let k = &h.track;
+    let _ = writeln!(
+        out,
+        "  track record: {} restart{}, {} verified, {} escalated, {} shadow; {} failure{} seen, {} recovered without one",
+        k.restarts,
+        if k.restarts == 1 { "" } else { "s" },
+        k.verified,
+        k.escalated,
+        k.shadow,
+        k.failed,
+        if k.failed == 1 { "" } else { "s" },
+        k.recovered
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+    use crate::api::HealthTrack;
+    use crate::daemon::health::decide::WatchView;
+
+    #[test]
+    fn status_tells_where_the_check_stands_and_the_track_record() {
+        let status = HealthStatus {
+            url: "http://127.0.0.1:8080/healthz".into(),
+            restart: Some(vec!["systemctl".into(), "restart".into(), "app".into()]),
+            watch: WatchView {
+                phase: "held".into(),
+                consecutive_failures: 7,
+                last_error: Some("answered 503".into()),
+                last_probe_at: Some(98.0),
+                last_ok_at: None,
+                restarts_last_hour: 3,
+                max_per_hour: Some(3),
+                shadow: false,
+            },
+            track: HealthTrack {
+                failed: 4,
+                restarts: 3,
+                verified: 2,
+                escalated: 1,
+                shadow: 0,
+                recovered: 0,
+            },
+        };
+        expect![[r#"
+            health: http://127.0.0.1:8080/healthz ESCALATED: a person must act; nothing is restarted until it is healthy again, probed 2 s ago
+              restart: 3 in the last hour (at most 3): systemctl restart app
+              track record: 3 restarts, 2 verified, 1 escalated, 0 shadow; 4 failures seen, 0 recovered without one
+        "#]]
+        .assert_eq(&health_text(&status, 100.0));
+    }
+}
