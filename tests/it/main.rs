@@ -17,6 +17,7 @@ mod mcp;
 mod policy;
 mod postmortem;
 mod replay_cli;
+mod restart;
 mod rollback;
 mod scenarios;
 mod scrape;
