@@ -377,7 +377,14 @@ mod tests {
             sentry_issue
             agent_started
             agent_finished
-            history_discarded"#]]
+            history_discarded
+            health_failed
+            restart_started
+            restart_finished
+            restart_verified
+            restart_escalated
+            restart_shadow
+            health_recovered"#]]
         .assert_eq(&texts.join("\n"));
         for kind in EventKind::ALL {
             assert_eq!(

@@ -724,7 +724,7 @@ mod tests {
         let mut r = rules(false);
         r.restart = None;
         let mut sim = Sim::new(r);
-        sim.run(600.0, false, &|t, _| t < T0 + 30.0 || t > T0 + 300.0);
+        sim.run(600.0, false, &|t, _| !(T0 + 30.0..=T0 + 300.0).contains(&t));
         assert_eq!(
             sim.kinds(),
             ["health_failed", "restart_escalated", "health_recovered"]
