@@ -352,7 +352,7 @@ impl Engine {
         )
         .map_err(|e| EngineError::Config(e.to_string()))?;
         let agent = agent::open(settings, &mut store, now)?;
-        let health = health::open(settings, &store, now)?;
+        let health = health::open(settings, &mut store, now)?;
         let mut engine = Engine {
             agent,
             health,

@@ -7,17 +7,25 @@ use super::{Doing, Result, Store};
 use crate::change::EventKind;
 
 impl Store {
-    /// When the latest `limit` records of `kind` were made, newest first.
-    pub fn latest_event_times(&self, kind: EventKind, limit: u32) -> Result<Vec<f64>> {
+    /// When the latest `limit` records of `kind` were made, and their subjects, newest first.
+    pub fn latest_events_of(
+        &self,
+        kind: EventKind,
+        limit: u32,
+    ) -> Result<Vec<(f64, Option<String>)>> {
         let doing = || format!("reading the latest {kind} records");
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT at FROM events WHERE kind = ?1 ORDER BY seq DESC LIMIT ?2")
+            .prepare_cached(
+                "SELECT at, subject FROM events WHERE kind = ?1 ORDER BY seq DESC LIMIT ?2",
+            )
             .doing(doing)?;
         let rows = stmt
-            .query_map(rusqlite::params![kind.as_str(), limit], |r| r.get(0))
+            .query_map(rusqlite::params![kind.as_str(), limit], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .doing(doing)?;
-        rows.collect::<rusqlite::Result<Vec<f64>>>().doing(doing)
+        rows.collect::<rusqlite::Result<Vec<_>>>().doing(doing)
     }
 
     /// How many records of `kind` the trail holds.

@@ -93,19 +93,74 @@ pub struct HealthDue {
     pub restarts: Vec<RestartJob>,
 }
 
-/// The health check, if configured, with the restarts of the last hour and the track record
-/// read from the audit trail.
+/// The note of a restart's process group while it runs, in the state directory.
+pub(in crate::daemon) fn note_file(
+    state_dir: &std::path::Path,
+    attempt: &str,
+) -> std::path::PathBuf {
+    state_dir.join(format!("restart-{attempt}.running"))
+}
+
+/// How long a leftover restart's group has between SIGTERM and SIGKILL, at start.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
+
+/// Before the engine starts: a restart a stop of guardian's cut short is recorded as such (its
+/// group stopped if it still runs), never run again blindly; then the health check, if
+/// configured, with the restarts of the last hour and the track record read from the trail.
 pub(super) fn open(
     settings: &DaemonSettings,
-    store: &Store,
+    store: &mut Store,
     now: f64,
 ) -> Result<Option<HealthCheck>, EngineError> {
+    // At most 60 an hour: the latest 64 of each cover any hour.
+    let started = store.latest_events_of(EventKind::RestartStarted, 64)?;
+    let finished = store.latest_events_of(EventKind::RestartFinished, 1)?;
+    if let Some((at, Some(attempt))) = started.first() {
+        let ended = finished
+            .first()
+            .is_some_and(|(_, s)| s.as_ref() == Some(attempt));
+        if !ended {
+            let stopped = crate::running::stop_leftover(
+                &note_file(&settings.state_dir, attempt),
+                LEFTOVER_GRACE,
+            )
+            .is_some();
+            let note = format!(
+                "guardian stopped while the restart ran{}; it is counted against the hour's \
+                 limit and not run again on its own",
+                if stopped {
+                    "; its process group still ran, and was stopped"
+                } else {
+                    ""
+                }
+            );
+            tracing::warn!(restart = %attempt, "health: restart {attempt}: {note}");
+            let detail = serde_json::json!({
+                "attempt": attempt,
+                "outcome": "cut_short",
+                "duration_secs": (now - at).max(0.0),
+                "note": note,
+            });
+            store.audit(
+                "guardian",
+                EventKind::RestartFinished,
+                Some(attempt),
+                None,
+                &detail,
+                now,
+            )?;
+        }
+    }
     let Some(health) = &settings.health else {
         return Ok(None);
     };
-    // At most 60 an hour: the latest 64 of each cover any hour.
-    let mut restarts = store.latest_event_times(EventKind::RestartStarted, 64)?;
-    restarts.extend(store.latest_event_times(EventKind::RestartShadow, 64)?);
+    let mut restarts: Vec<f64> = started.iter().map(|(at, _)| *at).collect();
+    restarts.extend(
+        store
+            .latest_events_of(EventKind::RestartShadow, 64)?
+            .into_iter()
+            .map(|(at, _)| at),
+    );
     Ok(Some(HealthCheck {
         settings: health.clone(),
         watch: Watch::new(Rules::of(health), &restarts, now),
@@ -205,6 +260,7 @@ impl Engine {
                 Effect::Restart { attempt } => {
                     if let Some(restart) = &check.settings.restart {
                         check.due.push(RestartJob {
+                            note: note_file(&self.settings.state_dir, &attempt),
                             attempt,
                             command: restart.command.clone(),
                             timeout_secs: restart.timeout_secs,
@@ -428,5 +484,87 @@ fn render(service: &str, check: &HealthCheck, note: &Note, now: f64) -> crate::r
         text_body: body,
         message_id: format!("<{id}@guardian>"),
         html: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const T0: f64 = 1_764_000_000.0;
+
+    fn engine(dir: &std::path::Path, store: Store, now: f64) -> Engine {
+        let config = Config::parse(&format!(
+            "[daemon]\nstate_dir = {dir:?}\n[daemon.health]\nurl = \"http://127.0.0.1:9/h\"\n\
+             interval_secs = 1\ntimeout_secs = 1\nfailures = 2\n\
+             [daemon.health.restart]\ncommand = [\"/bin/true\"]\nmax_per_hour = 2\n\
+             cooldown_secs = 0\n"
+        ))
+        .unwrap();
+        let settings = config.daemon.clone().unwrap();
+        Engine::with_store(&config, &settings, store, now).unwrap()
+    }
+
+    /// Two failed probes: the restart is recorded and left due.
+    fn fail_twice(e: &mut Engine, at: f64) -> Vec<RestartJob> {
+        for i in 0..2 {
+            let t = at + f64::from(i);
+            assert!(e.health_tick(t).probe.is_some());
+            e.health_probed(Probe::Failed("answered 503".into()), t + 0.1);
+        }
+        let due = e.health_tick(at + 2.0);
+        if due.probe.is_some() {
+            // Under way while the restart runs: not counted.
+            e.health_probed(Probe::Failed("answered 503".into()), at + 2.1);
+        }
+        due.restarts
+    }
+
+    #[test]
+    fn a_restart_a_stop_cut_short_is_recorded_and_counts_against_the_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guardian.db");
+        let mut e = engine(dir.path(), Store::open(&path).unwrap(), T0);
+        let due = fail_twice(&mut e, T0);
+        assert_eq!(due.len(), 1);
+        let status = e.status(T0 + 2.0).unwrap().health.unwrap();
+        assert_eq!(
+            (status.watch.phase.as_str(), status.track.restarts),
+            ("restarting", 1)
+        );
+        drop(e);
+        // guardian stops with the restart under way, and starts again.
+        let mut e = engine(dir.path(), Store::open(&path).unwrap(), T0 + 10.0);
+        let detail: String = e
+            .store
+            .conn
+            .query_row(
+                "SELECT detail FROM events WHERE kind = 'restart_finished'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let finished: serde_json::Value = serde_json::from_str(&detail).unwrap();
+        assert_eq!(finished["outcome"], "cut_short");
+        assert_eq!(finished["attempt"], due[0].attempt.as_str());
+        // One restart of the two left this hour.
+        let again = fail_twice(&mut e, T0 + 10.0);
+        assert_eq!(again.len(), 1);
+        e.health_restarted(&again[0], &crate::daemon::health::run(&again[0]), T0 + 13.0);
+        assert!(e.health_tick(T0 + 13.0).probe.is_some());
+        e.health_probed(Probe::Failed("answered 503".into()), T0 + 13.1);
+        // Never verified: escalated, and held.
+        e.health_tick(T0 + 60.0);
+        let status = e.status(T0 + 60.0).unwrap().health.unwrap();
+        assert_eq!(status.watch.phase, "held");
+        assert_eq!(
+            (
+                status.track.restarts,
+                status.track.escalated,
+                status.watch.restarts_last_hour
+            ),
+            (2, 1, 2)
+        );
     }
 }

@@ -301,8 +301,13 @@ impl Watch {
     /// A probe's answer, at `at`.
     pub fn probed(&mut self, probe: Probe, at: f64) -> Vec<Effect> {
         let mut out = Vec::new();
-        self.probing = None;
+        let started = self.probing.take().unwrap_or(at);
         self.last_probe_at = Some(at);
+        // A probe begun before the restart ended says nothing of what the restart did.
+        let stale = matches!(self.phase, Phase::Verifying { ended_at, .. } if started < ended_at);
+        if stale {
+            return out;
+        }
         match probe {
             Probe::Ok => {
                 self.last_ok_at = Some(at);
@@ -370,10 +375,9 @@ impl Watch {
                 // Counting starts again from the restart: only probes after it say anything.
                 self.streak = 0;
                 self.streak_told = false;
-                // Probe at once: the sooner it is verified, the sooner the person's email goes.
-                if self.probing.is_none() {
-                    self.next_probe_at = at;
-                }
+                // Probe at once (or once the probe under way is back): the sooner it is verified,
+                // the sooner the person's email goes.
+                self.next_probe_at = at;
             }
             Some(why) => self.escalate(
                 Some(attempt.to_owned()),
@@ -609,6 +613,32 @@ mod tests {
         let alerts = sim.alerts();
         sim.run(2.0 * HOUR, false, &|_, _| false);
         assert_eq!((sim.restarts.len(), sim.alerts()), (3, alerts));
+    }
+
+    #[test]
+    fn a_probe_begun_before_the_restart_ended_does_not_verify_it() {
+        let mut w = Watch::new(rules(false), &[], T0);
+        let mut at = T0;
+        for _ in 0..3 {
+            assert_eq!(w.tick(at), [Effect::Probe]);
+            w.probed(Probe::Failed("503".into()), at + 0.5);
+            at += 5.0;
+        }
+        let Phase::Restarting { attempt, .. } = w.phase().clone() else {
+            panic!("{:?}", w.phase())
+        };
+        // A probe goes out while the command runs, and answers after it ended.
+        assert_eq!(w.tick(at), [Effect::Probe]);
+        assert!(w.restart_finished(&attempt, None, at + 1.0).is_empty());
+        assert!(w.probed(Probe::Ok, at + 1.5).is_empty());
+        assert!(matches!(w.phase(), Phase::Verifying { .. }));
+        // The next probe, begun after it, does.
+        assert_eq!(w.tick(at + 2.0), [Effect::Probe]);
+        let effects = w.probed(Probe::Ok, at + 2.5);
+        assert!(matches!(
+            effects.first(),
+            Some(Effect::Record(Note::Verified { .. }))
+        ));
     }
 
     #[test]

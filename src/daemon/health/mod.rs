@@ -31,6 +31,9 @@ pub struct RestartJob {
     pub attempt: String,
     pub command: Vec<String>,
     pub timeout_secs: u32,
+    /// The note of its process group while it runs, for the next start to stop it should
+    /// guardian stop first.
+    pub note: std::path::PathBuf,
 }
 
 /// Probes `url` on a thread of its own; the answer goes to the engine as a message.
@@ -129,7 +132,7 @@ pub fn run(job: &RestartJob) -> RunEnd {
         head: HEAD_BYTES,
         tail: TAIL_BYTES,
     };
-    let finished = crate::process::run(cmd, None, &limits);
+    let finished = crate::process::run_noted(cmd, None, &limits, Some(&job.note));
     let took = began.elapsed().as_secs_f64();
     let finished = match finished {
         Ok(f) => f,
@@ -183,6 +186,7 @@ mod tests {
 
     #[test]
     fn a_restart_command_runs_in_a_minimal_environment_and_its_end_is_told() {
+        let dir = tempfile::tempdir().unwrap();
         let job = RestartJob {
             attempt: "rst_1".into(),
             command: vec![
@@ -191,6 +195,7 @@ mod tests {
                 "echo restarting $GUARDIAN_RESTART; echo oops >&2; exit 3".into(),
             ],
             timeout_secs: 5,
+            note: dir.path().join("restart-rst_1.running"),
         };
         let end = run(&job);
         assert_eq!((end.outcome.as_str(), end.exit_code), ("exited", Some(3)));
