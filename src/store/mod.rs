@@ -36,6 +36,7 @@ pub(crate) use events::append_record;
 pub use events::EventRecord;
 pub use migrations::AUDIT_SCHEMA_VERSION;
 pub use outbox::{EmailQueued, OutboxEmail};
+pub use restarts::LatestRecord;
 pub use sentry::Delivered;
 
 mod agent;

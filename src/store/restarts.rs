@@ -3,29 +3,55 @@
 //! and how many of each kind there have been, for the action's track record. Both read the
 //! trail's (kind, seq) index; no table of their own.
 
-use super::{Doing, Result, Store};
+use serde_json::Value;
+
+use super::{Doing, Result, Store, StoreError};
 use crate::change::EventKind;
 
+/// One record of a kind, as read back for the health check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatestRecord {
+    pub at: f64,
+    pub subject: Option<String>,
+    pub detail: Value,
+}
+
 impl Store {
-    /// When the latest `limit` records of `kind` were made, and their subjects, newest first.
-    pub fn latest_events_of(
-        &self,
-        kind: EventKind,
-        limit: u32,
-    ) -> Result<Vec<(f64, Option<String>)>> {
+    /// The latest `limit` records of `kind`, newest first.
+    pub fn latest_events_of(&self, kind: EventKind, limit: u32) -> Result<Vec<LatestRecord>> {
         let doing = || format!("reading the latest {kind} records");
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT at, subject FROM events WHERE kind = ?1 ORDER BY seq DESC LIMIT ?2",
+                "SELECT seq, at, subject, detail FROM events WHERE kind = ?1 \
+                 ORDER BY seq DESC LIMIT ?2",
             )
             .doing(doing)?;
         let rows = stmt
             .query_map(rusqlite::params![kind.as_str(), limit], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, f64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
             })
+            .doing(doing)?
+            .collect::<rusqlite::Result<Vec<_>>>()
             .doing(doing)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().doing(doing)
+        rows.into_iter()
+            .map(|(seq, at, subject, detail)| {
+                let detail = serde_json::from_str(&detail).map_err(|error| StoreError::Json {
+                    doing: format!("reading event {seq}"),
+                    error,
+                })?;
+                Ok(LatestRecord {
+                    at,
+                    subject,
+                    detail,
+                })
+            })
+            .collect()
     }
 
     /// How many records of `kind` the trail holds.

@@ -13,9 +13,11 @@ use super::{Engine, EngineError};
 use crate::change::EventKind;
 use crate::config::{DaemonSettings, HealthSettings};
 use crate::daemon::agent::RunEnd;
-use crate::daemon::health::decide::{Effect, Escalation, Note, Probe, Rules, Watch, WatchView};
+use crate::daemon::health::decide::{
+    Effect, Escalation, History, Note, Probe, Rules, Watch, WatchView,
+};
 use crate::daemon::health::RestartJob;
-use crate::store::Store;
+use crate::store::{LatestRecord, Store};
 
 /// The health check's state in the engine.
 pub(in crate::daemon) struct HealthCheck {
@@ -115,10 +117,15 @@ pub(super) fn open(
     // At most 60 an hour: the latest 64 of each cover any hour.
     let started = store.latest_events_of(EventKind::RestartStarted, 64)?;
     let finished = store.latest_events_of(EventKind::RestartFinished, 1)?;
-    if let Some((at, Some(attempt))) = started.first() {
+    if let Some(LatestRecord {
+        at,
+        subject: Some(attempt),
+        ..
+    }) = started.first()
+    {
         let ended = finished
             .first()
-            .is_some_and(|(_, s)| s.as_ref() == Some(attempt));
+            .is_some_and(|f| f.subject.as_ref() == Some(attempt));
         if !ended {
             let stopped = crate::running::stop_leftover(
                 &note_file(&settings.state_dir, attempt),
@@ -154,16 +161,36 @@ pub(super) fn open(
     let Some(health) = &settings.health else {
         return Ok(None);
     };
-    let mut restarts: Vec<f64> = started.iter().map(|(at, _)| *at).collect();
+    let mut restarts: Vec<f64> = started.iter().map(|r| r.at).collect();
     restarts.extend(
         store
             .latest_events_of(EventKind::RestartShadow, 64)?
             .into_iter()
-            .map(|(at, _)| at),
+            .map(|r| r.at),
     );
+    // When a person was last told the hour's restarts were spent. It matters only when no
+    // restart came after it, and every other escalation but `no_action` follows a restart of
+    // its own: the latest few escalations hold it whenever it matters.
+    let spent_told_at = store
+        .latest_events_of(EventKind::RestartEscalated, 8)?
+        .into_iter()
+        .find(|r| {
+            matches!(
+                serde_json::from_value::<Note>(r.detail.clone()),
+                Ok(Note::Escalated {
+                    reason: Escalation::RateLimited,
+                    ..
+                })
+            )
+        })
+        .map(|r| r.at);
+    let history = History {
+        restarts,
+        spent_told_at,
+    };
     Ok(Some(HealthCheck {
         settings: health.clone(),
-        watch: Watch::new(Rules::of(health), &restarts, now),
+        watch: Watch::new(Rules::of(health), &history, now),
         probe_due: false,
         due: Vec::new(),
         last_run: None,
@@ -566,5 +593,35 @@ mod tests {
             ),
             (2, 1, 2)
         );
+    }
+
+    #[test]
+    fn spent_restarts_are_told_once_across_a_restart_of_guardian() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guardian.db");
+        let mut e = engine(dir.path(), Store::open(&path).unwrap(), T0);
+        let mut at = T0;
+        for _ in 0..2 {
+            let due = fail_twice(&mut e, at);
+            assert_eq!(due.len(), 1);
+            e.health_restarted(&due[0], &crate::daemon::health::run(&due[0]), at + 3.0);
+            assert!(e.health_tick(at + 3.0).probe.is_some());
+            e.health_probed(Probe::Ok, at + 3.1);
+            at += 10.0;
+        }
+        // The hour's two restarts are spent: a person is told.
+        assert!(fail_twice(&mut e, at).is_empty());
+        let track = e.status(at + 3.0).unwrap().health.unwrap().track;
+        assert_eq!((track.restarts, track.verified, track.escalated), (2, 2, 1));
+        drop(e);
+        // guardian restarts; the app comes back for a moment and fails again.
+        let at = at + 10.0;
+        let mut e = engine(dir.path(), Store::open(&path).unwrap(), at);
+        assert!(e.health_tick(at).probe.is_some());
+        e.health_probed(Probe::Ok, at + 0.1);
+        assert!(fail_twice(&mut e, at + 1.0).is_empty());
+        let status = e.status(at + 4.0).unwrap().health.unwrap();
+        assert_eq!(status.watch.phase, "held");
+        assert_eq!((status.track.failed, status.track.escalated), (4, 1));
     }
 }

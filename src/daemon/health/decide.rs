@@ -13,7 +13,10 @@
 //!   in time, when the hour's restarts are spent, or when no restart is configured. After that
 //!   guardian *holds*: it runs nothing more until the app is seen healthy again (on its own or
 //!   by the person's hand), which is recorded (`health_recovered`) and arms it again. The hour's
-//!   restarts still count then, so a crash loop cannot buy itself more by flapping.
+//!   restarts still count then, so a crash loop cannot buy itself more by flapping;
+//! - the hour's restarts spent are told once: a crash loop that flaps holds again quietly until
+//!   a restart is made again (a new batch, which is news when it is spent in turn), across a
+//!   restart of guardian too.
 
 use std::collections::VecDeque;
 
@@ -198,6 +201,21 @@ pub struct Watch {
     next_probe_at: f64,
     last_ok_at: Option<f64>,
     last_probe_at: Option<f64>,
+    /// When a person was last told the hour's restarts were spent. With no restart since, the
+    /// hour's restarts are the ones they were told of, and a crash loop that flaps holds again
+    /// without another email; any restart since makes a new batch, whose end is news.
+    spent_told_at: Option<f64>,
+}
+
+/// What the audit trail holds of the action from before this start, so its limits, and what a
+/// person was told of them, hold across a restart of guardian.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// Start times of the restarts made, shadow ones too, in any order (those older than an
+    /// hour are left out).
+    pub restarts: Vec<f64>,
+    /// When a person was last told the hour's restarts were spent.
+    pub spent_told_at: Option<f64>,
 }
 
 /// What `guardian status` shows of the machine.
@@ -214,11 +232,11 @@ pub struct WatchView {
 }
 
 impl Watch {
-    /// A new watch; `restarts` are the start times of restarts already made (read from the
-    /// audit trail at start), so the hour's limit and the cool-down hold across a restart of
-    /// guardian. The first probe is due at once.
-    pub fn new(rules: Rules, restarts: &[f64], now: f64) -> Watch {
-        let mut times: Vec<f64> = restarts
+    /// A new watch, with what the audit trail holds of the action (read at start). The first
+    /// probe is due at once.
+    pub fn new(rules: Rules, history: &History, now: f64) -> Watch {
+        let mut times: Vec<f64> = history
+            .restarts
             .iter()
             .copied()
             .filter(|t| t.is_finite() && *t > now - HOUR && *t <= now)
@@ -236,6 +254,7 @@ impl Watch {
             next_probe_at: now,
             last_ok_at: None,
             last_probe_at: None,
+            spent_told_at: history.spent_told_at.filter(|t| t.is_finite()),
         }
     }
 
@@ -416,6 +435,19 @@ impl Watch {
         };
         let done = self.restarts.len() as u32;
         if done >= restart.max_per_hour {
+            let told = self
+                .spent_told_at
+                .zip(self.restarts.back())
+                .is_some_and(|(told, &last)| told > last);
+            if told {
+                // The person knows of these very restarts: hold again, quietly.
+                self.phase = Phase::Held {
+                    since: now,
+                    reason: Escalation::RateLimited,
+                };
+                return;
+            }
+            self.spent_told_at = Some(now);
             let why = format!(
                 "{} health checks failed in a row, and the {done} restart{} allowed in an hour \
                  {} been made: the app keeps failing",
@@ -514,7 +546,7 @@ mod tests {
     impl Sim {
         fn new(rules: Rules) -> Sim {
             Sim {
-                watch: Watch::new(rules, &[], T0),
+                watch: Watch::new(rules, &History::default(), T0),
                 now: T0,
                 log: Vec::new(),
                 restarts: Vec::new(),
@@ -617,7 +649,7 @@ mod tests {
 
     #[test]
     fn a_probe_begun_before_the_restart_ended_does_not_verify_it() {
-        let mut w = Watch::new(rules(false), &[], T0);
+        let mut w = Watch::new(rules(false), &History::default(), T0);
         let mut at = T0;
         for _ in 0..3 {
             assert_eq!(w.tick(at), [Effect::Probe]);
@@ -639,6 +671,27 @@ mod tests {
             effects.first(),
             Some(Effect::Record(Note::Verified { .. }))
         ));
+    }
+
+    #[test]
+    fn a_crash_loop_that_flaps_once_its_restarts_are_spent_is_told_once_an_hour() {
+        let mut sim = Sim::new(rules(false));
+        let up = |t: f64, restarts: &[f64]| {
+            let after = restarts
+                .last()
+                .is_some_and(|&r| t > r + 2.0 && t < r + 22.0);
+            // Once the restarts are spent, it comes back now and then on its own.
+            after || (restarts.len() == 3 && ((t - T0) as i64 % 60) < 6)
+        };
+        sim.run(HOUR - 600.0, false, &up);
+        let kinds = sim.kinds();
+        assert_eq!(sim.restarts.len(), 3);
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "restart_escalated").count(),
+            1,
+            "{kinds:?}"
+        );
+        assert!(kinds.iter().filter(|k| **k == "health_recovered").count() > 10);
     }
 
     #[test]
@@ -738,7 +791,11 @@ mod tests {
     #[test]
     fn the_hours_restarts_hold_across_a_restart_of_guardian() {
         let mut sim = Sim::new(rules(false));
-        sim.watch = Watch::new(rules(false), &[T0 - 3000.0, T0 - 2000.0, T0 - 60.0], T0);
+        let history = History {
+            restarts: vec![T0 - 3000.0, T0 - 2000.0, T0 - 60.0],
+            spent_told_at: None,
+        };
+        sim.watch = Watch::new(rules(false), &history, T0);
         sim.run(120.0, false, &|_, _| false);
         assert!(sim.restarts.is_empty());
         assert_eq!(
@@ -747,6 +804,63 @@ mod tests {
             "{:?}",
             sim.log
         );
+    }
+
+    #[test]
+    fn spent_restarts_told_before_a_restart_of_guardian_are_not_told_again() {
+        let restarts = vec![T0 - 3000.0, T0 - 2000.0, T0 - 600.0];
+        let told = Watch::new(
+            rules(false),
+            &History {
+                restarts: restarts.clone(),
+                spent_told_at: Some(T0 - 300.0),
+            },
+            T0,
+        );
+        let mut sim = Sim::new(rules(false));
+        sim.watch = told;
+        sim.run(120.0, false, &|_, _| false);
+        assert_eq!(sim.kinds(), ["health_failed"], "{:?}", sim.log);
+        assert!(matches!(sim.watch.phase(), Phase::Held { .. }));
+        // Told before the latest restart: that was another batch, and this one is news.
+        let mut sim = Sim::new(rules(false));
+        sim.watch = Watch::new(
+            rules(false),
+            &History {
+                restarts,
+                spent_told_at: Some(T0 - 1000.0),
+            },
+            T0,
+        );
+        sim.run(120.0, false, &|_, _| false);
+        assert_eq!(sim.kinds(), ["health_failed", "restart_escalated"]);
+    }
+
+    #[test]
+    fn a_restart_made_after_the_person_was_told_is_news_when_the_hour_is_spent_again() {
+        let mut sim = Sim::new(rules(false));
+        // Down, but for a moment each minute; and 20 s after each restart.
+        let up = |t: f64, restarts: &[f64]| {
+            let after = restarts
+                .last()
+                .is_some_and(|&r| t > r + 2.0 && t < r + 22.0);
+            after || ((t - T0) as i64 % 60) < 6
+        };
+        sim.run(4.0 * HOUR, false, &up);
+        // R: a restart, E: a person told. Three spent in the first hour are told once; from then
+        // on, each time the oldest leaves the hour one more is made (verified, and emailed),
+        // which spends the hour again: told again, never left silent.
+        let story: String = sim
+            .kinds()
+            .iter()
+            .filter_map(|k| match *k {
+                "restart_started" => Some('R'),
+                "restart_escalated" => Some('E'),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(story, "RRRERERERERERERERERERE");
+        assert_eq!(sim.alerts(), 12 + 10);
     }
 
     #[test]
