@@ -73,11 +73,31 @@ impl RawHealth {
                 ),
             )
         })?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        if parsed.scheme() == "https" {
+            // Without a TLS client every probe would fail, and a healthy app be restarted.
             return Err(ConfigError::invalid(
                 SECTION,
                 "url",
-                format!("must be an http:// or https:// address with a host, got {url:?}"),
+                format!(
+                    "must be a plain http:// address (guardian's probe speaks no TLS), got \
+                     {url:?}: probe the app where it listens, e.g. \"http://127.0.0.1:8080/healthz\""
+                ),
+            ));
+        }
+        if parsed.scheme() != "http" || parsed.host_str().is_none() {
+            return Err(ConfigError::invalid(
+                SECTION,
+                "url",
+                format!("must be an http:// address with a host, got {url:?}"),
+            ));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            // The address is shown in guardian status, the journal and every email.
+            return Err(ConfigError::invalid(
+                SECTION,
+                "url",
+                "must not carry a user or password: it is shown in status, the journal and \
+                 emails",
             ));
         }
         let interval_secs = bounded(SECTION, "interval_secs", self.interval_secs, 5, (1, 3600))?;
@@ -94,6 +114,23 @@ impl RawHealth {
         }
         let failures = bounded(SECTION, "failures", self.failures, 3, (1, 100))?;
         let restart = self.restart.map(RawRestart::validate).transpose()?;
+        if let Some(r) = &restart {
+            // The probe right after the restart may find the app still starting: it needs
+            // the time for one more.
+            let least = interval_secs + timeout_secs;
+            if r.verify_secs < least {
+                return Err(ConfigError::invalid(
+                    RESTART,
+                    "verify_secs",
+                    format!(
+                        "must be at least [daemon.health] interval_secs + timeout_secs \
+                         ({least}), got {}: a restarted app gets the probe right after the \
+                         restart and at least one more to pass",
+                        r.verify_secs
+                    ),
+                ));
+            }
+        }
         Ok(HealthSettings {
             url,
             interval_secs,
@@ -170,8 +207,16 @@ mod tests {
     fn the_health_section_refuses_what_it_cannot_use_naming_the_key() {
         expect![[r#"[daemon.health] url must be the app's health endpoint, e.g. "http://127.0.0.1:8080/healthz", got "" (relative URL without a base)"#]]
             .assert_eq(&health(""));
-        expect![[r#"[daemon.health] url must be an http:// or https:// address with a host, got "file:///x""#]]
+        expect![[r#"[daemon.health] url must be an http:// address with a host, got "file:///x""#]]
             .assert_eq(&health("url = \"file:///x\""));
+        expect![[r#"[daemon.health] url must be a plain http:// address (guardian's probe speaks no TLS), got "https://shop.example/healthz": probe the app where it listens, e.g. "http://127.0.0.1:8080/healthz""#]]
+            .assert_eq(&health("url = \"https://shop.example/healthz\""));
+        expect!["[daemon.health] url must not carry a user or password: it is shown in status, the journal and emails"]
+            .assert_eq(&health("url = \"http://ops:secret@127.0.0.1:8080/healthz\""));
+        expect![
+            "[daemon.health] interval_secs must be a whole number from 1 to 3600, got 99999999999"
+        ]
+        .assert_eq(&health("url = \"http://a/\"\ninterval_secs = 99999999999"));
         expect!["[daemon.health] interval_secs must be a whole number from 1 to 3600, got 0"]
             .assert_eq(&health("url = \"http://a/\"\ninterval_secs = 0"));
         expect!["[daemon.health] timeout_secs must not be longer than interval_secs (5), got 9: a probe is not started while the last one is under way"]
@@ -188,5 +233,39 @@ mod tests {
             .assert_eq(&health(
                 "url = \"http://a/\"\n[daemon.health.restart]\ncommand = [\"x\"]\nverify_secs = 0",
             ));
+        expect!["[daemon.health.restart] verify_secs must be at least [daemon.health] interval_secs + timeout_secs (12), got 10: a restarted app gets the probe right after the restart and at least one more to pass"]
+            .assert_eq(&health(
+                "url = \"http://a/\"\ninterval_secs = 10\n[daemon.health.restart]\ncommand = [\"x\"]\nverify_secs = 10",
+            ));
+        expect![
+            "[daemon.health.restart] cooldown_secs must be a whole number from 0 to 3600, got -5"
+        ]
+        .assert_eq(&health(
+            "url = \"http://a/\"\n[daemon.health.restart]\ncommand = [\"x\"]\ncooldown_secs = -5",
+        ));
+        expect![
+            "[daemon.health.restart] timeout_secs must be a whole number from 1 to 3600, got 0"
+        ]
+        .assert_eq(&health(
+            "url = \"http://a/\"\n[daemon.health.restart]\ncommand = [\"x\"]\ntimeout_secs = 0",
+        ));
+        expect![[r#"[daemon.health.restart] command must name the restart command, program first, e.g. ["systemctl", "start", "--wait", "app-restart.service"]"#]]
+            .assert_eq(&health("url = \"http://a/\"\n[daemon.health.restart]\nshadow = true"));
+        // What TOML itself refuses names the key too, with its line.
+        expect![[r#"
+            TOML parse error at line 4, column 12
+              |
+            4 | failures = "3"
+              |            ^^^
+            invalid type: string "3", expected i64"#]]
+        .assert_eq(&health("url = \"http://a/\"\nfailures = \"3\""));
+        expect![[r#"
+            TOML parse error at line 6, column 1
+              |
+            6 | max_per_hours = 3
+              | ^^^^^^^^^^^^^
+            unknown field `max_per_hours`, expected one of `command`, `timeout_secs`, `max_per_hour`, `cooldown_secs`, `verify_secs`, `shadow`"#]].assert_eq(&health(
+            "url = \"http://a/\"\n[daemon.health.restart]\ncommand = [\"x\"]\nmax_per_hours = 3",
+        ));
     }
 }

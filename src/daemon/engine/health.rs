@@ -17,6 +17,7 @@ use crate::daemon::health::decide::{
     Effect, Escalation, History, Note, Probe, Rules, Watch, WatchView,
 };
 use crate::daemon::health::RestartJob;
+use crate::report::text;
 use crate::store::{LatestRecord, Store};
 
 /// The health check's state in the engine.
@@ -399,7 +400,7 @@ fn render(service: &str, check: &HealthCheck, note: &Note, now: f64) -> crate::r
         .settings
         .restart
         .as_ref()
-        .map(|r| crate::report::text::shell_line(&r.command));
+        .map(|r| text::printable(&text::shell_line(&r.command)));
     let mut body = String::new();
     let (subject, id) = match note {
         Note::Verified {
@@ -441,6 +442,12 @@ fn render(service: &str, check: &HealthCheck, note: &Note, now: f64) -> crate::r
             why,
             ..
         } => {
+            // The reason is written for the journal's line too: here it starts a sentence.
+            let mut chars = why.chars();
+            let why: String = chars
+                .next()
+                .map(|c| c.to_uppercase().chain(chars).collect())
+                .unwrap_or_default();
             let _ = writeln!(
                 body,
                 "ACTION NEEDED: {service}'s health check is failing and guardian has stopped \
@@ -476,19 +483,48 @@ fn render(service: &str, check: &HealthCheck, note: &Note, now: f64) -> crate::r
         Note::Escalated { attempt, .. } => attempt.as_ref(),
         _ => None,
     };
-    if let Some((_, end)) = check.last_run.as_ref().filter(|(a, _)| Some(a) == attempt) {
+    let ran = match (check.last_run.as_ref(), note) {
+        (Some((a, end)), _) if Some(a) == attempt => Some(("What guardian ran", a, end)),
+        // Told the hour's restarts are spent, a person is shown how the last of them went.
+        (
+            Some((a, end)),
+            Note::Escalated {
+                reason: Escalation::RateLimited,
+                ..
+            },
+        ) => Some(("The last restart guardian ran", a, end)),
+        _ => None,
+    };
+    if let Some((title, attempt, end)) = ran {
         let _ = writeln!(
             body,
-            "What guardian ran\n-----------------\n  {}\n  It {}.",
+            "{title}\n{}\n  {}   ({attempt})\n  It {}.",
+            "-".repeat(title.len()),
             command.as_deref().unwrap_or("(none)"),
             end.summary()
         );
-        for (name, text) in [("stdout", &end.stdout_tail), ("stderr", &end.stderr_tail)] {
-            if !text.trim().is_empty() {
-                let _ = writeln!(body, "  Its {name} ends:");
-                for line in text.trim_end().lines() {
-                    let _ = writeln!(body, "    {line}");
-                }
+        if end.succeeded() {
+            // A failed run's note is in the reason above already.
+            if let Some(note) = &end.note {
+                let _ = writeln!(body, "  Note: {}", text::printable(note));
+            }
+        }
+        for (name, out, total) in [
+            ("stdout", &end.stdout_tail, end.stdout_bytes),
+            ("stderr", &end.stderr_tail, end.stderr_bytes),
+        ] {
+            let lines = text::tail(out, text::OUTPUT_TAIL_LINES);
+            if lines.is_empty() {
+                let _ = writeln!(body, "  It printed nothing on {name}.");
+                continue;
+            }
+            let _ = writeln!(
+                body,
+                "  The last lines of its {name} ({} bytes in all):",
+                crate::report::units::count(total)
+            );
+            for line in lines {
+                let _ = writeln!(body, "    | {line}");
             }
         }
         body.push('\n');
@@ -623,5 +659,119 @@ mod tests {
         let status = e.status(at + 4.0).unwrap().health.unwrap();
         assert_eq!(status.watch.phase, "held");
         assert_eq!((status.track.failed, status.track.escalated), (4, 1));
+    }
+
+    /// The email the machine's latest escalation sends, as a person reads it.
+    fn escalation_email(e: &Engine, now: f64) -> String {
+        let latest = e
+            .store
+            .latest_events_of(EventKind::RestartEscalated, 1)
+            .unwrap();
+        let note: Note = serde_json::from_value(latest[0].detail.clone()).unwrap();
+        let email = render("shop", e.health.as_ref().unwrap(), &note, now);
+        format!("Subject: {}\n\n{}", email.subject, email.text_body)
+    }
+
+    fn ended(exit_code: i32, stdout: &str, stderr: &str) -> RunEnd {
+        RunEnd {
+            outcome: "exited".into(),
+            exit_code: Some(exit_code),
+            signal: None,
+            duration_secs: 1.5,
+            stdout_tail: stdout.into(),
+            stderr_tail: stderr.into(),
+            stdout_bytes: stdout.len() as u64,
+            stderr_bytes: 12_345,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_restarts_email_says_what_failed_what_ran_what_it_printed_and_the_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = engine(
+            dir.path(),
+            Store::open(&dir.path().join("g.db")).unwrap(),
+            T0,
+        );
+        let due = fail_twice(&mut e, T0);
+        let end = ended(
+            4,
+            "",
+            "\u{1b}[31mJob for app.service failed.\u{1b}[0m\nSee 'journalctl -xeu app.service'.\n",
+        );
+        e.health_restarted(&due[0], &end, T0 + 3.5);
+        expect_test::expect![[r#"
+            Subject: [guardian] shop: ACTION NEEDED: the restart failed
+
+            ACTION NEEDED: shop's health check is failing and guardian has stopped acting on it.
+
+            The restart command /bin/true exited 4 after 1.5 s.
+
+            guardian restarts nothing more until http://127.0.0.1:9/h answers healthy again (by itself or by your hand).
+
+            What failed
+            -----------
+              http://127.0.0.1:9/h: answered 503
+
+            What guardian ran
+            -----------------
+              /bin/true   (rst_1764000001100)
+              It exited 4 after 1.5 s.
+              It printed nothing on stdout.
+              The last lines of its stderr (12,345 bytes in all):
+                | \x1b[31mJob for app.service failed.\x1b[0m
+                | See 'journalctl -xeu app.service'.
+
+            Restarts in the last hour: 1 of at most 2.
+            The record: guardian audit verify --config <guardian.toml>; kinds health_failed, restart_started, restart_finished, restart_verified, restart_escalated.
+
+        "#]]
+        .assert_eq(&escalation_email(&e, T0 + 3.5));
+    }
+
+    #[test]
+    fn the_email_that_the_hours_restarts_are_spent_shows_how_the_last_went() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = engine(
+            dir.path(),
+            Store::open(&dir.path().join("g.db")).unwrap(),
+            T0,
+        );
+        let mut at = T0;
+        for _ in 0..2 {
+            let due = fail_twice(&mut e, at);
+            let end = ended(0, "restarting app.service\n", "");
+            e.health_restarted(&due[0], &end, at + 3.0);
+            assert!(e.health_tick(at + 3.0).probe.is_some());
+            e.health_probed(Probe::Ok, at + 3.1);
+            at += 10.0;
+        }
+        assert!(fail_twice(&mut e, at).is_empty());
+        expect_test::expect![[r#"
+            Subject: [guardian] shop: ACTION NEEDED: restarts spent, still failing
+
+            ACTION NEEDED: shop's health check is failing and guardian has stopped acting on it.
+
+            2 health checks failed in a row, and the 2 restarts allowed in an hour have been made: the app keeps failing.
+
+            guardian restarts nothing more until http://127.0.0.1:9/h answers healthy again (by itself or by your hand).
+
+            What failed
+            -----------
+              http://127.0.0.1:9/h: answered 503
+
+            The last restart guardian ran
+            -----------------------------
+              /bin/true   (rst_1764000011100)
+              It exited 0 after 1.5 s.
+              The last lines of its stdout (23 bytes in all):
+                | restarting app.service
+              It printed nothing on stderr.
+
+            Restarts in the last hour: 2 of at most 2.
+            The record: guardian audit verify --config <guardian.toml>; kinds health_failed, restart_started, restart_finished, restart_verified, restart_escalated.
+
+        "#]].assert_eq(&escalation_email(&e, at + 2.0));
     }
 }
