@@ -42,6 +42,7 @@ pub use crate::daemon::engine::{
     AgentStatus, ChangeRequest, ChangeView, HealthStatus, HealthTrack, PathCheck, ProposalRequest,
     ProposalView, ScrapeStatus, SentryStatus, SourceStatus, Status,
 };
+pub use crate::gate::actions::{ActionTrack, Setback};
 pub use crate::gate::ledger::{Level, PatternTrust};
 pub use crate::gate::proposals::{ProposalRecord, ProposalState};
 pub use crate::sentry::Issue as SentryIssue;

@@ -310,6 +310,21 @@ pub fn trust(args: &TrustArgs) -> Result<u8> {
             text(&t.why)
         );
     }
+    // Beside the patterns, the bounded actions; a daemon older than them has no answer.
+    match get(&format!("{base}/v1/trust/actions"), &token) {
+        Ok(answer) => {
+            let actions: Vec<api::ActionTrack> = api::read(&answer, "bounded actions")?;
+            outln!("");
+            out!("{}", guardian::report::health::actions_text(&actions));
+        }
+        Err((_, message)) => {
+            outln!("");
+            outln!(
+                "bounded actions: not told by this daemon ({})",
+                text(&message)
+            );
+        }
+    }
     Ok(0)
 }
 

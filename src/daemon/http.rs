@@ -374,6 +374,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/proposals/:id/approve", post(approve_proposal))
         .route("/v1/proposals/:id/reject", post(reject_proposal))
         .route("/v1/trust", get(trust))
+        .route("/v1/trust/actions", get(trust_actions))
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
         .fallback(|| async {
@@ -800,6 +801,19 @@ async fn trust(
     let ledger = api
         .reads
         .run(move |s| super::engine::trust_ledger(s, &rules))
+        .await?;
+    Ok(Json(ledger))
+}
+
+/// The bounded actions' track records, read from the audit trail.
+async fn trust_actions(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+) -> Result<Json<Vec<crate::api::ActionTrack>>, ApiError> {
+    allow(&api, &role, Action::Read).await?;
+    let ledger = api
+        .reads
+        .run(|s| Ok(crate::gate::actions::ledger(s)?))
         .await?;
     Ok(Json(ledger))
 }
@@ -1472,6 +1486,8 @@ pub(super) mod tests {
         )
         .await;
         wire.call::<Vec<PatternTrust>>("GET /v1/trust", "/v1/trust", admin, "")
+            .await;
+        wire.call::<Vec<ActionTrack>>("GET /v1/trust/actions", "/v1/trust/actions", admin, "")
             .await;
         let checked: crate::api::Assessment = wire
             .call(

@@ -1,11 +1,11 @@
 //! What `guardian status` shows of the health check and its restarts (`[daemon.health]`):
 //! where it stands, the hour's restarts against the limit, and the restart action's track
-//! record. Pure: renders the status it is given.
+//! record; and the bounded actions' lines of `guardian trust`. Pure: renders what it is given.
 
 use std::fmt::Write as _;
 
-use super::units::duration;
-use crate::api::HealthStatus;
+use super::units::{duration, when};
+use crate::api::{ActionTrack, HealthStatus};
 use crate::display;
 
 /// The health check's lines in `guardian status`.
@@ -68,6 +68,38 @@ pub fn health_text(h: &HealthStatus, now: f64) -> String {
     out
 }
 
+/// The bounded actions' part of `guardian trust`: a line each, its record and its last setback.
+pub fn actions_text(actions: &[ActionTrack]) -> String {
+    let mut out = format!(
+        "{:<18} {:>8} {:>8} {:>9} {:>6}  last setback\n",
+        "action", "attempts", "verified", "escalated", "shadow"
+    );
+    for a in actions {
+        let setback = match &a.last_setback {
+            None => "none".to_owned(),
+            Some(s) => {
+                let what = match s.reason.as_str() {
+                    "command_failed" => "the restart failed".to_owned(),
+                    "not_verified" => "the restart did not help".to_owned(),
+                    "rate_limited" => "the hour's restarts were spent".to_owned(),
+                    other => display::line(other).into_owned(),
+                };
+                format!("{}: {what} ({})", when(s.at), display::line(&s.why))
+            }
+        };
+        let _ = writeln!(
+            out,
+            "{:<18} {:>8} {:>8} {:>9} {:>6}  {setback}",
+            display::line(&a.action),
+            a.attempts,
+            a.verified,
+            a.escalated,
+            a.shadow
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use expect_test::expect;
@@ -106,5 +138,35 @@ mod tests {
               track record: 3 restarts, 2 verified, 1 escalated, 0 shadow; 4 failures seen, 0 recovered without one
         "#]]
         .assert_eq(&health_text(&status, 100.0));
+    }
+
+    #[test]
+    fn trust_shows_each_bounded_actions_record_and_its_last_setback() {
+        use crate::api::Setback;
+        let restart = ActionTrack {
+            action: "restart".into(),
+            attempts: 7,
+            verified: 5,
+            escalated: 2,
+            shadow: 0,
+            last_setback: Some(Setback {
+                at: 1_764_000_000.0,
+                reason: "not_verified".into(),
+                why: "the health check did not pass within 30 s of the restart".into(),
+            }),
+        };
+        let never = ActionTrack {
+            action: "restart".into(),
+            attempts: 0,
+            verified: 0,
+            escalated: 0,
+            shadow: 0,
+            last_setback: None,
+        };
+        expect![[r#"
+            action             attempts verified escalated shadow  last setback
+            restart                   7        5         2      0  2025-11-24 16:00:00 UTC (unix 1764000000): the restart did not help (the health check did not pass within 30 s of the restart)
+            restart                   0        0         0      0  none
+        "#]].assert_eq(&actions_text(&[restart, never]));
     }
 }

@@ -228,4 +228,20 @@ fn a_crash_loop_is_restarted_max_per_hour_times_then_escalated_and_no_more() {
         "{h}"
     );
     assert!(h["consecutive_failures"].as_u64().unwrap() >= 5, "{h}");
+    // The trust ledger shows the restart's record beside the fix patterns.
+    let trust = w.cli(&["trust"]);
+    let text = String::from_utf8_lossy(&trust.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("restart "))
+        .unwrap_or_else(|| panic!("no restart line in {text}"));
+    // attempts, verified (each brought it up for a moment, if a probe saw it), escalated,
+    // shadow.
+    let numbers: Vec<&str> = line.split_whitespace().skip(1).take(4).collect();
+    assert_eq!(
+        (numbers[0], numbers[2], numbers[3]),
+        ("3", "1", "0"),
+        "{line}"
+    );
+    assert!(line.contains("the hour's restarts were spent"), "{line}");
 }

@@ -659,6 +659,20 @@ mod tests {
         let status = e.status(at + 4.0).unwrap().health.unwrap();
         assert_eq!(status.watch.phase, "held");
         assert_eq!((status.track.failed, status.track.escalated), (4, 1));
+        // The trust ledger's line reads the same records.
+        let restart = crate::gate::actions::ledger(&e.store).unwrap().remove(0);
+        assert_eq!(
+            (
+                restart.attempts,
+                restart.verified,
+                restart.escalated,
+                restart.shadow
+            ),
+            (2, 2, 1, 0)
+        );
+        let setback = restart.last_setback.unwrap();
+        assert_eq!(setback.reason, "rate_limited");
+        assert!((setback.at - (T0 + 21.1)).abs() < 1e-6, "{setback:?}");
     }
 
     /// The email the machine's latest escalation sends, as a person reads it.
