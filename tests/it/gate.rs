@@ -842,6 +842,7 @@ fn each_role_may_do_only_what_it_is_for() {
         ("GET", "/v1/proposals".into(), None),
         ("GET", format!("/v1/proposals/{id}"), None),
         ("GET", "/v1/trust".into(), None),
+        ("GET", "/v1/trust/actions".into(), None),
         ("POST", "/v1/proposals".into(), Some(proposal)),
         (
             "POST",
@@ -867,19 +868,19 @@ fn each_role_may_do_only_what_it_is_for() {
     ];
     // What each role gets: 403 means refused for the role, before the request is looked at;
     // 400 and 409 mean the role may, and the (deliberately bad) request itself was refused.
-    let expected: [(Option<&str>, [u16; 11]); 4] = [
-        (None, [401; 11]),
+    let expected: [(Option<&str>, [u16; 12]); 4] = [
+        (None, [401; 12]),
         (
             Some(AGENT),
-            [200, 200, 200, 200, 200, 400, 403, 403, 403, 403, 403],
+            [200, 200, 200, 200, 200, 200, 400, 403, 403, 403, 403, 403],
         ),
         (
             Some(ALICE),
-            [200, 200, 200, 200, 200, 403, 409, 409, 403, 403, 403],
+            [200, 200, 200, 200, 200, 200, 403, 409, 409, 403, 403, 403],
         ),
         (
             Some(ADMIN),
-            [200, 200, 200, 200, 200, 400, 409, 409, 400, 400, 400],
+            [200, 200, 200, 200, 200, 200, 400, 409, 409, 400, 400, 400],
         ),
     ];
     for (token, codes) in expected {
