@@ -26,7 +26,7 @@ pub use raw::{
     RawLog, RawMail, RawOnInconclusive, RawRollback, RawScrape, RawSentry,
 };
 pub use rollback::RollbackSettings;
-pub use sentry::SentrySettings;
+pub use sentry::{SentryApiSettings, SentryProject, SentrySettings};
 
 mod agent;
 mod daemon;
