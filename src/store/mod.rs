@@ -36,7 +36,7 @@ pub(crate) use events::append_record;
 pub use events::EventRecord;
 pub use migrations::AUDIT_SCHEMA_VERSION;
 pub use outbox::{EmailQueued, OutboxEmail};
-pub use sentry::Delivered;
+pub use sentry::{Delivered, Polled};
 
 mod agent;
 mod changes;
