@@ -22,6 +22,7 @@ mod agent;
 mod gate;
 mod request;
 mod sentry;
+mod sentry_poll;
 mod snapshot;
 mod sources;
 mod status;
@@ -31,7 +32,8 @@ pub use gate::{
     PathCheck, ProposalRequest, ProposalView, TrustRules,
 };
 pub use request::ChangeRequest;
-pub use sentry::{NamedIssue, SentryStatus};
+pub use sentry::{NamedIssue, ReleaseEvents, SentryStatus};
+pub use sentry_poll::SentryPollStatus;
 use snapshot::{load_snapshot, SavedPhase, Snapshot};
 use sources::Source;
 pub use sources::SourceView;
@@ -116,6 +118,8 @@ pub struct Engine {
     sentry_counted_at: f64,
     /// The agent trigger, when `[daemon.agent]` is set (`engine/agent.rs`).
     agent: Option<agent::AgentTrigger>,
+    /// Sentry's API polled for events, when `[daemon.sentry]` names it (`engine/sentry_poll.rs`).
+    sentry_poller: Option<sentry_poll::SentryPoller>,
 }
 
 /// What is known of a rollback guardian stopped during, for the person it is handed to: whether
@@ -308,8 +312,13 @@ impl Engine {
         )
         .map_err(|e| EngineError::Config(e.to_string()))?;
         let agent = agent::open(settings, &mut store, now)?;
+        let sentry_poller = match settings.sentry.as_ref().and_then(|s| s.api.as_ref()) {
+            Some(api) => Some(sentry_poll::SentryPoller::new(api)?),
+            None => None,
+        };
         let mut engine = Engine {
             agent,
+            sentry_poller,
             link_key,
             sentry_counted_at: f64::NEG_INFINITY,
             audit_key,
