@@ -63,6 +63,9 @@ pub struct PollResult {
     /// How far the events read reach: `end` when every page was read, else the time of the
     /// last row read (rows come in time order), else `None` (nothing was read).
     pub reached: Option<f64>,
+    /// Whether every page was read (else the next poll goes on from `reached` as it is,
+    /// without the overlap, or it would read the same pages again).
+    pub complete: bool,
     /// Why it stopped early, if it did.
     pub failure: Option<ApiFailure>,
 }
@@ -184,12 +187,18 @@ impl SentryApi {
             }
             cursor = link.as_deref().and_then(api::next_cursor);
             match cursor {
-                None => {
+                None if !page.truncated => {
                     result.reached = Some(job.end);
+                    result.complete = true;
                     return result;
                 }
-                Some(_) if result.pages >= MAX_PAGES => return result,
-                Some(_) => {}
+                Some(_) if !page.truncated && result.pages < MAX_PAGES => {}
+                // Cut short: the next poll goes on from the last row read, or a second after
+                // this one's start should every row read share its first instant.
+                _ => {
+                    result.reached = Some(result.reached.unwrap_or(job.start).max(job.start + 1.0));
+                    return result;
+                }
             }
         }
     }

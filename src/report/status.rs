@@ -519,6 +519,7 @@ mod tests {
                         "Sentry's API refused the token (401: Invalid token)\u{1b}[2J".into(),
                     ),
                     failures: 3,
+                    caught_up: true,
                 }),
                 releases: Some(crate::api::ReleaseEvents {
                     span_secs: 600.0,

@@ -91,6 +91,8 @@ pub struct Page {
     pub skipped: Vec<Skipped>,
     /// The latest time of any row that read (refused or not): how far the page reached.
     pub latest: Option<f64>,
+    /// More rows came than asked for ([`PER_PAGE`]): the rest were left unread.
+    pub truncated: bool,
 }
 
 /// A row left out.
@@ -124,8 +126,11 @@ pub fn read_events_page(body: &[u8], now: f64) -> Result<Page, PageError> {
             _ => e.to_string(),
         })
     })?;
-    let mut page = Page::default();
-    for (row, value) in raw.data.iter().enumerate() {
+    let mut page = Page {
+        truncated: raw.data.len() > PER_PAGE as usize,
+        ..Page::default()
+    };
+    for (row, value) in raw.data.iter().take(PER_PAGE as usize).enumerate() {
         match read_row(value) {
             Ok(event) => {
                 page.latest = Some(page.latest.map_or(event.at, |l: f64| l.max(event.at)));

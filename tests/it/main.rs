@@ -20,3 +20,4 @@ mod rollback;
 mod scenarios;
 mod scrape;
 mod sentry;
+mod sentry_poll;

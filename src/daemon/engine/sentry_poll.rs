@@ -49,6 +49,10 @@ pub struct SentryPollStatus {
     pub last_error: Option<String>,
     /// Polls in a row that failed.
     pub failures: u32,
+    /// Whether the last poll read every page up to its end (else the next goes on from
+    /// `reached` without the overlap).
+    #[serde(default)]
+    pub caught_up: bool,
 }
 
 /// The poller: its API client, when the next poll is due, and what is under way.
@@ -104,7 +108,8 @@ impl SentryPoller {
     fn job(&mut self, now: f64) -> PollJob {
         let oldest = now - REPLAY_WINDOW_SECS + 3600.0;
         let start = match self.status.reached {
-            Some(reached) => reached - OVERLAP_SECS,
+            Some(reached) if self.status.caught_up => reached - OVERLAP_SECS,
+            Some(reached) => reached,
             None => now - FIRST_LOOK_BACK_SECS,
         }
         .max(oldest)
@@ -191,9 +196,11 @@ fn take(poller: &mut SentryPoller, result: &PollResult, new_events: u64, now: f6
     status.last_new_events = new_events;
     status.new_events_total += new_events;
     if let Some(reached) = result.reached {
-        // Rows come in time order; a poll cut short by its page bound goes on from its last
-        // row, never from before where the one before it started.
-        status.reached = Some(status.reached.map_or(reached, |r| r.max(reached)));
+        // Rows come in time order: a poll cut short by its page bound reached its last row,
+        // and the next goes on from there (a poll starts at most the overlap before where the
+        // last one reached, so this moves back by no more than that).
+        status.reached = Some(reached);
+        status.caught_up = result.complete;
     }
     poller.skipped_unlogged += result.skipped_count;
     if poller.skipped_unlogged > 0 && now - poller.skip_logged_at >= SKIP_LOG_EVERY_SECS {
@@ -268,6 +275,7 @@ mod tests {
             &mut p,
             &PollResult {
                 reached: Some(NOW),
+                complete: true,
                 ..PollResult::default()
             },
             0,
@@ -276,8 +284,21 @@ mod tests {
         assert_eq!(p.next, NOW + 30.0);
         let job = p.job(NOW + 30.0);
         assert_eq!(job.start, NOW - 120.0);
-        // A poll cut short by its page bound reached its last row; one that read nothing
-        // leaves where the last reached as it was.
+        // One cut short by its page bound goes on from its last row, without the overlap, or
+        // it would read the same pages again.
+        take(
+            &mut p,
+            &PollResult {
+                reached: Some(NOW - 60.0),
+                complete: false,
+                ..PollResult::default()
+            },
+            0,
+            NOW + 30.0,
+        );
+        let job = p.job(NOW + 60.0);
+        assert_eq!(job.start, NOW - 60.0);
+        // One that read nothing leaves where the last reached as it was.
         take(
             &mut p,
             &PollResult {
@@ -288,7 +309,7 @@ mod tests {
             0,
             NOW + 31.0,
         );
-        assert_eq!(p.status.reached, Some(NOW));
+        assert_eq!(p.status.reached, Some(NOW - 60.0));
         // After a long outage, never further back than event ids are remembered.
         let job = p.job(NOW + 2.0 * 86_400.0);
         assert_eq!(
