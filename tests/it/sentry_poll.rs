@@ -251,7 +251,7 @@ fn an_open_issue_that_grows_only_through_the_api_gets_the_change_reverted() {
                 if mode.trim() == "leaky" {
                     sentry.add(n, now(), "shop@leaky");
                     n += 1;
-                } else if tick % 50 == 0 {
+                } else if tick.is_multiple_of(50) {
                     sentry.add(n, now(), "shop@ok");
                     n += 1;
                 }
