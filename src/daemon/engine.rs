@@ -1137,7 +1137,7 @@ mod tests {
                     culprit: None,
                     level: Some("error".into()),
                     at: t + 0.5,
-                    release: None,
+                    release: Some(if t < T0 { "shop@1" } else { "shop@2" }.into()),
                     web_url: None,
                     files: vec!["app/totals.py".into()],
                 };
@@ -1223,6 +1223,10 @@ mod tests {
             md.contains("## Sentry issues firing more after the change"),
             "{md}"
         );
+        // The release watched against the one before, as the events said theirs.
+        assert!(md.contains("## Sentry events per release"), "{md}");
+        assert!(md.contains("`shop@2` 60"), "{md}");
+        assert!(md.contains("`shop@1` "), "{md}");
     }
 
     #[test]
