@@ -109,6 +109,17 @@ impl SentryApi {
                 );
             }
         }
+        let loopback = url::Url::parse(&settings.api_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .is_some_and(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]");
+        if settings.api_url.starts_with("http://") && !loopback {
+            tracing::warn!(
+                "[daemon.sentry] api_url {} is plain HTTP: the auth token crosses the network \
+                 unencrypted; use https",
+                settings.api_url
+            );
+        }
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))
