@@ -40,7 +40,8 @@ use serde_json::Value;
 pub use crate::core::{BaselinePreview, Report};
 pub use crate::daemon::engine::{
     AgentStatus, ChangeRequest, ChangeView, HealthStatus, HealthTrack, PathCheck, ProposalRequest,
-    ProposalView, ScrapeStatus, SentryStatus, SourceStatus, Status,
+    ProposalView, ReleaseEvents, ScrapeStatus, SentryPollStatus, SentryStatus, SourceStatus,
+    Status,
 };
 pub use crate::gate::actions::{ActionTrack, Setback};
 pub use crate::gate::ledger::{Level, PatternTrust};

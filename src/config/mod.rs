@@ -28,7 +28,7 @@ pub use raw::{
 };
 pub use raw::{RawHealth, RawRestart};
 pub use rollback::RollbackSettings;
-pub use sentry::SentrySettings;
+pub use sentry::{SentryApiSettings, SentryProject, SentrySettings};
 
 mod agent;
 mod daemon;

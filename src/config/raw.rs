@@ -82,6 +82,13 @@ pub struct RawSentry {
     pub client_secret_file: Option<PathBuf>,
     pub max_age_secs: Option<i64>,
     pub alpha_share: Option<f64>,
+    pub api_url: Option<String>,
+    pub org: Option<String>,
+    pub project: Option<String>,
+    pub project_id: Option<i64>,
+    pub auth_token_file: Option<PathBuf>,
+    pub poll_secs: Option<i64>,
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

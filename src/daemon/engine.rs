@@ -23,6 +23,7 @@ mod gate;
 mod health;
 mod request;
 mod sentry;
+mod sentry_poll;
 mod snapshot;
 mod sources;
 mod status;
@@ -33,7 +34,8 @@ pub use gate::{
 };
 pub use health::{HealthDue, HealthStatus, HealthTrack};
 pub use request::ChangeRequest;
-pub use sentry::{NamedIssue, SentryStatus};
+pub use sentry::{NamedIssue, ReleaseEvents, SentryStatus};
+pub use sentry_poll::SentryPollStatus;
 use snapshot::{load_snapshot, SavedPhase, Snapshot};
 use sources::Source;
 pub use sources::SourceView;
@@ -120,6 +122,8 @@ pub struct Engine {
     agent: Option<agent::AgentTrigger>,
     /// The health check and its restart, when `[daemon.health]` is set (`engine/health.rs`).
     health: Option<health::HealthCheck>,
+    /// Sentry's API polled for events, when `[daemon.sentry]` names it (`engine/sentry_poll.rs`).
+    sentry_poller: Option<sentry_poll::SentryPoller>,
 }
 
 /// What is known of a rollback guardian stopped during, for the person it is handed to: whether
@@ -353,9 +357,14 @@ impl Engine {
         .map_err(|e| EngineError::Config(e.to_string()))?;
         let agent = agent::open(settings, &mut store, now)?;
         let health = health::open(settings, &mut store, now)?;
+        let sentry_poller = match settings.sentry.as_ref().and_then(|s| s.api.as_ref()) {
+            Some(api) => Some(sentry_poll::SentryPoller::new(api)?),
+            None => None,
+        };
         let mut engine = Engine {
             agent,
             health,
+            sentry_poller,
             link_key,
             sentry_counted_at: f64::NEG_INFINITY,
             audit_key,
@@ -1267,7 +1276,7 @@ mod tests {
                     culprit: None,
                     level: Some("error".into()),
                     at: t + 0.5,
-                    release: None,
+                    release: Some(if t < T0 { "shop@1" } else { "shop@2" }.into()),
                     web_url: None,
                     files: vec!["app/totals.py".into()],
                 };
@@ -1353,6 +1362,10 @@ mod tests {
             md.contains("## Sentry issues firing more after the change"),
             "{md}"
         );
+        // The release watched against the one before, as the events said theirs.
+        assert!(md.contains("## Sentry events per release"), "{md}");
+        assert!(md.contains("`shop@2` 60"), "{md}");
+        assert!(md.contains("`shop@1` "), "{md}");
     }
 
     #[test]

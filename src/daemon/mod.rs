@@ -13,6 +13,7 @@ pub mod http;
 pub mod owner;
 pub mod publish;
 pub mod refusals;
+pub mod sentry_api;
 pub mod serve;
 pub mod state_dir;
 pub mod step;
@@ -196,6 +197,7 @@ impl owner::Clockwork<Engine> for Clock {
         let t = now();
         e.record_refusals(&self.refusals.due(t), t);
         e.poll_sources(t)?;
+        e.poll_sentry_api(t)?;
         e.tick(t)?;
         if let Some((job, action)) = e.remediation_due() {
             start_remediation(owner, job, action);

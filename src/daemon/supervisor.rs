@@ -959,6 +959,7 @@ mod tests {
             client_secret_file: "/etc/guardian/sentry".into(),
             max_age_secs: 300,
             alpha_share: 0.2,
+            api: None,
         });
         let mut s = supervisor();
         traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
@@ -991,6 +992,7 @@ mod tests {
             client_secret_file: "/etc/guardian/sentry".into(),
             max_age_secs: 300,
             alpha_share: 0.2,
+            api: None,
         });
         let mut s = supervisor();
         traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
@@ -1062,6 +1064,7 @@ mod tests {
             client_secret_file: "/etc/guardian/sentry".into(),
             max_age_secs: 300,
             alpha_share: 0.2,
+            api: None,
         });
         let mut s = supervisor();
         let fix = Watched {
@@ -1104,6 +1107,7 @@ mod tests {
             client_secret_file: "/etc/guardian/sentry".into(),
             max_age_secs: 300,
             alpha_share: 0.2,
+            api: None,
         });
         let mut s = supervisor();
         traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);

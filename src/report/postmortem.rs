@@ -114,6 +114,9 @@ pub struct PostmortemInput {
     pub fixes: Option<crate::sentry::Issue>,
     /// Issues seen before the change that fired at more than twice their rate after it.
     pub sentry_risen: Vec<RisenIssue>,
+    /// Sentry's events per release after the change and over as long before it, when its
+    /// events said their release.
+    pub sentry_releases: Option<crate::api::ReleaseEvents>,
 }
 
 /// An issue seen before the change that fired more often after it: its events before (in the
@@ -187,7 +190,19 @@ pub fn load(
         Ok(Some(report)) => risen_issues(store, &report, &sentry_issues)?,
         _ => Vec::new(),
     };
+    let sentry_releases = {
+        let at = change.landed_at;
+        let span = (to as f64 - at).clamp(0.0, 86_400.0);
+        let after = store.sentry_events_by_release(at, at + span, 3)?;
+        let before = store.sentry_events_by_release(at - span, at, 3)?;
+        (!after.is_empty() || !before.is_empty()).then_some(crate::api::ReleaseEvents {
+            span_secs: span,
+            after,
+            before,
+        })
+    };
     Ok(Some(PostmortemInput {
+        sentry_releases,
         sentry_issues,
         fixes,
         sentry_risen,
@@ -320,6 +335,29 @@ fn risen_section(doc: &mut Vec<Block>, input: &PostmortemInput) {
         })
         .collect();
     doc.push(Block::List(items));
+}
+
+/// Sentry's events per release, after the change and over as long before it: the release
+/// watched against the one before, as far as Sentry's events said theirs.
+fn releases_section(doc: &mut Vec<Block>, r: &crate::api::ReleaseEvents) {
+    let side = |label: &str, counts: &[(String, u64)]| {
+        let mut line = vec![t(format!("{label} ({}): ", units::duration(r.span_secs)))];
+        if counts.is_empty() {
+            line.push(t("no event said its release"));
+        }
+        for (i, (release, n)) in counts.iter().enumerate() {
+            if i > 0 {
+                line.push(t(", "));
+            }
+            line.push(code(release.clone()));
+            line.push(t(format!(" {n}")));
+        }
+        line
+    };
+    doc.push(Block::List(vec![
+        side("After the change", &r.after),
+        side("Before it, as long", &r.before),
+    ]));
 }
 
 /// Sentry issues a post-mortem lists at most.
@@ -619,6 +657,10 @@ fn document(input: &PostmortemInput) -> Vec<Block> {
             vec![t("Sentry issues firing more after the change")],
         ));
         risen_section(&mut doc, input);
+    }
+    if let Some(releases) = &input.sentry_releases {
+        doc.push(Block::Heading(2, vec![t("Sentry events per release")]));
+        releases_section(&mut doc, releases);
     }
 
     doc.push(Block::Heading(2, vec![t("Actions and outcomes")]));
@@ -1374,6 +1416,7 @@ mod tests {
         PostmortemInput {
             fixes: None,
             sentry_risen: Vec::new(),
+            sentry_releases: None,
             service: "shop".into(),
             change,
             events,

@@ -142,7 +142,62 @@ fn sentry_text(s: &SentryStatus, now: f64, watching: bool) -> String {
             }
         );
     }
+    if let Some(p) = &s.poll {
+        out.push_str(&sentry_poll_text(p, now));
+    }
+    if let Some(r) = &s.releases {
+        let list = |counts: &[(String, u64)]| match counts.len() {
+            0 => "none that said their release".to_owned(),
+            _ => counts
+                .iter()
+                .map(|(release, n)| format!("{} {n}", t(release)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let _ = writeln!(
+            out,
+            "  events per release, {} since the change: {}; the {} before it: {}",
+            duration(r.span_secs),
+            list(&r.after),
+            duration(r.span_secs),
+            list(&r.before)
+        );
+    }
     out
+}
+
+/// Sentry's API poller: how far it reached, what it took, and what went wrong.
+fn sentry_poll_text(p: &crate::api::SentryPollStatus, now: f64) -> String {
+    let t = |text: &str| display::line(text).into_owned();
+    let ago = |at: Option<f64>| match at {
+        Some(at) => format!("{} ago", duration(now - at)),
+        None => "never".to_owned(),
+    };
+    let taken = format!(
+        "{} row{} read ({} skipped), {} new event{} in the last poll",
+        p.rows_total,
+        if p.rows_total == 1 { "" } else { "s" },
+        p.rows_skipped_total,
+        p.last_new_events,
+        if p.last_new_events == 1 { "" } else { "s" },
+    );
+    match &p.last_error {
+        None => format!(
+            "  api: {} polled {}, events up to {}; {taken}\n",
+            t(&p.target),
+            ago(p.last_poll_at),
+            ago(p.reached),
+        ),
+        Some(e) => format!(
+            "  api: {} FAILING ({} poll{} in a row; last worked {}): {}\n  api: events up to {}; {taken}\n",
+            t(&p.target),
+            p.failures,
+            if p.failures == 1 { "" } else { "s" },
+            ago(p.last_ok_at),
+            t(e),
+            ago(p.reached),
+        ),
+    }
 }
 
 /// The agent's runs: those under way, how many this hour, and the latest one's end.
@@ -455,6 +510,29 @@ mod tests {
                     files: vec!["app/checkout/totals.py".into()],
                 }],
                 new_issues_total: 1,
+                poll: Some(crate::api::SentryPollStatus {
+                    target: "acme/shop-api".into(),
+                    last_poll_at: Some(T0 + 598.0),
+                    last_ok_at: Some(T0 + 400.0),
+                    reached: Some(T0 + 390.0),
+                    last_new_events: 0,
+                    new_events_total: 42,
+                    rows_total: 57,
+                    rows_skipped_total: 1,
+                    last_error: Some(
+                        "Sentry's API refused the token (401: Invalid token)\u{1b}[2J".into(),
+                    ),
+                    failures: 3,
+                    caught_up: true,
+                }),
+                releases: Some(crate::api::ReleaseEvents {
+                    span_secs: 600.0,
+                    after: vec![
+                        ("shop-api@9c1e2f0".into(), 40),
+                        ("shop-api@1f0e9d8".into(), 2),
+                    ],
+                    before: vec![("shop-api@1f0e9d8".into(), 6)],
+                }),
             }),
             agent: Some(crate::api::AgentStatus {
                 running: vec![crate::daemon::engine::RunningAgent {

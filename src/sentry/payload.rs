@@ -241,6 +241,23 @@ pub fn read(resource: &str, body: &[u8], now: f64) -> Result<Notice, PayloadErro
     }
 }
 
+/// An issue as Sentry's API describes it (`GET /api/0/organizations/{org}/issues/{id}/`):
+/// the same fields, read as strictly, as an `issue` delivery's `data.issue`.
+pub fn read_issue_details(body: &[u8]) -> Result<Issue, String> {
+    let raw: RawIssue = serde_path_to_error::deserialize(
+        &mut serde_json::Deserializer::from_slice(body),
+    )
+    .map_err(|e| {
+        let path = e.path().to_string();
+        let why = e.into_inner();
+        match path.as_str() {
+            "." | "?" => why.to_string(),
+            _ => format!("at {path}: {why}"),
+        }
+    })?;
+    raw.read()
+}
+
 #[derive(Deserialize)]
 struct RawDelivery {
     action: Option<String>,
@@ -420,7 +437,7 @@ impl RawEvent {
 
 /// An id Sentry sends as a string (or, in older payloads, a number): digits and letters only,
 /// since it becomes part of keys and commands.
-fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(super) fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let id = match Value::deserialize(d)? {
         Value::String(s) => s,
         Value::Number(n) => n.to_string(),
@@ -454,13 +471,13 @@ fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     }
 }
 
-fn time(text: &str) -> Option<f64> {
+pub(super) fn time(text: &str) -> Option<f64> {
     let t = chrono::DateTime::parse_from_rfc3339(text).ok()?;
     Some(t.timestamp() as f64 + f64::from(t.timestamp_subsec_micros()) / 1e6)
 }
 
 /// Outside text as kept: bounded. Shown through `display::line` wherever it is shown.
-fn text(s: &str) -> String {
+pub(super) fn text(s: &str) -> String {
     s.chars().take(MAX_TEXT).collect()
 }
 

@@ -238,6 +238,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX agent_runs_by_start ON agent_runs (started_at);
     CREATE INDEX agent_runs_unfinished ON agent_runs (started_at) WHERE ended_at IS NULL;
     "#,
+    // 10: Sentry's API polled beside its webhooks. Each event remembered by id now keeps its issue,
+    // its time and its release (events per release), and whether the API or a webhook told it;
+    // an issue says whether it was learned from the API (`source = 'api'`) or a delivery.
+    r#"
+    ALTER TABLE sentry_event_ids ADD COLUMN issue_id TEXT;
+    ALTER TABLE sentry_event_ids ADD COLUMN at REAL;
+    ALTER TABLE sentry_event_ids ADD COLUMN release TEXT;
+    ALTER TABLE sentry_event_ids ADD COLUMN source TEXT;  -- webhook, api
+    CREATE INDEX sentry_event_ids_by_at ON sentry_event_ids (at) WHERE at IS NOT NULL;
+    ALTER TABLE sentry_issues ADD COLUMN source TEXT;     -- webhook (or NULL), api
+    "#,
 ];
 
 /// The schema version after which proposals recorded before the tally (version 5) are counted

@@ -37,7 +37,7 @@ pub use events::EventRecord;
 pub use migrations::AUDIT_SCHEMA_VERSION;
 pub use outbox::{EmailQueued, OutboxEmail};
 pub use restarts::LatestRecord;
-pub use sentry::Delivered;
+pub use sentry::{Delivered, Polled};
 
 mod agent;
 mod changes;

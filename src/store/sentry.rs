@@ -4,7 +4,7 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::{append_record, finite, Doing, EventKind, Result, Store, StoreError};
-use crate::sentry::{Issue, Notice, Verified, ISSUE_REPLAY_WINDOW_SECS, REPLAY_WINDOW_SECS};
+use crate::sentry::{Event, Issue, Notice, Verified, ISSUE_REPLAY_WINDOW_SECS, REPLAY_WINDOW_SECS};
 
 /// Whether a delivery was new.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,28 +44,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing(doing)?;
-        // What is forgotten: event deliveries and event ids after a day (an older event is
-        // refused by its own time), issue deliveries after 90 days (an issue not seen for
-        // that long is refused as stale), and issues and their counts not seen for 90 days.
-        let (day, long) = (now - REPLAY_WINDOW_SECS, now - ISSUE_REPLAY_WINDOW_SECS);
-        tx.execute(
-            "DELETE FROM sentry_deliveries WHERE received_at < ?2 \
-             OR (resource <> 'issue' AND received_at < ?1)",
-            params![day, long],
-        )
-        .doing(doing)?;
-        tx.execute("DELETE FROM sentry_event_ids WHERE received_at < ?1", [day])
-            .doing(doing)?;
-        tx.execute(
-            "DELETE FROM sentry_issues WHERE COALESCE(last_seen, first_seen) < ?1",
-            [long],
-        )
-        .doing(doing)?;
-        tx.execute(
-            "DELETE FROM sentry_events WHERE bin < ?1",
-            [(long / BIN_SECS).floor() as i64],
-        )
-        .doing(doing)?;
+        forget(&tx, now).doing(doing)?;
         let seen: Option<f64> = tx
             .query_row(
                 "SELECT received_at FROM sentry_deliveries \
@@ -91,7 +70,7 @@ impl Store {
         .doing(doing)?;
         match notice {
             Notice::Issue { action, issue } => {
-                put_issue(&tx, issue, true, now).doing(doing)?;
+                put_issue(&tx, issue, Told::Webhook, now).doing(doing)?;
                 let detail = serde_json::json!({
                     "action": action.as_str(),
                     "issue": issue.id,
@@ -114,24 +93,10 @@ impl Store {
                 .doing(doing)?;
             }
             Notice::Error(event) | Notice::Alert { event, .. } => {
-                put_issue(&tx, &event.issue(), false, now).doing(doing)?;
-                // Sentry may tell one event twice (an `error` and an `event_alert`).
-                let new_event = tx
-                    .execute(
-                        "INSERT OR IGNORE INTO sentry_event_ids (event_id, received_at) \
-                         VALUES (?1, ?2)",
-                        params![event.event_id, now],
-                    )
-                    .doing(doing)?
-                    == 1;
-                if new_event {
-                    tx.execute(
-                        "INSERT INTO sentry_events (issue_id, bin, events) VALUES (?1, ?2, 1) \
-                     ON CONFLICT (issue_id, bin) DO UPDATE SET events = events + 1",
-                        params![event.issue_id, (event.at / BIN_SECS).floor() as i64],
-                    )
-                    .doing(doing)?;
-                }
+                put_issue(&tx, &event.issue(), Told::Event, now).doing(doing)?;
+                // Sentry may tell one event twice (an `error` and an `event_alert`), and the
+                // API again.
+                put_event(&tx, event, Told::Webhook, now).doing(doing)?;
             }
             Notice::Unused { .. } => {}
         }
@@ -322,6 +287,161 @@ impl Store {
     }
 }
 
+/// Who told guardian of an issue or an event.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Told {
+    /// An `issue` delivery, or an event's delivery.
+    Webhook,
+    /// Sentry's API: an event polled, or an issue's details fetched.
+    Api,
+    /// An event (of either), which says little of its issue.
+    Event,
+}
+
+impl Told {
+    fn as_str(self) -> Option<&'static str> {
+        match self {
+            Told::Webhook => Some("webhook"),
+            Told::Api => Some("api"),
+            Told::Event => None,
+        }
+    }
+}
+
+/// What is forgotten: event deliveries and event ids after a day (an older event is refused by
+/// its own time), issue deliveries after 90 days (an issue not seen for that long is refused
+/// as stale), and issues and their counts not seen for 90 days.
+fn forget(tx: &rusqlite::Connection, now: f64) -> rusqlite::Result<()> {
+    let (day, long) = (now - REPLAY_WINDOW_SECS, now - ISSUE_REPLAY_WINDOW_SECS);
+    tx.execute(
+        "DELETE FROM sentry_deliveries WHERE received_at < ?2 \
+         OR (resource <> 'issue' AND received_at < ?1)",
+        params![day, long],
+    )?;
+    tx.execute("DELETE FROM sentry_event_ids WHERE received_at < ?1", [day])?;
+    tx.execute(
+        "DELETE FROM sentry_issues WHERE COALESCE(last_seen, first_seen) < ?1",
+        [long],
+    )?;
+    tx.execute(
+        "DELETE FROM sentry_events WHERE bin < ?1",
+        [(long / BIN_SECS).floor() as i64],
+    )?;
+    Ok(())
+}
+
+/// Counts an event in its issue's bin, once whoever tells it: whether it was new.
+fn put_event(
+    tx: &rusqlite::Connection,
+    event: &Event,
+    told: Told,
+    now: f64,
+) -> rusqlite::Result<bool> {
+    let new_event = tx.execute(
+        "INSERT OR IGNORE INTO sentry_event_ids \
+         (event_id, received_at, issue_id, at, release, source) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            event.event_id,
+            now,
+            event.issue_id,
+            event.at,
+            event.release,
+            told.as_str()
+        ],
+    )? == 1;
+    if new_event {
+        tx.execute(
+            "INSERT INTO sentry_events (issue_id, bin, events) VALUES (?1, ?2, 1) \
+             ON CONFLICT (issue_id, bin) DO UPDATE SET events = events + 1",
+            params![event.issue_id, (event.at / BIN_SECS).floor() as i64],
+        )?;
+    }
+    Ok(new_event)
+}
+
+/// What a poll of Sentry's API added.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Polled {
+    /// Events not told before (by a delivery or an earlier poll).
+    pub new_events: u64,
+    /// Issues of those events Sentry has not described to guardian yet (no short id): their
+    /// details are worth asking for.
+    pub undescribed: Vec<String>,
+}
+
+impl Store {
+    /// Records what a poll of Sentry's API brought: its events, each counted once whoever
+    /// else told it (a delivery, an earlier poll's overlap), and the issues whose details it
+    /// fetched, kept as Sentry described them and marked as learned from the API.
+    pub fn sentry_polled(
+        &mut self,
+        events: &[Event],
+        issues: &[Issue],
+        now: f64,
+    ) -> Result<Polled> {
+        finite("now", now)?;
+        let doing = || "recording what Sentry's API told".to_owned();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing(doing)?;
+        forget(&tx, now).doing(doing)?;
+        for issue in issues {
+            put_issue(&tx, issue, Told::Api, now).doing(doing)?;
+        }
+        let mut polled = Polled::default();
+        for event in events {
+            if put_event(&tx, event, Told::Api, now).doing(doing)? {
+                polled.new_events += 1;
+                put_issue(&tx, &event.issue(), Told::Event, now).doing(doing)?;
+                let described: bool = tx
+                    .query_row(
+                        "SELECT short_id IS NOT NULL FROM sentry_issues WHERE id = ?1",
+                        [&event.issue_id],
+                        |row| row.get(0),
+                    )
+                    .doing(doing)?;
+                if !described && !polled.undescribed.contains(&event.issue_id) {
+                    polled.undescribed.push(event.issue_id.clone());
+                }
+            }
+        }
+        tx.commit().doing(doing)?;
+        Ok(polled)
+    }
+
+    /// Events in `[from, to)` per release (those that said theirs), most first, at most
+    /// `limit`: from the events remembered by id, so within the last day.
+    pub fn sentry_events_by_release(
+        &self,
+        from: f64,
+        to: f64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>> {
+        let doing = || "counting Sentry events by release".to_owned();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT release, COUNT(*) AS n FROM sentry_event_ids \
+                 WHERE at >= ?1 AND at < ?2 AND release IS NOT NULL \
+                 GROUP BY release ORDER BY n DESC, release LIMIT ?3",
+            )
+            .doing(doing)?;
+        let rows = stmt
+            .query_map(params![from, to, limit], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            })
+            .doing(doing)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .doing(doing)?;
+        Ok(rows)
+    }
+}
+
 /// In-app files kept per issue, at most.
 const MAX_FILES: usize = 64;
 
@@ -331,9 +451,10 @@ const MAX_FILES: usize = 64;
 fn put_issue(
     conn: &rusqlite::Connection,
     issue: &Issue,
-    authoritative: bool,
+    told: Told,
     now: f64,
 ) -> rusqlite::Result<()> {
+    let authoritative = told != Told::Event;
     // Every in-app file any delivery named is kept (the latest first): what a later delivery
     // leaves out (an `issue` delivery names one file at most) is still where the issue broke,
     // and the agent's denied paths are checked against all of them.
@@ -358,15 +479,16 @@ fn put_issue(
     if authoritative {
         conn.execute(
             "INSERT INTO sentry_issues (id, short_id, title, culprit, level, status, substatus, \
-             project, web_url, first_seen, last_seen, count, files, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             project, web_url, first_seen, last_seen, count, files, updated_at, source) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
              ON CONFLICT (id) DO UPDATE SET short_id = excluded.short_id, \
              title = excluded.title, culprit = excluded.culprit, level = excluded.level, \
              status = excluded.status, substatus = excluded.substatus, \
              project = excluded.project, web_url = excluded.web_url, \
              first_seen = excluded.first_seen, \
              last_seen = MAX(COALESCE(last_seen, 0), COALESCE(excluded.last_seen, 0)), \
-             count = excluded.count, files = excluded.files, updated_at = excluded.updated_at",
+             count = excluded.count, files = excluded.files, updated_at = excluded.updated_at, \
+             source = excluded.source",
             params![
                 issue.id,
                 issue.short_id,
@@ -381,7 +503,8 @@ fn put_issue(
                 issue.last_seen,
                 issue.count.map(|c| c.min(i64::MAX as u64) as i64),
                 files,
-                now
+                now,
+                told.as_str()
             ],
         )?;
     } else {
@@ -533,5 +656,72 @@ mod tests {
             ]
         );
         assert_eq!(store.sentry_last_delivery().unwrap(), Some(NOW + 2.0));
+    }
+
+    #[test]
+    fn an_event_both_delivered_and_polled_counts_once_and_keeps_its_release() {
+        let mut store = Store::open_in_memory().unwrap();
+        let (v, n) = delivery("error", "error_created.json", "r1");
+        store.sentry_delivery(&v, &n, NOW).unwrap();
+        let (Notice::Error(delivered)
+        | Notice::Alert {
+            event: delivered, ..
+        }) = &n
+        else {
+            panic!()
+        };
+        let polled_again = delivered.clone();
+        let other = Event {
+            event_id: "aa".repeat(16),
+            issue_id: "4504981999".into(),
+            title: "TypeError".into(),
+            culprit: None,
+            level: None,
+            at: NOW - 20.0,
+            release: Some("shop-api@2".into()),
+            web_url: None,
+            files: Vec::new(),
+        };
+        let polled = store
+            .sentry_polled(&[polled_again, other.clone()], &[], NOW + 30.0)
+            .unwrap();
+        assert_eq!(
+            polled.new_events, 1,
+            "the delivered event is not counted again"
+        );
+        assert_eq!(polled.undescribed, ["4504981999"]);
+        // The same page again (the next poll's overlap) adds nothing.
+        let again = store.sentry_polled(&[other], &[], NOW + 60.0).unwrap();
+        assert_eq!(again, Polled::default());
+        assert_eq!(
+            store.sentry_events_all(NOW - 600.0, NOW + 600.0).unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .sentry_events_by_release(NOW - 600.0, NOW + 600.0, 10)
+                .unwrap(),
+            [
+                ("shop-api@2".to_owned(), 1),
+                ("shop-api@9c1e2f0".to_owned(), 1)
+            ]
+        );
+        // Its details, fetched from the API, describe the issue; it is no longer undescribed.
+        let details = crate::sentry::read_issue_details(&crate::sentry::testing::payload(
+            "issue_details.json",
+        ))
+        .unwrap();
+        store.sentry_polled(&[], &[details], NOW + 61.0).unwrap();
+        let issue = store.sentry_issue("SHOP-API-3F").unwrap().unwrap();
+        assert_eq!(issue.id, "4504981999");
+        let source: String = store
+            .conn
+            .query_row(
+                "SELECT source FROM sentry_issues WHERE id = '4504981999'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(source, "api");
     }
 }

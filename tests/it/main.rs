@@ -22,3 +22,4 @@ mod rollback;
 mod scenarios;
 mod scrape;
 mod sentry;
+mod sentry_poll;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-const TOKEN: &str = "rollback-token-0123456789";
+pub(super) const TOKEN: &str = "rollback-token-0123456789";
 
 pub(super) fn now() -> f64 {
     SystemTime::now()
@@ -114,7 +114,7 @@ pub(super) struct World {
     pub(super) repo: PathBuf,
     pub(super) live: PathBuf,
     log: PathBuf,
-    config: PathBuf,
+    pub(super) config: PathBuf,
     daemon: Child,
     pub(super) api: String,
     /// The app's address.

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, SentryPollStatus};
 use crate::core::evidence::Counts;
 use crate::sentry::Issue as SentryIssue;
 use crate::sentry::{Notice, Verified};
@@ -15,6 +15,8 @@ const LOOK_BACK_SECS: f64 = 86_400.0;
 const COUNT_EVERY_SECS: f64 = 5.0;
 /// New issues `guardian status` lists at most.
 const SHOWN: u32 = 20;
+/// Releases shown on each side of a change, at most.
+const RELEASES_SHOWN: u32 = 3;
 
 /// What `guardian status` shows of Sentry, when `[daemon.sentry]` is set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,13 +30,63 @@ pub struct SentryStatus {
     /// ... of this many.
     #[serde(default)]
     pub new_issues_total: u64,
+    /// Sentry's API polled for events, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<SentryPollStatus>,
+    /// Events per release since the watched change landed, and over as long before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub releases: Option<ReleaseEvents>,
+}
+
+/// Events per release (those whose events say theirs) after a change and over as long before
+/// it: the release being watched against the one before, when Sentry is told releases.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseEvents {
+    /// `[change, change + span)` and `[change - span, change)`, seconds (at most a day).
+    pub span_secs: f64,
+    /// The releases with the most events, most first (at most 3 each).
+    pub after: Vec<(String, u64)>,
+    pub before: Vec<(String, u64)>,
+}
+
+impl ReleaseEvents {
+    /// Read from `store` for a change that landed at `change_at`, up to `to`; `None` when no
+    /// event said its release.
+    pub fn read(
+        store: &Store,
+        change_at: f64,
+        to: f64,
+    ) -> Result<Option<ReleaseEvents>, EngineError> {
+        let span = (to - change_at).clamp(0.0, LOOK_BACK_SECS);
+        let after = store.sentry_events_by_release(change_at, change_at + span, RELEASES_SHOWN)?;
+        let before = store.sentry_events_by_release(change_at - span, change_at, RELEASES_SHOWN)?;
+        Ok(
+            (!after.is_empty() || !before.is_empty()).then_some(ReleaseEvents {
+                span_secs: span,
+                after,
+                before,
+            }),
+        )
+    }
 }
 
 impl SentryStatus {
-    /// Read from `store`; `since`: when the watched change landed, if one is watched.
-    pub fn read(store: &Store, now: f64, since: Option<f64>) -> Result<SentryStatus, EngineError> {
+    /// Read from `store`; `since`: when the watched change landed, if one is watched; `poll`:
+    /// the poller's, from memory.
+    pub fn read(
+        store: &Store,
+        now: f64,
+        since: Option<f64>,
+        poll: Option<SentryPollStatus>,
+    ) -> Result<SentryStatus, EngineError> {
+        let releases = match since {
+            Some(change_at) => ReleaseEvents::read(store, change_at, now)?,
+            None => None,
+        };
         let since = since.unwrap_or(now - LOOK_BACK_SECS);
         Ok(SentryStatus {
+            poll,
+            releases,
             last_delivery_at: store.sentry_last_delivery()?,
             since,
             new_issues: store.sentry_issues_since(since, SHOWN)?,

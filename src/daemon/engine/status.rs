@@ -92,6 +92,8 @@ pub struct LiveStatus {
     pub scrapes: Vec<ScrapeStatus>,
     /// Whether Sentry's webhooks are configured (`[daemon.sentry]`).
     pub sentry: bool,
+    /// The poller of Sentry's API, when it is polled.
+    pub sentry_poll: Option<super::SentryPollStatus>,
     pub deploy_starting: Option<f64>,
     pub agent: Option<AgentStatus>,
     pub health: Option<HealthStatus>,
@@ -111,7 +113,12 @@ impl LiveStatus {
             false => None,
             true => {
                 let since = watching.as_ref().map(|w| w.record.landed_at);
-                Some(SentryStatus::read(store, self.now, since)?)
+                Some(SentryStatus::read(
+                    store,
+                    self.now,
+                    since,
+                    self.sentry_poll,
+                )?)
             }
         };
         Ok(Status {
@@ -194,6 +201,7 @@ impl Engine {
             sources,
             scrapes,
             sentry: self.settings.sentry.is_some(),
+            sentry_poll: self.sentry_poll_status(),
             deploy_starting: self.pending_deploy_start(now),
             agent: self.agent_live(now),
             health: self.health_live(now),
