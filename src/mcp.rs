@@ -96,6 +96,9 @@ struct ProposalArgs {
     /// whether it stopped after the deploy: a fix after which it goes on firing is
     /// `ineffective` and counts against its pattern), or another tracker's link.
     issue: Option<String>,
+    /// The feature flag the change is behind, if it is behind one: if it regresses, guardian
+    /// turns the flag off first and reverts only if that did not help.
+    flag: Option<String>,
     /// The tests were run and passed.
     #[serde(default)]
     tests_run: bool,
@@ -110,6 +113,7 @@ impl ProposalArgs {
             summary: self.summary,
             issue_url: None,
             issue: self.issue,
+            flag: self.flag,
             tests_run: self.tests_run,
             base: self.base,
             commit: self.commit,

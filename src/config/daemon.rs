@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 
 use super::{
-    AgentSettings, ConfigError, GateSettings, MailSettings, RawAgent, RawDaemon, RawGate,
-    RawLimits, RawMail, RawRollback, RawSentry, RollbackSettings, SentrySettings,
+    AgentSettings, ConfigError, FlagOffSettings, GateSettings, MailSettings, RawAgent, RawDaemon,
+    RawFlagOff, RawGate, RawLimits, RawMail, RawRollback, RawSentry, RollbackSettings,
+    SentrySettings,
 };
 
 const DAEMON: &str = "daemon";
@@ -40,6 +41,9 @@ pub struct DaemonSettings {
     pub sentry: Option<SentrySettings>,
     /// The agent run on Sentry's issues (`[daemon.agent]`); `None`: no agent is run.
     pub agent: Option<AgentSettings>,
+    /// Turning a change's feature flag off before reverting it, and on request
+    /// (`[daemon.flag_off]`); `None`: never.
+    pub flag_off: Option<FlagOffSettings>,
 }
 
 /// Per-token request rates (`[daemon.limits]`): the agent's and each approver's token has a
@@ -199,6 +203,7 @@ impl RawDaemon {
             .agent
             .map(|a: RawAgent| a.validate(sentry.as_ref(), gate.as_ref()))
             .transpose()?;
+        let flag_off = self.flag_off.map(RawFlagOff::validate).transpose()?;
         let limits = self.limits.unwrap_or_default().validate()?;
         let defaults = OnInconclusive::default();
         let policy =
@@ -282,6 +287,7 @@ impl RawDaemon {
             ..r
         });
         Ok(DaemonSettings {
+            flag_off,
             agent,
             sentry,
             gate,
@@ -370,7 +376,7 @@ mod tests {
               |
             2 | listen_on = "x"
               | ^^^^^^^^^
-            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
+            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `flag_off`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
         let d = Config::parse("[daemon]\non_inconclusive = { human = \"extend\" }\n")
             .unwrap()
             .daemon

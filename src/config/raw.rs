@@ -35,6 +35,24 @@ pub struct RawDaemon {
     pub limits: Option<RawLimits>,
     pub sentry: Option<RawSentry>,
     pub agent: Option<RawAgent>,
+    pub flag_off: Option<RawFlagOff>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlagOff {
+    pub url: Option<String>,
+    pub method: Option<String>,
+    pub body: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub timeout_secs: Option<i64>,
+    pub file: Option<PathBuf>,
+    pub flags: Option<Vec<String>>,
+    pub max_per_hour: Option<i64>,
+    pub cooldown_secs: Option<i64>,
+    pub verify_secs: Option<i64>,
+    pub shadow: Option<bool>,
+    pub roles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

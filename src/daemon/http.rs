@@ -1366,6 +1366,7 @@ pub(super) mod tests {
             summary: "give checkout more time".into(),
             issue_url: None,
             issue: None,
+            flag: None,
             tests_run: true,
             base: base.clone(),
             commit: None,
@@ -1404,6 +1405,7 @@ pub(super) mod tests {
             proposal: None,
             deploy_started_at: None,
             issue: None,
+            flag: None,
         };
         let change: ChangeView = wire
             .call("POST /v1/changes", "/v1/changes", admin, &json(&notified))
