@@ -124,6 +124,15 @@ impl ProposalArgs {
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
+struct FlagOffArgs {
+    /// The feature flag to turn off, e.g. `new-checkout-total`.
+    flag: String,
+    /// Why, in one line (the issue, the errors seen): it goes on the audit trail and to the
+    /// on-call email.
+    reason: String,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
 struct ProposalId {
     /// The proposal's id, as `propose` answered it: `prp_` and 12 hex digits.
     id: String,
@@ -235,6 +244,21 @@ impl Door {
             .take(INCIDENTS)
             .collect();
         CallToolResult::success(vec![ContentBlock::text(to_value(incidents).to_string())])
+    }
+
+    #[tool(
+        description = "Turns a feature flag off now, without a deploy: for a regression you \
+                       can stop by switching its feature off. Only flags on the operator's \
+                       allow-list, within its rate limit and cool-down; every request, refused \
+                       or done, is on the audit trail and emailed. A refusal says why and \
+                       nothing is done."
+    )]
+    async fn flag_off(&self, Parameters(a): Parameters<FlagOffArgs>) -> CallToolResult {
+        self.call(Call::Post(
+            "/v1/actions/flag_off".into(),
+            json!({ "flag": a.flag, "reason": a.reason }),
+        ))
+        .await
     }
 
     #[tool(
