@@ -39,8 +39,8 @@ use serde_json::Value;
 
 pub use crate::core::{BaselinePreview, Report};
 pub use crate::daemon::engine::{
-    AgentStatus, ChangeRequest, ChangeView, FlagOffAnswer, FlagOffRequest, PathCheck,
-    ProposalRequest, ProposalView, ScrapeStatus, SentryStatus, SourceStatus, Status,
+    AgentStatus, ChangeRequest, ChangeView, FlagOffAnswer, FlagOffRequest, FlagOffStatus,
+    PathCheck, ProposalRequest, ProposalView, ScrapeStatus, SentryStatus, SourceStatus, Status,
 };
 pub use crate::gate::ledger::{Level, PatternTrust};
 pub use crate::gate::proposals::{ProposalRecord, ProposalState};

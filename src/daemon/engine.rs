@@ -37,7 +37,7 @@ pub use sentry::{NamedIssue, SentryStatus};
 use snapshot::{load_snapshot, SavedPhase, Snapshot};
 use sources::Source;
 pub use sources::SourceView;
-pub use status::{LiveStatus, ScrapeStatus, SourceStatus, Status};
+pub use status::{FlagOffStatus, LiveStatus, ScrapeStatus, SourceStatus, Status};
 
 /// The core's saved state, beside the database.
 const SNAPSHOT_FILE: &str = "core-state.json";

@@ -71,6 +71,19 @@ pub struct Status {
     /// The agent's runs, when `[daemon.agent]` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentStatus>,
+    /// The flag_off action's track record, when `[daemon.flag_off]` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag_off: Option<FlagOffStatus>,
+}
+
+/// The flag_off action's track record: how its attempts ended, and the latest few.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FlagOffStatus {
+    pub tally: crate::store::FlagTally,
+    pub max_per_hour: u32,
+    pub shadow: bool,
+    /// The latest attempts, newest first.
+    pub recent: Vec<crate::store::FlagAction>,
 }
 
 /// What `guardian status` shows that lives in the engine's memory (see
@@ -89,6 +102,8 @@ pub struct LiveStatus {
     pub sentry: bool,
     pub deploy_starting: Option<f64>,
     pub agent: Option<AgentStatus>,
+    /// `[daemon.flag_off]`'s `max_per_hour` and `shadow`, when it is set.
+    pub flag_off: Option<(u32, bool)>,
 }
 
 impl LiveStatus {
@@ -125,6 +140,15 @@ impl LiveStatus {
             sentry,
             deploy_starting: self.deploy_starting,
             agent: self.agent.map(|a| a.complete(store)).transpose()?,
+            flag_off: match self.flag_off {
+                None => None,
+                Some((max_per_hour, shadow)) => Some(FlagOffStatus {
+                    tally: store.flag_tally()?,
+                    max_per_hour,
+                    shadow,
+                    recent: store.recent_flag_actions(5)?,
+                }),
+            },
         })
     }
 }
@@ -189,6 +213,11 @@ impl Engine {
             sentry: self.settings.sentry.is_some(),
             deploy_starting: self.pending_deploy_start(now),
             agent: self.agent_live(now),
+            flag_off: self
+                .settings
+                .flag_off
+                .as_ref()
+                .map(|f| (f.max_per_hour, f.shadow)),
         }
     }
 }
