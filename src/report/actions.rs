@@ -299,6 +299,11 @@ fn nothing_done(w: &mut String, change: &ChangeRecord) {
             change.id
         ),
         ChangeState::RollingBack => "  Reverting and redeploying now.".to_owned(),
+        ChangeState::FlaggedOff | ChangeState::FlaggingOff => format!(
+            "  Turned the change's feature flag {} off (under Feature flag, below); reverted \
+             nothing and redeployed nothing.",
+            change.flag.as_deref().unwrap_or("?")
+        ),
         _ => "  Nothing: guardian only acts on a change that made things worse.".to_owned(),
     };
     let _ = writeln!(w, "{text}");

@@ -83,7 +83,7 @@ pub fn render_alert(service: &str, change: &ChangeRecord, rollback: Option<&Valu
         field(w, "Summary", summary);
     }
     if let Some(flag) = &change.flag {
-        field(w, "Feature flag", flag);
+        field(w, "Flag", flag);
     }
     field(w, "Landed", &when(change.landed_at));
     field(w, "Service", service);

@@ -10,6 +10,7 @@ mod config_file;
 mod daemon;
 mod demo;
 mod fixes;
+mod flags;
 mod gate;
 mod judge;
 mod mcp;
