@@ -39,15 +39,15 @@ use serde_json::Value;
 
 pub use crate::core::{BaselinePreview, Report};
 pub use crate::daemon::engine::{
-    AgentStatus, ChangeRequest, ChangeView, HealthStatus, HealthTrack, PathCheck, ProposalRequest,
-    ProposalView, ReleaseEvents, ScrapeStatus, SentryPollStatus, SentryStatus, SourceStatus,
-    Status,
+    AgentStatus, ChangeRequest, ChangeView, FlagOffAnswer, FlagOffRequest, FlagOffStatus,
+    HealthStatus, HealthTrack, PathCheck, ProposalRequest, ProposalView, ReleaseEvents,
+    ScrapeStatus, SentryPollStatus, SentryStatus, SourceStatus, Status,
 };
 pub use crate::gate::actions::{ActionTrack, Setback};
 pub use crate::gate::ledger::{Level, PatternTrust};
 pub use crate::gate::proposals::{ProposalRecord, ProposalState};
 pub use crate::sentry::Issue as SentryIssue;
-pub use crate::store::{ChangeKind, ChangeRecord, ChangeState};
+pub use crate::store::{ChangeKind, ChangeRecord, ChangeState, FlagAction, FlagTally};
 pub use crate::tail::{Position, TailStatus};
 pub use crate::trust::{Assessment, Decision, DiffFacts, Effect, Factor, Risk, RuleHit};
 

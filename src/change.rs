@@ -96,6 +96,12 @@ change_states! {
     Superseded = "superseded", final = true;
     /// The watch could not finish (e.g. the daemon was down through the window).
     Interrupted = "interrupted", final = true;
+    /// Turning the change's feature flag off (`[daemon.flag_off]`), then checking that the
+    /// service is back to its baseline; reverted next if that did not help.
+    FlaggingOff = "flagging_off", final = false;
+    /// Mitigated by turning its feature flag off: the service is back to its baseline, and the
+    /// change's code is still deployed, behind the flag.
+    FlaggedOff = "flagged_off", final = true;
     /// Reverting the change and running the redeploy hook.
     RollingBack = "rolling_back", final = false;
     /// Reverted and redeployed; checking that the service is back to its baseline.
@@ -114,8 +120,12 @@ impl ChangeState {
     pub fn may_become(self, next: ChangeState) -> bool {
         use ChangeState::*;
         match self {
-            Watching => !matches!(next, RollingBack | Verifying | RolledBack | Escalated),
-            Regressed => matches!(next, Regressed | RollingBack | Escalated),
+            Watching => !matches!(
+                next,
+                FlaggingOff | FlaggedOff | RollingBack | Verifying | RolledBack | Escalated
+            ),
+            Regressed => matches!(next, Regressed | FlaggingOff | RollingBack | Escalated),
+            FlaggingOff => matches!(next, FlaggingOff | FlaggedOff | RollingBack | Escalated),
             RollingBack => matches!(next, RollingBack | Verifying | Escalated),
             Verifying => matches!(next, Verifying | RolledBack | Escalated),
             _ => false,
@@ -240,6 +250,14 @@ event_kinds! {
     /// The health check passed again after failing, without a verified restart (on its own, or
     /// by a person's hand).
     HealthRecovered = "health_recovered";
+    /// A feature flag turned off (`[daemon.flag_off]`), for a regressed change or at a role's
+    /// request: the flag, who asked, what was done and how it ended.
+    FlagOff = "flag_off";
+    /// What shadow mode would have done with a feature flag, and did not.
+    ShadowFlagOff = "shadow_flag_off";
+    /// A flag not turned off: outside the allow-list, past the rate limit or the cool-down, a
+    /// role without the right, or flag_off not configured; and why.
+    FlagOffRefused = "flag_off_refused";
 }
 
 impl fmt::Display for EventKind {
@@ -384,7 +402,10 @@ mod tests {
             restart_verified
             restart_escalated
             restart_shadow
-            health_recovered"#]]
+            health_recovered
+            flag_off
+            shadow_flag_off
+            flag_off_refused"#]]
         .assert_eq(&texts.join("\n"));
         for kind in EventKind::ALL {
             assert_eq!(

@@ -47,6 +47,10 @@ pub struct ProposeArgs {
     /// `ineffective` and counts against its pattern), or another tracker's link.
     #[arg(long, value_name = "ISSUE")]
     pub issue: Option<String>,
+    /// The feature flag the change is behind: if it regresses, guardian turns the flag off
+    /// first ([daemon.flag_off]) and reverts only if that did not help.
+    #[arg(long, value_name = "NAME")]
+    pub flag: Option<String>,
     /// The tests were run and passed.
     #[arg(long)]
     pub tests_run: bool,
@@ -122,6 +126,7 @@ pub fn propose(args: &ProposeArgs) -> Result<u8> {
         summary: args.summary.clone(),
         issue_url: None,
         issue: args.issue.clone(),
+        flag: args.flag.clone(),
         tests_run: args.tests_run,
         base,
         commit: Some(commit),

@@ -242,7 +242,7 @@ struct NotifyArgs {
     /// notify's deploy window begins now. Takes no commit.
     #[arg(
         long,
-        conflicts_with_all = ["commit", "kind", "pattern", "summary", "proposal", "deploy_started_at"]
+        conflicts_with_all = ["commit", "kind", "pattern", "summary", "proposal", "deploy_started_at", "flag"]
     )]
     starting: bool,
     /// Who wrote the change (human when not given).
@@ -262,6 +262,11 @@ struct NotifyArgs {
     /// whether it stopped, and a fix after which it goes on firing is `ineffective`.
     #[arg(long, value_name = "ISSUE")]
     issue: Option<String>,
+    /// The feature flag the change is behind: if it regresses, guardian turns the flag off
+    /// first ([daemon.flag_off], within its allow-list and limits) and reverts only if that
+    /// did not help.
+    #[arg(long, value_name = "NAME")]
+    flag: Option<String>,
     /// When the deploy began, in unix seconds (`date +%s` at the start of the hook): the
     /// traffic from then to now (the restart) is neither baseline nor watch. Without it, the
     /// daemon's deploy_guard_secs before now.
@@ -751,6 +756,7 @@ fn run_notify(args: &NotifyArgs) -> Result<u8> {
         proposal: args.proposal.clone(),
         deploy_started_at: args.deploy_started_at,
         issue: args.issue.clone(),
+        flag: args.flag.clone(),
     };
     match post(&format!("{base}/v1/changes"), &token, &request) {
         Ok(v) => {

@@ -96,6 +96,9 @@ struct ProposalArgs {
     /// whether it stopped after the deploy: a fix after which it goes on firing is
     /// `ineffective` and counts against its pattern), or another tracker's link.
     issue: Option<String>,
+    /// The feature flag the change is behind, if it is behind one: if it regresses, guardian
+    /// turns the flag off first and reverts only if that did not help.
+    flag: Option<String>,
     /// The tests were run and passed.
     #[serde(default)]
     tests_run: bool,
@@ -110,6 +113,7 @@ impl ProposalArgs {
             summary: self.summary,
             issue_url: None,
             issue: self.issue,
+            flag: self.flag,
             tests_run: self.tests_run,
             base: self.base,
             commit: self.commit,
@@ -117,6 +121,15 @@ impl ProposalArgs {
             kind: ChangeKind::Ai,
         }
     }
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+struct FlagOffArgs {
+    /// The feature flag to turn off, e.g. `new-checkout-total`.
+    flag: String,
+    /// Why, in one line (the issue, the errors seen): it goes on the audit trail and to the
+    /// on-call email.
+    reason: String,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -231,6 +244,21 @@ impl Door {
             .take(INCIDENTS)
             .collect();
         CallToolResult::success(vec![ContentBlock::text(to_value(incidents).to_string())])
+    }
+
+    #[tool(
+        description = "Turns a feature flag off now, without a deploy: for a regression you \
+                       can stop by switching its feature off. Only flags on the operator's \
+                       allow-list, within its rate limit and cool-down; every request, refused \
+                       or done, is on the audit trail and emailed. A refusal says why and \
+                       nothing is done."
+    )]
+    async fn flag_off(&self, Parameters(a): Parameters<FlagOffArgs>) -> CallToolResult {
+        self.call(Call::Post(
+            "/v1/actions/flag_off".into(),
+            json!({ "flag": a.flag, "reason": a.reason }),
+        ))
+        .await
     }
 
     #[tool(

@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 
 use super::{
-    AgentSettings, ConfigError, GateSettings, MailSettings, RawAgent, RawDaemon, RawGate,
-    RawLimits, RawMail, RawRollback, RawSentry, RollbackSettings, SentrySettings,
+    AgentSettings, ConfigError, FlagOffSettings, GateSettings, MailSettings, RawAgent, RawDaemon,
+    RawFlagOff, RawGate, RawLimits, RawMail, RawRollback, RawSentry, RollbackSettings,
+    SentrySettings,
 };
 
 const DAEMON: &str = "daemon";
@@ -42,6 +43,9 @@ pub struct DaemonSettings {
     pub agent: Option<AgentSettings>,
     /// The app's health check and its restart action (`[daemon.health]`); `None`: none.
     pub health: Option<super::HealthSettings>,
+    /// Turning a change's feature flag off before reverting it, and on request
+    /// (`[daemon.flag_off]`); `None`: never.
+    pub flag_off: Option<FlagOffSettings>,
 }
 
 /// Per-token request rates (`[daemon.limits]`): the agent's and each approver's token has a
@@ -201,6 +205,7 @@ impl RawDaemon {
             .agent
             .map(|a: RawAgent| a.validate(sentry.as_ref(), gate.as_ref()))
             .transpose()?;
+        let flag_off = self.flag_off.map(RawFlagOff::validate).transpose()?;
         let limits = self.limits.unwrap_or_default().validate()?;
         let defaults = OnInconclusive::default();
         let policy =
@@ -285,6 +290,7 @@ impl RawDaemon {
         });
         let health = self.health.map(super::RawHealth::validate).transpose()?;
         Ok(DaemonSettings {
+            flag_off,
             agent,
             health,
             sentry,
@@ -374,7 +380,7 @@ mod tests {
               |
             2 | listen_on = "x"
               | ^^^^^^^^^
-            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
+            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
         let d = Config::parse("[daemon]\non_inconclusive = { human = \"extend\" }\n")
             .unwrap()
             .daemon

@@ -5,7 +5,7 @@
 //! and says what is wrong with it, for a person to fix.
 //!
 //! One file per concern: `raw` is the file's mirror; `detector`, `input`, `daemon`,
-//! `rollback`, `mail`, `gate`, `sentry` and `agent` each hold a section's typed settings and its validation.
+//! `rollback`, `flag_off`, `mail`, `gate`, `sentry` and `agent` each hold a section's typed settings and its validation.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,13 +18,16 @@ pub use agent::{AgentSettings, DeniedPaths, SentryLevel};
 pub use daemon::{
     DaemonSettings, InconclusivePolicy, Limits, LogSource, OnInconclusive, ScrapeTarget,
 };
+pub use flag_off::{
+    check_flag_name, FlagList, FlagOffSettings, FlagRequester, FlagService, FlagTarget,
+};
 pub use gate::GateSettings;
 pub use health::{HealthSettings, RestartSettings};
 pub use input::InputSettings;
 pub use mail::{MailAuth, MailSecurity, MailSettings};
 pub use raw::{
-    RawAgent, RawAlphaSplit, RawConfig, RawDaemon, RawDetector, RawGate, RawInput, RawLimits,
-    RawLog, RawMail, RawOnInconclusive, RawRollback, RawScrape, RawSentry,
+    RawAgent, RawAlphaSplit, RawConfig, RawDaemon, RawDetector, RawFlagOff, RawGate, RawInput,
+    RawLimits, RawLog, RawMail, RawOnInconclusive, RawRollback, RawScrape, RawSentry,
 };
 pub use raw::{RawHealth, RawRestart};
 pub use rollback::RollbackSettings;
@@ -33,6 +36,7 @@ pub use sentry::{SentryApiSettings, SentryProject, SentrySettings};
 mod agent;
 mod daemon;
 mod detector;
+mod flag_off;
 mod gate;
 mod health;
 mod input;
@@ -232,7 +236,7 @@ mod tests {
               |
             2 | port = 1
               | ^^^^
-            unknown field `port`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`"#]].assert_eq(&err("[daemon]\nport = 1"));
+            unknown field `port`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`"#]].assert_eq(&err("[daemon]\nport = 1"));
         expect![[r#"
             TOML parse error at line 1, column 2
               |

@@ -36,6 +36,7 @@ pub struct RawDaemon {
     pub sentry: Option<RawSentry>,
     pub agent: Option<RawAgent>,
     pub health: Option<RawHealth>,
+    pub flag_off: Option<RawFlagOff>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +58,23 @@ pub struct RawRestart {
     pub cooldown_secs: Option<i64>,
     pub verify_secs: Option<i64>,
     pub shadow: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlagOff {
+    pub url: Option<String>,
+    pub method: Option<String>,
+    pub body: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub timeout_secs: Option<i64>,
+    pub file: Option<PathBuf>,
+    pub flags: Option<Vec<String>>,
+    pub max_per_hour: Option<i64>,
+    pub cooldown_secs: Option<i64>,
+    pub verify_secs: Option<i64>,
+    pub shadow: Option<bool>,
+    pub roles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -19,6 +19,7 @@ use super::actions::{Action, Outcome};
 use super::supervisor::{Effect, Phase, Remediation, Supervisor, Watched};
 
 mod agent;
+mod flags;
 mod gate;
 mod health;
 mod request;
@@ -28,6 +29,7 @@ mod snapshot;
 mod sources;
 mod status;
 pub use agent::{AgentStatus, RunningAgent};
+pub use flags::{FlagJob, FlagOffAnswer, FlagOffRequest, FlagRefused};
 pub use gate::{
     judge, link_page, load_policy, proposal_view, trust_ledger, DeployJob, DeployReport, Judged,
     PathCheck, ProposalRequest, ProposalView, TrustRules,
@@ -39,7 +41,7 @@ pub use sentry_poll::SentryPollStatus;
 use snapshot::{load_snapshot, SavedPhase, Snapshot};
 use sources::Source;
 pub use sources::SourceView;
-pub use status::{LiveStatus, ScrapeStatus, SourceStatus, Status};
+pub use status::{FlagOffStatus, LiveStatus, ScrapeStatus, SourceStatus, Status};
 
 /// The core's saved state, beside the database.
 const SNAPSHOT_FILE: &str = "core-state.json";
@@ -99,6 +101,10 @@ pub struct Engine {
     action: Option<std::sync::Arc<dyn Action>>,
     /// A remediation the supervisor decided on, for the owner to start as a job.
     due: Option<Remediation>,
+    /// What turns a flag off, when `[daemon.flag_off]` is set.
+    flag_action: Option<std::sync::Arc<super::actions::flag_off::FlagOff>>,
+    /// Flags to turn off at a role's request, for the owner to start as jobs.
+    flag_jobs: Vec<flags::FlagJob>,
     /// When a deploy said it was starting (`POST /v1/deploys`) and no change has landed since:
     /// the next notification's deploy window begins there unless it says otherwise.
     deploy_begun: Option<f64>,
@@ -274,6 +280,7 @@ impl Engine {
                 now,
             )?;
         }
+        let flagging = flags::cut_short(&mut store, now)?;
         let mut escalated = Vec::new();
         for change in store.unfinished()? {
             if resumed.as_ref().is_some_and(|w| w.id == change.id) {
@@ -299,6 +306,19 @@ impl Engine {
                 ),
             };
             let note = match state {
+                ChangeState::Escalated if change.state == ChangeState::FlaggingOff => {
+                    let flag = flagging
+                        .iter()
+                        .find(|(id, _)| *id == change.id)
+                        .map(|(_, f)| f.as_str())
+                        .or(change.flag.as_deref())
+                        .unwrap_or("?");
+                    format!(
+                        "guardian stopped while turning flag {flag} off or checking whether that \
+                         helped; it was not done again: check whether the flag is off and the \
+                         service recovered (the change's code is still deployed)"
+                    )
+                }
                 ChangeState::Escalated => {
                     cut_short(&note, settings, &change.id, stopped_hook.is_some())
                 }
@@ -376,9 +396,13 @@ impl Engine {
             config: config.clone(),
             action: super::actions::from_settings(settings),
             due: None,
+            flag_action: super::actions::flag_off_from_settings(settings),
+            flag_jobs: Vec::new(),
             deploy_begun: None,
             settings: settings.clone(),
-            supervisor: Supervisor::resumed(monitor, phase, settings),
+            supervisor: Supervisor::resumed(monitor, phase, settings).with_flag_ledger(
+                super::flag_limits::FlagLedger::new(store.flags_turned_off_since(now - 86_400.0)?),
+            ),
             store,
             sources,
         };
@@ -481,6 +505,12 @@ impl Engine {
             (None, Some(p)) => self.store.get_proposal(p)?.sentry_issue,
             (None, None) => None,
         };
+        // The flag a proposal declared is the change's, unless the notification names one.
+        let flag = match (&request.flag, &request.proposal) {
+            (Some(flag), _) => Some(flag.clone()),
+            (None, Some(p)) => self.store.get_proposal(p)?.flag,
+            (None, None) => None,
+        };
         let record = self.store.insert_change(
             &NewChange {
                 commit: request.commit.trim().to_owned(),
@@ -489,6 +519,7 @@ impl Engine {
                 summary: request.summary.clone(),
                 landed_at: now,
                 fixes_issue,
+                flag,
             },
             now,
         )?;
@@ -537,8 +568,15 @@ impl Engine {
     /// owner to run as a job and report back with [`Engine::remedied`]. Taken once.
     pub fn remediation_due(&mut self) -> Option<(Remediation, std::sync::Arc<dyn Action>)> {
         let job = self.due.take()?;
-        match &self.action {
-            Some(action) => Some((job, action.clone())),
+        let action = match &job.remedy {
+            super::supervisor::Remedy::Revert => self.action.clone(),
+            super::supervisor::Remedy::FlagOff { .. } => self
+                .flag_action
+                .clone()
+                .map(|a| a as std::sync::Arc<dyn Action>),
+        };
+        match action {
+            Some(action) => Some((job, action)),
             None => {
                 // The supervisor remediates only when an action is configured; a reload that
                 // removed it in between leaves the change to a person.
@@ -596,6 +634,12 @@ impl Engine {
                 } => self.store.record_event(&change_id, kind, &detail, now)?,
                 Effect::Alert { change_id } => self.alert(&change_id, now)?,
                 Effect::Remediate(job) => self.due = Some(job),
+                Effect::FlagOff {
+                    change_id,
+                    flag,
+                    outcome,
+                    note,
+                } => self.record_flag_off(&change_id, &flag, outcome, &note, now)?,
                 Effect::Save { report } => {
                     if let Some((id, report)) = report {
                         self.store.update_report(&id, &report_json(&report), now)?;
@@ -658,6 +702,11 @@ impl Engine {
                     ),
                 );
             }
+        }
+        let flag_offs = self.store.flag_actions_for(id)?;
+        if !flag_offs.is_empty() {
+            email.text_body =
+                before_signature(&email.text_body, &crate::report::flag_paragraph(&flag_offs));
         }
         email.text_body = self.with_checkpoint(&email.text_body, now)?;
         crate::report::enqueue(&mut self.store, &mail, Some(id), &email, now)?;
@@ -803,6 +852,7 @@ impl Engine {
             .monitor_mut()
             .reconfigure(config.detector.clone());
         self.action = super::actions::from_settings(&self.settings);
+        self.flag_action = super::actions::flag_off_from_settings(&self.settings);
         let tokens = |g: &Option<crate::config::GateSettings>| {
             g.as_ref()
                 .map(|g| (g.agent_token_file.clone(), g.approvers.clone()))
@@ -864,6 +914,7 @@ pub(super) fn watched(record: &ChangeRecord) -> Watched {
         commit: record.commit.clone(),
         pattern: record.pattern.clone(),
         fixes: record.fixes_issue.clone(),
+        flag: record.flag.clone(),
     }
 }
 
@@ -980,6 +1031,7 @@ mod tests {
                     summary: None,
                     landed_at: T0,
                     fixes_issue: None,
+                    flag: None,
                 },
                 T0,
             )
@@ -1014,6 +1066,86 @@ mod tests {
         assert!(
             text.contains("check whether the service runs the revert and recovered"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_flag_off_cut_short_by_a_restart_is_handed_to_a_person_and_never_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(&format!(
+            "[daemon]\nstate_dir = {:?}\n[daemon.mail]\nfrom = \"g@example.com\"\n\
+             to = [\"oncall@example.com\"]\nsmtp_host = \"127.0.0.1\"\nsecurity = \"none\"\n\
+             [daemon.flag_off]\nfile = \"/srv/app/flags.json\"\nflags = [\"new-*\"]\n\
+             max_per_hour = 1\n",
+            dir.path()
+        ))
+        .unwrap();
+        let settings = config.daemon.clone().unwrap();
+        let mut store = Store::open_in_memory().unwrap();
+        let change = store
+            .insert_change(
+                &NewChange {
+                    commit: "abc1234".into(),
+                    kind: ChangeKind::Human,
+                    pattern: None,
+                    summary: None,
+                    landed_at: T0,
+                    fixes_issue: None,
+                    flag: Some("new-total".into()),
+                },
+                T0,
+            )
+            .unwrap();
+        for state in [ChangeState::Regressed, ChangeState::FlaggingOff] {
+            store
+                .set_state(&change.id, state, None, None, None, T0 + 60.0)
+                .unwrap();
+        }
+        store
+            .flag_action_started(
+                &crate::store::NewFlagAction {
+                    flag: "new-total",
+                    change_id: Some(&change.id),
+                    requested_by: "guardian",
+                    reason: "regressed",
+                    outcome: crate::daemon::supervisor::FlagOutcome::Running,
+                    note: "",
+                },
+                T0 + 60.0,
+            )
+            .unwrap();
+
+        let mut e = Engine::with_store(&config, &settings, store, T0 + 120.0).unwrap();
+        let record = e.store.get_change(&change.id).unwrap().unwrap();
+        assert_eq!(record.state, ChangeState::Escalated);
+        let note = record.note.unwrap();
+        assert!(
+            note.contains("guardian stopped while turning flag new-total off"),
+            "{note}"
+        );
+        let actions = e.store.flag_actions_for(&change.id).unwrap();
+        assert_eq!(
+            actions[0].outcome,
+            crate::daemon::supervisor::FlagOutcome::CutShort
+        );
+        assert!(e.remediation_due().is_none() && e.flag_jobs_due().is_empty());
+        // What was turned off before the restart still counts against the hour's limit.
+        let asked = e
+            .request_flag_off(
+                &crate::gate::roles::Role::Admin,
+                &FlagOffRequest {
+                    flag: "new-search".into(),
+                    reason: "checkout errors".into(),
+                },
+                T0 + 130.0,
+            )
+            .unwrap();
+        assert_eq!(asked.unwrap_err().0.code(), "rate_limited");
+        let emails = e.store.queued_emails(10).unwrap();
+        assert!(
+            emails[0].body.contains("Feature flag\n------------"),
+            "{}",
+            emails[0].body
         );
     }
 

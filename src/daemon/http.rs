@@ -29,12 +29,13 @@ use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, Quota};
 use sha2::{Digest, Sha256};
 
-use super::engine::{judge, Engine, EngineError};
+use super::engine::{judge, Engine, EngineError, FlagRefused};
 use super::owner::{self, Owner};
 use super::refusals::{Refusal, Refusals};
 use crate::api::{
-    Accepted, ChangeRecord, ChangeRequest, ChangeView, DecisionRequest, ErrorAnswer, PatternTrust,
-    PauseRequest, PauseState, ProposalRecord, ProposalRequest, ProposalView, Status, WhoAmI,
+    Accepted, ChangeRecord, ChangeRequest, ChangeView, DecisionRequest, ErrorAnswer,
+    FlagOffRequest, PatternTrust, PauseRequest, PauseState, ProposalRecord, ProposalRequest,
+    ProposalView, Status, WhoAmI,
 };
 use crate::config::Limits;
 use crate::display;
@@ -377,6 +378,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/trust/actions", get(trust_actions))
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
+        .route("/v1/actions/flag_off", post(flag_off))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -450,6 +452,7 @@ pub async fn allow(api: &Api, role: &Role, action: Action) -> Result<(), ApiErro
         Action::Notify => "notify deploys",
         Action::Observe => "push observations",
         Action::Pause => "pause or resume unattended deploys",
+        Action::FlagOff => "turn feature flags off",
     };
     Err(ApiError(
         StatusCode::FORBIDDEN,
@@ -975,6 +978,62 @@ async fn resume(
     switch(api, role, body, false).await
 }
 
+/// `POST /v1/actions/flag_off`: a role asks for a feature flag to be turned off. 202 while it
+/// is turned off in a job, 200 in shadow mode; refused with a status that says why (403 a flag
+/// outside the allow-list or a role without the right, 429 with `Retry-After` past the rate
+/// limit or in the cool-down, 409 during a remediation, 404 when flag_off is not configured),
+/// the refusal on the audit trail and nothing done.
+async fn flag_off(
+    State(api): State<Api>,
+    Extension(role): Extension<Role>,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = allow(&api, &role, Action::FlagOff).await {
+        return e.into_response();
+    }
+    let request: FlagOffRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("bad flag_off request: {e} (send {{\"flag\": ..., \"reason\": ...}})"),
+            )
+            .into_response()
+        }
+    };
+    let now = (api.clock)();
+    let answer = with_engine(&api, move |e| e.request_flag_off(&role, &request, now)).await;
+    match answer {
+        Err(e) => e.into_response(),
+        Ok(Ok(answer)) => {
+            let status = match answer.outcome {
+                crate::daemon::supervisor::FlagOutcome::Running => StatusCode::ACCEPTED,
+                _ => StatusCode::OK,
+            };
+            (status, Json(answer)).into_response()
+        }
+        Ok(Err(FlagRefused(refusal))) => {
+            use crate::daemon::flag_limits::Refusal as R;
+            let status = match &refusal {
+                R::NotConfigured => StatusCode::NOT_FOUND,
+                R::NotAllowed { .. } | R::Role(_) => StatusCode::FORBIDDEN,
+                R::Busy(_) => StatusCode::CONFLICT,
+                R::RateLimited { .. } | R::CoolingDown { .. } => StatusCode::TOO_MANY_REQUESTS,
+            };
+            let error = format!("flag_off refused, nothing was done: {refusal}");
+            match refusal.retry_after() {
+                Some(wait) => (
+                    status,
+                    [(header::RETRY_AFTER, wait.to_string())],
+                    Json(ErrorAnswer { error }),
+                )
+                    .into_response(),
+                None => ApiError(status, error).into_response(),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -1071,6 +1130,122 @@ pub(super) mod tests {
             .await
             .unwrap();
         (status, bytes)
+    }
+
+    /// The flag_off attempts on the record, oldest first, as `outcome flag by`.
+    fn flag_record(dir: &std::path::Path) -> Vec<String> {
+        let store = crate::store::Store::open(&dir.join("state").join("guardian.db")).unwrap();
+        let mut actions = store.recent_flag_actions(100).unwrap();
+        actions.reverse();
+        actions
+            .iter()
+            .map(|a| format!("{} {} {}", a.outcome.as_str(), a.flag, a.requested_by))
+            .collect()
+    }
+
+    fn flags_config(dir: &std::path::Path, extra: &str) -> String {
+        format!(
+            "[daemon.flag_off]\nfile = {:?}\nflags = [\"new-*\"]\n{extra}",
+            dir.join("flags.json")
+        )
+    }
+
+    #[tokio::test]
+    async fn a_flag_outside_the_allow_list_is_refused_with_a_clear_message_and_nothing_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api_with(dir.path(), &flags_config(dir.path(), ""));
+        let body = r#"{"flag": "billing", "reason": "checkout errors since 10:02"}"#;
+        let (status, answer) = send(&api, "POST", "/v1/actions/flag_off", Some(AGENT), body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert_eq!(
+            answer["error"],
+            "flag_off refused, nothing was done: flag \"billing\" is not on the allow-list \
+             ([daemon.flag_off] flags = [\"new-*\"]): guardian turns no other flag off"
+        );
+        assert!(
+            !dir.path().join("flags.json").exists(),
+            "nothing was written"
+        );
+        assert_eq!(flag_record(dir.path()), ["refused billing agent"]);
+    }
+
+    #[tokio::test]
+    async fn a_flag_off_past_the_rate_limit_is_refused_with_when_to_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api_with(dir.path(), &flags_config(dir.path(), "max_per_hour = 1\n"));
+        let ask = |flag: &str| format!(r#"{{"flag": "{flag}", "reason": "checkout errors"}}"#);
+        let (status, answer) = send(
+            &api,
+            "POST",
+            "/v1/actions/flag_off",
+            Some(AGENT),
+            &ask("new-total"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(answer["outcome"], "running");
+        let (status, bytes) = send_raw(
+            &api,
+            "POST",
+            "/v1/actions/flag_off",
+            Some(AGENT),
+            &ask("new-search"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(
+                "flag_off refused, nothing was done: the rate limit is spent: 1 flag(s) turned \
+                 off in the last hour ([daemon.flag_off] max_per_hour = 1); the next may go in"
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            flag_record(dir.path()),
+            ["running new-total agent", "refused new-search agent"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_role_without_the_right_to_turn_flags_off_is_refused_and_nothing_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api_with(
+            dir.path(),
+            &flags_config(dir.path(), "roles = [\"approver\"]\n"),
+        );
+        let body = r#"{"flag": "new-total", "reason": "checkout errors"}"#;
+        let (status, answer) = send(&api, "POST", "/v1/actions/flag_off", Some(AGENT), body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert_eq!(
+            answer["error"],
+            "flag_off refused, nothing was done: the agent token may not turn flags off: \
+             [daemon.flag_off] roles does not include \"agent\""
+        );
+        let (status, answer) = send(&api, "POST", "/v1/actions/flag_off", Some(ALICE), body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(
+            flag_record(dir.path()),
+            [
+                "refused new-total agent",
+                "running new-total approver:alice"
+            ]
+        );
+        // Without [daemon.flag_off] there is nothing to ask for.
+        let other = tempfile::tempdir().unwrap();
+        let bare = api_with(other.path(), "");
+        let (status, answer) = send(&bare, "POST", "/v1/actions/flag_off", Some(AGENT), body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+        let (status, _) = send(
+            &bare,
+            "POST",
+            "/v1/actions/flag_off",
+            Some(AGENT),
+            r#"{"flag": "a b", "reason": "x"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]
@@ -1380,6 +1555,7 @@ pub(super) mod tests {
             summary: "give checkout more time".into(),
             issue_url: None,
             issue: None,
+            flag: None,
             tests_run: true,
             base: base.clone(),
             commit: None,
@@ -1418,6 +1594,7 @@ pub(super) mod tests {
             proposal: None,
             deploy_started_at: None,
             issue: None,
+            flag: None,
         };
         let change: ChangeView = wire
             .call("POST /v1/changes", "/v1/changes", admin, &json(&notified))

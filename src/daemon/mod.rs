@@ -8,6 +8,7 @@ pub mod actions;
 pub mod agent;
 pub mod deploy;
 pub mod engine;
+pub mod flag_limits;
 pub mod health;
 pub mod http;
 pub mod owner;
@@ -159,6 +160,30 @@ fn start_remediation(
     });
 }
 
+/// Turns a flag off at a role's request on a thread of its own (the flag service may take
+/// until its timeout) and hands the outcome to the engine.
+fn start_flag_off(owner: &Owner, job: engine::FlagJob, action: Arc<actions::flag_off::FlagOff>) {
+    tracing::warn!(
+        "turning flag {} off, asked by {}: {}",
+        job.flag,
+        job.requested_by,
+        job.reason
+    );
+    let owner = owner.clone();
+    std::thread::spawn(move || {
+        let report = action.turn_off(&job.flag);
+        match &report.error {
+            Some(error) => tracing::error!("flag {}: not turned off: {error}", job.flag),
+            None => tracing::info!("flag {} turned off", job.flag),
+        }
+        owner.tell(move |e| {
+            if let Err(err) = e.flag_job_finished(&job, &report, now()) {
+                tracing::error!("flag {}: cannot record the flag_off: {err}", job.flag);
+            }
+        });
+    });
+}
+
 fn start_deploy(owner: &Owner, job: engine::DeployJob, settings: crate::config::RollbackSettings) {
     tracing::info!(
         proposal_id = %job.proposal_id,
@@ -204,6 +229,9 @@ impl owner::Clockwork<Engine> for Clock {
         } else if let Some((job, settings)) = e.next_deploy(t)?.zip(e.rollback_settings().cloned())
         {
             start_deploy(owner, job, settings);
+        }
+        for (job, action) in e.flag_jobs_due() {
+            start_flag_off(owner, job, action);
         }
         if let Some(access) = &self.agent {
             for job in e.agents_due() {

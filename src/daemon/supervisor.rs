@@ -23,6 +23,8 @@ use crate::core::{
 use crate::report::units;
 use crate::sentry::{ClaimWatch, SentryWatch};
 
+use super::flag_limits::{FlagLedger, Refusal};
+
 /// How often the evidence of a change being watched is saved, and the core's state with it, so
 /// a restart resumes the watch.
 pub const SAVE_EVERY_SECS: f64 = 5.0;
@@ -43,6 +45,9 @@ pub struct Watched {
     pub pattern: Option<String>,
     /// The Sentry issue it claims to fix, if it names one.
     pub fixes: Option<String>,
+    /// The feature flag it is behind, if it declares one: turned off first when it regresses
+    /// (`[daemon.flag_off]`), reverted only if that did not help.
+    pub flag: Option<String>,
 }
 
 /// Where the supervisor stands.
@@ -59,7 +64,7 @@ pub enum Phase {
     Deploying(String),
 }
 
-/// What a remediation (today: git revert and redeploy) is asked to undo, and why.
+/// What a remediation is asked to undo, how, and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Remediation {
     pub change_id: String,
@@ -67,6 +72,79 @@ pub struct Remediation {
     pub commit: String,
     /// Why, in numbers: the regressed signals' evidence.
     pub reason: String,
+    /// Which action: git revert and redeploy, or the change's feature flag turned off.
+    pub remedy: Remedy,
+}
+
+/// The remediations the supervisor chooses between.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Remedy {
+    /// `git revert`, push, the redeploy hook (`[daemon.rollback]`).
+    Revert,
+    /// Turn the change's feature flag off (`[daemon.flag_off]`): seconds, no redeploy.
+    FlagOff { flag: String },
+}
+
+/// How a flag_off went, for its track record (`flag_actions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlagOutcome {
+    /// Being turned off, or checked.
+    Running,
+    /// Turned off and the service recovered.
+    Verified,
+    /// Turned off, and the service did not recover: the change was reverted next.
+    DidNotHelp,
+    /// The flag could not be turned off.
+    Failed,
+    /// Shadow mode: decided and recorded, nothing done.
+    Shadow,
+    /// Not turned off: outside the allow-list, the rate limit or the cool-down, or a role
+    /// without the right.
+    Refused,
+    /// Guardian stopped while it was under way; handed to a person, never redone blindly.
+    CutShort,
+    /// Turned off at a role's request (no change to check the recovery of).
+    Done,
+}
+
+impl FlagOutcome {
+    pub const ALL: [FlagOutcome; 8] = [
+        FlagOutcome::Running,
+        FlagOutcome::Verified,
+        FlagOutcome::DidNotHelp,
+        FlagOutcome::Failed,
+        FlagOutcome::Shadow,
+        FlagOutcome::Refused,
+        FlagOutcome::CutShort,
+        FlagOutcome::Done,
+    ];
+
+    /// The text stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlagOutcome::Running => "running",
+            FlagOutcome::Verified => "verified",
+            FlagOutcome::DidNotHelp => "did_not_help",
+            FlagOutcome::Failed => "failed",
+            FlagOutcome::Shadow => "shadow",
+            FlagOutcome::Refused => "refused",
+            FlagOutcome::CutShort => "cut_short",
+            FlagOutcome::Done => "done",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<FlagOutcome> {
+        FlagOutcome::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+}
+
+/// The flag being tried for the change being remediated, and the regression's reason (for the
+/// revert that follows if it does not help).
+#[derive(Clone, Debug, PartialEq)]
+struct FlagStage {
+    flag: String,
+    why: String,
 }
 
 /// How a remediation ended, as far as the decisions need it.
@@ -110,6 +188,14 @@ pub enum Effect {
     Remediate(Remediation),
     /// Save the evidence so far (when a change is being watched) and the core's state.
     Save { report: Option<(String, Report)> },
+    /// Record how a change's flag_off went, for its track record: `Running`, `Shadow` and
+    /// `Refused` begin a record, the others end the change's running one.
+    FlagOff {
+        change_id: String,
+        flag: String,
+        outcome: FlagOutcome,
+        note: String,
+    },
 }
 
 impl Effect {
@@ -147,6 +233,10 @@ pub struct Supervisor {
     sentry: Option<SentryWatch>,
     /// What became of the issue the change being watched claims to fix.
     claim: Option<ClaimWatch>,
+    /// The flags turned off lately, which bound the next (`flag_limits`).
+    flags: FlagLedger,
+    /// While a change's flag is being turned off or checked: which, and why.
+    flag_stage: Option<FlagStage>,
 }
 
 impl Supervisor {
@@ -158,7 +248,35 @@ impl Supervisor {
             saved_at: f64::NEG_INFINITY,
             sentry: None,
             claim: None,
+            flags: FlagLedger::default(),
+            flag_stage: None,
         }
+    }
+
+    /// The flags turned off lately, as the store remembers them (at start).
+    pub fn with_flag_ledger(mut self, flags: FlagLedger) -> Supervisor {
+        self.flags = flags;
+        self
+    }
+
+    /// Whether `flag` may be turned off now at a role's request (`POST /v1/actions/flag_off`);
+    /// if so it is counted against the bounds at once, so two requests cannot both pass.
+    /// Returns whether it is only to be recorded (shadow).
+    pub fn request_flag_off(
+        &mut self,
+        flag: &str,
+        now: f64,
+        rules: &DaemonSettings,
+    ) -> Result<bool, Refusal> {
+        let Some(settings) = &rules.flag_off else {
+            return Err(Refusal::NotConfigured);
+        };
+        if let Some(busy) = self.busy() {
+            return Err(Refusal::Busy(busy));
+        }
+        self.flags.check(flag, now, settings)?;
+        self.flags.record(flag, now);
+        Ok(settings.shadow)
     }
 
     /// A supervisor resumed after a restart: a change still being watched is judged on
@@ -386,7 +504,7 @@ impl Supervisor {
             return if due { vec![self.save(now)] } else { vec![] };
         }
         if verifying {
-            return self.recovery_checked(change, verdict, now);
+            return self.recovery_checked(change, verdict, now, rules);
         }
         let report = self.report();
         let still_firing = self
@@ -394,7 +512,7 @@ impl Supervisor {
             .as_ref()
             .is_some_and(|c| c.verdict() == ClaimVerdict::StillFiring);
         match verdict {
-            Verdict::Regressed => self.regressed(change, report, rules),
+            Verdict::Regressed => self.regressed(change, report, now, rules),
             // Not shown worse, and shown not to fix what it claims: no rollback, and a person
             // hears of it. (Whether the log's evidence was enough to call it harmless, the fix
             // is shown not to work: that is what its pattern's record must say.)
@@ -455,6 +573,9 @@ impl Supervisor {
         let Phase::Remediating(change) = self.phase.clone() else {
             return vec![];
         };
+        if let Some(stage) = self.flag_stage.clone() {
+            return self.flag_remedied(change, stage, outcome, now, rules);
+        }
         match outcome {
             Remedied::Failed(why) => {
                 self.phase = Phase::Idle;
@@ -467,14 +588,7 @@ impl Supervisor {
             }
             Remedied::Done(what) => {
                 let verify = rules.rollback.as_ref().map_or(120, |r| r.verify_secs);
-                self.monitor
-                    .verify_recovery(now + RECOVERY_SETTLE_SECS, verify);
-                // Sentry's events are judged again from the recovery's start, against the
-                // same baseline: a revert that did not stop them did not help.
-                self.sentry = self
-                    .sentry
-                    .as_ref()
-                    .map(|w| w.restarted(now + RECOVERY_SETTLE_SECS, verify));
+                self.check_recovery(now, verify);
                 let id = change.id.clone();
                 self.phase = Phase::Verifying(change);
                 vec![Effect::noted(
@@ -484,6 +598,94 @@ impl Supervisor {
                 )]
             }
         }
+    }
+
+    /// Watches the traffic from a moment after `now` for `verify` seconds, against the
+    /// baseline from before the change.
+    fn check_recovery(&mut self, now: f64, verify: u32) {
+        self.monitor
+            .verify_recovery(now + RECOVERY_SETTLE_SECS, verify);
+        // Sentry's events are judged again from the recovery's start, against the same
+        // baseline: a remediation that did not stop them did not help.
+        self.sentry = self
+            .sentry
+            .as_ref()
+            .map(|w| w.restarted(now + RECOVERY_SETTLE_SECS, verify));
+    }
+
+    /// The change's flag was turned off, or could not be: check the recovery, or revert.
+    fn flag_remedied(
+        &mut self,
+        change: Watched,
+        stage: FlagStage,
+        outcome: &Remedied,
+        now: f64,
+        rules: &DaemonSettings,
+    ) -> Vec<Effect> {
+        match outcome {
+            Remedied::Failed(why) => {
+                self.flag_stage = None;
+                let mut effects = vec![Effect::FlagOff {
+                    change_id: change.id.clone(),
+                    flag: stage.flag.clone(),
+                    outcome: FlagOutcome::Failed,
+                    note: why.clone(),
+                }];
+                let what = format!("turning flag {} off failed ({why})", stage.flag);
+                effects.extend(self.revert_after_flag(change, &what, stage.why, rules));
+                effects
+            }
+            Remedied::Done(what) => {
+                let verify = rules.flag_off.as_ref().map_or(60, |f| f.verify_secs);
+                self.check_recovery(now, verify);
+                let id = change.id.clone();
+                self.phase = Phase::Verifying(change);
+                vec![Effect::noted(
+                    &id,
+                    ChangeState::FlaggingOff,
+                    format!("{what}; checking recovery for {verify} s"),
+                )]
+            }
+        }
+    }
+
+    /// Turning the change's flag off did not do it: the usual path, a revert (or, with none
+    /// configured, a person).
+    fn revert_after_flag(
+        &mut self,
+        change: Watched,
+        what: &str,
+        why: String,
+        rules: &DaemonSettings,
+    ) -> Vec<Effect> {
+        if rules.rollback.is_none() {
+            self.phase = Phase::Idle;
+            return vec![
+                Effect::noted(
+                    &change.id,
+                    ChangeState::Escalated,
+                    format!("{what}; rollback is not configured, so a person must decide"),
+                ),
+                Effect::Alert {
+                    change_id: change.id,
+                },
+            ];
+        }
+        let effects = vec![
+            Effect::noted(
+                &change.id,
+                ChangeState::RollingBack,
+                format!("{what}; rolling back: {why}"),
+            ),
+            Effect::Remediate(Remediation {
+                change_id: change.id.clone(),
+                commit: change.commit.clone(),
+                reason: why,
+                remedy: Remedy::Revert,
+            }),
+        ];
+        self.phase = Phase::Remediating(change);
+        effects
     }
 
     /// An approved proposal's deploy starts, if nothing else is going on.
@@ -526,6 +728,7 @@ impl Supervisor {
         &mut self,
         change: Watched,
         report: Option<Report>,
+        now: f64,
         rules: &DaemonSettings,
     ) -> Vec<Effect> {
         let why = report.as_ref().map(reason).unwrap_or_default();
@@ -534,6 +737,56 @@ impl Supervisor {
             .gate
             .as_ref()
             .is_some_and(|g| g.is_shadow(change.pattern.as_deref()));
+        // A change behind a flag is first mitigated by turning the flag off: seconds, and no
+        // redeploy. Within the allow-list and the bounds only; otherwise the revert as usual.
+        if let (Some(flag), Some(settings)) = (change.flag.clone(), &rules.flag_off) {
+            match self.flags.check(&flag, now, settings) {
+                Err(refusal) => effects.push(Effect::FlagOff {
+                    change_id: change.id.clone(),
+                    flag,
+                    outcome: FlagOutcome::Refused,
+                    note: format!("not turned off: {refusal}; reverting instead"),
+                }),
+                Ok(()) if shadow || settings.shadow => {
+                    // Shadow mode: what would have been done goes on the record (and into the
+                    // email), nothing is turned off, and the revert path follows as configured.
+                    self.flags.record(&flag, now);
+                    effects.push(Effect::FlagOff {
+                        change_id: change.id.clone(),
+                        flag: flag.clone(),
+                        outcome: FlagOutcome::Shadow,
+                        note: format!(
+                            "shadow mode: would have turned flag {flag} off, checked the \
+                             recovery for {} s, and reverted only if that did not help",
+                            settings.verify_secs
+                        ),
+                    });
+                }
+                Ok(()) => {
+                    self.flags.record(&flag, now);
+                    effects.push(Effect::noted(
+                        &change.id,
+                        ChangeState::FlaggingOff,
+                        format!("turning flag {flag} off: {why}"),
+                    ));
+                    effects.push(Effect::FlagOff {
+                        change_id: change.id.clone(),
+                        flag: flag.clone(),
+                        outcome: FlagOutcome::Running,
+                        note: why.clone(),
+                    });
+                    effects.push(Effect::Remediate(Remediation {
+                        change_id: change.id.clone(),
+                        commit: change.commit.clone(),
+                        reason: why.clone(),
+                        remedy: Remedy::FlagOff { flag: flag.clone() },
+                    }));
+                    self.flag_stage = Some(FlagStage { flag, why });
+                    self.phase = Phase::Remediating(change);
+                    return effects;
+                }
+            }
+        }
         if rules.rollback.is_none() {
             // Nothing to undo it with: a person must know now.
             self.phase = Phase::Idle;
@@ -566,6 +819,7 @@ impl Supervisor {
                 change_id: change.id.clone(),
                 commit: change.commit.clone(),
                 reason: why,
+                remedy: Remedy::Revert,
             }));
             self.phase = Phase::Remediating(change);
         }
@@ -621,7 +875,16 @@ impl Supervisor {
 
     /// The recovery check ended: back to the baseline is done; still worse, or not shown
     /// back, goes to a person.
-    fn recovery_checked(&mut self, change: Watched, verdict: Verdict, _now: f64) -> Vec<Effect> {
+    fn recovery_checked(
+        &mut self,
+        change: Watched,
+        verdict: Verdict,
+        _now: f64,
+        rules: &DaemonSettings,
+    ) -> Vec<Effect> {
+        if let Some(stage) = self.flag_stage.take() {
+            return self.flag_checked(change, stage, verdict, rules);
+        }
         let report = self.report();
         let (state, note) = match verdict {
             Verdict::Healthy => (
@@ -660,6 +923,79 @@ impl Supervisor {
                 change_id: change.id,
             },
         ]
+    }
+}
+
+impl Supervisor {
+    /// The recovery check after the change's flag was turned off ended: back to the baseline
+    /// is mitigated, the code still deployed behind the flag; anything else, the revert.
+    fn flag_checked(
+        &mut self,
+        change: Watched,
+        stage: FlagStage,
+        verdict: Verdict,
+        rules: &DaemonSettings,
+    ) -> Vec<Effect> {
+        let report = self.report();
+        let check = Effect::Event {
+            change_id: change.id.clone(),
+            kind: EventKind::RecoveryCheck,
+            detail: serde_json::to_value(RecoveryCheck {
+                verdict,
+                report: report.clone(),
+            })
+            .expect("a report serializes"),
+        };
+        let flag = stage.flag.clone();
+        if verdict == Verdict::Healthy {
+            self.phase = Phase::Idle;
+            return vec![
+                check,
+                Effect::FlagOff {
+                    change_id: change.id.clone(),
+                    flag: flag.clone(),
+                    outcome: FlagOutcome::Verified,
+                    note: "the service is back to its baseline".to_owned(),
+                },
+                Effect::noted(
+                    &change.id,
+                    ChangeState::FlaggedOff,
+                    format!(
+                        "mitigated by turning flag {flag} off; the service is back to its \
+                         baseline; the change's code is still deployed, behind the flag"
+                    ),
+                ),
+                Effect::Alert {
+                    change_id: change.id,
+                },
+            ];
+        }
+        let how = match verdict {
+            Verdict::Regressed => format!(
+                "the service is still worse than before the change ({})",
+                report.as_ref().map(reason).unwrap_or_default()
+            ),
+            _ => format!(
+                "recovery could not be confirmed: {}",
+                report
+                    .as_ref()
+                    .map(unconfirmed_recovery)
+                    .unwrap_or_else(|| "no traffic after the redeploy".to_owned())
+                    .replace("after the redeploy", "after the flag was turned off")
+            ),
+        };
+        let mut effects = vec![
+            check,
+            Effect::FlagOff {
+                change_id: change.id.clone(),
+                flag: flag.clone(),
+                outcome: FlagOutcome::DidNotHelp,
+                note: how.clone(),
+            },
+        ];
+        let what = format!("turning flag {flag} off did not help: {how}");
+        effects.extend(self.revert_after_flag(change, &what, stage.why, rules));
+        effects
     }
 }
 
@@ -773,6 +1109,7 @@ mod tests {
             commit: format!("{id}-commit"),
             pattern: None,
             fixes: None,
+            flag: None,
         }
     }
 
@@ -814,7 +1151,16 @@ mod tests {
                     change_id, kind, ..
                 } => Some(format!("{change_id} event {}", kind.as_str())),
                 Effect::Alert { change_id } => Some(format!("{change_id} alert")),
-                Effect::Remediate(r) => Some(format!("{} remediate {}", r.change_id, r.commit)),
+                Effect::Remediate(r) => Some(match &r.remedy {
+                    Remedy::Revert => format!("{} remediate {}", r.change_id, r.commit),
+                    Remedy::FlagOff { flag } => format!("{} flag_off {flag}", r.change_id),
+                }),
+                Effect::FlagOff {
+                    change_id,
+                    flag,
+                    outcome,
+                    ..
+                } => Some(format!("{change_id} flag {flag} {}", outcome.as_str())),
                 Effect::Save { .. } => None,
             })
             .collect()
@@ -825,6 +1171,192 @@ mod tests {
         traffic(s, rules, T0 - 300.0, 300, 0.05);
         s.change_landed(change("c1", kind), Landing::at(T0), rules);
         traffic(s, rules, T0, 30, 0.5)
+    }
+
+    /// Rollback, and flags turned off from a file, `extra` added to `[daemon.flag_off]`.
+    fn with_flags(extra: &str) -> DaemonSettings {
+        rules(&format!(
+            "[daemon.rollback]\nrepo = \"/srv/app\"\nhook = [\"/bin/redeploy\"]\nverify_secs = 60\n\
+             [daemon.flag_off]\nfile = \"/srv/app/flags.json\"\nflags = [\"new-*\"]\n\
+             verify_secs = 30\n{extra}"
+        ))
+    }
+
+    /// A change behind `flag` that makes errors tenfold, on a service with a clean history.
+    fn a_bad_change_behind(s: &mut Supervisor, rules: &DaemonSettings, flag: &str) -> Vec<Effect> {
+        traffic(s, rules, T0 - 300.0, 300, 0.05);
+        let behind = Watched {
+            flag: Some(flag.into()),
+            ..change("c1", ChangeKind::Ai)
+        };
+        s.change_landed(behind, Landing::at(T0), rules);
+        traffic(s, rules, T0, 30, 0.5)
+    }
+
+    #[test]
+    fn a_regressed_change_behind_a_flag_is_mitigated_by_turning_it_off_and_never_reverted() {
+        let rules = with_flags("");
+        let mut s = supervisor();
+        let effects = a_bad_change_behind(&mut s, &rules, "new-total");
+        assert_eq!(
+            decisions(&effects),
+            [
+                "c1 regressed",
+                "c1 flagging_off",
+                "c1 flag new-total running",
+                "c1 flag_off new-total"
+            ]
+        );
+        assert_eq!(s.busy().as_deref(), Some("c1"));
+        // The flag is off a second later; the traffic is back at once.
+        let done = s.remedied(
+            &Remedied::Done("turned flag new-total off (the flag service answered 200)".into()),
+            T0 + 31.0,
+            &rules,
+        );
+        assert_eq!(decisions(&done), ["c1 flagging_off"]);
+        assert!(format!("{done:?}").contains("checking recovery for 30 s"));
+        let effects = traffic(&mut s, &rules, T0 + 31.0, 40, 0.05);
+        assert_eq!(
+            decisions(&effects),
+            [
+                "c1 event recovery_check",
+                "c1 flag new-total verified",
+                "c1 flagged_off",
+                "c1 alert"
+            ]
+        );
+        assert!(
+            format!("{effects:?}").contains("the change's code is still deployed, behind the flag"),
+            "{effects:?}"
+        );
+        assert_eq!(*s.phase(), Phase::Idle);
+    }
+
+    #[test]
+    fn a_flag_that_did_not_help_is_followed_by_the_revert_judged_on_the_changes_harm() {
+        let rules = with_flags("");
+        let mut s = supervisor();
+        a_bad_change_behind(&mut s, &rules, "new-total");
+        s.remedied(&Remedied::Done("turned off".into()), T0 + 31.0, &rules);
+        // The flag was not what made it worse: the errors go on.
+        let effects = traffic(&mut s, &rules, T0 + 31.0, 40, 0.5);
+        assert_eq!(
+            decisions(&effects),
+            [
+                "c1 event recovery_check",
+                "c1 flag new-total did_not_help",
+                "c1 rolling_back",
+                "c1 remediate c1-commit"
+            ]
+        );
+        assert!(
+            format!("{effects:?}").contains("turning flag new-total off did not help"),
+            "{effects:?}"
+        );
+        let at = T0 + 71.0;
+        let done = s.remedied(&Remedied::Done("reverted in abc".into()), at, &rules);
+        assert_eq!(decisions(&done), ["c1 verifying"]);
+        let effects = traffic(&mut s, &rules, at, 70, 0.05);
+        assert_eq!(
+            decisions(&effects),
+            ["c1 event recovery_check", "c1 rolled_back", "c1 alert"]
+        );
+    }
+
+    #[test]
+    fn a_flag_that_could_not_be_turned_off_is_followed_by_the_revert() {
+        let rules = with_flags("");
+        let mut s = supervisor();
+        a_bad_change_behind(&mut s, &rules, "new-total");
+        let effects = s.remedied(
+            &Remedied::Failed("the flag service answered 503".into()),
+            T0 + 31.0,
+            &rules,
+        );
+        assert_eq!(
+            decisions(&effects),
+            [
+                "c1 flag new-total failed",
+                "c1 rolling_back",
+                "c1 remediate c1-commit"
+            ]
+        );
+        assert!(format!("{effects:?}").contains("turning flag new-total off failed"));
+    }
+
+    #[test]
+    fn a_flag_outside_the_allow_list_or_its_limits_is_left_alone_and_the_change_reverted() {
+        let rules = with_flags("max_per_hour = 1\n");
+        let mut s = supervisor();
+        let effects = a_bad_change_behind(&mut s, &rules, "billing");
+        assert_eq!(
+            decisions(&effects),
+            [
+                "c1 regressed",
+                "c1 flag billing refused",
+                "c1 rolling_back",
+                "c1 remediate c1-commit"
+            ]
+        );
+        assert!(format!("{effects:?}").contains("is not on the allow-list"));
+        // The hour's one flag_off was spent (at a role's request) before the change regressed.
+        let mut s = supervisor();
+        assert_eq!(
+            s.request_flag_off("new-search", T0 - 10.0, &rules),
+            Ok(false)
+        );
+        let effects = a_bad_change_behind(&mut s, &rules, "new-total");
+        assert_eq!(decisions(&effects)[1], "c1 flag new-total refused");
+        assert!(format!("{effects:?}").contains("the rate limit is spent"));
+    }
+
+    #[test]
+    fn in_shadow_a_flag_is_recorded_not_turned_off_and_the_revert_path_follows() {
+        let rules = with_flags("shadow = true\n");
+        let mut s = supervisor();
+        let effects = a_bad_change_behind(&mut s, &rules, "new-total");
+        assert_eq!(
+            decisions(&effects),
+            [
+                "c1 regressed",
+                "c1 flag new-total shadow",
+                "c1 rolling_back",
+                "c1 remediate c1-commit"
+            ]
+        );
+        // The gate in shadow mode: nothing is turned off and nothing reverted.
+        let rules = in_shadow(with_flags(""));
+        let mut s = supervisor();
+        let effects = a_bad_change_behind(&mut s, &rules, "new-total");
+        assert_eq!(
+            decisions(&effects),
+            [
+                "c1 regressed",
+                "c1 flag new-total shadow",
+                "c1 event shadow_rollback",
+                "c1 alert"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_request_to_turn_a_flag_off_waits_for_a_remediation_and_respects_the_cooldown() {
+        let rules = with_flags("cooldown_secs = 600\n");
+        let mut s = supervisor();
+        a_bad_change_behind(&mut s, &rules, "new-total");
+        let busy = s.request_flag_off("new-search", T0 + 31.0, &rules);
+        assert_eq!(busy.unwrap_err().code(), "busy");
+        let mut s = supervisor();
+        assert_eq!(s.request_flag_off("new-search", T0, &rules), Ok(false));
+        let again = s
+            .request_flag_off("new-search", T0 + 60.0, &rules)
+            .unwrap_err();
+        assert_eq!(again.code(), "cooling_down");
+        assert_eq!(
+            supervisor().request_flag_off("new-search", T0, &with_rollback()),
+            Err(Refusal::NotConfigured)
+        );
     }
 
     #[test]

@@ -259,6 +259,7 @@ mod tests {
                     summary: "guard against a missing cart".into(),
                     issue_url: None,
                     sentry_issue: None,
+                    flag: None,
                     tests_run: true,
                     base_sha: "a".repeat(40),
                     claimed_sha: None,

@@ -108,6 +108,8 @@ pub struct NewProposal {
     pub issue_url: Option<String>,
     /// The Sentry issue it claims to fix (its id, resolved by the gate), if it names one.
     pub sentry_issue: Option<String>,
+    /// The feature flag the change is behind, if it declares one.
+    pub flag: Option<String>,
     pub tests_run: bool,
     pub base_sha: String,
     pub claimed_sha: Option<String>,
@@ -138,6 +140,9 @@ pub struct ProposalRecord {
     /// The Sentry issue it claims to fix (its id), if it names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentry_issue: Option<String>,
+    /// The feature flag the change is behind, if it declares one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
     pub tests_run: bool,
     pub base_sha: String,
     pub claimed_sha: Option<String>,
@@ -197,7 +202,7 @@ const COLUMNS: &str = "id, created_at, updated_at, proposer, kind, pattern, summ
      tests_run, base_sha, claimed_sha, patch, diff_hash, decision, assessment, shadow, state, \
      decided_by, decided_note, approved_hash, change_id, note, \
      (SELECT state FROM changes WHERE changes.id = proposals.change_id), tree_sha, approved_tree, \
-     sentry_issue";
+     sentry_issue, flag";
 
 /// The same columns with the patch left out (empty): listings do not show it, and a patch may
 /// be half a megabyte.
@@ -205,7 +210,7 @@ const LIST_COLUMNS: &str = "id, created_at, updated_at, proposer, kind, pattern,
      issue_url, tests_run, base_sha, claimed_sha, '' AS patch, diff_hash, decision, assessment, \
      shadow, state, decided_by, decided_note, approved_hash, change_id, note, \
      (SELECT state FROM changes WHERE changes.id = proposals.change_id), tree_sha, approved_tree, \
-     sentry_issue";
+     sentry_issue, flag";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<ProposalRecord> {
     let state: String = row.get(16)?;
@@ -243,6 +248,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<ProposalRecord> {
         tree_sha: row.get(23)?,
         approved_tree: row.get(24)?,
         sentry_issue: row.get(25)?,
+        flag: row.get(26)?,
     })
 }
 
@@ -430,9 +436,9 @@ impl Store {
         tx.execute(
             "INSERT INTO proposals (id, created_at, updated_at, proposer, kind, pattern, summary, \
              issue_url, tests_run, base_sha, claimed_sha, patch, diff_hash, decision, \
-             assessment, shadow, state, tree_sha, sentry_issue) \
+             assessment, shadow, state, tree_sha, sentry_issue, flag) \
              VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-             ?18)",
+             ?18, ?19)",
             params![
                 id,
                 now,
@@ -452,6 +458,7 @@ impl Store {
                 new.state.as_str(),
                 new.tree_sha,
                 new.sentry_issue,
+                new.flag,
             ],
         )
         .map_err(sql(format!("storing proposal {id}")))?;
@@ -472,6 +479,9 @@ impl Store {
         });
         if let Some(issue) = &new.sentry_issue {
             submitted["sentry_issue"] = issue.clone().into();
+        }
+        if let Some(flag) = &new.flag {
+            submitted["flag"] = flag.clone().into();
         }
         audit(
             &tx,
@@ -966,6 +976,7 @@ mod tests {
                 summary: self.summary,
                 issue_url: self.issue_url,
                 sentry_issue: self.sentry_issue,
+                flag: self.flag,
                 tests_run: self.tests_run,
                 base_sha: self.base_sha,
                 claimed_sha: self.claimed_sha,
@@ -1011,6 +1022,7 @@ mod tests {
                     summary: "guard a missing cart".into(),
                     issue_url: None,
                     sentry_issue: None,
+                    flag: None,
                     tests_run: true,
                     base_sha: "a".repeat(40),
                     claimed_sha: None,
@@ -1177,6 +1189,7 @@ mod tests {
                                         summary: None,
                                         landed_at: t,
                                         fixes_issue: None,
+                                        flag: None,
                                     },
                                     t,
                                 )
@@ -1329,7 +1342,9 @@ mod tests {
                      DROP TABLE sentry_deliveries; DROP TABLE sentry_issues; \
                      DROP TABLE sentry_event_ids; DROP TABLE sentry_events; \
                      ALTER TABLE changes DROP COLUMN fixes_issue; \
-                     ALTER TABLE proposals DROP COLUMN sentry_issue; DROP TABLE agent_runs;",
+                     ALTER TABLE proposals DROP COLUMN sentry_issue; DROP TABLE agent_runs; \
+                     DROP TABLE flag_actions; ALTER TABLE changes DROP COLUMN flag; \
+                     ALTER TABLE proposals DROP COLUMN flag;",
                 )
                 .unwrap();
         }

@@ -1,5 +1,6 @@
 //! Who may do what through the API and the CLI. One table, deny by default: the agent's token
-//! can propose and read, never approve, never touch what decides whether it is trusted.
+//! can propose and read (and ask for a feature flag to be turned off, within
+//! `[daemon.flag_off]`), never approve, never touch what decides whether it is trusted.
 
 use serde::Serialize;
 
@@ -33,16 +34,20 @@ pub enum Action {
     Observe,
     /// Stop or resume unattended deploys.
     Pause,
+    /// Ask for a feature flag to be turned off (`[daemon.flag_off]`: its allow-list, limits
+    /// and `roles` decide further).
+    FlagOff,
 }
 
 impl Action {
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 7] = [
         Action::Read,
         Action::Propose,
         Action::Decide,
         Action::Notify,
         Action::Observe,
         Action::Pause,
+        Action::FlagOff,
     ];
 }
 
@@ -53,8 +58,10 @@ impl Role {
     pub fn may(&self, action: Action) -> bool {
         match self {
             Role::Admin => true,
-            Role::Approver(_) => matches!(action, Action::Read | Action::Decide),
-            Role::Agent => matches!(action, Action::Read | Action::Propose),
+            Role::Approver(_) => {
+                matches!(action, Action::Read | Action::Decide | Action::FlagOff)
+            }
+            Role::Agent => matches!(action, Action::Read | Action::Propose | Action::FlagOff),
         }
     }
 
@@ -79,18 +86,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_agent_may_propose_and_read_and_nothing_else() {
+    fn the_agent_may_propose_read_and_ask_for_a_flag_off_and_nothing_else() {
         let allowed: Vec<Action> = Action::ALL
             .into_iter()
             .filter(|a| Role::Agent.may(*a))
             .collect();
-        assert_eq!(allowed, [Action::Read, Action::Propose]);
+        // A flag_off is bounded further by [daemon.flag_off]: its allow-list, limits and roles.
+        assert_eq!(allowed, [Action::Read, Action::Propose, Action::FlagOff]);
     }
 
     #[test]
     fn an_approver_decides_but_does_not_deploy_or_pause() {
         let alice = Role::Approver("alice".into());
         assert!(alice.may(Action::Decide) && alice.may(Action::Read));
+        assert!(alice.may(Action::FlagOff), "bounded by [daemon.flag_off]");
         for a in [
             Action::Propose,
             Action::Notify,

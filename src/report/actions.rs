@@ -51,6 +51,11 @@ pub fn state_label(change: &ChangeRecord, rollback: Option<&RollbackReport>) -> 
         ChangeState::Regressed => "regressed".to_owned(),
         ChangeState::RollingBack => "regressed, rolling back".to_owned(),
         ChangeState::Verifying => "reverted, verifying recovery".to_owned(),
+        ChangeState::FlaggedOff => format!(
+            "mitigated by turning flag {} off",
+            change.flag.as_deref().unwrap_or("?")
+        ),
+        ChangeState::FlaggingOff => "regressed, turning its flag off".to_owned(),
         other => other.as_str().replace('_', " "),
     }
 }
@@ -132,6 +137,18 @@ pub fn headline(
         ChangeState::Regressed => format!(
             "Commit {short} made {service} worse{worse}. Rollback is not configured, so guardian \
              changed nothing: decide whether to revert it."
+        ),
+        ChangeState::FlaggedOff => format!(
+            "Commit {short} made {service} worse{worse}. Guardian turned its feature flag {} \
+             off, and the service is back to its baseline. Nothing was reverted: the change's \
+             code is still deployed, behind the flag (now off). Fix it, or revert it, before \
+             turning the flag on again.",
+            change.flag.as_deref().unwrap_or("?")
+        ),
+        ChangeState::FlaggingOff => format!(
+            "Commit {short} made {service} worse{worse}. Guardian is turning its feature flag \
+             {} off; another email follows when the recovery is checked.",
+            change.flag.as_deref().unwrap_or("?")
         ),
         ChangeState::RollingBack | ChangeState::Verifying => format!(
             "Commit {short} made {service} worse{worse}. Guardian is rolling it back; another \
@@ -282,6 +299,11 @@ fn nothing_done(w: &mut String, change: &ChangeRecord) {
             change.id
         ),
         ChangeState::RollingBack => "  Reverting and redeploying now.".to_owned(),
+        ChangeState::FlaggedOff | ChangeState::FlaggingOff => format!(
+            "  Turned the change's feature flag {} off (under Feature flag, below); reverted \
+             nothing and redeployed nothing.",
+            change.flag.as_deref().unwrap_or("?")
+        ),
         _ => "  Nothing: guardian only acts on a change that made things worse.".to_owned(),
     };
     let _ = writeln!(w, "{text}");

@@ -82,6 +82,9 @@ pub fn render_alert(service: &str, change: &ChangeRecord, rollback: Option<&Valu
     if let Some(summary) = &change.summary {
         field(w, "Summary", summary);
     }
+    if let Some(flag) = &change.flag {
+        field(w, "Flag", flag);
+    }
     field(w, "Landed", &when(change.landed_at));
     field(w, "Service", service);
     let state = match &change.note {

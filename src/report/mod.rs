@@ -22,6 +22,7 @@ pub mod chart;
 pub mod digest;
 pub mod document;
 pub mod evidence;
+pub mod flags;
 pub mod health;
 pub mod mailer;
 pub mod outbox;
@@ -35,6 +36,7 @@ mod testing;
 
 pub use alert::{message_id, render_alert, render_alert_with_postmortem};
 pub use digest::render_digest;
+pub use flags::{flag_paragraph, render_flag_request};
 pub use mailer::{MailError, Mailer};
 pub use outbox::{deliver_due, enqueue, enqueue_with_links, retry_delay, DeliveryStats};
 

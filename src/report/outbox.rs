@@ -243,6 +243,7 @@ mod tests {
                     summary: None,
                     landed_at: T0,
                     fixes_issue: None,
+                    flag: None,
                 },
                 T0,
             )

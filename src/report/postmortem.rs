@@ -802,11 +802,11 @@ fn state_change(moved: &StateChange, change: &ChangeRecord) -> Vec<Inline> {
     let to = moved.to;
     let note = moved.note.as_deref().filter(|n| !n.is_empty());
     // These notes say it all: shown alone, first letter up.
-    if let (Some(n), RollingBack | Verifying | RolledBack) = (note, to) {
+    if let (Some(n), FlaggingOff | FlaggedOff | RollingBack | Verifying | RolledBack) = (note, to) {
         let mut chars = n.chars();
         let first = chars.next().map(|c| c.to_uppercase().collect::<String>());
         let mut what = format!("{}{}", first.unwrap_or_default(), chars.as_str());
-        if to == RolledBack {
+        if matches!(to, RolledBack | FlaggedOff) {
             what = format!("Recovered. {what}");
         }
         return vec![t(what)];
@@ -834,6 +834,10 @@ fn state_change(moved: &StateChange, change: &ChangeRecord) -> Vec<Inline> {
         RollingBack => "Rollback started".to_owned(),
         Verifying => "Redeployed; checking that the service recovers".to_owned(),
         RolledBack => "Rolled back: the service is back to its baseline".to_owned(),
+        FlaggingOff => "Turning its feature flag off".to_owned(),
+        FlaggedOff => {
+            "Mitigated by its feature flag, turned off: the code is still deployed".to_owned()
+        }
         Escalated => "ESCALATED to a person".to_owned(),
         Watching | Superseded | Interrupted => format!("Now {}", to.as_str().replace('_', " ")),
     };
@@ -1350,6 +1354,7 @@ mod tests {
             report: Some(report()),
             note: Some("reverted and redeployed; the service is back to its baseline".into()),
             fixes_issue: None,
+            flag: None,
         };
         let events = vec![
             event(1, T0 + 0.2, EventKind::ChangeCreated, json!({"commit": COMMIT, "kind": "ai"})),
@@ -1895,7 +1900,7 @@ mod tests {
             .collect();
         expect_test::expect![[r#"
             | 16:02:38 | +2 min 39 s | The recovery check record cannot be read: unknown variant \`fine\`, expected one of \`watching\`, \`regressed\`, \`healthy\`, \`inconclusive\` |
-            | 16:02:38 | +2 min 39 s | The state changed record cannot be read: unknown variant \`canaried\`, expected one of \`watching\`, \`healthy\`, \`regressed\`, \`ineffective\`, \`inconclusive\`, \`superseded\`, \`interrupted\`, \`rolling_back\`, \`verifying\`, \`rolled_back\`, \`escalated\` |
+            | 16:02:38 | +2 min 39 s | The state changed record cannot be read: unknown variant \`canaried\`, expected one of \`watching\`, \`healthy\`, \`regressed\`, \`ineffective\`, \`inconclusive\`, \`superseded\`, \`interrupted\`, \`flagging_off\`, \`flagged_off\`, \`rolling_back\`, \`verifying\`, \`rolled_back\`, \`escalated\` |
             | 16:02:38 | +2 min 39 s | The email queued record cannot be read: missing field \`subject\` |
             - **recovery check:** its record cannot be read: unknown variant \`fine\`, expected one of \`watching\`, \`regressed\`, \`healthy\`, \`inconclusive\`"#]].assert_eq(&told.join("\n"));
         assert!(!md.contains('?'), "{md}");

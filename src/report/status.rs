@@ -200,6 +200,46 @@ fn sentry_poll_text(p: &crate::api::SentryPollStatus, now: f64) -> String {
     }
 }
 
+/// The flag_off action's track record and its latest attempts.
+fn flag_off_text(f: &crate::api::FlagOffStatus) -> String {
+    let t = |text: &str| display::line(text).into_owned();
+    let n = &f.tally;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "flag_off{}: {} verified, {} did not help, {} failed, {} shadow, {} done on request, \
+         {} refused{} (at most {} an hour)",
+        if f.shadow { " (shadow)" } else { "" },
+        n.verified,
+        n.did_not_help,
+        n.failed,
+        n.shadow,
+        n.done,
+        n.refused,
+        if n.cut_short > 0 {
+            format!(", {} cut short", n.cut_short)
+        } else {
+            String::new()
+        },
+        f.max_per_hour
+    );
+    for a in &f.recent {
+        let _ = writeln!(
+            out,
+            "  {}  flag {}  {}  by {}{}",
+            crate::report::units::when(a.started_at),
+            t(&a.flag),
+            a.outcome.as_str(),
+            t(&a.requested_by),
+            a.change_id
+                .as_deref()
+                .map(|c| format!(" for {}", t(c)))
+                .unwrap_or_default()
+        );
+    }
+    out
+}
+
 /// The agent's runs: those under way, how many this hour, and the latest one's end.
 fn agent_text(a: &AgentStatus, now: f64) -> String {
     let t = |text: &str| display::line(text).into_owned();
@@ -316,6 +356,9 @@ pub fn status(s: &Status) -> String {
     if let Some(health) = &s.health {
         out.push_str(&super::health::health_text(health, now));
     }
+    if let Some(flags) = &s.flag_off {
+        out.push_str(&flag_off_text(flags));
+    }
     if let Some((by, why, _since)) = &s.deploys_paused {
         let _ = writeln!(
             out,
@@ -359,10 +402,14 @@ pub fn status(s: &Status) -> String {
         for c in &s.recent {
             let _ = writeln!(
                 out,
-                "  {}  {:<12}  commit {}  {}",
+                "  {}  {:<12}  commit {}{}  {}",
                 t(&c.id),
                 c.state.as_str(),
                 t(&c.commit),
+                c.flag
+                    .as_deref()
+                    .map(|f| format!("  flag {}", t(f)))
+                    .unwrap_or_default(),
                 t(c.note.as_deref().unwrap_or(""))
             );
         }
@@ -550,6 +597,27 @@ mod tests {
                     ended_at: Some(T0 + 20.0),
                     outcome: Some("timed_out".into()),
                 }),
+            }),
+            flag_off: Some(crate::api::FlagOffStatus {
+                tally: crate::store::FlagTally {
+                    verified: 2,
+                    did_not_help: 1,
+                    refused: 3,
+                    ..Default::default()
+                },
+                max_per_hour: 6,
+                shadow: false,
+                recent: vec![crate::store::FlagAction {
+                    id: "flg_0123456789ab".into(),
+                    flag: "new-total".into(),
+                    change_id: Some("chg_00aa11bb22cc".into()),
+                    requested_by: "guardian".into(),
+                    reason: "chg_00aa11bb22cc regressed".into(),
+                    started_at: T0 + 100.0,
+                    ended_at: Some(T0 + 130.0),
+                    outcome: crate::daemon::supervisor::FlagOutcome::Verified,
+                    note: None,
+                }],
             }),
         }
     }

@@ -152,6 +152,7 @@ pub fn change(state: ChangeState, note: &str, report: Option<Value>) -> ChangeRe
         report,
         note: Some(note.into()),
         fixes_issue: None,
+        flag: None,
     }
 }
 

@@ -43,6 +43,9 @@ pub struct NewChange {
     /// The Sentry issue it claims to fix (its id), if it names one.
     #[serde(default)]
     pub fixes_issue: Option<String>,
+    /// The feature flag it is behind, if it declares one.
+    #[serde(default)]
+    pub flag: Option<String>,
 }
 
 /// A change as stored, and as the API sends it (`api`: the CLI reads it back).
@@ -63,10 +66,14 @@ pub struct ChangeRecord {
     /// The Sentry issue it claims to fix (its id), if it names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixes_issue: Option<String>,
+    /// The feature flag it is behind, if it declares one (`[daemon.flag_off]` turns it off
+    /// first when the change regresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
 }
 
 const CHANGE_COLUMNS: &str = "id, commit_sha, kind, pattern, summary, landed_at, state, \
-                              updated_at, decided_at, report, note, fixes_issue";
+                              updated_at, decided_at, report, note, fixes_issue, flag";
 
 impl Store {
     /// Records a change guardian was told about, in state `watching`, with a new id, and logs
@@ -103,7 +110,7 @@ impl Store {
         let doing = || format!("saving new change {id}");
         tx.execute(
             "INSERT INTO changes (id, commit_sha, kind, pattern, summary, landed_at, state, \
-             updated_at, fixes_issue) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             updated_at, fixes_issue, flag) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 id,
                 new.commit,
@@ -113,7 +120,8 @@ impl Store {
                 new.landed_at,
                 state.as_str(),
                 now,
-                new.fixes_issue
+                new.fixes_issue,
+                new.flag
             ],
         )
         .doing(doing)?;
@@ -127,6 +135,9 @@ impl Store {
         });
         if let Some(issue) = &new.fixes_issue {
             detail["fixes_issue"] = issue.clone().into();
+        }
+        if let Some(flag) = &new.flag {
+            detail["flag"] = flag.clone().into();
         }
         append_event(&tx, now, Some(&id), EventKind::ChangeCreated, &detail).doing(doing)?;
         tx.commit().doing(doing)?;
@@ -143,6 +154,7 @@ impl Store {
             report: None,
             note: None,
             fixes_issue: new.fixes_issue.clone(),
+            flag: new.flag.clone(),
         })
     }
 
@@ -339,6 +351,7 @@ struct RawChange {
     report: Option<String>,
     note: Option<String>,
     fixes_issue: Option<String>,
+    flag: Option<String>,
 }
 
 impl RawChange {
@@ -357,6 +370,7 @@ impl RawChange {
             report: row.get(9)?,
             note: row.get(10)?,
             fixes_issue: row.get(11)?,
+            flag: row.get(12)?,
         })
     }
 
@@ -387,6 +401,7 @@ impl RawChange {
             report,
             note: self.note,
             fixes_issue: self.fixes_issue,
+            flag: self.flag,
         })
     }
 }
@@ -470,6 +485,7 @@ mod tests {
             summary: None,
             landed_at: T0,
             fixes_issue: None,
+            flag: Some("new-total".to_string()),
         };
         let record = store.insert_change(&new, T0 + 5.0).unwrap();
         assert_eq!(record.state, ChangeState::Watching);
@@ -570,6 +586,7 @@ mod tests {
                     ChangeState::Verifying,
                 ],
                 ChangeState::Escalated => &[ChangeState::Regressed],
+                ChangeState::FlaggedOff => &[ChangeState::Regressed, ChangeState::FlaggingOff],
                 _ => &[],
             };
             for step in path.iter().chain([state]) {

@@ -249,6 +249,27 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX sentry_event_ids_by_at ON sentry_event_ids (at) WHERE at IS NOT NULL;
     ALTER TABLE sentry_issues ADD COLUMN source TEXT;     -- webhook (or NULL), api
     "#,
+    // 11: a change may declare the feature flag it is behind (`notify --flag`, a proposal's
+    // `flag`), and the flag_off actions (`[daemon.flag_off]`): each attempt, who asked, how it
+    // ended. One `running` has no `ended_at`: at start, it was cut short by a stop.
+    r#"
+    ALTER TABLE changes ADD COLUMN flag TEXT;
+    ALTER TABLE proposals ADD COLUMN flag TEXT;
+    CREATE TABLE flag_actions (
+        id            TEXT PRIMARY KEY,  -- flg_ and 12 hex digits
+        flag          TEXT NOT NULL,
+        change_id     TEXT,              -- NULL: asked for through the API
+        requested_by  TEXT NOT NULL,     -- guardian, agent, approver:NAME, admin
+        reason        TEXT NOT NULL,
+        started_at    REAL NOT NULL,
+        ended_at      REAL,
+        outcome       TEXT NOT NULL,     -- running, verified, did_not_help, failed, shadow,
+                                         -- refused, done, cut_short
+        note          TEXT
+    );
+    CREATE INDEX flag_actions_by_start ON flag_actions (started_at);
+    CREATE INDEX flag_actions_running ON flag_actions (change_id) WHERE outcome = 'running';
+    "#,
 ];
 
 /// The schema version after which proposals recorded before the tally (version 5) are counted

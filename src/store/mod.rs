@@ -17,6 +17,7 @@
 //! - `series`: the traffic in 10-second bins behind the post-mortem's chart.
 //! - `sentry`: Sentry's deliveries, issues and event counts.
 //! - `agent`: the agent's runs on Sentry's issues (`[daemon.agent]`).
+//! - `flags`: the flag_off actions, each attempt and how it ended (`[daemon.flag_off]`).
 //!
 //! The trust gate's tables (proposals, approval links, the proposal tally) are read and written
 //! by `impl Store` blocks beside the gate's rules, in `src/gate/proposals.rs` and
@@ -34,6 +35,7 @@ pub use agent::AgentRun;
 pub use changes::{ChangeRecord, NewChange, StateChange};
 pub(crate) use events::append_record;
 pub use events::EventRecord;
+pub use flags::{FlagAction, FlagTally, NewFlagAction};
 pub use migrations::AUDIT_SCHEMA_VERSION;
 pub use outbox::{EmailQueued, OutboxEmail};
 pub use restarts::LatestRecord;
@@ -43,6 +45,7 @@ mod agent;
 mod changes;
 mod checkpoints;
 mod events;
+mod flags;
 mod migrations;
 mod open;
 mod outbox;

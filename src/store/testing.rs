@@ -12,6 +12,7 @@ pub(super) fn change(commit: &str, landed_at: f64) -> NewChange {
         summary: Some("wrap calls in retries".to_string()),
         landed_at,
         fixes_issue: None,
+        flag: None,
     }
 }
 

@@ -437,6 +437,7 @@ fn long_record(n: usize, rollback: bool) -> Seed {
                         },
                         tree_sha: healthy.then(|| "e".repeat(40)),
                         sentry_issue: None,
+                        flag: None,
                     },
                     t,
                 )
@@ -459,6 +460,7 @@ fn long_record(n: usize, rollback: bool) -> Seed {
                         summary: None,
                         landed_at: t,
                         fixes_issue: None,
+                        flag: None,
                     },
                     t,
                 )
@@ -1067,6 +1069,7 @@ fn what_the_agent_wrote_is_shown_as_it_is_never_as_it_pretends() {
                         state: ProposalState::Pending,
                         tree_sha: None,
                         sentry_issue: None,
+                        flag: None,
                     },
                     now() - 60.0,
                 )
@@ -1080,6 +1083,7 @@ fn what_the_agent_wrote_is_shown_as_it_is_never_as_it_pretends() {
                         summary: None,
                         landed_at: now() - 30.0,
                         fixes_issue: None,
+                        flag: None,
                     },
                     now() - 30.0,
                 )

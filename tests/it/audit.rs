@@ -44,6 +44,7 @@ fn change(commit: &str) -> NewChange {
         summary: Some("wrap calls in retries".into()),
         landed_at: T0,
         fixes_issue: None,
+        flag: None,
     }
 }
 

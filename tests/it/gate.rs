@@ -328,6 +328,7 @@ fn seed_ledger(db: &Path, n: usize, at: f64) {
                     shadow: false,
                     state: ProposalState::Pending,
                     sentry_issue: None,
+                    flag: None,
                 },
                 t,
             )
@@ -354,6 +355,7 @@ fn seed_ledger(db: &Path, n: usize, at: f64) {
                     summary: None,
                     landed_at: t + 3.0,
                     fixes_issue: None,
+                    flag: None,
                 },
                 t + 3.0,
             )

@@ -11,6 +11,7 @@ mod config_file;
 mod daemon;
 mod demo;
 mod fixes;
+mod flags;
 mod gate;
 mod judge;
 mod mcp;

@@ -64,6 +64,7 @@ async fn the_agent_checks_proposes_and_follows_its_fix_through_mcp() {
             "check_paths",
             "check_proposal",
             "deployed",
+            "flag_off",
             "incidents",
             "proposal",
             "propose",
@@ -132,6 +133,23 @@ async fn the_agent_checks_proposes_and_follows_its_fix_through_mcp() {
     assert_eq!(
         (followed["id"].as_str(), followed["state"].as_str()),
         (Some(id), Some("pending"))
+    );
+
+    // A flag_off the operator did not configure: refused, saying why, and nothing done.
+    let (error, refused) = answer(
+        &call(
+            &client,
+            "flag_off",
+            json!({ "flag": "new-total", "reason": "errors on checkout" }),
+        )
+        .await,
+    );
+    assert!(error, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("flag_off refused, nothing was done: flag_off is not configured"),
+        "{refused}"
     );
 
     // The ledger and the incidents (none yet).

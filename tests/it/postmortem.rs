@@ -79,6 +79,7 @@ fn story(db: &Path) -> String {
                 summary: Some("validate cart items strictly".into()),
                 landed_at: t,
                 fixes_issue: None,
+                flag: None,
             },
             t + 0.1,
         )

@@ -43,7 +43,7 @@ pub(super) fn git(repo: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-fn commit_mode(repo: &Path, mode: &str, message: &str) -> String {
+pub(super) fn commit_mode(repo: &Path, mode: &str, message: &str) -> String {
     std::fs::write(repo.join("mode"), format!("{mode}\n")).unwrap();
     git(repo, &["add", "mode"]);
     git(repo, &["commit", "-q", "-m", message]);
@@ -92,7 +92,15 @@ pub(super) fn serve_app(log: PathBuf, live: PathBuf) -> std::net::SocketAddr {
             while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
                 line.clear();
             }
-            let broken = std::fs::read_to_string(&live).unwrap_or_default().trim() == "broken";
+            // The broken code path is behind the `new-total` feature flag when the app has a
+            // flags file beside the deployed mode (`flags.json`, read on every request).
+            let flags = live.with_file_name("flags.json");
+            let flag_off = std::fs::read_to_string(&flags)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .is_some_and(|f| f["new-total"] == Value::Bool(false));
+            let broken =
+                std::fs::read_to_string(&live).unwrap_or_default().trim() == "broken" && !flag_off;
             let fail = if broken { i % 20 != 0 } else { i % 100 == 0 };
             let status = if fail { 500 } else { 200 };
             let _ = writeln!(

@@ -276,6 +276,12 @@ impl Watch {
         };
         let mut watch = Watch::new(&settings, self.window_from(at), self.same_baseline());
         watch.recovery = true;
+        if self.recovery {
+            // A second remediation after a first did not help (a flag turned off, then the
+            // revert): the harm to be gone is still the change's, not what the first left.
+            watch.harm = self.harm.clone();
+            return watch;
+        }
         watch.harm = self
             .report(None)
             .signals

@@ -1,9 +1,11 @@
 //! Remediation actions: what guardian does about a change that made things worse, once the
-//! supervisor decided to act. One today, [`revert::Revert`] (git revert, push, redeploy hook).
-//! Adding one (restart a process, turn a feature flag off) is a file here implementing
-//! [`Action`], a config section, and a line in [`from_settings`]; the supervisor's decisions
-//! (remediate, check recovery, escalate) stay the same whatever the action.
+//! supervisor decided to act: [`revert::Revert`] (git revert, push, redeploy hook) and
+//! [`flag_off::FlagOff`] (the change's feature flag turned off, tried first when the change
+//! declares one). Adding one (restart a process) is a file here implementing [`Action`], a
+//! config section, and a line in [`from_settings`]; the supervisor's decisions (remediate,
+//! check recovery, escalate) stay the same whatever the action.
 
+pub mod flag_off;
 pub mod revert;
 
 use std::sync::Arc;
@@ -35,4 +37,10 @@ pub struct Outcome {
 pub fn from_settings(settings: &DaemonSettings) -> Option<Arc<dyn Action>> {
     let rollback = settings.rollback.clone()?;
     Some(Arc::new(revert::Revert(rollback)))
+}
+
+/// What turns a flag off, when `[daemon.flag_off]` is set.
+pub fn flag_off_from_settings(settings: &DaemonSettings) -> Option<Arc<flag_off::FlagOff>> {
+    let flag_off = settings.flag_off.clone()?;
+    Some(Arc::new(flag_off::FlagOff::new(flag_off)))
 }

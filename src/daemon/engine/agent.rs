@@ -541,6 +541,7 @@ mod tests {
             summary: "raise the timeout".into(),
             issue_url: None,
             issue: None,
+            flag: None,
             tests_run: true,
             base: "0".repeat(40),
             commit: None,

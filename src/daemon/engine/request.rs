@@ -27,6 +27,10 @@ pub struct ChangeRequest {
     /// it stopped, and a fix that did not stop it is `ineffective`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issue: Option<String>,
+    /// The feature flag the change is behind: when it regresses, guardian turns the flag off
+    /// first (`[daemon.flag_off]`) and reverts only if that did not help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
 }
 
 /// How long before its notification a deploy may have begun: longer is far likelier a wrong
@@ -67,6 +71,9 @@ impl ChangeRequest {
         }
         if let Some(issue) = &self.issue {
             super::gate::issue_reference(issue)?;
+        }
+        if let Some(flag) = &self.flag {
+            crate::config::check_flag_name(flag).map_err(|e| format!("\"flag\" {e}"))?;
         }
         Ok(())
     }

@@ -76,6 +76,19 @@ pub struct Status {
     /// The health check and its restarts, when `[daemon.health]` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthStatus>,
+    /// The flag_off action's track record, when `[daemon.flag_off]` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag_off: Option<FlagOffStatus>,
+}
+
+/// The flag_off action's track record: how its attempts ended, and the latest few.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FlagOffStatus {
+    pub tally: crate::store::FlagTally,
+    pub max_per_hour: u32,
+    pub shadow: bool,
+    /// The latest attempts, newest first.
+    pub recent: Vec<crate::store::FlagAction>,
 }
 
 /// What `guardian status` shows that lives in the engine's memory (see
@@ -97,6 +110,8 @@ pub struct LiveStatus {
     pub deploy_starting: Option<f64>,
     pub agent: Option<AgentStatus>,
     pub health: Option<HealthStatus>,
+    /// `[daemon.flag_off]`'s `max_per_hour` and `shadow`, when it is set.
+    pub flag_off: Option<(u32, bool)>,
 }
 
 impl LiveStatus {
@@ -139,6 +154,15 @@ impl LiveStatus {
             deploy_starting: self.deploy_starting,
             agent: self.agent.map(|a| a.complete(store)).transpose()?,
             health: self.health,
+            flag_off: match self.flag_off {
+                None => None,
+                Some((max_per_hour, shadow)) => Some(FlagOffStatus {
+                    tally: store.flag_tally()?,
+                    max_per_hour,
+                    shadow,
+                    recent: store.recent_flag_actions(5)?,
+                }),
+            },
         })
     }
 }
@@ -205,6 +229,11 @@ impl Engine {
             deploy_starting: self.pending_deploy_start(now),
             agent: self.agent_live(now),
             health: self.health_live(now),
+            flag_off: self
+                .settings
+                .flag_off
+                .as_ref()
+                .map(|f| (f.max_per_hour, f.shadow)),
         }
     }
 }

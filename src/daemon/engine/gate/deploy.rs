@@ -169,6 +169,7 @@ impl Engine {
                         summary: Some(p.summary.clone()),
                         landed_at: now,
                         fixes_issue: p.sentry_issue.clone(),
+                        flag: p.flag.clone(),
                     },
                     now,
                 )?;

@@ -29,6 +29,10 @@ pub struct ProposalRequest {
     /// another tracker's issue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issue: Option<String>,
+    /// The feature flag the change is behind: if it regresses, guardian turns the flag off
+    /// first (`[daemon.flag_off]`) and reverts only if that did not help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
     /// Whether the proposer ran the tests.
     #[serde(default)]
     pub tests_run: bool,
@@ -129,6 +133,9 @@ impl ProposalRequest {
         if let Some(issue) = &self.issue {
             issue_reference(issue)?;
         }
+        if let Some(flag) = &self.flag {
+            crate::config::check_flag_name(flag).map_err(|e| format!("\"flag\" {e}"))?;
+        }
         if self.patch.len() > MAX_PATCH_BYTES {
             return Err(format!(
                 "\"patch\" is {} bytes; at most {MAX_PATCH_BYTES} are accepted",
@@ -152,6 +159,7 @@ impl ProposalRequest {
             summary: self.summary.trim().to_owned(),
             issue_url: issue.url.clone().or_else(|| self.issue_url.clone()),
             sentry_issue: issue.sentry.clone(),
+            flag: self.flag.clone(),
             tests_run: self.tests_run,
             base_sha: self.base.trim().to_owned(),
             claimed_sha: self.commit.as_ref().map(|c| c.trim().to_owned()),
