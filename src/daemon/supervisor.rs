@@ -522,7 +522,9 @@ impl Supervisor {
                 if verdict != Verdict::Healthy {
                     if let Effect::Transition { note, .. } = &mut ineffective {
                         *note = Some(
-                            "the log's evidence was not enough to call it harmless".to_owned(),
+                            "the issue it claims to fix went on firing; the log's evidence \
+                             was not enough to call it harmless either"
+                                .to_owned(),
                         );
                     }
                 }

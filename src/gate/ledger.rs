@@ -158,7 +158,9 @@ pub fn tally(entries: &[Entry]) -> Vec<(String, Tally)> {
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub pattern: String,
-    /// When it was proposed (unix seconds); entries are read in this order.
+    /// When its outcome was decided (its change's verdict; when it was proposed, for one that
+    /// never became a change), unix seconds; entries are read in this order, so a setback
+    /// resets what was earned before it was decided, whenever it was proposed.
     pub at: f64,
     /// A person approved it (as opposed to deploying alone, or never being decided).
     pub approved: bool,
@@ -262,6 +264,10 @@ pub fn standing(tallies: &[(String, Tally)], promote_after: u32) -> Vec<PatternT
 }
 
 fn why(t: &PatternTrust, promotable: bool) -> String {
+    // Without [daemon.gate] there is no policy, so nothing is ever promoted.
+    if t.needed == u32::MAX {
+        return "no [daemon.gate] is configured: no pattern is promoted".to_owned();
+    }
     if !promotable {
         return format!(
             "\"{}\" cannot be checked against the diff, so it always needs approval",
@@ -341,6 +347,17 @@ mod tests {
             .into_iter()
             .find(|t| t.pattern == pattern)
             .unwrap()
+    }
+
+    #[test]
+    fn without_a_gate_no_pattern_is_promoted_and_the_ledger_says_so_not_a_count() {
+        for t in super::standing(&[], u32::MAX) {
+            assert_eq!(t.level, Level::NeedsApproval);
+            assert_eq!(
+                t.why,
+                "no [daemon.gate] is configured: no pattern is promoted"
+            );
+        }
     }
 
     #[test]

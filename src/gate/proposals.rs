@@ -601,16 +601,21 @@ impl Store {
             }
         }
         for ((pattern, t), earning) in tallies.iter_mut().zip(earning) {
-            // The latest proposal of each setback (an index seek each, only when there was one).
+            // The latest setback of each kind, by when its change was decided: a proposal made
+            // early and rolled back late still sets its pattern back from the rollback on, so
+            // healthy changes decided before it never count after it (found by the attack
+            // trial: ordered by when proposals were made, an old proposal's rollback reset
+            // nothing).
             let latest = |outcome: Outcome, any: bool| -> Result<Option<(f64, String)>> {
                 if !any {
                     return Ok(None);
                 }
                 self.conn
                     .prepare_cached(
-                        "SELECT created_at, id FROM proposals \
-                         WHERE pattern = ?1 AND outcome = ?2 \
-                         ORDER BY created_at DESC, id DESC LIMIT 1",
+                        "SELECT COALESCE(c.decided_at, c.updated_at, p.created_at) AS at, p.id \
+                         FROM proposals p LEFT JOIN changes c ON c.id = p.change_id \
+                         WHERE p.pattern = ?1 AND p.outcome = ?2 \
+                         ORDER BY at DESC, p.id DESC LIMIT 1",
                     )
                     .and_then(|mut st| {
                         st.query_row(params![pattern.as_str(), outcome.as_str()], |r| {
@@ -631,16 +636,18 @@ impl Store {
             t.earned = match last {
                 // Never set back: every approved healthy change counts, and the tally has them.
                 None => earning,
-                // Those after the last setback, counted in the partial index that holds only
-                // approved healthy changes (the index alone answers: no row is read).
+                // Those decided healthy after the last setback was decided.
                 Some((at, id)) if earning > 0 => {
                     let earned: i64 = self
                         .conn
                         .prepare_cached(
-                            "SELECT COUNT(*) FROM proposals INDEXED BY proposals_earning \
-                             WHERE outcome = 'healthy' AND approved_hash IS NOT NULL \
-                             AND pattern = ?1 \
-                             AND (created_at > ?2 OR (created_at = ?2 AND id > ?3))",
+                            "SELECT COUNT(*) FROM proposals p INDEXED BY proposals_earning \
+                             LEFT JOIN changes c ON c.id = p.change_id \
+                             WHERE p.outcome = 'healthy' AND p.approved_hash IS NOT NULL \
+                             AND p.pattern = ?1 \
+                             AND (COALESCE(c.decided_at, c.updated_at, p.created_at) > ?2 \
+                                  OR (COALESCE(c.decided_at, c.updated_at, p.created_at) = ?2 \
+                                      AND p.id > ?3))",
                         )
                         .and_then(|mut st| {
                             st.query_row(params![pattern.as_str(), at, id], |r| r.get(0))
@@ -857,13 +864,14 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT p.pattern, p.created_at, p.state, p.approved_hash IS NOT NULL, c.state, \
+                "SELECT p.pattern, COALESCE(c.decided_at, c.updated_at, p.created_at) AS at, \
+                 p.state, p.approved_hash IS NOT NULL, c.state, \
                  EXISTS (SELECT 1 FROM events e INDEXED BY events_by_change \
                    WHERE e.change_id = p.change_id \
                    AND e.kind = 'state_changed' AND json_extract(e.detail, '$.to') = 'regressed'), \
                  COALESCE({UNPROVEN}, 0) \
                  FROM proposals p LEFT JOIN changes c ON c.id = p.change_id \
-                 ORDER BY p.created_at, p.id"
+                 ORDER BY at, p.id"
             ))
             .map_err(sql("reading the trust ledger"))?;
         let rows = stmt
@@ -1299,6 +1307,71 @@ mod tests {
         assert_eq!(
             outcome("deployed", Some("rolled_back"), true, true),
             Outcome::Regressed
+        );
+    }
+
+    #[test]
+    fn a_fix_proposed_early_and_rolled_back_late_sets_its_pattern_back_from_the_rollback() {
+        use crate::gate::ledger;
+        use crate::store::ChangeState;
+        let mut store = Store::open_in_memory().unwrap();
+        // Approved and deployed as change `c` at `at`, the change decided `state` at `decided`.
+        let mut deploy = |at: f64, state: ChangeState, decided: f64| {
+            let p = pending(&mut store, "agent");
+            store
+                .decide_proposal(&p.id, true, "approver:alice", &p.diff_hash, None, at)
+                .unwrap();
+            store
+                .advance_proposal(&p.id, ProposalState::Deploying, None, None, json!({}), at)
+                .unwrap();
+            let c = store
+                .insert_change(
+                    &crate::store::NewChange {
+                        commit: "c".repeat(40),
+                        kind: crate::store::ChangeKind::Ai,
+                        pattern: None,
+                        summary: None,
+                        landed_at: at,
+                        fixes_issue: None,
+                        flag: None,
+                    },
+                    at,
+                )
+                .unwrap()
+                .id;
+            store
+                .advance_proposal(
+                    &p.id,
+                    ProposalState::Deployed,
+                    Some(&c),
+                    None,
+                    json!({}),
+                    at,
+                )
+                .unwrap();
+            store
+                .set_state(&c, state, None, Some(decided), None, decided)
+                .unwrap();
+        };
+        // X is made first; two later fixes are decided healthy; then X is rolled back.
+        deploy(T0 + 1.0, ChangeState::Regressed, T0 + 500.0);
+        deploy(T0 + 100.0, ChangeState::Healthy, T0 + 200.0);
+        deploy(T0 + 300.0, ChangeState::Healthy, T0 + 400.0);
+        let t = ledger::standing(&store.ledger_tally().unwrap(), 2)
+            .into_iter()
+            .find(|t| t.pattern == "nil-check")
+            .unwrap();
+        assert_eq!(
+            (t.level, t.earned, t.last_rollback_at),
+            (ledger::Level::NeedsApproval, 0, Some(T0 + 500.0)),
+            "{t:?}"
+        );
+        assert_eq!(
+            ledger::ledger(&store.ledger_entries().unwrap(), 2)
+                .into_iter()
+                .find(|t| t.pattern == "nil-check")
+                .map(|t| t.earned),
+            Some(0)
         );
     }
 
