@@ -559,6 +559,21 @@ mod tests {
         deliver(&mut e, issue("7", "error", 5, IssueAction::Created), 1, T0);
         assert_eq!(e.agents_due().len(), 1);
         assert!(check(&e).is_ok(), "one run: the proposal is its fix");
+        let agent = crate::gate::roles::Role::Agent;
+        assert_eq!(
+            e.named_issue(&agent, &unnamed).unwrap().sentry.as_deref(),
+            Some("7")
+        );
+        // A link to another tracker does not take it off the run's issue.
+        let linked = crate::daemon::engine::ProposalRequest {
+            issue: Some("https://github.com/acme/shop/issues/7".into()),
+            ..unnamed.clone()
+        };
+        let named = e.named_issue(&agent, &linked).unwrap();
+        assert_eq!(
+            (named.sentry.as_deref(), named.url.as_deref()),
+            (Some("7"), Some("https://github.com/acme/shop/issues/7"))
+        );
         deliver(&mut e, issue("8", "error", 5, IssueAction::Created), 2, T0);
         assert_eq!(e.agents_due().len(), 1);
         match check(&e) {

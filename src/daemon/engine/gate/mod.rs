@@ -349,35 +349,38 @@ impl Engine {
     }
 
     /// The issue a proposal names, resolved (`Engine::resolve_issue`). The agent's proposal
-    /// naming none while guardian has run it on an issue is that run's fix: were it let off
-    /// unnamed, a fix that did not stop its issue would never be judged `ineffective`, and the
-    /// agent could dodge its record by leaving `issue` out. With several runs under way it
-    /// must say which.
-    fn named_issue(
+    /// while guardian has run it on an issue is that run's fix unless it names another Sentry
+    /// issue: were it let off unnamed (or naming a link to another tracker), a fix that did not
+    /// stop its issue would never be judged `ineffective`, and the agent could dodge its record
+    /// by leaving `issue` out. With several runs under way it must say which.
+    pub(in crate::daemon) fn named_issue(
         &self,
         role: &Role,
         request: &ProposalRequest,
     ) -> Result<NamedIssue, EngineError> {
-        if let Some(named) = request.issue.as_deref() {
-            return self.resolve_issue(named);
-        }
-        if *role != Role::Agent {
-            return Ok(NamedIssue::default());
+        let named = match request.issue.as_deref() {
+            Some(named) => self.resolve_issue(named)?,
+            None => NamedIssue::default(),
+        };
+        if named.sentry.is_some() || *role != Role::Agent {
+            return Ok(named);
         }
         let running: Vec<(&str, &str)> =
             self.agent.iter().flat_map(|a| a.running_issues()).collect();
         match running.as_slice() {
-            [] => Ok(NamedIssue::default()),
+            [] => Ok(named),
             [(issue, _run)] => {
                 let issue = self.store.sentry_issue(issue)?;
                 Ok(NamedIssue {
-                    url: issue.as_ref().and_then(|i| i.web_url.clone()),
+                    url: named
+                        .url
+                        .or_else(|| issue.as_ref().and_then(|i| i.web_url.clone())),
                     sentry: issue.map(|i| i.id),
                 })
             }
             several => Err(EngineError::BadRequest(format!(
-                "\"issue\" is required: guardian is running the agent on Sentry issues {}; \
-                 name the one this fixes",
+                "\"issue\" must name a Sentry issue: guardian is running the agent on Sentry \
+                 issues {}; name the one this fixes",
                 several
                     .iter()
                     .map(|(issue, _)| *issue)
