@@ -477,10 +477,17 @@ impl Watch {
         self.restarts.push_back(now);
         out.push(Effect::Record(note.clone()));
         if restart.shadow {
-            // Nothing runs, so nothing can be verified: count again as if it had been tried.
-            out.push(Effect::Alert(note));
-            self.streak = 0;
-            self.streak_told = false;
+            // Nothing ran, so the app is as down as it was: that is the news, once, and a
+            // person must act (found in the user trial: counting again as if it had been tried
+            // sent an email per shadow restart, none saying ACTION NEEDED, then a false "the
+            // restarts allowed have been made"). Held until it is healthy, as after a live
+            // restart that did not help.
+            let why = format!(
+                "{} health checks failed in a row; in shadow mode guardian would have restarted \
+                 it and ran nothing, so it is still failing",
+                self.streak
+            );
+            self.escalate(Some(attempt), Escalation::NoAction, why, now, out);
         } else {
             out.push(Effect::Restart {
                 attempt: attempt.clone(),
@@ -782,10 +789,14 @@ mod tests {
         assert!(sim.restarts.is_empty());
         assert!(!sim.log.iter().any(|e| matches!(e, Effect::Restart { .. })));
         let kinds = sim.kinds();
-        assert_eq!(kinds.iter().filter(|k| **k == "restart_shadow").count(), 3);
-        assert_eq!(*kinds.last().unwrap(), "restart_escalated");
-        // An email per restart it would have run, and the escalation.
-        assert_eq!(sim.alerts(), 4);
+        // What live would do to a restart that did not help: one restart, then a person told
+        // once (ACTION NEEDED), and nothing more while it stays down.
+        assert_eq!(
+            kinds,
+            ["health_failed", "restart_shadow", "restart_escalated"],
+            "{kinds:?}"
+        );
+        assert_eq!(sim.alerts(), 1);
     }
 
     #[test]
