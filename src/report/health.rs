@@ -15,9 +15,15 @@ pub fn health_text(h: &HealthStatus, now: f64) -> String {
     let mut out = String::new();
     let standing = match w.phase.as_str() {
         "watching" if w.consecutive_failures > 0 => format!(
-            "failing ({} in a row: {})",
+            "failing ({} in a row: {}){}",
             w.consecutive_failures,
-            t(w.last_error.as_deref().unwrap_or("?"))
+            t(w.last_error.as_deref().unwrap_or("?")),
+            w.cooldown_until
+                .map(|until| format!(
+                    "; waiting out the cool-down: the next restart in {}",
+                    duration((until - now).max(0.0))
+                ))
+                .unwrap_or_default()
         ),
         "watching" => "healthy".to_owned(),
         "restarting" => "restarting the app".to_owned(),
@@ -122,6 +128,7 @@ mod tests {
                 restarts_last_hour: 3,
                 max_per_hour: Some(3),
                 shadow: false,
+                cooldown_until: None,
             },
             track: HealthTrack {
                 failed: 4,
@@ -138,6 +145,15 @@ mod tests {
               track record: 3 restarts, 2 verified, 1 escalated, 0 shadow; 4 failures seen, 0 recovered without one
         "#]]
         .assert_eq(&health_text(&status, 100.0));
+        let mut waiting = status.clone();
+        waiting.watch.phase = "watching".into();
+        waiting.watch.cooldown_until = Some(145.0);
+        expect![[r#"
+            health: http://127.0.0.1:8080/healthz failing (7 in a row: answered 503); waiting out the cool-down: the next restart in 45 s, probed 2 s ago
+              restart: 3 in the last hour (at most 3): systemctl restart app
+              track record: 3 restarts, 2 verified, 1 escalated, 0 shadow; 4 failures seen, 0 recovered without one
+        "#]]
+        .assert_eq(&health_text(&waiting, 100.0));
     }
 
     #[test]

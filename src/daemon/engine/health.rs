@@ -135,7 +135,7 @@ pub(super) fn open(
             .is_some();
             let note = format!(
                 "guardian stopped while the restart ran{}; it is counted against the hour's \
-                 limit and not run again on its own",
+                 limit and not resumed (a new restart needs new failed probes)",
                 if stopped {
                     "; its process group still ran, and was stopped"
                 } else {

@@ -229,6 +229,9 @@ pub struct WatchView {
     pub restarts_last_hour: u32,
     pub max_per_hour: Option<u32>,
     pub shadow: bool,
+    /// While failing past `failures`: no restart before this (the cool-down since the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_until: Option<f64>,
 }
 
 impl Watch {
@@ -272,7 +275,16 @@ impl Watch {
             restarts_last_hour: self.restarts_since(now - HOUR),
             max_per_hour: self.rules.restart.as_ref().map(|r| r.max_per_hour),
             shadow: self.rules.restart.as_ref().is_some_and(|r| r.shadow),
+            cooldown_until: self.cooldown_until(now),
         }
+    }
+
+    /// When the cool-down lets the next restart run, while the app fails and waits for it.
+    fn cooldown_until(&self, now: f64) -> Option<f64> {
+        let restart = self.rules.restart.as_ref()?;
+        let until = self.restarts.back()? + restart.cooldown_secs;
+        (matches!(self.phase, Phase::Watching) && self.streak >= self.rules.failures && now < until)
+            .then_some(until)
     }
 
     fn restarts_since(&self, t: f64) -> u32 {
@@ -780,6 +792,28 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn a_crash_within_the_cool_down_shows_when_the_next_restart_may_run() {
+        let mut sim = Sim::new(rules(false));
+        // Up for 20 s after its restart, then down again.
+        let up = |t: f64, restarts: &[f64]| {
+            restarts
+                .last()
+                .is_some_and(|&r| t > r + 2.0 && t < r + 22.0)
+        };
+        sim.run(60.0, false, &up);
+        assert_eq!(sim.restarts.len(), 1);
+        let view = sim.watch.view(sim.now);
+        assert!(view.consecutive_failures >= 3, "{view:?}");
+        assert_eq!(
+            view.cooldown_until,
+            Some(sim.restarts[0] + 120.0),
+            "{view:?}"
+        );
+        sim.run(120.0, false, &up);
+        assert_eq!(sim.restarts.len(), 2, "restarted once the cool-down ended");
     }
 
     #[test]
