@@ -476,7 +476,13 @@ fn render(service: &str, check: &HealthCheck, note: &Note, now: f64) -> crate::r
         ),
     };
     if let Some(why) = &check.last_failure {
-        let _ = writeln!(body, "What failed\n-----------\n  {url}: {why}\n");
+        // The probe's error often names the URL already.
+        let failed = if why.starts_with(url.as_str()) {
+            why.clone()
+        } else {
+            format!("{url}: {why}")
+        };
+        let _ = writeln!(body, "What failed\n-----------\n  {failed}\n");
     }
     let attempt = match note {
         Note::Verified { attempt, .. } => Some(attempt),
@@ -539,8 +545,9 @@ fn render(service: &str, check: &HealthCheck, note: &Note, now: f64) -> crate::r
     }
     let _ = writeln!(
         body,
-        "The record: guardian audit verify --config <guardian.toml>; kinds health_failed, \
-         restart_started, restart_finished, restart_verified, restart_escalated.\n"
+        "The record: guardian audit export --config <guardian.toml>; kinds health_failed, \
+         restart_started, restart_finished, restart_verified, restart_escalated, \
+         restart_shadow, health_recovered.\n"
     );
     crate::report::Email {
         subject,
@@ -738,7 +745,7 @@ mod tests {
                 | See 'journalctl -xeu app.service'.
 
             Restarts in the last hour: 1 of at most 2.
-            The record: guardian audit verify --config <guardian.toml>; kinds health_failed, restart_started, restart_finished, restart_verified, restart_escalated.
+            The record: guardian audit export --config <guardian.toml>; kinds health_failed, restart_started, restart_finished, restart_verified, restart_escalated, restart_shadow, health_recovered.
 
         "#]]
         .assert_eq(&escalation_email(&e, T0 + 3.5));
@@ -784,7 +791,7 @@ mod tests {
               It printed nothing on stderr.
 
             Restarts in the last hour: 2 of at most 2.
-            The record: guardian audit verify --config <guardian.toml>; kinds health_failed, restart_started, restart_finished, restart_verified, restart_escalated.
+            The record: guardian audit export --config <guardian.toml>; kinds health_failed, restart_started, restart_finished, restart_verified, restart_escalated, restart_shadow, health_recovered.
 
         "#]].assert_eq(&escalation_email(&e, at + 2.0));
     }
