@@ -143,7 +143,33 @@ pub struct RunEnd {
 }
 
 impl RunEnd {
-    fn failed(why: String, duration_secs: f64) -> RunEnd {
+    /// How a command the runner ran to its end (or its timeout) ended, `took` seconds after
+    /// it began: the agent's run, or the health check's restart.
+    pub(crate) fn of(finished: &crate::process::Finished, took: f64) -> RunEnd {
+        let (outcome, exit) = match finished.end {
+            End::Exited(exit) => ("exited", Some(exit)),
+            End::TimedOut(exit) => ("timed_out", exit),
+            End::Unknown(_) => ("failed", None),
+        };
+        let mut notes: Vec<String> = finished.events.iter().map(|e| format!("{e:?}")).collect();
+        if let End::Unknown(e) = &finished.end {
+            notes.insert(0, format!("how it ended is unknown: {e}"));
+        }
+        RunEnd {
+            outcome: outcome.into(),
+            exit_code: exit.and_then(Exit::code),
+            signal: exit.and_then(Exit::signal),
+            duration_secs: took,
+            stdout_tail: tail(&finished.stdout),
+            stderr_tail: tail(&finished.stderr),
+            stdout_bytes: finished.stdout.total,
+            stderr_bytes: finished.stderr.total,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+        }
+    }
+
+    /// A command that could not be started or waited for.
+    pub(crate) fn failed(why: String, duration_secs: f64) -> RunEnd {
         RunEnd {
             outcome: "failed".into(),
             exit_code: None,
@@ -267,26 +293,7 @@ pub fn run(mut job: AgentJob, access: &Access) -> RunEnd {
             );
         }
     }
-    let (outcome, exit) = match finished.end {
-        End::Exited(exit) => ("exited", Some(exit)),
-        End::TimedOut(exit) => ("timed_out", exit),
-        End::Unknown(_) => ("failed", None),
-    };
-    let mut notes: Vec<String> = finished.events.iter().map(|e| format!("{e:?}")).collect();
-    if let End::Unknown(e) = &finished.end {
-        notes.insert(0, format!("how it ended is unknown: {e}"));
-    }
-    RunEnd {
-        outcome: outcome.into(),
-        exit_code: exit.and_then(Exit::code),
-        signal: exit.and_then(Exit::signal),
-        duration_secs: took,
-        stdout_tail: tail(&finished.stdout),
-        stderr_tail: tail(&finished.stderr),
-        stdout_bytes: finished.stdout.total,
-        stderr_bytes: finished.stderr.total,
-        note: (!notes.is_empty()).then(|| notes.join("; ")),
-    }
+    RunEnd::of(&finished, took)
 }
 
 /// What is deployed: the HEAD of guardian's clone (`GET /v1/deployed`).

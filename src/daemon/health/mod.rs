@@ -12,15 +12,14 @@ use std::time::{Duration, Instant};
 use crate::daemon::agent::RunEnd;
 use crate::daemon::engine::Engine;
 use crate::daemon::owner::Owner;
-use crate::process::{Captured, End, Exit, Limits};
+use crate::process::Limits;
 use decide::Probe;
 
 /// Time between `SIGTERM` and `SIGKILL` for a restart command past its timeout.
 const GRACE: Duration = Duration::from_secs(5);
-/// Output kept of a restart command, per stream, and what goes on the record of it.
+/// Output kept of a restart command, per stream (the record keeps the agent's 4 KiB tail: [`RunEnd::of`]).
 const HEAD_BYTES: usize = 4 << 10;
 const TAIL_BYTES: usize = 8 << 10;
-const RECORDED_TAIL_BYTES: usize = 4 << 10;
 /// The variables of guardian's environment a restart command gets (`systemctl` needs no more);
 /// systemd's notify socket and watchdog, addressed to guardian, are not among them.
 const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"];
@@ -91,22 +90,8 @@ pub fn start(owner: &Owner<Engine>, job: RestartJob) {
             }
         });
     if let Err(e) = spawned {
-        let end = failed(format!("no thread to run it on: {e}"), 0.0);
+        let end = RunEnd::failed(format!("no thread to run it on: {e}"), 0.0);
         owner.tell(move |e| e.health_restarted(&job, &end, super::now()));
-    }
-}
-
-fn failed(why: String, duration_secs: f64) -> RunEnd {
-    RunEnd {
-        outcome: "failed".into(),
-        exit_code: None,
-        signal: None,
-        duration_secs,
-        stdout_tail: String::new(),
-        stderr_tail: String::new(),
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        note: Some(why),
     }
 }
 
@@ -115,7 +100,7 @@ fn failed(why: String, duration_secs: f64) -> RunEnd {
 pub fn run(job: &RestartJob) -> RunEnd {
     let began = Instant::now();
     let Some((program, args)) = job.command.split_first() else {
-        return failed("no command".into(), 0.0);
+        return RunEnd::failed("no command".into(), 0.0);
     };
     let mut cmd = Command::new(program);
     cmd.args(args).env_clear();
@@ -137,7 +122,7 @@ pub fn run(job: &RestartJob) -> RunEnd {
     let finished = match finished {
         Ok(f) => f,
         Err(e) => {
-            return failed(
+            return RunEnd::failed(
                 format!(
                     "cannot run {}: {e}",
                     crate::report::text::shell_line(&job.command)
@@ -146,38 +131,7 @@ pub fn run(job: &RestartJob) -> RunEnd {
             )
         }
     };
-    let (outcome, exit) = match finished.end {
-        End::Exited(exit) => ("exited", Some(exit)),
-        End::TimedOut(exit) => ("timed_out", exit),
-        End::Unknown(_) => ("failed", None),
-    };
-    let mut notes: Vec<String> = finished.events.iter().map(|e| format!("{e:?}")).collect();
-    if let End::Unknown(e) = &finished.end {
-        notes.insert(0, format!("how it ended is unknown: {e}"));
-    }
-    RunEnd {
-        outcome: outcome.into(),
-        exit_code: exit.and_then(Exit::code),
-        signal: exit.and_then(Exit::signal),
-        duration_secs: took,
-        stdout_tail: tail(&finished.stdout),
-        stderr_tail: tail(&finished.stderr),
-        stdout_bytes: finished.stdout.total,
-        stderr_bytes: finished.stderr.total,
-        note: (!notes.is_empty()).then(|| notes.join("; ")),
-    }
-}
-
-/// The end of a stream as text: at most [`RECORDED_TAIL_BYTES`], cut at a character.
-fn tail(captured: &Captured) -> String {
-    let mut bytes = captured.head.clone();
-    if captured.dropped() > 0 {
-        bytes.extend_from_slice(format!("\n[... {} bytes ...]\n", captured.dropped()).as_bytes());
-    }
-    bytes.extend_from_slice(&captured.tail);
-    let from = bytes.len().saturating_sub(RECORDED_TAIL_BYTES);
-    let text = String::from_utf8_lossy(&bytes[from..]).into_owned();
-    text.trim_start_matches('\u{fffd}').to_owned()
+    RunEnd::of(&finished, took)
 }
 
 #[cfg(test)]
