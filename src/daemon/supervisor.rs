@@ -21,7 +21,7 @@ use crate::core::{
     ClaimVerdict, DetectorSettings, Landing, Monitor, Report, SignalKind, Span, Verdict,
 };
 use crate::report::units;
-use crate::sentry::{ClaimWatch, SentryWatch};
+use crate::sentry::{ClaimWatch, QuietBefore, SentryWatch};
 
 use super::flag_limits::{FlagLedger, Refusal};
 
@@ -353,10 +353,17 @@ impl Supervisor {
         }
     }
 
-    /// The claimed issue's events and the requests they are counted against, as they stand.
-    pub fn claim_counts(&mut self, baseline: Counts, after: Counts, until: f64) {
+    /// The claimed issue's events and the requests they are counted against, as they stand,
+    /// and its quiet stretch before the change.
+    pub fn claim_counts(
+        &mut self,
+        baseline: Counts,
+        after: Counts,
+        quiet: QuietBefore,
+        until: f64,
+    ) {
         if let Some(c) = &mut self.claim {
-            c.update(baseline, after, until);
+            c.update(baseline, after, quiet, until);
         }
     }
 
@@ -1556,7 +1563,7 @@ mod tests {
                 requests,
                 events: requests * after_per_mille / 1000,
             };
-            s.claim_counts(base, after, t + 1.0);
+            s.claim_counts(base, after, QuietBefore::default(), t + 1.0);
             effects.extend(traffic(&mut s, &rules, t, 1, 0.05));
         }
         effects
@@ -1622,6 +1629,7 @@ mod tests {
                     requests,
                     events: requests / 20,
                 },
+                QuietBefore::default(),
                 until,
             );
             effects.extend(s.tick(until, &rules));

@@ -154,6 +154,14 @@ pub fn claim_outcome(claim: &FixClaim) -> String {
             evalue(claim.fixed_e_value),
             evalue(claim.e_value_threshold)
         ),
+        ClaimVerdict::StoppedBefore => format!(
+            "{issue} had stopped before the change, so its quiet after it is not the fix's \
+             doing: {} requests came between its last event and the change where its old \
+             rate gives {} (odds of none {}); {counted}",
+            count(claim.requests_quiet_before),
+            trim_count(claim.expected_quiet_before),
+            odds(claim.expected_quiet_before)
+        ),
         ClaimVerdict::NotShown => {
             format!("{issue}: {counted}; too few of its events to show whether the fix worked")
         }
@@ -173,6 +181,16 @@ pub fn claim_outcome(claim: &FixClaim) -> String {
 
 fn events(n: u64) -> String {
     format!("{} event{}", count(n), if n == 1 { "" } else { "s" })
+}
+
+/// The odds of no event where `expected` were expected (Poisson): "0.7%", "1 in 22,026".
+fn odds(expected: f64) -> String {
+    let p = (-expected).exp();
+    if p >= 0.001 {
+        format!("{:.1}%", p * 100.0)
+    } else {
+        format!("1 in {}", count((1.0 / p).min(1e15) as u64))
+    }
 }
 
 /// An expected count: whole when large, one decimal when small.

@@ -11,7 +11,7 @@ pub mod payload;
 pub mod testing;
 pub mod webhook;
 
-pub use claim::ClaimWatch;
+pub use claim::{ClaimWatch, QuietBefore};
 pub use evidence::SentryWatch;
 pub use payload::{read, read_issue_details, Event, Issue, IssueAction, Notice, PayloadError};
 pub use webhook::{

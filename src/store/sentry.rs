@@ -205,6 +205,21 @@ impl Store {
             .collect()
     }
 
+    /// When `issue_id` last had an event before the 10-second bin `before` falls in: the
+    /// start of that event's bin.
+    pub fn sentry_last_event_before(&self, issue_id: &str, before: f64) -> Result<Option<f64>> {
+        let doing = || format!("finding the last event of Sentry issue {issue_id}");
+        self.conn
+            .query_row(
+                "SELECT MAX(bin) FROM sentry_events \
+                 WHERE issue_id = ?1 AND bin < ?2 AND events > 0",
+                params![issue_id, (before / BIN_SECS).floor() as i64],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .doing(doing)
+            .map(|bin| bin.map(|b| b as f64 * BIN_SECS))
+    }
+
     /// Events of `issue_id` in `[from, to)`, to the 10-second bin.
     pub fn sentry_events(&self, issue_id: &str, from: f64, to: f64) -> Result<u64> {
         let doing = || format!("counting events of Sentry issue {issue_id}");

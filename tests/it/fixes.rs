@@ -191,8 +191,6 @@ fn a_fix_is_judged_on_the_issue_it_names_and_the_ledger_counts_what_became_of_it
     });
     firing.store(false, Ordering::Relaxed);
     let change = g.settle(p["change_id"].as_str().unwrap());
-    stop.store(true, Ordering::Relaxed);
-    sender.join().unwrap();
     assert_eq!(change["state"], "healthy", "{change}");
     assert_eq!(change["report"]["claim"]["verdict"], "fixed", "{change}");
     let t = g.pattern("timeout-bump");
@@ -200,6 +198,41 @@ fn a_fix_is_judged_on_the_issue_it_names_and_the_ledger_counts_what_became_of_it
         (t["earned"].as_u64(), t["ineffective"].as_u64()),
         (Some(1), Some(1)),
         "{t}"
+    );
+
+    // (d) A fix naming the issue after it has stopped on its own: quiet after the change,
+    // but not the fix's doing. Healthy, and no credit.
+    g.agent_syncs();
+    let third = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 900\n",
+        "Raise the timeout again",
+    );
+    let p = propose(&third, "raise the checkout timeout once more");
+    let id = p["id"].as_str().unwrap().to_owned();
+    let hash = p["diff_hash"].as_str().unwrap().to_owned();
+    let out = g.cli(ALICE, &["approve", &id, "--diff", &hash]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = g.wait_for(&format!("/v1/proposals/{id}"), 30, |p| {
+        p["state"] == "deployed"
+    });
+    let change = g.settle(p["change_id"].as_str().unwrap());
+    assert_eq!(change["state"], "healthy", "{change}");
+    assert_eq!(
+        change["report"]["claim"]["verdict"], "stopped_before",
+        "{change}"
+    );
+    let t = g.pattern("timeout-bump");
+    assert_eq!(t["earned"].as_u64(), Some(1), "no credit: {t}");
+    let pm = g.on_host(&["postmortem", change["id"].as_str().unwrap()]);
+    let pm = String::from_utf8_lossy(&pm.stdout);
+    assert!(
+        pm.contains("had stopped before the change"),
+        "the post-mortem says why: {pm}"
     );
 
     // A fix naming an issue guardian never heard of is refused, saying so.
@@ -225,4 +258,6 @@ fn a_fix_is_judged_on_the_issue_it_names_and_the_ledger_counts_what_became_of_it
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
 }

@@ -71,6 +71,17 @@ pub struct FixClaim {
     pub fixed_e_value: f64,
     /// Either crosses at this (1 / alpha).
     pub e_value_threshold: f64,
+    /// The issue's quiet stretch just before the change: the requests served between its
+    /// last event and the change ...
+    #[serde(default)]
+    pub requests_quiet_before: u64,
+    /// ... and when that event was (to its 10-second bin), if it had one.
+    #[serde(default)]
+    pub last_event_before: Option<f64>,
+    /// The events its old rate would have given in that stretch: from about ln(1 / alpha)
+    /// on, the issue had already stopped before the change.
+    #[serde(default)]
+    pub expected_quiet_before: f64,
 }
 
 /// What became of the issue a change claims to fix.
@@ -85,6 +96,10 @@ pub enum ClaimVerdict {
     NotShown,
     /// Nothing to compare: the issue had no events in the baseline, or there were no requests.
     NotCompared,
+    /// Quiet after the change, but it had already stopped before it: its old rate would have
+    /// shown in the requests between its last event and the change. Its quiet is not the
+    /// fix's doing, and earns it nothing.
+    StoppedBefore,
 }
 
 impl ClaimVerdict {
@@ -94,6 +109,7 @@ impl ClaimVerdict {
             ClaimVerdict::StillFiring => "still_firing",
             ClaimVerdict::NotShown => "not_shown",
             ClaimVerdict::NotCompared => "not_compared",
+            ClaimVerdict::StoppedBefore => "stopped_before",
         }
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{Engine, EngineError, SentryPollStatus};
 use crate::core::evidence::Counts;
 use crate::sentry::Issue as SentryIssue;
-use crate::sentry::{Notice, Verified};
+use crate::sentry::{Notice, QuietBefore, Verified};
 use crate::store::{Delivered, Store};
 
 /// How far back `guardian status` looks for new issues when no change is watched.
@@ -236,12 +236,25 @@ impl Engine {
         };
         let (baseline, after) = count(None)?;
         let claim = match self.supervisor.claimed_issue() {
-            Some(issue) => Some(count(Some(issue))?),
+            Some(issue) => {
+                let (baseline, after) = count(Some(issue))?;
+                // Its quiet stretch: the whole bins after its last event before the change's.
+                let last_event_at = self.store.sentry_last_event_before(issue, change_at)?;
+                let requests = match last_event_at {
+                    Some(at) => self.store.series_requests(at + 10.0, bin(change_at))?.0,
+                    None => 0,
+                };
+                let quiet = QuietBefore {
+                    requests,
+                    last_event_at,
+                };
+                Some((baseline, after, quiet))
+            }
             None => None,
         };
         self.supervisor.sentry_counts(baseline, after, until);
-        if let Some((baseline, after)) = claim {
-            self.supervisor.claim_counts(baseline, after, until);
+        if let Some((baseline, after, quiet)) = claim {
+            self.supervisor.claim_counts(baseline, after, quiet, until);
         }
         Ok(())
     }
