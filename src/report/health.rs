@@ -77,8 +77,8 @@ pub fn health_text(h: &HealthStatus, now: f64) -> String {
 /// The bounded actions' part of `guardian trust`: a line each, its record and its last setback.
 pub fn actions_text(actions: &[ActionTrack]) -> String {
     let mut out = format!(
-        "{:<18} {:>8} {:>8} {:>9} {:>6}  last setback\n",
-        "action", "attempts", "verified", "escalated", "shadow"
+        "{:<18} {:>8} {:>8} {:>9} {:>6} {:>7}  last setback\n",
+        "action", "attempts", "verified", "escalated", "shadow", "refused"
     );
     for a in actions {
         let setback = match &a.last_setback {
@@ -88,6 +88,9 @@ pub fn actions_text(actions: &[ActionTrack]) -> String {
                     "command_failed" => "the restart failed".to_owned(),
                     "not_verified" => "the restart did not help".to_owned(),
                     "rate_limited" => "the hour's restarts were spent".to_owned(),
+                    "did_not_help" => "turning the flag off did not help".to_owned(),
+                    "failed" => "the flag could not be turned off".to_owned(),
+                    "cut_short" => "guardian stopped while it was under way".to_owned(),
                     other => display::line(other).into_owned(),
                 };
                 format!("{}: {what} ({})", when(s.at), display::line(&s.why))
@@ -95,12 +98,13 @@ pub fn actions_text(actions: &[ActionTrack]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<18} {:>8} {:>8} {:>9} {:>6}  {setback}",
+            "{:<18} {:>8} {:>8} {:>9} {:>6} {:>7}  {setback}",
             display::line(&a.action),
             a.attempts,
             a.verified,
             a.escalated,
-            a.shadow
+            a.shadow,
+            a.refused
         );
     }
     out
@@ -165,6 +169,7 @@ mod tests {
             verified: 5,
             escalated: 2,
             shadow: 0,
+            refused: 0,
             last_setback: Some(Setback {
                 at: 1_764_000_000.0,
                 reason: "not_verified".into(),
@@ -172,17 +177,18 @@ mod tests {
             }),
         };
         let never = ActionTrack {
-            action: "restart".into(),
+            action: "flag_off".into(),
             attempts: 0,
             verified: 0,
             escalated: 0,
             shadow: 0,
+            refused: 2,
             last_setback: None,
         };
         expect![[r#"
-            action             attempts verified escalated shadow  last setback
-            restart                   7        5         2      0  2025-11-24 16:00:00 UTC (unix 1764000000): the restart did not help (the health check did not pass within 30 s of the restart)
-            restart                   0        0         0      0  none
+            action             attempts verified escalated shadow refused  last setback
+            restart                   7        5         2      0       0  2025-11-24 16:00:00 UTC (unix 1764000000): the restart did not help (the health check did not pass within 30 s of the restart)
+            flag_off                  0        0         0      0       2  none
         "#]].assert_eq(&actions_text(&[restart, never]));
     }
 }

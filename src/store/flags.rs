@@ -243,6 +243,18 @@ impl Store {
         )
     }
 
+    /// The latest attempt that failed, did not help, or was cut short: the action's last
+    /// setback.
+    pub fn latest_flag_setback(&self) -> Result<Option<FlagAction>> {
+        Ok(self
+            .flag_actions_where(
+                "WHERE outcome IN ('did_not_help', 'failed', 'cut_short') \
+                 ORDER BY COALESCE(ended_at, started_at) DESC, rowid DESC LIMIT 1",
+                params![],
+            )?
+            .pop())
+    }
+
     /// `(when, flag)` of every flag turned off (or that would have been, in shadow) since
     /// `since`: what bounds the next.
     pub fn flags_turned_off_since(&self, since: f64) -> Result<Vec<(f64, String)>> {
