@@ -136,114 +136,112 @@ pub struct FlagOffSettings {
 
 impl RawFlagOff {
     pub fn validate(self) -> Result<FlagOffSettings, ConfigError> {
-        let target =
-            match (self.url, self.file) {
-                (Some(_), Some(_)) => {
-                    return Err(ConfigError::invalid(
-                        SECTION,
-                        "file",
-                        "and url are two places for the flags: set url (the flag service) or file \
+        let target = match (self.url, self.file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    SECTION,
+                    "file",
+                    "and url are two places for the flags: set url (the flag service) or file \
                      (a file the app reads), not both",
-                    ))
-                }
-                (None, None) => return Err(ConfigError::invalid(
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::invalid(
                     SECTION,
                     "url",
                     "is missing: set url (an HTTP request to the flag service) or file (a JSON \
                      file of flag -> true/false the app reads)",
-                )),
-                (None, Some(file)) => {
-                    for (key, set) in [
-                        ("method", self.method.is_some()),
-                        ("body", self.body.is_some()),
-                        ("token_file", self.token_file.is_some()),
-                        ("timeout_secs", self.timeout_secs.is_some()),
-                    ] {
-                        if set {
-                            return Err(ConfigError::invalid(
-                                SECTION,
-                                key,
-                                "goes with url (the flag service), not with file",
-                            ));
-                        }
-                    }
-                    if !file.is_absolute() {
+                ))
+            }
+            (None, Some(file)) => {
+                for (key, set) in [
+                    ("method", self.method.is_some()),
+                    ("body", self.body.is_some()),
+                    ("token_file", self.token_file.is_some()),
+                    ("timeout_secs", self.timeout_secs.is_some()),
+                ] {
+                    if set {
                         return Err(ConfigError::invalid(
                             SECTION,
-                            "file",
-                            format!("must be an absolute path, got {}", file.display()),
+                            key,
+                            "goes with url (the flag service), not with file",
                         ));
                     }
-                    FlagTarget::File(file)
                 }
-                (Some(url), None) => {
-                    if !url.starts_with("http://") {
-                        return Err(ConfigError::invalid(
-                            SECTION,
-                            "url",
-                            format!(
-                                "must be a plain http:// URL (the flag service, or a local proxy \
-                             to it), got {url:?}"
-                            ),
-                        ));
-                    }
-                    if url.parse::<url::Url>().is_err() {
-                        return Err(ConfigError::invalid(
-                            SECTION,
-                            "url",
-                            format!("is not a URL: {url:?}"),
-                        ));
-                    }
-                    let method = self.method.unwrap_or_else(|| "POST".to_owned());
-                    if !["POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-                        return Err(ConfigError::invalid(
-                            SECTION,
-                            "method",
-                            format!(
+                if !file.is_absolute() {
+                    return Err(ConfigError::invalid(
+                        SECTION,
+                        "file",
+                        format!("must be an absolute path, got {}", file.display()),
+                    ));
+                }
+                FlagTarget::File(file)
+            }
+            (Some(url), None) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::invalid(
+                        SECTION,
+                        "url",
+                        format!("must be the flag service's http:// or https:// URL, got {url:?}"),
+                    ));
+                }
+                if url.parse::<url::Url>().is_err() {
+                    return Err(ConfigError::invalid(
+                        SECTION,
+                        "url",
+                        format!("is not a URL: {url:?}"),
+                    ));
+                }
+                let method = self.method.unwrap_or_else(|| "POST".to_owned());
+                if !["POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+                    return Err(ConfigError::invalid(
+                        SECTION,
+                        "method",
+                        format!(
                             "must be \"POST\", \"PUT\", \"PATCH\" or \"DELETE\", got {method:?}"
                         ),
-                        ));
-                    }
-                    let names_flag = url.contains("{flag}")
-                        || self.body.as_deref().is_some_and(|b| b.contains("{flag}"));
-                    if !names_flag {
+                    ));
+                }
+                let names_flag = url.contains("{flag}")
+                    || self.body.as_deref().is_some_and(|b| b.contains("{flag}"));
+                if !names_flag {
+                    return Err(ConfigError::invalid(
+                        SECTION,
+                        "url",
+                        "must name the flag: put {flag} in url or in body",
+                    ));
+                }
+                if let Some(body) = &self.body {
+                    // With a plain flag name in it, the body must be JSON.
+                    let sample = FlagService::fill(body, "flag");
+                    if let Err(e) = serde_json::from_str::<serde_json::Value>(&sample) {
                         return Err(ConfigError::invalid(
                             SECTION,
-                            "url",
-                            "must name the flag: put {flag} in url or in body",
+                            "body",
+                            format!("must be JSON (with {{flag}} where the name goes): {e}"),
                         ));
                     }
-                    if let Some(body) = &self.body {
-                        // With a plain flag name in it, the body must be JSON.
-                        let sample = FlagService::fill(body, "flag");
-                        if let Err(e) = serde_json::from_str::<serde_json::Value>(&sample) {
-                            return Err(ConfigError::invalid(
-                                SECTION,
-                                "body",
-                                format!("must be JSON (with {{flag}} where the name goes): {e}"),
-                            ));
-                        }
-                    }
-                    let timeout_secs = match self.timeout_secs {
-                        None => 10,
-                        Some(n) if (1..=120).contains(&n) => n as u32,
-                        Some(n) => {
-                            return Err(ConfigError::invalid(
-                                SECTION,
-                                "timeout_secs",
-                                format!("must be whole seconds from 1 to 120, got {n}"),
-                            ))
-                        }
-                    };
-                    FlagTarget::Http(FlagService {
-                        method,
-                        url,
-                        body: self.body,
-                        token_file: self.token_file,
-                        timeout_secs,
-                    })
                 }
-            };
+                let timeout_secs = match self.timeout_secs {
+                    None => 10,
+                    Some(n) if (1..=120).contains(&n) => n as u32,
+                    Some(n) => {
+                        return Err(ConfigError::invalid(
+                            SECTION,
+                            "timeout_secs",
+                            format!("must be whole seconds from 1 to 120, got {n}"),
+                        ))
+                    }
+                };
+                FlagTarget::Http(FlagService {
+                    method,
+                    url,
+                    body: self.body,
+                    token_file: self.token_file,
+                    timeout_secs,
+                })
+            }
+        };
         let globs = self.flags.unwrap_or_default();
         if globs.is_empty() {
             return Err(ConfigError::invalid(
@@ -341,6 +339,11 @@ mod tests {
             [FlagRequester::Agent, FlagRequester::Approver]
         );
         assert!(s.flags.allows("checkout-v2") && s.flags.allows("search"));
+        let hosted = settings("url = \"https://flags.example/api/{flag}\"\nflags = [\"search\"]");
+        assert!(
+            matches!(&hosted.target, FlagTarget::Http(s) if s.url.starts_with("https://")),
+            "a hosted flag service is called over TLS"
+        );
         assert!(!s.flags.allows("searching") && !s.flags.allows("billing"));
         let f = settings(
             "file = \"/etc/app/flags.json\"\nflags = [\"*\"]\nshadow = true\nroles = [\"approver\"]",
@@ -362,7 +365,7 @@ mod tests {
             .assert_eq(&e("file = \"/f\"\nbody = \"{}\"\nflags = [\"a\"]"));
         expect!["[daemon.flag_off] file must be an absolute path, got flags.json"]
             .assert_eq(&e("file = \"flags.json\"\nflags = [\"a\"]"));
-        expect![[r#"[daemon.flag_off] url must be a plain http:// URL (the flag service, or a local proxy to it), got "ftp://f/{flag}""#]]
+        expect![[r#"[daemon.flag_off] url must be the flag service's http:// or https:// URL, got "ftp://f/{flag}""#]]
             .assert_eq(&e("url = \"ftp://f/{flag}\"\nflags = [\"a\"]"));
         expect!["[daemon.flag_off] url must name the flag: put {flag} in url or in body"]
             .assert_eq(&e("url = \"http://f/flags\"\nflags = [\"a\"]"));

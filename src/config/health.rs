@@ -73,22 +73,13 @@ impl RawHealth {
                 ),
             )
         })?;
-        if parsed.scheme() == "https" {
-            // Without a TLS client every probe would fail, and a healthy app be restarted.
+        // https is checked against the web's root certificates (ureq's rustls): a probe of a
+        // self-signed endpoint fails, and says why in `guardian status`.
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(ConfigError::invalid(
                 SECTION,
                 "url",
-                format!(
-                    "must be a plain http:// address (guardian's probe speaks no TLS), got \
-                     {url:?}: probe the app where it listens, e.g. \"http://127.0.0.1:8080/healthz\""
-                ),
-            ));
-        }
-        if parsed.scheme() != "http" || parsed.host_str().is_none() {
-            return Err(ConfigError::invalid(
-                SECTION,
-                "url",
-                format!("must be an http:// address with a host, got {url:?}"),
+                format!("must be an http:// or https:// address with a host, got {url:?}"),
             ));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -204,13 +195,23 @@ mod tests {
     }
 
     #[test]
+    fn a_health_endpoint_behind_tls_is_probed_over_https() {
+        let h =
+            Config::parse("[daemon]\n[daemon.health]\nurl = \"https://shop.example/healthz\"\n")
+                .unwrap()
+                .daemon
+                .unwrap()
+                .health
+                .unwrap();
+        assert_eq!(h.url, "https://shop.example/healthz");
+    }
+
+    #[test]
     fn the_health_section_refuses_what_it_cannot_use_naming_the_key() {
         expect![[r#"[daemon.health] url must be the app's health endpoint, e.g. "http://127.0.0.1:8080/healthz", got "" (relative URL without a base)"#]]
             .assert_eq(&health(""));
-        expect![[r#"[daemon.health] url must be an http:// address with a host, got "file:///x""#]]
+        expect![[r#"[daemon.health] url must be an http:// or https:// address with a host, got "file:///x""#]]
             .assert_eq(&health("url = \"file:///x\""));
-        expect![[r#"[daemon.health] url must be a plain http:// address (guardian's probe speaks no TLS), got "https://shop.example/healthz": probe the app where it listens, e.g. "http://127.0.0.1:8080/healthz""#]]
-            .assert_eq(&health("url = \"https://shop.example/healthz\""));
         expect!["[daemon.health] url must not carry a user or password: it is shown in status, the journal and emails"]
             .assert_eq(&health("url = \"http://ops:secret@127.0.0.1:8080/healthz\""));
         expect![
