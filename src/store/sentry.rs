@@ -383,6 +383,9 @@ pub struct Polled {
     /// Issues of those events Sentry has not described to guardian yet (no short id): their
     /// details are worth asking for.
     pub undescribed: Vec<String>,
+    /// Issues the poll described or brought new events of, each once: what the agent's
+    /// trigger considers, as it does a delivery's.
+    pub heard: Vec<String>,
 }
 
 impl Store {
@@ -402,13 +405,39 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing(doing)?;
         forget(&tx, now).doing(doing)?;
+        let mut polled = Polled::default();
         for issue in issues {
             put_issue(&tx, issue, Told::Api, now).doing(doing)?;
+            // On the trail as a delivered issue is: what guardian learned, and from whom.
+            let detail = serde_json::json!({
+                "action": "described",
+                "issue": issue.id,
+                "short_id": issue.short_id,
+                "title": issue.title,
+                "status": issue.status,
+                "substatus": issue.substatus,
+                "source": "api",
+            });
+            append_record(
+                &tx,
+                now,
+                "sentry",
+                EventKind::SentryIssue,
+                Some(&issue.id),
+                None,
+                &detail.to_string(),
+            )
+            .doing(doing)?;
+            if !polled.heard.contains(&issue.id) {
+                polled.heard.push(issue.id.clone());
+            }
         }
-        let mut polled = Polled::default();
         for event in events {
             if put_event(&tx, event, Told::Api, now).doing(doing)? {
                 polled.new_events += 1;
+                if !polled.heard.contains(&event.issue_id) {
+                    polled.heard.push(event.issue_id.clone());
+                }
                 put_issue(&tx, &event.issue(), Told::Event, now).doing(doing)?;
                 let described: bool = tx
                     .query_row(
@@ -705,6 +734,11 @@ mod tests {
             "the delivered event is not counted again"
         );
         assert_eq!(polled.undescribed, ["4504981999"]);
+        assert_eq!(
+            polled.heard,
+            ["4504981999"],
+            "the agent's trigger hears of it"
+        );
         // The same page again (the next poll's overlap) adds nothing.
         let again = store.sentry_polled(&[other], &[], NOW + 60.0).unwrap();
         assert_eq!(again, Polled::default());
@@ -726,7 +760,24 @@ mod tests {
             "issue_details.json",
         ))
         .unwrap();
-        store.sentry_polled(&[], &[details], NOW + 61.0).unwrap();
+        let described = store.sentry_polled(&[], &[details], NOW + 61.0).unwrap();
+        assert_eq!(described.heard, ["4504981999"]);
+        let (kind, detail): (String, String) = store
+            .conn
+            .query_row(
+                "SELECT kind, detail FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            kind, "sentry_issue",
+            "what the API described is on the trail"
+        );
+        assert!(
+            detail.contains("\"source\":\"api\"") && detail.contains("SHOP-API-3F"),
+            "{detail}"
+        );
         let issue = store.sentry_issue("SHOP-API-3F").unwrap().unwrap();
         assert_eq!(issue.id, "4504981999");
         let source: String = store

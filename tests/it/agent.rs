@@ -45,6 +45,11 @@ struct Agent {
 
 impl Agent {
     fn start(timeout_secs: u32) -> Agent {
+        Agent::start_with(timeout_secs, "")
+    }
+
+    /// As [`Agent::start`], with `more` lines in `[daemon.sentry]`.
+    fn start_with(timeout_secs: u32, more: &str) -> Agent {
         let work = tempfile::tempdir().unwrap();
         let dir = work.path();
         let secret = dir.join("sentry-secret");
@@ -52,7 +57,7 @@ impl Agent {
         // The script is written once the agent's clone exists (it is run only on a delivery).
         let script = dir.join("agent.sh");
         let extra = format!(
-            "\n[daemon.sentry]\nclient_secret_file = {secret:?}\n\n\
+            "\n[daemon.sentry]\nclient_secret_file = {secret:?}\n{more}\n\
              [daemon.agent]\nas_guardian = true\ncommand = [\"sh\", {script:?}]\ntimeout_secs = {timeout_secs}\n\
              min_level = \"error\"\nmin_events = 1\ndenied_paths = [\"**/auth/**\"]\n\
              max_runs_per_hour = 10\nmax_running = 2\n"
@@ -357,4 +362,43 @@ fn a_run_that_hangs_is_stopped_with_its_whole_group_at_the_timeout_and_recorded(
     assert_eq!(a.deliver_event("300", 1), 202);
     thread::sleep(Duration::from_secs(2));
     assert_eq!(a.runs().len(), 1);
+}
+
+#[test]
+fn an_issue_no_webhook_announced_is_found_by_polling_sentry_and_handed_to_the_agent() {
+    use super::sentry_poll::{serve, Sentry, ISSUE, SENTRY_TOKEN};
+
+    let sentry = std::sync::Arc::new(Sentry::default());
+    let t0 = now();
+    for n in 0..5u64 {
+        sentry.add(n, t0 - 60.0 + n as f64 * 10.0, "shop@1");
+    }
+    let api_url = serve(sentry);
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), SENTRY_TOKEN).unwrap();
+    let a = Agent::start_with(
+        60,
+        &format!(
+            "api_url = \"{api_url}\"\norg = \"acme\"\nproject = \"shop-api\"\n\
+             auth_token_file = {:?}\npoll_secs = 5\n",
+            token.path()
+        ),
+    );
+    // No delivery at all: the poll finds the events, asks for the issue's details (its level),
+    // and the trigger hands the issue over.
+    let runs = a.wait_runs(1, 40);
+    assert_eq!(runs[0].0, ISSUE, "{runs:?}");
+    let input: AgentInput = serde_json::from_str(
+        &std::fs::read_to_string(a.work.path().join(format!("input-{ISSUE}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(input.issue.short_id.as_deref(), Some("SHOP-3F"));
+    let trail = a.gate.trail();
+    assert!(
+        trail.lines().any(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            r["kind"] == "sentry_issue" && r["detail"]["source"] == "api" && r["subject"] == ISSUE
+        }),
+        "the issue the API described is on the audit trail: {trail}"
+    );
 }

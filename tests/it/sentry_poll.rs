@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use super::rollback::{now, World};
 
-const SENTRY_TOKEN: &str = "sntrys_test_0123456789abcdef";
-const ISSUE: &str = "4504981999";
+pub(super) const SENTRY_TOKEN: &str = "sntrys_test_0123456789abcdef";
+pub(super) const ISSUE: &str = "4504981999";
 /// Rows per page the fake Sentry answers: small, so a poll pages.
 const PAGE: usize = 25;
 
@@ -30,7 +30,7 @@ struct Row {
 
 /// What the fake Sentry holds and how it behaves.
 #[derive(Default)]
-struct Sentry {
+pub(super) struct Sentry {
     rows: Mutex<Vec<Row>>,
     refuse: AtomicBool,
     issue_asked: AtomicU64,
@@ -38,7 +38,7 @@ struct Sentry {
 }
 
 impl Sentry {
-    fn add(&self, n: u64, at: f64, release: &str) {
+    pub(super) fn add(&self, n: u64, at: f64, release: &str) {
         let iso = chrono::DateTime::from_timestamp_millis((at * 1000.0) as i64)
             .unwrap()
             .format("%Y-%m-%dT%H:%M:%S%.3f+00:00")
@@ -64,7 +64,7 @@ fn iso_to_unix(text: &str) -> f64 {
 
 /// Sentry's API on loopback: `GET /api/0/organizations/acme/events/` and
 /// `GET /api/0/organizations/acme/issues/{id}/`, bearer token checked.
-fn serve(sentry: Arc<Sentry>) -> String {
+pub(super) fn serve(sentry: Arc<Sentry>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
@@ -102,13 +102,25 @@ fn serve(sentry: Arc<Sentry>) -> String {
                 )
             } else if path == format!("/api/0/organizations/acme/issues/{ISSUE}/") {
                 sentry.issue_asked.fetch_add(1, Ordering::Relaxed);
+                // First seen at its earliest event, as Sentry says.
+                let first_seen = sentry
+                    .rows
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.at)
+                    .fold(f64::INFINITY, f64::min);
+                let first_seen =
+                    chrono::DateTime::from_timestamp_millis((first_seen * 1000.0) as i64)
+                        .unwrap_or_default()
+                        .to_rfc3339();
                 let issue = json!({
                     "id": ISSUE,
                     "shortId": "SHOP-3F",
                     "title": "TypeError: 'NoneType' object is not subscriptable",
                     "culprit": "app.cart in total",
                     "permalink": format!("https://acme.sentry.io/issues/{ISSUE}/"),
-                    "firstSeen": "2026-01-01T00:00:00Z",
+                    "firstSeen": first_seen,
                     "lastSeen": chrono::Utc::now().to_rfc3339(),
                     "status": "unresolved",
                     "count": "1542",

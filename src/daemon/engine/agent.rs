@@ -130,19 +130,32 @@ impl Engine {
     /// it now, and if so records the start and leaves the run due. A failure is logged, never
     /// the delivery's: it is stored already.
     pub(super) fn agent_heard(&mut self, notice: &Notice, now: f64) {
-        if let Err(e) = self.agent_consider(notice, now) {
-            tracing::error!("agent: cannot decide on Sentry's delivery: {e}");
-        }
-    }
-
-    fn agent_consider(&mut self, notice: &Notice, now: f64) -> Result<(), EngineError> {
         let (issue_id, reappeared) = match notice {
             Notice::Issue { action, issue } => {
                 (issue.id.as_str(), *action == IssueAction::Unresolved)
             }
             Notice::Error(event) | Notice::Alert { event, .. } => (event.issue_id.as_str(), false),
-            Notice::Unused { .. } => return Ok(()),
+            Notice::Unused { .. } => return,
         };
+        if let Err(e) = self.agent_consider(issue_id, reappeared, now) {
+            tracing::error!("agent: cannot decide on Sentry's delivery: {e}");
+        }
+    }
+
+    /// An issue Sentry's API told of (described, or with new events): considered as a
+    /// delivery of it would be, so an issue no webhook announced still reaches the agent.
+    pub(super) fn agent_polled(&mut self, issue_id: &str, now: f64) {
+        if let Err(e) = self.agent_consider(issue_id, false, now) {
+            tracing::error!("agent: cannot decide on Sentry issue {issue_id} from a poll: {e}");
+        }
+    }
+
+    fn agent_consider(
+        &mut self,
+        issue_id: &str,
+        reappeared: bool,
+        now: f64,
+    ) -> Result<(), EngineError> {
         let Some(trigger) = &self.agent else {
             return Ok(());
         };

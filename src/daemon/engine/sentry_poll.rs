@@ -156,12 +156,18 @@ impl Engine {
         let Some(poller) = self.sentry_poller.as_mut() else {
             return Ok(());
         };
+        let mut heard: Vec<String> = Vec::new();
         while let Ok(result) = poller.results.try_recv() {
             poller.running = false;
             let polled = store.sentry_polled(&result.events, &result.issues, now)?;
             for id in polled.undescribed {
                 if !poller.asked.contains(&id) && !poller.undescribed.contains(&id) {
                     poller.undescribed.push(id);
+                }
+            }
+            for id in polled.heard {
+                if !heard.contains(&id) {
+                    heard.push(id);
                 }
             }
             take(poller, &result, polled.new_events, now);
@@ -175,6 +181,9 @@ impl Engine {
             std::thread::spawn(move || {
                 let _ = done.send(api.poll(&job, now));
             });
+        }
+        for id in heard {
+            self.agent_polled(&id, now);
         }
         Ok(())
     }
