@@ -192,6 +192,8 @@ event_kinds! {
     EmailQueued = "email_queued";
     /// The mail server accepted an email about a change.
     EmailSent = "email_sent";
+    /// A change's outcome was accepted by a notification target (`[[daemon.notify]]`).
+    NotificationSent = "notification_sent";
     /// A policy file was loaded (at start, or changed on reload): its hash.
     PolicyLoaded = "policy_loaded";
     /// Unattended deploys were paused, and by whom.
@@ -377,6 +379,7 @@ mod tests {
             shadow_rollback
             email_queued
             email_sent
+            notification_sent
             policy_loaded
             gate_paused
             gate_resumed

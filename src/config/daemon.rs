@@ -46,6 +46,9 @@ pub struct DaemonSettings {
     /// Turning a change's feature flag off before reverting it, and on request
     /// (`[daemon.flag_off]`); `None`: never.
     pub flag_off: Option<FlagOffSettings>,
+    /// Where outcomes are told besides email (`[[daemon.notify]]`): webhooks, Slack,
+    /// Alertmanager.
+    pub notify: Vec<super::NotifyTarget>,
 }
 
 /// Per-token request rates (`[daemon.limits]`): the agent's and each approver's token has a
@@ -289,7 +292,9 @@ impl RawDaemon {
             ..r
         });
         let health = self.health.map(super::RawHealth::validate).transpose()?;
+        let notify = super::notify::validate(self.notify)?;
         Ok(DaemonSettings {
+            notify,
             flag_off,
             agent,
             health,
@@ -380,7 +385,7 @@ mod tests {
               |
             2 | listen_on = "x"
               | ^^^^^^^^^
-            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
+            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`, `notify`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
         let d = Config::parse("[daemon]\non_inconclusive = { human = \"extend\" }\n")
             .unwrap()
             .daemon

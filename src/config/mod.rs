@@ -25,6 +25,7 @@ pub use gate::GateSettings;
 pub use health::{HealthSettings, RestartSettings};
 pub use input::InputSettings;
 pub use mail::{MailAuth, MailSecurity, MailSettings};
+pub use notify::{NotifyKind, NotifyTarget, Severity};
 pub use raw::{
     RawAgent, RawAlphaSplit, RawConfig, RawDaemon, RawDetector, RawFlagOff, RawGate, RawInput,
     RawLimits, RawLog, RawMail, RawOnInconclusive, RawRollback, RawScrape, RawSentry,
@@ -41,6 +42,7 @@ mod gate;
 mod health;
 mod input;
 mod mail;
+mod notify;
 mod raw;
 mod rollback;
 mod sentry;
@@ -236,7 +238,7 @@ mod tests {
               |
             2 | port = 1
               | ^^^^
-            unknown field `port`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`"#]].assert_eq(&err("[daemon]\nport = 1"));
+            unknown field `port`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`, `notify`"#]].assert_eq(&err("[daemon]\nport = 1"));
         expect![[r#"
             TOML parse error at line 1, column 2
               |

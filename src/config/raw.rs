@@ -37,6 +37,8 @@ pub struct RawDaemon {
     pub agent: Option<RawAgent>,
     pub health: Option<RawHealth>,
     pub flag_off: Option<RawFlagOff>,
+    #[serde(default)]
+    pub notify: Vec<super::notify::RawNotify>,
 }
 
 #[derive(Debug, Default, Deserialize)]

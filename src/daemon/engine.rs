@@ -626,6 +626,7 @@ impl Engine {
                     if asks_a_person(state) {
                         pause_for_a_person(&mut self.store, &self.settings, &change_id, now)?;
                     }
+                    self.queue_notifications(&change_id, now)?;
                 }
                 Effect::Event {
                     change_id,
@@ -678,6 +679,53 @@ impl Engine {
             crate::report::render_digest(&self.settings.service, day_start, &healthy)
         {
             crate::report::enqueue(&mut self.store, &mail, None, &email, now)?;
+        }
+        Ok(())
+    }
+
+    /// Queues the change's new state for each `[[daemon.notify]]` target told of it, in the
+    /// words of its alert email; the delivery loop sends them (`daemon::notify`).
+    fn queue_notifications(&mut self, id: &str, now: f64) -> Result<(), EngineError> {
+        if self.settings.notify.is_empty() {
+            return Ok(());
+        }
+        let Some(record) = self.store.get_change(id)? else {
+            return Ok(());
+        };
+        if !self
+            .settings
+            .notify
+            .iter()
+            .any(|t| t.states.contains(&record.state))
+        {
+            return Ok(());
+        }
+        let rollback = self
+            .store
+            .events_for(&record.id)?
+            .into_iter()
+            .rev()
+            .find(|e| e.kind == EventKind::Rollback)
+            .map(|e| e.detail);
+        let alert = crate::report::render_alert(&self.settings.service, &record, rollback.as_ref());
+        let Some(outcome) =
+            crate::report::notify::Outcome::of(&record, &alert, &self.settings.service, now)
+        else {
+            return Ok(());
+        };
+        for target in &self.settings.notify {
+            if !target.states.contains(&record.state) {
+                continue;
+            }
+            if let Some(body) = crate::report::notify::body(&target.kind, &outcome) {
+                self.store.enqueue_notification(
+                    &target.name,
+                    &record.id,
+                    record.state.as_str(),
+                    &body,
+                    now,
+                )?;
+            }
         }
         Ok(())
     }
@@ -834,7 +882,12 @@ impl Engine {
         if new.health != self.settings.health {
             needs_restart.push("[daemon.health]");
         }
+        if new.notify != self.settings.notify {
+            // The delivery loop holds the targets it started with.
+            needs_restart.push("[[daemon.notify]]");
+        }
         self.settings = DaemonSettings {
+            notify: self.settings.notify.clone(),
             sentry: self.settings.sentry.clone(),
             agent: self.settings.agent.clone(),
             health: self.settings.health.clone(),

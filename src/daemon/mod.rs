@@ -11,6 +11,7 @@ pub mod engine;
 pub mod flag_limits;
 pub mod health;
 pub mod http;
+pub mod notify;
 pub mod owner;
 pub mod publish;
 pub mod refusals;
@@ -35,6 +36,8 @@ use engine::{Engine, EngineError};
 const POLL_EVERY: Duration = Duration::from_millis(250);
 /// How often queued alert emails are tried.
 const MAIL_EVERY: Duration = Duration::from_secs(5);
+/// How often due notifications are sent.
+const NOTIFY_EVERY: Duration = Duration::from_secs(2);
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,34 @@ fn deliver_mail(
                 }
             }
             Err(e) => tracing::error!("mail: cannot open the outbox: {e}"),
+        }
+        busy.store(false, Ordering::Release);
+    });
+}
+
+/// Sends the notifications that are due, as [`deliver_mail`] sends the emails.
+fn deliver_notifications(
+    state_dir: &std::path::Path,
+    targets: Arc<Vec<crate::config::NotifyTarget>>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    if busy.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let db = state_dir.join("guardian.db");
+    tokio::task::spawn_blocking(move || {
+        match crate::store::Store::open(&db) {
+            Ok(mut store) => {
+                let (sent, errors) = notify::deliver_due(&mut store, &targets, now());
+                for e in &errors {
+                    tracing::warn!("notify: {e}");
+                }
+                if sent > 0 {
+                    tracing::info!("notify: sent {sent} notification(s)");
+                }
+            }
+            Err(e) => tracing::error!("notify: cannot open the outbox: {e}"),
         }
         busy.store(false, Ordering::Release);
     });
@@ -429,8 +460,15 @@ pub async fn run(
 
     let mut mail_tick = tokio::time::interval(MAIL_EVERY);
     let mailing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Read once at start: a reload says the targets need a restart.
+    let targets = Arc::new(settings.notify.clone());
+    let mut notify_tick = tokio::time::interval(NOTIFY_EVERY);
+    let notifying = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let failed = loop {
         tokio::select! {
+            _ = notify_tick.tick(), if !targets.is_empty() => {
+                deliver_notifications(&settings.state_dir, targets.clone(), notifying.clone());
+            }
             _ = mail_tick.tick(), if mailer.is_some() => {
                 owner.tell(|e| {
                     if let Err(err) = e.queue_digest(now()) {

@@ -25,6 +25,7 @@ pub mod evidence;
 pub mod flags;
 pub mod health;
 pub mod mailer;
+pub mod notify;
 pub mod outbox;
 pub mod postmortem;
 pub mod status;

@@ -270,6 +270,24 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX flag_actions_by_start ON flag_actions (started_at);
     CREATE INDEX flag_actions_running ON flag_actions (change_id) WHERE outcome = 'running';
     "#,
+    // 12: the notifications' outbox (`[[daemon.notify]]`), as durable as the email outbox: one
+    // row per change state and target, retried until the target accepts it, never deleted.
+    r#"
+    CREATE TABLE notifications (
+        id               TEXT PRIMARY KEY,  -- <change id>.<state>.<target>
+        target           TEXT NOT NULL,
+        change_id        TEXT,
+        state            TEXT NOT NULL,
+        body             TEXT NOT NULL,     -- the request's JSON, as it is sent
+        created_at       REAL NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  REAL NOT NULL,
+        last_attempt_at  REAL,
+        last_error       TEXT,
+        sent_at          REAL
+    );
+    CREATE INDEX notifications_due ON notifications (next_attempt_at) WHERE sent_at IS NULL;
+    "#,
 ];
 
 /// The schema version after which proposals recorded before the tally (version 5) are counted
