@@ -34,16 +34,26 @@ fn retry_delay(attempts: u32) -> f64 {
     (FIRST_RETRY_SECS * f64::from(1u32 << doublings)).min(MAX_RETRY_SECS)
 }
 
-/// Tries every due notification once; returns what went wrong, a line each, for the log,
-/// and how many were accepted.
+/// Tries the notifications that are due once, each target's in the order they were queued:
+/// one that waits (not due yet, or failed now) holds back the later ones of its target, so a
+/// receiver never hears of a rollback before the regression it undid. Returns how many were
+/// accepted, and what went wrong, a line each, for the log.
 pub fn deliver_due(store: &mut Store, targets: &[NotifyTarget], now: f64) -> (usize, Vec<String>) {
     let mut errors = Vec::new();
     let mut sent = 0;
-    let due = match store.due_notifications(now, 100) {
-        Ok(due) => due,
-        Err(e) => return (0, vec![format!("reading the notifications due: {e}")]),
+    let queued = match store.queued_notifications(1000) {
+        Ok(queued) => queued,
+        Err(e) => return (0, vec![format!("reading the queued notifications: {e}")]),
     };
-    for n in due {
+    let mut held: Vec<String> = Vec::new();
+    for n in queued {
+        if held.contains(&n.target) {
+            continue;
+        }
+        if n.next_attempt_at > now {
+            held.push(n.target.clone());
+            continue;
+        }
         let outcome = match targets.iter().find(|t| t.name == n.target) {
             Some(target) => send(target, &n, now),
             // Removed from the config since it was queued: kept, tried if it comes back.
@@ -58,6 +68,7 @@ pub fn deliver_due(store: &mut Store, targets: &[NotifyTarget], now: f64) -> (us
                 store.notification_sent(&n.id, &answer, now)
             }
             Err(why) => {
+                held.push(n.target.clone());
                 let attempts = n.attempts.saturating_add(1);
                 let next = now + retry_delay(attempts);
                 errors.push(format!(
@@ -117,7 +128,8 @@ fn send(target: &NotifyTarget, n: &Notification, now: f64) -> Result<String, Str
                 crate::display::line(text.trim())
             ))
         }
-        Err(ureq::Error::Transport(t)) => Err(format!("{url}: {t}")),
+        // The transport's error names the URL already.
+        Err(ureq::Error::Transport(t)) => Err(t.to_string()),
     }
 }
 

@@ -441,6 +441,16 @@ pub fn status(s: &Status) -> String {
             );
         }
     }
+    if s.pending_notifications > 0 {
+        let _ = writeln!(
+            out,
+            "notifications waiting to be sent: {}",
+            s.pending_notifications
+        );
+        if let Some(error) = &s.pending_notification_trouble {
+            let _ = writeln!(out, "  last try failed: {}", t(error));
+        }
+    }
     for src in &s.sources {
         let idle = src.idle_secs.map_or("nothing read yet".to_owned(), |i| {
             format!("last line {i:.0} s ago")
@@ -532,6 +542,11 @@ mod tests {
                 "sending email <x@guardian> via mx:25: timed out".into(),
                 3,
             )),
+            pending_notifications: 2,
+            pending_notification_trouble: Some(
+                "slack: http://127.0.0.1:9/: Connection Failed: Connect error: Connection refused"
+                    .into(),
+            ),
             deploying: None,
             proposals_waiting: 2,
             proposals_approved: 1,

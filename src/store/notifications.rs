@@ -71,20 +71,21 @@ impl Store {
         Ok(added == 1)
     }
 
-    /// Notifications not yet accepted whose next attempt is due at `now`, oldest first.
-    pub fn due_notifications(&self, now: f64, limit: usize) -> Result<Vec<Notification>> {
+    /// Notifications not yet accepted, due or not, in the order they were queued: each
+    /// target takes its own in that order (Alertmanager must hear an alert fire before it
+    /// hears it resolve).
+    pub fn queued_notifications(&self, limit: usize) -> Result<Vec<Notification>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let doing = || "reading notifications due".to_owned();
+        let doing = || "reading queued notifications".to_owned();
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM notifications \
-                 WHERE sent_at IS NULL AND next_attempt_at <= ?1 \
-                 ORDER BY created_at, rowid LIMIT ?2"
+                "SELECT {COLUMNS} FROM notifications WHERE sent_at IS NULL \
+                 ORDER BY created_at, rowid LIMIT ?1"
             ))
             .doing(doing)?;
         let rows = stmt
-            .query_map(params![now, limit], row)
+            .query_map(params![limit], row)
             .doing(doing)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .doing(doing)?;
@@ -226,13 +227,16 @@ mod tests {
                 .unwrap(),
             "queued again after a crash: the first row stands"
         );
-        let due = store.due_notifications(NOW, 10).unwrap();
+        let due = store.queued_notifications(10).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].body, "{}");
         store
             .notification_failed(&due[0].id, "connection refused", NOW + 5.0, NOW)
             .unwrap();
-        assert!(store.due_notifications(NOW + 1.0, 10).unwrap().is_empty());
+        assert_eq!(
+            store.queued_notifications(10).unwrap()[0].next_attempt_at,
+            NOW + 5.0
+        );
         assert_eq!(
             store.pending_notifications().unwrap(),
             (1, Some("slack: connection refused".to_owned()))
@@ -244,6 +248,6 @@ mod tests {
         let n = store.get_notification(id).unwrap().unwrap();
         assert_eq!((n.attempts, n.sent_at), (2, Some(NOW + 6.0)));
         assert_eq!(store.pending_notifications().unwrap().0, 0);
-        assert!(store.due_notifications(NOW + 100.0, 10).unwrap().is_empty());
+        assert!(store.queued_notifications(10).unwrap().is_empty());
     }
 }

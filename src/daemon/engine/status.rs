@@ -54,6 +54,12 @@ pub struct Status {
     pub pending_emails: usize,
     /// Why the latest try to send one failed, and how many tries it has had.
     pub pending_email_trouble: Option<(String, i64)>,
+    /// Notifications (`[[daemon.notify]]`) queued and not yet accepted, and why the latest
+    /// try failed (`target: error`).
+    #[serde(default)]
+    pub pending_notifications: usize,
+    #[serde(default)]
+    pub pending_notification_trouble: Option<String>,
     /// The proposal being deployed, if one is.
     pub deploying: Option<String>,
     /// Proposals waiting for a person.
@@ -118,6 +124,7 @@ impl LiveStatus {
     /// The whole status: this, and what `store` holds. Each read is by index or from a
     /// tally, so its cost does not grow with the record.
     pub fn complete(self, store: &Store) -> Result<Status, EngineError> {
+        let notifications = store.pending_notifications()?;
         let watching = match self.watching {
             None => None,
             Some((id, live)) => store
@@ -148,6 +155,8 @@ impl LiveStatus {
             proposals_approved: store.approved_waiting()?,
             pending_emails: store.pending_emails()?,
             pending_email_trouble: store.pending_email_trouble()?,
+            pending_notifications: notifications.0,
+            pending_notification_trouble: notifications.1,
             scrapes: self.scrapes,
             sources: self.sources,
             sentry,
