@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use super::evidence;
-use super::units::{count, duration, evalue, offset};
+use super::units::{self, count, duration, evalue, offset};
 use crate::api::{AgentStatus, ChangeState, ChangeView, SentryStatus, Status};
 use crate::core::{BaselinePreview, BaselineWindow, DeployWindow, Report, RouteBaseline};
 use crate::display;
@@ -301,20 +301,49 @@ pub fn status(s: &Status) -> String {
             } else {
                 "watching"
             };
+            // How far the watch has got: elapsed of its whole length, when the report says.
+            let progress = match &w.live {
+                Some(r) if r.watch_ends_at > r.change_at => {
+                    let total = r.watch_ends_at - r.change_at;
+                    let elapsed = (now - started).clamp(0.0, total);
+                    format!(
+                        "{:.0} s of {:.0} s ({:.0}%)",
+                        elapsed,
+                        total,
+                        100.0 * elapsed / total
+                    )
+                }
+                _ => format!("{:.0} s", now - started),
+            };
             let _ = writeln!(
                 out,
-                "{doing} {} (commit {}, {}) for {:.0} s",
+                "{doing} {} (commit {}, {}) for {progress}",
                 t(&c.id),
                 t(&c.commit),
                 c.kind,
-                now - started
             );
             if let Some(live) = &w.live {
                 out.push_str(&report_baseline(live));
                 for sig in &live.signals {
+                    // The rate now against the baseline's, where the signal is a rate.
+                    let rates = match (sig.baseline.rate, sig.after.rate, sig.effect_ratio) {
+                        _ if sig.signal == crate::core::SignalKind::Latency => sig
+                            .effect_ratio
+                            .map(|r| format!("median {} the baseline's  ", units::ratio(r)))
+                            .unwrap_or_default(),
+                        (Some(before), Some(after), _) => format!(
+                            "{} now, {} before  ",
+                            units::percent(Some(after)),
+                            units::percent(Some(before))
+                        ),
+                        (Some(before), None, _) => {
+                            format!("no requests yet, {} before  ", units::percent(Some(before)))
+                        }
+                        _ => String::new(),
+                    };
                     let _ = writeln!(
                         out,
-                        "  {:<14} e-value {} of {}",
+                        "  {:<14} {rates}e-value {} of {}",
                         evidence::signal_key(sig.signal),
                         evalue(sig.e_value),
                         evalue(sig.e_value_threshold)
