@@ -2,11 +2,11 @@
 //! the same transaction as its record on the audit trail, so the trail and the table agree; and
 //! the one Sentry issue a run is about, as guardian keeps it.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{append_record, finite, Doing, EventKind, Result, Store, StoreError};
+use super::{append_record, finite, fresh_id, Doing, EventKind, Result, Store, StoreError};
 
 /// One run of the agent, as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,21 +51,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing(doing)?;
-        let id = loop {
-            let candidate = format!("agr_{:012x}", rand::random::<u64>() >> 16);
-            let taken = tx
-                .query_row(
-                    "SELECT 1 FROM agent_runs WHERE id = ?1",
-                    [&candidate],
-                    |_| Ok(()),
-                )
-                .optional()
-                .doing(doing)?
-                .is_some();
-            if !taken {
-                break candidate;
-            }
-        };
+        let id = fresh_id(&tx, "agent_runs", "agr_").doing(doing)?;
         tx.execute(
             "INSERT INTO agent_runs (id, issue_id, reason, started_at) VALUES (?1, ?2, ?3, ?4)",
             params![id, issue_id, reason, now],

@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{append_record, finite, Doing, EventKind, Result, Store, StoreError};
+use super::{append_record, finite, fresh_id, Doing, EventKind, Result, Store, StoreError};
 use crate::daemon::supervisor::FlagOutcome;
 
 /// One flag_off attempt, as stored.
@@ -101,21 +101,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing(doing)?;
-        let id = loop {
-            let candidate = format!("flg_{:012x}", rand::random::<u64>() >> 16);
-            let taken = tx
-                .query_row(
-                    "SELECT 1 FROM flag_actions WHERE id = ?1",
-                    [&candidate],
-                    |_| Ok(()),
-                )
-                .optional()
-                .doing(doing)?
-                .is_some();
-            if !taken {
-                break candidate;
-            }
-        };
+        let id = fresh_id(&tx, "flag_actions", "flg_").doing(doing)?;
         let ended = (new.outcome != FlagOutcome::Running).then_some(now);
         tx.execute(
             "INSERT INTO flag_actions (id, flag, change_id, requested_by, reason, started_at, \

@@ -140,6 +140,26 @@ impl fmt::Debug for Store {
 }
 
 /// SQLite stores NaN as NULL and infinities are no time: refuse both.
+/// A fresh random id for a row of `table`: `prefix` and 12 hex digits, drawn again in the
+/// unlikely case one is taken. `table` is one of the store's own names, never outside input.
+fn fresh_id(tx: &rusqlite::Transaction<'_>, table: &str, prefix: &str) -> rusqlite::Result<String> {
+    use rusqlite::OptionalExtension;
+    loop {
+        let candidate = format!("{prefix}{:012x}", rand::random::<u64>() >> 16);
+        let taken = tx
+            .query_row(
+                &format!("SELECT 1 FROM {table} WHERE id = ?1"),
+                [&candidate],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if !taken {
+            return Ok(candidate);
+        }
+    }
+}
+
 fn finite(what: &str, t: f64) -> Result<()> {
     if t.is_finite() {
         Ok(())
