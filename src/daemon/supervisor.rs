@@ -233,6 +233,8 @@ pub struct Supervisor {
     sentry: Option<SentryWatch>,
     /// What became of the issue the change being watched claims to fix.
     claim: Option<ClaimWatch>,
+    /// Why Sentry's counts stop short of the traffic's, as the engine last counted them.
+    sentry_behind: Option<String>,
     /// The flags turned off lately, which bound the next (`flag_limits`).
     flags: FlagLedger,
     /// While a change's flag is being turned off or checked: which, and why.
@@ -248,6 +250,7 @@ impl Supervisor {
             saved_at: f64::NEG_INFINITY,
             sentry: None,
             claim: None,
+            sentry_behind: None,
             flags: FlagLedger::default(),
             flag_stage: None,
         }
@@ -390,6 +393,12 @@ impl Supervisor {
         }
     }
 
+    /// Why Sentry's counts stop short of the traffic's (its API is polled, and failing or
+    /// behind), or `None`: what a watch that ends before they catch up says instead of healthy.
+    pub fn sentry_behind(&mut self, why: Option<String>) {
+        self.sentry_behind = why;
+    }
+
     /// The evidence of the change being watched: the core's, with Sentry's beside it.
     pub fn report(&self) -> Option<Report> {
         let mut report = self.monitor.report()?;
@@ -500,6 +509,17 @@ impl Supervisor {
         if verdict == Verdict::Healthy && self.awaits_sentry(now) {
             return if due { vec![self.save(now)] } else { vec![] };
         }
+        // Waited, and Sentry's events still do not reach the watch's end because its API
+        // cannot be read: missing data never makes a change healthy.
+        let sentry_short = match (&self.phase, verdict, &self.sentry_behind) {
+            (Phase::Watching(_), Verdict::Healthy, Some(why)) if self.sentry.is_some() => {
+                Some(why.clone())
+            }
+            _ => None,
+        };
+        if sentry_short.is_some() {
+            verdict = Verdict::Inconclusive;
+        }
         let (change, verifying) = match &self.phase {
             Phase::Watching(c) => (c.clone(), false),
             Phase::Verifying(c) => (c.clone(), true),
@@ -553,7 +573,21 @@ impl Supervisor {
                 }
                 effects
             }
-            _ => self.inconclusive(change, report, now, rules),
+            _ => {
+                let mut effects = self.inconclusive(change, report, now, rules);
+                if let Some(why) = sentry_short {
+                    for e in &mut effects {
+                        if let Effect::Transition { note, .. } = e {
+                            *note = Some(format!(
+                                "the log saw nothing worse, but {why}, so the watch's end was \
+                                 not judged by Sentry; {}",
+                                note.as_deref().unwrap_or_default()
+                            ));
+                        }
+                    }
+                }
+                effects
+            }
         }
     }
 
@@ -1688,6 +1722,47 @@ mod tests {
             healthy_after(None),
             60.0 + SENTRY_WAIT_SECS,
             "Sentry's counts stuck: waits a minute, not for ever"
+        );
+    }
+
+    #[test]
+    fn a_watch_whose_sentry_api_cannot_be_read_to_its_end_is_never_healthy() {
+        let mut rules = with_rollback();
+        rules.on_inconclusive.human = InconclusivePolicy::Record;
+        rules.sentry = Some(crate::config::SentrySettings {
+            client_secret_file: "/etc/guardian/sentry".into(),
+            max_age_secs: 300,
+            alpha_share: 0.2,
+            api: None,
+        });
+        let mut s = supervisor();
+        traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
+        s.change_landed(change("c1", ChangeKind::Human), Landing::at(T0), &rules);
+        // The API failed 20 s into the watch: its events are known no further.
+        s.sentry_behind(Some(
+            "Sentry's API is failing (500): its events are read only up to T0+20".into(),
+        ));
+        let mut effects = Vec::new();
+        for sec in 0..200u32 {
+            let t = T0 + f64::from(sec);
+            let base = Counts {
+                requests: 6000,
+                events: 30,
+            };
+            let after = Counts {
+                requests: 400,
+                events: 2,
+            };
+            s.sentry_counts(base, after, T0 + 20.0);
+            effects.extend(traffic(&mut s, &rules, t, 1, 0.05));
+            if !decisions(&effects).is_empty() {
+                break;
+            }
+        }
+        assert_eq!(decisions(&effects), ["c1 inconclusive"]);
+        assert!(
+            format!("{effects:?}").contains("Sentry's API is failing (500)"),
+            "the note says why: {effects:?}"
         );
     }
 

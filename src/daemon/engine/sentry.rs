@@ -206,10 +206,31 @@ impl Engine {
             .map(|span| (bin(span.from), bin(span.to)))
             .collect();
         let start = (change_at / 10.0).ceil() * 10.0;
-        let (requests_after, until) = self.store.series_requests(start, now)?;
-        let Some(until) = until else {
+        let (mut requests_after, until) = self.store.series_requests(start, now)?;
+        let Some(mut until) = until else {
             return Ok(());
         };
+        // Polled, Sentry's events are known only as far as the poll has read: counted past
+        // that, an API that fails would read as a change without exceptions.
+        let mut behind = None;
+        if let Some(poll) = self.sentry_poll_status() {
+            let reached = poll.reached.map_or(start, bin).max(start);
+            if reached < until {
+                until = reached;
+                requests_after = self.store.series_requests(start, until)?.0;
+                let read = match poll.reached {
+                    Some(at) => format!("read only up to {}", crate::report::units::when(at)),
+                    None => "not read yet".to_owned(),
+                };
+                behind = Some(match &poll.last_error {
+                    Some(error) => {
+                        format!("Sentry's API is failing ({error}): its events are {read}")
+                    }
+                    None => format!("Sentry's events are {read} (polled every few seconds)"),
+                });
+            }
+        }
+        self.supervisor.sentry_behind(behind);
         let mut requests_before = 0;
         for &(from, to) in &covered {
             requests_before += self.store.series_requests(from, to)?.0;
