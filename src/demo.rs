@@ -270,12 +270,12 @@ async fn story(
 
     // guardian itself, the real daemon, on that log.
     let mut daemon_stop = stop_rx.clone();
-    let listener = daemon::bind(&config).await.map_err(|e| e.to_string())?;
+    let bound = daemon::bind(&config).await.map_err(|e| e.to_string())?;
     let api = format!(
         "http://{}",
-        listener.local_addr().map_err(|e| e.to_string())?
+        bound.listener.local_addr().map_err(|e| e.to_string())?
     );
-    let guardian = tokio::spawn(daemon::run(config, None, listener, async move {
+    let guardian = tokio::spawn(daemon::run(config, None, bound, async move {
         let _ = daemon_stop.wait_for(|s| *s).await;
     }));
     say(&format!("guardian running, API on {api}"));

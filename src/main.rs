@@ -579,8 +579,8 @@ fn run_daemon(args: &RunArgs) -> Result<u8> {
         // Registered before anything else, so a SIGTERM that arrives while the daemon starts
         // is a clean stop rather than the default disposition's kill.
         let shutdown = shutdown_signal().map_err(guardian::daemon::DaemonError::Signals)?;
-        let listener = guardian::daemon::bind(&config).await?;
-        guardian::daemon::run(config, Some(args.config.clone()), listener, shutdown).await
+        let bound = guardian::daemon::bind(&config).await?;
+        guardian::daemon::run(config, Some(args.config.clone()), bound, shutdown).await
     });
     match result {
         Ok(()) => Ok(0),

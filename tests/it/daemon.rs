@@ -526,3 +526,32 @@ fn a_mistake_in_what_notify_needs_is_bad_input_naming_the_file_and_key() {
         "{said}"
     );
 }
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_is_refused_naming_the_first() {
+    let mut d = Daemon::start(300, 10);
+    let state = d.dir.as_ref().unwrap().path().join("state");
+    let out = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["run", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!(
+            "another guardian (pid {}) is running on the state directory {}",
+            d.child.id(),
+            state.display()
+        )),
+        "{said}"
+    );
+    // The first goes on as if nothing happened.
+    assert!(d.child.try_wait().unwrap().is_none());
+    let (code, _) = d.get("/v1/status");
+    assert_eq!(code, 200);
+    // Killed, it leaves no stale lock: the next daemon starts on the same state.
+    let d = d.restart();
+    let (code, _) = d.get("/v1/status");
+    assert_eq!(code, 200);
+}
