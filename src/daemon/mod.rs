@@ -379,6 +379,7 @@ pub async fn run(
         None => None,
     };
     let mut engine = Engine::open(&config, &settings, now())?;
+    engine.serving_at(listener.local_addr().map_err(DaemonError::Serve)?);
     for warning in engine.protect_host_files(config_path.as_deref()) {
         tracing::warn!("{warning}");
     }
