@@ -147,7 +147,7 @@ pub fn run(dir: Option<PathBuf>, keep: bool) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     std::env::set_var("DEMO_LIVE", &live);
     let token = random_token()?;
-    std::fs::write(root.join("token"), &token).map_err(|e| e.to_string())?;
+    write_private(&root.join("token"), &token)?;
     let log = root.join("access.jsonl");
     std::fs::write(&log, "").map_err(|e| e.to_string())?;
     // A request is slow past 250 ms, as a service's SLO would say, rather than past the
@@ -172,15 +172,72 @@ pub fn run(dir: Option<PathBuf>, keep: bool) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let kept = keep || !temporary;
     let result = runtime.block_on(story(&root, &repo, &live, &log, config, &token));
     runtime.shutdown_timeout(Duration::from_secs(5));
-    if keep || !temporary {
-        say(&format!("kept everything in {}", root.display()));
-    } else {
-        let _ = std::fs::remove_dir_all(&root);
-        say("removed the workspace (use --keep to look around afterwards)");
+    // Where to look is told only of files that stay: the daemon has stopped, so the record is
+    // read from the state database, and a removed workspace is not pointed to at all.
+    match &result {
+        Ok(id) => println!("{}", look_next(&root, id, kept)),
+        Err(_) if kept => say(&format!(
+            "kept everything in {}; remove it with: rm -rf {}",
+            root.display(),
+            shell_word(&root)
+        )),
+        Err(_) => {}
     }
-    result
+    if !kept {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    result.map(|_| ())
+}
+
+/// The demo's closing words: where to look and how to remove it all, when its files are kept;
+/// how to keep them, when they are not.
+fn look_next(root: &Path, change_id: &str, kept: bool) -> String {
+    if !kept {
+        return format!(
+            "The workspace {} is removed now. To look around afterwards (the revert, the \
+             record, the post-mortem), run: guardian demo --keep",
+            root.display()
+        );
+    }
+    let config = root.join("guardian.toml");
+    format!(
+        "Where to look next (kept in {root}):\n\
+         \x20 the revert:          git -C {repo} log -2 --stat\n\
+         \x20 the post-mortem:     guardian postmortem {change_id} --config {config}\n\
+         \x20 the audit trail:     guardian audit verify --config {config}\n\
+         \x20 the state database:  {db}\n\
+         \x20 the config it ran:   {config}\n\
+         Remove it all with: rm -rf {root}",
+        root = shell_word(root),
+        repo = shell_word(&root.join("app")),
+        config = shell_word(&config),
+        db = shell_word(&root.join("state/guardian.db")),
+    )
+}
+
+/// A path as one word a shell reads back the same.
+fn shell_word(path: &Path) -> String {
+    crate::report::text::shell_line(&[path.display().to_string()])
+}
+
+/// Writes a file only its owner may read, whatever the umask: the demo's API token.
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    // One left by an earlier run in the same --dir keeps its mode: made private too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// A bearer token for the demo's API, from the OS's randomness.
@@ -200,7 +257,7 @@ async fn story(
     log: &Path,
     config: Config,
     token: &str,
-) -> Result<(), String> {
+) -> Result<String, String> {
     // The app, reloading its deployed configuration when it changes.
     let app = Arc::new(App {
         behaviour: Mutex::new(read_behaviour(&live.join("app.toml")).ok_or("bad app.toml")?),
@@ -270,12 +327,12 @@ async fn story(
 
     // guardian itself, the real daemon, on that log.
     let mut daemon_stop = stop_rx.clone();
-    let listener = daemon::bind(&config).await.map_err(|e| e.to_string())?;
+    let bound = daemon::bind(&config).await.map_err(|e| e.to_string())?;
     let api = format!(
         "http://{}",
-        listener.local_addr().map_err(|e| e.to_string())?
+        bound.listener.local_addr().map_err(|e| e.to_string())?
     );
-    let guardian = tokio::spawn(daemon::run(config, None, listener, async move {
+    let guardian = tokio::spawn(daemon::run(config, None, bound, async move {
         let _ = daemon_stop.wait_for(|s| *s).await;
     }));
     say(&format!("guardian running, API on {api}"));
@@ -335,24 +392,6 @@ async fn story(
 
     println!();
     println!("{}", explain(&final_change, repo)?);
-    println!("Where to look next:");
-    println!(
-        "  the revert:          git -C {} log -2 --stat",
-        repo.display()
-    );
-    println!(
-        "  guardian's record:   guardian status --api {api} --token-file {}",
-        root.join("token").display()
-    );
-    println!(
-        "  the state database:  {}",
-        root.join("state/guardian.db").display()
-    );
-    println!(
-        "  the config it ran:   {}",
-        root.join("guardian.toml").display()
-    );
-
     let _ = stop_tx.send(true);
     let _ = guardian.await;
     let _ = app_server.await;
@@ -381,7 +420,7 @@ async fn story(
         println!("{}", email.text_body);
         println!("----------------------------------------------------------------------");
     }
-    Ok(())
+    Ok(id)
 }
 
 async fn get_change(api: &str, token: &str, id: &str) -> Result<crate::api::ChangeView, String> {
@@ -430,4 +469,44 @@ fn explain(change: &crate::api::ChangeRecord, repo: &Path) -> Result<String, Str
         out.push_str(&format!("    {line}\n"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_closing_words_point_only_to_files_that_stay() {
+        let root = Path::new("/tmp/guardian-demo-1-2");
+        let removed = look_next(root, "chg_0123456789ab", false);
+        assert!(!removed.contains("Where to look next"), "{removed}");
+        assert!(removed.contains("guardian demo --keep"), "{removed}");
+
+        let kept = look_next(root, "chg_0123456789ab", true);
+        expect_test::expect![[r#"
+            Where to look next (kept in /tmp/guardian-demo-1-2):
+              the revert:          git -C /tmp/guardian-demo-1-2/app log -2 --stat
+              the post-mortem:     guardian postmortem chg_0123456789ab --config /tmp/guardian-demo-1-2/guardian.toml
+              the audit trail:     guardian audit verify --config /tmp/guardian-demo-1-2/guardian.toml
+              the state database:  /tmp/guardian-demo-1-2/state/guardian.db
+              the config it ran:   /tmp/guardian-demo-1-2/guardian.toml
+            Remove it all with: rm -rf /tmp/guardian-demo-1-2"#]]
+        .assert_eq(&kept);
+        // A path with a space is one word for the shell.
+        let spaced = look_next(Path::new("/tmp/my demo"), "chg_1", true);
+        assert!(spaced.contains("rm -rf '/tmp/my demo'"), "{spaced}");
+    }
+
+    #[test]
+    fn the_token_file_is_private_whatever_was_there() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&path, "0123456789abcdef").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "0123456789abcdef");
+    }
 }

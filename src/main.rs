@@ -579,8 +579,8 @@ fn run_daemon(args: &RunArgs) -> Result<u8> {
         // Registered before anything else, so a SIGTERM that arrives while the daemon starts
         // is a clean stop rather than the default disposition's kill.
         let shutdown = shutdown_signal().map_err(guardian::daemon::DaemonError::Signals)?;
-        let listener = guardian::daemon::bind(&config).await?;
-        guardian::daemon::run(config, Some(args.config.clone()), listener, shutdown).await
+        let bound = guardian::daemon::bind(&config).await?;
+        guardian::daemon::run(config, Some(args.config.clone()), bound, shutdown).await
     });
     match result {
         Ok(()) => Ok(0),
@@ -616,16 +616,22 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// The API's base URL and token, from the flags or the config.
+/// The API's base URL and token, from the flags or the config. Of the config, only `[daemon]
+/// listen` and `token_file` are needed: a mistake elsewhere in it is a warning, never a failed
+/// deploy hook.
 fn api_target(args: &ApiArgs) -> Result<(String, String)> {
     let daemon = match &args.config {
         Some(path) => Some(
-            Config::from_path(path)?
-                .daemon
+            guardian::config::ApiAccess::from_path(path)?
                 .with_context(|| format!("{} has no [daemon] section", path.display()))?,
         ),
         None => None,
     };
+    if let Some(path) = &args.config {
+        if let Err(e) = Config::from_path(path) {
+            eprintln!("{}", config_warning(&e));
+        }
+    }
     let base = match (&args.api, &daemon) {
         (Some(url), _) if !(url.starts_with("http://") || url.starts_with("https://")) => {
             anyhow::bail!("--api must be a URL such as http://127.0.0.1:8707, got {url:?}")
@@ -663,6 +669,18 @@ fn api_target(args: &ApiArgs) -> Result<(String, String)> {
     };
     let token = guardian::daemon::engine::read_token(&token_file).map_err(anyhow::Error::msg)?;
     Ok((base, token))
+}
+
+/// The warning about a configuration file the daemon would refuse, for a command that read
+/// only where the API is from it: what is wrong, and what that means for the daemon, which
+/// read the file when it started and goes on with what it read then.
+fn config_warning(error: &guardian::config::ConfigError) -> String {
+    format!(
+        "guardian: warning: {error}\n  \
+         guardian run would refuse to start with this file, and a reload (SIGHUP) would keep the \
+         settings the running daemon read before; fix it before the next restart. This command \
+         needs only [daemon] listen and token_file, and goes on."
+    )
 }
 
 /// Asks the daemon for `url`. The answer as sent (what `--json` prints), to be read into its

@@ -7,6 +7,7 @@
 pub mod harness;
 pub mod mannwhitney;
 pub mod peers;
+pub mod progress;
 pub mod sim;
 
 use crate::core::{Arm, Histogram};

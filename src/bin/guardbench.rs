@@ -4,12 +4,17 @@
 //! Peers run twice: as shipped, and calibrated (one knob each, chosen on separate seeds so that
 //! their false-rollback rate on the combined-nuisance null family is at most 1%, guardian's
 //! alpha). Speed is only comparable between detectors calibrated to the same false-rollback rate.
+//!
+//! The tables go to standard output; while a row runs, standard error shows which one and how
+//! long the benchmark has taken, when it is a terminal (`bench::progress`).
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use clap::Parser;
 use guardian::bench::harness::{run_many, ttd_quantiles, wilson, GuardianCall, Outcome};
 use guardian::bench::peers::{Argo, Flagger, Kayenta};
+use guardian::bench::progress::Progress;
 use guardian::bench::sim::{
     information_per_second, Nuisance, Previous, Regression, Restart, Scenario,
 };
@@ -37,6 +42,28 @@ struct Args {
     /// Skip the null families.
     #[arg(long)]
     skip_nulls: bool,
+}
+
+/// The progress line on standard error (when it is a terminal) and when the benchmark began:
+/// set once in `main`, told by every row as it starts and ends.
+static PROGRESS: Mutex<Option<(Progress<std::io::Stderr>, Instant)>> = Mutex::new(None);
+
+/// Says a row of the tables is under way.
+fn row_starts(what: &str) {
+    if let Ok(mut guard) = PROGRESS.lock() {
+        if let Some((progress, started)) = guard.as_mut() {
+            progress.row(what, started.elapsed());
+        }
+    }
+}
+
+/// Clears the progress line for the row to be printed.
+fn row_ends() {
+    if let Ok(mut guard) = PROGRESS.lock() {
+        if let Some((progress, _)) = guard.as_mut() {
+            progress.row_done();
+        }
+    }
 }
 
 const PEERS: [&str; 3] = ["Flagger", "Argo", "Kayenta"];
@@ -76,6 +103,7 @@ fn as_shipped() -> Vec<Box<dyn Detector>> {
 /// the most sensitive such knob (knobs are ordered from most to least sensitive). `None` when
 /// even the least sensitive knob rolls back too often.
 fn calibrate(rps: f64, runs: u64, settings: &DetectorSettings, target: f64) -> Vec<Option<f64>> {
+    row_starts(&format!("{rps} rps: calibrating the peers"));
     let scenario = Scenario::before_after(rps, Nuisance::Combined, Regression::None);
     let all = || {
         (0..PEERS.len())
@@ -83,6 +111,7 @@ fn calibrate(rps: f64, runs: u64, settings: &DetectorSettings, target: f64) -> V
             .collect::<Vec<_>>()
     };
     let out = run_many(scenario, runs, 50_000_001, settings, &all);
+    row_ends();
     let mut column = 0;
     (0..PEERS.len())
         .map(|i| {
@@ -107,6 +136,9 @@ fn main() {
     let args = Args::parse();
     let settings = DetectorSettings::default();
     let started = Instant::now();
+    if let Ok(mut progress) = PROGRESS.lock() {
+        *progress = Some((Progress::on_stderr(), started));
+    }
     let mut calibrated: Vec<(f64, Vec<Option<f64>>)> = Vec::new();
 
     println!("## Calibration of the peers\n");
@@ -191,7 +223,9 @@ fn main() {
     production_section(&args, &settings, &detectors_for);
 
     println!("\n## Cost of the core\n");
+    row_starts("the cost of the core");
     let (per_obs, per_sec) = core_cost(&settings);
+    row_ends();
     println!("| what | cost |\n|---|---|\n| one request observed (3 routes, 200 req/s) | {per_obs:.0} ns |\n| one second judged (3 routes, 200 req/s, all tests) | {per_sec:.1} µs |");
     eprintln!(
         "guardbench done in {:.1} s",
@@ -214,7 +248,9 @@ fn null_row_as(
     settings: &DetectorSettings,
     make: &Peers,
 ) -> String {
+    row_starts(&format!("{} rps: {what}, null", s.rps));
     let out = run_many(s, runs, 1, settings, make);
+    row_ends();
     let n = out.len();
     let fr = out
         .iter()
@@ -254,7 +290,9 @@ fn regression_row_as(
     settings: &DetectorSettings,
     make: &Peers,
 ) -> (String, Option<f64>) {
+    row_starts(&format!("{} rps: {what}", s.rps));
     let out = run_many(s, runs, 1_000_001, settings, make);
+    row_ends();
     let healthy_with = |rule: Option<bool>| {
         out.iter()
             .filter(|o| match o.guardian {
@@ -527,7 +565,9 @@ where
     let thin = [0.6, 1.2];
     for rps in thin {
         let s = Scenario::before_after(rps, Nuisance::Clean, Regression::None);
+        row_starts(&format!("{rps} rps: thin tails, null"));
         let out = run_many(s, args.nulls, 1, settings, &|| Vec::new());
+        row_ends();
         let n = out.len();
         let count =
             |f: &dyn Fn(&GuardianCall) -> bool| out.iter().filter(|o| f(&o.guardian)).count();

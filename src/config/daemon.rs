@@ -169,16 +169,7 @@ impl RawDaemon {
         if service.trim().is_empty() {
             return Err(ConfigError::invalid(DAEMON, "service", "must not be empty"));
         }
-        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8707".to_owned());
-        let listen: std::net::SocketAddr = listen_text.parse().map_err(|e| {
-            ConfigError::invalid(
-                DAEMON,
-                "listen",
-                format!(
-                    "must be an address and port such as 127.0.0.1:8707, got {listen_text:?} ({e})"
-                ),
-            )
-        })?;
+        let listen = listen(self.listen)?;
         let mut logs = Vec::new();
         for (i, log) in self.logs.into_iter().enumerate() {
             let path = log.path.ok_or_else(|| {
@@ -308,12 +299,27 @@ impl RawDaemon {
             service,
             state_dir,
             listen,
-            token_file: self
-                .token_file
-                .unwrap_or_else(|| PathBuf::from("/etc/guardian/token")),
+            token_file: token_file(self.token_file),
             logs,
         })
     }
+}
+
+/// `[daemon] listen`, validated (the API's clients read it with [`super::ApiAccess`] too).
+pub(super) fn listen(text: Option<String>) -> Result<std::net::SocketAddr, ConfigError> {
+    let text = text.unwrap_or_else(|| "127.0.0.1:8707".to_owned());
+    text.parse().map_err(|e| {
+        ConfigError::invalid(
+            DAEMON,
+            "listen",
+            format!("must be an address and port such as 127.0.0.1:8707, got {text:?} ({e})"),
+        )
+    })
+}
+
+/// `[daemon] token_file`, or its default.
+pub(super) fn token_file(path: Option<PathBuf>) -> PathBuf {
+    path.unwrap_or_else(|| PathBuf::from("/etc/guardian/token"))
 }
 
 impl RawLimits {

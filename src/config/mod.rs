@@ -4,7 +4,8 @@
 //! `config/guardian.toml`, which spells the defaults out). Every error names the key at fault
 //! and says what is wrong with it, for a person to fix.
 //!
-//! One file per concern: `raw` is the file's mirror; `detector`, `input`, `daemon`,
+//! One file per concern: `raw` is the file's mirror; `access` the little the API's clients read
+//! of it; `detector`, `input`, `daemon`,
 //! `rollback`, `flag_off`, `mail`, `gate`, `sentry` and `agent` each hold a section's typed settings and its validation.
 
 use std::fmt;
@@ -14,6 +15,7 @@ use std::str::FromStr;
 use crate::core::DetectorSettings;
 use gate::check_gate_against_detector;
 
+pub use access::ApiAccess;
 pub use agent::{AgentSettings, DeniedPaths, SentryLevel};
 pub use daemon::{
     DaemonSettings, InconclusivePolicy, Limits, LogSource, OnInconclusive, ScrapeTarget,
@@ -34,6 +36,7 @@ pub use raw::{RawHealth, RawRestart};
 pub use rollback::RollbackSettings;
 pub use sentry::{SentryApiSettings, SentryProject, SentrySettings};
 
+mod access;
 mod agent;
 mod daemon;
 mod detector;

@@ -130,6 +130,9 @@ pub struct Engine {
     health: Option<health::HealthCheck>,
     /// Sentry's API polled for events, when `[daemon.sentry]` names it (`engine/sentry_poll.rs`).
     sentry_poller: Option<sentry_poll::SentryPoller>,
+    /// Where the API listens as bound (the configured `listen` may say port 0), for the
+    /// commands the emails give; `None` until told ([`Engine::serving_at`]).
+    serving_at: Option<std::net::SocketAddr>,
 }
 
 /// What is known of a rollback guardian stopped during, for the person it is handed to: whether
@@ -405,12 +408,18 @@ impl Engine {
             ),
             store,
             sources,
+            serving_at: None,
         };
         // Told as any escalation is: the post-mortem, and the audit trail's checkpoint.
         for id in escalated {
             engine.alert(&id, now)?;
         }
         Ok(engine)
+    }
+
+    /// Where the API listens, as bound: the commands in the emails point there.
+    pub fn serving_at(&mut self, addr: std::net::SocketAddr) {
+        self.serving_at = Some(addr);
     }
 
     /// Stores the traffic bins still open (at shutdown: they would be lost otherwise).

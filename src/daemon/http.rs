@@ -501,6 +501,14 @@ async fn create_change(
     request
         .validate()
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    // The commit must be one guardian could revert: checked with git off the owner.
+    if let Some(check) = in_memory(&api, |e| e.commit_check()).await? {
+        let commit = request.commit.clone();
+        tokio::task::spawn_blocking(move || check.run(&commit))
+            .await
+            .map_err(|_| busy())?
+            .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    }
     let now = (api.clock)();
     let view = with_engine(&api, move |e| {
         let record = e.notify(&request, now)?;
@@ -1587,7 +1595,8 @@ pub(super) mod tests {
         wire.call::<DeployStarting>("POST /v1/deploys", "/v1/deploys", admin, "")
             .await;
         let notified = ChangeRequest {
-            commit: "abc1234".into(),
+            // A commit of the repository guardian reverts in: it refuses any other.
+            commit: base.clone(),
             kind: ChangeKind::Ai,
             pattern: None,
             summary: Some("validate carts".into()),

@@ -353,39 +353,55 @@ pub fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The API's listener, on the configured address: bound by the caller (`guardian run`, the
-/// demo, a test), which then knows the address without asking the daemon.
-pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, DaemonError> {
-    let addr = config
-        .daemon
-        .as_ref()
-        .ok_or(DaemonError::NotConfigured)?
-        .listen;
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|error| DaemonError::Listen {
-            addr: addr.to_string(),
-            error,
-        })
+/// What a daemon holds before it starts: its state directory (made private, and locked for as
+/// long as this lives, so no second daemon ever runs on it) and the API's listener on the
+/// configured address. Taken by the caller (`guardian run`, the demo, a test), which then knows
+/// the address without asking the daemon; the lock first, so a second `guardian run` on the
+/// same file is told of the first rather than of a port in use.
+pub struct Bound {
+    pub listener: tokio::net::TcpListener,
+    lock: state_dir::Lock,
 }
 
-/// Runs, serving the API on `listener`, until `shutdown` completes; then stops cleanly: the
-/// API stops accepting, the logs are read one last time and their positions saved.
+/// Prepares and locks the state directory, then binds the API's listener: see [`Bound`].
+pub async fn bind(config: &Config) -> Result<Bound, DaemonError> {
+    let settings = config.daemon.as_ref().ok_or(DaemonError::NotConfigured)?;
+    for change in state_dir::prepare(&settings.state_dir).map_err(DaemonError::StateDir)? {
+        tracing::info!("{change}");
+    }
+    let lock = state_dir::Lock::take(&settings.state_dir).map_err(DaemonError::StateDir)?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|error| DaemonError::Listen {
+            addr: settings.listen.to_string(),
+            error,
+        })?;
+    Ok(Bound { listener, lock })
+}
+
+/// Runs, serving the API on `bound`'s listener, until `shutdown` completes; then stops cleanly:
+/// the API stops accepting, the logs are read one last time and their positions saved. The
+/// state directory's lock is let go only when it returns, after the engine's thread ended.
 /// `config_path`, when given, is re-read on SIGHUP: a bad file is refused with a message and the
 /// running configuration kept.
 pub async fn run(
     config: Config,
     config_path: Option<std::path::PathBuf>,
-    listener: tokio::net::TcpListener,
+    bound: Bound,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
+    let Bound { listener, lock } = bound;
     let settings = config.daemon.clone().ok_or(DaemonError::NotConfigured)?;
+    if lock.dir() != settings.state_dir {
+        return Err(DaemonError::StateDir(format!(
+            "the daemon was bound with the state directory {}, and configured with {}",
+            lock.dir().display(),
+            settings.state_dir.display()
+        )));
+    }
     // Installed first: a SIGHUP while starting must not take the default action (exit).
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(DaemonError::Signals)?;
-    for change in state_dir::prepare(&settings.state_dir).map_err(DaemonError::StateDir)? {
-        tracing::info!("{change}");
-    }
     let tokens = read_tokens(&settings).map_err(DaemonError::Token)?;
     let sentry_hook = match &settings.sentry {
         Some(s) => Some(Arc::new(
@@ -394,6 +410,7 @@ pub async fn run(
         None => None,
     };
     let mut engine = Engine::open(&config, &settings, now())?;
+    engine.serving_at(listener.local_addr().map_err(DaemonError::Serve)?);
     for warning in engine.protect_host_files(config_path.as_deref()) {
         tracing::warn!("{warning}");
     }

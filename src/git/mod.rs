@@ -374,6 +374,51 @@ impl Repo {
     }
 }
 
+impl Repo {
+    /// The full id of the commit `rev` names, or `None` when the repository has none (or, for
+    /// an abbreviated id, more than one) by that name. `rev` is one revision, never an option.
+    pub fn find_commit(&self, rev: &str) -> Result<Option<String>, GitError> {
+        let mut s = Session::new(self);
+        let spec = format!("{rev}^{{commit}}");
+        let args = [
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            spec.as_str(),
+        ];
+        let raw = s.run(args, None, self.command_timeout)?;
+        let sha = raw.stdout.trim();
+        Ok((raw.success() && read::is_full_sha(sha)).then(|| sha.to_owned()))
+    }
+
+    /// `git fetch --no-tags <remote>`: the remote's objects and its remote-tracking branches,
+    /// never the work tree, the index or a local branch; killed after `timeout`.
+    pub fn fetch(&self, remote: &str, timeout: Duration) -> Result<CommandRecord, GitError> {
+        validate_word("remote", remote).map_err(GitError::InvalidRequest)?;
+        let mut s = Session::new(self);
+        self.check_config(&mut s)?;
+        let args = [
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-recurse-submodules",
+            "--",
+            remote,
+        ];
+        let raw = s.run(args, None, timeout)?;
+        if !raw.success() {
+            return Err(s.failed(args, &raw));
+        }
+        Ok(s.log.pop().unwrap_or_else(|| CommandRecord {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            status: raw.status,
+            stdout: clip(&raw.stdout, RECORD_OUTPUT_LIMIT),
+            stderr: clip(&raw.stderr, RECORD_OUTPUT_LIMIT),
+        }))
+    }
+}
+
 /// A remote or branch name passed as one argument.
 fn validate_word(what: &str, value: &str) -> Result<(), String> {
     if value.is_empty()
@@ -492,5 +537,35 @@ mod tests {
         let missing = tmp.path().join("missing");
         let err = Repo::open(&missing).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn a_commit_is_found_by_its_id_and_a_missing_one_is_none_until_fetched() {
+        let (tmp, dir) = init();
+        let base = commit(&dir, "a", "1\n", "base");
+        let repo = Repo::open(&dir).unwrap();
+        assert_eq!(repo.find_commit(&base).unwrap(), Some(base.clone()));
+        assert_eq!(repo.find_commit(&base[..7]).unwrap(), Some(base.clone()));
+        assert_eq!(repo.find_commit("deadbeef").unwrap(), None);
+        assert_eq!(repo.find_commit("--all").unwrap(), None);
+
+        // A commit made elsewhere is found once fetched from the remote that has it.
+        let upstream = tmp.path().join("upstream");
+        git(
+            tmp.path(),
+            &["clone", "-q", &dir.display().to_string(), "upstream"],
+        );
+        let later = commit(&upstream, "a", "2\n", "later");
+        git(
+            &dir,
+            &["remote", "add", "origin", &upstream.display().to_string()],
+        );
+        assert_eq!(repo.find_commit(&later).unwrap(), None);
+        repo.fetch("origin", Duration::from_secs(30)).unwrap();
+        assert_eq!(repo.find_commit(&later).unwrap(), Some(later.clone()));
+        // Fetched, not checked out: the work tree is as it was.
+        assert_eq!(fs::read_to_string(dir.join("a")).unwrap(), "1\n");
+        let err = repo.fetch("nowhere", Duration::from_secs(30)).unwrap_err();
+        assert!(err.to_string().contains("git fetch"), "{err}");
     }
 }

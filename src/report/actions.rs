@@ -1,6 +1,6 @@
 //! What guardian did about a change, in words: the state it reached, why a rollback was handed
-//! to a person, each step of the rollback with its commands and output, and how to undo the
-//! undo. Shared by the alert email and the post-mortem; the rollback report is the
+//! to a person, each step of the rollback (its outcome first, its commands and output where
+//! they are wanted), and how to undo the undo. Shared by the alert email and the post-mortem; the rollback report is the
 //! `RollbackReport` from the decision log, read back in its type ([`read_rollback`]) and told
 //! step by step from its variants.
 
@@ -195,9 +195,25 @@ fn not_judged(report: Option<&Report>) -> String {
         .unwrap_or_default()
 }
 
-/// Each step of the rollback, its commands and their output; or why there was none, or that
-/// its report cannot be read.
-pub fn what_guardian_did(w: &mut String, change: &ChangeRecord, rollback: &StoredRollback) {
+/// How much of each step [`what_guardian_did`] tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Each step's outcome, and the redeploy hook's command (its output only when it failed):
+    /// what a person woken at 2 a.m. reads first. The git commands follow later
+    /// ([`commands_run`]).
+    Outcomes,
+    /// Each step with every command guardian ran and its output: the post-mortem's record.
+    Commands,
+}
+
+/// Each step of the rollback, its outcome and, in `detail`, its commands and their output; or
+/// why there was none, or that its report cannot be read.
+pub fn what_guardian_did(
+    w: &mut String,
+    change: &ChangeRecord,
+    rollback: &StoredRollback,
+    detail: Detail,
+) {
     let rollback = match rollback {
         Ok(Some(rollback)) => rollback,
         Ok(None) => {
@@ -239,7 +255,9 @@ pub fn what_guardian_did(w: &mut String, change: &ChangeRecord, rollback: &Store
                     ) => format!("{}; revert commit {commit}", done.as_str()),
                 };
                 let _ = writeln!(w, "  {n}. git revert: {outcome}");
-                commands(w, step.commands());
+                if detail == Detail::Commands {
+                    commands(w, step.commands());
+                }
             }
             Step::Push(Push {
                 remote,
@@ -251,9 +269,11 @@ pub fn what_guardian_did(w: &mut String, change: &ChangeRecord, rollback: &Store
                     Ended::Done(pushed) => pushed.as_str().to_owned(),
                 };
                 let _ = writeln!(w, "  {n}. git push to {remote} {branch}: {outcome}");
-                commands(w, step.commands());
+                if detail == Detail::Commands {
+                    commands(w, step.commands());
+                }
             }
-            Step::Hook(hook) => hook_step(w, n, hook),
+            Step::Hook(hook) => hook_step(w, n, hook, detail),
             // Opening the repository is recorded only when it failed; `git apply` is a
             // deploy's step, told plainly should a rollback report hold one.
             Step::OpenRepository { error } | Step::Apply(Ended::Failed { error }) => {
@@ -309,7 +329,7 @@ fn nothing_done(w: &mut String, change: &ChangeRecord) {
     let _ = writeln!(w, "{text}");
 }
 
-fn hook_step(w: &mut String, n: usize, hook: &Hook) {
+fn hook_step(w: &mut String, n: usize, hook: &Hook, detail: Detail) {
     let outcome = &hook.outcome;
     let failed = !matches!(outcome.status, HookStatus::Succeeded);
     let _ = writeln!(
@@ -321,6 +341,15 @@ fn hook_step(w: &mut String, n: usize, hook: &Hook) {
     if !hook.command.is_empty() {
         let _ = writeln!(w, "       $ {}", shell_line(&hook.command));
     }
+    if detail == Detail::Outcomes && !failed {
+        return;
+    }
+    hook_output(w, hook);
+}
+
+/// The end of what the hook wrote, and what was not kept of it.
+fn hook_output(w: &mut String, hook: &Hook) {
+    let outcome = &hook.outcome;
     for (name, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
         let lines = tail(text, OUTPUT_TAIL_LINES);
         if lines.is_empty() {
@@ -340,6 +369,32 @@ fn hook_step(w: &mut String, n: usize, hook: &Hook) {
     }
     for note in &outcome.notes {
         let _ = writeln!(w, "       note: {}", printable(note));
+    }
+}
+
+/// Every command guardian ran in the rollback, step by step, with its exit status (the end of
+/// stderr of one that failed) and the redeploy hook's output: the detail [`Detail::Outcomes`]
+/// leaves for later. Nothing when no step ran a command.
+pub fn commands_run(w: &mut String, rollback: &StoredRollback) {
+    let Ok(Some(rollback)) = rollback else {
+        return;
+    };
+    for (i, step) in rollback.steps.iter().enumerate() {
+        let n = i + 1;
+        match step {
+            Step::Hook(hook) => {
+                let _ = writeln!(w, "  {n}. redeploy hook:");
+                if !hook.command.is_empty() {
+                    let _ = writeln!(w, "       $ {}", shell_line(&hook.command));
+                }
+                hook_output(w, hook);
+            }
+            _ if step.commands().is_empty() => {}
+            _ => {
+                let _ = writeln!(w, "  {n}. {}:", step.name());
+                commands(w, step.commands());
+            }
+        }
     }
 }
 
@@ -525,7 +580,12 @@ mod tests {
             let rollback = read_rollback(&stored).unwrap();
             let mut w = String::new();
             let record = change(ChangeState::Escalated, "", None);
-            what_guardian_did(&mut w, &record, &Ok(Some(rollback.clone())));
+            what_guardian_did(
+                &mut w,
+                &record,
+                &Ok(Some(rollback.clone())),
+                Detail::Commands,
+            );
             let numbered: Vec<&str> = w
                 .lines()
                 .filter(|l| l.starts_with("  ") && l[2..].starts_with(|c: char| c.is_ascii_digit()))
@@ -549,7 +609,12 @@ mod tests {
             .iter()
             .map(|stored| {
                 let mut w = String::new();
-                what_guardian_did(&mut w, &record, &read_rollback(stored).map(Some));
+                what_guardian_did(
+                    &mut w,
+                    &record,
+                    &read_rollback(stored).map(Some),
+                    Detail::Commands,
+                );
                 w
             })
             .collect();

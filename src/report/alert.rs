@@ -1,5 +1,7 @@
-//! The alert email about a change, for a person woken at 2 a.m.: what happened, what changed,
-//! the evidence in numbers, every command guardian ran, and how to undo the undo. Pure: no
+//! The alert email about a change, for a person woken at 2 a.m.: what happened and what
+//! guardian did, step by step (the redeploy among them), what to do when a person must act,
+//! what changed, the evidence in numbers, how to undo the undo, and last every command
+//! guardian ran. Pure: no
 //! clock, no IO.
 //!
 //! Every email about a change has a deterministic Message-ID, `<change-id.state@guardian>`, so
@@ -11,7 +13,8 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::actions::{
-    by_hand, headline, read_rollback, state_label, undo_the_undo, what_guardian_did,
+    by_hand, commands_run, headline, read_rollback, state_label, undo_the_undo, what_guardian_did,
+    Detail,
 };
 use super::evidence::{self, not_compared_reason, standing, title, verdict_name};
 use super::text::{printable, short_commit};
@@ -72,6 +75,30 @@ pub fn render_alert(service: &str, change: &ChangeRecord, rollback: Option<&Valu
     );
     w.push('\n');
 
+    // The outcome of each step, and the redeploy step, next; what to do about it when a
+    // person must act. The git commands' detail waits until the end.
+    section(w, "What guardian did");
+    what_guardian_did(w, change, &rollback, Detail::Outcomes);
+    let mut commands = String::new();
+    commands_run(&mut commands, &rollback);
+    if !commands.is_empty() {
+        w.push_str(
+            "  Every command guardian ran is under \"Commands guardian ran\", at the end.\n",
+        );
+    }
+    w.push('\n');
+
+    if revert.is_none()
+        && matches!(
+            change.state,
+            ChangeState::Escalated | ChangeState::Regressed
+        )
+    {
+        section(w, "What you can do");
+        by_hand(w, change, done);
+        w.push('\n');
+    }
+
     section(w, "What changed");
     field(w, "Commit", &change.commit);
     let kind = match &change.pattern {
@@ -105,26 +132,16 @@ pub fn render_alert(service: &str, change: &ChangeRecord, rollback: Option<&Valu
             );
         }
     }
-    w.push('\n');
 
-    section(w, "What guardian did");
-    what_guardian_did(w, change, &rollback);
-    w.push('\n');
-
-    match revert.as_deref() {
-        Some(revert) => {
-            section(w, "How to undo the undo");
-            undo_the_undo(w, change, done, revert);
-        }
-        None if matches!(
-            change.state,
-            ChangeState::Escalated | ChangeState::Regressed
-        ) =>
-        {
-            section(w, "What you can do");
-            by_hand(w, change, done);
-        }
-        None => {}
+    if let Some(revert) = revert.as_deref() {
+        w.push('\n');
+        section(w, "How to undo the undo");
+        undo_the_undo(w, change, done, revert);
+    }
+    if !commands.is_empty() {
+        w.push('\n');
+        section(w, "Commands guardian ran");
+        w.push_str(&commands);
     }
     w.push('\n');
     let _ = writeln!(w, "Change id: {}", change.id);
@@ -340,9 +357,9 @@ mod tests {
             "[guardian] shop: rolled back \u{2014} commit 3f9a2c1b7d"
         );
         assert_eq!(email.message_id, "<chg_0123456789ab.rolled_back@guardian>");
-        // The whole text, as the on-call engineer reads it: what happened and what guardian did
-        // first, then what changed, the evidence from the report, every command with its exit
-        // status and the hook's output, and how to undo the undo.
+        // The whole text, as the on-call engineer reads it: what happened and each step's
+        // outcome first, then what changed, the evidence from the report, how to undo the
+        // undo, and last every command with its exit status and the hook's output.
         expected("alert_rolled_back.txt").assert_eq(&email.text_body);
         let first = email.text_body.lines().next().unwrap();
         assert!(
@@ -361,6 +378,59 @@ mod tests {
         assert!(email.text_body.contains(&before), "missing {before:?}");
         // Rendering is deterministic: a resend after a crash is the same email.
         assert_eq!(render_alert("shop", &record, Some(&rollback)), email);
+    }
+
+    #[test]
+    fn the_outcome_and_the_redeploy_come_before_the_git_commands() {
+        let record = change(
+            ChangeState::RolledBack,
+            "reverted and redeployed; the service is back to its baseline",
+            Some(regressed_report()),
+        );
+        let body = render_alert("shop", &record, Some(&rollback_report())).text_body;
+        let at = |needle: &str| {
+            body.find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing from:\n{body}"))
+        };
+        let redeploy = at("3. redeploy hook: exit 0 after 3.2 s");
+        let first_git_command = at("$ git ");
+        // The story first: the outcome, each step's in one line, the redeploy among them ...
+        assert!(at("the service is back to its baseline") < redeploy);
+        assert!(redeploy < at("What changed\n"));
+        assert!(redeploy < at("Evidence\n"));
+        // ... and the plumbing last, after what to do.
+        assert!(at("How to undo the undo\n") < at("Commands guardian ran\n"));
+        assert!(at("Commands guardian ran\n") < first_git_command);
+        for command in [
+            "$ git status --porcelain   [exit 0]",
+            "$ git push --no-verify -- origin HEAD:refs/heads/main   [exit 0]",
+            "| building shop",
+        ] {
+            assert!(at(command) > at("Commands guardian ran\n"), "{command}");
+        }
+
+        // When a person must act, what to do comes right after what guardian did.
+        let conflict = json!({
+            "revert_commit": null,
+            "escalation": "reverting conflicts with later commits in src/pay.rs",
+            "steps": [{
+                "step": "git revert", "result": "conflict", "files": ["src/pay.rs"],
+                "tree_restored": true,
+                "commands": [command(&["revert", "--no-commit", COMMIT], Some(1), "error: could not revert")],
+            }],
+        });
+        let record = change(ChangeState::Escalated, "x", Some(regressed_report()));
+        let body = render_alert("shop", &record, Some(&conflict)).text_body;
+        let at = |needle: &str| {
+            body.find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing from:\n{body}"))
+        };
+        assert!(
+            at("What guardian did\n") < at("What you can do\n"),
+            "{body}"
+        );
+        assert!(at("What you can do\n") < at("Evidence\n"), "{body}");
+        assert!(at("Evidence\n") < at("$ git revert --no-commit"), "{body}");
     }
 
     #[test]

@@ -1179,7 +1179,7 @@ fn actions(
         items.push(vec![strong("recovery check:"), t(format!(" {verdict}"))]);
     }
     let mut text = String::new();
-    actions::what_guardian_did(&mut text, change, rollback);
+    actions::what_guardian_did(&mut text, change, rollback, actions::Detail::Commands);
     if !items.is_empty() {
         doc.push(Block::List(items));
         doc.push(Block::Paragraph(vec![t(

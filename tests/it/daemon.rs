@@ -470,3 +470,88 @@ fn a_deploy_said_to_be_starting_keeps_its_restart_from_counting_against_the_chan
     assert_eq!(after["state"], "watching", "{after}");
     drop(traffic);
 }
+
+#[test]
+fn a_mistake_in_a_part_of_the_config_notify_does_not_use_is_a_warning_not_a_failed_deploy() {
+    let d = Daemon::start(300, 10);
+    // Someone edits the mail settings while the daemon runs on what it read at start.
+    let mut file = OpenOptions::new().append(true).open(&d.config).unwrap();
+    file.write_all(b"\n[daemon.mail]\nsmtp_hots = \"mail.example\"\n")
+        .unwrap();
+    drop(file);
+
+    let id = d.notify("abc1234");
+    assert!(id.starts_with("chg_"), "{id}");
+    let out = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["status", "--config"])
+        .arg(&d.config)
+        .args(["--api", &d.api])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    // The warning names the file and the key, and says what it means for the daemon.
+    assert!(
+        said.starts_with(&format!("guardian: warning: {}: ", d.config.display())),
+        "{said}"
+    );
+    assert!(said.contains("unknown field `smtp_hots`"), "{said}");
+    assert!(
+        said.contains("guardian run would refuse to start with this file"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_mistake_in_what_notify_needs_is_bad_input_naming_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("guardian.toml");
+    std::fs::write(
+        &config,
+        "[daemon]\nlisten = \"localhost\"\ntoken_file = \"/nonexistent\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["notify", "--commit", "abc1234", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!(
+            "{}: [daemon] listen must be an address and port such as 127.0.0.1:8707, got \"localhost\"",
+            config.display()
+        )),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_is_refused_naming_the_first() {
+    let mut d = Daemon::start(300, 10);
+    let state = d.dir.as_ref().unwrap().path().join("state");
+    let out = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["run", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!(
+            "another guardian (pid {}) is running on the state directory {}",
+            d.child.id(),
+            state.display()
+        )),
+        "{said}"
+    );
+    // The first goes on as if nothing happened.
+    assert!(d.child.try_wait().unwrap().is_none());
+    let (code, _) = d.get("/v1/status");
+    assert_eq!(code, 200);
+    // Killed, it leaves no stale lock: the next daemon starts on the same state.
+    let d = d.restart();
+    let (code, _) = d.get("/v1/status");
+    assert_eq!(code, 200);
+}

@@ -1604,3 +1604,64 @@ fn a_timeout_bump_whose_number_a_reader_could_take_another_way_is_denied() {
         "{why}"
     );
 }
+
+#[test]
+fn the_commands_in_the_approval_email_run_as_they_are_pasted() {
+    let (smtp, inbox) = super::rollback::smtp_server();
+    let g = Gate::start_with(0, false, &mail_config(smtp), "");
+    let fix = g.agent_commits(
+        "src/settings.txt",
+        "timeout_ms = 800\n",
+        "Raise the timeout",
+    );
+    let p = stdout_json(&g.propose(&fix, "timeout-bump", "raise the timeout"));
+    assert_eq!(p["decision"], "needs_approval", "{p}");
+    let id = p["id"].as_str().unwrap().to_owned();
+    let raw = wait_for_mail(&inbox, &format!("approval needed for {id}"));
+    let mail = mail_parser::MessageParser::default()
+        .parse(raw.as_bytes())
+        .expect("the email parses")
+        .body_text(0)
+        .expect("a text part")
+        .into_owned();
+    let command = |label: &str| -> Vec<String> {
+        let line = mail
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{mail}"));
+        line.split_whitespace().map(str::to_owned).collect()
+    };
+    // Run exactly as written, from a directory that holds no config: nothing else is needed.
+    let run = |words: &[String]| {
+        assert_eq!(words[0], "guardian", "{words:?}");
+        Command::new(env!("CARGO_BIN_EXE_guardian"))
+            .args(&words[1..])
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap()
+    };
+    let shown = run(&command("To see the diff:"));
+    assert_eq!(
+        shown.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("timeout_ms = 800"));
+    let approve = command("To approve it:");
+    assert!(
+        approve.windows(2).any(|w| w == ["--api", g.api.as_str()]),
+        "{approve:?}"
+    );
+    let approved = run(&approve);
+    assert_eq!(
+        approved.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let p = g.wait_for(&format!("/v1/proposals/{id}"), 30, |p| {
+        p["state"] != "pending"
+    });
+    assert_eq!(p["decided_by"], "approver:alice", "{p}");
+}

@@ -13,6 +13,7 @@ mod demo;
 mod fixes;
 mod flags;
 mod gate;
+mod guardbench;
 mod judge;
 mod mcp;
 mod notify;

@@ -455,3 +455,67 @@ fn a_hanging_hook_is_killed_and_escalated() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_commit_guardian_could_not_revert_is_refused_unless_a_fetch_brings_it() {
+    let w = World::with_extra("true", 30, None, |dir| {
+        // The team's remote, which guardian pushes its reverts to.
+        let remote = dir.join("upstream.git");
+        git(dir, &["init", "-q", "--bare", "-b", "main", "upstream.git"]);
+        let repo = dir.join("app");
+        git(
+            &repo,
+            &["remote", "add", "origin", remote.to_str().unwrap()],
+        );
+        git(&repo, &["push", "-q", "origin", "main"]);
+        "push_remote = \"origin\"\npush_branch = \"main\"\n".to_owned()
+    });
+    let notify = |commit: &str| {
+        Command::new(env!("CARGO_BIN_EXE_guardian"))
+            .args(["notify", "--config"])
+            .arg(&w.config)
+            .args(["--api", &w.api, "--commit", commit])
+            .output()
+            .unwrap()
+    };
+
+    // A commit nobody made: refused, naming the commit and the repository.
+    let out = notify("deadbeef");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!(
+            "the daemon refused the request (422): commit deadbeef is not in the repository \
+             guardian reverts in, {}, even after fetching from origin",
+            w.repo.display()
+        )),
+        "{said}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // A commit built and deployed from the remote before guardian's clone pulled it: taken,
+    // once fetched.
+    let dir = w.repo.parent().unwrap();
+    let elsewhere = dir.join("elsewhere");
+    git(
+        dir,
+        &[
+            "clone",
+            "-q",
+            dir.join("upstream.git").to_str().unwrap(),
+            elsewhere.to_str().unwrap(),
+        ],
+    );
+    let later = commit_mode(&elsewhere, "steady", "a later release");
+    git(&elsewhere, &["push", "-q", "origin", "main"]);
+    let out = notify(&later);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(w.change(&id)["commit"], later.as_str());
+    // Fetched, not checked out: guardian's work tree is where it was.
+    assert_ne!(git(&w.repo, &["rev-parse", "HEAD"]), later);
+}

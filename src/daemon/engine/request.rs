@@ -108,3 +108,154 @@ impl ChangeRequest {
         })
     }
 }
+
+/// How long the check waits for a fetch: `guardian notify` gives up on an answer after 10 s,
+/// and a change the daemon took but the deploy hook saw fail would be notified twice.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// Whether the commits a notification names are in the repository guardian would revert them
+/// in ([`super::Engine::commit_check`]): a change whose commit is not there would be watched
+/// for nothing, and its rollback fail at 2 a.m. instead of the deploy's notify now. Run off
+/// the owner (git may take a while).
+#[derive(Clone, Debug)]
+pub struct CommitCheck {
+    pub repo: std::path::PathBuf,
+    /// `[daemon.rollback] push_remote`, the remote guardian already talks to.
+    pub remote: Option<String>,
+}
+
+impl CommitCheck {
+    /// Refuses, naming the commit and the repository, a commit (or either end of a range) the
+    /// repository does not have. A commit may be deployed from a build of the remote before
+    /// this clone has pulled it, so a missing one is looked for again after fetching from the
+    /// push remote (objects and remote-tracking branches only: the work tree, the index and
+    /// the branches stay as they are). Without a remote there is nowhere else it could come
+    /// from. A repository that cannot be read at all is not the notification's fault: the
+    /// change is taken, and the daemon's log says why it could not be checked.
+    pub fn run(&self, commit: &str) -> Result<(), String> {
+        let repo = match crate::git::Repo::open(&self.repo) {
+            Ok(repo) => repo,
+            Err(e) => {
+                tracing::warn!("cannot check that the notified commit {commit} exists: {e}");
+                return Ok(());
+            }
+        };
+        let ends: Vec<&str> = match commit.trim().split_once("..") {
+            Some((a, b)) => vec![a, b],
+            None => vec![commit.trim()],
+        };
+        let missing = |repo: &crate::git::Repo| -> Result<Vec<&str>, crate::git::GitError> {
+            let mut missing = Vec::new();
+            for end in &ends {
+                if repo.find_commit(end)?.is_none() {
+                    missing.push(*end);
+                }
+            }
+            Ok(missing)
+        };
+        let mut absent = match missing(&repo) {
+            Ok(absent) => absent,
+            Err(e) => {
+                tracing::warn!("cannot check that the notified commit {commit} exists: {e}");
+                return Ok(());
+            }
+        };
+        if absent.is_empty() {
+            return Ok(());
+        }
+        let mut fetched = String::new();
+        if let Some(remote) = &self.remote {
+            match repo.fetch(remote, FETCH_TIMEOUT) {
+                Ok(_) => {
+                    absent = missing(&repo).unwrap_or(absent);
+                    fetched = format!(", even after fetching from {remote}");
+                }
+                Err(e) => {
+                    fetched = format!(" (fetching from {remote} failed: {e})");
+                }
+            }
+        }
+        if absent.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{} {} not in the repository guardian reverts in, {}{fetched}: guardian could \
+             not revert it. Check the commit id, or update that repository before notifying",
+            absent
+                .iter()
+                .map(|c| format!("commit {c}"))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            if absent.len() == 1 { "is" } else { "are" },
+            self.repo.display()
+        ))
+    }
+}
+
+impl super::Engine {
+    /// What checking a notified commit needs, copied out of the engine: `None` when guardian
+    /// reverts nothing (no `[daemon.rollback]`), and any commit may be watched.
+    pub fn commit_check(&self) -> Option<CommitCheck> {
+        self.settings.rollback.as_ref().map(|r| CommitCheck {
+            repo: r.repo.clone(),
+            remote: r.push.as_ref().map(|(remote, _)| remote.clone()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &std::path::Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn a_commit_the_repository_lacks_is_refused_naming_it_and_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("app");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("a"), "1\n").unwrap();
+        git(&repo, &["add", "a"]);
+        git(&repo, &["commit", "-q", "-m", "first"]);
+        let head = git(&repo, &["rev-parse", "HEAD"]);
+        let check = CommitCheck {
+            repo: repo.clone(),
+            remote: None,
+        };
+        assert_eq!(check.run(&head), Ok(()));
+        assert_eq!(check.run(&head[..7]), Ok(()));
+        assert_eq!(
+            check.run("deadbeef"),
+            Err(format!(
+                "commit deadbeef is not in the repository guardian reverts in, {}: guardian \
+                 could not revert it. Check the commit id, or update that repository before \
+                 notifying",
+                repo.display()
+            ))
+        );
+        // Either end of a range.
+        let refused = check.run(&format!("{head}..cafef00d")).unwrap_err();
+        assert!(refused.starts_with("commit cafef00d is not"), "{refused}");
+        let refused = check.run("cafef00d..deadbeef").unwrap_err();
+        assert!(
+            refused.starts_with("commit cafef00d and commit deadbeef are not"),
+            "{refused}"
+        );
+    }
+}

@@ -45,11 +45,12 @@ impl Engine {
             p.pattern,
             first_line(&p.summary)
         );
+        let to_daemon = self.cli_options();
         let body = format!(
             "A change written by {} waits for a person's decision.\n\n{}\n\
-             To see the diff:   guardian proposals {} --token-file <your token>\n\
-             To approve it:     guardian approve {} --diff {} --token-file <your token>\n\
-             To reject it:      guardian reject {} --why \"...\" --token-file <your token>\n\
+             To see the diff:   guardian proposals {} {to_daemon}\n\
+             To approve it:     guardian approve {} --diff {} {to_daemon}\n\
+             To reject it:      guardian reject {} --why \"...\" {to_daemon}\n\
              The approval binds to this diff (sha256 {}); a changed diff needs a new one.\n",
             p.kind,
             proposal_text(p),
@@ -85,6 +86,38 @@ impl Engine {
             None => (String::new(), Vec::new()),
         };
         self.mail_proposal(&p.id, "approval_needed", subject, body + &links, &ids, now)
+    }
+}
+
+impl Engine {
+    /// The options that make a person's `guardian` command reach this daemon, so the commands
+    /// in an email can be pasted as they are: `--api`, the API as people reach it (the links'
+    /// `approval_base_url`, else the address it listens on, loopback for an unspecified one),
+    /// and `--token-file`, the approver's when there is one, a placeholder when there are
+    /// several (the email goes to them all).
+    pub(super) fn cli_options(&self) -> String {
+        let gate = self.settings.gate.as_ref();
+        let api = match gate.and_then(|g| g.approval_base_url.as_deref()) {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let mut addr = self.serving_at.unwrap_or(self.settings.listen);
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(match addr.ip() {
+                        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                format!("http://{addr}")
+            }
+        };
+        let token = match gate.map(|g| &g.approvers[..]) {
+            Some([(_, file)]) => crate::report::text::shell_line(&[file.display().to_string()]),
+            _ => "<your token file>".to_owned(),
+        };
+        format!(
+            "--api {} --token-file {token}",
+            crate::report::text::shell_line(&[api])
+        )
     }
 }
 
