@@ -363,6 +363,12 @@ fn render_proposal(p: &ProposalRecord) -> Result<String, UnreadableAnswer> {
     } else if let Some(url) = &p.issue_url {
         out.push_str(&format!("  issue {}\n", text(url)));
     }
+    if let Some(flag) = &p.flag {
+        out.push_str(&format!(
+            "  behind flag {} (turned off first if it makes things worse)\n",
+            text(flag)
+        ));
+    }
     for rule in &a.rules {
         out.push_str(&format!(
             "  {} {}: {}\n",

@@ -25,6 +25,9 @@ pub enum Refusal {
     },
     /// A remediation is under way (its recovery check would judge two actions at once).
     Busy(String),
+    /// A change is being watched: a flag turned off now would change what it is judged on
+    /// (the agent could hide its own change's harm, or make a person's look bad).
+    Watching(String),
     /// The caller's role may not ask.
     Role(String),
 }
@@ -48,6 +51,7 @@ impl Refusal {
             Refusal::RateLimited { .. } => "rate_limited",
             Refusal::CoolingDown { .. } => "cooling_down",
             Refusal::Busy(_) => "busy",
+            Refusal::Watching(_) => "watching",
             Refusal::Role(_) => "role",
         }
     }
@@ -83,6 +87,12 @@ impl fmt::Display for Refusal {
                 f,
                 "a remediation of {what} is under way; its recovery check must not judge two \
                  actions at once: ask again once it is done"
+            ),
+            Refusal::Watching(change) => write!(
+                f,
+                "change {change} is being watched: a flag turned off now would change what it \
+                 is judged on; if it is doing harm guardian turns its flag off or reverts it \
+                 itself, and a flag may be asked for once its watch ends (guardian status)"
             ),
             Refusal::Role(why) => f.write_str(why),
         }

@@ -1025,7 +1025,7 @@ async fn flag_off(
             let status = match &refusal {
                 R::NotConfigured => StatusCode::NOT_FOUND,
                 R::NotAllowed { .. } | R::Role(_) => StatusCode::FORBIDDEN,
-                R::Busy(_) => StatusCode::CONFLICT,
+                R::Busy(_) | R::Watching(_) => StatusCode::CONFLICT,
                 R::RateLimited { .. } | R::CoolingDown { .. } => StatusCode::TOO_MANY_REQUESTS,
             };
             let error = format!("flag_off refused, nothing was done: {refusal}");
@@ -1213,6 +1213,48 @@ pub(super) mod tests {
         assert_eq!(
             flag_record(dir.path()),
             ["running new-total agent", "refused new-search agent"]
+        );
+    }
+
+    #[tokio::test]
+    async fn no_flag_is_turned_off_under_a_watched_change_but_by_the_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api_with(dir.path(), &flags_config(dir.path(), ""));
+        let (status, change) = send(
+            &api,
+            "POST",
+            "/v1/changes",
+            Some(ADMIN),
+            r#"{"commit": "abc1234", "kind": "ai", "summary": "new checkout", "flag": "new-checkout"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{change}");
+        // The agent cannot hide its change's harm behind its own flag, nor make a person's
+        // change look bad with another: nothing is done, and the attempt is on the record.
+        let body = r#"{"flag": "new-checkout", "reason": "tidy up"}"#;
+        let (status, answer) = send(&api, "POST", "/v1/actions/flag_off", Some(AGENT), body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(
+                "is being watched: a flag turned off now would change what it is judged on"
+            ),
+            "{answer}"
+        );
+        let (status, _) = send(&api, "POST", "/v1/actions/flag_off", Some(ALICE), body).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(
+            !dir.path().join("flags.json").exists(),
+            "nothing was written"
+        );
+        let (status, answer) = send(&api, "POST", "/v1/actions/flag_off", Some(ADMIN), body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "the operator may: {answer}");
+        assert_eq!(
+            flag_record(dir.path()),
+            [
+                "refused new-checkout agent",
+                "refused new-checkout approver:alice",
+                "running new-checkout admin"
+            ]
         );
     }
 

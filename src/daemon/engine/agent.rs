@@ -596,4 +596,46 @@ mod tests {
             other => panic!("two runs: the proposal must name its issue, got {other:?}"),
         }
     }
+
+    #[test]
+    fn a_proposal_may_declare_only_a_flag_guardian_may_turn_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine_with(
+            dir.path(),
+            Store::open_in_memory().unwrap(),
+            &format!(
+                "\n[daemon.flag_off]\nfile = {:?}\nflags = [\"new-*\"]\n",
+                dir.path().join("flags.json")
+            ),
+        );
+        let proposal = |flag: &str| crate::daemon::engine::ProposalRequest {
+            pattern: "timeout-bump".into(),
+            summary: "raise the timeout".into(),
+            issue_url: None,
+            issue: None,
+            flag: Some(flag.into()),
+            tests_run: true,
+            base: "0".repeat(40),
+            commit: None,
+            patch: String::new(),
+            kind: crate::store::ChangeKind::Ai,
+        };
+        let check = |flag: &str| {
+            e.check_proposal(
+                &crate::gate::roles::Role::Agent,
+                &proposal(flag),
+                crate::daemon::engine::Judged::Refused("not judged here".into()),
+                T0,
+            )
+        };
+        match check("billing") {
+            Err(EngineError::BadRequest(why)) => assert_eq!(
+                why,
+                "\"flag\" \"billing\" is not on [daemon.flag_off]'s allow-list (flags = \
+                 [\"new-*\"]): a proposal may declare only a flag guardian may turn off"
+            ),
+            other => panic!("a flag off the allow-list is refused, got {other:?}"),
+        }
+        assert!(check("new-checkout").is_ok());
+    }
 }

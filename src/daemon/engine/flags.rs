@@ -9,7 +9,7 @@ use super::{Engine, EngineError};
 use crate::config::FlagRequester;
 use crate::daemon::actions::flag_off::FlagOffReport;
 use crate::daemon::flag_limits::Refusal;
-use crate::daemon::supervisor::FlagOutcome;
+use crate::daemon::supervisor::{FlagOutcome, Phase};
 use crate::gate::roles::Role;
 use crate::store::{NewFlagAction, Store};
 
@@ -69,9 +69,16 @@ impl Engine {
         }
         super::gate::one_line("reason", reason).map_err(EngineError::BadRequest)?;
         let actor = role.actor();
-        let decided = match self.role_may_ask(role) {
-            Err(refusal) => Err(refusal),
-            Ok(()) => self
+        // Only the operator may change what a watched change is judged on.
+        let watched = match (self.supervisor.phase(), role) {
+            (_, Role::Admin) => None,
+            (Phase::Watching(c), _) => Some(c.id.clone()),
+            _ => None,
+        };
+        let decided = match (self.role_may_ask(role), watched) {
+            (Err(refusal), _) => Err(refusal),
+            (Ok(()), Some(change)) => Err(Refusal::Watching(change)),
+            (Ok(()), None) => self
                 .supervisor
                 .request_flag_off(&request.flag, now, &self.settings),
         };

@@ -143,6 +143,13 @@ pub(super) fn proposal_text(p: &ProposalRecord) -> String {
             line(issue)
         ));
     }
+    if let Some(flag) = &p.flag {
+        out.push_str(&format!(
+            "Flag:      {} (if the change makes things worse, guardian turns this flag off \
+             first)\n",
+            line(flag)
+        ));
+    }
     let a = match crate::api::assessment(p) {
         Ok(a) => a,
         Err(e) => {

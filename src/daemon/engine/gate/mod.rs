@@ -295,6 +295,7 @@ impl Engine {
         now: f64,
     ) -> Result<ProposalRecord, EngineError> {
         let pattern = request.validate().map_err(EngineError::BadRequest)?;
+        self.declarable_flag(request)?;
         // Who wrote the change is the token's to say: the agent's changes are AI changes
         // (stricter tolerances, escalation when inconclusive), whatever the request claims.
         let mut request = request.clone();
@@ -497,6 +498,22 @@ impl Engine {
     }
 
     /// What the gate would decide on `request` now, recorded nowhere: "may I propose this?".
+    /// A proposal may declare only a flag guardian may turn off: else a regression of its
+    /// change would have guardian turn off some other allow-listed flag first (the agent's
+    /// way to switch off a feature it does not own).
+    fn declarable_flag(&self, request: &ProposalRequest) -> Result<(), EngineError> {
+        match (&request.flag, &self.settings.flag_off) {
+            (Some(flag), Some(settings)) if !settings.flags.allows(flag) => {
+                Err(EngineError::BadRequest(format!(
+                    "\"flag\" {flag:?} is not on [daemon.flag_off]'s allow-list (flags = {:?}): \
+                     a proposal may declare only a flag guardian may turn off",
+                    settings.flags.globs()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The agent's requests are judged as AI changes, as [`Engine::propose`] judges them.
     pub fn check_proposal(
         &self,
@@ -506,6 +523,7 @@ impl Engine {
         now: f64,
     ) -> Result<Assessment, EngineError> {
         let pattern = request.validate().map_err(EngineError::BadRequest)?;
+        self.declarable_flag(request)?;
         // An issue the proposal could not name is refused now, not after the work.
         self.named_issue(role, request)?;
         let mut request = request.clone();
