@@ -15,6 +15,7 @@ mod flags;
 mod gate;
 mod judge;
 mod mcp;
+mod metrics;
 mod policy;
 mod postmortem;
 mod replay_cli;
