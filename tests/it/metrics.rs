@@ -190,3 +190,59 @@ fn prometheus_scraping_a_real_rollback_has_it_counted_and_its_decision_time_reco
         .unwrap();
     assert!(lag < 5.0, "the decision loop lags {lag} s");
 }
+
+#[test]
+fn metrics_listen_serves_metrics_and_healthz_on_their_own_address_and_not_beside_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "metrics-token-0123456789\n").unwrap();
+    let log = dir.path().join("access.jsonl");
+    std::fs::write(&log, "").unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("guardian.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = {:?}\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"{metrics}\"\n\
+             token_file = {token:?}\n\n[[daemon.logs]]\npath = {log:?}\n",
+            dir.path().join("state"),
+        ),
+    )
+    .unwrap();
+    let (mut daemon, api) = super::common::spawn_daemon(&config, &[]);
+    let get = |url: &str| match ureq::get(url).call() {
+        Ok(r) => (
+            r.status(),
+            r.content_type().to_owned(),
+            r.into_string().unwrap(),
+        ),
+        Err(ureq::Error::Status(code, r)) => (code, String::new(), r.into_string().unwrap()),
+        Err(e) => panic!("{url}: {e}"),
+    };
+    // The loop ticks every 250 ms: alive at once, and said so without a token.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, _, health) = loop {
+        let answer = get(&format!("http://{metrics}/healthz"));
+        if answer.0 == 200 || Instant::now() > deadline {
+            break answer;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 200, "{health}");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+
+    let (status, content_type, text) = get(&format!("http://{metrics}/metrics"));
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(content_type, "application/openmetrics-text");
+    assert!(text.contains("guardian_build_info{version="), "{text}");
+    assert!(text.contains("guardian_watching 0"), "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    // Beside the API they are not served: there every path needs a token.
+    let (status, _, _) = get(&format!("{api}/metrics"));
+    assert_eq!(status, 401);
+    let (status, _, _) = get(&format!("{api}/healthz"));
+    assert_eq!(status, 401);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
