@@ -137,3 +137,104 @@ impl Store {
         Ok(ends)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+    use serde_json::json;
+
+    use super::*;
+    use crate::daemon::supervisor::FlagOutcome;
+    use crate::store::testing::{change, T0};
+    use crate::store::NewFlagAction;
+
+    #[test]
+    fn the_record_gives_decision_times_and_each_ended_action_with_its_outcome_and_duration() {
+        let mut store = Store::open_in_memory().unwrap();
+        // Regressed 12 s after landing, reverted in 5 s, then back to its baseline.
+        let id = store.insert_change(&change("abc", T0), T0).unwrap().id;
+        let mut moves = |state, decided_at, at| {
+            store
+                .set_state(&id, state, None, decided_at, None, at)
+                .unwrap()
+        };
+        moves(ChangeState::Regressed, Some(T0 + 12.0), T0 + 12.0);
+        moves(ChangeState::RollingBack, None, T0 + 13.0);
+        let done = json!({"revert_commit": "def", "escalation": null, "steps": []});
+        store
+            .record_event(&id, EventKind::Rollback, &done, T0 + 18.0)
+            .unwrap();
+        store
+            .set_state(&id, ChangeState::Verifying, None, None, None, T0 + 18.0)
+            .unwrap();
+        store
+            .set_state(&id, ChangeState::RolledBack, None, None, None, T0 + 30.0)
+            .unwrap();
+        // Still watched: no decision yet.
+        store
+            .insert_change(&change("ghi", T0 + 100.0), T0 + 100.0)
+            .unwrap();
+        // A flag turned off at a role's request in 2 s; one refused; one under way.
+        let flag = |outcome| NewFlagAction {
+            flag: "checkout-v2",
+            change_id: None,
+            requested_by: "agent",
+            reason: "errors on checkout",
+            outcome,
+            note: "",
+        };
+        let turned = store
+            .flag_action_started(&flag(FlagOutcome::Running), T0 + 40.0)
+            .unwrap();
+        store
+            .flag_action_ended(&turned, FlagOutcome::Done, "", &json!({}), T0 + 42.0)
+            .unwrap();
+        store
+            .flag_action_started(&flag(FlagOutcome::Refused), T0 + 50.0)
+            .unwrap();
+        store
+            .flag_action_started(&flag(FlagOutcome::Running), T0 + 60.0)
+            .unwrap();
+        // A restart that exited 0 after 1.5 s, one that timed out after 30 s.
+        for (attempt, end) in [
+            (
+                "rst_1",
+                json!({"outcome": "exited", "exit_code": 0, "duration_secs": 1.5}),
+            ),
+            (
+                "rst_2",
+                json!({"outcome": "timed_out", "exit_code": null, "duration_secs": 30}),
+            ),
+        ] {
+            store
+                .audit(
+                    "guardian",
+                    EventKind::RestartFinished,
+                    Some(attempt),
+                    None,
+                    &end,
+                    T0 + 70.0,
+                )
+                .unwrap();
+        }
+
+        assert_eq!(store.decision_secs().unwrap(), vec![12.0]);
+        let mut counts = store.change_counts().unwrap();
+        counts.sort();
+        expect![[r#"[("ai", "rolled_back", 1), ("ai", "watching", 1)]"#]]
+            .assert_eq(&format!("{counts:?}"));
+        let ends: Vec<String> = store
+            .action_ends()
+            .unwrap()
+            .iter()
+            .map(|a| format!("{} {} {:?}", a.action, a.outcome, a.secs))
+            .collect();
+        expect![[r#"
+            revert done Some(5.0)
+            flag_off done Some(2.0)
+            flag_off refused Some(0.0)
+            restart done Some(1.5)
+            restart failed Some(30.0)"#]]
+        .assert_eq(&ends.join("\n"));
+    }
+}
