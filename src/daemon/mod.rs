@@ -490,11 +490,10 @@ pub async fn run(
     if let Err(join) = server.await {
         return Err(DaemonError::Serve(std::io::Error::other(join.to_string())));
     }
-    if let Some(Err(join)) = match metrics_server {
-        Some(server) => Some(server.await),
-        None => None,
-    } {
-        return Err(DaemonError::Serve(std::io::Error::other(join.to_string())));
+    if let Some(server) = metrics_server {
+        if let Err(join) = server.await {
+            return Err(DaemonError::Serve(std::io::Error::other(join.to_string())));
+        }
     }
     match ended {
         Ok(Ok(())) => {
