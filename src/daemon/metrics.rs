@@ -9,7 +9,8 @@
 //!   the time each took to decide, the actions that ended with their outcome and duration,
 //!   emails and proposals waiting. These are counters that survive a restart of guardian.
 //! - from the engine's memory (`Engine::live_status`, the copy `guardian status` takes): the
-//!   watch's e-values against their thresholds, each source's lag, bad lines and failures.
+//!   watch's e-values against their thresholds, each source's lag, bad lines and failures,
+//!   and whether it is failing now.
 //! - counted here, at the API's edge, since guardian started ([`Metrics`]): refusals by role
 //!   and proposals by decision. Both would need a scan of records that grow without bound to
 //!   be read back; a restart resets them, which `rate()` and `increase()` read as a reset.
@@ -178,8 +179,10 @@ pub struct SourceMetrics {
     pub lag_secs: Option<f64>,
     /// Lines (or rows) it could not read, since start.
     pub bad_lines: u64,
-    /// Scrapes or polls that failed, since start.
-    pub failures: u64,
+    /// Scrapes that failed, since start (`None`: not counted so, as a log's or Sentry's).
+    pub failures: Option<u64>,
+    /// Whether it is failing now: a log's file missing, the last scrape or poll failed.
+    pub failing: bool,
 }
 
 impl Live {
@@ -201,7 +204,8 @@ impl Live {
                 kind: "log",
                 lag_secs: s.idle_secs,
                 bad_lines: s.bad_lines,
-                failures: 0,
+                failures: None,
+                failing: !s.tail.file_exists,
             })
             .collect();
         sources.extend(status.scrapes.iter().map(|s| SourceMetrics {
@@ -209,7 +213,8 @@ impl Live {
             kind: "scrape",
             lag_secs: s.age_secs,
             bad_lines: 0,
-            failures: s.failures,
+            failures: Some(s.failures),
+            failing: s.last_error.is_some(),
         }));
         if let Some(poll) = &status.sentry_poll {
             sources.push(SourceMetrics {
@@ -217,7 +222,8 @@ impl Live {
                 kind: "sentry",
                 lag_secs: poll.last_ok_at.map(|at| (status.now - at).max(0.0)),
                 bad_lines: poll.rows_skipped_total,
-                failures: 0,
+                failures: None,
+                failing: poll.last_error.is_some(),
             });
         }
         Live {
@@ -527,15 +533,30 @@ impl Live {
         }
         let mut m = e.encode_descriptor(
             "source_failures",
-            "Scrapes or polls of each source that failed, since guardian started.",
+            "Scrapes of each target that failed, since guardian started.",
             None,
             MetricType::Counter,
         )?;
         for s in &self.sources {
-            counter(
+            if let Some(failures) = s.failures {
+                counter(
+                    &mut m,
+                    &[("source", s.name.as_str()), ("type", s.kind)],
+                    failures,
+                )?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "source_failing",
+            "1 while a source fails: its log file is missing, its last scrape or poll failed.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &self.sources {
+            gauge(
                 &mut m,
                 &[("source", s.name.as_str()), ("type", s.kind)],
-                s.failures,
+                u64::from(s.failing),
             )?;
         }
         Ok(())
@@ -654,14 +675,16 @@ mod tests {
                         kind: "log",
                         lag_secs: Some(1.5),
                         bad_lines: 2,
-                        failures: 0,
+                        failures: None,
+                        failing: false,
                     },
                     SourceMetrics {
                         name: "app".into(),
                         kind: "scrape",
                         lag_secs: None,
                         bad_lines: 0,
-                        failures: 4,
+                        failures: Some(4),
+                        failing: true,
                     },
                 ],
             }),
@@ -815,6 +838,15 @@ mod tests {
         assert_eq!(
             v("guardian_source_failures_total{source=\"app\",type=\"scrape\"}"),
             "4"
+        );
+        assert_eq!(
+            v("guardian_source_failing{source=\"app\",type=\"scrape\"}"),
+            "1"
+        );
+        // A log's failures are not counted as a scrape's are: none shown rather than a zero.
+        assert!(
+            !text.contains("guardian_source_failures_total{source=\"nginx"),
+            "{text}"
         );
         // A target never scraped has no lag to show, rather than a made-up one.
         assert!(
