@@ -184,6 +184,19 @@ fn prometheus_scraping_a_real_rollback_has_it_counted_and_its_decision_time_reco
         .value("guardian_action_duration_seconds_sum{action=\"revert\"}")
         .unwrap();
     assert!(reverted_in < 30.0, "the revert took {reverted_in} s");
+    // While the change was watched, remedied and checked (8 s of recovery check at least),
+    // scrapes showed it watched, with its evidence against the line it fires at.
+    assert_eq!(
+        prometheus.value("max_over_time(guardian_watching[5m])"),
+        Some(1.0)
+    );
+    let threshold = prometheus
+        .value("max_over_time(guardian_watch_e_value_threshold{signal=\"errors\"}[5m])")
+        .expect("the errors signal's threshold was scraped during the watch");
+    assert!(threshold > 1.0, "fires at an e-value of {threshold}");
+    assert!(prometheus
+        .value("max_over_time(guardian_watch_e_value{signal=\"errors\"}[5m])")
+        .is_some());
     // The decision loop ticks: its lag is a fraction of a second, nowhere near stuck.
     let lag = prometheus
         .value("guardian_decision_loop_lag_seconds")
