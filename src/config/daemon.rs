@@ -21,6 +21,9 @@ pub struct DaemonSettings {
     pub state_dir: PathBuf,
     /// Address of the HTTP API; loopback unless the operator says otherwise.
     pub listen: std::net::SocketAddr,
+    /// Where `/metrics` and `/healthz` are served on their own, without the API; `None`: on
+    /// the API's address, beside it.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// File holding the bearer token every API request must carry.
     pub token_file: PathBuf,
     /// Access logs to follow.
@@ -170,6 +173,29 @@ impl RawDaemon {
             return Err(ConfigError::invalid(DAEMON, "service", "must not be empty"));
         }
         let listen = listen(self.listen)?;
+        let metrics_listen = match self.metrics_listen {
+            None => None,
+            Some(text) => {
+                let addr: std::net::SocketAddr = text.parse().map_err(|e| {
+                    ConfigError::invalid(
+                        DAEMON,
+                        "metrics_listen",
+                        format!(
+                            "must be an address and port such as 127.0.0.1:9464, got {text:?} ({e})"
+                        ),
+                    )
+                })?;
+                // Port 0 is for tests (any free port); a fixed port must not be the API's.
+                if addr == listen && addr.port() != 0 {
+                    return Err(ConfigError::invalid(
+                        DAEMON,
+                        "metrics_listen",
+                        format!("is {addr}, the API's own address (listen): leave it out to serve /metrics beside the API"),
+                    ));
+                }
+                Some(addr)
+            }
+        };
         let mut logs = Vec::new();
         for (i, log) in self.logs.into_iter().enumerate() {
             let path = log.path.ok_or_else(|| {
@@ -299,6 +325,7 @@ impl RawDaemon {
             service,
             state_dir,
             listen,
+            metrics_listen,
             token_file: token_file(self.token_file),
             logs,
         })
@@ -377,6 +404,10 @@ mod tests {
         assert_eq!(c.logs[0].name, "/var/log/nginx/access.log");
         assert_eq!(c.logs[0].format, crate::input::Format::Nginx);
         expect![[r#"[daemon] listen must be an address and port such as 127.0.0.1:8707, got "localhost" (invalid socket address syntax)"#]].assert_eq(&err("[daemon]\nlisten = \"localhost\"\n"));
+        assert_eq!(
+            c.metrics_listen, None,
+            "/metrics is served beside the API by default"
+        );
         expect!["[daemon] logs.path is missing in log 1"]
             .assert_eq(&err("[daemon]\n[[daemon.logs]]\nformat = \"nginx\"\n"));
         expect![[r#"[daemon] logs.format in log 1: unknown log format "csv": expected "jsonl" or "nginx""#]].assert_eq(&err(
@@ -391,7 +422,7 @@ mod tests {
               |
             2 | listen_on = "x"
               | ^^^^^^^^^
-            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`, `notify`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
+            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `metrics_listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`, `notify`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
         let d = Config::parse("[daemon]\non_inconclusive = { human = \"extend\" }\n")
             .unwrap()
             .daemon
@@ -402,5 +433,19 @@ mod tests {
             r#"[daemon.on_inconclusive] ai must be "record", "extend" or "escalate", got "ignore""#
         ]]
         .assert_eq(&err("[daemon]\non_inconclusive = { ai = \"ignore\" }\n"));
+    }
+
+    #[test]
+    fn metrics_may_have_a_listener_of_their_own() {
+        let d = Config::parse("[daemon]\nmetrics_listen = \"127.0.0.1:9464\"\n")
+            .unwrap()
+            .daemon
+            .unwrap();
+        assert_eq!(
+            d.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        expect![[r#"[daemon] metrics_listen must be an address and port such as 127.0.0.1:9464, got "9464" (invalid socket address syntax)"#]].assert_eq(&err("[daemon]\nmetrics_listen = \"9464\"\n"));
+        expect!["[daemon] metrics_listen is 127.0.0.1:8707, the API's own address (listen): leave it out to serve /metrics beside the API"].assert_eq(&err("[daemon]\nmetrics_listen = \"127.0.0.1:8707\"\n"));
     }
 }

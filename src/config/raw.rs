@@ -23,6 +23,7 @@ pub struct RawDaemon {
     pub service: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub logs: Vec<RawLog>,

@@ -873,6 +873,9 @@ impl Engine {
         if new.listen != self.settings.listen {
             needs_restart.push("[daemon] listen");
         }
+        if new.metrics_listen != self.settings.metrics_listen {
+            needs_restart.push("[daemon] metrics_listen");
+        }
         if new.state_dir != self.settings.state_dir {
             needs_restart.push("[daemon] state_dir");
         }
@@ -902,6 +905,7 @@ impl Engine {
             health: self.settings.health.clone(),
             logs: self.settings.logs.clone(),
             listen: self.settings.listen,
+            metrics_listen: self.settings.metrics_listen,
             state_dir: self.settings.state_dir.clone(),
             token_file: self.settings.token_file.clone(),
             ..new.clone()

@@ -72,6 +72,11 @@ pub struct Api {
     pub anonymous: Arc<DefaultDirectRateLimiter>,
     /// Sentry's webhooks (`[daemon.sentry]`), when configured.
     pub sentry: Option<Arc<super::webhooks::SentryHook>>,
+    /// What `/metrics` counts at the API's edge, and the decision loop's last tick.
+    pub metrics: Arc<super::metrics::Metrics>,
+    /// Whether `/metrics` and `/healthz` are served here, beside the API (no
+    /// `[daemon] metrics_listen`), or only on their own listener.
+    pub metrics_on_api: bool,
 }
 
 /// Requests a second without a valid token, all clients together, and their burst: far more
@@ -285,6 +290,11 @@ where
 /// and written when it ends: a crash loses at most that minute's count.)
 async fn note_refusal(api: &Api, role: &Role, what: Refusal) {
     let now = (api.clock)();
+    let reason = match what {
+        Refusal::Forbidden(_) => "forbidden",
+        Refusal::RateLimited => "rate_limited",
+    };
+    api.metrics.refused(&role.actor(), reason);
     if let Some(first) = api.refusals.note(&role.actor(), what, now) {
         let _ = api
             .owner
@@ -360,6 +370,12 @@ pub fn router(api: Api) -> Router {
         ))
         .with_state(api.clone());
     let webhooks = super::webhooks::router(api.clone());
+    // `/metrics` and `/healthz` come without a token (Prometheus, a liveness probe); here
+    // only when they have no listener of their own (`[daemon] metrics_listen`).
+    let metrics = match api.metrics_on_api {
+        true => super::metrics::router(api.clone()),
+        false => Router::new(),
+    };
     let authed = Router::new()
         .route("/v1/changes", post(create_change).get(list_changes))
         .route("/v1/changes/:id", get(get_change))
@@ -388,7 +404,7 @@ pub fn router(api: Api) -> Router {
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api);
-    links.merge(webhooks).merge(authed)
+    links.merge(webhooks).merge(metrics).merge(authed)
 }
 
 async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> Response {
@@ -401,8 +417,10 @@ async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> 
     let found = presented.map(|hash| token_of(&api.tokens, &hash));
     let Some(Some(i)) = found else {
         if let Some(refused) = anonymous_over(&api) {
+            api.metrics.refused("anonymous", "rate_limited");
             return refused;
         }
+        api.metrics.refused("anonymous", "unauthorized");
         let why = if found.is_some() {
             "the bearer token is not valid"
         } else {
@@ -610,6 +628,7 @@ async fn create_proposal(
     let now = (api.clock)();
     let record: ProposalRecord =
         with_engine(&api, move |e| e.propose(&role, &request, judged, now)).await?;
+    api.metrics.proposed(&record.decision);
     Ok(created(format!("/v1/proposals/{}", record.id), record).into_response())
 }
 
@@ -1098,6 +1117,8 @@ pub(super) mod tests {
             refusals: Arc::new(Refusals::default()),
             judging: Arc::new(tokio::sync::Semaphore::new(JUDGE_CONCURRENCY)),
             anonymous: anonymous_limiter(),
+            metrics: Arc::default(),
+            metrics_on_api: true,
             sentry: settings
                 .sentry
                 .as_ref()
@@ -1766,5 +1787,33 @@ pub(super) mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/expected/api_wire.txt")
         ]
         .assert_eq(&wire.out);
+    }
+
+    #[tokio::test]
+    async fn metrics_and_healthz_answer_without_a_token_and_count_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api_with(dir.path(), "");
+        // A refused request is counted by role and reason before the scrape.
+        let (status, _) = send(&api, "POST", "/v1/changes", Some(AGENT), "{}").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = send(&api, "GET", "/v1/status", None, "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = send_raw(&api, "GET", "/metrics", None, "").await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::OK, "{text}");
+        for line in [
+            "guardian_refusals_total{role=\"agent\",reason=\"forbidden\"} 1",
+            "guardian_refusals_total{role=\"anonymous\",reason=\"unauthorized\"} 1",
+            // Read from the record and from the engine's memory: nothing decided, none watched.
+            "guardian_changes_decided_total{kind=\"ai\",outcome=\"rolled_back\"} 0",
+            "guardian_decision_seconds_count 0",
+            "guardian_watching 0",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        // This test's engine never ticks: liveness says so.
+        let (status, health) = send(&api, "GET", "/healthz", None, "").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+        assert_eq!(health["status"], "starting");
     }
 }

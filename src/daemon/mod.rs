@@ -11,6 +11,7 @@ pub mod engine;
 pub mod flag_limits;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod notify;
 pub mod owner;
 pub mod publish;
@@ -244,6 +245,8 @@ struct Clock {
     agent: Option<Arc<agent::Access>>,
     watchdog_every: Option<Duration>,
     watchdog_sent: std::time::Instant,
+    /// Where `/healthz` and `/metrics` read when the loop last ticked.
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl owner::Clockwork<Engine> for Clock {
@@ -277,6 +280,7 @@ impl owner::Clockwork<Engine> for Clock {
             health::start(owner, job);
         }
         // Only a loop that just read the logs and judged a second proves it is alive.
+        self.metrics.ticked(now());
         if self
             .watchdog_every
             .is_some_and(|every| self.watchdog_sent.elapsed() >= every)
@@ -429,6 +433,18 @@ pub async fn run(
         None => None,
     };
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
+    let metrics_listener = match settings.metrics_listen {
+        None => None,
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+            DaemonError::Listen {
+                addr: addr.to_string(),
+                error,
+            }
+        })?),
+    };
+    if let Some(Ok(addr)) = metrics_listener.as_ref().map(|l| l.local_addr()) {
+        tracing::info!("/metrics and /healthz listening on {addr}");
+    }
 
     let agent = match &settings.agent {
         Some(a) => Some(Arc::new(
@@ -437,7 +453,9 @@ pub async fn run(
         None => None,
     };
     let refusals = Arc::new(refusals::Refusals::default());
+    let metrics = Arc::new(metrics::Metrics::default());
     let clock = Clock {
+        metrics: metrics.clone(),
         agent,
         refusals: refusals.clone(),
         watchdog_every: sdnotify::watchdog_interval().map(|i| i / 2),
@@ -470,8 +488,14 @@ pub async fn run(
         judging: Arc::new(tokio::sync::Semaphore::new(http::JUDGE_CONCURRENCY)),
         anonymous: http::anonymous_limiter(),
         sentry: sentry_hook,
+        metrics,
+        metrics_on_api: metrics_listener.is_none(),
     };
     let (server_stop, server_stopping) = tokio::sync::watch::channel(false);
+    let metrics_server = metrics_listener.map(|listener| {
+        let router = metrics::router(api.clone());
+        tokio::spawn(serve::serve(listener, router, server_stopping.clone()))
+    });
     let server = tokio::spawn(serve::serve(listener, http::router(api), server_stopping));
     report_to_systemd(sdnotify::ready());
 
@@ -520,6 +544,11 @@ pub async fn run(
     };
     if let Err(join) = server.await {
         return Err(DaemonError::Serve(std::io::Error::other(join.to_string())));
+    }
+    if let Some(server) = metrics_server {
+        if let Err(join) = server.await {
+            return Err(DaemonError::Serve(std::io::Error::other(join.to_string())));
+        }
     }
     match ended {
         Ok(Ok(())) => {

@@ -1417,7 +1417,7 @@ mod tests {
                      ALTER TABLE changes DROP COLUMN fixes_issue; \
                      ALTER TABLE proposals DROP COLUMN sentry_issue; DROP TABLE agent_runs; \
                      DROP TABLE flag_actions; ALTER TABLE changes DROP COLUMN flag; \
-                     ALTER TABLE proposals DROP COLUMN flag;",
+                     ALTER TABLE proposals DROP COLUMN flag; DROP TABLE notifications;",
                 )
                 .unwrap();
         }

@@ -16,6 +16,7 @@ mod gate;
 mod guardbench;
 mod judge;
 mod mcp;
+mod metrics;
 mod notify;
 mod policy;
 mod postmortem;
