@@ -26,6 +26,7 @@ macro_rules! outln {
 }
 
 mod gate_cli;
+mod generate;
 mod mcp;
 
 use guardian::api;
@@ -92,6 +93,9 @@ enum Command {
     /// guardian decided and did. Reads the state database, never writes it.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Shell completions and man pages, for packaging (packaging/build-deb).
+    #[command(subcommand, hide = true)]
+    Generate(generate::GenerateCommand),
 }
 
 #[derive(Subcommand)]
@@ -453,6 +457,9 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Resume(args) => gate_cli::pause(&args, false),
         Command::Postmortem(args) => run_postmortem(&args),
         Command::Audit(command) => run_audit(&command),
+        Command::Generate(command) => {
+            generate::run(&command, <Cli as clap::CommandFactory>::command())
+        }
         Command::Demo(args) => match guardian::demo::run(args.dir, args.keep) {
             Ok(()) => Ok(0),
             Err(e) => {
