@@ -250,6 +250,8 @@ pub struct Stored {
     pub decision_secs: Vec<f64>,
     pub actions: Vec<ActionEnd>,
     pub emails_pending: usize,
+    /// Notifications (`[[daemon.notify]]`) queued and not yet accepted.
+    pub notifications_pending: usize,
     pub proposals_waiting: usize,
 }
 
@@ -260,6 +262,7 @@ impl Stored {
             decision_secs: store.decision_secs()?,
             actions: store.action_ends()?,
             emails_pending: store.pending_emails()?,
+            notifications_pending: store.pending_notifications()?.0,
             proposals_waiting: store.pending_proposals()?,
         })
     }
@@ -461,6 +464,13 @@ impl Stored {
             MetricType::Gauge,
         )?
         .encode_gauge(&(self.emails_pending as u64))?;
+        e.encode_descriptor(
+            "notifications_pending",
+            "Notifications (webhook, Slack, Alertmanager) queued and not yet accepted.",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&(self.notifications_pending as u64))?;
         e.encode_descriptor(
             "proposals_waiting",
             "Proposals waiting for a person's approval.",
@@ -701,6 +711,7 @@ mod tests {
                     secs: Some(3.0),
                 }],
                 emails_pending: 1,
+                notifications_pending: 2,
                 proposals_waiting: 0,
             }),
             refusals: vec![("agent".into(), "forbidden", 3)],
@@ -862,6 +873,7 @@ mod tests {
             "2"
         );
         assert_eq!(v("guardian_emails_pending"), "1");
+        assert_eq!(v("guardian_notifications_pending"), "2");
         assert_eq!(v("guardian_decision_loop_lag_seconds"), "0.25");
     }
 
