@@ -47,6 +47,19 @@ pub fn flag_paragraph(actions: &[FlagAction]) -> String {
              again brings the regression back; fix or revert the change first.\n",
         );
     }
+    // A flag turned off that did not help stays off after the revert: guardian never turns
+    // a flag on. Someone must, or the feature stays switched off.
+    for a in actions
+        .iter()
+        .filter(|a| a.outcome == FlagOutcome::DidNotHelp)
+    {
+        let _ = writeln!(
+            w,
+            "  Flag {} is STILL OFF: turning it off did not help, and guardian turns no flag \
+             back on. Turn it on again once the service is right (it was not the cause).",
+            printable(&a.flag)
+        );
+    }
     w
 }
 
@@ -92,5 +105,39 @@ pub fn render_flag_request(service: &str, a: &FlagAction) -> Email {
         text_body: w,
         message_id: super::message_id(&a.id, a.outcome.as_str()),
         html: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(outcome: FlagOutcome, note: &str) -> FlagAction {
+        FlagAction {
+            id: "flg_0123456789ab".into(),
+            flag: "new-search".into(),
+            change_id: Some("chg_0123456789ab".into()),
+            requested_by: "guardian".into(),
+            reason: "errors rose".into(),
+            started_at: 1_764_000_000.0,
+            ended_at: Some(1_764_000_030.0),
+            outcome,
+            note: Some(note.into()),
+        }
+    }
+
+    #[test]
+    fn a_flag_that_did_not_help_is_said_to_be_still_off() {
+        let text = flag_paragraph(&[action(
+            FlagOutcome::DidNotHelp,
+            "the service is still worse than before the change",
+        )]);
+        assert!(
+            text.contains("Flag new-search is STILL OFF"),
+            "the person must turn it back on: {text}"
+        );
+        let mitigated = flag_paragraph(&[action(FlagOutcome::Verified, "recovered")]);
+        assert!(!mitigated.contains("STILL OFF"), "{mitigated}");
+        assert!(mitigated.contains("still deployed"), "{mitigated}");
     }
 }

@@ -290,16 +290,19 @@ pub fn status(s: &Status) -> String {
     match &s.watching {
         Some(w) => {
             let c = &w.record;
-            let verifying = c.state == ChangeState::Verifying;
+            let verifying = matches!(c.state, ChangeState::Verifying | ChangeState::FlaggingOff);
             // A recovery check counts from its own start, not the change's.
             let started = match (verifying, &w.live) {
                 (true, Some(r)) => r.change_at,
                 _ => c.landed_at,
             };
-            let doing = if verifying {
-                "checking the recovery after rolling back"
-            } else {
-                "watching"
+            let doing = match c.state {
+                ChangeState::Verifying => "checking the recovery after rolling back".to_owned(),
+                ChangeState::FlaggingOff => format!(
+                    "checking the recovery after turning flag {} off",
+                    t(c.flag.as_deref().unwrap_or("?"))
+                ),
+                _ => "watching".to_owned(),
             };
             // How far the watch has got: elapsed of its whole length, when the report says.
             let progress = match &w.live {
@@ -732,5 +735,20 @@ mod tests {
         let mut record = watched();
         record.live = None;
         assert_eq!(notified(&record), "");
+    }
+
+    #[test]
+    fn a_recovery_check_after_a_flag_was_turned_off_is_not_called_a_watch() {
+        let mut w = watched();
+        w.record.state = ChangeState::FlaggingOff;
+        w.record.flag = Some("new-total".into());
+        let text = super::status(&answer(Some(w), None));
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("checking the recovery after turning flag new-total off chg_"),
+            "{text}"
+        );
     }
 }
