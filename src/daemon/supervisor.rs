@@ -1124,6 +1124,18 @@ mod tests {
         rules("[daemon.rollback]\nrepo = \"/srv/app\"\nhook = [\"/bin/redeploy\"]\nverify_secs = 60\n")
     }
 
+    /// [`with_rollback`], with Sentry's webhooks.
+    fn with_sentry() -> DaemonSettings {
+        let mut rules = with_rollback();
+        rules.sentry = Some(crate::config::SentrySettings {
+            client_secret_file: "/etc/guardian/sentry".into(),
+            max_age_secs: 300,
+            alpha_share: 0.2,
+            api: None,
+        });
+        rules
+    }
+
     fn in_shadow(mut settings: DaemonSettings) -> DaemonSettings {
         settings.gate = Some(GateSettings {
             policy_file: "/etc/guardian/policy.toml".into(),
@@ -1529,13 +1541,7 @@ mod tests {
 
     #[test]
     fn a_revert_after_which_sentry_still_hears_the_exceptions_is_no_recovery() {
-        let mut rules = with_rollback();
-        rules.sentry = Some(crate::config::SentrySettings {
-            client_secret_file: "/etc/guardian/sentry".into(),
-            max_age_secs: 300,
-            alpha_share: 0.2,
-            api: None,
-        });
+        let rules = with_sentry();
         let mut s = supervisor();
         traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
         s.change_landed(change("c1", ChangeKind::Human), Landing::at(T0), &rules);
@@ -1562,13 +1568,7 @@ mod tests {
     /// A fix of Sentry issue 4711 watched for its whole minute, the issue having fired on 5%
     /// of the baseline's requests and on `after_per_mille` of the requests since.
     fn a_fix_of_issue_4711(after_per_mille: u64) -> Vec<Effect> {
-        let mut rules = with_rollback();
-        rules.sentry = Some(crate::config::SentrySettings {
-            client_secret_file: "/etc/guardian/sentry".into(),
-            max_age_secs: 300,
-            alpha_share: 0.2,
-            api: None,
-        });
+        let rules = with_sentry();
         let mut s = supervisor();
         traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
         let fix = Watched {
@@ -1634,13 +1634,7 @@ mod tests {
 
     #[test]
     fn a_fix_shown_still_firing_is_ineffective_even_when_the_log_could_not_judge_it() {
-        let mut rules = with_rollback();
-        rules.sentry = Some(crate::config::SentrySettings {
-            client_secret_file: "/etc/guardian/sentry".into(),
-            max_age_secs: 300,
-            alpha_share: 0.2,
-            api: None,
-        });
+        let rules = with_sentry();
         let mut s = supervisor();
         let fix = Watched {
             fixes: Some("4711".into()),
@@ -1678,13 +1672,7 @@ mod tests {
     /// When a clean one-minute watch with Sentry's counts `lag` seconds behind the traffic
     /// (or never counted, `None`) is called healthy, in seconds after the change.
     fn healthy_after(lag: Option<f64>) -> f64 {
-        let mut rules = with_rollback();
-        rules.sentry = Some(crate::config::SentrySettings {
-            client_secret_file: "/etc/guardian/sentry".into(),
-            max_age_secs: 300,
-            alpha_share: 0.2,
-            api: None,
-        });
+        let rules = with_sentry();
         let mut s = supervisor();
         traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
         s.change_landed(change("c1", ChangeKind::Human), Landing::at(T0), &rules);
@@ -1727,14 +1715,8 @@ mod tests {
 
     #[test]
     fn a_watch_whose_sentry_api_cannot_be_read_to_its_end_is_never_healthy() {
-        let mut rules = with_rollback();
+        let mut rules = with_sentry();
         rules.on_inconclusive.human = InconclusivePolicy::Record;
-        rules.sentry = Some(crate::config::SentrySettings {
-            client_secret_file: "/etc/guardian/sentry".into(),
-            max_age_secs: 300,
-            alpha_share: 0.2,
-            api: None,
-        });
         let mut s = supervisor();
         traffic(&mut s, &rules, T0 - 300.0, 300, 0.05);
         s.change_landed(change("c1", ChangeKind::Human), Landing::at(T0), &rules);

@@ -71,26 +71,11 @@ impl Store {
         match notice {
             Notice::Issue { action, issue } => {
                 put_issue(&tx, issue, Told::Webhook, now).doing(doing)?;
-                let detail = serde_json::json!({
-                    "action": action.as_str(),
-                    "issue": issue.id,
-                    "short_id": issue.short_id,
-                    "title": issue.title,
-                    "status": issue.status,
-                    "substatus": issue.substatus,
+                let told = serde_json::json!({
                     "request_id": delivery.request_id,
                     "body_sha256": delivery.body_sha256,
                 });
-                append_record(
-                    &tx,
-                    now,
-                    "sentry",
-                    EventKind::SentryIssue,
-                    Some(&issue.id),
-                    None,
-                    &detail.to_string(),
-                )
-                .doing(doing)?;
+                record_issue(&tx, issue, action.as_str(), told, now).doing(doing)?;
             }
             Notice::Error(event) | Notice::Alert { event, .. } => {
                 put_issue(&tx, &event.issue(), Told::Event, now).doing(doing)?;
@@ -409,25 +394,8 @@ impl Store {
         for issue in issues {
             put_issue(&tx, issue, Told::Api, now).doing(doing)?;
             // On the trail as a delivered issue is: what guardian learned, and from whom.
-            let detail = serde_json::json!({
-                "action": "described",
-                "issue": issue.id,
-                "short_id": issue.short_id,
-                "title": issue.title,
-                "status": issue.status,
-                "substatus": issue.substatus,
-                "source": "api",
-            });
-            append_record(
-                &tx,
-                now,
-                "sentry",
-                EventKind::SentryIssue,
-                Some(&issue.id),
-                None,
-                &detail.to_string(),
-            )
-            .doing(doing)?;
+            let told = serde_json::json!({ "source": "api" });
+            record_issue(&tx, issue, "described", told, now).doing(doing)?;
             if !polled.heard.contains(&issue.id) {
                 polled.heard.push(issue.id.clone());
             }
@@ -572,6 +540,37 @@ fn put_issue(
         )?;
     }
     Ok(())
+}
+
+/// An issue as Sentry told it, on the audit trail (`sentry_issue`): what it said, and how it
+/// came (`told`: the delivery's ids, or the API as its source).
+fn record_issue(
+    tx: &rusqlite::Transaction<'_>,
+    issue: &Issue,
+    action: &str,
+    told: serde_json::Value,
+    now: f64,
+) -> rusqlite::Result<i64> {
+    let mut detail = serde_json::json!({
+        "action": action,
+        "issue": issue.id,
+        "short_id": issue.short_id,
+        "title": issue.title,
+        "status": issue.status,
+        "substatus": issue.substatus,
+    });
+    if let (Some(detail), serde_json::Value::Object(told)) = (detail.as_object_mut(), told) {
+        detail.extend(told);
+    }
+    append_record(
+        tx,
+        now,
+        "sentry",
+        EventKind::SentryIssue,
+        Some(&issue.id),
+        None,
+        &detail.to_string(),
+    )
 }
 
 #[cfg(test)]
