@@ -30,7 +30,7 @@ pub enum ApiFailure {
     )]
     Refused { status: u16, detail: String },
     /// 429: Sentry asks guardian to wait (`Retry-After`, seconds).
-    #[error("Sentry's API is rate limiting guardian (429; retry after {retry_after:?} s)")]
+    #[error("Sentry's API is rate limiting guardian (429; {})", wait_words(*.retry_after))]
     RateLimited { retry_after: Option<f64> },
     /// 5xx, or no answer at all: tried again later, backing off.
     #[error("Sentry's API is unavailable: {0}")]
@@ -38,6 +38,14 @@ pub enum ApiFailure {
     /// Any other answer (404: a wrong org or project; a redirect; a body that does not read).
     #[error("Sentry's API: {0}")]
     Other(String),
+}
+
+/// A 429's `Retry-After` in words: "retry after 40 s", or that it gave none.
+fn wait_words(retry_after: Option<f64>) -> String {
+    match retry_after {
+        Some(secs) => format!("retry after {secs:.0} s"),
+        None => "no Retry-After given".to_owned(),
+    }
 }
 
 /// What one poll is to do.
@@ -287,5 +295,26 @@ impl SentryApi {
                 t.message().map(|m| format!(" ({m})")).unwrap_or_default()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_says_how_long_to_wait_in_plain_words() {
+        let limited = ApiFailure::RateLimited {
+            retry_after: Some(40.0),
+        };
+        assert_eq!(
+            limited.to_string(),
+            "Sentry's API is rate limiting guardian (429; retry after 40 s)"
+        );
+        let unsaid = ApiFailure::RateLimited { retry_after: None };
+        assert_eq!(
+            unsaid.to_string(),
+            "Sentry's API is rate limiting guardian (429; no Retry-After given)"
+        );
     }
 }
