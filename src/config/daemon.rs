@@ -26,6 +26,9 @@ pub struct DaemonSettings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// File holding the bearer token every API request must carry.
     pub token_file: PathBuf,
+    /// People who may read guardian's state and nothing else (the status page, `status`),
+    /// each by name with the file holding their token.
+    pub viewers: Vec<(String, PathBuf)>,
     /// Access logs to follow.
     pub logs: Vec<LogSource>,
     /// How to undo a change that made things worse; `None`: watch and record only.
@@ -310,6 +313,10 @@ impl RawDaemon {
         });
         let health = self.health.map(super::RawHealth::validate).transpose()?;
         let notify = super::notify::validate(self.notify)?;
+        for name in self.viewers.keys() {
+            super::gate::check_person_name(DAEMON, "viewers", name)?;
+        }
+        let viewers = self.viewers.into_iter().collect();
         Ok(DaemonSettings {
             notify,
             flag_off,
@@ -327,6 +334,7 @@ impl RawDaemon {
             listen,
             metrics_listen,
             token_file: token_file(self.token_file),
+            viewers,
             logs,
         })
     }
@@ -422,7 +430,7 @@ mod tests {
               |
             2 | listen_on = "x"
               | ^^^^^^^^^
-            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `metrics_listen`, `token_file`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`, `notify`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
+            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `metrics_listen`, `token_file`, `viewers`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`, `notify`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
         let d = Config::parse("[daemon]\non_inconclusive = { human = \"extend\" }\n")
             .unwrap()
             .daemon

@@ -40,6 +40,28 @@ impl GateSettings {
     }
 }
 
+/// A person's name as a token's owner (`approvers`, `viewers`): it goes into the audit trail
+/// as `approver:NAME`, so it is a plain word.
+pub(super) fn check_person_name(
+    section: &'static str,
+    key: &'static str,
+    name: &str,
+) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        section,
+        key,
+        format!("{name:?} is not a usable name: letters, digits, - _ . @, at most 64"),
+    ))
+}
+
 impl RawGate {
     pub fn validate(self) -> Result<GateSettings, ConfigError> {
         const SECTION: &str = "daemon.gate";
@@ -51,21 +73,7 @@ impl RawGate {
             )
         })?;
         for name in self.approvers.keys() {
-            let ok = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
-            if !ok {
-                return Err(ConfigError::invalid(
-                    SECTION,
-                    "approvers",
-                    format!(
-                        "{name:?} is not a usable approver name: letters, digits, - _ . @, \
-                         at most 64"
-                    ),
-                ));
-            }
+            check_person_name(SECTION, "approvers", name)?;
         }
         let approval_link_secs = match self.approval_link_secs {
             None => 86_400,

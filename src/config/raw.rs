@@ -26,6 +26,8 @@ pub struct RawDaemon {
     pub metrics_listen: Option<String>,
     pub token_file: Option<PathBuf>,
     #[serde(default)]
+    pub viewers: std::collections::BTreeMap<String, PathBuf>,
+    #[serde(default)]
     pub logs: Vec<RawLog>,
     pub rollback: Option<RawRollback>,
     pub mail: Option<RawMail>,

@@ -41,7 +41,7 @@ pub use sentry_poll::SentryPollStatus;
 use snapshot::{load_snapshot, SavedPhase, Snapshot};
 use sources::Source;
 pub use sources::SourceView;
-pub use status::{FlagOffStatus, LiveStatus, ScrapeStatus, SourceStatus, Status};
+pub use status::{FlagOffStatus, LiveStatus, PageLive, ScrapeStatus, SourceStatus, Status};
 
 /// The core's saved state, beside the database.
 const SNAPSHOT_FILE: &str = "core-state.json";
@@ -803,7 +803,7 @@ impl Engine {
                 &self.store,
                 &self.settings.service,
                 &record.id,
-                self.series.snapshot(),
+                self.recent_bins(),
             )?
             .map(|pm| pm.html()),
         };

@@ -77,6 +77,10 @@ pub struct Api {
     /// Whether `/metrics` and `/healthz` are served here, beside the API (no
     /// `[daemon] metrics_listen`), or only on their own listener.
     pub metrics_on_api: bool,
+    /// The status page's signed-in browsers (`daemon::page`).
+    pub sessions: Arc<super::sessions::Sessions>,
+    /// The service's name, for the page before sign-in.
+    pub service: Arc<str>,
 }
 
 /// Requests a second without a valid token, all clients together, and their burst: far more
@@ -177,7 +181,7 @@ impl TokenLimits {
 
     /// `Ok` when a request of this kind may go now; else how many whole seconds to wait, and
     /// the rate it is over.
-    fn check(&self, write: bool) -> Result<(), (u64, String)> {
+    pub(super) fn check(&self, write: bool) -> Result<(), (u64, String)> {
         let (bucket, rate) = if write {
             (
                 &self.writes,
@@ -275,7 +279,7 @@ where
 
 /// What lives only in the engine's memory (the live report, the live status), copied on its
 /// owner's thread.
-async fn in_memory<T, F>(api: &Api, read: F) -> Result<T, ApiError>
+pub(super) async fn in_memory<T, F>(api: &Api, read: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&mut Engine) -> T + Send + 'static,
@@ -288,7 +292,7 @@ where
 /// Counts a refusal; the first of its window is on the audit trail before the refusal is
 /// answered, so a crash right after cannot lose it. (The rest of a window are counted in memory
 /// and written when it ends: a crash loses at most that minute's count.)
-async fn note_refusal(api: &Api, role: &Role, what: Refusal) {
+pub(super) async fn note_refusal(api: &Api, role: &Role, what: Refusal) {
     let now = (api.clock)();
     let reason = match what {
         Refusal::Forbidden(_) => "forbidden",
@@ -376,6 +380,9 @@ pub fn router(api: Api) -> Router {
         true => super::metrics::router(api.clone()),
         false => Router::new(),
     };
+    // The status page signs in with a token once and keeps a session cookie; the API never
+    // reads that cookie, so a browser's session cannot be used against the API.
+    let page = super::page::router(api.clone());
     let authed = Router::new()
         .route("/v1/changes", post(create_change).get(list_changes))
         .route("/v1/changes/:id", get(get_change))
@@ -404,7 +411,11 @@ pub fn router(api: Api) -> Router {
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api);
-    links.merge(webhooks).merge(metrics).merge(authed)
+    links
+        .merge(webhooks)
+        .merge(metrics)
+        .merge(page)
+        .merge(authed)
 }
 
 async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> Response {
@@ -446,7 +457,7 @@ struct TokenIndex(usize);
 
 /// Which token this is. Every token is compared, whichever matches, so timing says nothing
 /// about which one (or how much of one) was right.
-fn token_of(tokens: &[Token], presented: &[u8; 32]) -> Option<usize> {
+pub(super) fn token_of(tokens: &[Token], presented: &[u8; 32]) -> Option<usize> {
     let mut found = None;
     for (i, token) in tokens.iter().enumerate() {
         if constant_time_eq(&token.hash, presented) {
@@ -771,6 +782,18 @@ async fn decide(
             format!("bad decision: {e} (send {{\"diff_sha256\": ..., \"why\": ...}})"),
         )
     })?;
+    Ok(Json(decide_on(&api, role, id, request, approve).await?))
+}
+
+/// A person's decision on a proposal, from the API or the status page's form, once the role
+/// is known to decide: a rejection must say why, and the decision is bound to the diff's hash.
+pub(super) async fn decide_on(
+    api: &Api,
+    role: Role,
+    id: String,
+    request: DecisionRequest,
+    approve: bool,
+) -> Result<ProposalRecord, ApiError> {
     let why = request
         .why
         .as_deref()
@@ -790,7 +813,7 @@ async fn decide(
     }
     let why = why.map(str::to_owned);
     let now = (api.clock)();
-    let record = with_engine(&api, move |e| {
+    with_engine(api, move |e| {
         e.decide(
             &role,
             &id,
@@ -800,8 +823,7 @@ async fn decide(
             now,
         )
     })
-    .await?;
-    Ok(Json(record))
+    .await
 }
 
 async fn approve_proposal(
@@ -1070,8 +1092,9 @@ pub(super) mod tests {
     use tower::ServiceExt as _;
 
     pub(in crate::daemon) const ADMIN: &str = "admin-token-0123456789abcdef";
-    const AGENT: &str = "agent-token-0123456789abcdef";
-    const ALICE: &str = "alice-token-0123456789abcdef";
+    pub(in crate::daemon) const AGENT: &str = "agent-token-0123456789abcdef";
+    pub(in crate::daemon) const ALICE: &str = "alice-token-0123456789abcdef";
+    pub(in crate::daemon) const BOB_VIEWER: &str = "bob-viewer-token-0123456789abcdef";
     pub(in crate::daemon) const T0: f64 = 1_764_000_000.0;
 
     /// Ticks nothing: these tests drive the API alone.
@@ -1111,6 +1134,11 @@ pub(super) mod tests {
                     Role::Approver("alice".into()),
                     &Limits::default(),
                 ),
+                Token::new(
+                    hash_token(BOB_VIEWER),
+                    Role::Viewer("bob".into()),
+                    &Limits::default(),
+                ),
             ]),
             clock: || T0 + 1.0,
             reads: Arc::new(Reads::new(state.join("guardian.db"))),
@@ -1119,6 +1147,8 @@ pub(super) mod tests {
             anonymous: anonymous_limiter(),
             metrics: Arc::default(),
             metrics_on_api: true,
+            sessions: Arc::default(),
+            service: settings.service.as_str().into(),
             sentry: settings
                 .sentry
                 .as_ref()
@@ -1538,7 +1568,9 @@ pub(super) mod tests {
 
     /// guardian's clone of an app whose timeout is 500 ms, its commit, and a patch that makes
     /// the timeout 800 ms.
-    fn app_and_a_fix(dir: &std::path::Path) -> (std::path::PathBuf, String, String) {
+    pub(in crate::daemon) fn app_and_a_fix(
+        dir: &std::path::Path,
+    ) -> (std::path::PathBuf, String, String) {
         let repo = dir.join("app");
         std::fs::create_dir_all(repo.join("src")).unwrap();
         git(&repo, &["init", "-q", "-b", "main"]);

@@ -14,10 +14,12 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod owner;
+pub mod page;
 pub mod publish;
 pub mod refusals;
 pub mod sentry_api;
 pub mod serve;
+pub mod sessions;
 pub mod state_dir;
 pub mod step;
 pub mod supervisor;
@@ -308,8 +310,8 @@ impl owner::Clockwork<Engine> for Clock {
     }
 }
 
-/// Every API token and whose it is: the operator's (`token_file`), the agent's and each
-/// approver's. Two roles sharing a token would let one act as the other: refused.
+/// Every API token and whose it is: the operator's (`token_file`), the agent's, each
+/// approver's and each viewer's. Two roles sharing a token would let one act as the other: refused.
 fn read_tokens(
     settings: &DaemonSettings,
 ) -> Result<Vec<([u8; 32], crate::gate::roles::Role)>, String> {
@@ -322,6 +324,9 @@ fn read_tokens(
         for (name, file) in &gate.approvers {
             files.push((file.clone(), Role::Approver(name.clone())));
         }
+    }
+    for (name, file) in &settings.viewers {
+        files.push((file.clone(), Role::Viewer(name.clone())));
     }
     let mut tokens: Vec<([u8; 32], Role, std::path::PathBuf)> = Vec::new();
     for (file, role) in files {
@@ -490,6 +495,8 @@ pub async fn run(
         sentry: sentry_hook,
         metrics,
         metrics_on_api: metrics_listener.is_none(),
+        sessions: Arc::default(),
+        service: settings.service.as_str().into(),
     };
     let (server_stop, server_stopping) = tokio::sync::watch::channel(false);
     let metrics_server = metrics_listener.map(|listener| {

@@ -541,6 +541,17 @@ impl Store {
         )
     }
 
+    /// The oldest `limit` proposals waiting for a person, with their patches: what the status
+    /// page shows an approver to decide.
+    pub fn waiting_proposals(&self, limit: usize) -> Result<Vec<ProposalRecord>> {
+        self.select_proposals(
+            COLUMNS,
+            "WHERE state = 'pending' ORDER BY created_at, rowid LIMIT ?1",
+            [i64::try_from(limit).unwrap_or(i64::MAX)],
+            "listing the proposals waiting for a person",
+        )
+    }
+
     /// Proposals waiting for a person, from the tally.
     pub fn pending_proposals(&self) -> Result<usize> {
         self.proposals_in("pending")

@@ -17,6 +17,9 @@ pub enum Role {
     /// The operator: everything an approver may do, plus deploy notifications, pushed
     /// observations and the pause switch.
     Admin,
+    /// A person who may look and nothing else (`[daemon] viewers`), by name: the on-call
+    /// engineer's colleague reading the status page during an incident.
+    Viewer(String),
 }
 
 /// Everything the API and the CLI can ask for.
@@ -62,6 +65,7 @@ impl Role {
                 matches!(action, Action::Read | Action::Decide | Action::FlagOff)
             }
             Role::Agent => matches!(action, Action::Read | Action::Propose | Action::FlagOff),
+            Role::Viewer(_) => action == Action::Read,
         }
     }
 
@@ -71,6 +75,7 @@ impl Role {
             Role::Agent => "agent".to_owned(),
             Role::Approver(name) => format!("approver:{name}"),
             Role::Admin => "admin".to_owned(),
+            Role::Viewer(name) => format!("viewer:{name}"),
         }
     }
 }
@@ -109,6 +114,14 @@ mod tests {
             assert!(!alice.may(a), "{a:?}");
         }
         assert_eq!(alice.actor(), "approver:alice");
+    }
+
+    #[test]
+    fn a_viewer_reads_and_does_nothing_else() {
+        let bob = Role::Viewer("bob".into());
+        let allowed: Vec<Action> = Action::ALL.into_iter().filter(|a| bob.may(*a)).collect();
+        assert_eq!(allowed, [Action::Read]);
+        assert_eq!(bob.actor(), "viewer:bob");
     }
 
     #[test]

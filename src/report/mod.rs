@@ -10,7 +10,7 @@
 //! - [`text`]: outside text and commands as they are shown.
 //! - [`evidence`]: the stored report read back, and the words for a signal and its standing.
 //! - [`actions`]: what guardian did (the rollback's steps), how to undo the undo.
-//! - [`status`]: `guardian status` and `notify` as text.
+//! - [`status`]: `guardian status` and `notify` as text; [`page`]: the status page as HTML.
 //! - [`alert`], [`digest`]: the emails. [`postmortem`] with [`document`] (the Markdown and HTML
 //!   renderers) and [`chart`] (the SVG).
 
@@ -27,6 +27,7 @@ pub mod health;
 pub mod mailer;
 pub mod notify;
 pub mod outbox;
+pub mod page;
 pub mod postmortem;
 pub mod status;
 pub mod text;

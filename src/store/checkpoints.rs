@@ -28,25 +28,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing(doing)?;
-        let last: Option<(i64, Vec<u8>)> = tx
-            .query_row(
-                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()
-            .doing(doing)?;
-        let (size, head) = match last {
-            None => (0, crate::audit::GENESIS),
-            Some((seq, hash)) => (
-                seq as u64,
-                hash.try_into().map_err(|_| {
-                    StoreError::Corrupt(format!(
-                        "record {seq} has no 32-byte hash: run guardian audit verify"
-                    ))
-                })?,
-            ),
-        };
+        let (size, head) = head(&tx)?.unwrap_or((0, crate::audit::GENESIS));
         let mut checkpoint = crate::audit::Checkpoint::sign(key, origin, size, head);
         let note = checkpoint.note_text();
         let detail = serde_json::json!({
@@ -97,6 +79,12 @@ impl Store {
         self.checkpoint(key, origin, now).map(Some)
     }
 
+    /// The audit trail's head: how many records it has and the hash of the last (`None`
+    /// while it is empty), for the status page beside the last checkpoint.
+    pub fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>> {
+        head(&self.conn)
+    }
+
     /// The last checkpoint recorded in the audit chain, to put in an alert email.
     pub fn latest_checkpoint(&self) -> Result<Option<crate::audit::Checkpoint>> {
         let doing = || "reading the latest audit checkpoint".to_string();
@@ -126,6 +114,27 @@ impl Store {
         checkpoint.recorded = Some((seq as u64, at));
         Ok(Some(checkpoint))
     }
+}
+
+/// How many records the trail has and the hash of the last, `None` while it is empty.
+fn head(conn: &rusqlite::Connection) -> Result<Option<(u64, [u8; 32])>> {
+    let last: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .doing(|| "reading the audit trail's head".to_string())?;
+    last.map(|(seq, hash)| {
+        let hash: [u8; 32] = hash.try_into().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "record {seq} has no 32-byte hash: run guardian audit verify"
+            ))
+        })?;
+        Ok((seq as u64, hash))
+    })
+    .transpose()
 }
 
 #[cfg(test)]

@@ -160,6 +160,11 @@ impl Engine {
             Role::Admin => return Ok(()),
             Role::Agent => (FlagRequester::Agent, "agent"),
             Role::Approver(_) => (FlagRequester::Approver, "approver"),
+            Role::Viewer(_) => {
+                return Err(Refusal::Role(format!(
+                    "the {role} token may only read: it may not turn flags off"
+                )))
+            }
         };
         if settings.requesters.contains(&needed) {
             Ok(())

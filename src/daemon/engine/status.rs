@@ -176,7 +176,34 @@ impl LiveStatus {
     }
 }
 
+/// What the status page needs of the engine's memory, copied on its owner's thread; the rest
+/// it reads from the store (`daemon::page`).
+pub struct PageLive {
+    pub status: LiveStatus,
+    /// Traffic not stored yet (the open bins), for the chart's last seconds.
+    pub recent_bins: Vec<crate::series::SeriesPoint>,
+    pub min_baseline_requests: u64,
+    /// The trust gate's rules, when there is a gate.
+    pub trust_rules: Option<super::gate::TrustRules>,
+}
+
 impl Engine {
+    /// See [`PageLive`].
+    pub fn page_live(&self, now: f64) -> PageLive {
+        PageLive {
+            status: self.live_status(now),
+            recent_bins: self.recent_bins(),
+            min_baseline_requests: self.config.detector.min_baseline_requests,
+            trust_rules: self.settings.gate.is_some().then(|| self.trust_rules()),
+        }
+    }
+
+    /// Traffic not stored yet (the open bins): a chart drawn now needs it to show the last
+    /// minute at all.
+    pub fn recent_bins(&self) -> Vec<crate::series::SeriesPoint> {
+        self.series.snapshot()
+    }
+
     pub fn change(&self, id: &str) -> Result<Option<ChangeView>, EngineError> {
         let Some(record) = self.store.get_change(id)? else {
             return Ok(None);

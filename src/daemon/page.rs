@@ -1,0 +1,731 @@
+//! The status page: `GET /` for a person in a browser, rendered on the server
+//! (`report::page`), with sign-in and the approver's two forms.
+//!
+//! Sign-in takes one of the API's tokens once and answers with a session cookie (HttpOnly,
+//! SameSite=Strict; `daemon::sessions`); the session acts with that token's role and rate
+//! limits. Every form that changes anything is refused unless it carries the session's CSRF
+//! token and, where the browser says where it came from (`Sec-Fetch-Site`, `Origin`), came from
+//! this page's own origin. The API (`/v1/...`) never reads the cookie: a browser's session is
+//! good for the page and nothing else. Every answer forbids framing and any script or style
+//! that is not the daemon's own (Content-Security-Policy).
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::engine::{EngineError, PageLive};
+use super::http::{self, Api, ApiError};
+use super::refusals::Refusal;
+use super::sessions::{same_secret, Session};
+use crate::api::DecisionRequest;
+use crate::gate::roles::{Action, Role};
+use crate::report::page::{self as render, PageInput, Visitor};
+use crate::store::Store;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "guardian_session";
+/// The most proposals the page shows with their diffs; `guardian proposals` lists them all.
+const WAITING_SHOWN: usize = 20;
+/// The traffic the page charts when no change is watched.
+const IDLE_CHART_SECS: i64 = 1800;
+/// Forms are small: a token, a hash, a reason of at most 2,000 characters.
+const FORM_LIMIT: usize = 16 * 1024;
+
+/// The daemon's own script and stylesheet, and inline styles (the post-mortem's and the
+/// chart's, written for email clients); nothing from elsewhere, no inline script, no framing.
+const CONTENT_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' \
+    'unsafe-inline'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
+    frame-ancestors 'none'; base-uri 'none'";
+
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/sign-in", post(sign_in))
+        .route("/sign-out", post(sign_out))
+        .route("/proposals/:id/:decision", post(decide))
+        .route("/changes/:id", get(change))
+        .route("/static/page.css", get(|| asset("text/css", render::CSS)))
+        .route(
+            "/static/page.js",
+            get(|| asset("text/javascript", render::SCRIPT)),
+        )
+        .layer(DefaultBodyLimit::max(FORM_LIMIT))
+        .with_state(api)
+}
+
+async fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// An HTML answer with the page's protections.
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_POLICY),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn answer(status: StatusCode, title: &str, text: &str) -> Response {
+    html(status, render::answer(title, text, status.is_success()))
+}
+
+/// Back to the status page after a form (303: the browser then GETs it).
+fn see_page(cookie: Option<String>) -> Response {
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// The `Set-Cookie` value for a session; `Secure` when a TLS proxy in front says the browser
+/// came over https (guardian itself listens on plain HTTP, on loopback by default).
+fn session_cookie(value: &str, max_age: f64, headers: &HeaderMap) -> String {
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+    format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={:.0}{}",
+        max_age,
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The session cookie's value, if the request carries one. (Read by hand: the values are
+/// base64url that guardian made, and this is the only cookie it reads.)
+fn cookie_value(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// A request from a signed-in browser: its session and the role it acts as.
+struct SignedIn {
+    session: Session,
+    cookie: String,
+    role: Role,
+}
+
+fn signed_in(api: &Api, headers: &HeaderMap, now: f64) -> Option<SignedIn> {
+    let cookie = cookie_value(headers)?;
+    let session = api.sessions.find(cookie, now)?;
+    let role = api.tokens.get(session.token)?.role.clone();
+    Some(SignedIn {
+        cookie: cookie.to_owned(),
+        session,
+        role,
+    })
+}
+
+/// Why a form is refused as coming from elsewhere, when the browser says it did: another
+/// site (`Sec-Fetch-Site`), or an `Origin` that is not this page's. Browsers send both on a
+/// form's POST; a request without them is held to the CSRF token alone.
+fn from_elsewhere(headers: &HeaderMap) -> Option<String> {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if site != "same-origin" && site != "none" {
+            return Some(format!(
+                "the form came from another site (Sec-Fetch-Site: {site})"
+            ));
+        }
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let same = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .is_some_and(|(_, authority)| Some(authority) == host);
+    (!same).then(|| {
+        format!(
+            "the form came from {}, not from this page",
+            crate::display::line(origin.to_str().unwrap_or("an unreadable origin"))
+        )
+    })
+}
+
+/// The value of `name` in a urlencoded form.
+fn field(form: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(form)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A session's request held to its token's rate; the refusal as a page.
+async fn within_rate(api: &Api, who: &SignedIn, write: bool) -> Result<(), Response> {
+    let Some(limits) = api
+        .tokens
+        .get(who.session.token)
+        .and_then(|t| t.limits.as_ref())
+    else {
+        return Ok(());
+    };
+    match limits.check(write) {
+        Ok(()) => Ok(()),
+        Err((wait, rate)) => {
+            http::note_refusal(api, &who.role, Refusal::RateLimited).await;
+            let mut page = answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                &format!(
+                    "The {} token may make {rate}; try again in {wait} s.",
+                    who.role
+                ),
+            );
+            page.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+            Err(page)
+        }
+    }
+}
+
+fn failed(e: ApiError) -> Response {
+    answer(e.0, "guardian could not do this", &e.1)
+}
+
+async fn page(State(api): State<Api>, headers: HeaderMap) -> Response {
+    let now = (api.clock)();
+    let Some(who) = signed_in(&api, &headers, now) else {
+        return html(StatusCode::OK, render::sign_in(&api.service, None));
+    };
+    if let Err(refused) = within_rate(&api, &who, false).await {
+        return refused;
+    }
+    let live = match http::in_memory(&api, move |e| e.page_live(now)).await {
+        Ok(live) => live,
+        Err(e) => return failed(e),
+    };
+    let last_tick = api.metrics.last_tick();
+    match api.reads.run(move |s| page_input(s, live, last_tick)).await {
+        Ok(input) => html(
+            StatusCode::OK,
+            render::status_page(
+                &input,
+                &Visitor {
+                    role: &who.role,
+                    csrf: &who.session.csrf,
+                },
+            ),
+        ),
+        Err(e) => failed(e),
+    }
+}
+
+/// What the page shows: the engine's memory (`live`) completed from the store.
+fn page_input(
+    store: &Store,
+    live: PageLive,
+    last_tick: Option<f64>,
+) -> Result<PageInput, EngineError> {
+    let status = live.status.complete(store)?;
+    let chart = match &status.watching {
+        Some(w) => {
+            crate::gate::story::postmortem(store, &status.service, &w.record.id, live.recent_bins)?
+                .map(|pm| {
+                    (
+                        pm.svg(),
+                        format!(
+                    "Error rate and latency around {}: its baseline before the deploy, the \
+                     watch after; what guardian did is marked.",
+                    w.record.id
+                ),
+                    )
+                })
+        }
+        None => {
+            let to = crate::series::bin_start(status.now) + crate::series::BIN_SECS;
+            let from = to - IDLE_CHART_SECS;
+            let mut series = store.series_between(from, to)?;
+            series.extend(live.recent_bins);
+            Some((
+                crate::report::chart::chart(&series, &[], None, from, to),
+                "Error rate and latency over the last 30 minutes.".to_owned(),
+            ))
+        }
+    };
+    let (waiting, patterns) = match &live.trust_rules {
+        Some(rules) => (
+            store.waiting_proposals(WAITING_SHOWN)?,
+            super::engine::trust_ledger(store, rules)?,
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok(PageInput {
+        status,
+        last_tick,
+        min_baseline_requests: live.min_baseline_requests,
+        chart,
+        waiting,
+        gate: live.trust_rules.is_some(),
+        patterns,
+        actions: crate::gate::actions::ledger(store)?,
+        audit_head: store.audit_head()?,
+        checkpoint: store.latest_checkpoint()?,
+    })
+}
+
+async fn sign_in(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    // Every sign-in is a request without a session: held to the shared bucket of those.
+    if http::anonymous_over(&api).is_some() {
+        api.metrics.refused("anonymous", "rate_limited");
+        return answer(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ins",
+            "Too many requests without a valid token right now; try again in a few seconds.",
+        );
+    }
+    if let Some(why) = from_elsewhere(&headers) {
+        api.metrics.refused("anonymous", "cross_site");
+        return answer(StatusCode::FORBIDDEN, "Sign-in refused", &why);
+    }
+    let token = field(&body, "token").unwrap_or_default();
+    let found = http::token_of(&api.tokens, &http::hash_token(token.trim()));
+    let Some(i) = found.filter(|_| !token.trim().is_empty()) else {
+        api.metrics.refused("anonymous", "unauthorized");
+        return html(
+            StatusCode::UNAUTHORIZED,
+            render::sign_in(
+                &api.service,
+                Some("That is not one of guardian's tokens. Nothing was signed in."),
+            ),
+        );
+    };
+    let now = (api.clock)();
+    let (cookie, _) = api.sessions.open(i, now);
+    tracing::info!(role = %api.tokens[i].role, "signed in to the status page");
+    see_page(Some(session_cookie(
+        &cookie,
+        super::sessions::MAX_AGE_SECS,
+        &headers,
+    )))
+}
+
+/// A form from a signed-in browser, checked: the session, where it came from, its CSRF token.
+async fn checked_form(api: &Api, headers: &HeaderMap, body: &[u8]) -> Result<SignedIn, Response> {
+    let now = (api.clock)();
+    let Some(who) = signed_in(api, headers, now) else {
+        api.metrics.refused("anonymous", "unauthorized");
+        return Err(answer(
+            StatusCode::UNAUTHORIZED,
+            "Sign in first",
+            "This form needs a signed-in session (it may have expired); nothing was done.",
+        ));
+    };
+    let forged = match from_elsewhere(headers) {
+        Some(why) => Some(why),
+        None => match field(body, "csrf") {
+            Some(csrf) if same_secret(&csrf, &who.session.csrf) => None,
+            _ => Some("the form does not carry this session's CSRF token".to_owned()),
+        },
+    };
+    if let Some(why) = forged {
+        http::note_refusal(api, &who.role, Refusal::Forbidden("cross_site_form".into())).await;
+        return Err(answer(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            &format!("Refused: {why}. Nothing was done; use the status page itself."),
+        ));
+    }
+    Ok(who)
+}
+
+async fn sign_out(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    match checked_form(&api, &headers, &body).await {
+        Ok(who) => {
+            api.sessions.close(&who.cookie);
+            see_page(Some(session_cookie("", 0.0, &headers)))
+        }
+        Err(refused) => refused,
+    }
+}
+
+async fn decide(
+    State(api): State<Api>,
+    Path((id, decision)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let who = match checked_form(&api, &headers, &body).await {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
+    let approve = match decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => {
+            return answer(
+                StatusCode::NOT_FOUND,
+                "No such form",
+                "Approve or reject only.",
+            )
+        }
+    };
+    if let Err(refused) = within_rate(&api, &who, true).await {
+        return refused;
+    }
+    if let Err(e) = http::allow(&api, &who.role, Action::Decide).await {
+        return failed(e);
+    }
+    let request = DecisionRequest {
+        diff_sha256: field(&body, "diff_sha256").unwrap_or_default(),
+        why: field(&body, "why"),
+    };
+    match http::decide_on(&api, who.role.clone(), id, request, approve).await {
+        Ok(p) => answer(
+            StatusCode::OK,
+            &format!("{} is {}", p.id, p.state),
+            &format!(
+                "Recorded on the audit trail as decided by {} for the diff with SHA-256 {}.{}",
+                p.decided_by.as_deref().unwrap_or("?"),
+                p.diff_hash,
+                if approve {
+                    " guardian deploys it when no other change is being watched, and watches it."
+                } else {
+                    ""
+                }
+            ),
+        ),
+        Err(e) => failed(e),
+    }
+}
+
+/// A change's post-mortem, as the alert email's HTML part shows it.
+async fn change(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let now = (api.clock)();
+    let Some(who) = signed_in(&api, &headers, now) else {
+        return see_page(None);
+    };
+    if let Err(refused) = within_rate(&api, &who, false).await {
+        return refused;
+    }
+    let recent = match http::in_memory(&api, |e| e.recent_bins()).await {
+        Ok(bins) => bins,
+        Err(e) => return failed(e),
+    };
+    let service = api.service.to_string();
+    let wanted = id.clone();
+    let found = api
+        .reads
+        .run(move |s| {
+            Ok(crate::gate::story::postmortem(
+                s, &service, &wanted, recent,
+            )?)
+        })
+        .await;
+    match found {
+        Ok(Some(pm)) => html(StatusCode::OK, pm.html()),
+        Ok(None) => answer(
+            StatusCode::NOT_FOUND,
+            "No such change",
+            &format!("guardian has no change {}.", crate::display::line(&id)),
+        ),
+        Err(e) => failed(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::daemon::http::tests::{api_with, app_and_a_fix, send, AGENT, ALICE, BOB_VIEWER};
+
+    /// An answer: status, headers, body.
+    async fn request(
+        api: &Router,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut r = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1:8707");
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let response = api
+            .clone()
+            .oneshot(r.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 22).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(bytes.to_vec()).unwrap(),
+        )
+    }
+
+    /// Signs in with `token`: the `Cookie` header to send from then on.
+    async fn sign_in_as(api: &Router, token: &str) -> String {
+        let form = format!("token={token}");
+        let (status, headers, body) = request(api, "POST", "/sign-in", &[], &form).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+        let set = headers[header::SET_COOKIE].to_str().unwrap().to_owned();
+        assert!(
+            set.contains("; HttpOnly; SameSite=Strict;"),
+            "the cookie is out of scripts' and other sites' reach: {set}"
+        );
+        set.split(';').next().unwrap().to_owned()
+    }
+
+    /// The page's CSRF token, as its forms carry it.
+    fn csrf_of(page: &str) -> String {
+        let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+        page[at..at + page[at..].find('"').unwrap()].to_owned()
+    }
+
+    /// A gate with one proposal waiting for a person: the API, the proposal's id and hash.
+    async fn a_proposal_waiting(dir: &std::path::Path) -> (Router, String, String) {
+        let (repo, base, patch) = app_and_a_fix(dir);
+        let policy = dir.join("policy.toml");
+        std::fs::write(
+            &policy,
+            "[paths]\nallow = [\"src/**\"]\n[risk]\nauto_below = 0\n[trust]\npromote_after = 10\n",
+        )
+        .unwrap();
+        let api = api_with(
+            dir,
+            &format!(
+                "[daemon.rollback]\nrepo = {repo:?}\nhook = [\"true\"]\n\
+                 [daemon.gate]\npolicy_file = {policy:?}\n"
+            ),
+        );
+        let body = serde_json::json!({
+            "pattern": "timeout-bump", "summary": "give <checkout> more time",
+            "tests_run": true, "base": base, "patch": patch,
+        });
+        let (status, p) = send(
+            &api,
+            "POST",
+            "/v1/proposals",
+            Some(AGENT),
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{p}");
+        assert_eq!(p["decision"], "needs_approval", "{p}");
+        let id = p["id"].as_str().unwrap().to_owned();
+        let hash = p["diff_hash"].as_str().unwrap().to_owned();
+        (api, id, hash)
+    }
+
+    fn proposal_state(api_dir: &std::path::Path, id: &str) -> String {
+        let store = Store::open(&api_dir.join("state").join("guardian.db")).unwrap();
+        store.get_proposal(id).unwrap().state.as_str().to_owned()
+    }
+
+    #[tokio::test]
+    async fn without_a_session_the_page_asks_for_a_token_and_shows_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, id, _) = a_proposal_waiting(dir.path()).await;
+        let (status, headers, page) = request(&api, "GET", "/", &[], "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("id=\"sign-in\""), "{page}");
+        assert!(!page.contains(&id));
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+        assert!(headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self';"));
+
+        let (status, _, page) = request(
+            &api,
+            "GET",
+            "/",
+            &[("cookie", "guardian_session=guessed")],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            page.contains("id=\"sign-in\""),
+            "a made-up cookie is no session"
+        );
+
+        let (status, _, page) = request(&api, "POST", "/sign-in", &[], "token=wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            page.contains("That is not one of guardian&#39;s tokens"),
+            "{page}"
+        );
+        let (status, _, _) = request(&api, "POST", "/sign-in", &[], "token=").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn an_approver_signs_in_once_and_approves_the_diff_shown_from_the_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, id, hash) = a_proposal_waiting(dir.path()).await;
+        let cookie = sign_in_as(&api, ALICE).await;
+        let (status, _, page) = request(&api, "GET", "/", &[("cookie", &cookie)], "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("approver:alice"), "{page}");
+        assert!(page.contains("give &lt;checkout&gt; more time"));
+        assert!(page.contains("<span class=\"add\">+timeout_ms = 800</span>"));
+        let csrf = csrf_of(&page);
+
+        // The cookie is the page's: the API still wants a bearer token.
+        let (status, _, _) = request(&api, "GET", "/v1/status", &[("cookie", &cookie)], "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        let form = format!("csrf={csrf}&diff_sha256={hash}");
+        let path = format!("/proposals/{id}/approve");
+        let (status, _, page) = request(&api, "POST", &path, &[("cookie", &cookie)], &form).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains(&format!("{id} is approved")), "{page}");
+        assert!(page.contains("decided by approver:alice"), "{page}");
+        assert_eq!(proposal_state(dir.path(), &id), "approved");
+    }
+
+    #[tokio::test]
+    async fn a_form_without_the_session_s_csrf_token_or_from_another_site_decides_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, id, hash) = a_proposal_waiting(dir.path()).await;
+        let cookie = sign_in_as(&api, ALICE).await;
+        let (_, _, page) = request(&api, "GET", "/", &[("cookie", &cookie)], "").await;
+        let csrf = csrf_of(&page);
+        let path = format!("/proposals/{id}/approve");
+
+        let no_csrf = format!("diff_sha256={hash}");
+        let (status, _, page) =
+            request(&api, "POST", &path, &[("cookie", &cookie)], &no_csrf).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+        assert!(
+            page.contains("does not carry this session&#39;s CSRF token"),
+            "{page}"
+        );
+
+        let wrong = format!("csrf=x{csrf}&diff_sha256={hash}");
+        let (status, _, _) = request(&api, "POST", &path, &[("cookie", &cookie)], &wrong).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        let good = format!("csrf={csrf}&diff_sha256={hash}");
+        for headers in [
+            [
+                ("cookie", cookie.as_str()),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            [
+                ("cookie", cookie.as_str()),
+                ("origin", "https://evil.example"),
+            ],
+            [("cookie", cookie.as_str()), ("origin", "null")],
+        ] {
+            let (status, _, page) = request(&api, "POST", &path, &headers, &good).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{headers:?}: {page}");
+        }
+        // Without the cookie the browser's SameSite=Strict withholds on a cross-site form.
+        let (status, _, _) = request(&api, "POST", &path, &[], &good).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        // A sign-in from another site's form is refused too (login CSRF).
+        let (status, _, _) = request(
+            &api,
+            "POST",
+            "/sign-in",
+            &[("origin", "https://evil.example")],
+            &format!("token={ALICE}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        assert_eq!(
+            proposal_state(dir.path(), &id),
+            "pending",
+            "nothing decided"
+        );
+        let (status, _, page) = request(
+            &api,
+            "POST",
+            &path,
+            &[
+                ("cookie", &cookie),
+                ("origin", "http://127.0.0.1:8707"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            &good,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the page's own form still works: {page}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_viewer_sees_the_page_but_cannot_decide_and_a_signed_out_session_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, id, hash) = a_proposal_waiting(dir.path()).await;
+        let cookie = sign_in_as(&api, BOB_VIEWER).await;
+        let (_, _, page) = request(&api, "GET", "/", &[("cookie", &cookie)], "").await;
+        assert!(page.contains(&id) && page.contains("(read only)"), "{page}");
+        assert!(!page.contains("/approve\""), "no forms to decide with");
+        let csrf = csrf_of(&page);
+        let form = format!("csrf={csrf}&diff_sha256={hash}");
+        let path = format!("/proposals/{id}/approve");
+        let (status, _, page) = request(&api, "POST", &path, &[("cookie", &cookie)], &form).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+        assert!(
+            page.contains("the viewer:bob token may not approve"),
+            "{page}"
+        );
+        assert_eq!(proposal_state(dir.path(), &id), "pending");
+
+        let (status, headers, _) = request(
+            &api,
+            "POST",
+            "/sign-out",
+            &[("cookie", &cookie)],
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"));
+        let (_, _, page) = request(&api, "GET", "/", &[("cookie", &cookie)], "").await;
+        assert!(page.contains("id=\"sign-in\""), "signed out");
+    }
+
+    #[tokio::test]
+    async fn the_page_s_own_script_and_stylesheet_are_served_and_nothing_else_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api_with(dir.path(), "");
+        let (status, headers, js) = request(&api, "GET", "/static/page.js", &[], "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "text/javascript");
+        assert!(js.contains("setInterval"));
+        let (status, _, css) = request(&api, "GET", "/static/page.css", &[], "").await;
+        assert_eq!((status, css.contains("body {")), (StatusCode::OK, true));
+    }
+}
