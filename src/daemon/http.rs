@@ -622,7 +622,8 @@ async fn status(
     allow(&api, &role, Action::Read).await?;
     let now = (api.clock)();
     let live = in_memory(&api, move |e| e.live_status(now)).await?;
-    let status = api.reads.run(move |s| live.complete(s)).await?;
+    let mut status = api.reads.run(move |s| live.complete(s)).await?;
+    status.last_tick = api.metrics.last_tick();
     Ok(Json(status))
 }
 

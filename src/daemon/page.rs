@@ -78,7 +78,8 @@ fn html(status: StatusCode, body: String) -> Response {
             (header::CONTENT_SECURITY_POLICY, CONTENT_POLICY),
             (header::X_FRAME_OPTIONS, "DENY"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::REFERRER_POLICY, "no-referrer"),
+            // Not `no-referrer`: with it browsers send `Origin: null` on the page's own forms.
+            (header::REFERRER_POLICY, "same-origin"),
         ],
         body,
     )
@@ -241,7 +242,8 @@ fn page_input(
     live: PageLive,
     last_tick: Option<f64>,
 ) -> Result<PageInput, EngineError> {
-    let status = live.status.complete(store)?;
+    let mut status = live.status.complete(store)?;
+    status.last_tick = last_tick;
     let chart = match &status.watching {
         Some(w) => {
             crate::gate::story::postmortem(store, &status.service, &w.record.id, live.recent_bins)?
@@ -276,7 +278,6 @@ fn page_input(
     };
     Ok(PageInput {
         status,
-        last_tick,
         min_baseline_requests: live.min_baseline_requests,
         chart,
         waiting,

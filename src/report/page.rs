@@ -27,8 +27,6 @@ pub const SCRIPT: &str = include_str!("page.js");
 #[derive(Debug)]
 pub struct PageInput {
     pub status: Status,
-    /// When the decision loop last ticked (`None`: not yet).
-    pub last_tick: Option<f64>,
     /// Requests a route's baseline needs before the route is compared at all
     /// (`[detector] min_baseline_requests`).
     pub min_baseline_requests: u64,
@@ -56,7 +54,7 @@ fn document(title: &str, body: &str, refresh: bool) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\">\
+         <meta name=\"referrer\" content=\"same-origin\">\
          <title>{}</title><link rel=\"stylesheet\" href=\"/static/page.css\"></head>\n\
          <body>\n{body}{}</body></html>\n",
         esc(title),
@@ -125,7 +123,7 @@ pub fn status_page(p: &PageInput, who: &Visitor<'_>) -> String {
         b,
         "<p class=\"meta\">As of {}. {}</p>",
         esc(&when(s.now)),
-        match p.last_tick {
+        match s.last_tick {
             Some(at) => format!(
                 "The decision loop last ticked {} ago.",
                 esc(&duration((s.now - at).max(0.0)))
@@ -135,7 +133,7 @@ pub fn status_page(p: &PageInput, who: &Visitor<'_>) -> String {
     );
     now_section(&mut b, p);
     proposals_section(&mut b, p, who);
-    changes_section(&mut b, &s.recent);
+    changes_section(&mut b, &s.recent, s.now);
     trust_section(&mut b, p);
     delivery_section(&mut b, s);
     audit_section(&mut b, p);
@@ -227,7 +225,8 @@ fn now_section(b: &mut String, p: &PageInput) {
     if let Some((svg, caption)) = &p.chart {
         let _ = writeln!(
             b,
-            "<figure id=\"chart\">{svg}<figcaption>{}</figcaption></figure>",
+            "<figure id=\"chart\"><div class=\"scroll\">{svg}</div>\
+             <figcaption>{}</figcaption></figure>",
             esc(caption)
         );
     }
@@ -429,10 +428,12 @@ fn proposal(b: &mut String, p: &ProposalRecord, who: &Visitor<'_>, decides: bool
             .unwrap_or_default(),
     );
     if let Ok(a) = crate::api::assessment(p) {
-        if !a.risk.factors.is_empty() {
+        // The factors that added to the score; the rest say "+0".
+        let counted: Vec<_> = a.risk.factors.iter().filter(|f| f.points != 0).collect();
+        if !counted.is_empty() {
             b.push_str("<ul class=\"factors\">");
-            for f in &a.risk.factors {
-                let _ = write!(b, "<li>+{} {}</li>", f.points, esc(&f.why));
+            for f in counted {
+                let _ = write!(b, "<li>{:+} {}</li>", f.points, esc(&f.why));
             }
             b.push_str("</ul>\n");
         }
@@ -490,30 +491,31 @@ fn diff_lines(patch: &str) -> String {
     out
 }
 
-fn changes_section(b: &mut String, recent: &[ChangeRecord]) {
+fn changes_section(b: &mut String, recent: &[ChangeRecord], now: f64) {
     b.push_str("<section id=\"changes\"><h2>Recent changes</h2>\n");
     if recent.is_empty() {
         b.push_str("<p class=\"quiet\">None yet.</p></section>\n");
         return;
     }
+    // What happened first, then to what and why, then when: a phone shows the first columns.
     b.push_str(
-        "<div class=\"scroll\"><table><tr><th>Landed</th><th>Change</th><th>Commit</th>\
-         <th>Kind</th><th>State</th><th>Evidence</th></tr>\n",
+        "<div class=\"scroll\"><table><tr><th>Change</th><th>State</th><th>Evidence</th>\
+         <th>Landed (UTC)</th><th>Commit</th><th>Kind</th></tr>\n",
     );
     for c in recent {
         let summary = match evidence::stored(c) {
-            Ok(Some(r)) if !r.signals.iter().all(|s| !s.regressed) => {
+            Ok(Some(r)) if r.signals.iter().any(|s| s.regressed) => {
                 evidence::regression_summary(&r)
             }
             _ => c.note.clone().unwrap_or_default(),
         };
         let _ = writeln!(
             b,
-            "<tr data-change=\"{id}\"><td>{landed}</td><td><a href=\"/changes/{id}\"><code>{id}</code></a>\
-             </td><td><code>{commit}</code></td><td>{kind}</td>\
-             <td class=\"{class}\">{state}</td><td>{summary}</td></tr>",
+            "<tr data-change=\"{id}\"><td><a href=\"/changes/{id}\"><code>{id}</code></a></td>\
+             <td class=\"{class}\">{state}</td><td>{summary}</td><td>{landed}</td>\
+             <td><code>{commit}</code></td><td>{kind}</td></tr>",
             id = esc(&c.id),
-            landed = esc(&when(c.landed_at)),
+            landed = esc(&units::clock(c.landed_at, now)),
             commit = esc(&short(&c.commit)),
             kind = c.kind,
             class = state_class(c.state),
@@ -725,6 +727,7 @@ mod tests {
             "deploying": null,
             "proposals_waiting": 1,
             "deploys_paused": null,
+            "last_tick": T0 - 0.2,
         }))
         .unwrap()
     }
@@ -732,7 +735,6 @@ mod tests {
     fn input(recent: Vec<ChangeRecord>, waiting: Vec<ProposalRecord>) -> PageInput {
         PageInput {
             status: status(recent),
-            last_tick: Some(T0 - 0.2),
             min_baseline_requests: 100,
             chart: None,
             waiting,

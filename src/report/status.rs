@@ -287,6 +287,14 @@ pub fn status(s: &Status) -> String {
     let mut out = String::new();
     let now = s.now;
     let _ = writeln!(out, "service {}", t(&s.service));
+    let _ = match s.last_tick {
+        Some(at) => writeln!(
+            out,
+            "decision loop: last tick {} ago",
+            duration((now - at).max(0.0))
+        ),
+        None => writeln!(out, "decision loop: NOT TICKED YET"),
+    };
     match &s.watching {
         Some(w) => {
             let c = &w.record;
@@ -538,6 +546,7 @@ mod tests {
         recent.id = "chg_00aa11bb22cc".into();
         recent.commit = REVERT.into();
         Status {
+            last_tick: Some(T0 + 600.2),
             service: "shop".into(),
             now: T0 + 600.4,
             watching,
@@ -745,7 +754,7 @@ mod tests {
         let text = super::status(&answer(Some(w), None));
         assert!(
             text.lines()
-                .nth(1)
+                .nth(2)
                 .unwrap()
                 .starts_with("checking the recovery after turning flag new-total off chg_"),
             "{text}"

@@ -116,3 +116,49 @@ pub fn spawn(mut command: Command) -> (std::process::Child, String) {
         .expect("the daemon says where it listens");
     (child, format!("http://{addr}"))
 }
+
+/// A program from Debian's packages: `$<env>` when set, else `path`, installed with apt-get
+/// when it is missing (as root, or through passwordless sudo), so `cargo test` needs nothing
+/// installed by hand. Where it cannot be installed the test fails, saying so: it never skips.
+pub fn debian_binary(env: &str, path: &str, packages: &[&str]) -> PathBuf {
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if let Some(given) = std::env::var_os(env) {
+        let given = PathBuf::from(given);
+        assert!(given.exists(), "{env}={} does not exist", given.display());
+        return given;
+    }
+    let path = PathBuf::from(path);
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.exists() {
+        let sudo: &[&str] = if nix::unistd::geteuid().is_root() {
+            &[]
+        } else {
+            &["sudo", "-n"]
+        };
+        let run = |args: &[&str]| {
+            let mut all: Vec<&str> = sudo.to_vec();
+            all.extend_from_slice(args);
+            eprintln!(
+                "installing Debian's {packages:?} for a test: {}",
+                all.join(" ")
+            );
+            Command::new(all[0])
+                .args(&all[1..])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        let _ = run(&["apt-get", "update"]);
+        let mut install = vec!["apt-get", "install", "-y", "--no-install-recommends"];
+        install.extend_from_slice(packages);
+        let _ = run(&install);
+    }
+    assert!(
+        path.exists(),
+        "{} is missing and apt-get could not install it (needs root or passwordless sudo): \
+         install Debian's {packages:?}, or set {env} to the program",
+        path.display()
+    );
+    path
+}

@@ -19,10 +19,14 @@ use super::rollback::{drive, git, now, serve_app, write_healthy_history};
 pub(super) const ADMIN: &str = "admin-token-0123456789abcdef";
 pub(super) const AGENT: &str = "agent-token-0123456789abcdef";
 pub(super) const ALICE: &str = "alice-token-0123456789abcdef";
+/// A viewer's (`[daemon] viewers`): may read, nothing else.
+pub(super) const BOB: &str = "bob-viewer-token-0123456789abcdef";
 
 /// The app's behaviour is `src/settings.txt`: a timeout of 1000 ms or more ties up its workers
-/// and breaks it. The hook deploys by turning what the clone says into what the app serves.
-const HOOK: &str = "if grep -Eq '^timeout_ms = [0-9]{4,}$' \"$GUARDIAN_REPO/src/settings.txt\"; \
+/// and breaks it. The hook deploys by turning what the clone says into what the app serves,
+/// after the seconds in `$LIVE.delay` when a test wants a deploy to be seen taking time.
+const HOOK: &str = "if [ -f \"$LIVE.delay\" ]; then sleep \"$(cat \"$LIVE.delay\")\"; fi; \
+                    if grep -Eq '^timeout_ms = [0-9]{4,}$' \"$GUARDIAN_REPO/src/settings.txt\"; \
                     then echo broken > \"$LIVE\"; else echo ok > \"$LIVE\"; fi";
 
 const POLICY: &str = r#"
@@ -110,6 +114,7 @@ impl Gate {
             ("token", ADMIN),
             ("agent.token", AGENT),
             ("alice.token", ALICE),
+            ("bob.token", BOB),
         ] {
             std::fs::write(dir.path().join(name), token).unwrap();
         }
@@ -137,7 +142,7 @@ impl Gate {
             format!(
                 "[detector]\nbaseline_secs = 600\nwatch_secs = {watch_secs}\n\n\
                  [daemon]\nservice = \"shop\"\nstate_dir = {state:?}\nlisten = \"127.0.0.1:0\"\n\
-                 token_file = {admin:?}\n\n\
+                 token_file = {admin:?}\nviewers = {{ bob = {bob:?} }}\n\n\
                  [[daemon.logs]]\npath = {log:?}\n\n\
                  [daemon.rollback]\nrepo = {repo:?}\nhook = [\"sh\", {hook:?}]\n\
                  hook_timeout_secs = 30\nverify_secs = 8\n\n\
@@ -146,6 +151,7 @@ impl Gate {
                 admin = dir.path().join("token"),
                 agent = dir.path().join("agent.token"),
                 alice = dir.path().join("alice.token"),
+                bob = dir.path().join("bob.token"),
                 policy = dir.path().join("policy.toml"),
             ),
         )
@@ -167,10 +173,16 @@ impl Gate {
         }
     }
 
+    /// A file in the test's directory.
+    pub(super) fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     pub(super) fn token_file(&self, token: &str) -> PathBuf {
         let name = match token {
             ADMIN => "token",
             AGENT => "agent.token",
+            BOB => "bob.token",
             _ => "alice.token",
         };
         self.dir.path().join(name)

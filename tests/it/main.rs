@@ -27,3 +27,4 @@ mod scenarios;
 mod scrape;
 mod sentry;
 mod sentry_poll;
+mod status_page;

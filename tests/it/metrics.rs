@@ -13,58 +13,9 @@ use serde_json::Value;
 
 use super::rollback::World;
 
-/// Prometheus' binary: `$PROMETHEUS` when set, else Debian's, installed with apt-get when it
-/// is missing (as root, or through sudo), so `cargo test` needs nothing installed by hand. A
-/// machine where it cannot be installed fails the test, saying so: it never skips.
+/// Prometheus' binary: `$PROMETHEUS` when set, else Debian's, installed when it is missing.
 fn prometheus_binary() -> PathBuf {
-    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    if let Some(path) = std::env::var_os("PROMETHEUS") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.exists(),
-            "PROMETHEUS={} does not exist",
-            path.display()
-        );
-        return path;
-    }
-    let path = PathBuf::from("/usr/bin/prometheus");
-    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
-        let sudo: &[&str] = if nix::unistd::geteuid().is_root() {
-            &[]
-        } else {
-            &["sudo", "-n"]
-        };
-        let run = |args: &[&str]| {
-            let mut all: Vec<&str> = sudo.to_vec();
-            all.extend_from_slice(args);
-            eprintln!(
-                "installing Debian's prometheus for the metrics test: {}",
-                all.join(" ")
-            );
-            std::process::Command::new(all[0])
-                .args(&all[1..])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        let _ = run(&["apt-get", "update"]);
-        let _ = run(&[
-            "apt-get",
-            "install",
-            "-y",
-            "--no-install-recommends",
-            "prometheus",
-        ]);
-    }
-    assert!(
-        path.exists(),
-        "{} is missing and apt-get could not install it (needs root or passwordless sudo): \
-         install Debian's package prometheus, or set PROMETHEUS to its binary",
-        path.display()
-    );
-    path
+    super::common::debian_binary("PROMETHEUS", "/usr/bin/prometheus", &["prometheus"])
 }
 
 /// A free port on loopback (the listener is dropped; nothing else here binds ports at random).

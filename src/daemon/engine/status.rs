@@ -85,6 +85,10 @@ pub struct Status {
     /// The flag_off action's track record, when `[daemon.flag_off]` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flag_off: Option<FlagOffStatus>,
+    /// When the decision loop last ticked (`None`: not yet): a loop that stopped ticking
+    /// decides nothing, whatever else the status says.
+    #[serde(default)]
+    pub last_tick: Option<f64>,
 }
 
 /// The flag_off action's track record: how its attempts ended, and the latest few.
@@ -172,6 +176,8 @@ impl LiveStatus {
                     recent: store.recent_flag_actions(5)?,
                 }),
             },
+            // The API's edge knows it (`daemon::metrics`), not the engine: filled in there.
+            last_tick: None,
         })
     }
 }
