@@ -709,13 +709,7 @@ impl Engine {
         {
             return Ok(());
         }
-        let rollback = self
-            .store
-            .events_for(&record.id)?
-            .into_iter()
-            .rev()
-            .find(|e| e.kind == EventKind::Rollback)
-            .map(|e| e.detail);
+        let rollback = self.rollback_record(&record.id)?;
         let alert = crate::report::render_alert(&self.settings.service, &record, rollback.as_ref());
         let Some(outcome) =
             crate::report::notify::Outcome::of(&record, &alert, &self.settings.service, now)
@@ -787,15 +781,20 @@ impl Engine {
         Ok(before_signature(text, &block))
     }
 
-    /// The alert email for a change as it stands, with what its rollback ran.
-    pub fn render_alert(&self, record: &ChangeRecord) -> Result<crate::report::Email, EngineError> {
-        let rollback = self
+    /// What the latest rollback of change `id` ran, as recorded, for the words that tell it.
+    fn rollback_record(&self, id: &str) -> Result<Option<serde_json::Value>, EngineError> {
+        Ok(self
             .store
-            .events_for(&record.id)?
+            .events_for(id)?
             .into_iter()
             .rev()
             .find(|e| e.kind == EventKind::Rollback)
-            .map(|e| e.detail);
+            .map(|e| e.detail))
+    }
+
+    /// The alert email for a change as it stands, with what its rollback ran.
+    pub fn render_alert(&self, record: &ChangeRecord) -> Result<crate::report::Email, EngineError> {
+        let rollback = self.rollback_record(&record.id)?;
         // Anything but a healthy change gets its post-mortem, chart included, as the HTML part.
         let postmortem = match record.state {
             ChangeState::Healthy => None,

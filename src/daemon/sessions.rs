@@ -19,9 +19,10 @@ use sha2::{Digest, Sha256};
 pub const IDLE_SECS: f64 = 8.0 * 3600.0;
 /// A session is over this long after sign-in, used or not.
 pub const MAX_AGE_SECS: f64 = 24.0 * 3600.0;
-/// Sessions held at once; a sign-in past it ends the one unused longest, so a flood of
-/// sign-ins cannot grow memory (each needs a valid token anyway).
-pub const MAX_SESSIONS: usize = 256;
+/// Sessions one token holds at once (browsers, tabs' sign-ins); a sign-in past it ends that
+/// token's session unused longest. Per token, so that no token (the agent's, signing in in a
+/// loop) can end another's sessions, and memory stays bounded: tokens are few.
+pub const MAX_PER_TOKEN: usize = 16;
 
 /// One signed-in browser.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,9 +58,11 @@ impl Sessions {
         };
         let mut held = self.held();
         held.retain(|_, s| s.live(now));
-        if held.len() >= MAX_SESSIONS {
+        let mine = held.values().filter(|s| s.token == token).count();
+        if mine >= MAX_PER_TOKEN {
             let oldest = held
                 .iter()
+                .filter(|(_, s)| s.token == token)
                 .min_by(|a, b| a.1.seen.total_cmp(&b.1.seen))
                 .map(|(k, _)| *k);
             if let Some(k) = oldest {
@@ -163,17 +166,22 @@ mod tests {
     }
 
     #[test]
-    fn past_the_limit_a_sign_in_ends_the_session_unused_longest() {
+    fn past_its_limit_a_token_s_sign_in_ends_its_own_session_unused_longest_and_no_other() {
         let sessions = Sessions::default();
+        let (approver, _) = sessions.open(1, T0);
         let (first, _) = sessions.open(0, T0);
         let (second, _) = sessions.open(0, T0 + 1.0);
         sessions.find(&first, T0 + 2.0);
-        for i in 2..=MAX_SESSIONS {
-            sessions.open(0, T0 + 3.0 + i as f64);
+        // The agent's token signs in again and again.
+        for i in 0..1000 {
+            sessions.open(0, T0 + 3.0 + f64::from(i));
         }
-        assert_eq!(sessions.held().len(), MAX_SESSIONS);
-        assert!(sessions.find(&second, T0 + 1000.0).is_none());
-        assert!(sessions.find(&first, T0 + 1000.0).is_some());
+        assert_eq!(sessions.held().len(), MAX_PER_TOKEN + 1);
+        assert!(sessions.find(&second, T0 + 2000.0).is_none());
+        assert!(
+            sessions.find(&approver, T0 + 2000.0).is_some(),
+            "another token's session is never ended by this one's sign-ins"
+        );
     }
 
     #[test]
