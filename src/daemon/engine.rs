@@ -742,6 +742,15 @@ impl Engine {
         let Some(record) = self.store.get_change(id)? else {
             return Ok(());
         };
+        if record.state == ChangeState::RolledBack && self.stood_down(id)? {
+            // The guardian whose push of the revert won tells people; a host that stood down
+            // and recovered has nothing to add (one that did not recover is escalated, and says).
+            tracing::info!(
+                change_id = id,
+                "rolled back on another guardian's revert: its alert is the one sent"
+            );
+            return Ok(());
+        }
         let mut email = self.render_alert(&record)?;
         if asks_a_person(record.state) && self.settings.gate.is_some() {
             if let Some((by, why, _)) = self.store.gate_paused()? {
@@ -790,6 +799,14 @@ impl Engine {
             .rev()
             .find(|e| e.kind == EventKind::Rollback)
             .map(|e| e.detail))
+    }
+
+    /// Whether the rollback of change `id` stood down for another guardian's revert.
+    fn stood_down(&self, id: &str) -> Result<bool, EngineError> {
+        Ok(self
+            .rollback_record(id)?
+            .and_then(|r| crate::report::actions::read_rollback(&r).ok())
+            .is_some_and(|r| r.stood_down))
     }
 
     /// The alert email for a change as it stands, with what its rollback ran.

@@ -28,9 +28,26 @@ pub enum Step {
     /// `git push` of what was committed, when configured.
     #[serde(rename = "git push")]
     Push(Push),
+    /// The push was refused because another guardian's revert of the same change was there
+    /// first (the push is the lease): this guardian dropped its own revert and moved its clone
+    /// to the remote's. Its hook then runs on that revert.
+    #[serde(rename = "stood down")]
+    StoodDown(StoodDown),
     /// The redeploy hook.
     #[serde(rename = "redeploy hook")]
     Hook(Hook),
+}
+
+/// Another guardian's revert, found on the remote after this one's push was refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoodDown {
+    pub remote: String,
+    pub branch: String,
+    /// The revert commit on the remote, now this clone's HEAD.
+    pub revert: String,
+    /// The other guardian's id for the change (its revert's `Guardian-Change`).
+    pub by_change: Option<String>,
+    pub commands: Vec<CommandRecord>,
 }
 
 /// How a git step ended: with one of its results, or with git (or guardian's checks around
@@ -152,6 +169,7 @@ impl Step {
             Step::Revert(_) => "git revert",
             Step::Apply(_) => "git apply",
             Step::Push(_) => "git push",
+            Step::StoodDown(_) => "stood down",
             Step::Hook(_) => "redeploy hook",
         }
     }
@@ -172,6 +190,7 @@ impl Step {
                 ended: Ended::Done(p),
                 ..
             }) => Ending::Result(p.as_str()),
+            Step::StoodDown(_) => Ending::Result("another guardian's revert was there first"),
             Step::Hook(hook) => Ending::Hook(hook),
         }
     }
@@ -207,6 +226,7 @@ impl Step {
                 ended: Ended::Done(Pushed::Pushed { command }),
                 ..
             }) => std::slice::from_ref(command),
+            Step::StoodDown(s) => &s.commands,
             _ => &[],
         }
     }

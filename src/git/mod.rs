@@ -76,6 +76,7 @@ use std::time::Duration;
 mod apply;
 mod command;
 mod commit;
+mod lease;
 mod read;
 mod revert;
 mod scratch;
@@ -84,6 +85,7 @@ mod testing;
 
 pub use apply::{ApplyOutcome, ApplyRequest};
 pub use command::CommandRecord;
+pub use lease::{Lease, RemoteRevert};
 pub use revert::{RevertOutcome, RevertRequest};
 pub use scratch::{inside, Scratch, MAX_JUDGED_BYTES};
 
@@ -420,7 +422,7 @@ impl Repo {
 }
 
 /// A remote or branch name passed as one argument.
-fn validate_word(what: &str, value: &str) -> Result<(), String> {
+pub(super) fn validate_word(what: &str, value: &str) -> Result<(), String> {
     if value.is_empty()
         || value.starts_with('-')
         || value.chars().any(|c| c.is_whitespace() || c.is_control())

@@ -81,7 +81,10 @@ pub fn escalation_cause(change: &ChangeRecord, rollback: Option<&RollbackReport>
                         }
                     }
                 }
-                Step::Revert(Ended::Done(_)) | Step::Push(_) | Step::Apply(_) => {}
+                Step::Revert(Ended::Done(_))
+                | Step::Push(_)
+                | Step::Apply(_)
+                | Step::StoodDown(_) => {}
             }
         }
         return "needs a person";
@@ -269,6 +272,21 @@ pub fn what_guardian_did(
                     Ended::Done(pushed) => pushed.as_str().to_owned(),
                 };
                 let _ = writeln!(w, "  {n}. git push to {remote} {branch}: {outcome}");
+                if detail == Detail::Commands {
+                    commands(w, step.commands());
+                }
+            }
+            Step::StoodDown(down) => {
+                let _ = writeln!(
+                    w,
+                    "  {n}. stood down: another guardian's revert of this change, {} (its change \
+                     {}), was on {} {} first; this guardian dropped its own revert and moved its \
+                     clone to that one",
+                    down.revert,
+                    down.by_change.as_deref().unwrap_or("?"),
+                    down.remote,
+                    down.branch
+                );
                 if detail == Detail::Commands {
                     commands(w, step.commands());
                 }

@@ -1277,6 +1277,7 @@ mod tests {
             notes: vec![],
         };
         serde_json::to_value(RollbackReport {
+            stood_down: false,
             revert_commit: Some(REVERT.into()),
             escalation: (!hook_ok).then(|| {
                 format!("the revert {REVERT} is committed but the redeploy hook failed: exit 3")

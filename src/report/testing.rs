@@ -97,6 +97,7 @@ pub fn rollback() -> RollbackReport {
         notes: vec![],
     };
     RollbackReport {
+        stood_down: false,
         revert_commit: Some(REVERT.into()),
         escalation: None,
         steps: vec![

@@ -12,6 +12,7 @@ mod daemon;
 mod demo;
 mod fixes;
 mod flags;
+mod fleet;
 mod gate;
 mod guardbench;
 mod judge;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Action, Outcome};
 use crate::config::RollbackSettings;
 use crate::daemon::publish;
-use crate::daemon::step::{Ended, Reverted, Step};
+use crate::daemon::step::{Ended, Reverted, Step, StoodDown};
 use crate::daemon::supervisor::{Remediation, Remedied};
 use crate::git::{Repo, RevertOutcome, RevertRequest};
 use crate::store::EventKind;
@@ -25,11 +25,12 @@ impl Action for Revert {
 
     fn run(&self, job: &Remediation) -> Outcome {
         let report = run(&self.0, job);
-        let remedied = match &report.escalation {
-            Some(why) => Remedied::Failed(why.clone()),
-            None => Remedied::Done(format!(
-                "reverted in {} and redeployed",
-                report.revert_commit.as_deref().unwrap_or("?")
+        let revert = report.revert_commit.as_deref().unwrap_or("?");
+        let remedied = match (&report.escalation, report.stood_down) {
+            (Some(why), _) => Remedied::Failed(why.clone()),
+            (None, false) => Remedied::Done(format!("reverted in {revert} and redeployed")),
+            (None, true) => Remedied::Done(format!(
+                "another guardian's revert {revert} was pushed first; stood down and redeployed it"
             )),
         };
         Outcome {
@@ -50,6 +51,11 @@ pub struct RollbackReport {
     pub escalation: Option<String>,
     /// Each step, in order: what ran and how it ended.
     pub steps: Vec<Step>,
+    /// Another guardian sharing the remote pushed its revert of the change first: this one
+    /// dropped its own and redeployed that one (`revert_commit`), and sends no alert of its
+    /// own when the service is back (the other guardian's is the one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stood_down: bool,
 }
 
 impl RollbackReport {
@@ -66,6 +72,7 @@ pub fn run(settings: &RollbackSettings, job: &Remediation) -> RollbackReport {
         revert_commit: None,
         escalation: None,
         steps: Vec::new(),
+        stood_down: false,
     };
     let repo = match Repo::open(&settings.repo) {
         Ok(r) => r,
@@ -137,9 +144,18 @@ pub fn run(settings: &RollbackSettings, job: &Remediation) -> RollbackReport {
     report.revert_commit = Some(revert_commit.clone());
 
     let named = format!("the revert {revert_commit}");
+    let mut revert_commit = revert_commit;
     if let Err(why) = publish::push(&repo, settings, &named, &mut report.steps) {
-        return report.escalate(why);
+        match stand_down(&repo, settings, &revert_commit, &mut report.steps) {
+            Some(theirs) => {
+                report.stood_down = true;
+                report.revert_commit = Some(theirs.clone());
+                revert_commit = theirs;
+            }
+            None => return report.escalate(why),
+        }
     }
+    let named = format!("the revert {revert_commit}");
     let env = [
         ("GUARDIAN_CHANGE_ID".to_owned(), job.change_id.clone()),
         ("GUARDIAN_COMMIT".to_owned(), job.commit.clone()),
@@ -152,4 +168,43 @@ pub fn run(settings: &RollbackSettings, job: &Remediation) -> RollbackReport {
         return report.escalate(why);
     }
     report
+}
+
+/// After this guardian's push of its revert `own` was refused: when another guardian's revert
+/// of the same change is on the remote, this one stands down (its clone now at that revert) and
+/// the step says so; `None` (nothing recorded beyond a failed look, the push's failure stands)
+/// otherwise.
+fn stand_down(
+    repo: &Repo,
+    settings: &RollbackSettings,
+    own: &str,
+    steps: &mut Vec<Step>,
+) -> Option<String> {
+    let (remote, branch) = settings.push.as_ref()?;
+    match repo.yield_to_remote_revert(remote, branch, own, crate::git::DEFAULT_PUSH_TIMEOUT) {
+        Ok(crate::git::Lease {
+            taken_by: Some(theirs),
+            commands,
+        }) => {
+            tracing::info!(
+                "the revert of this change was pushed first by another guardian ({}, change {}): \
+                 standing down",
+                theirs.commit,
+                theirs.change.as_deref().unwrap_or("?")
+            );
+            steps.push(Step::StoodDown(StoodDown {
+                remote: remote.clone(),
+                branch: branch.clone(),
+                revert: theirs.commit.clone(),
+                by_change: theirs.change,
+                commands,
+            }));
+            Some(theirs.commit)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!("looking for another guardian's revert on {remote} {branch}: {e}");
+            None
+        }
+    }
 }
