@@ -123,13 +123,20 @@ fn send(target: &NotifyTarget, n: &Notification, now: f64) -> Result<String, Str
                 .chars()
                 .take(ANSWER_KEPT)
                 .collect();
+            // Never the URL: a Slack webhook's URL is its credential, and this error is shown
+            // in `guardian status` and on the status page (the target's name says which).
             Err(format!(
-                "{url} answered {code}: {}",
+                "answered {code}: {}",
                 crate::display::line(text.trim())
             ))
         }
-        // The transport's error names the URL already.
-        Err(ureq::Error::Transport(t)) => Err(t.to_string()),
+        Err(ureq::Error::Transport(t)) => Err(format!(
+            "{}{}",
+            t.kind(),
+            t.message()
+                .map(|m| format!(": {}", crate::display::line(m)))
+                .unwrap_or_default()
+        )),
     }
 }
 

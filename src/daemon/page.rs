@@ -112,16 +112,18 @@ fn session_cookie(value: &str, max_age: f64, headers: &HeaderMap) -> String {
     )
 }
 
-/// The session cookie's value, if the request carries one. (Read by hand: the values are
-/// base64url that guardian made, and this is the only cookie it reads.)
-fn cookie_value(headers: &HeaderMap) -> Option<&str> {
+/// The values of every session cookie the request carries. (Read by hand: the values are
+/// base64url that guardian made, and this is the only cookie it reads.) Cookies are not kept
+/// apart by port, so a page on another port of this host can set one too: every value is
+/// looked at, never just the first.
+fn cookie_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .filter(|(name, _)| *name == COOKIE)
         .map(|(_, value)| value)
 }
 
@@ -132,35 +134,63 @@ struct SignedIn {
     role: Role,
 }
 
-fn signed_in(api: &Api, headers: &HeaderMap, now: f64) -> Option<SignedIn> {
-    let cookie = cookie_value(headers)?;
-    let session = api.sessions.find(cookie, now)?;
-    let role = api.tokens.get(session.token)?.role.clone();
-    Some(SignedIn {
-        cookie: cookie.to_owned(),
-        session,
-        role,
-    })
+/// The live sessions the request's cookies stand for.
+fn sessions_of(api: &Api, headers: &HeaderMap, now: f64) -> Vec<SignedIn> {
+    let mut found: Vec<SignedIn> = Vec::new();
+    for cookie in cookie_values(headers) {
+        let Some(session) = api.sessions.find(cookie, now) else {
+            continue;
+        };
+        let Some(token) = api.tokens.get(session.token) else {
+            continue;
+        };
+        found.push(SignedIn {
+            cookie: cookie.to_owned(),
+            role: token.role.clone(),
+            session,
+        });
+    }
+    found
+}
+
+/// The session a page is shown for: the one the request's cookies stand for, or, when they
+/// stand for sessions of different tokens (another page on this host set one), none, with
+/// why.
+fn signed_in(api: &Api, headers: &HeaderMap, now: f64) -> Result<Option<SignedIn>, &'static str> {
+    let mut found = sessions_of(api, headers, now);
+    if found
+        .windows(2)
+        .any(|w| w[0].session.token != w[1].session.token)
+    {
+        return Err(
+            "This browser holds sessions of more than one token for guardian (a page \
+                    on another port of this host can set one). Sign in again; signing in \
+                    replaces them.",
+        );
+    }
+    Ok(found.pop())
 }
 
 /// Why a form is refused as coming from elsewhere, when the browser says it did: another
 /// site (`Sec-Fetch-Site`), or an `Origin` that is not this page's. Browsers send both on a
 /// form's POST; a request without them is held to the CSRF token alone.
 fn from_elsewhere(headers: &HeaderMap) -> Option<String> {
+    // Every current browser says where a request came from; where it does, that is the
+    // answer, and a proxy that rewrites `Host` does not matter.
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if site != "same-origin" && site != "none" {
-            return Some(format!(
-                "the form came from another site (Sec-Fetch-Site: {site})"
-            ));
-        }
+        return (site != "same-origin" && site != "none")
+            .then(|| format!("the form came from another site (Sec-Fetch-Site: {site})"));
     }
     let origin = headers.get(header::ORIGIN)?;
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let same = origin
+    let authority = origin
         .to_str()
         .ok()
         .and_then(|o| o.split_once("://"))
-        .is_some_and(|(_, authority)| Some(authority) == host);
+        .map(|(_, authority)| authority);
+    let served_as = [header::HOST.as_str(), "x-forwarded-host"]
+        .into_iter()
+        .filter_map(|name| headers.get(name).and_then(|h| h.to_str().ok()));
+    let same = authority.is_some_and(|a| served_as.into_iter().any(|h| h == a));
     (!same).then(|| {
         format!(
             "the form came from {}, not from this page",
@@ -210,8 +240,10 @@ fn failed(e: ApiError) -> Response {
 
 async fn page(State(api): State<Api>, headers: HeaderMap) -> Response {
     let now = (api.clock)();
-    let Some(who) = signed_in(&api, &headers, now) else {
-        return html(StatusCode::OK, render::sign_in(&api.service, None));
+    let who = match signed_in(&api, &headers, now) {
+        Ok(Some(who)) => who,
+        Ok(None) => return html(StatusCode::OK, render::sign_in(&api.service, None)),
+        Err(why) => return html(StatusCode::OK, render::sign_in(&api.service, Some(why))),
     };
     if let Err(refused) = within_rate(&api, &who, false).await {
         return refused;
@@ -290,22 +322,28 @@ fn page_input(
 }
 
 async fn sign_in(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
-    // Every sign-in is a request without a session: held to the shared bucket of those.
-    if http::anonymous_over(&api).is_some() {
-        api.metrics.refused("anonymous", "rate_limited");
-        return answer(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-ins",
-            "Too many requests without a valid token right now; try again in a few seconds.",
-        );
-    }
+    // Where it came from first: a form on another site costs nothing and is refused.
     if let Some(why) = from_elsewhere(&headers) {
         api.metrics.refused("anonymous", "cross_site");
         return answer(StatusCode::FORBIDDEN, "Sign-in refused", &why);
     }
     let token = field(&body, "token").unwrap_or_default();
-    let found = http::token_of(&api.tokens, &http::hash_token(token.trim()));
-    let Some(i) = found.filter(|_| !token.trim().is_empty()) else {
+    let token = token.trim();
+    let found = (!token.is_empty())
+        .then(|| http::token_of(&api.tokens, &http::hash_token(token)))
+        .flatten();
+    // A valid token signs in whatever else is going on: wrong tokens, held to the shared
+    // bucket of requests without one, cannot lock people out. (Guessing gains nothing from
+    // this: tokens are at least 16 random characters.)
+    let Some(i) = found else {
+        if http::anonymous_over(&api).is_some() {
+            api.metrics.refused("anonymous", "rate_limited");
+            return answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-ins",
+                "Too many requests without a valid token right now; try again in a few seconds.",
+            );
+        }
         api.metrics.refused("anonymous", "unauthorized");
         return html(
             StatusCode::UNAUTHORIZED,
@@ -316,6 +354,10 @@ async fn sign_in(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Res
         );
     };
     let now = (api.clock)();
+    // The browser's other sessions (of this or another token) end: one browser, one session.
+    for old in sessions_of(&api, &headers, now) {
+        api.sessions.close(&old.cookie);
+    }
     let (cookie, _) = api.sessions.open(i, now);
     tracing::info!(role = %api.tokens[i].role, "signed in to the status page");
     see_page(Some(session_cookie(
@@ -328,30 +370,36 @@ async fn sign_in(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Res
 /// A form from a signed-in browser, checked: the session, where it came from, its CSRF token.
 async fn checked_form(api: &Api, headers: &HeaderMap, body: &[u8]) -> Result<SignedIn, Response> {
     let now = (api.clock)();
-    let Some(who) = signed_in(api, headers, now) else {
+    let mut sessions = sessions_of(api, headers, now);
+    if sessions.is_empty() {
         api.metrics.refused("anonymous", "unauthorized");
         return Err(answer(
             StatusCode::UNAUTHORIZED,
             "Sign in first",
             "This form needs a signed-in session (it may have expired); nothing was done.",
         ));
-    };
-    let forged = match from_elsewhere(headers) {
-        Some(why) => Some(why),
-        None => match field(body, "csrf") {
-            Some(csrf) if same_secret(&csrf, &who.session.csrf) => None,
-            _ => Some("the form does not carry this session's CSRF token".to_owned()),
-        },
+    }
+    // The session the form was made for: the one whose CSRF secret it carries (a cookie
+    // another page set cannot stand in for it).
+    let csrf = field(body, "csrf").unwrap_or_default();
+    let matching = sessions
+        .iter()
+        .position(|s| same_secret(&csrf, &s.session.csrf));
+    let forged = match (from_elsewhere(headers), matching) {
+        (Some(why), _) => Some(why),
+        (None, None) => Some("the form does not carry this session's CSRF token".to_owned()),
+        (None, Some(_)) => None,
     };
     if let Some(why) = forged {
-        http::note_refusal(api, &who.role, Refusal::Forbidden("cross_site_form".into())).await;
+        let role = sessions.swap_remove(matching.unwrap_or(0)).role;
+        http::note_refusal(api, &role, Refusal::Forbidden("cross_site_form".into())).await;
         return Err(answer(
             StatusCode::FORBIDDEN,
             "Refused",
             &format!("Refused: {why}. Nothing was done; use the status page itself."),
         ));
     }
-    Ok(who)
+    Ok(sessions.swap_remove(matching.unwrap_or(0)))
 }
 
 async fn sign_out(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
@@ -417,7 +465,7 @@ async fn decide(
 /// A change's post-mortem, as the alert email's HTML part shows it.
 async fn change(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let now = (api.clock)();
-    let Some(who) = signed_in(&api, &headers, now) else {
+    let Ok(Some(who)) = signed_in(&api, &headers, now) else {
         return see_page(None);
     };
     if let Err(refused) = within_rate(&api, &who, false).await {
@@ -716,6 +764,79 @@ mod tests {
             .contains("Max-Age=0"));
         let (_, _, page) = request(&api, "GET", "/", &[("cookie", &cookie)], "").await;
         assert!(page.contains("id=\"sign-in\""), "signed out");
+    }
+
+    #[tokio::test]
+    async fn a_cookie_another_page_planted_neither_takes_over_nor_blocks_the_approver() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, id, hash) = a_proposal_waiting(dir.path()).await;
+        let planted = sign_in_as(&api, AGENT).await;
+        let alice = sign_in_as(&api, ALICE).await;
+        // Both sent, the planted one first (a more specific path comes first).
+        let both = format!("{planted}; {alice}");
+        let (_, _, page) = request(&api, "GET", "/", &[("cookie", &both)], "").await;
+        assert!(
+            page.contains("id=\"sign-in\""),
+            "no page for a mixed browser"
+        );
+        assert!(page.contains("more than one token"), "{page}");
+        let (_, _, page) = request(&api, "GET", "/", &[("cookie", &alice)], "").await;
+        let csrf = csrf_of(&page);
+        let form = format!("csrf={csrf}&diff_sha256={hash}");
+        let path = format!("/proposals/{id}/approve");
+        let (status, _, page) = request(&api, "POST", &path, &[("cookie", &both)], &form).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the form's own session decides: {page}"
+        );
+        assert!(page.contains("decided by approver:alice"), "{page}");
+    }
+
+    #[tokio::test]
+    async fn wrong_tokens_flooding_sign_in_do_not_lock_out_a_valid_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api_with(dir.path(), "");
+        let mut limited = 0;
+        for _ in 0..300 {
+            let (status, _, _) = request(&api, "POST", "/sign-in", &[], "token=guess").await;
+            limited += usize::from(status == StatusCode::TOO_MANY_REQUESTS);
+        }
+        assert!(limited > 0, "wrong tokens are held to the shared bucket");
+        sign_in_as(&api, ALICE).await;
+    }
+
+    #[tokio::test]
+    async fn behind_a_proxy_that_rewrites_host_the_page_s_own_forms_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api_with(dir.path(), "");
+        let proxied = [
+            [
+                ("origin", "https://guardian.example"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            [
+                ("origin", "https://guardian.example"),
+                ("x-forwarded-host", "guardian.example"),
+            ],
+        ];
+        for headers in proxied {
+            let form = format!("token={ALICE}");
+            let (status, _, page) = request(&api, "POST", "/sign-in", &headers, &form).await;
+            assert_eq!(status, StatusCode::SEE_OTHER, "{headers:?}: {page}");
+        }
+        let (status, _, _) = request(
+            &api,
+            "POST",
+            "/sign-in",
+            &[
+                ("origin", "https://evil.example"),
+                ("x-forwarded-host", "guardian.example"),
+            ],
+            &format!("token={ALICE}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
     }
 
     #[tokio::test]

@@ -8,6 +8,10 @@
     if (a && (a.tagName === "INPUT" || a.tagName === "TEXTAREA" || a.tagName === "BUTTON")) {
       return true;
     }
+    // A pointer over a form: a refresh could move what is about to be clicked.
+    if (document.querySelector("form:hover")) {
+      return true;
+    }
     var s = window.getSelection && window.getSelection();
     return !!(s && String(s).length > 0) || document.hidden;
   }

@@ -474,7 +474,9 @@ fn proposal(b: &mut String, p: &ProposalRecord, who: &Visitor<'_>, decides: bool
 /// The patch, escaped line by line, added and removed lines marked for colour.
 fn diff_lines(patch: &str) -> String {
     let mut out = String::with_capacity(patch.len() + patch.len() / 4);
-    for line in patch.lines() {
+    // Split on newlines only: `lines()` would drop a carriage return at a line's end, and a
+    // `\r` the approver cannot see is a change they did not approve. `esc` shows it.
+    for line in patch.split_terminator('\n') {
         let class = if line.starts_with("+++") || line.starts_with("---") {
             "file"
         } else if line.starts_with('+') {
