@@ -162,3 +162,40 @@ pub fn debian_binary(env: &str, path: &str, packages: &[&str]) -> PathBuf {
     );
     path
 }
+
+/// `guardian notify` of `commit` to the daemon at `api`, as a deploy runs it: the change's id.
+pub fn notify(config: &Path, api: &str, commit: &str, kind: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["notify", "--config"])
+        .arg(config)
+        .args(["--api", api, "--commit", commit, "--kind", kind])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_owned()
+}
+
+/// Change `id` as the daemon at `api` shows it.
+pub fn change(api: &str, token: &str, id: &str) -> serde_json::Value {
+    ureq::get(&format!("{api}/v1/changes/{id}"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap()
+}
+
+/// Waits until change `id` is decided and its rollback done, for at most `secs`.
+pub fn settle(api: &str, token: &str, id: &str, secs: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let c = change(api, token, id);
+        let open = ["watching", "regressed", "rolling_back", "verifying"];
+        if !open.contains(&c["state"].as_str().unwrap_or(""))
+            || std::time::Instant::now() > deadline
+        {
+            return c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}

@@ -6,7 +6,7 @@
 //! host's hook redeploys it once, every host recovers, and one email goes out.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -93,43 +93,6 @@ impl Host {
         git(&self.repo, &["rev-parse", "HEAD"])
     }
 
-    fn notify(&self, commit: &str) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_guardian"))
-            .args(["notify", "--config"])
-            .arg(&self.config)
-            .args(["--api", &self.api, "--commit", commit, "--kind", "human"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    fn get(&self, path: &str) -> Value {
-        ureq::get(&format!("{}{path}", self.api))
-            .set("Authorization", &format!("Bearer {TOKEN}"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap()
-    }
-
-    /// Waits until the change is decided and its rollback done, for at most `secs`.
-    fn settle(&self, id: &str, secs: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let c = self.get(&format!("/v1/changes/{id}"));
-            let open = ["watching", "regressed", "rolling_back", "verifying"];
-            if !open.contains(&c["state"].as_str().unwrap_or("")) || Instant::now() > deadline {
-                return c;
-            }
-            thread::sleep(Duration::from_millis(250));
-        }
-    }
-
     fn deploys(&self) -> usize {
         let mut counter = self.live.clone().into_os_string();
         counter.push(".deploys");
@@ -190,12 +153,15 @@ fn three_guardians_one_bad_change_one_revert_one_redeploy_per_host_one_email() {
     for h in &hosts {
         assert_eq!(h.deploy(), bad);
     }
-    let ids: Vec<String> = hosts.iter().map(|h| h.notify(&bad)).collect();
+    let ids: Vec<String> = hosts
+        .iter()
+        .map(|h| super::common::notify(&h.config, &h.api, &bad, "human"))
+        .collect();
 
     let changes: Vec<Value> = hosts
         .iter()
         .zip(&ids)
-        .map(|(h, id)| h.settle(id, 90))
+        .map(|(h, id)| super::common::settle(&h.api, TOKEN, id, 90))
         .collect();
     for c in &changes {
         assert_eq!(c["state"], "rolled_back", "{c}");

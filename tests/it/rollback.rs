@@ -251,44 +251,17 @@ impl World {
     pub(super) fn deploy(&self, mode: &str) -> (String, String) {
         let sha = commit_mode(&self.repo, mode, &format!("set mode to {mode}"));
         std::fs::copy(self.repo.join("mode"), &self.live).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_guardian"))
-            .args(["notify", "--config"])
-            .arg(&self.config)
-            .args(["--api", &self.api, "--commit", &sha, "--kind", "ai"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (
-            sha,
-            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
-        )
+        let id = super::common::notify(&self.config, &self.api, &sha, "ai");
+        (sha, id)
     }
 
     pub(super) fn change(&self, id: &str) -> Value {
-        ureq::get(&format!("{}/v1/changes/{id}", self.api))
-            .set("Authorization", &format!("Bearer {TOKEN}"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap()
+        super::common::change(&self.api, TOKEN, id)
     }
 
     /// Waits until the change reaches a final state, for at most `secs`.
     pub(super) fn settle(&self, id: &str, secs: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let c = self.change(id);
-            let state = c["state"].as_str().unwrap_or("").to_owned();
-            let open = ["watching", "regressed", "rolling_back", "verifying"];
-            if !open.contains(&state.as_str()) || Instant::now() > deadline {
-                return c;
-            }
-            thread::sleep(Duration::from_millis(250));
-        }
+        super::common::settle(&self.api, TOKEN, id, secs)
     }
 }
 
