@@ -276,20 +276,25 @@ fn page_input(
 ) -> Result<PageInput, EngineError> {
     let mut status = live.status.complete(store)?;
     status.last_tick = last_tick;
-    let chart = match &status.watching {
-        Some(w) => {
-            crate::gate::story::postmortem(store, &status.service, &w.record.id, live.recent_bins)?
-                .map(|pm| {
-                    (
-                        pm.svg(),
-                        format!(
-                    "Error rate and latency around {}: its baseline before the deploy, the \
-                     watch after; what guardian did is marked.",
-                    w.record.id
-                ),
-                    )
-                })
-        }
+    // The watched change's chart; else the last change's while it is recent (its markers say
+    // what happened); else the last half hour's traffic.
+    let recent = status
+        .recent
+        .first()
+        .filter(|c| c.landed_at > status.now - IDLE_CHART_SECS as f64);
+    let charted = status.watching.as_ref().map(|w| &w.record).or(recent);
+    let chart = match charted {
+        Some(c) => crate::gate::story::postmortem(store, &status.service, &c.id, live.recent_bins)?
+            .map(|pm| {
+                (
+                    pm.svg(),
+                    format!(
+                        "Error rate and latency around {} ({}): its baseline before the deploy, \
+                         after it the watch; what guardian did is marked.",
+                        c.id, c.state
+                    ),
+                )
+            }),
         None => {
             let to = crate::series::bin_start(status.now) + crate::series::BIN_SECS;
             let from = to - IDLE_CHART_SECS;
@@ -443,23 +448,32 @@ async fn decide(
         diff_sha256: field(&body, "diff_sha256").unwrap_or_default(),
         why: field(&body, "why"),
     };
-    match http::decide_on(&api, who.role.clone(), id, request, approve).await {
-        Ok(p) => answer(
-            StatusCode::OK,
-            &format!("{} is {}", p.id, p.state),
-            &format!(
-                "Recorded on the audit trail as decided by {} for the diff with SHA-256 {}.{}",
-                p.decided_by.as_deref().unwrap_or("?"),
-                p.diff_hash,
-                if approve {
-                    " guardian deploys it when no other change is being watched, and watches it."
-                } else {
-                    ""
-                }
+    let decided = http::decide_on(&api, who.role.clone(), id, request, approve).await;
+    let p = match decided {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    // What happens next, as it stands: an approval waits while deploys are paused.
+    let next = match approve {
+        false => String::new(),
+        true => match api.reads.run(|s| Ok(s.gate_paused()?)).await {
+            Ok(Some((by, why, _))) => format!(
+                " Deploys of proposals are paused by {by} ({why}): it deploys once they are \
+                 resumed (guardian resume), then is watched."
             ),
+            _ => " guardian deploys it when no other change is being watched, and watches it."
+                .to_owned(),
+        },
+    };
+    answer(
+        StatusCode::OK,
+        &format!("{} is {}", p.id, p.state),
+        &format!(
+            "Recorded on the audit trail as decided by {} for the diff with SHA-256 {}.{next}",
+            p.decided_by.as_deref().unwrap_or("?"),
+            p.diff_hash,
         ),
-        Err(e) => failed(e),
-    }
+    )
 }
 
 /// A change's post-mortem, as the alert email's HTML part shows it.

@@ -433,7 +433,7 @@ mod tests {
         .map(|bad| step(bad).unwrap_err())
         .collect();
         expect_test::expect![[r#"
-            unknown variant `git rebase`, expected one of `open repository`, `git revert`, `git apply`, `git push`, `redeploy hook`
+            unknown variant `git rebase`, expected one of `open repository`, `git revert`, `git apply`, `git push`, `stood down`, `redeploy hook`
             unknown variant `rebased`, expected one of `reverted`, `already reverted`, `conflict`
             missing field `commit`
             invalid type: integer `128`, expected a string

@@ -181,6 +181,24 @@ fn state_class(state: ChangeState) -> &'static str {
 fn now_section(b: &mut String, p: &PageInput) {
     let s = &p.status;
     b.push_str("<section id=\"now\"><h2>Now</h2>\n");
+    // A change handed to a person is the one thing here that asks for someone to act: it
+    // leads, in words, until a newer change is decided.
+    if let Some(c) = s
+        .recent
+        .first()
+        .filter(|c| c.state == ChangeState::Escalated)
+    {
+        let _ = writeln!(
+            b,
+            "<p class=\"action\" id=\"action-needed\" role=\"alert\">ACTION NEEDED: \
+             <a href=\"/changes/{id}\"><code>{id}</code></a> (commit <code>{commit}</code>) \
+             was handed to a person: {why}. Its post-mortem says what guardian did and what \
+             to check.</p>",
+            id = esc(&c.id),
+            commit = esc(&short(&c.commit)),
+            why = esc(c.note.as_deref().unwrap_or("see its post-mortem")),
+        );
+    }
     match &s.watching {
         Some(w) => watched(b, w, s.now, p.min_baseline_requests),
         None => {
@@ -255,6 +273,12 @@ fn watched(b: &mut String, w: &ChangeView, now: f64, min_requests: u64) {
             .map(|t| format!(" · {}", esc(t)))
             .unwrap_or_default(),
     );
+    // Why it is being rolled back or checked, as the record says it.
+    if !matches!(c.state, ChangeState::Watching) {
+        if let Some(note) = &c.note {
+            let _ = writeln!(b, "<p class=\"why\">{}</p>", esc(note));
+        }
+    }
     let Some(r) = &w.live else {
         return;
     };
@@ -488,7 +512,8 @@ fn diff_lines(patch: &str) -> String {
         } else {
             ""
         };
-        let _ = writeln!(out, "<span class=\"{class}\">{}</span>", esc(line));
+        // Each line is a block of its own (its colour spans the width): no newline between.
+        let _ = write!(out, "<span class=\"{class}\">{}</span>", esc(line));
     }
     out
 }
@@ -505,8 +530,12 @@ fn changes_section(b: &mut String, recent: &[ChangeRecord], now: f64) {
          <th>Landed (UTC)</th><th>Commit</th><th>Kind</th></tr>\n",
     );
     for c in recent {
-        let summary = match evidence::stored(c) {
-            Ok(Some(r)) if r.signals.iter().any(|s| s.regressed) => {
+        // Why a person has it, when one does; else what regressed; else the record's note.
+        let summary = match (c.state, evidence::stored(c)) {
+            (ChangeState::Escalated | ChangeState::Inconclusive, _) if c.note.is_some() => {
+                c.note.clone().unwrap_or_default()
+            }
+            (_, Ok(Some(r))) if r.signals.iter().any(|s| s.regressed) => {
                 evidence::regression_summary(&r)
             }
             _ => c.note.clone().unwrap_or_default(),
@@ -833,6 +862,38 @@ mod tests {
         assert!(page.contains("viewer:bob</b> (read only)"));
         assert!(page.contains("An approver decides; the viewer:bob token may not."));
         assert_eq!(page.matches("<form").count(), 1, "sign-out only");
+    }
+
+    #[test]
+    fn a_change_handed_to_a_person_leads_the_page_with_why() {
+        let escalated = change(
+            ChangeState::Escalated,
+            "the revert did not help (slow requests 0.95% -> 5.05%)",
+            None,
+        );
+        let admin = Role::Admin;
+        let visitor = Visitor {
+            role: &admin,
+            csrf: "x",
+        };
+        let page = status_page(&input(vec![escalated.clone()], Vec::new()), &visitor);
+        let banner = page.find("ACTION NEEDED").expect("a banner");
+        assert!(
+            banner < page.find("id=\"stage\"").unwrap(),
+            "above everything else"
+        );
+        assert!(page.contains("handed to a person: the revert did not help (slow requests"));
+        assert!(
+            page.contains("<td class=\"bad\">escalated</td><td>the revert did not help"),
+            "the row says why a person has it"
+        );
+        let mut later = change(ChangeState::Healthy, "", None);
+        later.id = "chg_later".into();
+        let page = status_page(&input(vec![later, escalated], Vec::new()), &visitor);
+        assert!(
+            !page.contains("ACTION NEEDED"),
+            "once a newer change is decided"
+        );
     }
 
     #[test]
