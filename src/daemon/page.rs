@@ -29,6 +29,8 @@ use crate::store::Store;
 pub const COOKIE: &str = "guardian_session";
 /// The most proposals the page shows with their diffs; `guardian proposals` lists them all.
 const WAITING_SHOWN: usize = 20;
+/// The latest proposals no longer waiting that the page lists, with what became of them.
+const DECIDED_SHOWN: usize = 5;
 /// The traffic the page charts when no change is watched.
 const IDLE_CHART_SECS: i64 = 1800;
 /// Forms are small: a token, a hash, a reason of at most 2,000 characters.
@@ -306,18 +308,25 @@ fn page_input(
             ))
         }
     };
-    let (waiting, patterns) = match &live.trust_rules {
+    let (waiting, decided, patterns) = match &live.trust_rules {
         Some(rules) => (
             store.waiting_proposals(WAITING_SHOWN)?,
+            store
+                .recent_proposals(DECIDED_SHOWN + WAITING_SHOWN)?
+                .into_iter()
+                .filter(|p| p.state != crate::gate::proposals::ProposalState::Pending)
+                .take(DECIDED_SHOWN)
+                .collect(),
             super::engine::trust_ledger(store, rules)?,
         ),
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), Vec::new(), Vec::new()),
     };
     Ok(PageInput {
         status,
         min_baseline_requests: live.min_baseline_requests,
         chart,
         waiting,
+        decided,
         gate: live.trust_rules.is_some(),
         patterns,
         actions: crate::gate::actions::ledger(store)?,

@@ -34,6 +34,9 @@ pub struct PageInput {
     pub chart: Option<(String, String)>,
     /// Proposals waiting for a person, oldest first, with their patches.
     pub waiting: Vec<ProposalRecord>,
+    /// The latest proposals no longer waiting (decided, deployed, failed), newest first,
+    /// without patches.
+    pub decided: Vec<ProposalRecord>,
     /// Whether this guardian has a trust gate at all.
     pub gate: bool,
     pub patterns: Vec<PatternTrust>,
@@ -421,6 +424,40 @@ fn proposals_section(b: &mut String, p: &PageInput, who: &Visitor<'_>) {
     for prop in &p.waiting {
         proposal(b, prop, who, decides);
     }
+    if !p.decided.is_empty() {
+        // What became of the latest ones: a deploy that failed must not just vanish.
+        b.push_str(
+            "<h3>Decided lately</h3><div class=\"scroll\"><table id=\"decided\"><tr>\
+             <th>Proposal</th><th>Pattern</th><th>State</th><th>By</th><th>Change</th>\
+             <th>Note</th></tr>\n",
+        );
+        for d in &p.decided {
+            let state = d.state.as_str();
+            let class = match state {
+                "deployed" | "approved" | "deploying" => "",
+                _ => "bad",
+            };
+            let _ = writeln!(
+                b,
+                "<tr data-proposal=\"{id}\"><td><code>{id}</code></td><td>{pattern}</td>\
+                 <td class=\"{class}\">{state}</td><td>{by}</td><td>{change}</td><td>{note}</td></tr>",
+                id = esc(&d.id),
+                pattern = esc(&d.pattern),
+                by = esc(d.decided_by.as_deref().unwrap_or("the policy")),
+                change = match (&d.change_id, &d.change_state) {
+                    (Some(c), Some(st)) => format!(
+                        "<a href=\"/changes/{c}\"><code>{c}</code></a> {}",
+                        esc(st),
+                        c = esc(c)
+                    ),
+                    (Some(c), None) => format!("<code>{}</code>", esc(c)),
+                    _ => String::new(),
+                },
+                note = esc(d.note.as_deref().or(d.decided_note.as_deref()).unwrap_or("")),
+            );
+        }
+        b.push_str("</table></div>\n");
+    }
     b.push_str("</section>\n");
 }
 
@@ -769,6 +806,7 @@ mod tests {
             min_baseline_requests: 100,
             chart: None,
             waiting,
+            decided: Vec::new(),
             gate: true,
             patterns: Vec::new(),
             actions: Vec::new(),

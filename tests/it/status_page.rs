@@ -334,6 +334,11 @@ async fn whole_story() {
     b.shot("6-rolled-back-desktop", 1280, 1600).await;
     b.shot("6-rolled-back-phone", 390, 2400).await;
     b.client.set_window_size(1280, 1000).await.unwrap();
+    let decided = b.text(&format!("tr[data-proposal=\"{id}\"]")).await;
+    assert!(
+        decided.contains("deployed") && decided.contains("rolled_back"),
+        "what became of the approved proposal: {decided}"
+    );
     assert!(b.text("#trust").await.contains("timeout-bump"));
     assert!(b.text("#audit-head").await.contains("records"));
 
