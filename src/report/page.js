@@ -5,7 +5,7 @@
   var EVERY_MS = 5000;
   function busy() {
     var a = document.activeElement;
-    if (a && (a.tagName === "INPUT" || a.tagName === "TEXTAREA" || a.tagName === "BUTTON")) {
+    if (a && (a.tagName === "INPUT" || a.tagName === "TEXTAREA")) {
       return true;
     }
     // A pointer over a form: a refresh could move what is about to be clicked.

@@ -303,8 +303,8 @@ fn watched(b: &mut String, w: &ChangeView, now: f64, min_requests: u64) {
         );
     }
     b.push_str(
-        "<div class=\"scroll\"><table id=\"signals\"><tr><th>Signal</th><th>Now</th>\
-         <th>Baseline</th><th>Evidence (e-value)</th><th>Decides at</th><th>Standing</th></tr>\n",
+        "<div class=\"scroll\"><table id=\"signals\"><tr><th>Signal</th><th>Standing</th>\
+         <th>Now</th><th>Baseline</th><th>Evidence (e-value)</th><th>Decides at</th></tr>\n",
     );
     for sig in &r.signals {
         let (after, before) = match sig.signal {
@@ -324,11 +324,11 @@ fn watched(b: &mut String, w: &ChangeView, now: f64, min_requests: u64) {
             "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             if sig.regressed { "bad" } else { "" },
             esc(&evidence::title(sig)),
+            esc(evidence::standing(sig)),
             esc(&after),
             esc(&before),
             esc(&evalue(sig.e_value)),
             esc(&evalue(sig.e_value_threshold)),
-            esc(evidence::standing(sig)),
         );
     }
     b.push_str("</table></div>\n");
@@ -378,8 +378,8 @@ fn baseline(
         return;
     }
     b.push_str(
-        "<div class=\"scroll\"><table id=\"routes\"><tr><th>Route</th><th>Requests</th>\
-         <th>Errors</th><th>Ready</th></tr>\n",
+        "<div class=\"scroll\"><table id=\"routes\"><tr><th>Route</th><th>Ready</th>\
+         <th>Requests</th><th>Errors</th></tr>\n",
     );
     for r in routes {
         let ready = if r.requests >= min_requests {
@@ -393,7 +393,7 @@ fn baseline(
         };
         let _ = writeln!(
             b,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td>{ready}</tr>",
+            "<tr><td><code>{}</code></td>{ready}<td>{}</td><td>{}</td></tr>",
             esc(&r.route),
             count(r.requests),
             count(r.errors)
@@ -952,7 +952,7 @@ mod tests {
         baseline(&mut b, &BaselineWindow::default(), &routes, &[], 100);
         assert!(
             b.contains(
-                "<td><code>GET /</code></td><td>5,000</td><td>3</td><td class=\"good\">ready</td>"
+                "<td><code>GET /</code></td><td class=\"good\">ready</td><td>5,000</td><td>3</td>"
             ),
             "{b}"
         );
