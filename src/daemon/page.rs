@@ -367,6 +367,20 @@ async fn sign_in(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Res
             ),
         );
     };
+    // A valid token's sign-ins count against its own rate for writes, as anything else it
+    // does: signing in in a loop cannot fill the log or the session table's churn.
+    if let Some(Err((wait, rate))) = api.tokens[i].limits.as_ref().map(|l| l.check(true)) {
+        let role = api.tokens[i].role.clone();
+        http::note_refusal(&api, &role, Refusal::RateLimited).await;
+        let mut page = answer(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ins",
+            &format!("The {role} token may make {rate}; try again in {wait} s."),
+        );
+        page.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+        return page;
+    }
     let now = (api.clock)();
     // The browser's other sessions (of this or another token) end: one browser, one session.
     for old in sessions_of(&api, &headers, now) {
