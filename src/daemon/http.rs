@@ -1,6 +1,7 @@
 //! The HTTP API: deploy notifications, change states with their evidence, pushed observations
-//! and status. Every request needs a bearer token; without one nothing is read or changed. The
-//! token says who is asking (`gate::roles::Role`), and each endpoint checks that role against
+//! and status. Every request needs a bearer token; without one nothing is read or changed (but
+//! `/metrics` and `/healthz`, the status page's sign-in form in `daemon::page`, and approval
+//! links, which carry a credential of their own). The token says who is asking (`gate::roles::Role`), and each endpoint checks that role against
 //! what it does before doing anything.
 //!
 //! No request can hold up the decision loop. Reads go to read-only connections of their own
