@@ -834,6 +834,14 @@ impl Engine {
                 email.text_body.insert_str(at, &line);
             }
         }
+        if let Some(at) = email.text_body.find("Change id: ") {
+            let page = format!(
+                "On the status page (sign in with a token): {}/changes/{}\n",
+                self.reached_at(),
+                record.id
+            );
+            email.text_body.insert_str(at, &page);
+        }
         Ok(email)
     }
 

@@ -290,9 +290,7 @@ fn watched(b: &mut String, w: &ChangeView, now: f64, min_requests: u64) {
         ChangeState::Verifying | ChangeState::FlaggingOff => r.change_at,
         _ => c.landed_at,
     };
-    if r.watch_ends_at > r.change_at {
-        let total = r.watch_ends_at - r.change_at;
-        let elapsed = (now - started).clamp(0.0, total);
+    if let Some((elapsed, total)) = super::status::watch_progress(r, started, now) {
         let _ = writeln!(
             b,
             "<p class=\"progress\"><progress id=\"progress\" value=\"{elapsed:.0}\" \

@@ -280,6 +280,15 @@ fn agent_text(a: &AgentStatus, now: f64) -> String {
 }
 
 /// The status for a person: what is watched, what was decided, how the logs are read.
+/// How far a watch has got: seconds elapsed since `started`, of its whole length. The length
+/// is the configured one (`watch_secs`): the watch ends on the next whole second after it, and
+/// that fraction of a second is not shown as one more ("241 s" for 240). `None` when the report
+/// gives no end.
+pub fn watch_progress(r: &Report, started: f64, now: f64) -> Option<(f64, f64)> {
+    let total = (r.watch_ends_at - r.change_at).floor();
+    (total > 0.0).then(|| ((now - started).clamp(0.0, total), total))
+}
+
 pub fn status(s: &Status) -> String {
     // Every string in the status may come from outside (a summary, a note with git's output,
     // a bad log line, a scrape error): shown as one visible line each.
@@ -313,10 +322,12 @@ pub fn status(s: &Status) -> String {
                 _ => "watching".to_owned(),
             };
             // How far the watch has got: elapsed of its whole length, when the report says.
-            let progress = match &w.live {
-                Some(r) if r.watch_ends_at > r.change_at => {
-                    let total = r.watch_ends_at - r.change_at;
-                    let elapsed = (now - started).clamp(0.0, total);
+            let progress = match w
+                .live
+                .as_ref()
+                .and_then(|r| watch_progress(r, started, now))
+            {
+                Some((elapsed, total)) => {
                     format!(
                         "{:.0} s of {:.0} s ({:.0}%)",
                         elapsed,
@@ -324,7 +335,7 @@ pub fn status(s: &Status) -> String {
                         100.0 * elapsed / total
                     )
                 }
-                _ => format!("{:.0} s", now - started),
+                None => format!("{:.0} s", now - started),
             };
             let _ = writeln!(
                 out,
@@ -744,6 +755,23 @@ mod tests {
         let mut record = watched();
         record.live = None;
         assert_eq!(notified(&record), "");
+    }
+
+    #[test]
+    fn a_watch_s_length_is_the_configured_one_not_the_second_it_ends_on() {
+        let mut r = watching_report();
+        r.change_at = T0 + 0.4;
+        r.watch_ends_at = (T0 + 0.4 + 240.0).ceil();
+        assert_eq!(
+            watch_progress(&r, r.change_at, T0 + 60.4),
+            Some((60.0, 240.0))
+        );
+        assert_eq!(
+            watch_progress(&r, r.change_at, T0 + 900.0),
+            Some((240.0, 240.0))
+        );
+        r.watch_ends_at = r.change_at;
+        assert_eq!(watch_progress(&r, r.change_at, T0), None);
     }
 
     #[test]

@@ -336,6 +336,13 @@ fn a_bad_deploy_is_reverted_redeployed_and_verified() {
         "the undo of the undo is explained: {unfolded}"
     );
     assert!(unfolded.contains('%'), "the rates are there: {unfolded}");
+    assert!(
+        unfolded.contains(&format!(
+            "On the status page (sign in with a token): {}/changes/{id}",
+            w.api
+        )),
+        "the email links to the change on the status page: {unfolded}"
+    );
 
     // The email took a signed checkpoint of the audit trail off the host, and the trail on the
     // host still matches it.

@@ -51,6 +51,7 @@ impl Engine {
              To see the diff:   guardian proposals {} {to_daemon}\n\
              To approve it:     guardian approve {} --diff {} {to_daemon}\n\
              To reject it:      guardian reject {} --why \"...\" {to_daemon}\n\
+             Or on the status page (sign in with your token): {}/\n\
              The approval binds to this diff (sha256 {}); a changed diff needs a new one.\n",
             p.kind,
             proposal_text(p),
@@ -58,6 +59,7 @@ impl Engine {
             p.id,
             p.diff_hash,
             p.id,
+            self.reached_at(),
             p.diff_hash
         );
         let (links, ids) = match self.settings.gate.as_ref().and_then(|g| {
@@ -90,14 +92,12 @@ impl Engine {
 }
 
 impl Engine {
-    /// The options that make a person's `guardian` command reach this daemon, so the commands
-    /// in an email can be pasted as they are: `--api`, the API as people reach it (the links'
-    /// `approval_base_url`, else the address it listens on, loopback for an unspecified one),
-    /// and `--token-file`, the approver's when there is one, a placeholder when there are
-    /// several (the email goes to them all).
-    pub(super) fn cli_options(&self) -> String {
+    /// The daemon as people reach it: the approval links' `approval_base_url`, else the
+    /// address it listens on (loopback for an unspecified one). The API's and the status
+    /// page's base.
+    pub(in crate::daemon::engine) fn reached_at(&self) -> String {
         let gate = self.settings.gate.as_ref();
-        let api = match gate.and_then(|g| g.approval_base_url.as_deref()) {
+        match gate.and_then(|g| g.approval_base_url.as_deref()) {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => {
                 let mut addr = self.serving_at.unwrap_or(self.settings.listen);
@@ -109,7 +109,17 @@ impl Engine {
                 }
                 format!("http://{addr}")
             }
-        };
+        }
+    }
+
+    /// The options that make a person's `guardian` command reach this daemon, so the commands
+    /// in an email can be pasted as they are: `--api`, the API as people reach it (the links'
+    /// `approval_base_url`, else the address it listens on, loopback for an unspecified one),
+    /// and `--token-file`, the approver's when there is one, a placeholder when there are
+    /// several (the email goes to them all).
+    pub(super) fn cli_options(&self) -> String {
+        let gate = self.settings.gate.as_ref();
+        let api = self.reached_at();
         let token = match gate.map(|g| &g.approvers[..]) {
             Some([(_, file)]) => crate::report::text::shell_line(&[file.display().to_string()]),
             _ => "<your token file>".to_owned(),
