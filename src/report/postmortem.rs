@@ -747,7 +747,16 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
                         .iter()
                         .flat_map(|r| &r.signals)
                         .find(|s| s.signal == SignalKind::Errors);
-                    if let Some(s) = errors {
+                    // A check that failed is told by what failed it, not by the errors, which
+                    // may look fine when slow requests or latency did not recover.
+                    let failed = check
+                        .report
+                        .as_ref()
+                        .filter(|r| r.signals.iter().any(|s| s.regressed))
+                        .map(evidence::regression_summary);
+                    if let Some(summary) = failed {
+                        let _ = write!(what, " ({summary} after the redeploy)");
+                    } else if let Some(s) = errors {
                         let _ = write!(
                             what,
                             " (errors after the redeploy {}, {} before the change)",
@@ -1545,6 +1554,45 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("guardian postmortem chg_0123456789ab --svg > chart.svg"));
+    }
+
+    #[test]
+    fn a_recovery_check_that_failed_is_told_by_the_signal_that_failed_it() {
+        let mut input = story();
+        let mut failed = recovery_report();
+        failed.verdict = Verdict::Regressed;
+        // Errors are back; slow requests are not.
+        let mut slow = failed.signals[0].clone();
+        slow.signal = SignalKind::SlowRequests;
+        slow.regressed = true;
+        slow.baseline = Side {
+            requests: 4000,
+            events: 38,
+            rate: Some(0.0095),
+        };
+        slow.after = Side {
+            requests: 2000,
+            events: 101,
+            rate: Some(0.0505),
+        };
+        slow.effect_ratio = Some(5.3);
+        failed.signals.push(slow);
+        for e in &mut input.events {
+            if e.kind == EventKind::RecoveryCheck {
+                e.detail = serde_json::to_value(RecoveryCheck {
+                    verdict: Verdict::Regressed,
+                    report: Some(failed.clone()),
+                })
+                .unwrap();
+            }
+        }
+        let md = Postmortem::new(input).markdown();
+        let row = md
+            .lines()
+            .find(|l| l.contains("Recovery check: regressed"))
+            .expect("the row");
+        assert!(row.contains("slow requests"), "{row}");
+        assert!(!row.contains("errors after the redeploy"), "{row}");
     }
 
     #[test]
