@@ -523,7 +523,7 @@ async fn change(State(api): State<Api>, Path(id): Path<String>, headers: HeaderM
         })
         .await;
     match found {
-        Ok(Some(pm)) => html(StatusCode::OK, pm.html()),
+        Ok(Some(pm)) => html(StatusCode::OK, pm.html_on_page()),
         Ok(None) => answer(
             StatusCode::NOT_FOUND,
             "No such change",

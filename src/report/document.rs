@@ -70,6 +70,12 @@ pub fn markdown(doc: &[Block], change_id: &str) -> String {
 /// The document as a self-contained HTML page: inline CSS, the chart (`svg`) inline, nothing
 /// fetched.
 pub fn html(doc: &[Block], svg: &str) -> String {
+    html_after(doc, svg, "")
+}
+
+/// [`html`] with `before` (markup, not text: the caller's own) ahead of the document, such as
+/// the status page's way back.
+pub fn html_after(doc: &[Block], svg: &str, before: &str) -> String {
     let title = doc
         .iter()
         .find_map(|b| match b {
@@ -83,7 +89,7 @@ pub fn html(doc: &[Block], svg: &str) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\">\
          <title>{}</title></head>\n<body style=\"{BODY_STYLE}\">\
-         <div style=\"max-width:760px\">\n",
+         <div style=\"max-width:760px\">\n{before}",
         esc(&title)
     );
     for block in doc {

@@ -525,6 +525,15 @@ impl Postmortem {
         document::html(&self.doc, &self.svg())
     }
 
+    /// [`Postmortem::html`] as the status page serves it: with the way back to the page.
+    pub fn html_on_page(&self) -> String {
+        document::html_after(
+            &self.doc,
+            &self.svg(),
+            "<p style=\"margin:8px 0\"><a href=\"/\">&larr; guardian's status page</a></p>\n",
+        )
+    }
+
     /// The chart: error rate and latency around the change, with its events marked.
     pub fn svg(&self) -> String {
         let (from, to) = chart_window(&self.input.change, &self.input.events);

@@ -347,6 +347,7 @@ async fn whole_story() {
         .await;
     let postmortem = b.body().await;
     assert!(postmortem.contains("Post-mortem: shop"), "{postmortem}");
+    b.click("a[href=\"/\"]", "#live").await;
 
     // The page refreshes itself (its script, allowed by the page's policy) while no one types.
     std::fs::remove_file(g.file("live-mode.delay")).unwrap();
