@@ -772,7 +772,9 @@ fn holding_every_connection_with_half_sent_headers_does_not_keep_a_deploy_s_noti
         .collect();
     thread::sleep(Duration::from_secs(3));
 
-    // The deploy's notify, and the operator's status, go through within a second or two.
+    // The deploy's notify, and the operator's status, go through: answered, and well before
+    // the CLI's own 10 s timeout would have given up. (Usually within a second; the bound
+    // leaves room for a loaded 2-core CI machine, where 3 s was once missed by 36 ms.)
     let head = git(&g.repo, &["rev-parse", "HEAD"]);
     for args in [
         vec!["notify", "--commit", head.as_str()],
@@ -787,7 +789,7 @@ fn holding_every_connection_with_half_sent_headers_does_not_keep_a_deploy_s_noti
             "{args:?} could not reach guardian: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(took < Duration::from_secs(3), "{args:?} took {took:?}");
+        assert!(took < Duration::from_secs(8), "{args:?} took {took:?}");
     }
     stop.store(true, Ordering::Relaxed);
     for h in holders {
