@@ -111,11 +111,13 @@ fn a_rollback_reaches_a_webhook_slack_and_alertmanager_exactly_once_each_though_
     let webhook = TcpListener::bind("127.0.0.1:0").unwrap();
     let webhook_addr = webhook.local_addr().unwrap();
     let webhook_took = receive(webhook, 0);
-    // Slack is down at first: nothing listens on its port until later.
-    let slack_addr: SocketAddr = {
-        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
+    // Slack is down at first: nothing listens on its port until later. The port is taken below
+    // the kernel's ephemeral range (32768 and up): a port it hands out for `:0` or for an
+    // outgoing connection could be taken meanwhile by any other test (a CI run failed so).
+    let slack_addr: SocketAddr = (20_000 + (std::process::id() % 10_000) as u16..32_000)
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .find(|addr| TcpListener::bind(addr).is_ok())
+        .expect("a free port below the ephemeral range");
     let alertmanager = TcpListener::bind("127.0.0.1:0").unwrap();
     let alertmanager_addr = alertmanager.local_addr().unwrap();
     let alertmanager_took = receive(alertmanager, 2);
