@@ -219,21 +219,21 @@ async fn within_rate(api: &Api, who: &SignedIn, write: bool) -> Result<(), Respo
     };
     match limits.check(write) {
         Ok(()) => Ok(()),
-        Err((wait, rate)) => {
-            http::note_refusal(api, &who.role, Refusal::RateLimited).await;
-            let mut page = answer(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many requests",
-                &format!(
-                    "The {} token may make {rate}; try again in {wait} s.",
-                    who.role
-                ),
-            );
-            page.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
-            Err(page)
-        }
+        Err((wait, rate)) => Err(over_rate(api, &who.role, wait, &rate).await),
     }
+}
+
+/// 429 for a token over its rate, on the record, saying when to come back.
+async fn over_rate(api: &Api, role: &Role, wait: u64, rate: &str) -> Response {
+    http::note_refusal(api, role, Refusal::RateLimited).await;
+    let mut page = answer(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests",
+        &format!("The {role} token may make {rate}; try again in {wait} s."),
+    );
+    page.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+    page
 }
 
 fn failed(e: ApiError) -> Response {
@@ -370,16 +370,7 @@ async fn sign_in(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Res
     // A valid token's sign-ins count against its own rate for writes, as anything else it
     // does: signing in in a loop cannot fill the log or the session table's churn.
     if let Some(Err((wait, rate))) = api.tokens[i].limits.as_ref().map(|l| l.check(true)) {
-        let role = api.tokens[i].role.clone();
-        http::note_refusal(&api, &role, Refusal::RateLimited).await;
-        let mut page = answer(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-ins",
-            &format!("The {role} token may make {rate}; try again in {wait} s."),
-        );
-        page.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
-        return page;
+        return over_rate(&api, &api.tokens[i].role, wait, &rate).await;
     }
     let now = (api.clock)();
     // The browser's other sessions (of this or another token) end: one browser, one session.
