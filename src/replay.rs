@@ -690,6 +690,9 @@ fn signal_line(s: &SignalReport, r: &Report) -> String {
         line.push_str("; left out of the healthy verdict (too few in the baseline)");
     }
     let _ = write!(line, "; {counts}");
+    if let Some(bursts) = crate::report::evidence::bursts(s) {
+        let _ = write!(line, "; {bursts}, evidence discounted by that");
+    }
     line
 }
 

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::dispersion::{Bin, Dispersion, BIN_SECS};
+use super::dispersion::BIN_SECS;
 use super::tally::Tally;
 
 /// Slots per baseline window, about: the slot is the baseline's thirtieth (10 s to a minute),
@@ -48,12 +48,14 @@ impl Span {
     }
 }
 
-/// What a change is judged against: the tallies per stratum, the burstiness of their errors,
-/// and where they come from.
+/// What a change is judged against: the tallies per stratum, its 10-second bins (all routes
+/// together) for how bursty its bad events are, and where it comes from.
 #[derive(Clone, Debug, Default)]
 pub struct Baseline {
     pub tallies: Vec<Tally>,
-    pub dispersion: Dispersion,
+    /// In time order; `None` between bins that are not consecutive (a stretch without
+    /// traffic, or left out), so no comparison is made across it.
+    pub bins: Vec<Option<Tally>>,
     pub window: BaselineWindow,
 }
 
@@ -106,8 +108,8 @@ pub struct RollingBaseline {
     #[serde(default = "minute")]
     slot_secs: i64,
     slots: VecDeque<Slot>,
-    /// Requests and errors per 10-second bin, all routes together.
-    bins: VecDeque<(i64, Bin)>,
+    /// Requests, errors and latencies per 10-second bin, all routes together.
+    bins: VecDeque<(i64, Tally)>,
     /// Spans that are not known-good, in time order, never overlapping.
     #[serde(default)]
     excluded: Vec<Span>,
@@ -148,16 +150,8 @@ impl RollingBaseline {
     }
 
     /// Counts one observation at second `sec`: `add` is applied to the tally of `stratum` for
-    /// that slot, and `requests`/`errors` go to its 10-second bin. Observations older than the
-    /// history are dropped.
-    pub fn record(
-        &mut self,
-        sec: i64,
-        stratum: usize,
-        requests: u64,
-        errors: u64,
-        add: impl FnOnce(&mut Tally),
-    ) {
+    /// that slot, and to its 10-second bin. Observations older than the history are dropped.
+    pub fn record(&mut self, sec: i64, stratum: usize, add: impl Fn(&mut Tally)) {
         let start = sec.div_euclid(self.slot_secs) * self.slot_secs;
         if self.horizon.is_some_and(|h| start < h) {
             return;
@@ -188,7 +182,7 @@ impl RollingBaseline {
             slot.by_stratum.resize_with(stratum + 1, Tally::default);
         }
         add(&mut slot.by_stratum[stratum]);
-        self.count(sec, requests, errors);
+        add(self.bin_mut(sec));
     }
 
     /// Keeps a full baseline before `at` (a watched change's deploy start), or stops keeping one.
@@ -235,7 +229,7 @@ impl RollingBaseline {
     pub fn baseline_excluding(&self, end: f64, strata: usize, extra: Option<Span>) -> Baseline {
         let used = self.slots_before(end, extra);
         let mut tallies = vec![Tally::default(); strata];
-        let mut dispersion = Dispersion::default();
+        let mut bins = Vec::new();
         let mut window = BaselineWindow::default();
         if let (Some(&first), Some(&last)) = (used.first(), used.last()) {
             window.from = Some(first as f64);
@@ -263,7 +257,8 @@ impl RollingBaseline {
         }
         let mut next = None;
         let mut in_use = used.iter().peekable();
-        for &(start, bin) in &self.bins {
+        for (start, bin) in &self.bins {
+            let start = *start;
             let slot = start.div_euclid(self.slot_secs) * self.slot_secs;
             while in_use.next_if(|&&m| m < slot).is_some() {}
             if in_use.peek() != Some(&&slot) {
@@ -271,14 +266,14 @@ impl RollingBaseline {
             }
             if next.is_some_and(|n| n != start) {
                 // A stretch without traffic, or left out: do not compare across it.
-                dispersion.push(Bin::default());
+                bins.push(None);
             }
-            dispersion.push(bin);
+            bins.push(Some(bin.clone()));
             next = Some(start + BIN_SECS);
         }
         Baseline {
             tallies,
-            dispersion,
+            bins,
             window,
         }
     }
@@ -344,32 +339,28 @@ impl RollingBaseline {
         }
     }
 
-    /// Counts requests and errors (all routes together) in the 10-second bin of second `sec`,
-    /// for the dispersion index.
-    fn count(&mut self, sec: i64, requests: u64, errors: u64) {
+    /// The 10-second bin of second `sec`, all routes together, for the dispersion index.
+    fn bin_mut(&mut self, sec: i64) -> &mut Tally {
         let start = sec.div_euclid(BIN_SECS) * BIN_SECS;
-        let i = match self.bins.iter().rposition(|&(s, _)| s <= start) {
+        let i = match self.bins.iter().rposition(|(s, _)| *s <= start) {
             Some(i) if self.bins[i].0 == start => i,
             found => {
                 let at = found.map_or(0, |i| i + 1);
-                self.bins.insert(at, (start, Bin::default()));
+                self.bins.insert(at, (start, Tally::default()));
                 at
             }
         };
-        let bin = &mut self.bins[i].1;
-        bin.requests += requests;
-        bin.errors += errors.min(requests);
+        &mut self.bins[i].1
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::dispersion::{Dispersion, Events};
 
     fn request(b: &mut RollingBaseline, sec: i64, error: bool) {
-        b.record(sec, 0, 1, u64::from(error), |t| {
-            t.add_request(error, Some(10.0))
-        });
+        b.record(sec, 0, |t| t.add_request(error, Some(10.0)));
     }
 
     #[test]
@@ -483,6 +474,10 @@ mod tests {
         assert_eq!(base.tallies[0].errors, 1);
     }
 
+    fn error_index(base: &Baseline) -> f64 {
+        Dispersion::over(Events::Errors, base.bins.iter().map(Option::as_ref)).index()
+    }
+
     #[test]
     fn bursts_in_the_window_raise_the_dispersion_and_excluded_ones_do_not() {
         let mut b = RollingBaseline::new(1800);
@@ -494,16 +489,16 @@ mod tests {
                 0
             };
             let errors = u64::from(sec % 50 == 0) + burst;
-            b.record(sec, 0, 10, errors, |t| t.add_counts(10, errors, None));
+            b.record(sec, 0, |t| t.add_counts(10, errors, None));
             if sec == 1799 {
-                assert!(b.baseline(1800.0, 1).dispersion.index() > 3.0);
+                assert!(error_index(&b.baseline(1800.0, 1)) > 3.0);
             }
         }
-        assert_eq!(b.baseline(3600.0, 1).dispersion.index(), 1.0);
+        assert_eq!(error_index(&b.baseline(3600.0, 1)), 1.0);
         for at in [300.0, 900.0, 1500.0] {
             b.exclude(at - 5.0, at + 5.0);
         }
-        assert_eq!(b.baseline(1800.0, 1).dispersion.index(), 1.0);
+        assert_eq!(error_index(&b.baseline(1800.0, 1)), 1.0);
     }
 
     #[test]

@@ -178,27 +178,17 @@ impl Monitor {
 
     pub fn observe_request(&mut self, r: &Request<'_>) {
         let bucket = r.latency_ms.map(super::histogram::bucket_of);
-        self.record(r.ts, r.route, r.arm, 1, u64::from(r.error), |t| {
-            t.add_request_in(r.error, bucket)
-        });
+        self.record(r.ts, r.route, r.arm, |t| t.add_request_in(r.error, bucket));
     }
 
     pub fn observe_aggregate(&mut self, a: &Aggregate<'_>) {
-        self.record(a.ts, a.route, a.arm, a.requests, a.errors, |t| {
+        self.record(a.ts, a.route, a.arm, |t| {
             t.add_counts(a.requests, a.errors, a.latency)
         });
     }
 
     /// Files an observation in the history and, from its change on, in the watch.
-    fn record(
-        &mut self,
-        ts: f64,
-        route: Option<&str>,
-        arm: Option<Arm>,
-        requests: u64,
-        errors: u64,
-        add: impl Fn(&mut Tally),
-    ) {
+    fn record(&mut self, ts: f64, route: Option<&str>, arm: Option<Arm>, add: impl Fn(&mut Tally)) {
         if !ts.is_finite() {
             return;
         }
@@ -212,8 +202,7 @@ impl Monitor {
         }
         // The old version's requests beside a canary are the service as it was; the canary's
         // are the change's, and join the history only as part of the whole.
-        self.baseline
-            .record(ts.floor() as i64, stratum, requests, errors, add);
+        self.baseline.record(ts.floor() as i64, stratum, add);
     }
 
     /// Lets traffic time pass to `now`: every second before it is judged. Returns the verdict.

@@ -9,6 +9,7 @@ pub struct Tally {
     pub requests: u64,
     pub errors: u64,
     /// Latencies of the requests that reported one.
+    #[serde(default)]
     pub latency: Histogram,
 }
 

@@ -301,12 +301,8 @@ fn evidence_text(w: &mut String, report: &Report, state: ChangeState) {
                 );
             }
         }
-        if s.dispersion > 1.05 {
-            let _ = writeln!(
-                w,
-                "    errors come in bursts ({:.1}x independent); evidence discounted by that",
-                s.dispersion
-            );
+        if let Some(bursts) = evidence::bursts(s) {
+            let _ = writeln!(w, "    {bursts}; evidence discounted by that");
         }
     }
     if report.signals.is_empty() {

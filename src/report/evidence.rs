@@ -4,7 +4,7 @@
 use serde::Deserialize as _;
 use serde_json::Value;
 
-use super::units::{count, evalue, percent, ratio};
+use super::units::{count, evalue, percent, quantile, ratio};
 use crate::core::watch::signal_words;
 use crate::core::{ClaimVerdict, FixClaim, Report, SignalKind, SignalReport, Verdict};
 use crate::store::ChangeRecord;
@@ -65,6 +65,35 @@ pub fn standing(s: &SignalReport) -> &'static str {
             None => "not shown worse",
         }
     }
+}
+
+/// How bursty the signal's bad events were, when enough to discount its evidence.
+pub fn bursts(s: &SignalReport) -> Option<String> {
+    const NOTABLE: f64 = 1.05;
+    if s.dispersion <= NOTABLE {
+        return None;
+    }
+    let what = match s.signal {
+        SignalKind::Errors => "errors",
+        SignalKind::SlowRequests => "slow requests",
+        SignalKind::SentryEvents => "Sentry's events",
+        SignalKind::Latency => {
+            let levels: Vec<String> = s
+                .levels
+                .iter()
+                .filter(|l| l.dispersion > NOTABLE)
+                .map(|l| format!("{} {:.1}x", quantile(l.quantile), l.dispersion))
+                .collect();
+            return Some(format!(
+                "slowness comes in bursts ({} independent)",
+                levels.join(", ")
+            ));
+        }
+    };
+    Some(format!(
+        "{what} come in bursts ({:.1}x independent)",
+        s.dispersion
+    ))
 }
 
 /// Why a signal was not compared, as the report says; reports stored before it said were only

@@ -1120,6 +1120,10 @@ fn evidence_table(doc: &mut Vec<Block>, report: &Report) {
             );
             (side(&s.baseline), side(&s.after), effect)
         };
+        let effect = match evidence::bursts(s) {
+            Some(bursts) => format!("{effect}; {bursts}, evidence discounted by that"),
+            None => effect,
+        };
         let crossed = if s.e_value >= s.e_value_threshold {
             "\u{2265}"
         } else {

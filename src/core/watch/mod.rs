@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::baseline::{Baseline, BaselineWindow};
-use super::dispersion::{Bin, Dispersion, BIN_SECS};
+use super::dispersion::{Dispersion, Events, BIN_SECS};
 use super::histogram::{self, buckets_for_ratio};
 use super::monitor::DeployWindow;
 use super::observation::Arm;
@@ -101,31 +101,46 @@ pub struct Watch {
     unlabelled: u64,
     /// Seconds before this one have had their start weight handed out.
     weighted_until: Option<i64>,
-    /// Burstiness of errors, baseline and watch so far, and the bin being filled.
-    dispersion: Dispersion,
-    /// The burstiness the baseline alone showed, for a recovery watch against the same baseline.
-    baseline_dispersion: Dispersion,
+    /// Per test, in order: the burstiness its bad events showed in the baseline alone, for
+    /// another watch against the same baseline (a watch saved before had none).
+    #[serde(default)]
+    baseline_bursts: Vec<Dispersion>,
     /// A watch after a rollback: `healthy` at its end means "back near the baseline".
     recovery: bool,
     /// In a recovery watch: the signals that fired, with the after/before ratio they fired at.
     #[serde(default)]
     harm: Vec<(SignalKind, f64)>,
-    bin: (i64, Bin),
+    /// The 10-second bin being filled, all routes and both arms together.
+    bin: (i64, Tally),
     verdict: Verdict,
     decided_at: Option<f64>,
 }
 
 impl Watch {
     /// Starts watching a change that landed at the end of its deploy `window`, against
-    /// `baseline`. The baseline's dispersion holds its error bins; the watch keeps adding its
-    /// own, and error evidence is discounted by the index (see `dispersion`).
+    /// `baseline`. Each test's evidence is discounted by how bursty its bad events are (see
+    /// `dispersion`): in the baseline's bins first, then the watch's own as they complete.
     pub fn new(settings: &DetectorSettings, window: DeployWindow, baseline: Baseline) -> Watch {
-        let change_at = window.to;
         let Baseline {
-            tallies: baseline,
-            dispersion,
+            tallies,
+            bins,
             window: baseline_window,
         } = baseline;
+        Watch::start(settings, window, tallies, baseline_window, |_, events| {
+            Dispersion::over(events, bins.iter().map(Option::as_ref))
+        })
+    }
+
+    /// A watch against `baseline`, each test's burstiness in the baseline given by `bursts`
+    /// (from the test's place among all tests and what it counts).
+    fn start(
+        settings: &DetectorSettings,
+        window: DeployWindow,
+        baseline: Vec<Tally>,
+        baseline_window: BaselineWindow,
+        bursts: impl Fn(usize, Events) -> Dispersion,
+    ) -> Watch {
+        let change_at = window.to;
         let shift = buckets_for_ratio(1.0 + settings.latency_tolerance);
         let n = baseline.len();
         let big_enough: Vec<bool> = baseline
@@ -139,7 +154,17 @@ impl Watch {
             vec![None; n],
             big_enough.clone(),
         );
-        errors.dispersion = dispersion.index();
+        let pooled = {
+            let mut h = histogram::Histogram::new();
+            for t in &baseline {
+                h.merge(&t.latency);
+            }
+            h
+        };
+        // With no latency in the baseline there is nothing to compare; the index stays 1.
+        let slower_than =
+            |b: Option<usize>| Events::SlowerThan(b.unwrap_or(histogram::BUCKETS - 1));
+        errors.count_bursts(Events::Errors);
         let slow = {
             let mut from = vec![None; n];
             let mut eligible = vec![false; n];
@@ -155,13 +180,18 @@ impl Watch {
                             || t.latency.count_at_or_above(b) >= settings.min_baseline_tail);
                 }
             }
-            Test::new(
+            let mut test = Test::new(
                 Some(settings.slow_quantile),
                 1.0 + settings.error_tolerance,
                 from.clone(),
                 from,
                 eligible,
-            )
+            );
+            test.count_bursts(slower_than(match settings.slow_threshold_ms {
+                Some(slo) => Some((histogram::bucket_of(slo) + 1).min(histogram::BUCKETS - 1)),
+                None => pooled.quantile_bucket(settings.slow_quantile),
+            }));
+            test
         };
         let latency_tests = settings
             .latency_quantiles
@@ -178,11 +208,13 @@ impl Watch {
                             && t.latency.count_at_or_above(b) >= settings.min_baseline_tail;
                     }
                 }
-                Test::new(Some(q), 1.0, control, treatment, eligible)
+                let mut test = Test::new(Some(q), 1.0, control, treatment, eligible);
+                test.count_bursts(slower_than(pooled.quantile_bucket(q)));
+                test
             })
             .collect();
         let split = settings.alpha_split;
-        let signals = vec![
+        let mut signals = vec![
             Signal::new(
                 SignalKind::Errors,
                 settings.alpha * split.errors,
@@ -199,6 +231,12 @@ impl Watch {
                 latency_tests,
             ),
         ];
+        let mut baseline_bursts = Vec::new();
+        for test in signals.iter_mut().flat_map(|s| s.tests.iter_mut()) {
+            let d = bursts(baseline_bursts.len(), test.burst_events());
+            baseline_bursts.push(d.clone());
+            test.set_bursts(d);
+        }
         let start_sec = change_at.floor() as i64;
         Watch {
             settings: settings.clone(),
@@ -214,9 +252,8 @@ impl Watch {
             seen: Vec::new(),
             unlabelled: 0,
             weighted_until: None,
-            bin: (start_sec.div_euclid(BIN_SECS), Bin::default()),
-            baseline_dispersion: dispersion.clone(),
-            dispersion,
+            bin: (start_sec.div_euclid(BIN_SECS), Tally::default()),
+            baseline_bursts,
             recovery: false,
             harm: Vec::new(),
             verdict: Verdict::Watching,
@@ -241,18 +278,26 @@ impl Watch {
         self.recovery
     }
 
-    /// The baseline this watch was started with, to start another against it.
-    fn same_baseline(&self) -> Baseline {
-        Baseline {
-            tallies: self.baseline.clone(),
-            dispersion: self.baseline_dispersion.clone(),
-            window: self.baseline_window.clone(),
-        }
+    /// Another watch against this one's baseline, by `settings`.
+    fn against_same_baseline(&self, settings: &DetectorSettings, window: DeployWindow) -> Watch {
+        Watch::start(
+            settings,
+            window,
+            self.baseline.clone(),
+            self.baseline_window.clone(),
+            |i, events| {
+                self.baseline_bursts
+                    .get(i)
+                    .filter(|d| d.events() == events)
+                    .cloned()
+                    .unwrap_or_else(|| Dispersion::of(events))
+            },
+        )
     }
 
     /// Another window from `at`, against the same baseline and by the same rules.
     pub fn extension(&self, at: f64) -> Watch {
-        let mut watch = Watch::new(&self.settings, self.window_from(at), self.same_baseline());
+        let mut watch = self.against_same_baseline(&self.settings, self.window_from(at));
         watch.deploy = self.deploy;
         watch
     }
@@ -274,7 +319,7 @@ impl Watch {
             watch_secs,
             ..self.settings.clone()
         };
-        let mut watch = Watch::new(&settings, self.window_from(at), self.same_baseline());
+        let mut watch = self.against_same_baseline(&settings, self.window_from(at));
         watch.recovery = true;
         if self.recovery {
             // A second remediation after a first did not help (a flag turned off, then the
@@ -397,25 +442,22 @@ impl Watch {
         }
     }
 
-    /// Adds the open second to its 10-second bin. When a bin completes, the dispersion index is
-    /// updated; seconds are discounted by bins completed before them only, so the discount never
-    /// depends on the evidence it discounts.
+    /// Adds the open second to its 10-second bin. When a bin completes, each test's dispersion
+    /// index is updated; seconds are discounted by bins completed before them only, so the
+    /// discount never depends on the evidence it discounts.
     fn count_bin(&mut self) {
         let id = self.open_sec.div_euclid(BIN_SECS);
         if id != self.bin.0 {
-            self.dispersion.push(self.bin.1);
+            let (done_id, done) = std::mem::replace(&mut self.bin, (id, Tally::default()));
             // Empty bins in between break the chain of comparisons.
-            if id > self.bin.0 + 1 {
-                self.dispersion.push(Bin::default());
+            let gap = id > done_id + 1;
+            for test in self.signals.iter_mut().flat_map(|s| s.tests.iter_mut()) {
+                test.add_burst_bin(&done, gap);
             }
-            self.bin = (id, Bin::default());
-            self.signals[0].tests[0].dispersion = self.dispersion.index();
         }
         for sides in &self.open {
-            for t in [&sides.control, &sides.treatment] {
-                self.bin.1.requests += t.requests;
-                self.bin.1.errors += t.errors;
-            }
+            self.bin.1.merge(&sides.control);
+            self.bin.1.merge(&sides.treatment);
         }
     }
 

@@ -241,6 +241,7 @@ impl Signal {
                     baseline_share_slower: control.rate(),
                     after_share_slower: treatment.rate(),
                     e_value: test.e_value(self.strata_weighed),
+                    dispersion: test.dispersion,
                 });
             }
         }
@@ -359,7 +360,7 @@ impl Signal {
             threshold_ms,
             worst_route,
             routes_compared,
-            dispersion: self.tests.first().map_or(1.0, |t| t.dispersion),
+            dispersion: self.tests.iter().map(|t| t.dispersion).fold(1.0, f64::max),
             levels,
             not_compared,
             thin,

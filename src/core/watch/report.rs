@@ -206,8 +206,8 @@ pub struct SignalReport {
     /// route got worse".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worst_route: Option<String>,
-    /// How much burstier than independent errors the errors have been (baseline and watch so
-    /// far); error evidence is divided by it.
+    /// How much burstier than independent events the signal's bad events have been (baseline
+    /// and watch so far); its evidence is divided by it. For latency, the largest of its levels'.
     pub dispersion: f64,
     /// For latency: one entry per quantile compared.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -239,6 +239,18 @@ pub struct LevelReport {
     pub after_share_slower: Option<f64>,
     #[serde(deserialize_with = "unbounded")]
     pub e_value: f64,
+    /// How bursty requests slower than this quantile have been; this level's evidence is
+    /// divided by it.
+    #[serde(default = "independent", skip_serializing_if = "is_independent")]
+    pub dispersion: f64,
+}
+
+fn independent() -> f64 {
+    1.0
+}
+
+fn is_independent(d: &f64) -> bool {
+    *d == 1.0
 }
 
 /// A signal too thin to ever bound the harm under `healthy_max_ratio`.

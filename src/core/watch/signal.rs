@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Design, Sides};
+use crate::core::dispersion::{Dispersion, Events};
 use crate::core::evidence::{self, cap_for_second, Counts, MixtureEProcess, RATIO_GRID};
 use crate::core::observation::Arm;
 use crate::core::tally::Tally;
@@ -36,8 +37,13 @@ pub(super) struct Test {
     treatment_from: Vec<Option<usize>>,
     /// Strata that take part (a big enough baseline, a trusted threshold).
     eligible: Vec<bool>,
-    /// Evidence is divided by this (quasi-Poisson), at least 1.
+    /// Evidence is divided by this (the quasi-likelihood correction), at least 1: the index of
+    /// `bursts` as of the last bin completed.
     pub(super) dispersion: f64,
+    /// How bursty this test's bad events are, baseline and watch so far. `None` in a watch
+    /// saved before each test had its own (its saved index then stays as it was).
+    #[serde(default)]
+    bursts: Option<Dispersion>,
     pub(super) common: MixtureEProcess,
     pub(super) per_stratum: Vec<MixtureEProcess>,
     /// Before/after: last cumulative log-likelihood ratios per stratum, to take differences.
@@ -74,10 +80,41 @@ impl Test {
             treatment_from,
             eligible,
             dispersion: 1.0,
+            bursts: None,
             common: MixtureEProcess::default(),
             per_stratum: vec![MixtureEProcess::default(); n],
             previous: vec![[0.0; RATIO_GRID.len()]; n],
             pending: Vec::new(),
+        }
+    }
+
+    /// Counts the burstiness of `events` from now on (from no bins yet).
+    pub(super) fn count_bursts(&mut self, events: Events) {
+        self.set_bursts(Dispersion::of(events));
+    }
+
+    /// What this test's burstiness counts as a bad event.
+    pub(super) fn burst_events(&self) -> Events {
+        self.bursts
+            .as_ref()
+            .map_or(Events::Errors, Dispersion::events)
+    }
+
+    /// Starts from the burstiness `bursts` (of the baseline).
+    pub(super) fn set_bursts(&mut self, bursts: Dispersion) {
+        self.dispersion = bursts.index();
+        self.bursts = Some(bursts);
+    }
+
+    /// A 10-second bin of the watch completed (all routes and arms together); `gap` when bins
+    /// without traffic came before it.
+    pub(super) fn add_burst_bin(&mut self, bin: &Tally, gap: bool) {
+        if let Some(bursts) = &mut self.bursts {
+            bursts.push(bin);
+            if gap {
+                bursts.push(&Tally::default());
+            }
+            self.dispersion = bursts.index();
         }
     }
 
