@@ -15,6 +15,7 @@ pub mod hook;
 pub mod input;
 pub mod logging;
 pub mod process;
+pub mod promql;
 pub mod replay;
 pub mod report;
 pub mod running;

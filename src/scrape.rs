@@ -26,7 +26,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use crate::core::histogram::{bucket_of, upper_edge, Histogram, BUCKETS};
-use crate::core::observation::Aggregate;
+use crate::core::observation::{Aggregate, Arm};
 
 /// Largest `/metrics` body accepted, in bytes.
 pub const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
@@ -48,6 +48,9 @@ pub struct ScrapeSpec {
     pub latency: Option<Matcher>,
     /// Group series by this label's value (a series without it goes to route `None`).
     pub route_label: Option<String>,
+    /// Which series are the new version and which the old, when both serve at once (a canary):
+    /// `None` when every series is the service as a whole.
+    pub arms: Option<Arms>,
     /// Milliseconds per unit of the histogram's `le` values: 1000 for seconds, 1 for ms.
     pub latency_unit_ms: f64,
     /// Whole-request timeout: connect, headers and body.
@@ -66,6 +69,26 @@ impl ScrapeSpec {
             return Err("timeout must be more than zero".into());
         }
         Ok(())
+    }
+}
+
+/// A canary against the rest: series whose `label` is one of `canary` are the new version, the
+/// others the old; a series without the label is on neither side (counted, and reported, as
+/// unlabelled).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arms {
+    pub label: String,
+    pub canary: Vec<String>,
+}
+
+impl Arms {
+    fn of(&self, s: &Sample) -> Option<Arm> {
+        let value = s.label(&self.label)?;
+        Some(if self.canary.iter().any(|c| c == value) {
+            Arm::Treatment
+        } else {
+            Arm::Control
+        })
     }
 }
 
@@ -481,6 +504,8 @@ pub fn fetch(spec: &ScrapeSpec) -> Result<String, ScrapeError> {
 pub struct Interval {
     /// The `route_label` value; `None` when not grouping (or the series lacked the label).
     pub route: Option<String>,
+    /// The side these series serve, when the spec tells canary from the rest.
+    pub arm: Option<Arm>,
     /// Unix seconds of the previous successful scrape.
     pub start: f64,
     /// Unix seconds of this scrape.
@@ -494,7 +519,7 @@ pub struct Interval {
 }
 
 impl Interval {
-    /// The core's view of this interval (no arm: a `/metrics` endpoint is one side).
+    /// The core's view of this interval.
     pub fn aggregate(&self) -> Aggregate<'_> {
         Aggregate {
             ts: self.end,
@@ -502,7 +527,7 @@ impl Interval {
             errors: self.errors,
             latency: self.latency.as_ref(),
             route: self.route.as_deref(),
-            arm: None,
+            arm: self.arm,
         }
     }
 }
@@ -510,7 +535,7 @@ impl Interval {
 /// What one scrape added.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ScrapeResult {
-    /// One per route, sorted by route (`None` first). Empty for the first scrape, which only
+    /// One per route and side, sorted by route (`None` first). Empty for the first scrape, which only
     /// sets the baseline, and when no selected series exist.
     pub intervals: Vec<Interval>,
     /// Things worth logging: counter resets, clamped errors, skipped series, nothing matched.
@@ -544,6 +569,8 @@ pub struct Scraper {
     latency_bucket_name: Option<String>,
     /// Time and cumulative values of the previous successful scrape, selected series only.
     previous: Option<(f64, HashMap<SeriesKey, f64>)>,
+    /// Series absent from a scrape are remembered, not forgotten (see [`Scraper::remembering`]).
+    remember: bool,
 }
 
 impl Scraper {
@@ -556,7 +583,18 @@ impl Scraper {
             latency_bucket_name: spec.latency.as_ref().map(|m| format!("{}_bucket", m.name)),
             spec,
             previous: None,
+            remember: false,
         })
+    }
+
+    /// A scraper for counters read back from Prometheus rather than from the app: there a series
+    /// goes missing when Prometheus failed to scrape its instance (it marks it stale), not when
+    /// the app restarted, so a series that comes back is counted from its last value (or from
+    /// zero if it went down: a reset), never from zero, which would count its whole history.
+    pub fn remembering(spec: ScrapeSpec) -> Result<Scraper, ScrapeError> {
+        let mut scraper = Scraper::new(spec)?;
+        scraper.remember = true;
+        Ok(scraper)
     }
 
     pub fn spec(&self) -> &ScrapeSpec {
@@ -587,7 +625,7 @@ impl Scraper {
     pub fn ingest(&mut self, samples: &[Sample], now: f64) -> ScrapeResult {
         let mut notes = Vec::new();
         let mut current: HashMap<SeriesKey, f64> = HashMap::new();
-        let mut routes: BTreeMap<Option<String>, RouteAcc> = BTreeMap::new();
+        let mut routes: BTreeMap<(Option<String>, Option<Arm>), RouteAcc> = BTreeMap::new();
         let (mut matched_requests, mut resets, mut new_series) = (false, 0usize, 0usize);
         let baseline = self.previous.as_ref();
 
@@ -655,7 +693,8 @@ impl Scraper {
                 .as_deref()
                 .and_then(|l| s.label(l))
                 .map(str::to_owned);
-            let acc = routes.entry(route).or_default();
+            let arm = self.spec.arms.as_ref().and_then(|a| a.of(s));
+            let acc = routes.entry((route, arm)).or_default();
             if is_requests {
                 acc.requests = acc.requests.saturating_add(delta);
             }
@@ -688,7 +727,7 @@ impl Scraper {
 
         let mut intervals = Vec::new();
         if let Some((start, _)) = baseline {
-            for (route, acc) in routes {
+            for ((route, arm), acc) in routes {
                 let mut errors = acc.errors;
                 if errors > acc.requests {
                     notes.push(format!(
@@ -706,12 +745,20 @@ impl Scraper {
                 });
                 intervals.push(Interval {
                     route,
+                    arm,
                     start: *start,
                     end: now,
                     requests: acc.requests,
                     errors,
                     latency,
                 });
+            }
+        }
+        if self.remember {
+            if let Some((_, before)) = self.previous.take() {
+                for (key, value) in before {
+                    current.entry(key).or_insert(value);
+                }
             }
         }
         self.previous = Some((now, current));
@@ -788,6 +835,7 @@ up +Inf
             errors: Matcher::new("http_requests_total").with("code", LabelMatch::pattern("5..")),
             latency: Some(Matcher::new("http_request_duration_seconds")),
             route_label: None,
+            arms: None,
             latency_unit_ms: 1000.0,
             timeout: Duration::from_secs(2),
         }

@@ -298,6 +298,7 @@ impl RawDaemon {
                     errors,
                     latency,
                     route_label: raw.route_label,
+                    arms: None,
                     latency_unit_ms: raw.latency_unit_ms.unwrap_or(1000.0),
                     timeout: std::time::Duration::from_secs(u64::from(interval_secs.min(10))),
                 },

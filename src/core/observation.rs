@@ -3,7 +3,9 @@
 use super::histogram::Histogram;
 
 /// Which side of a concurrent comparison a request was served by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Arm {
     /// The old version, serving beside the new one.
     Control,

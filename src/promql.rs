@@ -1,0 +1,550 @@
+//! Reading the service's counters back from Prometheus's HTTP API (`/api/v1/query_range`), or
+//! from anything that speaks it (Thanos, Mimir, VictoriaMetrics): the fleet's traffic as one
+//! source, each instance's series apart.
+//!
+//! guardian asks for the raw counters at a fixed step, never for `rate()` or `increase()`: those
+//! extrapolate to fractions of a request, and a `sum()` across instances hides one instance's
+//! counter reset in the others' growth. The counters come back per series, and the scraper that
+//! reads an app's own `/metrics` ([`crate::scrape::Scraper`]) turns each step into whole counts
+//! per route and side: resets, histograms and clamping are handled once, for both sources.
+//!
+//! **Missing data is never zero.** A query that fails, an answer that cannot be read, and a step
+//! at which no request series exists at all (Prometheus down, or every instance unscraped and
+//! marked stale) give no observation: the step is missing, said so in [`Read::missing`], and the
+//! counts it should have had arrive with the next step that has data (the counters kept
+//! counting). A series that goes missing and comes back is counted from its last value.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+
+use serde::Deserialize;
+
+use crate::scrape::{Interval, Sample, ScrapeSpec, Scraper};
+
+/// Largest answer accepted, in bytes.
+const MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+/// The furthest back one read reaches: a longer outage is read from its last hour (the counts
+/// of the hours before arrive as one interval, nothing is lost).
+const MAX_CATCH_UP_SECS: f64 = 3600.0;
+
+/// Where to read, and how.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromqlSpec {
+    /// The API's base, e.g. `http://127.0.0.1:9090` (`/api/v1/query_range` is appended).
+    pub url: String,
+    /// Label matchers added to every series selector, in PromQL, e.g. `job="shop"`.
+    pub selector: String,
+    /// Which series count as requests, errors and latency, by route and side (`url` unused).
+    pub series: ScrapeSpec,
+    /// Seconds between the points read.
+    pub step_secs: u32,
+    /// How far behind the present to read: Prometheus's own scrape interval and ingestion, so
+    /// a point read is one Prometheus already has.
+    pub lag_secs: u32,
+}
+
+/// Why a read gave nothing. Every variant names what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum PromqlError {
+    #[error("{url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("{url} answered HTTP {status}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Status {
+        url: String,
+        status: u16,
+        detail: Option<String>,
+    },
+    #[error("{url}: the answer is not Prometheus's query API ({message})")]
+    Answer { url: String, message: String },
+    #[error("{url}: the query {query} failed: {message}")]
+    Query {
+        url: String,
+        query: String,
+        message: String,
+    },
+}
+
+/// What one read brought.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// Per step, route and side, in time order.
+    pub intervals: Vec<Interval>,
+    /// The last step read (data is complete up to it), `None` if nothing was due.
+    pub until: Option<f64>,
+    /// Why some steps had no data, when they did not.
+    pub missing: Option<String>,
+    /// Worth logging: resets, skipped series (as the scraper tells them).
+    pub notes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Data {
+    result_type: String,
+    result: Vec<Series>,
+}
+
+#[derive(Deserialize)]
+struct Series {
+    metric: BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+}
+
+/// Reads a service's counters from Prometheus, step after step.
+pub struct PromqlReader {
+    spec: PromqlSpec,
+    queries: Vec<String>,
+    scraper: Scraper,
+    agent: ureq::Agent,
+    /// The last step read.
+    last: Option<f64>,
+}
+
+impl PromqlReader {
+    pub fn new(spec: PromqlSpec) -> Result<PromqlReader, String> {
+        let scraper = Scraper::remembering(spec.series.clone()).map_err(|e| e.to_string())?;
+        let mut names = vec![
+            spec.series.requests.name.clone(),
+            spec.series.errors.name.clone(),
+        ];
+        if let Some(l) = &spec.series.latency {
+            names.push(format!("{}_bucket", l.name));
+        }
+        names.dedup();
+        let queries = names
+            .iter()
+            .map(|n| match spec.selector.trim() {
+                "" => n.clone(),
+                s => format!("{n}{{{s}}}"),
+            })
+            .collect();
+        let agent = ureq::AgentBuilder::new()
+            .timeout(spec.series.timeout)
+            .build();
+        Ok(PromqlReader {
+            spec,
+            queries,
+            scraper,
+            agent,
+            last: None,
+        })
+    }
+
+    /// The PromQL it asks, one per series name.
+    pub fn queries(&self) -> &[String] {
+        &self.queries
+    }
+
+    /// The step due last at `now`: a whole multiple of the step, `lag_secs` back.
+    fn due(&self, now: f64) -> f64 {
+        let step = f64::from(self.spec.step_secs);
+        ((now - f64::from(self.spec.lag_secs)) / step).floor() * step
+    }
+
+    /// Reads every step after the last one read, up to the one due at `now`. On an error
+    /// nothing changes: the next read asks again from the same step.
+    pub fn read(&mut self, now: f64) -> Result<Read, PromqlError> {
+        let step = f64::from(self.spec.step_secs);
+        let end = self.due(now);
+        let start = match self.last {
+            None => end,
+            Some(last) => (last + step).max(end - MAX_CATCH_UP_SECS),
+        };
+        if start > end {
+            return Ok(Read::default());
+        }
+        let mut at: BTreeMap<i64, Vec<Sample>> = BTreeMap::new();
+        let mut t = start;
+        while t <= end {
+            at.insert(t as i64, Vec::new());
+            t += step;
+        }
+        for query in &self.queries {
+            for series in self.query_range(query, start, end)? {
+                let mut labels: Vec<(String, String)> = series.metric.into_iter().collect();
+                let Some(i) = labels.iter().position(|(n, _)| n == "__name__") else {
+                    continue;
+                };
+                let (_, name) = labels.remove(i);
+                for (ts, value) in series.values {
+                    let Some(samples) = at.get_mut(&(ts.round() as i64)) else {
+                        continue;
+                    };
+                    samples.push(Sample {
+                        name: name.clone(),
+                        labels: labels.clone(),
+                        value: parse_value(&value),
+                    });
+                }
+            }
+        }
+        let mut read = Read::default();
+        let mut missing = Vec::new();
+        for (t, samples) in at {
+            let t = t as f64;
+            let requests = &self.spec.series.requests;
+            if !samples.iter().any(|s| requests.matches(s)) {
+                // No request series at all: nothing is known of this step. The scraper is not
+                // told, so the next step with data counts from the last one that had any.
+                missing.push(t);
+                continue;
+            }
+            let result = self.scraper.ingest(&samples, t);
+            read.intervals.extend(result.intervals);
+            read.notes.extend(
+                result
+                    .notes
+                    .into_iter()
+                    .filter(|n| !n.contains("first seen")),
+            );
+        }
+        if let (Some(&first), Some(&last)) = (missing.first(), missing.last()) {
+            read.missing = Some(format!(
+                "no {} series in Prometheus for {} of the {} s from {} to {}",
+                requests_name(&self.spec),
+                missing.len(),
+                missing.len() as u32 * self.spec.step_secs,
+                crate::report::units::when(first),
+                crate::report::units::when(last),
+            ));
+        }
+        self.last = Some(end);
+        read.until = Some(end);
+        Ok(read)
+    }
+
+    fn query_range(&self, query: &str, start: f64, end: f64) -> Result<Vec<Series>, PromqlError> {
+        let url = format!("{}/api/v1/query_range", self.spec.url.trim_end_matches('/'));
+        let request = self
+            .agent
+            .get(&url)
+            .query("query", query)
+            .query("start", &format!("{start:.3}"))
+            .query("end", &format!("{end:.3}"))
+            .query("step", &format!("{}s", self.spec.step_secs));
+        let (status, body) = match request.call() {
+            Ok(r) => (r.status(), body_of(r, &url)?),
+            Err(ureq::Error::Status(status, r)) => (status, body_of(r, &url).unwrap_or_default()),
+            Err(ureq::Error::Transport(t)) => {
+                return Err(PromqlError::Transport {
+                    url,
+                    message: t.kind().to_string()
+                        + &std::error::Error::source(&t)
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default(),
+                })
+            }
+        };
+        let answer: Result<Answer, _> = serde_json::from_str(&body);
+        match answer {
+            Ok(Answer {
+                status: ok,
+                data: Some(data),
+                ..
+            }) if ok == "success" && status == 200 => {
+                if data.result_type != "matrix" {
+                    return Err(PromqlError::Answer {
+                        url,
+                        message: format!("a {} where a matrix was asked for", data.result_type),
+                    });
+                }
+                Ok(data.result)
+            }
+            Ok(Answer {
+                error: Some(message),
+                ..
+            }) => Err(PromqlError::Query {
+                url,
+                query: query.to_owned(),
+                message,
+            }),
+            Ok(_) if status != 200 => Err(PromqlError::Status {
+                url,
+                status,
+                detail: None,
+            }),
+            Ok(_) => Err(PromqlError::Answer {
+                url,
+                message: "no data in a successful answer".into(),
+            }),
+            Err(e) if status != 200 => Err(PromqlError::Status {
+                url,
+                status,
+                detail: Some(crate::report::text::printable(
+                    &body.chars().take(200).collect::<String>(),
+                ))
+                .filter(|_| !body.is_empty())
+                .or_else(|| Some(e.to_string())),
+            }),
+            Err(e) => Err(PromqlError::Answer {
+                url,
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+fn requests_name(spec: &PromqlSpec) -> &str {
+    &spec.series.requests.name
+}
+
+fn body_of(r: ureq::Response, url: &str) -> Result<String, PromqlError> {
+    let mut body = String::new();
+    r.into_reader()
+        .take(MAX_BODY_BYTES + 1)
+        .read_to_string(&mut body)
+        .map_err(|e| PromqlError::Transport {
+            url: url.to_owned(),
+            message: format!("reading the answer: {e}"),
+        })?;
+    if body.len() as u64 > MAX_BODY_BYTES {
+        return Err(PromqlError::Answer {
+            url: url.to_owned(),
+            message: format!("larger than {MAX_BODY_BYTES} bytes"),
+        });
+    }
+    Ok(body)
+}
+
+/// Prometheus writes sample values as strings, with `NaN`, `+Inf` and `-Inf` spelled so.
+fn parse_value(v: &str) -> f64 {
+    match v {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        _ => v.parse().unwrap_or(f64::NAN),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::core::observation::Arm;
+    use crate::scrape::{Arms, Matcher};
+
+    /// A Prometheus of one thread answering `query_range` from `answer(query, start, end)`.
+    fn fake_prometheus(
+        answer: impl Fn(&str, f64, f64) -> (u16, String) + Send + 'static,
+    ) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader, Write};
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut line = String::new();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                reader.read_line(&mut line).unwrap();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap() <= 2 {
+                        break;
+                    }
+                }
+                let target = line.split(' ').nth(1).unwrap();
+                let parsed = url::Url::parse(&format!("http://x{target}")).unwrap();
+                let get = |k: &str| {
+                    parsed
+                        .query_pairs()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default()
+                };
+                let (status, body) = answer(
+                    &get("query"),
+                    get("start").parse().unwrap_or(0.0),
+                    get("end").parse().unwrap_or(0.0),
+                );
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    fn spec(url: &str) -> PromqlSpec {
+        PromqlSpec {
+            url: url.to_owned(),
+            selector: "job=\"shop\"".into(),
+            series: ScrapeSpec {
+                url: String::new(),
+                requests: Matcher::new("http_requests_total"),
+                errors: Matcher::new("http_requests_total")
+                    .with("code", crate::scrape::LabelMatch::pattern("5..")),
+                latency: None,
+                route_label: None,
+                arms: Some(Arms {
+                    label: "instance".into(),
+                    canary: vec!["b".into()],
+                }),
+                latency_unit_ms: 1000.0,
+                timeout: Duration::from_secs(2),
+            },
+            step_secs: 10,
+            lag_secs: 30,
+        }
+    }
+
+    /// A matrix of `http_requests_total` on instances a and b: per instance, `(code, value at t)`.
+    fn matrix(series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
+        let result: Vec<serde_json::Value> = series
+            .iter()
+            .map(|(instance, code, values)| {
+                serde_json::json!({
+                    "metric": {"__name__": "http_requests_total", "job": "shop",
+                               "instance": instance, "code": code},
+                    "values": values.iter().map(|(t, v)| serde_json::json!([t, v.to_string()])).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({"status": "success", "data": {"resultType": "matrix", "result": result}})
+            .to_string()
+    }
+
+    #[test]
+    fn counters_become_whole_counts_per_step_and_side_and_a_reset_is_not_negative() {
+        let url = fake_prometheus(|query, start, end| {
+            assert_eq!(query, "http_requests_total{job=\"shop\"}");
+            let points = |f: fn(f64) -> f64| {
+                let mut v = Vec::new();
+                let mut t = start;
+                while t <= end {
+                    v.push((t, f(t)));
+                    t += 10.0;
+                }
+                v
+            };
+            (
+                200,
+                matrix(&[
+                    ("a", "200", points(|t| (t - 1000.0) * 2.0)),
+                    // b restarts at 1040: its counter starts again from 0.
+                    (
+                        "b",
+                        "200",
+                        points(|t| if t < 1040.0 { t - 1000.0 } else { t - 1040.0 }),
+                    ),
+                    ("b", "500", points(|t| ((t - 1000.0) / 10.0).floor())),
+                ]),
+            )
+        });
+        let mut r = PromqlReader::new(spec(&url)).unwrap();
+        let first = r.read(1030.0).unwrap();
+        assert!(
+            first.intervals.is_empty(),
+            "the first step only sets where counting starts"
+        );
+        assert_eq!(first.until, Some(1000.0));
+        let read = r.read(1090.0).unwrap();
+        assert_eq!(read.until, Some(1060.0));
+        assert!(read.missing.is_none());
+        let at = |t: f64, arm: Arm| {
+            read.intervals
+                .iter()
+                .find(|i| i.end == t && i.arm == Some(arm))
+                .map(|i| (i.requests, i.errors))
+        };
+        assert_eq!(at(1010.0, Arm::Control), Some((20, 0)));
+        assert_eq!(at(1010.0, Arm::Treatment), Some((11, 1)));
+        // The reset: b's 200s counter went from 30 to 0; counted from zero, never negative.
+        assert_eq!(at(1040.0, Arm::Treatment), Some((1, 1)));
+        assert_eq!(at(1050.0, Arm::Treatment), Some((11, 1)));
+    }
+
+    #[test]
+    fn a_step_with_no_series_is_missing_and_its_counts_come_with_the_next_step_that_has_data() {
+        let url = fake_prometheus(|_, start, end| {
+            let mut v = Vec::new();
+            let mut t = start;
+            while t <= end {
+                // Prometheus had nothing for 1020 and 1030 (its scrapes failed, the series went stale).
+                if !(1020.0..=1030.0).contains(&t) {
+                    v.push((t, t - 1000.0));
+                }
+                t += 10.0;
+            }
+            (200, matrix(&[("a", "200", v)]))
+        });
+        let mut r = PromqlReader::new(spec(&url)).unwrap();
+        r.read(1030.0).unwrap();
+        let read = r.read(1080.0).unwrap();
+        let counts: Vec<(f64, u64)> = read.intervals.iter().map(|i| (i.end, i.requests)).collect();
+        assert_eq!(counts, vec![(1010.0, 10), (1040.0, 30), (1050.0, 10)]);
+        let missing = read.missing.unwrap();
+        assert!(missing.contains("2 of the 20 s"), "{missing}");
+    }
+
+    #[test]
+    fn a_failing_prometheus_is_an_error_that_names_it_and_loses_nothing() {
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = up.clone();
+        let url = fake_prometheus(move |_, start, end| {
+            if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                return (
+                    422,
+                    r#"{"status":"error","errorType":"execution","error":"query timed out"}"#
+                        .into(),
+                );
+            }
+            let mut v = Vec::new();
+            let mut t = start;
+            while t <= end {
+                v.push((t, t - 1000.0));
+                t += 10.0;
+            }
+            (200, matrix(&[("a", "200", v)]))
+        });
+        let mut r = PromqlReader::new(spec(&url)).unwrap();
+        r.read(1030.0).unwrap();
+        up.store(false, std::sync::atomic::Ordering::SeqCst);
+        let e = r.read(1060.0).unwrap_err().to_string();
+        assert!(e.contains(&url) && e.contains("query timed out"), "{e}");
+        up.store(true, std::sync::atomic::Ordering::SeqCst);
+        let read = r.read(1060.0).unwrap();
+        let total: u64 = read.intervals.iter().map(|i| i.requests).sum();
+        assert_eq!(total, 30, "the steps asked while it failed are asked again");
+        let down = PromqlReader::new(spec("http://127.0.0.1:1"))
+            .unwrap()
+            .read(1030.0);
+        assert!(down.unwrap_err().to_string().contains("127.0.0.1:1"));
+    }
+
+    #[test]
+    fn an_answer_that_is_not_prometheus_is_refused() {
+        for (status, body, says) in [
+            (
+                200,
+                "<html>login</html>".to_owned(),
+                "not Prometheus's query API",
+            ),
+            (
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.into(),
+                "a vector",
+            ),
+            (502, "bad gateway".into(), "HTTP 502: bad gateway"),
+        ] {
+            let url = fake_prometheus(move |_, _, _| (status, body.clone()));
+            let e = PromqlReader::new(spec(&url))
+                .unwrap()
+                .read(1030.0)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+}
