@@ -41,6 +41,9 @@ pub struct PromqlSpec {
     /// How far behind the present to read: Prometheus's own scrape interval and ingestion, so
     /// a point read is one Prometheus already has.
     pub lag_secs: u32,
+    /// How much history the first read takes (the baseline's, so a change notified just
+    /// after guardian starts is judged against Prometheus's record, not against nothing).
+    pub backfill_secs: u32,
 }
 
 /// Why a read gave nothing. Every variant names what was asked.
@@ -69,7 +72,8 @@ pub enum PromqlError {
 pub struct Read {
     /// Per step, route and side, in time order.
     pub intervals: Vec<Interval>,
-    /// The last step read (data is complete up to it), `None` if nothing was due.
+    /// The last step that had data: every count up to it has been handed over. `None` when no
+    /// step read had any.
     pub until: Option<f64>,
     /// Why some steps had no data, when they did not.
     pub missing: Option<String>,
@@ -108,6 +112,9 @@ pub struct PromqlReader {
     agent: ureq::Agent,
     /// The last step read.
     last: Option<f64>,
+    /// Whether any step had data yet: steps before the first are before the record began,
+    /// not missing.
+    began: bool,
 }
 
 impl PromqlReader {
@@ -137,7 +144,14 @@ impl PromqlReader {
             scraper,
             agent,
             last: None,
+            began: false,
         })
+    }
+
+    /// Reads on from step `at` (read before a restart) instead of from the backfill: `at` is
+    /// read again, to know where each counter stood.
+    pub fn resume_at(&mut self, at: f64) {
+        self.last = Some(at - f64::from(self.spec.step_secs));
     }
 
     /// The PromQL it asks, one per series name.
@@ -157,9 +171,10 @@ impl PromqlReader {
         let step = f64::from(self.spec.step_secs);
         let end = self.due(now);
         let start = match self.last {
-            None => end,
-            Some(last) => (last + step).max(end - MAX_CATCH_UP_SECS),
-        };
+            None => end - (f64::from(self.spec.backfill_secs) / step).ceil() * step,
+            Some(last) => last + step,
+        }
+        .max(end - MAX_CATCH_UP_SECS);
         if start > end {
             return Ok(Read::default());
         }
@@ -196,9 +211,13 @@ impl PromqlReader {
             if !samples.iter().any(|s| requests.matches(s)) {
                 // No request series at all: nothing is known of this step. The scraper is not
                 // told, so the next step with data counts from the last one that had any.
-                missing.push(t);
+                if self.began {
+                    missing.push(t);
+                }
                 continue;
             }
+            self.began = true;
+            read.until = Some(t);
             let result = self.scraper.ingest(&samples, t);
             read.intervals.extend(result.intervals);
             read.notes.extend(
@@ -219,7 +238,6 @@ impl PromqlReader {
             ));
         }
         self.last = Some(end);
-        read.until = Some(end);
         Ok(read)
     }
 
@@ -396,11 +414,14 @@ mod tests {
             },
             step_secs: 10,
             lag_secs: 30,
+            backfill_secs: 0,
         }
     }
 
     /// A matrix of `http_requests_total` on instances a and b: per instance, `(code, value at t)`.
-    fn matrix(series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
+    type Points = Vec<(f64, f64)>;
+
+    fn matrix(series: &[(&str, &str, Points)]) -> String {
         let result: Vec<serde_json::Value> = series
             .iter()
             .map(|(instance, code, values)| {
@@ -482,6 +503,7 @@ mod tests {
         let mut r = PromqlReader::new(spec(&url)).unwrap();
         r.read(1030.0).unwrap();
         let read = r.read(1080.0).unwrap();
+        assert_eq!(read.until, Some(1050.0));
         let counts: Vec<(f64, u64)> = read.intervals.iter().map(|i| (i.end, i.requests)).collect();
         assert_eq!(counts, vec![(1010.0, 10), (1040.0, 30), (1050.0, 10)]);
         let missing = read.missing.unwrap();

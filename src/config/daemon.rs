@@ -37,6 +37,8 @@ pub struct DaemonSettings {
     pub on_inconclusive: OnInconclusive,
     /// The app's own Prometheus endpoints to scrape.
     pub scrapes: Vec<ScrapeTarget>,
+    /// The service's counters read from Prometheus's query API (`[[daemon.promql]]`).
+    pub promql: Vec<PromqlSource>,
     /// How to email the on-call engineer; `None`: no email.
     pub mail: Option<MailSettings>,
     /// The trust gate (proposals, approvals, shadow mode); `None`: no proposals accepted.
@@ -95,13 +97,135 @@ pub struct ScrapeTarget {
     pub interval_secs: u32,
 }
 
+/// A Prometheus (or anything with its query API) guardian reads the service's counters from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromqlSource {
+    pub name: String,
+    pub spec: crate::promql::PromqlSpec,
+}
+
+/// Whole seconds in `range` for `key` of `section`, or `default`.
+fn secs_in(
+    section: &'static str,
+    key: &'static str,
+    value: Option<i64>,
+    default: u32,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<u32, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(n) if range.contains(&n) => Ok(n as u32),
+        Some(n) => Err(ConfigError::invalid(
+            section,
+            key,
+            format!(
+                "must be whole seconds from {} to {}, got {n}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+impl super::raw::RawPromql {
+    fn validate(self, i: usize) -> Result<PromqlSource, ConfigError> {
+        const SECTION: &str = "daemon.promql";
+        let url = self.url.ok_or_else(|| {
+            ConfigError::invalid(
+                SECTION,
+                "url",
+                format!("is missing in [[daemon.promql]] {}", i + 1),
+            )
+        })?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains('?') {
+            return Err(ConfigError::invalid(
+                SECTION,
+                "url",
+                format!("must be the query API's base, e.g. http://127.0.0.1:9090, got {url:?}"),
+            ));
+        }
+        let selector = self.selector.unwrap_or_default();
+        if selector.contains(['{', '}', '\n']) {
+            return Err(ConfigError::invalid(
+                SECTION,
+                "selector",
+                format!(
+                    "is label matchers in PromQL without braces, e.g. job=\"shop\", got {selector:?}"
+                ),
+            ));
+        }
+        let arms =
+            match (self.canary_label, self.canary) {
+                (None, None) => None,
+                (Some(label), Some(canary)) if !canary.is_empty() => {
+                    Some(crate::scrape::Arms { label, canary })
+                }
+                _ => return Err(ConfigError::invalid(
+                    SECTION,
+                    "canary",
+                    "canary_label and canary go together: the label that tells the new version's \
+                     series (e.g. \"instance\" or \"version\") and its values on the canary",
+                )),
+            };
+        let step_secs = secs_in(SECTION, "step_secs", self.step_secs, 10, 1..=300)?;
+        let lag_secs = secs_in(SECTION, "lag_secs", self.lag_secs, 30, 0..=3600)?;
+        let timeout_secs = secs_in(SECTION, "timeout_secs", self.timeout_secs, 10, 1..=120)?;
+        let latency_unit_ms = self.latency_unit_ms.unwrap_or(1000.0);
+        if !(latency_unit_ms.is_finite() && latency_unit_ms > 0.0) {
+            return Err(ConfigError::invalid(
+                SECTION,
+                "latency_unit_ms",
+                format!("must be a positive number, got {latency_unit_ms}"),
+            ));
+        }
+        Ok(PromqlSource {
+            name: self.name.unwrap_or_else(|| url.clone()),
+            spec: crate::promql::PromqlSpec {
+                url,
+                selector,
+                series: crate::scrape::ScrapeSpec {
+                    url: String::new(),
+                    requests: selector_of(
+                        SECTION,
+                        "requests",
+                        self.requests.as_deref().unwrap_or("http_requests_total"),
+                    )?,
+                    errors: selector_of(
+                        SECTION,
+                        "errors",
+                        self.errors
+                            .as_deref()
+                            .unwrap_or("http_requests_total{code=5..}"),
+                    )?,
+                    latency: self
+                        .latency
+                        .as_deref()
+                        .map(|l| selector_of(SECTION, "latency", l))
+                        .transpose()?,
+                    route_label: self.route_label,
+                    arms,
+                    latency_unit_ms,
+                    timeout: std::time::Duration::from_secs(u64::from(timeout_secs)),
+                },
+                step_secs,
+                lag_secs,
+                backfill_secs: 0,
+            },
+        })
+    }
+}
+
 /// Reads `name{label=pattern,...}`: a series name and label patterns, where `.` in a pattern
 /// matches any one character (`code=5..`) and anything else matches itself.
-fn selector(key: &'static str, text: &str) -> Result<crate::scrape::Matcher, ConfigError> {
+fn selector_of(
+    section: &'static str,
+    key: &'static str,
+    text: &str,
+) -> Result<crate::scrape::Matcher, ConfigError> {
     use crate::scrape::{LabelMatch, Matcher};
     let bad = |why: &str| {
         ConfigError::invalid(
-            "daemon.scrapes",
+            section,
             key,
             format!("{why} in {text:?}: write name{{label=pattern,...}}, e.g. http_requests_total{{code=5..}}"),
         )
@@ -264,11 +388,13 @@ impl RawDaemon {
                     format!("must be a plain http:// URL (the app's /metrics on this host), got {url:?}"),
                 ));
             }
-            let requests = selector(
+            let requests = selector_of(
+                "daemon.scrapes",
                 "requests",
                 raw.requests.as_deref().unwrap_or("http_requests_total"),
             )?;
-            let errors = selector(
+            let errors = selector_of(
+                "daemon.scrapes",
                 "errors",
                 raw.errors
                     .as_deref()
@@ -277,7 +403,7 @@ impl RawDaemon {
             let latency = raw
                 .latency
                 .as_deref()
-                .map(|l| selector("latency", l))
+                .map(|l| selector_of("daemon.scrapes", "latency", l))
                 .transpose()?;
             let interval_secs = match raw.interval_secs {
                 None => 10,
@@ -305,6 +431,12 @@ impl RawDaemon {
                 interval_secs,
             });
         }
+        let promql = self
+            .promql
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| raw.validate(i))
+            .collect::<Result<Vec<_>, _>>()?;
         let state_dir = self
             .state_dir
             .unwrap_or_else(|| PathBuf::from("/var/lib/guardian"));
@@ -327,6 +459,7 @@ impl RawDaemon {
             gate,
             limits,
             scrapes,
+            promql,
             on_inconclusive,
             rollback,
             mail,

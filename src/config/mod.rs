@@ -18,7 +18,8 @@ use gate::check_gate_against_detector;
 pub use access::ApiAccess;
 pub use agent::{AgentSettings, DeniedPaths, SentryLevel};
 pub use daemon::{
-    DaemonSettings, InconclusivePolicy, Limits, LogSource, OnInconclusive, ScrapeTarget,
+    DaemonSettings, InconclusivePolicy, Limits, LogSource, OnInconclusive, PromqlSource,
+    ScrapeTarget,
 };
 pub use flag_off::{
     check_flag_name, FlagList, FlagOffSettings, FlagRequester, FlagService, FlagTarget,

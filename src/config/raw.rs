@@ -34,6 +34,8 @@ pub struct RawDaemon {
     pub on_inconclusive: Option<RawOnInconclusive>,
     #[serde(default)]
     pub scrapes: Vec<RawScrape>,
+    #[serde(default)]
+    pub promql: Vec<RawPromql>,
     pub gate: Option<RawGate>,
     pub limits: Option<RawLimits>,
     pub sentry: Option<RawSentry>,
@@ -152,6 +154,24 @@ pub struct RawScrape {
     pub route_label: Option<String>,
     pub latency_unit_ms: Option<f64>,
     pub interval_secs: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromql {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub selector: Option<String>,
+    pub requests: Option<String>,
+    pub errors: Option<String>,
+    pub latency: Option<String>,
+    pub route_label: Option<String>,
+    pub latency_unit_ms: Option<f64>,
+    pub canary_label: Option<String>,
+    pub canary: Option<Vec<String>>,
+    pub step_secs: Option<i64>,
+    pub lag_secs: Option<i64>,
+    pub timeout_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

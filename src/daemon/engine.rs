@@ -117,6 +117,9 @@ pub struct Engine {
     never: crate::trust::NeverList,
     /// Traffic in 10-second bins, for post-mortem charts.
     series: crate::series::SeriesBins,
+    /// Up to when the traffic is in, every source heard (`sources::traffic_clock`): the core
+    /// judges and the series close no later.
+    traffic_until: f64,
     /// Signs the audit trail's checkpoints; `audit_origin` names the log in them.
     audit_key: ed25519_dalek::SigningKey,
     audit_origin: String,
@@ -355,7 +358,12 @@ impl Engine {
         if let Phase::Watching(change) = &phase {
             tracing::info!(change_id = %change.id, "{}: the watch resumes where guardian stopped", change.id);
         }
-        let sources = sources::from_settings(settings, saved_positions.as_deref(), &store)?;
+        let sources = sources::from_settings(
+            settings,
+            config.detector.baseline_secs,
+            saved_positions.as_deref(),
+            &store,
+        )?;
         let policy = match &settings.gate {
             Some(g) => Some(load_policy(&g.policy_file).map_err(EngineError::Config)?),
             None => None,
@@ -395,6 +403,7 @@ impl Engine {
             policy,
             never: gate::host_never_list(settings, None).0,
             series: crate::series::SeriesBins::new(SERIES_LATENESS_SECS),
+            traffic_until: f64::INFINITY,
             digest_day: None,
             config: config.clone(),
             action: super::actions::from_settings(settings),
@@ -562,7 +571,7 @@ impl Engine {
             now,
             AUDIT_CHECKPOINT_EVERY_SECS,
         )?;
-        let closed = self.series.take_closed(now);
+        let closed = self.series.take_closed(now.min(self.traffic_until));
         if !closed.is_empty() {
             self.store.append_series(&closed)?;
             if closed.iter().any(|p| p.at % 3600 == 0) {

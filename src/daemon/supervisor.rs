@@ -235,6 +235,10 @@ pub struct Supervisor {
     claim: Option<ClaimWatch>,
     /// Why Sentry's counts stop short of the traffic's, as the engine last counted them.
     sentry_behind: Option<String>,
+    /// Up to when every source's traffic is in (the core judges no later), and, for the change
+    /// being watched or checked, why some of its traffic never came in time.
+    traffic_until: f64,
+    traffic_short: Option<(String, String)>,
     /// The flags turned off lately, which bound the next (`flag_limits`).
     flags: FlagLedger,
     /// While a change's flag is being turned off or checked: which, and why.
@@ -251,6 +255,8 @@ impl Supervisor {
             sentry: None,
             claim: None,
             sentry_behind: None,
+            traffic_until: f64::INFINITY,
+            traffic_short: None,
             flags: FlagLedger::default(),
             flag_stage: None,
         }
@@ -393,6 +399,35 @@ impl Supervisor {
         }
     }
 
+    /// Every source's traffic is in up to `until`; `short` says why some came too late to be
+    /// judged (its source failing or behind past its patience): a watch or recovery check that
+    /// went on without it cannot end healthy.
+    pub fn traffic_until(&mut self, until: f64, short: Option<String>) {
+        self.traffic_until = until;
+        let change = match &self.phase {
+            Phase::Watching(c) | Phase::Verifying(c) => &c.id,
+            _ => return,
+        };
+        if let Some(why) = short {
+            if self
+                .traffic_short
+                .as_ref()
+                .is_none_or(|(id, _)| id != change)
+            {
+                tracing::warn!(change_id = %change, "{change}: judged on without some traffic: {why}");
+                self.traffic_short = Some((change.clone(), why));
+            }
+        }
+    }
+
+    /// Why the traffic of the change being judged was short, if it was.
+    fn traffic_short_of(&self, change: &str) -> Option<&str> {
+        self.traffic_short
+            .as_ref()
+            .filter(|(id, _)| id == change)
+            .map(|(_, why)| why.as_str())
+    }
+
     /// Why Sentry's counts stop short of the traffic's (its API is polled, and failing or
     /// behind), or `None`: what a watch that ends before they catch up says instead of healthy.
     pub fn sentry_behind(&mut self, why: Option<String>) {
@@ -495,7 +530,7 @@ impl Supervisor {
             // the recovery check, which reuses its baseline): traffic builds the baseline again.
             self.monitor.end_watch();
         }
-        let mut verdict = self.monitor.tick(now);
+        let mut verdict = self.monitor.tick(now.min(self.traffic_until));
         // Sentry's events can show a change worse, or a recovery not come, whatever the log's
         // signals say.
         if matches!(verdict, Verdict::Watching | Verdict::Healthy)
@@ -517,7 +552,15 @@ impl Supervisor {
             }
             _ => None,
         };
-        if sentry_short.is_some() {
+        // Some traffic came too late to be judged: missing data never makes a change healthy,
+        // nor a recovery confirmed.
+        let traffic_short = match (&self.phase, verdict) {
+            (Phase::Watching(c) | Phase::Verifying(c), Verdict::Healthy) => {
+                self.traffic_short_of(&c.id).map(str::to_owned)
+            }
+            _ => None,
+        };
+        if sentry_short.is_some() || traffic_short.is_some() {
             verdict = Verdict::Inconclusive;
         }
         let (change, verifying) = match &self.phase {
@@ -575,6 +618,17 @@ impl Supervisor {
             }
             _ => {
                 let mut effects = self.inconclusive(change, report, now, rules);
+                if let Some(why) = traffic_short {
+                    for e in &mut effects {
+                        if let Effect::Transition { note, .. } = e {
+                            *note = Some(format!(
+                                "the traffic seen was not worse, but some never came to be \
+                                 judged ({why}); {}",
+                                note.as_deref().unwrap_or_default()
+                            ));
+                        }
+                    }
+                }
                 if let Some(why) = sentry_short {
                     for e in &mut effects {
                         if let Effect::Transition { note, .. } = e {
@@ -946,10 +1000,13 @@ impl Supervisor {
                 ChangeState::Escalated,
                 format!(
                     "reverted and redeployed, but recovery could not be confirmed: {}",
-                    report
-                        .as_ref()
-                        .map(unconfirmed_recovery)
-                        .unwrap_or_else(|| "no traffic after the redeploy".to_owned())
+                    match self.traffic_short_of(&change.id) {
+                        Some(why) => format!("some traffic never came to be judged ({why})"),
+                        None => report
+                            .as_ref()
+                            .map(unconfirmed_recovery)
+                            .unwrap_or_else(|| "no traffic after the redeploy".to_owned()),
+                    }
                 ),
             ),
         };

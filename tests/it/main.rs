@@ -21,6 +21,8 @@ mod metrics;
 mod notify;
 mod policy;
 mod postmortem;
+mod prometheus;
+mod promql;
 mod replay_cli;
 mod restart;
 mod rollback;

@@ -36,6 +36,10 @@ pub struct ScrapeStatus {
     /// Why the last scrape failed, when it did: that interval is missing data, never zero.
     pub last_error: Option<String>,
     pub failures: u64,
+    /// A source read back from Prometheus's query API: the latest time its traffic is complete
+    /// to (the core judges no second after it until its patience runs out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_until: Option<f64>,
 }
 
 /// What `guardian status` shows: the answer to `GET /v1/status`.

@@ -1,7 +1,8 @@
 //! Where traffic comes into the engine. A [`Source`] is polled on every tick, on the engine's
 //! owner thread, and hands over what it gathered since: a followed log reads its new lines
 //! (`log.rs`), a Prometheus target hands over the counts its own thread scraped
-//! (`prometheus.rs`). Observations the app pushes to the API arrive as a message instead
+//! (`prometheus.rs`), the service's counters read back from Prometheus's query API arrive a
+//! lag behind the present (`promql.rs`). Observations the app pushes to the API arrive as a message instead
 //! ([`Engine::observe`]). All of them feed the same two places through [`Intake`]: the core,
 //! and the post-mortem's traffic series.
 //!
@@ -10,6 +11,7 @@
 
 mod log;
 mod prometheus;
+mod promql;
 
 use super::{Engine, EngineError, ScrapeStatus, SourceStatus};
 use crate::config::DaemonSettings;
@@ -21,6 +23,7 @@ use crate::tail::Position;
 
 pub use self::log::LogFile;
 pub use self::prometheus::PrometheusTarget;
+pub use self::promql::PromqlFeed;
 
 /// Where the traffic a source hands over goes.
 pub struct Intake<'a> {
@@ -51,6 +54,17 @@ pub enum SourceView {
     Scrape(ScrapeStatus),
 }
 
+/// How far a source that trails the present has handed its traffic over.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trailing {
+    /// Every observation up to this time has been handed over.
+    pub until: f64,
+    /// How far behind the present the core waits for it; further, it judges on without it.
+    pub patience: f64,
+    /// Why it is short of where it should be (failing, or behind), when it is.
+    pub why: Option<String>,
+}
+
 /// A way traffic comes in.
 pub trait Source: Send {
     fn name(&self) -> &str;
@@ -65,30 +79,61 @@ pub trait Source: Send {
         None
     }
     fn status(&self, now: f64) -> SourceView;
+    /// `None` for a source whose traffic is in as it happens (a log, a scrape stamped when it
+    /// is taken); a source whose traffic trails says how far it is in.
+    fn trailing(&self, _now: f64) -> Option<Trailing> {
+        None
+    }
+}
+
+/// The time up to which the core may judge at `now`, with every source heard: the earliest any
+/// trailing source is complete to, but never further back than its patience. Past that, the
+/// core judges on without it, and the second value says why its traffic is short.
+pub fn traffic_clock(
+    now: f64,
+    trailing: impl IntoIterator<Item = Trailing>,
+) -> (f64, Option<String>) {
+    let mut clock = now;
+    let mut short = None;
+    for t in trailing {
+        let floor = now - t.patience;
+        if t.until < floor {
+            clock = clock.min(floor);
+            short = short.or(t.why);
+        } else {
+            clock = clock.min(t.until);
+        }
+    }
+    (clock, short)
 }
 
 /// The sources `settings` configure, each picking up where the last run stopped: at `saved`
 /// (the snapshot's positions, which go with the snapshot's state), else at what `store` kept.
+/// A source with a record of its own (Prometheus) reads `baseline_secs` of it at the start.
 pub fn from_settings(
     settings: &DaemonSettings,
+    baseline_secs: u32,
     saved: Option<&[(String, Position)]>,
     store: &Store,
 ) -> Result<Vec<Box<dyn Source>>, EngineError> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    for log in &settings.logs {
-        let start = match saved {
-            Some(positions) => positions
-                .iter()
-                .find(|(name, _)| name == &log.name)
-                .map(|(_, p)| *p),
+    let start = |name: &str| -> Result<Option<Position>, EngineError> {
+        Ok(match saved {
+            Some(positions) => positions.iter().find(|(n, _)| n == name).map(|(_, p)| *p),
             None => store
-                .load_position(&log.name)?
+                .load_position(name)?
                 .map(|(file_id, offset)| Position { file_id, offset }),
-        };
-        sources.push(Box::new(LogFile::new(log.clone(), start)));
+        })
+    };
+    for log in &settings.logs {
+        sources.push(Box::new(LogFile::new(log.clone(), start(&log.name)?)));
     }
     for target in &settings.scrapes {
         sources.push(Box::new(PrometheusTarget::new(target)?));
+    }
+    for source in &settings.promql {
+        let resume = start(&source.name)?;
+        sources.push(Box::new(PromqlFeed::new(source, baseline_secs, resume)?));
     }
     Ok(sources)
 }
@@ -109,6 +154,10 @@ impl Engine {
                     .save_position(source.name(), p.file_id, p.offset, now)?;
             }
         }
+        let (clock, short) =
+            traffic_clock(now, self.sources.iter().filter_map(|s| s.trailing(now)));
+        self.traffic_until = clock;
+        self.supervisor.traffic_until(clock, short);
         Ok(())
     }
 
@@ -120,5 +169,39 @@ impl Engine {
             self.series.observe_request(r.ts, r.error, r.latency_ms);
             self.supervisor.monitor_mut().observe_request(&r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trailing(until: f64, why: Option<&str>) -> Trailing {
+        Trailing {
+            until,
+            patience: 100.0,
+            why: why.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_core_waits_for_the_slowest_source_within_its_patience_and_then_says_why() {
+        assert_eq!(traffic_clock(1000.0, []), (1000.0, None));
+        assert_eq!(
+            traffic_clock(
+                1000.0,
+                [trailing(960.0, None), trailing(950.0, Some("slow"))]
+            ),
+            (950.0, None),
+            "within patience, a source short of data holds the clock, and nothing is missing yet"
+        );
+        assert_eq!(
+            traffic_clock(
+                1000.0,
+                [trailing(960.0, None), trailing(700.0, Some("down"))]
+            ),
+            (900.0, Some("down".to_owned())),
+            "past it, the core judges on without that source"
+        );
     }
 }

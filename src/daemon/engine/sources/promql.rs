@@ -1,0 +1,161 @@
+//! The service's counters read from Prometheus's query API (`[[daemon.promql]]`): read every
+//! step on a thread of its own (an HTTP request must never hold up a tick), handed over on the
+//! next poll. Its traffic trails the present by the lag it reads at; the engine judges no
+//! second it has not handed over, for as long as its patience lasts (see [`Trailing`]).
+
+use std::sync::mpsc;
+
+use super::{Intake, Source, SourceView, Trailing};
+use crate::config::PromqlSource;
+use crate::daemon::engine::{EngineError, ScrapeStatus};
+use crate::promql::{PromqlReader, Read};
+use crate::tail::Position;
+
+/// Beyond its usual lag, how many steps the core waits for a source that is failing or behind
+/// before it judges on without it (and a watch it leaves short cannot end healthy): two minutes
+/// at the usual step of 10 s.
+const PATIENCE_STEPS: f64 = 12.0;
+
+type Done = (PromqlReader, Result<Read, String>);
+
+pub struct PromqlFeed {
+    every: f64,
+    usual_lag: f64,
+    next: f64,
+    status: ScrapeStatus,
+    /// Why the traffic is not complete to where it should be, when it is not.
+    short: Option<String>,
+    idle: Option<PromqlReader>,
+    results: mpsc::Receiver<Done>,
+    done: mpsc::Sender<Done>,
+}
+
+impl PromqlFeed {
+    /// `backfill_secs`: how much of Prometheus's record to read at the first start (the
+    /// baseline's); after a restart it reads on from the step it had reached, `resume`.
+    pub fn new(
+        source: &PromqlSource,
+        backfill_secs: u32,
+        resume: Option<Position>,
+    ) -> Result<PromqlFeed, EngineError> {
+        let mut spec = source.spec.clone();
+        spec.backfill_secs = backfill_secs;
+        let mut reader = PromqlReader::new(spec)
+            .map_err(|e| EngineError::Config(format!("[daemon.promql] {}: {e}", source.name)))?;
+        if let Some(p) = resume {
+            reader.resume_at(p.offset as f64);
+        }
+        let (done, results) = mpsc::channel();
+        let step = f64::from(source.spec.step_secs);
+        Ok(PromqlFeed {
+            every: step,
+            usual_lag: f64::from(source.spec.lag_secs) + 2.0 * step,
+            next: 0.0,
+            status: ScrapeStatus {
+                name: source.name.clone(),
+                url: source.spec.url.clone(),
+                ..ScrapeStatus::default()
+            },
+            short: None,
+            idle: Some(reader),
+            results,
+            done,
+        })
+    }
+
+    fn take(&mut self, now: f64, result: Result<Read, String>, intake: &mut Intake<'_>) {
+        let name = &self.status.name;
+        match result {
+            Ok(read) => {
+                for interval in &read.intervals {
+                    intake.interval(&interval.aggregate());
+                }
+                for note in &read.notes {
+                    tracing::info!(promql = %name, "{name}: {note}");
+                }
+                if let Some(until) = read.until {
+                    self.status.data_until = Some(until);
+                }
+                if self.status.last_error.is_some() {
+                    tracing::info!(promql = %name, "{name}: Prometheus answers again");
+                }
+                if let Some(why) = &read.missing {
+                    if self.short.as_ref() != Some(why) {
+                        tracing::warn!(promql = %name, "{name}: {why} (missing data, never zero)");
+                    }
+                }
+                self.short = read.missing;
+                self.status.last_ok_at = Some(now);
+                self.status.last_error = None;
+            }
+            Err(e) => {
+                if self.status.last_error.as_ref() != Some(&e) {
+                    tracing::warn!(promql = %name, "{name}: {e} (no data until it answers again)");
+                }
+                self.status.failures += 1;
+                self.short = Some(e.clone());
+                self.status.last_error = Some(e);
+            }
+        }
+    }
+}
+
+impl Source for PromqlFeed {
+    fn name(&self) -> &str {
+        &self.status.name
+    }
+
+    fn poll(&mut self, now: f64, intake: &mut Intake<'_>) -> Result<(), EngineError> {
+        while let Ok((reader, result)) = self.results.try_recv() {
+            self.idle = Some(reader);
+            self.take(now, result, intake);
+        }
+        if now >= self.next {
+            if let Some(mut reader) = self.idle.take() {
+                self.next = now + self.every;
+                let done = self.done.clone();
+                std::thread::spawn(move || {
+                    let result = reader.read(now).map_err(|e| e.to_string());
+                    let _ = done.send((reader, result));
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The last step with data, saved with the core's state: after a restart the history the
+    /// snapshot holds is not read twice, and what happened meanwhile is read once.
+    fn position(&self) -> Option<Position> {
+        self.status.data_until.map(|t| Position {
+            file_id: 0,
+            offset: t.max(0.0) as u64,
+        })
+    }
+
+    fn trailing(&self, now: f64) -> Option<Trailing> {
+        let until = self.status.data_until.unwrap_or(f64::NEG_INFINITY);
+        let why = match &self.short {
+            Some(why) => Some(why.clone()),
+            None if now - until > self.usual_lag => Some(format!(
+                "traffic from Prometheus only up to {}",
+                match self.status.data_until {
+                    Some(t) => crate::report::units::when(t),
+                    None => "nothing yet".to_owned(),
+                }
+            )),
+            None => None,
+        };
+        Some(Trailing {
+            until,
+            patience: self.usual_lag + PATIENCE_STEPS * self.every,
+            why: why.map(|w| format!("{}: {w}", self.status.name)),
+        })
+    }
+
+    fn status(&self, now: f64) -> SourceView {
+        SourceView::Scrape(ScrapeStatus {
+            age_secs: self.status.last_ok_at.map(|t| (now - t).max(0.0)),
+            ..self.status.clone()
+        })
+    }
+}

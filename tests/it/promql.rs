@@ -1,0 +1,251 @@
+//! One guardian for a service of three instances, reading their counters through a real
+//! Prometheus (`[[daemon.promql]]`): two instances run the old version, one the canary, told
+//! apart by the `instance` label. A canary that fails is caught by comparing it with the rest
+//! and rolled back by the hook; a canary as good as the rest ends healthy; and a Prometheus
+//! that stops answering mid-watch never lets the watch end healthy.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::prometheus::Prometheus;
+use super::rollback::{commit_mode, git};
+
+const TOKEN: &str = "promql-token-0123456789";
+
+/// One instance of the service: counters on `/metrics` that grow by 100 requests a second, 1%
+/// failing; 90% while the file `mode` (when given) says `broken`. Stops when `stop` is set.
+fn instance(mode: Option<PathBuf>, stop: Arc<AtomicBool>) -> String {
+    let counts = Arc::new([0u64, 0u64].map(std::sync::atomic::AtomicU64::new));
+    let (c, stop2) = (counts.clone(), stop.clone());
+    thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            let broken = mode
+                .as_ref()
+                .and_then(|m| std::fs::read_to_string(m).ok())
+                .is_some_and(|m| m.trim() == "broken");
+            for _ in 0..10 {
+                let per_mille = if broken { 900 } else { 10 };
+                let failed = (i * 37) % 1000 < per_mille;
+                c[usize::from(failed)].fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let body = format!(
+                "# TYPE http_requests_total counter\n\
+                 http_requests_total{{code=\"200\",route=\"/cart\"}} {}\n\
+                 http_requests_total{{code=\"500\",route=\"/cart\"}} {}\n",
+                counts[0].load(Ordering::Relaxed),
+                counts[1].load(Ordering::Relaxed)
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.read(&mut [0u8; 1]);
+        }
+    });
+    addr.to_string()
+}
+
+/// The service (three instances, the third the canary reading `live` as its deployed mode),
+/// the Prometheus scraping them, and a guardian reading Prometheus with a rollback whose hook
+/// deploys the repository's `mode` to the canary.
+struct Fleet {
+    /// Holds the repository, the hook and guardian's state for as long as the fleet runs.
+    _dir: tempfile::TempDir,
+    repo: PathBuf,
+    live: PathBuf,
+    prometheus: Prometheus,
+    stop: Arc<AtomicBool>,
+    daemon: Child,
+    api: String,
+}
+
+impl Fleet {
+    fn start(watch_secs: u32) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("app");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        commit_mode(&repo, "ok", "first release");
+        let live = dir.path().join("live-mode");
+        std::fs::copy(repo.join("mode"), &live).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let old_a = instance(None, stop.clone());
+        let old_b = instance(None, stop.clone());
+        let canary = instance(Some(live.clone()), stop.clone());
+        let prometheus = Prometheus::scraping_job("shop", &[&old_a, &old_b, &canary]);
+        prometheus.wait_until("every instance scraped", 30, |p| {
+            p.query("http_requests_total{job=\"shop\"}").len() == 6
+        });
+        let hook = dir.path().join("redeploy.sh");
+        std::fs::write(
+            &hook,
+            "#!/bin/sh\nset -e\ncp \"$GUARDIAN_REPO/mode\" \"$LIVE\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+        let config = dir.path().join("guardian.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[detector]\nbaseline_secs = 60\nwatch_secs = {watch_secs}\n\n\
+                 [daemon]\nservice = \"shop\"\nstate_dir = {state:?}\nlisten = \"127.0.0.1:0\"\n\
+                 token_file = {token:?}\n\n\
+                 [[daemon.promql]]\nname = \"prometheus\"\nurl = \"{url}\"\nselector = 'job=\"shop\"'\n\
+                 requests = \"http_requests_total\"\nerrors = \"http_requests_total{{code=5..}}\"\n\
+                 route_label = \"route\"\ncanary_label = \"instance\"\ncanary = [\"{canary}\"]\n\
+                 step_secs = 1\nlag_secs = 3\n\n\
+                 [daemon.rollback]\nrepo = {repo:?}\nhook = [\"sh\", {hook:?}]\n\
+                 hook_timeout_secs = 30\nverify_secs = 15\n",
+                state = dir.path().join("state"),
+                token = dir.path().join("token"),
+                url = prometheus.url,
+            ),
+        )
+        .unwrap();
+        let (daemon, api) = super::common::spawn_daemon(&config, &[("LIVE", &live)]);
+        let fleet = Fleet {
+            _dir: dir,
+            repo,
+            live,
+            prometheus,
+            stop,
+            daemon,
+            api,
+        };
+        fleet.wait_for("guardian reading Prometheus", 30, |f| {
+            f.get("/v1/status")["scrapes"][0]["data_until"].is_number()
+        });
+        fleet
+    }
+
+    fn get(&self, path: &str) -> Value {
+        ureq::get(&format!("{}{path}", self.api))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    }
+
+    fn wait_for(&self, what: &str, secs: u64, done: impl Fn(&Fleet) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "not within {secs} s: {what}\nstatus: {}",
+                self.get("/v1/status")
+            );
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Deploys a commit setting `mode` to the canary, and tells guardian.
+    fn deploy_to_canary(&self, mode: &str) -> String {
+        let commit = commit_mode(&self.repo, mode, &format!("canary: {mode}"));
+        std::fs::copy(self.repo.join("mode"), &self.live).unwrap();
+        let change: Value = ureq::post(&format!("{}/v1/changes", self.api))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .send_json(serde_json::json!({"commit": commit}))
+            .unwrap()
+            .into_json()
+            .unwrap();
+        change["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The change once it is no longer `state` (or after `secs`).
+    fn after(&self, id: &str, states: &[&str], secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let c = self.get(&format!("/v1/changes/{id}"));
+            if !states.iter().any(|s| c["state"] == *s) || Instant::now() > deadline {
+                return c;
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+#[test]
+fn a_bad_canary_is_caught_against_the_rest_through_prometheus_and_rolled_back() {
+    let fleet = Fleet::start(120);
+    let id = fleet.deploy_to_canary("broken");
+    let change = fleet.after(
+        &id,
+        &["watching", "regressed", "rolling_back", "verifying"],
+        120,
+    );
+    assert_eq!(change["state"], "rolled_back", "{change}");
+    let report = &change["report"];
+    assert_eq!(report["design"], "concurrent", "{change}");
+    assert_eq!(report["signals"][0]["regressed"], true, "{change}");
+    let decided_in = report["decided_at"].as_f64().unwrap() - report["change_at"].as_f64().unwrap();
+    assert!(decided_in < 30.0, "{change}");
+    assert_eq!(std::fs::read_to_string(&fleet.live).unwrap().trim(), "ok");
+    let log = git(&fleet.repo, &["log", "-1", "--format=%B"]);
+    assert!(log.contains("Guardian-Revert-Of"), "{log}");
+}
+
+#[test]
+fn a_canary_as_good_as_the_rest_ends_healthy() {
+    let fleet = Fleet::start(40);
+    let id = fleet.deploy_to_canary("ok-too");
+    let change = fleet.after(&id, &["watching"], 90);
+    assert_eq!(change["state"], "healthy", "{change}");
+    assert_eq!(change["report"]["design"], "concurrent", "{change}");
+    let after = &change["report"]["signals"][0]["after"];
+    assert!(after["requests"].as_u64().unwrap() >= 3000, "{change}");
+}
+
+#[test]
+fn prometheus_stopped_mid_watch_gives_no_healthy_verdict() {
+    let mut fleet = Fleet::start(40);
+    let id = fleet.deploy_to_canary("ok-too");
+    thread::sleep(Duration::from_secs(10));
+    fleet.prometheus.stop();
+    // The core waits for the traffic (a few steps), then judges on without it: the watch ends,
+    // and not healthy.
+    let change = fleet.after(&id, &["watching"], 120);
+    assert_ne!(change["state"], "healthy", "{change}");
+    assert_eq!(change["state"], "inconclusive", "{change}");
+    let note = change["note"].as_str().unwrap_or_default();
+    assert!(note.contains("never came to be judged"), "{change}");
+    let status = fleet.get("/v1/status");
+    let source = &status["scrapes"][0];
+    assert!(source["last_error"].is_string(), "{status}");
+    assert!(source["failures"].as_u64().unwrap() > 0, "{status}");
+}
