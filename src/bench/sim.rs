@@ -28,6 +28,10 @@ const BODY_SIGMA: f64 = 0.5;
 const SLOW_SHARE: f64 = 0.02;
 const SLOW_FACTOR: f64 = 8.0;
 const SLOW_SIGMA: f64 = 0.7;
+/// A stalling host (`Nuisance::HostStalls`): a stall every this many seconds on average, in which
+/// requests are this many times slower.
+const STALL_EVERY_SECS: i64 = 120;
+const STALL_FACTOR: f64 = 4.0;
 
 /// What perturbs the traffic without being a regression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +49,11 @@ pub enum Nuisance {
     LowTraffic,
     /// All of the above but low traffic, at once.
     Combined,
+    /// A shared host that stalls now and then (a noisy neighbour, a hypervisor pausing the
+    /// VM): every two minutes on average, for 2 to 8 s, every request on every route is four
+    /// times slower, before and after the change alike. Not part of `Combined`, whose figures
+    /// predate it.
+    HostStalls,
     /// An incident outside the change (a dependency failing): for two minutes, at a random time
     /// in the watch, every request on both versions fails five times as often. A before/after
     /// comparison cannot tell it from a regression; a concurrent one can.
@@ -52,13 +61,14 @@ pub enum Nuisance {
 }
 
 impl Nuisance {
-    pub const ALL: [Nuisance; 6] = [
+    pub const ALL: [Nuisance; 7] = [
         Nuisance::Clean,
         Nuisance::Diurnal,
         Nuisance::RouteMix,
         Nuisance::ClumpedErrors,
         Nuisance::LowTraffic,
         Nuisance::Combined,
+        Nuisance::HostStalls,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +79,7 @@ impl Nuisance {
             Nuisance::ClumpedErrors => "clumped errors",
             Nuisance::LowTraffic => "low traffic (x1/20)",
             Nuisance::Combined => "combined",
+            Nuisance::HostStalls => "host stalls",
             Nuisance::Incident => "incident on both versions",
         }
     }
@@ -210,6 +221,8 @@ pub struct Run {
     onset: i64,
     incident_at: i64,
     burst: Option<Burst>,
+    /// The host's stalls, `[from, to)` in seconds from the change, in time order.
+    stalls: Vec<(i64, i64)>,
     /// Seconds of the restart burst before the change (0: none).
     restart_secs: i64,
     /// Seconds between the previous change's end (its verdict, or its recovery) and this one.
@@ -242,6 +255,16 @@ impl Run {
             Previous::None => 0,
             Previous::Healthy | Previous::RolledBack => rng.gen_range(5..=600),
         };
+        let mut stalls = Vec::new();
+        if scenario.nuisance == Nuisance::HostStalls {
+            let mut t = -2 * BEFORE;
+            while t < AFTER {
+                t += rng.gen_range(1..=2 * STALL_EVERY_SECS);
+                let len = rng.gen_range(2..=8);
+                stalls.push((t, t + len));
+                t += len;
+            }
+        }
         Run {
             scenario,
             rng,
@@ -249,6 +272,7 @@ impl Run {
             onset,
             incident_at,
             burst: None,
+            stalls,
             restart_secs,
             gap_secs,
         }
@@ -318,10 +342,14 @@ impl Run {
         {
             drift *= 5.0;
         }
+        let stalled = self
+            .stalls
+            .iter()
+            .any(|&(from, to)| (from..to).contains(&t));
         let mut truth = RouteTruth {
             rate: s.rps * traffic * share * load,
             error: BASE_ERROR_RATE * propensity * drift,
-            mu: median.ln() + 0.1 * (load - 1.0),
+            mu: median.ln() + 0.1 * (load - 1.0) + if stalled { STALL_FACTOR.ln() } else { 0.0 },
             slow_share: SLOW_SHARE,
             fails_fast: false,
         };
