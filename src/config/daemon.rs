@@ -532,6 +532,59 @@ mod tests {
     use crate::config::Config;
 
     #[test]
+    fn a_promql_source_reads_its_series_and_canary_and_every_mistake_is_named() {
+        let c = Config::parse(
+            "[daemon]\n[[daemon.promql]]\nurl = \"http://127.0.0.1:9090\"\nselector = 'job=\"shop\"'\n\
+             route_label = \"handler\"\ncanary_label = \"instance\"\ncanary = [\"10.0.0.3:8080\"]\n",
+        )
+        .unwrap()
+        .daemon
+        .unwrap();
+        let p = &c.promql[0];
+        assert_eq!(p.name, "http://127.0.0.1:9090");
+        assert_eq!((p.spec.step_secs, p.spec.lag_secs), (10, 30));
+        assert_eq!(p.spec.series.requests.name, "http_requests_total");
+        let arms = p.spec.series.arms.as_ref().unwrap();
+        assert_eq!((arms.label.as_str(), arms.canary.len()), ("instance", 1));
+        let promql = |body: &str| err(&format!("[daemon]\n[[daemon.promql]]\n{body}\n"));
+        for (body, says) in [
+            ("selector = 'job=\"shop\"'", "url is missing"),
+            ("url = \"prometheus:9090\"", "query API's base"),
+            (
+                "url = \"http://p:9090/api/v1/query?x=1\"",
+                "query API's base",
+            ),
+            (
+                "url = \"http://p:9090\"\nselector = '{job=\"shop\"}'",
+                "without braces",
+            ),
+            (
+                "url = \"http://p:9090\"\ncanary = [\"a\"]",
+                "canary_label and canary go together",
+            ),
+            (
+                "url = \"http://p:9090\"\ncanary_label = \"instance\"\ncanary = []",
+                "go together",
+            ),
+            (
+                "url = \"http://p:9090\"\nstep_secs = 0",
+                "step_secs must be whole seconds from 1 to 300",
+            ),
+            (
+                "url = \"http://p:9090\"\nlatency_unit_ms = -1",
+                "latency_unit_ms must be a positive number",
+            ),
+            (
+                "url = \"http://p:9090\"\nerrors = \"x{code\"",
+                "[daemon.promql] errors",
+            ),
+        ] {
+            let e = promql(body);
+            assert!(e.contains(says), "{body}: {e}");
+        }
+    }
+
+    #[test]
     fn the_daemon_section_is_optional_and_validated() {
         assert_eq!(Config::parse("").unwrap().daemon, None);
         let c = Config::parse(
@@ -564,7 +617,7 @@ mod tests {
               |
             2 | listen_on = "x"
               | ^^^^^^^^^
-            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `metrics_listen`, `token_file`, `viewers`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`, `notify`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
+            unknown field `listen_on`, expected one of `service`, `state_dir`, `listen`, `metrics_listen`, `token_file`, `viewers`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `promql`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`, `notify`"#]].assert_eq(&err("[daemon]\nlisten_on = \"x\"\n"));
         let d = Config::parse("[daemon]\non_inconclusive = { human = \"extend\" }\n")
             .unwrap()
             .daemon

@@ -242,7 +242,7 @@ mod tests {
               |
             2 | port = 1
               | ^^^^
-            unknown field `port`, expected one of `service`, `state_dir`, `listen`, `metrics_listen`, `token_file`, `viewers`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`, `notify`"#]].assert_eq(&err("[daemon]\nport = 1"));
+            unknown field `port`, expected one of `service`, `state_dir`, `listen`, `metrics_listen`, `token_file`, `viewers`, `logs`, `rollback`, `mail`, `on_inconclusive`, `scrapes`, `promql`, `gate`, `limits`, `sentry`, `agent`, `health`, `flag_off`, `notify`"#]].assert_eq(&err("[daemon]\nport = 1"));
         expect![[r#"
             TOML parse error at line 1, column 2
               |
