@@ -14,15 +14,23 @@
 //! counts it should have had arrive with the next step that has data (the counters kept
 //! counting). A series that goes missing and comes back is counted from its last value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 
 use serde::Deserialize;
 
+use crate::core::observation::Arm;
 use crate::scrape::{Interval, Sample, ScrapeSpec, Scraper};
 
 /// Largest answer accepted, in bytes.
-const MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+/// Most series one read takes, over all its queries: a service's requests by route, code,
+/// instance and bucket are far fewer; more is a selector that selects too much.
+const MAX_SERIES: usize = 50_000;
+/// A side absent longer than this is gone (a canary host taken out), no longer missing.
+const FORGET_SIDE_SECS: f64 = 300.0;
+/// Most characters of Prometheus's own words (its error, a result type) shown anywhere.
+const MAX_SHOWN: usize = 200;
 /// The furthest back one read reaches: a longer outage is read from its last hour (the counts
 /// of the hours before arrive as one interval, nothing is lost).
 const MAX_CATCH_UP_SECS: f64 = 3600.0;
@@ -79,6 +87,9 @@ pub struct Read {
     pub missing: Option<String>,
     /// Worth logging: resets, skipped series (as the scraper tells them).
     pub notes: Vec<String>,
+    /// Prometheus answers, but no series it has is one guardian counts: a selector, a metric
+    /// name or a canary label that matches nothing (said until one does).
+    pub nothing_matched: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +115,9 @@ struct Series {
     values: Vec<(f64, String)>,
 }
 
+/// One series of an answer: its name, its other labels, and its value at each step.
+type SeriesPoints = (String, Vec<(String, String)>, BTreeMap<i64, f64>);
+
 /// Reads a service's counters from Prometheus, step after step.
 pub struct PromqlReader {
     spec: PromqlSpec,
@@ -115,6 +129,21 @@ pub struct PromqlReader {
     /// Whether any step had data yet: steps before the first are before the record began,
     /// not missing.
     began: bool,
+    /// The sides (canary, the rest; `None` without `canary_label`) whose request series were
+    /// seen, and the last step they were.
+    sides_seen: BTreeMap<Option<Arm>, f64>,
+    /// The URL as shown: without credentials.
+    shown_url: String,
+    /// `Authorization` for the URL's credentials, sent as basic auth.
+    authorization: Option<String>,
+}
+
+fn side_name(side: Option<Arm>) -> &'static str {
+    match side {
+        Some(Arm::Treatment) => "canary",
+        Some(Arm::Control) => "rest of the fleet",
+        None => "service",
+    }
 }
 
 impl PromqlReader {
@@ -135,9 +164,13 @@ impl PromqlReader {
                 s => format!("{n}{{{s}}}"),
             })
             .collect();
+        // A Prometheus that redirects is followed nowhere: its answer is refused as it is.
         let agent = ureq::AgentBuilder::new()
             .timeout(spec.series.timeout)
+            .redirects(0)
             .build();
+        let (url, shown_url, authorization) = credentials(&spec.url)?;
+        let spec = PromqlSpec { url, ..spec };
         Ok(PromqlReader {
             spec,
             queries,
@@ -145,6 +178,9 @@ impl PromqlReader {
             agent,
             last: None,
             began: false,
+            sides_seen: BTreeMap::new(),
+            shown_url,
+            authorization,
         })
     }
 
@@ -152,6 +188,11 @@ impl PromqlReader {
     /// read again, to know where each counter stood.
     pub fn resume_at(&mut self, at: f64) {
         self.last = Some(at - f64::from(self.spec.step_secs));
+    }
+
+    /// The URL it reads, credentials hidden.
+    pub fn shown_url(&self) -> &str {
+        &self.shown_url
     }
 
     /// The PromQL it asks, one per series name.
@@ -178,43 +219,68 @@ impl PromqlReader {
         if start > end {
             return Ok(Read::default());
         }
-        let mut at: BTreeMap<i64, Vec<Sample>> = BTreeMap::new();
-        let mut t = start;
-        while t <= end {
-            at.insert(t as i64, Vec::new());
-            t += step;
-        }
+        // Each series once, with its points by step; samples are made one step at a time, so
+        // memory follows the answer's size, not its points times its labels.
+        let mut series: Vec<SeriesPoints> = Vec::new();
         for query in &self.queries {
-            for series in self.query_range(query, start, end)? {
-                let mut labels: Vec<(String, String)> = series.metric.into_iter().collect();
+            for s in self.query_range(query, start, end)? {
+                let mut labels: Vec<(String, String)> = s.metric.into_iter().collect();
                 let Some(i) = labels.iter().position(|(n, _)| n == "__name__") else {
                     continue;
                 };
                 let (_, name) = labels.remove(i);
-                for (ts, value) in series.values {
-                    let Some(samples) = at.get_mut(&(ts.round() as i64)) else {
-                        continue;
-                    };
-                    samples.push(Sample {
-                        name: name.clone(),
-                        labels: labels.clone(),
-                        value: parse_value(&value),
+                let points = s
+                    .values
+                    .into_iter()
+                    .map(|(ts, v)| (ts.round() as i64, parse_value(&v)))
+                    .collect();
+                series.push((name, labels, points));
+                if series.len() > MAX_SERIES {
+                    return Err(PromqlError::Answer {
+                        url: self.shown_url.clone(),
+                        message: format!(
+                            "more than {MAX_SERIES} series: narrow the selector or the matchers"
+                        ),
                     });
                 }
             }
         }
         let mut read = Read::default();
         let mut missing = Vec::new();
-        for (t, samples) in at {
-            let t = t as f64;
+        let mut sides_missing: Vec<(f64, &'static str)> = Vec::new();
+        let mut t = start;
+        while t <= end {
+            let step_at = t as i64;
+            let samples: Vec<Sample> = series
+                .iter()
+                .filter_map(|(name, labels, points)| {
+                    points.get(&step_at).map(|&value| Sample {
+                        name: name.clone(),
+                        labels: labels.clone(),
+                        value,
+                    })
+                })
+                .collect();
             let requests = &self.spec.series.requests;
-            if !samples.iter().any(|s| requests.matches(s)) {
+            let sides = self.sides_of(samples.iter().filter(|s| requests.matches(s)));
+            if sides.is_empty() {
                 // No request series at all: nothing is known of this step. The scraper is not
                 // told, so the next step with data counts from the last one that had any.
                 if self.began {
                     missing.push(t);
                 }
+                t += step;
                 continue;
+            }
+            // A side seen lately and absent now (the canary died, or went unscraped) is missing
+            // data for that side, not a side without traffic.
+            for (side, seen) in &self.sides_seen {
+                if !sides.contains(side) && t - seen < FORGET_SIDE_SECS {
+                    sides_missing.push((t, side_name(*side)));
+                }
+            }
+            for side in sides {
+                self.sides_seen.insert(side, t);
             }
             self.began = true;
             read.until = Some(t);
@@ -226,43 +292,114 @@ impl PromqlReader {
                     .into_iter()
                     .filter(|n| !n.contains("first seen")),
             );
+            t += step;
         }
+        let name = &self.spec.series.requests.name;
+        let mut why = Vec::new();
         if let (Some(&first), Some(&last)) = (missing.first(), missing.last()) {
-            read.missing = Some(format!(
-                "no {} series in Prometheus for {} of the {} s from {} to {}",
-                requests_name(&self.spec),
+            why.push(format!(
+                "no {name} series in Prometheus at {} steps from {} to {}",
                 missing.len(),
-                missing.len() as u32 * self.spec.step_secs,
                 crate::report::units::when(first),
                 crate::report::units::when(last),
             ));
+        }
+        if let (Some(&(first, side)), Some(&(last, _))) =
+            (sides_missing.first(), sides_missing.last())
+        {
+            why.push(format!(
+                "the {side}'s {name} series were missing at {} steps from {} to {}",
+                sides_missing.len(),
+                crate::report::units::when(first),
+                crate::report::units::when(last),
+            ));
+        }
+        if !why.is_empty() {
+            read.missing = Some(why.join("; "));
+        }
+        if !self.began {
+            read.nothing_matched = Some(self.nothing_matched());
+        } else if let Some(arms) = &self.spec.series.arms {
+            if !self.sides_seen.contains_key(&Some(Arm::Treatment)) {
+                read.nothing_matched = Some(format!(
+                    "no {} series has {} in {:?}: the canary is not compared until one does",
+                    name, arms.label, arms.canary
+                ));
+            }
         }
         self.last = Some(end);
         Ok(read)
     }
 
+    fn nothing_matched(&self) -> String {
+        let series = &self.spec.series;
+        match &series.arms {
+            Some(arms) => format!(
+                "Prometheus answers, but no {} series from {} has the label {}: check selector, \
+                 requests and canary_label",
+                series.requests.name,
+                self.queries.join(", "),
+                arms.label
+            ),
+            None => format!(
+                "Prometheus answers, but no {} series matches {}: check selector and requests",
+                series.requests.name,
+                self.queries.join(", ")
+            ),
+        }
+    }
+
+    /// The sides `requests` series are on: the canary, the rest, or (without `canary_label`)
+    /// the service as a whole.
+    fn sides_of<'a>(&self, requests: impl Iterator<Item = &'a Sample>) -> BTreeSet<Option<Arm>> {
+        requests
+            .filter_map(|s| match &self.spec.series.arms {
+                None => Some(None),
+                Some(arms) => arms.of(s).map(Some),
+            })
+            .collect()
+    }
+
     fn query_range(&self, query: &str, start: f64, end: f64) -> Result<Vec<Series>, PromqlError> {
         let url = format!("{}/api/v1/query_range", self.spec.url.trim_end_matches('/'));
-        let request = self
+        let shown = format!(
+            "{}/api/v1/query_range",
+            self.shown_url.trim_end_matches('/')
+        );
+        let mut request = self
             .agent
             .get(&url)
             .query("query", query)
             .query("start", &format!("{start:.3}"))
             .query("end", &format!("{end:.3}"))
             .query("step", &format!("{}s", self.spec.step_secs));
+        if let Some(auth) = &self.authorization {
+            request = request.set("Authorization", auth);
+        }
         let (status, body) = match request.call() {
-            Ok(r) => (r.status(), body_of(r, &url)?),
-            Err(ureq::Error::Status(status, r)) => (status, body_of(r, &url).unwrap_or_default()),
+            Ok(r) => (r.status(), body_of(r, &shown)?),
+            Err(ureq::Error::Status(status, r)) => (status, body_of(r, &shown).unwrap_or_default()),
             Err(ureq::Error::Transport(t)) => {
                 return Err(PromqlError::Transport {
-                    url,
-                    message: t.kind().to_string()
-                        + &std::error::Error::source(&t)
-                            .map(|e| format!(": {e}"))
-                            .unwrap_or_default(),
+                    url: shown,
+                    message: shown_text(
+                        &(t.kind().to_string()
+                            + &std::error::Error::source(&t)
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()),
+                    ),
                 })
             }
         };
+        if (300..400).contains(&status) {
+            return Err(PromqlError::Status {
+                url: shown,
+                status,
+                detail: Some(
+                    "a redirect, which guardian does not follow: give the final URL".into(),
+                ),
+            });
+        }
         let answer: Result<Answer, _> = serde_json::from_str(&body);
         match answer {
             Ok(Answer {
@@ -272,8 +409,11 @@ impl PromqlReader {
             }) if ok == "success" && status == 200 => {
                 if data.result_type != "matrix" {
                     return Err(PromqlError::Answer {
-                        url,
-                        message: format!("a {} where a matrix was asked for", data.result_type),
+                        url: shown,
+                        message: format!(
+                            "a {} where a matrix was asked for",
+                            shown_text(&data.result_type)
+                        ),
                     });
                 }
                 Ok(data.result)
@@ -282,38 +422,80 @@ impl PromqlReader {
                 error: Some(message),
                 ..
             }) => Err(PromqlError::Query {
-                url,
+                url: shown,
                 query: query.to_owned(),
-                message,
+                message: shown_text(&message),
             }),
             Ok(_) if status != 200 => Err(PromqlError::Status {
-                url,
+                url: shown,
                 status,
                 detail: None,
             }),
             Ok(_) => Err(PromqlError::Answer {
-                url,
+                url: shown,
                 message: "no data in a successful answer".into(),
             }),
-            Err(e) if status != 200 => Err(PromqlError::Status {
-                url,
+            Err(_) if status != 200 => Err(PromqlError::Status {
+                url: shown,
                 status,
-                detail: Some(crate::report::text::printable(
-                    &body.chars().take(200).collect::<String>(),
-                ))
-                .filter(|_| !body.is_empty())
-                .or_else(|| Some(e.to_string())),
+                detail: (!body.is_empty()).then(|| shown_text(&body)),
             }),
             Err(e) => Err(PromqlError::Answer {
-                url,
-                message: e.to_string(),
+                url: shown,
+                message: shown_text(&e.to_string()),
             }),
         }
     }
 }
 
-fn requests_name(spec: &PromqlSpec) -> &str {
-    &spec.series.requests.name
+/// Text from Prometheus as guardian shows it (logs, status, notes): one line, printable, short.
+fn shown_text(text: &str) -> String {
+    let cut: String = text.chars().take(MAX_SHOWN).collect();
+    let more = if text.chars().nth(MAX_SHOWN).is_some() {
+        "..."
+    } else {
+        ""
+    };
+    format!(
+        "{}{more}",
+        crate::report::text::printable(&cut.replace(['\n', '\r'], " "))
+    )
+}
+
+/// The URL to ask without its credentials, the URL as shown (credentials hidden), and the
+/// credentials as a basic `Authorization` header.
+fn credentials(url: &str) -> Result<(String, String, Option<String>), String> {
+    use base64::Engine as _;
+    let mut parsed = url::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+    if parsed.username().is_empty() && parsed.password().is_none() {
+        return Ok((url.to_owned(), url.to_owned(), None));
+    }
+    let pair = format!(
+        "{}:{}",
+        percent_decoded(parsed.username()),
+        percent_decoded(parsed.password().unwrap_or_default())
+    );
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    );
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    let bare = parsed.to_string();
+    let _ = parsed.set_username("***");
+    Ok((bare, parsed.to_string(), Some(auth)))
+}
+
+/// `url` as guardian shows it: its credentials, if any, hidden.
+pub fn shown_url(url: &str) -> String {
+    credentials(url).map_or_else(|_| url.to_owned(), |(_, shown, _)| shown)
+}
+
+fn percent_decoded(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 fn body_of(r: ureq::Response, url: &str) -> Result<String, PromqlError> {
@@ -355,6 +537,13 @@ mod tests {
     fn fake_prometheus(
         answer: impl Fn(&str, f64, f64) -> (u16, String) + Send + 'static,
     ) -> String {
+        fake_prometheus_seeing(move |q, s, e, _| answer(q, s, e))
+    }
+
+    /// Like `fake_prometheus`, and `answer` also sees the request's `Authorization`.
+    fn fake_prometheus_seeing(
+        answer: impl Fn(&str, f64, f64, Option<&str>) -> (u16, String) + Send + 'static,
+    ) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         std::thread::spawn(move || {
@@ -364,10 +553,16 @@ mod tests {
                 let mut line = String::new();
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 reader.read_line(&mut line).unwrap();
+                let mut auth = None;
                 loop {
                     let mut h = String::new();
                     if reader.read_line(&mut h).unwrap() <= 2 {
                         break;
+                    }
+                    if let Some((name, value)) = h.split_once(':') {
+                        if name.eq_ignore_ascii_case("authorization") {
+                            auth = Some(value.trim().to_owned());
+                        }
                     }
                 }
                 let target = line.split(' ').nth(1).unwrap();
@@ -383,6 +578,7 @@ mod tests {
                     &get("query"),
                     get("start").parse().unwrap_or(0.0),
                     get("end").parse().unwrap_or(0.0),
+                    auth.as_deref(),
                 );
                 let _ = write!(
                     stream,
@@ -507,7 +703,7 @@ mod tests {
         let counts: Vec<(f64, u64)> = read.intervals.iter().map(|i| (i.end, i.requests)).collect();
         assert_eq!(counts, vec![(1010.0, 10), (1040.0, 30), (1050.0, 10)]);
         let missing = read.missing.unwrap();
-        assert!(missing.contains("2 of the 20 s"), "{missing}");
+        assert!(missing.contains("at 2 steps"), "{missing}");
     }
 
     #[test]
@@ -568,5 +764,122 @@ mod tests {
                 .to_string();
             assert!(e.contains(says), "{e}");
         }
+    }
+
+    /// Points of `f(t)` at every step from `start` to `end`.
+    fn points(start: f64, end: f64, f: impl Fn(f64) -> f64) -> Points {
+        let mut v = Vec::new();
+        let mut t = start;
+        while t <= end {
+            v.push((t, f(t)));
+            t += 10.0;
+        }
+        v
+    }
+
+    #[test]
+    fn a_canary_whose_series_vanish_is_missing_data_not_a_canary_without_traffic() {
+        let url = fake_prometheus(|_, start, end| {
+            let canary: Points = points(start, end, |t| t - 1000.0)
+                .into_iter()
+                .filter(|&(t, _)| t < 1030.0)
+                .collect();
+            (
+                200,
+                matrix(&[
+                    ("a", "200", points(start, end, |t| t - 1000.0)),
+                    ("b", "200", canary),
+                ]),
+            )
+        });
+        let mut r = PromqlReader::new(spec(&url)).unwrap();
+        r.read(1030.0).unwrap();
+        let read = r.read(1080.0).unwrap();
+        assert_eq!(read.until, Some(1050.0), "the rest's data is in");
+        let missing = read.missing.unwrap();
+        assert!(
+            missing.contains("the canary's http_requests_total series were missing at 3 steps"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_canary_no_series_is_on_is_said() {
+        let url = fake_prometheus(|_, start, end| {
+            (
+                200,
+                matrix(&[("a", "200", points(start, end, |t| t - 1000.0))]),
+            )
+        });
+        let mut r = PromqlReader::new(spec(&url)).unwrap();
+        let read = r.read(1030.0).unwrap();
+        let said = read.nothing_matched.unwrap();
+        assert!(said.contains("the canary is not compared"), "{said}");
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_sent_as_basic_auth_and_never_shown() {
+        let url = fake_prometheus_seeing(|_, start, end, auth| {
+            // user:p+ss@word, as base64.
+            if auth != Some("Basic dXNlcjpwK3NzQHdvcmQ=") {
+                return (
+                    401,
+                    format!("{{\"status\":\"error\",\"error\":\"auth {auth:?}\"}}"),
+                );
+            }
+            (200, matrix(&[("a", "200", points(start, end, |t| t))]))
+        });
+        let with = url.replace("http://", "http://user:p+ss%40word@");
+        let mut r = PromqlReader::new(spec(&with)).unwrap();
+        assert!(!r.shown_url().contains("p+ss"), "{}", r.shown_url());
+        assert!(r.shown_url().contains("***@"), "{}", r.shown_url());
+        r.read(1030.0).unwrap();
+        let e = PromqlReader::new(spec(&url.replace("http://", "http://user:wrong@")))
+            .unwrap()
+            .read(1030.0)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("wrong"), "{e}");
+    }
+
+    #[test]
+    fn prometheus_s_own_words_are_shown_on_one_line_and_short() {
+        let url = fake_prometheus(|_, _, _| {
+            let message = format!(
+                "bad\\nFAKE INFO change healthy\\u001b[31m{}",
+                "x".repeat(100_000)
+            );
+            (
+                422,
+                format!("{{\"status\":\"error\",\"error\":\"{message}\"}}"),
+            )
+        });
+        let e = PromqlReader::new(spec(&url))
+            .unwrap()
+            .read(1030.0)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e}");
+        assert!(e.len() < 600, "{}", e.len());
+    }
+
+    #[test]
+    fn a_value_no_counter_reaches_is_skipped_not_counted() {
+        let url = fake_prometheus(|_, start, end| {
+            let v = points(start, end, |t| if t == 1020.0 { 1e300 } else { t - 1000.0 });
+            (200, matrix(&[("a", "200", v)]))
+        });
+        let mut r = PromqlReader::new(spec(&url)).unwrap();
+        r.read(1030.0).unwrap();
+        let read = r.read(1070.0).unwrap();
+        let counts: Vec<(f64, u64)> = read.intervals.iter().map(|i| (i.end, i.requests)).collect();
+        assert_eq!(counts, vec![(1010.0, 10), (1030.0, 20), (1040.0, 10)]);
+        assert!(
+            read.notes
+                .iter()
+                .any(|n| n.contains("which no counter of requests does")),
+            "{:?}",
+            read.notes
+        );
     }
 }

@@ -28,6 +28,13 @@ use std::time::Duration;
 use crate::core::histogram::{bucket_of, upper_edge, Histogram, BUCKETS};
 use crate::core::observation::{Aggregate, Arm};
 
+/// The most requests one series may count in a second: a delta above it is not a count (a
+/// corrupt or hostile value, `1e300`), and is skipped with a note rather than fed to the core.
+pub const MAX_PER_SECOND: f64 = 10_000_000.0;
+/// A series remembered while absent (read back from Prometheus) is forgotten after this long:
+/// Prometheus's own staleness horizon, so label churn does not grow memory without end.
+const FORGET_AFTER_SECS: f64 = 300.0;
+
 /// Largest `/metrics` body accepted, in bytes.
 pub const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -82,7 +89,8 @@ pub struct Arms {
 }
 
 impl Arms {
-    fn of(&self, s: &Sample) -> Option<Arm> {
+    /// The side of series `s`; `None` when it lacks the label.
+    pub fn of(&self, s: &Sample) -> Option<Arm> {
         let value = s.label(&self.label)?;
         Some(if self.canary.iter().any(|c| c == value) {
             Arm::Treatment
@@ -542,8 +550,22 @@ pub struct ScrapeResult {
     pub notes: Vec<String>,
 }
 
+/// Notes about single series kept per scrape: a hostile or broken answer cannot flood the log.
+const MAX_NOTES: usize = 10;
+
+/// Labels as a note shows them: escaped, and at most 200 characters.
+fn shown_labels(labels: &[(String, String)]) -> String {
+    let text = format!("{labels:?}");
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text,
+    }
+}
+
 /// Label pairs, sorted by name.
 type Labels = Vec<(String, String)>;
+/// Per series, its cumulative value and when it was last seen.
+type Counters = HashMap<SeriesKey, (f64, f64)>;
 type SeriesKey = (String, Labels);
 
 fn series_key(s: &Sample) -> SeriesKey {
@@ -567,8 +589,9 @@ struct RouteAcc {
 pub struct Scraper {
     spec: ScrapeSpec,
     latency_bucket_name: Option<String>,
-    /// Time and cumulative values of the previous successful scrape, selected series only.
-    previous: Option<(f64, HashMap<SeriesKey, f64>)>,
+    /// Time of the previous successful scrape, and per selected series its cumulative value
+    /// and when it was last seen (later than that scrape only for a remembered absent series).
+    previous: Option<(f64, Counters)>,
     /// Series absent from a scrape are remembered, not forgotten (see [`Scraper::remembering`]).
     remember: bool,
 }
@@ -624,9 +647,10 @@ impl Scraper {
     /// - Non-finite or negative values of selected series are skipped, with a note.
     pub fn ingest(&mut self, samples: &[Sample], now: f64) -> ScrapeResult {
         let mut notes = Vec::new();
-        let mut current: HashMap<SeriesKey, f64> = HashMap::new();
+        let mut current: Counters = HashMap::new();
         let mut routes: BTreeMap<(Option<String>, Option<Arm>), RouteAcc> = BTreeMap::new();
         let (mut matched_requests, mut resets, mut new_series) = (false, 0usize, 0usize);
+        let (mut duplicates, mut implausible, mut unlabelled) = (0usize, 0usize, 0usize);
         let baseline = self.previous.as_ref();
 
         for s in samples {
@@ -645,17 +669,27 @@ impl Scraper {
             }
             matched_requests |= is_requests;
             if !s.value.is_finite() || s.value < 0.0 {
-                notes.push(format!(
-                    "skipped {} {:?}: value {}",
-                    s.name, s.labels, s.value
-                ));
+                if notes.len() < MAX_NOTES {
+                    notes.push(format!(
+                        "skipped {} {}: value {}",
+                        s.name,
+                        shown_labels(&s.labels),
+                        s.value
+                    ));
+                }
                 continue;
             }
             let le = if is_bucket {
                 match s.label("le").map(|v| v.trim().parse::<f64>()) {
                     Some(Ok(le)) if !le.is_nan() => Some(le),
                     _ => {
-                        notes.push(format!("skipped {} {:?}: bad le", s.name, s.labels));
+                        if notes.len() < MAX_NOTES {
+                            notes.push(format!(
+                                "skipped {} {}: bad le",
+                                s.name,
+                                shown_labels(&s.labels)
+                            ));
+                        }
                         continue;
                     }
                 }
@@ -664,18 +698,16 @@ impl Scraper {
             };
             let key = series_key(s);
             if current.contains_key(&key) {
-                notes.push(format!(
-                    "duplicate series {} {:?} ignored",
-                    s.name, s.labels
-                ));
+                duplicates += 1;
                 continue;
             }
-            current.insert(key.clone(), s.value);
-            let Some((_, before)) = baseline else {
+            let Some((start, before)) = baseline else {
+                current.insert(key, (s.value, now));
                 continue;
             };
-            let delta = match before.get(&key) {
-                Some(&prev) if s.value >= prev => s.value - prev,
+            let previous = before.get(&key).map(|&(v, _)| v);
+            let delta = match previous {
+                Some(prev) if s.value >= prev => s.value - prev,
                 Some(_) => {
                     resets += 1;
                     s.value
@@ -685,6 +717,16 @@ impl Scraper {
                     s.value
                 }
             };
+            if delta > MAX_PER_SECOND * (now - start).max(1.0) {
+                // Not a count: skipped, and the series keeps the value it had, so its next
+                // sane value is not counted against this one.
+                implausible += 1;
+                if let Some(prev) = previous {
+                    current.insert(key, (prev, now));
+                }
+                continue;
+            }
+            current.insert(key.clone(), (s.value, now));
             // `as` saturates; counters are whole numbers in practice.
             let delta = delta.round() as u64;
             let route = self
@@ -693,7 +735,17 @@ impl Scraper {
                 .as_deref()
                 .and_then(|l| s.label(l))
                 .map(str::to_owned);
-            let arm = self.spec.arms.as_ref().and_then(|a| a.of(s));
+            let arm = match &self.spec.arms {
+                None => None,
+                Some(arms) => match arms.of(s) {
+                    Some(arm) => Some(arm),
+                    // On neither side: a canary comparison cannot place it.
+                    None => {
+                        unlabelled += 1;
+                        continue;
+                    }
+                },
+            };
             let acc = routes.entry((route, arm)).or_default();
             if is_requests {
                 acc.requests = acc.requests.saturating_add(delta);
@@ -712,6 +764,21 @@ impl Scraper {
             notes.push(format!(
                 "no series matched the requests selector {}",
                 self.spec.requests.name
+            ));
+        }
+        if duplicates > 0 {
+            notes.push(format!("{duplicates} duplicate series ignored"));
+        }
+        if let (Some(arms), true) = (&self.spec.arms, unlabelled > 0) {
+            notes.push(format!(
+                "{unlabelled} series without the label {} left out: on neither side",
+                arms.label
+            ));
+        }
+        if implausible > 0 {
+            notes.push(format!(
+                "{implausible} series skipped: they grew by more than {MAX_PER_SECOND} a second, \
+                 which no counter of requests does"
             ));
         }
         if resets > 0 {
@@ -756,8 +823,10 @@ impl Scraper {
         }
         if self.remember {
             if let Some((_, before)) = self.previous.take() {
-                for (key, value) in before {
-                    current.entry(key).or_insert(value);
+                for (key, (value, seen)) in before {
+                    if now - seen < FORGET_AFTER_SECS {
+                        current.entry(key).or_insert((value, seen));
+                    }
                 }
             }
         }

@@ -137,12 +137,24 @@ impl super::raw::RawPromql {
                 format!("is missing in [[daemon.promql]] {}", i + 1),
             )
         })?;
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains('?') {
-            return Err(ConfigError::invalid(
+        let bad_url = || {
+            ConfigError::invalid(
                 SECTION,
                 "url",
-                format!("must be the query API's base, e.g. http://127.0.0.1:9090, got {url:?}"),
-            ));
+                format!(
+                    "must be the query API's base, e.g. http://127.0.0.1:9090, got {:?}",
+                    crate::promql::shown_url(&url)
+                ),
+            )
+        };
+        match url::Url::parse(&url) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && url == url.trim() => {}
+            _ => return Err(bad_url()),
         }
         let selector = self.selector.unwrap_or_default();
         if selector.contains(['{', '}', '\n']) {
@@ -179,7 +191,7 @@ impl super::raw::RawPromql {
             ));
         }
         Ok(PromqlSource {
-            name: self.name.unwrap_or_else(|| url.clone()),
+            name: self.name.unwrap_or_else(|| crate::promql::shown_url(&url)),
             spec: crate::promql::PromqlSpec {
                 url,
                 selector,
@@ -251,6 +263,12 @@ fn selector_of(
         let value = value.trim().trim_matches('"');
         if !valid(label.trim()) {
             return Err(bad("a bad label name"));
+        }
+        if value.starts_with(['~', '=']) || label.ends_with('!') {
+            return Err(bad(
+                "a PromQL operator (=~, !=, !~): write label=pattern, where . matches any \
+                 one character",
+            ));
         }
         m = m.with(label.trim(), LabelMatch::pattern(value));
     }

@@ -5,8 +5,10 @@
 //! Bad events that come in bursts (one client retrying a failing call, a flapping dependency, a
 //! host that stalls for a few seconds and slows every request) make a count less informative
 //! than the same count of independent events. The tests divide their evidence by this index
-//! (the quasi-likelihood correction), so a bursty service needs proportionally more evidence,
-//! while a steady one pays nothing.
+//! (the quasi-likelihood correction), and the cap on one second's evidence by it too, so the cap
+//! bounds the same share of a second's evidence as on a steady service. So a bursty service
+//! needs proportionally more evidence and a burst cannot carry a watch in a few seconds, while
+//! a steady one pays nothing.
 //!
 //! The index compares consecutive bins, `x_i - k·x_{i-1}` with `k` the ratio of their traffic:
 //! for independent events its variance is `(x_i + k²·x_{i-1})·(1 - p)` whatever the rate, so a
@@ -23,7 +25,7 @@ use super::tally::Tally;
 /// Seconds per bin.
 pub const BIN_SECS: i64 = 10;
 /// Largest index the tests divide their evidence by: a wild history slows them, never silences.
-pub const MAX_DISPERSION: f64 = 10.0;
+pub const MAX_DISPERSION: f64 = 1000.0;
 
 /// What a test's index counts as a bad event. Latency thresholds are per route in the tests;
 /// the index pools routes at the pooled threshold: what makes slowness bursty (a host stalling,

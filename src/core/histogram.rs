@@ -129,14 +129,14 @@ impl Histogram {
     pub fn add_to_bucket(&mut self, bucket: usize, count: u32) {
         let slot = &mut self.counts[bucket.min(BUCKETS - 1)];
         *slot = slot.saturating_add(count);
-        self.total += u64::from(count);
+        self.total = self.total.saturating_add(u64::from(count));
     }
 
     pub fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
             *a = a.saturating_add(*b);
         }
-        self.total += other.total;
+        self.total = self.total.saturating_add(other.total);
     }
 
     pub fn clear(&mut self) {

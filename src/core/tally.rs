@@ -28,17 +28,18 @@ impl Tally {
         }
     }
 
+    /// Counts from outside (a scrape, a push) may be anything: sums saturate, never overflow.
     pub fn add_counts(&mut self, requests: u64, errors: u64, latency: Option<&Histogram>) {
-        self.requests += requests;
-        self.errors += errors.min(requests);
+        self.requests = self.requests.saturating_add(requests);
+        self.errors = self.errors.saturating_add(errors.min(requests));
         if let Some(h) = latency {
             self.latency.merge(h);
         }
     }
 
     pub fn merge(&mut self, other: &Tally) {
-        self.requests += other.requests;
-        self.errors += other.errors;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
         self.latency.merge(&other.latency);
     }
 

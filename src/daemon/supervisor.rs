@@ -555,9 +555,10 @@ impl Supervisor {
         // Some traffic came too late to be judged: missing data never makes a change healthy,
         // nor a recovery confirmed.
         let traffic_short = match (&self.phase, verdict) {
-            (Phase::Watching(c) | Phase::Verifying(c), Verdict::Healthy) => {
-                self.traffic_short_of(&c.id).map(str::to_owned)
-            }
+            (
+                Phase::Watching(c) | Phase::Verifying(c),
+                Verdict::Healthy | Verdict::Inconclusive,
+            ) => self.traffic_short_of(&c.id).map(str::to_owned),
             _ => None,
         };
         if sentry_short.is_some() || traffic_short.is_some() {
@@ -622,8 +623,8 @@ impl Supervisor {
                     for e in &mut effects {
                         if let Effect::Transition { note, .. } = e {
                             *note = Some(format!(
-                                "the traffic seen was not worse, but some never came to be \
-                                 judged ({why}); {}",
+                                "the traffic seen was not shown worse, but some never came to \
+                                 be judged ({why}); {}",
                                 note.as_deref().unwrap_or_default()
                             ));
                         }

@@ -468,13 +468,21 @@ pub fn status(s: &Status) -> String {
     for target in &s.scrapes {
         let _ = writeln!(
             out,
-            "scrape {}: {}{}",
+            "scrape {}: {}{}{}",
             t(&target.name),
             target
                 .age_secs
                 .map_or("no successful scrape yet".to_owned(), |a| format!(
                     "last success {a:.0} s ago"
                 )),
+            // Read from Prometheus's query API: judged only as far as its traffic is in.
+            target
+                .data_until
+                .map(|d| format!(
+                    "; traffic in up to {} s ago (judged no later)",
+                    (s.now - d).max(0.0).round()
+                ))
+                .unwrap_or_default(),
             target
                 .last_error
                 .as_deref()

@@ -194,12 +194,14 @@ impl Test {
                     (control_seen.rate(), inc)
                 }
             };
+            // Quasi-likelihood: the evidence and its cap per second both scale down by the index,
+            // so a stalled second weighs no more against the steady ones than on a steady host.
             let increments = increments.map(|x| x / self.dispersion);
             let expected = c * control_rate.unwrap_or(0.0) * treatment_now.requests as f64;
             expected_total += expected;
             if let Some(e) = self.per_stratum.get_mut(s) {
                 e.add(
-                    cap_for_second(base_cap, expected),
+                    cap_for_second(base_cap, expected) / self.dispersion,
                     &increments,
                     start_weight,
                 );
@@ -209,7 +211,7 @@ impl Test {
             }
         }
         self.common.add(
-            cap_for_second(base_cap, expected_total),
+            cap_for_second(base_cap, expected_total) / self.dispersion,
             &common,
             start_weight,
         );

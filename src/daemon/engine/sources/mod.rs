@@ -63,6 +63,9 @@ pub struct Trailing {
     pub patience: f64,
     /// Why it is short of where it should be (failing, or behind), when it is.
     pub why: Option<String>,
+    /// Traffic it could not hand over at its time (steps Prometheus had no data for): those
+    /// counts come later in a lump, or never, so what they fall in cannot end healthy.
+    pub lost: Option<String>,
 }
 
 /// A way traffic comes in.
@@ -103,6 +106,7 @@ pub fn traffic_clock(
         } else {
             clock = clock.min(t.until);
         }
+        short = short.or(t.lost);
     }
     (clock, short)
 }
@@ -181,6 +185,7 @@ mod tests {
             until,
             patience: 100.0,
             why: why.map(str::to_owned),
+            lost: None,
         }
     }
 
@@ -202,6 +207,15 @@ mod tests {
             ),
             (900.0, Some("down".to_owned())),
             "past it, the core judges on without that source"
+        );
+        let lost = Trailing {
+            lost: Some("no data at 3 steps".into()),
+            ..trailing(990.0, None)
+        };
+        assert_eq!(
+            traffic_clock(1000.0, [lost]),
+            (990.0, Some("no data at 3 steps".to_owned())),
+            "steps that had no data are short whenever they were, even within patience"
         );
     }
 }

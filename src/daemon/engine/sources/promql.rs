@@ -25,6 +25,10 @@ pub struct PromqlFeed {
     status: ScrapeStatus,
     /// Why the traffic is not complete to where it should be, when it is not.
     short: Option<String>,
+    /// What the last read had no data for.
+    lost: Option<String>,
+    /// The first poll: until a read brings data, the traffic is taken to be in up to then.
+    started_at: Option<f64>,
     idle: Option<PromqlReader>,
     results: mpsc::Receiver<Done>,
     done: mpsc::Sender<Done>,
@@ -42,8 +46,10 @@ impl PromqlFeed {
         spec.backfill_secs = backfill_secs;
         let mut reader = PromqlReader::new(spec)
             .map_err(|e| EngineError::Config(format!("[daemon.promql] {}: {e}", source.name)))?;
+        let mut resumed_at = None;
         if let Some(p) = resume {
             reader.resume_at(p.offset as f64);
+            resumed_at = Some(p.offset as f64);
         }
         let (done, results) = mpsc::channel();
         let step = f64::from(source.spec.step_secs);
@@ -53,10 +59,14 @@ impl PromqlFeed {
             next: 0.0,
             status: ScrapeStatus {
                 name: source.name.clone(),
-                url: source.spec.url.clone(),
+                url: reader.shown_url().to_owned(),
+                // After a restart the traffic is in up to where it was read before.
+                data_until: resumed_at,
                 ..ScrapeStatus::default()
             },
+            started_at: None,
             short: None,
+            lost: None,
             idle: Some(reader),
             results,
             done,
@@ -79,14 +89,26 @@ impl PromqlFeed {
                 if self.status.last_error.is_some() {
                     tracing::info!(promql = %name, "{name}: Prometheus answers again");
                 }
-                if let Some(why) = &read.missing {
-                    if self.short.as_ref() != Some(why) {
-                        tracing::warn!(promql = %name, "{name}: {why} (missing data, never zero)");
+                let nothing = read.nothing_matched.clone();
+                if let Some(why) = &nothing {
+                    if self.status.last_error.as_ref() != Some(why) {
+                        tracing::warn!(promql = %name, "{name}: {why}");
                     }
                 }
-                self.short = read.missing;
+                // Said when data starts missing and when it is back, not at every read.
+                match (&read.missing, &self.lost) {
+                    (Some(why), None) => {
+                        tracing::warn!(promql = %name, "{name}: {why} (missing data, never zero)")
+                    }
+                    (None, Some(_)) => {
+                        tracing::info!(promql = %name, "{name}: data for every step again")
+                    }
+                    _ => {}
+                }
+                self.lost = read.missing;
+                self.short = nothing.clone();
                 self.status.last_ok_at = Some(now);
-                self.status.last_error = None;
+                self.status.last_error = nothing;
             }
             Err(e) => {
                 if self.status.last_error.as_ref() != Some(&e) {
@@ -106,6 +128,7 @@ impl Source for PromqlFeed {
     }
 
     fn poll(&mut self, now: f64, intake: &mut Intake<'_>) -> Result<(), EngineError> {
+        self.started_at.get_or_insert(now);
         while let Ok((reader, result)) = self.results.try_recv() {
             self.idle = Some(reader);
             self.take(now, result, intake);
@@ -133,7 +156,7 @@ impl Source for PromqlFeed {
     }
 
     fn trailing(&self, now: f64) -> Option<Trailing> {
-        let until = self.status.data_until.unwrap_or(f64::NEG_INFINITY);
+        let until = self.status.data_until.or(self.started_at).unwrap_or(now);
         let why = match &self.short {
             Some(why) => Some(why.clone()),
             None if now - until > self.usual_lag => Some(format!(
@@ -149,6 +172,10 @@ impl Source for PromqlFeed {
             until,
             patience: self.usual_lag + PATIENCE_STEPS * self.every,
             why: why.map(|w| format!("{}: {w}", self.status.name)),
+            lost: self
+                .lost
+                .as_ref()
+                .map(|w| format!("{}: {w}", self.status.name)),
         })
     }
 
