@@ -140,9 +140,12 @@ pub struct Scenario {
     pub rps: f64,
     pub nuisance: Nuisance,
     pub regression: Regression,
-    /// After the change, old and new versions serve side by side, half the traffic each, and
-    /// requests carry their arm; only the new arm regresses.
+    /// After the change, old and new versions serve side by side, and requests carry their
+    /// arm; only the new arm regresses.
     pub concurrent: bool,
+    /// In the concurrent design, the new version's share of the traffic: half, or a fleet's
+    /// canary hosts (1 of 8 is 0.125).
+    pub canary_share: f64,
     /// The deploy restarts the service just before the change is notified.
     pub restart: Restart,
     /// Another change came before this one.
@@ -187,16 +190,32 @@ impl Scenario {
             nuisance,
             regression,
             concurrent: false,
+            canary_share: 0.5,
             restart: Restart::None,
             previous: Previous::None,
         }
     }
 
-    /// Old and new serve side by side after the change.
+    /// Old and new serve side by side after the change, half the traffic each.
     pub fn concurrent(rps: f64, nuisance: Nuisance, regression: Regression) -> Scenario {
         Scenario {
             concurrent: true,
             ..Scenario::before_after(rps, nuisance, regression)
+        }
+    }
+
+    /// A fleet of `rps` in all after a canary deploy: `canary_share` of it on the new version
+    /// (its canary hosts), the rest on the old, read from the fleet's metrics with each
+    /// observation's side (PromQL's `canary_label`).
+    pub fn canary(
+        rps: f64,
+        canary_share: f64,
+        nuisance: Nuisance,
+        regression: Regression,
+    ) -> Scenario {
+        Scenario {
+            canary_share,
+            ..Scenario::concurrent(rps, nuisance, regression)
         }
     }
 }
@@ -404,7 +423,11 @@ impl Run {
         for (i, cell) in cells.iter_mut().enumerate() {
             let (route, arm) = (i % ROUTES.len(), arms[i / ROUTES.len()]);
             let mut truth = self.truth(t, route, arm != Some(Arm::Control));
-            truth.rate /= arms.len() as f64;
+            truth.rate *= match arm {
+                None => 1.0,
+                Some(Arm::Treatment) => self.scenario.canary_share,
+                Some(Arm::Control) => 1.0 - self.scenario.canary_share,
+            };
             cell.route = route as u8;
             cell.arm = arm;
             cell.latency.clear();
@@ -544,9 +567,9 @@ pub fn information_per_second(
         } else {
             0.0
         };
-        // In the concurrent design the new version serves half the traffic.
+        // In the concurrent design the new version serves its share of the traffic.
         let rate = if scenario.concurrent {
-            after.rate / 2.0
+            after.rate * scenario.canary_share
         } else {
             after.rate
         };

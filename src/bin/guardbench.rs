@@ -221,6 +221,7 @@ fn main() {
 
     concurrent_section(&args, &settings, &detectors_for(20.0));
     production_section(&args, &settings, &detectors_for);
+    fleet_section(&args, &settings, &detectors_for);
 
     println!("\n## Cost of the core\n");
     row_starts("the cost of the core");
@@ -351,7 +352,15 @@ fn regression_row_as(
             // A rollback before the onset is a false one, not a detection.
             let times: Vec<Option<f64>> = out
                 .iter()
-                .map(|o| o.peers[i].map(|t| t - o.onset).filter(|&d| d >= 0.0))
+                .map(|o| {
+                    // A row run without peers (a reference for guardian alone) has none.
+                    o.peers
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .map(|t| t - o.onset)
+                        .filter(|&d| d >= 0.0)
+                })
                 .collect();
             cell(&times).0
         })
@@ -598,6 +607,110 @@ where
         {
             let s = Scenario::before_after(rps, Nuisance::Clean, *regression);
             println!("{}", regression_row(s, args.regressions, settings, &make));
+        }
+    }
+
+    println!("\n### A host that stalls\n");
+    println!("The host stalls every two minutes on average, for 2 to 8 s, in which every request is 4x slower, before and after the change alike (a noisy neighbour, a paused VM). The null rows are in the false-rollback table above. Here, what it costs to detect a regression on such a host: \"vs steady host\" is guardian's median time to detect over the same regression's on clean traffic. {} deploys per cell.\n", args.regressions);
+    println!(
+        "{}",
+        REGRESSION_HEADER
+            .replacen("| regression |", "| regression | vs steady host |", 1)
+            .replacen("|---|", "|---|---|", 1)
+    );
+    for &rps in &args.rps {
+        let make = detectors_for(rps);
+        for regression in [
+            Regression::ErrorRate(3.0),
+            Regression::Outage,
+            Regression::Median(1.25),
+            Regression::Median(1.5),
+            Regression::TailOnly(0.06),
+        ]
+        .iter()
+        .filter(|r| wanted(r))
+        {
+            // The same regression on a steady host, guardian only: the reference.
+            let (_, reference) = regression_row_as(
+                &regression.name(),
+                Scenario::before_after(rps, Nuisance::Clean, *regression),
+                args.regressions,
+                settings,
+                &|| Vec::new(),
+            );
+            let s = Scenario::before_after(rps, Nuisance::HostStalls, *regression);
+            let what = format!("{} on a stalling host", regression.name());
+            print_against(&what, reference, s, args.regressions, settings, &make);
+        }
+    }
+}
+
+/// A fleet behind a load balancer, deployed canary first: the canary hosts against the rest,
+/// read from the fleet's metrics, or one canary host's log alone, before against after.
+fn fleet_section<F, P>(args: &Args, settings: &DetectorSettings, detectors_for: &F)
+where
+    F: Fn(f64) -> P,
+    P: Fn() -> Vec<Box<dyn Detector>> + Sync,
+{
+    const FLEET_RPS: f64 = 200.0;
+    let wanted = |r: &Regression| {
+        args.only
+            .as_ref()
+            .is_none_or(|o| r.name().contains(o.as_str()))
+    };
+    println!("\n## A fleet: the canary against the rest, or one host's log alone\n");
+    println!("N hosts serve {FLEET_RPS} req/s in all, with a daily cycle in traffic, errors and latency common to every host (diurnal drift). A canary deploy puts the new version on k of them. guardian reading the fleet's metrics (`[[daemon.promql]]` with `canary_label`) compares the canary hosts with the rest as they serve side by side; a guardian beside one canary host reading its log sees that host's {FLEET_RPS}/N req/s, before against after. \"vs one host's log\" is the canary comparison's median time to detect over the one host's. {} null and {} regression deploys per cell; peers at the fleet's traffic are calibrated as above for 200 req/s, at one host's they run at their least sensitive knob.\n", args.nulls, args.regressions);
+    println!(
+        "{}",
+        NULL_HEADER.replacen("nuisance", "canary, nuisance", 1)
+    );
+    let make = detectors_for(FLEET_RPS);
+    let fleets = [(4u32, 1u32), (4, 2), (8, 1), (8, 4)];
+    for (n, k) in fleets {
+        for nuisance in [Nuisance::Diurnal, Nuisance::Combined] {
+            let share = f64::from(k) / f64::from(n);
+            let s = Scenario::canary(FLEET_RPS, share, nuisance, Regression::None);
+            let what = format!("{k} of {n} hosts, {}", nuisance.name());
+            println!("{}", null_row_as(&what, s, args.nulls, settings, &make));
+        }
+    }
+    println!();
+    println!(
+        "{}",
+        REGRESSION_HEADER
+            .replacen(
+                "| regression |",
+                "| regression, judged from | vs one host's log |",
+                1
+            )
+            .replacen("|---|", "|---|---|", 1)
+    );
+    for regression in [
+        Regression::ErrorRate(2.0),
+        Regression::ErrorRate(5.0),
+        Regression::Median(1.25),
+    ]
+    .iter()
+    .filter(|r| wanted(r))
+    {
+        for n in [4u32, 8] {
+            let host_rps = FLEET_RPS / f64::from(n);
+            let s = Scenario::before_after(host_rps, Nuisance::Diurnal, *regression);
+            let what = format!("{}, one host's log ({host_rps} req/s)", regression.name());
+            let reference = print_against(
+                &what,
+                None,
+                s,
+                args.regressions,
+                settings,
+                &detectors_for(host_rps),
+            );
+            for k in [1, n / 2] {
+                let share = f64::from(k) / f64::from(n);
+                let s = Scenario::canary(FLEET_RPS, share, Nuisance::Diurnal, *regression);
+                let what = format!("{}, {k} of {n} hosts against the rest", regression.name());
+                print_against(&what, reference, s, args.regressions, settings, &make);
+            }
         }
     }
 }

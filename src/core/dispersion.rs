@@ -25,7 +25,15 @@ use super::tally::Tally;
 /// Seconds per bin.
 pub const BIN_SECS: i64 = 10;
 /// Largest index the tests divide their evidence by: a wild history slows them, never silences.
+/// For slowness, far above what a host that stalls for seconds every few minutes reaches at 200
+/// requests a second (several hundred for slower-than-p95: a stalled bin holds ten times its
+/// share). Such stalls recur, and a lower bound let them roll back most harmless changes.
 pub const MAX_DISPERSION: f64 = 1000.0;
+/// For errors, lower: one burst of failures in the baseline (a restart the deploy window did
+/// not cover) would otherwise slow every error test for the baseline's length, an outage's
+/// detection at 200 requests a second from 2 s to 100 s; bursts of errors from one client are
+/// small beside the traffic, and 10 covers them.
+pub const MAX_ERROR_DISPERSION: f64 = 10.0;
 
 /// What a test's index counts as a bad event. Latency thresholds are per route in the tests;
 /// the index pools routes at the pooled threshold: what makes slowness bursty (a host stalling,
@@ -136,7 +144,11 @@ impl Dispersion {
             return 1.0;
         }
         let raw = self.squares / variance;
-        (raw - 2.0 * (2.0 / self.terms as f64).sqrt()).clamp(1.0, MAX_DISPERSION)
+        let max = match self.events {
+            Events::Errors => MAX_ERROR_DISPERSION,
+            Events::SlowerThan(_) => MAX_DISPERSION,
+        };
+        (raw - 2.0 * (2.0 / self.terms as f64).sqrt()).clamp(1.0, max)
     }
 }
 
