@@ -85,6 +85,8 @@ pub struct Read {
     pub until: Option<f64>,
     /// Why some steps had no data, when they did not.
     pub missing: Option<String>,
+    /// The latest step with data missing, when some was.
+    pub missing_until: Option<f64>,
     /// Worth logging: resets, skipped series (as the scraper tells them).
     pub notes: Vec<String>,
     /// Prometheus answers, but no series it has is one guardian counts: a selector, a metric
@@ -248,6 +250,7 @@ impl PromqlReader {
         let mut read = Read::default();
         let mut missing = Vec::new();
         let mut sides_missing: Vec<(f64, &'static str)> = Vec::new();
+        let mut suspect_steps: Vec<f64> = Vec::new();
         let mut t = start;
         while t <= end {
             let step_at = t as i64;
@@ -285,6 +288,9 @@ impl PromqlReader {
             self.began = true;
             read.until = Some(t);
             let result = self.scraper.ingest(&samples, t);
+            if result.suspect > 0 {
+                suspect_steps.push(t);
+            }
             read.intervals.extend(result.intervals);
             read.notes.extend(
                 result
@@ -314,8 +320,25 @@ impl PromqlReader {
                 crate::report::units::when(last),
             ));
         }
+        if let (Some(&first), Some(&last)) = (suspect_steps.first(), suspect_steps.last()) {
+            why.push(format!(
+                "series vanished or jumped beyond any count at {} steps from {} to {}",
+                suspect_steps.len(),
+                crate::report::units::when(first),
+                crate::report::units::when(last),
+            ));
+        }
         if !why.is_empty() {
             read.missing = Some(why.join("; "));
+            read.missing_until = [
+                missing.last(),
+                sides_missing.last().map(|(t, _)| t),
+                suspect_steps.last(),
+            ]
+            .into_iter()
+            .flatten()
+            .copied()
+            .reduce(f64::max);
         }
         if !self.began {
             read.nothing_matched = Some(self.nothing_matched());
@@ -873,7 +896,8 @@ mod tests {
         r.read(1030.0).unwrap();
         let read = r.read(1070.0).unwrap();
         let counts: Vec<(f64, u64)> = read.intervals.iter().map(|i| (i.end, i.requests)).collect();
-        assert_eq!(counts, vec![(1010.0, 10), (1030.0, 20), (1040.0, 10)]);
+        // 1e300 is not counted; the counter going back to 30 reads as a reset.
+        assert_eq!(counts, vec![(1010.0, 10), (1030.0, 30), (1040.0, 10)]);
         assert!(
             read.notes
                 .iter()
@@ -881,5 +905,61 @@ mod tests {
             "{:?}",
             read.notes
         );
+        assert!(read.missing.unwrap().contains("jumped beyond any count"));
+        assert_eq!(read.missing_until, Some(1020.0));
+    }
+
+    #[test]
+    fn after_one_jump_beyond_any_count_a_counter_is_counted_on_from_where_it_jumped_to() {
+        let url = fake_prometheus(|_, start, end| {
+            let v = points(
+                start,
+                end,
+                |t| if t < 1020.0 { t - 1000.0 } else { 1e15 + t },
+            );
+            (200, matrix(&[("b", "500", v)]))
+        });
+        let mut r = PromqlReader::new(spec(&url)).unwrap();
+        r.read(1030.0).unwrap();
+        let read = r.read(1070.0).unwrap();
+        let errors: Vec<(f64, u64)> = read.intervals.iter().map(|i| (i.end, i.errors)).collect();
+        assert_eq!(errors, vec![(1010.0, 10), (1030.0, 10), (1040.0, 10)]);
+        assert_eq!(read.missing_until, Some(1020.0));
+    }
+
+    #[test]
+    fn a_series_that_vanishes_without_a_restart_is_missing_and_with_one_it_is_not() {
+        // The canary's 500s series vanishes at 1030 while its 200s go on (a label renamed).
+        let renamed = fake_prometheus(|_, start, end| {
+            let ok = points(start, end, |t| t - 1000.0);
+            let failed = points(start, end, |t| (t - 1000.0) / 10.0)
+                .into_iter()
+                .filter(|&(t, _)| t < 1030.0)
+                .collect();
+            (200, matrix(&[("b", "200", ok), ("b", "500", failed)]))
+        });
+        let mut r = PromqlReader::new(spec(&renamed)).unwrap();
+        r.read(1030.0).unwrap();
+        let read = r.read(1070.0).unwrap();
+        assert!(read.missing.unwrap().contains("vanished"));
+        assert_eq!(read.missing_until, Some(1030.0));
+        // The canary restarts at 1030: its 200s counter starts again, and its 500s series is
+        // not there until its first error. Nothing is missing.
+        let restarted = fake_prometheus(|_, start, end| {
+            let ok = points(
+                start,
+                end,
+                |t| if t < 1030.0 { t - 1000.0 } else { t - 1030.0 },
+            );
+            let failed = points(start, end, |t| (t - 1000.0) / 10.0)
+                .into_iter()
+                .filter(|&(t, _)| t < 1030.0)
+                .collect();
+            (200, matrix(&[("b", "200", ok), ("b", "500", failed)]))
+        });
+        let mut r = PromqlReader::new(spec(&restarted)).unwrap();
+        r.read(1030.0).unwrap();
+        let read = r.read(1070.0).unwrap();
+        assert_eq!(read.missing, None);
     }
 }

@@ -91,7 +91,14 @@ pub struct Arms {
 impl Arms {
     /// The side of series `s`; `None` when it lacks the label.
     pub fn of(&self, s: &Sample) -> Option<Arm> {
-        let value = s.label(&self.label)?;
+        self.of_labels(&s.labels)
+    }
+
+    fn of_labels(&self, labels: &[(String, String)]) -> Option<Arm> {
+        let value = labels
+            .iter()
+            .find(|(n, _)| *n == self.label)
+            .map(|(_, v)| v.as_str())?;
         Some(if self.canary.iter().any(|c| c == value) {
             Arm::Treatment
         } else {
@@ -548,6 +555,10 @@ pub struct ScrapeResult {
     pub intervals: Vec<Interval>,
     /// Things worth logging: counter resets, clamped errors, skipped series, nothing matched.
     pub notes: Vec<String>,
+    /// Series whose counts this scrape cannot tell (read back from Prometheus only): one that
+    /// jumped by more than any count, or vanished while its side did not restart (a label
+    /// renamed, a series dropped). Their traffic is missing data, never zero.
+    pub suspect: usize,
 }
 
 /// Notes about single series kept per scrape: a hostile or broken answer cannot flood the log.
@@ -651,6 +662,9 @@ impl Scraper {
         let mut routes: BTreeMap<(Option<String>, Option<Arm>), RouteAcc> = BTreeMap::new();
         let (mut matched_requests, mut resets, mut new_series) = (false, 0usize, 0usize);
         let (mut duplicates, mut implausible, mut unlabelled) = (0usize, 0usize, 0usize);
+        // Sides with a counter that went down or a series first seen: a restart, which
+        // recreates series lazily, explains series that vanish there.
+        let mut restarted: std::collections::HashSet<Option<Arm>> = Default::default();
         let baseline = self.previous.as_ref();
 
         for s in samples {
@@ -706,24 +720,25 @@ impl Scraper {
                 continue;
             };
             let previous = before.get(&key).map(|&(v, _)| v);
+            let side = self.spec.arms.as_ref().and_then(|a| a.of(s));
             let delta = match previous {
                 Some(prev) if s.value >= prev => s.value - prev,
                 Some(_) => {
                     resets += 1;
+                    restarted.insert(side);
                     s.value
                 }
                 None => {
                     new_series += 1;
+                    restarted.insert(side);
                     s.value
                 }
             };
             if delta > MAX_PER_SECOND * (now - start).max(1.0) {
-                // Not a count: skipped, and the series keeps the value it had, so its next
-                // sane value is not counted against this one.
+                // Not a count: skipped, and counted on from its new value (so one jump does
+                // not hide what follows); what it should have counted is missing.
                 implausible += 1;
-                if let Some(prev) = previous {
-                    current.insert(key, (prev, now));
-                }
+                current.insert(key, (s.value, now));
                 continue;
             }
             current.insert(key.clone(), (s.value, now));
@@ -821,6 +836,23 @@ impl Scraper {
                 });
             }
         }
+        let mut vanished = 0;
+        if let (true, Some((start, before))) = (self.remember, baseline) {
+            for (key, &(_, seen)) in before {
+                if seen == *start && !current.contains_key(key) {
+                    let side = self.spec.arms.as_ref().and_then(|a| a.of_labels(&key.1));
+                    if !restarted.contains(&side) {
+                        vanished += 1;
+                    }
+                }
+            }
+        }
+        if vanished > 0 {
+            notes.push(format!(
+                "{vanished} series vanished without a restart of their side (a label renamed, \
+                 a series dropped): what they counted is missing"
+            ));
+        }
         if self.remember {
             if let Some((_, before)) = self.previous.take() {
                 for (key, (value, seen)) in before {
@@ -831,7 +863,15 @@ impl Scraper {
             }
         }
         self.previous = Some((now, current));
-        ScrapeResult { intervals, notes }
+        ScrapeResult {
+            intervals,
+            notes,
+            suspect: if self.remember {
+                implausible + vanished
+            } else {
+                0
+            },
+        }
     }
 }
 

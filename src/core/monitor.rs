@@ -221,6 +221,11 @@ impl Monitor {
         }
     }
 
+    /// When the change (or the remediation) being watched took effect, if one is.
+    pub fn watch_change_at(&self) -> Option<f64> {
+        self.watch.as_ref().map(Watch::change_at)
+    }
+
     pub fn verdict(&self) -> Option<Verdict> {
         self.watch.as_ref().map(Watch::verdict)
     }

@@ -402,13 +402,16 @@ impl Supervisor {
     /// Every source's traffic is in up to `until`; `short` says why some came too late to be
     /// judged (its source failing or behind past its patience): a watch or recovery check that
     /// went on without it cannot end healthy.
-    pub fn traffic_until(&mut self, until: f64, short: Option<String>) {
+    pub fn traffic_until(&mut self, until: f64, short: Option<(f64, String)>) {
         self.traffic_until = until;
         let change = match &self.phase {
             Phase::Watching(c) | Phase::Verifying(c) => &c.id,
             _ => return,
         };
-        if let Some(why) = short {
+        // Only traffic missing from the watch on counts: a gap inside the deploy window (a
+        // canary restarting before the notification) is left out of both sides anyway.
+        let watched_from = self.monitor.watch_change_at().unwrap_or(f64::NEG_INFINITY);
+        if let Some((_, why)) = short.filter(|(at, _)| *at >= watched_from) {
             if self
                 .traffic_short
                 .as_ref()

@@ -63,9 +63,10 @@ pub struct Trailing {
     pub patience: f64,
     /// Why it is short of where it should be (failing, or behind), when it is.
     pub why: Option<String>,
-    /// Traffic it could not hand over at its time (steps Prometheus had no data for): those
-    /// counts come later in a lump, or never, so what they fall in cannot end healthy.
-    pub lost: Option<String>,
+    /// Traffic it could not hand over at its time (steps Prometheus had no data for), up to
+    /// the latest such step: those counts come later in a lump, or never, so a watch they fall
+    /// in cannot end healthy.
+    pub lost: Option<(f64, String)>,
 }
 
 /// A way traffic comes in.
@@ -91,18 +92,19 @@ pub trait Source: Send {
 
 /// The time up to which the core may judge at `now`, with every source heard: the earliest any
 /// trailing source is complete to, but never further back than its patience. Past that, the
-/// core judges on without it, and the second value says why its traffic is short.
+/// core judges on without it. The second value says why some traffic is short, and the latest
+/// time it is short at (`now` for a source judged on without).
 pub fn traffic_clock(
     now: f64,
     trailing: impl IntoIterator<Item = Trailing>,
-) -> (f64, Option<String>) {
+) -> (f64, Option<(f64, String)>) {
     let mut clock = now;
     let mut short = None;
     for t in trailing {
         let floor = now - t.patience;
         if t.until < floor {
             clock = clock.min(floor);
-            short = short.or(t.why);
+            short = short.or(t.why.map(|w| (now, w)));
         } else {
             clock = clock.min(t.until);
         }
@@ -205,16 +207,16 @@ mod tests {
                 1000.0,
                 [trailing(960.0, None), trailing(700.0, Some("down"))]
             ),
-            (900.0, Some("down".to_owned())),
+            (900.0, Some((1000.0, "down".to_owned()))),
             "past it, the core judges on without that source"
         );
         let lost = Trailing {
-            lost: Some("no data at 3 steps".into()),
+            lost: Some((980.0, "no data at 3 steps".into())),
             ..trailing(990.0, None)
         };
         assert_eq!(
             traffic_clock(1000.0, [lost]),
-            (990.0, Some("no data at 3 steps".to_owned())),
+            (990.0, Some((980.0, "no data at 3 steps".to_owned()))),
             "steps that had no data are short whenever they were, even within patience"
         );
     }

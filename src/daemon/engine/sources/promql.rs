@@ -25,8 +25,8 @@ pub struct PromqlFeed {
     status: ScrapeStatus,
     /// Why the traffic is not complete to where it should be, when it is not.
     short: Option<String>,
-    /// What the last read had no data for.
-    lost: Option<String>,
+    /// What the last read had no data for, up to the latest step it had none.
+    lost: Option<(f64, String)>,
     /// The first poll: until a read brings data, the traffic is taken to be in up to then.
     started_at: Option<f64>,
     idle: Option<PromqlReader>,
@@ -105,7 +105,7 @@ impl PromqlFeed {
                     }
                     _ => {}
                 }
-                self.lost = read.missing;
+                self.lost = read.missing.zip(read.missing_until).map(|(w, t)| (t, w));
                 self.short = nothing.clone();
                 self.status.last_ok_at = Some(now);
                 self.status.last_error = nothing;
@@ -175,7 +175,7 @@ impl Source for PromqlFeed {
             lost: self
                 .lost
                 .as_ref()
-                .map(|w| format!("{}: {w}", self.status.name)),
+                .map(|(t, w)| (*t, format!("{}: {w}", self.status.name))),
         })
     }
 
