@@ -84,9 +84,7 @@ pub struct Read {
     /// step read had any.
     pub until: Option<f64>,
     /// Why some steps had no data, when they did not.
-    pub missing: Option<String>,
-    /// The latest step with data missing, when some was.
-    pub missing_until: Option<f64>,
+    pub missing: Option<Missing>,
     /// Worth logging: resets, skipped series (as the scraper tells them).
     pub notes: Vec<String>,
     /// Prometheus answers, but no series it has is one guardian counts: a selector, a metric
@@ -119,6 +117,14 @@ struct Series {
 
 /// One series of an answer: its name, its other labels, and its value at each step.
 type SeriesPoints = (String, Vec<(String, String)>, BTreeMap<i64, f64>);
+
+/// Data a read could not give at its time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Missing {
+    /// The latest step with data missing.
+    pub until: f64,
+    pub why: String,
+}
 
 /// Reads a service's counters from Prometheus, step after step.
 pub struct PromqlReader {
@@ -328,18 +334,19 @@ impl PromqlReader {
                 crate::report::units::when(last),
             ));
         }
-        if !why.is_empty() {
-            read.missing = Some(why.join("; "));
-            read.missing_until = [
-                missing.last(),
-                sides_missing.last().map(|(t, _)| t),
-                suspect_steps.last(),
-            ]
-            .into_iter()
-            .flatten()
-            .copied()
-            .reduce(f64::max);
-        }
+        let latest = [
+            missing.last(),
+            sides_missing.last().map(|(t, _)| t),
+            suspect_steps.last(),
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
+        .reduce(f64::max);
+        read.missing = latest.map(|until| Missing {
+            until,
+            why: why.join("; "),
+        });
         if !self.began {
             read.nothing_matched = Some(self.nothing_matched());
         } else if let Some(arms) = &self.spec.series.arms {
@@ -725,7 +732,7 @@ mod tests {
         assert_eq!(read.until, Some(1050.0));
         let counts: Vec<(f64, u64)> = read.intervals.iter().map(|i| (i.end, i.requests)).collect();
         assert_eq!(counts, vec![(1010.0, 10), (1040.0, 30), (1050.0, 10)]);
-        let missing = read.missing.unwrap();
+        let missing = read.missing.unwrap().why;
         assert!(missing.contains("at 2 steps"), "{missing}");
     }
 
@@ -819,7 +826,7 @@ mod tests {
         r.read(1030.0).unwrap();
         let read = r.read(1080.0).unwrap();
         assert_eq!(read.until, Some(1050.0), "the rest's data is in");
-        let missing = read.missing.unwrap();
+        let missing = read.missing.unwrap().why;
         assert!(
             missing.contains("the canary's http_requests_total series were missing at 3 steps"),
             "{missing}"
@@ -905,8 +912,9 @@ mod tests {
             "{:?}",
             read.notes
         );
-        assert!(read.missing.unwrap().contains("jumped beyond any count"));
-        assert_eq!(read.missing_until, Some(1020.0));
+        let missing = read.missing.unwrap();
+        assert!(missing.why.contains("jumped beyond any count"));
+        assert_eq!(missing.until, 1020.0);
     }
 
     #[test]
@@ -924,7 +932,7 @@ mod tests {
         let read = r.read(1070.0).unwrap();
         let errors: Vec<(f64, u64)> = read.intervals.iter().map(|i| (i.end, i.errors)).collect();
         assert_eq!(errors, vec![(1010.0, 10), (1030.0, 10), (1040.0, 10)]);
-        assert_eq!(read.missing_until, Some(1020.0));
+        assert_eq!(read.missing.map(|m| m.until), Some(1020.0));
     }
 
     #[test]
@@ -941,8 +949,9 @@ mod tests {
         let mut r = PromqlReader::new(spec(&renamed)).unwrap();
         r.read(1030.0).unwrap();
         let read = r.read(1070.0).unwrap();
-        assert!(read.missing.unwrap().contains("vanished"));
-        assert_eq!(read.missing_until, Some(1030.0));
+        let missing = read.missing.unwrap();
+        assert!(missing.why.contains("vanished"));
+        assert_eq!(missing.until, 1030.0);
         // The canary restarts at 1030: its 200s counter starts again, and its 500s series is
         // not there until its first error. Nothing is missing.
         let restarted = fake_prometheus(|_, start, end| {

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use super::{Intake, Source, SourceView, Trailing};
 use crate::config::PromqlSource;
 use crate::daemon::engine::{EngineError, ScrapeStatus};
-use crate::promql::{PromqlReader, Read};
+use crate::promql::{Missing, PromqlReader, Read};
 use crate::tail::Position;
 
 /// Beyond its usual lag, how many steps the core waits for a source that is failing or behind
@@ -25,8 +25,8 @@ pub struct PromqlFeed {
     status: ScrapeStatus,
     /// Why the traffic is not complete to where it should be, when it is not.
     short: Option<String>,
-    /// What the last read had no data for, up to the latest step it had none.
-    lost: Option<(f64, String)>,
+    /// What the last read had no data for.
+    lost: Option<Missing>,
     /// The first poll: until a read brings data, the traffic is taken to be in up to then.
     started_at: Option<f64>,
     idle: Option<PromqlReader>,
@@ -97,7 +97,8 @@ impl PromqlFeed {
                 }
                 // Said when data starts missing and when it is back, not at every read.
                 match (&read.missing, &self.lost) {
-                    (Some(why), None) => {
+                    (Some(m), None) => {
+                        let why = &m.why;
                         tracing::warn!(promql = %name, "{name}: {why} (missing data, never zero)")
                     }
                     (None, Some(_)) => {
@@ -105,7 +106,7 @@ impl PromqlFeed {
                     }
                     _ => {}
                 }
-                self.lost = read.missing.zip(read.missing_until).map(|(w, t)| (t, w));
+                self.lost = read.missing;
                 self.short = nothing.clone();
                 self.status.last_ok_at = Some(now);
                 self.status.last_error = nothing;
@@ -175,7 +176,7 @@ impl Source for PromqlFeed {
             lost: self
                 .lost
                 .as_ref()
-                .map(|(t, w)| (*t, format!("{}: {w}", self.status.name))),
+                .map(|m| (m.until, format!("{}: {}", self.status.name, m.why))),
         })
     }
 
