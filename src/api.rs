@@ -39,9 +39,9 @@ use serde_json::Value;
 
 pub use crate::core::{BaselinePreview, Report};
 pub use crate::daemon::engine::{
-    AgentStatus, ChangeRequest, ChangeView, FlagOffAnswer, FlagOffRequest, FlagOffStatus,
-    HealthStatus, HealthTrack, PathCheck, ProposalRequest, ProposalView, ReleaseEvents,
-    ScrapeStatus, SentryPollStatus, SentryStatus, SourceStatus, Status,
+    AgentStatus, CanaryNow, ChangeRequest, ChangeView, FlagOffAnswer, FlagOffRequest,
+    FlagOffStatus, HealthStatus, HealthTrack, PathCheck, ProposalRequest, ProposalView,
+    ReleaseEvents, ScrapeStatus, SentryPollStatus, SentryStatus, SourceStatus, Status,
 };
 pub use crate::gate::actions::{ActionTrack, Setback};
 pub use crate::gate::ledger::{Level, PatternTrust};

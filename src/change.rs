@@ -260,6 +260,9 @@ event_kinds! {
     /// A flag not turned off: outside the allow-list, past the rate limit or the cool-down, a
     /// role without the right, or flag_off not configured; and why.
     FlagOffRefused = "flag_off_refused";
+    /// A notification named the canary running the change (`guardian notify --canary`): its
+    /// values, and from when (a `Rollout`); named again, the rollout widened.
+    CanaryRollout = "canary_rollout";
 }
 
 impl fmt::Display for EventKind {

@@ -246,7 +246,7 @@ struct NotifyArgs {
     /// notify's deploy window begins now. Takes no commit.
     #[arg(
         long,
-        conflicts_with_all = ["commit", "kind", "pattern", "summary", "proposal", "deploy_started_at", "flag"]
+        conflicts_with_all = ["commit", "kind", "pattern", "summary", "proposal", "deploy_started_at", "flag", "canary"]
     )]
     starting: bool,
     /// Who wrote the change (human when not given).
@@ -281,6 +281,12 @@ struct NotifyArgs {
         allow_hyphen_values = true
     )]
     deploy_started_at: Option<f64>,
+    /// The values of canary_label ([[daemon.promql]]) that run this commit, e.g. the canary
+    /// hosts' instances, comma-separated: compared against the rest as they serve side by
+    /// side. Notify the same commit again with more values as the rollout widens; the watch
+    /// follows it. Without it, the config's canary (none: the service as a whole).
+    #[arg(long, value_name = "VALUE,...", value_delimiter = ',')]
+    canary: Option<Vec<String>>,
 }
 
 #[derive(Args)]
@@ -782,6 +788,7 @@ fn run_notify(args: &NotifyArgs) -> Result<u8> {
         deploy_started_at: args.deploy_started_at,
         issue: args.issue.clone(),
         flag: args.flag.clone(),
+        canary: args.canary.clone(),
     };
     match post(&format!("{base}/v1/changes"), &token, &request) {
         Ok(v) => {
@@ -796,6 +803,13 @@ fn run_notify(args: &NotifyArgs) -> Result<u8> {
             };
             // The id alone on stdout, for scripts; what it is judged against on stderr.
             outln!("{}", change.id);
+            if let Some(canary) = &args.canary {
+                eprintln!(
+                    "guardian: the canary of {} is {}, against the rest",
+                    change.id,
+                    canary.join(", ")
+                );
+            }
             match api::read::<api::ChangeView>(&v, "change") {
                 Ok(view) => eprint!("{}", guardian::report::status::notified(&view)),
                 Err(e) => eprintln!("guardian: {e}"),

@@ -20,7 +20,7 @@ use std::io::Read as _;
 use serde::Deserialize;
 
 use crate::core::observation::Arm;
-use crate::scrape::{Interval, Sample, ScrapeSpec, Scraper};
+use crate::scrape::{Interval, Rollout, Sample, ScrapeSpec, Scraper, Side};
 
 /// Largest answer accepted, in bytes.
 const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
@@ -137,20 +137,23 @@ pub struct PromqlReader {
     /// Whether any step had data yet: steps before the first are before the record began,
     /// not missing.
     began: bool,
-    /// The sides (canary, the rest; `None` without `canary_label`) whose request series were
-    /// seen, and the last step they were.
-    sides_seen: BTreeMap<Option<Arm>, f64>,
+    /// The sides (canary, the rest, or the service as a whole) whose request series were seen
+    /// since the canary last changed, and the last step they were.
+    sides_seen: BTreeMap<Side, f64>,
+    /// The canary at the last step read: when a notification changes it, the sides seen
+    /// before are not missing after.
+    canary_then: Vec<String>,
     /// The URL as shown: without credentials.
     shown_url: String,
     /// `Authorization` for the URL's credentials, sent as basic auth.
     authorization: Option<String>,
 }
 
-fn side_name(side: Option<Arm>) -> &'static str {
+fn side_name(side: Side) -> &'static str {
     match side {
-        Some(Arm::Treatment) => "canary",
-        Some(Arm::Control) => "rest of the fleet",
-        None => "service",
+        Side::Arm(Arm::Treatment) => "canary",
+        Side::Arm(Arm::Control) => "rest of the fleet",
+        _ => "service",
     }
 }
 
@@ -187,6 +190,7 @@ impl PromqlReader {
             last: None,
             began: false,
             sides_seen: BTreeMap::new(),
+            canary_then: Vec::new(),
             shown_url,
             authorization,
         })
@@ -270,8 +274,14 @@ impl PromqlReader {
                     })
                 })
                 .collect();
+            if let Some(arms) = self.scraper.arms() {
+                if arms.canary_at(t) != self.canary_then.as_slice() {
+                    self.canary_then = arms.canary_at(t).to_vec();
+                    self.sides_seen.clear();
+                }
+            }
             let requests = &self.spec.series.requests;
-            let sides = self.sides_of(samples.iter().filter(|s| requests.matches(s)));
+            let sides = self.sides_of(samples.iter().filter(|s| requests.matches(s)), t);
             if sides.is_empty() {
                 // No request series at all: nothing is known of this step. The scraper is not
                 // told, so the next step with data counts from the last one that had any.
@@ -349,11 +359,12 @@ impl PromqlReader {
         });
         if !self.began {
             read.nothing_matched = Some(self.nothing_matched());
-        } else if let Some(arms) = &self.spec.series.arms {
-            if !self.sides_seen.contains_key(&Some(Arm::Treatment)) {
+        } else if let Some(arms) = self.scraper.arms() {
+            let canary = arms.canary_at(end);
+            if !canary.is_empty() && !self.sides_seen.contains_key(&Side::Arm(Arm::Treatment)) {
                 read.nothing_matched = Some(format!(
                     "no {} series has {} in {:?}: the canary is not compared until one does",
-                    name, arms.label, arms.canary
+                    name, arms.label, canary
                 ));
             }
         }
@@ -379,15 +390,21 @@ impl PromqlReader {
         }
     }
 
-    /// The sides `requests` series are on: the canary, the rest, or (without `canary_label`)
-    /// the service as a whole.
-    fn sides_of<'a>(&self, requests: impl Iterator<Item = &'a Sample>) -> BTreeSet<Option<Arm>> {
+    /// The sides `requests` series are on at step `t`: the canary, the rest, or (without a
+    /// canary) the service as a whole. A series on neither side is on none.
+    fn sides_of<'a>(&self, requests: impl Iterator<Item = &'a Sample>, t: f64) -> BTreeSet<Side> {
         requests
-            .filter_map(|s| match &self.spec.series.arms {
-                None => Some(None),
-                Some(arms) => arms.of(s).map(Some),
+            .map(|s| match self.scraper.arms() {
+                None => Side::Whole,
+                Some(arms) => arms.of(s, t),
             })
+            .filter(|side| matches!(side, Side::Whole | Side::Arm(_)))
             .collect()
+    }
+
+    /// From `rollout.since`, the canary is what a notification named.
+    pub fn roll_out(&mut self, rollout: Rollout) -> bool {
+        self.scraper.roll_out(rollout)
     }
 
     fn query_range(&self, query: &str, start: f64, end: f64) -> Result<Vec<Series>, PromqlError> {
@@ -561,7 +578,7 @@ mod tests {
 
     use super::*;
     use crate::core::observation::Arm;
-    use crate::scrape::{Arms, Matcher};
+    use crate::scrape::{Arms, Matcher, Rollout};
 
     /// A Prometheus of one thread answering `query_range` from `answer(query, start, end)`.
     fn fake_prometheus(
@@ -631,10 +648,7 @@ mod tests {
                     .with("code", crate::scrape::LabelMatch::pattern("5..")),
                 latency: None,
                 route_label: None,
-                arms: Some(Arms {
-                    label: "instance".into(),
-                    canary: vec!["b".into()],
-                }),
+                arms: Some(Arms::new("instance".into(), vec!["b".into()])),
                 latency_unit_ms: 1000.0,
                 timeout: Duration::from_secs(2),
             },
@@ -830,6 +844,65 @@ mod tests {
         assert!(
             missing.contains("the canary's http_requests_total series were missing at 3 steps"),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_notification_s_canary_splits_the_series_from_its_deploy_on_and_a_widening_moves_a_host() {
+        let url = fake_prometheus(|_, start, end| {
+            (
+                200,
+                matrix(&[
+                    ("a", "200", points(start, end, |t| t - 1000.0)),
+                    ("b", "200", points(start, end, |t| 2.0 * (t - 1000.0))),
+                    ("c", "200", points(start, end, |t| 3.0 * (t - 1000.0))),
+                ]),
+            )
+        });
+        let mut spec = spec(&url);
+        spec.series.arms = Some(Arms::new("instance".into(), Vec::new()));
+        let mut r = PromqlReader::new(spec).unwrap();
+        r.read(1030.0).unwrap();
+        assert!(r.roll_out(Rollout {
+            held_from: 1005.0,
+            since: 1015.0,
+            canary: Some(vec!["c".into()]),
+        }));
+        assert!(r.roll_out(Rollout {
+            held_from: 1035.0,
+            since: 1045.0,
+            canary: Some(vec!["c".into(), "b".into()]),
+        }));
+        let read = r.read(1090.0).unwrap();
+        assert!(read.missing.is_none(), "{:?}", read.missing);
+        assert!(read.nothing_matched.is_none(), "{:?}", read.nothing_matched);
+        let at = |t: f64| {
+            let mut sides: Vec<_> = read
+                .intervals
+                .iter()
+                .filter(|i| i.end == t)
+                .map(|i| (i.arm, i.requests))
+                .collect();
+            sides.sort();
+            sides
+        };
+        assert_eq!(
+            at(1010.0),
+            [(None, 60)],
+            "before the canary: the service as a whole"
+        );
+        assert_eq!(
+            at(1020.0),
+            [(Some(Arm::Control), 30), (Some(Arm::Treatment), 30)]
+        );
+        assert_eq!(
+            at(1040.0),
+            [(Some(Arm::Control), 10), (Some(Arm::Treatment), 30)],
+            "b restarting into the canary is on neither side"
+        );
+        assert_eq!(
+            at(1050.0),
+            [(Some(Arm::Control), 10), (Some(Arm::Treatment), 50)]
         );
     }
 

@@ -79,27 +79,117 @@ impl ScrapeSpec {
     }
 }
 
-/// A canary against the rest: series whose `label` is one of `canary` are the new version, the
-/// others the old; a series without the label is on neither side (counted, and reported, as
-/// unlabelled).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A canary against the rest: series whose `label` is one of the canary's values are the new
+/// version, the others the old; a series without the label is on neither side (counted, and
+/// reported, as unlabelled). Without a canary (none configured, or a notification named none)
+/// every series is the service as a whole.
+///
+/// The canary is what the config names until a notification names another
+/// (`guardian notify --canary`): a rollout that widens moves hosts to the canary as it goes.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Arms {
     pub label: String,
+    /// The canary the config names: empty when each notification names it.
     pub canary: Vec<String>,
+    /// What notifications named, oldest first.
+    rollouts: Vec<Rollout>,
+    /// The canary before the first of `rollouts`, once older ones were let go.
+    before: Option<Vec<String>>,
 }
 
+/// A canary a notification named (`None`: none, so the config's): from `since`, series with
+/// one of its values are the new version. From `held_from` to `since` (its deploy window) a
+/// series whose side it changes is on neither side: its host was restarting, and its failures
+/// are the restart's.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Rollout {
+    pub held_from: f64,
+    pub since: f64,
+    pub canary: Option<Vec<String>>,
+}
+
+/// Where a series' counts go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// No canary: the service as a whole.
+    Whole,
+    Arm(Arm),
+    /// Changing sides in a rollout's deploy window: on neither.
+    Held,
+    /// Without the label that tells the sides: on neither.
+    Unlabelled,
+}
+
+/// Rollouts kept: older ones are let go, the canary they left behind kept.
+const MAX_ROLLOUTS: usize = 32;
+
 impl Arms {
-    /// The side of series `s`; `None` when it lacks the label.
-    pub fn of(&self, s: &Sample) -> Option<Arm> {
-        self.of_labels(&s.labels)
+    pub fn new(label: String, canary: Vec<String>) -> Arms {
+        Arms {
+            label,
+            canary,
+            rollouts: Vec::new(),
+            before: None,
+        }
     }
 
-    fn of_labels(&self, labels: &[(String, String)]) -> Option<Arm> {
-        let value = labels
+    /// From `rollout.since` on, the canary is `rollout.canary`. Rollouts come in time order;
+    /// one that would reorder them starts when the last one did.
+    pub fn roll_out(&mut self, mut rollout: Rollout) {
+        if let Some(last) = self.rollouts.last() {
+            rollout.since = rollout.since.max(last.since);
+            rollout.held_from = rollout.held_from.max(last.since);
+        }
+        rollout.held_from = rollout.held_from.min(rollout.since);
+        self.rollouts.push(rollout);
+        if self.rollouts.len() > MAX_ROLLOUTS {
+            let gone = self.rollouts.remove(0);
+            self.before = gone.canary;
+        }
+    }
+
+    /// The canary's values at `at`: empty when there is none.
+    pub fn canary_at(&self, at: f64) -> &[String] {
+        match self.rollouts.iter().rposition(|r| r.since <= at) {
+            Some(i) => self.named(i),
+            None => self.before.as_deref().unwrap_or(&self.canary),
+        }
+    }
+
+    /// The canary rollout `i` left.
+    fn named(&self, i: usize) -> &[String] {
+        self.rollouts[i].canary.as_deref().unwrap_or(&self.canary)
+    }
+
+    /// The side of series `s` at `at`.
+    pub fn of(&self, s: &Sample, at: f64) -> Side {
+        self.side(&s.labels, at)
+    }
+
+    fn side(&self, labels: &[(String, String)], at: f64) -> Side {
+        let canary = self.canary_at(at);
+        if canary.is_empty() {
+            return Side::Whole;
+        }
+        let Some(value) = labels
             .iter()
             .find(|(n, _)| *n == self.label)
-            .map(|(_, v)| v.as_str())?;
-        Some(if self.canary.iter().any(|c| c == value) {
+            .map(|(_, v)| v.as_str())
+        else {
+            return Side::Unlabelled;
+        };
+        let on = |set: &[String]| set.iter().any(|c| c == value);
+        // In a rollout's deploy window, the canary in effect is the one before it.
+        let moving = self
+            .rollouts
+            .iter()
+            .position(|r| r.held_from <= at && at < r.since);
+        if let Some(i) = moving {
+            if on(canary) != on(self.named(i)) {
+                return Side::Held;
+            }
+        }
+        Side::Arm(if on(canary) {
             Arm::Treatment
         } else {
             Arm::Control
@@ -608,6 +698,23 @@ pub struct Scraper {
 }
 
 impl Scraper {
+    /// Which series are the canary and which the rest, when it tells them apart.
+    pub fn arms(&self) -> Option<&Arms> {
+        self.spec.arms.as_ref()
+    }
+
+    /// From `rollout.since`, the canary is what a notification named. False when this scraper
+    /// tells no sides apart (no `canary_label`).
+    pub fn roll_out(&mut self, rollout: Rollout) -> bool {
+        match &mut self.spec.arms {
+            Some(arms) => {
+                arms.roll_out(rollout);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn new(spec: ScrapeSpec) -> Result<Scraper, ScrapeError> {
         spec.validate().map_err(|message| ScrapeError::Spec {
             url: spec.url.clone(),
@@ -664,7 +771,7 @@ impl Scraper {
         let (mut duplicates, mut implausible, mut unlabelled) = (0usize, 0usize, 0usize);
         // Sides with a counter that went down or a series first seen: a restart, which
         // recreates series lazily, explains series that vanish there.
-        let mut restarted: std::collections::HashSet<Option<Arm>> = Default::default();
+        let mut restarted: std::collections::HashSet<Side> = Default::default();
         let baseline = self.previous.as_ref();
 
         for s in samples {
@@ -720,7 +827,11 @@ impl Scraper {
                 continue;
             };
             let previous = before.get(&key).map(|&(v, _)| v);
-            let side = self.spec.arms.as_ref().and_then(|a| a.of(s));
+            let side = self
+                .spec
+                .arms
+                .as_ref()
+                .map_or(Side::Whole, |a| a.of(s, now));
             let delta = match previous {
                 Some(prev) if s.value >= prev => s.value - prev,
                 Some(_) => {
@@ -752,10 +863,13 @@ impl Scraper {
                 .map(str::to_owned);
             let arm = match &self.spec.arms {
                 None => None,
-                Some(arms) => match arms.of(s) {
-                    Some(arm) => Some(arm),
+                Some(_) => match side {
+                    Side::Whole => None,
+                    Side::Arm(arm) => Some(arm),
+                    // Its host restarting into the canary: counted on from here, on no side.
+                    Side::Held => continue,
                     // On neither side: a canary comparison cannot place it.
-                    None => {
+                    Side::Unlabelled => {
                         unlabelled += 1;
                         continue;
                     }
@@ -840,7 +954,11 @@ impl Scraper {
         if let (true, Some((start, before))) = (self.remember, baseline) {
             for (key, &(_, seen)) in before {
                 if seen == *start && !current.contains_key(key) {
-                    let side = self.spec.arms.as_ref().and_then(|a| a.of_labels(&key.1));
+                    let side = self
+                        .spec
+                        .arms
+                        .as_ref()
+                        .map_or(Side::Whole, |a| a.side(&key.1, now));
                     if !restarted.contains(&side) {
                         vanished += 1;
                     }
@@ -936,6 +1054,90 @@ rpc_duration_seconds_count 2693
 temperature -Inf
 up +Inf
 "#;
+
+    #[test]
+    fn the_canary_is_what_the_last_notification_named_and_a_host_moving_sides_is_held_in_its_window(
+    ) {
+        let on = |value: &str| vec![("instance".to_owned(), value.to_owned())];
+        let mut arms = Arms::new("instance".into(), Vec::new());
+        assert_eq!(
+            arms.side(&on("a"), 100.0),
+            Side::Whole,
+            "no canary: the whole service"
+        );
+        arms.roll_out(Rollout {
+            held_from: 90.0,
+            since: 100.0,
+            canary: Some(vec!["c".into()]),
+        });
+        assert_eq!(arms.side(&on("c"), 95.0), Side::Whole, "before the deploy");
+        assert_eq!(arms.side(&on("c"), 100.0), Side::Arm(Arm::Treatment));
+        assert_eq!(arms.side(&on("b"), 100.0), Side::Arm(Arm::Control));
+        assert_eq!(arms.side(&[], 100.0), Side::Unlabelled);
+        // The rollout widens to b, whose restart runs from 190 to 200.
+        arms.roll_out(Rollout {
+            held_from: 190.0,
+            since: 200.0,
+            canary: Some(vec!["c".into(), "b".into()]),
+        });
+        assert_eq!(arms.side(&on("b"), 189.0), Side::Arm(Arm::Control));
+        assert_eq!(
+            arms.side(&on("b"), 195.0),
+            Side::Held,
+            "restarting into the canary"
+        );
+        assert_eq!(
+            arms.side(&on("c"), 195.0),
+            Side::Arm(Arm::Treatment),
+            "not moving"
+        );
+        assert_eq!(
+            arms.side(&on("a"), 195.0),
+            Side::Arm(Arm::Control),
+            "not moving"
+        );
+        assert_eq!(arms.side(&on("b"), 200.0), Side::Arm(Arm::Treatment));
+        // A notification naming none: the config's canary (none) from its deploy on.
+        arms.roll_out(Rollout {
+            held_from: 300.0,
+            since: 310.0,
+            canary: None,
+        });
+        assert_eq!(arms.side(&on("b"), 310.0), Side::Whole);
+        assert_eq!(arms.canary_at(250.0), ["c", "b"]);
+        // Rollouts long past are let go; the canary they left stays.
+        for i in 0..MAX_ROLLOUTS {
+            arms.roll_out(Rollout {
+                held_from: 400.0 + i as f64,
+                since: 400.0 + i as f64,
+                canary: Some(vec!["c".into()]),
+            });
+        }
+        assert_eq!(arms.rollouts.len(), MAX_ROLLOUTS);
+        assert_eq!(
+            arms.canary_at(0.0),
+            Vec::<String>::new(),
+            "the last one let go named none"
+        );
+        assert_eq!(arms.canary_at(1000.0), ["c"]);
+    }
+
+    #[test]
+    fn a_rollout_out_of_order_starts_when_the_last_one_did() {
+        let mut arms = Arms::new("instance".into(), vec!["c".into()]);
+        arms.roll_out(Rollout {
+            held_from: 100.0,
+            since: 110.0,
+            canary: Some(vec!["b".into()]),
+        });
+        arms.roll_out(Rollout {
+            held_from: 50.0,
+            since: 60.0,
+            canary: Some(vec!["a".into()]),
+        });
+        assert_eq!(arms.canary_at(105.0), ["c"], "the config's until the first");
+        assert_eq!(arms.canary_at(110.0), ["a"]);
+    }
 
     fn spec(url: &str) -> ScrapeSpec {
         ScrapeSpec {

@@ -166,19 +166,30 @@ impl super::raw::RawPromql {
                 ),
             ));
         }
-        let arms =
-            match (self.canary_label, self.canary) {
-                (None, None) => None,
-                (Some(label), Some(canary)) if !canary.is_empty() => {
-                    Some(crate::scrape::Arms { label, canary })
-                }
-                _ => return Err(ConfigError::invalid(
+        let arms = match (self.canary_label, self.canary) {
+            (None, None) => None,
+            // The canary comes from each notification (`guardian notify --canary`).
+            (Some(label), None) => Some(crate::scrape::Arms::new(label, Vec::new())),
+            (Some(label), Some(canary)) if !canary.is_empty() => {
+                Some(crate::scrape::Arms::new(label, canary))
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
                     SECTION,
                     "canary",
-                    "canary_label and canary go together: the label that tells the new version's \
-                     series (e.g. \"instance\" or \"version\") and its values on the canary",
-                )),
-            };
+                    "is empty: leave it out to take the canary from each notification \
+                     (guardian notify --canary VALUE,...), or name its values",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    SECTION,
+                    "canary",
+                    "needs canary_label: the label that tells the new version's series (e.g. \
+                     \"instance\" or \"version\"), whose values canary names",
+                ))
+            }
+        };
         let step_secs = secs_in(SECTION, "step_secs", self.step_secs, 10, 1..=300)?;
         let lag_secs = secs_in(SECTION, "lag_secs", self.lag_secs, 30, 0..=3600)?;
         let timeout_secs = secs_in(SECTION, "timeout_secs", self.timeout_secs, 10, 1..=120)?;
@@ -564,6 +575,22 @@ mod tests {
         assert_eq!(p.spec.series.requests.name, "http_requests_total");
         let arms = p.spec.series.arms.as_ref().unwrap();
         assert_eq!((arms.label.as_str(), arms.canary.len()), ("instance", 1));
+        let from_notifications = Config::parse(
+            "[daemon]\n[[daemon.promql]]\nurl = \"http://p:9090\"\ncanary_label = \"instance\"\n",
+        )
+        .unwrap()
+        .daemon
+        .unwrap();
+        let arms = from_notifications.promql[0]
+            .spec
+            .series
+            .arms
+            .as_ref()
+            .unwrap();
+        assert!(
+            arms.canary.is_empty(),
+            "a canary label alone: the canary is what each notification names"
+        );
         let promql = |body: &str| err(&format!("[daemon]\n[[daemon.promql]]\n{body}\n"));
         for (body, says) in [
             ("selector = 'job=\"shop\"'", "url is missing"),
@@ -578,11 +605,11 @@ mod tests {
             ),
             (
                 "url = \"http://p:9090\"\ncanary = [\"a\"]",
-                "canary_label and canary go together",
+                "canary needs canary_label",
             ),
             (
                 "url = \"http://p:9090\"\ncanary_label = \"instance\"\ncanary = []",
-                "go together",
+                "leave it out to take the canary from each notification",
             ),
             (
                 "url = \"http://p:9090\"\nstep_secs = 0",

@@ -116,7 +116,7 @@ impl Monitor {
         self.watch = Some(Watch::new(settings, window, baseline));
     }
 
-    fn deploy_window(&self, landing: Landing, settings: &DetectorSettings) -> DeployWindow {
+    pub fn deploy_window(&self, landing: Landing, settings: &DetectorSettings) -> DeployWindow {
         let at = landing.at;
         match landing.deploy_started_at.filter(|d| d.is_finite()) {
             Some(started) => DeployWindow {

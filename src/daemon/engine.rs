@@ -19,6 +19,7 @@ use super::actions::{Action, Outcome};
 use super::supervisor::{Effect, Phase, Remediation, Supervisor, Watched};
 
 mod agent;
+mod canary;
 mod flags;
 mod gate;
 mod health;
@@ -41,7 +42,9 @@ pub use sentry_poll::SentryPollStatus;
 use snapshot::{load_snapshot, SavedPhase, Snapshot};
 use sources::Source;
 pub use sources::SourceView;
-pub use status::{FlagOffStatus, LiveStatus, PageLive, ScrapeStatus, SourceStatus, Status};
+pub use status::{
+    CanaryNow, FlagOffStatus, LiveStatus, PageLive, ScrapeStatus, SourceStatus, Status,
+};
 
 /// The core's saved state, beside the database.
 const SNAPSHOT_FILE: &str = "core-state.json";
@@ -419,6 +422,7 @@ impl Engine {
             sources,
             serving_at: None,
         };
+        engine.resume_canary()?;
         // Told as any escalation is: the post-mortem, and the audit trail's checkpoint.
         for id in escalated {
             engine.alert(&id, now)?;
@@ -475,10 +479,27 @@ impl Engine {
         request: &ChangeRequest,
         now: f64,
     ) -> Result<ChangeRecord, EngineError> {
+        Ok(self.notify_change(request, now)?.0)
+    }
+
+    /// As [`Engine::notify`]; the second value is false when the notification widened the
+    /// canary of the change being watched instead of starting a watch.
+    pub fn notify_change(
+        &mut self,
+        request: &ChangeRequest,
+        now: f64,
+    ) -> Result<(ChangeRecord, bool), EngineError> {
         let mut landing = request.landing(now).map_err(EngineError::BadRequest)?;
         self.tick(now)?;
         if let Some(busy) = self.supervisor.busy() {
             return Err(EngineError::Busy(busy));
+        }
+        if let Some(id) = self.widening(&request.commit, request.canary.as_ref())? {
+            self.roll_out(&id, landing, request.canary.clone(), now)?;
+            let record = self.store.get_change(&id)?.ok_or_else(|| {
+                EngineError::NotFound(format!("change {id} is watched but not on record"))
+            })?;
+            return Ok((record, false));
         }
         let begun = self.pending_deploy_start(now);
         self.deploy_begun = None;
@@ -545,6 +566,7 @@ impl Engine {
             .supervisor
             .change_landed(watched(&record), landing, &self.settings);
         self.apply(effects, now)?;
+        self.roll_out(&record.id, landing, request.canary.clone(), now)?;
         if let Some(p) = &request.proposal {
             self.store.link_proposal(p, &record.id, "admin", now)?;
         }
@@ -556,7 +578,7 @@ impl Engine {
             record.commit,
             request.kind
         );
-        Ok(record)
+        Ok((record, true))
     }
 
     /// Lets time pass to `now`: the core judges every second before it, the traffic bins and
@@ -1408,6 +1430,89 @@ mod tests {
         let report = e.change(&next).unwrap().unwrap().live.unwrap();
         assert_eq!(report.baseline_window.covered_secs, 300.0);
         assert_eq!(report.watch_ends_at, T0 + 62.0 + 120.0);
+    }
+
+    #[test]
+    fn the_canary_is_what_the_notification_names_and_naming_more_for_the_same_commit_widens_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |at: f64| {
+            let config = Config::parse(&format!(
+                "[detector]\nwatch_secs = 600\n[daemon]\nstate_dir = {:?}\n\
+                 [[daemon.promql]]\nurl = \"http://127.0.0.1:9\"\ncanary_label = \"instance\"\n",
+                dir.path()
+            ))
+            .unwrap();
+            let settings = config.daemon.clone().unwrap();
+            Engine::open(&config, &settings, at).unwrap()
+        };
+        let canary_now = |e: &Engine, at: f64| {
+            let canary = e.status(at).unwrap().scrapes[0].canary.clone().unwrap();
+            assert_eq!(canary.label, "instance");
+            canary.values
+        };
+        let notify = |values: &[&str]| -> ChangeRequest {
+            serde_json::from_value(serde_json::json!({"commit": "abc1234", "canary": values}))
+                .unwrap()
+        };
+        let mut e = open(T0);
+        assert!(
+            canary_now(&e, T0).is_empty(),
+            "none until a notification names it"
+        );
+        let (first, started) = e.notify_change(&notify(&["c"]), T0).unwrap();
+        assert!(started);
+        assert_eq!(canary_now(&e, T0), ["c"]);
+        let (same, started) = e.notify_change(&notify(&["c", "b"]), T0 + 60.0).unwrap();
+        assert!(!started, "the same commit, more hosts: the rollout widened");
+        assert_eq!(same.id, first.id);
+        assert_eq!(same.state, ChangeState::Watching);
+        assert_eq!(canary_now(&e, T0 + 60.0), ["c", "b"]);
+        let named: Vec<_> = e
+            .store
+            .events_for(&first.id)
+            .unwrap()
+            .into_iter()
+            .filter(|ev| ev.kind == EventKind::CanaryRollout)
+            .map(|ev| ev.detail_as::<crate::scrape::Rollout>().unwrap().canary)
+            .collect();
+        assert_eq!(
+            named,
+            [
+                Some(vec!["c".to_owned()]),
+                Some(vec!["c".into(), "b".into()])
+            ]
+        );
+        e.save_snapshot(T0 + 70.0).unwrap();
+        drop(e);
+
+        let mut e = open(T0 + 70.0);
+        assert_eq!(
+            canary_now(&e, T0 + 70.0),
+            ["c", "b"],
+            "taken up again after a restart"
+        );
+        // The commit rolled out to every host, notified without a canary: a change of its own,
+        // the service as a whole.
+        let promoted = e.notify(&request("human"), T0 + 100.0).unwrap();
+        assert_ne!(promoted.id, first.id);
+        assert!(canary_now(&e, T0 + 100.0).is_empty());
+        assert_eq!(
+            e.store.get_change(&first.id).unwrap().unwrap().state,
+            ChangeState::Superseded
+        );
+    }
+
+    #[test]
+    fn a_canary_is_refused_where_no_source_tells_one_from_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = engine(dir.path(), InconclusivePolicy::Extend);
+        let request: ChangeRequest =
+            serde_json::from_value(serde_json::json!({"commit": "abc1234", "canary": ["c"]}))
+                .unwrap();
+        match e.notify(&request, T0) {
+            Err(EngineError::BadRequest(why)) => assert!(why.contains("canary_label"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -540,14 +540,25 @@ async fn create_change(
             .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     }
     let now = (api.clock)();
-    let view = with_engine(&api, move |e| {
-        let record = e.notify(&request, now)?;
+    let (view, started) = with_engine(&api, move |e| {
+        let (record, started) = e.notify_change(&request, now)?;
         // With the live report, which says what baseline the change is judged against.
-        Ok(e.change(&record.id)?
-            .unwrap_or(ChangeView { record, live: None }))
+        let view = e
+            .change(&record.id)?
+            .unwrap_or(ChangeView { record, live: None });
+        Ok((view, started))
     })
     .await?;
-    Ok(created(format!("/v1/changes/{}", view.record.id), view))
+    let (status, location) = (
+        // A canary widened: the watch it joined, not a new one.
+        if started {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        format!("/v1/changes/{}", view.record.id),
+    );
+    Ok((status, [(header::LOCATION, location)], Json(view)))
 }
 
 async fn get_change(
@@ -1711,6 +1722,7 @@ pub(super) mod tests {
             deploy_started_at: None,
             issue: None,
             flag: None,
+            canary: None,
         };
         let change: ChangeView = wire
             .call("POST /v1/changes", "/v1/changes", admin, &json(&notified))

@@ -489,6 +489,22 @@ pub fn status(s: &Status) -> String {
                 .map(|e| format!("; last error: {}", t(e)))
                 .unwrap_or_default()
         );
+        if let Some(canary) = &target.canary {
+            let _ = match canary.values.as_slice() {
+                [] => writeln!(
+                    out,
+                    "  no canary: the service as a whole, before against after (notify with \
+                     --canary to compare {} values against the rest)",
+                    t(&canary.label)
+                ),
+                values => writeln!(
+                    out,
+                    "  canary: {} {} against the rest",
+                    t(&canary.label),
+                    t(&values.join(", "))
+                ),
+            };
+        }
     }
     if s.pending_emails > 0 {
         let _ = writeln!(out, "alert emails waiting to be sent: {}", s.pending_emails);

@@ -31,7 +31,16 @@ pub struct ChangeRequest {
     /// first (`[daemon.flag_off]`) and reverts only if that did not help.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flag: Option<String>,
+    /// The values of `canary_label` (`[[daemon.promql]]`) that run the change, e.g. the canary
+    /// hosts' instances: they are compared against the rest. Notified again for the change
+    /// being watched with more values, the watch follows the rollout as it widens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Vec<String>>,
 }
+
+/// The most values a notification's canary may name, and the longest each may be.
+pub const MAX_CANARY_VALUES: usize = 1000;
+const MAX_CANARY_VALUE_LEN: usize = 256;
 
 /// How long before its notification a deploy may have begun: longer is far likelier a wrong
 /// time than a deploy, and would leave no baseline before it.
@@ -74,6 +83,24 @@ impl ChangeRequest {
         }
         if let Some(flag) = &self.flag {
             crate::config::check_flag_name(flag).map_err(|e| format!("\"flag\" {e}"))?;
+        }
+        if let Some(canary) = &self.canary {
+            if canary.is_empty() || canary.len() > MAX_CANARY_VALUES {
+                return Err(format!(
+                    "\"canary\" names from 1 to {MAX_CANARY_VALUES} values of the canary label, \
+                     got {}",
+                    canary.len()
+                ));
+            }
+            for value in canary {
+                if value.is_empty() || value.len() > MAX_CANARY_VALUE_LEN {
+                    return Err(format!(
+                        "\"canary\" values are 1 to {MAX_CANARY_VALUE_LEN} bytes, got one of {}",
+                        value.len()
+                    ));
+                }
+                super::gate::one_line("canary", value)?;
+            }
         }
         Ok(())
     }
@@ -222,6 +249,27 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn a_canary_names_one_line_values_and_at_least_one() {
+        let check = |canary: serde_json::Value| {
+            serde_json::from_value::<ChangeRequest>(
+                serde_json::json!({"commit": "abc1234", "canary": canary}),
+            )
+            .unwrap()
+            .validate()
+        };
+        assert_eq!(check(serde_json::json!(["10.0.0.3:8080", "v2"])), Ok(()));
+        for (canary, says) in [
+            (serde_json::json!([]), "from 1 to 1000 values"),
+            (serde_json::json!([""]), "1 to 256 bytes"),
+            (serde_json::json!(["x".repeat(257)]), "1 to 256 bytes"),
+            (serde_json::json!(["a\nb"]), "\"canary\" must be one line"),
+        ] {
+            let e = check(canary.clone()).unwrap_err();
+            assert!(e.contains(says), "{canary}: {e}");
+        }
     }
 
     #[test]

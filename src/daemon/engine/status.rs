@@ -40,6 +40,18 @@ pub struct ScrapeStatus {
     /// to (the core judges no second after it until its patience runs out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_until: Option<f64>,
+    /// A source that tells a canary from the rest (`canary_label`): the label, and the values
+    /// on the canary now (none: the service as a whole), as the config or the last
+    /// notification named them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryNow>,
+}
+
+/// The canary a source compares against the rest now.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CanaryNow {
+    pub label: String,
+    pub values: Vec<String>,
 }
 
 /// What `guardian status` shows: the answer to `GET /v1/status`.

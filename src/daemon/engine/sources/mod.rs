@@ -17,6 +17,7 @@ use super::{Engine, EngineError, ScrapeStatus, SourceStatus};
 use crate::config::DaemonSettings;
 use crate::core::{Aggregate, Monitor, Request};
 use crate::input::Event;
+use crate::scrape::Rollout;
 use crate::series::SeriesBins;
 use crate::store::Store;
 use crate::tail::Position;
@@ -87,6 +88,11 @@ pub trait Source: Send {
     /// is taken); a source whose traffic trails says how far it is in.
     fn trailing(&self, _now: f64) -> Option<Trailing> {
         None
+    }
+    /// A notification named the canary: from `rollout.since` its series are the new version.
+    /// False for a source that tells no canary from the rest.
+    fn roll_out(&mut self, _rollout: &Rollout) -> bool {
+        false
     }
 }
 

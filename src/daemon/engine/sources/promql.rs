@@ -7,8 +7,9 @@ use std::sync::mpsc;
 
 use super::{Intake, Source, SourceView, Trailing};
 use crate::config::PromqlSource;
-use crate::daemon::engine::{EngineError, ScrapeStatus};
+use crate::daemon::engine::{CanaryNow, EngineError, ScrapeStatus};
 use crate::promql::{Missing, PromqlReader, Read};
+use crate::scrape::{Arms, Rollout};
 use crate::tail::Position;
 
 /// Beyond its usual lag, how many steps the core waits for a source that is failing or behind
@@ -30,6 +31,11 @@ pub struct PromqlFeed {
     /// The first poll: until a read brings data, the traffic is taken to be in up to then.
     started_at: Option<f64>,
     idle: Option<PromqlReader>,
+    /// How its series tell a canary from the rest (`canary_label`), with the canaries named:
+    /// what the reader has, kept here for status while the reader is out reading.
+    arms: Option<Arms>,
+    /// Canaries named while the reader was out reading: given to it before its next read.
+    rollouts: Vec<Rollout>,
     results: mpsc::Receiver<Done>,
     done: mpsc::Sender<Done>,
 }
@@ -68,6 +74,8 @@ impl PromqlFeed {
             short: None,
             lost: None,
             idle: Some(reader),
+            arms: source.spec.series.arms.clone(),
+            rollouts: Vec::new(),
             results,
             done,
         })
@@ -123,6 +131,16 @@ impl PromqlFeed {
     }
 }
 
+impl PromqlFeed {
+    fn hand_over_rollouts(&mut self) {
+        if let Some(reader) = &mut self.idle {
+            for r in self.rollouts.drain(..) {
+                reader.roll_out(r);
+            }
+        }
+    }
+}
+
 impl Source for PromqlFeed {
     fn name(&self) -> &str {
         &self.status.name
@@ -134,6 +152,7 @@ impl Source for PromqlFeed {
             self.idle = Some(reader);
             self.take(now, result, intake);
         }
+        self.hand_over_rollouts();
         if now >= self.next {
             if let Some(mut reader) = self.idle.take() {
                 self.next = now + self.every;
@@ -180,9 +199,25 @@ impl Source for PromqlFeed {
         })
     }
 
+    /// Taken by the reader before its next read. A read out now asked only for steps before
+    /// the notification (it began earlier, and reads a lag behind when it began).
+    fn roll_out(&mut self, rollout: &Rollout) -> bool {
+        let Some(arms) = &mut self.arms else {
+            return false;
+        };
+        arms.roll_out(rollout.clone());
+        self.rollouts.push(rollout.clone());
+        self.hand_over_rollouts();
+        true
+    }
+
     fn status(&self, now: f64) -> SourceView {
         SourceView::Scrape(ScrapeStatus {
             age_secs: self.status.last_ok_at.map(|t| (now - t).max(0.0)),
+            canary: self.arms.as_ref().map(|a| CanaryNow {
+                label: a.label.clone(),
+                values: a.canary_at(now).to_vec(),
+            }),
             ..self.status.clone()
         })
     }
