@@ -215,6 +215,7 @@ mod tests {
         let config = Config::parse(&format!("{replay}\n{uncommented}")).unwrap();
         let daemon = config.daemon.expect("a [daemon] section");
         assert!(daemon.rollback.is_some() && daemon.mail.is_some());
+        assert_eq!(daemon.promql.len(), 1);
         let gate = daemon.gate.expect("a [daemon.gate] section");
         assert_eq!(gate.approvers.len(), 1);
         assert!(!gate.shadow);

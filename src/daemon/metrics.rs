@@ -183,6 +183,9 @@ pub struct SourceMetrics {
     pub failures: Option<u64>,
     /// Whether it is failing now: a log's file missing, the last scrape or poll failed.
     pub failing: bool,
+    /// A source whose traffic trails the present (read from Prometheus's query API): how far
+    /// behind now its traffic is complete to. The core judges no later.
+    pub behind_secs: Option<f64>,
 }
 
 impl Live {
@@ -206,6 +209,7 @@ impl Live {
                 bad_lines: s.bad_lines,
                 failures: None,
                 failing: !s.tail.file_exists,
+                behind_secs: None,
             })
             .collect();
         sources.extend(status.scrapes.iter().map(|s| SourceMetrics {
@@ -215,6 +219,7 @@ impl Live {
             bad_lines: 0,
             failures: Some(s.failures),
             failing: s.last_error.is_some(),
+            behind_secs: s.data_until.map(|t| (status.now - t).max(0.0)),
         }));
         if let Some(poll) = &status.sentry_poll {
             sources.push(SourceMetrics {
@@ -224,6 +229,7 @@ impl Live {
                 bad_lines: poll.rows_skipped_total,
                 failures: None,
                 failing: poll.last_error.is_some(),
+                behind_secs: None,
             });
         }
         Live {
@@ -529,6 +535,22 @@ impl Live {
             }
         }
         let mut m = e.encode_descriptor(
+            "source_data_behind",
+            "How far behind now each source read from Prometheus's query API has its traffic \
+             complete to; the core judges no later.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for s in &self.sources {
+            if let Some(behind) = s.behind_secs.and_then(shown) {
+                gauge(
+                    &mut m,
+                    &[("source", s.name.as_str()), ("type", s.kind)],
+                    behind,
+                )?;
+            }
+        }
+        let mut m = e.encode_descriptor(
             "source_bad_lines",
             "Lines (or rows) each source could not read, since guardian started.",
             None,
@@ -687,6 +709,7 @@ mod tests {
                         bad_lines: 2,
                         failures: None,
                         failing: false,
+                        behind_secs: None,
                     },
                     SourceMetrics {
                         name: "app".into(),
@@ -695,6 +718,7 @@ mod tests {
                         bad_lines: 0,
                         failures: Some(4),
                         failing: true,
+                        behind_secs: Some(42.0),
                     },
                 ],
             }),
@@ -857,6 +881,15 @@ mod tests {
         // A log's failures are not counted as a scrape's are: none shown rather than a zero.
         assert!(
             !text.contains("guardian_source_failures_total{source=\"nginx"),
+            "{text}"
+        );
+        // Traffic read back from Prometheus's query API says how far behind it is complete to.
+        assert_eq!(
+            v("guardian_source_data_behind_seconds{source=\"app\",type=\"scrape\"}"),
+            "42.0"
+        );
+        assert!(
+            !text.contains("guardian_source_data_behind_seconds{source=\"nginx"),
             "{text}"
         );
         // A target never scraped has no lag to show, rather than a made-up one.
