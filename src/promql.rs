@@ -513,13 +513,21 @@ fn shown_text(text: &str) -> String {
 /// credentials as a basic `Authorization` header.
 fn credentials(url: &str) -> Result<(String, String, Option<String>), String> {
     use base64::Engine as _;
-    let mut parsed = url::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+    let mut parsed =
+        url::Url::parse(url).map_err(|e| format!("url {:?}: {e}", userinfo_hidden(url)))?;
     if parsed.username().is_empty() && parsed.password().is_none() {
         return Ok((url.to_owned(), url.to_owned(), None));
     }
+    let user = percent_decoded(parsed.username());
+    if user.contains(':') {
+        // RFC 7617: the user name ends at the first colon, so the server would read another.
+        return Err(format!(
+            "url {:?}: the user name has a colon, which basic auth cannot send",
+            userinfo_hidden(url)
+        ));
+    }
     let pair = format!(
-        "{}:{}",
-        percent_decoded(parsed.username()),
+        "{user}:{}",
         percent_decoded(parsed.password().unwrap_or_default())
     );
     let auth = format!(
@@ -535,7 +543,21 @@ fn credentials(url: &str) -> Result<(String, String, Option<String>), String> {
 
 /// `url` as guardian shows it: its credentials, if any, hidden.
 pub fn shown_url(url: &str) -> String {
-    credentials(url).map_or_else(|_| url.to_owned(), |(_, shown, _)| shown)
+    credentials(url).map_or_else(|_| userinfo_hidden(url), |(_, shown, _)| shown)
+}
+
+/// `url` with whatever is before the last `@` of its authority shown as `***`, by its text
+/// alone: for a URL that does not parse, whose credentials must not be shown either.
+fn userinfo_hidden(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => {
+            let sep = if url.contains("://") { "://" } else { "" };
+            format!("{scheme}{sep}***{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
 }
 
 fn percent_decoded(s: &str) -> String {
@@ -918,6 +940,27 @@ mod tests {
         let read = r.read(1030.0).unwrap();
         let said = read.nothing_matched.unwrap();
         assert!(said.contains("the canary is not compared"), "{said}");
+    }
+
+    #[test]
+    fn credentials_in_a_url_that_does_not_parse_are_not_shown_either() {
+        assert_eq!(
+            shown_url("http://user:s3cr3t@[::1"),
+            "http://***@[::1",
+            "a URL that does not parse"
+        );
+        let e = PromqlReader::new(spec("http://user:s3cr3t@[::1"))
+            .err()
+            .unwrap();
+        assert!(!e.contains("s3cr3t"), "{e}");
+        let e = PromqlReader::new(spec("http://us%3Aer:pw@127.0.0.1:9090"))
+            .err()
+            .unwrap();
+        assert!(e.contains("colon"), "{e}");
+        assert_eq!(
+            shown_url("http://127.0.0.1:9090/a@b"),
+            "http://127.0.0.1:9090/a@b"
+        );
     }
 
     #[test]
