@@ -541,6 +541,66 @@ fn credentials(url: &str) -> Result<(String, String, Option<String>), String> {
     Ok((bare, parsed.to_string(), Some(auth)))
 }
 
+/// Checks that `selector` is PromQL label matchers without braces (`job="shop",env!~"dev.*"`),
+/// so that a typo is refused at start, naming where, rather than by Prometheus at every read.
+/// Written here because the PromQL parsers on crates.io bring a whole grammar generator for
+/// what is a list of `name op "string"`.
+pub fn check_selector(selector: &str) -> Result<(), String> {
+    let mut rest = selector.trim_start();
+    let at = |rest: &str| selector.len() - rest.len() + 1;
+    while !rest.is_empty() {
+        // A label name: an identifier, or quoted (Prometheus 3's UTF-8 names).
+        let name_len = if rest.starts_with(['"', '\'', '`']) {
+            quoted_len(rest)
+                .ok_or_else(|| format!("an unclosed quote at character {}", at(rest)))?
+        } else {
+            let n = rest
+                .char_indices()
+                .find(|&(i, c)| {
+                    !(c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
+                })
+                .map_or(rest.len(), |(i, _)| i);
+            if n == 0 {
+                return Err(format!("a label name expected at character {}", at(rest)));
+            }
+            n
+        };
+        rest = rest[name_len..].trim_start();
+        let op = ["=~", "!~", "!=", "="]
+            .into_iter()
+            .find(|op| rest.starts_with(op))
+            .ok_or_else(|| format!("one of =, !=, =~, !~ expected at character {}", at(rest)))?;
+        rest = rest[op.len()..].trim_start();
+        if !rest.starts_with(['"', '\'', '`']) {
+            return Err(format!("a quoted value expected at character {}", at(rest)));
+        }
+        let value_len = quoted_len(rest)
+            .ok_or_else(|| format!("an unclosed quote at character {}", at(rest)))?;
+        rest = rest[value_len..].trim_start();
+        match rest.strip_prefix(',') {
+            Some(after) => rest = after.trim_start(),
+            None if rest.is_empty() => {}
+            None => return Err(format!("a comma expected at character {}", at(rest))),
+        }
+    }
+    Ok(())
+}
+
+/// The length of the quoted string `s` starts with, quotes included: `None` when unclosed.
+fn quoted_len(s: &str) -> Option<usize> {
+    let quote = s.chars().next()?;
+    let mut escaped = false;
+    for (i, c) in s.char_indices().skip(1) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quote != '`' => escaped = true,
+            c if c == quote => return Some(i + c.len_utf8()),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// `url` as guardian shows it: its credentials, if any, hidden.
 pub fn shown_url(url: &str) -> String {
     credentials(url).map_or_else(|_| userinfo_hidden(url), |(_, shown, _)| shown)
@@ -940,6 +1000,35 @@ mod tests {
         let read = r.read(1030.0).unwrap();
         let said = read.nothing_matched.unwrap();
         assert!(said.contains("the canary is not compared"), "{said}");
+    }
+
+    #[test]
+    fn a_selector_is_label_matchers_and_a_mistake_is_named_where_it_is() {
+        for ok in [
+            "",
+            "job=\"shop\"",
+            " job = \"shop\" , env!~'dev.*', ",
+            "a=~`x\\d`,\"my.label\"!=\"a\\\"b\"",
+        ] {
+            assert_eq!(check_selector(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("job=\"shop\") or (up", "a comma expected at character 11"),
+            ("job=\"shop", "an unclosed quote at character 5"),
+            ("job=shop", "a quoted value expected at character 5"),
+            ("job==\"shop\"", "a quoted value expected at character 5"),
+            (
+                "job \"shop\"",
+                "one of =, !=, =~, !~ expected at character 5",
+            ),
+            ("=\"shop\"", "a label name expected at character 1"),
+            (
+                "job=\"a\",,env=\"b\"",
+                "a label name expected at character 9",
+            ),
+        ] {
+            assert_eq!(check_selector(bad), Err(says.to_owned()), "{bad}");
+        }
     }
 
     #[test]

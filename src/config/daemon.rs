@@ -157,6 +157,16 @@ impl super::raw::RawPromql {
             _ => return Err(bad_url()),
         }
         let selector = self.selector.unwrap_or_default();
+        if let (false, Err(e)) = (
+            selector.contains(['{', '}', '\n']),
+            crate::promql::check_selector(&selector),
+        ) {
+            return Err(ConfigError::invalid(
+                SECTION,
+                "selector",
+                format!("is not PromQL label matchers: {e}, in {selector:?}"),
+            ));
+        }
         if selector.contains(['{', '}', '\n']) {
             return Err(ConfigError::invalid(
                 SECTION,
@@ -602,6 +612,10 @@ mod tests {
             (
                 "url = \"http://p:9090\"\nselector = '{job=\"shop\"}'",
                 "without braces",
+            ),
+            (
+                "url = \"http://p:9090\"\nselector = 'job=\"shop\") or (up'",
+                "is not PromQL label matchers: a comma expected at character 11",
             ),
             (
                 "url = \"http://p:9090\"\ncanary = [\"a\"]",
