@@ -2,8 +2,9 @@
 //! the verdict. Traffic is kept continuously, so a baseline is ready whenever a change lands.
 //!
 //! What joins the baseline of later changes: everything but the deploy windows (the restart's
-//! own failures), the traffic of a change that regressed (until it was rolled back), and a
-//! recovery that did not come. A healthy change's watched traffic is the next change's baseline.
+//! own failures), the traffic of a change that regressed (until it was rolled back), a
+//! recovery that did not come, and a watch some of whose traffic never came to be judged. A
+//! healthy change's watched traffic is the next change's baseline.
 
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +70,10 @@ pub struct Monitor {
     /// rolled back, a recovery that did not come): not known-good until the next change.
     #[serde(default)]
     suspect_since: Option<f64>,
+    /// Some of the watched change's traffic never came to be judged (a source's steps had no
+    /// data, and came later in a lump or not at all): what it saw is not known-good.
+    #[serde(default)]
+    unjudged: bool,
 }
 
 impl Monitor {
@@ -78,6 +83,7 @@ impl Monitor {
             baseline: RollingBaseline::new(settings.baseline_secs),
             watch: None,
             suspect_since: None,
+            unjudged: false,
             settings,
         }
     }
@@ -153,11 +159,13 @@ impl Monitor {
             return;
         };
         self.baseline.pin(None);
-        let known_good = if w.is_recovery() {
-            w.verdict() == Verdict::Healthy
-        } else {
-            w.verdict() != Verdict::Regressed
-        };
+        let judged = !std::mem::take(&mut self.unjudged);
+        let known_good = judged
+            && if w.is_recovery() {
+                w.verdict() == Verdict::Healthy
+            } else {
+                w.verdict() != Verdict::Regressed
+            };
         if !known_good {
             // The version known to be bad serves on (no rollback, or one that did not help):
             // nothing is known-good again until the next change, and the baseline before it is
@@ -165,6 +173,15 @@ impl Monitor {
             let from = w.deploy_window().from;
             self.suspect_since = Some(self.suspect_since.map_or(from, |s| s.min(from)));
             self.baseline.pin(self.suspect_since);
+        }
+    }
+
+    /// Some of the watched change's traffic never came to be judged: whatever the verdict, what
+    /// the watch saw (a gap's counts, come later in a lump, among it) joins no baseline, and
+    /// the next change is judged against the baseline before this one.
+    pub fn traffic_unjudged(&mut self) {
+        if self.watch.is_some() {
+            self.unjudged = true;
         }
     }
 
@@ -374,6 +391,35 @@ mod tests {
         let r = m.report().unwrap();
         assert_eq!(r.signals[0].baseline.events, 0, "the bad change's errors");
         assert_eq!(r.baseline_window.covered_secs, 600.0);
+    }
+
+    #[test]
+    fn a_watch_some_of_whose_traffic_never_came_to_be_judged_is_not_a_baseline() {
+        let mut m = Monitor::new(settings());
+        traffic(&mut m, T0 - 900.0, 900, 20, |_| false);
+        m.change_landed(T0);
+        // A source's gap: its counts come later, in a lump, errors and all; the watch is cut
+        // short by the daemon, whatever the core's verdict.
+        traffic(&mut m, T0, 30, 20, |_| false);
+        m.observe_aggregate(&Aggregate {
+            ts: T0 + 30.0,
+            route: None,
+            arm: None,
+            requests: 2000,
+            errors: 1000,
+            latency: None,
+        });
+        m.traffic_unjudged();
+        m.end_watch();
+        traffic(&mut m, T0 + 31.0, 100, 20, |_| false);
+        m.change_landed(T0 + 200.0);
+        let r = m.report().unwrap();
+        assert_eq!(r.signals[0].baseline.events, 0, "the lump's errors");
+        // The flag goes with the watch: the next one is a baseline again if judged.
+        traffic(&mut m, T0 + 200.0, 301, 20, |_| false);
+        m.end_watch();
+        m.change_landed(T0 + 600.0);
+        assert!(m.report().unwrap().baseline_window.covered_secs >= 299.0);
     }
 
     #[test]

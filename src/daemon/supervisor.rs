@@ -567,6 +567,9 @@ impl Supervisor {
         if sentry_short.is_some() || traffic_short.is_some() {
             verdict = Verdict::Inconclusive;
         }
+        if traffic_short.is_some() {
+            self.monitor.traffic_unjudged();
+        }
         let (change, verifying) = match &self.phase {
             Phase::Watching(c) => (c.clone(), false),
             Phase::Verifying(c) => (c.clone(), true),
