@@ -411,7 +411,8 @@ mod tests {
             health_recovered
             flag_off
             shadow_flag_off
-            flag_off_refused"#]]
+            flag_off_refused
+            canary_rollout"#]]
         .assert_eq(&texts.join("\n"));
         for kind in EventKind::ALL {
             assert_eq!(
