@@ -1,8 +1,13 @@
 //! A Prometheus server of the test's own, for real: Debian's `prometheus` (installed when
-//! missing, as `.ci/run` does), its own storage and loopback port, scraping every second.
+//! missing, as `.ci/run` does), its own storage and loopback port, scraping every second; and
+//! an instance of a service for it (or guardian) to scrape.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -135,4 +140,57 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One instance of a service: counters `http_requests_total{code, route="/cart"}` on
+/// `/metrics` that grow by `per_sec` requests a second (in tenths), failing `per_mille()` of
+/// them, asked each tenth of a second. Stops when `stop` is set. Returns its `host:port`.
+pub fn metrics_app(
+    per_sec: u64,
+    per_mille: impl Fn() -> u64 + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> String {
+    let counts = Arc::new([0u64, 0u64].map(AtomicU64::new));
+    let (c, stop2) = (counts.clone(), stop.clone());
+    thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            let per_mille = per_mille();
+            for _ in 0..per_sec / 10 {
+                let failed = (i * 37) % 1000 < per_mille;
+                c[usize::from(failed)].fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let body = format!(
+                "# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n\
+                 http_requests_total{{code=\"200\",route=\"/cart\"}} {}\n\
+                 http_requests_total{{code=\"500\",route=\"/cart\"}} {}\n",
+                counts[0].load(Ordering::Relaxed),
+                counts[1].load(Ordering::Relaxed)
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.read(&mut [0u8; 1]);
+        }
+    });
+    addr.to_string()
 }

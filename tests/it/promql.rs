@@ -5,8 +5,6 @@
 //! as the rest ends healthy; a rollout that widens to a second instance is followed; and a
 //! Prometheus that stops answering mid-watch never lets the watch end healthy.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,61 +14,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::prometheus::Prometheus;
+use super::prometheus::{metrics_app, Prometheus};
 use super::rollback::{commit_mode, git};
 
 const TOKEN: &str = "promql-token-0123456789";
 
-/// One instance of the service: counters on `/metrics` that grow by 100 requests a second, 1%
-/// failing; 90% while the file `mode` (when given) says `broken`. Stops when `stop` is set.
+/// One instance of the service at 100 requests a second, 1% failing; 90% while the file
+/// `mode` (when given) says `broken`.
 fn instance(mode: Option<PathBuf>, stop: Arc<AtomicBool>) -> String {
-    let counts = Arc::new([0u64, 0u64].map(std::sync::atomic::AtomicU64::new));
-    let (c, stop2) = (counts.clone(), stop.clone());
-    thread::spawn(move || {
-        let mut i = 0u64;
-        while !stop2.load(Ordering::Relaxed) {
-            let broken = mode
-                .as_ref()
-                .and_then(|m| std::fs::read_to_string(m).ok())
-                .is_some_and(|m| m.trim() == "broken");
-            for _ in 0..10 {
-                let per_mille = if broken { 900 } else { 10 };
-                let failed = (i * 37) % 1000 < per_mille;
-                c[usize::from(failed)].fetch_add(1, Ordering::Relaxed);
-                i += 1;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let body = format!(
-                "# TYPE http_requests_total counter\n\
-                 http_requests_total{{code=\"200\",route=\"/cart\"}} {}\n\
-                 http_requests_total{{code=\"500\",route=\"/cart\"}} {}\n",
-                counts[0].load(Ordering::Relaxed),
-                counts[1].load(Ordering::Relaxed)
-            );
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.read(&mut [0u8; 1]);
-        }
-    });
-    addr.to_string()
+    let broken = move || {
+        mode.as_ref()
+            .and_then(|m| std::fs::read_to_string(m).ok())
+            .is_some_and(|m| m.trim() == "broken")
+    };
+    metrics_app(100, move || if broken() { 900 } else { 10 }, stop)
 }
 
 /// The service (three instances, the third the canary reading `live` as its deployed mode),
