@@ -346,20 +346,25 @@ pub fn status(s: &Status) -> String {
             );
             if let Some(live) = &w.live {
                 out.push_str(&report_baseline(live));
+                // Before against after, or the canary against the rest serving beside it.
+                let (now, then, theirs) = match live.design {
+                    crate::core::Design::BeforeAfter => ("now", "before", "the baseline's"),
+                    crate::core::Design::Concurrent => ("canary", "rest", "the rest's"),
+                };
                 for sig in &live.signals {
                     // The rate now against the baseline's, where the signal is a rate.
                     let rates = match (sig.baseline.rate, sig.after.rate, sig.effect_ratio) {
                         _ if sig.signal == crate::core::SignalKind::Latency => sig
                             .effect_ratio
-                            .map(|r| format!("median {} the baseline's  ", units::ratio(r)))
+                            .map(|r| format!("median {} {theirs}  ", units::ratio(r)))
                             .unwrap_or_default(),
                         (Some(before), Some(after), _) => format!(
-                            "{} now, {} before  ",
+                            "{} {now}, {} {then}  ",
                             units::percent(Some(after)),
                             units::percent(Some(before))
                         ),
                         (Some(before), None, _) => {
-                            format!("no requests yet, {} before  ", units::percent(Some(before)))
+                            format!("no requests yet, {} {then}  ", units::percent(Some(before)))
                         }
                         _ => String::new(),
                     };
@@ -796,6 +801,18 @@ mod tests {
         );
         r.watch_ends_at = r.change_at;
         assert_eq!(watch_progress(&r, r.change_at, T0), None);
+    }
+
+    #[test]
+    fn a_canary_s_rates_are_the_canary_s_and_the_rest_s_not_now_and_before() {
+        let mut w = watched();
+        w.live.as_mut().unwrap().design = crate::core::Design::Concurrent;
+        let text = super::status(&answer(Some(w), None));
+        assert!(text.contains("1.10% canary, 0.93% rest"), "{text}");
+        assert!(
+            !text.contains("% now") && !text.contains("% before"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -65,8 +65,8 @@ impl Watch {
         if covered + 60.0 < wanted {
             notes.push(format!(
                 "the baseline covers {} of known-good traffic, not the {} of baseline_secs: \
-                 the logs hold no more since guardian started reading them, or the rest was \
-                 left out (deploys, a regressed change)",
+                 guardian has heard no more traffic since it started, or the rest was left \
+                 out (deploys, a regressed change)",
                 minutes(covered),
                 minutes(wanted)
             ));
