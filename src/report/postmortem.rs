@@ -718,13 +718,18 @@ fn dedent(text: &str) -> String {
         .join("\n")
 }
 
+/// How far a decision's traffic may trail its making without being said: a log's lines are
+/// judged within a second or two of being written.
+const TRAILS_SECS: f64 = 3.0;
+
 fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
     let deploy = change.landed_at;
     let mut rows: Vec<(f64, Vec<Inline>)> = Vec::new();
     let mut deployed = false;
     for e in events {
-        // A decision is shown when the evidence crossed the line, not when it was saved.
-        let mut at = e.at;
+        // Every row at the time it happened; a decision also says up to when the traffic
+        // it rests on went, when that trails (read from Prometheus a lag behind).
+        let at = e.at;
         let what: Vec<Inline> = match e.kind.known() {
             Some(EventKind::ChangeCreated) => {
                 deployed = true;
@@ -739,10 +744,15 @@ fn timeline(change: &ChangeRecord, events: &[EventRecord]) -> Block {
             }
             Some(EventKind::StateChanged) => match e.detail_as::<StateChange>() {
                 Ok(moved) => {
-                    if matches!(moved.to, ChangeState::Regressed | ChangeState::Healthy) {
-                        at = moved.decided_at.unwrap_or(e.at);
+                    let mut what = state_change(&moved, change);
+                    if let Some(decided) = moved.decided_at.filter(|d| *d < e.at - TRAILS_SECS) {
+                        what.push(t(format!(
+                            ", on traffic up to {} ({} before)",
+                            units::clock(decided, deploy),
+                            units::offset(e.at - decided).trim_start_matches('+')
+                        )));
                     }
-                    state_change(&moved, change)
+                    what
                 }
                 Err(why) => unreadable(e, &why),
             },
@@ -1533,6 +1543,21 @@ mod tests {
     }
 
     #[test]
+    fn a_decision_on_traffic_read_a_lag_behind_is_shown_when_made_and_on_what() {
+        let mut input = story();
+        // Read from Prometheus 15 s behind: decided on traffic up to +30.6 s, made at +45.6 s.
+        input.events[1].at = T0 + 45.6;
+        let md = Postmortem::new(input).markdown();
+        assert!(
+            md.contains(
+                "| 16:00:45 | +45.6 s | Decision: regressed (errors 1.00% -> 9.03%, 9.03x the \
+                 baseline), on traffic up to 16:00:30 (15 s before) |"
+            ),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn the_post_mortem_of_a_rollback_reads_as_expected() {
         let pm = Postmortem::new(story());
         let md = pm.markdown();
@@ -1559,7 +1584,7 @@ mod tests {
             ]
         );
         assert!(
-            md.contains("| 16:00:30 | +30.6 s | Decision: regressed"),
+            md.contains("| 16:00:31 | +31 s | Decision: regressed"),
             "{md}"
         );
         assert!(
