@@ -1141,6 +1141,73 @@ mod tests {
     }
 
     #[test]
+    fn a_host_down_for_a_while_or_moving_to_the_new_version_is_not_missing_data() {
+        // Control host a is down (not scraped) at 1030 and 1040, back from zero at 1050.
+        let down = fake_prometheus(|_, start, end| {
+            let a = points(
+                start,
+                end,
+                |t| if t < 1050.0 { t - 1000.0 } else { t - 1050.0 },
+            )
+            .into_iter()
+            .filter(|&(t, _)| !(1030.0..1050.0).contains(&t))
+            .collect();
+            (
+                200,
+                matrix(&[
+                    ("a", "200", a),
+                    ("c", "200", points(start, end, |t| t - 1000.0)),
+                    ("b", "200", points(start, end, |t| t - 1000.0)),
+                ]),
+            )
+        });
+        let mut r = PromqlReader::new(spec(&down)).unwrap();
+        r.read(1030.0).unwrap();
+        assert_eq!(r.read(1090.0).unwrap().missing, None);
+
+        // Told apart by version: host h2 restarts from v1 into v2 at 1030 (a rollout widening).
+        let moved = fake_prometheus(|_, start, end| {
+            let series = |version: &str, instance: &str, values: Points| {
+                serde_json::json!({
+                    "metric": {"__name__": "http_requests_total", "job": "shop", "code": "200",
+                               "instance": instance, "version": version},
+                    "values": values.iter().map(|(t, v)| serde_json::json!([t, v.to_string()])).collect::<Vec<_>>(),
+                })
+            };
+            let all = points(start, end, |t| t - 1000.0);
+            let (v1, v2): (Points, Points) = all.iter().partition(|&&(t, _)| t < 1030.0);
+            let v2 = v2.into_iter().map(|(t, _)| (t, t - 1030.0)).collect();
+            let result = vec![
+                series("v1", "h1", all.clone()),
+                series("v1", "h2", v1),
+                series("v2", "h2", v2),
+                series("v2", "h3", all),
+            ];
+            let body = serde_json::json!({"status": "success",
+                "data": {"resultType": "matrix", "result": result}});
+            (200, body.to_string())
+        });
+        let mut by_version = spec(&moved);
+        by_version.series.arms = Some(Arms::new("version".into(), vec!["v2".into()]));
+        let mut r = PromqlReader::new(by_version).unwrap();
+        r.read(1030.0).unwrap();
+        let read = r.read(1090.0).unwrap();
+        assert_eq!(read.missing, None);
+        let canary_at = |t: f64| {
+            read.intervals
+                .iter()
+                .filter(|i| i.end == t && i.arm == Some(Arm::Treatment))
+                .map(|i| i.requests)
+                .sum::<u64>()
+        };
+        assert_eq!(
+            (canary_at(1020.0), canary_at(1040.0)),
+            (10, 20),
+            "h2 joined the canary"
+        );
+    }
+
+    #[test]
     fn a_series_that_vanishes_without_a_restart_is_missing_and_with_one_it_is_not() {
         // The canary's 500s series vanishes at 1030 while its 200s go on (a label renamed).
         let renamed = fake_prometheus(|_, start, end| {
@@ -1175,5 +1242,49 @@ mod tests {
         r.read(1030.0).unwrap();
         let read = r.read(1070.0).unwrap();
         assert_eq!(read.missing, None);
+        // The 500s series vanishes as a new series appears on the canary (its errors now
+        // counted under another code), or as another canary host restarts with one: missing,
+        // as the process the series was in did not restart.
+        for other in ["b", "b2"] {
+            let hidden = fake_prometheus(move |_, start, end| {
+                let ok = points(start, end, |t| t - 1000.0);
+                let failed: Points = points(start, end, |t| (t - 1000.0) / 10.0)
+                    .into_iter()
+                    .filter(|&(t, _)| t < 1030.0)
+                    .collect();
+                let elsewhere: Points = points(start, end, |t| (t - 1000.0) / 10.0)
+                    .into_iter()
+                    .filter(|&(t, _)| t >= 1030.0)
+                    .collect();
+                (
+                    200,
+                    matrix(&[
+                        ("b", "200", ok),
+                        ("b", "500", failed),
+                        // b2 restarts at 1030 when it is the one with the new series.
+                        (
+                            "b2",
+                            "200",
+                            points(start, end, |t| match t < 1030.0 || other == "b" {
+                                true => t - 1000.0,
+                                false => t - 1030.0,
+                            }),
+                        ),
+                        (other, "E500", elsewhere),
+                    ]),
+                )
+            });
+            let mut two_hosts = spec(&hidden);
+            two_hosts.series.arms =
+                Some(Arms::new("instance".into(), vec!["b".into(), "b2".into()]));
+            let mut r = PromqlReader::new(two_hosts).unwrap();
+            r.read(1030.0).unwrap();
+            let missing = r.read(1070.0).unwrap().missing;
+            assert_eq!(
+                missing.map(|m| m.until),
+                Some(1030.0),
+                "new series on {other}"
+            );
+        }
     }
 }

@@ -669,6 +669,23 @@ type Labels = Vec<(String, String)>;
 type Counters = HashMap<SeriesKey, (f64, f64)>;
 type SeriesKey = (String, Labels);
 
+/// The label Prometheus gives every series of a scrape target.
+const INSTANCE: &str = "instance";
+
+fn label_of<'a>(labels: &'a Labels, name: &str) -> Option<&'a str> {
+    labels
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// `key` without the label `name`.
+fn without(key: &SeriesKey, name: &str) -> SeriesKey {
+    let mut labels = key.1.clone();
+    labels.retain(|(n, _)| n != name);
+    (key.0.clone(), labels)
+}
+
 fn series_key(s: &Sample) -> SeriesKey {
     let mut labels = s.labels.clone();
     labels.sort();
@@ -771,7 +788,10 @@ impl Scraper {
         let (mut duplicates, mut implausible, mut unlabelled) = (0usize, 0usize, 0usize);
         // Sides with a counter that went down or a series first seen: a restart, which
         // recreates series lazily, explains series that vanish there.
+        // Where a counter went down (a process restarted): by target, and by side for series
+        // without one. A series merely new is no restart: it is how a rename would look.
         let mut restarted: std::collections::HashSet<Side> = Default::default();
+        let mut restarted_targets: std::collections::HashSet<String> = Default::default();
         let baseline = self.previous.as_ref();
 
         for s in samples {
@@ -836,12 +856,14 @@ impl Scraper {
                 Some(prev) if s.value >= prev => s.value - prev,
                 Some(_) => {
                     resets += 1;
-                    restarted.insert(side);
+                    match s.label(INSTANCE) {
+                        Some(target) => restarted_targets.insert(target.to_owned()),
+                        None => restarted.insert(side),
+                    };
                     s.value
                 }
                 None => {
                     new_series += 1;
-                    restarted.insert(side);
                     s.value
                 }
             };
@@ -952,16 +974,40 @@ impl Scraper {
         }
         let mut vanished = 0;
         if let (true, Some((start, before))) = (self.remember, baseline) {
+            // A target that is not there at all is down or restarting (its counts go on, or
+            // start again, when it is back); a series that moved sides (its version label
+            // changed in a deploy) is there under its new value.
+            let targets: std::collections::HashSet<&str> = current
+                .keys()
+                .filter_map(|k| label_of(&k.1, INSTANCE))
+                .collect();
+            // (A series' target never changes: moving from one to another is not a move.)
+            let canary_label = (self.spec.arms.as_ref())
+                .map(|a| a.label.as_str())
+                .filter(|l| *l != INSTANCE);
+            let moved: std::collections::HashSet<SeriesKey> = current
+                .keys()
+                .filter(|k| !before.contains_key(*k))
+                .filter_map(|k| canary_label.map(|l| without(k, l)))
+                .collect();
             for (key, &(_, seen)) in before {
-                if seen == *start && !current.contains_key(key) {
-                    let side = self
-                        .spec
-                        .arms
-                        .as_ref()
-                        .map_or(Side::Whole, |a| a.side(&key.1, now));
-                    if !restarted.contains(&side) {
-                        vanished += 1;
-                    }
+                if seen != *start || current.contains_key(key) {
+                    continue;
+                }
+                let side = self
+                    .spec
+                    .arms
+                    .as_ref()
+                    .map_or(Side::Whole, |a| a.side(&key.1, now));
+                // Its process restarted (a series not there until its first count again), its
+                // target is gone, or it moved sides: not missing.
+                let restarted = match label_of(&key.1, INSTANCE) {
+                    Some(target) => restarted_targets.contains(target) || !targets.contains(target),
+                    None => restarted.contains(&side),
+                };
+                let moved_sides = canary_label.is_some_and(|l| moved.contains(&without(key, l)));
+                if !restarted && !moved_sides {
+                    vanished += 1;
                 }
             }
         }
