@@ -1467,6 +1467,16 @@ mod tests {
         assert_eq!(same.id, first.id);
         assert_eq!(same.state, ChangeState::Watching);
         assert_eq!(canary_now(&e, T0 + 60.0), ["c", "b"]);
+        // A host taken off the canary would carry the change's failures into the rest.
+        match e.notify_change(&notify(&["b"]), T0 + 61.0) {
+            Err(EngineError::Conflict(why)) => {
+                assert!(
+                    why.contains("only widens") && why.contains("drops c"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
         let named: Vec<_> = e
             .store
             .events_for(&first.id)

@@ -11,6 +11,9 @@ use crate::core::Landing;
 use crate::daemon::supervisor::Phase;
 use crate::scrape::Rollout;
 
+/// The most canaries one watch follows (its first included): a rollout has a few steps.
+const MAX_WIDENINGS: usize = 32;
+
 impl Engine {
     /// Whether some source tells a canary from the rest, so that a notification may name one.
     fn tells_canary(&self) -> bool {
@@ -41,10 +44,37 @@ impl Engine {
             return Ok(None);
         }
         let named = self.canaries_of(&watched.id)?;
-        Ok(named
-            .last()
-            .is_some_and(|r| r.canary.is_some())
-            .then(|| watched.id.clone()))
+        let Some(now) = named.last().and_then(|r| r.canary.as_ref()) else {
+            return Ok(None);
+        };
+        let canary = canary.unwrap_or(now);
+        // A host taken off the canary would carry the change's failures into the rest it is
+        // compared with: a rollout that pulls back ends the watch first (`notify --starting`).
+        let dropped: Vec<&String> = now.iter().filter(|v| !canary.contains(v)).collect();
+        if !dropped.is_empty() {
+            return Err(EngineError::Conflict(format!(
+                "{} is watched with the canary {}: a rollout only widens while it is watched, \
+                 and this one drops {}; send `guardian notify --starting` first to end the watch",
+                watched.id,
+                crate::display::line(&now.join(", ")),
+                crate::display::line(
+                    &dropped
+                        .iter()
+                        .map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )));
+        }
+        if named.len() >= MAX_WIDENINGS {
+            return Err(EngineError::Conflict(format!(
+                "{} has been widened {} times, the most one watch follows; send `guardian \
+                 notify --starting` first to end the watch",
+                watched.id,
+                named.len()
+            )));
+        }
+        Ok(Some(watched.id.clone()))
     }
 
     /// From the deploy of `change_id` (its `landing`) on, the canary is `canary`: given to
@@ -69,10 +99,18 @@ impl Engine {
             let detail = serde_json::to_value(&rollout).expect("a rollout is plain data");
             self.store
                 .record_event(change_id, EventKind::CanaryRollout, &detail, now)?;
+            let values = rollout.canary.as_deref().unwrap_or_default();
+            let shown = match values {
+                [one] => crate::display::line(one).into_owned(),
+                many => format!(
+                    "{} values ({:?}, ...)",
+                    many.len(),
+                    crate::display::line(&many[0])
+                ),
+            };
             tracing::info!(
                 change_id,
-                "{change_id}: the canary is {} from {}",
-                rollout.canary.as_deref().unwrap_or_default().join(", "),
+                "{change_id}: the canary is {shown} from {}",
                 crate::report::units::when(rollout.since)
             );
         }

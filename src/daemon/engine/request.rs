@@ -100,6 +100,15 @@ impl ChangeRequest {
                     ));
                 }
                 super::gate::one_line("canary", value)?;
+                // A label value shown must be the value matched: nothing invisible, nothing
+                // around it.
+                if value.trim() != value || value.chars().any(crate::display::is_unsafe) {
+                    return Err(format!(
+                        "\"canary\" values are label values as Prometheus shows them, without \
+                         spaces around them or invisible characters, got {}",
+                        crate::display::line(value)
+                    ));
+                }
             }
         }
         Ok(())
@@ -266,6 +275,8 @@ mod tests {
             (serde_json::json!([""]), "1 to 256 bytes"),
             (serde_json::json!(["x".repeat(257)]), "1 to 256 bytes"),
             (serde_json::json!(["a\nb"]), "\"canary\" must be one line"),
+            (serde_json::json!([" a"]), "without spaces around them"),
+            (serde_json::json!(["a\u{200b}b"]), "invisible characters"),
         ] {
             let e = check(canary.clone()).unwrap_err();
             assert!(e.contains(says), "{canary}: {e}");
