@@ -29,6 +29,11 @@ const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 const MAX_SERIES: usize = 50_000;
 /// A side absent longer than this is gone (a canary host taken out), no longer missing.
 const FORGET_SIDE_SECS: f64 = 300.0;
+/// After a deploy, at least this long (beyond its steps) for a restarted process to be
+/// scraped and serving: a failed scrape, a load balancer that waits before sending it requests.
+const MIN_SETTLE_SECS: f64 = 15.0;
+/// Deploys kept: only the latest matter, as steps are read in time order.
+const MAX_SETTLING: usize = 16;
 /// Most characters of Prometheus's own words (its error, a result type) shown anywhere.
 const MAX_SHOWN: usize = 200;
 /// The furthest back one read reaches: a longer outage is read from its last hour (the counts
@@ -143,6 +148,9 @@ pub struct PromqlReader {
     /// The canary at the last step read: when a notification changes it, the sides seen
     /// before are not missing after.
     canary_then: Vec<String>,
+    /// Deploys, from their start to when a process they restarted may still have no series
+    /// (its failed scrape, its first request): a side absent then is restarting, not missing.
+    settling: Vec<(f64, f64)>,
     /// The URL as shown: without credentials.
     shown_url: String,
     /// `Authorization` for the URL's credentials, sent as basic auth.
@@ -191,6 +199,7 @@ impl PromqlReader {
             began: false,
             sides_seen: BTreeMap::new(),
             canary_then: Vec::new(),
+            settling: Vec::new(),
             shown_url,
             authorization,
         })
@@ -292,10 +301,22 @@ impl PromqlReader {
                 continue;
             }
             // A side seen lately and absent now (the canary died, or went unscraped) is missing
-            // data for that side, not a side without traffic.
-            for (side, seen) in &self.sides_seen {
-                if !sides.contains(side) && t - seen < FORGET_SIDE_SECS {
-                    sides_missing.push((t, side_name(*side)));
+            // data for that side, not a side without traffic; so is a canary named and never
+            // there (a value mistyped, or it died in its deploy). Not while a deploy restarts.
+            let settling = self.settling.iter().any(|&(from, to)| from <= t && t <= to);
+            let canary = Side::Arm(Arm::Treatment);
+            let named = self
+                .scraper
+                .arms()
+                .is_some_and(|a| !a.canary_at(t).is_empty());
+            if !settling {
+                for (side, seen) in &self.sides_seen {
+                    if !sides.contains(side) && t - seen < FORGET_SIDE_SECS {
+                        sides_missing.push((t, side_name(*side)));
+                    }
+                }
+                if named && !sides.contains(&canary) && !self.sides_seen.contains_key(&canary) {
+                    sides_missing.push((t, side_name(canary)));
                 }
             }
             for side in sides {
@@ -400,6 +421,18 @@ impl PromqlReader {
             })
             .filter(|side| matches!(side, Side::Whole | Side::Arm(_)))
             .collect()
+    }
+
+    /// A deploy restarted processes from `from` to `to`: until a few steps after it (the
+    /// restarted processes' first scrapes, their first requests), a side without series is
+    /// restarting, not missing.
+    pub fn deployed(&mut self, from: f64, to: f64) {
+        let step = f64::from(self.spec.step_secs);
+        let settle = f64::from(self.spec.lag_secs).max(MIN_SETTLE_SECS) + 2.0 * step;
+        self.settling.push((from.min(to), to + settle));
+        if self.settling.len() > MAX_SETTLING {
+            self.settling.remove(0);
+        }
     }
 
     /// From `rollout.since`, the canary is what a notification named.
@@ -989,6 +1022,68 @@ mod tests {
     }
 
     #[test]
+    fn a_canary_absent_while_its_deploy_settles_is_restarting_and_after_it_missing() {
+        // Canary b is restarted by the deploy at 1040 and has no series until 1070; it dies
+        // again at 1150.
+        let url = fake_prometheus(|_, start, end| {
+            let b: Points = points(start, end, |t| match t < 1040.0 {
+                true => t - 1000.0,
+                false => t - 1070.0,
+            })
+            .into_iter()
+            .filter(|&(t, _)| t < 1040.0 || (1070.0..1150.0).contains(&t))
+            .collect();
+            (
+                200,
+                matrix(&[
+                    ("a", "200", points(start, end, |t| t - 1000.0)),
+                    ("b", "200", b),
+                ]),
+            )
+        });
+        let mut r = PromqlReader::new(spec(&url)).unwrap();
+        r.read(1030.0).unwrap();
+        r.deployed(1035.0, 1045.0);
+        let read = r.read(1130.0).unwrap();
+        assert_eq!(read.missing, None, "restarting within 50 s of its deploy");
+        let read = r.read(1210.0).unwrap();
+        assert_eq!(
+            read.missing.map(|m| m.until),
+            Some(1180.0),
+            "dead afterwards"
+        );
+
+        // A canary named by a notification that no series has (a typo): missing once its
+        // deploy has settled.
+        let url = fake_prometheus(|_, start, end| {
+            (
+                200,
+                matrix(&[("a", "200", points(start, end, |t| t - 1000.0))]),
+            )
+        });
+        let mut notified = spec(&url);
+        notified.series.arms = Some(Arms::new("instance".into(), Vec::new()));
+        let mut r = PromqlReader::new(notified).unwrap();
+        r.read(1030.0).unwrap();
+        r.deployed(1035.0, 1045.0);
+        r.roll_out(Rollout {
+            held_from: 1035.0,
+            since: 1045.0,
+            canary: Some(vec!["bb".into()]),
+        });
+        let read = r.read(1130.0).unwrap();
+        let missing = read.missing.unwrap();
+        assert_eq!(missing.until, 1100.0);
+        assert!(
+            missing
+                .why
+                .contains("the canary's http_requests_total series were missing at 1 steps"),
+            "{}",
+            missing.why
+        );
+    }
+
+    #[test]
     fn a_canary_no_series_is_on_is_said() {
         let url = fake_prometheus(|_, start, end| {
             (
@@ -1104,7 +1199,9 @@ mod tests {
             let v = points(start, end, |t| if t == 1020.0 { 1e300 } else { t - 1000.0 });
             (200, matrix(&[("a", "200", v)]))
         });
-        let mut r = PromqlReader::new(spec(&url)).unwrap();
+        let mut whole = spec(&url);
+        whole.series.arms = None;
+        let mut r = PromqlReader::new(whole).unwrap();
         r.read(1030.0).unwrap();
         let read = r.read(1070.0).unwrap();
         let counts: Vec<(f64, u64)> = read.intervals.iter().map(|i| (i.end, i.requests)).collect();

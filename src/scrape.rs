@@ -973,6 +973,7 @@ impl Scraper {
             }
         }
         let mut vanished = 0;
+        let mut first_vanished: Option<String> = None;
         if let (true, Some((start, before))) = (self.remember, baseline) {
             // A target that is not there at all is down or restarting (its counts go on, or
             // start again, when it is back); a series that moved sides (its version label
@@ -1008,13 +1009,16 @@ impl Scraper {
                 let moved_sides = canary_label.is_some_and(|l| moved.contains(&without(key, l)));
                 if !restarted && !moved_sides {
                     vanished += 1;
+                    first_vanished
+                        .get_or_insert_with(|| format!("{} {}", key.0, shown_labels(&key.1)));
                 }
             }
         }
         if vanished > 0 {
             notes.push(format!(
-                "{vanished} series vanished without a restart of their side (a label renamed, \
-                 a series dropped): what they counted is missing"
+                "{vanished} series vanished while the process serving them did not restart (a \
+                 label renamed, a series dropped), e.g. {}: what they counted is missing",
+                first_vanished.unwrap_or_default()
             ));
         }
         if self.remember {

@@ -637,6 +637,15 @@ impl Engine {
     ) -> Result<(), EngineError> {
         self.store
             .record_event(&job.change_id, action, &outcome.record, now)?;
+        // The redeploy restarted processes, at most the hook's time ago.
+        let took = self
+            .settings
+            .rollback
+            .as_ref()
+            .map_or(0.0, |r| f64::from(r.hook_timeout_secs));
+        for source in &mut self.sources {
+            source.deployed(now - took, now);
+        }
         let effects = self
             .supervisor
             .remedied(&outcome.remedied, now, &self.settings);

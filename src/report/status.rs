@@ -495,18 +495,28 @@ pub fn status(s: &Status) -> String {
                 .unwrap_or_default()
         );
         if let Some(canary) = &target.canary {
-            let _ = match canary.values.as_slice() {
-                [] => writeln!(
+            let label = t(&canary.label);
+            let _ = match (canary.values.as_slice(), s.watching.is_some()) {
+                ([], _) => writeln!(
                     out,
                     "  no canary: the service as a whole, before against after (notify with \
-                     --canary to compare {} values against the rest)",
-                    t(&canary.label)
+                     --canary to compare {label} values against the rest)"
                 ),
-                values => writeln!(
+                (values, true) => writeln!(
                     out,
-                    "  canary: {} {} against the rest",
-                    t(&canary.label),
+                    "  canary: {label} {} against the rest",
                     t(&values.join(", "))
+                ),
+                // Nothing watched: what the last change named, not what the next one gets.
+                (values, false) => writeln!(
+                    out,
+                    "  canary of the last change: {label} {}; a change notified without \
+                     --canary gets {}",
+                    t(&values.join(", ")),
+                    match canary.configured.as_slice() {
+                        [] => "none (the service as a whole)".to_owned(),
+                        configured => format!("the config's, {}", t(&configured.join(", "))),
+                    }
                 ),
             };
         }

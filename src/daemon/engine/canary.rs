@@ -115,6 +115,7 @@ impl Engine {
             );
         }
         for source in &mut self.sources {
+            source.deployed(rollout.held_from, rollout.since);
             source.roll_out(&rollout);
         }
         Ok(())

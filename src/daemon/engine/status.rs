@@ -52,6 +52,10 @@ pub struct ScrapeStatus {
 pub struct CanaryNow {
     pub label: String,
     pub values: Vec<String>,
+    /// The config's canary: what a change notified without one gets (none: the service as a
+    /// whole).
+    #[serde(default)]
+    pub configured: Vec<String>,
 }
 
 /// What `guardian status` shows: the answer to `GET /v1/status`.

@@ -94,6 +94,10 @@ pub trait Source: Send {
     fn roll_out(&mut self, _rollout: &Rollout) -> bool {
         false
     }
+    /// A deploy restarted the service's processes from `from` to `to` (a change's, or a
+    /// rollback's redeploy): a source that reads them as they come back may see some absent
+    /// for a while after.
+    fn deployed(&mut self, _from: f64, _to: f64) {}
 }
 
 /// The time up to which the core may judge at `now`, with every source heard: the earliest any

@@ -19,6 +19,12 @@ const PATIENCE_STEPS: f64 = 12.0;
 
 type Done = (PromqlReader, Result<Read, String>);
 
+/// What the engine told the feed for its reader.
+enum Told {
+    Canary(Rollout),
+    Deployed(f64, f64),
+}
+
 pub struct PromqlFeed {
     every: f64,
     usual_lag: f64,
@@ -28,14 +34,17 @@ pub struct PromqlFeed {
     short: Option<String>,
     /// What the last read had no data for.
     lost: Option<Missing>,
+    /// Whether the last read failed: said once when it answers again.
+    failing: bool,
     /// The first poll: until a read brings data, the traffic is taken to be in up to then.
     started_at: Option<f64>,
     idle: Option<PromqlReader>,
     /// How its series tell a canary from the rest (`canary_label`), with the canaries named:
     /// what the reader has, kept here for status while the reader is out reading.
     arms: Option<Arms>,
-    /// Canaries named while the reader was out reading: given to it before its next read.
-    rollouts: Vec<Rollout>,
+    /// Deploys and canaries told while the reader was out reading: given to it before its
+    /// next read.
+    told: Vec<Told>,
     results: mpsc::Receiver<Done>,
     done: mpsc::Sender<Done>,
 }
@@ -73,9 +82,10 @@ impl PromqlFeed {
             started_at: None,
             short: None,
             lost: None,
+            failing: false,
             idle: Some(reader),
             arms: source.spec.series.arms.clone(),
-            rollouts: Vec::new(),
+            told: Vec::new(),
             results,
             done,
         })
@@ -94,7 +104,7 @@ impl PromqlFeed {
                 if let Some(until) = read.until {
                     self.status.data_until = Some(until);
                 }
-                if self.status.last_error.is_some() {
+                if std::mem::take(&mut self.failing) {
                     tracing::info!(promql = %name, "{name}: Prometheus answers again");
                 }
                 let nothing = read.nothing_matched.clone();
@@ -124,6 +134,7 @@ impl PromqlFeed {
                     tracing::warn!(promql = %name, "{name}: {e} (no data until it answers again)");
                 }
                 self.status.failures += 1;
+                self.failing = true;
                 self.short = Some(e.clone());
                 self.status.last_error = Some(e);
             }
@@ -132,10 +143,15 @@ impl PromqlFeed {
 }
 
 impl PromqlFeed {
-    fn hand_over_rollouts(&mut self) {
+    fn hand_over(&mut self) {
         if let Some(reader) = &mut self.idle {
-            for r in self.rollouts.drain(..) {
-                reader.roll_out(r);
+            for told in self.told.drain(..) {
+                match told {
+                    Told::Canary(r) => {
+                        reader.roll_out(r);
+                    }
+                    Told::Deployed(from, to) => reader.deployed(from, to),
+                }
             }
         }
     }
@@ -152,7 +168,7 @@ impl Source for PromqlFeed {
             self.idle = Some(reader);
             self.take(now, result, intake);
         }
-        self.hand_over_rollouts();
+        self.hand_over();
         if now >= self.next {
             if let Some(mut reader) = self.idle.take() {
                 self.next = now + self.every;
@@ -206,9 +222,14 @@ impl Source for PromqlFeed {
             return false;
         };
         arms.roll_out(rollout.clone());
-        self.rollouts.push(rollout.clone());
-        self.hand_over_rollouts();
+        self.told.push(Told::Canary(rollout.clone()));
+        self.hand_over();
         true
+    }
+
+    fn deployed(&mut self, from: f64, to: f64) {
+        self.told.push(Told::Deployed(from, to));
+        self.hand_over();
     }
 
     fn status(&self, now: f64) -> SourceView {
@@ -217,6 +238,7 @@ impl Source for PromqlFeed {
             canary: self.arms.as_ref().map(|a| CanaryNow {
                 label: a.label.clone(),
                 values: a.canary_at(now).to_vec(),
+                configured: a.canary.clone(),
             }),
             ..self.status.clone()
         })
