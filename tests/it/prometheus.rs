@@ -144,18 +144,27 @@ impl Drop for Prometheus {
 
 /// One instance of a service: counters `http_requests_total{code, route="/cart"}` on
 /// `/metrics` that grow by `per_sec` requests a second (in tenths), failing `per_mille()` of
-/// them, asked each tenth of a second. Stops when `stop` is set. Returns its `host:port`.
+/// them, asked each tenth of a second; `None` while it is down (restarting): it serves
+/// nothing, its scrapes fail, and its counters start again from zero. Stops when `stop` is
+/// set. Returns its `host:port`.
 pub fn metrics_app(
     per_sec: u64,
-    per_mille: impl Fn() -> u64 + Send + 'static,
+    per_mille: impl Fn() -> Option<u64> + Send + 'static,
     stop: Arc<AtomicBool>,
 ) -> String {
     let counts = Arc::new([0u64, 0u64].map(AtomicU64::new));
-    let (c, stop2) = (counts.clone(), stop.clone());
+    let down = Arc::new(AtomicBool::new(false));
+    let (c, stop2, down2) = (counts.clone(), stop.clone(), down.clone());
     thread::spawn(move || {
         let mut i = 0u64;
         while !stop2.load(Ordering::Relaxed) {
-            let per_mille = per_mille();
+            let Some(per_mille) = per_mille() else {
+                down2.store(true, Ordering::Relaxed);
+                c.iter().for_each(|n| n.store(0, Ordering::Relaxed));
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            down2.store(false, Ordering::Relaxed);
             for _ in 0..per_sec / 10 {
                 let failed = (i * 37) % 1000 < per_mille;
                 c[usize::from(failed)].fetch_add(1, Ordering::Relaxed);
@@ -176,6 +185,13 @@ pub fn metrics_app(
             let mut line = String::new();
             while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
                 line.clear();
+            }
+            if down.load(Ordering::Relaxed) {
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                continue;
             }
             let body = format!(
                 "# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n\

@@ -19,7 +19,11 @@ fn a_regression_seen_only_through_prometheus_counters_is_caught() {
     let per_mille = errors.clone();
     let url = format!(
         "http://{}/metrics",
-        metrics_app(20, move || per_mille.load(Ordering::Relaxed), stop.clone())
+        metrics_app(
+            20,
+            move || Some(per_mille.load(Ordering::Relaxed)),
+            stop.clone()
+        )
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();

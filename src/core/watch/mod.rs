@@ -798,6 +798,36 @@ mod tests {
     }
 
     #[test]
+    fn with_arms_errors_are_compared_on_a_route_too_thin_before_the_change() {
+        // Five seconds of history: far below min_baseline_requests, which a canary's errors
+        // do not need.
+        let mut m = Monitor::new(DetectorSettings::default());
+        let mut t = Traffic::new(7);
+        t.feed(
+            &mut m,
+            T0 - 5.0,
+            5,
+            4,
+            &["/"],
+            &[None],
+            |_, _| 0.01,
+            |_, _| 50.0,
+        );
+        m.change_landed(T0);
+        let arms = [Some(Arm::Control), Some(Arm::Treatment)];
+        let worse = |_, arm| {
+            if arm == Some(Arm::Treatment) {
+                0.5
+            } else {
+                0.01
+            }
+        };
+        t.feed(&mut m, T0, 120, 40, &["/"], &arms, worse, |_, _| 50.0);
+        assert_eq!(m.verdict(), Some(Verdict::Regressed));
+        assert_eq!(m.report().unwrap().signals[0].routes_compared, 1);
+    }
+
+    #[test]
     fn a_slower_latency_distribution_is_caught_and_a_tolerated_one_is_not() {
         let (mut m, mut t) = watched(6, 0.01);
         t.feed(

@@ -118,13 +118,14 @@ impl Test {
         }
     }
 
-    /// Whether stratum `s` takes part. In the concurrent design errors need no baseline, and a
-    /// route first seen after the change still counts towards the common alternative.
+    /// Whether stratum `s` takes part. In the concurrent design errors need no baseline (the
+    /// old version serving beside the new one is the comparison), so every route takes part,
+    /// thin before the change or first seen after it.
     pub(super) fn eligible_in(&self, design: Design, s: usize) -> bool {
-        match self.eligible.get(s) {
-            Some(&e) => e,
-            None => design == Design::Concurrent && self.quantile.is_none(),
+        if design == Design::Concurrent && self.quantile.is_none() {
+            return true;
         }
+        self.eligible.get(s).copied().unwrap_or(false)
     }
 
     pub(super) fn counts(&self, tally: &Tally, s: usize, side: Arm) -> Counts {
