@@ -112,6 +112,9 @@ pub struct Watch {
     harm: Vec<(SignalKind, f64)>,
     /// The 10-second bin being filled, all routes and both arms together.
     bin: (i64, Tally),
+    /// The same bin, the old arm's only (the concurrent design).
+    #[serde(default)]
+    bin_control: Tally,
     verdict: Verdict,
     decided_at: Option<f64>,
 }
@@ -253,6 +256,7 @@ impl Watch {
             unlabelled: 0,
             weighted_until: None,
             bin: (start_sec.div_euclid(BIN_SECS), Tally::default()),
+            bin_control: Tally::default(),
             baseline_bursts,
             recovery: false,
             harm: Vec::new(),
@@ -445,19 +449,31 @@ impl Watch {
     /// Adds the open second to its 10-second bin. When a bin completes, each test's dispersion
     /// index is updated; seconds are discounted by bins completed before them only, so the
     /// discount never depends on the evidence it discounts.
+    /// Adds the second being closed to its 10-second bin; a bin completed goes to each test's
+    /// dispersion, as far as it says how bursty the service is rather than how the change
+    /// does: with a canary, the old arm's bins only; before against after, not for errors,
+    /// whose bursts the baseline shows (a regression that begins late in the watch would
+    /// otherwise read as a burst, and discount its own evidence up to tenfold).
     fn count_bin(&mut self) {
         let id = self.open_sec.div_euclid(BIN_SECS);
         if id != self.bin.0 {
             let (done_id, done) = std::mem::replace(&mut self.bin, (id, Tally::default()));
+            let control = std::mem::take(&mut self.bin_control);
             // Empty bins in between break the chain of comparisons.
             let gap = id > done_id + 1;
+            let concurrent = self.design == Some(Design::Concurrent);
             for test in self.signals.iter_mut().flat_map(|s| s.tests.iter_mut()) {
-                test.add_burst_bin(&done, gap);
+                match (concurrent, test.burst_events()) {
+                    (true, _) => test.add_burst_bin(&control, gap),
+                    (false, Events::Errors) => {}
+                    (false, Events::SlowerThan(_)) => test.add_burst_bin(&done, gap),
+                }
             }
         }
         for sides in &self.open {
             self.bin.1.merge(&sides.control);
             self.bin.1.merge(&sides.treatment);
+            self.bin_control.merge(&sides.control);
         }
     }
 
@@ -825,6 +841,40 @@ mod tests {
         t.feed(&mut m, T0, 120, 40, &["/"], &arms, worse, |_, _| 50.0);
         assert_eq!(m.verdict(), Some(Verdict::Regressed));
         assert_eq!(m.report().unwrap().signals[0].routes_compared, 1);
+    }
+
+    #[test]
+    fn errors_that_begin_late_in_a_watch_are_caught_as_fast_as_at_its_start() {
+        for arms in [[None, None], [Some(Arm::Control), Some(Arm::Treatment)]] {
+            let (mut m, mut t) = watched(9, 0.01);
+            // Five quiet minutes of the change, then its failures begin.
+            t.feed(&mut m, T0, 300, 20, &["/"], &arms, |_, _| 0.01, |_, _| 50.0);
+            assert_eq!(m.verdict(), Some(Verdict::Watching));
+            let failing = |_, arm| match arm {
+                Some(Arm::Control) => 0.01,
+                _ => 0.4,
+            };
+            let decided = t
+                .feed(
+                    &mut m,
+                    T0 + 300.0,
+                    300,
+                    20,
+                    &["/"],
+                    &arms,
+                    failing,
+                    |_, _| 50.0,
+                )
+                .unwrap();
+            assert!(
+                decided - (T0 + 300.0) <= 15.0,
+                "{arms:?}: caught {} s after the failures began",
+                decided - (T0 + 300.0)
+            );
+            // The failures' onset is not read as the service being bursty.
+            let errors = &m.report().unwrap().signals[0];
+            assert!(errors.dispersion < 2.0, "{arms:?}: {}", errors.dispersion);
+        }
     }
 
     #[test]
