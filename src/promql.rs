@@ -270,6 +270,7 @@ impl PromqlReader {
         let mut missing = Vec::new();
         let mut sides_missing: Vec<(f64, &'static str)> = Vec::new();
         let mut suspect_steps: Vec<f64> = Vec::new();
+        let mut never_there: Option<(String, Vec<String>)> = None;
         let mut t = start;
         while t <= end {
             let step_at = t as i64;
@@ -291,10 +292,12 @@ impl PromqlReader {
             }
             let requests = &self.spec.series.requests;
             let sides = self.sides_of(samples.iter().filter(|s| requests.matches(s)), t);
+            let settling = self.settling.iter().any(|&(from, to)| from <= t && t <= to);
             if sides.is_empty() {
                 // No request series at all: nothing is known of this step. The scraper is not
                 // told, so the next step with data counts from the last one that had any.
-                if self.began {
+                // While a deploy restarts every instance, that is the restart.
+                if self.began && !settling {
                     missing.push(t);
                 }
                 t += step;
@@ -303,7 +306,6 @@ impl PromqlReader {
             // A side seen lately and absent now (the canary died, or went unscraped) is missing
             // data for that side, not a side without traffic; so is a canary named and never
             // there (a value mistyped, or it died in its deploy). Not while a deploy restarts.
-            let settling = self.settling.iter().any(|&(from, to)| from <= t && t <= to);
             let canary = Side::Arm(Arm::Treatment);
             let named = self
                 .scraper
@@ -317,6 +319,10 @@ impl PromqlReader {
                 }
                 if named && !sides.contains(&canary) && !self.sides_seen.contains_key(&canary) {
                     sides_missing.push((t, side_name(canary)));
+                    never_there = self
+                        .scraper
+                        .arms()
+                        .map(|a| (a.label.clone(), a.canary_at(t).to_vec()));
                 }
             }
             for side in sides {
@@ -351,10 +357,16 @@ impl PromqlReader {
             (sides_missing.first(), sides_missing.last())
         {
             why.push(format!(
-                "the {side}'s {name} series were missing at {} steps from {} to {}",
+                "the {side}'s {name} series were missing at {} steps from {} to {}{}",
                 sides_missing.len(),
                 crate::report::units::when(first),
                 crate::report::units::when(last),
+                never_there
+                    .map(|(label, values)| format!(
+                        " (no series has {label} in {:?}: is the canary named right?)",
+                        values
+                    ))
+                    .unwrap_or_default(),
             ));
         }
         if let (Some(&first), Some(&last)) = (suspect_steps.first(), suspect_steps.last()) {
@@ -1235,6 +1247,68 @@ mod tests {
         let errors: Vec<(f64, u64)> = read.intervals.iter().map(|i| (i.end, i.errors)).collect();
         assert_eq!(errors, vec![(1010.0, 10), (1030.0, 10), (1040.0, 10)]);
         assert_eq!(read.missing.map(|m| m.until), Some(1020.0));
+    }
+
+    #[test]
+    fn an_error_series_hidden_behind_a_missed_scrape_or_a_counter_reset_or_a_version_is_missing() {
+        let two_hosts = |url: &str| {
+            let mut s = spec(url);
+            s.series.arms = Some(Arms::new("instance".into(), vec!["b".into(), "b2".into()]));
+            s
+        };
+        let read = |spec: PromqlSpec| {
+            let mut r = PromqlReader::new(spec).unwrap();
+            r.read(1030.0).unwrap();
+            r.read(1090.0).unwrap().missing.map(|m| m.until)
+        };
+        // b misses the scrape at 1030 and is back at 1040 without its 500s, its 200s going on.
+        let missed = fake_prometheus(|_, start, end| {
+            let up = |t: f64| t != 1030.0;
+            let ok = points(start, end, |t| t - 1000.0);
+            let b_ok: Points = ok.iter().copied().filter(|&(t, _)| up(t)).collect();
+            let b_failed: Points = points(start, end, |t| (t - 1000.0) / 10.0)
+                .into_iter()
+                .filter(|&(t, _)| t < 1030.0)
+                .collect();
+            (
+                200,
+                matrix(&[
+                    ("b", "200", b_ok),
+                    ("b", "500", b_failed),
+                    ("b2", "200", ok.clone()),
+                    ("a", "200", ok),
+                ]),
+            )
+        });
+        assert_eq!(
+            read(two_hosts(&missed)),
+            Some(1040.0),
+            "back without its 500s"
+        );
+        // b's 500s vanish at 1030 as a small counter of b goes down; its 200s go on.
+        let reset = fake_prometheus(|_, start, end| {
+            let ok = points(start, end, |t| t - 1000.0);
+            let failed: Points = points(start, end, |t| (t - 1000.0) / 10.0)
+                .into_iter()
+                .filter(|&(t, _)| t < 1030.0)
+                .collect();
+            let small = points(start, end, |t| if t < 1030.0 { 5.0 } else { 1.0 });
+            (
+                200,
+                matrix(&[
+                    ("b", "200", ok.clone()),
+                    ("b", "500", failed),
+                    ("b", "204", small),
+                    ("b2", "200", ok.clone()),
+                    ("a", "200", ok),
+                ]),
+            )
+        });
+        assert_eq!(
+            read(two_hosts(&reset)),
+            Some(1030.0),
+            "one counter down is no restart"
+        );
     }
 
     #[test]

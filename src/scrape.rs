@@ -792,6 +792,9 @@ impl Scraper {
         // without one. A series merely new is no restart: it is how a rename would look.
         let mut restarted: std::collections::HashSet<Side> = Default::default();
         let mut restarted_targets: std::collections::HashSet<String> = Default::default();
+        // Targets with a counter that went on from where it was: a process that restarted
+        // has none (one small counter going down is not a restart).
+        let mut went_on: std::collections::HashSet<String> = Default::default();
         let baseline = self.previous.as_ref();
 
         for s in samples {
@@ -853,7 +856,12 @@ impl Scraper {
                 .as_ref()
                 .map_or(Side::Whole, |a| a.of(s, now));
             let delta = match previous {
-                Some(prev) if s.value >= prev => s.value - prev,
+                Some(prev) if s.value >= prev => {
+                    if let (true, Some(target)) = (prev > 0.0, s.label(INSTANCE)) {
+                        went_on.insert(target.to_owned());
+                    }
+                    s.value - prev
+                }
                 Some(_) => {
                     resets += 1;
                     match s.label(INSTANCE) {
@@ -977,11 +985,18 @@ impl Scraper {
         if let (true, Some((start, before))) = (self.remember, baseline) {
             // A target that is not there at all is down or restarting (its counts go on, or
             // start again, when it is back); a series that moved sides (its version label
-            // changed in a deploy) is there under its new value.
+            // changed in a deploy, its whole target with it) is there under its new value.
             let targets: std::collections::HashSet<&str> = current
                 .keys()
                 .filter_map(|k| label_of(&k.1, INSTANCE))
                 .collect();
+            let targets_before: std::collections::HashSet<&str> = before
+                .iter()
+                .filter(|(_, &(_, seen))| seen == *start)
+                .filter_map(|(k, _)| label_of(&k.1, INSTANCE))
+                .collect();
+            let restarted_target =
+                |target: &str| restarted_targets.contains(target) && !went_on.contains(target);
             // (A series' target never changes: moving from one to another is not a move.)
             let canary_label = (self.spec.arms.as_ref())
                 .map(|a| a.label.as_str())
@@ -991,8 +1006,26 @@ impl Scraper {
                 .filter(|k| !before.contains_key(*k))
                 .filter_map(|k| canary_label.map(|l| without(k, l)))
                 .collect();
+            // Per target, the values of the canary label it still has series under.
+            let still_under = |target: Option<&str>, label: &str, value: Option<&str>| {
+                current
+                    .keys()
+                    .any(|k| label_of(&k.1, INSTANCE) == target && label_of(&k.1, label) == value)
+            };
             for (key, &(_, seen)) in before {
-                if seen != *start || current.contains_key(key) {
+                if current.contains_key(key) {
+                    continue;
+                }
+                let target = label_of(&key.1, INSTANCE);
+                let gone = match (seen == *start, target) {
+                    // There at the last step, not now.
+                    (true, _) => true,
+                    // Absent with its whole target, which is back without restarting: what
+                    // it counted meanwhile is not there either.
+                    (false, Some(t)) => targets.contains(t) && !targets_before.contains(t),
+                    (false, None) => false,
+                };
+                if !gone {
                     continue;
                 }
                 let side = self
@@ -1000,13 +1033,15 @@ impl Scraper {
                     .arms
                     .as_ref()
                     .map_or(Side::Whole, |a| a.side(&key.1, now));
-                // Its process restarted (a series not there until its first count again), its
-                // target is gone, or it moved sides: not missing.
-                let restarted = match label_of(&key.1, INSTANCE) {
-                    Some(target) => restarted_targets.contains(target) || !targets.contains(target),
+                // Its process restarted (a series not there until its first count again), or
+                // its target is gone: not missing.
+                let restarted = match target {
+                    Some(t) => restarted_target(t) || !targets.contains(t),
                     None => restarted.contains(&side),
                 };
-                let moved_sides = canary_label.is_some_and(|l| moved.contains(&without(key, l)));
+                let moved_sides = canary_label.is_some_and(|l| {
+                    moved.contains(&without(key, l)) && !still_under(target, l, label_of(&key.1, l))
+                });
                 if !restarted && !moved_sides {
                     vanished += 1;
                     first_vanished

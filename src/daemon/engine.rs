@@ -495,7 +495,7 @@ impl Engine {
             return Err(EngineError::Busy(busy));
         }
         if let Some(id) = self.widening(&request.commit, request.canary.as_ref())? {
-            self.roll_out(&id, landing, request.canary.clone(), now)?;
+            self.roll_out(&id, landing, request.canary.clone(), true, now)?;
             let record = self.store.get_change(&id)?.ok_or_else(|| {
                 EngineError::NotFound(format!("change {id} is watched but not on record"))
             })?;
@@ -566,7 +566,7 @@ impl Engine {
             .supervisor
             .change_landed(watched(&record), landing, &self.settings);
         self.apply(effects, now)?;
-        self.roll_out(&record.id, landing, request.canary.clone(), now)?;
+        self.roll_out(&record.id, landing, request.canary.clone(), false, now)?;
         if let Some(p) = &request.proposal {
             self.store.link_proposal(p, &record.id, "admin", now)?;
         }

@@ -84,6 +84,7 @@ impl Engine {
         change_id: &str,
         landing: Landing,
         canary: Option<Vec<String>>,
+        widening: bool,
         now: f64,
     ) -> Result<(), EngineError> {
         let window = self
@@ -115,7 +116,12 @@ impl Engine {
             );
         }
         for source in &mut self.sources {
-            source.deployed(rollout.held_from, rollout.since);
+            // A widening's hosts are on neither side while they restart: its canary never
+            // goes missing, so it opens no window in which a side may (nor does naming the
+            // same canary again).
+            if !widening {
+                source.deployed(rollout.held_from, rollout.since);
+            }
             source.roll_out(&rollout);
         }
         Ok(())
