@@ -1309,6 +1309,35 @@ mod tests {
             Some(1030.0),
             "one counter down is no restart"
         );
+        // Told apart by version: the canary's 500s alone move to a version never seen.
+        let relabelled = fake_prometheus(|_, start, end| {
+            let series = |version: &str, instance: &str, code: &str, values: Points| {
+                serde_json::json!({
+                    "metric": {"__name__": "http_requests_total", "job": "shop", "code": code,
+                               "instance": instance, "version": version},
+                    "values": values.iter().map(|(t, v)| serde_json::json!([t, v.to_string()])).collect::<Vec<_>>(),
+                })
+            };
+            let ok = points(start, end, |t| t - 1000.0);
+            let failed = points(start, end, |t| (t - 1000.0) / 10.0);
+            let (before, after): (Points, Points) = failed.iter().partition(|&&(t, _)| t < 1030.0);
+            let result = vec![
+                series("v1", "h1", "200", ok.clone()),
+                series("v2", "h3", "200", ok),
+                series("v2", "h3", "500", before),
+                series("v9", "h3", "500", after),
+            ];
+            let body = serde_json::json!({"status": "success",
+                "data": {"resultType": "matrix", "result": result}});
+            (200, body.to_string())
+        });
+        let mut by_version = spec(&relabelled);
+        by_version.series.arms = Some(Arms::new("version".into(), vec!["v2".into()]));
+        assert_eq!(
+            read(by_version),
+            Some(1030.0),
+            "its 200s are still v2: no move"
+        );
     }
 
     #[test]
