@@ -371,10 +371,27 @@ impl Watch {
         if self.verdict != Verdict::Watching {
             return None;
         }
-        let design = *self.design.get_or_insert(match arm {
-            Some(_) => Design::Concurrent,
-            None => Design::BeforeAfter,
-        });
+        let design = match self.design {
+            Some(design) => design,
+            None => {
+                let design = match arm {
+                    Some(_) => Design::Concurrent,
+                    None => Design::BeforeAfter,
+                };
+                if design == Design::Concurrent {
+                    // The old arm beside the canary is the comparison, and its bins the
+                    // measure of how bursty errors are: the baseline's (which may hold an
+                    // incident of a version long gone) is not used for errors.
+                    for test in self.signals.iter_mut().flat_map(|s| s.tests.iter_mut()) {
+                        if test.burst_events() == Events::Errors {
+                            test.count_bursts(Events::Errors);
+                        }
+                    }
+                }
+                self.design = Some(design);
+                design
+            }
+        };
         if self.open.len() <= stratum {
             self.open.resize_with(stratum + 1, Sides::default);
         }
@@ -844,6 +861,62 @@ mod tests {
         assert_eq!(errors.routes_compared, 1);
         // The canary's failures, pooled with the rest's successes, are not the service being
         // bursty: the index is the old arm's.
+        assert!(errors.dispersion < 2.0, "{}", errors.dispersion);
+    }
+
+    #[test]
+    fn with_arms_an_incident_in_the_baseline_does_not_discount_the_canary_s_errors() {
+        let mut m = Monitor::new(DetectorSettings::default());
+        let mut t = Traffic::new(11);
+        // Minutes before, a bad canary flapped for two minutes, failing a third of all
+        // requests every other ten seconds.
+        let quiet = |_, _| 0.01;
+        t.feed(
+            &mut m,
+            T0 - 1800.0,
+            1500,
+            20,
+            &["/"],
+            &[None],
+            quiet,
+            |_, _| 50.0,
+        );
+        for i in 0..12 {
+            let rate = if i % 2 == 0 { 0.3 } else { 0.01 };
+            let from = T0 - 300.0 + 10.0 * f64::from(i);
+            t.feed(
+                &mut m,
+                from,
+                10,
+                20,
+                &["/"],
+                &[None],
+                |_, _| rate,
+                |_, _| 50.0,
+            );
+        }
+        t.feed(
+            &mut m,
+            T0 - 180.0,
+            180,
+            20,
+            &["/"],
+            &[None],
+            quiet,
+            |_, _| 50.0,
+        );
+        m.change_landed(T0);
+        let arms = [Some(Arm::Control), Some(Arm::Treatment)];
+        let worse = |_, arm| {
+            if arm == Some(Arm::Treatment) {
+                0.4
+            } else {
+                0.01
+            }
+        };
+        let decided = t.feed(&mut m, T0, 120, 20, &["/"], &arms, worse, |_, _| 50.0);
+        assert!(decided.unwrap() - T0 <= 15.0, "{decided:?}");
+        let errors = &m.report().unwrap().signals[0];
         assert!(errors.dispersion < 2.0, "{}", errors.dispersion);
     }
 
