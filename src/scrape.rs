@@ -1006,12 +1006,16 @@ impl Scraper {
                 .filter(|k| !before.contains_key(*k))
                 .filter_map(|k| canary_label.map(|l| without(k, l)))
                 .collect();
-            // Per target, the values of the canary label it still has series under.
-            let still_under = |target: Option<&str>, label: &str, value: Option<&str>| {
-                current
-                    .keys()
-                    .any(|k| label_of(&k.1, INSTANCE) == target && label_of(&k.1, label) == value)
-            };
+            // Per target, the values of the canary label it still has series under (a set:
+            // looked up once per vanished series, of which an answer may hold thousands).
+            let under: std::collections::HashSet<(Option<&str>, Option<&str>)> = canary_label
+                .map(|l| {
+                    current
+                        .keys()
+                        .map(|k| (label_of(&k.1, INSTANCE), label_of(&k.1, l)))
+                        .collect()
+                })
+                .unwrap_or_default();
             for (key, &(_, seen)) in before {
                 if current.contains_key(key) {
                     continue;
@@ -1040,7 +1044,8 @@ impl Scraper {
                     None => restarted.contains(&side),
                 };
                 let moved_sides = canary_label.is_some_and(|l| {
-                    moved.contains(&without(key, l)) && !still_under(target, l, label_of(&key.1, l))
+                    moved.contains(&without(key, l))
+                        && !under.contains(&(target, label_of(&key.1, l)))
                 });
                 if !restarted && !moved_sides {
                     vanished += 1;
