@@ -659,7 +659,7 @@ where
             .is_none_or(|o| r.name().contains(o.as_str()))
     };
     println!("\n## A fleet: the canary against the rest, or one host's log alone\n");
-    println!("N hosts serve {FLEET_RPS} req/s in all, with a daily cycle in traffic, errors and latency common to every host (diurnal drift). A canary deploy puts the new version on k of them. guardian reading the fleet's metrics (`[[daemon.promql]]` with `canary_label`) compares the canary hosts with the rest as they serve side by side; a guardian beside one canary host reading its log sees that host's {FLEET_RPS}/N req/s, before against after. \"vs one host's log\" is the canary comparison's median time to detect over the one host's. {} null and {} regression deploys per cell; peers at the fleet's traffic are calibrated as above for 200 req/s, at one host's they run at their least sensitive knob.\n", args.nulls, args.regressions);
+    println!("N hosts serve {FLEET_RPS} req/s in all, with a daily cycle in traffic, errors and latency common to every host (diurnal drift). A canary deploy puts the new version on k of them. guardian reading the fleet's metrics (`[[daemon.promql]]` with `canary_label`) compares the canary hosts with the rest as they serve side by side; a guardian beside one canary host reading its log sees that host's {FLEET_RPS}/N req/s, before against after. \"vs one host's log\" is the canary comparison's median time to detect over the one host's. \"limit\" is the least that ratio can be for any comparison immune to drift common to every host, N/(k(N-k)): such a comparison cannot lean on the baseline (the drift may have moved it), so each arm's rate is estimated from its own traffic, and the rest's noise adds to the canary's. {} null and {} regression deploys per cell; peers at the fleet's traffic are calibrated as above for 200 req/s, at one host's they run at their least sensitive knob.\n", args.nulls, args.regressions);
     println!(
         "{}",
         NULL_HEADER.replacen("nuisance", "canary, nuisance", 1)
@@ -680,10 +680,10 @@ where
         REGRESSION_HEADER
             .replacen(
                 "| regression |",
-                "| regression, judged from | vs one host's log |",
+                "| regression, judged from | vs one host's log | limit |",
                 1
             )
-            .replacen("|---|", "|---|---|", 1)
+            .replacen("|---|", "|---|---|---|", 1)
     );
     for regression in [
         Regression::ErrorRate(2.0),
@@ -697,8 +697,9 @@ where
             let host_rps = FLEET_RPS / f64::from(n);
             let s = Scenario::before_after(host_rps, Nuisance::Diurnal, *regression);
             let what = format!("{}, one host's log ({host_rps} req/s)", regression.name());
-            let reference = print_against(
+            let reference = print_against_with(
                 &what,
+                &["-".to_owned()],
                 None,
                 s,
                 args.regressions,
@@ -709,7 +710,16 @@ where
                 let share = f64::from(k) / f64::from(n);
                 let s = Scenario::canary(FLEET_RPS, share, Nuisance::Diurnal, *regression);
                 let what = format!("{}, {k} of {n} hosts against the rest", regression.name());
-                print_against(&what, reference, s, args.regressions, settings, &make);
+                let limit = format!("{:.2}x", drift_immune_limit(n, k));
+                print_against_with(
+                    &what,
+                    &[limit],
+                    reference,
+                    s,
+                    args.regressions,
+                    settings,
+                    &make,
+                );
             }
         }
     }
@@ -725,15 +735,43 @@ fn print_against(
     settings: &DetectorSettings,
     make: &Peers,
 ) -> Option<f64> {
+    print_against_with(what, &[], reference, s, runs, settings, make)
+}
+
+/// `print_against`, with `columns` after the ratio.
+fn print_against_with(
+    what: &str,
+    columns: &[String],
+    reference: Option<f64>,
+    s: Scenario,
+    runs: u64,
+    settings: &DetectorSettings,
+    make: &Peers,
+) -> Option<f64> {
     let (row, median) = regression_row_as(what, s, runs, settings, make);
     let vs = match (median, reference) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
         (Some(_), Some(_)) => "same".to_owned(),
         _ => "-".to_owned(),
     };
-    let row = row.replacen(&format!("| {what} |"), &format!("| {what} | {vs} |"), 1);
+    let after: String = columns.iter().map(|c| format!(" {c} |")).collect();
+    let row = row.replacen(
+        &format!("| {what} |"),
+        &format!("| {what} | {vs} |{after}"),
+        1,
+    );
     println!("{row}");
     median
+}
+
+/// The least time to detect, over one host's log's, that a comparison of `k` canary hosts
+/// against the other `n - k` can reach if it is to be immune to drift common to every host.
+/// Such a comparison learns nothing from the baseline (the drift may have moved it): the effect
+/// is a log-ratio of two rates each estimated from its arm's traffic alone, whose variance is
+/// `1/n_canary + 1/n_rest` where one host's log, against a long baseline, has `1/n_host`. In
+/// Fisher information, the canary's `k` hosts times the rest's share `(n - k)/n`, over one host.
+fn drift_immune_limit(n: u32, k: u32) -> f64 {
+    f64::from(n) / (f64::from(k) * f64::from(n - k))
 }
 
 /// Nanoseconds per request fed to the core, and microseconds per second of traffic judged,
