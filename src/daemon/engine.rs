@@ -169,6 +169,17 @@ fn cut_short(
     format!("{stopped}{committed}{hook}")
 }
 
+/// Whether a regressed `change` is remedied under `settings`: its flag turned off, or it is
+/// reverted outside shadow mode. One that is not stays `regressed`: that is its verdict.
+fn remedied_under(settings: &DaemonSettings, change: &ChangeRecord) -> bool {
+    let shadow = settings
+        .gate
+        .as_ref()
+        .is_some_and(|g| g.is_shadow(change.pattern.as_deref()));
+    let flag_off = change.flag.is_some() && settings.flag_off.is_some();
+    flag_off || (settings.rollback.is_some() && !shadow)
+}
+
 /// Whether a change that ended in `state` is handed to a person: escalated (the remediation
 /// failed, or did not help), or inconclusive (the traffic could not tell, down to none at all
 /// from an app that died and logs nothing).
@@ -293,6 +304,11 @@ impl Engine {
         let mut escalated = Vec::new();
         for change in store.unfinished()? {
             if resumed.as_ref().is_some_and(|w| w.id == change.id) {
+                continue;
+            }
+            if change.state == ChangeState::Regressed && !remedied_under(settings, &change) {
+                // Its verdict is its end: a person was told, and nothing was begun that a stop
+                // could have cut short.
                 continue;
             }
             let (state, note) = match change.state {
@@ -1197,6 +1213,49 @@ mod tests {
             text.contains("check whether the service runs the revert and recovered"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_regression_with_nothing_to_remedy_it_stays_regressed_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(&format!(
+            "[daemon]\nstate_dir = {:?}\n[daemon.mail]\nfrom = \"g@example.com\"\n\
+             to = [\"oncall@example.com\"]\nsmtp_host = \"127.0.0.1\"\nsecurity = \"none\"\n",
+            dir.path()
+        ))
+        .unwrap();
+        let settings = config.daemon.clone().unwrap();
+        let mut store = Store::open_in_memory().unwrap();
+        let change = store
+            .insert_change(
+                &NewChange {
+                    commit: "abc1234".into(),
+                    kind: ChangeKind::Human,
+                    pattern: None,
+                    summary: None,
+                    landed_at: T0,
+                    fixes_issue: None,
+                    flag: None,
+                },
+                T0,
+            )
+            .unwrap();
+        store
+            .set_state(
+                &change.id,
+                ChangeState::Regressed,
+                None,
+                None,
+                None,
+                T0 + 60.0,
+            )
+            .unwrap();
+
+        let e = Engine::with_store(&config, &settings, store, T0 + 120.0).unwrap();
+        let record = e.store.get_change(&change.id).unwrap().unwrap();
+        assert_eq!(record.state, ChangeState::Regressed, "{:?}", record.note);
+        assert!(e.store.gate_paused().unwrap().is_none());
+        assert!(e.store.queued_emails(10).unwrap().is_empty());
     }
 
     #[test]
