@@ -1341,6 +1341,53 @@ mod tests {
     }
 
     #[test]
+    fn without_instance_a_series_is_excused_by_its_own_process_restarting_not_another_s() {
+        // Series from a push gateway or a recording rule: a `pod`, a `version`, no `instance`.
+        // Canary pods p2 and p3; at 1030 p2's 500s series vanishes while `restarting` restarts.
+        let read = |restarting: &'static str| {
+            let prometheus = fake_prometheus(move |_, start, end| {
+                let series = |pod: &str, version: &str, code: &str, values: Points| {
+                    serde_json::json!({
+                        "metric": {"__name__": "http_requests_total", "job": "shop",
+                                   "code": code, "pod": pod, "version": version},
+                        "values": values.iter().map(|(t, v)| serde_json::json!([t, v.to_string()])).collect::<Vec<_>>(),
+                    })
+                };
+                let ok = |pod: &str| {
+                    points(start, end, |t| match t >= 1030.0 && pod == restarting {
+                        true => t - 1030.0,
+                        false => t - 1000.0,
+                    })
+                };
+                let failed: Points = points(start, end, |t| (t - 1000.0) / 10.0)
+                    .into_iter()
+                    .filter(|&(t, _)| t < 1030.0)
+                    .collect();
+                let result = vec![
+                    series("p1", "v1", "200", ok("p1")),
+                    series("p2", "v2", "200", ok("p2")),
+                    series("p2", "v2", "500", failed),
+                    series("p3", "v2", "200", ok("p3")),
+                ];
+                let body = serde_json::json!({"status": "success",
+                    "data": {"resultType": "matrix", "result": result}});
+                (200, body.to_string())
+            });
+            let mut by_version = spec(&prometheus);
+            by_version.series.arms = Some(Arms::new("version".into(), vec!["v2".into()]));
+            let mut r = PromqlReader::new(by_version).unwrap();
+            r.read(1030.0).unwrap();
+            r.read(1070.0).unwrap().missing.map(|m| m.until)
+        };
+        assert_eq!(read("p2"), None, "p2 restarted: its 500s come back lazily");
+        assert_eq!(
+            read("p3"),
+            Some(1030.0),
+            "p3's restart says nothing of p2's series"
+        );
+    }
+
+    #[test]
     fn a_host_down_for_a_while_or_moving_to_the_new_version_is_not_missing_data() {
         // Control host a is down (not scraped) at 1030 and 1040, back from zero at 1050.
         let down = fake_prometheus(|_, start, end| {

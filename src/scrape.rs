@@ -679,6 +679,36 @@ fn label_of<'a>(labels: &'a Labels, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// Labels that tell a process's series apart from each other, not from another process's,
+/// beside the ones guardian reads (`le`, the route label, the matchers' labels): a series
+/// without `instance` has its process named by the labels left.
+const WITHIN_A_PROCESS: [&str; 9] = [
+    "code",
+    "status",
+    "status_code",
+    "method",
+    "handler",
+    "path",
+    "route",
+    "uri",
+    "endpoint",
+];
+
+/// The process (scrape target) a series comes from: its `instance`; without one (a recording
+/// rule, a push gateway, federation with `honor_labels`), its other labels, less those that vary
+/// within one process and the canary label (a process keeps its identity when it moves sides).
+/// Without it, one process's restart would excuse any other's series vanishing on its side.
+fn target_of(labels: &Labels, within: &[String]) -> String {
+    if let Some(instance) = label_of(labels, INSTANCE) {
+        return instance.to_owned();
+    }
+    let rest: Vec<&(String, String)> = labels
+        .iter()
+        .filter(|(n, _)| !within.iter().any(|w| w == n))
+        .collect();
+    format!("{rest:?}")
+}
+
 /// `key` without the label `name`.
 fn without(key: &SeriesKey, name: &str) -> SeriesKey {
     let mut labels = key.1.clone();
@@ -707,6 +737,8 @@ struct RouteAcc {
 pub struct Scraper {
     spec: ScrapeSpec,
     latency_bucket_name: Option<String>,
+    /// Labels left out of a series' target when it has no `instance` (see [`target_of`]).
+    within_a_process: Vec<String>,
     /// Time of the previous successful scrape, and per selected series its cumulative value
     /// and when it was last seen (later than that scrape only for a remembered absent series).
     previous: Option<(f64, Counters)>,
@@ -737,8 +769,23 @@ impl Scraper {
             url: spec.url.clone(),
             message,
         })?;
+        let mut within_a_process: Vec<String> = WITHIN_A_PROCESS.map(str::to_owned).into();
+        within_a_process.push("le".to_owned());
+        within_a_process.extend(spec.route_label.clone());
+        within_a_process.extend(spec.arms.as_ref().map(|a| a.label.clone()));
+        for m in [
+            Some(&spec.requests),
+            Some(&spec.errors),
+            spec.latency.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            within_a_process.extend(m.labels.iter().map(|(n, _)| n.clone()));
+        }
         Ok(Scraper {
             latency_bucket_name: spec.latency.as_ref().map(|m| format!("{}_bucket", m.name)),
+            within_a_process,
             spec,
             previous: None,
             remember: false,
@@ -786,11 +833,9 @@ impl Scraper {
         let mut routes: BTreeMap<(Option<String>, Option<Arm>), RouteAcc> = BTreeMap::new();
         let (mut matched_requests, mut resets, mut new_series) = (false, 0usize, 0usize);
         let (mut duplicates, mut implausible, mut unlabelled) = (0usize, 0usize, 0usize);
-        // Sides with a counter that went down or a series first seen: a restart, which
-        // recreates series lazily, explains series that vanish there.
-        // Where a counter went down (a process restarted): by target, and by side for series
-        // without one. A series merely new is no restart: it is how a rename would look.
-        let mut restarted: std::collections::HashSet<Side> = Default::default();
+        // Targets with a counter that went down (a process restarted, which recreates series
+        // lazily and so explains its series vanishing). A series merely new is no restart: it
+        // is how a rename would look.
         let mut restarted_targets: std::collections::HashSet<String> = Default::default();
         // Targets with a counter that went on from where it was: a process that restarted
         // has none (one small counter going down is not a restart).
@@ -857,17 +902,14 @@ impl Scraper {
                 .map_or(Side::Whole, |a| a.of(s, now));
             let delta = match previous {
                 Some(prev) if s.value >= prev => {
-                    if let (true, Some(target)) = (prev > 0.0, s.label(INSTANCE)) {
-                        went_on.insert(target.to_owned());
+                    if prev > 0.0 {
+                        went_on.insert(target_of(&key.1, &self.within_a_process));
                     }
                     s.value - prev
                 }
                 Some(_) => {
                     resets += 1;
-                    match s.label(INSTANCE) {
-                        Some(target) => restarted_targets.insert(target.to_owned()),
-                        None => restarted.insert(side),
-                    };
+                    restarted_targets.insert(target_of(&key.1, &self.within_a_process));
                     s.value
                 }
                 None => {
@@ -986,14 +1028,13 @@ impl Scraper {
             // A target that is not there at all is down or restarting (its counts go on, or
             // start again, when it is back); a series that moved sides (its version label
             // changed in a deploy, its whole target with it) is there under its new value.
-            let targets: std::collections::HashSet<&str> = current
-                .keys()
-                .filter_map(|k| label_of(&k.1, INSTANCE))
-                .collect();
-            let targets_before: std::collections::HashSet<&str> = before
+            let within = &self.within_a_process;
+            let targets: std::collections::HashSet<String> =
+                current.keys().map(|k| target_of(&k.1, within)).collect();
+            let targets_before: std::collections::HashSet<String> = before
                 .iter()
                 .filter(|(_, &(_, seen))| seen == *start)
-                .filter_map(|(k, _)| label_of(&k.1, INSTANCE))
+                .map(|(k, _)| target_of(&k.1, within))
                 .collect();
             let restarted_target =
                 |target: &str| restarted_targets.contains(target) && !went_on.contains(target);
@@ -1008,11 +1049,11 @@ impl Scraper {
                 .collect();
             // Per target, the values of the canary label it still has series under (a set:
             // looked up once per vanished series, of which an answer may hold thousands).
-            let under: std::collections::HashSet<(Option<&str>, Option<&str>)> = canary_label
+            let under: std::collections::HashSet<(String, Option<&str>)> = canary_label
                 .map(|l| {
                     current
                         .keys()
-                        .map(|k| (label_of(&k.1, INSTANCE), label_of(&k.1, l)))
+                        .map(|k| (target_of(&k.1, within), label_of(&k.1, l)))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -1020,32 +1061,20 @@ impl Scraper {
                 if current.contains_key(key) {
                     continue;
                 }
-                let target = label_of(&key.1, INSTANCE);
-                let gone = match (seen == *start, target) {
-                    // There at the last step, not now.
-                    (true, _) => true,
-                    // Absent with its whole target, which is back without restarting: what
-                    // it counted meanwhile is not there either.
-                    (false, Some(t)) => targets.contains(t) && !targets_before.contains(t),
-                    (false, None) => false,
-                };
+                let target = target_of(&key.1, within);
+                // There at the last step, not now; or absent with its whole target, which is
+                // back without restarting: what it counted meanwhile is not there either.
+                let gone = seen == *start
+                    || (targets.contains(&target) && !targets_before.contains(&target));
                 if !gone {
                     continue;
                 }
-                let side = self
-                    .spec
-                    .arms
-                    .as_ref()
-                    .map_or(Side::Whole, |a| a.side(&key.1, now));
                 // Its process restarted (a series not there until its first count again), or
                 // its target is gone: not missing.
-                let restarted = match target {
-                    Some(t) => restarted_target(t) || !targets.contains(t),
-                    None => restarted.contains(&side),
-                };
+                let restarted = restarted_target(&target) || !targets.contains(&target);
                 let moved_sides = canary_label.is_some_and(|l| {
                     moved.contains(&without(key, l))
-                        && !under.contains(&(target, label_of(&key.1, l)))
+                        && !under.contains(&(target.clone(), label_of(&key.1, l)))
                 });
                 if !restarted && !moved_sides {
                     vanished += 1;
