@@ -16,11 +16,11 @@ use super::actions::{
     by_hand, commands_run, headline, read_rollback, state_label, undo_the_undo, what_guardian_did,
     Detail,
 };
-use super::evidence::{self, not_compared_reason, standing, title, verdict_name};
+use super::evidence::{self, not_compared_reason, side_names, standing, title, verdict_name};
 use super::text::{printable, short_commit};
 use super::units::{count, duration, evalue, ms, percent, quantile, ratio, when};
 use super::Email;
-use crate::core::{Design, Report, SignalKind};
+use crate::core::{Report, SignalKind};
 use crate::store::{ChangeRecord, ChangeState};
 
 /// The Message-ID of the email about `change_id` reaching `state`: the same every time, so a
@@ -202,13 +202,12 @@ fn evidence_text(w: &mut String, report: &Report, state: ChangeState) {
         ),
         None => format!("not decided (verdict: {verdict})"),
     };
-    let design = match report.design {
-        Design::Concurrent => "new version against the old one serving at the same time",
-        Design::BeforeAfter => "after the change against the baseline before it",
-    };
+    let names = side_names(report.design);
+    let (old, new) = (names.control, names.treatment);
     let _ = writeln!(
         w,
-        "  Compared {design}: {} requests before, {} after; {decided}.",
+        "  Compared {}: {} requests {old}, {} {new}; {decided}.",
+        names.design,
         count(report.requests_before),
         count(report.requests_after),
     );
@@ -235,7 +234,7 @@ fn evidence_text(w: &mut String, report: &Report, state: ChangeState) {
         }
         if s.signal == SignalKind::Latency {
             if let Some(r) = s.effect_ratio {
-                let _ = writeln!(w, "    median:   after / before {}", ratio(r));
+                let _ = writeln!(w, "    median:   {new} / {old} {}", ratio(r));
             }
             for level in &s.levels {
                 let _ = writeln!(
@@ -252,12 +251,13 @@ fn evidence_text(w: &mut String, report: &Report, state: ChangeState) {
             }
             let _ = writeln!(
                 w,
-                "    requests: {} before, {} after",
+                "    requests: {} {old}, {} {new}",
                 count(s.baseline.requests),
                 count(s.after.requests)
             );
         } else {
-            for (name, side) in [("before:", &s.baseline), ("after:", &s.after)] {
+            for (name, side) in [(old, &s.baseline), (new, &s.after)] {
+                let name = format!("{name}:");
                 let _ = writeln!(
                     w,
                     "    {name:<9} {:>6}  ({} of {} requests)",
@@ -267,8 +267,8 @@ fn evidence_text(w: &mut String, report: &Report, state: ChangeState) {
                 );
             }
             let mut effect = match s.effect_ratio {
-                Some(r) => format!("{} the baseline rate", ratio(r)),
-                None => "no ratio (no bad events before, or no traffic after)".to_owned(),
+                Some(r) => format!("{} {} rate", ratio(r), names.reference),
+                None => format!("no ratio (no bad events {old}, or no traffic {new})"),
             };
             if let Some(u) = s.ratio_upper_bound {
                 let _ = write!(effect, "; upper bound {}", ratio(u));

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::units::{count, evalue, percent, quantile, ratio};
 use crate::core::watch::signal_words;
-use crate::core::{ClaimVerdict, FixClaim, Report, SignalKind, SignalReport, Verdict};
+use crate::core::{ClaimVerdict, Design, FixClaim, Report, SignalKind, SignalReport, Verdict};
 use crate::store::ChangeRecord;
 
 /// A stored report that does not read back as the core's `Report` (a damaged row, or one
@@ -96,6 +96,36 @@ pub fn bursts(s: &SignalReport) -> Option<String> {
     ))
 }
 
+/// What a report's two sides are called: the baseline before the change and the traffic after
+/// it, or the old version and the new one serving side by side (a canary).
+pub struct SideNames {
+    /// "before" / "old"
+    pub control: &'static str,
+    /// "after" / "new"
+    pub treatment: &'static str,
+    /// What an effect is a multiple of: "the baseline" / "the old version's".
+    pub reference: &'static str,
+    /// The comparison, after "Compared".
+    pub design: &'static str,
+}
+
+pub fn side_names(design: Design) -> SideNames {
+    match design {
+        Design::BeforeAfter => SideNames {
+            control: "before",
+            treatment: "after",
+            reference: "the baseline",
+            design: "after the change against the baseline before it",
+        },
+        Design::Concurrent => SideNames {
+            control: "old",
+            treatment: "new",
+            reference: "the old version's",
+            design: "the new version against the old one serving at the same time",
+        },
+    }
+}
+
 /// Why a signal was not compared, as the report says; reports stored before it said were only
 /// ever short of baseline traffic.
 pub fn not_compared_reason(s: &SignalReport) -> &str {
@@ -122,6 +152,7 @@ pub fn title(s: &SignalReport) -> String {
 
 /// The regressed signals in a phrase: "errors 0.50% -> 6.20%, 12.4x the baseline".
 pub fn regression_summary(report: &Report) -> String {
+    let reference = side_names(report.design).reference;
     report
         .signals
         .iter()
@@ -140,7 +171,7 @@ pub fn regression_summary(report: &Report) -> String {
                     percent(s.after.rate)
                 );
                 if let Some(r) = s.effect_ratio {
-                    text.push_str(&format!(", {} the baseline", ratio(r)));
+                    text.push_str(&format!(", {} {reference}", ratio(r)));
                 }
                 text
             }

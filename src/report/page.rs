@@ -300,9 +300,15 @@ fn watched(b: &mut String, w: &ChangeView, now: f64, min_requests: u64) {
             100.0 * elapsed / total
         );
     }
-    b.push_str(
+    // Before against after, or the canary's new version against the old one beside it.
+    let (now, then) = match r.design {
+        crate::core::Design::BeforeAfter => ("Now", "Baseline"),
+        crate::core::Design::Concurrent => ("New", "Old"),
+    };
+    let _ = writeln!(
+        b,
         "<div class=\"scroll\"><table id=\"signals\"><tr><th>Signal</th><th>Standing</th>\
-         <th>Now</th><th>Baseline</th><th>Evidence (e-value)</th><th>Decides at</th></tr>\n",
+         <th>{now}</th><th>{then}</th><th>Evidence (e-value)</th><th>Decides at</th></tr>",
     );
     for sig in &r.signals {
         let (after, before) = match sig.signal {

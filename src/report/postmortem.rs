@@ -21,7 +21,7 @@ use super::evidence;
 use super::text::short_commit;
 use super::units;
 use crate::core::watch::{LevelReport, Side};
-use crate::core::{Design, Report, SignalKind};
+use crate::core::{Report, SignalKind};
 use crate::daemon::step::{Ending, Step};
 use crate::daemon::supervisor::RecoveryCheck;
 use crate::hook::HookStatus;
@@ -1057,6 +1057,15 @@ fn policy_section(doc: &mut Vec<Block>, policy: &PolicyDecision) {
     }
 }
 
+/// `word` with its first letter upper-case, for a table heading.
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 /// Per signal, as the alert email has it: before, after, effect, e-value against threshold.
 fn evidence_table(doc: &mut Vec<Block>, report: &Report) {
     let verdict = evidence::verdict_name(report.verdict);
@@ -1067,14 +1076,14 @@ fn evidence_table(doc: &mut Vec<Block>, report: &Report) {
         ),
         None => format!("not decided (verdict: {verdict})"),
     };
-    let design = match report.design {
-        Design::Concurrent => "the new version against the old one serving at the same time",
-        Design::BeforeAfter => "after the change against the baseline before it",
-    };
+    let names = evidence::side_names(report.design);
     doc.push(Block::Paragraph(vec![t(format!(
-        "Compared {design}: {} requests before, {} after; {decided}.",
+        "Compared {}: {} requests {}, {} {}; {decided}.",
+        names.design,
         units::count(report.requests_before),
+        names.control,
         units::count(report.requests_after),
+        names.treatment,
     ))]));
     let mut rows = Vec::new();
     for s in &report.signals {
@@ -1117,7 +1126,7 @@ fn evidence_table(doc: &mut Vec<Block>, report: &Report) {
                 )
             };
             let mut effect = match s.effect_ratio {
-                Some(r) => format!("{} the baseline", units::ratio(r)),
+                Some(r) => format!("{} {}", units::ratio(r), names.reference),
                 None => "no ratio".to_owned(),
             };
             if let Some(u) = s.ratio_upper_bound {
@@ -1159,8 +1168,8 @@ fn evidence_table(doc: &mut Vec<Block>, report: &Report) {
             vec![
                 "Signal".into(),
                 "Verdict".into(),
-                "Before".into(),
-                "After".into(),
+                capitalized(names.control),
+                capitalized(names.treatment),
                 "Effect".into(),
                 "e-value vs threshold".into(),
             ],
