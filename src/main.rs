@@ -595,6 +595,9 @@ fn run_daemon(args: &RunArgs) -> Result<u8> {
         let bound = guardian::daemon::bind(&config).await?;
         guardian::daemon::run(config, Some(args.config.clone()), bound, shutdown).await
     });
+    // A delivery given up on at the stop may still wait on its SMTP server: not for its
+    // timeout, which would take the stop past systemd's `TimeoutStopSec`.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => Ok(0),
         Err(

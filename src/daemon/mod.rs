@@ -93,6 +93,54 @@ fn deliver_mail(
     });
 }
 
+/// How long a stop waits for the emails still due to go out.
+const LAST_MAIL_WITHIN: Duration = Duration::from_secs(10);
+
+/// At a stop, once the engine has queued its last: one more pass over the outbox, within
+/// [`LAST_MAIL_WITHIN`], so an email queued seconds before (a rollback's) does not wait for the
+/// next start, which may never come on this state directory. What is left is said.
+async fn deliver_last_mail(state_dir: &std::path::Path, mailer: Arc<crate::report::Mailer>) {
+    let db = state_dir.join("guardian.db");
+    let pass = tokio::task::spawn_blocking(move || {
+        let mut store = crate::store::Store::open(&db).map_err(|e| e.to_string())?;
+        let stats = crate::report::deliver_due(&mut store, &mailer, now());
+        for e in &stats.errors {
+            tracing::warn!("mail: {e}");
+        }
+        if stats.sent > 0 {
+            tracing::info!("mail: sent {} email(s) before stopping", stats.sent);
+        }
+        store.pending_emails().map_err(|e| e.to_string())
+    });
+    let left = match tokio::time::timeout(LAST_MAIL_WITHIN, pass).await {
+        Ok(Ok(Ok(left))) => left,
+        Ok(Ok(Err(e))) => {
+            tracing::error!("mail: cannot read the outbox before stopping: {e}");
+            return;
+        }
+        Ok(Err(join)) => {
+            tracing::error!("mail: the last delivery failed: {join}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                "mail: the SMTP server did not take the last emails within {} s; what is left \
+                 in the outbox is sent when guardian starts again on {}",
+                LAST_MAIL_WITHIN.as_secs(),
+                state_dir.display()
+            );
+            return;
+        }
+    };
+    if left > 0 {
+        tracing::warn!(
+            "mail: {left} email(s) not sent yet (see the errors above); they are sent when \
+             guardian starts again on {}",
+            state_dir.display()
+        );
+    }
+}
+
 /// Sends the notifications that are due, as [`deliver_mail`] sends the emails.
 fn deliver_notifications(
     state_dir: &std::path::Path,
@@ -549,6 +597,24 @@ pub async fn run(
             ended.await
         }
     };
+    if let Some(m) = &mailer {
+        // A pass of the mail tick may still be sending: let it finish first, so no email is
+        // sent twice.
+        let waited = std::time::Instant::now();
+        let busy = || mailing.load(std::sync::atomic::Ordering::Acquire);
+        while busy() && waited.elapsed() < LAST_MAIL_WITHIN {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if busy() {
+            tracing::warn!(
+                "mail: a delivery is still under way; what it does not send is sent when \
+                 guardian starts again on {}",
+                settings.state_dir.display()
+            );
+        } else {
+            deliver_last_mail(&settings.state_dir, m.clone()).await;
+        }
+    }
     if let Err(join) = server.await {
         return Err(DaemonError::Serve(std::io::Error::other(join.to_string())));
     }

@@ -374,6 +374,32 @@ fn a_bad_deploy_is_reverted_redeployed_and_verified() {
 }
 
 #[test]
+fn an_email_queued_just_before_a_stop_is_sent_before_guardian_exits() {
+    let (smtp, inbox) = smtp_server();
+    let mut w = World::with_mail("cp \"$GUARDIAN_REPO/mode\" \"$LIVE\"", 30, Some(smtp));
+    thread::sleep(Duration::from_secs(1));
+    let (bad, id) = w.deploy("broken");
+    // Stopped (as systemd stops it) within moments of the rollback's end, when its email is
+    // queued: mail goes out every 5 s, so this is nearly always before the next pass.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w.change(&id)["state"] != "rolled_back" {
+        assert!(Instant::now() < deadline, "{}", w.change(&id));
+        thread::sleep(Duration::from_millis(20));
+    }
+    let pid = nix::unistd::Pid::from_raw(w.daemon.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = w.daemon.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mails = inbox.lock().unwrap().clone();
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.replace("=\r\n", "").contains(&bad[..10])),
+        "the rollback's email was not sent before the stop: {mails:?}"
+    );
+}
+
+#[test]
 fn a_conflicting_revert_leaves_the_tree_as_it_was_and_escalates() {
     let w = World::new("cp \"$GUARDIAN_REPO/mode\" \"$LIVE\"", 30);
     let (_bad, id) = w.deploy("broken");
