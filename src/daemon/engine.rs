@@ -1154,39 +1154,57 @@ mod tests {
         assert!(why.contains(&format!("{id} ended inconclusive")), "{why}");
     }
 
-    #[test]
-    fn a_rollback_cut_short_by_a_restart_is_escalated_with_its_post_mortem_and_pauses_deploys() {
-        let dir = tempfile::tempdir().unwrap();
-        let policy = dir.path().join("policy.toml");
-        std::fs::write(&policy, "[paths]\nallow = [\"src/**\"]\n").unwrap();
+    /// A daemon config with mail and `extra`, and a store holding one change (of `kind`,
+    /// behind `flag`) left in each of `states` in turn, as a stop would leave it.
+    fn left_in(
+        dir: &Path,
+        extra: &str,
+        kind: ChangeKind,
+        flag: Option<&str>,
+        states: &[ChangeState],
+    ) -> (Config, Store, ChangeRecord) {
         let config = Config::parse(&format!(
             "[daemon]\nstate_dir = {:?}\n[daemon.mail]\nfrom = \"g@example.com\"\n\
-             to = [\"oncall@example.com\"]\nsmtp_host = \"127.0.0.1\"\nsecurity = \"none\"\n\
-             [daemon.gate]\npolicy_file = {policy:?}\n",
-            dir.path()
+             to = [\"oncall@example.com\"]\nsmtp_host = \"127.0.0.1\"\nsecurity = \"none\"\n{extra}",
+            dir
         ))
         .unwrap();
-        let settings = config.daemon.clone().unwrap();
         let mut store = Store::open_in_memory().unwrap();
         let change = store
             .insert_change(
                 &NewChange {
                     commit: "abc1234".into(),
-                    kind: ChangeKind::Ai,
+                    kind,
                     pattern: None,
                     summary: None,
                     landed_at: T0,
                     fixes_issue: None,
-                    flag: None,
+                    flag: flag.map(str::to_owned),
                 },
                 T0,
             )
             .unwrap();
-        for state in [ChangeState::Regressed, ChangeState::RollingBack] {
+        for &state in states {
             store
                 .set_state(&change.id, state, None, None, None, T0 + 60.0)
                 .unwrap();
         }
+        (config, store, change)
+    }
+
+    #[test]
+    fn a_rollback_cut_short_by_a_restart_is_escalated_with_its_post_mortem_and_pauses_deploys() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, "[paths]\nallow = [\"src/**\"]\n").unwrap();
+        let (config, store, change) = left_in(
+            dir.path(),
+            &format!("[daemon.gate]\npolicy_file = {policy:?}\n"),
+            ChangeKind::Ai,
+            None,
+            &[ChangeState::Regressed, ChangeState::RollingBack],
+        );
+        let settings = config.daemon.clone().unwrap();
 
         let e = Engine::with_store(&config, &settings, store, T0 + 120.0).unwrap();
         let record = e.store.get_change(&change.id).unwrap().unwrap();
@@ -1218,38 +1236,14 @@ mod tests {
     #[test]
     fn a_regression_with_nothing_to_remedy_it_stays_regressed_across_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::parse(&format!(
-            "[daemon]\nstate_dir = {:?}\n[daemon.mail]\nfrom = \"g@example.com\"\n\
-             to = [\"oncall@example.com\"]\nsmtp_host = \"127.0.0.1\"\nsecurity = \"none\"\n",
-            dir.path()
-        ))
-        .unwrap();
+        let (config, store, change) = left_in(
+            dir.path(),
+            "",
+            ChangeKind::Human,
+            None,
+            &[ChangeState::Regressed],
+        );
         let settings = config.daemon.clone().unwrap();
-        let mut store = Store::open_in_memory().unwrap();
-        let change = store
-            .insert_change(
-                &NewChange {
-                    commit: "abc1234".into(),
-                    kind: ChangeKind::Human,
-                    pattern: None,
-                    summary: None,
-                    landed_at: T0,
-                    fixes_issue: None,
-                    flag: None,
-                },
-                T0,
-            )
-            .unwrap();
-        store
-            .set_state(
-                &change.id,
-                ChangeState::Regressed,
-                None,
-                None,
-                None,
-                T0 + 60.0,
-            )
-            .unwrap();
 
         let e = Engine::with_store(&config, &settings, store, T0 + 120.0).unwrap();
         let record = e.store.get_change(&change.id).unwrap().unwrap();
@@ -1261,35 +1255,15 @@ mod tests {
     #[test]
     fn a_flag_off_cut_short_by_a_restart_is_handed_to_a_person_and_never_redone() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::parse(&format!(
-            "[daemon]\nstate_dir = {:?}\n[daemon.mail]\nfrom = \"g@example.com\"\n\
-             to = [\"oncall@example.com\"]\nsmtp_host = \"127.0.0.1\"\nsecurity = \"none\"\n\
-             [daemon.flag_off]\nfile = \"/srv/app/flags.json\"\nflags = [\"new-*\"]\n\
+        let (config, mut store, change) = left_in(
+            dir.path(),
+            "[daemon.flag_off]\nfile = \"/srv/app/flags.json\"\nflags = [\"new-*\"]\n\
              max_per_hour = 1\n",
-            dir.path()
-        ))
-        .unwrap();
+            ChangeKind::Human,
+            Some("new-total"),
+            &[ChangeState::Regressed, ChangeState::FlaggingOff],
+        );
         let settings = config.daemon.clone().unwrap();
-        let mut store = Store::open_in_memory().unwrap();
-        let change = store
-            .insert_change(
-                &NewChange {
-                    commit: "abc1234".into(),
-                    kind: ChangeKind::Human,
-                    pattern: None,
-                    summary: None,
-                    landed_at: T0,
-                    fixes_issue: None,
-                    flag: Some("new-total".into()),
-                },
-                T0,
-            )
-            .unwrap();
-        for state in [ChangeState::Regressed, ChangeState::FlaggingOff] {
-            store
-                .set_state(&change.id, state, None, None, None, T0 + 60.0)
-                .unwrap();
-        }
         store
             .flag_action_started(
                 &crate::store::NewFlagAction {
