@@ -331,7 +331,7 @@ impl PromqlReader {
             self.began = true;
             read.until = Some(t);
             let result = self.scraper.ingest(&samples, t);
-            if result.suspect > 0 {
+            if result.suspect > 0 || (result.unowned > 0 && !settling) {
                 suspect_steps.push(t);
             }
             read.intervals.extend(result.intervals);
@@ -371,7 +371,8 @@ impl PromqlReader {
         }
         if let (Some(&first), Some(&last)) = (suspect_steps.first(), suspect_steps.last()) {
             why.push(format!(
-                "series vanished or jumped beyond any count at {} steps from {} to {}",
+                "series vanished, jumped beyond any count or had no canary label at {} steps \
+                 from {} to {}",
                 suspect_steps.len(),
                 crate::report::units::when(first),
                 crate::report::units::when(last),
@@ -1341,10 +1342,12 @@ mod tests {
     }
 
     #[test]
-    fn without_instance_a_series_is_excused_by_its_own_process_restarting_not_another_s() {
-        // Series from a push gateway or a recording rule: a `pod`, a `version`, no `instance`.
-        // Canary pods p2 and p3; at 1030 p2's 500s series vanishes while `restarting` restarts.
-        let read = |restarting: &'static str| {
+    fn without_instance_a_vanished_series_is_missing_unless_a_deploy_restarted_it() {
+        // Series from a push gateway or a recording rule: a `pod`, a `version`, no `instance`,
+        // so no process guardian can tell (the app names its pods). Canary pods p2 and p3; at
+        // 1030 p2's 500s series vanishes while `restarting` restarts; `deployed` is when a
+        // deploy was notified.
+        let read = |restarting: &'static str, deployed: Option<(f64, f64)>| {
             let prometheus = fake_prometheus(move |_, start, end| {
                 let series = |pod: &str, version: &str, code: &str, values: Points| {
                     serde_json::json!({
@@ -1376,15 +1379,58 @@ mod tests {
             let mut by_version = spec(&prometheus);
             by_version.series.arms = Some(Arms::new("version".into(), vec!["v2".into()]));
             let mut r = PromqlReader::new(by_version).unwrap();
-            r.read(1030.0).unwrap();
+            r.read(1020.0).unwrap();
+            if let Some((from, to)) = deployed {
+                r.deployed(from, to);
+            }
             r.read(1070.0).unwrap().missing.map(|m| m.until)
         };
-        assert_eq!(read("p2"), None, "p2 restarted: its 500s come back lazily");
+        for restarting in ["p2", "p3"] {
+            assert_eq!(
+                read(restarting, None),
+                Some(1030.0),
+                "{restarting} restarted, no deploy"
+            );
+        }
         assert_eq!(
-            read("p3"),
-            Some(1030.0),
-            "p3's restart says nothing of p2's series"
+            read("p2", Some((1025.0, 1028.0))),
+            None,
+            "a deploy restarted p2"
         );
+    }
+
+    #[test]
+    fn a_series_without_the_canary_label_while_a_canary_is_named_is_missing() {
+        // Host h2 runs the canary (v2), but exports its 500s without a version: on neither side.
+        let prometheus = fake_prometheus(|_, start, end| {
+            let series = |instance: &str, version: Option<&str>, code: &str, values: Points| {
+                let mut metric = serde_json::json!({"__name__": "http_requests_total",
+                    "job": "shop", "code": code, "instance": instance});
+                if let Some(v) = version {
+                    metric["version"] = v.into();
+                }
+                serde_json::json!({
+                    "metric": metric,
+                    "values": values.iter().map(|(t, v)| serde_json::json!([t, v.to_string()])).collect::<Vec<_>>(),
+                })
+            };
+            let ok = points(start, end, |t| t - 1000.0);
+            let failed = points(start, end, |t| (t - 1000.0) / 2.0);
+            let result = vec![
+                series("h1", Some("v1"), "200", ok.clone()),
+                series("h2", Some("v2"), "200", ok),
+                series("h2", None, "500", failed),
+            ];
+            let body = serde_json::json!({"status": "success",
+                "data": {"resultType": "matrix", "result": result}});
+            (200, body.to_string())
+        });
+        let mut by_version = spec(&prometheus);
+        by_version.series.arms = Some(Arms::new("version".into(), vec!["v2".into()]));
+        let mut r = PromqlReader::new(by_version).unwrap();
+        r.read(1020.0).unwrap();
+        let missing = r.read(1060.0).unwrap().missing.expect("missing");
+        assert!(missing.why.contains("no canary label"), "{}", missing.why);
     }
 
     #[test]

@@ -646,9 +646,13 @@ pub struct ScrapeResult {
     /// Things worth logging: counter resets, clamped errors, skipped series, nothing matched.
     pub notes: Vec<String>,
     /// Series whose counts this scrape cannot tell (read back from Prometheus only): one that
-    /// jumped by more than any count, or vanished while its side did not restart (a label
-    /// renamed, a series dropped). Their traffic is missing data, never zero.
+    /// jumped by more than any count, vanished while its process did not restart (a label
+    /// renamed, a series dropped), or has no canary label while a canary is named. Their
+    /// traffic is missing data, never zero.
     pub suspect: usize,
+    /// Series without an `instance` that vanished (read back from Prometheus only): no restart
+    /// or move of their process can be told, so only a deploy's restarts explain them.
+    pub unowned: usize,
 }
 
 /// Notes about single series kept per scrape: a hostile or broken answer cannot flood the log.
@@ -679,36 +683,6 @@ fn label_of<'a>(labels: &'a Labels, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Labels that tell a process's series apart from each other, not from another process's,
-/// beside the ones guardian reads (`le`, the route label, the matchers' labels): a series
-/// without `instance` has its process named by the labels left.
-const WITHIN_A_PROCESS: [&str; 9] = [
-    "code",
-    "status",
-    "status_code",
-    "method",
-    "handler",
-    "path",
-    "route",
-    "uri",
-    "endpoint",
-];
-
-/// The process (scrape target) a series comes from: its `instance`; without one (a recording
-/// rule, a push gateway, federation with `honor_labels`), its other labels, less those that vary
-/// within one process and the canary label (a process keeps its identity when it moves sides).
-/// Without it, one process's restart would excuse any other's series vanishing on its side.
-fn target_of(labels: &Labels, within: &[String]) -> String {
-    if let Some(instance) = label_of(labels, INSTANCE) {
-        return instance.to_owned();
-    }
-    let rest: Vec<&(String, String)> = labels
-        .iter()
-        .filter(|(n, _)| !within.iter().any(|w| w == n))
-        .collect();
-    format!("{rest:?}")
-}
-
 /// `key` without the label `name`.
 fn without(key: &SeriesKey, name: &str) -> SeriesKey {
     let mut labels = key.1.clone();
@@ -737,8 +711,6 @@ struct RouteAcc {
 pub struct Scraper {
     spec: ScrapeSpec,
     latency_bucket_name: Option<String>,
-    /// Labels left out of a series' target when it has no `instance` (see [`target_of`]).
-    within_a_process: Vec<String>,
     /// Time of the previous successful scrape, and per selected series its cumulative value
     /// and when it was last seen (later than that scrape only for a remembered absent series).
     previous: Option<(f64, Counters)>,
@@ -769,23 +741,8 @@ impl Scraper {
             url: spec.url.clone(),
             message,
         })?;
-        let mut within_a_process: Vec<String> = WITHIN_A_PROCESS.map(str::to_owned).into();
-        within_a_process.push("le".to_owned());
-        within_a_process.extend(spec.route_label.clone());
-        within_a_process.extend(spec.arms.as_ref().map(|a| a.label.clone()));
-        for m in [
-            Some(&spec.requests),
-            Some(&spec.errors),
-            spec.latency.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            within_a_process.extend(m.labels.iter().map(|(n, _)| n.clone()));
-        }
         Ok(Scraper {
             latency_bucket_name: spec.latency.as_ref().map(|m| format!("{}_bucket", m.name)),
-            within_a_process,
             spec,
             previous: None,
             remember: false,
@@ -902,14 +859,16 @@ impl Scraper {
                 .map_or(Side::Whole, |a| a.of(s, now));
             let delta = match previous {
                 Some(prev) if s.value >= prev => {
-                    if prev > 0.0 {
-                        went_on.insert(target_of(&key.1, &self.within_a_process));
+                    if let (true, Some(target)) = (prev > 0.0, s.label(INSTANCE)) {
+                        went_on.insert(target.to_owned());
                     }
                     s.value - prev
                 }
                 Some(_) => {
                     resets += 1;
-                    restarted_targets.insert(target_of(&key.1, &self.within_a_process));
+                    if let Some(target) = s.label(INSTANCE) {
+                        restarted_targets.insert(target.to_owned());
+                    }
                     s.value
                 }
                 None => {
@@ -972,7 +931,8 @@ impl Scraper {
         }
         if let (Some(arms), true) = (&self.spec.arms, unlabelled > 0) {
             notes.push(format!(
-                "{unlabelled} series without the label {} left out: on neither side",
+                "{unlabelled} series without the label {} left out: on neither side, so what \
+                 they counted is missing",
                 arms.label
             ));
         }
@@ -1022,19 +982,20 @@ impl Scraper {
                 });
             }
         }
-        let mut vanished = 0;
+        let (mut vanished, mut unowned) = (0, 0);
         let mut first_vanished: Option<String> = None;
         if let (true, Some((start, before))) = (self.remember, baseline) {
             // A target that is not there at all is down or restarting (its counts go on, or
             // start again, when it is back); a series that moved sides (its version label
             // changed in a deploy, its whole target with it) is there under its new value.
-            let within = &self.within_a_process;
-            let targets: std::collections::HashSet<String> =
-                current.keys().map(|k| target_of(&k.1, within)).collect();
-            let targets_before: std::collections::HashSet<String> = before
+            let targets: std::collections::HashSet<&str> = current
+                .keys()
+                .filter_map(|k| label_of(&k.1, INSTANCE))
+                .collect();
+            let targets_before: std::collections::HashSet<&str> = before
                 .iter()
                 .filter(|(_, &(_, seen))| seen == *start)
-                .map(|(k, _)| target_of(&k.1, within))
+                .filter_map(|(k, _)| label_of(&k.1, INSTANCE))
                 .collect();
             let restarted_target =
                 |target: &str| restarted_targets.contains(target) && !went_on.contains(target);
@@ -1049,11 +1010,11 @@ impl Scraper {
                 .collect();
             // Per target, the values of the canary label it still has series under (a set:
             // looked up once per vanished series, of which an answer may hold thousands).
-            let under: std::collections::HashSet<(String, Option<&str>)> = canary_label
+            let under: std::collections::HashSet<(Option<&str>, Option<&str>)> = canary_label
                 .map(|l| {
                     current
                         .keys()
-                        .map(|k| (target_of(&k.1, within), label_of(&k.1, l)))
+                        .map(|k| (label_of(&k.1, INSTANCE), label_of(&k.1, l)))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -1061,20 +1022,33 @@ impl Scraper {
                 if current.contains_key(key) {
                     continue;
                 }
-                let target = target_of(&key.1, within);
+                // The process (scrape target) a series comes from is its `instance`, which
+                // Prometheus sets (unless a job has `honor_labels`, which hands it to the app).
+                // Without one (a push gateway, a recording rule) there is no process guardian
+                // can tell: the app could name it anything, so no restart or move of "its
+                // process" excuses it vanishing; only a deploy's restarts do, which the reader
+                // knows of and the scraper does not.
+                let Some(target) = label_of(&key.1, INSTANCE) else {
+                    if seen == *start {
+                        unowned += 1;
+                        first_vanished
+                            .get_or_insert_with(|| format!("{} {}", key.0, shown_labels(&key.1)));
+                    }
+                    continue;
+                };
                 // There at the last step, not now; or absent with its whole target, which is
                 // back without restarting: what it counted meanwhile is not there either.
                 let gone = seen == *start
-                    || (targets.contains(&target) && !targets_before.contains(&target));
+                    || (targets.contains(target) && !targets_before.contains(target));
                 if !gone {
                     continue;
                 }
                 // Its process restarted (a series not there until its first count again), or
                 // its target is gone: not missing.
-                let restarted = restarted_target(&target) || !targets.contains(&target);
+                let restarted = restarted_target(target) || !targets.contains(target);
                 let moved_sides = canary_label.is_some_and(|l| {
                     moved.contains(&without(key, l))
-                        && !under.contains(&(target.clone(), label_of(&key.1, l)))
+                        && !under.contains(&(Some(target), label_of(&key.1, l)))
                 });
                 if !restarted && !moved_sides {
                     vanished += 1;
@@ -1087,6 +1061,13 @@ impl Scraper {
             notes.push(format!(
                 "{vanished} series vanished while the process serving them did not restart (a \
                  label renamed, a series dropped), e.g. {}: what they counted is missing",
+                first_vanished.clone().unwrap_or_default()
+            ));
+        }
+        if unowned > 0 {
+            notes.push(format!(
+                "{unowned} series without an instance label vanished, e.g. {}: what they \
+                 counted is missing unless a deploy restarted them",
                 first_vanished.unwrap_or_default()
             ));
         }
@@ -1104,10 +1085,11 @@ impl Scraper {
             intervals,
             notes,
             suspect: if self.remember {
-                implausible + vanished
+                implausible + vanished + unlabelled
             } else {
                 0
             },
+            unowned: if self.remember { unowned } else { 0 },
         }
     }
 }
