@@ -325,6 +325,10 @@ impl Watch {
         };
         let mut watch = self.against_same_baseline(&settings, self.window_from(at));
         watch.recovery = true;
+        // After a canary's rollback the revert runs everywhere, and whether the service is back
+        // is a question for every host against the baseline: against the rest, which the
+        // redeploy restarted into the same revert, a fleet still failing looked "recovered".
+        watch.design = Some(Design::BeforeAfter);
         if self.recovery {
             // A second remediation after a first did not help (a flag turned off, then the
             // revert): the harm to be gone is still the change's, not what the first left.
@@ -694,6 +698,26 @@ mod tests {
             assert_eq!(m.verdict(), Some(Verdict::Watching));
             let err = move |_: usize, _| after_rollback;
             t.feed(&mut m, T0 + 30.0, 61, 20, &["/"], &[None], err, |_, _| 50.0);
+            assert_eq!(m.verdict(), Some(expected), "errors at {after_rollback}");
+        }
+    }
+
+    #[test]
+    fn after_a_canary_s_rollback_every_host_is_judged_against_the_baseline() {
+        let arms = [Some(Arm::Control), Some(Arm::Treatment)];
+        for (after_rollback, expected) in [(0.01, Verdict::Healthy), (0.4, Verdict::Regressed)] {
+            let (mut m, mut t) = watched(8, 0.01);
+            let canary_fails = |_, arm| match arm {
+                Some(Arm::Treatment) => 0.6,
+                _ => 0.01,
+            };
+            t.feed(&mut m, T0, 30, 20, &["/"], &arms, canary_fails, |_, _| 50.0);
+            assert_eq!(m.verdict(), Some(Verdict::Regressed));
+            m.verify_recovery(T0 + 30.0, 60);
+            // The revert is on every host, the canary's still labelled as such: both fail
+            // alike, or neither does.
+            let err = move |_: usize, _| after_rollback;
+            t.feed(&mut m, T0 + 30.0, 61, 20, &["/"], &arms, err, |_, _| 50.0);
             assert_eq!(m.verdict(), Some(expected), "errors at {after_rollback}");
         }
     }
