@@ -1342,12 +1342,12 @@ mod tests {
     }
 
     #[test]
-    fn without_instance_a_vanished_series_is_missing_unless_a_deploy_restarted_it() {
+    fn without_instance_a_vanished_series_is_missing_unless_a_deploy_restarted_the_old_version() {
         // Series from a push gateway or a recording rule: a `pod`, a `version`, no `instance`,
-        // so no process guardian can tell (the app names its pods). Canary pods p2 and p3; at
-        // 1030 p2's 500s series vanishes while `restarting` restarts; `deployed` is when a
-        // deploy was notified.
-        let read = |restarting: &'static str, deployed: Option<(f64, f64)>| {
+        // so no process guardian can tell (the app names its pods). p1 runs v1, the canary
+        // pods p2 and p3 v2. At 1030 `vanishing`'s 500s series vanishes while `restarting`
+        // restarts; `deployed` is when a deploy was notified.
+        let read = |vanishing: &'static str, restarting: &'static str, deployed: bool| {
             let prometheus = fake_prometheus(move |_, start, end| {
                 let series = |pod: &str, version: &str, code: &str, values: Points| {
                     serde_json::json!({
@@ -1362,14 +1362,17 @@ mod tests {
                         false => t - 1000.0,
                     })
                 };
-                let failed: Points = points(start, end, |t| (t - 1000.0) / 10.0)
-                    .into_iter()
-                    .filter(|&(t, _)| t < 1030.0)
-                    .collect();
+                let failed = |pod: &str| -> Points {
+                    points(start, end, |t| (t - 1000.0) / 10.0)
+                        .into_iter()
+                        .filter(|&(t, _)| t < 1030.0 || pod != vanishing)
+                        .collect()
+                };
                 let result = vec![
                     series("p1", "v1", "200", ok("p1")),
+                    series("p1", "v1", "500", failed("p1")),
                     series("p2", "v2", "200", ok("p2")),
-                    series("p2", "v2", "500", failed),
+                    series("p2", "v2", "500", failed("p2")),
                     series("p3", "v2", "200", ok("p3")),
                 ];
                 let body = serde_json::json!({"status": "success",
@@ -1380,22 +1383,27 @@ mod tests {
             by_version.series.arms = Some(Arms::new("version".into(), vec!["v2".into()]));
             let mut r = PromqlReader::new(by_version).unwrap();
             r.read(1020.0).unwrap();
-            if let Some((from, to)) = deployed {
-                r.deployed(from, to);
+            if deployed {
+                r.deployed(1025.0, 1028.0);
             }
             r.read(1070.0).unwrap().missing.map(|m| m.until)
         };
-        for restarting in ["p2", "p3"] {
+        for (vanishing, restarting) in [("p1", "p1"), ("p2", "p2"), ("p2", "p3")] {
             assert_eq!(
-                read(restarting, None),
+                read(vanishing, restarting, false),
                 Some(1030.0),
-                "{restarting} restarted, no deploy"
+                "{vanishing}'s 500s vanish as {restarting} restarts, no deploy"
             );
         }
         assert_eq!(
-            read("p2", Some((1025.0, 1028.0))),
+            read("p1", "p1", true),
             None,
-            "a deploy restarted p2"
+            "a deploy restarted the old version's p1"
+        );
+        assert_eq!(
+            read("p2", "p2", true),
+            Some(1030.0),
+            "a deploy explains no canary series vanishing"
         );
     }
 

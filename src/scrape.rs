@@ -1030,7 +1030,13 @@ impl Scraper {
                 // knows of and the scraper does not.
                 let Some(target) = label_of(&key.1, INSTANCE) else {
                     if seen == *start {
-                        unowned += 1;
+                        // A deploy's restarts take the old version's series away, never the
+                        // canary's: the canary's vanishing is missing whenever it happens.
+                        let side = self.spec.arms.as_ref().map(|a| a.side(&key.1, now));
+                        match side {
+                            Some(Side::Arm(Arm::Treatment)) => vanished += 1,
+                            _ => unowned += 1,
+                        }
                         first_vanished
                             .get_or_insert_with(|| format!("{} {}", key.0, shown_labels(&key.1)));
                     }
