@@ -180,6 +180,18 @@ fn remedied_under(settings: &DaemonSettings, change: &ChangeRecord) -> bool {
     flag_off || (settings.rollback.is_some() && !shadow)
 }
 
+/// Whether an email about `change` was queued at or after its verdict: a regression with a
+/// remedy to follow is told of once the remedy ends, so such an email says none followed.
+fn told_at_its_verdict(store: &Store, change: &ChangeRecord) -> Result<bool, EngineError> {
+    let Some(decided) = change.decided_at else {
+        return Ok(false);
+    };
+    Ok(store
+        .events_for(&change.id)?
+        .iter()
+        .any(|e| e.kind == EventKind::EmailQueued && e.at >= decided))
+}
+
 /// Whether a change that ended in `state` is handed to a person: escalated (the remediation
 /// failed, or did not help), or inconclusive (the traffic could not tell, down to none at all
 /// from an app that died and logs nothing).
@@ -306,9 +318,12 @@ impl Engine {
             if resumed.as_ref().is_some_and(|w| w.id == change.id) {
                 continue;
             }
-            if change.state == ChangeState::Regressed && !remedied_under(settings, &change) {
+            if change.state == ChangeState::Regressed
+                && (!remedied_under(settings, &change) || told_at_its_verdict(&store, &change)?)
+            {
                 // Its verdict is its end: a person was told, and nothing was begun that a stop
-                // could have cut short.
+                // could have cut short (whatever the configuration says now: a rollback
+                // configured since remedies the changes to come, not this one).
                 continue;
             }
             let (state, note) = match change.state {
@@ -1250,6 +1265,48 @@ mod tests {
         assert_eq!(record.state, ChangeState::Regressed, "{:?}", record.note);
         assert!(e.store.gate_paused().unwrap().is_none());
         assert!(e.store.queued_emails(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_regression_told_without_a_remedy_stays_regressed_when_a_rollback_is_configured_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, mut store, change) = left_in(
+            dir.path(),
+            &format!(
+                "[daemon.rollback]\nrepo = {:?}\nhook = [\"true\"]\n",
+                dir.path()
+            ),
+            ChangeKind::Human,
+            None,
+            &[],
+        );
+        store
+            .set_state(
+                &change.id,
+                ChangeState::Regressed,
+                None,
+                Some(T0 + 60.0),
+                None,
+                T0 + 60.0,
+            )
+            .unwrap();
+        let oncall = ["oncall@example.com".to_owned()];
+        store
+            .enqueue_email(
+                Some(&change.id),
+                "<a@g>",
+                "regressed",
+                "body",
+                &oncall,
+                T0 + 61.0,
+            )
+            .unwrap();
+        let settings = config.daemon.clone().unwrap();
+
+        let e = Engine::with_store(&config, &settings, store, T0 + 120.0).unwrap();
+        let record = e.store.get_change(&change.id).unwrap().unwrap();
+        assert_eq!(record.state, ChangeState::Regressed, "{:?}", record.note);
+        assert!(e.store.gate_paused().unwrap().is_none());
     }
 
     #[test]
