@@ -790,16 +790,30 @@ mod tests {
     type Points = Vec<(f64, f64)>;
 
     fn matrix(series: &[(&str, &str, Points)]) -> String {
-        let result: Vec<serde_json::Value> = series
-            .iter()
-            .map(|(instance, code, values)| {
-                serde_json::json!({
-                    "metric": {"__name__": "http_requests_total", "job": "shop",
-                               "instance": instance, "code": code},
-                    "values": values.iter().map(|(t, v)| serde_json::json!([t, v.to_string()])).collect::<Vec<_>>(),
+        answer(
+            series
+                .iter()
+                .map(|(instance, code, values)| {
+                    labelled(&[("instance", instance), ("code", code)], values)
                 })
-            })
-            .collect();
+                .collect(),
+        )
+    }
+
+    /// One `http_requests_total{job="shop"}` series with `labels` besides, as a matrix holds it.
+    fn labelled(labels: &[(&str, &str)], values: &Points) -> serde_json::Value {
+        let mut metric = serde_json::json!({"__name__": "http_requests_total", "job": "shop"});
+        for (name, value) in labels {
+            metric[*name] = (*value).into();
+        }
+        serde_json::json!({
+            "metric": metric,
+            "values": values.iter().map(|(t, v)| serde_json::json!([t, v.to_string()])).collect::<Vec<_>>(),
+        })
+    }
+
+    /// A successful matrix answer holding `result`.
+    fn answer(result: Vec<serde_json::Value>) -> String {
         serde_json::json!({"status": "success", "data": {"resultType": "matrix", "result": result}})
             .to_string()
     }
@@ -1313,11 +1327,10 @@ mod tests {
         // Told apart by version: the canary's 500s alone move to a version never seen.
         let relabelled = fake_prometheus(|_, start, end| {
             let series = |version: &str, instance: &str, code: &str, values: Points| {
-                serde_json::json!({
-                    "metric": {"__name__": "http_requests_total", "job": "shop", "code": code,
-                               "instance": instance, "version": version},
-                    "values": values.iter().map(|(t, v)| serde_json::json!([t, v.to_string()])).collect::<Vec<_>>(),
-                })
+                labelled(
+                    &[("version", version), ("instance", instance), ("code", code)],
+                    &values,
+                )
             };
             let ok = points(start, end, |t| t - 1000.0);
             let failed = points(start, end, |t| (t - 1000.0) / 10.0);
@@ -1328,9 +1341,7 @@ mod tests {
                 series("v2", "h3", "500", before),
                 series("v9", "h3", "500", after),
             ];
-            let body = serde_json::json!({"status": "success",
-                "data": {"resultType": "matrix", "result": result}});
-            (200, body.to_string())
+            (200, answer(result))
         });
         let mut by_version = spec(&relabelled);
         by_version.series.arms = Some(Arms::new("version".into(), vec!["v2".into()]));
@@ -1350,11 +1361,10 @@ mod tests {
         let read = |vanishing: &'static str, restarting: &'static str, deployed: bool| {
             let prometheus = fake_prometheus(move |_, start, end| {
                 let series = |pod: &str, version: &str, code: &str, values: Points| {
-                    serde_json::json!({
-                        "metric": {"__name__": "http_requests_total", "job": "shop",
-                                   "code": code, "pod": pod, "version": version},
-                        "values": values.iter().map(|(t, v)| serde_json::json!([t, v.to_string()])).collect::<Vec<_>>(),
-                    })
+                    labelled(
+                        &[("pod", pod), ("version", version), ("code", code)],
+                        &values,
+                    )
                 };
                 let ok = |pod: &str| {
                     points(start, end, |t| match t >= 1030.0 && pod == restarting {
@@ -1375,9 +1385,7 @@ mod tests {
                     series("p2", "v2", "500", failed("p2")),
                     series("p3", "v2", "200", ok("p3")),
                 ];
-                let body = serde_json::json!({"status": "success",
-                    "data": {"resultType": "matrix", "result": result}});
-                (200, body.to_string())
+                (200, answer(result))
             });
             let mut by_version = spec(&prometheus);
             by_version.series.arms = Some(Arms::new("version".into(), vec!["v2".into()]));
@@ -1412,15 +1420,9 @@ mod tests {
         // Host h2 runs the canary (v2), but exports its 500s without a version: on neither side.
         let prometheus = fake_prometheus(|_, start, end| {
             let series = |instance: &str, version: Option<&str>, code: &str, values: Points| {
-                let mut metric = serde_json::json!({"__name__": "http_requests_total",
-                    "job": "shop", "code": code, "instance": instance});
-                if let Some(v) = version {
-                    metric["version"] = v.into();
-                }
-                serde_json::json!({
-                    "metric": metric,
-                    "values": values.iter().map(|(t, v)| serde_json::json!([t, v.to_string()])).collect::<Vec<_>>(),
-                })
+                let mut labels = vec![("instance", instance), ("code", code)];
+                labels.extend(version.map(|v| ("version", v)));
+                labelled(&labels, &values)
             };
             let ok = points(start, end, |t| t - 1000.0);
             let failed = points(start, end, |t| (t - 1000.0) / 2.0);
@@ -1429,9 +1431,7 @@ mod tests {
                 series("h2", Some("v2"), "200", ok),
                 series("h2", None, "500", failed),
             ];
-            let body = serde_json::json!({"status": "success",
-                "data": {"resultType": "matrix", "result": result}});
-            (200, body.to_string())
+            (200, answer(result))
         });
         let mut by_version = spec(&prometheus);
         by_version.series.arms = Some(Arms::new("version".into(), vec!["v2".into()]));
@@ -1469,11 +1469,14 @@ mod tests {
         // Told apart by version: host h2 restarts from v1 into v2 at 1030 (a rollout widening).
         let moved = fake_prometheus(|_, start, end| {
             let series = |version: &str, instance: &str, values: Points| {
-                serde_json::json!({
-                    "metric": {"__name__": "http_requests_total", "job": "shop", "code": "200",
-                               "instance": instance, "version": version},
-                    "values": values.iter().map(|(t, v)| serde_json::json!([t, v.to_string()])).collect::<Vec<_>>(),
-                })
+                labelled(
+                    &[
+                        ("version", version),
+                        ("instance", instance),
+                        ("code", "200"),
+                    ],
+                    &values,
+                )
             };
             let all = points(start, end, |t| t - 1000.0);
             let (v1, v2): (Points, Points) = all.iter().partition(|&&(t, _)| t < 1030.0);
@@ -1484,9 +1487,7 @@ mod tests {
                 series("v2", "h2", v2),
                 series("v2", "h3", all),
             ];
-            let body = serde_json::json!({"status": "success",
-                "data": {"resultType": "matrix", "result": result}});
-            (200, body.to_string())
+            (200, answer(result))
         });
         let mut by_version = spec(&moved);
         by_version.series.arms = Some(Arms::new("version".into(), vec!["v2".into()]));
