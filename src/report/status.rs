@@ -496,11 +496,24 @@ pub fn status(s: &Status) -> String {
         );
         if let Some(canary) = &target.canary {
             let label = t(&canary.label);
+            // After a rollback the revert runs everywhere: the recovery check is every host's.
+            let recovering = s.watching.as_ref().is_some_and(|w| {
+                matches!(
+                    w.record.state,
+                    ChangeState::Verifying | ChangeState::FlaggingOff
+                )
+            });
             let _ = match (canary.values.as_slice(), s.watching.is_some()) {
                 ([], _) => writeln!(
                     out,
                     "  no canary: the service as a whole, before against after (notify with \
                      --canary to compare {label} values against the rest)"
+                ),
+                (values, true) if recovering => writeln!(
+                    out,
+                    "  canary of the change: {label} {}; its recovery is judged on every host, \
+                     before against after",
+                    t(&values.join(", "))
                 ),
                 (values, true) => writeln!(
                     out,
@@ -821,6 +834,34 @@ mod tests {
         assert!(text.contains("1.10% canary, 0.93% rest"), "{text}");
         assert!(
             !text.contains("% now") && !text.contains("% before"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_canary_s_recovery_check_is_said_to_be_every_host_s() {
+        let canary = |state: ChangeState| {
+            let mut w = watched();
+            w.record.state = state;
+            let mut status = answer(Some(w), None);
+            status.scrapes[0].canary = Some(crate::daemon::engine::CanaryNow {
+                label: "instance".into(),
+                values: vec!["10.0.0.3:8080".into()],
+                configured: vec![],
+            });
+            super::status(&status)
+        };
+        let text = canary(ChangeState::Watching);
+        assert!(
+            text.contains("canary: instance 10.0.0.3:8080 against the rest"),
+            "{text}"
+        );
+        let text = canary(ChangeState::Verifying);
+        assert!(
+            text.contains(
+                "canary of the change: instance 10.0.0.3:8080; its recovery is judged on every \
+                 host, before against after"
+            ),
             "{text}"
         );
     }
