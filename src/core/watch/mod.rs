@@ -328,7 +328,15 @@ impl Watch {
         // After a canary's rollback the revert runs everywhere, and whether the service is back
         // is a question for every host against the baseline: against the rest, which the
         // redeploy restarted into the same revert, a fleet still failing looked "recovered".
-        watch.design = Some(Design::BeforeAfter);
+        // Unless there is no baseline to speak of (a canary deployed as guardian began): then
+        // the rest is all there is.
+        let baseline = self
+            .baseline
+            .iter()
+            .any(|t| t.requests >= self.settings.min_baseline_requests);
+        if baseline {
+            watch.design = Some(Design::BeforeAfter);
+        }
         if self.recovery {
             // A second remediation after a first did not help (a flag turned off, then the
             // revert): the harm to be gone is still the change's, not what the first left.
