@@ -77,20 +77,30 @@ fn deliver_mail(
     }
     let db = state_dir.join("guardian.db");
     tokio::task::spawn_blocking(move || {
-        match crate::store::Store::open(&db) {
-            Ok(mut store) => {
-                let stats = crate::report::deliver_due(&mut store, &mailer, now());
-                for e in &stats.errors {
-                    tracing::warn!("mail: {e}");
-                }
-                if stats.sent > 0 {
-                    tracing::info!("mail: sent {} email(s)", stats.sent);
-                }
-            }
-            Err(e) => tracing::error!("mail: cannot open the outbox: {e}"),
+        if let Err(e) = send_due_mail(&db, &mailer, "") {
+            tracing::error!("mail: {e}");
         }
         busy.store(false, Ordering::Release);
     });
+}
+
+/// One pass over the outbox in `db`: every email due is tried, and what happened logged
+/// (`sent_when` after "sent N email(s)"). Returns the store, for what the caller reads next.
+fn send_due_mail(
+    db: &std::path::Path,
+    mailer: &crate::report::Mailer,
+    sent_when: &str,
+) -> Result<crate::store::Store, String> {
+    let mut store =
+        crate::store::Store::open(db).map_err(|e| format!("cannot open the outbox: {e}"))?;
+    let stats = crate::report::deliver_due(&mut store, mailer, now());
+    for e in &stats.errors {
+        tracing::warn!("mail: {e}");
+    }
+    if stats.sent > 0 {
+        tracing::info!("mail: sent {} email(s){sent_when}", stats.sent);
+    }
+    Ok(store)
 }
 
 /// How long a stop waits for the emails still due to go out.
@@ -102,20 +112,15 @@ const LAST_MAIL_WITHIN: Duration = Duration::from_secs(10);
 async fn deliver_last_mail(state_dir: &std::path::Path, mailer: Arc<crate::report::Mailer>) {
     let db = state_dir.join("guardian.db");
     let pass = tokio::task::spawn_blocking(move || {
-        let mut store = crate::store::Store::open(&db).map_err(|e| e.to_string())?;
-        let stats = crate::report::deliver_due(&mut store, &mailer, now());
-        for e in &stats.errors {
-            tracing::warn!("mail: {e}");
-        }
-        if stats.sent > 0 {
-            tracing::info!("mail: sent {} email(s) before stopping", stats.sent);
-        }
-        store.pending_emails().map_err(|e| e.to_string())
+        let store = send_due_mail(&db, &mailer, " before stopping")?;
+        store
+            .pending_emails()
+            .map_err(|e| format!("cannot read the outbox: {e}"))
     });
     let left = match tokio::time::timeout(LAST_MAIL_WITHIN, pass).await {
         Ok(Ok(Ok(left))) => left,
         Ok(Ok(Err(e))) => {
-            tracing::error!("mail: cannot read the outbox before stopping: {e}");
+            tracing::error!("mail: before stopping: {e}");
             return;
         }
         Ok(Err(join)) => {
@@ -134,8 +139,8 @@ async fn deliver_last_mail(state_dir: &std::path::Path, mailer: Arc<crate::repor
     };
     if left > 0 {
         tracing::warn!(
-            "mail: {left} email(s) not sent yet (see the errors above); they are sent when \
-             guardian starts again on {}",
+            "mail: {left} email(s) not sent yet (refused, or waiting to be tried again); they \
+             are sent when guardian starts again on {}",
             state_dir.display()
         );
     }

@@ -330,11 +330,11 @@ impl Watch {
         // redeploy restarted into the same revert, a fleet still failing looked "recovered".
         // Unless there is no baseline to speak of (a canary deployed as guardian began): then
         // the rest is all there is.
-        let baseline = self
+        let has_baseline = self
             .baseline
             .iter()
             .any(|t| t.requests >= self.settings.min_baseline_requests);
-        if baseline {
+        if has_baseline {
             watch.design = Some(Design::BeforeAfter);
         }
         if self.recovery {
